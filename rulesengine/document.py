@@ -1,0 +1,570 @@
+"""The document model: one DICOM instance with the verbs of the paths.
+
+`get(path)`, `set(path, value)`, `get_next(path, index)`, `delete(path)` and
+`blank(path)` take the same paths as rule files (`DataSet.PatientID`,
+`DataSet.Seq[1].Modality`, `CommandSet.MessageID`, `Association.CallingAET`).
+A document holds the data set, the file meta information, the DIMSE command
+set when it came over the network, and the facts of its arrival.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from typing import Any, Iterator, NamedTuple
+
+import pydicom
+from pydicom import charset as dicom_charset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+
+from .diagnostics import RulesError
+from .lang import nodes as n
+from .lang.paths import ARRIVAL_FIELDS, COMMAND_SET, DATASET, FILE_META, READ_ONLY_ROOTS, ResolvedPath, Step, \
+    private_vr, resolve, tag_text
+from .lang.syntax import parse_path
+from .values import TEXT_VRS, ValueError_, concrete_vr, is_multi_vm, read_value, to_dicom
+
+
+class PathError(Exception):
+    """A path that cannot be read or written in this document (a bad path, a bad value)."""
+
+
+class DocumentReadError(Exception):
+    """A file that is not a DICOM instance pydicom can read."""
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """How a document arrived: the association (for a listener) and the source."""
+
+    calling_aet: str | None = None
+    called_aet: str | None = None
+    peer_address: str | None = None
+    peer_port: int | None = None
+    source_name: str | None = None
+    source_kind: str | None = None  # listener | folder | file
+    source_path: str | None = None
+
+    _FIELDS = {
+        ("Association", "CallingAET"): "calling_aet",
+        ("Association", "CalledAET"): "called_aet",
+        ("Association", "PeerAddress"): "peer_address",
+        ("Association", "PeerPort"): "peer_port",
+        ("Source", "Name"): "source_name",
+        ("Source", "Kind"): "source_kind",
+        ("Source", "Path"): "source_path",
+    }
+
+    def value(self, root: str, name: str) -> Any:
+        return getattr(self, self._FIELDS[(root, name)])
+
+    def with_value(self, root: str, name: str, value: Any) -> "Arrival":
+        return replace(self, **{self._FIELDS[(root, name)]: value})
+
+
+@dataclass(frozen=True)
+class Change:
+    """One edit: the concrete path (items numbered), the old and the new value."""
+
+    path: str
+    old: Any
+    new: Any
+
+
+@lru_cache(maxsize=4096)
+def compile_path(text: str) -> ResolvedPath:
+    """A path string resolved against the dictionary (cached)."""
+    try:
+        node = parse_path(text)
+    except RulesError as exc:
+        raise PathError(f"bad path {text!r}: {exc.diagnostics[0].message}") from None
+    resolved, diags = resolve(node)
+    errors = [d for d in diags if d.is_error]
+    if resolved is None or errors:
+        d = errors[0]
+        raise PathError(f"bad path {text!r}: {d.message}" + (f" ({d.hint})" if d.hint else ""))
+    return resolved
+
+
+def _as_path(path: str | ResolvedPath) -> ResolvedPath:
+    return path if isinstance(path, ResolvedPath) else compile_path(path)
+
+
+# ---- walking -----------------------------------------------------------------------
+
+_MISS = object()
+
+
+def _private_tag(ds: Dataset, step: Step, create: bool) -> int | None:
+    group, creator, offset = step.private
+    try:
+        block = ds.private_block(group, creator, create=create)
+    except KeyError:
+        return None
+    return block.get_tag(offset)
+
+
+def _datasets_below(ds: Dataset, prefix: str) -> Iterator[tuple[Dataset, str]]:
+    """This data set and every item nested in it, depth first, with their paths."""
+    yield ds, prefix
+    for elem in list(ds):
+        if elem.VR == "SQ" and elem.value:
+            for number, item in enumerate(elem.value, 1):
+                yield from _datasets_below(item, f"{prefix}.{_elem_name(elem.tag)}[{number}]")
+
+
+def _elem_name(tag: int) -> str:
+    from pydicom.datadict import keyword_for_tag
+    return keyword_for_tag(tag) or tag_text(tag)
+
+
+def _elements(ds: Dataset, step: Step, prefix: str, create: bool = False) -> Iterator[tuple[Dataset, int, str]]:
+    """(data set, tag, path text) for each element the step names in `ds`.
+
+    Elements are yielded whether or not they exist, except for masks and `**`,
+    which only ever find existing elements.
+    """
+    containers = _datasets_below(ds, prefix) if step.any_depth else ((ds, prefix),)
+    for container, where in containers:
+        if step.mask is not None:
+            value, care = step.mask
+            for tag in [t for t in container.keys() if (int(t) & care) == value]:
+                yield container, int(tag), f"{where}.{tag_text(tag)}"
+            continue
+        if step.private is not None:
+            tag = _private_tag(container, step, create and not step.any_depth)
+            if tag is None:
+                continue
+        else:
+            tag = step.tag
+        if step.any_depth and tag not in container:
+            continue
+        yield container, tag, f"{where}.{step.text.replace('**.', '').split('[')[0]}"
+
+
+def _items(elem, step: Step, where: str) -> Iterator[tuple[Dataset, str]]:
+    items = elem.value or ()
+    if step.index == n.STAR or step.index is None:
+        for number, item in enumerate(items, 1):
+            yield item, f"{where}[{number}]"
+    elif step.index <= len(items):
+        yield items[step.index - 1], f"{where}[{step.index}]"
+
+
+class Document:
+    """One DICOM instance and the facts of its arrival."""
+
+    __slots__ = ("dataset", "file_meta", "command_set", "arrival", "filename", "_cache")
+
+    def __init__(self, dataset: Dataset | None = None, file_meta: Dataset | None = None,
+                 command_set: Dataset | None = None, arrival: Arrival | None = None,
+                 filename: str | None = None):
+        self.dataset = dataset if dataset is not None else Dataset()
+        if file_meta is None:
+            file_meta = getattr(self.dataset, "file_meta", None)
+        self.file_meta = file_meta if file_meta is not None else FileMetaDataset()
+        self.command_set = command_set if command_set is not None else Dataset()
+        self.arrival = arrival or Arrival()
+        self.filename = filename
+        self._cache: dict = {}
+
+    # ---- construction and output ----
+
+    @classmethod
+    def read(cls, path: str | os.PathLike, arrival: Arrival | None = None, **dcmread_options) -> "Document":
+        """Read a DICOM file. Raises DocumentReadError with the reason when it cannot."""
+        path = os.fspath(path)
+        try:
+            ds = pydicom.dcmread(path, **dcmread_options)
+        except InvalidDicomError:
+            ds = _read_without_preamble(path, dcmread_options)
+        except (OSError, ValueError, EOFError, TypeError, KeyError, NotImplementedError) as exc:
+            raise DocumentReadError(f"{path}: cannot read: {exc}") from None
+        if arrival is None:
+            arrival = Arrival(source_kind="file", source_path=path)
+        return cls(ds, getattr(ds, "file_meta", None), None, arrival, path)
+
+    def copy(self) -> "Document":
+        """An independent copy (pixel data is shared until someone writes it)."""
+        dataset = copy.deepcopy(self.dataset)
+        file_meta = copy.deepcopy(self.file_meta)
+        return Document(dataset, file_meta, copy.deepcopy(self.command_set), self.arrival, self.filename)
+
+    def write(self, target) -> None:
+        """Write as a DICOM Part 10 file; the file meta is kept consistent with the data set."""
+        ds = self.dataset
+        meta = self.file_meta
+        ds.file_meta = meta
+        if "SOPInstanceUID" in ds:
+            meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        if "SOPClassUID" in ds:
+            meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        if "TransferSyntaxUID" not in meta:
+            meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+        ds.save_as(target, enforce_file_format=True)
+
+    # ---- the verbs ----
+
+    def get(self, path: str | ResolvedPath) -> Any:
+        """Read a path: None when missing, "" when empty, a value, a tuple of values,
+        or a list when the path fans out with [*] or **."""
+        return self.read_path(_as_path(path))
+
+    def set(self, path: str | ResolvedPath, value: Any) -> list[Change]:
+        """Write a value, creating the element and sequence items when absent."""
+        return self.write_path(_as_path(path), value)
+
+    def delete(self, path: str | ResolvedPath) -> list[Change]:
+        return self.delete_path(_as_path(path))
+
+    def blank(self, path: str | ResolvedPath) -> list[Change]:
+        """Empty an element where it is present (zero length); absent elements stay absent."""
+        return self.blank_path(_as_path(path))
+
+    def get_next(self, path: str | ResolvedPath, index: int) -> "Item | None":
+        """Item number `index` (1-based) of the sequence at `path`, or None past the end:
+        walk a sequence with index = 1, 2, ... until None."""
+        resolved = _as_path(path)
+        items = self.read_path(resolved)
+        if not isinstance(items, tuple) or (items and not isinstance(items[0], Dataset)):
+            if items in (None, "", ()):
+                return None
+            raise PathError(f"{resolved.text} is not a sequence")
+        if not 1 <= index <= len(items):
+            return None
+        return Item(self, items[index - 1], f"{resolved.text}[{index}]")
+
+    # ---- resolved paths (what compiled rules call) ----
+
+    def read_path(self, path: ResolvedPath, base: Dataset | None = None) -> Any:
+        if base is None:
+            cached = self._cache.get(path, _MISS)
+            if cached is not _MISS:
+                return cached
+            value = self._read_uncached(path, None)
+            self._cache[path] = value
+            return value
+        return self._read_uncached(path, base)
+
+    def _read_uncached(self, path: ResolvedPath, base: Dataset | None) -> Any:
+        if path.is_arrival:
+            return self.arrival.value(path.root, path.field)
+        start = base if base is not None else self._root(path.root)
+        found = [value for _, _, _, value in self._find(path, start, path.root)]
+        if not path.fans_out:
+            return found[0] if found else None
+        values: list = []
+        for value in found:
+            if isinstance(value, list):  # a [*] on the last element
+                values.extend(value)
+            elif value is not None:
+                values.append(value)
+        return values
+
+    def _find(self, path: ResolvedPath, start: Dataset, prefix: str):
+        """(container, tag, path text, value) for every element the path reaches."""
+        current = [(start, prefix)]
+        steps = path.steps
+        for position, step in enumerate(steps):
+            last = position == len(steps) - 1
+            following = []
+            for ds, where in current:
+                for container, tag, text in _elements(ds, step, where):
+                    elem = container.get(tag) if tag in container else None
+                    if last:
+                        yield container, tag, text, self._value(elem, step) if elem is not None else None
+                        continue
+                    if elem is None or elem.VR != "SQ":
+                        continue
+                    following.extend(_items(elem, step, text))
+            current = following
+
+    @staticmethod
+    def _value(elem, step: Step) -> Any:
+        value = read_value(elem, multi=is_multi_vm(step.vm) and step.index is None)
+        if step.index is None or elem.VR == "SQ":
+            if elem.VR == "SQ" and step.index is not None:
+                if step.index == n.STAR:
+                    return list(value)
+                return value[step.index - 1] if step.index <= len(value) else None
+            return value
+        values = value if isinstance(value, tuple) else (() if value == "" else (value,))
+        if step.index == n.STAR:
+            return list(values)
+        return values[step.index - 1] if step.index <= len(values) else None
+
+    def _root(self, root: str) -> Dataset:
+        if root == DATASET:
+            return self.dataset
+        if root == FILE_META:
+            return self.file_meta
+        if root == COMMAND_SET:
+            return self.command_set
+        raise PathError(f"{root} is not a data set")
+
+    def write_path(self, path: ResolvedPath, value: Any, base: Dataset | None = None) -> list[Change]:
+        self._cache.clear()
+        if path.is_arrival:
+            old = self.arrival.value(path.root, path.field)
+            self.arrival = self.arrival.with_value(path.root, path.field, value)
+            return [Change(path.text, old, value)]
+        start = base if base is not None else self._root(path.root)
+        changes: list[Change] = []
+        for container, tag, text, step in list(self._targets(path, start, path.root, write=True)):
+            changes.extend(self._write_element(container, tag, step, value, text))
+        return changes
+
+    def _targets(self, path: ResolvedPath, start: Dataset, prefix: str, write: bool = False):
+        """(container, tag, path text, last step) for each element an edit reaches.
+
+        A write (set) creates what is missing on the way: sequences, numbered items,
+        private creator blocks. Paths that fan out ([*], **) never create items.
+        """
+        create = write and not path.fans_out
+        current = [(start, prefix)]
+        for position, step in enumerate(path.steps):
+            last = position == len(path.steps) - 1
+            make_block = write and not step.any_depth if last else create
+            following = []
+            for ds, where in current:
+                for container, tag, text in _elements(ds, step, where, create=make_block):
+                    if last:
+                        if step.any_depth and tag not in container:
+                            continue
+                        yield container, tag, text, step
+                        continue
+                    elem = container[tag] if tag in container else None
+                    if elem is None and create and isinstance(step.index, int):
+                        container.add_new(tag, "SQ", [])
+                        elem = container[tag]
+                    if elem is None or elem.VR != "SQ":
+                        continue
+                    if create and isinstance(step.index, int):
+                        while len(elem.value) < step.index:
+                            elem.value.append(Dataset())
+                    following.extend(_items(elem, step, text))
+            current = following
+
+    def _write_element(self, container: Dataset, tag: int, step: Step, value: Any, text: str) -> list[Change]:
+        exists = tag in container
+        elem = container[tag] if exists else None
+        vr = elem.VR if elem is not None else self._vr_for(tag, step, value)
+        if vr == "SQ":
+            raise PathError(f"{text} is a sequence: set elements inside its items instead")
+        old = self._value(elem, replace(step, index=None)) if elem is not None else None
+        if step.index is not None and step.index != n.STAR:
+            values = list(old) if isinstance(old, tuple) else ([] if old in (None, "") else [old])
+            while len(values) < step.index:
+                values.append("")
+            values[step.index - 1] = value
+            new_value = values
+            text = f"{text}[{step.index}]"
+        else:
+            new_value = value
+        try:
+            stored = to_dicom(vr, new_value)
+        except ValueError_ as exc:
+            raise PathError(f"{text}: {exc}") from None
+        self._ensure_charset(container, vr, stored)
+        if elem is None:
+            container.add_new(tag, concrete_vr(vr), stored)
+        else:
+            elem.value = stored
+        new = self._value(container[tag], replace(step, index=None))
+        if step.index not in (None, n.STAR):
+            old = old[step.index - 1] if isinstance(old, tuple) and step.index <= len(old) else (
+                old if step.index == 1 and not isinstance(old, tuple) else None)
+            new = value
+        return [] if old == new and exists else [Change(text, old, new)]
+
+    @staticmethod
+    def _vr_for(tag: int, step: Step, value: Any) -> str | None:
+        if step.private is not None:
+            return step.vr or private_vr(*step.private) or _private_vr_from_value(value)
+        if step.tag == tag and step.vr:
+            return step.vr
+        from pydicom.datadict import dictionary_VR
+        try:
+            return dictionary_VR(tag)
+        except KeyError:
+            raise PathError(f"{tag_text(tag)} is not in the dictionary, so its VR is unknown "
+                            "and it cannot be created") from None
+
+    def _ensure_charset(self, container: Dataset, vr: str, stored: Any) -> None:
+        """Non-ASCII text in a data set declared ASCII (or another character set that
+        cannot hold it) switches the data set to UTF-8, decoding its text first."""
+        if vr not in TEXT_VRS or stored is None:
+            return
+        texts = stored if isinstance(stored, list) else [stored]
+        if all(isinstance(t, str) and t.isascii() for t in texts):
+            return
+        root = self.dataset
+        declared = root.get("SpecificCharacterSet", None) or "ISO_IR 6"
+        encodings = dicom_charset.convert_encodings(declared)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                for t in texts:
+                    dicom_charset.encode_string(str(t), encodings)
+            return
+        except (UnicodeError, LookupError, UserWarning, ValueError):
+            pass
+        root.decode()
+        root.SpecificCharacterSet = "ISO_IR 192"
+
+    def delete_path(self, path: ResolvedPath, base: Dataset | None = None) -> list[Change]:
+        if path.is_arrival:
+            raise PathError(f"{path.text} cannot be deleted")
+        self._cache.clear()
+        start = base if base is not None else self._root(path.root)
+        changes = []
+        for container, tag, text, step in list(self._targets(path, start, path.root)):
+            if tag not in container:
+                continue
+            elem = container[tag]
+            if step.index is None or step.index == n.STAR and elem.VR != "SQ":
+                old = self._value(elem, replace(step, index=None))
+                del container[tag]
+                changes.append(Change(text, old, None))
+            elif elem.VR == "SQ":
+                if step.index == n.STAR:
+                    count = len(elem.value)
+                    elem.value = []
+                    changes.append(Change(text, f"{count} items", "0 items"))
+                elif step.index <= len(elem.value):
+                    del elem.value[step.index - 1]
+                    changes.append(Change(f"{text}[{step.index}]", "item", None))
+            else:
+                values = list(elem.value) if isinstance(elem.value, (list, tuple)) or \
+                    type(elem.value).__name__ == "MultiValue" else [elem.value]
+                if step.index <= len(values):
+                    old = values.pop(step.index - 1)
+                    elem.value = values
+                    changes.append(Change(f"{text}[{step.index}]", old, None))
+        return changes
+
+    def blank_path(self, path: ResolvedPath, base: Dataset | None = None) -> list[Change]:
+        if path.is_arrival:
+            raise PathError(f"{path.text} cannot be blanked")
+        changes = []
+        for ref in self.element_refs(path, base):
+            changes.extend(self.blank_ref(ref))
+        return changes
+
+    # ---- element references (what `for each e in DataSet.**.Keyword` binds) ----
+
+    def element_refs(self, path: ResolvedPath, base: Dataset | None = None) -> list["ElementRef"]:
+        """The elements a path reaches that exist, as references that can be read and edited."""
+        start = base if base is not None else self._root(path.root)
+        return [ElementRef(container, tag, text, replace(step, index=None))
+                for container, tag, text, step in self._targets(path, start, path.root) if tag in container]
+
+    def read_ref(self, ref: "ElementRef") -> Any:
+        if ref.tag not in ref.container:
+            return None
+        return self._value(ref.container[ref.tag], ref.step)
+
+    def write_ref(self, ref: "ElementRef", value: Any) -> list[Change]:
+        self._cache.clear()
+        return self._write_element(ref.container, ref.tag, ref.step, value, ref.text)
+
+    def delete_ref(self, ref: "ElementRef") -> list[Change]:
+        if ref.tag not in ref.container:
+            return []
+        self._cache.clear()
+        old = self.read_ref(ref)
+        del ref.container[ref.tag]
+        return [Change(ref.text, old, None)]
+
+    def blank_ref(self, ref: "ElementRef") -> list[Change]:
+        old = self.read_ref(ref)
+        if old in (None, "", ()):
+            return []
+        self._cache.clear()
+        elem = ref.container[ref.tag]
+        elem.value = [] if elem.VR == "SQ" else None
+        return [Change(ref.text, old, "")]
+
+    def delete_private(self, base: Dataset | None = None) -> list[Change]:
+        """Remove every private element (odd groups), at any depth."""
+        self._cache.clear()
+        changes = []
+        for ds, where in list(_datasets_below(base if base is not None else self.dataset, DATASET)):
+            for tag in [t for t in ds.keys() if t.group % 2 == 1]:
+                elem = ds[tag]
+                old = f"<{elem.VR}>" if elem.VR in ("SQ", "OB", "OW", "UN") else read_value(elem)
+                del ds[tag]
+                changes.append(Change(f"{where}.{tag_text(tag)}", old, None))
+        return changes
+
+    def invalidate(self) -> None:
+        self._cache.clear()
+
+    def __repr__(self) -> str:
+        sop = self.dataset.get("SOPInstanceUID", "?")
+        return f"<Document {self.filename or ''} SOPInstanceUID={sop}>"
+
+
+class ElementRef(NamedTuple):
+    container: Dataset
+    tag: int
+    text: str
+    step: Step
+
+
+class Item:
+    """One item of a sequence, from `Document.get_next`; paths are relative to it."""
+
+    def __init__(self, document: Document, dataset: Dataset, path: str):
+        self.document, self.dataset, self.path = document, dataset, path
+
+    def _relative(self, relative: str) -> ResolvedPath:
+        full = compile_path(f"{DATASET}.{relative}")
+        return ResolvedPath("item", full.steps, None, f"{self.path}.{relative}")
+
+    def get(self, relative: str) -> Any:
+        return self.document.read_path(self._relative(relative), base=self.dataset)
+
+    def set(self, relative: str, value: Any) -> list[Change]:
+        return self.document.write_path(self._relative(relative), value, base=self.dataset)
+
+    def delete(self, relative: str) -> list[Change]:
+        return self.document.delete_path(self._relative(relative), base=self.dataset)
+
+
+def _private_vr_from_value(value: Any) -> str:
+    """A new private element of a creator the dictionary does not know: text is
+    stored as LO (UT when longer than LO allows), whole numbers as SL, others as FD."""
+    sample = value[0] if isinstance(value, (list, tuple)) and value else value
+    if isinstance(sample, bool) or sample is None or isinstance(sample, str):
+        texts = value if isinstance(value, (list, tuple)) else [value]
+        return "LO" if all(len(str(t or "")) <= 64 for t in texts) else "UT"
+    if isinstance(sample, int):
+        return "SL"
+    if isinstance(sample, float):
+        return "FD"
+    return "UN"
+
+
+def _read_without_preamble(path: str, options: dict) -> Dataset:
+    """Some senders write data sets without the Part 10 header; accept those only
+    when they look like an instance (a SOP class and instance UID)."""
+    try:
+        ds = pydicom.dcmread(path, force=True, **options)
+        if "SOPClassUID" in ds and "SOPInstanceUID" in ds:
+            return ds
+    except Exception:  # noqa: BLE001 - anything pydicom raises means "not DICOM"
+        pass
+    raise DocumentReadError(f"{path}: not a DICOM file (no DICM header and no SOP instance found)")
+
+
+def is_read_only(root: str) -> bool:
+    return root in READ_ONLY_ROOTS
+
+
+__all__ = ["Arrival", "Change", "Document", "DocumentReadError", "Item", "PathError", "compile_path",
+           "ARRIVAL_FIELDS"]

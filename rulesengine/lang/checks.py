@@ -1,0 +1,743 @@
+"""Semantic checks: names, paths, types, VRs, regexes, functions, destinations.
+
+`Analysis` walks every rule, block and test of a program once, reports findings
+and keeps what it resolved (paths, types, regexes, block and table references)
+for the compiler. The whole-file lint passes (unreachable and shadowed rules,
+fall-through, loops) live in lint.py and run on top of an Analysis.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+from ..diagnostics import Diagnostic, Span, error, warning
+from ..values import ValueError_, concrete_vr, to_dicom
+from . import nodes as n
+from . import types as t
+from .functions import FUNCTIONS
+from .loader import Module, Program, TableData
+from .paths import ARRIVAL_FIELDS, READ_ONLY_ROOTS, ROOTS, Binding, ResolvedPath, resolve
+from .types import Type
+
+_REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
+_ORDERING = {"<", "<=", ">", ">="}
+_EQUALITY = {"==", "!="}
+_ROUTING = (n.RouteAction, n.CopyAction, n.DropAction, n.RejectAction, n.QuarantineAction, n.StopAction)
+
+
+@dataclass(frozen=True)
+class DestinationInfo:
+    """What the checks know of a destination: enough to spot loops back to a sender."""
+
+    name: str
+    ae_title: str | None = None
+    host: str | None = None
+    port: int | None = None
+
+
+def destination_infos(destinations) -> dict[str, DestinationInfo] | None:
+    """Accepts None (unknown), names, or a mapping of name -> DestinationInfo / dict."""
+    if destinations is None:
+        return None
+    if isinstance(destinations, Mapping):
+        out = {}
+        for name, value in destinations.items():
+            if isinstance(value, DestinationInfo):
+                out[name] = value
+            elif isinstance(value, Mapping):
+                out[name] = DestinationInfo(name, value.get("ae_title"), value.get("host"), value.get("port"))
+            else:
+                out[name] = DestinationInfo(name)
+        return out
+    return {name: DestinationInfo(name) for name in destinations}
+
+
+@dataclass
+class Scope:
+    module: Module
+    variables: dict[str, tuple[Binding, Type]] = field(default_factory=dict)
+    context: str = "rule"  # rule | block | copy | test
+    writable_arrival: bool = False  # tests may set Association.* and Source.*
+
+    def with_variable(self, name: str, binding: Binding, kind: Type) -> "Scope":
+        variables = dict(self.variables)
+        variables[name] = (binding, kind)
+        return Scope(self.module, variables, self.context, self.writable_arrival)
+
+    def in_context(self, context: str) -> "Scope":
+        return Scope(self.module, self.variables, context, self.writable_arrival)
+
+
+@dataclass
+class TableRef:
+    table: TableData
+    column: str | None  # None: the table itself (for `in`)
+
+
+class Analysis:
+    """Findings, plus what was resolved, keyed by id() of the nodes."""
+
+    def __init__(self, program: Program, destinations=None):
+        self.program = program
+        self.destinations = destination_infos(destinations)
+        self.diagnostics: list[Diagnostic] = list(program.diagnostics)
+        self.paths: dict[int, ResolvedPath] = {}
+        self.types: dict[int, Type] = {}
+        self.regexes: dict[int, re.Pattern] = {}
+        self.blocks: dict[int, tuple[Module, n.Block]] = {}
+        self.tables: dict[int, TableRef] = {}
+        self.bindings: dict[int, Binding] = {}
+        self._checked_blocks: set[int] = set()
+
+    # ---- entry points ----
+
+    def run(self) -> "Analysis":
+        for module in self.program.modules:
+            self.check_module(module)
+        return self
+
+    def check_module(self, module: Module) -> None:
+        seen: dict[str, n.Rule] = {}
+        for item in module.file.items:
+            if isinstance(item, n.Rule):
+                if item.name in seen:
+                    first = seen[item.name]
+                    self._warn("duplicate-rule", f"another rule is named {item.name!r} (line {first.span.line}); "
+                               "reports and tests tell rules apart by name", item.name_span)
+                seen.setdefault(item.name, item)
+                scope = Scope(module)
+                if item.when is not None:
+                    self.check_condition(item.when, scope)
+                self.check_actions(item.actions, scope)
+            elif isinstance(item, n.Block):
+                self._check_block(module, item)
+
+    def _check_block(self, module: Module, block: n.Block) -> None:
+        if id(block) in self._checked_blocks:
+            return
+        self._checked_blocks.add(id(block))
+        self.check_actions(block.actions, Scope(module, context="block"))
+
+    # ---- findings ----
+
+    def _error(self, code: str, message: str, span: Span | None, hint: str | None = None) -> None:
+        self.diagnostics.append(error(code, message, span, hint))
+
+    def _warn(self, code: str, message: str, span: Span | None, hint: str | None = None) -> None:
+        self.diagnostics.append(warning(code, message, span, hint))
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+    # ---- actions ----
+
+    def check_actions(self, actions: Iterable[n.Action], scope: Scope) -> None:
+        for action in actions:
+            self.check_action(action, scope)
+
+    def check_action(self, action: n.Action, scope: Scope) -> None:
+        method = getattr(self, "_action_" + type(action).__name__)
+        method(action, scope)
+
+    def _action_SetAction(self, action: n.SetAction, scope: Scope) -> None:
+        target = self._target(action.target, scope, "set")
+        value_type = self.check_value(action.value, scope)
+        if target is None or value_type is None:
+            return
+        self._check_assignment(target, action.value, value_type, action.value.span)
+
+    def _action_BlankAction(self, action: n.BlankAction, scope: Scope) -> None:
+        self._target(action.target, scope, "blank")
+
+    def _action_DeleteAction(self, action: n.DeleteAction, scope: Scope) -> None:
+        self._target(action.target, scope, "delete")
+
+    def _action_DeletePrivateAction(self, action, scope: Scope) -> None:
+        pass
+
+    def _routing_allowed(self, action, scope: Scope, word: str) -> bool:
+        if scope.context in ("block", "copy"):
+            where = "a block" if scope.context == "block" else "a copy"
+            self._error("block-action", f"{word} cannot be used inside {where}: it decides for the whole document",
+                        action.span, "blocks and copies hold edits only (set, blank, delete, if, for each, log)")
+            return False
+        return True
+
+    def _check_destinations(self, names: Iterable[n.Name]) -> None:
+        if self.destinations is None:
+            return
+        for name in names:
+            if name.value not in self.destinations:
+                close = difflib.get_close_matches(name.value, list(self.destinations), n=1, cutoff=0.6)
+                known = ", ".join(sorted(self.destinations)) or "none are configured"
+                hint = f"did you mean {close[0]}?" if close else f"known destinations: {known}"
+                self._error("unknown-destination", f"unknown destination {name.value!r}", name.span, hint)
+
+    def _action_RouteAction(self, action: n.RouteAction, scope: Scope) -> None:
+        if self._routing_allowed(action, scope, "route"):
+            self._check_destinations(action.destinations)
+
+    def _action_CopyAction(self, action: n.CopyAction, scope: Scope) -> None:
+        if not self._routing_allowed(action, scope, "copy"):
+            return
+        self._check_destinations(action.destinations)
+        self.check_actions(action.body, scope.in_context("copy"))
+
+    def _action_ApplyAction(self, action: n.ApplyAction, scope: Scope) -> None:
+        module = scope.module
+        if action.namespace is not None:
+            imported = module.imports.get(action.namespace)
+            if imported is None:
+                hint = _suggest(action.namespace, module.imports, "imports")
+                self._error("unknown-block", f"nothing is imported as {action.namespace!r}", action.span, hint)
+                return
+            module = imported
+        block = module.blocks.get(action.block)
+        if block is None:
+            where = f"{module.path}" if action.namespace else "this file"
+            self._error("unknown-block", f"no block {action.block!r} in {where}", action.span,
+                        _suggest(action.block, module.blocks, "blocks"))
+            return
+        self.blocks[id(action)] = (module, block)
+        self._check_block(module, block)
+
+    def _action_DropAction(self, action, scope: Scope) -> None:
+        self._routing_allowed(action, scope, "drop")
+
+    def _action_RejectAction(self, action: n.RejectAction, scope: Scope) -> None:
+        if self._routing_allowed(action, scope, "reject") and action.reason is not None:
+            self.check_value(action.reason, scope)
+
+    def _action_QuarantineAction(self, action: n.QuarantineAction, scope: Scope) -> None:
+        if self._routing_allowed(action, scope, "quarantine") and action.reason is not None:
+            self.check_value(action.reason, scope)
+
+    def _action_StopAction(self, action, scope: Scope) -> None:
+        self._routing_allowed(action, scope, "stop")
+
+    def _action_LogAction(self, action: n.LogAction, scope: Scope) -> None:
+        self.check_value(action.message, scope, allow_many=True)
+
+    def _action_IfAction(self, action: n.IfAction, scope: Scope) -> None:
+        self.check_condition(action.condition, scope)
+        self.check_actions(action.body, scope)
+        if action.orelse is not None:
+            self.check_actions(action.orelse, scope)
+
+    def _action_ForEachAction(self, action: n.ForEachAction, scope: Scope) -> None:
+        inner = self._bind(action.var, action.var_span, action.source, scope, action, loop=True)
+        if inner is not None:
+            self.check_actions(action.body, inner)
+
+    # ---- binding loop variables ----
+
+    def _bind(self, name: str, span: Span, source: n.Path, scope: Scope, node, loop: bool) -> Scope | None:
+        if name in ROOTS or name in scope.variables or name in scope.module.tables or name in scope.module.imports:
+            self._error("duplicate-name", f"{name!r} is already a name here; choose another", span)
+            return None
+        resolved = self.resolve_path(source, scope)
+        if resolved is None:
+            return None
+        source_type = t.path_type(resolved)
+        if resolved.is_arrival:
+            self._error("type-mismatch", f"{resolved.text} is one value; there is nothing to walk", source.span)
+            return None
+        if source_type.kind in (t.ITEMS, t.ITEM):
+            binding, item_type = Binding("item", resolved), Type(t.ITEM)
+        elif loop:
+            if resolved.last.index == n.STAR:
+                self._error("bad-path", "for each walks items or elements, not the values of one element",
+                            source.span, "to test values, use any/all")
+                return None
+            binding, item_type = Binding("element", resolved), source_type.single()
+        else:
+            binding, item_type = Binding("value", resolved), source_type.single()
+        self.bindings[id(node)] = binding
+        return scope.with_variable(name, binding, item_type)
+
+    # ---- paths and targets ----
+
+    def resolve_path(self, path: n.Path, scope: Scope) -> ResolvedPath | None:
+        bindings = {name: b for name, (b, _) in scope.variables.items()}
+        if path.root not in ROOTS and path.root not in bindings and len(path.elements) == 1:
+            table = scope.module.tables.get(path.root)
+            if table is not None:
+                self._error("type-mismatch", f"{path.text()} is a table column: read it with "
+                            f"lookup({path.text()}, key)", path.span)
+                return None
+        resolved, diags = resolve(path, bindings)
+        self.diagnostics.extend(diags)
+        if resolved is not None:
+            self.paths[id(path)] = resolved
+        return resolved
+
+    def _target(self, target, scope: Scope, verb: str) -> tuple[ResolvedPath | None, Type] | None:
+        """Check the target of set/blank/delete; returns (resolved path or None for a variable, type)."""
+        if isinstance(target, n.Variable):
+            entry = scope.variables.get(target.name)
+            if entry is None:
+                self._unknown_variable(target, scope)
+                return None
+            binding, kind = entry
+            if binding.kind != "element":
+                what = "an item" if binding.kind == "item" else "a value being tested"
+                self._error("bad-target", f"{target.name} is {what}; {verb} needs an element", target.span,
+                            f"write {verb} {target.name}.Keyword" if binding.kind == "item" else None)
+                return None
+            self.types[id(target)] = kind
+            return None, kind
+        path = target.path
+        resolved = self.resolve_path(path, scope)
+        if resolved is None:
+            return None
+        if resolved.root in READ_ONLY_ROOTS and not (scope.writable_arrival and resolved.root in ARRIVAL_FIELDS):
+            self._error("read-only", f"{resolved.root} cannot be edited by rules", path.span)
+            return None
+        last = resolved.last
+        if verb == "set" and last.mask is not None:
+            self._error("bad-target", "a tag mask names many elements: it can only be deleted or blanked", path.span)
+            return None
+        kind = t.path_type(resolved)
+        if verb == "set" and kind.kind in (t.ITEMS, t.ITEM) and (last.index is None or last.index == n.STAR):
+            self._error("bad-target", f"{last.text} is a sequence: set elements inside its items", path.span,
+                        f"for example set {resolved.text}[1].Keyword = ...")
+            return None
+        if verb == "set" and last.index is not None and last.index != n.STAR and last.vm == "1" and last.index > 1:
+            self._error("bad-target", f"{last.text} holds one value; there is no value {last.index}", path.span)
+            return None
+        self.types[id(target)] = kind
+        return resolved, kind
+
+    def _check_assignment(self, target, value: n.Expr, value_type: Type, span: Span) -> None:
+        resolved, target_type = target
+        if value_type.kind in (t.ITEMS, t.ITEM, t.REGEX, t.BOOL, t.TABLE):
+            self._error("type-mismatch", f"cannot set an element to {value_type.describe()}", span)
+            return
+        if value_type.many:
+            self._error("type-mismatch", "this value reaches many elements ([*] or **); pick one item",
+                        span, "or use for each")
+            return
+        vr = concrete_vr(resolved.last.vr if resolved is not None else target_type.vr)
+        if vr is None:
+            return
+        literal = _literal_value(value)
+        if literal is not _NOT_LITERAL:
+            single_index = resolved is not None and isinstance(resolved.last.index, int)
+            if isinstance(literal, tuple) and (single_index or (resolved is not None and resolved.last.vm == "1")):
+                self._error("bad-value", f"{resolved.last.text} takes one value, not a list", span)
+                return
+            try:
+                to_dicom(vr, literal)
+            except ValueError_ as exc:
+                self._error("bad-value", f"{exc}", span)
+            return
+        target_kind = t.kind_for_vr(vr)
+        self._check_kinds_for_assignment(vr, target_kind, value_type, span)
+
+    def _check_kinds_for_assignment(self, vr: str, target_kind: str, value_type: Type, span: Span) -> None:
+        source = value_type.kind
+        if source == t.ANY or target_kind == t.ANY:
+            return
+        if target_kind == t.BYTES:
+            self._error("type-mismatch", f"{vr} holds binary data; rules cannot write it", span)
+        elif source == t.BYTES:
+            self._error("type-mismatch", f"binary data cannot be written to {vr}", span)
+        elif source == t.NUMBER and target_kind in (t.DATE, t.TIME, t.DATETIME, t.UID):
+            self._error("type-mismatch", f"a number cannot be written to a {vr} element", span,
+                        "UIDs, dates and times are written as strings")
+        elif target_kind == t.NUMBER and source != t.NUMBER:
+            self._warn("type-mismatch", f"{value_type.describe()} written to a number ({vr}); "
+                       "it must hold a number when the rule runs", span)
+        elif target_kind in (t.DATE, t.TIME, t.DATETIME) and source != target_kind:
+            if not (target_kind == t.DATE and source == t.DATETIME):
+                self._warn("type-mismatch", f"{value_type.describe()} written to a {vr} element; "
+                           f"it must be a valid {vr} value when the rule runs", span)
+        elif target_kind == t.UID and source not in (t.UID, t.STRING):
+            self._warn("type-mismatch", f"{value_type.describe()} written to a UID", span)
+
+    # ---- expressions ----
+
+    def check_condition(self, expr: n.Expr, scope: Scope) -> None:
+        kind = self.check_expr(expr, scope)
+        if kind is not None and kind.kind != t.BOOL:
+            hint = None
+            if isinstance(expr, n.PathRef):
+                hint = f"did you mean exists {expr.path.text()}?"
+            self._error("not-a-condition", f"a condition must compare or test something; this is {kind.describe()}",
+                        expr.span, hint)
+
+    def check_value(self, expr: n.Expr, scope: Scope, allow_many: bool = False) -> Type | None:
+        kind = self.check_expr(expr, scope)
+        if kind is None:
+            return None
+        if kind.kind == t.BOOL:
+            self._error("type-mismatch", "a condition is not a value here", expr.span)
+            return None
+        if kind.many and not allow_many:
+            self._error("type-mismatch", "this path reaches many elements ([*] or **); pick one item or use any/all",
+                        expr.span)
+            return None
+        return kind
+
+    def check_expr(self, expr: n.Expr, scope: Scope) -> Type | None:
+        kind = getattr(self, "_expr_" + type(expr).__name__)(expr, scope)
+        if kind is not None:
+            self.types[id(expr)] = kind
+        return kind
+
+    def _expr_StringLit(self, expr, scope):
+        return t.T_STRING
+
+    def _expr_NumberLit(self, expr, scope):
+        return t.T_NUMBER
+
+    def _expr_RegexLit(self, expr, scope):
+        self._compile_regex(expr)
+        return t.T_REGEX
+
+    def _compile_regex(self, expr: n.RegexLit) -> re.Pattern | None:
+        flags = 0
+        for letter in expr.flags:
+            flags |= _REGEX_FLAGS[letter]
+        try:
+            compiled = re.compile(expr.pattern, flags)
+        except re.error as exc:
+            column = expr.span.column + 1 + (exc.pos or 0)
+            span = Span(expr.span.file, expr.span.line, column, expr.span.line, column + 1)
+            self._error("bad-regex", f"bad regular expression: {exc.msg}", span)
+            return None
+        self.regexes[id(expr)] = compiled
+        return compiled
+
+    def _expr_ListLit(self, expr: n.ListLit, scope):
+        kinds = [self.check_value(item, scope) for item in expr.items]
+        if any(k is None for k in kinds):
+            return None
+        for item, kind in zip(expr.items, kinds):
+            if kind.multi or kind.kind in (t.ITEMS, t.ITEM, t.BYTES):
+                self._error("type-mismatch", f"a list holds single values, not {kind.describe()}", item.span)
+                return None
+        first = kinds[0].kind if kinds else t.ANY
+        same = all(k.kind == first for k in kinds)
+        return Type(first if same else t.ANY, multi=True)
+
+    def _expr_PathRef(self, expr: n.PathRef, scope):
+        resolved = self.resolve_path(expr.path, scope)
+        return t.path_type(resolved) if resolved is not None else None
+
+    def _expr_Variable(self, expr: n.Variable, scope: Scope):
+        entry = scope.variables.get(expr.name)
+        if entry is not None:
+            return entry[1]
+        if expr.name in scope.module.tables:
+            self.tables[id(expr)] = TableRef(scope.module.tables[expr.name], None)
+            return Type(t.TABLE)
+        self._unknown_variable(expr, scope)
+        return None
+
+    def _unknown_variable(self, expr: n.Variable, scope: Scope) -> None:
+        names = list(scope.variables) + list(scope.module.tables)
+        close = difflib.get_close_matches(expr.name, names, n=1, cutoff=0.6)
+        if close:
+            hint = f"did you mean {close[0]}?"
+        elif expr.name in ROOTS:
+            hint = f"name an element: {expr.name}.Keyword"
+        elif re.fullmatch(r"[A-Z0-9_]+", expr.name):
+            hint = f'strings are written in double quotes: "{expr.name}"'
+        else:
+            hint = "paths start with DataSet., CommandSet., FileMeta., Association. or Source."
+        self._error("unknown-name", f"unknown name {expr.name!r}", expr.span, hint)
+
+    def _expr_Concat(self, expr: n.Concat, scope):
+        kinds = [self.check_value(part, scope) for part in expr.parts]
+        if any(k is None for k in kinds):
+            return None
+        for part, kind in zip(expr.parts, kinds):
+            if kind.kind in (t.ITEMS, t.ITEM, t.BYTES, t.REGEX, t.TABLE):
+                self._error("type-mismatch", f"+ cannot use {kind.describe()}", part.span)
+                return None
+        if all(k.kind == t.NUMBER and not k.multi for k in kinds):
+            return t.T_NUMBER
+        return t.T_STRING
+
+    def _expr_Call(self, expr: n.Call, scope: Scope):
+        fn = FUNCTIONS.get(expr.name)
+        if fn is None:
+            close = difflib.get_close_matches(expr.name, list(FUNCTIONS), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}()?" if close else "functions: " + ", ".join(sorted(FUNCTIONS))
+            self._error("unknown-function", f"unknown function {expr.name}()", expr.name_span, hint)
+            for arg in expr.args:
+                self.check_expr(arg, scope)
+            return None
+        if not fn.min_args <= len(expr.args) <= fn.max_args:
+            wanted = str(fn.min_args) if fn.min_args == fn.max_args else f"{fn.min_args} to {fn.max_args}"
+            self._error("arity", f"{expr.name}() takes {wanted} argument{'s' if fn.max_args != 1 else ''}, "
+                        f"not {len(expr.args)}", expr.span, fn.doc)
+            return None
+        special = getattr(self, "_call_" + expr.name, None)
+        if special is not None:
+            return special(expr, scope, fn)
+        kinds = []
+        for arg in expr.args:
+            kind = self.check_value(arg, scope)
+            if kind is None:
+                return None
+            if kind.kind in (t.ITEMS, t.ITEM, t.BYTES, t.REGEX, t.TABLE) and expr.name != "len":
+                self._error("type-mismatch", f"{expr.name}() cannot take {kind.describe()}", arg.span, fn.doc)
+                return None
+            kinds.append(kind)
+        if expr.name == "shift_date":
+            self._expect_number(expr.args[1], kinds[1], "shift_date(): the number of days")
+            if kinds[0].kind in (t.NUMBER, t.TIME, t.UID):
+                self._error("type-mismatch", f"shift_date() moves a date, not {kinds[0].describe()}",
+                            expr.args[0].span)
+        if expr.name == "substr":
+            for arg, kind in zip(expr.args[1:], kinds[1:]):
+                self._expect_number(arg, kind, "substr(): start and length")
+        return fn.returns(kinds)
+
+    def _expect_number(self, arg: n.Expr, kind: Type, what: str) -> None:
+        if kind.kind not in (t.NUMBER, t.ANY):
+            self._error("type-mismatch", f"{what} must be a number, not {kind.describe()}", arg.span)
+
+    def _call_replace(self, expr: n.Call, scope: Scope, fn):
+        subject, pattern, replacement = expr.args
+        if not isinstance(pattern, n.RegexLit):
+            self._error("type-mismatch", "replace() takes a /regular expression/ as its second argument",
+                        pattern.span, fn.doc)
+            return None
+        self._compile_regex(pattern)
+        self.types[id(pattern)] = t.T_REGEX
+        if self.check_value(subject, scope) is None or self.check_value(replacement, scope) is None:
+            return None
+        return t.T_STRING
+
+    def _call_lookup(self, expr: n.Call, scope: Scope, fn):
+        ref, *rest = expr.args
+        table_ref = self._table_column(ref, scope, fn)
+        for arg in rest:
+            if self.check_value(arg, scope) is None:
+                return None
+        if table_ref is None:
+            return None
+        self.tables[id(ref)] = table_ref
+        return t.T_STRING
+
+    def _table_column(self, ref: n.Expr, scope: Scope, fn) -> TableRef | None:
+        if isinstance(ref, n.Variable) and ref.name in scope.module.tables:
+            table = scope.module.tables[ref.name]
+            columns = table.value_columns()
+            if len(columns) != 1:
+                self._error("unknown-column", f"table {ref.name} has columns {', '.join(columns)}: say which",
+                            ref.span, f"lookup({ref.name}.{columns[0] if columns else 'column'}, key)")
+                return None
+            return TableRef(table, columns[0])
+        if isinstance(ref, n.PathRef) and len(ref.path.elements) == 1 and ref.path.elements[0].keyword:
+            table = scope.module.tables.get(ref.path.root)
+            if table is not None:
+                column = ref.path.elements[0].keyword
+                if column not in table.columns:
+                    self._error("unknown-column", f"table {table.name} has no column {column!r}",
+                                ref.path.elements[0].span, f"its columns: {', '.join(table.columns)}")
+                    return None
+                return TableRef(table, column)
+        names = ", ".join(scope.module.tables) or "none is declared in this file"
+        self._error("unknown-table", "lookup() takes a table (or table.column) first", ref.span,
+                    f"tables: {names}")
+        return None
+
+    def _expr_Binary(self, expr: n.Binary, scope: Scope):
+        left = self.check_value(expr.left, scope)
+        if expr.op in ("in", "not in"):
+            return self._check_in(expr, left, scope)
+        right = self.check_value(expr.right, scope)
+        if left is None or right is None:
+            return None
+        for side, kind in ((expr.left, left), (expr.right, right)):
+            if kind.kind in (t.ITEMS, t.ITEM):
+                self._error("type-mismatch", f"{kind.describe()} cannot be compared", side.span,
+                            "test it with exists, missing, empty or len()")
+                return None
+            if kind.kind in (t.BYTES, t.REGEX, t.TABLE):
+                self._error("type-mismatch", f"{kind.describe()} cannot be compared", side.span)
+                return None
+        if expr.op in ("contains", "not contains", "startswith", "endswith"):
+            if right.multi:
+                self._error("type-mismatch", f"{expr.op} takes one value on its right", expr.right.span)
+            if left.kind == t.NUMBER and not left.multi:
+                self._error("type-mismatch", f"{expr.op} works on text, and this is {left.describe()}",
+                            expr.left.span)
+            return t.T_BOOL
+        self._check_comparable(expr, left, right)
+        return t.T_BOOL
+
+    def _check_comparable(self, expr: n.Binary, left: Type, right: Type) -> None:
+        """Literals are checked against the VR on the other side: "a DA compared with a non-date"."""
+        for value_side, kind, literal_side in ((expr.left, left, expr.right), (expr.right, right, expr.left)):
+            literal = _literal_value(literal_side)
+            if literal is _NOT_LITERAL or isinstance(literal, tuple):
+                continue
+            self._check_literal_against(kind, literal, literal_side.span, value_side)
+        if expr.op in _ORDERING and (left.multi or right.multi):
+            self._error("type-mismatch", f"{expr.op} compares single values", expr.span,
+                        "pick one value with [n]")
+
+    def _check_literal_against(self, kind: Type, literal, span: Span, other: n.Expr) -> None:
+        what = _describe_side(other)
+        if kind.kind == t.NUMBER and isinstance(literal, str):
+            hint = f"write {literal}" if re.fullmatch(r"-?\d+(\.\d+)?", literal) else None
+            self._error("type-mismatch", f"{what} is a number ({kind.vr or 'number'}); {_show(literal)} is text",
+                        span, hint)
+        elif kind.kind in (t.DATE, t.TIME, t.DATETIME, t.UID) and isinstance(literal, (int, float)):
+            self._error("type-mismatch", f"{what} is a {kind.kind} ({kind.vr}); compare it with a string",
+                        span, f'for example "{_example(kind.vr)}"')
+        elif kind.kind in (t.DATE, t.TIME, t.DATETIME) and isinstance(literal, str):
+            try:
+                to_dicom(kind.vr, literal)
+            except ValueError_ as exc:
+                self._error("bad-value", f"{what} is a {kind.kind}: {exc}", span)
+
+    def _check_in(self, expr: n.Binary, left: Type | None, scope: Scope):
+        right_expr = expr.right
+        if isinstance(right_expr, n.Variable) and right_expr.name in scope.module.tables:
+            self.tables[id(right_expr)] = TableRef(scope.module.tables[right_expr.name], None)
+            self.types[id(right_expr)] = Type(t.TABLE)
+            return t.T_BOOL if left is not None else None
+        right = self.check_value(right_expr, scope)
+        if left is None or right is None:
+            return None
+        if left.kind in (t.ITEMS, t.ITEM, t.BYTES):
+            self._error("type-mismatch", f"{left.describe()} cannot be looked for in a list", expr.left.span)
+            return None
+        if not right.multi and not isinstance(right_expr, n.ListLit):
+            self._error("type-mismatch", f"in needs a list, a table or an element with several values on its right, "
+                        f"not {right.describe()}", right_expr.span,
+                        "for one value, write ==; for text, write contains")
+            return None
+        if isinstance(right_expr, n.ListLit):
+            for item in right_expr.items:
+                literal = _literal_value(item)
+                if literal is not _NOT_LITERAL:
+                    self._check_literal_against(left, literal, item.span, expr.left)
+        return t.T_BOOL
+
+    def _expr_Matches(self, expr: n.Matches, scope: Scope):
+        subject = self.check_value(expr.subject, scope)
+        self._compile_regex(expr.regex)
+        if subject is None:
+            return None
+        if subject.kind in (t.ITEMS, t.ITEM, t.BYTES):
+            self._error("type-mismatch", f"{subject.describe()} cannot be matched", expr.subject.span)
+            return None
+        return t.T_BOOL
+
+    def _expr_Presence(self, expr: n.Presence, scope: Scope):
+        target = expr.target
+        if isinstance(target, n.Variable):
+            entry = scope.variables.get(target.name)
+            if entry is None:
+                self._unknown_variable(target, scope)
+                return None
+            self.types[id(target)] = entry[1]
+            return t.T_BOOL
+        resolved = self.resolve_path(target.path, scope)
+        if resolved is None:
+            return None
+        if resolved.fans_out:
+            self._error("type-mismatch", f"{expr.kind} tests one element; this path reaches many", expr.span,
+                        f"write any x in ...: {expr.kind} x")
+            return None
+        self.types[id(target)] = t.path_type(resolved)
+        return t.T_BOOL
+
+    def _expr_Quantifier(self, expr: n.Quantifier, scope: Scope):
+        inner = self._bind(expr.var, expr.var_span, expr.source, scope, expr, loop=False)
+        if inner is None:
+            return None
+        self.check_condition(expr.body, inner)
+        return t.T_BOOL
+
+    def _expr_Not(self, expr: n.Not, scope: Scope):
+        self.check_condition(expr.operand, scope)
+        return t.T_BOOL
+
+    def _expr_And(self, expr: n.And, scope: Scope):
+        for operand in expr.operands:
+            self.check_condition(operand, scope)
+        return t.T_BOOL
+
+    _expr_Or = _expr_And
+
+    # ---- tests (in *_test.rules files) ----
+
+    def check_test(self, test: n.Test, module: Module) -> None:
+        scope = Scope(module, context="test", writable_arrival=True)
+        rule_names = {rule.name for rule in self.program.main.file.rules}
+        for statement in test.statements:
+            if isinstance(statement, n.GivenValues):
+                for assignment in statement.assignments:
+                    target = self._target(n.PathRef(assignment.path.span, assignment.path), scope, "set")
+                    kind = self.check_value(assignment.value, scope)
+                    if target is not None and kind is not None:
+                        self._check_assignment(target, assignment.value, kind, assignment.value.span)
+            elif isinstance(statement, n.ExpectRoute):
+                self._check_destinations(statement.destinations)
+            elif isinstance(statement, n.ExpectCopy):
+                self._check_destinations((statement.destination,))
+                self.check_condition(statement.condition, scope)
+            elif isinstance(statement, n.ExpectCondition):
+                self.check_condition(statement.condition, scope)
+            elif isinstance(statement, n.ExpectFired) and statement.rule not in rule_names:
+                close = difflib.get_close_matches(statement.rule, list(rule_names), n=1, cutoff=0.6)
+                self._error("unknown-rule", f"no rule is named {statement.rule!r}", statement.span,
+                            f'did you mean "{close[0]}"?' if close else None)
+
+
+# ---- helpers ------------------------------------------------------------------
+
+_NOT_LITERAL = object()
+
+
+def _literal_value(expr: n.Expr):
+    if isinstance(expr, (n.StringLit, n.NumberLit)):
+        return expr.value
+    if isinstance(expr, n.ListLit):
+        values = tuple(_literal_value(item) for item in expr.items)
+        return _NOT_LITERAL if any(v is _NOT_LITERAL for v in values) else values
+    return _NOT_LITERAL
+
+
+def literal_value(expr: n.Expr):
+    """The Python value of a literal expression, or None when it is not a literal."""
+    value = _literal_value(expr)
+    return None if value is _NOT_LITERAL else value
+
+
+def _describe_side(expr: n.Expr) -> str:
+    if isinstance(expr, n.PathRef):
+        return expr.path.text()
+    if isinstance(expr, n.Variable):
+        return expr.name
+    if isinstance(expr, n.Call):
+        return f"{expr.name}()"
+    return "this value"
+
+
+def _show(value) -> str:
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
+def _example(vr: str | None) -> str:
+    return {"DA": "20240131", "TM": "134500", "DT": "20240131134500", "UI": "1.2.840.10008.1.2"}.get(vr or "", "")
+
+
+def _suggest(word: str, names, what: str) -> str | None:
+    close = difflib.get_close_matches(word, list(names), n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]}?"
+    return f"{what} here: {', '.join(sorted(names))}" if names else f"there are no {what} here"
+

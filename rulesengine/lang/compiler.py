@@ -1,0 +1,444 @@
+"""Nodes -> Python. Each rule becomes one generated Python function.
+
+The generated code calls only the document's path verbs, the operators in
+operators.py, the function library and the Evaluation's methods. Every
+literal from a rule file (strings, names, patterns) is passed in as a
+constant, never spliced into the code, so a rule file cannot inject Python.
+Each generated line remembers the rule-file line it came from, so a failure
+at run time names the rule file and line.
+
+Two variants are generated from the same code: a fast one for the router, and
+a traced one (for --explain, tests and coverage) that records every predicate
+with the values it compared and every branch taken.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+from ..diagnostics import Span
+from . import nodes as n
+from . import operators as ops
+from . import types as t
+from .checks import Analysis, literal_value
+from .functions import Secrets, implementations
+from .paths import DOCUMENT_ROOTS, ResolvedPath
+from .ruleset import NO_OPERAND, Branch, Predicate, RuleInfo, RuleSet
+
+_compile_counter = itertools.count(1)
+
+_RUNTIME = {
+    "_iter": ops.iterate,
+    "_plus": ops.plus,
+    "_matches": ops.matches,
+    "_not_matches": ops.not_matches,
+    "_NO": NO_OPERAND,
+    **{f"_op{index}": fn for index, fn in enumerate(ops.BINARY.values())},
+    **{f"_{name}": fn for name, fn in ops.PRESENCE.items()},
+    **{f"_norm_{name}": fn for name, fn in ops.NORMALISERS.items()},
+}
+_BINARY_NAMES = {op: f"_op{index}" for index, op in enumerate(ops.BINARY)}
+_ENDING = {n.DropAction: "drop", n.RejectAction: "reject", n.QuarantineAction: "quarantine",
+           n.StopAction: "stop"}
+
+
+@dataclass
+class _Var:
+    local: str  # the Python name
+    kind: str  # item | value | element
+
+
+@dataclass
+class _Output:
+    lines: list[str] = field(default_factory=list)
+    spans: dict[int, Span] = field(default_factory=dict)
+
+
+class CodeGenerator:
+    """Generates one Python module for a program, in fast or traced form."""
+
+    def __init__(self, analysis: Analysis, secrets: Secrets, traced: bool, shared: "Shared"):
+        self.analysis = analysis
+        self.traced = traced
+        self.shared = shared
+        self.out = _Output()
+        self.indent = 0
+        self.blocks: dict[int, str] = {}
+        self.pending: list[tuple[str, tuple[n.Action, ...], Span]] = []
+        self.functions = itertools.count()
+        self.rule_index = -1
+
+    # ---- output ----
+
+    def emit(self, code: str, span: Span | None = None) -> None:
+        self.out.lines.append("    " * self.indent + code)
+        if span is not None:
+            self.out.spans[len(self.out.lines)] = span
+
+    def const(self, value) -> str:
+        return self.shared.const(value)
+
+    # ---- program ----
+
+    def rules(self, rules: list[n.Rule]) -> list[str]:
+        names = []
+        for index, rule in enumerate(rules):
+            self.rule_index = index
+            name = f"_rule{index}"
+            names.append(name)
+            self.emit(f"def {name}(doc, ev):", rule.span)
+            self.indent += 1
+            if rule.when is not None:
+                self.emit(f"if not ({self.condition(rule.when, {})}):", rule.when.span)
+                self.emit("    return False")
+            self.emit(f"ev.fire({index})", rule.span)
+            if self.traced:
+                self.emit(f"ev.branch({self.shared.branch(index, rule.span, 'rule fired')})")
+            self.actions(rule.actions, {})
+            self.emit("return False")
+            self.indent -= 1
+            self.flush_pending()
+        return names
+
+    def flush_pending(self) -> None:
+        while self.pending:
+            name, body, span = self.pending.pop(0)
+            self.emit(f"def {name}(doc, ev):", span)
+            self.indent += 1
+            self.actions(body, {})
+            self.emit("return False")
+            self.indent -= 1
+
+    def _function_for(self, prefix: str, body: tuple[n.Action, ...], span: Span) -> str:
+        name = f"_{prefix}{next(self.functions)}"
+        self.pending.append((name, body, span))
+        return name
+
+    # ---- actions ----
+
+    def actions(self, actions, scope: dict[str, _Var]) -> None:
+        if not actions:
+            self.emit("pass")
+        for action in actions:
+            getattr(self, "_" + type(action).__name__)(action, scope)
+
+    def _span_ref(self, span: Span) -> int:
+        return self.shared.span(span)
+
+    def _edit(self, action, verb: str, scope, value_code: str | None = None) -> None:
+        target = action.target
+        extra = f", {value_code}" if value_code is not None else ""
+        if isinstance(target, n.Variable):
+            var = scope[target.name]
+            call = f"doc.{verb}_ref({var.local}{extra})"
+        else:
+            path = self.analysis.paths[id(target.path)]
+            call = f"doc.{verb}_path({self._path_const(path)}{extra}{self._base(target.path, scope)})"
+        self.emit(f"ev.edited({call}, {self._span_ref(action.span)})", action.span)
+
+    def _SetAction(self, action: n.SetAction, scope) -> None:
+        self._edit(action, "write", scope, self.value(action.value, scope))
+
+    def _BlankAction(self, action: n.BlankAction, scope) -> None:
+        self._edit(action, "blank", scope)
+
+    def _DeleteAction(self, action: n.DeleteAction, scope) -> None:
+        self._edit(action, "delete", scope)
+
+    def _DeletePrivateAction(self, action, scope) -> None:
+        self.emit(f"ev.edited(doc.delete_private(), {self._span_ref(action.span)})", action.span)
+
+    def _RouteAction(self, action: n.RouteAction, scope) -> None:
+        names = self.const(tuple(d.value for d in action.destinations))
+        self.emit(f"ev.route({names}, {action.back})", action.span)
+
+    def _CopyAction(self, action: n.CopyAction, scope) -> None:
+        names = self.const(tuple(d.value for d in action.destinations))
+        if not action.body:
+            self.emit(f"ev.route({names}, {action.back})", action.span)
+            return
+        body = self._function_for("copy", action.body, action.span)
+        self.emit(f"ev.copy({names}, {body}, {action.back})", action.span)
+
+    def _ApplyAction(self, action: n.ApplyAction, scope) -> None:
+        module, block = self.analysis.blocks[id(action)]
+        name = self.blocks.get(id(block))
+        if name is None:
+            name = self._function_for("block", block.actions, block.span)
+            self.blocks[id(block)] = name
+        self.emit(f"{name}(doc, ev)", action.span)
+
+    def _ending(self, action, scope) -> None:
+        outcome = _ENDING[type(action)]
+        reason = getattr(action, "reason", None)
+        reason_code = self.value(reason, scope) if reason is not None else "None"
+        self.emit(f"return ev.end({outcome!r}, {reason_code}, {self._span_ref(action.span)})", action.span)
+
+    _DropAction = _RejectAction = _QuarantineAction = _StopAction = _ending
+
+    def _LogAction(self, action: n.LogAction, scope) -> None:
+        self.emit(f"ev.log({self.value(action.message, scope)}, {self._span_ref(action.span)})", action.span)
+
+    def _IfAction(self, action: n.IfAction, scope) -> None:
+        self.emit(f"if {self.condition(action.condition, scope)}:", action.span)
+        self._arm(action.body, scope, action.span, "if branch taken")
+        if action.orelse is not None:
+            self.emit("else:", action.else_span)
+            self._arm(action.orelse, scope, action.else_span, "else branch taken")
+        elif self.traced:
+            self.emit("else:")
+            self._arm((), scope, action.span, "if condition false")
+
+    def _arm(self, body, scope, span: Span, description: str) -> None:
+        self.indent += 1
+        if self.traced:
+            self.emit(f"ev.branch({self.shared.branch(self.rule_index, span, description)})")
+        if body or not self.traced:
+            self.actions(body, scope)
+        self.indent -= 1
+
+    def _ForEachAction(self, action: n.ForEachAction, scope) -> None:
+        binding = self.analysis.bindings[id(action)]
+        var = _Var(f"v_{action.var}", "item" if binding.kind == "item" else "element")
+        source = self.analysis.paths[id(action.source)]
+        base = self._base(action.source, scope)
+        if var.kind == "item":
+            iterable = f"_iter(doc.read_path({self._path_const(source)}{base}))"
+        else:
+            iterable = f"doc.element_refs({self._path_const(source)}{base})"
+        self.shared.note_read(source, scope, action.source.root)
+        self.emit(f"for {var.local} in {iterable}:", action.span)
+        self._arm(action.body, {**scope, action.var: var}, action.span, "for each body run")
+
+    # ---- conditions ----
+
+    def condition(self, expr: n.Expr, scope) -> str:
+        if isinstance(expr, n.And):
+            return "(" + " and ".join(self.condition(o, scope) for o in expr.operands) + ")"
+        if isinstance(expr, n.Or):
+            return "(" + " or ".join(self.condition(o, scope) for o in expr.operands) + ")"
+        if isinstance(expr, n.Not):
+            return f"(not {self.condition(expr.operand, scope)})"
+        return self.predicate(expr, scope)
+
+    def _record(self, expr, operator: str, left: str, right: str | None, kind: str) -> str:
+        """A predicate call: plain in fast code, recorded with its operands when traced."""
+        if not self.traced:
+            return f"{operator}({left})" if right is None else f"{operator}({left}, {right})"
+        index = self.shared.predicate(self.rule_index, expr, kind)
+        return f"ev.check({index}, {operator}, {left}, {right if right is not None else '_NO'})"
+
+    def predicate(self, expr, scope) -> str:
+        if isinstance(expr, n.Binary):
+            return self._binary(expr, scope)
+        if isinstance(expr, n.Matches):
+            operator = "_not_matches" if expr.negated else "_matches"
+            pattern = self.const(self.analysis.regexes[id(expr.regex)])
+            return self._record(expr, operator, self.value(expr.subject, scope), pattern, "matches")
+        if isinstance(expr, n.Presence):
+            return self._record(expr, f"_{expr.kind}", self.value(expr.target, scope), None, expr.kind)
+        if isinstance(expr, n.Quantifier):
+            return self._quantifier(expr, scope)
+        raise AssertionError(f"not a condition: {type(expr).__name__}")  # the checks reject these
+
+    def _binary(self, expr: n.Binary, scope) -> str:
+        left = self.value(expr.left, scope)
+        left_type = self.analysis.types.get(id(expr.left), t.T_ANY)
+        right_type = self.analysis.types.get(id(expr.right), t.T_ANY)
+        if expr.op in ("in", "not in"):
+            right = self._collection(expr.right, scope)
+        else:
+            right = self.value(expr.right, scope)
+        kinds = {left_type.kind, right_type.kind}
+        temporal = kinds & {t.DATE, t.TIME, t.DATETIME}
+        if temporal and expr.op in ("==", "!=", "<", "<=", ">", ">=") and len(temporal) == 1:
+            normaliser = f"_norm_{temporal.pop()}"
+            left, right = f"{normaliser}({left})", f"{normaliser}({right})"
+        elif (not self.traced and expr.op == "==" and isinstance(expr.right, n.StringLit)
+              and left_type.kind in (t.STRING, t.UID) and not left_type.multi and not left_type.many):
+            return f"({left} == {right})"  # None == "x" is False: the null rule holds
+        return self._record(expr, _BINARY_NAMES[expr.op], left, right, expr.op)
+
+    def _collection(self, expr: n.Expr, scope) -> str:
+        ref = self.analysis.tables.get(id(expr))
+        if ref is not None:
+            return self.const(ref.table.rows)
+        literal = literal_value(expr)
+        if isinstance(literal, tuple) and all(isinstance(v, str) for v in literal):
+            return self.const(frozenset(literal))
+        return self.value(expr, scope)
+
+    def _quantifier(self, expr: n.Quantifier, scope) -> str:
+        binding = self.analysis.bindings[id(expr)]
+        var = _Var(f"v_{expr.var}", "item" if binding.kind == "item" else "value")
+        source = self.analysis.paths[id(expr.source)]
+        self.shared.note_read(source, scope, expr.source.root)
+        items = f"_iter(doc.read_path({self._path_const(source)}{self._base(expr.source, scope)}))"
+        body = self.condition(expr.body, {**scope, expr.var: var})
+        test = f"{expr.kind}({body} for {var.local} in {items})"
+        if not self.traced:
+            return test
+        index = self.shared.predicate(self.rule_index, expr, expr.kind)
+        return f"ev.check({index}, bool, {test}, _NO)"
+
+    # ---- values ----
+
+    def value(self, expr: n.Expr, scope) -> str:
+        if isinstance(expr, (n.StringLit, n.NumberLit)):
+            return self.const(expr.value)
+        if isinstance(expr, n.RegexLit):
+            return self.const(self.analysis.regexes[id(expr)])
+        if isinstance(expr, n.ListLit):
+            literal = literal_value(expr)
+            if literal is not None:
+                return self.const(literal)
+            return "(" + "".join(self.value(item, scope) + ", " for item in expr.items) + ")"
+        if isinstance(expr, n.PathRef):
+            path = self.analysis.paths[id(expr.path)]
+            self.shared.note_read(path, scope, expr.path.root)
+            return f"doc.read_path({self._path_const(path)}{self._base(expr.path, scope)})"
+        if isinstance(expr, n.Variable):
+            var = scope.get(expr.name)
+            if var is None:
+                return self.const(self.analysis.tables[id(expr)].table.rows)
+            return f"doc.read_ref({var.local})" if var.kind == "element" else var.local
+        if isinstance(expr, n.Concat):
+            code = self.value(expr.parts[0], scope)
+            for part in expr.parts[1:]:
+                code = f"_plus({code}, {self.value(part, scope)})"
+            return code
+        if isinstance(expr, n.Call):
+            return self._call(expr, scope)
+        return self.condition(expr, scope)
+
+    def _call(self, expr: n.Call, scope) -> str:
+        function = f"_f_{expr.name}"
+        if expr.name == "lookup":
+            ref = self.analysis.tables[id(expr.args[0])]
+            args = [self.const(ref.table.rows), self.const(ref.column)]
+            args += [self.value(a, scope) for a in expr.args[1:]]
+        else:
+            args = [self.value(a, scope) for a in expr.args]
+        return f"{function}({', '.join(args)})"
+
+    # ---- paths ----
+
+    def _path_const(self, path: ResolvedPath) -> str:
+        return self.const(path)
+
+    def _base(self, path: n.Path, scope) -> str:
+        """Paths rooted at a loop variable start from that item."""
+        if path.root in DOCUMENT_ROOTS or path.root not in scope:
+            return ""
+        return f", {scope[path.root].local}"
+
+
+class Shared:
+    """What both generated variants share: constants, spans, predicates, branches."""
+
+    def __init__(self):
+        self.constants: dict[str, object] = {}
+        self._by_key: dict = {}
+        self.spans: list[Span] = []
+        self._span_index: dict[Span, int] = {}
+        self.predicates: list[Predicate] = []
+        self.branches: list[Branch] = []
+        self.tags: set[int] = set()
+        self.reads_everything = False
+        self.source_text: dict[str, str] = {}
+
+    def const(self, value) -> str:
+        try:
+            key = (type(value), value)
+            hash(key)
+        except TypeError:
+            key = ("id", id(value))
+        name = self._by_key.get(key)
+        if name is None:
+            name = f"_k{len(self.constants)}"
+            self.constants[name] = value
+            self._by_key[key] = name
+        return name
+
+    def span(self, span: Span) -> int:
+        index = self._span_index.get(span)
+        if index is None:
+            index = len(self.spans)
+            self.spans.append(span)
+            self._span_index[span] = index
+        return index
+
+    def predicate(self, rule: int, expr, kind: str) -> int:
+        index = len(self.predicates)
+        self.predicates.append(Predicate(index, rule, expr.span, self.text_of(expr.span), kind))
+        return index
+
+    def branch(self, rule: int, span: Span, description: str) -> int:
+        index = len(self.branches)
+        self.branches.append(Branch(index, rule, span, description))
+        return index
+
+    def text_of(self, span: Span) -> str:
+        lines = self.source_text.get(span.file, "").splitlines()
+        if not lines or span.line > len(lines):
+            return ""
+        if span.line == span.end_line:
+            return lines[span.line - 1][span.column - 1:span.end_column - 1]
+        parts = [lines[span.line - 1][span.column - 1:]]
+        parts += [line.strip() for line in lines[span.line:span.end_line - 1]]
+        parts.append(lines[span.end_line - 1][:span.end_column - 1].strip())
+        return " ".join(p.strip() for p in parts if p.strip())
+
+    def note_read(self, path: ResolvedPath, scope, root: str) -> None:
+        """Collect the top-level tags conditions and values read (for header-only parsing)."""
+        if path.is_arrival or path.root not in DOCUMENT_ROOTS:
+            return  # arrival facts; paths under a loop variable were counted with its source
+        first = path.steps[0]
+        if first.tag is None or first.any_depth:
+            self.reads_everything = True
+        elif path.root == "DataSet":
+            self.tags.add(first.tag)
+
+
+def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
+                    no_destination: str = "quarantine") -> RuleSet:
+    """Generate, compile and wrap the program's rules. The analysis must have no errors."""
+    secrets = secrets or Secrets()
+    shared = Shared()
+    for module in program.modules:
+        shared.source_text[module.path] = module.file.source
+    rules = program.main.file.rules
+    code_name = f"<rules {program.version} #{next(_compile_counter)}>"
+    namespace: dict = dict(_RUNTIME)
+    namespace.update({f"_f_{name}": fn for name, fn in implementations(secrets).items()})
+    outputs = {}
+    for traced in (False, True):
+        generator = CodeGenerator(analysis, secrets, traced, shared)
+        names = generator.rules(rules)
+        outputs[traced] = (generator.out, names)
+    fast_out, fast_names = outputs[False]
+    traced_out, traced_names = outputs[True]
+    # One code object: the fast module first, then the traced one, with a line map for both.
+    source = "\n".join(fast_out.lines + [""] + _renamed(traced_out.lines))
+    line_map = dict(fast_out.spans)
+    offset = len(fast_out.lines) + 1
+    line_map.update({line + offset: span for line, span in traced_out.spans.items()})
+    namespace.update(shared.constants)
+    exec(compile(source, code_name, "exec"), namespace)  # noqa: S102 - generated from checked nodes only
+    infos = [RuleInfo(i, rule.name, rule.span) for i, rule in enumerate(rules)]
+    return RuleSet(
+        program=program, analysis=analysis, rules=infos, spans=shared.spans,
+        fast=[namespace[name] for name in fast_names],
+        traced=[namespace["_t" + name] for name in traced_names],
+        predicates=shared.predicates, branches=shared.branches, code_name=code_name, line_map=line_map,
+        tags_read=None if shared.reads_everything else frozenset(shared.tags),
+        no_destination=no_destination, destinations=analysis.destinations,
+    )
+
+
+def _renamed(lines: list[str]) -> list[str]:
+    """The traced variant's functions get a _t prefix so both live in one namespace."""
+    import re
+    return [re.sub(r"\b(_rule\d+|_copy\d+|_block\d+)\b", r"_t\1", line) for line in lines]
+

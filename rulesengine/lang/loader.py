@@ -1,0 +1,194 @@
+"""Reads a rule file with everything it imports and the CSV tables it declares.
+
+The result, a Program, is what the checks and the compiler work on. Every file
+that went into it is listed (for hot reload) and hashed into a version.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+from dataclasses import dataclass, field
+
+from ..diagnostics import Diagnostic, RulesError, Span, error
+from . import nodes as n
+from .syntax import parse
+
+
+@dataclass
+class TableData:
+    name: str
+    path: str
+    key: str
+    columns: tuple[str, ...]
+    rows: dict[str, dict[str, str]]
+
+    def value_columns(self) -> tuple[str, ...]:
+        return tuple(c for c in self.columns if c != self.key)
+
+
+@dataclass
+class Module:
+    """One parsed rule file and the names it defines."""
+
+    path: str
+    file: n.RuleFile
+    imports: dict[str, "Module"] = field(default_factory=dict)
+    tables: dict[str, TableData] = field(default_factory=dict)
+    blocks: dict[str, n.Block] = field(default_factory=dict)
+
+
+@dataclass
+class Program:
+    main: Module
+    modules: list[Module]
+    files: list[str]  # every file read: rule files and tables
+    digest: str
+    diagnostics: list[Diagnostic]
+
+    @property
+    def version(self) -> str:
+        return self.digest[:12]
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+
+def display_path(path: str) -> str:
+    """Paths in findings are shown relative to the working directory when inside it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return rel if not rel.startswith("..") else path
+
+
+class _Loader:
+    def __init__(self):
+        self.modules: dict[str, Module] = {}
+        self.order: list[Module] = []
+        self.files: list[str] = []
+        self.hasher = hashlib.sha256()
+        self.diagnostics: list[Diagnostic] = []
+
+    def _read(self, path: str, span: Span | None, what: str) -> str | None:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            self.diagnostics.append(error("import" if what != "table" else "table",
+                                          f"cannot read {what} {display_path(path)}: {exc.strerror or exc}", span))
+            return None
+        self.files.append(path)
+        self.hasher.update(path.encode() + b"\0" + data + b"\0")
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            self.diagnostics.append(error("encoding", f"{display_path(path)} is not UTF-8 text "
+                                          f"(byte {exc.start})", span))
+            return None
+
+    def load(self, path: str, text: str | None = None, span: Span | None = None,
+             stack: tuple[str, ...] = ()) -> Module | None:
+        key = os.path.abspath(path)
+        if key in stack:
+            cycle = " -> ".join(display_path(p) for p in stack[stack.index(key):] + (key,))
+            self.diagnostics.append(error("import", f"imports form a cycle: {cycle}", span))
+            return None
+        if key in self.modules:
+            return self.modules[key]
+        shown = display_path(path)
+        if text is None:
+            text = self._read(path, span, "rule file")
+            if text is None:
+                return None
+        else:
+            self.hasher.update(key.encode() + b"\0" + text.encode() + b"\0")
+        try:
+            rule_file = parse(text, shown)
+        except RulesError as exc:
+            self.diagnostics.extend(exc.diagnostics)
+            return None
+        module = Module(shown, rule_file)
+        self.modules[key] = module
+        base = os.path.dirname(path)
+        for item in rule_file.items:
+            if isinstance(item, n.Import):
+                self._import(module, item, base, stack + (key,))
+            elif isinstance(item, n.Table):
+                self._table(module, item, base)
+            elif isinstance(item, n.Block):
+                self._define(module, module.blocks, item.name, item)
+        self.order.append(module)
+        return module
+
+    def _define(self, module: Module, namespace: dict, name: n.Name, value) -> None:
+        taken = name.value in module.imports or name.value in module.tables or name.value in module.blocks
+        if taken:
+            self.diagnostics.append(error("duplicate-name", f"{name.value!r} is defined twice in this file", name.span))
+            return
+        namespace[name.value] = value
+
+    def _import(self, module: Module, item: n.Import, base: str, stack: tuple[str, ...]) -> None:
+        target = os.path.normpath(os.path.join(base, item.file))
+        imported = self.load(target, span=item.span, stack=stack)
+        if imported is None:
+            return
+        if imported.file.rules:
+            rule = imported.file.rules[0]
+            self.diagnostics.append(error(
+                "import", f"{imported.path} has rules; an imported file provides blocks and tables only",
+                item.span, f"its rule {rule.name!r} (line {rule.span.line}) would never run"))
+        self._define(module, module.imports, item.alias, imported)
+
+    def _table(self, module: Module, item: n.Table, base: str) -> None:
+        target = os.path.normpath(os.path.join(base, item.file))
+        text = self._read(target, item.span, "table")
+        if text is None:
+            return
+        table = read_table(item, target, text, self.diagnostics)
+        if table is not None:
+            self._define(module, module.tables, item.name, table)
+
+
+def read_table(item: n.Table, path: str, text: str, diagnostics: list[Diagnostic]) -> TableData | None:
+    """A CSV table with a header row; the key column names each row."""
+    shown = display_path(path)
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or not any(cell.strip() for cell in rows[0]):
+        diagnostics.append(error("table", f"table {shown} is empty: it needs a header row", item.span))
+        return None
+    header = tuple(cell.strip() for cell in rows[0])
+    key = item.key or header[0]
+    if key not in header:
+        diagnostics.append(error("table", f"table {shown} has no column {key!r} (its columns: {', '.join(header)})",
+                                 item.span))
+        return None
+    key_index = header.index(key)
+    data: dict[str, dict[str, str]] = {}
+    for number, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            diagnostics.append(error("table", f"{shown}:{number}: {len(row)} fields where the header has "
+                                     f"{len(header)}", item.span))
+            continue
+        value = row[key_index].strip()
+        if value in data:
+            diagnostics.append(error("table", f"{shown}:{number}: key {value!r} appears twice", item.span))
+            continue
+        data[value] = {h: cell.strip() for h, cell in zip(header, row)}
+    return TableData(item.name.value, shown, key, header, data)
+
+
+def load_program(path: str | None = None, text: str | None = None, filename: str = "<rules>") -> Program:
+    """Load a rule file from `path`, or from `text` (imports resolve against `filename`'s folder)."""
+    loader = _Loader()
+    main = loader.load(path if path is not None else filename, text=text)
+    if main is None:
+        empty = n.RuleFile(display_path(path or filename), text or "", ())
+        main = Module(display_path(path or filename), empty)
+    return Program(main, loader.order or [main], loader.files, loader.hasher.hexdigest(), loader.diagnostics)

@@ -1,0 +1,414 @@
+"""The typed syntax tree of a rule file. Every node carries its source span."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from ..diagnostics import Span
+
+# ---- paths -----------------------------------------------------------------
+
+STAR = "*"  # the `[*]` index: every item or every value
+
+
+@dataclass(frozen=True, slots=True)
+class Element:
+    """One step of a path: a keyword, a tag, a tag mask or a private tag, with indices."""
+
+    span: Span
+    keyword: str | None = None
+    tag: int | None = None
+    mask: tuple[int, int] | None = None  # (value, care-bits) for (60xx,3000)
+    private: tuple[int, str, int] | None = None  # (group, creator, element offset)
+    indices: tuple[int | str, ...] = ()
+    any_depth: bool = False  # preceded by `**`: found at any depth
+
+    def text(self) -> str:
+        if self.keyword is not None:
+            base = self.keyword
+        elif self.private is not None:
+            group, creator, offset = self.private
+            base = f'({group:04X},"{creator}",{offset:02X})'
+        elif self.mask is not None:
+            value, care = self.mask
+            base = "(" + _mask_text(value >> 16, care >> 16) + "," + _mask_text(value & 0xFFFF, care & 0xFFFF) + ")"
+        else:
+            base = f"({self.tag >> 16:04X},{self.tag & 0xFFFF:04X})"
+        prefix = "**." if self.any_depth else ""
+        return prefix + base + "".join(f"[{i}]" for i in self.indices)
+
+
+def _mask_text(value: int, care: int) -> str:
+    digits = []
+    for shift in (12, 8, 4, 0):
+        digits.append("x" if not (care >> shift) & 0xF else f"{(value >> shift) & 0xF:X}")
+    return "".join(digits)
+
+
+@dataclass(frozen=True, slots=True)
+class Path:
+    span: Span
+    root: str
+    elements: tuple[Element, ...]
+
+    def text(self) -> str:
+        return ".".join([self.root] + [e.text() for e in self.elements])
+
+
+# ---- expressions -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StringLit:
+    span: Span
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class NumberLit:
+    span: Span
+    value: int | float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegexLit:
+    span: Span
+    pattern: str
+    flags: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListLit:
+    span: Span
+    items: tuple["Expr", ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PathRef:
+    span: Span
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    span: Span
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    span: Span
+    name: str
+    args: tuple["Expr", ...]
+    name_span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Concat:
+    """`a + b + c`: concatenation of strings, or addition of numbers."""
+
+    span: Span
+    parts: tuple["Expr", ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Binary:
+    """A two-sided predicate: comparisons, in, contains, startswith, endswith."""
+
+    span: Span
+    op: str  # == != < <= > >= in "not in" contains "not contains" startswith endswith
+    left: "Expr"
+    right: "Expr"
+
+
+@dataclass(frozen=True, slots=True)
+class Matches:
+    span: Span
+    subject: "Expr"
+    regex: RegexLit
+    negated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """`exists PATH`, `missing PATH`, `empty PATH`."""
+
+    span: Span
+    kind: str  # exists | missing | empty
+    target: Union[PathRef, Variable]
+
+
+@dataclass(frozen=True, slots=True)
+class Quantifier:
+    span: Span
+    kind: str  # any | all
+    var: str
+    var_span: Span
+    source: Path
+    body: "Expr"
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    span: Span
+    operand: "Expr"
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    span: Span
+    operands: tuple["Expr", ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    span: Span
+    operands: tuple["Expr", ...]
+
+
+Expr = Union[StringLit, NumberLit, RegexLit, ListLit, PathRef, Variable, Call, Concat,
+             Binary, Matches, Presence, Quantifier, Not, And, Or]
+
+PREDICATES = (Binary, Matches, Presence, Quantifier)  # the leaves that --explain reports
+
+
+# ---- actions ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Name:
+    span: Span
+    value: str
+
+
+Target = Union[PathRef, Variable]
+
+
+@dataclass(frozen=True, slots=True)
+class SetAction:
+    span: Span
+    target: Target
+    value: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class BlankAction:
+    span: Span
+    target: Target
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAction:
+    span: Span
+    target: Target
+
+
+@dataclass(frozen=True, slots=True)
+class DeletePrivateAction:
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class RouteAction:
+    span: Span
+    destinations: tuple[Name, ...]
+    back: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CopyAction:
+    span: Span
+    destinations: tuple[Name, ...]
+    body: tuple["Action", ...] = ()
+    back: bool = False
+    braced: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyAction:
+    span: Span
+    namespace: str | None
+    block: str
+
+
+@dataclass(frozen=True, slots=True)
+class DropAction:
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class RejectAction:
+    span: Span
+    reason: Expr | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineAction:
+    span: Span
+    reason: Expr | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogAction:
+    span: Span
+    message: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class StopAction:
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class IfAction:
+    span: Span
+    condition: Expr
+    body: tuple["Action", ...]
+    orelse: tuple["Action", ...] | None = None  # an `else if` is a single IfAction here
+    else_span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForEachAction:
+    span: Span
+    var: str
+    var_span: Span
+    source: Path
+    body: tuple["Action", ...]
+
+
+Action = Union[SetAction, BlankAction, DeleteAction, DeletePrivateAction, RouteAction, CopyAction,
+               ApplyAction, DropAction, RejectAction, QuarantineAction, LogAction, StopAction,
+               IfAction, ForEachAction]
+
+ENDING_ACTIONS = (DropAction, RejectAction, QuarantineAction, StopAction)
+EDIT_ACTIONS = (SetAction, BlankAction, DeleteAction, DeletePrivateAction)
+
+
+# ---- top-level items -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Import:
+    span: Span
+    file: str
+    alias: Name
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    span: Span
+    name: Name
+    file: str
+    key: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    span: Span
+    name: str
+    name_span: Span
+    when: Expr | None
+    actions: tuple[Action, ...]
+    braced: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    span: Span
+    name: Name
+    actions: tuple[Action, ...]
+
+
+# ---- tests -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    span: Span
+    path: Path
+    value: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class GivenFile:
+    span: Span
+    file: str
+
+
+@dataclass(frozen=True, slots=True)
+class GivenValues:
+    span: Span
+    keyword: str  # given | with
+    assignments: tuple[Assignment, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectRoute:
+    span: Span
+    destinations: tuple[Name, ...]
+    negated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectCopy:
+    span: Span
+    destination: Name
+    condition: Expr
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectOutcome:
+    span: Span
+    outcome: str  # drop | reject | quarantine
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectFired:
+    span: Span
+    rule: str
+    negated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectCondition:
+    span: Span
+    condition: Expr
+
+
+TestStatement = Union[GivenFile, GivenValues, ExpectRoute, ExpectCopy, ExpectOutcome,
+                      ExpectFired, ExpectCondition]
+
+
+@dataclass(frozen=True, slots=True)
+class Test:
+    span: Span
+    name: str
+    statements: tuple[TestStatement, ...]
+
+
+Item = Union[Import, Table, Rule, Block, Test]
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    span: Span
+    text: str  # including the leading '#'
+
+
+@dataclass(frozen=True)
+class RuleFile:
+    path: str
+    source: str
+    items: tuple[Item, ...]
+    comments: tuple[Comment, ...] = field(default=())
+
+    def of_type(self, kind: type) -> list:
+        return [item for item in self.items if isinstance(item, kind)]
+
+    @property
+    def rules(self) -> list[Rule]:
+        return self.of_type(Rule)

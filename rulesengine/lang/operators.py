@@ -1,0 +1,227 @@
+"""The operators of compiled conditions and expressions.
+
+Semantics in one place: a comparison with null (a missing element) is false,
+never an error; numbers compare as numbers, also when one side is numeric
+text; an element with several values equals a single value only when it holds
+exactly that one value; `contains` is a substring test on text and a
+membership test on several values.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_NUMBER = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
+
+
+def _number(text: str) -> float | None:
+    return float(text) if _NUMBER.fullmatch(text) else None
+
+
+def text(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return "\\".join(text(v) for v in value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _unwrap(value: Any) -> Any:
+    """One value out of a one-value tuple; anything else unchanged."""
+    if isinstance(value, tuple) and len(value) == 1:
+        return value[0]
+    return value
+
+
+def eq(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return False
+    if a.__class__ is b.__class__:
+        return a == b
+    a, b = _unwrap(a), _unwrap(b)
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b) and all(map(eq, a, b))
+    a_num, b_num = isinstance(a, (int, float)), isinstance(b, (int, float))
+    if a_num and isinstance(b, str):
+        return _number(b) == a
+    if b_num and isinstance(a, str):
+        return _number(a) == b
+    return a == b
+
+
+def ne(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return False
+    return not eq(a, b)
+
+
+def _ordered(a: Any, b: Any) -> tuple[Any, Any] | None:
+    """Both sides made comparable, or None when they are not."""
+    if a is None or b is None:
+        return None
+    a, b = _unwrap(a), _unwrap(b)
+    a_num, b_num = isinstance(a, (int, float)), isinstance(b, (int, float))
+    if a_num and b_num:
+        return a, b
+    if a_num and isinstance(b, str):
+        b = _number(b)
+        return (a, b) if b is not None else None
+    if b_num and isinstance(a, str):
+        a = _number(a)
+        return (a, b) if a is not None else None
+    if isinstance(a, str) and isinstance(b, str):
+        return a, b
+    return None
+
+
+def lt(a, b) -> bool:
+    pair = _ordered(a, b)
+    return pair is not None and pair[0] < pair[1]
+
+
+def le(a, b) -> bool:
+    pair = _ordered(a, b)
+    return pair is not None and pair[0] <= pair[1]
+
+
+def gt(a, b) -> bool:
+    pair = _ordered(a, b)
+    return pair is not None and pair[0] > pair[1]
+
+
+def ge(a, b) -> bool:
+    pair = _ordered(a, b)
+    return pair is not None and pair[0] >= pair[1]
+
+
+# Dates and times compare as instants: normalise both sides, then compare text.
+
+def norm_date(value: Any) -> str | None:
+    value = _unwrap(value)
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value if len(value) == 8 and value.isdigit() else None
+
+
+def norm_time(value: Any) -> str | None:
+    """TM: HH, HHMM, HHMMSS or HHMMSS.FFFFFF, padded so that 0930 equals 093000."""
+    value = _unwrap(value)
+    if not isinstance(value, str):
+        return None
+    value = value.strip().replace(":", "")
+    whole, _, fraction = value.partition(".")
+    if not whole.isdigit() or len(whole) not in (2, 4, 6) or (fraction and not fraction.isdigit()):
+        return None
+    return whole.ljust(6, "0") + "." + fraction.ljust(6, "0")
+
+
+def norm_datetime(value: Any) -> str | None:
+    """DT: YYYY[MM[DD[HH[MM[SS[.F]]]]]], padded; a time zone offset is not applied."""
+    value = _unwrap(value)
+    if not isinstance(value, str):
+        return None
+    value = re.sub(r"[+-]\d{4}$", "", value.strip())
+    whole, _, fraction = value.partition(".")
+    if not whole.isdigit() or len(whole) not in (4, 6, 8, 10, 12, 14) or (fraction and not fraction.isdigit()):
+        return None
+    padded = whole + "0101000000"[len(whole) - 4:] if len(whole) < 8 else whole.ljust(14, "0")
+    return padded + "." + fraction.ljust(6, "0")
+
+
+NORMALISERS = {"date": norm_date, "time": norm_time, "datetime": norm_datetime}
+
+
+def contains(a, b) -> bool:
+    if a is None or b is None:
+        return False
+    if isinstance(a, (tuple, list)):
+        return any(eq(x, b) for x in a)
+    if isinstance(a, str):
+        return text(b) in a
+    return False
+
+
+def not_contains(a, b) -> bool:
+    if a is None or b is None:
+        return False
+    return not contains(a, b)
+
+
+def startswith(a, b) -> bool:
+    a = _unwrap(a)
+    return isinstance(a, str) and b is not None and a.startswith(text(b))
+
+
+def endswith(a, b) -> bool:
+    a = _unwrap(a)
+    return isinstance(a, str) and b is not None and a.endswith(text(b))
+
+
+def matches(a, pattern: re.Pattern) -> bool:
+    if a is None:
+        return False
+    if isinstance(a, (tuple, list)):
+        return any(pattern.search(text(v)) is not None for v in a)
+    return pattern.search(text(a)) is not None
+
+
+def not_matches(a, pattern: re.Pattern) -> bool:
+    return a is not None and not matches(a, pattern)
+
+
+def in_(a, collection) -> bool:
+    if a is None or collection is None:
+        return False
+    if isinstance(collection, dict):  # a table: is it a key?
+        return text(_unwrap(a)) in collection
+    if isinstance(collection, frozenset):
+        return _unwrap(a) in collection
+    if not isinstance(collection, (tuple, list)):
+        collection = (collection,)
+    return any(eq(a, x) for x in collection)
+
+
+def not_in(a, collection) -> bool:
+    if a is None or collection is None:
+        return False
+    return not in_(a, collection)
+
+
+def plus(a, b):
+    """+ adds numbers and joins anything else as text; null makes null."""
+    if a is None or b is None:
+        return None
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a + b
+    return text(a) + text(b)
+
+
+def exists(value) -> bool:
+    return value is not None
+
+
+def missing(value) -> bool:
+    return value is None
+
+
+def empty(value) -> bool:
+    return value == "" or value == ()
+
+
+def iterate(value):
+    """The items or values a quantifier or a for each walks; nothing for null."""
+    if value is None or value == "":
+        return ()
+    if isinstance(value, (tuple, list)):
+        return value
+    return (value,)
+
+
+BINARY = {
+    "==": eq, "!=": ne, "<": lt, "<=": le, ">": gt, ">=": ge,
+    "in": in_, "not in": not_in, "contains": contains, "not contains": not_contains,
+    "startswith": startswith, "endswith": endswith,
+}
+PRESENCE = {"exists": exists, "missing": missing, "empty": empty}

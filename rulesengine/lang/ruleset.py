@@ -1,0 +1,299 @@
+"""A compiled rule set, its evaluation, and the decision it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..diagnostics import Diagnostic, Span
+from ..values import display, to_json
+
+OUTCOMES = ("route", "drop", "reject", "quarantine")
+NO_DESTINATION_POLICIES = ("quarantine", "drop", "reject")
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    index: int
+    name: str
+    span: Span
+
+    @property
+    def file(self) -> str:
+        return self.span.file
+
+    @property
+    def line(self) -> int:
+        return self.span.line
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One change to a document: the concrete path, old and new values, and why."""
+
+    path: str
+    old: Any
+    new: Any
+    rule: str | None
+    span: Span | None
+    destination: str | None = None  # None: the document every destination starts from
+
+    @property
+    def line(self) -> int | None:
+        return self.span.line if self.span else None
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "old": to_json(self.old), "new": to_json(self.new), "rule": self.rule,
+                "file": self.span.file if self.span else None, "line": self.line,
+                "destination": self.destination}
+
+
+@dataclass(frozen=True)
+class LogLine:
+    message: str
+    rule: str | None
+    span: Span | None
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    """What --explain shows: one predicate, the values it compared, its result."""
+
+    rule: int
+    predicate: int
+    left: Any
+    right: Any
+    result: bool
+
+
+@dataclass
+class Decision:
+    outcome: str  # route | drop | reject | quarantine
+    reason: str | None
+    destinations: dict[str, Any]  # name -> the Document that destination receives
+    rules_fired: list[RuleInfo]
+    edits: list[Edit]
+    log: list[LogLine]
+    error: str | None = None
+    ended_by: RuleInfo | None = None
+    skipped: dict[str, str] = field(default_factory=dict)  # destination -> why it was not sent to
+    trace: list[TraceEvent] | None = None
+    branches: set[int] | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "outcome": self.outcome,
+            "reason": self.reason,
+            "error": self.error,
+            "rules_fired": [{"name": r.name, "file": r.file, "line": r.line} for r in self.rules_fired],
+            "edits": [e.to_json() for e in self.edits],
+            "destinations": list(self.destinations),
+            "skipped_destinations": dict(self.skipped),
+            "log": [line.message for line in self.log],
+        }
+
+
+class Evaluation:
+    """The state of one evaluation; compiled rules call its methods."""
+
+    __slots__ = ("ruleset", "document", "routes", "copies", "fired", "edits", "logs", "outcome", "reason",
+                 "rule", "destination", "trace", "branches", "ended_by", "current")
+
+    def __init__(self, ruleset, document, tracing: bool = False):
+        self.ruleset = ruleset
+        self.document = document
+        self.routes: dict[str, bool] = {}  # destination -> routed back to its sender explicitly
+        self.copies: dict[str, list[tuple[Callable, int]]] = {}
+        self.fired: list[int] = []
+        self.edits: list[Edit] = []
+        self.logs: list[LogLine] = []
+        self.outcome: str | None = None
+        self.reason: str | None = None
+        self.rule = -1
+        self.destination: str | None = None
+        self.trace: list[TraceEvent] | None = [] if tracing else None
+        self.branches: set[int] | None = set() if tracing else None
+        self.ended_by: int | None = None
+        self.current = -1  # the rule being evaluated, kept when tracing
+
+    # -- called by compiled rules --
+
+    def fire(self, rule: int) -> None:
+        self.rule = rule
+        self.fired.append(rule)
+
+    def route(self, names: tuple[str, ...], back: bool) -> None:
+        for name in names:
+            self.routes[name] = self.routes.get(name, False) or back
+
+    def copy(self, names: tuple[str, ...], body: Callable, back: bool) -> None:
+        self.route(names, back)
+        for name in names:
+            self.copies.setdefault(name, []).append((body, self.rule))
+
+    def edited(self, changes, span_index: int) -> None:
+        if not changes:
+            return
+        rule = self.ruleset.rules[self.rule].name if self.rule >= 0 else None
+        span = self.ruleset.spans[span_index]
+        for change in changes:
+            self.edits.append(Edit(change.path, change.old, change.new, rule, span, self.destination))
+
+    def log(self, value, span_index: int) -> None:
+        rule = self.ruleset.rules[self.rule].name if self.rule >= 0 else None
+        message = value if isinstance(value, str) else display(value)
+        self.logs.append(LogLine(message, rule, self.ruleset.spans[span_index]))
+
+    def end(self, outcome: str, reason, span_index: int) -> bool:
+        self.outcome = outcome
+        if reason is not None:
+            self.reason = reason if isinstance(reason, str) else display(reason)
+        self.ended_by = self.rule
+        return True
+
+    def check(self, predicate: int, operator: Callable, left, right) -> bool:
+        result = operator(left, right) if right is not _NO_OPERAND else operator(left)
+        self.trace.append(TraceEvent(self.current, predicate, left, right, bool(result)))
+        return result
+
+    def branch(self, branch: int) -> None:
+        self.branches.add(branch)
+
+    # -- after the rules --
+
+    def finish(self, policy: str) -> Decision:
+        document = self.document
+        rules = self.ruleset.rules
+        ended_by = rules[self.ended_by] if self.ended_by is not None else None
+        destinations: dict[str, Any] = {}
+        skipped: dict[str, str] = {}
+        outcome, reason = self.outcome, self.reason
+        if outcome not in ("drop", "reject", "quarantine"):
+            for name, back in self.routes.items():
+                why = None if back else self.ruleset.loop_reason(name, document)
+                if why:
+                    skipped[name] = why
+                    self.logs.append(LogLine(f"not sent to {name}: {why}", None, None))
+                    continue
+                destinations[name] = self._document_for(name)
+            if destinations:
+                outcome, reason = "route", None
+            else:
+                stopped = " (a rule stopped evaluation before any route)" if outcome == "stop" else ""
+                outcome, reason = policy, "no rule routed this document" + stopped
+        return Decision(outcome, reason, destinations, [rules[i] for i in self.fired], self.edits, self.logs,
+                        None, ended_by, skipped, self.trace, self.branches)
+
+    def _document_for(self, name: str):
+        bodies = self.copies.get(name)
+        if not bodies:
+            return self.document
+        copy = self.document.copy()
+        self.destination = name
+        try:
+            for body, rule in bodies:
+                self.rule = rule
+                body(copy, self)
+        finally:
+            self.destination = None
+        return copy
+
+    def failed(self, message: str) -> Decision:
+        rules = self.ruleset.rules
+        return Decision("quarantine", message, {}, [rules[i] for i in self.fired], self.edits, self.logs,
+                        message, rules[self.rule] if self.rule >= 0 else None, {}, self.trace, self.branches)
+
+
+_NO_OPERAND = object()
+NO_OPERAND = _NO_OPERAND
+
+
+@dataclass(frozen=True)
+class Predicate:
+    """A condition leaf, for --explain and test failure messages."""
+
+    index: int
+    rule: int
+    span: Span
+    text: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Branch:
+    index: int
+    rule: int
+    span: Span
+    description: str
+
+
+class RuleSet:
+    """Compiled rules. `evaluate(document)` returns a Decision; nothing is sent anywhere."""
+
+    def __init__(self, *, program, analysis, rules: list[RuleInfo], spans: list[Span],
+                 fast: list[Callable], traced: list[Callable], predicates: list[Predicate],
+                 branches: list[Branch], code_name: str, line_map: dict[int, Span],
+                 tags_read: frozenset[int] | None, no_destination: str, destinations=None):
+        self.program = program
+        self.analysis = analysis
+        self.rules = rules
+        self.spans = spans
+        self._fast = fast
+        self._traced = traced
+        self.predicates = predicates
+        self.branches = branches
+        self._code_name = code_name
+        self._line_map = line_map
+        self.tags_read = tags_read
+        self.no_destination = no_destination
+        self.destinations = destinations
+
+    @property
+    def version(self) -> str:
+        """A content hash of every rule file and table that went into this rule set."""
+        return self.program.version
+
+    @property
+    def files(self) -> list[str]:
+        return list(self.program.files)
+
+    @property
+    def diagnostics(self) -> list[Diagnostic]:
+        return list(self.analysis.diagnostics)
+
+    def evaluate(self, document, trace: bool = False) -> Decision:
+        evaluation = Evaluation(self, document, tracing=trace)
+        functions = self._traced if trace else self._fast
+        try:
+            for index, function in enumerate(functions):
+                evaluation.current = index
+                if function(document, evaluation):
+                    break
+            return evaluation.finish(self.no_destination)
+        except Exception as exc:  # noqa: BLE001 - a failing rule quarantines, never loses, the document
+            return evaluation.failed(self._describe_failure(exc, evaluation))
+
+    def _describe_failure(self, exc: Exception, evaluation: Evaluation) -> str:
+        span = None
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename == self._code_name:
+                span = self._line_map.get(tb.tb_lineno, span)
+            tb = tb.tb_next
+        rule = self.rules[evaluation.rule].name if evaluation.rule >= 0 else None
+        where = f"{span.file}:{span.line}: " if span else ""
+        who = f"rule {rule!r}: " if rule else ""
+        return f"{where}{who}{exc}"
+
+    def loop_reason(self, name: str, document) -> str | None:
+        """Why a destination would send the document back to its sender, if it would."""
+        if not self.destinations:
+            return None
+        info = self.destinations.get(name)
+        calling = getattr(document.arrival, "calling_aet", None)
+        if info is None or not info.ae_title or not calling:
+            return None
+        if info.ae_title.strip() == str(calling).strip():
+            return (f"it came from {calling}, the AE title of {name}; "
+                    f"write `route back to {name}` to send it back")
+        return None

@@ -1,0 +1,403 @@
+"""Parse tree -> typed nodes. The only module that knows lark's tree shapes."""
+
+from __future__ import annotations
+
+import re
+
+from lark import Token, Transformer, Tree, v_args
+
+from ..diagnostics import Span
+from . import nodes as n
+
+
+class NodeError(Exception):
+    """A malformed literal found while building nodes (a bad escape, a bad tag)."""
+
+    def __init__(self, code: str, message: str, span: Span, hint: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.span, self.hint = code, message, span, hint
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "/": "/"}
+_TAG = re.compile(r"\(\s*([0-9A-Fa-fxX]{4})\s*,\s*([0-9A-Fa-fxX]{4})\s*\)")
+_PRIVATE = re.compile(r'\(\s*([0-9A-Fa-f]{4})\s*,\s*("(?:\\.|[^"\\])*")\s*,\s*([0-9A-Fa-f]{2})\s*\)')
+
+
+def unquote(text: str, span: Span) -> str:
+    """The value of a double-quoted string literal, with escapes resolved."""
+    body, out, i = text[1:-1], [], 0
+    while i < len(body):
+        ch = body[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        nxt = body[i + 1]
+        if nxt in _ESCAPES:
+            out.append(_ESCAPES[nxt])
+            i += 2
+        elif nxt == "u" and re.fullmatch(r"[0-9A-Fa-f]{4}", body[i + 2:i + 6]):
+            out.append(chr(int(body[i + 2:i + 6], 16)))
+            i += 6
+        else:
+            raise NodeError("syntax", f"unknown escape \\{nxt} in a string",
+                            span, 'write \\\\ for a backslash, \\" for a quote')
+    return "".join(out)
+
+
+def _hex_with_mask(text: str) -> tuple[int, int]:
+    value = care = 0
+    for ch in text:
+        value <<= 4
+        care <<= 4
+        if ch not in "xX":
+            value |= int(ch, 16)
+            care |= 0xF
+    return value, care
+
+
+class ToNodes(Transformer):
+    """Builds nodes; spans come from lark's propagated positions."""
+
+    def __init__(self, filename: str):
+        super().__init__()
+        self.filename = filename
+
+    # -- helpers --
+    def _span(self, meta) -> Span:
+        if getattr(meta, "empty", False):
+            return Span(self.filename, 1, 1, 1, 1)
+        return Span(self.filename, meta.line, meta.column, meta.end_line, meta.end_column)
+
+    def _tspan(self, tok: Token) -> Span:
+        return Span(self.filename, tok.line, tok.column, tok.end_line, tok.end_column)
+
+    def _name(self, tok: Token) -> n.Name:
+        return n.Name(self._tspan(tok), str(tok))
+
+    def _names(self, tokens) -> tuple[n.Name, ...]:
+        return tuple(self._name(t) for t in tokens if isinstance(t, Token) and t.type == "NAME")
+
+    # -- file --
+    def start(self, items):
+        return list(items)
+
+    @v_args(meta=True)
+    def import_stmt(self, meta, children):
+        file_tok, alias = children
+        return n.Import(self._span(meta), unquote(file_tok, self._tspan(file_tok)), self._name(alias))
+
+    @v_args(meta=True)
+    def table_stmt(self, meta, children):
+        name, file_tok, *key_tok = children
+        key = unquote(key_tok[0], self._tspan(key_tok[0])) if key_tok else None
+        return n.Table(self._span(meta), self._name(name), unquote(file_tok, self._tspan(file_tok)), key)
+
+    @v_args(meta=True)
+    def rule(self, meta, children):
+        name_tok, *rest = children
+        when = None
+        if rest and isinstance(rest[0], tuple) and rest[0][0] == "when":
+            when = rest.pop(0)[1]
+        braced = len(rest) == 1 and isinstance(rest[0], tuple) and rest[0][0] == "braced"
+        actions = rest[0][1] if braced else tuple(rest)
+        return n.Rule(self._span(meta), unquote(name_tok, self._tspan(name_tok)), self._tspan(name_tok),
+                      when, actions, braced)
+
+    def when(self, children):
+        return ("when", children[0])
+
+    def braced_actions(self, children):
+        return ("braced", tuple(children))
+
+    @v_args(meta=True)
+    def block(self, meta, children):
+        name, *actions = children
+        return n.Block(self._span(meta), self._name(name), tuple(actions))
+
+    # -- actions --
+    @v_args(meta=True)
+    def set_action(self, meta, children):
+        return n.SetAction(self._span(meta), children[0], children[1])
+
+    @v_args(meta=True)
+    def blank_action(self, meta, children):
+        return n.BlankAction(self._span(meta), children[0])
+
+    @v_args(meta=True)
+    def delete_action(self, meta, children):
+        return n.DeleteAction(self._span(meta), children[0])
+
+    @v_args(meta=True)
+    def delete_private_action(self, meta, children):
+        return n.DeletePrivateAction(self._span(meta))
+
+    @v_args(meta=True)
+    def route_action(self, meta, children):
+        return n.RouteAction(self._span(meta), self._names(children), _has_back(children))
+
+    @v_args(meta=True)
+    def copy_action(self, meta, children):
+        back = _has_back(children)
+        body: tuple = ()
+        braced = False
+        if children and isinstance(children[-1], tuple) and children[-1][:1] == ("braced",):
+            body, braced = children[-1][1], True
+        return n.CopyAction(self._span(meta), self._names(children), body, back, braced)
+
+    @v_args(meta=True)
+    def apply_action(self, meta, children):
+        if len(children) == 1:
+            return n.ApplyAction(self._span(meta), None, str(children[0]))
+        return n.ApplyAction(self._span(meta), str(children[0]), str(children[1]))
+
+    @v_args(meta=True)
+    def drop_action(self, meta, children):
+        return n.DropAction(self._span(meta))
+
+    @v_args(meta=True)
+    def reject_action(self, meta, children):
+        return n.RejectAction(self._span(meta), children[0] if children else None)
+
+    @v_args(meta=True)
+    def quarantine_action(self, meta, children):
+        return n.QuarantineAction(self._span(meta), children[0] if children else None)
+
+    @v_args(meta=True)
+    def log_action(self, meta, children):
+        return n.LogAction(self._span(meta), children[0])
+
+    @v_args(meta=True)
+    def stop_action(self, meta, children):
+        return n.StopAction(self._span(meta))
+
+    @v_args(meta=True)
+    def if_action(self, meta, children):
+        condition, body, *orelse = children
+        else_body, else_span = orelse[0] if orelse else (None, None)
+        return n.IfAction(self._span(meta), condition, body[1], else_body, else_span)
+
+    @v_args(meta=True)
+    def else_clause(self, meta, children):
+        (child,) = children
+        body = child[1] if isinstance(child, tuple) else (child,)
+        return (body, self._span(meta))
+
+    @v_args(meta=True)
+    def for_action(self, meta, children):
+        var, source, body = children
+        return n.ForEachAction(self._span(meta), str(var), self._tspan(var), source.path, body[1])
+
+    # -- expressions --
+    @v_args(meta=True)
+    def or_expr(self, meta, children):
+        return n.Or(self._span(meta), tuple(children))
+
+    @v_args(meta=True)
+    def and_expr(self, meta, children):
+        return n.And(self._span(meta), tuple(children))
+
+    @v_args(meta=True)
+    def not_op(self, meta, children):
+        return n.Not(self._span(meta), children[0])
+
+    @v_args(meta=True)
+    def compare(self, meta, children):
+        left, op, right = children
+        return n.Binary(self._span(meta), str(op), left, right)
+
+    def _binary(op):  # noqa: N805 - a factory for the table of two-sided predicates below
+        @v_args(meta=True)
+        def build(self, meta, children):
+            return n.Binary(self._span(meta), op, children[0], children[1])
+        return build
+
+    in_op = _binary("in")
+    not_in_op = _binary("not in")
+    contains_op = _binary("contains")
+    not_contains_op = _binary("not contains")
+    startswith_op = _binary("startswith")
+    endswith_op = _binary("endswith")
+
+    @v_args(meta=True)
+    def matches_op(self, meta, children):
+        return n.Matches(self._span(meta), children[0], self._regex(children[1]))
+
+    @v_args(meta=True)
+    def not_matches_op(self, meta, children):
+        return n.Matches(self._span(meta), children[0], self._regex(children[1]), negated=True)
+
+    def _presence(kind):  # noqa: N805
+        @v_args(meta=True)
+        def build(self, meta, children):
+            return n.Presence(self._span(meta), kind, children[0])
+        return build
+
+    exists_op = _presence("exists")
+    missing_op = _presence("missing")
+    empty_op = _presence("empty")
+
+    @v_args(meta=True)
+    def quantifier(self, meta, children):
+        kind, var, source, body = [c for c in children if not (isinstance(c, Token) and c in ("in", ":"))]
+        return n.Quantifier(self._span(meta), str(kind), str(var), self._tspan(var), source.path, body)
+
+    @v_args(meta=True)
+    def sum(self, meta, children):
+        return n.Concat(self._span(meta), tuple(children))
+
+    def string(self, children):
+        tok = children[0]
+        return n.StringLit(self._tspan(tok), unquote(tok, self._tspan(tok)))
+
+    def number(self, children):
+        tok = children[0]
+        text = str(tok)
+        value = float(text) if any(c in text for c in ".eE") else int(text)
+        return n.NumberLit(self._tspan(tok), value, text)
+
+    def regex(self, children):
+        return self._regex(children[0])
+
+    def _regex(self, tok: Token) -> n.RegexLit:
+        text = str(tok)
+        end = text.rindex("/")
+        pattern = text[1:end].replace("\\/", "/")
+        return n.RegexLit(self._tspan(tok), pattern, text[end + 1:])
+
+    @v_args(meta=True)
+    def list(self, meta, children):
+        items = tuple(c for c in children if c is not None)
+        return n.ListLit(self._span(meta), items)
+
+    @v_args(meta=True)
+    def call(self, meta, children):
+        name, *args = children
+        return n.Call(self._span(meta), str(name), tuple(a for a in args if a is not None), self._tspan(name))
+
+    def variable(self, children):
+        tok = children[0]
+        return n.Variable(self._tspan(tok), str(tok))
+
+    # -- paths --
+    @v_args(meta=True)
+    def path(self, meta, children):
+        root, *rest = children
+        elements, any_depth = [], False
+        for child in rest:
+            if isinstance(child, Token) and child.type == "ANY_DEPTH":
+                if any_depth:
+                    raise NodeError("syntax", "write ** once", self._tspan(child))
+                any_depth = True
+                continue
+            if any_depth:
+                child = _with_any_depth(child)
+                any_depth = False
+            elements.append(child)
+        if any_depth:
+            raise NodeError("syntax", "a path cannot end with **: name the element to find",
+                            self._span(meta), "for example DataSet.**.PatientName")
+        return n.PathRef(self._span(meta), n.Path(self._span(meta), str(root), tuple(elements)))
+
+    @v_args(meta=True)
+    def element(self, meta, children):
+        head, *indices = children
+        span = self._span(meta)
+        idx = tuple(indices)
+        if head.type == "NAME":
+            return n.Element(span, keyword=str(head), indices=idx)
+        if head.type == "PRIVATE_TAG":
+            m = _PRIVATE.fullmatch(str(head))
+            group = int(m.group(1), 16)
+            if group % 2 == 0:
+                raise NodeError("bad-tag", f"group {group:04X} is not private (private groups are odd)",
+                                self._tspan(head))
+            creator = unquote(m.group(2), self._tspan(head))
+            return n.Element(span, private=(group, creator, int(m.group(3), 16)), indices=idx)
+        m = _TAG.fullmatch(str(head))
+        group_value, group_care = _hex_with_mask(m.group(1))
+        elem_value, elem_care = _hex_with_mask(m.group(2))
+        if group_care == 0xFFFF and elem_care == 0xFFFF:
+            return n.Element(span, tag=(group_value << 16) | elem_value, indices=idx)
+        mask = ((group_value << 16) | elem_value, (group_care << 16) | elem_care)
+        return n.Element(span, mask=mask, indices=idx)
+
+    def index(self, children):
+        tok = children[0]
+        if tok.type == "STAR":
+            return n.STAR
+        value = int(tok)
+        if value < 1:
+            raise NodeError("bad-index", "items and values are numbered from 1", self._tspan(tok))
+        return value
+
+    # -- tests --
+    @v_args(meta=True)
+    def test(self, meta, children):
+        name_tok, *statements = children
+        return n.Test(self._span(meta), unquote(name_tok, self._tspan(name_tok)), tuple(statements))
+
+    @v_args(meta=True)
+    def given_file(self, meta, children):
+        tok = children[0]
+        return n.GivenFile(self._span(meta), unquote(tok, self._tspan(tok)))
+
+    @v_args(meta=True)
+    def given_values(self, meta, children):
+        return n.GivenValues(self._span(meta), "given", tuple(children))
+
+    @v_args(meta=True)
+    def with_values(self, meta, children):
+        return n.GivenValues(self._span(meta), "with", tuple(children))
+
+    @v_args(meta=True)
+    def assignment(self, meta, children):
+        return n.Assignment(self._span(meta), children[0].path, children[1])
+
+    def expect(self, children):
+        return children[0]
+
+    @v_args(meta=True)
+    def route_expectation(self, meta, children):
+        return n.ExpectRoute(self._span(meta), self._names(children))
+
+    @v_args(meta=True)
+    def no_route_expectation(self, meta, children):
+        return n.ExpectRoute(self._span(meta), self._names(children), negated=True)
+
+    @v_args(meta=True)
+    def copy_expectation(self, meta, children):
+        return n.ExpectCopy(self._span(meta), self._name(children[0]), children[1])
+
+    @v_args(meta=True)
+    def outcome_expectation(self, meta, children):
+        outcome, *reason = children  # `!` keeps the keyword token
+        text = unquote(reason[0], self._tspan(reason[0])) if reason else None
+        return n.ExpectOutcome(self._span(meta), str(outcome), text)
+
+    @v_args(meta=True)
+    def fired_expectation(self, meta, children):
+        tok = children[0]
+        return n.ExpectFired(self._span(meta), unquote(tok, self._tspan(tok)))
+
+    @v_args(meta=True)
+    def not_fired_expectation(self, meta, children):
+        tok = children[0]
+        return n.ExpectFired(self._span(meta), unquote(tok, self._tspan(tok)), negated=True)
+
+    @v_args(meta=True)
+    def condition_expectation(self, meta, children):
+        return n.ExpectCondition(self._span(meta), children[0])
+
+
+def _has_back(children) -> bool:
+    return any(isinstance(c, Token) and c.type == "BACK" for c in children)
+
+
+def _with_any_depth(element: n.Element) -> n.Element:
+    return n.Element(element.span, element.keyword, element.tag, element.mask, element.private,
+                     element.indices, any_depth=True)
+
+
+def to_nodes(tree: Tree, filename: str):
+    return ToNodes(filename).transform(tree)
