@@ -184,6 +184,7 @@ class Document:
             ds = _read_without_preamble(path, dcmread_options)
         except (OSError, ValueError, EOFError, TypeError, KeyError, NotImplementedError) as exc:
             raise DocumentReadError(f"{path}: cannot read: {exc}") from None
+        _check_complete(ds, path)
         if arrival is None:
             arrival = Arrival(source_kind="file", source_path=path)
         return cls(ds, getattr(ds, "file_meta", None), None, arrival, path)
@@ -240,7 +241,7 @@ class Document:
 
     # ---- resolved paths (what compiled rules call) ----
 
-    def read_path(self, path: ResolvedPath, base: Dataset | None = None) -> Any:
+    def read_path(self, path: ResolvedPath, base: "ItemRef | None" = None) -> Any:
         if base is None:
             cached = self._cache.get(path, _MISS)
             if cached is not _MISS:
@@ -250,11 +251,11 @@ class Document:
             return value
         return self._read_uncached(path, base)
 
-    def _read_uncached(self, path: ResolvedPath, base: Dataset | None) -> Any:
+    def _read_uncached(self, path: ResolvedPath, base: "ItemRef | None") -> Any:
         if path.is_arrival:
             return self.arrival.value(path.root, path.field)
-        start = base if base is not None else self._root(path.root)
-        found = [value for _, _, _, value in self._find(path, start, path.root)]
+        start, prefix = self._start(path, base)
+        found = [value for _, _, _, value in self._find(path, start, prefix)]
         if not path.fans_out:
             return found[0] if found else None
         values: list = []
@@ -265,8 +266,9 @@ class Document:
                 values.append(value)
         return values
 
-    def _find(self, path: ResolvedPath, start: Dataset, prefix: str):
-        """(container, tag, path text, value) for every element the path reaches."""
+    def _find(self, path: ResolvedPath, start: Dataset, prefix: str, raw: bool = False):
+        """(container, tag, path text, value) for every element the path reaches;
+        with `raw`, the element itself instead of its value."""
         current = [(start, prefix)]
         steps = path.steps
         for position, step in enumerate(steps):
@@ -276,7 +278,10 @@ class Document:
                 for container, tag, text in _elements(ds, step, where):
                     elem = container.get(tag) if tag in container else None
                     if last:
-                        yield container, tag, text, self._value(elem, step) if elem is not None else None
+                        if raw:
+                            yield container, tag, text, elem
+                        else:
+                            yield container, tag, text, self._value(elem, step) if elem is not None else None
                         continue
                     if elem is None or elem.VR != "SQ":
                         continue
@@ -306,15 +311,15 @@ class Document:
             return self.command_set
         raise PathError(f"{root} is not a data set")
 
-    def write_path(self, path: ResolvedPath, value: Any, base: Dataset | None = None) -> list[Change]:
+    def write_path(self, path: ResolvedPath, value: Any, base: "ItemRef | None" = None) -> list[Change]:
         self._cache.clear()
         if path.is_arrival:
             old = self.arrival.value(path.root, path.field)
             self.arrival = self.arrival.with_value(path.root, path.field, value)
             return [Change(path.text, old, value)]
-        start = base if base is not None else self._root(path.root)
+        start, prefix = self._start(path, base)
         changes: list[Change] = []
-        for container, tag, text, step in list(self._targets(path, start, path.root, write=True)):
+        for container, tag, text, step in list(self._targets(path, start, prefix, write=True)):
             changes.extend(self._write_element(container, tag, step, value, text))
         return changes
 
@@ -416,13 +421,13 @@ class Document:
         root.decode()
         root.SpecificCharacterSet = "ISO_IR 192"
 
-    def delete_path(self, path: ResolvedPath, base: Dataset | None = None) -> list[Change]:
+    def delete_path(self, path: ResolvedPath, base: "ItemRef | None" = None) -> list[Change]:
         if path.is_arrival:
             raise PathError(f"{path.text} cannot be deleted")
         self._cache.clear()
-        start = base if base is not None else self._root(path.root)
+        start, prefix = self._start(path, base)
         changes = []
-        for container, tag, text, step in list(self._targets(path, start, path.root)):
+        for container, tag, text, step in list(self._targets(path, start, prefix)):
             if tag not in container:
                 continue
             elem = container[tag]
@@ -447,7 +452,7 @@ class Document:
                     changes.append(Change(f"{text}[{step.index}]", old, None))
         return changes
 
-    def blank_path(self, path: ResolvedPath, base: Dataset | None = None) -> list[Change]:
+    def blank_path(self, path: ResolvedPath, base: "ItemRef | None" = None) -> list[Change]:
         if path.is_arrival:
             raise PathError(f"{path.text} cannot be blanked")
         changes = []
@@ -457,11 +462,28 @@ class Document:
 
     # ---- element references (what `for each e in DataSet.**.Keyword` binds) ----
 
-    def element_refs(self, path: ResolvedPath, base: Dataset | None = None) -> list["ElementRef"]:
+    def element_refs(self, path: ResolvedPath, base: "ItemRef | None" = None) -> list["ElementRef"]:
         """The elements a path reaches that exist, as references that can be read and edited."""
-        start = base if base is not None else self._root(path.root)
+        start, prefix = self._start(path, base)
         return [ElementRef(container, tag, text, replace(step, index=None))
-                for container, tag, text, step in self._targets(path, start, path.root) if tag in container]
+                for container, tag, text, step in self._targets(path, start, prefix) if tag in container]
+
+    def item_refs(self, path: ResolvedPath, base: "ItemRef | None" = None) -> list["ItemRef"]:
+        """The items a sequence path reaches (what `for each` and any/all walk), with their paths."""
+        start, prefix = self._start(path, base)
+        refs: list[ItemRef] = []
+        last = path.last
+        for _container, _tag, text, elem_value in self._find(path, start, prefix, raw=True):
+            if elem_value is None or elem_value.VR != "SQ":
+                continue
+            for item, item_text in _items(elem_value, last, text):
+                refs.append(ItemRef(item, item_text))
+        return refs
+
+    def _start(self, path: ResolvedPath, base: "ItemRef | None") -> tuple[Dataset, str]:
+        if base is not None:
+            return base.dataset, base.text
+        return self._root(path.root), path.root
 
     def read_ref(self, ref: "ElementRef") -> Any:
         if ref.tag not in ref.container:
@@ -489,17 +511,17 @@ class Document:
         elem.value = [] if elem.VR == "SQ" else None
         return [Change(ref.text, old, "")]
 
-    def delete_private(self, base: Dataset | None = None) -> list[Change]:
-        """Remove every private element (odd groups), at any depth."""
+    def delete_private(self) -> list[Change]:
+        """Remove every private element (odd groups), at any depth; reported as one change."""
         self._cache.clear()
-        changes = []
-        for ds, where in list(_datasets_below(base if base is not None else self.dataset, DATASET)):
+        removed = 0
+        for ds, _where in list(_datasets_below(self.dataset, DATASET)):
             for tag in [t for t in ds.keys() if t.group % 2 == 1]:
-                elem = ds[tag]
-                old = f"<{elem.VR}>" if elem.VR in ("SQ", "OB", "OW", "UN") else read_value(elem)
                 del ds[tag]
-                changes.append(Change(f"{where}.{tag_text(tag)}", old, None))
-        return changes
+                removed += 1
+        if not removed:
+            return []
+        return [Change(f"{DATASET} private elements", f"{removed} element{'s' * (removed != 1)}", None)]
 
     def invalidate(self) -> None:
         self._cache.clear()
@@ -507,6 +529,13 @@ class Document:
     def __repr__(self) -> str:
         sop = self.dataset.get("SOPInstanceUID", "?")
         return f"<Document {self.filename or ''} SOPInstanceUID={sop}>"
+
+
+class ItemRef(NamedTuple):
+    """A sequence item and its path, e.g. DataSet.ScheduledProcedureStepSequence[2]."""
+
+    dataset: Dataset
+    text: str
 
 
 class ElementRef(NamedTuple):
@@ -527,13 +556,13 @@ class Item:
         return ResolvedPath("item", full.steps, None, f"{self.path}.{relative}")
 
     def get(self, relative: str) -> Any:
-        return self.document.read_path(self._relative(relative), base=self.dataset)
+        return self.document.read_path(self._relative(relative), base=ItemRef(self.dataset, self.path))
 
     def set(self, relative: str, value: Any) -> list[Change]:
-        return self.document.write_path(self._relative(relative), value, base=self.dataset)
+        return self.document.write_path(self._relative(relative), value, base=ItemRef(self.dataset, self.path))
 
     def delete(self, relative: str) -> list[Change]:
-        return self.document.delete_path(self._relative(relative), base=self.dataset)
+        return self.document.delete_path(self._relative(relative), base=ItemRef(self.dataset, self.path))
 
 
 def _private_vr_from_value(value: Any) -> str:
@@ -548,6 +577,19 @@ def _private_vr_from_value(value: Any) -> str:
     if isinstance(sample, float):
         return "FD"
     return "UN"
+
+
+def _check_complete(ds: Dataset, path: str) -> None:
+    """pydicom reads a file cut short without complaint; a last element shorter than
+    its declared length gives the truncation away."""
+    elements = list(ds._dict.values())
+    if not elements:
+        raise DocumentReadError(f"{path}: no data elements")
+    last = elements[-1]
+    length, value = getattr(last, "length", None), getattr(last, "value", None)
+    if isinstance(value, (bytes, bytearray)) and length not in (None, 0xFFFFFFFF) and len(value) < length:
+        raise DocumentReadError(f"{path}: the file is truncated: element {tag_text(last.tag)} declares "
+                                f"{length} bytes, {len(value)} remain")
 
 
 def _read_without_preamble(path: str, options: dict) -> Dataset:

@@ -137,7 +137,28 @@ class Analysis:
 
     def check_actions(self, actions: Iterable[n.Action], scope: Scope) -> None:
         for action in actions:
-            self.check_action(action, scope)
+            if isinstance(action, n.LetAction):
+                scope = self._let(action, scope) or scope
+            else:
+                self.check_action(action, scope)
+
+    def _let(self, action: n.LetAction, scope: Scope) -> Scope | None:
+        """A `let` binds a value for the rest of the actions around it."""
+        kind = self.check_value(action.value, scope)
+        if not self._name_free(action.name, action.name_span, scope) or kind is None:
+            return None
+        if kind.kind in (t.ITEMS, t.ITEM):
+            self._error("type-mismatch", "let keeps a value, not a sequence or an item", action.value.span,
+                        "use for each to walk items")
+            return None
+        return scope.with_variable(action.name, Binding("value"), kind)
+
+    def _name_free(self, name: str, span: Span, scope: Scope) -> bool:
+        module = scope.module
+        if name in ROOTS or name in scope.variables or name in module.tables or name in module.imports:
+            self._error("duplicate-name", f"{name!r} is already a name here; choose another", span)
+            return False
+        return True
 
     def check_action(self, action: n.Action, scope: Scope) -> None:
         method = getattr(self, "_action_" + type(action).__name__)
@@ -185,7 +206,10 @@ class Analysis:
         if not self._routing_allowed(action, scope, "copy"):
             return
         self._check_destinations(action.destinations)
-        self.check_actions(action.body, scope.in_context("copy"))
+        # A copy is edited after the rules ran: it sees values kept with let, not items of the document.
+        values_only = {k: v for k, v in scope.variables.items() if v[0].kind == "value"}
+        copy_scope = Scope(scope.module, values_only, "copy", scope.writable_arrival)
+        self.check_actions(action.body, copy_scope)
 
     def _action_ApplyAction(self, action: n.ApplyAction, scope: Scope) -> None:
         module = scope.module
@@ -236,8 +260,7 @@ class Analysis:
     # ---- binding loop variables ----
 
     def _bind(self, name: str, span: Span, source: n.Path, scope: Scope, node, loop: bool) -> Scope | None:
-        if name in ROOTS or name in scope.variables or name in scope.module.tables or name in scope.module.imports:
-            self._error("duplicate-name", f"{name!r} is already a name here; choose another", span)
+        if not self._name_free(name, span, scope):
             return None
         resolved = self.resolve_path(source, scope)
         if resolved is None:

@@ -120,6 +120,7 @@ class CodeGenerator:
     def actions(self, actions, scope: dict[str, _Var]) -> None:
         if not actions:
             self.emit("pass")
+        scope = dict(scope)  # a let binds for the actions after it in this list only
         for action in actions:
             getattr(self, "_" + type(action).__name__)(action, scope)
 
@@ -158,8 +159,21 @@ class CodeGenerator:
         if not action.body:
             self.emit(f"ev.route({names}, {action.back})", action.span)
             return
-        body = self._function_for("copy", action.body, action.span)
+        # The copy's edits run when evaluation ends: a nested function that keeps, as default
+        # arguments, the values of let and of loop values as they are now.
+        kept = {name: var for name, var in scope.items() if var.kind == "value"}
+        body = f"_copy{next(self.functions)}"
+        defaults = "".join(f", {var.local}={var.local}" for var in kept.values())
+        self.emit(f"def {body}(doc, ev{defaults}):", action.span)
+        self.indent += 1
+        self.actions(action.body, kept)
+        self.emit("return False")
+        self.indent -= 1
         self.emit(f"ev.copy({names}, {body}, {action.back})", action.span)
+
+    def _LetAction(self, action: n.LetAction, scope) -> None:
+        self.emit(f"v_{action.name} = {self.value(action.value, scope)}", action.span)
+        scope[action.name] = _Var(f"v_{action.name}", "value")
 
     def _ApplyAction(self, action: n.ApplyAction, scope) -> None:
         module, block = self.analysis.blocks[id(action)]
@@ -204,7 +218,7 @@ class CodeGenerator:
         source = self.analysis.paths[id(action.source)]
         base = self._base(action.source, scope)
         if var.kind == "item":
-            iterable = f"_iter(doc.read_path({self._path_const(source)}{base}))"
+            iterable = f"doc.item_refs({self._path_const(source)}{base})"
         else:
             iterable = f"doc.element_refs({self._path_const(source)}{base})"
         self.shared.note_read(source, scope, action.source.root)
@@ -274,7 +288,8 @@ class CodeGenerator:
         var = _Var(f"v_{expr.var}", "item" if binding.kind == "item" else "value")
         source = self.analysis.paths[id(expr.source)]
         self.shared.note_read(source, scope, expr.source.root)
-        items = f"_iter(doc.read_path({self._path_const(source)}{self._base(expr.source, scope)}))"
+        path_args = f"{self._path_const(source)}{self._base(expr.source, scope)}"
+        items = f"doc.item_refs({path_args})" if var.kind == "item" else f"_iter(doc.read_path({path_args}))"
         body = self.condition(expr.body, {**scope, expr.var: var})
         test = f"{expr.kind}({body} for {var.local} in {items})"
         if not self.traced:
@@ -371,7 +386,12 @@ class Shared:
 
     def predicate(self, rule: int, expr, kind: str) -> int:
         index = len(self.predicates)
-        self.predicates.append(Predicate(index, rule, expr.span, self.text_of(expr.span), kind))
+        left, right = _operands(expr)
+        self.predicates.append(Predicate(
+            index, rule, expr.span, self.text_of(expr.span), kind,
+            self.text_of(left.span) if left is not None else "",
+            self.text_of(right.span) if right is not None else "",
+            right is not None and literal_value(right) is not None or isinstance(right, n.RegexLit)))
         return index
 
     def branch(self, rule: int, span: Span, description: str) -> int:
@@ -399,6 +419,18 @@ class Shared:
             self.reads_everything = True
         elif path.root == "DataSet":
             self.tags.add(first.tag)
+
+
+def _operands(expr):
+    if isinstance(expr, n.Binary):
+        return expr.left, expr.right
+    if isinstance(expr, n.Matches):
+        return expr.subject, expr.regex
+    if isinstance(expr, n.Presence):
+        return expr.target, None
+    if isinstance(expr, n.Quantifier):
+        return None, None
+    return None, None
 
 
 def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
@@ -442,3 +474,42 @@ def _renamed(lines: list[str]) -> list[str]:
     import re
     return [re.sub(r"\b(_rule\d+|_copy\d+|_block\d+)\b", r"_t\1", line) for line in lines]
 
+
+
+@dataclass
+class Snippets:
+    """Compiled pieces of tests: values, conditions and action lists, traced."""
+
+    functions: dict[str, object]
+    predicates: list[Predicate]
+    spans: list[Span]
+    rules: tuple = ()  # what an Evaluation asks of a rule set: snippets belong to no rule
+
+
+def compile_snippets(analysis: Analysis, pieces: dict[str, tuple[str, object]],
+                     secrets: Secrets | None = None) -> Snippets:
+    """Compile named pieces: ("value", expr), ("condition", expr) or ("actions", actions).
+
+    Each becomes a function (doc, ev); values and conditions return their result.
+    The checks must have seen the nodes (Analysis.check_test does that for tests).
+    """
+    shared = Shared()
+    for module in analysis.program.modules:
+        shared.source_text[module.path] = module.file.source
+    generator = CodeGenerator(analysis, secrets or Secrets(), True, shared)
+    for name, (kind, node) in pieces.items():
+        generator.emit(f"def {name}(doc, ev):")
+        generator.indent += 1
+        if kind == "value":
+            generator.emit(f"return {generator.value(node, {})}", node.span)
+        elif kind == "condition":
+            generator.emit(f"return {generator.condition(node, {})}", node.span)
+        else:
+            generator.actions(node, {})
+        generator.indent -= 1
+        generator.flush_pending()
+    namespace: dict = dict(_RUNTIME)
+    namespace.update({f"_f_{fn}": impl for fn, impl in implementations(secrets or Secrets()).items()})
+    namespace.update(shared.constants)
+    exec(compile("\n".join(generator.out.lines), "<rule tests>", "exec"), namespace)  # noqa: S102
+    return Snippets({name: namespace[name] for name in pieces}, shared.predicates, shared.spans)

@@ -1,9 +1,260 @@
-"""Whole-file lint passes over an Analysis: unreachable, shadowed, fall-through, loops."""
+"""Whole-file lint passes over an Analysis, run in order:
+
+- unreachable: rules after a rule that ends evaluation for every document, and
+  rules whose condition contradicts itself;
+- shadowed: rules whose every match is ended earlier by a narrower-or-equal rule;
+- fall-through: documents that can end with no destination (the configured
+  no_destination policy then applies);
+- loop: routes that could send a document back to the AE title it came from.
+"""
 
 from __future__ import annotations
 
-from .checks import Analysis
+import dataclasses
+
+from . import nodes as n
+from .checks import Analysis, literal_value
+
+_SPAN_FIELDS = {"span", "name_span", "var_span", "else_span"}
+_ROUTES = (n.RouteAction, n.CopyAction)
+_DECIDES = (n.RouteAction, n.CopyAction, n.DropAction, n.RejectAction, n.QuarantineAction)
 
 
 def lint_program(analysis: Analysis) -> None:
-    pass
+    rules = analysis.program.main.file.rules
+    for lint_pass in (_unreachable, _shadowed, _fall_through, _loops):
+        lint_pass(rules, analysis)
+
+
+# ---- helpers -------------------------------------------------------------------
+
+
+def structural_key(node):
+    """A node's content without positions: equal keys mean the same source meaning."""
+    if dataclasses.is_dataclass(node):
+        return (type(node).__name__,) + tuple(
+            structural_key(getattr(node, f.name)) for f in dataclasses.fields(node) if f.name not in _SPAN_FIELDS)
+    if isinstance(node, (tuple, list)):
+        return tuple(structural_key(item) for item in node)
+    return node
+
+
+def _conjuncts(expr) -> list:
+    if expr is None:
+        return []
+    if isinstance(expr, n.And):
+        return [atom for operand in expr.operands for atom in _conjuncts(operand)]
+    return [expr]
+
+
+def _ending_action(rule: n.Rule):
+    """The first action at the top of a rule that ends evaluation, if any."""
+    for action in rule.actions:
+        if isinstance(action, n.ENDING_ACTIONS):
+            return action
+    return None
+
+
+def _walk_actions(actions):
+    for action in actions:
+        yield action
+        if isinstance(action, n.IfAction):
+            yield from _walk_actions(action.body)
+            yield from _walk_actions(action.orelse or ())
+        elif isinstance(action, (n.ForEachAction, n.CopyAction)):
+            yield from _walk_actions(action.body)
+
+
+def _path_key(expr) -> tuple | None:
+    if isinstance(expr, n.PathRef):
+        return structural_key(expr.path)
+    return None
+
+
+def _comparison(atom):
+    """(path key, op, literal) for `PATH op LITERAL`, else None."""
+    if isinstance(atom, n.Binary):
+        key = _path_key(atom.left)
+        literal = literal_value(atom.right)
+        if key is not None and literal is not None:
+            return key, atom.op, literal
+    return None
+
+
+# ---- unreachable -----------------------------------------------------------------
+
+
+def _unreachable(rules: list[n.Rule], analysis: Analysis) -> None:
+    blocker = None
+    for rule in rules:
+        if blocker is not None:
+            analysis._warn("unreachable", f"rule {rule.name!r} can never run: rule {blocker.name!r} "
+                           f"(line {blocker.span.line}) ends evaluation for every document", rule.name_span)
+            continue
+        contradiction = _contradiction(_conjuncts(rule.when))
+        if contradiction:
+            analysis._warn("unreachable", f"rule {rule.name!r} can never run: {contradiction}", rule.when.span)
+        if rule.when is None and _ending_action(rule) is not None:
+            blocker = rule
+
+
+def _contradiction(atoms: list) -> str | None:
+    equal: dict = {}
+    presence: dict = {}
+    for atom in atoms:
+        comparison = _comparison(atom)
+        if comparison and comparison[1] == "==":
+            key, _, value = comparison
+            if key in equal and equal[key] != value:
+                return f"the condition asks for two different values of the same element"
+            equal[key] = value
+        if isinstance(atom, n.Presence) and isinstance(atom.target, n.PathRef):
+            key = structural_key(atom.target.path)
+            kind = "present" if atom.kind in ("exists", "empty") else "missing"
+            if presence.get(key, kind) != kind:
+                return "the condition asks for an element to be both present and missing"
+            presence[key] = kind
+    for key, kind in presence.items():
+        if kind == "missing" and key in equal:
+            return "the condition compares an element it also requires to be missing"
+    return None
+
+
+# ---- shadowed ----------------------------------------------------------------------
+
+
+def _implies(stronger, weaker) -> bool:
+    """Does atom `stronger` (of a later rule) guarantee atom `weaker` (of an earlier one)?"""
+    if structural_key(stronger) == structural_key(weaker):
+        return True
+    strong, weak = _comparison(stronger), _comparison(weaker)
+    if strong and weak and strong[0] == weak[0]:
+        s_op, s_val, w_op, w_val = strong[1], strong[2], weak[1], weak[2]
+        if w_op == "in" and isinstance(w_val, tuple):
+            if s_op == "==":
+                return s_val in w_val
+            if s_op == "in" and isinstance(s_val, tuple):
+                return set(s_val) <= set(w_val)
+        if w_op == "not in" and isinstance(w_val, tuple) and s_op == "==":
+            return s_val not in w_val
+    if isinstance(weaker, n.Presence) and weaker.kind == "exists" and strong:
+        return strong[0] == structural_key(weaker.target.path) and strong[1] in ("==", "in")
+    return False
+
+
+def _paths_read(expr) -> set:
+    keys = set()
+    def visit(node):
+        if isinstance(node, n.Path):
+            keys.add(structural_key(node))
+        elif dataclasses.is_dataclass(node):
+            for f in dataclasses.fields(node):
+                visit(getattr(node, f.name))
+        elif isinstance(node, tuple):
+            for item in node:
+                visit(item)
+    visit(expr)
+    return keys
+
+
+def _edits(rule: n.Rule) -> set | None:
+    """Paths a rule's main-document actions edit; None when it could edit anything."""
+    keys = set()
+    for action in rule.actions:
+        for inner in _walk_actions((action,)):
+            if isinstance(inner, n.CopyAction):
+                continue
+            if isinstance(inner, (n.ApplyAction, n.DeletePrivateAction)):
+                return None
+            if isinstance(inner, n.EDIT_ACTIONS) and isinstance(inner.target, n.PathRef):
+                keys.add(structural_key(inner.target.path))
+            elif isinstance(inner, n.EDIT_ACTIONS):
+                return None
+    return keys
+
+
+def _shadowed(rules: list[n.Rule], analysis: Analysis) -> None:
+    atoms = [_conjuncts(rule.when) for rule in rules]
+    edits = [_edits(rule) for rule in rules]
+    warned: set[int] = set()
+    for i, earlier in enumerate(rules):
+        if earlier.when is None or _ending_action(earlier) is None:
+            continue
+        read = _paths_read(earlier.when)
+        for j in range(i + 1, len(rules)):
+            between = edits[j - 1] if j > i + 1 else set()
+            if between is None or (between & read):
+                break  # a rule in between may change what the earlier rule tested
+            later = rules[j]
+            if j in warned or later.when is None:
+                continue
+            if all(any(_implies(s, w) for s in atoms[j]) for w in atoms[i]):
+                warned.add(j)
+                analysis._warn("shadowed", f"rule {later.name!r} never runs: every document it matches is ended "
+                               f"by rule {earlier.name!r} (line {earlier.span.line})", later.name_span,
+                               "move it above that rule, or narrow that rule's condition")
+
+
+# ---- fall-through -----------------------------------------------------------------
+
+
+def _fall_through(rules: list[n.Rule], analysis: Analysis) -> None:
+    if not rules:
+        return
+    routed_before = False
+    for rule in rules:
+        for action in rule.actions:
+            if isinstance(action, n.StopAction) and not routed_before:
+                analysis._warn("no-destination", "this stop can end evaluation before any rule has routed the "
+                               "document; it then goes to the no_destination policy (quarantine by default)",
+                               action.span)
+            if any(isinstance(a, _ROUTES) for a in _walk_actions((action,))):
+                routed_before = True
+        if rule.when is None and any(isinstance(a, _DECIDES) for a in rule.actions):
+            return
+    last = rules[-1]
+    analysis._warn("no-destination", "a document that no rule routes, drops, rejects or quarantines goes to the "
+                   "configured no_destination policy (quarantine by default)", last.name_span,
+                   "end the file with a rule without `when` that decides, e.g. route to a default destination")
+
+
+# ---- loops -----------------------------------------------------------------------
+
+
+def _excludes_sender(atoms: list, ae_title: str) -> bool:
+    for atom in atoms:
+        if not isinstance(atom, n.Binary) or not isinstance(atom.left, n.PathRef):
+            continue
+        if atom.left.path.text() != "Association.CallingAET":
+            continue
+        value = literal_value(atom.right)
+        if atom.op == "==" and isinstance(value, str) and value != ae_title:
+            return True
+        if atom.op == "!=" and value == ae_title:
+            return True
+        if atom.op == "in" and isinstance(value, tuple) and ae_title not in value:
+            return True
+        if atom.op == "not in" and isinstance(value, tuple) and ae_title in value:
+            return True
+    return False
+
+
+def _loops(rules: list[n.Rule], analysis: Analysis) -> None:
+    known = analysis.destinations
+    if not known:
+        return
+    for rule in rules:
+        atoms = _conjuncts(rule.when)
+        for action in _walk_actions(rule.actions):
+            if not isinstance(action, _ROUTES) or action.back:
+                continue
+            for name in action.destinations:
+                info = known.get(name.value)
+                if info is None or not info.ae_title or _excludes_sender(atoms, info.ae_title):
+                    continue
+                analysis._warn(
+                    "loop", f"this route can send a document back to its sender: {name.value} is AE title "
+                    f"{info.ae_title}, and documents from {info.ae_title} also match; the router will not send "
+                    "them back", name.span,
+                    f"write `route back to {name.value}` to send them back, or add "
+                    f"Association.CallingAET != \"{info.ae_title}\" to the condition")

@@ -257,6 +257,16 @@ class LogAction:
 
 
 @dataclass(frozen=True, slots=True)
+class LetAction:
+    """`let name = EXPR`: a value kept for the actions that follow."""
+
+    span: Span
+    name: str
+    name_span: Span
+    value: Expr
+
+
+@dataclass(frozen=True, slots=True)
 class StopAction:
     span: Span
 
@@ -280,7 +290,7 @@ class ForEachAction:
 
 
 Action = Union[SetAction, BlankAction, DeleteAction, DeletePrivateAction, RouteAction, CopyAction,
-               ApplyAction, DropAction, RejectAction, QuarantineAction, LogAction, StopAction,
+               ApplyAction, DropAction, RejectAction, QuarantineAction, LogAction, LetAction, StopAction,
                IfAction, ForEachAction]
 
 ENDING_ACTIONS = (DropAction, RejectAction, QuarantineAction, StopAction)
@@ -379,7 +389,7 @@ class ExpectCondition:
     condition: Expr
 
 
-TestStatement = Union[GivenFile, GivenValues, ExpectRoute, ExpectCopy, ExpectOutcome,
+TestStatement = Union[GivenFile, GivenValues, ApplyAction, ExpectRoute, ExpectCopy, ExpectOutcome,
                       ExpectFired, ExpectCondition]
 
 

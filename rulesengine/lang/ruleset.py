@@ -217,6 +217,9 @@ class Predicate:
     span: Span
     text: str
     kind: str
+    left_text: str = ""  # the source of each operand, to say "X is 5"
+    right_text: str = ""
+    right_is_literal: bool = False
 
 
 @dataclass(frozen=True)

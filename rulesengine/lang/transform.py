@@ -168,6 +168,11 @@ class ToNodes(Transformer):
         return n.LogAction(self._span(meta), children[0])
 
     @v_args(meta=True)
+    def let_action(self, meta, children):
+        name, value = children
+        return n.LetAction(self._span(meta), str(name), self._tspan(name), value)
+
+    @v_args(meta=True)
     def stop_action(self, meta, children):
         return n.StopAction(self._span(meta))
 

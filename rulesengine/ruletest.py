@@ -1,0 +1,401 @@
+"""The `test` command: runs the test blocks of *_test.rules files.
+
+A test file `X_test.rules` tests its sibling `X.rules`. Each test builds a
+document (`given file`, `given`/`with` values and arrival facts), evaluates
+the rules (or, with `apply BLOCK`, applies one block), and checks what it
+expects: destinations, outcome, rules fired and values, per destination copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+
+from .cli import EXIT_FINDINGS, EXIT_OK, UsageError, load_destinations, print_diagnostics, rule_files
+from .diagnostics import Diagnostic, RulesError, Span, error, warning
+from .document import Arrival, Document, DocumentReadError, PathError
+from .explain import describe_event, operand_values
+from .lang import nodes as n
+from .lang.api import analyse
+from .lang.checks import Analysis
+from .lang.compiler import Snippets, compile_program, compile_snippets
+from .lang.loader import Program, display_path, load_program
+from .lang.ruleset import Decision, Evaluation, RuleSet
+from .lang.syntax import parse
+from .values import display
+
+TEST_SUFFIX = "_test.rules"
+_ROUTING_EXPECTATIONS = (n.ExpectRoute, n.ExpectCopy, n.ExpectOutcome, n.ExpectFired)
+
+
+@dataclass
+class Failure:
+    span: Span
+    message: str
+
+
+@dataclass
+class TestResult:
+    file: str
+    name: str
+    span: Span
+    failures: list[Failure] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+@dataclass
+class Suite:
+    """A test file with the rules it tests, checked and compiled."""
+
+    test_path: str
+    rules_path: str
+    tests: list[n.Test]
+    diagnostics: list[Diagnostic]
+    program: Program | None = None
+    analysis: Analysis | None = None
+    ruleset: RuleSet | None = None
+    snippets: Snippets | None = None
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.is_error]
+
+
+def rules_file_for(test_path: str) -> str:
+    return test_path[: -len(TEST_SUFFIX)] + ".rules"
+
+
+def _read_test_file(test_path: str, diagnostics: list[Diagnostic]) -> list[n.Test]:
+    shown = display_path(test_path)
+    try:
+        with open(test_path, encoding="utf-8-sig") as fh:
+            text = fh.read()
+        rule_file = parse(text, shown)
+    except OSError as exc:
+        diagnostics.append(error("test-file", f"cannot read {shown}: {exc.strerror or exc}"))
+        return []
+    except RulesError as exc:
+        diagnostics.extend(exc.diagnostics)
+        return []
+    tests = []
+    for item in rule_file.items:
+        if isinstance(item, n.Test):
+            tests.append(item)
+        else:
+            diagnostics.append(error("test-file", "a test file holds tests only; rules, blocks, imports and "
+                                     f"tables belong in {os.path.basename(rules_file_for(test_path))}", item.span))
+    return tests
+
+
+def _check_statements(test: n.Test, test_dir: str, diagnostics: list[Diagnostic]) -> None:
+    files = [s for s in test.statements if isinstance(s, n.GivenFile)]
+    if len(files) > 1:
+        diagnostics.append(error("test-file", "one `given file` per test", files[1].span))
+    if files and test.statements[0] is not files[0]:
+        diagnostics.append(error("test-file", "`given file` comes first: values given before it would be lost",
+                                 files[0].span))
+    for given in files:
+        if not os.path.isfile(os.path.join(test_dir, given.file)):
+            diagnostics.append(error("test-file", f"no file {given.file!r} (paths are relative to the test file)",
+                                     given.span))
+    applies = [s for s in test.statements if isinstance(s, n.ApplyAction)]
+    if applies:
+        for statement in test.statements:
+            if isinstance(statement, _ROUTING_EXPECTATIONS):
+                diagnostics.append(error("test-file", "a test that applies a block runs no rules, so it cannot "
+                                         "expect routes, outcomes or fired rules", statement.span))
+    if not any(isinstance(s, (n.ExpectRoute, n.ExpectCopy, n.ExpectOutcome, n.ExpectFired, n.ExpectCondition))
+               for s in test.statements):
+        diagnostics.append(warning("test-file", f"test {test.name!r} expects nothing", test.span))
+
+
+def _pieces(tests: list[n.Test]) -> dict[str, tuple[str, object]]:
+    """The code each test needs, named by test and statement position."""
+    pieces: dict[str, tuple[str, object]] = {}
+    for t_index, test in enumerate(tests):
+        for s_index, statement in enumerate(test.statements):
+            key = f"_t{t_index}_{s_index}"
+            if isinstance(statement, n.GivenValues):
+                for a_index, assignment in enumerate(statement.assignments):
+                    pieces[f"{key}_{a_index}"] = ("value", assignment.value)
+            elif isinstance(statement, n.ApplyAction):
+                pieces[key] = ("actions", (statement,))
+            elif isinstance(statement, (n.ExpectCondition, n.ExpectCopy)):
+                pieces[key] = ("condition", statement.condition)
+    return pieces
+
+
+def load_suite(test_path: str, destinations=None) -> Suite:
+    rules_path = rules_file_for(test_path)
+    diagnostics: list[Diagnostic] = []
+    tests = _read_test_file(test_path, diagnostics)
+    suite = Suite(test_path, rules_path, tests, diagnostics)
+    if not os.path.isfile(rules_path):
+        diagnostics.append(error("test-file", f"{display_path(test_path)} tests {display_path(rules_path)}, "
+                                 "which does not exist", Span.point(display_path(test_path), 1, 1)))
+        return suite
+    suite.program = load_program(rules_path)
+    suite.analysis = analyse(suite.program, destinations)
+    test_dir = os.path.dirname(test_path)
+    for test in tests:
+        suite.analysis.check_test(test, suite.program.main)
+        _check_statements(test, test_dir, diagnostics)
+    diagnostics.extend(suite.analysis.diagnostics)
+    if not suite.errors:
+        suite.ruleset = compile_program(suite.program, suite.analysis)
+        suite.snippets = compile_snippets(suite.analysis, _pieces(tests))
+    return suite
+
+
+def check_test_file(path: str, destinations=None) -> list[Diagnostic]:
+    """Findings for a test file (and the rules it tests), for `lint`."""
+    return sorted(load_suite(path, destinations).diagnostics, key=Diagnostic.sort_key)
+
+
+# ---- running ------------------------------------------------------------------------
+
+
+class _TestRun:
+    def __init__(self, suite: Suite, t_index: int, test: n.Test):
+        self.suite, self.t_index, self.test = suite, t_index, test
+        self.failures: list[Failure] = []
+        self.document: Document | None = None
+        self.decision: Decision | None = None
+
+    def fail(self, span: Span, message: str) -> None:
+        self.failures.append(Failure(span, message))
+
+    def piece(self, key: str):
+        return self.suite.snippets.functions[key]
+
+    def evaluation(self, document) -> Evaluation:
+        return Evaluation(self.suite.snippets, document, tracing=True)
+
+    def run(self) -> TestResult:
+        started = time.perf_counter()
+        try:
+            self._run()
+        except (PathError, DocumentReadError) as exc:
+            self.fail(self.test.span, f"could not build the document: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a broken test is reported, the run goes on
+            self.fail(self.test.span, f"{type(exc).__name__}: {exc}")
+        return TestResult(display_path(self.suite.test_path), self.test.name, self.test.span, self.failures,
+                          time.perf_counter() - started)
+
+    def _run(self) -> None:
+        test_dir = os.path.dirname(self.suite.test_path)
+        applies = any(isinstance(s, n.ApplyAction) for s in self.test.statements)
+        self.document = Document(arrival=Arrival(source_kind="test"))
+        for s_index, statement in enumerate(self.test.statements):
+            key = f"_t{self.t_index}_{s_index}"
+            if isinstance(statement, n.GivenFile):
+                path = os.path.join(test_dir, statement.file)
+                self.document = Document.read(path, Arrival(source_kind="file", source_path=path))
+            elif isinstance(statement, n.GivenValues):
+                self._assign(statement, key)
+            elif isinstance(statement, n.ApplyAction):
+                evaluation = self.evaluation(self.document)
+                self.piece(key)(self.document, evaluation)
+        if not applies:
+            self.decision = self.suite.ruleset.evaluate(self.document, trace=True)
+            if self.decision.error:
+                self.fail(self.test.span, f"evaluation failed: {self.decision.error}")
+        for s_index, statement in enumerate(self.test.statements):
+            check = getattr(self, "_" + type(statement).__name__, None)
+            if check is not None:
+                check(statement, f"_t{self.t_index}_{s_index}")
+
+    def _assign(self, statement: n.GivenValues, key: str) -> None:
+        for a_index, assignment in enumerate(statement.assignments):
+            value = self.piece(f"{key}_{a_index}")(self.document, self.evaluation(self.document))
+            path = self.suite.analysis.paths[id(assignment.path)]
+            self.document.write_path(path, value)
+
+    def _destinations(self) -> str:
+        names = ", ".join(self.decision.destinations) or "none"
+        reason = f" ({self.decision.reason})" if self.decision.reason else ""
+        return f"destinations: {names}; outcome: {self.decision.outcome}{reason}"
+
+    def _ExpectRoute(self, statement: n.ExpectRoute, key: str) -> None:
+        for name in statement.destinations:
+            routed = name.value in self.decision.destinations
+            if routed == statement.negated:
+                verb = "no route" if statement.negated else "a route"
+                skipped = self.decision.skipped.get(name.value)
+                extra = f"; {name.value} was skipped: {skipped}" if skipped else ""
+                self.fail(statement.span, f"expected {verb} to {name.value}; {self._destinations()}{extra}")
+
+    def _ExpectOutcome(self, statement: n.ExpectOutcome, key: str) -> None:
+        decision = self.decision
+        if decision.outcome != statement.outcome:
+            self.fail(statement.span, f"expected outcome {statement.outcome}; {self._destinations()}")
+        elif statement.reason is not None and decision.reason != statement.reason:
+            self.fail(statement.span, f"expected the reason {statement.reason!r}; "
+                      f"the reason was {decision.reason!r}")
+
+    def _ExpectFired(self, statement: n.ExpectFired, key: str) -> None:
+        fired = [rule.name for rule in self.decision.rules_fired]
+        if (statement.rule in fired) == statement.negated:
+            verb = "not to fire" if statement.negated else "to fire"
+            listed = ", ".join(repr(name) for name in fired) or "none"
+            self.fail(statement.span, f"expected rule {statement.rule!r} {verb}; rules fired: {listed}")
+
+    def _ExpectCondition(self, statement: n.ExpectCondition, key: str) -> None:
+        self._condition(statement, key, self.document, "")
+
+    def _ExpectCopy(self, statement: n.ExpectCopy, key: str) -> None:
+        name = statement.destination.value
+        copy = self.decision.destinations.get(name)
+        if copy is None:
+            self.fail(statement.span, f"expected a copy to {name}; {self._destinations()}")
+            return
+        self._condition(statement, key, copy, f" in the copy to {name}")
+
+    def _condition(self, statement, key: str, document, where: str) -> None:
+        evaluation = self.evaluation(document)
+        if self.piece(key)(document, evaluation):
+            return
+        predicates = self.suite.snippets.predicates
+        facts = [operand_values(predicates[e.predicate], e) for e in evaluation.trace]
+        facts = [f for f in dict.fromkeys(facts) if f]
+        text = predicates[evaluation.trace[0].predicate].text if len(evaluation.trace) == 1 else None
+        expected = text or _source_text(self.suite, statement.condition.span)
+        self.fail(statement.span, f"expected {expected}{where}, but " + ("; ".join(facts) or "it is false"))
+
+
+def _source_text(suite: Suite, span: Span) -> str:
+    try:
+        with open(suite.test_path, encoding="utf-8-sig") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return "the condition"
+    if span.line == span.end_line:
+        return lines[span.line - 1][span.column - 1:span.end_column - 1]
+    return "the condition"
+
+
+def run_suite(suite: Suite, pattern: re.Pattern | None) -> list[TestResult]:
+    results = []
+    for t_index, test in enumerate(suite.tests):
+        if pattern is not None and not pattern.search(test.name):
+            continue
+        run = _TestRun(suite, t_index, test)
+        result = run.run()
+        result.decision = run.decision  # kept for coverage
+        results.append(result)
+    return results
+
+
+# ---- coverage ----------------------------------------------------------------------------
+
+
+def coverage_lines(suite: Suite, results: list[TestResult]) -> list[str]:
+    ruleset = suite.ruleset
+    fired: set[int] = set()
+    branches: set[int] = set()
+    for result in results:
+        decision = getattr(result, "decision", None)
+        if decision is not None:
+            fired.update(rule.index for rule in decision.rules_fired)
+            branches.update(decision.branches or ())
+    shown = display_path(suite.rules_path)
+    arm_branches = [b for b in ruleset.branches if b.description != "rule fired"]
+    taken = [b for b in arm_branches if b.index in branches]
+    lines = [f"coverage of {shown}: {len(fired)}/{len(ruleset.rules)} rules fired, "
+             f"{len(taken)}/{len(arm_branches)} branches taken"]
+    for rule in ruleset.rules:
+        if rule.index not in fired:
+            lines.append(f"  {rule.file}:{rule.line}: rule {rule.name!r} never fired")
+    for branch in arm_branches:
+        if branch.index not in branches and branch.rule in fired:
+            name = ruleset.rules[branch.rule].name if 0 <= branch.rule < len(ruleset.rules) else "?"
+            lines.append(f"  {branch.span.file}:{branch.span.line}: {branch.description.replace('taken', 'never taken').replace('run', 'never run')} (rule {name!r})")
+    return lines
+
+
+# ---- output ----------------------------------------------------------------------------
+
+
+def _junit(results_by_file: dict[str, list[TestResult]]) -> str:
+    root = ET.Element("testsuites")
+    for file, results in results_by_file.items():
+        suite = ET.SubElement(root, "testsuite", name=file, tests=str(len(results)),
+                              failures=str(sum(not r.passed for r in results)),
+                              time=f"{sum(r.seconds for r in results):.3f}")
+        for result in results:
+            case = ET.SubElement(suite, "testcase", classname=file, name=result.name, time=f"{result.seconds:.3f}")
+            for failure in result.failures:
+                node = ET.SubElement(case, "failure", message=failure.message)
+                node.text = f"{failure.span.file}:{failure.span.line}:{failure.span.column}: {failure.message}"
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True)
+
+
+def _json(results: list[TestResult]) -> str:
+    return json.dumps([
+        {"file": r.file, "name": r.name, "line": r.span.line, "passed": r.passed, "seconds": round(r.seconds, 4),
+         "failures": [{"line": f.span.line, "column": f.span.column, "message": f.message} for f in r.failures]}
+        for r in results
+    ], indent=2, ensure_ascii=False)
+
+
+def test_files(paths: list[str]) -> list[str]:
+    found = []
+    for path in rule_files(paths, include_tests=True):
+        if path.endswith(TEST_SUFFIX):
+            found.append(path)
+        elif os.path.isfile(path[: -len(".rules")] + TEST_SUFFIX) and not os.path.isdir(path):
+            found.append(path[: -len(".rules")] + TEST_SUFFIX)
+    return list(dict.fromkeys(found))
+
+
+def cmd_test(args) -> int:
+    try:
+        pattern = re.compile(args.run) if args.run else None
+    except re.error as exc:
+        raise UsageError(f"--run: bad regular expression: {exc}") from None
+    destinations = load_destinations(args)
+    files = test_files(args.paths)
+    if not files:
+        print("no *_test.rules files found", file=sys.stderr)
+        return EXIT_FINDINGS
+    results_by_file: dict[str, list[TestResult]] = {}
+    broken = False
+    coverage: list[str] = []
+    for path in files:
+        suite = load_suite(path, destinations)
+        if suite.errors:
+            print_diagnostics([d for d in suite.diagnostics if d.is_error], "text", sys.stderr)
+            broken = True
+            continue
+        results = run_suite(suite, pattern)
+        results_by_file[display_path(path)] = results
+        if args.coverage:
+            coverage.extend(coverage_lines(suite, results))
+    all_results = [r for results in results_by_file.values() for r in results]
+    failed = [r for r in all_results if not r.passed]
+    if args.format == "json":
+        print(_json(all_results))
+    elif args.format == "junit":
+        print(_junit(results_by_file))
+    else:
+        for file, results in results_by_file.items():
+            for result in results:
+                if result.passed and not args.verbose:
+                    continue
+                print(f"{'ok  ' if result.passed else 'FAIL'}  {file}:{result.span.line}: {result.name}")
+                for failure in result.failures:
+                    print(f"      {failure.span.file}:{failure.span.line}:{failure.span.column}: {failure.message}")
+        print(f"{len(all_results)} tests, {len(all_results) - len(failed)} passed, {len(failed)} failed")
+    if coverage:
+        print("\n".join(coverage), file=sys.stderr if args.format != "text" else sys.stdout)
+    return EXIT_FINDINGS if failed or broken else EXIT_OK
