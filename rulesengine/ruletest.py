@@ -23,7 +23,7 @@ from .explain import describe_event, operand_values
 from .lang import nodes as n
 from .lang.api import analyse
 from .lang.checks import Analysis
-from .lang.compiler import Snippets, compile_program, compile_snippets
+from .lang.compiler import RULE_FIRED, Snippets, compile_program, compile_snippets
 from .lang.loader import Program, display_path, load_program
 from .lang.ruleset import Decision, Evaluation, RuleSet
 from .lang.syntax import parse
@@ -64,6 +64,7 @@ class Suite:
     analysis: Analysis | None = None
     ruleset: RuleSet | None = None
     snippets: Snippets | None = None
+    source: str = ""
 
     @property
     def errors(self) -> list[Diagnostic]:
@@ -74,7 +75,7 @@ def rules_file_for(test_path: str) -> str:
     return test_path[: -len(TEST_SUFFIX)] + ".rules"
 
 
-def _read_test_file(test_path: str, diagnostics: list[Diagnostic]) -> list[n.Test]:
+def _read_test_file(test_path: str, diagnostics: list[Diagnostic]) -> tuple[list[n.Test], str]:
     shown = display_path(test_path)
     try:
         with open(test_path, encoding="utf-8-sig") as fh:
@@ -82,10 +83,10 @@ def _read_test_file(test_path: str, diagnostics: list[Diagnostic]) -> list[n.Tes
         rule_file = parse(text, shown)
     except OSError as exc:
         diagnostics.append(error("test-file", f"cannot read {shown}: {exc.strerror or exc}"))
-        return []
+        return [], ""
     except RulesError as exc:
         diagnostics.extend(exc.diagnostics)
-        return []
+        return [], ""
     tests = []
     for item in rule_file.items:
         if isinstance(item, n.Test):
@@ -93,7 +94,7 @@ def _read_test_file(test_path: str, diagnostics: list[Diagnostic]) -> list[n.Tes
         else:
             diagnostics.append(error("test-file", "a test file holds tests only; rules, blocks, imports and "
                                      f"tables belong in {os.path.basename(rules_file_for(test_path))}", item.span))
-    return tests
+    return tests, text
 
 
 def _check_statements(test: n.Test, test_dir: str, diagnostics: list[Diagnostic]) -> None:
@@ -137,8 +138,8 @@ def _pieces(tests: list[n.Test]) -> dict[str, tuple[str, object]]:
 def load_suite(test_path: str, destinations=None) -> Suite:
     rules_path = rules_file_for(test_path)
     diagnostics: list[Diagnostic] = []
-    tests = _read_test_file(test_path, diagnostics)
-    suite = Suite(test_path, rules_path, tests, diagnostics)
+    tests, text = _read_test_file(test_path, diagnostics)
+    suite = Suite(test_path, rules_path, tests, diagnostics, source=text)
     if not os.path.isfile(rules_path):
         diagnostics.append(error("test-file", f"{display_path(test_path)} tests {display_path(rules_path)}, "
                                  "which does not exist", Span.point(display_path(test_path), 1, 1)))
@@ -152,7 +153,8 @@ def load_suite(test_path: str, destinations=None) -> Suite:
     diagnostics.extend(suite.analysis.diagnostics)
     if not suite.errors:
         suite.ruleset = compile_program(suite.program, suite.analysis)
-        suite.snippets = compile_snippets(suite.analysis, _pieces(tests))
+        suite.snippets = compile_snippets(suite.analysis, _pieces(tests),
+                                          sources={display_path(test_path): text})
     return suite
 
 
@@ -273,12 +275,8 @@ class _TestRun:
 
 
 def _source_text(suite: Suite, span: Span) -> str:
-    try:
-        with open(suite.test_path, encoding="utf-8-sig") as fh:
-            lines = fh.read().splitlines()
-    except OSError:
-        return "the condition"
-    if span.line == span.end_line:
+    lines = suite.source.splitlines()
+    if span.line == span.end_line and span.line <= len(lines):
         return lines[span.line - 1][span.column - 1:span.end_column - 1]
     return "the condition"
 
@@ -299,6 +297,7 @@ def run_suite(suite: Suite, pattern: re.Pattern | None) -> list[TestResult]:
 
 
 def coverage_lines(suite: Suite, results: list[TestResult]) -> list[str]:
+    """Rules no test fired, and branches of the file under test no test took."""
     ruleset = suite.ruleset
     fired: set[int] = set()
     branches: set[int] = set()
@@ -307,18 +306,18 @@ def coverage_lines(suite: Suite, results: list[TestResult]) -> list[str]:
         if decision is not None:
             fired.update(rule.index for rule in decision.rules_fired)
             branches.update(decision.branches or ())
-    shown = display_path(suite.rules_path)
-    arm_branches = [b for b in ruleset.branches if b.description != "rule fired"]
-    taken = [b for b in arm_branches if b.index in branches]
+    shown = suite.program.main.path
+    arms = [b for b in ruleset.branches if b.description != RULE_FIRED and b.span.file == shown]
+    taken = [b for b in arms if b.index in branches]
     lines = [f"coverage of {shown}: {len(fired)}/{len(ruleset.rules)} rules fired, "
-             f"{len(taken)}/{len(arm_branches)} branches taken"]
+             f"{len(taken)}/{len(arms)} branches taken"]
     for rule in ruleset.rules:
         if rule.index not in fired:
             lines.append(f"  {rule.file}:{rule.line}: rule {rule.name!r} never fired")
-    for branch in arm_branches:
+    for branch in arms:
         if branch.index not in branches and branch.rule in fired:
-            name = ruleset.rules[branch.rule].name if 0 <= branch.rule < len(ruleset.rules) else "?"
-            lines.append(f"  {branch.span.file}:{branch.span.line}: {branch.description.replace('taken', 'never taken').replace('run', 'never run')} (rule {name!r})")
+            lines.append(f"  {branch.span.file}:{branch.span.line}: {branch.description} "
+                         f"(rule {ruleset.rules[branch.rule].name!r})")
     return lines
 
 

@@ -19,7 +19,7 @@ from . import nodes as n
 from . import types as t
 from .functions import FUNCTIONS
 from .loader import Module, Program, TableData
-from .paths import ARRIVAL_FIELDS, READ_ONLY_ROOTS, ROOTS, Binding, ResolvedPath, resolve
+from .paths import ARRIVAL_FIELDS, READ_ONLY_ROOTS, ROOTS, Binding, ResolvedPath, lookup_tag, resolve, tag_text
 from .types import Type
 
 _REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
@@ -320,11 +320,20 @@ class Analysis:
         if resolved.root in READ_ONLY_ROOTS and not (scope.writable_arrival and resolved.root in ARRIVAL_FIELDS):
             self._error("read-only", f"{resolved.root} cannot be edited by rules", path.span)
             return None
+        if resolved.is_arrival:
+            kind = t.path_type(resolved)
+            self.types[id(target)] = kind
+            return resolved, kind
         last = resolved.last
         if verb == "set" and last.mask is not None:
             self._error("bad-target", "a tag mask names many elements: it can only be deleted or blanked", path.span)
             return None
         kind = t.path_type(resolved)
+        if verb == "set" and last.tag is not None and not last.any_depth:
+            info = lookup_tag(last.tag)
+            if info is not None and info.retired:
+                self._warn("retired", f"{info.keyword} {tag_text(info.tag)} is retired from the standard; "
+                           "new instances should not carry it", path.span)
         if verb == "set" and kind.kind in (t.ITEMS, t.ITEM) and (last.index is None or last.index == n.STAR):
             self._error("bad-target", f"{last.text} is a sequence: set elements inside its items", path.span,
                         f"for example set {resolved.text}[1].Keyword = ...")
@@ -343,6 +352,8 @@ class Analysis:
         if value_type.many:
             self._error("type-mismatch", "this value reaches many elements ([*] or **); pick one item",
                         span, "or use for each")
+            return
+        if resolved is not None and resolved.is_arrival:
             return
         vr = concrete_vr(resolved.last.vr if resolved is not None else target_type.vr)
         if vr is None:

@@ -39,6 +39,7 @@ _RUNTIME = {
     **{f"_norm_{name}": fn for name, fn in ops.NORMALISERS.items()},
 }
 _BINARY_NAMES = {op: f"_op{index}" for index, op in enumerate(ops.BINARY)}
+RULE_FIRED = "the rule never fired"
 _ENDING = {n.DropAction: "drop", n.RejectAction: "reject", n.QuarantineAction: "quarantine",
            n.StopAction: "stop"}
 
@@ -94,7 +95,7 @@ class CodeGenerator:
                 self.emit("    return False")
             self.emit(f"ev.fire({index})", rule.span)
             if self.traced:
-                self.emit(f"ev.branch({self.shared.branch(index, rule.span, 'rule fired')})")
+                self.emit(f"ev.branch({self.shared.branch(index, rule.span, RULE_FIRED)})")
             self.actions(rule.actions, {})
             self.emit("return False")
             self.indent -= 1
@@ -196,13 +197,13 @@ class CodeGenerator:
 
     def _IfAction(self, action: n.IfAction, scope) -> None:
         self.emit(f"if {self.condition(action.condition, scope)}:", action.span)
-        self._arm(action.body, scope, action.span, "if branch taken")
+        self._arm(action.body, scope, action.span, "the if branch never ran")
         if action.orelse is not None:
             self.emit("else:", action.else_span)
-            self._arm(action.orelse, scope, action.else_span, "else branch taken")
+            self._arm(action.orelse, scope, action.else_span, "the else branch never ran")
         elif self.traced:
             self.emit("else:")
-            self._arm((), scope, action.span, "if condition false")
+            self._arm((), scope, action.span, "this if condition was never false")
 
     def _arm(self, body, scope, span: Span, description: str) -> None:
         self.indent += 1
@@ -223,7 +224,7 @@ class CodeGenerator:
             iterable = f"doc.element_refs({self._path_const(source)}{base})"
         self.shared.note_read(source, scope, action.source.root)
         self.emit(f"for {var.local} in {iterable}:", action.span)
-        self._arm(action.body, {**scope, action.var: var}, action.span, "for each body run")
+        self._arm(action.body, {**scope, action.var: var}, action.span, "the for each body never ran")
 
     # ---- conditions ----
 
@@ -487,7 +488,7 @@ class Snippets:
 
 
 def compile_snippets(analysis: Analysis, pieces: dict[str, tuple[str, object]],
-                     secrets: Secrets | None = None) -> Snippets:
+                     secrets: Secrets | None = None, sources: dict[str, str] | None = None) -> Snippets:
     """Compile named pieces: ("value", expr), ("condition", expr) or ("actions", actions).
 
     Each becomes a function (doc, ev); values and conditions return their result.
@@ -496,6 +497,7 @@ def compile_snippets(analysis: Analysis, pieces: dict[str, tuple[str, object]],
     shared = Shared()
     for module in analysis.program.modules:
         shared.source_text[module.path] = module.file.source
+    shared.source_text.update(sources or {})
     generator = CodeGenerator(analysis, secrets or Secrets(), True, shared)
     for name, (kind, node) in pieces.items():
         generator.emit(f"def {name}(doc, ev):")

@@ -260,9 +260,6 @@ def _resolve_element(element: n.Element, root: str, diags: list[Diagnostic]) -> 
             return None
         if root in DOCUMENT_ROOTS and not _group_ok(root, info.tag >> 16, element, diags):
             return None
-        if info.retired:
-            diags.append(warning("retired", f"{info.keyword} {_tag_text(info.tag)} is retired from the standard",
-                                 element.span))
         return Step(tag=info.tag, vr=info.vr, vm=info.vm, **base)
     if element.private is not None:
         group, creator, offset = element.private
@@ -280,9 +277,5 @@ def _resolve_element(element: n.Element, root: str, diags: list[Diagnostic]) -> 
     return Step(tag=tag, vr=info.vr if info else None, vm=info.vm if info else None, **base)
 
 
-def _tag_text(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
 def tag_text(tag: int) -> str:
-    return _tag_text(tag)
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"

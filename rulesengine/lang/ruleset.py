@@ -224,6 +224,8 @@ class Predicate:
 
 @dataclass(frozen=True)
 class Branch:
+    """A branch of a rule for --coverage; `description` says what it means when never taken."""
+
     index: int
     rule: int
     span: Span
