@@ -190,12 +190,11 @@ def not_in(a, collection) -> bool:
 
 
 def plus(a, b):
-    """+ adds numbers and joins anything else as text; null makes null."""
-    if a is None or b is None:
-        return None
+    """+ adds two numbers and joins anything else as text, where null counts as
+    empty text: "ANON^" + a missing element is "ANON^"."""
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
         return a + b
-    return text(a) + text(b)
+    return ("" if a is None else text(a)) + ("" if b is None else text(b))
 
 
 def exists(value) -> bool:

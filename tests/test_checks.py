@@ -1,0 +1,152 @@
+"""Findings of the checks and lint passes: code, severity, position and wording."""
+
+from __future__ import annotations
+
+import pytest
+
+import rulesengine
+from rulesengine.lang.api import analyse
+from rulesengine.lang.loader import load_program
+
+from conftest import write
+
+# (source, code, severity, line, column, words the message or hint must contain)
+CASES = [
+    # syntax, in plain words
+    ('rule "a" { when DataSet.Modality = "CT" then drop }', "syntax", "error", 1, 34, "write =="),
+    ("rule \"a\" { when DataSet.Modality == 'CT' then drop }", "syntax", "error", 1, 37, "double quotes"),
+    ('rule "a" {\n  when DataSet.Modality == "CT"\n  drop\n}', "syntax", "error", 3, 3, "expected 'then'"),
+    ('rule "a" { then drop', "syntax", "error", 1, 21, "ended early"),
+    ('rule "a" { when DataSet.Modality == "CT" AND DataSet.Rows == 1 then drop }', "syntax", "error", 1, 42,
+     "lower case"),
+    # names and paths
+    ('rule "a" { when DataSet.PatientsName == "x" then drop }', "unknown-keyword", "error", 1, 25,
+     "did you mean PatientName"),
+    ('rule "a" { when DateSet.PatientName == "x" then drop }', "unknown-name", "error", 1, 17, "DataSet"),
+    ('rule "a" { when Association.CallingAe == "x" then drop }', "unknown-field", "error", 1, 29, "CallingAET"),
+    ('rule "a" { when DataSet.Modality == CT then drop }', "unknown-name", "error", 1, 37, '"CT"'),
+    ('rule "a" { when DataSet.CommandField == 1 then drop }', "bad-path", "error", 1, 25, "CommandSet."),
+    ('rule "a" { when DataSet.ScheduledProcedureStepSequence.Modality == "CT" then drop }', "bad-path", "error",
+     1, 25, "[1]"),
+    ('rule "a" { when DataSet.PatientName.Modality == "CT" then drop }', "bad-path", "error", 1, 25,
+     "not a sequence"),
+    # types and VRs
+    ('rule "a" { when DataSet.StudyDate < "2024-01-01" then drop }', "bad-value", "error", 1, 37, "DA"),
+    ('rule "a" { when DataSet.StudyDate == 20240101 then drop }', "type-mismatch", "error", 1, 38, "string"),
+    ('rule "a" { then set DataSet.StudyDate = "yesterday" }', "bad-value", "error", 1, 41, "YYYYMMDD"),
+    ('rule "a" { then set DataSet.StudyInstanceUID = 12345 }', "bad-value", "error", 1, 48, "not a UID"),
+    ('rule "a" { then set DataSet.SOPClassUID = DataSet.Rows }', "type-mismatch", "error", 1, 43, "UID"),
+    ('rule "a" { when DataSet.Rows == "512" then drop }', "type-mismatch", "error", 1, 33, "write 512"),
+    ('rule "a" { then set DataSet.StationName = "THIS NAME IS FAR TOO LONG" }', "bad-value", "error", 1, 43,
+     "16"),
+    ('rule "a" { then set DataSet.Rows = DataSet.PatientID }', "type-mismatch", "warning", 1, 36, "number"),
+    ('rule "a" { when DataSet.Modality then drop }', "not-a-condition", "error", 1, 17, "exists"),
+    ('rule "a" { when DataSet.PixelData == "x" then drop }', "type-mismatch", "error", 1, 17, "binary"),
+    ('rule "a" { when DataSet.OtherPatientIDsSequence[*].PatientID == "x" then drop }', "type-mismatch", "error",
+     1, 17, "any/all"),
+    ('rule "a" { then set FileMeta.TransferSyntaxUID = "1.2.840.10008.1.2" }', "read-only", "error", 1, 21,
+     "cannot be edited"),
+    ('rule "a" { then set Association.CallingAET = "X" }', "read-only", "error", 1, 21, "cannot be edited"),
+    # regexes and functions
+    ('rule "a" { when DataSet.PatientID matches /([0-9]/ then drop }', "bad-regex", "error", 1, 44,
+     "regular expression"),
+    ('rule "a" { then log lowercase(DataSet.PatientID) }', "unknown-function", "error", 1, 21, "lower"),
+    ('rule "a" { then log substr(DataSet.PatientID) }', "arity", "error", 1, 21, "2 to 3"),
+    ('rule "a" { then log replace(DataSet.PatientID, "-", "") }', "type-mismatch", "error", 1, 48, "regular"),
+    # blocks and actions in the wrong place
+    ('block b { route to A }', "block-action", "error", 1, 11, "whole document"),
+    ('rule "a" { then copy to A { drop } }', "block-action", "error", 1, 29, "whole document"),
+    ('rule "a" { then apply nothing.here }', "unknown-block", "error", 1, 17, "imported"),
+    ('rule "a" { then for each s in DataSet.OtherPatientIDsSequence { set s = "x" } }', "bad-target", "error",
+     1, 69, "s.Keyword"),
+    ('rule "a" { then { let x = 1 \n let x = 2 } }', "duplicate-name", "error", 2, 6, "already"),
+    # whole-file passes
+    ('rule "a" { then drop }\nrule "b" { then route to A }', "unreachable", "warning", 2, 6, "ends evaluation"),
+    ('rule "a" { when DataSet.Modality == "CT" and DataSet.Modality == "MR" then route to A }\n'
+     'rule "z" { then route to Z }', "unreachable", "warning", 1, 17, "two different values"),
+    ('rule "a" { when DataSet.Modality in ["CT", "MR"] then reject "no" }\n'
+     'rule "b" { when DataSet.Modality == "CT" and DataSet.Rows > 1 then route to A }\n'
+     'rule "z" { then route to Z }', "shadowed", "warning", 2, 6, "rule 'a'"),
+    ('rule "a" { when DataSet.Modality == "CT" then route to A }', "no-destination", "warning", 1, 6,
+     "no_destination"),
+    ('rule "a" { then stop }\nrule "b" { then route to A }', "no-destination", "warning", 1, 17, "before any rule"),
+]
+
+
+def findings(source: str, destinations=None, filename: str = "t.rules"):
+    program = load_program(text=source, filename=filename)
+    return analyse(program, destinations).diagnostics
+
+
+@pytest.mark.parametrize("source,code,severity,line,column,words", CASES, ids=[c[1] + str(i) for i, c in
+                                                                                enumerate(CASES)])
+def test_finding(source, code, severity, line, column, words):
+    matching = [d for d in findings(source) if d.code == code]
+    assert matching, f"no {code} finding; got {[d.one_line() for d in findings(source)]}"
+    d = matching[0]
+    assert (d.severity.value, d.span.line, d.span.column) == (severity, line, column), d.one_line()
+    assert words in d.message + " " + (d.hint or ""), d.one_line()
+    assert d.span.file == "t.rules"
+
+
+def test_a_clean_file_has_no_findings():
+    source = ('rule "ct" {\n  when DataSet.Modality == "CT" and DataSet.StudyDate >= "20240101"\n'
+              '  then route to PACS\n}\nrule "rest" {\n  then route to ARCHIVE\n}\n')
+    assert findings(source) == []
+
+
+def test_unknown_destinations_only_when_destinations_are_known():
+    source = 'rule "a" { then route to PACS, ARCHVE }'
+    assert not [d for d in findings(source) if d.code == "unknown-destination"]
+    (d,) = [d for d in findings(source, ["PACS", "ARCHIVE"]) if d.code == "unknown-destination"]
+    assert (d.span.line, d.span.column) == (1, 32) and d.hint == "did you mean ARCHIVE?"
+
+
+def test_route_back_to_the_sender_is_flagged_unless_excluded_or_explicit():
+    destinations = {"PACS": {"ae_title": "PACS_AE"}}
+    loops = [d for d in findings('rule "a" { then route to PACS }', destinations) if d.code == "loop"]
+    assert loops and "PACS_AE" in loops[0].message
+    excluded = 'rule "a" { when Association.CallingAET != "PACS_AE" then route to PACS }\nrule "z" { then drop }'
+    assert not [d for d in findings(excluded, destinations) if d.code == "loop"]
+    explicit = 'rule "a" { then route back to PACS }'
+    assert not [d for d in findings(explicit, destinations) if d.code == "loop"]
+
+
+def test_imports_tables_and_their_errors(run_in):
+    write(run_in / "lib.rules", 'block clean {\n  delete DataSet.PatientBirthDate\n}\n')
+    write(run_in / "sites.csv", "aet,site\nCT1,A\nCT1,B\n")
+    write(run_in / "main.rules", 'import "lib.rules" as lib\nimport "missing.rules" as gone\n'
+                                  'table sites from "sites.csv" key "aet"\n'
+                                  'rule "a" { then {\n apply lib.clean\n apply lib.dirty\n route to A } }\n')
+    codes = {(d.code, d.span.line if d.span else None) for d in rulesengine.check_file("main.rules")}
+    assert ("import", 2) in codes  # missing.rules cannot be read
+    assert ("table", 3) in codes  # key CT1 twice
+    assert ("unknown-block", 6) in codes
+    assert not any(code == "unknown-block" and line == 5 for code, line in codes)
+
+
+def test_import_cycles_and_rules_in_libraries(run_in):
+    write(run_in / "a.rules", 'import "b.rules" as b\nrule "x" { then drop }\n')
+    write(run_in / "b.rules", 'import "a.rules" as a\n')
+    (cycle,) = [d for d in rulesengine.check_file("a.rules") if d.is_error]
+    assert "cycle: a.rules -> b.rules -> a.rules" in cycle.message and cycle.span.file == "b.rules"
+    write(run_in / "main.rules", 'import "a.rules" as a\nrule "y" { then drop }\n')
+    messages = [d.message for d in rulesengine.check_file("main.rules")]
+    assert any("a.rules has rules" in m for m in messages)
+
+
+def test_errors_in_an_imported_file_are_located_there(run_in):
+    write(run_in / "lib.rules", 'block b {\n  delete DataSet.PatientsBirthDate\n}\n')
+    write(run_in / "main.rules", 'import "lib.rules" as lib\nrule "a" { then { apply lib.b\n route to A } }\n')
+    (d,) = [d for d in rulesengine.check_file("main.rules") if d.is_error]
+    assert (d.span.file, d.span.line, d.code) == ("lib.rules", 2, "unknown-keyword")
+
+
+def test_tracebacks_never_reach_the_user_on_odd_input():
+    odd = ['', '#', 'rule', 'rule "" {}', '}}}', 'rule "a" { then set DataSet.(GGGG,0010) = 1 }',
+           'rule "a" { then log "\\q" }', 'rule "a" { then set DataSet.(0008,"X",10) = 1 }',
+           'rule "a" { when DataSet.X[0] == 1 then drop }', "rule \"a\" { then log \"\u00e9\u4e2d\" }",
+           'rule "a" { when DataSet.**.** == 1 then drop }', 'rule "a" { when DataSet.Modality matches /x/q then drop }']
+    for source in odd:
+        for d in findings(source):
+            assert d.message and d.span is None or d.span.line >= 1
