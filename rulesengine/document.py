@@ -243,11 +243,11 @@ class Document:
 
     def read_path(self, path: ResolvedPath, base: "ItemRef | None" = None) -> Any:
         if base is None:
-            cached = self._cache.get(path, _MISS)
+            cached = self._cache.get(path.text, _MISS)  # text: a str keeps its hash
             if cached is not _MISS:
                 return cached
             value = self._read_uncached(path, None)
-            self._cache[path] = value
+            self._cache[path.text] = value
             return value
         return self._read_uncached(path, base)
 

@@ -366,3 +366,14 @@ def test_sample_with_non_ascii_text_round_trips(tmp_path):
     again = Document.read(target)
     assert again.get("DataSet.StudyDescription") == "Knöchel links"
     assert again.get("DataSet.PatientName") == "Müller^Jürgen"
+
+
+def test_remembered_values_follow_edits():
+    decision = evaluate(
+        'rule "1" { when lower(DataSet.StudyDescription) contains "chest" then log "before: chest" }\n'
+        'rule "2" { then set DataSet.StudyDescription = "HEAD" }\n'
+        'rule "3" { when lower(DataSet.StudyDescription) contains "head" then log "after: head" }\n'
+        'rule "4" { when DataSet.StudyDescription in ["HEAD"] then route to A }',
+        DataSet__StudyDescription="CHEST")
+    assert [line.message for line in decision.log] == ["before: chest", "after: head"]
+    assert list(decision.destinations) == ["A"]

@@ -22,6 +22,7 @@ from . import nodes as n
 from . import operators as ops
 from . import types as t
 from .checks import Analysis, literal_value
+from .lint import structural_key
 from .functions import Secrets, implementations
 from .paths import DOCUMENT_ROOTS, ResolvedPath
 from .ruleset import NO_OPERAND, Branch, Predicate, RuleInfo, RuleSet
@@ -31,6 +32,7 @@ _compile_counter = itertools.count(1)
 _RUNTIME = {
     "_iter": ops.iterate,
     "_plus": ops.plus,
+    "_store": ops.store,
     "_matches": ops.matches,
     "_not_matches": ops.not_matches,
     "_NO": NO_OPERAND,
@@ -69,6 +71,8 @@ class CodeGenerator:
         self.pending: list[tuple[str, tuple[n.Action, ...], Span]] = []
         self.functions = itertools.count()
         self.rule_index = -1
+        self.reader = "doc.read_path"  # the main function binds it to a local
+        self.cache: str | None = None  # ...and the document's value cache
 
     # ---- output ----
 
@@ -82,25 +86,31 @@ class CodeGenerator:
 
     # ---- program ----
 
-    def rules(self, rules: list[n.Rule]) -> list[str]:
-        names = []
+    def rules(self, rules: list[n.Rule]) -> str:
+        """All rules in one function, in file order: no call per rule on the hot path."""
+        self.emit("def _evaluate(doc, ev):")
+        self.indent += 1
+        self.emit("read = doc.read_path")
+        self.emit("c = doc._cache")  # the document's value cache, emptied in place on every edit
+        self.reader, self.cache = "read", "c"
         for index, rule in enumerate(rules):
             self.rule_index = index
-            name = f"_rule{index}"
-            names.append(name)
-            self.emit(f"def {name}(doc, ev):", rule.span)
-            self.indent += 1
+            if self.traced:
+                self.emit(f"ev.current = {index}")
             if rule.when is not None:
-                self.emit(f"if not ({self.condition(rule.when, {})}):", rule.when.span)
-                self.emit("    return False")
+                self.emit(f"if {self.condition(rule.when, {})}:", rule.when.span)
+                self.indent += 1
             self.emit(f"ev.fire({index})", rule.span)
             if self.traced:
                 self.emit(f"ev.branch({self.shared.branch(index, rule.span, RULE_FIRED)})")
             self.actions(rule.actions, {})
-            self.emit("return False")
-            self.indent -= 1
-            self.flush_pending()
-        return names
+            if rule.when is not None:
+                self.indent -= 1
+        self.emit("return False")
+        self.indent -= 1
+        self.reader, self.cache = "doc.read_path", None
+        self.flush_pending()
+        return "_evaluate"
 
     def flush_pending(self) -> None:
         while self.pending:
@@ -167,7 +177,10 @@ class CodeGenerator:
         defaults = "".join(f", {var.local}={var.local}" for var in kept.values())
         self.emit(f"def {body}(doc, ev{defaults}):", action.span)
         self.indent += 1
+        saved = self.reader, self.cache
+        self.reader, self.cache = "doc.read_path", None  # `doc` is the copy here
         self.actions(action.body, kept)
+        self.reader, self.cache = saved
         self.emit("return False")
         self.indent -= 1
         self.emit(f"ev.copy({names}, {body}, {action.back})", action.span)
@@ -270,9 +283,14 @@ class CodeGenerator:
         if temporal and expr.op in ("==", "!=", "<", "<=", ">", ">=") and len(temporal) == 1:
             normaliser = f"_norm_{temporal.pop()}"
             left, right = f"{normaliser}({left})", f"{normaliser}({right})"
-        elif (not self.traced and expr.op == "==" and isinstance(expr.right, n.StringLit)
-              and left_type.kind in (t.STRING, t.UID) and not left_type.multi and not left_type.many):
-            return f"({left} == {right})"  # None == "x" is False: the null rule holds
+        elif not self.traced and left_type.kind in (t.STRING, t.UID) and not left_type.multi \
+                and not left_type.many:
+            # Inline the common cases; None == "x" and None in {...} are False: the null rule holds.
+            if expr.op == "==" and isinstance(expr.right, n.StringLit):
+                return f"({left} == {right})"
+            if expr.op == "in" and right in self.shared.constants and \
+                    isinstance(self.shared.constants[right], frozenset):
+                return f"({left} in {right})"
         return self._record(expr, _BINARY_NAMES[expr.op], left, right, expr.op)
 
     def _collection(self, expr: n.Expr, scope) -> str:
@@ -290,7 +308,7 @@ class CodeGenerator:
         source = self.analysis.paths[id(expr.source)]
         self.shared.note_read(source, scope, expr.source.root)
         path_args = f"{self._path_const(source)}{self._base(expr.source, scope)}"
-        items = f"doc.item_refs({path_args})" if var.kind == "item" else f"_iter(doc.read_path({path_args}))"
+        items = f"doc.item_refs({path_args})" if var.kind == "item" else f"_iter({self.reader}({path_args}))"
         body = self.condition(expr.body, {**scope, expr.var: var})
         test = f"{expr.kind}({body} for {var.local} in {items})"
         if not self.traced:
@@ -313,7 +331,11 @@ class CodeGenerator:
         if isinstance(expr, n.PathRef):
             path = self.analysis.paths[id(expr.path)]
             self.shared.note_read(path, scope, expr.path.root)
-            return f"doc.read_path({self._path_const(path)}{self._base(expr.path, scope)})"
+            base = self._base(expr.path, scope)
+            call = f"{self.reader}({self._path_const(path)}{base})"
+            if self.cache and not base:
+                return self._cached(path.text, call)
+            return call
         if isinstance(expr, n.Variable):
             var = scope.get(expr.name)
             if var is None:
@@ -336,7 +358,16 @@ class CodeGenerator:
             args += [self.value(a, scope) for a in expr.args[1:]]
         else:
             args = [self.value(a, scope) for a in expr.args]
-        return f"{function}({', '.join(args)})"
+        call = f"{function}({', '.join(args)})"
+        if self.cache and _depends_on_document_only(expr, scope):
+            # Functions are pure: many rules testing lower(DataSet.StudyDescription) compute it once.
+            return self._cached("=" + repr(structural_key(expr)), call)
+        return call
+
+    def _cached(self, key: str, code: str) -> str:
+        """`code`'s value, remembered in the document's cache under `key` until an edit."""
+        k = self.const(key)
+        return f"({self.cache}[{k}] if {k} in {self.cache} else _store({self.cache}, {k}, {code}))"
 
     # ---- paths ----
 
@@ -422,6 +453,20 @@ class Shared:
             self.tags.add(first.tag)
 
 
+def _depends_on_document_only(expr, scope) -> bool:
+    """True when an expression reads only literals and document paths (no loop values, no clock)."""
+    if isinstance(expr, (n.StringLit, n.NumberLit, n.RegexLit)):
+        return True
+    if isinstance(expr, n.PathRef):
+        return expr.path.root not in scope
+    if isinstance(expr, n.Call):
+        return expr.name not in ("today", "now") and all(_depends_on_document_only(a, scope) for a in expr.args)
+    if isinstance(expr, (n.Concat, n.ListLit)):
+        parts = expr.parts if isinstance(expr, n.Concat) else expr.items
+        return all(_depends_on_document_only(p, scope) for p in parts)
+    return False
+
+
 def _operands(expr):
     if isinstance(expr, n.Binary):
         return expr.left, expr.right
@@ -448,10 +493,9 @@ def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
     outputs = {}
     for traced in (False, True):
         generator = CodeGenerator(analysis, secrets, traced, shared)
-        names = generator.rules(rules)
-        outputs[traced] = (generator.out, names)
-    fast_out, fast_names = outputs[False]
-    traced_out, traced_names = outputs[True]
+        generator.rules(rules)
+        outputs[traced] = generator.out
+    fast_out, traced_out = outputs[False], outputs[True]
     # One code object: the fast module first, then the traced one, with a line map for both.
     source = "\n".join(fast_out.lines + [""] + _renamed(traced_out.lines))
     line_map = dict(fast_out.spans)
@@ -462,8 +506,7 @@ def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
     infos = [RuleInfo(i, rule.name, rule.span) for i, rule in enumerate(rules)]
     return RuleSet(
         program=program, analysis=analysis, rules=infos, spans=shared.spans,
-        fast=[namespace[name] for name in fast_names],
-        traced=[namespace["_t" + name] for name in traced_names],
+        fast=namespace["_evaluate"], traced=namespace["_t_evaluate"],
         predicates=shared.predicates, branches=shared.branches, code_name=code_name, line_map=line_map,
         tags_read=None if shared.reads_everything else frozenset(shared.tags),
         no_destination=no_destination, destinations=analysis.destinations,
@@ -473,7 +516,7 @@ def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
 def _renamed(lines: list[str]) -> list[str]:
     """The traced variant's functions get a _t prefix so both live in one namespace."""
     import re
-    return [re.sub(r"\b(_rule\d+|_copy\d+|_block\d+)\b", r"_t\1", line) for line in lines]
+    return [re.sub(r"\b(_evaluate|_copy\d+|_block\d+)\b", r"_t\1", line) for line in lines]
 
 
 

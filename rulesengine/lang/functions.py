@@ -47,6 +47,8 @@ def _text(value: Any) -> str:
 def _each(fn: Callable[[str], str]) -> Callable[[Any], Any]:
     """Apply a text function to a value, or to each of several values."""
     def apply(value):
+        if value.__class__ is str:  # the common case, first
+            return fn(value)
         if value is None:
             return None
         if isinstance(value, (tuple, list)):

@@ -29,7 +29,7 @@ class Element:
             base = self.keyword
         elif self.private is not None:
             group, creator, offset = self.private
-            base = f'({group:04X},"{creator}",{offset:02X})'
+            base = f"({group:04X},{quote_string(creator)},{offset:02X})"
         elif self.mask is not None:
             value, care = self.mask
             base = "(" + _mask_text(value >> 16, care >> 16) + "," + _mask_text(value & 0xFFFF, care & 0xFFFF) + ")"
@@ -37,6 +37,20 @@ class Element:
             base = f"({self.tag >> 16:04X},{self.tag & 0xFFFF:04X})"
         prefix = "**." if self.any_depth else ""
         return prefix + base + "".join(f"[{i}]" for i in self.indices)
+
+
+_STRING_ESCAPES = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def quote_string(value: str) -> str:
+    """`value` as a double-quoted literal that reads back as `value` (other controls as \\uXXXX)."""
+    return '"' + "".join(_escaped(ch) for ch in value) + '"'
+
+
+def _escaped(ch: str) -> str:
+    if ch in _STRING_ESCAPES:
+        return _STRING_ESCAPES[ch]
+    return f"\\u{ord(ch):04X}" if ch < " " or ch == "\x7f" else ch
 
 
 def _mask_text(value: int, care: int) -> str:

@@ -134,6 +134,8 @@ NORMALISERS = {"date": norm_date, "time": norm_time, "datetime": norm_datetime}
 
 
 def contains(a, b) -> bool:
+    if a.__class__ is str and b.__class__ is str:  # the common case, first
+        return b in a
     if a is None or b is None:
         return False
     if isinstance(a, (tuple, list)):
@@ -160,6 +162,8 @@ def endswith(a, b) -> bool:
 
 
 def matches(a, pattern: re.Pattern) -> bool:
+    if a.__class__ is str:  # the common case, first
+        return pattern.search(a) is not None
     if a is None:
         return False
     if isinstance(a, (tuple, list)):
@@ -172,6 +176,8 @@ def not_matches(a, pattern: re.Pattern) -> bool:
 
 
 def in_(a, collection) -> bool:
+    if a.__class__ is str and collection.__class__ is frozenset:  # the common case, first
+        return a in collection
     if a is None or collection is None:
         return False
     if isinstance(collection, dict):  # a table: is it a key?
@@ -187,6 +193,12 @@ def not_in(a, collection) -> bool:
     if a is None or collection is None:
         return False
     return not in_(a, collection)
+
+
+def store(cache: dict, key: str, value):
+    """Remember a value computed from the document until the document changes."""
+    cache[key] = value
+    return value
 
 
 def plus(a, b):

@@ -236,7 +236,7 @@ class RuleSet:
     """Compiled rules. `evaluate(document)` returns a Decision; nothing is sent anywhere."""
 
     def __init__(self, *, program, analysis, rules: list[RuleInfo], spans: list[Span],
-                 fast: list[Callable], traced: list[Callable], predicates: list[Predicate],
+                 fast: Callable, traced: Callable, predicates: list[Predicate],
                  branches: list[Branch], code_name: str, line_map: dict[int, Span],
                  tags_read: frozenset[int] | None, no_destination: str, destinations=None):
         self.program = program
@@ -268,12 +268,8 @@ class RuleSet:
 
     def evaluate(self, document, trace: bool = False) -> Decision:
         evaluation = Evaluation(self, document, tracing=trace)
-        functions = self._traced if trace else self._fast
         try:
-            for index, function in enumerate(functions):
-                evaluation.current = index
-                if function(document, evaluation):
-                    break
+            (self._traced if trace else self._fast)(document, evaluation)
             return evaluation.finish(self.no_destination)
         except Exception as exc:  # noqa: BLE001 - a failing rule quarantines, never loses, the document
             return evaluation.failed(self._describe_failure(exc, evaluation))
@@ -285,10 +281,18 @@ class RuleSet:
             if tb.tb_frame.f_code.co_filename == self._code_name:
                 span = self._line_map.get(tb.tb_lineno, span)
             tb = tb.tb_next
-        rule = self.rules[evaluation.rule].name if evaluation.rule >= 0 else None
+        rule = self._rule_at(span) if span else None
+        if rule is None and evaluation.rule >= 0:
+            rule = self.rules[evaluation.rule].name
         where = f"{span.file}:{span.line}: " if span else ""
         who = f"rule {rule!r}: " if rule else ""
         return f"{where}{who}{exc}"
+
+    def _rule_at(self, span: Span) -> str | None:
+        for info in self.rules:
+            if info.span.file == span.file and info.span.line <= span.line <= info.span.end_line:
+                return info.name
+        return None
 
     def loop_reason(self, name: str, document) -> str | None:
         """Why a destination would send the document back to its sender, if it would."""

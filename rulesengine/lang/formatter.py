@@ -1,0 +1,667 @@
+"""The one canonical layout of rule files, behind `dicom-rules fmt`.
+
+One small function per node type prints it: `_EXPRESSIONS` for expressions,
+`_LINES` for one-line statements and `_Printer._BLOCKS` for constructs with a
+body, so a new construct means one new function.
+
+Comments are never lost and never reordered:
+
+- a comment on a line of its own is printed before the construct that follows
+  it, at that construct's indentation; one before a closing `}` stays inside
+  the block, at the block's inner indentation;
+- a comment at the end of a line of code stays at the end of the formatted line
+  that ends with that code;
+- a comment inside a statement that spans several source lines (a condition or
+  an expression broken over lines, a header split before its `{`) moves to its
+  own line just before that statement.
+
+Blank lines: top-level items are separated by exactly one blank line, except
+that consecutive imports and consecutive tables stay together. Elsewhere, and
+next to comments, one blank line is kept where the source had one or more;
+never right after a `{` nor right before a `}`.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Callable, NamedTuple
+
+from . import nodes as n
+from .nodes import quote_string
+from .syntax import parse
+
+WIDTH = 100  # longer conditions break before each top-level `and` / `or`, longer given/with after commas
+INDENT = "  "
+
+# Expression precedence, loosest first. A child looser than the slot it sits in
+# gets parentheses, and so does an and/or/+ nested in one of its own kind,
+# which the parser would otherwise flatten into its parent.
+OR, AND, NOT, PREDICATE, SUM, ATOM = range(6)
+
+
+def format_source(text: str, filename: str = "<rules>") -> str:
+    """`text` in the canonical layout. Raises RulesError on a syntax error."""
+    return format_file(parse(text, filename))
+
+
+def format_file(rule_file: n.RuleFile) -> str:
+    """A parsed file in the canonical layout; `rule_file.source` places its comments."""
+    return _Printer(rule_file).run()
+
+
+# ---- expressions -------------------------------------------------------------
+
+
+def expr_text(expr: n.Expr, slot: int = OR) -> str:
+    """`expr` on one line, parenthesized if it binds more loosely than `slot` allows."""
+    try:
+        text = _EXPRESSIONS[type(expr)](expr)
+    except KeyError:
+        raise TypeError(f"the formatter has no layout for {type(expr).__name__}") from None
+    return f"({text})" if _LEVELS.get(type(expr), ATOM) < slot else text
+
+
+def regex_text(regex: n.RegexLit) -> str:
+    return "/" + regex.pattern.replace("/", "\\/") + "/" + regex.flags
+
+
+def _string(e: n.StringLit) -> str:
+    return quote_string(e.value)
+
+
+def _number(e: n.NumberLit) -> str:
+    return e.text  # as written: 1.50 stays 1.50
+
+
+def _list(e: n.ListLit) -> str:
+    return "[" + ", ".join(expr_text(item) for item in e.items) + "]"
+
+
+def _path_ref(e: n.PathRef) -> str:
+    return e.path.text()
+
+
+def _variable(e: n.Variable) -> str:
+    return e.name
+
+
+def _call(e: n.Call) -> str:
+    return e.name + "(" + ", ".join(expr_text(arg) for arg in e.args) + ")"
+
+
+def _concat(e: n.Concat) -> str:
+    return " + ".join(expr_text(part, ATOM) for part in e.parts)
+
+
+def _binary(e: n.Binary) -> str:
+    return f"{expr_text(e.left, SUM)} {e.op} {expr_text(e.right, SUM)}"
+
+
+def _matches(e: n.Matches) -> str:
+    operator = "not matches" if e.negated else "matches"
+    return f"{expr_text(e.subject, SUM)} {operator} {regex_text(e.regex)}"
+
+
+def _presence(e: n.Presence) -> str:
+    return f"{e.kind} {expr_text(e.target)}"
+
+
+def _quantifier(e: n.Quantifier) -> str:
+    return f"{e.kind} {e.var} in {e.source.text()}: {expr_text(e.body, NOT)}"
+
+
+def _not(e: n.Not) -> str:
+    return "not " + expr_text(e.operand, NOT)
+
+
+def _and(e: n.And) -> str:
+    return " and ".join(expr_text(operand, NOT) for operand in e.operands)
+
+
+def _or(e: n.Or) -> str:
+    return " or ".join(expr_text(operand, AND) for operand in e.operands)
+
+
+_EXPRESSIONS: dict[type, Callable] = {
+    n.StringLit: _string,
+    n.NumberLit: _number,
+    n.RegexLit: regex_text,
+    n.ListLit: _list,
+    n.PathRef: _path_ref,
+    n.Variable: _variable,
+    n.Call: _call,
+    n.Concat: _concat,
+    n.Binary: _binary,
+    n.Matches: _matches,
+    n.Presence: _presence,
+    n.Quantifier: _quantifier,
+    n.Not: _not,
+    n.And: _and,
+    n.Or: _or,
+}
+
+_LEVELS = {
+    n.Or: OR,
+    n.And: AND,
+    n.Not: NOT,
+    n.Binary: PREDICATE,
+    n.Matches: PREDICATE,
+    n.Presence: PREDICATE,
+    n.Quantifier: PREDICATE,
+    n.Concat: SUM,
+}  # every other expression is an atom
+
+
+def condition_lines(used: int, head: str, condition: n.Expr, tail: str = "") -> list[str]:
+    """`head CONDITION tail` on one line if it fits in WIDTH after `used` columns of
+    indentation; otherwise broken before each top-level and/or, the following lines
+    indented one step more (newlines are whitespace to the parser)."""
+    line = head + expr_text(condition) + tail
+    if used + len(line) <= WIDTH or not isinstance(condition, (n.And, n.Or)):
+        return [line]
+    word, slot = ("and", NOT) if isinstance(condition, n.And) else ("or", AND)
+    first, *rest = [expr_text(operand, slot) for operand in condition.operands]
+    lines = [head + first] + [f"{INDENT}{word} {operand}" for operand in rest]
+    lines[-1] += tail
+    return lines
+
+
+def listing_lines(used: int, head: str, items: list[str]) -> list[str]:
+    """`head a, b, c` on one line if it fits; otherwise one item per line after the first,
+    each line but the last ending with its comma."""
+    line = head + ", ".join(items)
+    if used + len(line) <= WIDTH or len(items) < 2:
+        return [line]
+    first, *rest = items
+    return [head + first + ","] + [f"{INDENT}{item}," for item in rest[:-1]] + [INDENT + rest[-1]]
+
+
+# ---- one-line statements -----------------------------------------------------
+
+
+class _Breakable(NamedTuple):
+    """A statement that ends with a condition, which may break over lines."""
+
+    head: str
+    condition: n.Expr
+
+
+class _Listing(NamedTuple):
+    """A statement that ends with a list of items, which may break after its commas."""
+
+    head: str
+    items: list[str]
+
+
+def _names(names: tuple[n.Name, ...]) -> str:
+    return ", ".join(name.value for name in names)
+
+
+def _to(back: bool, names: tuple[n.Name, ...]) -> str:
+    return ("back to " if back else "to ") + _names(names)
+
+
+def _import(s: n.Import) -> str:
+    return f"import {quote_string(s.file)} as {s.alias.value}"
+
+
+def _table(s: n.Table) -> str:
+    key = f" key {quote_string(s.key)}" if s.key is not None else ""
+    return f"table {s.name.value} from {quote_string(s.file)}{key}"
+
+
+def _set(a: n.SetAction) -> str:
+    return f"set {expr_text(a.target)} = {expr_text(a.value)}"
+
+
+def _blank(a: n.BlankAction) -> str:
+    return f"blank {expr_text(a.target)}"
+
+
+def _delete(a: n.DeleteAction) -> str:
+    return f"delete {expr_text(a.target)}"
+
+
+def _delete_private(a: n.DeletePrivateAction) -> str:
+    return "delete private"
+
+
+def _route(a: n.RouteAction) -> str:
+    return "route " + _to(a.back, a.destinations)
+
+
+def _copy_head(a: n.CopyAction) -> str:
+    return "copy " + _to(a.back, a.destinations)
+
+
+def _apply(a: n.ApplyAction) -> str:
+    return f"apply {a.namespace}.{a.block}" if a.namespace else f"apply {a.block}"
+
+
+def _drop(a: n.DropAction) -> str:
+    return "drop"
+
+
+def _with_reason(keyword: str, reason: n.Expr | None) -> str:
+    return keyword if reason is None else f"{keyword} {expr_text(reason)}"
+
+
+def _reject(a: n.RejectAction) -> str:
+    return _with_reason("reject", a.reason)
+
+
+def _quarantine(a: n.QuarantineAction) -> str:
+    return _with_reason("quarantine", a.reason)
+
+
+def _log(a: n.LogAction) -> str:
+    return f"log {expr_text(a.message)}"
+
+
+def _let(a: n.LetAction) -> str:
+    return f"let {a.name} = {expr_text(a.value)}"
+
+
+def _stop(a: n.StopAction) -> str:
+    return "stop"
+
+
+def _given_file(s: n.GivenFile) -> str:
+    return f"given file {quote_string(s.file)}"
+
+
+def _given_values(s: n.GivenValues) -> _Listing:
+    return _Listing(s.keyword + " ", [f"{a.path.text()} = {expr_text(a.value)}" for a in s.assignments])
+
+
+def _expect_route(s: n.ExpectRoute) -> str:
+    return ("expect no route to " if s.negated else "expect route to ") + _names(s.destinations)
+
+
+def _expect_copy(s: n.ExpectCopy) -> _Breakable:
+    return _Breakable(f"expect copy to {s.destination.value} where ", s.condition)
+
+
+def _expect_outcome(s: n.ExpectOutcome) -> str:
+    reason = f" {quote_string(s.reason)}" if s.reason is not None else ""
+    return f"expect {s.outcome}{reason}"
+
+
+def _expect_fired(s: n.ExpectFired) -> str:
+    return ("expect not fired " if s.negated else "expect fired ") + quote_string(s.rule)
+
+
+def _expect_condition(s: n.ExpectCondition) -> _Breakable:
+    return _Breakable("expect ", s.condition)
+
+
+_LINES: dict[type, Callable] = {
+    n.Import: _import,
+    n.Table: _table,
+    n.SetAction: _set,
+    n.BlankAction: _blank,
+    n.DeleteAction: _delete,
+    n.DeletePrivateAction: _delete_private,
+    n.RouteAction: _route,
+    n.ApplyAction: _apply,
+    n.DropAction: _drop,
+    n.RejectAction: _reject,
+    n.QuarantineAction: _quarantine,
+    n.LogAction: _log,
+    n.LetAction: _let,
+    n.StopAction: _stop,
+    n.GivenFile: _given_file,
+    n.GivenValues: _given_values,
+    n.ExpectRoute: _expect_route,
+    n.ExpectCopy: _expect_copy,
+    n.ExpectOutcome: _expect_outcome,
+    n.ExpectFired: _expect_fired,
+    n.ExpectCondition: _expect_condition,
+}
+
+
+# ---- the source: offsets, blank lines, and the braces and keywords nodes lack --
+
+
+class _Source:
+    """Positions in the source text that the nodes' spans do not carry."""
+
+    _MARKED_WORDS = ("when", "then")
+
+    def __init__(self, text: str):
+        self.text = text
+        self.line_starts = [0] + [i + 1 for i, ch in enumerate(text) if ch == "\n"]
+        blank = [not line.strip() for line in text.split("\n")]
+        self.blanks_up_to = list(accumulate(blank, initial=0))  # [k]: blank lines among lines 1..k
+        self.marks = _code_marks(text, self._MARKED_WORDS)
+
+    def offset(self, line: int, column: int) -> int:
+        return self.line_starts[line - 1] + column - 1
+
+    def start(self, span) -> int:
+        return self.offset(span.line, span.column)
+
+    def end(self, span) -> int:
+        return self.offset(span.end_line, span.end_column)
+
+    def line_of(self, offset: int) -> int:
+        return bisect_right(self.line_starts, offset)
+
+    def blank_between(self, after_line: int, before_line: int) -> bool:
+        """Whether a line strictly between the two is empty or only spaces."""
+        if before_line - 1 <= after_line:
+            return False
+        return self.blanks_up_to[before_line - 1] > self.blanks_up_to[after_line]
+
+    def next(self, mark: str, offset: int) -> int:
+        """The offset of the first `{`, `}`, `when` or `then` in code at or after `offset`."""
+        found = self.marks[mark]
+        return found[bisect_left(found, offset)]
+
+    def starts_after_code(self, offset: int) -> bool:
+        line_start = self.line_starts[self.line_of(offset) - 1]
+        return bool(self.text[line_start:offset].strip())
+
+
+def _code_marks(text: str, words: tuple[str, ...]) -> dict[str, list[int]]:
+    """Offsets of braces and of some keywords, outside strings, regexes and comments."""
+    marks: dict[str, list[int]] = {"{": [], "}": [], **{word: [] for word in words}}
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch in "\"/":
+            i = _end_of_quoted(text, i)
+        elif ch == "#":
+            i = text.find("\n", i)
+            if i < 0:
+                break
+        elif ch in "{}":
+            marks[ch].append(i)
+        elif ch.isalpha() or ch == "_":
+            word_end = i
+            while word_end < len(text) and (text[word_end].isalnum() or text[word_end] == "_"):
+                word_end += 1
+            if text[i:word_end] in marks:
+                marks[text[i:word_end]].append(i)
+            i = word_end - 1
+        i += 1
+    return marks
+
+
+def _end_of_quoted(text: str, start: int) -> int:
+    """The offset of the quote or slash closing the string or regex opened at `start`."""
+    i = start + 1
+    while i < len(text) and text[i] not in (text[start], "\n"):
+        i += 2 if text[i] == "\\" else 1
+    return i
+
+
+# ---- the printer ---------------------------------------------------------------
+
+
+@dataclass
+class _Line:
+    depth: int
+    text: str  # "" for a blank line
+    source_line: int | None = None  # where this line's code ends in the source
+    comment: str | None = None  # a comment kept at the end of the line
+    is_comment: bool = False
+    opens: bool = False  # ends with `{`: no blank line follows
+
+    def render(self) -> str:
+        if not self.text:
+            return ""
+        text = INDENT * self.depth + self.text
+        return f"{text}  {self.comment}" if self.comment else text
+
+
+class _Comment(NamedTuple):
+    offset: int
+    line: int
+    trailing: bool  # follows code on its line
+    text: str
+
+
+class _Segment(NamedTuple):
+    """One branch of an if / else if / else chain."""
+
+    start: int  # where `if` or `else` is
+    keyword: str  # "if ", "else if " or "else"
+    condition: n.Expr | None
+    body: tuple
+    open: int  # the body's braces
+    close: int
+
+
+class _Printer:
+    def __init__(self, rule_file: n.RuleFile):
+        self.items = rule_file.items
+        self.src = _Source(rule_file.source)
+        self.comments = sorted((self._comment(c) for c in rule_file.comments), key=lambda c: c.offset)
+        self.comment_offsets = [c.offset for c in self.comments]
+        self.next_comment = 0
+        self.lines: list[_Line] = []
+        self.last_line = 0  # the last source line printed so far, to spot blank lines after it
+
+    def _comment(self, comment: n.Comment) -> _Comment:
+        offset = self.src.start(comment.span)
+        return _Comment(offset, comment.span.line, self.src.starts_after_code(offset), comment.text)
+
+    def run(self) -> str:
+        previous = None
+        for item in self.items:
+            if previous is not None:
+                self._separate(previous, item)
+            self._statement(item, 0)
+            previous = item
+        self._flush(len(self.src.text) + 1, 0, blank_ok=True)
+        return "".join(line.render() + "\n" for line in self.lines)
+
+    # -- placing lines and comments --
+
+    def _separate(self, previous, item) -> None:
+        self._attach_trailing_comment()
+        together = type(previous) is type(item) and isinstance(item, (n.Import, n.Table))
+        if not together and self.lines and self.lines[-1].text:
+            self.lines.append(_Line(0, ""))
+
+    def _code(self, depth: int, texts: list[str], start: int, end: int, *, blank_ok: bool = False,
+              opens: bool = False, comment_depth: int | None = None) -> None:
+        """Print the lines of one statement whose source runs from `start` to `end`."""
+        comment_depth = depth if comment_depth is None else comment_depth
+        self._flush(start, comment_depth, blank_ok)
+        if blank_ok:
+            self._maybe_blank(self.src.line_of(start), depth, is_code=True)
+        self._flush(end, comment_depth, blank_ok=False, attach=False)  # comments inside move before it
+        last_line = self.src.line_of(max(start, end - 1))
+        self.lines.extend(_Line(depth, text) for text in texts[:-1])
+        self.lines.append(_Line(depth, texts[-1], last_line, opens=opens))
+        self.last_line = last_line
+
+    def _flush(self, limit: int, depth: int, blank_ok: bool, attach: bool = True) -> None:
+        """Print the comments that come before `limit` in the source."""
+        while self.next_comment < len(self.comments) and self.comments[self.next_comment].offset < limit:
+            comment = self.comments[self.next_comment]
+            if not (attach and self._attach_trailing_comment()):
+                if blank_ok:
+                    self._maybe_blank(comment.line, depth, is_code=False)
+                self.lines.append(_Line(depth, comment.text, is_comment=True))
+                self.next_comment += 1
+            self.last_line = comment.line
+
+    def _attach_trailing_comment(self) -> bool:
+        """Put the next comment at the end of the last line if it ended that line in the source."""
+        if self.next_comment >= len(self.comments) or not self.lines:
+            return False
+        comment, last = self.comments[self.next_comment], self.lines[-1]
+        if not comment.trailing or last.source_line != comment.line or last.comment is not None:
+            return False
+        last.comment = comment.text
+        self.next_comment += 1
+        return True
+
+    def _maybe_blank(self, line: int, depth: int, is_code: bool) -> None:
+        """One blank line where the source had some, except after `{` and between items."""
+        if not self.lines or not self.lines[-1].text or self.lines[-1].opens:
+            return
+        if is_code and depth == 0 and not self.lines[-1].is_comment:
+            return  # top-level items are separated by their kinds, not by the source
+        if self.src.blank_between(self.last_line, line):
+            self.lines.append(_Line(depth, ""))
+
+    def _has_comment_between(self, start: int, end: int) -> bool:
+        i = bisect_right(self.comment_offsets, start)
+        return i < len(self.comment_offsets) and self.comment_offsets[i] < end
+
+    def _close(self, depth: int, close: int | None) -> None:
+        """The `}` at `close`; None for braces the source did not have."""
+        line = None
+        if close is not None:
+            self._flush(close, depth + 1, blank_ok=True)  # comments before `}` stay inside
+            line = self.last_line = self.src.line_of(close)
+        self.lines.append(_Line(depth, "}", line))
+
+    # -- statements --
+
+    def _statement(self, node, depth: int, prefix: str = "", blank_ok: bool = True) -> None:
+        """An item, action or test statement; `prefix` is `then ` for a rule's only action."""
+        block = self._BLOCKS.get(type(node))
+        if block is not None:
+            block(self, node, depth, prefix, blank_ok)
+            return
+        self._code(depth, self._one_line(node, depth, prefix), self.src.start(node.span),
+                   self.src.end(node.span), blank_ok=blank_ok)
+
+    def _one_line(self, node, depth: int, prefix: str) -> list[str]:
+        try:
+            text = _LINES[type(node)](node)
+        except KeyError:
+            raise TypeError(f"the formatter has no layout for {type(node).__name__}") from None
+        if isinstance(text, _Breakable):
+            return self._condition(depth, prefix + text.head, text.condition)
+        if isinstance(text, _Listing):
+            return listing_lines(depth * len(INDENT), prefix + text.head, text.items)
+        return [prefix + text]
+
+    def _condition(self, depth: int, head: str, condition: n.Expr, tail: str = "") -> list[str]:
+        return condition_lines(depth * len(INDENT), head, condition, tail)
+
+    def _body(self, statements, depth: int) -> None:
+        for statement in statements:
+            self._statement(statement, depth)
+
+    def _braced(self, depth: int, head: str, start: int, open_: int, close: int | None, body,
+                blank_ok: bool) -> None:
+        """`head {` + body + `}`, or `head {}` when there is nothing inside, not even a comment."""
+        if not body and close is not None and not self._has_comment_between(open_, close):
+            self._code(depth, [head + " {}"], start, close + 1, blank_ok=blank_ok)
+            return
+        self._code(depth, [head + " {"], start, open_ + 1, blank_ok=blank_ok, opens=True)
+        self._body(body, depth + 1)
+        self._close(depth, close)
+
+    def _body_close(self, open_: int, body) -> int:
+        return self.src.next("}", self.src.end(body[-1].span) if body else open_ + 1)
+
+    def _rule(self, rule: n.Rule, depth: int, prefix: str, blank_ok: bool) -> None:
+        open_ = self.src.next("{", self.src.end(rule.name_span))
+        self._code(depth, [f"{prefix}rule {quote_string(rule.name)} {{"], self.src.start(rule.span),
+                   open_ + 1, blank_ok=blank_ok, opens=True)
+        after = open_ + 1
+        if rule.when is not None:
+            when = self.src.next("when", after)
+            after = self.src.end(rule.when.span)
+            self._code(depth + 1, self._condition(depth + 1, "when ", rule.when), when, after)
+        self._then(rule, depth + 1, self.src.next("then", after))
+        self._close(depth, self.src.end(rule.span) - 1)
+
+    def _then(self, rule: n.Rule, depth: int, then: int) -> None:
+        if len(rule.actions) == 1:  # `then ACTION`, braced in the source or not
+            self._flush(then, depth, blank_ok=False)
+            self._statement(rule.actions[0], depth, "then ", blank_ok=False)
+        elif rule.braced:
+            open_ = self.src.next("{", then)
+            self._braced(depth, "then", then, open_, self._body_close(open_, rule.actions), rule.actions, False)
+        else:  # several actions without braces: the braces are added
+            self._braced(depth, "then", then, then + len("then") - 1, None, rule.actions, False)
+
+    def _block(self, block: n.Block, depth: int, prefix: str, blank_ok: bool) -> None:
+        open_ = self.src.next("{", self.src.end(block.name.span))
+        self._braced(depth, f"{prefix}block {block.name.value}", self.src.start(block.span), open_,
+                     self.src.end(block.span) - 1, block.actions, blank_ok)
+
+    def _test(self, test: n.Test, depth: int, prefix: str, blank_ok: bool) -> None:
+        start = self.src.start(test.span)
+        self._braced(depth, f"{prefix}test {quote_string(test.name)}", start, self.src.next("{", start),
+                     self.src.end(test.span) - 1, test.statements, blank_ok)
+
+    def _for_each(self, loop: n.ForEachAction, depth: int, prefix: str, blank_ok: bool) -> None:
+        open_ = self.src.next("{", self.src.end(loop.source.span))
+        self._braced(depth, f"{prefix}for each {loop.var} in {loop.source.text()}", self.src.start(loop.span),
+                     open_, self.src.end(loop.span) - 1, loop.body, blank_ok)
+
+    def _copy(self, copy: n.CopyAction, depth: int, prefix: str, blank_ok: bool) -> None:
+        start, end = self.src.start(copy.span), self.src.end(copy.span)
+        if not copy.braced:
+            self._code(depth, [prefix + _copy_head(copy)], start, end, blank_ok=blank_ok)
+            return
+        open_ = self.src.next("{", self.src.end(copy.destinations[-1].span))
+        self._braced(depth, prefix + _copy_head(copy), start, open_, end - 1, copy.body, blank_ok)
+
+    def _if(self, node: n.IfAction, depth: int, prefix: str, blank_ok: bool) -> None:
+        """if / else if / else, always over several lines; an empty branch is `{}`
+        and the `else` that follows it continues its line."""
+        segments = self._if_segments(node)
+        start, lead, carried = segments[0].start, prefix, []
+        for index, segment in enumerate(segments):
+            closes_branch = index > 0 and not carried  # the line starts with the `}` of the branch above
+            if closes_branch:
+                self._flush(segment.start, depth + 1, blank_ok=True)  # comments before `}` stay inside
+                start = segment.start
+            first = carried.pop() + " " if carried else lead
+            head = carried + self._if_head(depth, first + segment.keyword, segment.condition)
+            if not segment.body and not self._has_comment_between(segment.open, segment.close):
+                carried = head[:-1] + [head[-1] + "}"]
+                continue
+            carried = []
+            self._code(depth, head, start, segment.open + 1, blank_ok=blank_ok, opens=True,
+                       comment_depth=depth + 1 if closes_branch else depth)
+            blank_ok, lead = False, "} "
+            self._body(segment.body, depth + 1)
+        if carried:
+            self._code(depth, carried, start, segments[-1].close + 1, blank_ok=blank_ok)
+        else:
+            self._close(depth, segments[-1].close)
+
+    def _if_head(self, depth: int, head: str, condition: n.Expr | None) -> list[str]:
+        return [head + " {"] if condition is None else self._condition(depth, head, condition, " {")
+
+    def _if_segments(self, node: n.IfAction) -> list[_Segment]:
+        segments: list[_Segment] = []
+        start, keyword = self.src.start(node.span), "if "
+        while True:
+            open_ = self.src.next("{", self.src.end(node.condition.span))
+            segments.append(_Segment(start, keyword, node.condition, node.body, open_,
+                                     self._body_close(open_, node.body)))
+            if node.orelse is None:
+                return segments
+            start = self.src.start(node.else_span)
+            if len(node.orelse) == 1 and isinstance(node.orelse[0], n.IfAction):
+                # `else if`, or `else { if ... }`: the same tree, printed as `else if`
+                node, keyword = node.orelse[0], "else if "
+                continue
+            open_ = self.src.next("{", start)
+            segments.append(_Segment(start, "else", None, node.orelse, open_,
+                                     self._body_close(open_, node.orelse)))
+            return segments
+
+    _BLOCKS: dict[type, Callable] = {
+        n.Rule: _rule,
+        n.Block: _block,
+        n.Test: _test,
+        n.IfAction: _if,
+        n.ForEachAction: _for_each,
+        n.CopyAction: _copy,
+    }
