@@ -196,6 +196,14 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except Exception as exc:  # noqa: BLE001 - a bug: say so in one line, with what to report
+        where = exc.__traceback__
+        while where is not None and where.tb_next is not None:
+            where = where.tb_next
+        origin = f" at {os.path.basename(where.tb_frame.f_code.co_filename)}:{where.tb_lineno}" if where else ""
+        print(f"dicom-rules: internal error: {type(exc).__name__}: {exc}{origin}; "
+              "please report it with the command that caused it", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

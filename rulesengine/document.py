@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Iterator, NamedTuple
 
@@ -122,13 +122,13 @@ def _elem_name(tag: int) -> str:
     return keyword_for_tag(tag) or tag_text(tag)
 
 
-def _elements(ds: Dataset, step: Step, prefix: str, create: bool = False) -> Iterator[tuple[Dataset, int, str]]:
-    """(data set, tag, path text) for each element the step names in `ds`.
+def _elements(step: Step, containers, create: bool = False) -> Iterator[tuple[Dataset, int, str]]:
+    """(data set, tag, path text) for each element the step names in `containers`.
 
     Elements are yielded whether or not they exist, except for masks and `**`,
     which only ever find existing elements.
     """
-    containers = _datasets_below(ds, prefix) if step.any_depth else ((ds, prefix),)
+    name = step.text.replace("**.", "").split("[")[0]
     for container, where in containers:
         if step.mask is not None:
             value, care = step.mask
@@ -143,7 +143,20 @@ def _elements(ds: Dataset, step: Step, prefix: str, create: bool = False) -> Ite
             tag = step.tag
         if step.any_depth and tag not in container:
             continue
-        yield container, tag, f"{where}.{step.text.replace('**.', '').split('[')[0]}"
+        yield container, tag, f"{where}.{name}"
+
+
+class _DepthIndex:
+    """Every data set of a document (the root and all nested items) in depth-first
+    order, and which of them hold each tag: `**` steps read it instead of walking the
+    whole tree again. Valid until an element is created or a sequence or item removed."""
+
+    def __init__(self, root: Dataset, prefix: str):
+        self.all = list(_datasets_below(root, prefix))
+        self.by_tag: dict[int, list[tuple[Dataset, str]]] = {}
+        for ds, where in self.all:
+            for tag in ds.keys():
+                self.by_tag.setdefault(int(tag), []).append((ds, where))
 
 
 def _items(elem, step: Step, where: str) -> Iterator[tuple[Dataset, str]]:
@@ -158,7 +171,7 @@ def _items(elem, step: Step, where: str) -> Iterator[tuple[Dataset, str]]:
 class Document:
     """One DICOM instance and the facts of its arrival."""
 
-    __slots__ = ("dataset", "file_meta", "command_set", "arrival", "filename", "_cache")
+    __slots__ = ("dataset", "file_meta", "command_set", "arrival", "filename", "_cache", "_index")
 
     def __init__(self, dataset: Dataset | None = None, file_meta: Dataset | None = None,
                  command_set: Dataset | None = None, arrival: Arrival | None = None,
@@ -171,6 +184,7 @@ class Document:
         self.arrival = arrival or Arrival()
         self.filename = filename
         self._cache: dict = {}
+        self._index: _DepthIndex | None = None
 
     # ---- construction and output ----
 
@@ -266,6 +280,21 @@ class Document:
                 values.append(value)
         return values
 
+    def _containers(self, ds: Dataset, prefix: str, step: Step):
+        """The data sets a step looks in: `ds` itself, or with `**` every data set below it."""
+        if not step.any_depth:
+            return ((ds, prefix),)
+        if ds is not self.dataset:
+            return _datasets_below(ds, prefix)
+        if self._index is None:
+            self._index = _DepthIndex(ds, prefix)
+        if step.tag is not None:
+            return self._index.by_tag.get(step.tag, ())
+        return self._index.all
+
+    def _structure_changed(self) -> None:
+        self._index = None
+
     def _find(self, path: ResolvedPath, start: Dataset, prefix: str, raw: bool = False):
         """(container, tag, path text, value) for every element the path reaches;
         with `raw`, the element itself instead of its value."""
@@ -275,7 +304,7 @@ class Document:
             last = position == len(steps) - 1
             following = []
             for ds, where in current:
-                for container, tag, text in _elements(ds, step, where):
+                for container, tag, text in _elements(step, self._containers(ds, where, step)):
                     elem = container.get(tag) if tag in container else None
                     if last:
                         if raw:
@@ -336,7 +365,7 @@ class Document:
             make_block = write and not step.any_depth if last else create
             following = []
             for ds, where in current:
-                for container, tag, text in _elements(ds, step, where, create=make_block):
+                for container, tag, text in _elements(step, self._containers(ds, where, step), create=make_block):
                     if last:
                         if step.any_depth and tag not in container:
                             continue
@@ -346,11 +375,13 @@ class Document:
                     if elem is None and create and isinstance(step.index, int):
                         container.add_new(tag, "SQ", [])
                         elem = container[tag]
+                        self._structure_changed()
                     if elem is None or elem.VR != "SQ":
                         continue
                     if create and isinstance(step.index, int):
                         while len(elem.value) < step.index:
                             elem.value.append(Dataset())
+                            self._structure_changed()
                     following.extend(_items(elem, step, text))
             current = following
 
@@ -377,6 +408,7 @@ class Document:
         self._ensure_charset(container, vr, stored)
         if elem is None:
             container.add_new(tag, concrete_vr(vr), stored)
+            self._structure_changed()
         else:
             elem.value = stored
         new = self._value(container[tag], replace(step, index=None))
@@ -431,6 +463,8 @@ class Document:
             if tag not in container:
                 continue
             elem = container[tag]
+            if elem.VR == "SQ":
+                self._structure_changed()
             if step.index is None or step.index == n.STAR and elem.VR != "SQ":
                 old = self._value(elem, replace(step, index=None))
                 del container[tag]
@@ -499,6 +533,8 @@ class Document:
             return []
         self._cache.clear()
         old = self.read_ref(ref)
+        if ref.container[ref.tag].VR == "SQ":
+            self._structure_changed()
         del ref.container[ref.tag]
         return [Change(ref.text, old, None)]
 
@@ -508,12 +544,15 @@ class Document:
             return []
         self._cache.clear()
         elem = ref.container[ref.tag]
+        if elem.VR == "SQ":
+            self._structure_changed()
         elem.value = [] if elem.VR == "SQ" else None
         return [Change(ref.text, old, "")]
 
     def delete_private(self) -> list[Change]:
         """Remove every private element (odd groups), at any depth; reported as one change."""
         self._cache.clear()
+        self._structure_changed()
         removed = 0
         for ds, _where in list(_datasets_below(self.dataset, DATASET)):
             for tag in [t for t in ds.keys() if t.group % 2 == 1]:
@@ -524,7 +563,9 @@ class Document:
         return [Change(f"{DATASET} private elements", f"{removed} element{'s' * (removed != 1)}", None)]
 
     def invalidate(self) -> None:
+        """Call after editing `dataset` directly through pydicom: forget what was read."""
         self._cache.clear()
+        self._structure_changed()
 
     def __repr__(self) -> str:
         sop = self.dataset.get("SOPInstanceUID", "?")

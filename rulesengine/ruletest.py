@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from .cli import EXIT_FINDINGS, EXIT_OK, UsageError, load_destinations, print_diagnostics, rule_files
 from .diagnostics import Diagnostic, RulesError, Span, error, warning
 from .document import Arrival, Document, DocumentReadError, PathError
-from .explain import describe_event, operand_values
+from .explain import operand_values
 from .lang import nodes as n
 from .lang.api import analyse
 from .lang.checks import Analysis
@@ -27,7 +27,6 @@ from .lang.compiler import RULE_FIRED, Snippets, compile_program, compile_snippe
 from .lang.loader import Program, display_path, load_program
 from .lang.ruleset import Decision, Evaluation, RuleSet
 from .lang.syntax import parse
-from .values import display
 
 TEST_SUFFIX = "_test.rules"
 _ROUTING_EXPECTATIONS = (n.ExpectRoute, n.ExpectCopy, n.ExpectOutcome, n.ExpectFired)

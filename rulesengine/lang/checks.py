@@ -712,7 +712,9 @@ class Analysis:
         scope = Scope(module, context="test", writable_arrival=True)
         rule_names = {rule.name for rule in self.program.main.file.rules}
         for statement in test.statements:
-            if isinstance(statement, n.GivenValues):
+            if isinstance(statement, n.ApplyAction):
+                self._action_ApplyAction(statement, scope.in_context("block"))
+            elif isinstance(statement, n.GivenValues):
                 for assignment in statement.assignments:
                     target = self._target(n.PathRef(assignment.path.span, assignment.path), scope, "set")
                     kind = self.check_value(assignment.value, scope)

@@ -615,9 +615,10 @@ class _Printer:
         and the `else` that follows it continues its line."""
         segments = self._if_segments(node)
         start, lead, carried = segments[0].start, prefix, []
+        closes_branch = False  # the line being built starts with the `}` of the branch above
         for index, segment in enumerate(segments):
-            closes_branch = index > 0 and not carried  # the line starts with the `}` of the branch above
-            if closes_branch:
+            if index > 0 and not carried:
+                closes_branch = True
                 self._flush(segment.start, depth + 1, blank_ok=True)  # comments before `}` stay inside
                 start = segment.start
             first = carried.pop() + " " if carried else lead
@@ -631,7 +632,8 @@ class _Printer:
             blank_ok, lead = False, "} "
             self._body(segment.body, depth + 1)
         if carried:
-            self._code(depth, carried, start, segments[-1].close + 1, blank_ok=blank_ok)
+            self._code(depth, carried, start, segments[-1].close + 1, blank_ok=blank_ok,
+                       comment_depth=depth + 1 if closes_branch else depth)
         else:
             self._close(depth, segments[-1].close)
 

@@ -109,9 +109,10 @@ def fn_join(values, separator):
 
 def make_hash(secrets: Secrets) -> Callable[[Any], Any]:
     def fn_hash(value):
-        """16 upper-case hex digits of HMAC-SHA256(key, value): fits SH, LO and PN."""
-        if value is None:
-            return None
+        """16 upper-case hex digits of HMAC-SHA256(key, value): fits SH, LO and PN.
+        Empty stays empty: a constant digest would link unrelated documents."""
+        if value is None or value == "":
+            return value
         digest = hmac.new(secrets.hash_key, _text(value).encode("utf-8"), hashlib.sha256).hexdigest()
         return digest[:16].upper()
     return fn_hash
@@ -122,9 +123,10 @@ def make_uid(secrets: Secrets) -> Callable[[Any], Any]:
     room = 64 - len(root) - 1
 
     def fn_uid(value):
-        """A UID under the configured root, the same for the same input and key."""
-        if value is None:
-            return None
+        """A UID under the configured root, the same for the same input and key.
+        Empty stays empty: a constant UID would link unrelated documents."""
+        if value is None or value == "":
+            return value
         if isinstance(value, (tuple, list)):
             return tuple(fn_uid(v) for v in value)
         digest = hmac.new(secrets.hash_key, b"uid\0" + _text(value).encode("utf-8"), hashlib.sha256).digest()

@@ -106,7 +106,7 @@ def _contradiction(atoms: list) -> str | None:
         if comparison and comparison[1] == "==":
             key, _, value = comparison
             if key in equal and equal[key] != value:
-                return f"the condition asks for two different values of the same element"
+                return "the condition asks for two different values of the same element"
             equal[key] = value
         if isinstance(atom, n.Presence) and isinstance(atom.target, n.PathRef):
             key = structural_key(atom.target.path)
