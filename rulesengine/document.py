@@ -18,7 +18,9 @@ from typing import Any, Iterator, NamedTuple
 
 import pydicom
 from pydicom import charset as dicom_charset
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
 from pydicom.errors import InvalidDicomError
 
 from .diagnostics import RulesError
@@ -26,7 +28,7 @@ from .lang import nodes as n
 from .lang.paths import ARRIVAL_FIELDS, COMMAND_SET, DATASET, FILE_META, READ_ONLY_ROOTS, ResolvedPath, Step, \
     private_vr, resolve, tag_text
 from .lang.syntax import parse_path
-from .values import TEXT_VRS, ValueError_, concrete_vr, is_multi_vm, read_value, to_dicom
+from .values import TEXT_VRS, ValueError_, concrete_vr, is_multi_vm, read_value, to_dicom, value_of
 
 
 class PathError(Exception):
@@ -146,6 +148,14 @@ def _elements(step: Step, containers, create: bool = False) -> Iterator[tuple[Da
         yield container, tag, f"{where}.{name}"
 
 
+def _element(ds: Dataset, tag: int):
+    """The element at `tag` in `ds`, or None; pydicom converts a raw element on first access."""
+    elem = ds._dict.get(tag)
+    if elem is not None and isinstance(elem, RawDataElement):
+        return ds[tag]
+    return elem
+
+
 class _DepthIndex:
     """Every data set of a document (the root and all nested items) in depth-first
     order, and which of them hold each tag: `**` steps read it instead of walking the
@@ -204,10 +214,12 @@ class Document:
         return cls(ds, getattr(ds, "file_meta", None), None, arrival, path)
 
     def copy(self) -> "Document":
-        """An independent copy (pixel data is shared until someone writes it)."""
-        dataset = copy.deepcopy(self.dataset)
-        file_meta = copy.deepcopy(self.file_meta)
-        return Document(dataset, file_meta, copy.deepcopy(self.command_set), self.arrival, self.filename)
+        """An independent copy. Values are shared until replaced (they are immutable, or
+        copied here when they are lists), so pixel data is never copied."""
+        file_meta = _copy_dataset(self.file_meta)
+        dataset = _copy_dataset(self.dataset)
+        dataset.file_meta = file_meta
+        return Document(dataset, file_meta, _copy_dataset(self.command_set), self.arrival, self.filename)
 
     def write(self, target) -> None:
         """Write as a DICOM Part 10 file; the file meta is kept consistent with the data set."""
@@ -269,6 +281,10 @@ class Document:
         if path.is_arrival:
             return self.arrival.value(path.root, path.field)
         start, prefix = self._start(path, base)
+        tag = path.direct_tag
+        if tag is not None:  # most paths: one element of the data set, no walking needed
+            elem = _element(start, tag)
+            return None if elem is None else read_value(elem, multi=path.multi)
         found = [value for _, _, _, value in self._find(path, start, prefix)]
         if not path.fans_out:
             return found[0] if found else None
@@ -341,15 +357,21 @@ class Document:
         raise PathError(f"{root} is not a data set")
 
     def write_path(self, path: ResolvedPath, value: Any, base: "ItemRef | None" = None) -> list[Change]:
-        self._cache.clear()
         if path.is_arrival:
+            self._cache.clear()
             old = self.arrival.value(path.root, path.field)
             self.arrival = self.arrival.with_value(path.root, path.field, value)
             return [Change(path.text, old, value)]
         start, prefix = self._start(path, base)
         changes: list[Change] = []
-        for container, tag, text, step in list(self._targets(path, start, prefix, write=True)):
-            changes.extend(self._write_element(container, tag, step, value, text))
+        try:
+            for container, tag, text, step in list(self._targets(path, start, prefix, write=True)):
+                changes.extend(self._write_element(container, tag, step, value, text))
+        except Exception:
+            self._cache.clear()  # items may have been created before the failure
+            raise
+        if changes:  # writing the value already there changes nothing: what was read stays valid
+            self._cache.clear()
         return changes
 
     def _targets(self, path: ResolvedPath, start: Dataset, prefix: str, write: bool = False):
@@ -386,13 +408,14 @@ class Document:
             current = following
 
     def _write_element(self, container: Dataset, tag: int, step: Step, value: Any, text: str) -> list[Change]:
-        exists = tag in container
-        elem = container[tag] if exists else None
+        elem = _element(container, tag)
         vr = elem.VR if elem is not None else self._vr_for(tag, step, value)
         if vr == "SQ":
             raise PathError(f"{text} is a sequence: set elements inside its items instead")
-        old = self._value(elem, replace(step, index=None)) if elem is not None else None
-        if step.index is not None and step.index != n.STAR:
+        multi = is_multi_vm(step.vm)
+        old = read_value(elem, multi) if elem is not None else None
+        indexed = step.index is not None and step.index != n.STAR
+        if indexed:
             values = list(old) if isinstance(old, tuple) else ([] if old in (None, "") else [old])
             while len(values) < step.index:
                 values.append("")
@@ -405,18 +428,20 @@ class Document:
             stored = to_dicom(vr, new_value)
         except ValueError_ as exc:
             raise PathError(f"{text}: {exc}") from None
+        new = value_of(vr, stored, multi)
+        if elem is not None and new == old:
+            return []  # the value is already there
         self._ensure_charset(container, vr, stored)
         if elem is None:
             container.add_new(tag, concrete_vr(vr), stored)
             self._structure_changed()
         else:
             elem.value = stored
-        new = self._value(container[tag], replace(step, index=None))
-        if step.index not in (None, n.STAR):
+        if indexed:
             old = old[step.index - 1] if isinstance(old, tuple) and step.index <= len(old) else (
                 old if step.index == 1 and not isinstance(old, tuple) else None)
             new = value
-        return [] if old == new and exists else [Change(text, old, new)]
+        return [Change(text, old, new)]
 
     @staticmethod
     def _vr_for(tag: int, step: Step, value: Any) -> str | None:
@@ -525,8 +550,10 @@ class Document:
         return self._value(ref.container[ref.tag], ref.step)
 
     def write_ref(self, ref: "ElementRef", value: Any) -> list[Change]:
-        self._cache.clear()
-        return self._write_element(ref.container, ref.tag, ref.step, value, ref.text)
+        changes = self._write_element(ref.container, ref.tag, ref.step, value, ref.text)
+        if changes:
+            self._cache.clear()
+        return changes
 
     def delete_ref(self, ref: "ElementRef") -> list[Change]:
         if ref.tag not in ref.container:
@@ -618,6 +645,27 @@ def _private_vr_from_value(value: Any) -> str:
     if isinstance(sample, float):
         return "FD"
     return "UN"
+
+
+def _copy_dataset(ds: Dataset) -> Dataset:
+    """A copy of a data set that can be edited without touching the original: unread
+    (raw) elements are immutable and shared, read ones are copied, sequences recursively;
+    a deepcopy would also copy pixel data, 100 times slower for a small CT."""
+    new = copy.copy(ds)
+    elements = {}
+    for tag, elem in ds._dict.items():
+        if isinstance(elem, RawDataElement):
+            elements[tag] = elem
+            continue
+        duplicate = copy.copy(elem)
+        if elem.VR == "SQ":
+            duplicate.value = [_copy_dataset(item) for item in elem.value]
+        elif isinstance(elem.value, (list, MultiValue)):
+            duplicate.value = list(elem.value)
+        elements[tag] = duplicate
+    object.__setattr__(new, "_dict", elements)
+    object.__setattr__(new, "_private_blocks", {})
+    return new
 
 
 def _check_complete(ds: Dataset, path: str) -> None:

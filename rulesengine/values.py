@@ -57,8 +57,11 @@ def _scalar(vr: str, value: Any) -> Any:
 def read_value(elem, multi: bool = False) -> Any:
     """The value a path reads: "" when empty, a tuple for several values (always,
     when the dictionary allows several), a tuple of items for a sequence."""
-    vr = elem.VR
-    value = elem.value
+    return value_of(elem.VR, elem.value, multi)
+
+
+def value_of(vr: str, value: Any, multi: bool = False) -> Any:
+    """read_value for a VR and a pydicom value (or a value about to be stored)."""
     if vr == "SQ":
         return tuple(value) if value is not None else ()
     if value is None or value == "" or value == b"":

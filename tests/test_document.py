@@ -164,3 +164,16 @@ def test_a_data_set_without_file_meta_is_read():
 def test_bad_paths_raise_path_error(ct, path, words):
     with pytest.raises(PathError, match=words):
         ct.get(path)
+
+
+def test_copies_share_no_mutable_state(ct):
+    copy = ct.copy()
+    copy.set('DataSet.(0009,"ANOTHER CREATOR",01)', "x")
+    copy.delete("DataSet.ImageType[1]")
+    copy.set("DataSet.ScheduledProcedureStepSequence[3].Modality", "MR")
+    copy.delete("DataSet.PixelData")
+    assert ct.get('DataSet.(0009,"ANOTHER CREATOR",01)') is None
+    assert ct.get("DataSet.ImageType") == ("ORIGINAL", "PRIMARY", "AXIAL")
+    assert len(ct.get("DataSet.ScheduledProcedureStepSequence")) == 2
+    assert isinstance(ct.get("DataSet.PixelData"), bytes)
+    assert copy.dataset.file_meta is copy.file_meta and copy.file_meta is not ct.file_meta

@@ -394,6 +394,7 @@ class Shared:
         self.tags: set[int] = set()
         self.reads_everything = False
         self.source_text: dict[str, str] = {}
+        self._lines: dict[str, list[str]] = {}
 
     def const(self, value) -> str:
         try:
@@ -432,7 +433,9 @@ class Shared:
         return index
 
     def text_of(self, span: Span) -> str:
-        lines = self.source_text.get(span.file, "").splitlines()
+        lines = self._lines.get(span.file)
+        if lines is None:
+            lines = self._lines[span.file] = self.source_text.get(span.file, "").splitlines()
         if not lines or span.line > len(lines):
             return ""
         if span.line == span.end_line:

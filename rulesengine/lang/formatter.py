@@ -1,8 +1,8 @@
 """The one canonical layout of rule files, behind `dicom-rules fmt`.
 
 One small function per node type prints it: `_EXPRESSIONS` for expressions,
-`_LINES` for one-line statements and `_Printer._BLOCKS` for constructs with a
-body, so a new construct means one new function.
+`_LINES` for statements without a body and `_Printer._BLOCKS` for constructs
+with one, so a new construct means one new function.
 
 Comments are never lost and never reordered:
 
@@ -178,7 +178,7 @@ def listing_lines(used: int, head: str, items: list[str]) -> list[str]:
     return [head + first + ","] + [f"{INDENT}{item}," for item in rest[:-1]] + [INDENT + rest[-1]]
 
 
-# ---- one-line statements -----------------------------------------------------
+# ---- statements without a body -----------------------------------------------
 
 
 class _Breakable(NamedTuple):
@@ -531,19 +531,20 @@ class _Printer:
         if block is not None:
             block(self, node, depth, prefix, blank_ok)
             return
-        self._code(depth, self._one_line(node, depth, prefix), self.src.start(node.span),
+        self._code(depth, self._simple_lines(node, depth, prefix), self.src.start(node.span),
                    self.src.end(node.span), blank_ok=blank_ok)
 
-    def _one_line(self, node, depth: int, prefix: str) -> list[str]:
+    def _simple_lines(self, node, depth: int, prefix: str) -> list[str]:
+        """The lines of a statement without a body: one, unless it is too long and can break."""
         try:
-            text = _LINES[type(node)](node)
+            layout = _LINES[type(node)](node)
         except KeyError:
             raise TypeError(f"the formatter has no layout for {type(node).__name__}") from None
-        if isinstance(text, _Breakable):
-            return self._condition(depth, prefix + text.head, text.condition)
-        if isinstance(text, _Listing):
-            return listing_lines(depth * len(INDENT), prefix + text.head, text.items)
-        return [prefix + text]
+        if isinstance(layout, _Breakable):
+            return self._condition(depth, prefix + layout.head, layout.condition)
+        if isinstance(layout, _Listing):
+            return listing_lines(depth * len(INDENT), prefix + layout.head, layout.items)
+        return [prefix + layout]
 
     def _condition(self, depth: int, head: str, condition: n.Expr, tail: str = "") -> list[str]:
         return condition_lines(depth * len(INDENT), head, condition, tail)

@@ -123,11 +123,27 @@ def _contradiction(atoms: list) -> str | None:
 # ---- shadowed ----------------------------------------------------------------------
 
 
-def _implies(stronger, weaker) -> bool:
+@dataclasses.dataclass(frozen=True)
+class _Atom:
+    """One conjunct of a condition, with what the implication test needs computed once."""
+
+    key: tuple
+    comparison: tuple | None  # (path key, op, literal) for PATH op LITERAL
+    exists_path: tuple | None  # the path key of `exists PATH`
+
+    @classmethod
+    def of(cls, atom) -> "_Atom":
+        exists_path = None
+        if isinstance(atom, n.Presence) and atom.kind == "exists" and isinstance(atom.target, n.PathRef):
+            exists_path = structural_key(atom.target.path)
+        return cls(structural_key(atom), _comparison(atom), exists_path)
+
+
+def _implies(stronger: _Atom, weaker: _Atom) -> bool:
     """Does atom `stronger` (of a later rule) guarantee atom `weaker` (of an earlier one)?"""
-    if structural_key(stronger) == structural_key(weaker):
+    if stronger.key == weaker.key:
         return True
-    strong, weak = _comparison(stronger), _comparison(weaker)
+    strong, weak = stronger.comparison, weaker.comparison
     if strong and weak and strong[0] == weak[0]:
         s_op, s_val, w_op, w_val = strong[1], strong[2], weak[1], weak[2]
         if w_op == "in" and isinstance(w_val, tuple):
@@ -137,8 +153,8 @@ def _implies(stronger, weaker) -> bool:
                 return set(s_val) <= set(w_val)
         if w_op == "not in" and isinstance(w_val, tuple) and s_op == "==":
             return s_val not in w_val
-    if isinstance(weaker, n.Presence) and weaker.kind == "exists" and strong:
-        return strong[0] == structural_key(weaker.target.path) and strong[1] in ("==", "in")
+    if weaker.exists_path is not None and strong:
+        return strong[0] == weaker.exists_path and strong[1] in ("==", "in")
     return False
 
 
@@ -174,7 +190,7 @@ def _edits(rule: n.Rule) -> set | None:
 
 
 def _shadowed(rules: list[n.Rule], analysis: Analysis) -> None:
-    atoms = [_conjuncts(rule.when) for rule in rules]
+    atoms = [[_Atom.of(atom) for atom in _conjuncts(rule.when)] for rule in rules]
     edits = [_edits(rule) for rule in rules]
     warned: set[int] = set()
     for i, earlier in enumerate(rules):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from functools import lru_cache
 
 from pydicom import datadict
@@ -63,10 +64,17 @@ class ResolvedPath:
     steps: tuple[Step, ...] = ()
     field: str | None = None
     text: str = ""
+    # Derived once, read on every evaluation:
+    fans_out: bool = dataclass_field(default=False, compare=False)
+    direct_tag: int | None = dataclass_field(default=None, compare=False)  # one plain keyword or tag
+    multi: bool = dataclass_field(default=False, compare=False)  # the dictionary allows several values
 
-    @property
-    def fans_out(self) -> bool:
-        return any(s.index == n.STAR or s.any_depth for s in self.steps)
+    def __post_init__(self):
+        steps = self.steps
+        object.__setattr__(self, "fans_out", any(s.index == n.STAR or s.any_depth for s in steps))
+        if len(steps) == 1 and steps[0].tag is not None and steps[0].index is None and not steps[0].any_depth:
+            object.__setattr__(self, "direct_tag", steps[0].tag)
+            object.__setattr__(self, "multi", steps[0].vm is not None and steps[0].vm != "1")
 
     @property
     def last(self) -> Step | None:
