@@ -428,6 +428,8 @@ class Document:
             stored = to_dicom(vr, new_value)
         except ValueError_ as exc:
             raise PathError(f"{text}: {exc}") from None
+        if step.vm == "1" and isinstance(stored, list) and len(stored) > 1:
+            raise PathError(f"{text} takes one value, not {len(stored)}")
         new = value_of(vr, stored, multi)
         if elem is not None and new == old:
             return []  # the value is already there

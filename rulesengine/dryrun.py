@@ -54,11 +54,14 @@ def evaluate_file(ruleset: RuleSet, path: str, args, trace: bool = False) -> Dec
 # ---- reports -------------------------------------------------------------------------
 
 
-def _edit_line(edit) -> str:
+def _edit_line(edit, main_file: str) -> str:
     where = f"[{edit.destination}] " if edit.destination else ""
     new = "(deleted)" if edit.new is None else display(edit.new)
     old = "(absent)" if edit.old is None else display(edit.old)
-    return f"{where}{edit.path}: {old} -> {new}   (rule {edit.rule!r}, line {edit.line})"
+    # An edit made by an imported block names that file; the rule's own lines need no file.
+    at = f"line {edit.line}" if edit.span is None or edit.span.file == main_file else \
+        f"{edit.span.file}:{edit.line}"
+    return f"{where}{edit.path}: {old} -> {new}   (rule {edit.rule!r}, {at})"
 
 
 def text_report(path: str, decision: Decision, ruleset: RuleSet, explain: bool) -> str:
@@ -73,7 +76,7 @@ def text_report(path: str, decision: Decision, ruleset: RuleSet, explain: bool) 
         lines.append(f"  not sent to {name}: {why}")
     if decision.edits:
         lines.append("  edits:")
-        lines.extend(f"    {_edit_line(edit)}" for edit in decision.edits)
+        lines.extend(f"    {_edit_line(edit, ruleset.program.main.path)}" for edit in decision.edits)
     for entry in decision.log:
         if entry.rule is not None:
             lines.append(f"  log: {entry.message}   (rule {entry.rule!r}, line {entry.span.line})")
@@ -130,12 +133,12 @@ def cmd_dry_run(args) -> int:
             continue
         if decision.error:
             failures += 1
+        if args.out:  # before the report: a reader that stops early must not lose files
+            write_outputs(args.out, item, decision)
         if args.format == "json":
             print(json.dumps(json_report(item.path, decision, ruleset, args.explain), ensure_ascii=False))
         else:
             print(text_report(item.path, decision, ruleset, args.explain))
-        if args.out:
-            write_outputs(args.out, item, decision)
     return EXIT_FINDINGS if failures else EXIT_OK
 
 

@@ -18,7 +18,8 @@ def operand_values(predicate: Predicate, event: TraceEvent) -> str:
     parts = []
     if predicate.left_text:
         parts.append(f"{predicate.left_text} is {_short(event.left)}")
-    if predicate.right_text and not predicate.right_is_literal and predicate.kind not in ("exists", "missing", "empty"):
+    if predicate.right_text and not predicate.right_is_literal and predicate.kind not in ("exists", "missing", "empty") \
+            and not isinstance(event.right, dict):  # a table speaks for itself by name
         parts.append(f"{predicate.right_text} is {_short(event.right)}")
     return ", ".join(parts)
 

@@ -91,6 +91,7 @@ class Analysis:
         self.tables: dict[int, TableRef] = {}
         self.bindings: dict[int, Binding] = {}
         self._checked_blocks: set[int] = set()
+        self._block_stack: list[n.Block] = []  # blocks being checked, to catch one applying itself
 
     # ---- entry points ----
 
@@ -114,12 +115,17 @@ class Analysis:
                 self.check_actions(item.actions, scope)
             elif isinstance(item, n.Block):
                 self._check_block(module, item)
+            elif isinstance(item, n.Test):
+                self._error("misplaced-test", "tests belong in a file of their own, named like this one with "
+                            "_test before .rules; here they would never run", item.span)
 
     def _check_block(self, module: Module, block: n.Block) -> None:
         if id(block) in self._checked_blocks:
             return
         self._checked_blocks.add(id(block))
+        self._block_stack.append(block)
         self.check_actions(block.actions, Scope(module, context="block"))
+        self._block_stack.pop()
 
     # ---- findings ----
 
@@ -172,7 +178,10 @@ class Analysis:
         self._check_assignment(target, action.value, value_type, action.value.span)
 
     def _action_BlankAction(self, action: n.BlankAction, scope: Scope) -> None:
-        self._target(action.target, scope, "blank")
+        target = self._target(action.target, scope, "blank")
+        if target is not None and target[0] is not None and isinstance(target[0].last.index, int):
+            self._error("bad-target", "blank empties a whole element or sequence, not one value or item",
+                        action.target.span, "to remove one value or item, write delete")
 
     def _action_DeleteAction(self, action: n.DeleteAction, scope: Scope) -> None:
         self._target(action.target, scope, "delete")
@@ -184,7 +193,8 @@ class Analysis:
         if scope.context in ("block", "copy"):
             where = "a block" if scope.context == "block" else "a copy"
             self._error("block-action", f"{word} cannot be used inside {where}: it decides for the whole document",
-                        action.span, "blocks and copies hold edits only (set, blank, delete, if, for each, log)")
+                        action.span, "blocks and copies hold edits only: set, blank, delete, delete private, let, apply, if, "
+                        "for each and log")
             return False
         return True
 
@@ -225,6 +235,11 @@ class Analysis:
             where = f"{module.path}" if action.namespace else "this file"
             self._error("unknown-block", f"no block {action.block!r} in {where}", action.span,
                         _suggest(action.block, module.blocks, "blocks"))
+            return
+        if block in self._block_stack:
+            cycle = " -> ".join(b.name.value for b in self._block_stack[self._block_stack.index(block):])
+            self._error("recursive-block", f"block {block.name.value} applies itself ({cycle} -> "
+                        f"{block.name.value}); it would never end", action.span)
             return
         self.blocks[id(action)] = (module, block)
         self._check_block(module, block)
@@ -329,7 +344,7 @@ class Analysis:
             self._error("bad-target", "a tag mask names many elements: it can only be deleted or blanked", path.span)
             return None
         kind = t.path_type(resolved)
-        if verb == "set" and last.tag is not None and not last.any_depth:
+        if verb == "set" and last.tag is not None and not last.any_depth and scope.context != "test":
             info = lookup_tag(last.tag)
             if info is not None and info.retired:
                 self._warn("retired", f"{info.keyword} {tag_text(info.tag)} is retired from the standard; "

@@ -462,7 +462,7 @@ class _Printer:
     # -- placing lines and comments --
 
     def _separate(self, previous, item) -> None:
-        self._attach_trailing_comment()
+        self._attach_trailing_comment(before=self.src.start(item.span))  # it ends the item above
         together = type(previous) is type(item) and isinstance(item, (n.Import, n.Table))
         if not together and self.lines and self.lines[-1].text:
             self.lines.append(_Line(0, ""))
@@ -484,19 +484,22 @@ class _Printer:
         """Print the comments that come before `limit` in the source."""
         while self.next_comment < len(self.comments) and self.comments[self.next_comment].offset < limit:
             comment = self.comments[self.next_comment]
-            if not (attach and self._attach_trailing_comment()):
+            if not (attach and self._attach_trailing_comment(before=limit)):
                 if blank_ok:
                     self._maybe_blank(comment.line, depth, is_code=False)
                 self.lines.append(_Line(depth, comment.text, is_comment=True))
                 self.next_comment += 1
             self.last_line = comment.line
 
-    def _attach_trailing_comment(self) -> bool:
-        """Put the next comment at the end of the last line if it ended that line in the source."""
+    def _attach_trailing_comment(self, before: int) -> bool:
+        """Put the next comment, if it comes before `before`, at the end of the last line
+        when it ended that line in the source."""
         if self.next_comment >= len(self.comments) or not self.lines:
             return False
         comment, last = self.comments[self.next_comment], self.lines[-1]
-        if not comment.trailing or last.source_line != comment.line or last.comment is not None:
+        if comment.offset >= before or not comment.trailing or last.source_line != comment.line:
+            return False
+        if last.comment is not None:
             return False
         last.comment = comment.text
         self.next_comment += 1

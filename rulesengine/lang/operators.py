@@ -152,13 +152,20 @@ def not_contains(a, b) -> bool:
 
 
 def startswith(a, b) -> bool:
-    a = _unwrap(a)
-    return isinstance(a, str) and b is not None and a.startswith(text(b))
+    """Text starts with; on several values, any of them does (as for contains and matches)."""
+    if a is None or b is None:
+        return False
+    if isinstance(a, (tuple, list)):
+        return any(startswith(v, b) for v in a)
+    return isinstance(a, str) and a.startswith(text(b))
 
 
 def endswith(a, b) -> bool:
-    a = _unwrap(a)
-    return isinstance(a, str) and b is not None and a.endswith(text(b))
+    if a is None or b is None:
+        return False
+    if isinstance(a, (tuple, list)):
+        return any(endswith(v, b) for v in a)
+    return isinstance(a, str) and a.endswith(text(b))
 
 
 def matches(a, pattern: re.Pattern) -> bool:
