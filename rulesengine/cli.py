@@ -9,9 +9,11 @@ import sys
 from typing import Callable, Iterable
 
 from . import __version__
+from .config import ConfigError
 from .diagnostics import Diagnostic, RulesError, SourceCache, render_github, render_json, render_text
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+DICT_LIMIT = 50  # dictionary matches shown for a search by words
 
 
 class UsageError(Exception):
@@ -106,9 +108,12 @@ def cmd_dict(args) -> int:
                            "name": m.name, "vr": m.vr, "vm": m.vm, "retired": m.retired} for m in matches],
                          indent=2))
         return EXIT_OK
-    for m in matches:
+    shown = matches[:DICT_LIMIT]
+    for m in shown:
         retired = "  (retired)" if m.retired else ""
         print(f"({m.tag >> 16:04X},{m.tag & 0xFFFF:04X})  {m.keyword:<40} {m.vr:<8} VM {m.vm:<5} {m.name}{retired}")
+    if len(matches) > len(shown):
+        print(f"... and {len(matches) - len(shown)} more; add words to narrow the search", file=sys.stderr)
     return EXIT_OK
 
 
@@ -149,9 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("old_rules")
     diff.add_argument("new_rules")
     diff.add_argument("inputs", nargs="+", metavar="FILE_OR_FOLDER")
-    diff.add_argument("--calling-aet")
-    diff.add_argument("--called-aet")
-    diff.add_argument("--source")
+    diff.add_argument("--calling-aet", help="the sender's AE title to assume")
+    diff.add_argument("--called-aet", help="the router's AE title to assume")
+    diff.add_argument("--source", help="the listener or watched folder name to assume (Source.Name)")
+    diff.add_argument("--config", help="router configuration: its destinations are known")
     _add_format(diff, ("text", "json"))
     diff.set_defaults(func=lambda a: _lazy("dryrun", "cmd_diff")(a))
 
@@ -192,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except RulesError as exc:
         return report_rules_error(exc)
+    except ConfigError as exc:
+        print(f"dicom-rules: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

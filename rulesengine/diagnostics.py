@@ -134,15 +134,20 @@ def _github_escape(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
+def _github_property(text: str) -> str:
+    """Property values end at ',' and ':' unless escaped."""
+    return _github_escape(text).replace(":", "%3A").replace(",", "%2C")
+
+
 def render_github(diagnostics: Iterable[Diagnostic]) -> str:
     """GitHub Actions workflow commands, one annotation per finding."""
     out = []
     for d in diagnostics:
         props = []
         if d.span:
-            props = [f"file={d.span.file}", f"line={d.span.line}", f"col={d.span.column}",
+            props = [f"file={_github_property(d.span.file)}", f"line={d.span.line}", f"col={d.span.column}",
                      f"endLine={d.span.end_line}", f"endColumn={d.span.end_column}"]
-        props.append(f"title={d.code}")
+        props.append(f"title={_github_property(d.code)}")
         message = d.message + (f" ({d.hint})" if d.hint else "")
         out.append(f"::{d.severity.value} {','.join(props)}::{_github_escape(message)}")
     return "\n".join(out)

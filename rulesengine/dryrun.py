@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from typing import Iterator
 
-from .cli import EXIT_FINDINGS, EXIT_OK, UsageError, load_destinations
+from .cli import EXIT_FINDINGS, EXIT_OK, UsageError, load_destinations, print_diagnostics
 from .document import Arrival, Document, DocumentReadError
 from .explain import explain_lines
 from .lang.api import compile_file
@@ -26,7 +26,17 @@ class Input:
 
 
 def input_files(inputs: list[str]) -> Iterator[Input]:
-    """Files named, and every file under folders named (hidden ones skipped), sorted."""
+    """Files named, and every file under folders named (hidden ones skipped), sorted.
+    Each gets a distinct name for --out: its base name, or its path when two clash."""
+    used: set[str] = set()
+    for found in _walk_inputs(inputs):
+        if found.relative in used:
+            found = Input(found.path, os.path.normpath(found.path).lstrip(os.sep).replace(".." + os.sep, ""))
+        used.add(found.relative)
+        yield found
+
+
+def _walk_inputs(inputs: list[str]) -> Iterator[Input]:
     for item in inputs:
         if os.path.isdir(item):
             for folder, dirs, files in os.walk(item):
@@ -118,7 +128,11 @@ def write_outputs(out_dir: str, item: Input, decision: Decision) -> list[str]:
 def _compile(rules: str, args) -> RuleSet:
     if not os.path.isfile(rules):
         raise UsageError(f"{rules}: no such rule file")
-    return compile_file(rules, load_destinations(args))
+    ruleset = compile_file(rules, load_destinations(args))
+    warnings = [d for d in ruleset.diagnostics if not d.is_error]
+    if warnings and getattr(args, "format", "text") == "text":
+        print_diagnostics(warnings, "text", sys.stderr)
+    return ruleset
 
 
 def cmd_dry_run(args) -> int:
@@ -193,7 +207,6 @@ def cmd_diff(args) -> int:
     new_rules = _compile(args.new_rules, args)
     changed = total = unreadable = 0
     for item in input_files(args.inputs):
-        total += 1
         try:
             old = _fingerprint(evaluate_file(old_rules, item.path, args))
             new = _fingerprint(evaluate_file(new_rules, item.path, args))
@@ -201,6 +214,7 @@ def cmd_diff(args) -> int:
             unreadable += 1
             _report_unreadable(item.path, exc, args.format)
             continue
+        total += 1
         if old == new:
             continue
         changed += 1
@@ -210,7 +224,8 @@ def cmd_diff(args) -> int:
             print(item.path)
             print("\n".join(diff_lines(old, new)))
     if args.format == "text":
-        print(f"{changed} of {total} documents change", file=sys.stderr)
+        unread = f" ({unreadable} could not be read)" if unreadable else ""
+        print(f"{changed} of {total} documents change{unread}", file=sys.stderr)
     if unreadable:
         return 2
     return EXIT_FINDINGS if changed else EXIT_OK

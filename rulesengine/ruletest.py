@@ -378,6 +378,13 @@ def cmd_test(args) -> int:
         if suite.errors:
             print_diagnostics([d for d in suite.diagnostics if d.is_error], "text", sys.stderr)
             broken = True
+            if args.format == "text":
+                continue
+            # Reports for CI show a broken file as a failing entry, not as silence.
+            failures = [Failure(d.span or Span.point(display_path(path), 1, 1), d.message) for d in suite.errors]
+            results_by_file[display_path(path)] = [
+                TestResult(display_path(path), "(the test file and the rules it tests)",
+                           Span.point(display_path(path), 1, 1), failures)]
             continue
         results = run_suite(suite, pattern)
         results_by_file[display_path(path)] = results
@@ -397,7 +404,11 @@ def cmd_test(args) -> int:
                 print(f"{'ok  ' if result.passed else 'FAIL'}  {file}:{result.span.line}: {result.name}")
                 for failure in result.failures:
                     print(f"      {failure.span.file}:{failure.span.line}:{failure.span.column}: {failure.message}")
-        print(f"{len(all_results)} tests, {len(all_results) - len(failed)} passed, {len(failed)} failed")
+        count = len(all_results)
+        print(f"{count} test{'s' * (count != 1)}, {count - len(failed)} passed, {len(failed)} failed")
     if coverage:
         print("\n".join(coverage), file=sys.stderr if args.format != "text" else sys.stdout)
+    if pattern is not None and not all_results:
+        print(f"no test matches --run {args.run!r}", file=sys.stderr)
+        return EXIT_FINDINGS
     return EXIT_FINDINGS if failed or broken else EXIT_OK

@@ -182,6 +182,10 @@ def to_json(value: Any) -> Any:
     """A value for JSON reports."""
     if isinstance(value, (bytes, bytearray)):
         return f"<{len(value)} bytes>"
+    if isinstance(value, (set, frozenset)):  # a literal list compiled to a set
+        return sorted(to_json(v) for v in value)
+    if isinstance(value, dict):  # a table
+        return f"<table of {len(value)} rows>"
     if isinstance(value, (tuple, list)):
         if value and not isinstance(value[0], (str, int, float, bytes)):
             return f"<{len(value)} items>"

@@ -12,8 +12,9 @@ Comments are never lost and never reordered:
 - a comment at the end of a line of code stays at the end of the formatted line
   that ends with that code;
 - a comment inside a statement that spans several source lines (a condition or
-  an expression broken over lines, a header split before its `{`) moves to its
-  own line just before that statement.
+  an expression broken over lines, a header split before its `{`, a `then`
+  split from its only action) moves to its own line just before that statement;
+- a comment between a `}` and the `else` after it ends the branch above.
 
 Blank lines: top-level items are separated by exactly one blank line, except
 that consecutive imports and consecutive tables stay together. Elsewhere, and
@@ -514,9 +515,11 @@ class _Printer:
         if self.src.blank_between(self.last_line, line):
             self.lines.append(_Line(depth, ""))
 
-    def _has_comment_between(self, start: int, end: int) -> bool:
-        i = bisect_right(self.comment_offsets, start)
-        return i < len(self.comment_offsets) and self.comment_offsets[i] < end
+    def _is_empty(self, body, open_: int, close: int) -> bool:
+        """Whether braces hold nothing, not even a comment: they print as `{}`."""
+        i = bisect_right(self.comment_offsets, open_)
+        has_comment = i < len(self.comment_offsets) and self.comment_offsets[i] < close
+        return not body and not has_comment
 
     def _close(self, depth: int, close: int | None) -> None:
         """The `}` at `close`; None for braces the source did not have."""
@@ -559,7 +562,7 @@ class _Printer:
     def _braced(self, depth: int, head: str, start: int, open_: int, close: int | None, body,
                 blank_ok: bool) -> None:
         """`head {` + body + `}`, or `head {}` when there is nothing inside, not even a comment."""
-        if not body and close is not None and not self._has_comment_between(open_, close):
+        if close is not None and self._is_empty(body, open_, close):
             self._code(depth, [head + " {}"], start, close + 1, blank_ok=blank_ok)
             return
         self._code(depth, [head + " {"], start, open_ + 1, blank_ok=blank_ok, opens=True)
@@ -627,7 +630,7 @@ class _Printer:
                 start = segment.start
             first = carried.pop() + " " if carried else lead
             head = carried + self._if_head(depth, first + segment.keyword, segment.condition)
-            if not segment.body and not self._has_comment_between(segment.open, segment.close):
+            if self._is_empty(segment.body, segment.open, segment.close):
                 carried = head[:-1] + [head[-1] + "}"]
                 continue
             carried = []

@@ -87,8 +87,13 @@ class _Loader:
         try:
             return data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            self.diagnostics.append(error("encoding", f"{display_path(path)} is not UTF-8 text "
-                                          f"(byte {exc.start})", span))
+            before = data[:exc.start]
+            line = before.count(b"\n") + 1
+            column = exc.start - (before.rfind(b"\n") + 1) + 1
+            where = Span.point(display_path(path), line, column)
+            self.diagnostics.append(error("encoding", f"{display_path(path)} is not UTF-8 text: byte "
+                                          f"0x{data[exc.start]:02X} cannot be read", where,
+                                          "save the file as UTF-8"))
             return None
 
     def load(self, path: str, text: str | None = None, span: Span | None = None,

@@ -150,6 +150,9 @@ def lookup_name(text: str) -> list[ElementInfo]:
         if info is not None:
             return [info]
     info = lookup_keyword(text.strip())
+    if info is None:
+        folded = {k.lower(): k for k in _all_keywords()}.get(text.strip().lower())
+        info = lookup_keyword(folded) if folded else None
     if info is not None:
         return [info]
     words = text.lower().split()
@@ -157,7 +160,7 @@ def lookup_name(text: str) -> list[ElementInfo]:
         _info(tag, entry) for tag, entry in datadict.DicomDictionary.items()
         if words and all(w in entry[2].lower() for w in words)
     ]
-    return sorted(matches, key=lambda i: i.tag)[:50]
+    return sorted(matches, key=lambda i: i.tag)
 
 
 def private_vr(group: int, creator: str, offset: int) -> str | None:
