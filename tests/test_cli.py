@@ -606,9 +606,9 @@ def test_failing_tests_print_fail_position_and_actual_value(suite):
     assert result.returncode == 1
     assert result.stdout.splitlines() == [
         "FAIL  suite/route_test.rules:6: mr goes to the pacs",
-        "      suite/route_test.rules:8:10: expected a route to PACS; destinations: ARCHIVE; outcome: route",
+        "      suite/route_test.rules:8:3: expected a route to PACS; destinations: ARCHIVE; outcome: route",
         "FAIL  suite/route_test.rules:11: the patient id is kept",
-        '      suite/route_test.rules:13:10: expected DataSet.PatientID == "X2", but DataSet.PatientID is "X1"',
+        '      suite/route_test.rules:13:3: expected DataSet.PatientID == "X2", but DataSet.PatientID is "X1"',
         "3 tests, 1 passed, 2 failed",
     ]
 
@@ -626,7 +626,7 @@ def test_test_json_lists_every_test_with_its_failures(suite):
     results = json.loads(result.stdout)
     assert [(r["name"], r["line"], r["passed"]) for r in results] == [
         ("ct goes to the pacs", 1, True), ("mr goes to the pacs", 6, False), ("the patient id is kept", 11, False)]
-    assert results[2]["failures"] == [{"line": 13, "column": 10,
+    assert results[2]["failures"] == [{"line": 13, "column": 3,
                                        "message": 'expected DataSet.PatientID == "X2", but DataSet.PatientID is "X1"'}]
 
 
@@ -643,7 +643,7 @@ def test_test_junit_is_valid_xml_with_suites_cases_and_failures(suite):
     assert [len(case.findall("failure")) for case in cases] == [0, 1, 1]
     failure = cases[2].find("failure")
     assert failure.get("message") == 'expected DataSet.PatientID == "X2", but DataSet.PatientID is "X1"'
-    assert failure.text.startswith("suite/route_test.rules:13:10: ")
+    assert failure.text.startswith("suite/route_test.rules:13:3: ")
 
 
 def test_coverage_lists_rules_no_test_fired(suite):

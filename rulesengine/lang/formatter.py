@@ -114,6 +114,10 @@ def _quantifier(e: n.Quantifier) -> str:
 
 
 def _not(e: n.Not) -> str:
+    # `not (a == b)` reads better than `not a == b`, which means the same;
+    # `not exists X` and `not any ...` need no parentheses.
+    if isinstance(e.operand, (n.Binary, n.Matches)):
+        return f"not ({expr_text(e.operand)})"
     return "not " + expr_text(e.operand, NOT)
 
 

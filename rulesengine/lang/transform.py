@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from lark import Token, Transformer, Tree, v_args
@@ -359,8 +360,10 @@ class ToNodes(Transformer):
     def assignment(self, meta, children):
         return n.Assignment(self._span(meta), children[0].path, children[1])
 
-    def expect(self, children):
-        return children[0]
+    @v_args(meta=True)
+    def expect(self, meta, children):
+        # The statement's span starts at `expect`, not at what follows it.
+        return dataclasses.replace(children[0], span=self._span(meta))
 
     @v_args(meta=True)
     def route_expectation(self, meta, children):

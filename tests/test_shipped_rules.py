@@ -1,0 +1,32 @@
+"""The rule files the project ships are clean, tested and in the canonical layout."""
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def dicom_rules(*args):
+    return subprocess.run([sys.executable, "-m", "rulesengine", *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_shipped_rules_lint_clean_even_when_strict():
+    result = dicom_rules("lint", "--strict", "rules/")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_shipped_rule_tests_pass():
+    result = dicom_rules("test", "rules/")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert " 0 failed" in result.stdout
+
+
+def test_shipped_rules_are_in_the_canonical_layout():
+    result = dicom_rules("fmt", "--check", "rules/", "examples/")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_generated_profile_is_current():
+    result = subprocess.run([sys.executable, "tools/make_basic_profile.py", "--check"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
