@@ -272,7 +272,12 @@ class Document:
             cached = self._cache.get(path.text, _MISS)  # text: a str keeps its hash
             if cached is not _MISS:
                 return cached
-            value = self._read_uncached(path, None)
+            tag = path.direct_tag
+            if tag is not None:  # most paths: one element of the data set, no walking needed
+                elem = _element(self._root(path.root), tag)
+                value = None if elem is None else value_of(elem.VR, elem.value, path.multi)
+            else:
+                value = self._read_uncached(path, None)
             self._cache[path.text] = value
             return value
         return self._read_uncached(path, base)

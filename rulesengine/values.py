@@ -62,6 +62,12 @@ def read_value(elem, multi: bool = False) -> Any:
 
 def value_of(vr: str, value: Any, multi: bool = False) -> Any:
     """read_value for a VR and a pydicom value (or a value about to be stored)."""
+    if isinstance(value, str):  # most values: text, including UIDs (a str subclass)
+        if not value:
+            return ""
+        if value.__class__ is not str:
+            value = str(value)
+        return (value,) if multi else value
     if vr == "SQ":
         return tuple(value) if value is not None else ()
     if value is None or value == "" or value == b"":

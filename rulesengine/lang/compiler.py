@@ -265,7 +265,10 @@ class CodeGenerator:
             pattern = self.const(self.analysis.regexes[id(expr.regex)])
             return self._record(expr, operator, self.value(expr.subject, scope), pattern, "matches")
         if isinstance(expr, n.Presence):
-            return self._record(expr, f"_{expr.kind}", self.value(expr.target, scope), None, expr.kind)
+            value = self.value(expr.target, scope)
+            if not self.traced and expr.kind != "empty":  # inline: no call for exists and missing
+                return f"({value} is {'not ' if expr.kind == 'exists' else ''}None)"
+            return self._record(expr, f"_{expr.kind}", value, None, expr.kind)
         if isinstance(expr, n.Quantifier):
             return self._quantifier(expr, scope)
         raise AssertionError(f"not a condition: {type(expr).__name__}")  # the checks reject these
@@ -333,8 +336,9 @@ class CodeGenerator:
             self.shared.note_read(path, scope, expr.path.root)
             base = self._base(expr.path, scope)
             call = f"{self.reader}({self._path_const(path)}{base})"
-            if self.cache and not base:
-                return self._cached(path.text, call)
+            if self.cache and not base:  # read_path stores what it reads in the cache itself
+                k = self.const(path.text)
+                return f"({self.cache}[{k}] if {k} in {self.cache} else {call})"
             return call
         if isinstance(expr, n.Variable):
             var = scope.get(expr.name)
