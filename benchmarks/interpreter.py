@@ -30,6 +30,7 @@ from rulesengine.lang.checks import destination_infos
 from rulesengine.lang.functions import FUNCTIONS, Secrets, implementations
 from rulesengine.lang.loader import load_program
 from rulesengine.lang.paths import DOCUMENT_ROOTS, Binding, ResolvedPath, resolve
+from rulesengine.lang.ruleset import loop_reason
 from rulesengine.values import display
 
 _REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
@@ -163,16 +164,7 @@ class ReferenceInterpreter:
         return copy
 
     def _loop_reason(self, name: str, document) -> str | None:
-        if not self.destinations:
-            return None
-        info = self.destinations.get(name)
-        calling = getattr(document.arrival, "calling_aet", None)
-        if info is None or not info.ae_title or not calling:
-            return None
-        if info.ae_title.strip() == str(calling).strip():
-            return (f"it came from {calling}, the AE title of {name}; "
-                    f"write `route back to {name}` to send it back")
-        return None
+        return loop_reason(self.destinations, name, document)
 
     # ---- actions: each returns True when it ended evaluation ----
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import types as t
+from .operators import text
 
 DEFAULT_HASH_KEY = b"rulesengine-development-key"
 DEFAULT_UID_ROOT = "2.25"
@@ -36,14 +37,6 @@ class EvaluationError(Exception):
     """A function or operator that cannot produce a value for these inputs."""
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, (tuple, list)):
-        return "\\".join(_text(v) for v in value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def _each(fn: Callable[[str], str]) -> Callable[[Any], Any]:
     """Apply a text function to a value, or to each of several values."""
     def apply(value):
@@ -52,8 +45,8 @@ def _each(fn: Callable[[str], str]) -> Callable[[Any], Any]:
         if value is None:
             return None
         if isinstance(value, (tuple, list)):
-            return tuple(fn(_text(v)) for v in value)
-        return fn(_text(value))
+            return tuple(fn(text(v)) for v in value)
+        return fn(text(value))
     return apply
 
 
@@ -61,7 +54,7 @@ def fn_replace(value, pattern: re.Pattern, replacement):
     if value is None or replacement is None:
         return None
     try:
-        return _each(lambda s: pattern.sub(_text(replacement), s))(value)
+        return _each(lambda s: pattern.sub(text(replacement), s))(value)
     except re.error as exc:
         raise EvaluationError(f"replace(): bad replacement {replacement!r}: {exc}") from None
 
@@ -81,7 +74,7 @@ def fn_len(value):
         return None
     if isinstance(value, (tuple, list, str, bytes)):
         return len(value)
-    return len(_text(value))
+    return len(text(value))
 
 
 def fn_coalesce(*values):
@@ -96,7 +89,7 @@ def fn_split(value, separator):
         return None
     if separator == "":
         raise EvaluationError("split(): the separator is empty")
-    return tuple(_text(value).split(_text(separator)))
+    return tuple(text(value).split(text(separator)))
 
 
 def fn_join(values, separator):
@@ -104,7 +97,7 @@ def fn_join(values, separator):
         return None
     if not isinstance(values, (tuple, list)):
         values = (values,)
-    return _text(separator).join(_text(v) for v in values if v is not None)
+    return text(separator).join(text(v) for v in values if v is not None)
 
 
 def make_hash(secrets: Secrets) -> Callable[[Any], Any]:
@@ -113,7 +106,7 @@ def make_hash(secrets: Secrets) -> Callable[[Any], Any]:
         Empty stays empty: a constant digest would link unrelated documents."""
         if value is None or value == "":
             return value
-        digest = hmac.new(secrets.hash_key, _text(value).encode("utf-8"), hashlib.sha256).hexdigest()
+        digest = hmac.new(secrets.hash_key, text(value).encode("utf-8"), hashlib.sha256).hexdigest()
         return digest[:16].upper()
     return fn_hash
 
@@ -129,7 +122,7 @@ def make_uid(secrets: Secrets) -> Callable[[Any], Any]:
             return value
         if isinstance(value, (tuple, list)):
             return tuple(fn_uid(v) for v in value)
-        digest = hmac.new(secrets.hash_key, b"uid\0" + _text(value).encode("utf-8"), hashlib.sha256).digest()
+        digest = hmac.new(secrets.hash_key, b"uid\0" + text(value).encode("utf-8"), hashlib.sha256).digest()
         number = str(int.from_bytes(digest[:16], "big"))[:room].lstrip("0") or "0"
         return f"{root}.{number}"
     return fn_uid
@@ -152,8 +145,8 @@ def fn_shift_date(value, days):
     if value is None or days is None:
         return None
     if isinstance(value, (tuple, list)):
-        return tuple(_shift_one(_text(v), int(days)) for v in value)
-    return _shift_one(_text(value), int(days))
+        return tuple(_shift_one(text(v), int(days)) for v in value)
+    return _shift_one(text(value), int(days))
 
 
 def fn_today():
@@ -167,7 +160,7 @@ def fn_now():
 def fn_lookup(table: dict, column: str, key, default=None):
     if key is None:
         return default
-    row = table.get(_text(key))
+    row = table.get(text(key))
     if row is None:
         return default
     return row[column]

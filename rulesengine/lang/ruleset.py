@@ -295,14 +295,19 @@ class RuleSet:
         return None
 
     def loop_reason(self, name: str, document) -> str | None:
-        """Why a destination would send the document back to its sender, if it would."""
-        if not self.destinations:
-            return None
-        info = self.destinations.get(name)
-        calling = getattr(document.arrival, "calling_aet", None)
-        if info is None or not info.ae_title or not calling:
-            return None
-        if info.ae_title.strip() == str(calling).strip():
-            return (f"it came from {calling}, the AE title of {name}; "
-                    f"write `route back to {name}` to send it back")
+        return loop_reason(self.destinations, name, document)
+
+
+def loop_reason(destinations, name: str, document) -> str | None:
+    """Why destination `name` would send the document back to its sender, if it would:
+    its AE title is the calling AE title the document came from."""
+    if not destinations:
         return None
+    info = destinations.get(name)
+    calling = getattr(document.arrival, "calling_aet", None)
+    if info is None or not info.ae_title or not calling:
+        return None
+    if info.ae_title.strip() == str(calling).strip():
+        return (f"it came from {calling}, the AE title of {name}; "
+                f"write `route back to {name}` to send it back")
+    return None
