@@ -87,6 +87,8 @@ rule "everything else to the archive" {
 '''
 
 ROUTER_CONFIG = '''\
+storage: var
+rules: clean.rules
 destinations:
   PACS:
     type: dicom
