@@ -176,6 +176,41 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("-v", "--verbose", action="store_true", help="list passing tests too")
     test.set_defaults(func=lambda a: _lazy("ruletest", "cmd_test")(a))
 
+    run = sub.add_parser("run", help="run the router")
+    run.add_argument("config", help="router configuration (YAML)")
+    run.add_argument("-v", "--verbose", action="count", default=0, help="log more (each delivery, pynetdicom)")
+    run.set_defaults(func=lambda a: _lazy("runtime.commands", "cmd_run")(a))
+
+    check = sub.add_parser("check-config", help="check a router configuration and its rules together")
+    check.add_argument("config")
+    _add_format(check, ("text", "json", "github"))
+    check.set_defaults(func=lambda a: _lazy("runtime.commands", "cmd_check_config")(a))
+
+    schema = sub.add_parser("schema", help="print the JSON Schema of the configuration")
+    schema.set_defaults(func=lambda a: _lazy("runtime.commands", "cmd_schema")(a))
+
+    echo = sub.add_parser("echo", help="C-ECHO a destination of a configuration")
+    echo.add_argument("config")
+    echo.add_argument("destination")
+    echo.set_defaults(func=lambda a: _lazy("runtime.commands", "cmd_echo")(a))
+
+    send = sub.add_parser("send", help="send files or folders to a destination (no rules)")
+    send.add_argument("config")
+    send.add_argument("destination")
+    send.add_argument("files", nargs="+", metavar="FILE_OR_FOLDER")
+    send.set_defaults(func=lambda a: _lazy("runtime.commands", "cmd_send")(a))
+
+    queue = sub.add_parser("queue", help="what is queued, dead or delivered; retry or purge")
+    queue.add_argument("config")
+    queue.add_argument("action", nargs="?", choices=("list", "retry", "purge"), default="list")
+    queue.add_argument("--destination", help="only this destination")
+    queue.add_argument("--state", action="append", choices=("queued", "sending", "delivered", "retrying", "dead"),
+                       help="list or purge: only this state (repeatable); purge defaults to delivered")
+    queue.add_argument("--id", type=int, action="append", help="retry: only this delivery (repeatable)")
+    queue.add_argument("--older-than", type=float, metavar="SECONDS", help="purge: only entries older than this")
+    queue.add_argument("--limit", type=int, default=50, help="list: at most this many items")
+    queue.set_defaults(func=lambda a: _lazy("runtime.commands", "cmd_queue")(a))
+
     dictionary = sub.add_parser("dict", help="look up a data element by keyword, tag or name")
     dictionary.add_argument("name", nargs="+", metavar="NAME_OR_TAG")
     _add_format(dictionary, ("text", "json"))

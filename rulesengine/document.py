@@ -9,8 +9,11 @@ set when it came over the network, and the facts of its arrival.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import shutil
+import struct
 import warnings
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -22,6 +25,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _at_pixel_data, read_partial
 
 from .diagnostics import RulesError
 from .lang import nodes as n
@@ -181,7 +185,7 @@ def _items(elem, step: Step, where: str) -> Iterator[tuple[Dataset, str]]:
 class Document:
     """One DICOM instance and the facts of its arrival."""
 
-    __slots__ = ("dataset", "file_meta", "command_set", "arrival", "filename", "_cache", "_index")
+    __slots__ = ("dataset", "file_meta", "command_set", "arrival", "filename", "tail", "_cache", "_index")
 
     def __init__(self, dataset: Dataset | None = None, file_meta: Dataset | None = None,
                  command_set: Dataset | None = None, arrival: Arrival | None = None,
@@ -193,6 +197,7 @@ class Document:
         self.command_set = command_set if command_set is not None else Dataset()
         self.arrival = arrival or Arrival()
         self.filename = filename
+        self.tail: int | None = None  # read_header: where the pixel data starts in `filename`
         self._cache: dict = {}
         self._index: _DepthIndex | None = None
 
@@ -213,13 +218,40 @@ class Document:
             arrival = Arrival(source_kind="file", source_path=path)
         return cls(ds, getattr(ds, "file_meta", None), None, arrival, path)
 
+    @classmethod
+    def read_header(cls, path: str | os.PathLike, arrival: Arrival | None = None) -> "Document":
+        """Read everything before the pixel data; the pixel data stays in the file and
+        `write` copies it from there, so a 1 GB instance never enters memory."""
+        path = os.fspath(path)
+        try:
+            with open(path, "rb") as fp:
+                ds = read_partial(fp, stop_when=_at_pixel_data)
+                offset = fp.tell()
+                size = os.fstat(fp.fileno()).st_size
+        except InvalidDicomError:
+            raise DocumentReadError(f"{path}: not a DICOM file (no DICM header)") from None
+        except (OSError, ValueError, EOFError, TypeError, KeyError, NotImplementedError) as exc:
+            raise DocumentReadError(f"{path}: cannot read: {exc}") from None
+        if not ds._dict:
+            raise DocumentReadError(f"{path}: no data elements")
+        if offset >= size:
+            _check_complete(ds, path)
+        else:
+            _check_tail(path, ds, offset, size)
+        document = cls(ds, getattr(ds, "file_meta", None), None, arrival or Arrival(source_kind="file",
+                                                                                     source_path=path), path)
+        document.tail = offset if offset < size else None
+        return document
+
     def copy(self) -> "Document":
         """An independent copy. Values are shared until replaced (they are immutable, or
         copied here when they are lists), so pixel data is never copied."""
         file_meta = _copy_dataset(self.file_meta)
         dataset = _copy_dataset(self.dataset)
         dataset.file_meta = file_meta
-        return Document(dataset, file_meta, _copy_dataset(self.command_set), self.arrival, self.filename)
+        copy = Document(dataset, file_meta, _copy_dataset(self.command_set), self.arrival, self.filename)
+        copy.tail = self.tail
+        return copy
 
     def write(self, target) -> None:
         """Write as a DICOM Part 10 file; the file meta is kept consistent with the data set."""
@@ -232,7 +264,15 @@ class Document:
             meta.MediaStorageSOPClassUID = ds.SOPClassUID
         if "TransferSyntaxUID" not in meta:
             meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-        ds.save_as(target, enforce_file_format=True)
+        if self.tail is None:
+            ds.save_as(target, enforce_file_format=True)
+            return
+        # The header as edited, then the pixel data (and what follows it) as received.
+        with open(target, "wb") if isinstance(target, (str, os.PathLike)) else _nullcontext(target) as out:
+            ds.save_as(out, enforce_file_format=True)
+            with open(self.filename, "rb") as source:
+                source.seek(self.tail)
+                shutil.copyfileobj(source, out, 1 << 20)
 
     # ---- the verbs ----
 
@@ -673,6 +713,35 @@ def _copy_dataset(ds: Dataset) -> Dataset:
     object.__setattr__(new, "_dict", elements)
     object.__setattr__(new, "_private_blocks", {})
     return new
+
+
+def _nullcontext(value):
+    return contextlib.nullcontext(value)
+
+
+def _check_tail(path: str, ds: Dataset, offset: int, size: int) -> None:
+    """The pixel data element must fit in the file: a cut-off transfer shows here."""
+    with open(path, "rb") as fp:
+        fp.seek(offset)
+        head = fp.read(12)
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    little = syntax != pydicom.uid.ExplicitVRBigEndian
+    implicit = syntax == pydicom.uid.ImplicitVRLittleEndian
+    order = "<" if little else ">"
+    if len(head) < 8:
+        raise DocumentReadError(f"{path}: the file is truncated in the pixel data element")
+    if implicit:
+        length, header = struct.unpack(order + "L", head[4:8])[0], 8
+    elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"):
+        if len(head) < 12:
+            raise DocumentReadError(f"{path}: the file is truncated in the pixel data element")
+        length, header = struct.unpack(order + "L", head[8:12])[0], 12
+    else:
+        length, header = struct.unpack(order + "H", head[6:8])[0], 8
+    if length != 0xFFFFFFFF and offset + header + length > size:
+        raise DocumentReadError(f"{path}: the file is truncated: the pixel data declares {length} bytes, "
+                                f"{size - offset - header} remain")
 
 
 def _check_complete(ds: Dataset, path: str) -> None:

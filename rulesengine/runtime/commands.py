@@ -1,0 +1,239 @@
+"""The router's commands: run, check-config, schema, echo, send, queue."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from ..cli import EXIT_FINDINGS, EXIT_OK, UsageError, print_diagnostics
+from ..config import ConfigError, load_config, schema_text
+from ..diagnostics import Diagnostic, error
+from ..document import Document, DocumentReadError
+from ..lang.api import check_file
+from .destinations import ItemError, LinkError, check_naming, sender_for
+from .journal import DEAD, DELIVERED, DELIVERY_STATES, Delivery
+from .listener import AssociationFileError, read_association_file
+from .storage import Storage
+
+
+def setup_logging(level: str, verbose: int = 0, log_file: str | None = None) -> None:
+    chosen = logging.DEBUG if verbose else getattr(logging, level.upper(), logging.INFO)
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    logging.basicConfig(level=chosen, handlers=handlers, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+# ---- run ----------------------------------------------------------------------------------
+
+
+def cmd_run(args) -> int:
+    from .service import Router
+    config = load_config(args.config)
+    setup_logging(config.log_level, args.verbose, config.log_file)
+    log = logging.getLogger("rulesengine.router")
+    router = Router(config)
+    stopping = threading.Event()
+
+    def on_signal(number, _frame):
+        log.info("%s received: stopping after the work in flight", signal.Signals(number).name)
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        router.start()
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        router.stop()
+        return EXIT_FINDINGS
+    log.info("router running (storage %s); stop with Ctrl-C or SIGTERM", config.storage)
+    while not stopping.wait(1.0):
+        pass
+    router.stop()
+    return EXIT_OK
+
+
+# ---- check-config and schema -----------------------------------------------------------------
+
+
+def config_findings(path: str) -> list[Diagnostic]:
+    """The configuration and its rules, checked together."""
+    try:
+        config = load_config(path, secrets=False)
+    except ConfigError as exc:
+        return [error("config", problem) for problem in exc.problems]
+    findings = check_file(config.rules, config.destination_infos()) if os.path.isfile(config.rules) else [
+        error("config", f"{path}: rules: no such file {config.rules}")]
+    for name, destination in config.destinations.items():
+        if destination.type == "folder":
+            findings += [error("config", f"{path}: destinations.{name}.naming: {p}") for p in
+                         check_naming(destination.naming)]
+    for listener in config.listeners:
+        if listener.association_file:
+            try:
+                read_association_file(listener.association_file)
+            except AssociationFileError as exc:
+                findings.append(error("config", f"listeners {listener.name}: {exc}"))
+        for tls in [listener.tls] if listener.tls else []:
+            findings += _missing_files(path, f"listeners {listener.name}.tls", tls)
+    for name, destination in config.destinations.items():
+        if getattr(destination, "tls", None):
+            findings += _missing_files(path, f"destinations.{name}.tls", destination.tls)
+    return findings
+
+
+def _missing_files(path: str, where: str, tls) -> list[Diagnostic]:
+    return [error("config", f"{path}: {where}: no such file {f}")
+            for f in (tls.certificate, tls.private_key, tls.ca_certificates) if f and not os.path.isfile(f)]
+
+
+def cmd_check_config(args) -> int:
+    findings = config_findings(args.config)
+    print_diagnostics(findings, args.format)
+    errors = sum(d.is_error for d in findings)
+    if args.format == "text":
+        print(f"{errors} error{'s' * (errors != 1)}, {len(findings) - errors} warning"
+              f"{'s' * (len(findings) - errors != 1)}", file=sys.stderr)
+    return EXIT_FINDINGS if errors else EXIT_OK
+
+
+def cmd_schema(args) -> int:
+    sys.stdout.write(schema_text())
+    return EXIT_OK
+
+
+# ---- echo and send ------------------------------------------------------------------------------
+
+
+def _destination(config, name: str):
+    destination = config.destinations.get(name)
+    if destination is None:
+        known = ", ".join(sorted(config.destinations)) or "none"
+        raise UsageError(f"no destination {name!r} in {config.path} (destinations: {known})")
+    return destination
+
+
+def cmd_echo(args) -> int:
+    config = load_config(args.config, secrets=False)
+    destination = _destination(config, args.destination)
+    if destination.type == "folder":
+        ok = os.path.isdir(destination.path) and os.access(destination.path, os.W_OK)
+        print(f"{destination.name}: folder {destination.path} {'is writable' if ok else 'is not writable'}")
+        return EXIT_OK if ok else EXIT_FINDINGS
+    try:
+        status = sender_for(destination).echo()
+    except LinkError as exc:
+        print(f"{destination.name}: {exc}", file=sys.stderr)
+        return EXIT_FINDINGS
+    print(f"{destination.name} ({destination.ae_title}@{destination.host}:{destination.port}): C-ECHO {status}")
+    return EXIT_OK
+
+
+def _files(inputs: list[str]) -> list[str]:
+    found = []
+    for item in inputs:
+        if os.path.isdir(item):
+            for folder, dirs, names in os.walk(item):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                found += [os.path.join(folder, n) for n in sorted(names) if not n.startswith(".")]
+        elif os.path.isfile(item):
+            found.append(item)
+        else:
+            raise UsageError(f"{item}: no such file or folder")
+    return found
+
+
+def _progress(done: int, total: int, failed: int) -> None:
+    if not sys.stderr.isatty():
+        return
+    width = 30
+    filled = width * done // max(total, 1)
+    sys.stderr.write(f"\r[{'#' * filled}{' ' * (width - filled)}] {done}/{total}"
+                     + (f", {failed} failed" if failed else ""))
+    sys.stderr.flush()
+
+
+def cmd_send(args) -> int:
+    from .service import configure_pynetdicom
+    configure_pynetdicom()
+    config = load_config(args.config, secrets=False)
+    destination = _destination(config, args.destination)
+    files = _files(args.files)
+    sender = sender_for(destination)
+    sent = failed = 0
+    started = time.time()
+    try:
+        for number, path in enumerate(files, 1):
+            try:
+                document = Document.read_header(path)
+            except DocumentReadError as exc:
+                failed += 1
+                print(f"\n{exc}" if sys.stderr.isatty() else str(exc), file=sys.stderr)
+                continue
+            item = Delivery(number, 0, destination.name, path, document.get("DataSet.SOPClassUID"),
+                            document.get("DataSet.SOPInstanceUID"), document.get("FileMeta.TransferSyntaxUID"),
+                            "sending", 0, 0, None)
+            try:
+                sender.open([item])
+                sender.send(item)
+                sent += 1
+            except (LinkError, ItemError) as exc:
+                failed += 1
+                print(f"\n{path}: {exc}" if sys.stderr.isatty() else f"{path}: {exc}", file=sys.stderr)
+                if isinstance(exc, LinkError):
+                    sender.close()
+            _progress(number, len(files), failed)
+    finally:
+        sender.close()
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    seconds = time.time() - started
+    print(f"{sent} sent, {failed} failed to {destination.name} in {seconds:.1f} s")
+    return EXIT_FINDINGS if failed else EXIT_OK
+
+
+# ---- queue ---------------------------------------------------------------------------------------
+
+
+def cmd_queue(args) -> int:
+    config = load_config(args.config, secrets=False)
+    storage = Storage(config.storage)
+    journal = storage.journal()
+    if args.action == "retry":
+        count = journal.retry_dead(args.destination, args.id or ())
+        print(f"{count} dead deliver{'y' if count == 1 else 'ies'} queued again")
+        return EXIT_OK
+    if args.action == "purge":
+        states = tuple(args.state or (DELIVERED,))
+        older = time.time() - args.older_than if args.older_than is not None else None
+        paths = journal.purge(states, older)
+        for path in paths:
+            if not journal.path_in_use(path):
+                storage.remove(path)
+        print(f"purged {', '.join(states)} deliveries ({len(paths)} file(s) released)")
+        return EXIT_OK
+    counts = journal.counts()
+    if not counts:
+        print("no deliveries")
+        return EXIT_OK
+    print(f"{'destination':<20}" + "".join(f"{state:>11}" for state in DELIVERY_STATES))
+    for name in sorted(counts):
+        print(f"{name:<20}" + "".join(f"{counts[name].get(state, 0):>11}" for state in DELIVERY_STATES))
+    states = tuple(args.state or ("queued", "sending", "retrying", DEAD))
+    rows = journal.deliveries(states, args.destination, args.limit)
+    if rows:
+        print()
+        for row in rows:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["updated_at"]))
+            error_text = f"  {row['last_error']}" if row["last_error"] else ""
+            print(f"#{row['id']:<6} {row['destination']:<14} {row['state']:<9} attempts {row['attempts']:<3} "
+                  f"{when}  {row['sop_instance_uid'] or '?'}{error_text}")
+    return EXIT_OK

@@ -1,0 +1,154 @@
+"""Delivery workers: each destination's queue, sent in order, retried with backoff.
+
+A worker claims the next due deliveries of its destination from the journal,
+sends them over one association, and records each attempt. When the
+destination cannot be reached, the failed item waits its backoff and the
+whole queue of that destination waits with it, so instances keep their order.
+When the destination refuses one instance, that instance alone is retried
+later and the queue goes on. After max_attempts an item is dead: kept, with
+its last error, until `dicom-rules queue retry`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from .destinations import ItemError, LinkError, sender_for
+from .journal import DEAD, Journal
+from .storage import Storage
+
+log = logging.getLogger("rulesengine.delivery")
+
+IDLE_WAIT = 1.0  # seconds a worker sleeps when nothing is due (a notification wakes it sooner)
+
+
+class DestinationWorker(threading.Thread):
+    def __init__(self, destination, journal: Journal, storage: Storage, wake: threading.Event, index: int = 0):
+        super().__init__(name=f"deliver-{destination.name}-{index}", daemon=True)
+        self.destination = destination
+        self.journal = journal
+        self.storage = storage
+        self.wake = wake
+        self.stopping = threading.Event()
+        self.sender = sender_for(destination)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                batch = self.journal.claim(self.destination.name, self._batch_size())
+                if not batch:
+                    self.sender.close()  # nothing to send: do not keep the association idle
+                    self._sleep()
+                    continue
+                self._send(batch)
+        except Exception:  # noqa: BLE001 - a worker must not die silently
+            log.exception("delivery worker for %s stopped on an unexpected error", self.destination.name)
+        finally:
+            self.sender.close()
+
+    def _batch_size(self) -> int:
+        return max(1, min(getattr(self.destination, "batch", 16), 64))
+
+    def _sleep(self) -> None:
+        due = self.journal.next_due(self.destination.name)
+        wait = IDLE_WAIT if due is None else max(0.0, min(IDLE_WAIT, due - time.time()))
+        if wait > 0:
+            self.wake.wait(wait)
+            self.wake.clear()
+
+    def _send(self, batch) -> None:
+        retry = self.destination.retry
+        try:
+            self.sender.open(batch)
+        except LinkError as exc:
+            self._unreachable(batch[0], batch[1:], time.time(), str(exc))
+            return
+        for position, item in enumerate(batch):
+            started = time.time()
+            if self.stopping.is_set():
+                self.journal.release(batch[position:])
+                return
+            try:
+                detail = self.sender.send(item)
+            except LinkError as exc:
+                self.sender.close()
+                self._unreachable(item, batch[position + 1:], started, str(exc))
+                return
+            except ItemError as exc:
+                attempts = item.attempts + 1
+                retry_at = None if attempts >= retry.max_attempts else time.time() + retry.wait(attempts)
+                state = self.journal.failed(item, started, str(exc), retry_at)
+                log.warning("delivery %s of %s to %s failed (attempt %d): %s%s", item.id, item.sop_instance_uid,
+                            self.destination.name, attempts, exc, "; dead" if state == DEAD else "")
+                continue
+            self.journal.delivered(item, started, detail)
+            log.debug("delivered %s to %s (%s)", item.sop_instance_uid, self.destination.name, detail)
+            self._release_file(item.path)
+
+    def _unreachable(self, item, rest, started: float, error: str) -> None:
+        """The destination is down: this item counts an attempt; the queue waits its backoff."""
+        retry = self.destination.retry
+        attempts = item.attempts + 1
+        retry_at = None if attempts >= retry.max_attempts else time.time() + retry.wait(attempts)
+        self.journal.failed(item, started, error, retry_at)
+        self.journal.release(rest)
+        if retry_at is not None:
+            self.journal.postpone(self.destination.name, retry_at)
+        log.warning("%s unreachable (attempt %d of delivery %s): %s; next try in %.0f s",
+                    self.destination.name, attempts, item.id, error, (retry_at or time.time()) - time.time())
+
+    def _release_file(self, path: str | None) -> None:
+        if path and not self.journal.path_in_use(path):
+            self.storage.remove(path)
+
+
+class DeliveryManager:
+    """The workers of every destination; destinations can change while running."""
+
+    def __init__(self, journal: Journal, storage: Storage):
+        self.journal = journal
+        self.storage = storage
+        self._workers: dict[str, list[DestinationWorker]] = {}
+        self._wakes: dict[str, threading.Event] = {}
+        self._destinations: dict = {}
+        self._lock = threading.Lock()
+
+    def apply(self, destinations: dict) -> None:
+        """Start workers for new or changed destinations; stop those of removed or changed ones."""
+        with self._lock:
+            for name in list(self._workers):
+                if name not in destinations or destinations[name] != self._destinations.get(name):
+                    for worker in self._workers.pop(name):
+                        worker.stop()
+            for name, destination in destinations.items():
+                if name in self._workers:
+                    continue
+                wake = self._wakes.setdefault(name, threading.Event())
+                count = getattr(destination, "max_associations", 1)
+                workers = [DestinationWorker(destination, self.journal, self.storage, wake, i) for i in range(count)]
+                for worker in workers:
+                    worker.start()
+                self._workers[name] = workers
+            self._destinations = dict(destinations)
+
+    def notify(self, names) -> None:
+        for name in names:
+            wake = self._wakes.get(name)
+            if wake is not None:
+                wake.set()
+
+    def stop(self, timeout: float = 30) -> None:
+        with self._lock:
+            workers = [w for group in self._workers.values() for w in group]
+            self._workers.clear()
+        for worker in workers:
+            worker.stop()
+        deadline = time.time() + timeout
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.time()))

@@ -1,0 +1,266 @@
+"""Senders: how one delivery reaches a DICOM SCP (C-STORE) or a folder.
+
+A sender raises LinkError when the destination cannot be reached at all (the
+whole queue of that destination waits and keeps its order), and ItemError when
+the destination refuses this one instance (it is retried on its own).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import socket
+import ssl
+import string
+
+import pydicom
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
+from pynetdicom import AE, evt
+from pynetdicom.presentation import build_context
+
+from ..config import DicomDestination, FolderDestination, TLS
+from ..lang.paths import lookup_keyword
+from .journal import Delivery
+from .storage import fsync_dir, fsync_file
+
+log = logging.getLogger("rulesengine.delivery")
+
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
+MAX_CONTEXTS = 128
+
+
+class LinkError(Exception):
+    """The destination cannot be reached: association refused, aborted, timed out."""
+
+
+class ItemError(Exception):
+    """The destination refused this instance (a failure status, no acceptable transfer syntax)."""
+
+
+def set_nodelay(event) -> None:
+    """pynetdicom leaves Nagle's algorithm on: each small PDU would then wait for the
+    peer's delayed ACK (tens of milliseconds per instance). Handler of EVT_CONN_OPEN."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+
+def client_tls_context(tls: TLS) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_certificates)
+    context.check_hostname = False
+    context.load_cert_chain(tls.certificate, tls.private_key)
+    return context
+
+
+class DicomSender:
+    """C-STORE over an association kept open for a batch of instances."""
+
+    def __init__(self, destination: DicomDestination):
+        self.destination = destination
+        self.ae = AE(ae_title=destination.calling_ae_title)
+        self.ae.maximum_pdu_size = destination.max_pdu
+        self.ae.acse_timeout = destination.timeouts.acse
+        self.ae.dimse_timeout = destination.timeouts.dimse
+        self.ae.network_timeout = destination.timeouts.network
+        self.ae.connection_timeout = destination.timeouts.connect
+        self.assoc = None
+        self.sent = 0
+        self._converted: list[str] = []
+
+    # ---- association ----
+
+    def _contexts(self, items: list[Delivery]):
+        contexts = []
+        seen = set()
+        for item in items:
+            for syntaxes in ([item.transfer_syntax] if item.transfer_syntax not in UNCOMPRESSED else [],
+                             [ExplicitVRLittleEndian, ImplicitVRLittleEndian]):
+                key = (item.sop_class_uid, tuple(syntaxes))
+                if syntaxes and key not in seen and len(contexts) < MAX_CONTEXTS:
+                    seen.add(key)
+                    contexts.append(build_context(item.sop_class_uid, syntaxes))
+        return contexts
+
+    def _covers(self, items: list[Delivery]) -> bool:
+        accepted = {cx.abstract_syntax for cx in self.assoc.accepted_contexts}
+        return all(item.sop_class_uid in accepted for item in items)
+
+    def open(self, items: list[Delivery]) -> None:
+        """An association that can carry these items: the one open, or a new one."""
+        if self.assoc is not None and self.assoc.is_established and self.sent < self.destination.batch \
+                and self._covers(items):
+            return
+        self.close()
+        destination = self.destination
+        kwargs = {"ae_title": destination.ae_title, "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay)],
+                  "max_pdu": destination.max_pdu}
+        if destination.tls is not None:
+            kwargs["tls_args"] = (client_tls_context(destination.tls), None)
+        assoc = self.ae.associate(destination.host, destination.port, self._contexts(items), **kwargs)
+        if not assoc.is_established:
+            why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "could not connect"
+            raise LinkError(f"association with {destination.ae_title}@{destination.host}:{destination.port} {why}")
+        self.assoc, self.sent = assoc, 0
+
+    def close(self) -> None:
+        if self.assoc is not None:
+            try:
+                if self.assoc.is_established:
+                    self.assoc.release()
+            finally:
+                self.assoc = None
+        for path in self._converted:
+            _remove(path)
+        self._converted = []
+
+    # ---- sending ----
+
+    def _accepted(self, sop_class: str, syntax: str) -> bool:
+        return any(cx.abstract_syntax == sop_class and syntax in cx.transfer_syntax
+                   for cx in self.assoc.accepted_contexts)
+
+    def _path_for(self, item: Delivery) -> str:
+        """The file to send: as stored, or converted to an uncompressed syntax the peer accepts."""
+        if self._accepted(item.sop_class_uid, item.transfer_syntax):
+            return item.path
+        if item.transfer_syntax in UNCOMPRESSED or item.transfer_syntax == DeflatedExplicitVRLittleEndian:
+            for target in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
+                if self._accepted(item.sop_class_uid, target):
+                    return self._convert(item.path, target)
+        offered = sorted({ts for cx in self.assoc.accepted_contexts if cx.abstract_syntax == item.sop_class_uid
+                          for ts in cx.transfer_syntax})
+        raise ItemError(f"{self.destination.name} accepts {item.sop_class_uid} only as "
+                        f"{', '.join(offered) or 'nothing'}; the instance is {item.transfer_syntax}, "
+                        "which cannot be converted without decompressing")
+
+    def _convert(self, path: str, syntax: UID) -> str:
+        ds = pydicom.dcmread(path)
+        target = path + f".{syntax}.dcm"
+        ds.save_as(target, implicit_vr=syntax == ImplicitVRLittleEndian, little_endian=True,
+                   enforce_file_format=True)
+        self._converted.append(target)
+        return target
+
+    def send(self, item: Delivery) -> str:
+        """C-STORE one instance; returns the status as text. Raises LinkError or ItemError."""
+        if self.assoc is None or not self.assoc.is_established:
+            raise LinkError(f"the association with {self.destination.name} was lost")
+        path = self._path_for(item)
+        try:
+            status = self.assoc.send_c_store(path)
+        except (OSError, RuntimeError) as exc:
+            raise LinkError(f"sending to {self.destination.name} failed: {exc}") from None
+        except (ValueError, AttributeError) as exc:
+            raise ItemError(f"cannot send {item.path}: {exc}") from None
+        self.sent += 1
+        if not status or "Status" not in status:
+            raise LinkError(f"{self.destination.name} did not answer (association "
+                            f"{'aborted' if self.assoc.is_aborted else 'lost'})")
+        code = int(status.Status)
+        comment = status.get("ErrorComment")
+        if code == 0 or code in (0x0001, 0x0107, 0x0116) or 0xB000 <= code <= 0xBFFF:
+            return f"0x{code:04X}" + (f" {comment}" if comment else "")
+        raise ItemError(f"{self.destination.name} answered 0x{code:04X}" + (f": {comment}" if comment else ""))
+
+    def echo(self) -> str:
+        """C-ECHO: None when the destination answers, otherwise why not."""
+        destination = self.destination
+        kwargs = {"ae_title": destination.ae_title, "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay)]}
+        if destination.tls is not None:
+            kwargs["tls_args"] = (client_tls_context(destination.tls), None)
+        assoc = self.ae.associate(destination.host, destination.port,
+                                  [build_context("1.2.840.10008.1.1")], **kwargs)
+        if not assoc.is_established:
+            raise LinkError(f"association with {destination.ae_title}@{destination.host}:{destination.port} "
+                            f"{'rejected' if assoc.is_rejected else 'failed'}")
+        try:
+            status = assoc.send_c_echo()
+        finally:
+            assoc.release()
+        if not status or "Status" not in status:
+            raise LinkError("no answer to C-ECHO")
+        return f"0x{int(status.Status):04X}"
+
+
+# ---- folders -----------------------------------------------------------------------------
+
+_ILLEGAL = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
+
+
+def naming_fields(template: str) -> list[str]:
+    return [field for _, field, _, _ in string.Formatter().parse(template) if field]
+
+
+def check_naming(template: str) -> list[str]:
+    """Problems with a naming template: unknown keywords."""
+    return [f"{{{field}}} is not a DICOM keyword" for field in naming_fields(template)
+            if lookup_keyword(field) is None]
+
+
+def _safe_value(value) -> str:
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        value = "_".join(str(v) for v in value)
+    text = _ILLEGAL.sub("_", str(value)).strip().strip(".")
+    return text[:100] or "UNKNOWN"
+
+
+def render_name(template: str, dataset) -> str:
+    """A relative path from a naming template; values can never escape the folder."""
+    values = {}
+    for field in naming_fields(template):
+        value = dataset.get(field) if lookup_keyword(field) else None
+        values[field] = _safe_value(value) if value not in (None, "") else "UNKNOWN"
+    rendered = template.format(**values)
+    parts = [p for p in rendered.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    return os.path.join(*[_ILLEGAL.sub("_", p).lstrip(".") or "_" for p in parts]) if parts else "UNKNOWN.dcm"
+
+
+class FolderSender:
+    """Writes each instance as a file: a temporary name first, then a rename."""
+
+    def __init__(self, destination: FolderDestination):
+        self.destination = destination
+
+    def open(self, items) -> None:
+        os.makedirs(self.destination.path, exist_ok=True)
+
+    def close(self) -> None:
+        pass
+
+    def send(self, item: Delivery) -> str:
+        try:
+            header = pydicom.dcmread(item.path, stop_before_pixels=True)
+            relative = render_name(self.destination.naming, header)
+            target = os.path.join(self.destination.path, relative)
+            folder = os.path.dirname(target)
+            os.makedirs(folder, exist_ok=True)
+            temp = os.path.join(folder, f".{os.path.basename(target)}.{os.getpid()}.tmp")
+            shutil.copyfile(item.path, temp)
+            fsync_file(temp)
+            os.replace(temp, target)
+            fsync_dir(folder)
+        except OSError as exc:
+            raise ItemError(f"cannot write to {self.destination.path}: {exc.strerror or exc}") from None
+        return target
+
+
+def sender_for(destination) -> DicomSender | FolderSender:
+    return DicomSender(destination) if destination.type == "dicom" else FolderSender(destination)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,356 @@
+"""The journal: every instance received, every decision, every delivery attempt.
+
+SQLite in WAL mode, one file under the storage folder. Several threads (and
+processes) use it at once, each through its own connection. A received
+instance is committed with synchronous=FULL before the sender is answered; the
+delivery states are committed with synchronous=NORMAL (a power cut may forget
+that something was delivered, which means a duplicate delivery, never a loss).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+# Delivery states
+QUEUED, SENDING, DELIVERED, RETRYING, DEAD = "queued", "sending", "delivered", "retrying", "dead"
+DELIVERY_STATES = (QUEUED, SENDING, DELIVERED, RETRYING, DEAD)
+# Instance states
+ACCEPTED, PROCESSED, DONE = "accepted", "processed", "done"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    id INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    source_kind TEXT, source_name TEXT,
+    calling_aet TEXT, called_aet TEXT, peer TEXT,
+    sop_class_uid TEXT, sop_instance_uid TEXT,
+    path TEXT,
+    state TEXT NOT NULL,
+    ruleset_version TEXT,
+    outcome TEXT, reason TEXT,
+    rules_fired TEXT,
+    destinations TEXT,
+    processed_at REAL
+);
+CREATE INDEX IF NOT EXISTS instances_state ON instances(state);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY,
+    instance_id INTEGER NOT NULL REFERENCES instances(id),
+    destination TEXT NOT NULL,
+    path TEXT,
+    sop_class_uid TEXT, sop_instance_uid TEXT, transfer_syntax TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    delivered_at REAL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(destination, state, next_attempt_at, id);
+CREATE INDEX IF NOT EXISTS deliveries_path ON deliveries(path);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    delivery_id INTEGER NOT NULL REFERENCES deliveries(id),
+    started_at REAL NOT NULL,
+    finished_at REAL NOT NULL,
+    ok INTEGER NOT NULL,
+    detail TEXT
+);
+CREATE TABLE IF NOT EXISTS rulesets (
+    version TEXT PRIMARY KEY,
+    loaded_at REAL NOT NULL,
+    files TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    instance_id: int
+    destination: str
+    path: str | None
+    sop_class_uid: str | None
+    sop_instance_uid: str | None
+    transfer_syntax: str | None
+    state: str
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+
+
+_DELIVERY_COLUMNS = ("id, instance_id, destination, path, sop_class_uid, sop_instance_uid, transfer_syntax, "
+                     "state, attempts, next_attempt_at, last_error")
+
+
+@dataclass(frozen=True)
+class Received:
+    """What is known of an instance when it is accepted."""
+
+    source_kind: str
+    source_name: str | None
+    calling_aet: str | None = None
+    called_aet: str | None = None
+    peer: str | None = None
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the rules decided, as the journal records it."""
+
+    ruleset_version: str
+    outcome: str
+    reason: str | None
+    rules_fired: tuple[str, ...]
+    destinations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class NewDelivery:
+    destination: str
+    path: str
+    sop_class_uid: str | None
+    sop_instance_uid: str | None
+    transfer_syntax: str | None
+
+
+class Journal:
+    """One per process; each thread gets its own SQLite connection."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._local = threading.local()
+        self._connection().executescript(_SCHEMA)
+
+    def _connection(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.row_factory = sqlite3.Row
+            self._local.db = db
+        return db
+
+    class _Tx:
+        def __init__(self, db: sqlite3.Connection, durable: bool):
+            self.db, self.durable = db, durable
+
+        def __enter__(self) -> sqlite3.Connection:
+            if self.durable:
+                self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, kind, value, tb) -> None:
+            try:
+                self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+            finally:
+                if self.durable:
+                    self.db.execute("PRAGMA synchronous=NORMAL")
+
+    def _transaction(self, durable: bool = False) -> "_Tx":
+        """BEGIN IMMEDIATE ... COMMIT; `durable` commits with an fsync of the WAL."""
+        return Journal._Tx(self._connection(), durable)
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # ---- instances -------------------------------------------------------------------
+
+    def record(self, received: Received, path: str | None, outcome: Outcome, state: str) -> int:
+        """An instance and its decision, committed durably: after this, the sender may be answered."""
+        now = time.time()
+        with self._transaction(durable=True) as db:
+            cursor = db.execute(
+                "INSERT INTO instances (received_at, source_kind, source_name, calling_aet, called_aet, peer, "
+                "sop_class_uid, sop_instance_uid, path, state, ruleset_version, outcome, reason, rules_fired, "
+                "destinations, processed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (now, received.source_kind, received.source_name, received.calling_aet, received.called_aet,
+                 received.peer, received.sop_class_uid, received.sop_instance_uid, path, state,
+                 outcome.ruleset_version, outcome.outcome, outcome.reason, json.dumps(outcome.rules_fired),
+                 json.dumps(outcome.destinations), now if state != ACCEPTED else None))
+            return int(cursor.lastrowid)
+
+    def add_deliveries(self, instance_id: int, deliveries: Iterable[NewDelivery], outcome: Outcome | None = None,
+                       state: str = QUEUED) -> list[int]:
+        """Queue an accepted instance's deliveries and mark it processed, in one transaction."""
+        now = time.time()
+        ids = []
+        with self._transaction() as db:
+            for item in deliveries:
+                cursor = db.execute(
+                    "INSERT INTO deliveries (instance_id, destination, path, sop_class_uid, sop_instance_uid, "
+                    "transfer_syntax, state, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (instance_id, item.destination, item.path, item.sop_class_uid, item.sop_instance_uid,
+                     item.transfer_syntax, state, now, now))
+                ids.append(int(cursor.lastrowid))
+            if outcome is not None:
+                db.execute("UPDATE instances SET state=?, processed_at=?, ruleset_version=?, outcome=?, reason=?, "
+                           "rules_fired=?, destinations=? WHERE id=?",
+                           (PROCESSED, now, outcome.ruleset_version, outcome.outcome, outcome.reason,
+                            json.dumps(outcome.rules_fired), json.dumps(outcome.destinations), instance_id))
+            else:
+                db.execute("UPDATE instances SET state=?, processed_at=? WHERE id=?", (PROCESSED, now, instance_id))
+        return ids
+
+    def accepted_instances(self) -> list[sqlite3.Row]:
+        """Instances answered but not yet processed: what a restart must finish."""
+        return self._connection().execute(
+            "SELECT * FROM instances WHERE state=? ORDER BY id", (ACCEPTED,)).fetchall()
+
+    def instance(self, instance_id: int) -> sqlite3.Row | None:
+        return self._connection().execute("SELECT * FROM instances WHERE id=?", (instance_id,)).fetchone()
+
+    def record_ruleset(self, version: str, files: list[str]) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO rulesets (version, loaded_at, files) VALUES (?,?,?)",
+                       (version, time.time(), json.dumps(files)))
+
+    # ---- deliveries ------------------------------------------------------------------
+
+    def requeue_interrupted(self) -> int:
+        """On start: what was being sent when the router stopped is sent again."""
+        with self._transaction() as db:
+            return db.execute("UPDATE deliveries SET state=?, updated_at=? WHERE state=?",
+                              (QUEUED, time.time(), SENDING)).rowcount
+
+    def claim(self, destination: str, limit: int, now: float | None = None) -> list[Delivery]:
+        """The next due deliveries of a destination, in order, marked sending."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            rows = db.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE destination=? AND state IN (?, ?) "
+                "AND next_attempt_at <= ? ORDER BY id LIMIT ?",
+                (destination, QUEUED, RETRYING, now, limit)).fetchall()
+            if rows:
+                db.executemany("UPDATE deliveries SET state=?, updated_at=? WHERE id=?",
+                               [(SENDING, now, row["id"]) for row in rows])
+        return [Delivery(*tuple(row)[:7], SENDING, *tuple(row)[8:]) for row in rows]
+
+    def delivery(self, delivery_id: int) -> Delivery | None:
+        row = self._connection().execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id=?",
+                                         (delivery_id,)).fetchone()
+        return Delivery(*tuple(row)) if row else None
+
+    def next_due(self, destination: str) -> float | None:
+        row = self._connection().execute(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination=? AND state IN (?, ?)",
+            (destination, QUEUED, RETRYING)).fetchone()
+        return row[0]
+
+    def delivered(self, delivery: Delivery, started: float, detail: str | None = None) -> None:
+        now = time.time()
+        with self._transaction() as db:
+            db.execute("UPDATE deliveries SET state=?, attempts=attempts+1, updated_at=?, delivered_at=?, "
+                       "last_error=NULL WHERE id=?", (DELIVERED, now, now, delivery.id))
+            db.execute("INSERT INTO attempts (delivery_id, started_at, finished_at, ok, detail) VALUES (?,?,?,1,?)",
+                       (delivery.id, started, now, detail))
+
+    def failed(self, delivery: Delivery, started: float, error: str, retry_at: float | None) -> str:
+        """Record a failed attempt: retrying until `retry_at`, or dead when it is None."""
+        now = time.time()
+        state = DEAD if retry_at is None else RETRYING
+        with self._transaction() as db:
+            db.execute("UPDATE deliveries SET state=?, attempts=attempts+1, next_attempt_at=?, last_error=?, "
+                       "updated_at=? WHERE id=?", (state, retry_at or now, error, now, delivery.id))
+            db.execute("INSERT INTO attempts (delivery_id, started_at, finished_at, ok, detail) VALUES (?,?,?,0,?)",
+                       (delivery.id, started, now, error))
+        return state
+
+    def release(self, deliveries: Iterable[Delivery]) -> None:
+        """Claimed but not attempted (a connection failed first): back in the queue, untouched."""
+        with self._transaction() as db:
+            db.executemany("UPDATE deliveries SET state=CASE WHEN attempts > 0 THEN ? ELSE ? END, updated_at=? "
+                           "WHERE id=? AND state=?",
+                           [(RETRYING, QUEUED, time.time(), d.id, SENDING) for d in deliveries])
+
+    def postpone(self, destination: str, until: float) -> None:
+        """A destination is unreachable: nothing of it is due before `until`."""
+        with self._transaction() as db:
+            db.execute("UPDATE deliveries SET next_attempt_at=MAX(next_attempt_at, ?) WHERE destination=? "
+                       "AND state IN (?, ?)", (until, destination, QUEUED, RETRYING))
+
+    def path_in_use(self, path: str) -> bool:
+        """Does a delivery that is not finished, or an unprocessed instance, still need this file?"""
+        db = self._connection()
+        row = db.execute("SELECT 1 FROM deliveries WHERE path=? AND state NOT IN (?) LIMIT 1",
+                         (path, DELIVERED)).fetchone()
+        if row:
+            return True
+        return db.execute("SELECT 1 FROM instances WHERE path=? AND state=? LIMIT 1",
+                          (path, ACCEPTED)).fetchone() is not None
+
+    def paths_in_use(self) -> set[str]:
+        db = self._connection()
+        paths = {r[0] for r in db.execute("SELECT DISTINCT path FROM deliveries WHERE state != ? AND path IS NOT "
+                                          "NULL", (DELIVERED,))}
+        paths |= {r[0] for r in db.execute("SELECT path FROM instances WHERE state=? AND path IS NOT NULL",
+                                           (ACCEPTED,))}
+        return paths
+
+    # ---- for `dicom-rules queue` ---------------------------------------------------------
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for row in self._connection().execute(
+                "SELECT destination, state, COUNT(*) FROM deliveries GROUP BY destination, state"):
+            out.setdefault(row[0], {})[row[1]] = row[2]
+        return out
+
+    def deliveries(self, states: Iterable[str] = DELIVERY_STATES, destination: str | None = None,
+                   limit: int = 100) -> list[sqlite3.Row]:
+        states = tuple(states)
+        query = (f"SELECT d.*, i.source_name, i.calling_aet FROM deliveries d JOIN instances i ON i.id = "
+                 f"d.instance_id WHERE d.state IN ({','.join('?' * len(states))})")
+        args: list = list(states)
+        if destination:
+            query += " AND d.destination=?"
+            args.append(destination)
+        query += " ORDER BY d.id DESC LIMIT ?"
+        args.append(limit)
+        return self._connection().execute(query, args).fetchall()
+
+    def retry_dead(self, destination: str | None = None, ids: Iterable[int] = ()) -> int:
+        """Dead deliveries back in the queue, with their attempts counted from zero."""
+        query = "UPDATE deliveries SET state=?, attempts=0, next_attempt_at=0, updated_at=? WHERE state=?"
+        args: list = [QUEUED, time.time(), DEAD]
+        if destination:
+            query += " AND destination=?"
+            args.append(destination)
+        ids = tuple(ids)
+        if ids:
+            query += f" AND id IN ({','.join('?' * len(ids))})"
+            args.extend(ids)
+        with self._transaction() as db:
+            return db.execute(query, args).rowcount
+
+    def purge(self, states: Iterable[str], older_than: float | None = None) -> list[str]:
+        """Forget finished deliveries (delivered, dead); returns the files they no longer need."""
+        states = tuple(states)
+        query = f"FROM deliveries WHERE state IN ({','.join('?' * len(states))})"
+        args: list = list(states)
+        if older_than is not None:
+            query += " AND updated_at < ?"
+            args.append(older_than)
+        with self._transaction() as db:
+            paths = [r[0] for r in db.execute(f"SELECT DISTINCT path {query}", args) if r[0]]
+            db.execute(f"DELETE FROM attempts WHERE delivery_id IN (SELECT id {query})", args)
+            db.execute(f"DELETE {query}", args)
+        return paths
+
+    def attempts(self, delivery_id: int) -> list[sqlite3.Row]:
+        return self._connection().execute("SELECT * FROM attempts WHERE delivery_id=? ORDER BY id",
+                                          (delivery_id,)).fetchall()

@@ -1,0 +1,177 @@
+"""A DICOM listener (SCP): C-ECHO and C-STORE, in async or sync mode.
+
+async: a C-STORE is answered Success once the instance is in the spool (written
+and fsynced) and the journal has committed it; delivery happens afterwards.
+sync: it is answered once every destination has acknowledged it.
+Either way, a rule's `reject` answers with a failure status and the reason in
+Error Comment, and a document that cannot be read is answered with 0xC000.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import socket
+import ssl
+from typing import Callable
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import Verification
+
+from ..config import Listener, TLS
+from ..document import Arrival, DocumentReadError
+from .destinations import set_nodelay
+from .pipeline import Pipeline
+
+log = logging.getLogger("rulesengine.listener")
+
+STATUS_NOT_AUTHORIZED = 0x0124  # "Refused: Not Authorized": a rule rejected the instance
+STATUS_OUT_OF_RESOURCES = 0xA700  # sync mode: a destination did not take it
+STATUS_CANNOT_UNDERSTAND = 0xC000  # not a DICOM data set we can read
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+
+
+class AssociationFileError(Exception):
+    pass
+
+
+def read_association_file(path: str) -> dict[str, list[str]]:
+    """SOP class -> transfer syntaxes, from lines `SOPClassUID\\TransferSyntaxUID`; a bare
+    SOP class means Implicit VR Little Endian. Blank lines and # comments are skipped."""
+    contexts: dict[str, list[str]] = {}
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        raise AssociationFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    for number, raw in enumerate(lines, 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        sop_class, _, syntax = (part.strip() for part in line.partition("\\"))
+        for uid in (sop_class, syntax):
+            if uid and not all(part.isdigit() for part in uid.split(".")):
+                raise AssociationFileError(f"{path}:{number}: {uid!r} is not a UID")
+        syntaxes = contexts.setdefault(sop_class, [])
+        syntax = syntax or IMPLICIT_VR_LITTLE_ENDIAN
+        if syntax not in syntaxes:
+            syntaxes.append(syntax)
+    if not contexts:
+        raise AssociationFileError(f"{path}: no presentation contexts")
+    return contexts
+
+
+def server_tls_context(tls: TLS) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=tls.ca_certificates)
+    context.load_cert_chain(tls.certificate, tls.private_key)
+    context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_certificate else ssl.CERT_OPTIONAL
+    return context
+
+
+class DicomListener:
+    def __init__(self, config: Listener, pipeline: Pipeline, deliver_now: Callable | None = None):
+        self.config = config
+        self.pipeline = pipeline
+        self.deliver_now = deliver_now  # sync mode: (document, decision, ruleset, path) -> (ok, detail)
+        self.server = None
+        self.ae = self._make_ae()
+
+    def _make_ae(self) -> AE:
+        config = self.config
+        ae = AE(ae_title=config.ae_title)
+        ae.maximum_associations = config.max_associations
+        ae.maximum_pdu_size = config.max_pdu
+        ae.acse_timeout = config.timeouts.acse
+        ae.dimse_timeout = config.timeouts.dimse
+        ae.network_timeout = config.timeouts.network
+        ae.require_called_aet = config.require_called_aet
+        ae.add_supported_context(Verification)
+        if config.association_file:
+            for sop_class, syntaxes in read_association_file(config.association_file).items():
+                ae.add_supported_context(sop_class, syntaxes)
+        else:
+            syntaxes = list(config.transfer_syntaxes or ALL_TRANSFER_SYNTAXES)
+            for context in AllStoragePresentationContexts:
+                ae.add_supported_context(context.abstract_syntax, syntaxes)
+        return ae
+
+    def start(self) -> None:
+        config = self.config
+        handlers = [
+            (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_REQUESTED, self._check_calling_aet),
+            (evt.EVT_C_ECHO, lambda event: 0x0000),
+            (evt.EVT_C_STORE, self._handle_store),
+        ]
+        context = server_tls_context(config.tls) if config.tls else None
+        self.server = self.ae.start_server((config.bind, config.port), block=False, evt_handlers=handlers,
+                                           ssl_context=context)
+        # Accepted sockets inherit TCP_NODELAY from the listening socket on Linux.
+        try:
+            self.server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
+        log.info("listener %s: %s on %s:%d (%s%s)", config.name, config.ae_title, config.bind, config.port,
+                 config.mode, ", TLS" if context else "")
+
+    def stop(self) -> None:
+        """Stop accepting; associations in progress finish their current message."""
+        if self.server is not None:
+            self.server.shutdown()
+            self.server = None
+
+    # ---- handlers ----
+
+    def _allowed(self, calling: str) -> bool:
+        patterns = self.config.allowed_calling_aets
+        return not patterns or any(fnmatch.fnmatchcase(calling, pattern) for pattern in patterns)
+
+    def _check_calling_aet(self, event) -> None:
+        """EVT_REQUESTED: reject an association from a calling AE title outside the allow-list."""
+        assoc = event.assoc
+        if not assoc.is_acceptor:
+            return
+        calling = (assoc.requestor.primitive.calling_ae_title or "").strip()
+        if not self._allowed(calling):
+            log.warning("listener %s: association from %s (%s) rejected: calling AE title not allowed",
+                        self.config.name, calling, assoc.requestor.address)
+            assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected permanent; calling AE title not recognised
+            evt.trigger(assoc, evt.EVT_REJECTED, {})
+            assoc.kill()
+
+    def _arrival(self, event) -> Arrival:
+        assoc = event.assoc
+        requestor = assoc.requestor
+        called = getattr(requestor.primitive, "called_ae_title", None) or self.config.ae_title
+        return Arrival(calling_aet=(requestor.ae_title or "").strip(), called_aet=str(called).strip(),
+                       peer_address=requestor.address, peer_port=requestor.port, source_name=self.config.name,
+                       source_kind="listener")
+
+    def _handle_store(self, event):
+        arrival = self._arrival(event)
+        received = os.fspath(event.dataset_path)
+        path = self.pipeline.storage.temp_path()
+        os.link(received, path)  # our own name for the file; pynetdicom removes its name afterwards
+        try:
+            document, decision, ruleset = self.pipeline.decide(path, arrival)
+        except DocumentReadError as exc:
+            self.pipeline.storage.remove(path)
+            log.warning("listener %s: unreadable instance from %s: %s", self.config.name, arrival.calling_aet, exc)
+            return _status(STATUS_CANNOT_UNDERSTAND, str(exc).rsplit(": ", 1)[-1])
+        if self.config.mode == "sync" and decision.outcome == "route" and self.deliver_now is not None:
+            ok, detail = self.deliver_now(path, document, decision, ruleset)
+            return 0x0000 if ok else _status(STATUS_OUT_OF_RESOURCES, detail)
+        result = self.pipeline.settle(path, document, decision, ruleset)
+        if result.outcome == "reject":
+            return _status(STATUS_NOT_AUTHORIZED, result.reason or "rejected by the routing rules")
+        return 0x0000
+
+
+def _status(code: int, comment: str) -> Dataset:
+    status = Dataset()
+    status.Status = code
+    status.ErrorComment = comment[:64]  # LO
+    return status

@@ -1,0 +1,184 @@
+"""The router: configuration, rules, storage, listeners, watched folders and delivery, together."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from pynetdicom import _config as pynetdicom_config
+
+from ..config import Config, load_config
+from ..document import Document
+from ..lang.ruleset import Decision, RuleSet
+from .delivery import DeliveryManager
+from .destinations import ItemError, LinkError, sender_for
+from .journal import DONE
+from .listener import DicomListener
+from .pipeline import Pipeline, outcome_of, received_facts
+from .rules import RulesHolder
+from .storage import Storage
+
+log = logging.getLogger("rulesengine.router")
+
+
+def configure_pynetdicom() -> None:
+    """Receive data sets to a file and send them from one: a large instance never sits in memory."""
+    pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
+    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+
+
+class Router:
+    def __init__(self, config: Config):
+        self.config = config
+        self.storage = Storage(config.storage)
+        self.journal = self.storage.journal()
+        self.rules = RulesHolder(config)
+        self.delivery = DeliveryManager(self.journal, self.storage)
+        self.pipeline = Pipeline(self.storage, self.journal, self.rules, self.delivery.notify)
+        self.listeners: list[DicomListener] = []
+        self.watchers: list = []
+        self.reloader = None
+        self._sync_lock = threading.Lock()
+        self._sync_senders: dict[str, list] = {}
+
+    @classmethod
+    def from_file(cls, path: str) -> "Router":
+        return cls(load_config(path))
+
+    # ---- lifecycle ----
+
+    def start(self) -> None:
+        configure_pynetdicom()
+        self.storage.use_for_temporary_files()
+        if self.config.development_key:
+            log.warning("no hash key configured (secrets.hash_key_env or hash_key_file): hash() and uid() use "
+                        "the built-in development key")
+        ruleset = self.rules.current
+        self.journal.record_ruleset(ruleset.version, ruleset.files)
+        log.info("rules %s loaded from %s", ruleset.version, self.config.rules)
+        requeued = self.journal.requeue_interrupted()
+        if requeued:
+            log.info("%d delivery(ies) interrupted by the last stop are queued again", requeued)
+        self.pipeline.recover()
+        removed = self.storage.sweep(self.journal.paths_in_use())
+        if removed:
+            log.info("removed %d spool file(s) no journal entry needs (never acknowledged, or finished)", removed)
+        self.pipeline.start()
+        self.delivery.apply(self.config.destinations)
+        for listener_config in self.config.listeners:
+            listener = DicomListener(listener_config, self.pipeline, self.deliver_now)
+            listener.start()
+            self.listeners.append(listener)
+        self._start_watchers()
+        self._start_reloader()
+
+    def _start_watchers(self) -> None:
+        if not self.config.watch:
+            return
+        from .watcher import FolderWatcher
+        for watch in self.config.watch:
+            watcher = FolderWatcher(watch, self.pipeline)
+            watcher.start()
+            self.watchers.append(watcher)
+
+    def _start_reloader(self) -> None:
+        from .reload import Reloader
+        self.reloader = Reloader(self)
+        self.reloader.start()
+
+    def stop(self) -> None:
+        """Stop taking new work, finish what is in flight, then stop delivering."""
+        if self.reloader is not None:
+            self.reloader.stop()
+        for listener in self.listeners:
+            listener.stop()
+        for watcher in self.watchers:
+            watcher.stop()
+        self.pipeline.stop()
+        self.delivery.stop()
+        with self._sync_lock:
+            for senders in self._sync_senders.values():
+                for sender in senders:
+                    sender.close()
+        self.journal.close()
+        log.info("router stopped")
+
+    # ---- configuration changes ----
+
+    def apply_config(self, config: Config) -> None:
+        """A changed configuration: destinations and rules follow at once; listeners and
+        watched folders keep running as they are (a restart applies changes to them)."""
+        if config.listeners != self.config.listeners or config.watch != self.config.watch:
+            log.warning("listeners or watched folders changed in %s: restart the router to apply that part",
+                        config.path)
+        if config.storage != self.config.storage:
+            log.warning("storage changed in %s: restart the router to apply it", config.path)
+        if not self.rules.reload(config):
+            log.error("the new configuration is not applied: the rules do not compile with it")
+            return
+        self.config = config
+        self.delivery.apply(config.destinations)
+        with self._sync_lock:
+            for senders in self._sync_senders.values():
+                for sender in senders:
+                    sender.close()
+            self._sync_senders.clear()
+        log.info("configuration applied: %d destination(s)", len(config.destinations))
+
+    # ---- sync mode ----
+
+    def _borrow(self, name: str):
+        with self._sync_lock:
+            pool = self._sync_senders.setdefault(name, [])
+            if pool:
+                return pool.pop()
+        return sender_for(self.config.destinations[name])
+
+    def _give_back(self, name: str, sender) -> None:
+        with self._sync_lock:
+            if name in self.config.destinations and self.config.destinations[name] is sender.destination:
+                self._sync_senders.setdefault(name, []).append(sender)
+                return
+        sender.close()
+
+    def deliver_now(self, path: str, document: Document, decision: Decision, ruleset: RuleSet) -> tuple[bool, str]:
+        """Sync mode: deliver to every destination before the sender is answered."""
+        received = received_facts(document)
+        instance_id = self.journal.record(received, path, outcome_of(decision, ruleset), DONE)
+        deliveries = self.pipeline.write_copies(instance_id, path, document, decision, prefix="sync-")
+        ids = self.journal.add_deliveries(instance_id, deliveries, state="sending")
+        failures = []
+        for delivery_id, item in zip(ids, deliveries):
+            delivery = self.journal.delivery(delivery_id)
+            sender = self._borrow(item.destination)
+            started = time.time()
+            try:
+                sender.open([delivery])
+                detail = sender.send(delivery)
+                self.journal.delivered(delivery, started, detail)
+                self._give_back(item.destination, sender)
+            except (LinkError, ItemError) as exc:
+                sender.close()
+                failures.append(f"{item.destination}: {exc}")
+                self.journal.failed(delivery, started, f"sync, the sender was answered with a failure: {exc}", None)
+        for item in deliveries:
+            self.storage.remove(item.path)
+        self.storage.remove(path)
+        if failures:
+            log.warning("sync delivery of %s failed: %s", received.sop_instance_uid, "; ".join(failures))
+        return not failures, "; ".join(failures)
+
+    def wait_idle(self, timeout: float = 30) -> bool:
+        """For tests: until every accepted instance is processed and every due delivery sent."""
+        self.pipeline.wait_idle()
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            counts = self.journal.counts()
+            busy = sum(c.get("queued", 0) + c.get("sending", 0) for c in counts.values())
+            if not busy:
+                return True
+            time.sleep(0.05)
+        return False
+

@@ -1,0 +1,135 @@
+"""The storage folder: spool, quarantine and journal, and durable file operations.
+
+    STORAGE/
+      journal.sqlite        the journal (SQLite, WAL)
+      spool/tmp/            files being received or copied in (never read by the router)
+      spool/in/             accepted instances, as received
+      spool/out/            edited copies waiting for their destination
+      quarantine/DATE/      instances kept aside, each with a .json of why
+
+A file is fsynced, renamed into place, and its folder fsynced before the
+journal records it, so nothing the journal names can be half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+import uuid
+
+from .journal import Journal
+
+
+def fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def move_durably(source: str, target: str) -> str:
+    """Rename `source` to `target` (same file system), then make the rename durable."""
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.replace(source, target)
+    fsync_dir(os.path.dirname(target))
+    return target
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_name(text: str) -> str:
+    return _UNSAFE.sub("_", text)[:64] or "_"
+
+
+class Storage:
+    def __init__(self, root: str):
+        self.root = os.path.abspath(root)
+        self.tmp = os.path.join(self.root, "spool", "tmp")
+        self.incoming = os.path.join(self.root, "spool", "in")
+        self.outgoing = os.path.join(self.root, "spool", "out")
+        self.quarantine_dir = os.path.join(self.root, "quarantine")
+        for folder in (self.tmp, self.incoming, self.outgoing, self.quarantine_dir):
+            os.makedirs(folder, exist_ok=True)
+        self.journal_path = os.path.join(self.root, "journal.sqlite")
+
+    def journal(self) -> Journal:
+        return Journal(self.journal_path)
+
+    def temp_path(self, suffix: str = ".dcm") -> str:
+        """A new file name in the spool's temporary folder (same file system as the spool)."""
+        return os.path.join(self.tmp, f"{uuid.uuid4().hex}{suffix}")
+
+    def use_for_temporary_files(self) -> None:
+        """pynetdicom writes received data sets to tempfile's folder: make that the spool's,
+        so that accepting one is a rename, not a copy."""
+        tempfile.tempdir = self.tmp
+
+    def accept(self, received_path: str) -> str:
+        """Make a received file durable and move it into the spool; returns its new path."""
+        fsync_file(received_path)
+        return move_durably(received_path, os.path.join(self.incoming, f"{uuid.uuid4().hex}.dcm"))
+
+    def copy_in(self, source: str) -> str:
+        """Copy a file (from a watched folder) into the spool's temporary folder, durably."""
+        target = self.temp_path()
+        shutil.copyfile(source, target)
+        fsync_file(target)
+        return target
+
+    def output_path(self, instance_id: int, destination: str) -> str:
+        return os.path.join(self.outgoing, f"{instance_id}-{safe_name(destination)}.dcm")
+
+    def quarantine(self, source: str, reason: str, facts: dict, keep_source: bool = False) -> str:
+        """Keep an instance aside with why; the file is moved (or copied) durably."""
+        day = time.strftime("%Y%m%d")
+        folder = os.path.join(self.quarantine_dir, day)
+        os.makedirs(folder, exist_ok=True)
+        name = safe_name(facts.get("sop_instance_uid") or uuid.uuid4().hex)
+        target = os.path.join(folder, f"{name}.dcm")
+        if os.path.exists(target):
+            target = os.path.join(folder, f"{name}-{uuid.uuid4().hex[:8]}.dcm")
+        if keep_source:
+            temp = self.temp_path()
+            shutil.copyfile(source, temp)
+            source = temp
+        fsync_file(source)
+        move_durably(source, target)
+        info = {"reason": reason, "quarantined_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **facts}
+        with open(target + ".json", "w", encoding="utf-8") as fh:
+            json.dump(info, fh, indent=2, ensure_ascii=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        fsync_dir(folder)
+        return target
+
+    def remove(self, path: str) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    def sweep(self, in_use: set[str]) -> int:
+        """On start: spool files that no journal entry names were never acknowledged
+        (or are finished); remove them. Returns how many."""
+        removed = 0
+        for folder in (self.tmp, self.incoming, self.outgoing):
+            for name in os.listdir(folder):
+                path = os.path.join(folder, name)
+                if path not in in_use and os.path.isfile(path):
+                    self.remove(path)
+                    removed += 1
+        return removed
