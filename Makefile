@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint-rules clean
+.PHONY: run test bench peers lint-rules clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,17 +12,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-run: $(STAMP)
-	$(BIN)/dicom-rules dry-run rules/main.rules examples/samples
+# The real DICOM peers the integration tests run against: DCMTK and Orthanc, from Debian.
+peers:
+	@if ! command -v storescu >/dev/null || ! command -v Orthanc >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk orthanc openssl >/dev/null; \
+	  else \
+	    echo "DCMTK and Orthanc are needed: sudo apt-get install dcmtk orthanc openssl" >&2; exit 1; \
+	  fi; \
+	fi
 
-test: $(STAMP)
+run: $(STAMP)
+	$(BIN)/dicom-rules run examples/router.yaml
+
+test: $(STAMP) peers
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: $(STAMP) peers
 	$(BIN)/python -m benchmarks
 
 lint-rules: $(STAMP)
 	$(BIN)/dicom-rules lint rules/
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info var

@@ -1,0 +1,47 @@
+"""storescu -> router -> Orthanc, checked in Orthanc."""
+
+from __future__ import annotations
+
+from peers import storescu, wait_until
+
+from conftest import ROOT  # noqa: F401  (tests/conftest.py is on the path)
+
+SAMPLES = ROOT / "examples" / "samples"
+
+
+def config(port: int, orthanc) -> str:
+    return f"""
+storage: var
+rules: main.rules
+listeners:
+  - {{name: main, ae_title: ROUTER, port: {port}, allowed_calling_aets: ["CT*", "MR1"]}}
+destinations:
+  PACS: {{type: dicom, ae_title: {orthanc.ae_title}, host: 127.0.0.1, port: {orthanc.dicom_port},
+          retry: {{delay: 0.2, max_attempts: 5}}}}
+"""
+
+
+RULES = """
+rule "prefix" {
+  when Association.CallingAET == "CT1" and DataSet.PatientID matches /^[0-9]{6}$/
+  then {
+    set DataSet.PatientID = "H1-" + DataSet.PatientID
+    set DataSet.InstitutionName = "ROUTED"
+  }
+}
+
+rule "all" {
+  then route to PACS
+}
+"""
+
+
+def test_storescu_to_router_to_orthanc_with_edits(router_factory, orthanc, port):
+    router_factory(config(port, orthanc), RULES, port)
+    result = storescu(port, [SAMPLES / "ct_head.dcm", SAMPLES / "mr_knee.dcm"], "CT1")
+    assert result.returncode == 0, result.stderr
+    instances = wait_until(lambda: orthanc.instances() if orthanc.count() == 2 else None, what="two instances")
+    by_id = {i["PatientID"]: i for i in instances}
+    assert set(by_id) == {"H1-654321", "MR-0001"}
+    assert by_id["H1-654321"]["InstitutionName"] == "ROUTED"
+    assert by_id["MR-0001"]["InstitutionName"] == "TOSHIBA"  # its ID is not six digits: untouched
