@@ -158,11 +158,23 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Compile and evaluation times of generated rule files.")
     parser.add_argument("--profile", type=int, metavar="RULES",
                         help="instead of the table, profile the compiled path with this many rules")
+    parser.add_argument("--only", choices=("rules", "router"),
+                        help="only the rules table, or only the routing table (DCMTK needed)")
+    parser.add_argument("--runs", type=int, default=3, help="routing: runs of the small set (median)")
+    parser.add_argument("--quick", action="store_true", help="routing: one large instance instead of three")
     options = parser.parse_args(argv)
     compile_source('rule "warm-up" { then route to PACS_MAIN }', DESTINATIONS)  # loads the grammar once
     if options.profile:
         profile_compiled(options.profile)
         return 0
+    status = 0 if options.only == "router" else rules_table()
+    if options.only != "rules":
+        from . import router
+        status = router.run(options.runs, options.quick) or status
+    return status
+
+
+def rules_table() -> int:
 
     compile_rows, rulesets = [], {}
     for count in sorted(set(COMPILE_SIZES) | set(EVALUATION_SIZES)):

@@ -1,0 +1,337 @@
+"""Routing throughput and memory, against DCMTK directly and against pynetdicom baselines.
+
+Every path ends at DCMTK's storescp (or, for the baseline that only receives, at
+the minimal SCP itself), is fed by DCMTK's storescu on one association, and is
+timed from the start of storescu until the last instance is on the receiving side.
+All processes run on 127.0.0.1 and are stopped by their PID.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+from pydicom.data import get_testdata_file
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # DCMTK leaves Nagle on unless told
+
+SMALL_COUNT = 200
+SMALL_SIDE = 512  # 512 x 512 x 16 bit: 0.5 MB of pixel data
+LARGE_COUNT = 3
+LARGE_BYTES = 200 * 1024 * 1024
+HUGE_BYTES = 1024 * 1024 * 1024
+
+RULES = """\
+rule "mark" {
+  when DataSet.Modality == "CT"
+  then set DataSet.InstitutionName = "ROUTED"
+}
+
+rule "deliver" {
+  then route to SCP
+}
+"""
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30) -> None:
+    import socket
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process on port {port} exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+# ---- instances --------------------------------------------------------------------------------
+
+
+def _header(rows: int, columns: int, index: int) -> pydicom.Dataset:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False), stop_before_pixels=True)
+    ds.Rows, ds.Columns = rows, columns
+    ds.SOPInstanceUID = f"2.25.{10 ** 20 + index}"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.InstanceNumber = index + 1
+    return ds
+
+
+def write_instance(path: Path, index: int, pixel_bytes: int) -> None:
+    """A CT instance whose pixel data is streamed to disk, so a 1 GB one needs no 1 GB of memory."""
+    side = int((pixel_bytes // 2) ** 0.5)
+    frames = max(1, pixel_bytes // (side * side * 2))
+    ds = _header(side, side, index)
+    ds.NumberOfFrames = frames
+    length = side * side * 2 * frames
+    with open(path, "wb") as fh:
+        ds.save_as(fh, enforce_file_format=True)
+        fh.write(b"\xe0\x7f\x10\x00OW\x00\x00" + length.to_bytes(4, "little"))
+        chunk = os.urandom(1 << 20)
+        left = length
+        while left:
+            piece = chunk[:min(left, len(chunk))]
+            fh.write(piece)
+            left -= len(piece)
+
+
+def make_set(folder: Path, count: int, pixel_bytes: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        path = folder / f"i{index:04d}.dcm"
+        write_instance(path, index, pixel_bytes)
+        paths.append(path)
+    return paths
+
+
+# ---- the paths measured ---------------------------------------------------------------------------
+
+
+@dataclass
+class Measurement:
+    seconds: float
+    count: int
+    total_bytes: int
+    peak_rss_mb: float | None = None
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.seconds
+
+    @property
+    def mb_per_second(self) -> float:
+        return self.total_bytes / self.seconds / 1e6
+
+
+@dataclass
+class Bench:
+    work: Path
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def spawn(self, args: list[str], env=None, name: str = "proc") -> subprocess.Popen:
+        log = open(self.work / f"{name}.log", "ab")
+        process = subprocess.Popen(args, env=env or os.environ, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=self.work)
+        self.processes.append(process)
+        return process
+
+    def storescp(self, folder: Path) -> tuple[subprocess.Popen, int]:
+        folder.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        process = self.spawn(["storescp", "-aet", "STORESCP", "+xa", "-od", str(folder), str(port)], DCMTK_ENV,
+                             "storescp")
+        wait_for_port(port, process)
+        return process, port
+
+    def send(self, port: int, called: str, folder: Path) -> float:
+        started = time.perf_counter()
+        result = subprocess.run(["storescu", "-aet", "CT1", "-aec", called, "+sd", "127.0.0.1", str(port),
+                                 str(folder)], env=DCMTK_ENV, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"storescu failed: {result.stderr[-2000:]}")
+        return started
+
+    def stop_all(self) -> None:
+        for process in self.processes:
+            stop(process)
+        self.processes.clear()
+
+
+def _wait_count(folder: Path, count: int, timeout: float = 900) -> float:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if sum(1 for p in folder.iterdir() if p.is_file()) >= count:
+            return time.perf_counter()
+        time.sleep(0.01)
+    raise TimeoutError(f"{folder}: fewer than {count} files after {timeout} s")
+
+
+def _peak_rss_mb(process: subprocess.Popen) -> float | None:
+    """VmHWM of a process and of its children (the router's worker), in MB."""
+    total = 0
+    pids = [process.pid]
+    try:
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        pids += [int(pid) for pid in children]
+    except OSError:
+        pass
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024 if total else None
+
+
+def measure_direct(bench: Bench, inputs: Path, count: int, size: int) -> Measurement:
+    out = bench.work / f"direct-{time.time_ns()}"
+    _, port = bench.storescp(out)
+    started = bench.send(port, "STORESCP", inputs)
+    finished = _wait_count(out, count)
+    bench.stop_all()
+    shutil.rmtree(out)
+    return Measurement(finished - started, count, size)
+
+
+def measure_minimal(bench: Bench, inputs: Path, count: int, size: int) -> Measurement:
+    out = bench.work / f"minimal-{time.time_ns()}"
+    out.mkdir()
+    port = free_port()
+    process = bench.spawn([sys.executable, str(HERE / "peers" / "minimal_scp.py"), str(port), str(out)],
+                          name="minimal")
+    wait_for_port(port, process)
+    started = bench.send(port, "MINIMAL", inputs)
+    finished = _wait_count(out, count)
+    peak = _peak_rss_mb(process)
+    bench.stop_all()
+    shutil.rmtree(out)
+    return Measurement(finished - started, count, size, peak)
+
+
+def measure_naive(bench: Bench, inputs: Path, count: int, size: int) -> Measurement:
+    out = bench.work / f"naive-{time.time_ns()}"
+    _, scp_port = bench.storescp(out)
+    port = free_port()
+    process = bench.spawn([sys.executable, str(HERE / "peers" / "naive_forwarder.py"), str(port), "127.0.0.1",
+                           str(scp_port), "STORESCP"], name="naive")
+    wait_for_port(port, process)
+    started = bench.send(port, "FORWARDER", inputs)
+    finished = _wait_count(out, count)
+    peak = _peak_rss_mb(process)
+    bench.stop_all()
+    shutil.rmtree(out)
+    return Measurement(finished - started, count, size, peak)
+
+
+def measure_router(bench: Bench, inputs: Path, count: int, size: int, mode: str) -> Measurement:
+    out = bench.work / f"router-{mode}-{time.time_ns()}"
+    _, scp_port = bench.storescp(out)
+    port = free_port()
+    folder = bench.work / f"router-{time.time_ns()}"
+    folder.mkdir()
+    (folder / "bench.rules").write_text(RULES)
+    (folder / "router.yaml").write_text(
+        f"storage: storage\nrules: bench.rules\nlog: {{level: warning}}\n"
+        f"listeners:\n  - {{name: main, ae_title: ROUTER, port: {port}, mode: {mode}}}\n"
+        f"destinations:\n  SCP: {{type: dicom, ae_title: STORESCP, host: 127.0.0.1, port: {scp_port}}}\n")
+    process = bench.spawn([sys.executable, "-m", "rulesengine", "run", str(folder / "router.yaml")],
+                          {**os.environ, "PYTHONPATH": str(ROOT)}, name="router")
+    wait_for_port(port, process)
+    time.sleep(0.5)  # let the router's worker start too
+    started = bench.send(port, "ROUTER", inputs)
+    finished = _wait_count(out, count)
+    peak = _peak_rss_mb(process)
+    bench.stop_all()
+    shutil.rmtree(out)
+    shutil.rmtree(folder)
+    return Measurement(finished - started, count, size, peak)
+
+
+def median_of(runs: int, measure, *args) -> Measurement:
+    results = [measure(*args) for _ in range(runs)]
+    results.sort(key=lambda m: m.seconds)
+    middle = results[len(results) // 2]
+    peaks = [m.peak_rss_mb for m in results if m.peak_rss_mb]
+    return Measurement(middle.seconds, middle.count, middle.total_bytes, max(peaks) if peaks else None)
+
+
+# ---- the report ------------------------------------------------------------------------------------
+
+
+def run(runs: int = 3, quick: bool = False) -> int:
+    for program in ("storescu", "storescp"):
+        if shutil.which(program) is None:
+            print(f"{program} is missing: `make bench` installs DCMTK (apt-get install dcmtk)", file=sys.stderr)
+            return 1
+    work = Path(tempfile.mkdtemp(prefix="router-bench-"))
+    bench = Bench(work)
+    try:
+        small = make_set(work / "small", SMALL_COUNT, SMALL_SIDE * SMALL_SIDE * 2)
+        large = make_set(work / "large", 1 if quick else LARGE_COUNT, LARGE_BYTES)
+        small_bytes = sum(p.stat().st_size for p in small)
+        large_bytes = sum(p.stat().st_size for p in large)
+        rows = {}
+        paths = [
+            ("storescu -> storescp (direct)", measure_direct, ()),
+            ("storescu -> minimal pynetdicom SCP", measure_minimal, ()),
+            ("storescu -> naive forwarder -> storescp", measure_naive, ()),
+            ("storescu -> router async -> storescp", measure_router, ("async",)),
+            ("storescu -> router sync -> storescp", measure_router, ("sync",)),
+        ]
+        for name, measure, extra in paths:
+            small_m = median_of(runs, measure, bench, work / "small", len(small), small_bytes, *extra)
+            large_m = None
+            if measure is not measure_naive:  # the naive forwarder holds each instance in memory
+                large_m = median_of(1, measure, bench, work / "large", len(large), large_bytes, *extra)
+            rows[name] = (small_m, large_m)
+            print(f"  measured: {name}", file=sys.stderr)
+        shutil.rmtree(work / "large")
+        huge = make_set(work / "huge", 1, HUGE_BYTES)
+        huge_m = measure_router(bench, work / "huge", 1, huge[0].stat().st_size, "async")
+        shutil.rmtree(work / "huge")
+        report(rows, small_bytes / len(small), large_bytes / len(large), huge_m, runs)
+    finally:
+        bench.stop_all()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def report(rows, small_size: float, large_size: float, huge: Measurement, runs: int) -> None:
+    print()
+    large_count = next((large.count for _, large in rows.values() if large), 0)
+    print(f"Routing throughput: storescu on one association; {SMALL_COUNT} instances of "
+          f"{small_size / 1e6:.2f} MB (median of {runs}), {large_count} of {large_size / 1e6:.0f} MB")
+    print(f"  {'path':<42} {'small inst/s':>12} {'small MB/s':>11} {'large MB/s':>11} {'peak RSS MB':>12}")
+    for name, (small, large) in rows.items():
+        large_text = f"{large.mb_per_second:>11.1f}" if large else f"{'-':>11}"
+        peak = max([m.peak_rss_mb for m in (small, large) if m and m.peak_rss_mb] or [0])
+        peak_text = f"{peak:>12.0f}" if peak else f"{'-':>12}"
+        print(f"  {name:<42} {small.per_second:>12.1f} {small.mb_per_second:>11.1f} {large_text} {peak_text}")
+    print()
+    minimal = rows["storescu -> minimal pynetdicom SCP"][0].per_second
+    naive = rows["storescu -> naive forwarder -> storescp"][0].per_second
+    async_rate = rows["storescu -> router async -> storescp"][0].per_second
+    sync_rate = rows["storescu -> router sync -> storescp"][0].per_second
+    checks = [
+        (f"async >= 80% of the minimal SCP: {async_rate / minimal:.0%}", async_rate >= 0.8 * minimal),
+        (f"async >= 5x the naive forwarder: {async_rate / naive:.1f}x", async_rate >= 5 * naive),
+        (f"sync >= half of async: {sync_rate / async_rate:.0%}", sync_rate >= 0.5 * async_rate),
+        (f"peak RSS relaying a {huge.total_bytes / 1e9:.1f} GB instance < 200 MB: {huge.peak_rss_mb or 0:.0f} MB "
+         f"({huge.mb_per_second:.0f} MB/s)", (huge.peak_rss_mb or 0) < 200),
+    ]
+    print("Targets:")
+    for text, passed in checks:
+        print(f"  {'PASS' if passed else 'MISS'}  {text}")
