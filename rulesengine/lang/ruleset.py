@@ -254,6 +254,24 @@ class RuleSet:
         self.destinations = destinations
 
     @property
+    def can_reject(self) -> bool:
+        """Can evaluation end in reject? Then the router runs the rules before answering a sender."""
+        if self.no_destination == "reject":
+            return True
+        from .nodes import IfAction, RejectAction, ForEachAction
+
+        def rejects(actions) -> bool:
+            for action in actions:
+                if isinstance(action, RejectAction):
+                    return True
+                if isinstance(action, IfAction) and (rejects(action.body) or rejects(action.orelse or ())):
+                    return True
+                if isinstance(action, ForEachAction) and rejects(action.body):
+                    return True
+            return False
+        return any(rejects(rule.actions) for rule in self.program.main.file.rules)
+
+    @property
     def version(self) -> str:
         """A content hash of every rule file and table that went into this rule set."""
         return self.program.version

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -11,7 +12,7 @@ import time
 
 from ..cli import EXIT_FINDINGS, EXIT_OK, UsageError, print_diagnostics
 from ..config import ConfigError, load_config, schema_text
-from ..diagnostics import Diagnostic, error
+from ..diagnostics import Diagnostic, Span, error
 from ..document import Document, DocumentReadError
 from ..lang.api import check_file
 from .destinations import ItemError, LinkError, check_naming, sender_for
@@ -39,7 +40,7 @@ def cmd_run(args) -> int:
     config = load_config(args.config)
     setup_logging(config.log_level, args.verbose, config.log_file)
     log = logging.getLogger("rulesengine.router")
-    router = Router(config)
+    router = Router(config, worker=True)
     stopping = threading.Event()
 
     def on_signal(number, _frame):
@@ -69,7 +70,7 @@ def config_findings(path: str) -> list[Diagnostic]:
     try:
         config = load_config(path, secrets=False)
     except ConfigError as exc:
-        return [error("config", problem) for problem in exc.problems]
+        return [_config_finding(path, problem) for problem in exc.problems]
     findings = check_file(config.rules, config.destination_infos()) if os.path.isfile(config.rules) else [
         error("config", f"{path}: rules: no such file {config.rules}")]
     for name, destination in config.destinations.items():
@@ -88,6 +89,16 @@ def config_findings(path: str) -> list[Diagnostic]:
         if getattr(destination, "tls", None):
             findings += _missing_files(path, f"destinations.{name}.tls", destination.tls)
     return findings
+
+
+def _config_finding(path: str, problem: str) -> Diagnostic:
+    """A problem `PATH:LINE[:COLUMN]: what` of load_config as a finding placed there, so that
+    --format json and github carry its file and line like any other finding."""
+    place = re.match(r"(\d+)(?::(\d+))?: ", problem[len(path) + 1:]) if problem.startswith(path + ":") else None
+    if place is None:
+        return error("config", problem)
+    span = Span.point(path, int(place[1]), int(place[2] or 1))
+    return error("config", problem[len(path) + 1 + place.end():], span)
 
 
 def _missing_files(path: str, where: str, tls) -> list[Diagnostic]:
@@ -205,6 +216,11 @@ def cmd_send(args) -> int:
 
 def cmd_queue(args) -> int:
     config = load_config(args.config, secrets=False)
+    # Storage() creates what is missing: a wrong storage path would get an empty journal
+    # and read as "no deliveries".
+    if not os.path.isfile(os.path.join(config.storage, "journal.sqlite")):
+        raise UsageError(f"no journal in {config.storage} (storage of {config.path}): has the router run "
+                         "with this configuration?")
     storage = Storage(config.storage)
     journal = storage.journal()
     if args.action == "retry":

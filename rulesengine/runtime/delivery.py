@@ -33,6 +33,9 @@ class DestinationWorker(threading.Thread):
         self.wake = wake
         self.stopping = threading.Event()
         self.sender = sender_for(destination)
+        # Set when the destination was unreachable: until then nothing of its queue is claimed,
+        # so that instances queued meanwhile cannot overtake the postponed ones.
+        self.paused_until = 0.0
 
     def stop(self) -> None:
         self.stopping.set()
@@ -41,6 +44,9 @@ class DestinationWorker(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopping.is_set():
+                if time.time() < self.paused_until:
+                    self._sleep()
+                    continue
                 batch = self.journal.claim(self.destination.name, self._batch_size())
                 if not batch:
                     self.sender.close()  # nothing to send: do not keep the association idle
@@ -56,14 +62,13 @@ class DestinationWorker(threading.Thread):
         return max(1, min(getattr(self.destination, "batch", 16), 64))
 
     def _sleep(self) -> None:
-        due = self.journal.next_due(self.destination.name)
+        due = self.paused_until if self.paused_until > time.time() else self.journal.next_due(self.destination.name)
         wait = IDLE_WAIT if due is None else max(0.0, min(IDLE_WAIT, due - time.time()))
         if wait > 0:
             self.wake.wait(wait)
             self.wake.clear()
 
     def _send(self, batch) -> None:
-        retry = self.destination.retry
         try:
             self.sender.open(batch)
         except LinkError as exc:
@@ -81,15 +86,27 @@ class DestinationWorker(threading.Thread):
                 self._unreachable(item, batch[position + 1:], started, str(exc))
                 return
             except ItemError as exc:
-                attempts = item.attempts + 1
-                retry_at = None if attempts >= retry.max_attempts else time.time() + retry.wait(attempts)
-                state = self.journal.failed(item, started, str(exc), retry_at)
-                log.warning("delivery %s of %s to %s failed (attempt %d): %s%s", item.id, item.sop_instance_uid,
-                            self.destination.name, attempts, exc, "; dead" if state == DEAD else "")
+                self._refused(item, started, str(exc))
                 continue
+            except Exception as exc:  # noqa: BLE001 - a fault with one instance must not stop its destination
+                log.exception("delivery %s of %s to %s: unexpected error", item.id, item.sop_instance_uid,
+                              self.destination.name)
+                self.sender.close()  # the association's state is unknown: the next claim opens a new one
+                self._refused(item, started, f"unexpected error: {exc}")
+                self.journal.release(batch[position + 1:])
+                return
             self.journal.delivered(item, started, detail)
             log.debug("delivered %s to %s (%s)", item.sop_instance_uid, self.destination.name, detail)
             self._release_file(item.path)
+
+    def _refused(self, item, started: float, error: str) -> None:
+        """This instance alone failed: it is retried after its backoff, or dead; the queue goes on."""
+        retry = self.destination.retry
+        attempts = item.attempts + 1
+        retry_at = None if attempts >= retry.max_attempts else time.time() + retry.wait(attempts)
+        state = self.journal.failed(item, started, error, retry_at)
+        log.warning("delivery %s of %s to %s failed (attempt %d): %s%s", item.id, item.sop_instance_uid,
+                    self.destination.name, attempts, error, "; dead" if state == DEAD else "")
 
     def _unreachable(self, item, rest, started: float, error: str) -> None:
         """The destination is down: this item counts an attempt; the queue waits its backoff."""
@@ -100,6 +117,7 @@ class DestinationWorker(threading.Thread):
         self.journal.release(rest)
         if retry_at is not None:
             self.journal.postpone(self.destination.name, retry_at)
+            self.paused_until = retry_at
         log.warning("%s unreachable (attempt %d of delivery %s): %s; next try in %.0f s",
                     self.destination.name, attempts, item.id, error, (retry_at or time.time()) - time.time())
 

@@ -14,6 +14,7 @@ import shutil
 import socket
 import ssl
 import string
+import time
 
 import pydicom
 from pydicom.uid import (
@@ -45,15 +46,37 @@ class ItemError(Exception):
     """The destination refused this instance (a failure status, no acceptable transfer syntax)."""
 
 
+MAX_QUEUED_PDUS = 16  # PDUs waiting to be written to one association's socket
+
+
 def set_nodelay(event) -> None:
-    """pynetdicom leaves Nagle's algorithm on: each small PDU would then wait for the
-    peer's delayed ACK (tens of milliseconds per instance). Handler of EVT_CONN_OPEN."""
-    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    """Handler of EVT_CONN_OPEN, the two hooks the router puts around pynetdicom's transport:
+
+    - pynetdicom leaves Nagle's algorithm on: each small PDU would then wait for the
+      peer's delayed ACK (tens of milliseconds per instance);
+    - sending a data set from a file, pynetdicom queues PDUs faster than the socket
+      takes them, so a 1 GB instance would pile up in memory: the queue is bounded.
+    """
+    dul = event.assoc.dul
+    sock = getattr(getattr(dul, "socket", None), "socket", None)
     if sock is not None:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+    _bound_send_queue(dul)
+
+
+def _bound_send_queue(dul) -> None:
+    send_pdu = dul.send_pdu
+
+    def bounded_send_pdu(primitive) -> None:
+        queued = dul.to_provider_queue
+        while queued.qsize() >= MAX_QUEUED_PDUS and dul.is_alive() and not dul._kill_thread:
+            time.sleep(0.0005)
+        send_pdu(primitive)
+
+    dul.send_pdu = bounded_send_pdu
 
 
 def client_tls_context(tls: TLS) -> ssl.SSLContext:
@@ -147,8 +170,9 @@ class DicomSender:
     def _convert(self, path: str, syntax: UID) -> str:
         ds = pydicom.dcmread(path)
         target = path + f".{syntax}.dcm"
-        ds.save_as(target, implicit_vr=syntax == ImplicitVRLittleEndian, little_endian=True,
-                   enforce_file_format=True)
+        # pydicom 3 writes with the encoding the file meta names (and refuses a conflicting one).
+        ds.file_meta.TransferSyntaxUID = syntax
+        ds.save_as(target, enforce_file_format=True)
         self._converted.append(target)
         return target
 

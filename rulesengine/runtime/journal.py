@@ -106,8 +106,8 @@ class Received:
 class Outcome:
     """What the rules decided, as the journal records it."""
 
-    ruleset_version: str
-    outcome: str
+    ruleset_version: str | None
+    outcome: str | None
     reason: str | None
     rules_fired: tuple[str, ...]
     destinations: tuple[str, ...]
@@ -170,10 +170,13 @@ class Journal:
 
     # ---- instances -------------------------------------------------------------------
 
-    def record(self, received: Received, path: str | None, outcome: Outcome, state: str) -> int:
-        """An instance and its decision, committed durably: after this, the sender may be answered."""
+    def record(self, received: Received, path: str | None, outcome: Outcome | None, state: str) -> int:
+        """An instance (and its decision, when the rules ran already). After this commit the
+        sender may be answered: the file it names was fsynced before, and carries the arrival
+        facts in its name, so even a journal entry lost with a power cut is found again."""
         now = time.time()
-        with self._transaction(durable=True) as db:
+        outcome = outcome or Outcome(None, None, None, (), ())
+        with self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO instances (received_at, source_kind, source_name, calling_aet, called_aet, peer, "
                 "sop_class_uid, sop_instance_uid, path, state, ruleset_version, outcome, reason, rules_fired, "
@@ -205,6 +208,14 @@ class Journal:
             else:
                 db.execute("UPDATE instances SET state=?, processed_at=? WHERE id=?", (PROCESSED, now, instance_id))
         return ids
+
+    def settle(self, instance_id: int, outcome: Outcome, path: str | None) -> None:
+        """An accepted instance that needs no delivery: dropped, or kept aside at `path`."""
+        with self._transaction() as db:
+            db.execute("UPDATE instances SET state=?, processed_at=?, path=?, ruleset_version=?, outcome=?, "
+                       "reason=?, rules_fired=?, destinations=? WHERE id=?",
+                       (DONE, time.time(), path, outcome.ruleset_version, outcome.outcome, outcome.reason,
+                        json.dumps(outcome.rules_fired), json.dumps(outcome.destinations), instance_id))
 
     def accepted_instances(self) -> list[sqlite3.Row]:
         """Instances answered but not yet processed: what a restart must finish."""

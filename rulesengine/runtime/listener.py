@@ -130,7 +130,8 @@ class DicomListener:
         return not patterns or any(fnmatch.fnmatchcase(calling, pattern) for pattern in patterns)
 
     def _check_calling_aet(self, event) -> None:
-        """EVT_REQUESTED: reject an association from a calling AE title outside the allow-list."""
+        """EVT_REQUESTED: reject an association from a calling AE title outside the allow-list,
+        and log the one pynetdicom rejects for a wrong called AE title (it logs that below our level)."""
         assoc = event.assoc
         if not assoc.is_acceptor:
             return
@@ -141,6 +142,11 @@ class DicomListener:
             assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected permanent; calling AE title not recognised
             evt.trigger(assoc, evt.EVT_REJECTED, {})
             assoc.kill()
+            return
+        called = (assoc.requestor.primitive.called_ae_title or "").strip()
+        if self.config.require_called_aet and called != self.config.ae_title.strip():
+            log.warning("listener %s: association from %s (%s) rejected: called AE title %r is not %s",
+                        self.config.name, calling, assoc.requestor.address, called, self.config.ae_title)
 
     def _arrival(self, event) -> Arrival:
         assoc = event.assoc
@@ -155,16 +161,22 @@ class DicomListener:
         received = os.fspath(event.dataset_path)
         path = self.pipeline.storage.temp_path()
         os.link(received, path)  # our own name for the file; pynetdicom removes its name afterwards
+        request = event.request
         try:
-            document, decision, ruleset = self.pipeline.decide(path, arrival)
+            if self.config.mode == "sync" and self.deliver_now is not None:
+                document, decision, ruleset = self.pipeline.decide(path, arrival)
+                if decision.outcome == "route":
+                    ok, detail = self.deliver_now(path, document, decision, ruleset)
+                    return 0x0000 if ok else _status(STATUS_OUT_OF_RESOURCES, detail)
+                result = self.pipeline.settle(path, document, decision, ruleset)
+            else:
+                # async: answered once spooled and journaled; the rules run first only if they can reject
+                result = self.pipeline.receive(path, arrival, str(request.AffectedSOPClassUID),
+                                               str(request.AffectedSOPInstanceUID))
         except DocumentReadError as exc:
             self.pipeline.storage.remove(path)
             log.warning("listener %s: unreadable instance from %s: %s", self.config.name, arrival.calling_aet, exc)
             return _status(STATUS_CANNOT_UNDERSTAND, str(exc).rsplit(": ", 1)[-1])
-        if self.config.mode == "sync" and decision.outcome == "route" and self.deliver_now is not None:
-            ok, detail = self.deliver_now(path, document, decision, ruleset)
-            return 0x0000 if ok else _status(STATUS_OUT_OF_RESOURCES, detail)
-        result = self.pipeline.settle(path, document, decision, ruleset)
         if result.outcome == "reject":
             return _status(STATUS_NOT_AUTHORIZED, result.reason or "rejected by the routing rules")
         return 0x0000
@@ -173,5 +185,7 @@ class DicomListener:
 def _status(code: int, comment: str) -> Dataset:
     status = Dataset()
     status.Status = code
-    status.ErrorComment = comment[:64]  # LO
+    # An LO of the command set: default repertoire only (the command set has no Specific
+    # Character Set), no backslash (it would split the value), at most 64 characters.
+    status.ErrorComment = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in comment)[:64]
     return status

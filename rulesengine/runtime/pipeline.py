@@ -1,16 +1,21 @@
 """From a received file to queued deliveries.
 
-`Pipeline.intake` decides: it reads the header, runs the rules, and settles a
-reject, a drop or a quarantine at once; an instance to route is moved into
-the spool and journaled before it returns, so the caller may then answer the
-sender. The processor thread then writes the copy each destination receives
-and queues the deliveries. A restart finishes what the processor had not.
+Receiving (`Pipeline.receive`) is what happens before the sender is answered:
+the file is fsynced and moved into the spool and the journal commits it. The
+rules run then too, but only when they can reject (a rejection must reach the
+sender as a failure status); otherwise they run afterwards.
+
+Processing (`Pipeline.process`) is the rest, after the answer: the rules run
+on the instance's header, a quarantine or a drop is settled, and for a route
+the copy each destination receives is written and its delivery queued. It
+runs in a thread of this process, or in the router's worker process, which
+reads what to process from the journal. A restart processes whatever was
+received and not yet processed: nothing answered is ever lost.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from dataclasses import dataclass
@@ -27,32 +32,32 @@ log = logging.getLogger("rulesengine.router")
 
 @dataclass
 class Result:
-    """What happened to one instance at intake."""
+    """What happened to one instance when it was received."""
 
-    outcome: str  # route | drop | reject | quarantine
+    outcome: str  # accepted | reject (and, when the rules ran at once: route | drop | quarantine)
     reason: str | None = None
     instance_id: int | None = None
     decision: Decision | None = None
-    document: Document | None = None
-    ruleset: RuleSet | None = None
-    path: str | None = None  # where the instance is now (spool or quarantine)
-
-
-@dataclass
-class _Pending:
-    instance_id: int
-    path: str
-    document: Document
-    decision: Decision
-    ruleset: RuleSet
+    path: str | None = None  # where the instance is now
 
 
 def received_facts(document: Document) -> Received:
-    arrival = document.arrival
+    return facts_of(document.arrival, document.get("DataSet.SOPClassUID") or
+                    document.get("FileMeta.MediaStorageSOPClassUID"),
+                    document.get("DataSet.SOPInstanceUID") or document.get("FileMeta.MediaStorageSOPInstanceUID"))
+
+
+def facts_of(arrival: Arrival, sop_class: str | None, sop_instance: str | None) -> Received:
     peer = f"{arrival.peer_address}:{arrival.peer_port}" if arrival.peer_address else None
     return Received(arrival.source_kind or "file", arrival.source_name, arrival.calling_aet, arrival.called_aet,
-                    peer, document.get("DataSet.SOPClassUID") or document.get("FileMeta.MediaStorageSOPClassUID"),
-                    document.get("DataSet.SOPInstanceUID") or document.get("FileMeta.MediaStorageSOPInstanceUID"))
+                    peer, sop_class, sop_instance)
+
+
+def arrival_of(received: Received | dict) -> Arrival:
+    get = received.get if isinstance(received, dict) else lambda key: getattr(received, key)
+    peer_address, _, peer_port = (get("peer") or "").rpartition(":")
+    return Arrival(get("calling_aet"), get("called_aet"), peer_address or None,
+                   int(peer_port) if peer_port.isdigit() else None, get("source_name"), get("source_kind"), None)
 
 
 def outcome_of(decision: Decision, ruleset: RuleSet) -> Outcome:
@@ -79,15 +84,19 @@ def describe(document: Document, decision: Decision, ruleset: RuleSet) -> str:
 
 class Pipeline:
     def __init__(self, storage: Storage, journal: Journal, rules: RulesHolder,
-                 notify: Callable[[set[str]], None]):
+                 notify: Callable[[set[str]], None], on_accepted: Callable[[int], None] | None = None):
+        """`on_accepted(instance_id)` hands a received instance to whoever processes it
+        (the worker process); without it, a thread of this process does (`start`)."""
         self.storage = storage
         self.journal = journal
         self.rules = rules
         self.notify = notify
-        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self.on_accepted = on_accepted or self._enqueue
+        self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # processing one instance at a time, whoever asks
 
-    # ---- intake ---------------------------------------------------------------------------
+    # ---- receiving ----------------------------------------------------------------------------
 
     def decide(self, path: str, arrival: Arrival) -> tuple[Document, Decision, RuleSet]:
         """Read the header and run the current rules. Raises DocumentReadError."""
@@ -95,67 +104,86 @@ class Pipeline:
         ruleset = self.rules.current
         return document, ruleset.evaluate(document), ruleset
 
+    def receive(self, path: str, arrival: Arrival, sop_class: str | None = None, sop_instance: str | None = None,
+                decide: bool | None = None) -> Result:
+        """Take a file we own (in the spool's temporary folder); when this returns, the
+        sender may be answered. The rules run now when `decide`, or by default when they
+        can reject. Raises DocumentReadError only when the rules ran and the file cannot be read."""
+        ruleset = self.rules.current
+        if decide or (decide is None and ruleset.can_reject):
+            document, decision, ruleset = self.decide(path, arrival)
+            return self.settle(path, document, decision, ruleset)
+        return self._accept(path, facts_of(arrival, sop_class, sop_instance))
+
     def intake(self, path: str, arrival: Arrival) -> Result:
-        """Take a file we own (in the spool's temporary folder). Raises DocumentReadError
-        for a file that is not a DICOM instance (the file is left in place)."""
-        document, decision, ruleset = self.decide(path, arrival)
-        return self.settle(path, document, decision, ruleset)
+        """receive() with the rules run at once (a watched folder sorts out unreadable files)."""
+        return self.receive(path, arrival, decide=True)
 
     def settle(self, path: str, document: Document, decision: Decision, ruleset: RuleSet) -> Result:
-        received = received_facts(document)
-        outcome = outcome_of(decision, ruleset)
+        """The rules ran at reception: a reject is answered; anything else is received."""
+        if decision.outcome == "reject":
+            return self._reject(path, document, decision, ruleset)
+        return self._accept(path, received_facts(document))
+
+    def _accept(self, path: str, received: Received) -> Result:
+        spooled = self.storage.accept(path, received)
+        instance_id = self.journal.record(received, spooled, None, ACCEPTED)
+        self.on_accepted(instance_id)
+        return Result("accepted", None, instance_id, None, spooled)
+
+    def _reject(self, path: str, document: Document, decision: Decision, ruleset: RuleSet) -> Result:
         log.info(describe(document, decision, ruleset))
-        if decision.error:
-            log.warning("%s: %s", received.sop_instance_uid, decision.error)
-        result = Result(decision.outcome, decision.reason, None, decision, document, ruleset)
-        if decision.outcome in ("reject", "drop"):
-            result.instance_id = self.journal.record(received, None, outcome, DONE)
-            self.storage.remove(path)
-        elif decision.outcome == "quarantine":
-            result.path = self.storage.quarantine(path, decision.reason or "", self._facts(received, ruleset))
-            result.instance_id = self.journal.record(received, result.path, outcome, DONE)
-        else:
-            result.path = self.storage.accept(path)
-            # The document was read from the temporary name; its pixel data is at the new one.
-            document.filename = result.path
-            for copy in decision.destinations.values():
-                copy.filename = result.path
-            result.instance_id = self.journal.record(received, result.path, outcome, ACCEPTED)
-            self._queue.put(_Pending(result.instance_id, result.path, document, decision, ruleset))
-        return result
+        instance_id = self.journal.record(received_facts(document), None, outcome_of(decision, ruleset), DONE)
+        self.storage.remove(path)
+        return Result("reject", decision.reason, instance_id, decision)
 
-    @staticmethod
-    def _facts(received: Received, ruleset: RuleSet) -> dict:
-        return {"sop_instance_uid": received.sop_instance_uid, "sop_class_uid": received.sop_class_uid,
-                "source": received.source_name, "calling_aet": received.calling_aet, "peer": received.peer,
-                "rules_version": ruleset.version}
+    # ---- processing -----------------------------------------------------------------------------
 
-    # ---- processing ---------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="processor", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Finish what was accepted, then stop."""
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
-
-    def _run(self) -> None:
-        while True:
-            pending = self._queue.get()
-            if pending is None:
-                return
-            if isinstance(pending, _Marker):
-                pending.event.set()
-                continue
+    def process(self, instance_id: int) -> None:
+        """Run the rules on a received instance and settle it: quarantine, drop, or route
+        (copies written, deliveries queued)."""
+        with self._lock:
+            row = self.journal.instance(instance_id)
+            if row is None or row["state"] != ACCEPTED:
+                return  # processed already (a wake-up can come twice)
+            path = row["path"]
+            arrival = arrival_of(dict(row))
             try:
-                self.process(pending)
-            except Exception:  # noqa: BLE001 - journaled as accepted: the next start takes it again
-                log.exception("instance %s could not be processed; it stays in the spool for the next start",
-                              pending.instance_id)
+                document, decision, ruleset = self.decide(path, arrival)
+            except DocumentReadError as exc:
+                reason = str(exc).replace(path, "the received file")
+                log.warning("instance %s from %s: %s; quarantined", instance_id, row["calling_aet"] or
+                            row["source_name"], reason)
+                self._keep_aside(instance_id, path, Received(**_received_columns(row)), reason,
+                                 Outcome(self.rules.current.version, "quarantine", reason, (), ()))
+                return
+            log.info(describe(document, decision, ruleset))
+            if decision.error:
+                log.warning("instance %s: %s", instance_id, decision.error)
+            outcome = outcome_of(decision, ruleset)
+            if decision.outcome == "route":
+                deliveries = self.write_copies(instance_id, path, document, decision)
+                self.journal.add_deliveries(instance_id, deliveries, outcome)
+                if all(item.path != path for item in deliveries):
+                    self.storage.remove(path)  # every destination has its own copy
+                self.notify({item.destination for item in deliveries})
+            elif decision.outcome == "drop":
+                self.journal.settle(instance_id, outcome, None)
+                self.storage.remove(path)
+            else:
+                # quarantine; or a reject the sender could no longer be told of (the rules changed
+                # after it was answered): kept aside either way
+                reason = decision.reason or ""
+                if decision.outcome == "reject":
+                    reason = f"rejected after the sender was answered: {reason}"
+                self._keep_aside(instance_id, path, received_facts(document), reason, outcome)
+
+    def _keep_aside(self, instance_id: int, path: str, received: Received, reason: str, outcome: Outcome) -> None:
+        facts = {"sop_instance_uid": received.sop_instance_uid, "sop_class_uid": received.sop_class_uid,
+                 "source": received.source_name, "calling_aet": received.calling_aet, "peer": received.peer,
+                 "rules_version": outcome.ruleset_version}
+        kept = self.storage.quarantine(path, reason, facts)
+        self.journal.settle(instance_id, outcome, kept)
 
     def write_copies(self, instance_id: int, path: str, document: Document, decision: Decision,
                      prefix: str = "") -> list[NewDelivery]:
@@ -177,48 +205,70 @@ class Pipeline:
                                           copy.get("FileMeta.TransferSyntaxUID")))
         return deliveries
 
-    def process(self, pending: _Pending) -> None:
-        deliveries = self.write_copies(pending.instance_id, pending.path, pending.document, pending.decision)
-        self.journal.add_deliveries(pending.instance_id, deliveries)
-        if all(item.path != pending.path for item in deliveries):
-            self.storage.remove(pending.path)  # every destination has its own copy
-        self.notify({item.destination for item in deliveries})
-
-    def recover(self) -> int:
-        """After a restart: process what was accepted before the stop, with the current rules."""
+    def process_pending(self) -> int:
+        """Process every instance received and not yet processed, oldest first."""
         count = 0
         for row in self.journal.accepted_instances():
-            count += 1
-            path = row["path"]
-            peer_address, _, peer_port = (row["peer"] or "").partition(":")
-            arrival = Arrival(row["calling_aet"], row["called_aet"], peer_address or None,
-                              int(peer_port) if peer_port.isdigit() else None, row["source_name"],
-                              row["source_kind"], None)
             try:
-                document, decision, ruleset = self.decide(path, arrival)
-            except DocumentReadError as exc:
-                log.error("instance %s (%s) cannot be read after the restart: %s", row["id"], path, exc)
-                continue
-            if decision.outcome != "route":
-                # Answered already: a new decision to reject or drop it keeps it aside instead.
-                reason = f"decided {decision.outcome} after a restart" + (
-                    f": {decision.reason}" if decision.reason else "")
-                quarantined = self.storage.quarantine(path, reason, self._facts(received_facts(document), ruleset))
-                self.journal.add_deliveries(row["id"], [], outcome_of(decision, ruleset))
-                log.warning("instance %s: %s; kept in %s", row["id"], reason, quarantined)
-                continue
-            self.process(_Pending(row["id"], path, document, decision, ruleset))
-        if count:
-            log.info("finished %d instance(s) accepted before the last stop", count)
+                self.process(row["id"])
+            except Exception:  # noqa: BLE001 - left accepted: tried again at the next wake-up or start
+                log.exception("instance %s could not be processed; it stays in the spool", row["id"])
+            count += 1
         return count
 
+    def recover(self) -> int:
+        """After a restart: files in the spool the journal does not know (their entry was
+        lost with a power cut) are received again; then everything unprocessed is processed."""
+        count = self.process_pending()
+        if count:
+            log.info("processed %d instance(s) received before the last stop", count)
+        return count
+
+    def reingest(self, paths: list[str]) -> int:
+        """Spool files without a journal entry: they were fsynced before any answer, so they
+        may have been answered; journal them again (a duplicate is possible, a loss is not)."""
+        for path in paths:
+            received = self.storage.facts_from_name(path)
+            instance_id = self.journal.record(received, path, None, ACCEPTED)
+            log.warning("spool file %s had no journal entry; received again as instance %s", path, instance_id)
+        return len(paths)
+
+    # ---- the in-process processor thread ------------------------------------------------------------
+
+    def _enqueue(self, instance_id: int) -> None:
+        self._queue.put(instance_id)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="processor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish what was received, then stop."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if isinstance(item, threading.Event):
+                item.set()
+                continue
+            try:
+                self.process(item)
+            except Exception:  # noqa: BLE001 - journaled as accepted: the next start takes it again
+                log.exception("instance %s could not be processed; it stays in the spool for the next start", item)
+
     def wait_idle(self) -> None:
-        """For tests and shutdown: until everything accepted so far is processed."""
+        """Until everything received so far by this process's thread is processed."""
         done = threading.Event()
-        self._queue.put(_Marker(done))  # type: ignore[arg-type]
+        self._queue.put(done)
         done.wait()
 
 
-class _Marker:
-    def __init__(self, event: threading.Event):
-        self.event = event
+def _received_columns(row) -> dict:
+    return {key: row[key] for key in ("source_kind", "source_name", "calling_aet", "called_aet", "peer",
+                                       "sop_class_uid", "sop_instance_uid")}

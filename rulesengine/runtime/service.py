@@ -18,6 +18,7 @@ from .listener import DicomListener
 from .pipeline import Pipeline, outcome_of, received_facts
 from .rules import RulesHolder
 from .storage import Storage
+from .worker import WorkerProcess
 
 log = logging.getLogger("rulesengine.router")
 
@@ -30,13 +31,18 @@ def configure_pynetdicom() -> None:
 
 
 class Router:
-    def __init__(self, config: Config):
+    """With `worker=True` (what `dicom-rules run` does), processing and delivery run in a
+    worker process of their own (worker.py); otherwise in threads of this process."""
+
+    def __init__(self, config: Config, worker: bool = False):
         self.config = config
         self.storage = Storage(config.storage)
         self.journal = self.storage.journal()
         self.rules = RulesHolder(config)
         self.delivery = DeliveryManager(self.journal, self.storage)
-        self.pipeline = Pipeline(self.storage, self.journal, self.rules, self.delivery.notify)
+        self.worker = WorkerProcess(config.path) if worker else None
+        self.pipeline = Pipeline(self.storage, self.journal, self.rules, self.delivery.notify,
+                                 on_accepted=self.worker.wake if self.worker else None)
         self.listeners: list[DicomListener] = []
         self.watchers: list = []
         self.reloader = None
@@ -61,12 +67,16 @@ class Router:
         requeued = self.journal.requeue_interrupted()
         if requeued:
             log.info("%d delivery(ies) interrupted by the last stop are queued again", requeued)
-        self.pipeline.recover()
-        removed = self.storage.sweep(self.journal.paths_in_use())
+        removed, unknown = self.storage.sweep(self.journal.paths_in_use())
         if removed:
-            log.info("removed %d spool file(s) no journal entry needs (never acknowledged, or finished)", removed)
-        self.pipeline.start()
-        self.delivery.apply(self.config.destinations)
+            log.info("removed %d spool file(s) no journal entry needs (never answered, or finished)", removed)
+        self.pipeline.reingest(unknown)
+        if self.worker is not None:
+            self.worker.start()  # it processes what was received before the stop, then what comes
+        else:
+            self.pipeline.recover()
+            self.pipeline.start()
+            self.delivery.apply(self.config.destinations)
         for listener_config in self.config.listeners:
             listener = DicomListener(listener_config, self.pipeline, self.deliver_now)
             listener.start()
@@ -96,8 +106,11 @@ class Router:
             listener.stop()
         for watcher in self.watchers:
             watcher.stop()
-        self.pipeline.stop()
-        self.delivery.stop()
+        if self.worker is not None:
+            self.worker.stop()
+        else:
+            self.pipeline.stop()
+            self.delivery.stop()
         with self._sync_lock:
             for senders in self._sync_senders.values():
                 for sender in senders:
@@ -119,7 +132,8 @@ class Router:
             log.error("the new configuration is not applied: the rules do not compile with it")
             return
         self.config = config
-        self.delivery.apply(config.destinations)
+        if self.worker is None:  # the worker process applies its own copy of the configuration
+            self.delivery.apply(config.destinations)
         with self._sync_lock:
             for senders in self._sync_senders.values():
                 for sender in senders:
@@ -171,13 +185,12 @@ class Router:
         return not failures, "; ".join(failures)
 
     def wait_idle(self, timeout: float = 30) -> bool:
-        """For tests: until every accepted instance is processed and every due delivery sent."""
-        self.pipeline.wait_idle()
+        """Until every received instance is processed and nothing is queued or being sent."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             counts = self.journal.counts()
             busy = sum(c.get("queued", 0) + c.get("sending", 0) for c in counts.values())
-            if not busy:
+            if not busy and not self.journal.accepted_instances():
                 return True
             time.sleep(0.05)
         return False

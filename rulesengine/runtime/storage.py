@@ -13,6 +13,7 @@ journal records it, so nothing the journal names can be half-written.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -21,7 +22,7 @@ import tempfile
 import time
 import uuid
 
-from .journal import Journal
+from .journal import Journal, Received
 
 
 def fsync_file(path: str) -> None:
@@ -49,6 +50,14 @@ def move_durably(source: str, target: str) -> str:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# How a spool file's name carries its arrival (the SOP UIDs are in the file itself; a
+# file name has room for 255 bytes).
+_FACT_KEYS = ("source_kind", "source_name", "calling_aet", "called_aet", "peer")
+
+
+def _encode_facts(received: Received) -> str:
+    data = json.dumps([getattr(received, k) for k in _FACT_KEYS], separators=(",", ":"))
+    return base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
 
 
 def safe_name(text: str) -> str:
@@ -78,10 +87,25 @@ class Storage:
         so that accepting one is a rename, not a copy."""
         tempfile.tempdir = self.tmp
 
-    def accept(self, received_path: str) -> str:
-        """Make a received file durable and move it into the spool; returns its new path."""
+    def accept(self, received_path: str, received: Received | None = None) -> str:
+        """Make a received file durable and move it into the spool; returns its new path.
+        The name carries the arrival facts, so the file alone is enough to route it."""
         fsync_file(received_path)
-        return move_durably(received_path, os.path.join(self.incoming, f"{uuid.uuid4().hex}.dcm"))
+        facts = _encode_facts(received) if received is not None else ""
+        name = f"{uuid.uuid4().hex}{'.' + facts if facts else ''}.dcm"
+        return move_durably(received_path, os.path.join(self.incoming, name))
+
+    @staticmethod
+    def facts_from_name(path: str) -> Received:
+        """The arrival facts a spool file's name carries (see accept)."""
+        parts = os.path.basename(path).split(".")
+        if len(parts) == 3:
+            try:
+                values = json.loads(base64.urlsafe_b64decode(parts[1].encode() + b"=" * (-len(parts[1]) % 4)))
+                return Received(**dict(zip(_FACT_KEYS, values)))
+            except (ValueError, TypeError):
+                pass
+        return Received("unknown", None)
 
     def copy_in(self, source: str) -> str:
         """Copy a file (from a watched folder) into the spool's temporary folder, durably."""
@@ -122,14 +146,17 @@ class Storage:
         except FileNotFoundError:
             pass
 
-    def sweep(self, in_use: set[str]) -> int:
-        """On start: spool files that no journal entry names were never acknowledged
-        (or are finished); remove them. Returns how many."""
+    def sweep(self, in_use: set[str]) -> tuple[int, list[str]]:
+        """On start, what no journal entry names: files being received (never answered) and
+        copies of finished deliveries are removed; received files are returned, to be
+        journaled again (their entry may have been lost with a power cut after the answer)."""
         removed = 0
-        for folder in (self.tmp, self.incoming, self.outgoing):
+        for folder in (self.tmp, self.outgoing):
             for name in os.listdir(folder):
                 path = os.path.join(folder, name)
                 if path not in in_use and os.path.isfile(path):
                     self.remove(path)
                     removed += 1
-        return removed
+        unknown = sorted(os.path.join(self.incoming, name) for name in os.listdir(self.incoming)
+                         if os.path.join(self.incoming, name) not in in_use)
+        return removed, unknown
