@@ -132,7 +132,9 @@ class DicomSender:
             kwargs["tls_args"] = (client_tls_context(destination.tls), None)
         assoc = self.ae.associate(destination.host, destination.port, self._contexts(items), **kwargs)
         if not assoc.is_established:
-            why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "could not connect"
+            # pynetdicom marks a refused or dropped connection as aborted too
+            why = "rejected by the destination" if assoc.is_rejected else \
+                "not established (connection refused, closed, or no answer)"
             raise LinkError(f"association with {destination.ae_title}@{destination.host}:{destination.port} {why}")
         self.assoc, self.sent = assoc, 0
 
@@ -180,6 +182,8 @@ class DicomSender:
         """C-STORE one instance; returns the status as text. Raises LinkError or ItemError."""
         if self.assoc is None or not self.assoc.is_established:
             raise LinkError(f"the association with {self.destination.name} was lost")
+        if not item.path or not os.path.isfile(item.path):
+            raise ItemError(f"the file to send is gone ({item.path})")
         path = self._path_for(item)
         try:
             status = self.assoc.send_c_store(path)

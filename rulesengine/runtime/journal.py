@@ -270,13 +270,16 @@ class Journal:
             db.execute("INSERT INTO attempts (delivery_id, started_at, finished_at, ok, detail) VALUES (?,?,?,1,?)",
                        (delivery.id, started, now, detail))
 
-    def failed(self, delivery: Delivery, started: float, error: str, retry_at: float | None) -> str:
-        """Record a failed attempt: retrying until `retry_at`, or dead when it is None."""
+    def failed(self, delivery: Delivery, started: float, error: str, retry_at: float | None,
+               keep_file: bool = True) -> str:
+        """Record a failed attempt: retrying until `retry_at`, or dead when it is None (with
+        `keep_file=False`, dead for good: the file is gone and `retry` leaves it alone)."""
         now = time.time()
         state = DEAD if retry_at is None else RETRYING
         with self._transaction() as db:
             db.execute("UPDATE deliveries SET state=?, attempts=attempts+1, next_attempt_at=?, last_error=?, "
-                       "updated_at=? WHERE id=?", (state, retry_at or now, error, now, delivery.id))
+                       "updated_at=?, path=CASE WHEN ? THEN path ELSE NULL END WHERE id=?",
+                       (state, retry_at or now, error, now, keep_file, delivery.id))
             db.execute("INSERT INTO attempts (delivery_id, started_at, finished_at, ok, detail) VALUES (?,?,?,0,?)",
                        (delivery.id, started, now, error))
         return state
@@ -336,7 +339,8 @@ class Journal:
 
     def retry_dead(self, destination: str | None = None, ids: Iterable[int] = ()) -> int:
         """Dead deliveries back in the queue, with their attempts counted from zero."""
-        query = "UPDATE deliveries SET state=?, attempts=0, next_attempt_at=0, updated_at=? WHERE state=?"
+        query = ("UPDATE deliveries SET state=?, attempts=0, next_attempt_at=0, updated_at=? WHERE state=? "
+                 "AND path IS NOT NULL")
         args: list = [QUEUED, time.time(), DEAD]
         if destination:
             query += " AND destination=?"

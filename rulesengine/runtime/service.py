@@ -22,6 +22,8 @@ from .worker import WorkerProcess
 
 log = logging.getLogger("rulesengine.router")
 
+SYNC_IDLE_SECONDS = 1.0  # a sync-mode association is closed after this long unused
+
 
 def configure_pynetdicom() -> None:
     """Receive data sets to a file and send them from one: a large instance never sits in memory."""
@@ -47,7 +49,8 @@ class Router:
         self.watchers: list = []
         self.reloader = None
         self._sync_lock = threading.Lock()
-        self._sync_senders: dict[str, list] = {}
+        self._sync_senders: dict[str, list] = {}  # destination -> [(idle since, sender)]
+        self._janitor: threading.Thread | None = None
 
     @classmethod
     def from_file(cls, path: str) -> "Router":
@@ -113,7 +116,7 @@ class Router:
             self.delivery.stop()
         with self._sync_lock:
             for senders in self._sync_senders.values():
-                for sender in senders:
+                for _since, sender in senders:
                     sender.close()
         self.journal.close()
         log.info("router stopped")
@@ -136,7 +139,7 @@ class Router:
             self.delivery.apply(config.destinations)
         with self._sync_lock:
             for senders in self._sync_senders.values():
-                for sender in senders:
+                for _since, sender in senders:
                     sender.close()
             self._sync_senders.clear()
         log.info("configuration applied: %d destination(s)", len(config.destinations))
@@ -147,15 +150,35 @@ class Router:
         with self._sync_lock:
             pool = self._sync_senders.setdefault(name, [])
             if pool:
-                return pool.pop()
+                return pool.pop()[1]
         return sender_for(self.config.destinations[name])
 
     def _give_back(self, name: str, sender) -> None:
+        """Keep the association for the next sync store, but not idle: many SCPs serve one
+        association at a time, and an idle one would shut every other sender out."""
         with self._sync_lock:
             if name in self.config.destinations and self.config.destinations[name] is sender.destination:
-                self._sync_senders.setdefault(name, []).append(sender)
+                self._sync_senders.setdefault(name, []).append((time.monotonic(), sender))
+                self._start_janitor()
                 return
         sender.close()
+
+    def _start_janitor(self) -> None:
+        if self._janitor is None:
+            self._janitor = threading.Thread(target=self._close_idle_senders, name="sync-janitor", daemon=True)
+            self._janitor.start()
+
+    def _close_idle_senders(self) -> None:
+        while True:
+            time.sleep(SYNC_IDLE_SECONDS / 2)
+            now = time.monotonic()
+            idle = []
+            with self._sync_lock:
+                for name, pool in self._sync_senders.items():
+                    idle += [sender for since, sender in pool if now - since >= SYNC_IDLE_SECONDS]
+                    pool[:] = [(since, sender) for since, sender in pool if now - since < SYNC_IDLE_SECONDS]
+            for sender in idle:
+                sender.close()
 
     def deliver_now(self, path: str, document: Document, decision: Decision, ruleset: RuleSet) -> tuple[bool, str]:
         """Sync mode: deliver to every destination before the sender is answered."""
@@ -176,7 +199,10 @@ class Router:
             except (LinkError, ItemError) as exc:
                 sender.close()
                 failures.append(f"{item.destination}: {exc}")
-                self.journal.failed(delivery, started, f"sync, the sender was answered with a failure: {exc}", None)
+                # Dead, without a file: the sender was answered with a failure and sends it again;
+                # there is nothing for `queue retry` to resend.
+                self.journal.failed(delivery, started, f"sync: {exc}; the sender was answered with a failure",
+                                    None, keep_file=False)
         for item in deliveries:
             self.storage.remove(item.path)
         self.storage.remove(path)

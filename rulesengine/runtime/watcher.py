@@ -15,6 +15,7 @@ import os
 import shutil
 import threading
 import time
+from stat import S_ISREG
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
@@ -97,6 +98,9 @@ class FolderWatcher:
                 try:
                     stat = os.stat(path)
                 except FileNotFoundError:
+                    del self._candidates[path]
+                    continue
+                if not S_ISREG(stat.st_mode):  # a folder (done/ and failed/ are inside by default)
                     del self._candidates[path]
                     continue
                 if (stat.st_size, stat.st_mtime) != (size, mtime):
