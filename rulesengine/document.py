@@ -234,6 +234,11 @@ class Document:
             raise DocumentReadError(f"{path}: cannot read: {exc}") from None
         if not ds._dict:
             raise DocumentReadError(f"{path}: no data elements")
+        if getattr(ds, "file_meta", None) is not None and \
+                ds.file_meta.get("TransferSyntaxUID") == pydicom.uid.DeflatedExplicitVRLittleEndian:
+            # pydicom inflates a deflated data set into memory: there is no pixel data to copy
+            # from the file, so read the whole instance.
+            return cls.read(path, arrival)
         if offset >= size:
             _check_complete(ds, path)
         else:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import string
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -179,7 +180,7 @@ def _where(location) -> str:
     text = ""
     for part in location:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "the file"
+    return text or "top level"
 
 
 _TYPE_WORDS = {"string": "text", "integer": "a whole number", "number": "a number", "boolean": "true or false",
@@ -221,6 +222,17 @@ def _plain(error) -> str:
     return f"{where}: {error.message}"
 
 
+def _is_key_of(data, location, name) -> bool:
+    """Is `name` a key of the mapping at `location` (a propertyNames error names a key)?"""
+    node = data
+    for part in location:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return isinstance(node, dict) and isinstance(name, str) and name in node
+
+
 def validate(data, path: str) -> list[str]:
     """Problems with the configuration, each `FILE:LINE: key: what is wrong`."""
     validator = Draft202012Validator(schema())
@@ -228,7 +240,14 @@ def validate(data, path: str) -> list[str]:
     for error in validator.iter_errors(data):
         if error.validator in ("if", "allOf"):
             continue  # their sub-errors are reported as they are
-        line = _line_of(data, error.absolute_path)
+        location = list(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            known = error.schema.get("properties", {})
+            extras = [k for k in error.instance if k not in known]
+            location += extras[:1]  # the line of the (first) unknown key, not of its parent
+        elif error.validator == "pattern" and _is_key_of(data, location, error.instance):
+            location.append(error.instance)  # propertyNames: the line of the bad name itself
+        line = _line_of(data, location)
         found.append((line or 0, f"{path}:{line}: {_plain(error)}" if line else f"{path}: {_plain(error)}"))
     return list(dict.fromkeys(text for _, text in sorted(found)))
 
@@ -263,24 +282,45 @@ def _tls(data, base: str) -> TLS | None:
                _resolve(base, data.get("ca_certificates")), bool(data.get("require_client_certificate", True)))
 
 
+def _at(path: str, data, key: str, where: str) -> str:
+    """`FILE:LINE: where` for the key `key` of the mapping `data`."""
+    line = _line_of(data, [key])
+    return f"{path}:{line}: {where}" if line else f"{path}: {where}"
+
+
+def _whole(values: dict, *keys: str) -> dict:
+    """Whole numbers as int: the schema's "integer" also admits 11112.0, which sockets refuse."""
+    for key in keys:
+        if key in values:
+            values[key] = int(values[key])
+    return values
+
+
+def _retry(data) -> Retry:
+    return Retry(**_whole(dict(data or {}), "max_attempts"))
+
+
 def _secrets(data, path: str, base: str) -> tuple[Secrets, bool]:
     data = data or {}
     key = None
     if "hash_key_env" in data:
         name = data["hash_key_env"]
+        where = _at(path, data, "hash_key_env", "secrets.hash_key_env")
         if name not in os.environ:
-            line = _line_of(data, ["hash_key_env"])
-            raise ConfigError(f"{path}:{line}: secrets.hash_key_env: the environment variable {name} is not set")
+            raise ConfigError(f"{where}: the environment variable {name} is not set")
         key = os.environ[name].encode("utf-8")
+        if not key:
+            raise ConfigError(f"{where}: the environment variable {name} is empty")
     elif "hash_key_file" in data:
         key_path = _resolve(base, data["hash_key_file"])
+        where = _at(path, data, "hash_key_file", "secrets.hash_key_file")
         try:
             with open(key_path, encoding="utf-8") as fh:
                 key = fh.readline().strip().encode("utf-8")
         except OSError as exc:
-            raise ConfigError(f"{path}: secrets.hash_key_file: cannot read {key_path}: {exc.strerror}") from None
-    if key is not None and not key:
-        raise ConfigError(f"{path}: secrets: the hash key is empty")
+            raise ConfigError(f"{where}: cannot read {key_path}: {exc.strerror}") from None
+        if not key:
+            raise ConfigError(f"{where}: the first line of {key_path} is empty")
     secrets = Secrets(key or DEFAULT_HASH_KEY, str(data.get("uid_root", "2.25")))
     return secrets, key is None
 
@@ -289,7 +329,7 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
     base = os.path.dirname(os.path.abspath(path))
     listeners = []
     for item in data.get("listeners") or []:
-        values = dict(item)
+        values = _whole(dict(item), "port", "max_associations", "max_pdu")
         values["allowed_calling_aets"] = tuple(values.get("allowed_calling_aets") or ())
         if "transfer_syntaxes" in values:
             values["transfer_syntaxes"] = tuple(values["transfer_syntaxes"])
@@ -307,16 +347,24 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
         watches.append(Watch(**values))
     destinations: dict[str, Destination] = {}
     for name, item in (data.get("destinations") or {}).items():
-        values = {k: v for k, v in dict(item).items() if k != "type"}
-        values["retry"] = Retry(**dict(values.get("retry") or {}))
+        values = _whole({k: v for k, v in dict(item).items() if k != "type"}, "port", "max_associations", "batch",
+                        "max_pdu")
+        values["retry"] = _retry(values.get("retry"))
         if item["type"] == "dicom":
             values["timeouts"] = _timeouts(values.get("timeouts"))
             values["tls"] = _tls(values.get("tls"), base)
             destinations[str(name)] = DicomDestination(name=str(name), **values)
         else:
             values["path"] = _resolve(base, values["path"])
+            for problem in check_naming(values.get("naming", FolderDestination.naming)):
+                line = _line_of(data, ["destinations", name, "naming"])
+                raise ConfigError(f"{path}:{line}: destinations.{name}.naming: {problem}")
             destinations[str(name)] = FolderDestination(name=str(name), **values)
     _check_unique(path, data, listeners, watches)
+    secrets_data = data.get("secrets") or {}
+    if "hash_key_env" in secrets_data and "hash_key_file" in secrets_data:
+        raise ConfigError(f"{_at(path, secrets_data, 'hash_key_file', 'secrets')}: hash_key_env and hash_key_file "
+                          "both name the hash key; keep one")
     secrets, development = _secrets(data.get("secrets"), path, base) if resolve_secrets else (Secrets(), True)
     log = data.get("log") or {}
     return Config(
@@ -327,16 +375,55 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
     )
 
 
+_EVERY_INTERFACE = ("0.0.0.0", "::", "")
+
+
 def _check_unique(path: str, data, listeners: list[Listener], watches: list[Watch]) -> None:
+    """Names are unique across listeners and watched folders; no two listeners share a port
+    (an address of every interface conflicts with any other address on that port)."""
     problems = []
-    names = [item.name for item in listeners] + [item.name for item in watches]
-    for name in sorted({n for n in names if names.count(n) > 1}):
-        problems.append(f"{path}: the name {name!r} is used by more than one listener or watched folder")
-    ports = [(item.bind, item.port) for item in listeners]
-    for bind, port in sorted({p for p in ports if ports.count(p) > 1}):
-        problems.append(f"{path}: two listeners on {bind}:{port}")
+
+    def at(location) -> str:
+        line = _line_of(data, location)
+        return f"{path}:{line}: {_where(location)}" if line else f"{path}: {_where(location)}"
+
+    named = [(item.name, ["listeners", i, "name"]) for i, item in enumerate(listeners)]
+    named += [(item.name, ["watch", i, "name"]) for i, item in enumerate(watches)]
+    for number, (name, location) in enumerate(named):
+        first = next(loc for other, loc in named[:number + 1] if other == name)
+        if first is not location:
+            problems.append(f"{at(location)}: the name {name!r} is already used by {_where(first)}; "
+                            "listeners and watched folders need names of their own")
+    for number, item in enumerate(listeners):
+        for index, other in enumerate(listeners[:number]):
+            if other.port == item.port and (other.bind == item.bind or other.bind in _EVERY_INTERFACE
+                                            or item.bind in _EVERY_INTERFACE):
+                problems.append(f"{at(['listeners', number, 'port'])}: port {item.port} on {item.bind} is already "
+                                f"used by listeners[{index}] ({other.name}, on {other.bind})")
+                break
     if problems:
         raise ConfigError("\n".join(problems), problems)
+
+
+def naming_fields(template: str) -> list[str]:
+    return [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+
+
+def check_naming(template: str) -> list[str]:
+    """Problems with a folder destination's naming template: braces that do not pair,
+    {} without a keyword, unknown keywords."""
+    from ..lang.paths import lookup_keyword
+    try:
+        fields = naming_fields(template)
+    except ValueError as exc:
+        return [f"{template!r}: {exc} (write {{{{ and }}}} for literal braces)"]
+    problems = []
+    for field in fields:
+        if not field:
+            problems.append(f"{template!r}: {{}} names no keyword")
+        elif lookup_keyword(field) is None:
+            problems.append(f"{{{field}}} is not a DICOM keyword")
+    return problems
 
 
 def destinations_from_config(path: str | os.PathLike) -> dict[str, dict]:

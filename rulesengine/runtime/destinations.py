@@ -14,6 +14,7 @@ import shutil
 import socket
 import ssl
 import string
+import uuid
 import time
 
 import pydicom
@@ -27,10 +28,11 @@ from pydicom.uid import (
 from pynetdicom import AE, evt
 from pynetdicom.presentation import build_context
 
-from ..config import DicomDestination, FolderDestination, TLS
+from ..config import TLS, DicomDestination, FolderDestination, check_naming, naming_fields  # noqa: F401
 from ..lang.paths import lookup_keyword
 from .journal import Delivery
 from .storage import fsync_dir, fsync_file
+from .transcode import ConversionError, convert
 
 log = logging.getLogger("rulesengine.delivery")
 
@@ -116,8 +118,13 @@ class DicomSender:
         return contexts
 
     def _covers(self, items: list[Delivery]) -> bool:
-        accepted = {cx.abstract_syntax for cx in self.assoc.accepted_contexts}
-        return all(item.sop_class_uid in accepted for item in items)
+        """Can the open association carry these items, each in its own or a convertible syntax?"""
+        def carried(item: Delivery) -> bool:
+            if self._accepted(item.sop_class_uid, item.transfer_syntax):
+                return True
+            return item.transfer_syntax in UNCOMPRESSED and any(
+                self._accepted(item.sop_class_uid, syntax) for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian))
+        return all(carried(item) for item in items)
 
     def open(self, items: list[Delivery]) -> None:
         """An association that can carry these items: the one open, or a new one."""
@@ -170,11 +177,10 @@ class DicomSender:
                         "which cannot be converted without decompressing")
 
     def _convert(self, path: str, syntax: UID) -> str:
-        ds = pydicom.dcmread(path)
-        target = path + f".{syntax}.dcm"
-        # pydicom 3 writes with the encoding the file meta names (and refuses a conflicting one).
-        ds.file_meta.TransferSyntaxUID = syntax
-        ds.save_as(target, enforce_file_format=True)
+        try:
+            target = convert(path, syntax)
+        except ConversionError as exc:
+            raise ItemError(str(exc)) from None
         self._converted.append(target)
         return target
 
@@ -226,21 +232,20 @@ class DicomSender:
 _ILLEGAL = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
 
 
-def naming_fields(template: str) -> list[str]:
-    return [field for _, field, _, _ in string.Formatter().parse(template) if field]
+MAX_NAME_BYTES = 200  # of one path component (file systems allow 255)
 
 
-def check_naming(template: str) -> list[str]:
-    """Problems with a naming template: unknown keywords."""
-    return [f"{{{field}}} is not a DICOM keyword" for field in naming_fields(template)
-            if lookup_keyword(field) is None]
+def _fit(text: str, limit: int = MAX_NAME_BYTES) -> str:
+    """At most `limit` bytes of UTF-8, cut on a character boundary."""
+    data = text.encode("utf-8")
+    return text if len(data) <= limit else data[:limit].decode("utf-8", "ignore")
 
 
 def _safe_value(value) -> str:
     if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
         value = "_".join(str(v) for v in value)
     text = _ILLEGAL.sub("_", str(value)).strip().strip(".")
-    return text[:100] or "UNKNOWN"
+    return _fit(text, 100) or "UNKNOWN"
 
 
 def render_name(template: str, dataset) -> str:
@@ -249,9 +254,12 @@ def render_name(template: str, dataset) -> str:
     for field in naming_fields(template):
         value = dataset.get(field) if lookup_keyword(field) else None
         values[field] = _safe_value(value) if value not in (None, "") else "UNKNOWN"
-    rendered = template.format(**values)
+    try:
+        rendered = template.format(**values)
+    except (IndexError, KeyError, ValueError) as exc:
+        raise ItemError(f"the naming template {template!r} cannot be used: {exc}") from None
     parts = [p for p in rendered.replace("\\", "/").split("/") if p not in ("", ".", "..")]
-    return os.path.join(*[_ILLEGAL.sub("_", p).lstrip(".") or "_" for p in parts]) if parts else "UNKNOWN.dcm"
+    return os.path.join(*[_fit(_ILLEGAL.sub("_", p).lstrip(".")) or "_" for p in parts]) if parts else "UNKNOWN.dcm"
 
 
 class FolderSender:
@@ -267,19 +275,24 @@ class FolderSender:
         pass
 
     def send(self, item: Delivery) -> str:
+        temp = None
         try:
             header = pydicom.dcmread(item.path, stop_before_pixels=True)
             relative = render_name(self.destination.naming, header)
             target = os.path.join(self.destination.path, relative)
             folder = os.path.dirname(target)
             os.makedirs(folder, exist_ok=True)
-            temp = os.path.join(folder, f".{os.path.basename(target)}.{os.getpid()}.tmp")
+            temp = os.path.join(folder, f".{uuid.uuid4().hex[:12]}.tmp")
             shutil.copyfile(item.path, temp)
             fsync_file(temp)
             os.replace(temp, target)
+            temp = None
             fsync_dir(folder)
         except OSError as exc:
             raise ItemError(f"cannot write to {self.destination.path}: {exc.strerror or exc}") from None
+        finally:
+            if temp is not None:
+                _remove(temp)
         return target
 
 

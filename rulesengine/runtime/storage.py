@@ -14,6 +14,7 @@ journal records it, so nothing the journal names can be half-written.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import re
@@ -53,6 +54,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 # How a spool file's name carries its arrival (the SOP UIDs are in the file itself; a
 # file name has room for 255 bytes).
 _FACT_KEYS = ("source_kind", "source_name", "calling_aet", "called_aet", "peer")
+MAX_FACTS_LENGTH = 200  # + 32 for the uuid and dots and .dcm: under the 255 bytes of a name
 
 
 def _encode_facts(received: Received) -> str:
@@ -92,6 +94,9 @@ class Storage:
         The name carries the arrival facts, so the file alone is enough to route it."""
         fsync_file(received_path)
         facts = _encode_facts(received) if received is not None else ""
+        if len(facts) > MAX_FACTS_LENGTH:  # a long name or IPv6 address: keep what fits
+            facts = _encode_facts(dataclasses.replace(received, peer=None, called_aet=None,
+                                                      source_name=(received.source_name or "")[:40]))
         name = f"{uuid.uuid4().hex}{'.' + facts if facts else ''}.dcm"
         return move_durably(received_path, os.path.join(self.incoming, name))
 
@@ -123,15 +128,21 @@ class Storage:
         folder = os.path.join(self.quarantine_dir, day)
         os.makedirs(folder, exist_ok=True)
         name = safe_name(facts.get("sop_instance_uid") or uuid.uuid4().hex)
-        target = os.path.join(folder, f"{name}.dcm")
-        if os.path.exists(target):
-            target = os.path.join(folder, f"{name}-{uuid.uuid4().hex[:8]}.dcm")
         if keep_source:
             temp = self.temp_path()
             shutil.copyfile(source, temp)
             source = temp
         fsync_file(source)
-        move_durably(source, target)
+        # A hard link fails if the name exists: two copies of one instance never overwrite each other.
+        target = os.path.join(folder, f"{name}.dcm")
+        while True:
+            try:
+                os.link(source, target)
+                break
+            except FileExistsError:
+                target = os.path.join(folder, f"{name}-{uuid.uuid4().hex[:8]}.dcm")
+        os.unlink(source)
+        fsync_dir(folder)
         info = {"reason": reason, "quarantined_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **facts}
         with open(target + ".json", "w", encoding="utf-8") as fh:
             json.dump(info, fh, indent=2, ensure_ascii=False)

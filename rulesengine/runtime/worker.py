@@ -52,6 +52,7 @@ def run_worker(config_path: str, wake, level: int) -> None:
     configure_pynetdicom()
     config = load_config(config_path)
     storage = Storage(config.storage)
+    storage.use_for_temporary_files()  # converted copies go to the spool, which a restart empties
     journal = storage.journal()
     rules = RulesHolder(config)
     delivery = DeliveryManager(journal, storage)

@@ -1,0 +1,446 @@
+"""Senders: a folder destination, and C-STORE to real peers (DCMTK's storescp, pynetdicom)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+import tracemalloc
+from pathlib import Path
+
+import pydicom
+import pytest
+from conftest import SAMPLES, bundled
+from peers import StoreSCP, free_port
+from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom import _config as pynetdicom_config
+from pynetdicom.sop_class import (
+    CTImageStorage,
+    SecondaryCaptureImageStorage,
+    Verification,
+)
+from test_runtime_pipeline import tail_digest, write_large_instance
+
+from rulesengine.config import DicomDestination, FolderDestination, Timeouts
+from rulesengine.runtime.destinations import (
+    DicomSender,
+    FolderSender,
+    ItemError,
+    LinkError,
+    sender_for,
+)
+from rulesengine.runtime.journal import SENDING, Delivery
+from rulesengine.runtime.service import configure_pynetdicom
+
+FAST = Timeouts(connect=5, acse=10, dimse=20, network=20)
+
+
+@pytest.fixture(autouse=True)
+def pynetdicom_as_the_router_sets_it():
+    """The router sends from files in chunks (Router.start); put pynetdicom back afterwards."""
+    saved = (pynetdicom_config.STORE_SEND_CHUNKED_DATASET, pynetdicom_config.STORE_RECV_CHUNKED_DATASET)
+    configure_pynetdicom()
+    yield
+    pynetdicom_config.STORE_SEND_CHUNKED_DATASET, pynetdicom_config.STORE_RECV_CHUNKED_DATASET = saved
+
+
+def delivery(path, number: int = 1, destination: str = "PEER") -> Delivery:
+    """A claimed delivery of the file at `path`, as the journal hands it to a worker."""
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    return Delivery(number, number, destination, str(path), str(header.SOPClassUID), str(header.SOPInstanceUID),
+                    str(header.file_meta.TransferSyntaxUID), SENDING, 0, 0.0, None)
+
+
+def spool_copy(tmp_path: Path, source, name: str | None = None) -> Path:
+    """Deliveries are sent from the spool: never from the shared sample files."""
+    target = tmp_path / "spool" / (name or os.path.basename(source))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
+def digest(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def pixel_bytes(path) -> bytes:
+    return pydicom.dcmread(path).PixelData
+
+
+@pytest.fixture
+def storescp_factory(tmp_path):
+    started: list[StoreSCP] = []
+
+    def start(*options: str) -> StoreSCP:
+        peer = StoreSCP(tmp_path / f"received-{len(started)}", extra=("-v", *options)).start()
+        started.append(peer)
+        return peer
+
+    yield start
+    for peer in started:
+        peer.stop()
+
+
+def storescp_log(peer: StoreSCP) -> str:
+    return (peer.folder.parent / f"storescp-{peer.port}.log").read_text(errors="replace")
+
+
+def destination_for(peer: StoreSCP, **options) -> DicomDestination:
+    return DicomDestination("PEER", peer.ae_title, "127.0.0.1", peer.port, timeouts=FAST, **options)
+
+
+# ---- folders --------------------------------------------------------------------------------------
+
+
+def test_folder_sender_writes_the_file_under_the_naming_template(tmp_path):
+    source = spool_copy(tmp_path, SAMPLES / "ct_head.dcm")
+    header = pydicom.dcmread(source, stop_before_pixels=True)
+    folder = tmp_path / "pacs"
+    sender = sender_for(FolderDestination("PACS", str(folder), naming="{PatientID}/{StudyDate}/{SOPInstanceUID}.dcm"))
+    assert isinstance(sender, FolderSender)
+
+    sender.open([])
+    written = sender.send(delivery(source))
+    sender.close()
+
+    expected = folder / str(header.PatientID) / str(header.StudyDate) / f"{header.SOPInstanceUID}.dcm"
+    assert written == str(expected)
+    assert digest(expected) == digest(source)
+    assert source.exists()  # the spool file is the journal's to release
+    every = [p for p in folder.rglob("*")]
+    assert sorted(p for p in every if p.is_file()) == [expected]  # no temporary file left behind
+
+
+def test_folder_sender_replaces_an_earlier_file_of_the_same_name(tmp_path):
+    folder = tmp_path / "archive"
+    sender = FolderSender(FolderDestination("ARCHIVE", str(folder), naming="{PatientID}.dcm"))
+    sender.open([])
+    first = spool_copy(tmp_path, SAMPLES / "ct_head.dcm", "first.dcm")
+    second = tmp_path / "spool" / "second.dcm"
+    ds = pydicom.dcmread(first)
+    ds.InstitutionName = "SECOND"
+    ds.save_as(second, enforce_file_format=True)
+
+    sender.send(delivery(first))
+    target = sender.send(delivery(second, 2))
+
+    assert digest(target) == digest(second)
+    assert os.listdir(folder) == [os.path.basename(target)]
+
+
+def test_folder_sender_creates_the_destination_folder(tmp_path):
+    folder = tmp_path / "not" / "yet" / "there"
+    sender = FolderSender(FolderDestination("F", str(folder)))
+    sender.open([])
+    assert folder.is_dir()
+
+
+def test_folder_sender_reports_an_unwritable_destination_as_item_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    sender = FolderSender(FolderDestination("F", str(blocker / "sub")))
+    with pytest.raises(ItemError, match="cannot write"):
+        sender.send(delivery(spool_copy(tmp_path, SAMPLES / "ct_head.dcm")))
+
+
+def test_a_failed_folder_write_leaves_no_temporary_file(tmp_path):
+    source = spool_copy(tmp_path, SAMPLES / "ct_head.dcm")
+    header = pydicom.dcmread(source, stop_before_pixels=True)
+    folder = tmp_path / "pacs"
+    (folder / f"{header.SOPInstanceUID}.dcm").mkdir(parents=True)  # the name is taken by a folder
+    sender = FolderSender(FolderDestination("PACS", str(folder)))
+    with pytest.raises(ItemError):
+        sender.send(delivery(source))
+    assert os.listdir(folder) == [f"{header.SOPInstanceUID}.dcm"]
+
+
+# ---- DICOM: storescp ------------------------------------------------------------------------------
+
+
+def test_a_batch_goes_over_one_association(tmp_path, storescp_factory):
+    peer = storescp_factory()
+    files = [spool_copy(tmp_path, SAMPLES / name) for name in ("ct_head.dcm", "ct_chest.dcm", "mr_knee.dcm")]
+    items = [delivery(path, number) for number, path in enumerate(files, 1)]
+    sender = sender_for(destination_for(peer))
+    assert isinstance(sender, DicomSender)
+
+    sender.open(items)
+    statuses = [sender.send(item) for item in items]
+    sender.close()
+
+    assert statuses == ["0x0000"] * 3
+    assert storescp_log(peer).count("Association Acknowledged") == 1
+    received = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID): p for p in peer.files()}
+    assert set(received) == {item.sop_instance_uid for item in items}
+    for item in items:
+        assert pixel_bytes(received[item.sop_instance_uid]) == pixel_bytes(item.path)
+
+
+def another_ct(tmp_path: Path, number: int) -> Path:
+    """ct_head with its own SOP Instance UID: one more instance of the same SOP class."""
+    ds = pydicom.dcmread(SAMPLES / "ct_head.dcm")
+    ds.SOPInstanceUID = f"{ds.SOPInstanceUID}.{number}"
+    target = tmp_path / "spool" / f"ct-{number}.dcm"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(target, enforce_file_format=True)
+    return target
+
+
+def test_the_association_is_kept_for_the_next_batch_until_the_batch_size(tmp_path, storescp_factory):
+    peer = storescp_factory()
+    items = [delivery(another_ct(tmp_path, number), number) for number in (1, 2, 3)]
+    sender = DicomSender(destination_for(peer, batch=2))
+
+    sender.open(items[:1])
+    sender.send(items[0])
+    sender.open(items[1:2])  # the open association carries it
+    sender.send(items[1])
+    sender.open(items[2:])  # two sent: a new association
+    sender.send(items[2])
+    sender.close()
+
+    assert storescp_log(peer).count("Association Acknowledged") == 2
+
+
+def test_explicit_vr_is_converted_for_a_peer_that_accepts_only_implicit(tmp_path, storescp_factory):
+    peer = storescp_factory("+xi")  # implicit VR little endian only
+    source = spool_copy(tmp_path, SAMPLES / "ct_head.dcm")
+    item = delivery(source)
+    assert item.transfer_syntax == ExplicitVRLittleEndian
+    sender = DicomSender(destination_for(peer))
+
+    sender.open([item])
+    assert {cx.transfer_syntax[0] for cx in sender.assoc.accepted_contexts} == {ImplicitVRLittleEndian}
+    status = sender.send(item)
+    sender.close()
+
+    assert status == "0x0000"
+    [received] = peer.files()
+    stored = pydicom.dcmread(received)
+    assert stored.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    original = pydicom.dcmread(source)
+    assert stored.SOPInstanceUID == original.SOPInstanceUID and stored.PatientID == original.PatientID
+    assert stored.PixelData == original.PixelData
+    assert digest(source) == digest(SAMPLES / "ct_head.dcm")  # the spool file is sent as a converted copy
+    assert os.listdir(source.parent) == [source.name]  # the converted file is gone after close
+
+
+def test_a_compressed_instance_the_peer_does_not_accept_is_an_item_error(tmp_path, storescp_factory):
+    peer = storescp_factory("+x=")  # uncompressed transfer syntaxes only
+    compressed = delivery(spool_copy(tmp_path, bundled("JPEG2000.dcm")), 1)
+    plain = delivery(spool_copy(tmp_path, SAMPLES / "ot_secondary.dcm"), 2)
+    assert compressed.transfer_syntax == JPEG2000 and compressed.sop_class_uid == plain.sop_class_uid
+    sender = DicomSender(destination_for(peer))
+
+    sender.open([compressed, plain])
+    with pytest.raises(ItemError, match="cannot be converted without decompressing"):
+        sender.send(compressed)
+    assert sender.send(plain) == "0x0000"  # the association goes on with the next item
+    sender.close()
+
+    [received] = peer.files()
+    assert pydicom.dcmread(received, stop_before_pixels=True).SOPInstanceUID == plain.sop_instance_uid
+
+
+def test_a_compressed_instance_goes_as_is_to_a_peer_that_accepts_it(tmp_path, storescp_factory):
+    peer = storescp_factory()  # +xa: every transfer syntax
+    source = spool_copy(tmp_path, bundled("SC_rgb_jpeg_dcmtk.dcm"))
+    item = delivery(source)
+    sender = DicomSender(destination_for(peer))
+    sender.open([item])
+    assert sender.send(item) == "0x0000"
+    sender.close()
+    [received] = peer.files()
+    stored = pydicom.dcmread(received)
+    assert stored.file_meta.TransferSyntaxUID == item.transfer_syntax
+    assert stored.PixelData == pydicom.dcmread(source).PixelData
+
+
+def test_a_compressed_instance_after_an_uncompressed_one_of_the_same_class_is_delivered(tmp_path,
+                                                                                      storescp_factory):
+    peer = storescp_factory()  # +xa: the peer accepts JPEG 2000
+    plain = delivery(spool_copy(tmp_path, SAMPLES / "ot_secondary.dcm"), 1)
+    compressed = delivery(spool_copy(tmp_path, bundled("JPEG2000.dcm")), 2)
+    sender = DicomSender(destination_for(peer))
+
+    sender.open([plain])
+    assert sender.send(plain) == "0x0000"
+    sender.open([compressed])  # the next batch the worker claims
+    status = sender.send(compressed)
+    sender.close()
+
+    assert status == "0x0000"
+    assert len(peer.files()) == 2
+
+
+def test_echo_answers_success(storescp_factory):
+    peer = storescp_factory()
+    assert DicomSender(destination_for(peer)).echo() == "0x0000"
+
+
+def test_a_closed_port_is_a_link_error(tmp_path):
+    destination = DicomDestination("DOWN", "NOBODY", "127.0.0.1", free_port(), timeouts=FAST)
+    sender = DicomSender(destination)
+    item = delivery(spool_copy(tmp_path, SAMPLES / "ct_head.dcm"))
+    with pytest.raises(LinkError, match="NOBODY@127.0.0.1"):
+        sender.open([item])
+    with pytest.raises(LinkError):
+        sender.send(item)  # nothing open
+    with pytest.raises(LinkError):
+        sender.echo()
+    sender.close()
+
+
+# ---- DICOM: pynetdicom as the peer ----------------------------------------------------------------
+
+
+class PynetdicomPeer:
+    """A pynetdicom SCP on a free port: counts associations, answers C-STORE with `status`."""
+
+    def __init__(self, ae_title: str = "PEER", status: int = 0x0000, syntaxes=(ExplicitVRLittleEndian,
+                                                                               ImplicitVRLittleEndian)):
+        self.ae_title = ae_title
+        self.status = status
+        self.port = free_port()
+        self.associations = 0
+        self.stored: list[str] = []
+        self._lock = threading.Lock()
+        ae = AE(ae_title=ae_title)
+        ae.require_called_aet = True
+        for sop_class in (CTImageStorage, SecondaryCaptureImageStorage):
+            ae.add_supported_context(sop_class, list(syntaxes))
+        ae.add_supported_context(Verification)
+        self.ae = ae
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=[
+            (evt.EVT_ESTABLISHED, self._established), (evt.EVT_C_STORE, self._store)])
+
+    def _established(self, event) -> None:
+        with self._lock:
+            self.associations += 1
+
+    def _store(self, event):
+        with self._lock:
+            self.stored.append(str(event.request.AffectedSOPInstanceUID))
+        return self.status
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def pynetdicom_peer():
+    peers: list[PynetdicomPeer] = []
+
+    def start(**options) -> PynetdicomPeer:
+        peer = PynetdicomPeer(**options)
+        peers.append(peer)
+        return peer
+
+    yield start
+    for peer in peers:
+        peer.stop()
+
+
+def pynetdicom_destination(peer: PynetdicomPeer, ae_title: str | None = None, **options) -> DicomDestination:
+    return DicomDestination("PEER", ae_title or peer.ae_title, "127.0.0.1", peer.port, timeouts=FAST, **options)
+
+
+def test_one_association_for_a_batch_counted_by_the_peer(tmp_path, pynetdicom_peer):
+    peer = pynetdicom_peer()
+    items = [delivery(spool_copy(tmp_path, SAMPLES / "ct_head.dcm", f"{n}.dcm"), n) for n in range(1, 6)]
+    sender = DicomSender(pynetdicom_destination(peer))
+    sender.open(items)
+    assert [sender.send(item) for item in items] == ["0x0000"] * 5
+    sender.close()
+    assert peer.associations == 1
+    assert len(peer.stored) == 5
+
+
+def test_a_failure_status_is_an_item_error(tmp_path, pynetdicom_peer):
+    peer = pynetdicom_peer(status=0xA700)
+    item = delivery(spool_copy(tmp_path, SAMPLES / "ct_head.dcm"))
+    sender = DicomSender(pynetdicom_destination(peer))
+    sender.open([item])
+    with pytest.raises(ItemError, match="0xA700"):
+        sender.send(item)
+    assert sender.assoc.is_established  # the link is fine: only this instance was refused
+    sender.close()
+
+
+def test_a_warning_status_counts_as_delivered(tmp_path, pynetdicom_peer):
+    peer = pynetdicom_peer(status=0xB000)
+    item = delivery(spool_copy(tmp_path, SAMPLES / "ct_head.dcm"))
+    sender = DicomSender(pynetdicom_destination(peer))
+    sender.open([item])
+    assert sender.send(item).startswith("0xB000")
+    sender.close()
+
+
+def test_a_rejected_association_is_a_link_error(tmp_path, pynetdicom_peer):
+    peer = pynetdicom_peer()
+    sender = DicomSender(pynetdicom_destination(peer, ae_title="SOMEONE_ELSE"))
+    with pytest.raises(LinkError, match="rejected"):
+        sender.open([delivery(spool_copy(tmp_path, SAMPLES / "ct_head.dcm"))])
+    assert peer.stored == []
+
+
+def test_implicit_vr_is_proposed_so_that_an_implicit_only_peer_accepts_the_association(tmp_path,
+                                                                                      pynetdicom_peer):
+    peer = pynetdicom_peer(syntaxes=(ImplicitVRLittleEndian,))
+    item = delivery(spool_copy(tmp_path, SAMPLES / "ct_head.dcm"))
+    sender = DicomSender(pynetdicom_destination(peer))
+    sender.open([item])
+    try:
+        accepted = [(cx.abstract_syntax, cx.transfer_syntax) for cx in sender.assoc.accepted_contexts]
+        assert accepted == [(CTImageStorage, [ImplicitVRLittleEndian])]
+    finally:
+        sender.close()
+
+
+# ---- a large instance -------------------------------------------------------------------------------
+
+MB = 1 << 20
+
+
+def peak_growth(action) -> tuple[int, object]:
+    """The peak of Python allocations while `action` runs, above where they started."""
+    tracemalloc.start()
+    try:
+        start, _ = tracemalloc.get_traced_memory()
+        result = action()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak - start, result
+
+
+def send_one(sender: DicomSender, item: Delivery) -> str:
+    sender.open([item])
+    try:
+        return sender.send(item)
+    finally:
+        sender.close()
+
+
+def test_a_60_mb_instance_is_sent_from_its_file(tmp_path, storescp_factory):
+    peer = storescp_factory()
+    big = tmp_path / "spool" / "big.dcm"
+    big.parent.mkdir()
+    pixels = write_large_instance(big)
+    growth, status = peak_growth(lambda: send_one(DicomSender(destination_for(peer)), delivery(big)))
+    assert status == "0x0000"
+    assert growth < 25 * MB, f"Python allocations peaked {growth / MB:.1f} MB above the start"
+    [received] = peer.files()
+    assert tail_digest(received) == pixels
+
+
+def test_a_60_mb_instance_converted_for_an_implicit_only_peer_never_enters_memory(tmp_path, storescp_factory):
+    peer = storescp_factory("+xi")
+    big = tmp_path / "spool" / "big.dcm"
+    big.parent.mkdir()
+    write_large_instance(big)
+    growth, status = peak_growth(lambda: send_one(DicomSender(destination_for(peer)), delivery(big)))
+    assert status == "0x0000"
+    assert growth < 25 * MB, f"Python allocations peaked {growth / MB:.1f} MB above the start"

@@ -1,0 +1,427 @@
+"""The journal: instances, deliveries and attempts in a real SQLite file (WAL)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from rulesengine.config import Retry
+from rulesengine.runtime.journal import (
+    ACCEPTED,
+    DEAD,
+    DELIVERED,
+    DONE,
+    PROCESSED,
+    QUEUED,
+    RETRYING,
+    SENDING,
+    Journal,
+    NewDelivery,
+    Outcome,
+    Received,
+)
+
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+
+
+@pytest.fixture
+def journal(tmp_path):
+    opened = Journal(str(tmp_path / "journal.sqlite"))
+    yield opened
+    opened.close()
+
+
+def received(number: int = 1) -> Received:
+    return Received("listener", "main", "CT1", "ROUTER", "127.0.0.1:40000", CT_IMAGE, f"1.2.3.{number}")
+
+
+def routed(*destinations: str) -> Outcome:
+    return Outcome("v1", "route", None, ("everything",), destinations)
+
+
+def new_delivery(destination: str, path: str, number: int = 1) -> NewDelivery:
+    return NewDelivery(destination, path, CT_IMAGE, f"1.2.3.{number}", EXPLICIT_LE)
+
+
+def queue_instance(journal: Journal, destinations=("PACS",), path: str = "/spool/in/a.dcm",
+                   number: int = 1) -> list[int]:
+    """An accepted instance, processed: one queued delivery per destination."""
+    instance_id = journal.record(received(number), path, routed(*destinations), ACCEPTED)
+    return journal.add_deliveries(instance_id, [new_delivery(name, path, number) for name in destinations])
+
+
+# ---- instances ------------------------------------------------------------------------------------
+
+
+def test_record_keeps_the_facts_and_the_decision(journal):
+    outcome = Outcome("v7", "reject", "modality not accepted: XA", ("reject unknown modality",), ())
+    instance_id = journal.record(received(), None, outcome, DONE)
+    row = journal.instance(instance_id)
+    assert (row["source_kind"], row["source_name"], row["calling_aet"], row["called_aet"], row["peer"]) == (
+        "listener", "main", "CT1", "ROUTER", "127.0.0.1:40000")
+    assert (row["sop_class_uid"], row["sop_instance_uid"]) == (CT_IMAGE, "1.2.3.1")
+    assert (row["state"], row["ruleset_version"], row["outcome"], row["reason"]) == (
+        DONE, "v7", "reject", "modality not accepted: XA")
+    assert row["rules_fired"] == '["reject unknown modality"]'
+    assert row["processed_at"] is not None  # settled at once
+
+
+def test_an_accepted_instance_waits_until_its_deliveries_are_added(journal):
+    instance_id = journal.record(received(), "/spool/in/a.dcm", routed("PACS"), ACCEPTED)
+    assert [row["id"] for row in journal.accepted_instances()] == [instance_id]
+    assert journal.instance(instance_id)["processed_at"] is None
+
+    journal.add_deliveries(instance_id, [new_delivery("PACS", "/spool/in/a.dcm")])
+
+    assert journal.accepted_instances() == []
+    row = journal.instance(instance_id)
+    assert row["state"] == PROCESSED and row["processed_at"] is not None
+
+
+def test_an_instance_is_recorded_before_the_rules_run(journal):
+    instance_id = journal.record(received(), "/spool/in/a.dcm", None, ACCEPTED)
+    row = journal.instance(instance_id)
+    assert (row["state"], row["path"], row["outcome"], row["ruleset_version"]) == (
+        ACCEPTED, "/spool/in/a.dcm", None, None)
+    assert row["rules_fired"] == "[]" and row["destinations"] == "[]"
+    assert row["processed_at"] is None
+
+
+def test_settle_finishes_an_accepted_instance_that_needs_no_delivery(journal):
+    kept = journal.record(received(1), "/spool/in/a.dcm", None, ACCEPTED)
+    dropped = journal.record(received(2), "/spool/in/b.dcm", None, ACCEPTED)
+
+    journal.settle(kept, Outcome("v3", "quarantine", "no PatientID", ("hold",), ()), "/quarantine/d/1.2.3.1.dcm")
+    journal.settle(dropped, Outcome("v3", "drop", None, ("drop tests",), ()), None)
+
+    assert journal.accepted_instances() == []
+    row = journal.instance(kept)
+    assert (row["state"], row["outcome"], row["reason"], row["path"], row["ruleset_version"]) == (
+        DONE, "quarantine", "no PatientID", "/quarantine/d/1.2.3.1.dcm", "v3")
+    assert row["processed_at"] is not None
+    row = journal.instance(dropped)
+    assert (row["state"], row["outcome"], row["path"]) == (DONE, "drop", None)
+    assert not journal.path_in_use("/spool/in/a.dcm") and not journal.path_in_use("/spool/in/b.dcm")
+
+
+def test_add_deliveries_can_replace_the_recorded_outcome(journal):
+    instance_id = journal.record(received(), "/spool/in/a.dcm", routed("PACS"), ACCEPTED)
+    later = Outcome("v2", "quarantine", "decided quarantine after a restart", ("hold",), ())
+    journal.add_deliveries(instance_id, [], later)
+    row = journal.instance(instance_id)
+    assert (row["state"], row["ruleset_version"], row["outcome"], row["reason"]) == (
+        PROCESSED, "v2", "quarantine", "decided quarantine after a restart")
+
+
+def test_record_is_visible_at_once_to_another_process(journal):
+    instance_id = journal.record(received(), "/spool/in/a.dcm", routed("PACS"), ACCEPTED)
+    reader = ("import sqlite3, sys\n"
+              "db = sqlite3.connect(sys.argv[1])\n"
+              "row = db.execute('SELECT state, sop_instance_uid FROM instances WHERE id=?', (int(sys.argv[2]),))"
+              ".fetchone()\n"
+              "print(row[0] if row else 'missing', row[1] if row else '')\n")
+    result = subprocess.run([sys.executable, "-c", reader, journal.path, str(instance_id)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [ACCEPTED, "1.2.3.1"]
+
+
+def test_the_schema_is_created_once_and_reopened(journal, tmp_path):
+    ids = queue_instance(journal)
+    again = Journal(journal.path)
+    try:
+        assert again.delivery(ids[0]).state == QUEUED
+    finally:
+        again.close()
+
+
+# ---- the life of a delivery -----------------------------------------------------------------------
+
+
+def test_queued_then_sending_then_delivered(journal):
+    [delivery_id] = queue_instance(journal)
+    queued = journal.delivery(delivery_id)
+    assert (queued.state, queued.attempts, queued.destination, queued.transfer_syntax) == (
+        QUEUED, 0, "PACS", EXPLICIT_LE)
+
+    [claimed] = journal.claim("PACS", 10)
+    assert claimed.id == delivery_id and claimed.state == SENDING
+    assert journal.delivery(delivery_id).state == SENDING
+
+    started = time.time()
+    journal.delivered(claimed, started, "0x0000")
+    done = journal.delivery(delivery_id)
+    assert (done.state, done.attempts, done.last_error) == (DELIVERED, 1, None)
+    [attempt] = journal.attempts(delivery_id)
+    assert attempt["ok"] == 1 and attempt["detail"] == "0x0000"
+    assert attempt["started_at"] == started and attempt["finished_at"] >= started
+    assert journal.claim("PACS", 10) == []  # delivered is never claimed again
+
+
+def test_failed_attempt_retries_after_the_backoff(journal):
+    retry = Retry(delay=5, multiplier=2, cap=300, max_attempts=3)
+    [delivery_id] = queue_instance(journal)
+    [claimed] = journal.claim("PACS", 10)
+
+    retry_at = time.time() + retry.wait(1)
+    state = journal.failed(claimed, time.time(), "PACS answered 0xA700: out of resources", retry_at)
+
+    assert state == RETRYING
+    waiting = journal.delivery(delivery_id)
+    assert (waiting.state, waiting.attempts, waiting.next_attempt_at) == (RETRYING, 1, retry_at)
+    assert waiting.last_error == "PACS answered 0xA700: out of resources"
+    [attempt] = journal.attempts(delivery_id)
+    assert attempt["ok"] == 0 and attempt["detail"] == "PACS answered 0xA700: out of resources"
+    assert journal.claim("PACS", 10, now=retry_at - 1) == []  # not due yet
+    assert journal.next_due("PACS") == retry_at
+    [again] = journal.claim("PACS", 10, now=retry_at)
+    assert again.id == delivery_id and again.attempts == 1 and again.state == SENDING
+
+
+def test_dead_after_the_last_attempt_then_retry_dead_queues_it_from_zero(journal):
+    retry = Retry(delay=1, multiplier=2, cap=300, max_attempts=3)
+    [delivery_id] = queue_instance(journal)
+    now = time.time()
+    states = []
+    for _ in range(retry.max_attempts):
+        [claimed] = journal.claim("PACS", 10, now=now + 10_000)
+        attempts = claimed.attempts + 1
+        retry_at = None if attempts >= retry.max_attempts else now + retry.wait(attempts)
+        states.append(journal.failed(claimed, time.time(), f"refused ({attempts})", retry_at))
+    assert states == [RETRYING, RETRYING, DEAD]
+    dead = journal.delivery(delivery_id)
+    assert (dead.state, dead.attempts, dead.last_error) == (DEAD, 3, "refused (3)")
+    assert [a["detail"] for a in journal.attempts(delivery_id)] == ["refused (1)", "refused (2)", "refused (3)"]
+    assert journal.claim("PACS", 10, now=now + 10_000) == []  # dead is never claimed
+
+    assert journal.retry_dead() == 1
+    revived = journal.delivery(delivery_id)
+    assert (revived.state, revived.attempts, revived.next_attempt_at) == (QUEUED, 0, 0)
+    [claimed] = journal.claim("PACS", 10)
+    assert claimed.id == delivery_id
+
+
+def test_retry_dead_by_destination_and_by_id(journal):
+    ids = queue_instance(journal, ("PACS", "ARCHIVE"), number=1) + queue_instance(journal, ("PACS",), number=2)
+    for destination in ("PACS", "ARCHIVE"):
+        for claimed in journal.claim(destination, 10):
+            journal.failed(claimed, time.time(), "refused", None)
+    pacs_first, archive, pacs_second = ids
+
+    assert journal.retry_dead(destination="ARCHIVE") == 1
+    assert journal.delivery(archive).state == QUEUED
+    assert journal.retry_dead(ids=[pacs_second]) == 1
+    assert [journal.delivery(i).state for i in ids] == [DEAD, QUEUED, QUEUED]
+    assert journal.retry_dead(destination="ARCHIVE", ids=[pacs_first]) == 0  # both filters apply
+
+
+# ---- claim ----------------------------------------------------------------------------------------
+
+
+def test_claim_returns_due_items_of_one_destination_in_id_order(journal):
+    ids = []
+    for number in range(1, 6):
+        ids += queue_instance(journal, ("PACS", "ARCHIVE"), path=f"/spool/in/{number}.dcm", number=number)
+    pacs = ids[0::2]
+    archive = ids[1::2]
+
+    first = journal.claim("PACS", 3)
+    assert [d.id for d in first] == pacs[:3]
+    assert all(d.destination == "PACS" and d.state == SENDING for d in first)
+    assert [d.path for d in first] == ["/spool/in/1.dcm", "/spool/in/2.dcm", "/spool/in/3.dcm"]
+    assert [d.id for d in journal.claim("PACS", 10)] == pacs[3:]
+    assert journal.claim("PACS", 10) == []  # all are sending now
+    assert [d.id for d in journal.claim("ARCHIVE", 10)] == archive
+    assert journal.counts() == {"PACS": {SENDING: 5}, "ARCHIVE": {SENDING: 5}}
+
+
+def test_claim_skips_an_item_that_waits_but_takes_those_behind_it(journal):
+    first, second = queue_instance(journal, number=1) + queue_instance(journal, number=2)
+    [claimed] = journal.claim("PACS", 1)
+    now = time.time()
+    journal.failed(claimed, now, "refused", now + 60)
+
+    assert [d.id for d in journal.claim("PACS", 10, now=now + 1)] == [second]
+    assert journal.claim("PACS", 10, now=now + 59) == []
+    assert [d.id for d in journal.claim("PACS", 10, now=now + 60)] == [first]
+
+
+def test_threads_claiming_at_once_never_get_the_same_item(journal):
+    for number in range(200):
+        queue_instance(journal, number=number)
+    claimed: dict[str, list[int]] = {}
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def claimer():
+        mine = claimed.setdefault(threading.current_thread().name, [])
+        try:
+            start.wait()
+            while batch := journal.claim("PACS", 3):
+                mine.extend(d.id for d in batch)
+                time.sleep(0.002)  # a worker sends its batch before it claims the next
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        finally:
+            journal.close()  # this thread's connection
+
+    threads = [threading.Thread(target=claimer, name=f"claimer-{i}") for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    every = [i for ids in claimed.values() for i in ids]
+    assert len(every) == 200 and len(set(every)) == 200
+    assert sum(1 for ids in claimed.values() if ids) > 1  # they really competed
+    assert journal.counts() == {"PACS": {SENDING: 200}}
+
+
+# ---- release, postpone, restart -------------------------------------------------------------------
+
+
+def test_release_puts_unattempted_items_back_queued_and_attempted_ones_retrying(journal):
+    [attempted] = queue_instance(journal, number=1)
+    [first_try] = journal.claim("PACS", 10)
+    now = time.time()
+    journal.failed(first_try, now, "refused", now - 1)  # due again at once
+    [fresh] = queue_instance(journal, number=2)
+    batch = journal.claim("PACS", 10)
+    assert [d.id for d in batch] == [attempted, fresh]
+
+    journal.release(batch)  # e.g. the association could not be opened: nothing was sent
+
+    assert (journal.delivery(attempted).state, journal.delivery(attempted).attempts) == (RETRYING, 1)
+    assert (journal.delivery(fresh).state, journal.delivery(fresh).attempts) == (QUEUED, 0)
+    assert journal.attempts(fresh) == []  # a release is not an attempt
+    assert len(journal.attempts(attempted)) == 1
+    assert [d.id for d in journal.claim("PACS", 10)] == [attempted, fresh]
+
+
+def test_release_leaves_items_that_are_no_longer_sending(journal):
+    [delivery_id] = queue_instance(journal)
+    [claimed] = journal.claim("PACS", 1)
+    journal.delivered(claimed, time.time())
+    journal.release([claimed])
+    assert journal.delivery(delivery_id).state == DELIVERED
+
+
+def test_postpone_delays_a_whole_destination(journal):
+    ids = queue_instance(journal, ("PACS", "ARCHIVE"), number=1) + queue_instance(journal, ("PACS",), number=2)
+    pacs_first, archive, pacs_second = ids
+    now = time.time()
+    journal.postpone("PACS", now + 30)
+
+    assert journal.claim("PACS", 10, now=now + 29) == []
+    assert [d.id for d in journal.claim("ARCHIVE", 10, now=now)] == [archive]
+    assert journal.next_due("PACS") == now + 30
+    assert [d.id for d in journal.claim("PACS", 10, now=now + 30)] == [pacs_first, pacs_second]
+
+
+def test_postpone_never_brings_a_later_retry_forward(journal):
+    [delivery_id] = queue_instance(journal)
+    [claimed] = journal.claim("PACS", 1)
+    now = time.time()
+    journal.failed(claimed, now, "refused", now + 300)
+    journal.postpone("PACS", now + 10)
+    assert journal.delivery(delivery_id).next_attempt_at == now + 300
+
+
+def test_requeue_interrupted_after_a_restart(journal):
+    first, second, third = (queue_instance(journal, number=1) + queue_instance(journal, number=2)
+                            + queue_instance(journal, number=3))
+    [a, _b] = journal.claim("PACS", 2)
+    journal.delivered(a, time.time())
+    # `_b` was being sent when the process stopped; the journal file stays as it was.
+    journal.close()
+
+    restarted = Journal(journal.path)
+    try:
+        assert restarted.delivery(second).state == SENDING
+        assert restarted.requeue_interrupted() == 1
+        assert [restarted.delivery(i).state for i in (first, second, third)] == [DELIVERED, QUEUED, QUEUED]
+        assert [d.id for d in restarted.claim("PACS", 10)] == [second, third]  # order kept
+        assert restarted.requeue_interrupted() == 2
+    finally:
+        restarted.close()
+
+
+# ---- files ----------------------------------------------------------------------------------------
+
+
+def test_path_in_use_until_every_delivery_of_the_file_is_delivered(journal):
+    shared = "/spool/in/shared.dcm"
+    instance_id = journal.record(received(), shared, routed("PACS", "ARCHIVE"), ACCEPTED)
+    assert journal.path_in_use(shared)  # the accepted instance needs it
+    assert not journal.path_in_use("/spool/in/other.dcm")
+    journal.add_deliveries(instance_id, [new_delivery("PACS", shared), new_delivery("ARCHIVE", shared)])
+    assert journal.path_in_use(shared)
+
+    [pacs] = journal.claim("PACS", 1)
+    journal.delivered(pacs, time.time())
+    assert journal.path_in_use(shared)  # ARCHIVE still needs it
+    assert journal.paths_in_use() == {shared}
+
+    [archive] = journal.claim("ARCHIVE", 1)
+    journal.failed(archive, time.time(), "refused", None)
+    assert journal.path_in_use(shared)  # dead is kept for `queue retry`
+
+    journal.retry_dead()
+    [archive] = journal.claim("ARCHIVE", 1)
+    journal.delivered(archive, time.time())
+    assert not journal.path_in_use(shared)
+    assert journal.paths_in_use() == set()
+
+
+def test_purge_forgets_finished_deliveries_and_returns_their_files(journal):
+    delivered_ids = queue_instance(journal, path="/spool/out/1-PACS.dcm", number=1)
+    dead_ids = queue_instance(journal, path="/spool/out/2-PACS.dcm", number=2)
+    queued_ids = queue_instance(journal, path="/spool/out/3-PACS.dcm", number=3)
+    first, second, third = journal.claim("PACS", 3)
+    journal.delivered(first, time.time())
+    journal.failed(second, time.time(), "refused", None)
+    journal.release([third])
+
+    assert journal.purge([DELIVERED]) == ["/spool/out/1-PACS.dcm"]
+    assert journal.delivery(delivered_ids[0]) is None
+    assert journal.attempts(delivered_ids[0]) == []
+    assert journal.delivery(dead_ids[0]).state == DEAD
+    assert journal.delivery(queued_ids[0]).state == QUEUED
+    assert journal.purge([DELIVERED]) == []
+
+    assert journal.purge([DEAD]) == ["/spool/out/2-PACS.dcm"]
+    assert journal.delivery(dead_ids[0]) is None
+    assert journal.counts() == {"PACS": {QUEUED: 1}}
+
+
+def test_purge_older_than_keeps_recent_entries(journal):
+    [delivery_id] = queue_instance(journal)
+    [claimed] = journal.claim("PACS", 1)
+    journal.delivered(claimed, time.time())
+    finished = time.time()
+    assert journal.purge([DELIVERED], older_than=finished - 3600) == []
+    assert journal.delivery(delivery_id) is not None
+    assert journal.purge([DELIVERED], older_than=finished + 1) == ["/spool/in/a.dcm"]
+    assert journal.delivery(delivery_id) is None
+
+
+def test_a_purged_file_another_destination_still_needs_stays_in_use(journal):
+    """purge names the file of a purged delivery; path_in_use is what protects a file shared
+    with a destination that has not received it yet (`queue purge` asks it before removing)."""
+    shared = "/spool/in/shared.dcm"
+    queue_instance(journal, ("PACS", "ARCHIVE"), path=shared)
+    [pacs] = journal.claim("PACS", 1)
+    journal.delivered(pacs, time.time())
+    assert journal.purge([DELIVERED]) == [shared]
+    assert journal.path_in_use(shared)
+
+
+def test_deliveries_listing_joins_the_instance(journal):
+    queue_instance(journal, ("PACS", "ARCHIVE"))
+    rows = journal.deliveries(states=[QUEUED], destination="ARCHIVE")
+    assert [(r["destination"], r["source_name"], r["calling_aet"]) for r in rows] == [("ARCHIVE", "main", "CT1")]

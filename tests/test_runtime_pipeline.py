@@ -1,0 +1,571 @@
+"""The pipeline: intake decides and settles, the processor writes each destination's file
+and queues its deliveries, recover() finishes what a stop interrupted."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import sqlite3
+import struct
+import tracemalloc
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+import pytest
+from conftest import ROOT, SAMPLES, write
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+from rulesengine.config import load_config
+from rulesengine.document import Arrival, Document, DocumentReadError
+from rulesengine.runtime.journal import (
+    ACCEPTED,
+    DONE,
+    PROCESSED,
+    QUEUED,
+    Journal,
+    Received,
+)
+from rulesengine.runtime.pipeline import Pipeline
+from rulesengine.runtime.rules import RulesHolder
+from rulesengine.runtime.storage import Storage
+
+CONFIG = """
+storage: storage
+rules: main.rules
+destinations:
+  PACS: {type: folder, path: out/pacs}
+  ARCHIVE: {type: folder, path: out/archive}
+  RESEARCH: {type: folder, path: out/research}
+"""
+
+RULES = """
+rule "reject secondary captures" {
+  when DataSet.Modality == "OT"
+  then reject "secondary captures are not accepted"
+}
+
+rule "drop reports" {
+  when DataSet.Modality == "SR"
+  then drop
+}
+
+rule "hold the knee" {
+  when DataSet.PatientID == "MR-0001"
+  then quarantine "knee under review"
+}
+
+rule "research copy of CT" {
+  when DataSet.Modality == "CT"
+  then copy to RESEARCH {
+    set DataSet.PatientID = "ANON"
+    set DataSet.PatientName = "ANON^ANON"
+  }
+}
+
+rule "everything else" {
+  then route to PACS, ARCHIVE
+}
+"""
+
+MAIN_EDITED = """
+rule "name the institution" {
+  then set DataSet.InstitutionName = "ROUTED"
+}
+
+rule "research copy" {
+  then copy to RESEARCH {
+    set DataSet.PatientID = "ANON"
+  }
+}
+
+rule "to the PACS" {
+  then route to PACS
+}
+"""
+
+NOTHING_ROUTED = """
+rule "only logs" {
+  then log "seen " + DataSet.Modality
+}
+"""
+
+ARRIVAL = Arrival(calling_aet="CT1", called_aet="ROUTER", peer_address="127.0.0.1", peer_port=40123,
+                  source_name="main", source_kind="listener")
+
+
+@dataclass
+class Setup:
+    folder: Path
+    storage: Storage
+    journal: Journal
+    rules: RulesHolder
+    pipeline: Pipeline
+    notified: list
+
+    def receive(self, source) -> str:
+        """A file as a listener leaves it: in the spool's temporary folder, ours to take."""
+        path = self.storage.temp_path()
+        shutil.copyfile(source, path)
+        return path
+
+    def intake(self, source, arrival: Arrival = ARRIVAL):
+        return self.pipeline.intake(self.receive(source), arrival)
+
+    def deliveries(self, instance_id: int) -> dict[str, dict]:
+        rows = [row for row in self.journal.deliveries(limit=10_000) if row["instance_id"] == instance_id]
+        return {row["destination"]: dict(row) for row in rows}
+
+    def restart(self) -> Setup:
+        """A new process on the same storage: new journal connection, rules, pipeline."""
+        self.pipeline.stop()
+        self.journal.close()
+        return build(self.folder)
+
+
+def build(folder: Path) -> Setup:
+    config = load_config(folder / "router.yaml")
+    storage = Storage(config.storage)
+    journal = storage.journal()
+    notified: list = []
+    rules = RulesHolder(config)
+    return Setup(folder, storage, journal, rules, Pipeline(storage, journal, rules, notified.append), notified)
+
+
+@pytest.fixture
+def router(tmp_path):
+    """Storage, journal, rules and pipeline over a small configuration in tmp_path."""
+    made: list[Setup] = []
+
+    def make(rules: str = RULES, config: str = CONFIG) -> Setup:
+        write(tmp_path / "router.yaml", config)
+        write(tmp_path / "main.rules", rules)
+        setup = build(tmp_path)
+        made.append(setup)
+        return setup
+
+    yield make
+    for setup in made:
+        setup.pipeline.stop()
+        setup.journal.close()
+
+
+def pixel_tail(path) -> bytes:
+    """The file from the pixel data element to its end: what must reach every destination unchanged."""
+    document = Document.read_header(str(path))
+    assert document.tail is not None, f"{path} has no pixel data"
+    with open(path, "rb") as fh:
+        fh.seek(document.tail)
+        return fh.read()
+
+
+def spool_files(storage: Storage) -> dict[str, list[str]]:
+    return {name: sorted(os.listdir(folder)) for name, folder in
+            (("tmp", storage.tmp), ("in", storage.incoming), ("out", storage.outgoing))}
+
+
+# ---- receiving -------------------------------------------------------------------------------------
+
+
+def test_intake_spools_and_journals_the_instance_before_it_is_processed(router):
+    setup = router()
+    result = setup.intake(SAMPLES / "ct_head.dcm")
+
+    assert (result.outcome, result.reason) == ("accepted", None)
+    assert os.path.dirname(result.path) == setup.storage.incoming
+    assert Path(result.path).read_bytes() == (SAMPLES / "ct_head.dcm").read_bytes()
+    # the spool file alone says how it arrived, should its journal entry be lost
+    assert setup.storage.facts_from_name(result.path) == Received("listener", "main", "CT1", "ROUTER",
+                                                                  "127.0.0.1:40123")
+    row = setup.journal.instance(result.instance_id)
+    assert (row["state"], row["path"], row["outcome"], row["processed_at"]) == (ACCEPTED, result.path, None, None)
+    assert (row["calling_aet"], row["called_aet"], row["peer"], row["source_kind"], row["source_name"]) == (
+        "CT1", "ROUTER", "127.0.0.1:40123", "listener", "main")
+    assert row["sop_instance_uid"] == pydicom.dcmread(SAMPLES / "ct_head.dcm").SOPInstanceUID
+    assert setup.deliveries(result.instance_id) == {}  # the processor has not run
+    assert spool_files(setup.storage)["tmp"] == []
+
+
+def test_receive_runs_the_rules_first_when_they_can_reject(router):
+    setup = router()
+    assert setup.rules.current.can_reject
+    received = setup.receive(SAMPLES / "ot_secondary.dcm")
+    result = setup.pipeline.receive(received, ARRIVAL)
+    assert (result.outcome, result.reason) == ("reject", "secondary captures are not accepted")
+
+
+def test_receive_without_rules_that_reject_answers_before_reading(router):
+    """Nothing the rules decide can reach the sender: the file is spooled unread, and one
+    that turns out not to be DICOM is kept aside when it is processed."""
+    setup = router(MAIN_EDITED)
+    assert not setup.rules.current.can_reject
+    received = setup.receive(ROOT / "examples" / "bad" / "not_dicom.dcm")
+
+    result = setup.pipeline.receive(received, ARRIVAL, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4")
+
+    assert result.outcome == "accepted"
+    row = setup.journal.instance(result.instance_id)
+    assert (row["state"], row["sop_class_uid"], row["sop_instance_uid"]) == (
+        ACCEPTED, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4")
+    setup.pipeline.start()
+    setup.pipeline.wait_idle()
+    row = setup.journal.instance(result.instance_id)
+    assert (row["state"], row["outcome"]) == (DONE, "quarantine")
+    assert "not a DICOM file" in row["reason"]
+    assert Path(row["path"]).read_bytes() == (ROOT / "examples" / "bad" / "not_dicom.dcm").read_bytes()
+    info = json.loads(Path(row["path"] + ".json").read_text(encoding="utf-8"))
+    assert info["reason"] == row["reason"] and info["calling_aet"] == "CT1"
+    assert setup.deliveries(result.instance_id) == {} and setup.notified == []
+
+
+# ---- route ----------------------------------------------------------------------------------------
+
+
+def test_processing_writes_edited_copies_and_shares_the_received_file(router):
+    setup = router()
+    original = pydicom.dcmread(SAMPLES / "ct_head.dcm")
+    result = setup.intake(SAMPLES / "ct_head.dcm")
+    setup.pipeline.start()
+    setup.pipeline.wait_idle()
+
+    row = setup.journal.instance(result.instance_id)
+    assert (row["state"], row["outcome"], row["ruleset_version"]) == (
+        PROCESSED, "route", setup.rules.current.version)
+    assert row["processed_at"] is not None
+    assert json.loads(row["destinations"]) == ["RESEARCH", "PACS", "ARCHIVE"]
+    assert json.loads(row["rules_fired"]) == ["research copy of CT", "everything else"]
+    deliveries = setup.deliveries(result.instance_id)
+    assert set(deliveries) == {"RESEARCH", "PACS", "ARCHIVE"}
+    assert all(d["state"] == QUEUED and d["attempts"] == 0 for d in deliveries.values())
+    assert setup.notified == [{"RESEARCH", "PACS", "ARCHIVE"}]
+
+    # PACS and ARCHIVE get the document as received: the received file itself.
+    assert deliveries["PACS"]["path"] == deliveries["ARCHIVE"]["path"] == result.path
+    assert Path(result.path).read_bytes() == (SAMPLES / "ct_head.dcm").read_bytes()
+
+    # RESEARCH gets its own copy with its edits, and the pixel data exactly as received.
+    research = deliveries["RESEARCH"]["path"]
+    assert research == setup.storage.output_path(result.instance_id, "RESEARCH")
+    copy = pydicom.dcmread(research)
+    assert (copy.PatientID, str(copy.PatientName)) == ("ANON", "ANON^ANON")
+    assert copy.SOPInstanceUID == original.SOPInstanceUID and copy.StudyDate == original.StudyDate
+    assert copy.file_meta.MediaStorageSOPInstanceUID == original.SOPInstanceUID
+    assert copy.PixelData == original.PixelData
+    assert pixel_tail(research) == pixel_tail(SAMPLES / "ct_head.dcm")
+    assert (deliveries["RESEARCH"]["sop_class_uid"], deliveries["RESEARCH"]["sop_instance_uid"],
+            deliveries["RESEARCH"]["transfer_syntax"]) == (original.SOPClassUID, original.SOPInstanceUID,
+                                                          original.file_meta.TransferSyntaxUID)
+    assert spool_files(setup.storage)["tmp"] == []
+
+
+def test_an_edit_of_the_main_document_gives_every_destination_its_own_copy(router):
+    setup = router(MAIN_EDITED)
+    result = setup.intake(SAMPLES / "mr_japanese.dcm")
+    setup.pipeline.start()
+    setup.pipeline.wait_idle()
+
+    deliveries = setup.deliveries(result.instance_id)
+    assert set(deliveries) == {"RESEARCH", "PACS"}
+    pacs, research = pydicom.dcmread(deliveries["PACS"]["path"]), pydicom.dcmread(deliveries["RESEARCH"]["path"])
+    assert pacs.InstitutionName == research.InstitutionName == "ROUTED"
+    assert pacs.PatientID == "MR-0002" and research.PatientID == "ANON"
+    assert str(pacs.PatientName) == "山田^太郎"  # the character set survives the rewrite
+    for path in (deliveries["PACS"]["path"], deliveries["RESEARCH"]["path"]):
+        assert os.path.dirname(path) == setup.storage.outgoing
+        assert pixel_tail(path) == pixel_tail(SAMPLES / "mr_japanese.dcm")
+    assert not os.path.exists(result.path)  # no destination needs the received file any more
+    assert setup.journal.paths_in_use() == {deliveries["PACS"]["path"], deliveries["RESEARCH"]["path"]}
+
+
+def test_an_instance_without_pixel_data_is_copied_whole(router):
+    setup = router(MAIN_EDITED)
+    result = setup.intake(SAMPLES / "sr_report.dcm")
+    setup.pipeline.start()
+    setup.pipeline.wait_idle()
+    deliveries = setup.deliveries(result.instance_id)
+    original = pydicom.dcmread(SAMPLES / "sr_report.dcm")
+    copy = pydicom.dcmread(deliveries["PACS"]["path"])
+    assert copy.InstitutionName == "ROUTED"
+    assert copy.ContentSequence == original.ContentSequence
+
+
+def test_an_edited_copy_of_a_deflated_instance_keeps_its_pixel_data(router, tmp_path):
+    setup = router()
+    deflated = tmp_path / "deflated.dcm"
+    ds = pydicom.dcmread(SAMPLES / "ct_head.dcm")
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(deflated, enforce_file_format=True)
+
+    result = setup.intake(deflated)
+    setup.pipeline.start()
+    setup.pipeline.wait_idle()
+
+    research = pydicom.dcmread(setup.deliveries(result.instance_id)["RESEARCH"]["path"])
+    assert research.PatientID == "ANON"
+    assert "PixelData" in research
+    assert research.PixelData == ds.PixelData
+
+
+def test_instances_are_processed_once_in_the_order_they_were_accepted(router):
+    setup = router()
+    results = [setup.intake(SAMPLES / name) for name in ("ct_head.dcm", "ct_chest.dcm", "mr_japanese.dcm")]
+    setup.pipeline.start()
+    setup.pipeline.wait_idle()
+    setup.pipeline.process(results[0].instance_id)  # a second wake-up for the same instance changes nothing
+
+    pacs = sorted(setup.journal.deliveries(states=[QUEUED], destination="PACS"), key=lambda row: row["id"])
+    assert [row["instance_id"] for row in pacs] == [r.instance_id for r in results]
+    assert len(setup.journal.deliveries(states=[QUEUED], limit=1000)) == 3 * 2 + 2  # the CTs: RESEARCH too
+    assert setup.journal.accepted_instances() == []
+    assert len(setup.notified) == 3
+
+
+# ---- reject, drop, quarantine ---------------------------------------------------------------------
+
+
+def test_reject_is_settled_at_once(router):
+    setup = router()
+    received = setup.receive(SAMPLES / "ot_secondary.dcm")
+    result = setup.pipeline.intake(received, ARRIVAL)
+
+    assert (result.outcome, result.reason, result.path) == ("reject", "secondary captures are not accepted", None)
+    row = setup.journal.instance(result.instance_id)
+    assert (row["state"], row["outcome"], row["reason"], row["path"]) == (
+        DONE, "reject", "secondary captures are not accepted", None)
+    assert json.loads(row["rules_fired"]) == ["reject secondary captures"]
+    assert (row["calling_aet"], row["peer"]) == ("CT1", "127.0.0.1:40123")
+    assert not os.path.exists(received)
+    assert spool_files(setup.storage) == {"tmp": [], "in": [], "out": []}
+    setup.pipeline.start()
+    setup.pipeline.wait_idle()
+    assert setup.deliveries(result.instance_id) == {} and setup.notified == []
+
+
+def test_drop_is_settled_when_processed(router):
+    setup = router()
+    result = setup.intake(SAMPLES / "sr_report.dcm")
+    assert result.outcome == "accepted"
+    setup.pipeline.start()
+    setup.pipeline.wait_idle()
+
+    row = setup.journal.instance(result.instance_id)
+    assert (row["state"], row["outcome"], row["path"]) == (DONE, "drop", None)
+    assert json.loads(row["rules_fired"]) == ["drop reports"]
+    assert not os.path.exists(result.path)
+    assert spool_files(setup.storage) == {"tmp": [], "in": [], "out": []}
+    assert setup.deliveries(result.instance_id) == {} and setup.notified == []
+
+
+def test_quarantine_keeps_the_file_and_why(router):
+    setup = router()
+    result = setup.intake(SAMPLES / "mr_knee.dcm")
+    setup.pipeline.start()
+    setup.pipeline.wait_idle()
+
+    row = setup.journal.instance(result.instance_id)
+    assert (row["state"], row["outcome"], row["reason"]) == (DONE, "quarantine", "knee under review")
+    kept = row["path"]
+    assert Path(setup.storage.quarantine_dir) in Path(kept).parents
+    assert Path(kept).read_bytes() == (SAMPLES / "mr_knee.dcm").read_bytes()
+    info = json.loads(Path(kept + ".json").read_text(encoding="utf-8"))
+    assert info["reason"] == "knee under review"
+    assert info["sop_instance_uid"] == pydicom.dcmread(SAMPLES / "mr_knee.dcm").SOPInstanceUID
+    assert (info["calling_aet"], info["peer"], info["source"]) == ("CT1", "127.0.0.1:40123", "main")
+    assert info["rules_version"] == setup.rules.current.version
+    assert spool_files(setup.storage) == {"tmp": [], "in": [], "out": []}
+    assert not setup.journal.path_in_use(kept)
+    assert setup.deliveries(result.instance_id) == {}
+
+
+def test_nothing_routed_follows_the_no_destination_policy(router):
+    setup = router(NOTHING_ROUTED)
+    result = setup.intake(SAMPLES / "ct_head.dcm")
+    setup.pipeline.start()
+    setup.pipeline.wait_idle()
+    row = setup.journal.instance(result.instance_id)
+    assert (row["state"], row["outcome"], row["reason"]) == (DONE, "quarantine", "no rule routed this document")
+    assert os.path.exists(row["path"])
+
+
+# ---- files that are not instances -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["not_dicom.dcm", "truncated.dcm"])
+def test_intake_of_a_file_that_is_not_an_instance_raises_and_leaves_it(router, name):
+    setup = router()
+    received = setup.receive(ROOT / "examples" / "bad" / name)
+    with pytest.raises(DocumentReadError):
+        setup.pipeline.intake(received, ARRIVAL)
+    assert os.path.exists(received)  # the caller decides what becomes of it
+    with closing(sqlite3.connect(setup.journal.path)) as db:
+        assert db.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 0
+
+
+def test_plain_text_raises_document_read_error(router):
+    setup = router()
+    received = setup.storage.temp_path()
+    Path(received).write_text("hello, this is not DICOM\n" * 20)
+    with pytest.raises(DocumentReadError):
+        setup.pipeline.intake(received, ARRIVAL)
+
+
+# ---- restart ---------------------------------------------------------------------------------------
+
+
+def test_recover_processes_what_was_accepted_before_a_crash(router):
+    setup = router()
+    result = setup.intake(SAMPLES / "ct_chest.dcm")
+    # The process stops here: the instance is journaled as accepted, the processor never ran.
+    assert setup.journal.instance(result.instance_id)["state"] == ACCEPTED
+
+    restarted = setup.restart()
+    try:
+        assert restarted.pipeline.recover() == 1
+        row = restarted.journal.instance(result.instance_id)
+        assert (row["state"], row["outcome"]) == (PROCESSED, "route")
+        deliveries = restarted.deliveries(result.instance_id)
+        assert set(deliveries) == {"RESEARCH", "PACS", "ARCHIVE"}
+        assert deliveries["PACS"]["path"] == result.path
+        research = pydicom.dcmread(deliveries["RESEARCH"]["path"])
+        assert research.PatientID == "ANON"
+        assert pixel_tail(deliveries["RESEARCH"]["path"]) == pixel_tail(SAMPLES / "ct_chest.dcm")
+        assert restarted.notified == [{"RESEARCH", "PACS", "ARCHIVE"}]
+        assert (row["calling_aet"], row["peer"]) == ("CT1", "127.0.0.1:40123")
+        assert restarted.pipeline.recover() == 0  # done once
+        assert restarted.storage.sweep(restarted.journal.paths_in_use()) == (0, [])  # nothing it needs is swept
+    finally:
+        restarted.journal.close()
+
+
+def test_recover_with_rules_that_now_reject_keeps_the_instance_aside(router, tmp_path):
+    setup = router()
+    result = setup.intake(SAMPLES / "ct_head.dcm")
+    write(tmp_path / "main.rules", 'rule "no more CT" {\n  then reject "CT is closed"\n}\n')
+
+    restarted = setup.restart()
+    try:
+        assert restarted.pipeline.recover() == 1
+        row = restarted.journal.instance(result.instance_id)
+        assert (row["state"], row["outcome"], row["reason"]) == (DONE, "reject", "CT is closed")
+        assert restarted.deliveries(result.instance_id) == {}
+        kept = Path(row["path"])
+        assert Path(restarted.storage.quarantine_dir) in kept.parents
+        assert kept.read_bytes() == (SAMPLES / "ct_head.dcm").read_bytes()
+        info = json.loads(Path(str(kept) + ".json").read_text(encoding="utf-8"))
+        assert info["reason"] == "rejected after the sender was answered: CT is closed"
+        assert not os.path.exists(result.path)
+    finally:
+        restarted.journal.close()
+
+
+def test_a_spool_file_whose_journal_entry_was_lost_is_received_again(router):
+    setup = router()
+    arrived = setup.storage.accept(setup.receive(SAMPLES / "ct_head.dcm"),
+                                   Received("listener", "main", "CT1", "ROUTER", "127.0.0.1:40123"))
+    # ... and the journal entry never reached the disk.
+    restarted = setup.restart()
+    try:
+        removed, unknown = restarted.storage.sweep(restarted.journal.paths_in_use())
+        assert (removed, unknown) == (0, [arrived])
+        assert restarted.pipeline.reingest(unknown) == 1
+        assert restarted.pipeline.recover() == 1
+        [row] = [r for r in restarted.journal.deliveries(limit=100) if r["destination"] == "PACS"]
+        instance = restarted.journal.instance(row["instance_id"])
+        assert (instance["source_kind"], instance["source_name"], instance["calling_aet"], instance["peer"]) == (
+            "listener", "main", "CT1", "127.0.0.1:40123")
+        assert instance["state"] == PROCESSED and row["path"] == arrived
+    finally:
+        restarted.journal.close()
+
+
+def test_the_rules_in_place_when_an_instance_is_processed_decide_it(router, tmp_path):
+    setup = router()
+    setup.pipeline.start()
+    first = setup.intake(SAMPLES / "ct_head.dcm")
+    setup.pipeline.wait_idle()
+    write(tmp_path / "main.rules", 'rule "hold all" {\n  then quarantine "on hold"\n}\n')
+    assert setup.rules.reload()
+    second = setup.intake(SAMPLES / "ct_chest.dcm")
+    setup.pipeline.wait_idle()
+    write(tmp_path / "main.rules", 'rule "broken" {\n  then route to NOWHERE_KNOWN\n')
+    assert not setup.rules.reload()  # a broken rule set never replaces a good one
+    third = setup.intake(SAMPLES / "mr_japanese.dcm")
+    setup.pipeline.wait_idle()
+
+    rows = [setup.journal.instance(r.instance_id) for r in (first, second, third)]
+    assert [row["outcome"] for row in rows] == ["route", "quarantine", "quarantine"]
+    assert rows[0]["ruleset_version"] != rows[1]["ruleset_version"] == rows[2]["ruleset_version"]
+
+
+# ---- a large instance ---------------------------------------------------------------------------------
+
+LARGE_ROWS, LARGE_COLUMNS = 3000, 10000  # 16-bit: 60,000,000 bytes of pixel data
+MB = 1 << 20
+
+
+def write_large_instance(path: Path) -> str:
+    """A CT of 60 MB written piece by piece (never whole in memory); returns the SHA-256
+    of its pixel data element (tag, VR, length and value)."""
+    ds = pydicom.dcmread(SAMPLES / "ct_head.dcm", stop_before_pixels=True)
+    ds.SOPInstanceUID = ds.SOPInstanceUID + ".60"
+    ds.Rows, ds.Columns = LARGE_ROWS, LARGE_COLUMNS
+    ds.save_as(path, enforce_file_format=True)
+    length = LARGE_ROWS * LARGE_COLUMNS * 2
+    digest = hashlib.sha256()
+    header = struct.pack("<HH2sHL", 0x7FE0, 0x0010, b"OW", 0, length)
+    chunk = bytes(range(256)) * (MB // 256)
+    with open(path, "ab") as fh:
+        fh.write(header)
+        digest.update(header)
+        left = length
+        while left:
+            piece = chunk[:min(left, len(chunk))]
+            fh.write(piece)
+            digest.update(piece)
+            left -= len(piece)
+    return digest.hexdigest()
+
+
+def tail_digest(path) -> str:
+    document = Document.read_header(str(path))
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        fh.seek(document.tail)
+        while piece := fh.read(MB):
+            digest.update(piece)
+    return digest.hexdigest()
+
+
+def test_a_60_mb_instance_never_enters_memory(router):
+    setup = router(MAIN_EDITED)
+    received = setup.storage.temp_path()
+    pixels = write_large_instance(Path(received))
+    size = os.path.getsize(received)
+    assert size > 60_000_000
+
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: kilobytes
+    tracemalloc.start()
+    try:
+        start, _ = tracemalloc.get_traced_memory()
+        result = setup.pipeline.intake(received, ARRIVAL)
+        setup.pipeline.start()
+        setup.pipeline.wait_idle()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    rss_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
+
+    assert peak - start < 25 * MB, f"Python allocations peaked {(peak - start) / MB:.1f} MB above the start"
+    assert rss_growth < 25 * MB, f"the process grew {rss_growth / MB:.1f} MB at its peak"
+
+    deliveries = setup.deliveries(result.instance_id)
+    assert set(deliveries) == {"PACS", "RESEARCH"}
+    for delivery in deliveries.values():
+        copy = pydicom.dcmread(delivery["path"], stop_before_pixels=True)
+        assert copy.InstitutionName == "ROUTED"
+        assert os.path.getsize(delivery["path"]) > 60_000_000
+        assert tail_digest(delivery["path"]) == pixels
