@@ -418,11 +418,11 @@ def check_naming(template: str) -> list[str]:
     except ValueError as exc:
         return [f"{template!r}: {exc} (write {{{{ and }}}} for literal braces)"]
     problems = []
-    for field in fields:
-        if not field:
+    for name in fields:
+        if not name:
             problems.append(f"{template!r}: {{}} names no keyword")
-        elif lookup_keyword(field) is None:
-            problems.append(f"{{{field}}} is not a DICOM keyword")
+        elif lookup_keyword(name) is None:
+            problems.append(f"{{{name}}} is not a DICOM keyword")
     return problems
 
 

@@ -13,7 +13,6 @@ import re
 import shutil
 import socket
 import ssl
-import string
 import uuid
 import time
 
