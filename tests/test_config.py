@@ -309,6 +309,7 @@ def test_relative_paths_are_relative_to_the_configuration_file(tmp_path, monkeyp
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     write(folder, "secret key\n", "keys/hash.key")
+    (folder / "logs").mkdir()  # the log file's folder must exist
     config = load_config(write(folder, """\
         storage: ../../var/router
         rules: rules/main.rules
@@ -534,3 +535,10 @@ def test_schema_prints_the_shipped_schema():
     result = dicom_rules("schema")
     assert result.returncode == 0
     assert json.loads(result.stdout) == schema()
+
+
+def test_a_log_file_in_a_missing_folder_is_a_configuration_error(tmp_path):
+    path = tmp_path / "router.yaml"
+    path.write_text("storage: var\nrules: main.rules\nlog: {file: nowhere/router.log}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"router.yaml:3: log.file: the folder .*nowhere does not exist"):
+        load_config(path)

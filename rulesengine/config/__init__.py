@@ -367,10 +367,14 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
                           "both name the hash key; keep one")
     secrets, development = _secrets(data.get("secrets"), path, base) if resolve_secrets else (Secrets(), True)
     log = data.get("log") or {}
+    log_file = _resolve(base, log.get("file"))
+    if log_file and not os.path.isdir(os.path.dirname(log_file)):
+        raise ConfigError(f"{path}:{_line_of(data, ['log', 'file'])}: log.file: the folder "
+                          f"{os.path.dirname(log_file)} does not exist")
     return Config(
         path=path, storage=_resolve(base, data["storage"]), rules=_resolve(base, data["rules"]),
         no_destination=str(data.get("no_destination", "quarantine")), secrets=secrets, development_key=development,
-        log_level=str(log.get("level", "info")), log_file=_resolve(base, log.get("file")),
+        log_level=str(log.get("level", "info")), log_file=log_file,
         listeners=tuple(listeners), watch=tuple(watches), destinations=destinations,
     )
 

@@ -18,18 +18,8 @@ from ..lang.api import check_file
 from .destinations import ItemError, LinkError, check_naming, sender_for
 from .journal import DEAD, DELIVERED, DELIVERY_STATES, Delivery
 from .listener import AssociationFileError, read_association_file
+from .logs import setup_logging
 from .storage import Storage
-
-
-def setup_logging(level: str, verbose: int = 0, log_file: str | None = None) -> None:
-    chosen = logging.DEBUG if verbose else getattr(logging, level.upper(), logging.INFO)
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_file:
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
-    logging.basicConfig(level=chosen, handlers=handlers, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not verbose:
-        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 
 # ---- run ----------------------------------------------------------------------------------
@@ -40,7 +30,7 @@ def cmd_run(args) -> int:
     config = load_config(args.config)
     setup_logging(config.log_level, args.verbose, config.log_file)
     log = logging.getLogger("rulesengine.router")
-    router = Router(config, worker=True)
+    router = Router(config, worker=True, verbose=args.verbose)
     stopping = threading.Event()
 
     def on_signal(number, _frame):
@@ -51,6 +41,9 @@ def cmd_run(args) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         router.start()
+    except AssociationFileError as exc:
+        router.stop()
+        raise ConfigError(f"{config.path}: {exc}") from None
     except OSError as exc:
         log.error("cannot start: %s", exc)
         router.stop()
@@ -231,12 +224,18 @@ def cmd_queue(args) -> int:
         states = tuple(args.state or (DELIVERED,))
         older = time.time() - args.older_than if args.older_than is not None else None
         paths = journal.purge(states, older)
+        released = 0
         for path in paths:
-            if not journal.path_in_use(path):
+            if not journal.path_in_use(path) and os.path.exists(path):
                 storage.remove(path)
-        print(f"purged {', '.join(states)} deliveries ({len(paths)} file(s) released)")
+                released += 1
+        instances = journal.purge_instances(older)
+        print(f"purged {', '.join(states)} deliveries and {instances} finished instance(s) "
+              f"({released} spool file(s) removed)")
         return EXIT_OK
     counts = journal.counts()
+    if args.destination:
+        counts = {name: value for name, value in counts.items() if name == args.destination}
     if not counts:
         print("no deliveries")
         return EXIT_OK

@@ -118,8 +118,10 @@ class DestinationWorker(threading.Thread):
         if retry_at is not None:
             self.journal.postpone(self.destination.name, retry_at)
             self.paused_until = retry_at
-        log.warning("%s unreachable (attempt %d of delivery %s): %s; next try in %.0f s",
-                    self.destination.name, attempts, item.id, error, (retry_at or time.time()) - time.time())
+        then = f"next try in {retry_at - time.time():.0f} s" if retry_at is not None else \
+            f"delivery dead after {attempts} attempts (dicom-rules queue retry sends it again)"
+        log.warning("%s unreachable (attempt %d of delivery %s): %s; %s", self.destination.name, attempts, item.id,
+                    error, then)
 
     def _release_file(self, path: str | None) -> None:
         if path and not self.journal.path_in_use(path):

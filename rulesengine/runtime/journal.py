@@ -1,10 +1,12 @@
 """The journal: every instance received, every decision, every delivery attempt.
 
 SQLite in WAL mode, one file under the storage folder. Several threads (and
-processes) use it at once, each through its own connection. A received
-instance is committed with synchronous=FULL before the sender is answered; the
-delivery states are committed with synchronous=NORMAL (a power cut may forget
-that something was delivered, which means a duplicate delivery, never a loss).
+both router processes) use it at once, each through its own connection.
+Commits use synchronous=NORMAL: committed is durable against a crash of the
+router (SIGKILL included); a power cut may lose the last commits. That never
+loses an instance: the received file is fsynced before its entry is committed
+and its name carries its arrival, so a start journals any spool file without an
+entry again; a lost "delivered" means a duplicate delivery, never a loss.
 """
 
 from __future__ import annotations
@@ -349,6 +351,18 @@ class Journal:
         if ids:
             query += f" AND id IN ({','.join('?' * len(ids))})"
             args.extend(ids)
+        with self._transaction() as db:
+            return db.execute(query, args).rowcount
+
+    def purge_instances(self, older_than: float | None = None) -> int:
+        """Forget instances that are finished and have no delivery left in the journal."""
+        query = ("DELETE FROM instances WHERE state=? AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE "
+                 "d.instance_id = instances.id)")
+        query = query.replace("state=?", "state IN (?, ?)")
+        args: list = [DONE, PROCESSED]
+        if older_than is not None:
+            query += " AND COALESCE(processed_at, received_at) < ?"
+            args.append(older_than)
         with self._transaction() as db:
             return db.execute(query, args).rowcount
 

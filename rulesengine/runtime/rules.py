@@ -18,8 +18,9 @@ class RulesHolder:
     replaces the old in one assignment, between documents; one that fails to compile
     never replaces a good one."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, announce: bool = True):
         self.config = config
+        self.announce = announce  # of two processes, one tells the log about reloads
         self._lock = threading.Lock()
         self.current: RuleSet = self._compile(config)
         self.failed_version: str | None = None
@@ -37,6 +38,8 @@ class RulesHolder:
             try:
                 ruleset = self._compile(config)
             except RulesError as exc:
+                if not self.announce:
+                    return False
                 findings = render_text([d for d in exc.diagnostics if d.is_error], SourceCache())
                 log.error("the changed rules do not compile; the running rules (version %s) stay in place:\n%s",
                           self.current.version, findings)
@@ -48,6 +51,6 @@ class RulesHolder:
             self.config = config
             changed = ruleset.version != self.current.version
             self.current = ruleset
-            if changed:
+            if changed and self.announce:
                 log.info("rules reloaded: version %s", ruleset.version)
             return True

@@ -15,7 +15,7 @@ from .delivery import DeliveryManager
 from .destinations import ItemError, LinkError, sender_for
 from .journal import DONE
 from .listener import DicomListener
-from .pipeline import Pipeline, outcome_of, received_facts
+from .pipeline import Pipeline, describe, outcome_of, received_facts
 from .rules import RulesHolder
 from .storage import Storage
 from .worker import WorkerProcess
@@ -36,13 +36,13 @@ class Router:
     """With `worker=True` (what `dicom-rules run` does), processing and delivery run in a
     worker process of their own (worker.py); otherwise in threads of this process."""
 
-    def __init__(self, config: Config, worker: bool = False):
+    def __init__(self, config: Config, worker: bool = False, verbose: int = 0):
         self.config = config
         self.storage = Storage(config.storage)
         self.journal = self.storage.journal()
         self.rules = RulesHolder(config)
         self.delivery = DeliveryManager(self.journal, self.storage)
-        self.worker = WorkerProcess(config.path) if worker else None
+        self.worker = WorkerProcess(config.path, verbose) if worker else None
         self.pipeline = Pipeline(self.storage, self.journal, self.rules, self.delivery.notify,
                                  on_accepted=self.worker.wake if self.worker else None)
         self.listeners: list[DicomListener] = []
@@ -82,7 +82,11 @@ class Router:
             self.delivery.apply(self.config.destinations)
         for listener_config in self.config.listeners:
             listener = DicomListener(listener_config, self.pipeline, self.deliver_now)
-            listener.start()
+            try:
+                listener.start()
+            except OSError as exc:
+                raise OSError(f"listener {listener_config.name} on {listener_config.bind}:{listener_config.port}: "
+                              f"{exc.strerror or exc}") from None
             self.listeners.append(listener)
         self._start_watchers()
         self._start_reloader()
@@ -206,6 +210,7 @@ class Router:
         for item in deliveries:
             self.storage.remove(item.path)
         self.storage.remove(path)
+        log.info(describe(document, decision, ruleset) + (" (sync: " + ("failed" if failures else "delivered") + ")"))
         if failures:
             log.warning("sync delivery of %s failed: %s", received.sop_instance_uid, "; ".join(failures))
         return not failures, "; ".join(failures)

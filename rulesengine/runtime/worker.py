@@ -20,6 +20,7 @@ import time
 
 from ..config import load_config
 from .delivery import DeliveryManager
+from .logs import setup_logging
 from .pipeline import Pipeline
 from .rules import RulesHolder
 from .storage import Storage
@@ -41,20 +42,19 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_worker(config_path: str, wake, level: int) -> None:
+def run_worker(config_path: str, wake, verbose: int) -> None:
     """The worker's main function; `wake` is the reading end of a pipe from the main process."""
     _die_with_parent()
     wake_fd = wake.fileno()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    config = load_config(config_path)
+    setup_logging(config.log_level, verbose, config.log_file)
     from .service import configure_pynetdicom
     configure_pynetdicom()
-    config = load_config(config_path)
     storage = Storage(config.storage)
     storage.use_for_temporary_files()  # converted copies go to the spool, which a restart empties
     journal = storage.journal()
-    rules = RulesHolder(config)
+    rules = RulesHolder(config, announce=False)  # the main process announces reloads
     delivery = DeliveryManager(journal, storage)
     pipeline = Pipeline(storage, journal, rules, delivery.notify, on_accepted=lambda _id: None)
     host = _WorkerHost(config, rules, delivery, journal)
@@ -93,8 +93,9 @@ class _WorkerHost:
 class WorkerProcess:
     """Started and watched by the main process: restarted if it dies unexpectedly."""
 
-    def __init__(self, config_path: str):
+    def __init__(self, config_path: str, verbose: int = 0):
         self.config_path = os.path.abspath(config_path)
+        self.verbose = verbose
         self._context = multiprocessing.get_context("spawn")
         self._process = None
         self._write_fd: int | None = None
@@ -111,8 +112,7 @@ class WorkerProcess:
         # A multiprocessing pipe only to hand the reading end to the spawned process; both ends
         # are then used as plain file descriptors, the writing one never blocking.
         reader, writer = self._context.Pipe(duplex=False)
-        level = logging.getLogger().getEffectiveLevel()
-        process = self._context.Process(target=run_worker, args=(self.config_path, reader, level),
+        process = self._context.Process(target=run_worker, args=(self.config_path, reader, self.verbose),
                                         name="rulesengine-worker")
         process.start()
         reader.close()
