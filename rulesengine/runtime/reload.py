@@ -30,8 +30,9 @@ class _Handler(FileSystemEventHandler):
 
 
 class Reloader:
-    def __init__(self, router):
+    def __init__(self, router, announce: bool = True):
         self.router = router
+        self.announce = announce  # the worker reloads quietly: the main process tells the log
         self._observer: Observer | None = None
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
@@ -81,11 +82,13 @@ class Reloader:
                 try:
                     config = load_config(config_path)
                 except ConfigError as exc:
-                    log.error("the changed configuration is not valid; the running one stays in place:\n%s", exc)
+                    if self.announce:
+                        log.error("the changed configuration is not valid; the running one stays in place:\n%s", exc)
                     return
                 self.router.apply_config(config)
             else:
-                log.info("rule files changed: %s", ", ".join(sorted(os.path.relpath(p) for p in pending)))
+                if self.announce:
+                    log.info("rule files changed: %s", ", ".join(sorted(os.path.relpath(p) for p in pending)))
                 if self.router.rules.reload():
                     ruleset = self.router.rules.current
                     self.router.journal.record_ruleset(ruleset.version, ruleset.files)

@@ -59,7 +59,7 @@ def run_worker(config_path: str, wake, verbose: int) -> None:
     pipeline = Pipeline(storage, journal, rules, delivery.notify, on_accepted=lambda _id: None)
     host = _WorkerHost(config, rules, delivery, journal)
     from .reload import Reloader
-    reloader = Reloader(host)
+    reloader = Reloader(host, announce=False)
     delivery.apply(config.destinations)
     reloader.start()
     pipeline.process_pending()
