@@ -177,3 +177,26 @@ def test_copies_share_no_mutable_state(ct):
     assert len(ct.get("DataSet.ScheduledProcedureStepSequence")) == 2
     assert isinstance(ct.get("DataSet.PixelData"), bytes)
     assert copy.dataset.file_meta is copy.file_meta and copy.file_meta is not ct.file_meta
+
+
+def test_writing_an_edited_header_copies_untouched_elements_as_they_were(tmp_path):
+    """write() re-encodes only the elements an edit touched; every other element, nested
+    sequences included, must come out exactly as it was read."""
+    source = SAMPLES / "ct_chest.dcm"
+    document = Document.read_header(source)
+    document.set("DataSet.PatientName", "EDITED^NAME")
+    document.set("DataSet.ScheduledProcedureStepSequence[2].Modality", "MR")
+    document.delete("DataSet.AccessionNumber")
+    document.set("DataSet.PatientComments", "added")
+    target = tmp_path / "edited.dcm"
+    document.write(target)
+    before, after = pydicom.dcmread(source), pydicom.dcmread(target)
+    assert str(after.PatientName) == "EDITED^NAME" and after.PatientComments == "added"
+    assert "AccessionNumber" not in after
+    assert [item.Modality for item in after.ScheduledProcedureStepSequence] == ["CT", "MR"]
+    touched = {0x00100010, 0x00400100, 0x00080050, 0x00104000}
+    for elem in before:
+        if elem.tag not in touched:
+            assert after[elem.tag].value == elem.value, elem.keyword
+    assert after.PixelData == before.PixelData
+    assert after.file_meta.MediaStorageSOPInstanceUID == after.SOPInstanceUID
