@@ -30,9 +30,11 @@ class _Handler(FileSystemEventHandler):
 
 
 class Reloader:
-    def __init__(self, router, announce: bool = True):
+    """In the main process. After a change it has swapped in, it tells the worker process
+    (Router.reloaded), which then reloads too before it processes anything received later."""
+
+    def __init__(self, router):
         self.router = router
-        self.announce = announce  # the worker reloads quietly: the main process tells the log
         self._observer: Observer | None = None
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
@@ -82,16 +84,15 @@ class Reloader:
                 try:
                     config = load_config(config_path)
                 except ConfigError as exc:
-                    if self.announce:
-                        log.error("the changed configuration is not valid; the running one stays in place:\n%s", exc)
+                    log.error("the changed configuration is not valid; the running one stays in place:\n%s", exc)
                     return
                 self.router.apply_config(config)
             else:
-                if self.announce:
-                    log.info("rule files changed: %s", ", ".join(sorted(os.path.relpath(p) for p in pending)))
+                log.info("rule files changed: %s", ", ".join(sorted(os.path.relpath(p) for p in pending)))
                 if self.router.rules.reload():
                     ruleset = self.router.rules.current
                     self.router.journal.record_ruleset(ruleset.version, ruleset.files)
+                    self.router.reloaded()
             self._watch_folders()  # an import may have added a folder
         except Exception:  # noqa: BLE001 - reloading must never stop the router
             log.exception("reloading failed; the running rules stay in place")

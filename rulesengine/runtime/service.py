@@ -139,14 +139,21 @@ class Router:
             log.error("the new configuration is not applied: the rules do not compile with it")
             return
         self.config = config
-        if self.worker is None:  # the worker process applies its own copy of the configuration
+        if self.worker is None:
             self.delivery.apply(config.destinations)
+        self.reloaded()
         with self._sync_lock:
             for senders in self._sync_senders.values():
                 for _since, sender in senders:
                     sender.close()
             self._sync_senders.clear()
         log.info("configuration applied: %d destination(s)", len(config.destinations))
+
+    def reloaded(self) -> None:
+        """The rules or the configuration changed and are in place here: the worker follows
+        before it processes anything received from now on."""
+        if self.worker is not None:
+            self.worker.reload()
 
     # ---- sync mode ----
 

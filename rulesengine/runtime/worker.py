@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 
-from ..config import load_config
+from ..config import ConfigError, load_config
 from .delivery import DeliveryManager
 from .logs import setup_logging
 from .pipeline import Pipeline
@@ -30,6 +30,7 @@ log = logging.getLogger("rulesengine.worker")
 POLL_SECONDS = 0.5  # the journal is looked at this often even without a wake-up
 _STOP = b"s"
 _WAKE = b"w"
+_RELOAD = b"r"
 
 
 def _die_with_parent() -> None:
@@ -57,11 +58,7 @@ def run_worker(config_path: str, wake, verbose: int) -> None:
     rules = RulesHolder(config, announce=False)  # the main process announces reloads
     delivery = DeliveryManager(journal, storage)
     pipeline = Pipeline(storage, journal, rules, delivery.notify, on_accepted=lambda _id: None)
-    host = _WorkerHost(config, rules, delivery, journal)
-    from .reload import Reloader
-    reloader = Reloader(host, announce=False)
     delivery.apply(config.destinations)
-    reloader.start()
     pipeline.process_pending()
     try:
         while True:
@@ -70,24 +67,23 @@ def run_worker(config_path: str, wake, verbose: int) -> None:
                 data = os.read(wake_fd, 4096)
                 if not data or _STOP in data:  # the main process closed the pipe or asked us to stop
                     break
+                if _RELOAD in data:
+                    _reload(config_path, rules, delivery)
             pipeline.process_pending()
     finally:
-        reloader.stop()
         pipeline.process_pending()
         delivery.stop()
         journal.close()
 
 
-class _WorkerHost:
-    """What the reloader needs of a router, in the worker: rules, config, destinations."""
-
-    def __init__(self, config, rules: RulesHolder, delivery: DeliveryManager, journal):
-        self.config, self.rules, self.delivery, self.journal = config, rules, delivery, journal
-
-    def apply_config(self, config) -> None:
-        if self.rules.reload(config):
-            self.config = config
-            self.delivery.apply(config.destinations)
+def _reload(config_path: str, rules: RulesHolder, delivery: DeliveryManager) -> None:
+    """What the main process swapped in, swapped in here too (it logged the change)."""
+    try:
+        config = load_config(config_path)
+    except ConfigError:
+        return  # changed again since: the main process reports it, and tells us when it is good
+    if rules.reload(config):
+        delivery.apply(config.destinations)
 
 
 class WorkerProcess:
@@ -127,14 +123,28 @@ class WorkerProcess:
         log.info("worker process %d started", process.pid)
 
     def wake(self, _instance_id: int | None = None) -> None:
+        self._send(_WAKE)
+
+    def reload(self) -> None:
+        self._send(_RELOAD, wait=True)
+
+    def _send(self, message: bytes, wait: bool = False) -> None:
         with self._lock:
             fd = self._write_fd
         if fd is None:
             return
-        try:
-            os.write(fd, _WAKE)
-        except (BlockingIOError, BrokenPipeError, OSError):
-            pass  # a full pipe means wake-ups are pending already; a dead worker is restarted
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                os.write(fd, message)
+                return
+            except BlockingIOError:
+                # full: wake-ups are pending already; a reload must still get through
+                if not wait or time.monotonic() > deadline:
+                    return
+                time.sleep(0.01)
+            except OSError:
+                return  # a dead worker is restarted, and a new one reads the current files
 
     def _watch(self) -> None:
         while not self._stopping.wait(0.5):

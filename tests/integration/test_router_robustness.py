@@ -509,3 +509,29 @@ def test_explicit_vr_instance_arrives_converted_at_an_implicit_only_destination(
     assert arrived.PixelData == original.PixelData
     delivered = journal_rows(tmp_path, "SELECT transfer_syntax, state FROM deliveries")
     assert [tuple(row) for row in delivered] == [(ExplicitVRLittleEndian, "delivered")]
+
+
+def test_a_destination_changed_in_the_configuration_applies_without_a_restart(router_factory, tmp_path, port,
+                                                                              storescp):
+    """Hot reload of the configuration: the listener keeps running (no association fails), and
+    instances received after the change go to the destination's new address."""
+    second = StoreSCP(tmp_path / "second").start()
+    try:
+        router = router_factory(router_config(port, dicom_destination(storescp.port)), ROUTE_TO_STORE, port)
+        first_batch = make_instances(tmp_path / "first", 3)
+        assert storescu(port, [i.path for i in first_batch]).returncode == 0
+        wait_until(lambda: {i.sop_instance_uid for i in first_batch} <= set(received_by_uid(storescp.folder)),
+                   what="the first batch at the first storescp")
+
+        config = tmp_path / "router.yaml"
+        config.write_text(router_config(port, dicom_destination(second.port)), encoding="utf-8")
+        router.wait_for_log("configuration applied")
+
+        second_batch = make_instances(tmp_path / "second-batch", 3, first_number=10)
+        assert storescu(port, [i.path for i in second_batch]).returncode == 0
+        wait_until(lambda: {i.sop_instance_uid for i in second_batch} <= set(received_by_uid(second.folder)),
+                   what="the second batch at the second storescp")
+        assert not {i.sop_instance_uid for i in second_batch} & set(received_by_uid(storescp.folder))
+        assert "listeners or watched folders changed" not in router.output()
+    finally:
+        second.stop()
