@@ -37,8 +37,13 @@ def cmd_run(args) -> int:
         log.info("%s received: stopping after the work in flight", signal.Signals(number).name)
         stopping.set()
 
+    def on_hangup(_number, _frame):
+        log.info("SIGHUP received: reading the configuration and the rules again")
+        router.reload_now()
+
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_hangup)  # during start-up it reads nothing: start reads it all anyway
     try:
         router.start()
     except AssociationFileError as exc:

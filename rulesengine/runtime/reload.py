@@ -38,6 +38,7 @@ class Reloader:
         self._observer: Observer | None = None
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()  # a file change and a SIGHUP may ask at once
         self._pending: set[str] = set()
         self._watched_dirs: set[str] = set()
 
@@ -75,7 +76,17 @@ class Reloader:
             self._timer.daemon = True
             self._timer.start()
 
+    def reload_everything(self) -> None:
+        """Asked for (SIGHUP): the configuration and every rule file count as changed."""
+        with self._lock:
+            self._pending |= self.files()
+        threading.Thread(target=self._reload, name="reload", daemon=True).start()
+
     def _reload(self) -> None:
+        with self._reload_lock:
+            self._reload_pending()
+
+    def _reload_pending(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, set()
         config_path = os.path.abspath(self.router.config.path)

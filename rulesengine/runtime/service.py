@@ -59,6 +59,7 @@ class Router:
     # ---- lifecycle ----
 
     def start(self) -> None:
+        self.storage.lock()
         configure_pynetdicom()
         self.storage.use_for_temporary_files()
         if self.config.development_key:
@@ -123,6 +124,7 @@ class Router:
                 for _since, sender in senders:
                     sender.close()
         self.journal.close()
+        self.storage.unlock()
         log.info("router stopped")
 
     # ---- configuration changes ----
@@ -139,6 +141,8 @@ class Router:
             log.error("the new configuration is not applied: the rules do not compile with it")
             return
         self.config = config
+        ruleset = self.rules.current
+        self.journal.record_ruleset(ruleset.version, ruleset.files)
         if self.worker is None:
             self.delivery.apply(config.destinations)
         self.reloaded()
@@ -148,6 +152,11 @@ class Router:
                     sender.close()
             self._sync_senders.clear()
         log.info("configuration applied: %d destination(s)", len(config.destinations))
+
+    def reload_now(self) -> None:
+        """Read the configuration and the rules again (SIGHUP), as if they had changed."""
+        if self.reloader is not None:
+            self.reloader.reload_everything()
 
     def reloaded(self) -> None:
         """The rules or the configuration changed and are in place here: the worker follows

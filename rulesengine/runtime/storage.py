@@ -6,6 +6,7 @@
       spool/in/             accepted instances, as received
       spool/out/            edited copies waiting for their destination
       quarantine/DATE/      instances kept aside, each with a .json of why
+      router.lock           held by the running router (its process id inside)
 
 A file is fsynced, renamed into place, and its folder fsynced before the
 journal records it, so nothing the journal names can be half-written.
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import errno
+import fcntl
 import json
 import os
 import re
@@ -66,6 +69,10 @@ def safe_name(text: str) -> str:
     return _UNSAFE.sub("_", text)[:64] or "_"
 
 
+class StorageInUse(OSError):
+    """Another router runs on this storage folder."""
+
+
 class Storage:
     def __init__(self, root: str):
         self.root = os.path.abspath(root)
@@ -76,6 +83,32 @@ class Storage:
         for folder in (self.tmp, self.incoming, self.outgoing, self.quarantine_dir):
             os.makedirs(folder, exist_ok=True)
         self.journal_path = os.path.join(self.root, "journal.sqlite")
+        self.lock_path = os.path.join(self.root, "router.lock")
+        self._lock_file = None
+
+    def lock(self) -> None:
+        """Claim the folder for this router: two on one spool would sweep each other's files.
+        The kernel drops the lock when the process ends, also after SIGKILL."""
+        handle = open(self.lock_path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise StorageInUse(f"storage {self.root} is in use by another router (process {holder})") from None
+            raise
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock_file = handle
+
+    def unlock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing releases the lock; the file stays, harmless
+            self._lock_file = None
 
     def journal(self) -> Journal:
         return Journal(self.journal_path)

@@ -48,6 +48,7 @@ def run_worker(config_path: str, wake, verbose: int) -> None:
     _die_with_parent()
     wake_fd = wake.fileno()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload reaches it through the main process
     config = load_config(config_path)
     setup_logging(config.log_level, verbose, config.log_file)
     from .service import configure_pynetdicom

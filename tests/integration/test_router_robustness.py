@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -535,3 +536,41 @@ def test_a_destination_changed_in_the_configuration_applies_without_a_restart(ro
         assert "listeners or watched folders changed" not in router.output()
     finally:
         second.stop()
+
+
+def test_sighup_reads_configuration_and_rules_again_and_the_router_goes_on(router_factory, tmp_path, port,
+                                                                             storescp):
+    """SIGHUP's default action would end the router like a crash; it is a reload instead."""
+    router = router_factory(router_config(port, dicom_destination(storescp.port)), ROUTE_TO_STORE, port)
+    os.kill(router.process.pid, signal.SIGHUP)
+    router.wait_for_log("SIGHUP received: reading the configuration and the rules again")
+    router.wait_for_log("configuration applied")
+
+    batch = make_instances(tmp_path / "after-hangup", 3)
+    assert storescu(port, [i.path for i in batch]).returncode == 0
+    wait_until(lambda: {i.sop_instance_uid for i in batch} <= set(received_by_uid(storescp.folder)),
+               what="the instances sent after SIGHUP at the storescp")
+    assert router.stop() == 0
+
+
+def test_a_second_router_on_the_same_storage_does_not_start(router_factory, tmp_path, port, storescp):
+    """At its start a router removes spool files no journal entry names: a second one on the
+    same folder would remove what the first is receiving. It refuses to start instead."""
+    router = router_factory(router_config(port, dicom_destination(storescp.port)), ROUTE_TO_STORE, port)
+    second_config = tmp_path / "second.yaml"  # same folder, so the same storage `var`
+    second_config.write_text(router_config(free_port(), dicom_destination(storescp.port)), encoding="utf-8")
+    second = subprocess.run([sys.executable, "-m", "rulesengine", "run", str(second_config)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert second.returncode == 1, second.stdout + second.stderr
+    storage = (tmp_path / "var").resolve()
+    assert f"storage {storage} is in use by another router (process {router.process.pid})" in second.stdout + \
+        second.stderr
+
+    batch = make_instances(tmp_path / "first-still-runs", 2)
+    assert storescu(port, [i.path for i in batch]).returncode == 0
+    wait_until(lambda: {i.sop_instance_uid for i in batch} <= set(received_by_uid(storescp.folder)),
+               what="the first router's deliveries")
+    assert router.stop() == 0
+    # Stopped, it has released the folder: a router starts on it again.
+    again = router_factory(router_config(port, dicom_destination(storescp.port)), ROUTE_TO_STORE, port)
+    assert again.stop() == 0
