@@ -125,7 +125,7 @@ def _add_format(parser: argparse.ArgumentParser, choices: tuple[str, ...]) -> No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dicom-rules", description="Lint, test, dry-run and format DICOM routing rules.")
+    parser = argparse.ArgumentParser(prog="dicom-rules", description="Lint, test, dry-run and format DICOM routing rules, and run the router on them.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=lambda a: _lazy("runtime.commands", "cmd_run")(a))
 
     check = sub.add_parser("check-config", help="check a router configuration and its rules together")
-    check.add_argument("config")
+    check.add_argument("config", help="router configuration (YAML)")
     _add_format(check, ("text", "json", "github"))
     check.set_defaults(func=lambda a: _lazy("runtime.commands", "cmd_check_config")(a))
 
@@ -190,19 +190,21 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(func=lambda a: _lazy("runtime.commands", "cmd_schema")(a))
 
     echo = sub.add_parser("echo", help="C-ECHO a destination of a configuration")
-    echo.add_argument("config")
-    echo.add_argument("destination")
+    echo.add_argument("config", help="router configuration (YAML)")
+    echo.add_argument("destination", help="a destination named in it")
     echo.set_defaults(func=lambda a: _lazy("runtime.commands", "cmd_echo")(a))
 
     send = sub.add_parser("send", help="send files or folders to a destination (no rules)")
-    send.add_argument("config")
-    send.add_argument("destination")
-    send.add_argument("files", nargs="+", metavar="FILE_OR_FOLDER")
+    send.add_argument("config", help="router configuration (YAML)")
+    send.add_argument("destination", help="a destination named in it")
+    send.add_argument("files", nargs="+", metavar="FILE_OR_FOLDER", help="DICOM files; folders are searched")
     send.set_defaults(func=lambda a: _lazy("runtime.commands", "cmd_send")(a))
 
     queue = sub.add_parser("queue", help="what is queued, dead or delivered; retry or purge")
-    queue.add_argument("config")
-    queue.add_argument("action", nargs="?", choices=("list", "retry", "purge"), default="list")
+    queue.add_argument("config", help="router configuration (YAML); its storage holds the journal")
+    queue.add_argument("action", nargs="?", choices=("list", "retry", "purge"), default="list",
+                       help="list (the default): counts and items; retry: queue dead items again; "
+                            "purge: forget finished items")
     queue.add_argument("--destination", help="only this destination")
     queue.add_argument("--state", action="append", choices=("queued", "sending", "delivered", "retrying", "dead"),
                        help="list or purge: only this state (repeatable); purge defaults to delivered")

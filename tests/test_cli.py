@@ -7,6 +7,8 @@ ever see findings and messages, whatever they type.
 
 from __future__ import annotations
 
+import argparse
+
 import json
 import os
 import re
@@ -750,6 +752,17 @@ def test_the_reference_page_lists_every_finding_code():
     assert sorted(raised - listed) == [], "codes missing from docs/cli.md"
     assert sorted(listed - raised) == [], "docs/cli.md lists codes that do not exist"
 
+
+
+def test_the_reference_page_has_a_section_and_a_table_row_for_every_command():
+    from rulesengine.cli import build_parser
+    parser = build_parser()
+    commands = set(next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices)
+    page = (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
+    headings = set(re.findall(r"^#{2,3} ([a-z-]+)$", page, re.M))
+    rows = set(re.findall(r"^\| `([a-z-]+)` +\|", page, re.M))
+    assert sorted(commands - headings) == [], "commands without a section in docs/cli.md"
+    assert sorted(commands - rows) == [], "commands missing from the table of docs/cli.md"
 
 
 # ---- behaviour added after review -------------------------------------------------------

@@ -134,8 +134,8 @@ def cmd_echo(args) -> int:
     config = load_config(args.config, secrets=False)
     destination = _destination(config, args.destination)
     if destination.type == "folder":
-        ok = os.path.isdir(destination.path) and os.access(destination.path, os.W_OK)
-        print(f"{destination.name}: folder {destination.path} {'is writable' if ok else 'is not writable'}")
+        ok, state = _folder_state(destination.path)
+        print(f"{destination.name}: folder {destination.path} {state}")
         return EXIT_OK if ok else EXIT_FINDINGS
     try:
         status = sender_for(destination).echo()
@@ -144,6 +144,21 @@ def cmd_echo(args) -> int:
         return EXIT_FINDINGS
     print(f"{destination.name} ({destination.ae_title}@{destination.host}:{destination.port}): C-ECHO {status}")
     return EXIT_OK
+
+
+def _folder_state(path: str) -> tuple[bool, str]:
+    """Whether a folder destination can be written, in words; a missing folder is made on
+    the first delivery, so what counts then is its nearest existing parent."""
+    if os.path.isdir(path):
+        return (True, "is writable") if os.access(path, os.W_OK | os.X_OK) else (False, "is not writable")
+    if os.path.exists(path):
+        return False, "is not a folder"
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK):
+        return True, f"does not exist yet; the first delivery creates it in {parent}"
+    return False, f"does not exist and cannot be created: {parent} is not a writable folder"
 
 
 def _files(inputs: list[str]) -> list[str]:
