@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -444,3 +445,57 @@ def test_a_60_mb_instance_converted_for_an_implicit_only_peer_never_enters_memor
     growth, status = peak_growth(lambda: send_one(DicomSender(destination_for(peer)), delivery(big)))
     assert status == "0x0000"
     assert growth < 25 * MB, f"Python allocations peaked {growth / MB:.1f} MB above the start"
+
+
+def test_a_paused_destination_stays_paused_after_a_restart_so_nothing_overtakes(tmp_path):
+    """A destination that was unreachable pauses its whole queue. A restart during the pause
+    must not let an instance received after the restart go before those waiting."""
+    from rulesengine.config import Retry
+    from rulesengine.runtime.delivery import DeliveryManager
+    from rulesengine.runtime.journal import QUEUED, RETRYING, NewDelivery, Outcome, Received
+    from rulesengine.runtime.storage import Storage
+
+    storage = Storage(str(tmp_path / "storage"))
+    nobody = DicomDestination("PACS", "NOBODY", "127.0.0.1", free_port(), retry=Retry(delay=60, max_attempts=5),
+                              timeouts=Timeouts(connect=2, acse=2, dimse=2, network=2))
+
+    def queue(number: int) -> int:
+        received = Received("listener", "main", "CT1", "ROUTER", None, "1.2.840.10008.5.1.4.1.1.2", f"1.2.3.{number}")
+        path = str(SAMPLES / "ct_head.dcm")
+        instance = journal.record(received, path, Outcome("v1", "route", None, ("all",), ("PACS",)), "accepted")
+        [delivery_id] = journal.add_deliveries(instance, [NewDelivery("PACS", path, received.sop_class_uid,
+                                                                      received.sop_instance_uid, None)])
+        return delivery_id
+
+    journal = storage.journal()
+    first, second = queue(1), queue(2)
+    manager = DeliveryManager(journal, storage)
+    manager.apply({"PACS": nobody})
+    wait_for = threading.Event()
+    for _ in range(100):
+        if journal.delivery(first).state == RETRYING:
+            break
+        wait_for.wait(0.05)
+    manager.stop()
+    assert journal.delivery(first).state == RETRYING and journal.delivery(first).attempts == 1
+    journal.close()
+
+    journal = storage.journal()  # the restart
+    third = queue(3)
+    restarted = DeliveryManager(journal, storage)
+    restarted.apply({"PACS": nobody})
+    try:
+        wait_for.wait(1.0)  # long enough for the worker to have claimed what it considers due
+        assert [(journal.delivery(d).state, journal.delivery(d).attempts) for d in (first, second, third)] == [
+            (RETRYING, 1), (QUEUED, 0), (QUEUED, 0)]
+        # A changed destination starts afresh: its first delivery is attempted at once.
+        restarted.apply({"PACS": dataclasses.replace(nobody, ae_title="STILL_NOBODY")})
+        for _ in range(100):
+            if journal.delivery(first).attempts == 2:
+                break
+            wait_for.wait(0.05)
+        assert journal.delivery(first).attempts == 2
+        assert (journal.delivery(third).state, journal.delivery(third).attempts) == (QUEUED, 0)
+    finally:
+        restarted.stop()
+        journal.close()

@@ -425,3 +425,18 @@ def test_deliveries_listing_joins_the_instance(journal):
     queue_instance(journal, ("PACS", "ARCHIVE"))
     rows = journal.deliveries(states=[QUEUED], destination="ARCHIVE")
     assert [(r["destination"], r["source_name"], r["calling_aet"]) for r in rows] == [("ARCHIVE", "main", "CT1")]
+
+
+def test_a_pause_is_read_back_from_the_journal_and_a_changed_destination_resumes(journal):
+    first, second = queue_instance(journal, number=1) + queue_instance(journal, number=2)
+    [head] = journal.claim("PACS", 1)
+    now = time.time()
+    journal.failed(head, now, "connection refused", now + 30)
+    journal.postpone("PACS", now + 30)
+    assert journal.postponed_until("PACS", now=now) == now + 30
+    assert journal.postponed_until("ARCHIVE", now=now) == 0.0
+    assert journal.postponed_until("PACS", now=now + 30) == 0.0  # over once it is due
+
+    assert journal.resume("PACS", now=now + 1) == 2  # the failed head and the one behind it
+    assert journal.postponed_until("PACS", now=now + 1) == 0.0
+    assert [d.id for d in journal.claim("PACS", 10, now=now + 1)] == [first, second]

@@ -34,8 +34,9 @@ class DestinationWorker(threading.Thread):
         self.stopping = threading.Event()
         self.sender = sender_for(destination)
         # Set when the destination was unreachable: until then nothing of its queue is claimed,
-        # so that instances queued meanwhile cannot overtake the postponed ones.
-        self.paused_until = 0.0
+        # so that instances queued meanwhile cannot overtake the postponed ones. Read from the
+        # journal, so that a pause outlives a restart.
+        self.paused_until = journal.postponed_until(destination.name)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -146,6 +147,11 @@ class DeliveryManager:
                 if name not in destinations or destinations[name] != self._destinations.get(name):
                     for worker in self._workers.pop(name):
                         worker.stop()
+                    if name in destinations:  # changed, perhaps mended: no reason to wait out old backoffs
+                        resumed = self.journal.resume(name)
+                        if resumed:
+                            log.info("%s changed: %d waiting deliver%s due now", name, resumed,
+                                     "y is" if resumed == 1 else "ies are")
             for name, destination in destinations.items():
                 if name in self._workers:
                     continue

@@ -299,6 +299,23 @@ class Journal:
             db.execute("UPDATE deliveries SET next_attempt_at=MAX(next_attempt_at, ?) WHERE destination=? "
                        "AND state IN (?, ?)", (until, destination, QUEUED, RETRYING))
 
+    def postponed_until(self, destination: str, now: float | None = None) -> float:
+        """When a pause of the destination (see postpone) ends; 0 if it is not paused. Only
+        postpone() leaves queued deliveries due in the future, so they mark the pause, which
+        thus outlives a restart."""
+        now = time.time() if now is None else now
+        row = self._connection().execute(
+            "SELECT MAX(next_attempt_at) FROM deliveries WHERE destination=? AND state=? AND next_attempt_at > ?",
+            (destination, QUEUED, now)).fetchone()
+        return row[0] or 0.0
+
+    def resume(self, destination: str, now: float | None = None) -> int:
+        """A changed destination starts afresh: what waits for a retry or a pause is due now."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            return db.execute("UPDATE deliveries SET next_attempt_at=? WHERE destination=? AND state IN (?, ?) "
+                              "AND next_attempt_at > ?", (now, destination, QUEUED, RETRYING, now)).rowcount
+
     def path_in_use(self, path: str) -> bool:
         """Does a delivery that is not finished, or an unprocessed instance, still need this file?"""
         db = self._connection()
