@@ -213,6 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
     queue.add_argument("--limit", type=int, default=50, help="list: at most this many items")
     queue.set_defaults(func=lambda a: _lazy("runtime.commands", "cmd_queue")(a))
 
+    quarantine = sub.add_parser("quarantine", help="list quarantined instances; release them to the rules again")
+    quarantine.add_argument("config", help="router configuration (YAML); its storage holds the quarantine")
+    quarantine.add_argument("action", nargs="?", choices=("list", "release"), default="list",
+                            help="list (the default): what is kept aside and why; release: route again")
+    quarantine.add_argument("instances", nargs="*", metavar="INSTANCE",
+                            help="release: a SOP Instance UID or a path as `list` shows it (DAY/NAME.dcm)")
+    quarantine.add_argument("--all", action="store_true", help="release: every quarantined instance")
+    quarantine.set_defaults(func=lambda a: _lazy("runtime.commands", "cmd_quarantine")(a))
+
     dictionary = sub.add_parser("dict", help="look up a data element by keyword, tag or name")
     dictionary.add_argument("name", nargs="+", metavar="NAME_OR_TAG")
     _add_format(dictionary, ("text", "json"))

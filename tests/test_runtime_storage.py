@@ -420,3 +420,29 @@ def test_a_template_render_name_cannot_render_is_reported_by_check_naming(templa
     except Exception:  # noqa: BLE001 - any exception means the template cannot be used
         renders = False
     assert renders or check_naming(template) != []
+
+
+def test_a_released_instance_goes_back_to_the_spool_with_its_arrival_facts(storage):
+    facts = {"sop_instance_uid": "1.2.3.9", "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2", "source": "main",
+             "source_kind": "listener", "calling_aet": "CT1", "called_aet": "ROUTER", "peer": "127.0.0.1:4000"}
+    kept = storage.quarantine(received_file(storage), "no PatientID", facts)
+    older = storage.quarantine(received_file(storage, "mr_knee.dcm"), "old format", {"sop_instance_uid": "1.2.3.8",
+                                                                                      "source": "inbox"})
+    assert [path for path, _info in storage.quarantined()] == sorted([kept, older])
+    [(_path, info)] = [item for item in storage.quarantined() if item[0] == kept]
+    assert info["reason"] == "no PatientID"
+
+    journal = storage.journal()
+    try:
+        instance_id = storage.release(kept, info, journal)
+        [pending] = [r for r in journal.accepted_instances() if r["id"] == instance_id]
+    finally:
+        journal.close()
+    assert not os.path.exists(kept) and not os.path.exists(kept + ".json")
+    spooled = pending["path"]
+    assert os.path.dirname(spooled) == storage.incoming
+    assert Path(spooled).read_bytes() == (SAMPLES / "ct_head.dcm").read_bytes()
+    assert Storage.facts_from_name(spooled) == Received("listener", "main", "CT1", "ROUTER", "127.0.0.1:4000")
+    assert (pending["calling_aet"], pending["called_aet"], pending["sop_instance_uid"]) == ("CT1", "ROUTER",
+                                                                                          "1.2.3.9")
+    assert [path for path, _info in storage.quarantined()] == [older]

@@ -43,7 +43,7 @@ def cmd_run(args) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_hangup)  # during start-up it reads nothing: start reads it all anyway
+    signal.signal(signal.SIGHUP, on_hangup)  # one during start-up is carried out once reloading runs
     try:
         router.start()
     except AssociationFileError as exc:
@@ -272,3 +272,53 @@ def cmd_queue(args) -> int:
             print(f"#{row['id']:<6} {row['destination']:<14} {row['state']:<9} attempts {row['attempts']:<3} "
                   f"{when}  {row['sop_instance_uid'] or '?'}{error_text}")
     return EXIT_OK
+
+
+# ---- quarantine ----------------------------------------------------------------------------------
+
+
+def cmd_quarantine(args) -> int:
+    config = load_config(args.config, secrets=False)
+    storage_journal = os.path.join(config.storage, "journal.sqlite")
+    if not os.path.isfile(storage_journal):
+        raise UsageError(f"no journal in {config.storage} (storage of {config.path}): has the router run "
+                         "with this configuration?")
+    storage = Storage(config.storage)
+    held = storage.quarantined()
+    if args.action == "list":
+        if args.instances or args.all:
+            raise UsageError("quarantine list takes no instances and no --all")
+        if not held:
+            print("no quarantined instances")
+            return EXIT_OK
+        for path, info in held:
+            source = " ".join(str(info.get(key)) for key in ("source", "calling_aet") if info.get(key))
+            print(f"{os.path.relpath(path, storage.quarantine_dir)}  {info.get('quarantined_at', '?')}  "
+                  f"{source or '-'}  {info.get('reason', '')}")
+        return EXIT_OK
+    if bool(args.instances) == args.all:
+        raise UsageError("quarantine release needs instances (SOP Instance UIDs or paths from `list`) or --all")
+    chosen = held if args.all else _chosen(held, args.instances, storage.quarantine_dir)
+    journal = storage.journal()
+    try:
+        for path, info in chosen:
+            instance_id = storage.release(path, info, journal)
+            print(f"{os.path.relpath(path, storage.quarantine_dir)}: released as instance {instance_id}")
+    finally:
+        journal.close()
+    print(f"{len(chosen)} instance(s) released; the rules run on them again "
+          "(a running router takes them within seconds, a stopped one at its next start)")
+    return EXIT_OK
+
+
+def _chosen(held: list[tuple[str, dict]], wanted: list[str], root: str) -> list[tuple[str, dict]]:
+    chosen, missing = [], []
+    for name in wanted:
+        matches = [(path, info) for path, info in held
+                   if name in (os.path.relpath(path, root), info.get("sop_instance_uid"))]
+        if not matches:
+            missing.append(name)
+        chosen += [m for m in matches if m not in chosen]
+    if missing:
+        raise UsageError(f"not in the quarantine: {', '.join(missing)} (see `dicom-rules quarantine CONFIG`)")
+    return chosen

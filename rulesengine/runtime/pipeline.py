@@ -180,7 +180,8 @@ class Pipeline:
 
     def _keep_aside(self, instance_id: int, path: str, received: Received, reason: str, outcome: Outcome) -> None:
         facts = {"sop_instance_uid": received.sop_instance_uid, "sop_class_uid": received.sop_class_uid,
-                 "source": received.source_name, "calling_aet": received.calling_aet, "peer": received.peer,
+                 "source": received.source_name, "source_kind": received.source_kind,
+                 "calling_aet": received.calling_aet, "called_aet": received.called_aet, "peer": received.peer,
                  "rules_version": outcome.ruleset_version}
         kept = self.storage.quarantine(path, reason, facts)
         self.journal.settle(instance_id, outcome, kept)

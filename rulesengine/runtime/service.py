@@ -51,6 +51,7 @@ class Router:
         self._sync_lock = threading.Lock()
         self._sync_senders: dict[str, list] = {}  # destination -> [(idle since, sender)]
         self._janitor: threading.Thread | None = None
+        self._reload_requested = False  # a SIGHUP before the reloader runs
 
     @classmethod
     def from_file(cls, path: str) -> "Router":
@@ -103,8 +104,11 @@ class Router:
 
     def _start_reloader(self) -> None:
         from .reload import Reloader
-        self.reloader = Reloader(self)
-        self.reloader.start()
+        reloader = Reloader(self)
+        reloader.start()
+        self.reloader = reloader
+        if self._reload_requested:
+            reloader.reload_everything()
 
     def stop(self) -> None:
         """Stop taking new work, finish what is in flight, then stop delivering."""
@@ -157,6 +161,8 @@ class Router:
         """Read the configuration and the rules again (SIGHUP), as if they had changed."""
         if self.reloader is not None:
             self.reloader.reload_everything()
+        else:  # still starting: the reloader does it once it runs, so that no request is lost
+            self._reload_requested = True
 
     def reloaded(self) -> None:
         """The rules or the configuration changed and are in place here: the worker follows

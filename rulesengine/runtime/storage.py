@@ -26,7 +26,7 @@ import tempfile
 import time
 import uuid
 
-from .journal import Journal, Received
+from .journal import ACCEPTED, Journal, Received
 
 
 def fsync_file(path: str) -> None:
@@ -183,6 +183,42 @@ class Storage:
             os.fsync(fh.fileno())
         fsync_dir(folder)
         return target
+
+    def quarantined(self) -> list[tuple[str, dict]]:
+        """What the quarantine holds, oldest first: (path of the instance, what its .json says)."""
+        found = []
+        for day in sorted(os.listdir(self.quarantine_dir)):
+            folder = os.path.join(self.quarantine_dir, day)
+            if not os.path.isdir(folder):
+                continue
+            for name in sorted(os.listdir(folder)):
+                if not name.endswith(".dcm"):
+                    continue
+                path = os.path.join(folder, name)
+                try:
+                    with open(path + ".json", encoding="utf-8") as fh:
+                        info = json.load(fh)
+                except (OSError, ValueError):
+                    info = {"reason": "(no readable .json beside it)"}
+                found.append((path, info))
+        return sorted(found, key=lambda item: (item[1].get("quarantined_at") or "", item[0]))
+
+    def release(self, path: str, info: dict, journal: Journal) -> int:
+        """Put a quarantined instance back into the spool, as received from where it first came,
+        and journal it: the rules run on it again (in a running router within seconds). The
+        file is in the spool before the quarantine lets go of it: a crash in between leaves a
+        copy in both places, never in neither."""
+        received = Received(info.get("source_kind") or ("listener" if info.get("calling_aet") else "folder"),
+                            info.get("source"), info.get("calling_aet"), info.get("called_aet"), info.get("peer"),
+                            info.get("sop_class_uid"), info.get("sop_instance_uid"))
+        temp = self.temp_path()
+        os.link(path, temp)  # the quarantined file is durable already; only names change
+        spooled = self.accept(temp, received)
+        instance_id = journal.record(received, spooled, None, ACCEPTED)
+        for name in (path, path + ".json"):
+            self.remove(name)
+        fsync_dir(os.path.dirname(path))
+        return instance_id
 
     def remove(self, path: str) -> None:
         try:

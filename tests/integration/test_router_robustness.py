@@ -95,6 +95,11 @@ def journal_rows(tmp_path: Path, query: str, *args) -> list[sqlite3.Row]:
         return db.execute(query, args).fetchall()
 
 
+def dicom_rules(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rulesengine", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=60, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
 def queue_command(tmp_path: Path, *args: str) -> str:
     """`dicom-rules queue router.yaml ...`, as an operator runs it."""
     result = subprocess.run([sys.executable, "-m", "rulesengine", "queue", str(tmp_path / "router.yaml"), *args],
@@ -574,3 +579,47 @@ def test_a_second_router_on_the_same_storage_does_not_start(router_factory, tmp_
     # Stopped, it has released the folder: a router starts on it again.
     again = router_factory(router_config(port, dicom_destination(storescp.port)), ROUTE_TO_STORE, port)
     assert again.stop() == 0
+
+
+HOLD_EVERYTHING = """
+rule "hold" {
+  then quarantine "held for review"
+}
+"""
+
+ROUTE_CT1_TO_STORE = """
+rule "from CT1" {
+  when Association.CallingAET == "CT1"
+  then route to STORE
+}
+"""
+
+
+def test_a_quarantined_instance_released_runs_through_the_new_rules_with_its_arrival_facts(
+        router_factory, tmp_path, port, storescp):
+    router = router_factory(router_config(port, dicom_destination(storescp.port)), HOLD_EVERYTHING, port)
+    [held, kept] = make_instances(tmp_path / "sent", 2)
+    assert storescu(port, [held.path, kept.path]).returncode == 0
+    quarantine = tmp_path / "var" / "quarantine"
+    wait_until(lambda: len(list(quarantine.glob("*/*.dcm"))) == 2, what="two instances in the quarantine")
+
+    listed = dicom_rules("quarantine", "router.yaml", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    assert len(lines) == 2 and all(line.endswith("main CT1  held for review") for line in lines), listed.stdout
+
+    (tmp_path / "main.rules").write_text(ROUTE_CT1_TO_STORE, encoding="utf-8")
+    router.wait_for_log("rules reloaded")
+    released = dicom_rules("quarantine", "router.yaml", "release", held.sop_instance_uid, cwd=tmp_path)
+    assert released.returncode == 0, released.stderr
+    assert "1 instance(s) released" in released.stdout
+    # The rule reads the calling AE title: the release kept it from the first arrival.
+    wait_until(lambda: held.sop_instance_uid in received_by_uid(storescp.folder),
+               what="the released instance at the storescp")
+    assert kept.sop_instance_uid not in received_by_uid(storescp.folder)
+    remaining = dicom_rules("quarantine", "router.yaml", cwd=tmp_path).stdout.splitlines()
+    assert len(remaining) == 1 and kept.sop_instance_uid in remaining[0]
+
+    unknown = dicom_rules("quarantine", "router.yaml", "release", "1.2.3.4.5", cwd=tmp_path)
+    assert unknown.returncode == 2 and "not in the quarantine: 1.2.3.4.5" in unknown.stderr
+    assert router.stop() == 0
