@@ -440,3 +440,16 @@ def test_a_pause_is_read_back_from_the_journal_and_a_changed_destination_resumes
     assert journal.resume("PACS", now=now + 1) == 2  # the failed head and the one behind it
     assert journal.postponed_until("PACS", now=now + 1) == 0.0
     assert [d.id for d in journal.claim("PACS", 10, now=now + 1)] == [first, second]
+
+
+def test_numbers_are_never_reused_after_a_purge(journal):
+    """Log lines name instances and deliveries by number: one number, one thing, for good."""
+    [first] = queue_instance(journal, number=1)
+    first_instance = journal.delivery(first).instance_id
+    [claimed] = journal.claim("PACS", 1)
+    journal.delivered(claimed, time.time())
+    journal.purge([DELIVERED])
+    assert journal.purge_instances() == 1
+    [second] = queue_instance(journal, number=2)
+    assert second > first
+    assert journal.delivery(second).instance_id > first_instance

@@ -26,7 +26,7 @@ ACCEPTED, PROCESSED, DONE = "accepted", "processed", "done"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused after a purge: log lines name these numbers
     received_at REAL NOT NULL,
     source_kind TEXT, source_name TEXT,
     calling_aet TEXT, called_aet TEXT, peer TEXT,
@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS instances (
 );
 CREATE INDEX IF NOT EXISTS instances_state ON instances(state);
 CREATE TABLE IF NOT EXISTS deliveries (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     instance_id INTEGER NOT NULL REFERENCES instances(id),
     destination TEXT NOT NULL,
     path TEXT,
