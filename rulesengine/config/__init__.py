@@ -55,6 +55,7 @@ class TLS:
     private_key: str
     ca_certificates: str | None = None
     require_client_certificate: bool = True
+    check_hostname: bool = True
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,8 @@ def _tls(data, base: str) -> TLS | None:
     if not data:
         return None
     return TLS(_resolve(base, data["certificate"]), _resolve(base, data["private_key"]),
-               _resolve(base, data.get("ca_certificates")), bool(data.get("require_client_certificate", True)))
+               _resolve(base, data.get("ca_certificates")), bool(data.get("require_client_certificate", True)),
+               bool(data.get("check_hostname", True)))
 
 
 def _at(path: str, data, key: str, where: str) -> str:

@@ -80,11 +80,28 @@ def _bound_send_queue(dul) -> None:
     dul.send_pdu = bounded_send_pdu
 
 
-def client_tls_context(tls: TLS) -> ssl.SSLContext:
+def client_tls_args(tls: TLS, host: str) -> tuple[ssl.SSLContext, str | None]:
+    """pynetdicom's tls_args for a destination: the context, and the name its certificate must carry."""
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_certificates)
-    context.check_hostname = False
+    context.check_hostname = tls.check_hostname
     context.load_cert_chain(tls.certificate, tls.private_key)
-    return context
+    return context, host if tls.check_hostname else None
+
+
+def tls_failure(destination: DicomDestination) -> str | None:
+    """Why a TLS connection to the destination fails, found by trying the handshake alone:
+    pynetdicom only logs it. None when the handshake succeeds (or TCP alone fails)."""
+    context, server_hostname = client_tls_args(destination.tls, destination.host)
+    try:
+        with socket.create_connection((destination.host, destination.port), destination.timeouts.connect) as raw:
+            with context.wrap_socket(raw, server_hostname=server_hostname):
+                return None
+    except ssl.SSLCertVerificationError as exc:
+        return f"TLS: the destination's certificate is not accepted: {exc.verify_message}"
+    except ssl.SSLError as exc:
+        return f"TLS handshake failed: {exc.reason or exc}"
+    except OSError:
+        return None
 
 
 class DicomSender:
@@ -135,12 +152,14 @@ class DicomSender:
         kwargs = {"ae_title": destination.ae_title, "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay)],
                   "max_pdu": destination.max_pdu}
         if destination.tls is not None:
-            kwargs["tls_args"] = (client_tls_context(destination.tls), None)
+            kwargs["tls_args"] = client_tls_args(destination.tls, destination.host)
         assoc = self.ae.associate(destination.host, destination.port, self._contexts(items), **kwargs)
         if not assoc.is_established:
             # pynetdicom marks a refused or dropped connection as aborted too
             why = "rejected by the destination" if assoc.is_rejected else \
                 "not established (connection refused, closed, or no answer)"
+            if not assoc.is_rejected and destination.tls is not None:
+                why = f"not established: {tls_failure(destination) or why[len('not established '):]}"
             raise LinkError(f"association with {destination.ae_title}@{destination.host}:{destination.port} {why}")
         self.assoc, self.sent = assoc, 0
 
@@ -211,12 +230,14 @@ class DicomSender:
         destination = self.destination
         kwargs = {"ae_title": destination.ae_title, "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay)]}
         if destination.tls is not None:
-            kwargs["tls_args"] = (client_tls_context(destination.tls), None)
+            kwargs["tls_args"] = client_tls_args(destination.tls, destination.host)
         assoc = self.ae.associate(destination.host, destination.port,
                                   [build_context("1.2.840.10008.1.1")], **kwargs)
         if not assoc.is_established:
-            raise LinkError(f"association with {destination.ae_title}@{destination.host}:{destination.port} "
-                            f"{'rejected' if assoc.is_rejected else 'failed'}")
+            why = "rejected" if assoc.is_rejected else "failed"
+            if not assoc.is_rejected and destination.tls is not None:
+                why += f": {tls_failure(destination) or 'connection refused, closed, or no answer'}"
+            raise LinkError(f"association with {destination.ae_title}@{destination.host}:{destination.port} {why}")
         try:
             status = assoc.send_c_echo()
         finally:

@@ -440,6 +440,40 @@ def test_tls_listener_accepts_a_client_certificate_and_refuses_none(router_facto
     assert set(received_by_uid(tmp_path / "received")) == {first.sop_instance_uid, fourth.sop_instance_uid}
 
 
+def test_a_tls_destination_checks_the_host_name_in_the_certificate_unless_told_not_to(router_factory, tmp_path,
+                                                                                       port):
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    make_ca(pki, "ca")
+    make_certificate(pki, "server", "ca", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth")
+    make_certificate(pki, "client", "ca", "extendedKeyUsage=clientAuth")
+    tls = ", tls: {certificate: pki/server.crt, private_key: pki/server.key, ca_certificates: pki/ca.crt}"
+    router_factory(router_config(port, "{type: folder, path: received}", tls), ROUTE_TO_STORE, port)
+
+    def destination(host: str, check: str = "") -> str:
+        return (f"{{type: dicom, ae_title: ROUTER, host: {host}, port: {port}, tls: {{certificate: pki/client.crt, "
+                f"private_key: pki/client.key, ca_certificates: pki/ca.crt{check}}}}}")
+
+    (tmp_path / "client.yaml").write_text(f"""
+storage: client-var
+rules: main.rules
+destinations:
+  BY_ADDRESS: {destination("127.0.0.1")}
+  BY_NAME: {destination("localhost")}
+  BY_NAME_UNCHECKED: {destination("localhost", ", check_hostname: false")}
+""", encoding="utf-8")
+    # The server's certificate names 127.0.0.1 only; "localhost" reaches the same listener.
+    by_address = dicom_rules("echo", "client.yaml", "BY_ADDRESS", cwd=tmp_path)
+    assert by_address.returncode == 0 and "C-ECHO 0x0000" in by_address.stdout, by_address.stderr
+    by_name = dicom_rules("echo", "client.yaml", "BY_NAME", cwd=tmp_path)
+    assert by_name.returncode == 1, by_name.stdout
+    assert by_name.stderr.strip() == (f"BY_NAME: association with ROUTER@localhost:{port} failed: TLS: the "
+                                      "destination's certificate is not accepted: Hostname mismatch, certificate is "
+                                      "not valid for 'localhost'."), by_name.stderr
+    unchecked = dicom_rules("echo", "client.yaml", "BY_NAME_UNCHECKED", cwd=tmp_path)
+    assert unchecked.returncode == 0 and "C-ECHO 0x0000" in unchecked.stdout, unchecked.stderr
+
+
 # ---- 6. a destination that refuses one instance ------------------------------------------------------
 
 
