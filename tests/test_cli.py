@@ -12,8 +12,6 @@ import argparse
 import json
 import os
 import re
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -22,21 +20,9 @@ from pydicom import dcmread
 
 import rulesengine
 
-from conftest import ROOT, SAMPLES, write
+from conftest import ROOT, SAMPLES, dicom_rules, write
 
 BAD = ROOT / "examples" / "bad"
-ENV = {**os.environ, "PYTHONIOENCODING": "utf-8",
-       "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-def dicom_rules(*args, cwd: Path | str | None = None) -> subprocess.CompletedProcess:
-    """Run `python -m rulesengine ARGS` (in the current folder unless `cwd` is given)."""
-    result = subprocess.run([sys.executable, "-m", "rulesengine", *map(str, args)], cwd=cwd, env=ENV, check=False,
-                            capture_output=True, text=True, encoding="utf-8", timeout=60)
-    output = result.stdout + result.stderr
-    assert "Traceback" not in output, output
-    assert "internal error" not in output, output  # main() turns unexpected exceptions into this line
-    return result
 
 
 # Rule files used by several tests; each is small enough to read at a glance.

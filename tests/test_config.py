@@ -7,9 +7,6 @@ environment variable or a file; what is left out gets its default.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from rulesengine.config import (
 from rulesengine.lang.functions import DEFAULT_HASH_KEY
 
 from conftest import ROOT
+from conftest import dicom_rules as run_dicom_rules
 
 HEAD = "storage: var\nrules: main.rules\n"
 
@@ -500,9 +498,8 @@ def test_listener_lists_become_tuples(tmp_path):
 # ---- the command line ---------------------------------------------------------------------
 
 
-def dicom_rules(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rulesengine", *args], cwd=cwd, capture_output=True, text=True,
-                          check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
+def dicom_rules(*args, cwd: Path = ROOT):
+    return run_dicom_rules(*args, cwd=cwd)
 
 
 def test_check_config_accepts_the_example_configuration():

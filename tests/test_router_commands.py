@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pydicom
 
-from conftest import ROOT, SAMPLES
+from conftest import SAMPLES, dicom_rules
 
 CONFIG = """
 storage: var/storage
@@ -19,11 +16,6 @@ destinations:
   PRESENT: {type: folder, path: out/present, naming: "{PatientID}/{SOPInstanceUID}.dcm"}
   A_FILE: {type: folder, path: out/a-file}
 """
-
-
-def dicom_rules(*args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rulesengine", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def make_config(tmp_path: Path) -> Path:

@@ -2,12 +2,12 @@
 
 import subprocess
 import sys
+from functools import partial
 
 from conftest import ROOT
+from conftest import dicom_rules as run_dicom_rules
 
-
-def dicom_rules(*args):
-    return subprocess.run([sys.executable, "-m", "rulesengine", *args], cwd=ROOT, capture_output=True, text=True)
+dicom_rules = partial(run_dicom_rules, cwd=ROOT)
 
 
 def test_shipped_rules_lint_clean_even_when_strict():

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import bundled
+from conftest import bundled, dicom_rules
 from peers import DCMTK_ENV, ROOT, StoreSCP, free_port, require, storescu, wait_until
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
@@ -95,16 +95,9 @@ def journal_rows(tmp_path: Path, query: str, *args) -> list[sqlite3.Row]:
         return db.execute(query, args).fetchall()
 
 
-def dicom_rules(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rulesengine", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=60, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-
 def queue_command(tmp_path: Path, *args: str) -> str:
     """`dicom-rules queue router.yaml ...`, as an operator runs it."""
-    result = subprocess.run([sys.executable, "-m", "rulesengine", "queue", str(tmp_path / "router.yaml"), *args],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = dicom_rules("queue", tmp_path / "router.yaml", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

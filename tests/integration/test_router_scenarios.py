@@ -9,13 +9,13 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pydicom
 import pytest
 from jsonschema import Draft202012Validator
+from conftest import dicom_rules
 from peers import DCMTK_ENV, ROOT, StoreSCP, echoscu, free_port, require, storescu, wait_until
 from ruamel.yaml import YAML
 
@@ -35,6 +35,14 @@ EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 
 def dicom_destination(ae_title: str, port: int, retry: str = "{delay: 0.2, max_attempts: 5}") -> str:
     return f"{{type: dicom, ae_title: {ae_title}, host: 127.0.0.1, port: {port}, retry: {retry}}}"
+
+
+def router_config(port: int, listener_extra: str = "", **destinations: str) -> str:
+    """A configuration with one listener `main` (ROUTER on `port`) and these destinations."""
+    lines = "".join(f"  {name}: {text}\n" for name, text in destinations.items())
+    return (f"storage: var\nrules: main.rules\nlisteners:\n"
+            f"  - {{name: main, ae_title: ROUTER, port: {port}{listener_extra}}}\n"
+            f"destinations:\n{lines}")
 
 
 def sop_instance_uid(path: Path) -> str:
@@ -74,12 +82,6 @@ def wait_delivered(storage: Path, count: int) -> None:
                what=f"{count} acknowledged deliveries")
 
 
-def dicom_rules(*args, cwd: Path) -> subprocess.CompletedProcess:
-    """The command line as installed: `python -m rulesengine` is `dicom-rules`."""
-    return subprocess.run([sys.executable, "-m", "rulesengine", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=120, check=False, env={**os.environ, "PYTHONPATH": str(ROOT)})
-
-
 def storescu_debug(port: int, path: Path, calling: str = "CT1") -> subprocess.CompletedProcess:
     """storescu -d: the full C-STORE response, Error Comment included. Bytes outside UTF-8 in
     that dump are replaced (U+FFFD) instead of failing the decode."""
@@ -109,15 +111,8 @@ def archive(tmp_path):
 
 
 def test_one_instance_to_two_destinations_with_their_own_edits(router_factory, orthanc, storescp, port):
-    config = f"""
-storage: var
-rules: main.rules
-listeners:
-  - {{name: main, ae_title: ROUTER, port: {port}}}
-destinations:
-  PACS: {dicom_destination(orthanc.ae_title, orthanc.dicom_port)}
-  ARCHIVE: {dicom_destination(storescp.ae_title, storescp.port)}
-"""
+    config = router_config(port, PACS=dicom_destination(orthanc.ae_title, orthanc.dicom_port),
+                           ARCHIVE=dicom_destination(storescp.ae_title, storescp.port))
     rules = """
 rule "mark what the router handled" {
   then set DataSet.InstitutionName = "ROUTED"
@@ -223,14 +218,7 @@ rule "everything else to the archive" {
 
 
 def test_a_rejected_instance_is_refused_with_the_reason(router_factory, storescp, port):
-    config = f"""
-storage: var
-rules: main.rules
-listeners:
-  - {{name: main, ae_title: ROUTER, port: {port}}}
-destinations:
-  ARCHIVE: {dicom_destination(storescp.ae_title, storescp.port)}
-"""
+    config = router_config(port, ARCHIVE=dicom_destination(storescp.ae_title, storescp.port))
     router = router_factory(config, REJECTING_RULES, port)
     rejected = SAMPLES / "ot_secondary.dcm"
 
@@ -258,14 +246,7 @@ destinations:
 def test_a_reject_reason_reaches_the_sender_as_one_plain_error_comment(router_factory, storescp, port):
     """Error Comment is an LO of the command set: default repertoire, no backslash, 64 characters.
     A reason built from the document's own text (here Latin-1) must still arrive whole and legible."""
-    config = f"""
-storage: var
-rules: main.rules
-listeners:
-  - {{name: main, ae_title: ROUTER, port: {port}}}
-destinations:
-  ARCHIVE: {dicom_destination(storescp.ae_title, storescp.port)}
-"""
+    config = router_config(port, ARCHIVE=dicom_destination(storescp.ae_title, storescp.port))
     router_factory(config, REJECTING_RULES, port)
 
     result = storescu_debug(port, SAMPLES / "mr_knee.dcm")
@@ -281,14 +262,7 @@ destinations:
 
 
 def test_a_quarantined_instance_is_accepted_and_kept_aside(router_factory, storescp, port):
-    config = f"""
-storage: var
-rules: main.rules
-listeners:
-  - {{name: main, ae_title: ROUTER, port: {port}}}
-destinations:
-  ARCHIVE: {dicom_destination(storescp.ae_title, storescp.port)}
-"""
+    config = router_config(port, ARCHIVE=dicom_destination(storescp.ae_title, storescp.port))
     rules = """
 rule "reports wait for a person" {
   when DataSet.Modality == "SR"
@@ -399,14 +373,7 @@ ASSOCIATION_FILE = f"""\
 
 
 def test_association_file_decides_the_presentation_contexts(router_factory, tmp_path, port):
-    config = f"""
-storage: var
-rules: main.rules
-listeners:
-  - {{name: main, ae_title: ROUTER, port: {port}, association_file: contexts.txt}}
-destinations:
-  FOLDER: {{type: folder, path: received}}
-"""
+    config = router_config(port, ", association_file: contexts.txt", FOLDER="{type: folder, path: received}")
     router_factory(config, 'rule "all" {\n  then route to FOLDER\n}\n', port,
                    files={"contexts.txt": ASSOCIATION_FILE})
 
@@ -436,14 +403,8 @@ def test_an_instance_received_in_implicit_vr_reaches_a_peer_that_prefers_explici
                                                                                    port):
     """storescp picks Explicit VR among the router's offers: the router converts what it
     received in Implicit VR, and a failed conversion must not stop the destination's queue."""
-    config = f"""
-storage: var
-rules: main.rules
-listeners:
-  - {{name: main, ae_title: ROUTER, port: {port}, association_file: contexts.txt}}
-destinations:
-  ARCHIVE: {dicom_destination(storescp.ae_title, storescp.port)}
-"""
+    config = router_config(port, ", association_file: contexts.txt",
+                           ARCHIVE=dicom_destination(storescp.ae_title, storescp.port))
     router = router_factory(config, 'rule "all" {\n  then route to ARCHIVE\n}\n', port,
                             files={"contexts.txt": f"{CT_IMAGE_STORAGE}\n"})
     result = storescu(port, [SAMPLES / "ct_head.dcm", SAMPLES / "ct_chest.dcm"], "CT1")
@@ -470,14 +431,7 @@ destinations:
 
 
 def test_sync_mode_answers_after_the_destination(router_factory, storescp, port):
-    config = f"""
-storage: var
-rules: main.rules
-listeners:
-  - {{name: main, ae_title: ROUTER, port: {port}, mode: sync}}
-destinations:
-  ARCHIVE: {dicom_destination(storescp.ae_title, storescp.port)}
-"""
+    config = router_config(port, ", mode: sync", ARCHIVE=dicom_destination(storescp.ae_title, storescp.port))
     router = router_factory(config, 'rule "all" {\n  then route to ARCHIVE\n}\n', port)
     storage = router.config.parent / "var"
 
@@ -589,16 +543,9 @@ def queue_counts(output: str) -> dict[str, dict[str, int]]:
 
 def test_cli_echo_send_and_queue(router_factory, orthanc, storescp, tmp_path, port):
     offline_port = free_port()  # nothing listens there
-    config = f"""
-storage: var
-rules: main.rules
-listeners:
-  - {{name: main, ae_title: ROUTER, port: {port}}}
-destinations:
-  ARCHIVE: {dicom_destination(storescp.ae_title, storescp.port)}
-  PACS: {dicom_destination(orthanc.ae_title, orthanc.dicom_port)}
-  OFFLINE: {dicom_destination("NOBODY", offline_port, "{delay: 60}")}
-"""
+    config = router_config(port, ARCHIVE=dicom_destination(storescp.ae_title, storescp.port),
+                           PACS=dicom_destination(orthanc.ae_title, orthanc.dicom_port),
+                           OFFLINE=dicom_destination("NOBODY", offline_port, "{delay: 60}"))
     router = router_factory(config, CLEAN_RULES, port)
     config_path = router.config
     result = storescu(port, [SAMPLES / "ct_head.dcm", SAMPLES / "mr_knee.dcm"], "CT1")
