@@ -147,6 +147,9 @@ def test_tracebacks_never_reach_the_user_on_odd_input():
            'rule "a" { then log "\\q" }', 'rule "a" { then set DataSet.(0008,"X",10) = 1 }',
            'rule "a" { when DataSet.X[0] == 1 then drop }', "rule \"a\" { then log \"\u00e9\u4e2d\" }",
            'rule "a" { when DataSet.**.** == 1 then drop }', 'rule "a" { when DataSet.Modality matches /x/q then drop }']
+    harmless = {'', '#', "rule \"a\" { then log \"\u00e9\u4e2d\" }"}
     for source in odd:
-        for d in findings(source):
-            assert d.message and d.span is None or d.span.line >= 1
+        found = findings(source)
+        for d in found:
+            assert d.message and (d.span is None or d.span.line >= 1), (source, d)
+        assert any(d.is_error for d in found) == (source not in harmless), (source, found)

@@ -766,8 +766,11 @@ def test_a_broken_test_file_is_a_failing_entry_in_json_and_junit(run_in):
     result = dicom_rules("test", ".", "--format", "json")
     (entry,) = json.loads(result.stdout)
     assert result.returncode == 1 and not entry["passed"] and "Modalty" in entry["failures"][0]["message"]
-    junit = ET.fromstring(dicom_rules("test", ".", "--format", "junit").stdout)
-    assert junit.find("testsuite/testcase/failure") is not None
+    junit_run = dicom_rules("test", ".", "--format", "junit")
+    assert junit_run.returncode == 1
+    suite = ET.fromstring(junit_run.stdout).find("testsuite")
+    assert suite.get("failures") == "1"
+    assert "Modalty" in suite.find("testcase/failure").get("message")
 
 
 def test_dict_ignores_case_of_a_keyword():

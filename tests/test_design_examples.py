@@ -89,19 +89,21 @@ def test_the_example_tests_pass(design_rules):
     assert "2 tests, 2 passed, 0 failed" in result.stdout
 
 
-@pytest.mark.parametrize("path", [
-    "DataSet.PatientID", "DataSet.(0010,0020)", 'DataSet.(0009,"ACME 1.1",10)',
-    "DataSet.ScheduledProcedureStepSequence[1].Modality", "DataSet.ImageType[3]",
-    "CommandSet.CommandField", "CommandSet.MessageID", "CommandSet.AffectedSOPClassUID",
-    "FileMeta.TransferSyntaxUID", "Association.CallingAET", "Association.CalledAET", "Association.PeerAddress",
-    "Source.Name",
+@pytest.mark.parametrize("path,expected", [
+    ("DataSet.PatientID", "123456"), ("DataSet.(0010,0020)", "123456"),
+    ('DataSet.(0009,"ACME 1.1",10)', "INTERNAL-REF-42"),
+    ("DataSet.ScheduledProcedureStepSequence[1].Modality", "CT"), ("DataSet.ImageType[3]", "AXIAL"),
+    ("CommandSet.CommandField", 1), ("CommandSet.MessageID", 3),
+    ("CommandSet.AffectedSOPClassUID", "1.2.840.10008.5.1.4.1.1.2"),
+    ("FileMeta.TransferSyntaxUID", "1.2.840.10008.1.2.1"), ("Association.CallingAET", "CT1"),
+    ("Association.CalledAET", "ROUTER"), ("Association.PeerAddress", "127.0.0.1"), ("Source.Name", "main"),
 ])
-def test_every_path_of_the_design_table_reads(path):
+def test_every_path_of_the_design_table_reads(path, expected):
     document = Document.read(SAMPLES / "ct_chest.dcm", Arrival("CT1", "ROUTER", "127.0.0.1", 104, "main"))
     document.command_set.CommandField = 1
     document.command_set.MessageID = 3
     document.command_set.AffectedSOPClassUID = document.dataset.SOPClassUID
-    assert document.get(path) not in (None, "")
+    assert document.get(path) == expected
 
 
 def test_star_paths_are_for_any_all_and_for_each():

@@ -7,13 +7,14 @@ import hashlib
 import os
 import shutil
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 
 import pydicom
 import pytest
 from conftest import SAMPLES, bundled
-from peers import StoreSCP, free_port
+from peers import StoreSCP, free_port, wait_until
 from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom import _config as pynetdicom_config
@@ -24,7 +25,7 @@ from pynetdicom.sop_class import (
 )
 from test_runtime_pipeline import tail_digest, write_large_instance
 
-from rulesengine.config import DicomDestination, FolderDestination, Timeouts
+from rulesengine.config import DicomDestination, FolderDestination, Retry, Timeouts
 from rulesengine.runtime.destinations import (
     DicomSender,
     FolderSender,
@@ -32,8 +33,10 @@ from rulesengine.runtime.destinations import (
     LinkError,
     sender_for,
 )
-from rulesengine.runtime.journal import SENDING, Delivery
+from rulesengine.runtime.delivery import DeliveryManager
+from rulesengine.runtime.journal import QUEUED, RETRYING, SENDING, Delivery, NewDelivery, Outcome, Received
 from rulesengine.runtime.service import configure_pynetdicom
+from rulesengine.runtime.storage import Storage
 
 FAST = Timeouts(connect=5, acse=10, dimse=20, network=20)
 
@@ -194,14 +197,17 @@ def test_the_association_is_kept_for_the_next_batch_until_the_batch_size(tmp_pat
     items = [delivery(another_ct(tmp_path, number), number) for number in (1, 2, 3)]
     sender = DicomSender(destination_for(peer, batch=2))
 
+    statuses = []
     sender.open(items[:1])
-    sender.send(items[0])
+    statuses.append(sender.send(items[0]))
     sender.open(items[1:2])  # the open association carries it
-    sender.send(items[1])
+    statuses.append(sender.send(items[1]))
     sender.open(items[2:])  # two sent: a new association
-    sender.send(items[2])
+    statuses.append(sender.send(items[2]))
     sender.close()
 
+    assert statuses == ["0x0000"] * 3
+    assert len(peer.files()) == 3
     assert storescp_log(peer).count("Association Acknowledged") == 2
 
 
@@ -445,16 +451,14 @@ def test_a_60_mb_instance_converted_for_an_implicit_only_peer_never_enters_memor
     growth, status = peak_growth(lambda: send_one(DicomSender(destination_for(peer)), delivery(big)))
     assert status == "0x0000"
     assert growth < 25 * MB, f"Python allocations peaked {growth / MB:.1f} MB above the start"
+    [received] = peer.files()
+    assert pydicom.dcmread(received, stop_before_pixels=True).file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    assert os.path.getsize(received) > 60_000_000
 
 
 def test_a_paused_destination_stays_paused_after_a_restart_so_nothing_overtakes(tmp_path):
     """A destination that was unreachable pauses its whole queue. A restart during the pause
     must not let an instance received after the restart go before those waiting."""
-    from rulesengine.config import Retry
-    from rulesengine.runtime.delivery import DeliveryManager
-    from rulesengine.runtime.journal import QUEUED, RETRYING, NewDelivery, Outcome, Received
-    from rulesengine.runtime.storage import Storage
-
     storage = Storage(str(tmp_path / "storage"))
     nobody = DicomDestination("PACS", "NOBODY", "127.0.0.1", free_port(), retry=Retry(delay=60, max_attempts=5),
                               timeouts=Timeouts(connect=2, acse=2, dimse=2, network=2))
@@ -471,11 +475,7 @@ def test_a_paused_destination_stays_paused_after_a_restart_so_nothing_overtakes(
     first, second = queue(1), queue(2)
     manager = DeliveryManager(journal, storage)
     manager.apply({"PACS": nobody})
-    wait_for = threading.Event()
-    for _ in range(100):
-        if journal.delivery(first).state == RETRYING:
-            break
-        wait_for.wait(0.05)
+    wait_until(lambda: journal.delivery(first).state == RETRYING, timeout=10, what="the first attempt")
     manager.stop()
     assert journal.delivery(first).state == RETRYING and journal.delivery(first).attempts == 1
     journal.close()
@@ -485,16 +485,12 @@ def test_a_paused_destination_stays_paused_after_a_restart_so_nothing_overtakes(
     restarted = DeliveryManager(journal, storage)
     restarted.apply({"PACS": nobody})
     try:
-        wait_for.wait(1.0)  # long enough for the worker to have claimed what it considers due
+        time.sleep(1.0)  # long enough for the worker to have claimed what it considers due
         assert [(journal.delivery(d).state, journal.delivery(d).attempts) for d in (first, second, third)] == [
             (RETRYING, 1), (QUEUED, 0), (QUEUED, 0)]
         # A changed destination starts afresh: its first delivery is attempted at once.
         restarted.apply({"PACS": dataclasses.replace(nobody, ae_title="STILL_NOBODY")})
-        for _ in range(100):
-            if journal.delivery(first).attempts == 2:
-                break
-            wait_for.wait(0.05)
-        assert journal.delivery(first).attempts == 2
+        wait_until(lambda: journal.delivery(first).attempts == 2, timeout=10, what="an attempt at once")
         assert (journal.delivery(third).state, journal.delivery(third).attempts) == (QUEUED, 0)
     finally:
         restarted.stop()

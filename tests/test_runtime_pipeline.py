@@ -391,26 +391,33 @@ def test_nothing_routed_follows_the_no_destination_policy(router):
     assert os.path.exists(row["path"])
 
 
+def test_a_drop_policy_for_nothing_routed_drops(router):
+    setup = router(NOTHING_ROUTED, CONFIG + "no_destination: drop\n")
+    result = setup.intake(SAMPLES / "ct_head.dcm")
+    setup.pipeline.start()
+    setup.pipeline.wait_idle()
+    row = setup.journal.instance(result.instance_id)
+    assert (row["state"], row["outcome"], row["path"]) == (DONE, "drop", None)
+    assert spool_files(setup.storage) == {"tmp": [], "in": [], "out": []}
+    assert not list(Path(setup.storage.quarantine_dir).rglob("*.dcm"))
+
+
 # ---- files that are not instances -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["not_dicom.dcm", "truncated.dcm"])
-def test_intake_of_a_file_that_is_not_an_instance_raises_and_leaves_it(router, name):
+@pytest.mark.parametrize("name", ["not_dicom.dcm", "truncated.dcm", "plain text"])
+def test_intake_of_a_file_that_is_not_an_instance_raises_and_leaves_it(router, name, tmp_path):
     setup = router()
-    received = setup.receive(ROOT / "examples" / "bad" / name)
+    if name == "plain text":
+        source = write(tmp_path / "notes.txt", "hello, this is not DICOM\n" * 20)
+    else:
+        source = ROOT / "examples" / "bad" / name
+    received = setup.receive(source)
     with pytest.raises(DocumentReadError):
         setup.pipeline.intake(received, ARRIVAL)
     assert os.path.exists(received)  # the caller decides what becomes of it
     with closing(sqlite3.connect(setup.journal.path)) as db:
         assert db.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 0
-
-
-def test_plain_text_raises_document_read_error(router):
-    setup = router()
-    received = setup.storage.temp_path()
-    Path(received).write_text("hello, this is not DICOM\n" * 20)
-    with pytest.raises(DocumentReadError):
-        setup.pipeline.intake(received, ARRIVAL)
 
 
 # ---- restart ---------------------------------------------------------------------------------------
