@@ -92,6 +92,14 @@ def load_destinations(args):
     return names
 
 
+def load_no_destination(args) -> str:
+    """What happens to a document no rule routes: the config file's no_destination, else quarantine."""
+    if getattr(args, "config", None):
+        from .config import load_config
+        return load_config(args.config, secrets=False).no_destination
+    return "quarantine"
+
+
 # ---- dict ----------------------------------------------------------------------
 
 
@@ -207,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "purge: forget finished items")
     queue.add_argument("--destination", help="only this destination")
     queue.add_argument("--state", action="append", choices=("queued", "sending", "delivered", "retrying", "dead"),
-                       help="list or purge: only this state (repeatable); purge defaults to delivered")
+                       help="list or purge: only this state (repeatable); purge defaults to delivered, and "
+                            "takes queued or retrying only with --destination naming a removed destination")
     queue.add_argument("--id", type=int, action="append", help="retry: only this delivery (repeatable)")
     queue.add_argument("--older-than", type=float, metavar="SECONDS", help="purge: only entries older than this")
     queue.add_argument("--limit", type=int, default=50, help="list: at most this many items")

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pydicom
 
 from conftest import SAMPLES, dicom_rules
+
+from rulesengine.runtime.journal import DELIVERED, QUEUED, NewDelivery, Outcome, Received
+from rulesengine.runtime.storage import Storage
+
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 CONFIG = """
 storage: var/storage
@@ -50,3 +56,59 @@ def test_send_into_a_folder_destination_names_files_by_its_template(tmp_path):
     source = pydicom.dcmread(SAMPLES / "ct_head.dcm")
     written = tmp_path / "out" / "present" / source.PatientID / f"{source.SOPInstanceUID}.dcm"
     assert pydicom.dcmread(written).SOPInstanceUID == source.SOPInstanceUID
+
+
+def test_purge_forgets_finished_deliveries_and_unfinished_ones_only_of_a_removed_destination(tmp_path):
+    config = make_config(tmp_path)
+    storage = Storage(str(tmp_path / "var" / "storage"))
+    journal = storage.journal()
+    spooled = {}
+    try:
+        for number, destination in enumerate(["PRESENT", "PRESENT", "GONE"], 1):
+            path = storage.accept(str(write_copy(storage, number)))
+            received = Received("listener", "main", "CT1", "ROUTER", None, CT_IMAGE, f"1.2.3.{number}")
+            instance = journal.record(received, path, Outcome("v1", "route", None, ("all",), (destination,)),
+                                      "accepted")
+            [spooled[number]] = journal.add_deliveries(instance, [NewDelivery(destination, path, CT_IMAGE,
+                                                                              f"1.2.3.{number}", None)])
+        [delivered] = journal.claim("PRESENT", 1)
+        journal.delivered(delivered, 0.0)
+    finally:
+        journal.close()
+
+    def states() -> dict[int, str | None]:
+        reopened = storage.journal()
+        try:
+            return {number: getattr(reopened.delivery(i), "state", None) for number, i in spooled.items()}
+        finally:
+            reopened.close()
+
+    for refused in (["--state", "queued"], ["--state", "queued", "--destination", "PRESENT"],
+                    ["--state", "sending", "--destination", "GONE"], ["--id", "1"]):
+        result = dicom_rules("queue", config, "purge", *refused, cwd=tmp_path)
+        assert result.returncode == 2, (refused, result.stdout, result.stderr)
+    assert states() == {1: DELIVERED, 2: QUEUED, 3: QUEUED}
+
+    gone = dicom_rules("queue", config, "purge", "--state", "queued", "--destination", "GONE", cwd=tmp_path)
+    assert gone.returncode == 0, gone.stderr
+    assert states() == {1: DELIVERED, 2: QUEUED, 3: None}
+    finished = dicom_rules("queue", config, "purge", cwd=tmp_path)
+    assert finished.returncode == 0, finished.stderr
+    assert states() == {1: None, 2: QUEUED, 3: None}
+    assert os.listdir(storage.incoming) == [os.path.basename(journal_path_of(storage, spooled[2]))]
+
+
+def write_copy(storage: Storage, number: int) -> str:
+    path = storage.temp_path()
+    dataset = pydicom.dcmread(SAMPLES / "ct_head.dcm")
+    dataset.SOPInstanceUID = f"1.2.3.{number}"
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def journal_path_of(storage: Storage, delivery_id: int) -> str:
+    journal = storage.journal()
+    try:
+        return journal.delivery(delivery_id).path
+    finally:
+        journal.close()

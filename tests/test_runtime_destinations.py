@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -15,7 +16,7 @@ import pydicom
 import pytest
 from conftest import SAMPLES, bundled
 from peers import StoreSCP, free_port, wait_until
-from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import JPEG2000, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import (
@@ -34,7 +35,17 @@ from rulesengine.runtime.destinations import (
     sender_for,
 )
 from rulesengine.runtime.delivery import DeliveryManager
-from rulesengine.runtime.journal import QUEUED, RETRYING, SENDING, Delivery, NewDelivery, Outcome, Received
+from rulesengine.runtime.journal import (
+    DEAD,
+    DELIVERED,
+    QUEUED,
+    RETRYING,
+    SENDING,
+    Delivery,
+    NewDelivery,
+    Outcome,
+    Received,
+)
 from rulesengine.runtime.service import configure_pynetdicom
 from rulesengine.runtime.storage import Storage
 
@@ -211,16 +222,20 @@ def test_the_association_is_kept_for_the_next_batch_until_the_batch_size(tmp_pat
     assert storescp_log(peer).count("Association Acknowledged") == 2
 
 
-def test_explicit_vr_is_converted_for_a_peer_that_accepts_only_implicit(tmp_path, storescp_factory):
+def test_explicit_vr_is_converted_for_a_peer_that_accepts_only_implicit(tmp_path, storescp_factory, monkeypatch):
     peer = storescp_factory("+xi")  # implicit VR little endian only
     source = spool_copy(tmp_path, SAMPLES / "ct_head.dcm")
     item = delivery(source)
     assert item.transfer_syntax == ExplicitVRLittleEndian
     sender = DicomSender(destination_for(peer))
+    conversions = tmp_path / "conversions"  # where the router's converted copies go: its spool
+    conversions.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(conversions))
 
     sender.open([item])
     assert {cx.transfer_syntax[0] for cx in sender.assoc.accepted_contexts} == {ImplicitVRLittleEndian}
     status = sender.send(item)
+    assert list(conversions.iterdir()) == []  # a converted copy is gone once sent, not kept for the batch
     sender.close()
 
     assert status == "0x0000"
@@ -231,7 +246,7 @@ def test_explicit_vr_is_converted_for_a_peer_that_accepts_only_implicit(tmp_path
     assert stored.SOPInstanceUID == original.SOPInstanceUID and stored.PatientID == original.PatientID
     assert stored.PixelData == original.PixelData
     assert digest(source) == digest(SAMPLES / "ct_head.dcm")  # the spool file is sent as a converted copy
-    assert os.listdir(source.parent) == [source.name]  # the converted file is gone after close
+    assert os.listdir(source.parent) == [source.name]
 
 
 def test_a_compressed_instance_the_peer_does_not_accept_is_an_item_error(tmp_path, storescp_factory):
@@ -494,4 +509,62 @@ def test_a_paused_destination_stays_paused_after_a_restart_so_nothing_overtakes(
         assert (journal.delivery(third).state, journal.delivery(third).attempts) == (QUEUED, 0)
     finally:
         restarted.stop()
+        journal.close()
+
+
+def test_a_deflated_instance_is_inflated_for_a_peer_that_does_not_accept_deflate(tmp_path, storescp_factory):
+    peer = storescp_factory("+xi")
+    source = spool_copy(tmp_path, bundled("image_dfl.dcm"))
+    item = delivery(source)
+    assert item.transfer_syntax == DeflatedExplicitVRLittleEndian
+    assert send_one(DicomSender(destination_for(peer)), item) == "0x0000"
+    [received] = peer.files()
+    stored = pydicom.dcmread(received)
+    assert stored.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    assert stored.PixelData == pydicom.dcmread(source).PixelData
+
+
+def test_an_instance_without_a_sop_class_is_refused_alone(tmp_path, storescp_factory):
+    peer = storescp_factory()
+    good = delivery(spool_copy(tmp_path, SAMPLES / "ct_head.dcm"), 1)
+    classless = dataclasses.replace(delivery(spool_copy(tmp_path, SAMPLES / "mr_knee.dcm"), 2), sop_class_uid=None)
+    sender = DicomSender(destination_for(peer))
+    sender.open([classless, good])
+    with pytest.raises(ItemError, match="has no SOP Class UID"):
+        sender.send(classless)
+    assert sender.send(good) == "0x0000"
+    sender.close()
+
+
+def test_a_folder_destination_that_cannot_be_created_is_unreachable_not_broken(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way")
+    sender = FolderSender(FolderDestination("OUT", str(blocker / "out")))
+    with pytest.raises(LinkError, match=r"folder .*a-file/out cannot be created: Not a directory"):
+        sender.open([])
+
+
+def test_an_unexpected_error_fails_one_delivery_and_the_destination_goes_on(tmp_path, storescp_factory):
+    """An instance without a SOP class alone in a batch: pynetdicom refuses to request an
+    association with no presentation context. That delivery fails; the next one arrives."""
+    peer = storescp_factory()
+    storage = Storage(str(tmp_path / "storage"))
+    journal = storage.journal()
+    classless, good = (spool_copy(tmp_path, SAMPLES / name) for name in ("mr_knee.dcm", "ct_head.dcm"))
+    ids = []
+    for number, (path, sop_class) in enumerate([(classless, None), (good, "1.2.840.10008.5.1.4.1.1.2")], 1):
+        received = Received("listener", "main", "CT1", "ROUTER", None, sop_class, f"1.2.3.{number}")
+        instance = journal.record(received, str(path), Outcome("v1", "route", None, ("all",), ("PEER",)), "accepted")
+        ids += journal.add_deliveries(instance, [NewDelivery("PEER", str(path), sop_class, f"1.2.3.{number}",
+                                                             ExplicitVRLittleEndian)])
+    manager = DeliveryManager(journal, storage)
+    manager.apply({"PEER": destination_for(peer, batch=1, retry=Retry(delay=60, max_attempts=1))})
+    try:
+        wait_until(lambda: journal.delivery(ids[1]).state == DELIVERED, timeout=20, what="the second delivery")
+        failed = journal.delivery(ids[0])
+        assert (failed.state, failed.attempts) == (DEAD, 1)
+        assert failed.last_error.startswith("unexpected error")
+        assert len(peer.files()) == 1
+    finally:
+        manager.stop()
         journal.close()

@@ -427,17 +427,26 @@ def test_deliveries_listing_joins_the_instance(journal):
     assert [(r["destination"], r["source_name"], r["calling_aet"]) for r in rows] == [("ARCHIVE", "main", "CT1")]
 
 
-def test_a_pause_is_read_back_from_the_journal_and_a_changed_destination_resumes(journal):
-    first, second = queue_instance(journal, number=1) + queue_instance(journal, number=2)
+def test_a_pause_is_kept_in_the_journal_and_a_changed_destination_resumes(journal):
+    [first] = queue_instance(journal, number=1)
     [head] = journal.claim("PACS", 1)
     now = time.time()
-    journal.failed(head, now, "connection refused", now + 30)
     journal.postpone("PACS", now + 30)
-    assert journal.postponed_until("PACS", now=now) == now + 30
+    journal.failed(head, now, "connection refused", now + 30)
+    # Only the failed delivery waits, yet the pause is there for whoever asks: a worker that
+    # starts after a restart, or another worker of the same destination.
+    reopened = Journal(journal.path)
+    try:
+        assert reopened.postponed_until("PACS", now=now) == now + 30
+        [second] = queue_instance(reopened, number=2)  # arrives during the pause
+        assert reopened.claim("PACS", 10, now=now + 1) == []
+    finally:
+        reopened.close()
     assert journal.postponed_until("ARCHIVE", now=now) == 0.0
     assert journal.postponed_until("PACS", now=now + 30) == 0.0  # over once it is due
+    assert journal.next_due("PACS") == now + 30
 
-    assert journal.resume("PACS", now=now + 1) == 2  # the failed head and the one behind it
+    assert journal.resume("PACS", now=now + 1) == 1  # the failed head was waiting for its retry
     assert journal.postponed_until("PACS", now=now + 1) == 0.0
     assert [d.id for d in journal.claim("PACS", 10, now=now + 1)] == [first, second]
 

@@ -242,8 +242,9 @@ def cmd_queue(args) -> int:
         return EXIT_OK
     if args.action == "purge":
         states = tuple(args.state or (DELIVERED,))
+        _check_purge(states, args, config)
         older = time.time() - args.older_than if args.older_than is not None else None
-        paths = journal.purge(states, older)
+        paths = journal.purge(states, older, args.destination)
         released = 0
         for path in paths:
             if not journal.path_in_use(path) and os.path.exists(path):
@@ -309,6 +310,22 @@ def cmd_quarantine(args) -> int:
     print(f"{len(chosen)} instance(s) released; the rules run on them again "
           "(a running router takes them within seconds, a stopped one at its next start)")
     return EXIT_OK
+
+
+def _check_purge(states: tuple[str, ...], args, config) -> None:
+    """Purge forgets finished deliveries. Unfinished ones (queued, retrying) only of a destination
+    that is no longer configured, named on purpose: those would otherwise wait for ever. Never
+    what is being sent."""
+    if args.id:
+        raise UsageError("--id chooses deliveries to retry; purge chooses by --state, --destination, --older-than")
+    unfinished = sorted(set(states) - {DELIVERED, DEAD})
+    if not unfinished:
+        return
+    if "sending" in unfinished:
+        raise UsageError("deliveries being sent cannot be purged")
+    if args.destination is None or args.destination in config.destinations:
+        raise UsageError(f"{' and '.join(unfinished)} deliveries are purged only for a destination no longer in "
+                         f"{config.path}, named with --destination")
 
 
 def _chosen(held: list[tuple[str, dict]], wanted: list[str], root: str) -> list[tuple[str, dict]]:

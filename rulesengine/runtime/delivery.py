@@ -22,6 +22,7 @@ from .storage import Storage
 log = logging.getLogger("rulesengine.delivery")
 
 IDLE_WAIT = 1.0  # seconds a worker sleeps when nothing is due (a notification wakes it sooner)
+ERROR_WAIT = 5.0  # seconds a worker waits after an unexpected error before it tries again
 
 
 class DestinationWorker(threading.Thread):
@@ -33,10 +34,6 @@ class DestinationWorker(threading.Thread):
         self.wake = wake
         self.stopping = threading.Event()
         self.sender = sender_for(destination)
-        # Set when the destination was unreachable: until then nothing of its queue is claimed,
-        # so that instances queued meanwhile cannot overtake the postponed ones. Read from the
-        # journal, so that a pause outlives a restart.
-        self.paused_until = journal.postponed_until(destination.name)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -45,25 +42,32 @@ class DestinationWorker(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopping.is_set():
-                if time.time() < self.paused_until:
-                    self._sleep()
-                    continue
-                batch = self.journal.claim(self.destination.name, self._batch_size())
-                if not batch:
-                    self.sender.close()  # nothing to send: do not keep the association idle
-                    self._sleep()
-                    continue
-                self._send(batch)
-        except Exception:  # noqa: BLE001 - a worker must not die silently
-            log.exception("delivery worker for %s stopped on an unexpected error", self.destination.name)
+                try:
+                    self._claim_and_send()
+                except Exception:  # noqa: BLE001 - a destination must not stop delivering for good
+                    log.exception("delivery worker for %s: unexpected error; trying again in %.0f s",
+                                  self.destination.name, ERROR_WAIT)
+                    self.sender.close()
+                    self.stopping.wait(ERROR_WAIT)
         finally:
             self.sender.close()
+
+    def _claim_and_send(self) -> None:
+        batch = self.journal.claim(self.destination.name, self._batch_size())  # none while paused
+        if not batch:
+            self.sender.close()  # nothing to send: do not keep the association idle
+            self._sleep()
+            return
+        try:
+            self._send(batch)
+        finally:
+            self.journal.release(batch)  # whatever an error left claimed goes back; the rest is untouched
 
     def _batch_size(self) -> int:
         return max(1, min(getattr(self.destination, "batch", 16), 64))
 
     def _sleep(self) -> None:
-        due = self.paused_until if self.paused_until > time.time() else self.journal.next_due(self.destination.name)
+        due = self.journal.next_due(self.destination.name)
         wait = IDLE_WAIT if due is None else max(0.0, min(IDLE_WAIT, due - time.time()))
         if wait > 0:
             self.wake.wait(wait)
@@ -73,18 +77,23 @@ class DestinationWorker(threading.Thread):
         try:
             self.sender.open(batch)
         except LinkError as exc:
-            self._unreachable(batch[0], batch[1:], time.time(), str(exc))
+            self._unreachable(batch[0], time.time(), str(exc))
             return
-        for position, item in enumerate(batch):
+        except Exception as exc:  # noqa: BLE001 - e.g. an instance whose SOP class cannot be offered
+            log.exception("delivery %s of %s to %s: unexpected error opening the association", batch[0].id,
+                          batch[0].sop_instance_uid, self.destination.name)
+            self.sender.close()
+            self._refused(batch[0], time.time(), f"unexpected error: {exc}")
+            return  # the rest goes back to the queue
+        for item in batch:
             started = time.time()
             if self.stopping.is_set():
-                self.journal.release(batch[position:])
-                return
+                return  # the rest goes back to the queue
             try:
                 detail = self.sender.send(item)
             except LinkError as exc:
                 self.sender.close()
-                self._unreachable(item, batch[position + 1:], started, str(exc))
+                self._unreachable(item, started, str(exc))
                 return
             except ItemError as exc:
                 self._refused(item, started, str(exc))
@@ -94,7 +103,6 @@ class DestinationWorker(threading.Thread):
                               self.destination.name)
                 self.sender.close()  # the association's state is unknown: the next claim opens a new one
                 self._refused(item, started, f"unexpected error: {exc}")
-                self.journal.release(batch[position + 1:])
                 return
             self.journal.delivered(item, started, detail)
             log.debug("delivered %s to %s (%s)", item.sop_instance_uid, self.destination.name, detail)
@@ -109,16 +117,14 @@ class DestinationWorker(threading.Thread):
         log.warning("delivery %s of %s to %s failed (attempt %d): %s%s", item.id, item.sop_instance_uid,
                     self.destination.name, attempts, error, "; dead" if state == DEAD else "")
 
-    def _unreachable(self, item, rest, started: float, error: str) -> None:
+    def _unreachable(self, item, started: float, error: str) -> None:
         """The destination is down: this item counts an attempt; the queue waits its backoff."""
         retry = self.destination.retry
         attempts = item.attempts + 1
         retry_at = None if attempts >= retry.max_attempts else time.time() + retry.wait(attempts)
-        self.journal.failed(item, started, error, retry_at)
-        self.journal.release(rest)
-        if retry_at is not None:
+        if retry_at is not None:  # first: no other worker of this destination may claim in between
             self.journal.postpone(self.destination.name, retry_at)
-            self.paused_until = retry_at
+        self.journal.failed(item, started, error, retry_at)
         then = f"next try in {retry_at - time.time():.0f} s" if retry_at is not None else \
             f"delivery dead after {attempts} attempts (dicom-rules queue retry sends it again)"
         log.warning("%s unreachable (attempt %d of delivery %s): %s; %s", self.destination.name, attempts, item.id,

@@ -117,7 +117,6 @@ class DicomSender:
         self.ae.connection_timeout = destination.timeouts.connect
         self.assoc = None
         self.sent = 0
-        self._converted: list[str] = []
 
     # ---- association ----
 
@@ -125,6 +124,8 @@ class DicomSender:
         contexts = []
         seen = set()
         for item in items:
+            if not item.sop_class_uid:
+                continue  # send() refuses it
             for syntaxes in ([item.transfer_syntax] if item.transfer_syntax not in UNCOMPRESSED else [],
                              [ExplicitVRLittleEndian, ImplicitVRLittleEndian]):
                 key = (item.sop_class_uid, tuple(syntaxes))
@@ -148,20 +149,27 @@ class DicomSender:
                 and self._covers(items):
             return
         self.close()
+        assoc = self._associate(self._contexts(items))
+        self.assoc, self.sent = assoc, 0
+
+    def _associate(self, contexts):
+        """A new association with the destination, or LinkError saying why not."""
         destination = self.destination
         kwargs = {"ae_title": destination.ae_title, "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay)],
                   "max_pdu": destination.max_pdu}
         if destination.tls is not None:
             kwargs["tls_args"] = client_tls_args(destination.tls, destination.host)
-        assoc = self.ae.associate(destination.host, destination.port, self._contexts(items), **kwargs)
-        if not assoc.is_established:
-            # pynetdicom marks a refused or dropped connection as aborted too
-            why = "rejected by the destination" if assoc.is_rejected else \
-                "not established (connection refused, closed, or no answer)"
-            if not assoc.is_rejected and destination.tls is not None:
-                why = f"not established: {tls_failure(destination) or why[len('not established '):]}"
-            raise LinkError(f"association with {destination.ae_title}@{destination.host}:{destination.port} {why}")
-        self.assoc, self.sent = assoc, 0
+        assoc = self.ae.associate(destination.host, destination.port, contexts, **kwargs)
+        if assoc.is_established:
+            return assoc
+        # pynetdicom marks a refused or dropped connection as aborted too, and only logs a TLS failure
+        if assoc.is_rejected:
+            why = "rejected by the destination"
+        elif destination.tls is not None and (tls_problem := tls_failure(destination)):
+            why = f"not established: {tls_problem}"
+        else:
+            why = "not established (connection refused, closed, or no answer)"
+        raise LinkError(f"association with {destination.ae_title}@{destination.host}:{destination.port} {why}")
 
     def close(self) -> None:
         if self.assoc is not None:
@@ -170,9 +178,6 @@ class DicomSender:
                     self.assoc.release()
             finally:
                 self.assoc = None
-        for path in self._converted:
-            _remove(path)
-        self._converted = []
 
     # ---- sending ----
 
@@ -196,11 +201,9 @@ class DicomSender:
 
     def _convert(self, path: str, syntax: UID) -> str:
         try:
-            target = convert(path, syntax)
+            return convert(path, syntax)
         except ConversionError as exc:
             raise ItemError(str(exc)) from None
-        self._converted.append(target)
-        return target
 
     def send(self, item: Delivery) -> str:
         """C-STORE one instance; returns the status as text. Raises LinkError or ItemError."""
@@ -208,6 +211,8 @@ class DicomSender:
             raise LinkError(f"the association with {self.destination.name} was lost")
         if not item.path or not os.path.isfile(item.path):
             raise ItemError(f"the file to send is gone ({item.path})")
+        if not item.sop_class_uid:
+            raise ItemError(f"{item.path} has no SOP Class UID: no presentation context can carry it")
         path = self._path_for(item)
         try:
             status = self.assoc.send_c_store(path)
@@ -215,6 +220,9 @@ class DicomSender:
             raise LinkError(f"sending to {self.destination.name} failed: {exc}") from None
         except (ValueError, AttributeError) as exc:
             raise ItemError(f"cannot send {item.path}: {exc}") from None
+        finally:
+            if path != item.path:
+                _remove(path)  # a converted copy serves one attempt
         self.sent += 1
         if not status or "Status" not in status:
             raise LinkError(f"{self.destination.name} did not answer (association "
@@ -226,18 +234,8 @@ class DicomSender:
         raise ItemError(f"{self.destination.name} answered 0x{code:04X}" + (f": {comment}" if comment else ""))
 
     def echo(self) -> str:
-        """C-ECHO: None when the destination answers, otherwise why not."""
-        destination = self.destination
-        kwargs = {"ae_title": destination.ae_title, "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay)]}
-        if destination.tls is not None:
-            kwargs["tls_args"] = client_tls_args(destination.tls, destination.host)
-        assoc = self.ae.associate(destination.host, destination.port,
-                                  [build_context("1.2.840.10008.1.1")], **kwargs)
-        if not assoc.is_established:
-            why = "rejected" if assoc.is_rejected else "failed"
-            if not assoc.is_rejected and destination.tls is not None:
-                why += f": {tls_failure(destination) or 'connection refused, closed, or no answer'}"
-            raise LinkError(f"association with {destination.ae_title}@{destination.host}:{destination.port} {why}")
+        """C-ECHO: the status the destination answers, as text; LinkError when it cannot be reached."""
+        assoc = self._associate([build_context("1.2.840.10008.1.1")])
         try:
             status = assoc.send_c_echo()
         finally:
@@ -289,7 +287,10 @@ class FolderSender:
         self.destination = destination
 
     def open(self, items) -> None:
-        os.makedirs(self.destination.path, exist_ok=True)
+        try:
+            os.makedirs(self.destination.path, exist_ok=True)
+        except OSError as exc:  # the whole destination is unusable, not one instance: wait and retry
+            raise LinkError(f"folder {self.destination.path} cannot be created: {exc.strerror or exc}") from None
 
     def close(self) -> None:
         pass

@@ -64,6 +64,12 @@ CREATE TABLE IF NOT EXISTS attempts (
     ok INTEGER NOT NULL,
     detail TEXT
 );
+-- A destination found unreachable: nothing of its queue is claimed before `until`, so that
+-- nothing overtakes the delivery that failed, in any worker, also after a restart.
+CREATE TABLE IF NOT EXISTS pauses (
+    destination TEXT PRIMARY KEY,
+    until REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS rulesets (
     version TEXT PRIMARY KEY,
     loaded_at REAL NOT NULL,
@@ -241,9 +247,12 @@ class Journal:
                               (QUEUED, time.time(), SENDING)).rowcount
 
     def claim(self, destination: str, limit: int, now: float | None = None) -> list[Delivery]:
-        """The next due deliveries of a destination, in order, marked sending."""
+        """The next due deliveries of a destination, in order, marked sending; none while
+        the destination is paused."""
         now = time.time() if now is None else now
         with self._transaction() as db:
+            if db.execute("SELECT 1 FROM pauses WHERE destination=? AND until > ?", (destination, now)).fetchone():
+                return []
             rows = db.execute(
                 f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE destination=? AND state IN (?, ?) "
                 "AND next_attempt_at <= ? ORDER BY id LIMIT ?",
@@ -259,10 +268,11 @@ class Journal:
         return Delivery(*tuple(row)) if row else None
 
     def next_due(self, destination: str) -> float | None:
+        """When something of the destination's queue is due next; None when nothing waits."""
         row = self._connection().execute(
             "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination=? AND state IN (?, ?)",
             (destination, QUEUED, RETRYING)).fetchone()
-        return row[0]
+        return None if row[0] is None else max(row[0], self.postponed_until(destination, now=0.0))
 
     def delivered(self, delivery: Delivery, started: float, detail: str | None = None) -> None:
         now = time.time()
@@ -294,25 +304,24 @@ class Journal:
                            [(RETRYING, QUEUED, time.time(), d.id, SENDING) for d in deliveries])
 
     def postpone(self, destination: str, until: float) -> None:
-        """A destination is unreachable: nothing of it is due before `until`."""
+        """A destination is unreachable: nothing of it is claimed before `until`."""
         with self._transaction() as db:
-            db.execute("UPDATE deliveries SET next_attempt_at=MAX(next_attempt_at, ?) WHERE destination=? "
-                       "AND state IN (?, ?)", (until, destination, QUEUED, RETRYING))
+            db.execute("INSERT INTO pauses (destination, until) VALUES (?, ?) ON CONFLICT (destination) "
+                       "DO UPDATE SET until=MAX(until, excluded.until)", (destination, until))
 
     def postponed_until(self, destination: str, now: float | None = None) -> float:
-        """When a pause of the destination (see postpone) ends; 0 if it is not paused. Only
-        postpone() leaves queued deliveries due in the future, so they mark the pause, which
-        thus outlives a restart."""
+        """When the destination's pause ends; 0 if it is not paused."""
         now = time.time() if now is None else now
-        row = self._connection().execute(
-            "SELECT MAX(next_attempt_at) FROM deliveries WHERE destination=? AND state=? AND next_attempt_at > ?",
-            (destination, QUEUED, now)).fetchone()
-        return row[0] or 0.0
+        row = self._connection().execute("SELECT until FROM pauses WHERE destination=? AND until > ?",
+                                         (destination, now)).fetchone()
+        return row[0] if row else 0.0
 
     def resume(self, destination: str, now: float | None = None) -> int:
-        """A changed destination starts afresh: what waits for a retry or a pause is due now."""
+        """A changed destination starts afresh: its pause ends, and what waits for a retry is
+        due now. Returns how many deliveries were waiting."""
         now = time.time() if now is None else now
         with self._transaction() as db:
+            db.execute("DELETE FROM pauses WHERE destination=?", (destination,))
             return db.execute("UPDATE deliveries SET next_attempt_at=? WHERE destination=? AND state IN (?, ?) "
                               "AND next_attempt_at > ?", (now, destination, QUEUED, RETRYING, now)).rowcount
 
@@ -373,9 +382,8 @@ class Journal:
 
     def purge_instances(self, older_than: float | None = None) -> int:
         """Forget instances that are finished and have no delivery left in the journal."""
-        query = ("DELETE FROM instances WHERE state=? AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE "
+        query = ("DELETE FROM instances WHERE state IN (?, ?) AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE "
                  "d.instance_id = instances.id)")
-        query = query.replace("state=?", "state IN (?, ?)")
         args: list = [DONE, PROCESSED]
         if older_than is not None:
             query += " AND COALESCE(processed_at, received_at) < ?"
@@ -383,11 +391,16 @@ class Journal:
         with self._transaction() as db:
             return db.execute(query, args).rowcount
 
-    def purge(self, states: Iterable[str], older_than: float | None = None) -> list[str]:
-        """Forget finished deliveries (delivered, dead); returns the files they no longer need."""
+    def purge(self, states: Iterable[str], older_than: float | None = None,
+              destination: str | None = None) -> list[str]:
+        """Forget deliveries in these states (the caller decides which may go); returns the files
+        they named, which may no longer be needed."""
         states = tuple(states)
         query = f"FROM deliveries WHERE state IN ({','.join('?' * len(states))})"
         args: list = list(states)
+        if destination is not None:
+            query += " AND destination = ?"
+            args.append(destination)
         if older_than is not None:
             query += " AND updated_at < ?"
             args.append(older_than)
@@ -400,3 +413,11 @@ class Journal:
     def attempts(self, delivery_id: int) -> list[sqlite3.Row]:
         return self._connection().execute("SELECT * FROM attempts WHERE delivery_id=? ORDER BY id",
                                           (delivery_id,)).fetchall()
+
+    def requeue_claimed(self) -> int:
+        """For a worker process starting while the router runs: what a worker before it claimed
+        and was sending when it died is sent again. The main process's sync deliveries, added
+        as sending and never claimed (no attempt, never updated since), are left to it."""
+        with self._transaction() as db:
+            return db.execute("UPDATE deliveries SET state=?, updated_at=? WHERE state=? AND "
+                              "(attempts > 0 OR updated_at != created_at)", (QUEUED, time.time(), SENDING)).rowcount

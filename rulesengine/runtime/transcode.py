@@ -16,7 +16,12 @@ import tempfile
 import pydicom
 from pydicom.datadict import dictionary_VR
 from pydicom.filereader import _at_pixel_data, read_partial
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 LITTLE_ENDIAN = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 _LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
@@ -39,8 +44,8 @@ def convert(source: str, syntax: str) -> str:
         current = header.file_meta.get("TransferSyntaxUID")
         if current in LITTLE_ENDIAN and syntax in LITTLE_ENDIAN:
             _convert_little_endian(source, header, tail, syntax, target)
-        elif {current, syntax} <= {ExplicitVRBigEndian, *LITTLE_ENDIAN}:
-            dataset = pydicom.dcmread(source)  # byte-swapping values: done by pydicom, in memory
+        elif {current, syntax} <= {ExplicitVRBigEndian, DeflatedExplicitVRLittleEndian, *LITTLE_ENDIAN}:
+            dataset = pydicom.dcmread(source)  # byte swapping or inflating: done by pydicom, in memory
             dataset.file_meta.TransferSyntaxUID = syntax
             dataset.save_as(target, enforce_file_format=True)
         else:

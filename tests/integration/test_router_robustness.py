@@ -460,9 +460,9 @@ destinations:
     assert by_address.returncode == 0 and "C-ECHO 0x0000" in by_address.stdout, by_address.stderr
     by_name = dicom_rules("echo", "client.yaml", "BY_NAME", cwd=tmp_path)
     assert by_name.returncode == 1, by_name.stdout
-    assert by_name.stderr.strip() == (f"BY_NAME: association with ROUTER@localhost:{port} failed: TLS: the "
-                                      "destination's certificate is not accepted: Hostname mismatch, certificate is "
-                                      "not valid for 'localhost'."), by_name.stderr
+    assert by_name.stderr.strip() == (
+        f"BY_NAME: association with ROUTER@localhost:{port} not established: TLS: the destination's certificate "
+        "is not accepted: Hostname mismatch, certificate is not valid for 'localhost'."), by_name.stderr
     unchecked = dicom_rules("echo", "client.yaml", "BY_NAME_UNCHECKED", cwd=tmp_path)
     assert unchecked.returncode == 0 and "C-ECHO 0x0000" in unchecked.stdout, unchecked.stderr
 
