@@ -112,3 +112,11 @@ def journal_path_of(storage: Storage, delivery_id: int) -> str:
         return journal.delivery(delivery_id).path
     finally:
         journal.close()
+
+
+def test_run_on_a_storage_folder_that_cannot_be_made_says_so(tmp_path):
+    config = make_config(tmp_path)
+    (tmp_path / "var").write_text("a file where the storage folder should be")
+    result = dicom_rules("run", config, cwd=tmp_path, timeout=60)
+    assert result.returncode == 1
+    assert f"cannot start: storage {tmp_path}/var/storage: Not a directory" in result.stderr

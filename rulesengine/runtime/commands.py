@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -30,7 +31,11 @@ def cmd_run(args) -> int:
     config = load_config(args.config)
     setup_logging(config.log_level, args.verbose, config.log_file)
     log = logging.getLogger("rulesengine.router")
-    router = Router(config, worker=True, verbose=args.verbose)
+    try:
+        router = Router(config, worker=True, verbose=args.verbose)
+    except (OSError, sqlite3.Error) as exc:  # the storage folder or its journal
+        log.error("cannot start: storage %s: %s", config.storage, getattr(exc, "strerror", None) or exc)
+        return EXIT_FINDINGS
     stopping = threading.Event()
 
     def on_signal(number, _frame):
