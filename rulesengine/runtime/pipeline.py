@@ -201,8 +201,8 @@ class Pipeline:
                 copy.write(temp)
                 fsync_file(temp)
                 move_durably(temp, target)
-            deliveries.append(NewDelivery(name, target, copy.get("DataSet.SOPClassUID"),
-                                          copy.get("DataSet.SOPInstanceUID"),
+            facts = received_facts(copy)  # the data set's UIDs, else the file meta's
+            deliveries.append(NewDelivery(name, target, facts.sop_class_uid, facts.sop_instance_uid,
                                           copy.get("FileMeta.TransferSyntaxUID")))
         return deliveries
 

@@ -120,6 +120,9 @@ class FolderWatcher:
             storage.remove(copy)
             self._move(path, self.config.failed, str(exc).replace(copy, os.path.basename(path)))
             return
+        except BaseException:
+            storage.remove(copy)  # not accepted (accepting moves it away): the original stays here
+            raise
         if result.outcome == "reject":
             self._move(path, self.config.failed, f"rejected by the rules: {result.reason or ''}")
         else:
