@@ -136,13 +136,16 @@ class Journal:
     def __init__(self, path: str):
         self.path = path
         self._local = threading.local()
-        self._connection().executescript(_SCHEMA)
+        db = self._connection()
+        db.execute("PRAGMA journal_mode=WAL")  # kept in the file: once is enough
+        db.executescript(_SCHEMA)
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
+            # No fsync per commit: the spool file is fsynced before, and carries what a lost
+            # entry would say (see record), so a commit lost to a power cut is found again.
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
             db.row_factory = sqlite3.Row
@@ -150,25 +153,19 @@ class Journal:
         return db
 
     class _Tx:
-        def __init__(self, db: sqlite3.Connection, durable: bool):
-            self.db, self.durable = db, durable
+        def __init__(self, db: sqlite3.Connection):
+            self.db = db
 
         def __enter__(self) -> sqlite3.Connection:
-            if self.durable:
-                self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("BEGIN IMMEDIATE")
             return self.db
 
         def __exit__(self, kind, value, tb) -> None:
-            try:
-                self.db.execute("COMMIT" if kind is None else "ROLLBACK")
-            finally:
-                if self.durable:
-                    self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
 
-    def _transaction(self, durable: bool = False) -> "_Tx":
-        """BEGIN IMMEDIATE ... COMMIT; `durable` commits with an fsync of the WAL."""
-        return Journal._Tx(self._connection(), durable)
+    def _transaction(self) -> "_Tx":
+        """BEGIN IMMEDIATE ... COMMIT."""
+        return Journal._Tx(self._connection())
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
