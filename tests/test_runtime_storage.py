@@ -165,13 +165,6 @@ def test_quarantine_keeps_the_file_with_a_json_of_why(storage):
     assert "quarantined_at" in info
 
 
-def test_quarantine_with_keep_source_copies(storage, tmp_path):
-    source = tmp_path / "elsewhere.dcm"
-    shutil.copyfile(SAMPLES / "mr_knee.dcm", source)
-    target = storage.quarantine(str(source), "kept", {"sop_instance_uid": "1.2.3.5"}, keep_source=True)
-    assert source.exists()
-    assert Path(target).read_bytes() == source.read_bytes()
-
 
 def test_quarantine_never_overwrites_an_earlier_instance_with_the_same_uid(storage):
     first = storage.quarantine(received_file(storage, "ct_head.dcm"), "first", {"sop_instance_uid": "1.2.3"})

@@ -23,7 +23,6 @@ class RulesHolder:
         self.announce = announce  # of two processes, one tells the log about reloads
         self._lock = threading.Lock()
         self.current: RuleSet = self._compile(config)
-        self.failed_version: str | None = None
 
     @staticmethod
     def _compile(config: Config) -> RuleSet:

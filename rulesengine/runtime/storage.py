@@ -155,16 +155,12 @@ class Storage:
     def output_path(self, instance_id: int, destination: str) -> str:
         return os.path.join(self.outgoing, f"{instance_id}-{safe_name(destination)}.dcm")
 
-    def quarantine(self, source: str, reason: str, facts: dict, keep_source: bool = False) -> str:
-        """Keep an instance aside with why; the file is moved (or copied) durably."""
+    def quarantine(self, source: str, reason: str, facts: dict) -> str:
+        """Keep an instance aside with why; the file is moved durably."""
         day = time.strftime("%Y%m%d")
         folder = os.path.join(self.quarantine_dir, day)
         os.makedirs(folder, exist_ok=True)
         name = safe_name(facts.get("sop_instance_uid") or uuid.uuid4().hex)
-        if keep_source:
-            temp = self.temp_path()
-            shutil.copyfile(source, temp)
-            source = temp
         fsync_file(source)
         # A hard link fails if the name exists: two copies of one instance never overwrite each other.
         target = os.path.join(folder, f"{name}.dcm")
