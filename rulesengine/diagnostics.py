@@ -99,7 +99,7 @@ class SourceCache:
     def line(self, file: str, number: int) -> str | None:
         if file not in self.texts:
             try:
-                with open(file, encoding="utf-8", errors="replace") as fh:
+                with open(file, encoding="utf-8-sig", errors="replace") as fh:
                     self.texts[file] = fh.read()
             except OSError:
                 self.texts[file] = ""

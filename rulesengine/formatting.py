@@ -31,6 +31,9 @@ def _format_path(path: str, *, write: bool, show_diff: bool, check: bool) -> boo
     try:
         with open(path, encoding="utf-8", newline="") as fh:  # newline="": CRLF counts as a change
             original = fh.read()
+        # A byte order mark is read past, as the loader does, and kept when the file is rewritten.
+        bom = "\ufeff" if original.startswith("\ufeff") else ""
+        original = original[len(bom):]
         formatted = format_source(original, path)
     except RulesError as exc:
         print_diagnostics(exc.diagnostics, "text", sys.stderr)
@@ -43,7 +46,7 @@ def _format_path(path: str, *, write: bool, show_diff: bool, check: bool) -> boo
     if show_diff:
         sys.stdout.write(unified_diff(original, formatted, path))
     if write:
-        _replace(path, formatted)
+        _replace(path, bom + formatted)
         print(f"reformatted {path}", file=sys.stderr)
         return True
     print(f"would reformat {path}", file=sys.stderr)

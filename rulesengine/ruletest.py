@@ -16,7 +16,8 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from .cli import EXIT_FINDINGS, EXIT_OK, UsageError, load_destinations, print_diagnostics, rule_files
+from .cli import (EXIT_FINDINGS, EXIT_OK, UsageError, load_destinations, load_no_destination, print_diagnostics,
+                  rule_files)
 from .diagnostics import Diagnostic, RulesError, Span, error, warning
 from .document import Arrival, Document, DocumentReadError, PathError
 from .explain import operand_values
@@ -134,7 +135,7 @@ def _pieces(tests: list[n.Test]) -> dict[str, tuple[str, object]]:
     return pieces
 
 
-def load_suite(test_path: str, destinations=None) -> Suite:
+def load_suite(test_path: str, destinations=None, no_destination: str = "quarantine") -> Suite:
     rules_path = rules_file_for(test_path)
     diagnostics: list[Diagnostic] = []
     tests, text = _read_test_file(test_path, diagnostics)
@@ -151,7 +152,7 @@ def load_suite(test_path: str, destinations=None) -> Suite:
         _check_statements(test, test_dir, diagnostics)
     diagnostics.extend(suite.analysis.diagnostics)
     if not suite.errors:
-        suite.ruleset = compile_program(suite.program, suite.analysis)
+        suite.ruleset = compile_program(suite.program, suite.analysis, no_destination=no_destination)
         suite.snippets = compile_snippets(suite.analysis, _pieces(tests),
                                           sources={display_path(test_path): text})
     return suite
@@ -317,8 +318,15 @@ def coverage_lines(suite: Suite, results: list[TestResult]) -> list[str]:
     for rule in ruleset.rules:
         if rule.index not in fired:
             lines.append(f"  {rule.file}:{rule.line}: rule {rule.name!r} never fired")
+    # A block's branches are listed once some test ran the block (took one of its branches),
+    # as a rule's are once it fired.
+    blocks_run = {(b.span.file, b.block) for b in ruleset.branches if b.rule is None and b.index in branches}
     for branch in arms:
-        if branch.index not in branches and branch.rule in fired:
+        if branch.index in branches:
+            continue
+        if branch.rule is None and (branch.span.file, branch.block) in blocks_run:
+            lines.append(f"  {branch.span.file}:{branch.span.line}: {branch.description} (block {branch.block})")
+        elif branch.rule is not None and branch.rule in fired:
             lines.append(f"  {branch.span.file}:{branch.span.line}: {branch.description} "
                          f"(rule {ruleset.rules[branch.rule].name!r})")
     return lines
@@ -366,6 +374,7 @@ def cmd_test(args) -> int:
     except re.error as exc:
         raise UsageError(f"--run: bad regular expression: {exc}") from None
     destinations = load_destinations(args)
+    no_destination = load_no_destination(args)
     files = test_files(args.paths)
     if not files:
         print("no *_test.rules files found", file=sys.stderr)
@@ -374,7 +383,7 @@ def cmd_test(args) -> int:
     broken = False
     coverage: list[str] = []
     for path in files:
-        suite = load_suite(path, destinations)
+        suite = load_suite(path, destinations, no_destination)
         if suite.errors:
             print_diagnostics([d for d in suite.diagnostics if d.is_error], "text", sys.stderr)
             broken = True

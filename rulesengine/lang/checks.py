@@ -226,6 +226,8 @@ class Analysis:
         if action.namespace is not None:
             imported = module.imports.get(action.namespace)
             if imported is None:
+                if action.namespace in module.failed_imports:
+                    return  # the import itself failed, and said why
                 hint = _suggest(action.namespace, module.imports, "imports")
                 self._error("unknown-block", f"nothing is imported as {action.namespace!r}", action.span, hint)
                 return
@@ -511,6 +513,8 @@ class Analysis:
                 return None
         if all(k.kind == t.NUMBER and not k.multi for k in kinds):
             return t.T_NUMBER
+        if all(k.kind in (t.NUMBER, t.ANY) and not k.multi for k in kinds):
+            return t.T_ANY  # numbers add up: a number, or text when a part is text
         return t.T_STRING
 
     def _expr_Call(self, expr: n.Call, scope: Scope):
@@ -561,20 +565,24 @@ class Analysis:
             return None
         self._compile_regex(pattern)
         self.types[id(pattern)] = t.T_REGEX
-        if self.check_value(subject, scope) is None or self.check_value(replacement, scope) is None:
+        subject_type = self.check_value(subject, scope)
+        if subject_type is None or self.check_value(replacement, scope) is None:
             return None
-        return t.T_STRING
+        return fn.returns([subject_type, t.T_REGEX, t.T_STRING])
 
     def _call_lookup(self, expr: n.Call, scope: Scope, fn):
         ref, *rest = expr.args
         table_ref = self._table_column(ref, scope, fn)
+        kinds = [t.Type(t.TABLE)]
         for arg in rest:
-            if self.check_value(arg, scope) is None:
+            kind = self.check_value(arg, scope)
+            if kind is None:
                 return None
+            kinds.append(kind)
         if table_ref is None:
             return None
         self.tables[id(ref)] = table_ref
-        return t.T_STRING
+        return fn.returns(kinds)  # a string, or any when the default is not one
 
     def _table_column(self, ref: n.Expr, scope: Scope, fn) -> TableRef | None:
         if isinstance(ref, n.Variable) and ref.name in scope.module.tables:

@@ -68,9 +68,10 @@ class CodeGenerator:
         self.out = _Output()
         self.indent = 0
         self.blocks: dict[int, str] = {}
-        self.pending: list[tuple[str, tuple[n.Action, ...], Span]] = []
+        self.pending: list[tuple[str, tuple[n.Action, ...], Span, str | None]] = []
         self.functions = itertools.count()
-        self.rule_index = -1
+        self.rule_index: int | None = -1  # whose branches these are: a rule, or None in a block
+        self.block_name: str | None = None
         self.reader = "doc.read_path"  # the main function binds it to a local
         self.cache: str | None = None  # ...and the document's value cache
 
@@ -113,17 +114,21 @@ class CodeGenerator:
         return "_evaluate"
 
     def flush_pending(self) -> None:
+        saved = self.rule_index, self.block_name
         while self.pending:
-            name, body, span = self.pending.pop(0)
+            name, body, span, block = self.pending.pop(0)
+            # A block's branches are its own, whichever rule applies it.
+            self.rule_index, self.block_name = None, block
             self.emit(f"def {name}(doc, ev):", span)
             self.indent += 1
             self.actions(body, {})
             self.emit("return False")
             self.indent -= 1
+        self.rule_index, self.block_name = saved
 
-    def _function_for(self, prefix: str, body: tuple[n.Action, ...], span: Span) -> str:
+    def _function_for(self, prefix: str, body: tuple[n.Action, ...], span: Span, block: str | None = None) -> str:
         name = f"_{prefix}{next(self.functions)}"
-        self.pending.append((name, body, span))
+        self.pending.append((name, body, span, block))
         return name
 
     # ---- actions ----
@@ -193,7 +198,7 @@ class CodeGenerator:
         module, block = self.analysis.blocks[id(action)]
         name = self.blocks.get(id(block))
         if name is None:
-            name = self._function_for("block", block.actions, block.span)
+            name = self._function_for("block", block.actions, block.span, block.name.value)
             self.blocks[id(block)] = name
         self.emit(f"{name}(doc, ev)", action.span)
 
@@ -221,7 +226,7 @@ class CodeGenerator:
     def _arm(self, body, scope, span: Span, description: str) -> None:
         self.indent += 1
         if self.traced:
-            self.emit(f"ev.branch({self.shared.branch(self.rule_index, span, description)})")
+            self.emit(f"ev.branch({self.shared.branch(self.rule_index, span, description, self.block_name)})")
         if body or not self.traced:
             self.actions(body, scope)
         self.indent -= 1
@@ -254,7 +259,7 @@ class CodeGenerator:
         """A predicate call: plain in fast code, recorded with its operands when traced."""
         if not self.traced:
             return f"{operator}({left})" if right is None else f"{operator}({left}, {right})"
-        index = self.shared.predicate(self.rule_index, expr, kind)
+        index = self.shared.predicate(expr, kind)
         return f"ev.check({index}, {operator}, {left}, {right if right is not None else '_NO'})"
 
     def predicate(self, expr, scope) -> str:
@@ -316,7 +321,7 @@ class CodeGenerator:
         test = f"{expr.kind}({body} for {var.local} in {items})"
         if not self.traced:
             return test
-        index = self.shared.predicate(self.rule_index, expr, expr.kind)
+        index = self.shared.predicate(expr, expr.kind)
         return f"ev.check({index}, bool, {test}, _NO)"
 
     # ---- values ----
@@ -421,19 +426,19 @@ class Shared:
             self._span_index[span] = index
         return index
 
-    def predicate(self, rule: int, expr, kind: str) -> int:
+    def predicate(self, expr, kind: str) -> int:
         index = len(self.predicates)
         left, right = _operands(expr)
         self.predicates.append(Predicate(
-            index, rule, expr.span, self.text_of(expr.span), kind,
+            index, expr.span, self.text_of(expr.span), kind,
             self.text_of(left.span) if left is not None else "",
             self.text_of(right.span) if right is not None else "",
             right is not None and literal_value(right) is not None or isinstance(right, n.RegexLit)))
         return index
 
-    def branch(self, rule: int, span: Span, description: str) -> int:
+    def branch(self, rule: int | None, span: Span, description: str, block: str | None = None) -> int:
         index = len(self.branches)
-        self.branches.append(Branch(index, rule, span, description))
+        self.branches.append(Branch(index, rule, span, description, block))
         return index
 
     def text_of(self, span: Span) -> str:

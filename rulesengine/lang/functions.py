@@ -178,33 +178,45 @@ class Function:
 def _same_as_first(args: list[t.Type]) -> t.Type:
     first = args[0] if args else t.T_STRING
     kind = first.kind if first.kind in t.TEXTUAL else t.STRING
-    return t.Type(kind, multi=first.multi)
+    return t.Type(kind, multi=first.multi or first.many)
 
 
 def _fixed(kind: t.Type) -> Callable[[list[t.Type]], t.Type]:
     return lambda args: kind
 
 
-def _first_non_null(args: list[t.Type]) -> t.Type:
-    return args[0] if args else t.T_ANY
+def _text_of_first(kind: str) -> Callable[[list[t.Type]], t.Type]:
+    """`kind`, one value per value of the first argument: several when it has several."""
+    return lambda args: t.Type(kind, multi=bool(args) and (args[0].multi or args[0].many))
+
+
+def agreeing(args: list[t.Type]) -> t.Type:
+    """One of several options (coalesce, lookup with a default): their type when they agree, else any."""
+    if not args:
+        return t.T_ANY
+    multi = any(a.multi or a.many for a in args)
+    kind = args[0].kind if all(a.kind == args[0].kind for a in args) else t.ANY
+    vr = args[0].vr if all(a.vr == args[0].vr for a in args) else None
+    return t.Type(kind, multi=multi, vr=vr if kind != t.ANY else None)
 
 
 FUNCTIONS: dict[str, Function] = {f.name: f for f in (
     Function("lower", 1, 1, _same_as_first, "lower(s): lower case"),
     Function("upper", 1, 1, _same_as_first, "upper(s): upper case"),
     Function("trim", 1, 1, _same_as_first, "trim(s): without leading and trailing spaces"),
-    Function("replace", 3, 3, _fixed(t.T_STRING), "replace(s, /re/, repl): every match replaced"),
-    Function("substr", 2, 3, _fixed(t.T_STRING), "substr(s, start, len): part of s, from 1"),
+    Function("replace", 3, 3, _text_of_first(t.STRING), "replace(s, /re/, repl): every match replaced"),
+    Function("substr", 2, 3, _text_of_first(t.STRING), "substr(s, start, len): part of s, from 1"),
     Function("len", 1, 1, _fixed(t.T_NUMBER), "len(x): characters of a string, values or items"),
-    Function("coalesce", 1, 16, _first_non_null, "coalesce(a, b, ...): the first that is not null"),
+    Function("coalesce", 1, 16, agreeing, "coalesce(a, b, ...): the first that is not null"),
     Function("split", 2, 2, _fixed(t.Type(t.STRING, multi=True)), "split(s, sep): a list of values"),
     Function("join", 2, 2, _fixed(t.T_STRING), "join(values, sep): one string"),
     Function("hash", 1, 1, _fixed(t.T_STRING), "hash(s): 16 hex digits, keyed with the configured secret"),
-    Function("uid", 1, 1, _fixed(t.Type(t.UID)), "uid(s): a UID under the configured root, keyed"),
+    Function("uid", 1, 1, _text_of_first(t.UID), "uid(s): a UID under the configured root, keyed"),
     Function("shift_date", 2, 2, _same_as_first, "shift_date(d, days): a date moved by days"),
     Function("today", 0, 0, _fixed(t.Type(t.DATE)), "today(): the date, YYYYMMDD"),
     Function("now", 0, 0, _fixed(t.Type(t.DATETIME)), "now(): the date and time, YYYYMMDDHHMMSS"),
-    Function("lookup", 2, 3, _fixed(t.T_STRING), "lookup(table.column, key, default): a value from a table"),
+    Function("lookup", 2, 3, lambda args: agreeing([t.T_STRING, *args[2:]]),
+             "lookup(table.column, key, default): a value from a table"),
 )}
 
 

@@ -38,6 +38,7 @@ class Module:
     imports: dict[str, "Module"] = field(default_factory=dict)
     tables: dict[str, TableData] = field(default_factory=dict)
     blocks: dict[str, n.Block] = field(default_factory=dict)
+    failed_imports: set[str] = field(default_factory=set)  # aliases of imports that could not be loaded
 
 
 @dataclass
@@ -69,6 +70,7 @@ def display_path(path: str) -> str:
 class _Loader:
     def __init__(self):
         self.modules: dict[str, Module] = {}
+        self.failed: set[str] = set()  # files that could not be read or parsed: reported once
         self.order: list[Module] = []
         self.files: list[str] = []
         self.hasher = hashlib.sha256()
@@ -105,10 +107,13 @@ class _Loader:
             return None
         if key in self.modules:
             return self.modules[key]
+        if key in self.failed:
+            return None
         shown = display_path(path)
         if text is None:
             text = self._read(path, span, "rule file")
             if text is None:
+                self.failed.add(key)
                 return None
         else:
             self.hasher.update(key.encode() + b"\0" + text.encode() + b"\0")
@@ -116,6 +121,7 @@ class _Loader:
             rule_file = parse(text, shown)
         except RulesError as exc:
             self.diagnostics.extend(exc.diagnostics)
+            self.failed.add(key)
             return None
         module = Module(shown, rule_file)
         self.modules[key] = module
@@ -141,6 +147,7 @@ class _Loader:
         target = os.path.normpath(os.path.join(base, item.file))
         imported = self.load(target, span=item.span, stack=stack)
         if imported is None:
+            module.failed_imports.add(item.alias.value)  # its error is reported; uses of it are not
             return
         if imported.file.rules:
             rule = imported.file.rules[0]
@@ -162,7 +169,11 @@ class _Loader:
 def read_table(item: n.Table, path: str, text: str, diagnostics: list[Diagnostic]) -> TableData | None:
     """A CSV table with a header row; the key column names each row."""
     shown = display_path(path)
-    rows = list(csv.reader(io.StringIO(text)))
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:  # e.g. a field larger than the csv module's limit
+        diagnostics.append(error("table", f"table {shown} cannot be read as CSV: {exc}", item.span))
+        return None
     if not rows or not any(cell.strip() for cell in rows[0]):
         diagnostics.append(error("table", f"table {shown} is empty: it needs a header row", item.span))
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable
 
 from ..diagnostics import Diagnostic, Span
@@ -192,7 +193,7 @@ class Evaluation:
         self.destination = name
         try:
             for body, rule in bodies:
-                self.rule = rule
+                self.rule = self.current = rule  # a copy's edits and conditions belong to its rule
                 body(copy, self)
         finally:
             self.destination = None
@@ -213,7 +214,6 @@ class Predicate:
     """A condition leaf, for --explain and test failure messages."""
 
     index: int
-    rule: int
     span: Span
     text: str
     kind: str
@@ -224,12 +224,13 @@ class Predicate:
 
 @dataclass(frozen=True)
 class Branch:
-    """A branch of a rule for --coverage; `description` says what it means when never taken."""
+    """A branch of a rule or block for --coverage; `description` says what it means when never taken."""
 
     index: int
-    rule: int
+    rule: int | None  # None: a branch inside a block (which any rule may apply)
     span: Span
     description: str
+    block: str | None = None  # the block it is in, if any
 
 
 class RuleSet:
@@ -253,9 +254,10 @@ class RuleSet:
         self.no_destination = no_destination
         self.destinations = destinations
 
-    @property
+    @cached_property
     def can_reject(self) -> bool:
-        """Can evaluation end in reject? Then the router runs the rules before answering a sender."""
+        """Can evaluation end in reject? Then the router runs the rules before answering a sender.
+        Worked out once: the router asks for every instance it receives."""
         if self.no_destination == "reject":
             return True
         from .nodes import IfAction, RejectAction, ForEachAction
