@@ -77,7 +77,7 @@ class Router:
             log.info("removed %d spool file(s) no journal entry needs (never answered, or finished)", removed)
         self.pipeline.reingest(unknown)
         if self.worker is not None:
-            self.worker.start()  # it processes what was received before the stop, then what comes
+            self.worker.start(self.rules)  # it processes what was received before the stop, then what comes
         else:
             self.pipeline.recover()
             self.pipeline.start()

@@ -18,7 +18,10 @@ import signal
 import threading
 import time
 
-from ..config import ConfigError, load_config
+from ..config import Config, ConfigError, load_config
+from ..diagnostics import RulesError
+from ..lang.api import analyse
+from ..lang.compiler import compile_program
 from .delivery import DeliveryManager
 from .logs import setup_logging
 from .pipeline import Pipeline
@@ -28,6 +31,7 @@ from .storage import Storage
 log = logging.getLogger("rulesengine.worker")
 
 POLL_SECONDS = 0.5  # the journal is looked at this often even without a wake-up
+RESTART_DELAY = 1.0  # seconds between a worker's unexpected end and the start of the next
 _STOP = b"s"
 _WAKE = b"w"
 _RELOAD = b"r"
@@ -35,7 +39,9 @@ _RELOAD = b"r"
 
 def _die_with_parent() -> None:
     """Linux: the kernel ends this process when the main one dies (even by SIGKILL),
-    so a restarted router never finds a second worker still sending."""
+    so a restarted router never finds a second worker still sending. The kernel's
+    "parent" is the *thread* that started this process: WorkerProcess starts it from
+    a thread that lives until this process has ended (see WorkerProcess._watch)."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -43,25 +49,64 @@ def _die_with_parent() -> None:
         pass
 
 
-def run_worker(config_path: str, wake, verbose: int) -> None:
-    """The worker's main function; `wake` is the reading end of a pipe from the main process."""
+class _WorkerRules(RulesHolder):
+    """The worker's rules. At start, those the main process runs, compiled from the program
+    it hands over (already read and parsed): never the files on disk, which may have been
+    edited into something the main process refused since. Reloads read the files."""
+
+    def __init__(self, config: Config, program=None):
+        self._program = program
+        super().__init__(config, announce=False)  # the main process announces reloads
+
+    def _compile(self, config: Config):
+        program, self._program = self._program, None
+        if program is None:
+            return RulesHolder._compile(config)
+        analysis = analyse(program, config.destination_infos())
+        if analysis.errors:
+            raise RulesError(analysis.diagnostics)
+        return compile_program(program, analysis, config.secrets, config.no_destination)
+
+
+def _rules_for(config: Config, program) -> _WorkerRules | None:
+    try:
+        return _WorkerRules(config, program)
+    except (RulesError, OSError) as exc:
+        log.error("worker process %d: the rules do not compile (%s); nothing is processed until the next "
+                  "reload (deliveries go on)", os.getpid(), exc)
+        return None
+
+
+def run_worker(config: Config | str, wake, verbose: int, program=None) -> None:
+    """The worker's main function; `wake` is the reading end of a pipe from the main process.
+    `config` is the configuration the main process runs (or the path of one to read), and
+    `program` the parsed rules it runs (None: read them from the configuration's files)."""
     _die_with_parent()
     wake_fd = wake.fileno()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload reaches it through the main process
-    config = load_config(config_path)
+    if isinstance(config, str):
+        config = _load_or_wait(config, wake_fd, verbose)
+        if config is None:
+            return  # asked to stop before a configuration could be read
     setup_logging(config.log_level, verbose, config.log_file)
     from .service import configure_pynetdicom
     configure_pynetdicom()
     storage = Storage(config.storage)
     storage.use_for_temporary_files()  # converted copies go to the spool, which a restart empties
     journal = storage.journal()
-    rules = RulesHolder(config, announce=False)  # the main process announces reloads
+    # What a worker before this one had claimed and not finished (it crashed, or was killed)
+    # is sent again; the main process's sync deliveries are not touched.
+    requeued = journal.requeue_claimed()
+    if requeued:
+        log.info("%d delivery(ies) the previous worker process was sending are queued again", requeued)
     delivery = DeliveryManager(journal, storage)
-    pipeline = Pipeline(storage, journal, rules, delivery.notify, on_accepted=lambda _id: None)
     delivery.apply(config.destinations)
-    pipeline.process_pending()
+    rules = _rules_for(config, program)
+    pipeline = _pipeline(storage, journal, rules, delivery) if rules is not None else None
     try:
+        if pipeline is not None:
+            pipeline.process_pending()
         while True:
             ready, _, _ = select.select([wake_fd], [], [], POLL_SECONDS)
             if ready:
@@ -69,12 +114,57 @@ def run_worker(config_path: str, wake, verbose: int) -> None:
                 if not data or _STOP in data:  # the main process closed the pipe or asked us to stop
                     break
                 if _RELOAD in data:
-                    _reload(config_path, rules, delivery)
-            pipeline.process_pending()
+                    if rules is None:  # compiling failed at start: try the files the main process took
+                        rules = _rules_from_files(config.path, config)
+                        if rules is not None:
+                            delivery.apply(rules.config.destinations)
+                            pipeline = _pipeline(storage, journal, rules, delivery)
+                            log.info("worker process %d: rules %s in place; processing", os.getpid(),
+                                     rules.current.version)
+                    else:
+                        _reload(config.path, rules, delivery)
+            if pipeline is not None:
+                pipeline.process_pending()
     finally:
-        pipeline.process_pending()
+        if pipeline is not None:
+            pipeline.process_pending()
         delivery.stop()
         journal.close()
+
+
+def _pipeline(storage: Storage, journal, rules: RulesHolder, delivery: DeliveryManager) -> Pipeline:
+    return Pipeline(storage, journal, rules, delivery.notify, on_accepted=lambda _id: None)
+
+
+def _load_or_wait(config_path: str, wake_fd: int, verbose: int) -> Config | None:
+    """Read the configuration; if it cannot be used, say so once and wait for a reload (None:
+    asked to stop first)."""
+    try:
+        return load_config(config_path)
+    except ConfigError as exc:
+        setup_logging("INFO", verbose)
+        log.error("worker process %d: the configuration cannot be used; waiting for a reload:\n%s", os.getpid(),
+                  exc)
+    while True:
+        data = os.read(wake_fd, 4096)
+        if not data or _STOP in data:
+            return None
+        if _RELOAD in data:
+            try:
+                return load_config(config_path)
+            except ConfigError:
+                continue  # the main process reports it, and tells us when it is good
+
+
+def _rules_from_files(config_path: str, current: Config) -> _WorkerRules | None:
+    try:
+        config = load_config(config_path)
+    except ConfigError:
+        config = current  # the rule files changed, not the configuration
+    try:
+        return _WorkerRules(config)
+    except (RulesError, OSError):
+        return None  # the main process reports what is wrong
 
 
 def _reload(config_path: str, rules: RulesHolder, delivery: DeliveryManager) -> None:
@@ -82,13 +172,20 @@ def _reload(config_path: str, rules: RulesHolder, delivery: DeliveryManager) -> 
     try:
         config = load_config(config_path)
     except ConfigError:
-        return  # changed again since: the main process reports it, and tells us when it is good
+        # Broken now: if the main process took changed rule files with its running
+        # configuration, so does this process; a configuration it took has changed again
+        # since, and it tells us when it is good.
+        config = None
     if rules.reload(config):
-        delivery.apply(config.destinations)
+        delivery.apply(rules.config.destinations)
 
 
 class WorkerProcess:
-    """Started and watched by the main process: restarted if it dies unexpectedly."""
+    """Started and watched by the main process: restarted if it dies unexpectedly.
+
+    One thread, "worker-monitor", starts every worker process, waits for each to end and,
+    once stop() was called, for the last one to finish its work: the kernel ends a worker
+    when the thread that started it ends (_die_with_parent), so that thread must outlive it."""
 
     def __init__(self, config_path: str, verbose: int = 0):
         self.config_path = os.path.abspath(config_path)
@@ -99,17 +196,40 @@ class WorkerProcess:
         self._stopping = threading.Event()
         self._monitor: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._rules: RulesHolder | None = None
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._stop_timeout = 120.0
 
-    def start(self) -> None:
-        self._spawn()
+    def start(self, rules: RulesHolder | None = None) -> None:
+        """`rules`: the main process's rules; each worker starts with its configuration and
+        rules as they run there (without it, a worker reads the configuration file)."""
+        self._rules = rules
         self._monitor = threading.Thread(target=self._watch, name="worker-monitor", daemon=True)
         self._monitor.start()
+        self._started.wait()
+        if self._start_error is not None:
+            raise self._start_error
+
+    def _handover(self) -> tuple:
+        """What a new worker starts with: the configuration and the parsed rules running here."""
+        holder = self._rules
+        if holder is None:
+            return self.config_path, None
+        with holder._lock:  # a consistent pair, not one half of a reload
+            config, ruleset = holder.config, holder.current
+        return config, ruleset.program
 
     def _spawn(self) -> None:
+        """Only from the monitor thread (see the class)."""
+        with self._lock:
+            if self._stopping.is_set():
+                return
+        config, program = self._handover()
         # A multiprocessing pipe only to hand the reading end to the spawned process; both ends
         # are then used as plain file descriptors, the writing one never blocking.
         reader, writer = self._context.Pipe(duplex=False)
-        process = self._context.Process(target=run_worker, args=(self.config_path, reader, self.verbose),
+        process = self._context.Process(target=run_worker, args=(config, reader, self.verbose, program),
                                         name="rulesengine-worker")
         process.start()
         reader.close()
@@ -118,10 +238,20 @@ class WorkerProcess:
         os.set_blocking(write_fd, False)
         with self._lock:
             old = self._write_fd
-            self._process, self._write_fd = process, write_fd
+            self._process = process
+            if self._stopping.is_set():
+                # stop() came in meanwhile and did not see this process: closing its pipe
+                # stops it as _STOP would (it finishes its work first); _watch waits for it.
+                self._write_fd = None
+                os.close(write_fd)
+            else:
+                self._write_fd = write_fd
         if old is not None:
             os.close(old)
         log.info("worker process %d started", process.pid)
+        holder = self._rules
+        if holder is not None and (holder.config is not config or holder.current.program is not program):
+            self.reload()  # swapped in here while it started: the reload message may have missed it
 
     def wake(self, _instance_id: int | None = None) -> None:
         self._send(_WAKE)
@@ -145,21 +275,54 @@ class WorkerProcess:
                     return
                 time.sleep(0.01)
             except OSError:
-                return  # a dead worker is restarted, and a new one reads the current files
+                return  # a dead worker is restarted, and a new one starts with what runs here
 
     def _watch(self) -> None:
-        while not self._stopping.wait(0.5):
+        try:
+            self._spawn()
+        except BaseException as exc:  # noqa: BLE001 - start() raises it
+            self._start_error = exc
+            return
+        finally:
+            self._started.set()
+        while not self._stopping.is_set():
             process = self._process
-            if process is not None and not process.is_alive() and not self._stopping.is_set():
-                log.error("worker process %d ended with %s; starting another", process.pid, process.exitcode)
-                time.sleep(1.0)
-                if not self._stopping.is_set():
-                    self._spawn()
+            if process is None:
+                break
+            process.join(0.5)
+            if self._stopping.is_set():
+                break
+            if process.exitcode is None:
+                continue
+            log.error("worker process %d ended with %s; starting another", process.pid, process.exitcode)
+            if self._stopping.wait(RESTART_DELAY):
+                break
+            try:
+                self._spawn()
+            except Exception:  # the monitor must go on
+                log.exception("cannot start a worker process; trying again")
+        self._finish()
+
+    def _finish(self) -> None:
+        """After stop(): wait here, in the thread that started it, for the worker to end."""
+        process = self._process
+        if process is None:
+            return
+        process.join(self._stop_timeout)
+        if process.exitcode is None:
+            log.warning("worker process %d did not stop in %d s; terminating it", process.pid, self._stop_timeout)
+            process.terminate()
+            process.join(10)
+            if process.exitcode is None:
+                process.kill()
+                process.join(10)
+        log.info("worker process %d stopped (exit code %s)", process.pid, process.exitcode)
 
     def stop(self, timeout: float = 120) -> None:
-        self._stopping.set()
+        self._stop_timeout = timeout
         with self._lock:
-            process, fd = self._process, self._write_fd
+            self._stopping.set()
+            fd = self._write_fd
             self._write_fd = None
         if fd is not None:
             try:
@@ -168,13 +331,10 @@ class WorkerProcess:
             except OSError:
                 pass
             os.close(fd)
-        if process is not None:
-            process.join(timeout)
-            if process.is_alive():
-                log.warning("worker process %d did not stop in %d s; terminating it", process.pid, timeout)
-                process.terminate()
-                process.join(10)
+        if self._monitor is not None:
+            self._monitor.join(timeout + 30)
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        process = self._process
+        return process.pid if process is not None else None
