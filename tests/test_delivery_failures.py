@@ -55,11 +55,14 @@ class Clock:
 
 class StrictPeer:
     """A pynetdicom SCP over real TCP: CT storage and C-ECHO. It aborts the association when
-    it receives one of `abort_on` (SOP Instance UIDs), and can check AE titles and limit
-    its associations, as PACS do."""
+    it receives one of `abort_on` (SOP Instance UIDs), rejects without a reason an
+    association that proposes one of `refuse_classes` (SOP classes), and can check AE titles
+    and limit its associations, as PACS do."""
 
-    def __init__(self, abort_on=(), ae_title: str = "PEER", callers=(), max_associations: int = 10):
+    def __init__(self, abort_on=(), refuse_classes=(), ae_title: str = "PEER", callers=(),
+                 max_associations: int = 10):
         self.abort_on = set(abort_on)
+        self.refuse_classes = set(refuse_classes)
         self.ae_title = ae_title
         self.port = free_port()
         self.stored: list[str] = []
@@ -72,7 +75,16 @@ class StrictPeer:
         ae.add_supported_context(Verification)
         self.ae = ae
         self.server = ae.start_server(("127.0.0.1", self.port), block=False,
-                                      evt_handlers=[(evt.EVT_C_STORE, self._store)])
+                                      evt_handlers=[(evt.EVT_C_STORE, self._store),
+                                                    (evt.EVT_REQUESTED, self._requested)])
+
+    def _requested(self, event) -> None:
+        proposed = {str(cx.abstract_syntax)
+                    for cx in event.assoc.requestor.primitive.presentation_context_definition_list}
+        if proposed & self.refuse_classes:
+            event.assoc.acse.send_reject(0x01, 0x01, 0x01)  # rejected permanent by the service user, no reason
+            evt.trigger(event.assoc, evt.EVT_REJECTED, {})
+            event.assoc.kill()
 
     def _store(self, event):
         uid = str(event.request.AffectedSOPInstanceUID)
@@ -236,6 +248,26 @@ def test_an_instance_whose_association_the_peer_refuses_fails_alone(tmp_path, st
         "presentation contexts proposed")
     assert journal.postponed_until("PEER") == 0.0
     assert sorted(uid_of(path) for path in peer.files()) == sorted(ct_uids)
+
+
+def test_an_instance_a_peer_rejects_every_association_for_fails_alone(tmp_path, strict_peer, journal, deliveries):
+    """The peer rejects, without a reason, any association that proposes the instance's SOP
+    class; it answers C-ECHO. The instances around it go, on associations without it."""
+    peer = strict_peer(refuse_classes={SIEMENS_CSA_NON_IMAGE})
+    private = private_class_instance(tmp_path)
+    first, last = (another_ct(tmp_path, number) for number in (1, 2))
+    uids = [uid_of(path) for path in (first, private, last)]
+    ids = queue(journal, [first, private, last])
+    deliveries({"PEER": peer.destination(retry=Retry(delay=600, max_attempts=3))})
+
+    wait_until(lambda: states(journal, ids) == [(DELIVERED, 1), (RETRYING, 1), (DELIVERED, 1)], timeout=20,
+               what="both CT instances delivered, the private one waiting")
+    assert journal.delivery(ids[1]).last_error == (
+        f"instance failed: association for {uids[1]} ({SIEMENS_CSA_NON_IMAGE} in {ExplicitVRLittleEndian}): "
+        f"association with PEER@127.0.0.1:{peer.port} not established: rejected by the peer's DICOM application "
+        "(permanent): no reason given; the destination answers C-ECHO")
+    assert journal.postponed_until("PEER") == 0.0
+    assert peer.stored == [uids[0], uids[2]]
 
 
 def test_dcmtk_storescp_aborting_a_store_is_that_instance_failure(tmp_path, storescp_factory):

@@ -134,26 +134,30 @@ class DicomSender:
                 and (self._covers(first) or self._keys(first) <= self.proposed):
             return  # what it cannot carry was proposed to it already: send() says why
         self.close()
+        refusal = self._try_start(items)
+        if refusal is None:
+            return
+        # Rejected without a reason, aborted or closed: because of the destination, or of what was proposed?
+        self._check_reachable(str(refusal))
+        if len(items) > 1:
+            refusal = self._try_start(first)
+            if refusal is None:
+                return
+        raise ItemError(self._refused_for(first[0], f"{refusal}; the destination answers C-ECHO"))
+
+    def _try_start(self, items: list[Delivery]) -> AssociationFailed | None:
+        """An association for these items: None when it is established; the failure when only
+        a C-ECHO can tell whose it is; LinkError when the destination cannot be reached;
+        ItemError when it accepts none of the presentation contexts of items[0]."""
         try:
             self._start(items)
-            return
+            return None
         except AssociationFailed as failure:
             if failure.kind == UNREACHABLE:
                 raise LinkError(str(failure)) from None
             if failure.kind == NO_CONTEXT:
-                raise ItemError(self._refused_for(first[0], str(failure))) from None
-            refusal = failure
-        # Rejected without a reason, or aborted: because of the destination or of what was proposed?
-        self._check_reachable(str(refusal))
-        if len(items) > 1:
-            try:
-                self._start(first)
-                return
-            except AssociationFailed as failure:
-                if failure.kind == UNREACHABLE:
-                    raise LinkError(str(failure)) from None
-                refusal = failure
-        raise ItemError(self._refused_for(first[0], f"{refusal}; the destination answers C-ECHO")) from None
+                raise ItemError(self._refused_for(items[0], str(failure))) from None
+            return failure
 
     def _start(self, items: list[Delivery]) -> None:
         contexts = self._contexts(items)
