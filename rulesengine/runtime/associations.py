@@ -7,8 +7,9 @@ know what the failure can concern:
 
 - UNREACHABLE: the destination itself (no connection, no answer, TLS, an unknown
   host, a rejection naming AE titles or its load);
-- REFUSED: the peer answered the request, then rejected it without a reason or
-  aborted it: the destination, or what was proposed (a C-ECHO decides);
+- REFUSED: the peer took the request, then rejected it without a reason, aborted
+  it or closed the connection: the destination, or what was proposed (a C-ECHO
+  decides);
 - NO_CONTEXT: the peer accepted the association, but none of the presentation
   contexts proposed: what was proposed.
 """
