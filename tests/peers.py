@@ -122,6 +122,7 @@ class Orthanc:
     dicom_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    settings: dict = field(default_factory=dict)  # Orthanc configuration options over the defaults below
 
     def start(self) -> "Orthanc":
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -132,7 +133,7 @@ class Orthanc:
             "DicomPort": self.dicom_port, "DicomCheckCalledAet": False, "DicomCheckModalityHost": False,
             "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowStore": True, "StorageCompression": False,
             "SaveJobs": False, "ConcurrentJobs": 1,
-        }
+        } | self.settings
         path = self.folder / "orthanc.json"
         path.write_text(json.dumps(config))
         self.log = open(self.folder / "orthanc.log", "w")

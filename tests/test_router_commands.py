@@ -41,11 +41,29 @@ def test_echo_of_folder_destinations_says_whether_a_delivery_could_be_written(tm
     assert (missing.returncode, missing.stdout.strip()) == (
         0, f"MISSING: folder {tmp_path}/out/missing does not exist yet; the first delivery creates it in "
            f"{tmp_path}/out")
+    assert os.listdir(tmp_path / "out" / "present") == []  # what echo wrote to know is gone
+    assert sorted(os.listdir(tmp_path / "out")) == ["a-file", "present"]
     a_file = dicom_rules("echo", config, "A_FILE", cwd=tmp_path)
     assert (a_file.returncode, a_file.stdout.strip()) == (1, f"A_FILE: folder {tmp_path}/out/a-file is not a folder")
     unknown = dicom_rules("echo", config, "NOPE", cwd=tmp_path)
     assert unknown.returncode == 2
     assert "no destination 'NOPE' in" in unknown.stderr and "A_FILE, MISSING, PRESENT" in unknown.stderr
+
+
+def test_echo_of_a_folder_destination_writes_there_to_know(tmp_path):
+    """Permissions say nothing of a pseudo or read-only file system, and root passes them all:
+    echo writes a file (in a new folder when the destination's is missing yet) and removes it.
+    /proc takes neither, for root too."""
+    config = make_config(tmp_path)
+    config.write_text(CONFIG + "  PROC: {type: folder, path: /proc}\n"
+                               "  UNDER_PROC: {type: folder, path: /proc/archive/dicom}\n", encoding="utf-8")
+    proc = dicom_rules("echo", config, "PROC", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stdout.startswith("PROC: folder /proc is not writable: writing a file there fails: "), proc.stdout
+    under_proc = dicom_rules("echo", config, "UNDER_PROC", cwd=tmp_path)
+    assert under_proc.returncode == 1
+    assert under_proc.stdout.startswith(
+        "UNDER_PROC: folder /proc/archive/dicom does not exist and cannot be created in /proc: "), under_proc.stdout
 
 
 def test_send_into_a_folder_destination_names_files_by_its_template(tmp_path):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import sys
+import tempfile
 import threading
 import time
 
@@ -148,22 +150,48 @@ def cmd_echo(args) -> int:
         print(f"{destination.name}: {exc}", file=sys.stderr)
         return EXIT_FINDINGS
     print(f"{destination.name} ({destination.ae_title}@{destination.host}:{destination.port}): C-ECHO {status}")
-    return EXIT_OK
+    return EXIT_OK if status == "0x0000" else EXIT_FINDINGS
 
 
 def _folder_state(path: str) -> tuple[bool, str]:
-    """Whether a folder destination can be written, in words; a missing folder is made on
-    the first delivery, so what counts then is its nearest existing parent."""
+    """Whether a delivery could be written into a folder destination, in words. Found by
+    writing: permissions say nothing of a read-only or pseudo file system, and root passes
+    them all. A missing folder is made by the first delivery, so what counts then is
+    whether a folder can be made in its nearest existing parent."""
     if os.path.isdir(path):
-        return (True, "is writable") if os.access(path, os.W_OK | os.X_OK) else (False, "is not writable")
+        problem = _write_fails(path)
+        return (False, f"is not writable: writing a file there fails: {problem}") if problem else \
+            (True, "is writable")
     if os.path.exists(path):
         return False, "is not a folder"
     parent = os.path.dirname(os.path.abspath(path))
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
-    if os.path.isdir(parent) and os.access(parent, os.W_OK | os.X_OK):
-        return True, f"does not exist yet; the first delivery creates it in {parent}"
-    return False, f"does not exist and cannot be created: {parent} is not a writable folder"
+    if not os.path.isdir(parent):
+        return False, f"does not exist and cannot be created: {parent} is not a folder"
+    problem = _write_fails(parent, in_new_folder=True)
+    if problem:
+        return False, f"does not exist and cannot be created in {parent}: {problem}"
+    return True, f"does not exist yet; the first delivery creates it in {parent}"
+
+
+def _write_fails(folder: str, in_new_folder: bool = False) -> str | None:
+    """Why a file cannot be written in `folder` (in a new folder made there), as the system
+    says; None when it was written, flushed and removed."""
+    made = None
+    try:
+        if in_new_folder:
+            folder = made = tempfile.mkdtemp(prefix=".dicom-rules-echo-", dir=folder)
+        with tempfile.NamedTemporaryFile(prefix=".dicom-rules-echo-", dir=folder) as probe:
+            probe.write(b"dicom-rules echo\n")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+    return None
 
 
 def _files(inputs: list[str]) -> list[str]:

@@ -2,11 +2,13 @@
 
 A worker claims the next due deliveries of its destination from the journal,
 sends them over one association, and records each attempt. When the
-destination cannot be reached, the failed item waits its backoff and the
-whole queue of that destination waits with it, so instances keep their order.
-When the destination refuses one instance, that instance alone is retried
-later and the queue goes on. After max_attempts an item is dead: kept, with
-its last error, until `dicom-rules queue retry`.
+destination cannot be reached (no connection, no association, no answer to a
+C-ECHO), the failed item waits its backoff and the whole queue of that
+destination waits with it, so instances keep their order. When one instance
+fails while the destination works (a failure status, no transfer syntax for it,
+an association or a C-STORE the peer refused or aborted for it), that instance
+alone is retried later and the queue goes on. After max_attempts an item is
+dead: kept, with its last error, until `dicom-rules queue retry`.
 """
 
 from __future__ import annotations
@@ -21,17 +23,24 @@ from .storage import Storage
 
 log = logging.getLogger("rulesengine.delivery")
 
+# The last error of a delivery (`dicom-rules queue`) starts with which kind of failure it was.
+UNREACHABLE = "destination unreachable"
+INSTANCE_FAILED = "instance failed"
+UNEXPECTED = "unexpected error"
+
 IDLE_WAIT = 1.0  # seconds a worker sleeps when nothing is due (a notification wakes it sooner)
 ERROR_WAIT = 5.0  # seconds a worker waits after an unexpected error before it tries again
 
 
 class DestinationWorker(threading.Thread):
-    def __init__(self, destination, journal: Journal, storage: Storage, wake: threading.Event, index: int = 0):
+    def __init__(self, destination, journal: Journal, storage: Storage, wake: threading.Event, index: int = 0,
+                 clock=time.time):
         super().__init__(name=f"deliver-{destination.name}-{index}", daemon=True)
         self.destination = destination
         self.journal = journal
         self.storage = storage
         self.wake = wake
+        self.clock = clock  # what is due and when to retry (tests move it instead of waiting)
         self.stopping = threading.Event()
         self.sender = sender_for(destination)
 
@@ -53,7 +62,7 @@ class DestinationWorker(threading.Thread):
             self.sender.close()
 
     def _claim_and_send(self) -> None:
-        batch = self.journal.claim(self.destination.name, self._batch_size())  # none while paused
+        batch = self.journal.claim(self.destination.name, self._batch_size(), self.clock())  # none while paused
         if not batch:
             self.sender.close()  # nothing to send: do not keep the association idle
             self._sleep()
@@ -68,64 +77,58 @@ class DestinationWorker(threading.Thread):
 
     def _sleep(self) -> None:
         due = self.journal.next_due(self.destination.name)
-        wait = IDLE_WAIT if due is None else max(0.0, min(IDLE_WAIT, due - time.time()))
+        wait = IDLE_WAIT if due is None else max(0.0, min(IDLE_WAIT, due - self.clock()))
         if wait > 0:
             self.wake.wait(wait)
             self.wake.clear()
 
     def _send(self, batch) -> None:
-        try:
-            self.sender.open(batch)
-        except LinkError as exc:
-            self._unreachable(batch[0], time.time(), str(exc))
-            return
-        except Exception as exc:  # noqa: BLE001 - e.g. an instance whose SOP class cannot be offered
-            log.exception("delivery %s of %s to %s: unexpected error opening the association", batch[0].id,
-                          batch[0].sop_instance_uid, self.destination.name)
-            self.sender.close()
-            self._refused(batch[0], time.time(), f"unexpected error: {exc}")
-            return  # the rest goes back to the queue
-        for item in batch:
-            started = time.time()
+        for index, item in enumerate(batch):
             if self.stopping.is_set():
                 return  # the rest goes back to the queue
+            started = time.time()
             try:
+                self.sender.open(batch[index:])  # the open association if it carries this item
                 detail = self.sender.send(item)
             except LinkError as exc:
                 self.sender.close()
                 self._unreachable(item, started, str(exc))
-                return
+                return  # the rest goes back to the queue, which waits
             except ItemError as exc:
-                self._refused(item, started, str(exc))
+                self._refused(item, started, INSTANCE_FAILED, str(exc))
                 continue
             except Exception as exc:  # noqa: BLE001 - a fault with one instance must not stop its destination
                 log.exception("delivery %s of %s to %s: unexpected error", item.id, item.sop_instance_uid,
                               self.destination.name)
                 self.sender.close()  # the association's state is unknown: the next claim opens a new one
-                self._refused(item, started, f"unexpected error: {exc}")
-                return
+                self._refused(item, started, UNEXPECTED, str(exc))
+                return  # the rest goes back to the queue
             self.journal.delivered(item, started, detail)
             log.debug("delivered %s to %s (%s)", item.sop_instance_uid, self.destination.name, detail)
             self._release_file(item.path)
 
-    def _refused(self, item, started: float, error: str) -> None:
+    def _refused(self, item, started: float, kind: str, error: str) -> None:
         """This instance alone failed: it is retried after its backoff, or dead; the queue goes on."""
         retry = self.destination.retry
         attempts = item.attempts + 1
-        retry_at = None if attempts >= retry.max_attempts else time.time() + retry.wait(attempts)
-        state = self.journal.failed(item, started, error, retry_at)
-        log.warning("delivery %s of %s to %s failed (attempt %d): %s%s", item.id, item.sop_instance_uid,
-                    self.destination.name, attempts, error, "; dead" if state == DEAD else "")
+        wait = retry.wait(attempts)
+        retry_at = None if attempts >= retry.max_attempts else self.clock() + wait
+        state = self.journal.failed(item, started, f"{kind}: {error}", retry_at)
+        then = f"dead after {attempts} attempts (dicom-rules queue retry sends it again)" if state == DEAD else \
+            f"this instance is tried again in {wait:.0f} s, the queue goes on"
+        log.warning("delivery %s of %s to %s: %s (attempt %d): %s; %s", item.id, item.sop_instance_uid,
+                    self.destination.name, kind, attempts, error, then)
 
     def _unreachable(self, item, started: float, error: str) -> None:
         """The destination is down: this item counts an attempt; the queue waits its backoff."""
         retry = self.destination.retry
         attempts = item.attempts + 1
-        retry_at = None if attempts >= retry.max_attempts else time.time() + retry.wait(attempts)
+        wait = retry.wait(attempts)
+        retry_at = None if attempts >= retry.max_attempts else self.clock() + wait
         if retry_at is not None:  # first: no other worker of this destination may claim in between
             self.journal.postpone(self.destination.name, retry_at)
-        self.journal.failed(item, started, error, retry_at)
-        then = f"next try in {retry_at - time.time():.0f} s" if retry_at is not None else \
+        self.journal.failed(item, started, f"{UNREACHABLE}: {error}", retry_at)
+        then = f"the queue waits: next try in {wait:.0f} s" if retry_at is not None else \
             f"delivery dead after {attempts} attempts (dicom-rules queue retry sends it again)"
         log.warning("%s unreachable (attempt %d of delivery %s): %s; %s", self.destination.name, attempts, item.id,
                     error, then)
@@ -138,9 +141,10 @@ class DestinationWorker(threading.Thread):
 class DeliveryManager:
     """The workers of every destination; destinations can change while running."""
 
-    def __init__(self, journal: Journal, storage: Storage):
+    def __init__(self, journal: Journal, storage: Storage, clock=time.time):
         self.journal = journal
         self.storage = storage
+        self.clock = clock
         self._workers: dict[str, list[DestinationWorker]] = {}
         self._wakes: dict[str, threading.Event] = {}
         self._destinations: dict = {}
@@ -154,7 +158,7 @@ class DeliveryManager:
                     for worker in self._workers.pop(name):
                         worker.stop()
                     if name in destinations:  # changed, perhaps mended: no reason to wait out old backoffs
-                        resumed = self.journal.resume(name)
+                        resumed = self.journal.resume(name, self.clock())
                         if resumed:
                             log.info("%s changed: %d waiting deliver%s due now", name, resumed,
                                      "y is" if resumed == 1 else "ies are")
@@ -163,7 +167,8 @@ class DeliveryManager:
                     continue
                 wake = self._wakes.setdefault(name, threading.Event())
                 count = getattr(destination, "max_associations", 1)
-                workers = [DestinationWorker(destination, self.journal, self.storage, wake, i) for i in range(count)]
+                workers = [DestinationWorker(destination, self.journal, self.storage, wake, i, self.clock)
+                           for i in range(count)]
                 for worker in workers:
                     worker.start()
                 self._workers[name] = workers

@@ -2,7 +2,7 @@
 
 A sender raises LinkError when the destination cannot be reached at all (the
 whole queue of that destination waits and keeps its order), and ItemError when
-the destination refuses this one instance (it is retried on its own).
+this one instance failed while the destination works (it is retried on its own).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import socket
-import ssl
 import uuid
 import time
 
@@ -26,9 +25,11 @@ from pydicom.uid import (
 )
 from pynetdicom import AE, evt
 from pynetdicom.presentation import build_context
+from pynetdicom.sop_class import Verification
 
-from ..config import TLS, DicomDestination, FolderDestination, check_naming, naming_fields  # noqa: F401
+from ..config import DicomDestination, FolderDestination, check_naming, naming_fields  # noqa: F401
 from ..lang.paths import lookup_keyword
+from .associations import NO_CONTEXT, UNREACHABLE, AssociationFailed, PeerWatch, request, unanswered
 from .journal import Delivery
 from .storage import fsync_dir, fsync_file
 from .transcode import ConversionError, convert
@@ -40,11 +41,14 @@ MAX_CONTEXTS = 128
 
 
 class LinkError(Exception):
-    """The destination cannot be reached: association refused, aborted, timed out."""
+    """The destination cannot be reached: no connection, no association, or a C-ECHO on a
+    fresh association fails too."""
 
 
 class ItemError(Exception):
-    """The destination refused this instance (a failure status, no acceptable transfer syntax)."""
+    """This instance failed and the destination works: a failure status, no acceptable
+    transfer syntax, or an association or a C-STORE the peer refused or aborted for it while
+    it answers a C-ECHO."""
 
 
 MAX_QUEUED_PDUS = 16  # PDUs waiting to be written to one association's socket
@@ -80,30 +84,6 @@ def _bound_send_queue(dul) -> None:
     dul.send_pdu = bounded_send_pdu
 
 
-def client_tls_args(tls: TLS, host: str) -> tuple[ssl.SSLContext, str | None]:
-    """pynetdicom's tls_args for a destination: the context, and the name its certificate must carry."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls.ca_certificates)
-    context.check_hostname = tls.check_hostname
-    context.load_cert_chain(tls.certificate, tls.private_key)
-    return context, host if tls.check_hostname else None
-
-
-def tls_failure(destination: DicomDestination) -> str | None:
-    """Why a TLS connection to the destination fails, found by trying the handshake alone:
-    pynetdicom only logs it. None when the handshake succeeds (or TCP alone fails)."""
-    context, server_hostname = client_tls_args(destination.tls, destination.host)
-    try:
-        with socket.create_connection((destination.host, destination.port), destination.timeouts.connect) as raw:
-            with context.wrap_socket(raw, server_hostname=server_hostname):
-                return None
-    except ssl.SSLCertVerificationError as exc:
-        return f"TLS: the destination's certificate is not accepted: {exc.verify_message}"
-    except ssl.SSLError as exc:
-        return f"TLS handshake failed: {exc.reason or exc}"
-    except OSError:
-        return None
-
-
 class DicomSender:
     """C-STORE over an association kept open for a batch of instances."""
 
@@ -116,6 +96,8 @@ class DicomSender:
         self.ae.network_timeout = destination.timeouts.network
         self.ae.connection_timeout = destination.timeouts.connect
         self.assoc = None
+        self.watch: PeerWatch | None = None  # what the peer did on self.assoc
+        self.proposed: set = set()  # (SOP class, transfer syntaxes) proposed for self.assoc
         self.sent = 0
 
     # ---- association ----
@@ -144,32 +126,60 @@ class DicomSender:
         return all(carried(item) for item in items)
 
     def open(self, items: list[Delivery]) -> None:
-        """An association that can carry these items: the one open, or a new one."""
+        """An association that can carry items[0], and as many of the others as it can: the
+        one open, or a new one. LinkError when the destination cannot be reached; ItemError
+        when the peer refuses an association for items[0] yet answers a C-ECHO."""
+        first = items[:1]
         if self.assoc is not None and self.assoc.is_established and self.sent < self.destination.batch \
-                and self._covers(items):
-            return
+                and (self._covers(first) or self._keys(first) <= self.proposed):
+            return  # what it cannot carry was proposed to it already: send() says why
         self.close()
-        assoc = self._associate(self._contexts(items))
-        self.assoc, self.sent = assoc, 0
+        refusal = self._try_start(items)
+        if refusal is None:
+            return
+        # Rejected without a reason, aborted or closed: because of the destination, or of what was proposed?
+        self._check_reachable(str(refusal))
+        if len(items) > 1:
+            refusal = self._try_start(first)
+            if refusal is None:
+                return
+        raise ItemError(self._refused_for(first[0], f"{refusal}; the destination answers C-ECHO"))
 
-    def _associate(self, contexts):
-        """A new association with the destination, or LinkError saying why not."""
-        destination = self.destination
-        kwargs = {"ae_title": destination.ae_title, "evt_handlers": [(evt.EVT_CONN_OPEN, set_nodelay)],
-                  "max_pdu": destination.max_pdu}
-        if destination.tls is not None:
-            kwargs["tls_args"] = client_tls_args(destination.tls, destination.host)
-        assoc = self.ae.associate(destination.host, destination.port, contexts, **kwargs)
-        if assoc.is_established:
-            return assoc
-        # pynetdicom marks a refused or dropped connection as aborted too, and only logs a TLS failure
-        if assoc.is_rejected:
-            why = "rejected by the destination"
-        elif destination.tls is not None and (tls_problem := tls_failure(destination)):
-            why = f"not established: {tls_problem}"
-        else:
-            why = "not established (connection refused, closed, or no answer)"
-        raise LinkError(f"association with {destination.ae_title}@{destination.host}:{destination.port} {why}")
+    def _try_start(self, items: list[Delivery]) -> AssociationFailed | None:
+        """An association for these items: None when it is established; the failure when only
+        a C-ECHO can tell whose it is; LinkError when the destination cannot be reached;
+        ItemError when it accepts none of the presentation contexts of items[0]."""
+        try:
+            self._start(items)
+            return None
+        except AssociationFailed as failure:
+            if failure.kind == UNREACHABLE:
+                raise LinkError(str(failure)) from None
+            if failure.kind == NO_CONTEXT:
+                raise ItemError(self._refused_for(items[0], str(failure))) from None
+            return failure
+
+    def _start(self, items: list[Delivery]) -> None:
+        contexts = self._contexts(items)
+        self.assoc, self.watch = request(self.ae, self.destination, contexts, [(evt.EVT_CONN_OPEN, set_nodelay)])
+        self.proposed, self.sent = self._keys(items, contexts), 0
+
+    def _keys(self, items: list[Delivery], contexts=None) -> set:
+        return {(cx.abstract_syntax, tuple(cx.transfer_syntax)) for cx in contexts or self._contexts(items)}
+
+    @staticmethod
+    def _refused_for(item: Delivery, why: str) -> str:
+        return f"association for {item.sop_instance_uid} ({item.sop_class_uid} in {item.transfer_syntax}): {why}"
+
+    def _check_reachable(self, after: str) -> None:
+        """LinkError unless a C-ECHO on a fresh association is answered."""
+        try:
+            self._echo_status()
+        except AssociationFailed as failure:
+            if failure.kind != NO_CONTEXT:  # accepted, without C-ECHO: it does answer
+                raise LinkError(f"{after}; then C-ECHO: {failure}") from None
+        except LinkError as exc:
+            raise LinkError(f"{after}; then C-ECHO: {exc}") from None
 
     def close(self) -> None:
         if self.assoc is not None:
@@ -177,7 +187,7 @@ class DicomSender:
                 if self.assoc.is_established:
                     self.assoc.release()
             finally:
-                self.assoc = None
+                self.assoc, self.watch, self.proposed = None, None, set()
 
     # ---- sending ----
 
@@ -216,8 +226,10 @@ class DicomSender:
         path = self._path_for(item)
         try:
             status = self.assoc.send_c_store(path)
-        except (OSError, RuntimeError) as exc:
-            raise LinkError(f"sending to {self.destination.name} failed: {exc}") from None
+        except RuntimeError:  # the association ended just before
+            status = None
+        except OSError as exc:
+            raise ItemError(f"cannot read {item.path}: {exc.strerror or exc}") from None
         except (ValueError, AttributeError) as exc:
             raise ItemError(f"cannot send {item.path}: {exc}") from None
         finally:
@@ -225,8 +237,11 @@ class DicomSender:
                 _remove(path)  # a converted copy serves one attempt
         self.sent += 1
         if not status or "Status" not in status:
-            raise LinkError(f"{self.destination.name} did not answer (association "
-                            f"{'aborted' if self.assoc.is_aborted else 'lost'})")
+            lost = unanswered(self.assoc, self.watch, self.destination.timeouts.dimse,
+                              f"sending {item.sop_instance_uid}", f"the C-STORE of {item.sop_instance_uid}")
+            self.close()
+            self._check_reachable(lost)  # LinkError when the destination is gone
+            raise ItemError(f"{lost}; the destination answers C-ECHO")
         code = int(status.Status)
         comment = status.get("ErrorComment")
         if code == 0 or code in (0x0001, 0x0107, 0x0116) or 0xB000 <= code <= 0xBFFF:
@@ -234,14 +249,26 @@ class DicomSender:
         raise ItemError(f"{self.destination.name} answered 0x{code:04X}" + (f": {comment}" if comment else ""))
 
     def echo(self) -> str:
-        """C-ECHO: the status the destination answers, as text; LinkError when it cannot be reached."""
-        assoc = self._associate([build_context("1.2.840.10008.1.1")])
+        """C-ECHO on a fresh association: the status the destination answers, as text;
+        LinkError saying why when there is none."""
+        try:
+            return self._echo_status()
+        except AssociationFailed as failure:
+            if failure.kind == NO_CONTEXT:
+                raise LinkError(f"{failure}: it does not accept C-ECHO (Verification)") from None
+            raise LinkError(str(failure)) from None
+
+    def _echo_status(self) -> str:
+        assoc, watch = request(self.ae, self.destination, [build_context(Verification)],
+                               [(evt.EVT_CONN_OPEN, set_nodelay)])
         try:
             status = assoc.send_c_echo()
         finally:
-            assoc.release()
+            if assoc.is_established:
+                assoc.release()
         if not status or "Status" not in status:
-            raise LinkError("no answer to C-ECHO")
+            raise LinkError(unanswered(assoc, watch, self.destination.timeouts.dimse, "sending the C-ECHO",
+                                       "the C-ECHO"))
         return f"0x{int(status.Status):04X}"
 
 
