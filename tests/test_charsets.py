@@ -237,6 +237,10 @@ def test_an_item_inherits_the_switch_of_the_data_set(tmp_path):
     (["", "ISO 2022 IR 87"], "Genève", False),  # written raw, G1 undeclared: Orthanc drops it
     (["", "ISO 2022 IR 87"], "山田", True),
     (["ISO 2022 IR 6", "ISO 2022 IR 87"], "Genève", False),
+    # Latin-1 is declared as an extension, but pydicom writes it without its escape sequence
+    # (it takes the default repertoire for Latin-1): UTF-8 rather than bytes a reader drops.
+    (["ISO 2022 IR 6", "ISO 2022 IR 100"], "Genève", False),
+    (["ISO 2022 IR 100", "ISO 2022 IR 87"], "Genève 山田", True),
     (["", "ISO 2022 IR 149"], "홍길동", True),
     (["", "ISO 2022 IR 149"], "홍\r\n길동", False),  # the line end returns to ASCII; pydicom does not
     (["ISO 2022 IR 13", "ISO 2022 IR 87"], "ﾔﾏﾀﾞ 山田", True),
