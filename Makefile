@@ -14,7 +14,8 @@ $(STAMP): pyproject.toml
 
 # The real DICOM peers the integration tests run against: DCMTK and Orthanc, from Debian.
 peers:
-	@if ! command -v storescu >/dev/null || ! command -v Orthanc >/dev/null; then \
+	@# dcmdump: DCMTK's alone (pynetdicom installs a storescu of its own into the virtual environment)
+	@if ! command -v dcmdump >/dev/null || ! command -v Orthanc >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk orthanc openssl >/dev/null; \
 	  else \

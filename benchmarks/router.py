@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,12 @@ from pydicom.data import get_testdata_file
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # DCMTK leaves Nagle on unless told
+# pynetdicom installs tools of DCMTK's names beside this Python: with the virtual environment
+# activated they would come first on the PATH.
+_SCRIPTS = {os.path.realpath(sysconfig.get_path("scripts")), os.path.realpath(os.path.dirname(sys.executable))}
+DCMTK_PATH = os.pathsep.join(folder for folder in os.environ.get("PATH", os.defpath).split(os.pathsep)
+                             if os.path.realpath(folder) not in _SCRIPTS)
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1", "PATH": DCMTK_PATH}  # DCMTK leaves Nagle on unless told
 
 SMALL_COUNT = 200
 SMALL_SIDE = 512  # 512 x 512 x 16 bit: 0.5 MB of pixel data
@@ -272,7 +278,7 @@ def median_of(runs: int, measure, *args) -> Measurement:
 
 def run(runs: int = 3, quick: bool = False) -> int:
     for program in ("storescu", "storescp"):
-        if shutil.which(program) is None:
+        if shutil.which(program, path=DCMTK_PATH) is None:
             print(f"{program} is missing: `make bench` installs DCMTK (apt-get install dcmtk)", file=sys.stderr)
             return 1
     work = Path(tempfile.mkdtemp(prefix="router-bench-"))

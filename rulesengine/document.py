@@ -14,7 +14,6 @@ import copy
 import os
 import shutil
 import struct
-import warnings
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Iterator, NamedTuple
@@ -34,7 +33,8 @@ from .lang import nodes as n
 from .lang.paths import ARRIVAL_FIELDS, COMMAND_SET, DATASET, FILE_META, READ_ONLY_ROOTS, ResolvedPath, Step, \
     private_vr, resolve, tag_text
 from .lang.syntax import parse_path
-from .values import TEXT_VRS, ValueError_, concrete_vr, is_multi_vm, read_value, to_dicom, value_of
+from . import charsets
+from .values import CHARSET_VRS, ValueError_, concrete_vr, is_multi_vm, read_value, to_dicom, value_of
 
 
 class PathError(Exception):
@@ -538,6 +538,7 @@ class Document:
         new = value_of(vr, stored, multi)
         if elem is not None and new == old:
             return []  # the value is already there
+        self._redeclare(container, tag, stored, text)
         self._ensure_charset(container, vr, stored)
         self._touched(container, tag)
         if elem is None:
@@ -565,27 +566,36 @@ class Document:
                             "and it cannot be created") from None
 
     def _ensure_charset(self, container: Dataset, vr: str, stored: Any) -> None:
-        """Non-ASCII text in a data set declared ASCII (or another character set that
-        cannot hold it) switches the data set to UTF-8, decoding its text first."""
-        if vr not in TEXT_VRS or stored is None:
+        """Text the character set in effect cannot hold switches the data set to UTF-8
+        (ISO_IR 192): every text value is decoded first and written anew, so none is read
+        in the wrong character set; text that fits leaves the declaration as it is."""
+        if vr not in CHARSET_VRS or stored is None:
             return
-        texts = stored if isinstance(stored, list) else [stored]
-        if all(isinstance(t, str) and t.isascii() for t in texts):
+        found = charsets.declaration_of(self.dataset, container)
+        if found is None or charsets.fits(stored, vr, found[1]):
             return
-        root = self.dataset
-        declared = root.get("SpecificCharacterSet", None) or "ISO_IR 6"
-        encodings = dicom_charset.convert_encodings(declared)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error")
-                for t in texts:
-                    dicom_charset.encode_string(str(t), encodings)
+        self._recoded(charsets.switch_to_utf8(self.dataset))
+
+    def _redeclare(self, container: Dataset, tag: int, new: Any, text: str) -> None:
+        """Before Specific Character Set is set, deleted or blanked: every text value is
+        decoded in the character set it was written in and is written in the new one, so the
+        text rules read is the text written (the bytes are not relabelled); text the new one
+        cannot hold is an error, never a '?'."""
+        found = charsets.declaration_of(self.dataset, container) if int(tag) == charsets.SPECIFIC_CHARACTER_SET \
+            else None
+        if found is None:
             return
-        except (UnicodeError, LookupError, UserWarning, ValueError):
-            pass
-        root.decode()
-        root.SpecificCharacterSet = "ISO_IR 192"
-        self._dirty = None  # every text element is encoded anew
+        declared = new if new not in (None, "", []) else found[0]  # none of its own: it inherits
+        changed = charsets.decode(self.dataset)
+        unfit = charsets.first_unfit(container, declared)
+        if unfit is not None:
+            raise PathError(f"{text}: {charsets.name(declared)} cannot hold the text of {unfit}")
+        self._recoded(changed)
+
+    def _recoded(self, tags: set[int]) -> None:
+        self._structure_changed()
+        if self._dirty is not None:
+            self._dirty |= tags  # copied from the file, their bytes would be read in the new character set
 
     def delete_path(self, path: ResolvedPath, base: "ItemRef | None" = None) -> list[Change]:
         if path.is_arrival:
@@ -597,6 +607,7 @@ class Document:
             if tag not in container:
                 continue
             elem = container[tag]
+            self._redeclare(container, tag, None, text)
             self._touched(container, tag)
             if elem.VR == "SQ":
                 self._structure_changed()
@@ -670,6 +681,7 @@ class Document:
             return []
         self._cache.clear()
         old = self.read_ref(ref)
+        self._redeclare(ref.container, ref.tag, None, ref.text)
         self._touched(ref.container, ref.tag)
         if ref.container[ref.tag].VR == "SQ":
             self._structure_changed()
@@ -681,6 +693,7 @@ class Document:
         if old in (None, "", ()):
             return []
         self._cache.clear()
+        self._redeclare(ref.container, ref.tag, None, ref.text)
         elem = ref.container[ref.tag]
         self._touched(ref.container, ref.tag)
         if elem.VR == "SQ":

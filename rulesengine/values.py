@@ -10,8 +10,9 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.valuerep import format_number_as_ds, validate_value
 
-TEXT_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST",
-                      "TM", "UC", "UI", "UR", "UT"})
+# Text in the character set the data set declares (PS3.5 6.1.2.3); the other string VRs
+# (AE, AS, CS, DA, DS, DT, IS, TM, UI, UR) hold ASCII only, whatever it declares.
+CHARSET_VRS = frozenset({"LO", "LT", "PN", "SH", "ST", "UC", "UT"})
 INT_VRS = frozenset({"IS", "SL", "SS", "SV", "UL", "US", "UV"})
 FLOAT_VRS = frozenset({"DS", "FL", "FD"})
 NUMBER_VRS = INT_VRS | FLOAT_VRS
@@ -108,7 +109,7 @@ def _convert_scalar(vr: str, value: Any) -> Any:
     if vr == "DS":
         number = _to_number(vr, value, float)
         if isinstance(value, str):
-            return value.strip()
+            return _ascii(vr, value.strip())
         return str(int(number)) if number.is_integer() else format_number_as_ds(number)
     if vr == "UI" and isinstance(value, (int, float)):
         raise ValueError_(f"a number ({value}) is not a UID; UIDs are written as strings such as \"1.2.840.10008\"")
@@ -118,8 +119,14 @@ def _convert_scalar(vr: str, value: Any) -> Any:
         value = str(value)
     if isinstance(value, (bytes, bytearray)):
         raise ValueError_(f"binary data cannot be stored as {vr}")
-    text = str(value)
+    text = str(value) if vr in CHARSET_VRS else _ascii(vr, str(value))
     _check_pattern(vr, text)
+    return text
+
+
+def _ascii(vr: str, text: str) -> str:
+    if not text.isascii():
+        raise ValueError_(f"{text!r}: {vr} values hold ASCII characters only")
     return text
 
 

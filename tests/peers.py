@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -23,12 +24,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# pynetdicom installs tools of DCMTK's names (storescu, echoscu...) beside the Python that
+# runs the tests: with the virtual environment activated they come first on the PATH. The
+# peers are looked up without that folder.
+_SCRIPTS = {os.path.realpath(sysconfig.get_path("scripts")), os.path.realpath(os.path.dirname(sys.executable))}
+PEERS_PATH = os.pathsep.join(folder for folder in os.environ.get("PATH", os.defpath).split(os.pathsep)
+                             if os.path.realpath(folder) not in _SCRIPTS)
 # DCMTK leaves Nagle's algorithm on unless told; every DCMTK process gets this.
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1", "PATH": PEERS_PATH}
 
 
 def require(program: str) -> str:
-    path = shutil.which(program)
+    path = shutil.which(program, path=PEERS_PATH)
     if path is None:
         pytest.fail(f"{program} is not installed: `make test` installs DCMTK and Orthanc "
                     "(apt-get install dcmtk orthanc)", pytrace=False)

@@ -298,6 +298,116 @@ def test_every_problem_is_reported_in_the_order_of_the_file(tmp_path):
     assert [problem.split(":")[1] for problem in found] == ["3", "7", "9"]
 
 
+def test_every_kind_of_problem_is_reported_at_once(tmp_path, monkeypatch):
+    """Schema errors do not hide the checks made on what the schema accepts: names, ports,
+    naming templates, the hash key, the log folder; each has its file, line and key."""
+    monkeypatch.delenv("ROUTER_HASH_KEY", raising=False)
+    found = problems(tmp_path, with_head("""\
+        log: {level: verbose, file: nowhere/router.log}
+        secrets: {hash_key_env: ROUTER_HASH_KEY}
+        listeners:
+          - {name: main, ae_title: ROUTER, port: 11112, max_pdu: 1000}
+          - {name: main, ae_title: ROUTER, port: 11112}
+        watch:
+          - {name: inbox, path: inbox, pattern: 7}
+        destinations:
+          ARCHIVE: {type: folder, path: archive, naming: "{PatientId}.dcm"}
+          PACS: {type: dicom, ae_title: PACS, host: pacs, port: 0}
+        """))
+    own = "listeners and watched folders need names of their own"
+    assert found == [
+        "router.yaml:3: log.level: must be one of debug, info, warning, error, not 'verbose'",
+        f"router.yaml:3: log.file: the folder {tmp_path / 'nowhere'} does not exist",
+        "router.yaml:4: secrets.hash_key_env: the environment variable ROUTER_HASH_KEY is not set",
+        "router.yaml:6: listeners[0].max_pdu: must be at least 4096, not 1000",
+        f"router.yaml:7: listeners[1].name: the name 'main' is already used by listeners[0].name; {own}",
+        "router.yaml:7: listeners[1].port: port 11112 on 127.0.0.1 is already used by listeners[0] "
+        "(main, on 127.0.0.1)",
+        "router.yaml:9: watch[0].pattern: must be text, not 7",
+        "router.yaml:11: destinations.ARCHIVE.naming: {PatientId} is not a DICOM keyword",
+        "router.yaml:12: destinations.PACS.port: must be at least 1, not 0",
+    ]
+
+
+def test_what_the_schema_refuses_is_not_checked_again(tmp_path):
+    """No cascade: a value the schema refuses is reported once, not also as a duplicate,
+    a bad template or an unreadable file."""
+    found = problems(tmp_path, with_head("""\
+        log: {file: 7}
+        secrets: {hash_key_env: 7}
+        listeners:
+          - {name: main, ae_title: ROUTER, port: 70000}
+          - {name: main, ae_title: ROUTER, port: 70000, bind: [0.0.0.0]}
+        destinations:
+          ARCHIVE: {type: ftp, path: archive, naming: "{PatientId}.dcm"}
+          FILES: {type: folder, path: files, naming: 42}
+        """))
+    lines = [int(problem.split(":")[1]) for problem in found]
+    assert lines == sorted(lines)  # in the order of the file
+    assert sorted(problem.split(": ", 1)[1] for problem in found if "destinations" not in problem) == sorted([
+        "log.file: must be text, not 7",
+        "secrets.hash_key_env: must be text, not 7",
+        "listeners[0].port: must be at most 65535, not 70000",
+        "listeners[1].port: must be at most 65535, not 70000",
+        "listeners[1].bind: must be text, not ['0.0.0.0']",
+        "listeners[1].name: the name 'main' is already used by listeners[0].name; "
+        "listeners and watched folders need names of their own",
+    ])
+    destinations = [problem for problem in found if "destinations" in problem]
+    assert any("destinations.ARCHIVE.type: must be one of" in p for p in destinations), destinations
+    assert any("destinations.FILES.naming: must be text, not 42" in p for p in destinations), destinations
+    assert not any("PatientId" in p for p in destinations), destinations
+
+
+def test_a_whole_section_of_the_wrong_type_is_one_problem(tmp_path):
+    assert problems(tmp_path, HEAD + "listeners: main\nwatch: {name: inbox}\nsecrets: key\nlog: debug\n") == [
+        "router.yaml:3: listeners: must be a list, not 'main'",
+        "router.yaml:4: watch: must be a list, not {'name': 'inbox'}",
+        "router.yaml:5: secrets: must be a mapping of keys to values, not 'key'",
+        "router.yaml:6: log: must be a mapping of keys to values, not 'debug'",
+    ]
+
+
+def test_check_config_reports_every_problem_with_its_line(tmp_path):
+    write(tmp_path, with_head("""\
+        listeners:
+          - {name: main, ae_title: ROUTER, port: 70000}
+          - {name: main, ae_title: ROUTER, port: 11112, tls: {certificate: missing.crt, private_key: missing.key}}
+        destinations:
+          ARCHIVE: {type: folder, path: archive, naming: "{PatientId}.dcm"}
+        """))
+    (tmp_path / "main.rules").write_text('rule "all" { then route to ARCHIVE }\n', encoding="utf-8")
+    result = dicom_rules("check-config", "router.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert [line.split(": ", 1)[0] for line in lines if line.startswith("router.yaml:")] == \
+        ["router.yaml:4:1", "router.yaml:5:1", "router.yaml:7:1"], result.stdout
+    assert "listeners[0].port: must be at most 65535, not 70000" in result.stdout
+    assert "listeners[1].name: the name 'main' is already used" in result.stdout
+    assert "destinations.ARCHIVE.naming: {PatientId} is not a DICOM keyword" in result.stdout
+    assert "3 errors" in result.stderr
+
+
+def test_check_config_names_the_line_of_a_missing_tls_file(tmp_path):
+    write(tmp_path, with_head("""\
+        listeners:
+          - name: main
+            ae_title: ROUTER
+            port: 11112
+            tls:
+              certificate: server.crt
+              private_key: missing.key
+        destinations:
+          ARCHIVE: {type: folder, path: archive}
+        """))
+    (tmp_path / "server.crt").write_text("", encoding="utf-8")
+    (tmp_path / "main.rules").write_text('rule "all" { then route to ARCHIVE }\n', encoding="utf-8")
+    result = dicom_rules("check-config", "router.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"router.yaml:9:1: error config listeners[0].tls.private_key: no such file {tmp_path / 'missing.key'}" \
+        in result.stdout, result.stdout
+
+
 # ---- relative paths -------------------------------------------------------------------------
 
 

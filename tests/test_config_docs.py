@@ -293,7 +293,7 @@ NOT_FIELDS = {
 }
 # Fields that are not keys: what load_config adds.
 NOT_KEYS = {
-    Config: {"path", "secrets", "development_key", "log_level", "log_file"},
+    Config: {"path", "secrets", "development_key", "log_level", "log_file", "lines"},
     Secrets: {"hash_key"},
     DicomDestination: {"name"},
     FolderDestination: {"name"},

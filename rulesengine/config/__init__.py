@@ -13,6 +13,7 @@ import string
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
+from typing import NamedTuple
 
 from jsonschema import Draft202012Validator
 from ruamel.yaml import YAML
@@ -138,6 +139,12 @@ class Config:
     listeners: tuple[Listener, ...] = ()
     watch: tuple[Watch, ...] = ()
     destinations: dict[str, Destination] = field(default_factory=dict)
+    lines: dict[tuple, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def at(self, *location) -> str:
+        """`FILE:LINE: key` for a key of the file, e.g. at("listeners", 0, "tls", "certificate")."""
+        line = self.lines.get(location)
+        return f"{self.path}:{line}: {_where(location)}" if line else f"{self.path}: {_where(location)}"
 
     def destination_infos(self) -> dict[str, dict]:
         """What the rules compiler needs to know of each destination."""
@@ -234,10 +241,16 @@ def _is_key_of(data, location, name) -> bool:
     return isinstance(node, dict) and isinstance(name, str) and name in node
 
 
-def validate(data, path: str) -> list[str]:
-    """Problems with the configuration, each `FILE:LINE: key: what is wrong`."""
+class _Problem(NamedTuple):
+    line: int  # 0 when the file gives none
+    text: str  # FILE:LINE: key: what is wrong
+
+
+def _schema_problems(data, path: str) -> tuple[list[_Problem], list[tuple]]:
+    """What the schema refuses, and where: the locations of the values it refused (for a
+    missing or unknown key, that key), which the other checks then leave alone."""
     validator = Draft202012Validator(schema())
-    found = []
+    found, refused = [], []
     for error in validator.iter_errors(data):
         if error.validator in ("if", "allOf"):
             continue  # their sub-errors are reported as they are
@@ -246,22 +259,40 @@ def validate(data, path: str) -> list[str]:
             known = error.schema.get("properties", {})
             extras = [k for k in error.instance if k not in known]
             location += extras[:1]  # the line of the (first) unknown key, not of its parent
+            refused += [tuple(location[:-1]) + (extra,) for extra in extras]
+        elif error.validator == "required" and isinstance(error.instance, dict):
+            refused += [tuple(location) + (key,) for key in error.validator_value if key not in error.instance]
         elif error.validator == "pattern" and _is_key_of(data, location, error.instance):
             location.append(error.instance)  # propertyNames: the line of the bad name itself
+            refused.append(tuple(location))
+        else:
+            refused.append(tuple(location))
         line = _line_of(data, location)
-        found.append((line or 0, f"{path}:{line}: {_plain(error)}" if line else f"{path}: {_plain(error)}"))
-    return list(dict.fromkeys(text for _, text in sorted(found)))
+        found.append(_Problem(line or 0, f"{path}:{line}: {_plain(error)}" if line else f"{path}: {_plain(error)}"))
+    return found, refused
+
+
+def _report(problems: list[_Problem]) -> list[str]:
+    """In the order of the file, each once."""
+    return list(dict.fromkeys(problem.text for problem in sorted(problems, key=lambda p: p.line)))
+
+
+def validate(data, path: str) -> list[str]:
+    """What the schema refuses, each `FILE:LINE: key: what is wrong`."""
+    return _report(_schema_problems(data, path)[0])
 
 
 def load_config(path: str | os.PathLike, secrets: bool = True) -> Config:
-    """Read and check a configuration; with `secrets=False` the hash key is not looked up
-    (lint needs the destinations, not the key)."""
+    """Read and check a configuration, reporting every problem of the file at once; with
+    `secrets=False` the hash key is not looked up (lint needs the destinations, not the key)."""
     path = os.fspath(path)
     data = _load_yaml(path)
     if data is None:
         raise ConfigError(f"{path}: the file is empty")
-    problems = validate(data, path)
-    if problems:
+    found, refused = _schema_problems(data, path)
+    found += _Checks(data, path, refused, secrets).run()
+    if found:
+        problems = _report(found)
         raise ConfigError("\n".join(problems), problems)
     return _build(data, path, secrets)
 
@@ -284,12 +315,6 @@ def _tls(data, base: str) -> TLS | None:
                bool(data.get("check_hostname", True)))
 
 
-def _at(path: str, data, key: str, where: str) -> str:
-    """`FILE:LINE: where` for the key `key` of the mapping `data`."""
-    line = _line_of(data, [key])
-    return f"{path}:{line}: {where}" if line else f"{path}: {where}"
-
-
 def _whole(values: dict, *keys: str) -> dict:
     """Whole numbers as int: the schema's "integer" also admits 11112.0, which sockets refuse."""
     for key in keys:
@@ -302,32 +327,32 @@ def _retry(data) -> Retry:
     return Retry(**_whole(dict(data or {}), "max_attempts"))
 
 
-def _secrets(data, path: str, base: str) -> tuple[Secrets, bool]:
-    data = data or {}
-    key = None
+def _hash_key(data: dict, base: str) -> tuple[bytes | None, str | None, str | None]:
+    """(the key, or None) and (the key of `secrets` that names it, what is wrong with it)."""
     if "hash_key_env" in data:
         name = data["hash_key_env"]
-        where = _at(path, data, "hash_key_env", "secrets.hash_key_env")
         if name not in os.environ:
-            raise ConfigError(f"{where}: the environment variable {name} is not set")
-        key = os.environ[name].encode("utf-8")
-        if not key:
-            raise ConfigError(f"{where}: the environment variable {name} is empty")
-    elif "hash_key_file" in data:
+            return None, "hash_key_env", f"the environment variable {name} is not set"
+        if not os.environ[name]:
+            return None, "hash_key_env", f"the environment variable {name} is empty"
+        return os.environ[name].encode("utf-8"), None, None
+    if "hash_key_file" in data:
         key_path = _resolve(base, data["hash_key_file"])
-        where = _at(path, data, "hash_key_file", "secrets.hash_key_file")
         try:
             with open(key_path, encoding="utf-8") as fh:
                 key = fh.readline().strip().encode("utf-8")
         except OSError as exc:
-            raise ConfigError(f"{where}: cannot read {key_path}: {exc.strerror}") from None
+            return None, "hash_key_file", f"cannot read {key_path}: {exc.strerror}"
+        except UnicodeDecodeError:
+            return None, "hash_key_file", f"{key_path} is not UTF-8 text"
         if not key:
-            raise ConfigError(f"{where}: the first line of {key_path} is empty")
-    secrets = Secrets(key or DEFAULT_HASH_KEY, str(data.get("uid_root", "2.25")))
-    return secrets, key is None
+            return None, "hash_key_file", f"the first line of {key_path} is empty"
+        return key, None, None
+    return None, None, None
 
 
 def _build(data, path: str, resolve_secrets: bool = True) -> Config:
+    """The configuration from a file that passed every check."""
     base = os.path.dirname(os.path.abspath(path))
     listeners = []
     for item in data.get("listeners") or []:
@@ -358,57 +383,132 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
             destinations[str(name)] = DicomDestination(name=str(name), **values)
         else:
             values["path"] = _resolve(base, values["path"])
-            for problem in check_naming(values.get("naming", FolderDestination.naming)):
-                line = _line_of(data, ["destinations", name, "naming"])
-                raise ConfigError(f"{path}:{line}: destinations.{name}.naming: {problem}")
             destinations[str(name)] = FolderDestination(name=str(name), **values)
-    _check_unique(path, data, listeners, watches)
     secrets_data = data.get("secrets") or {}
-    if "hash_key_env" in secrets_data and "hash_key_file" in secrets_data:
-        raise ConfigError(f"{_at(path, secrets_data, 'hash_key_file', 'secrets')}: hash_key_env and hash_key_file "
-                          "both name the hash key; keep one")
-    secrets, development = _secrets(data.get("secrets"), path, base) if resolve_secrets else (Secrets(), True)
+    key = _hash_key(secrets_data, base)[0] if resolve_secrets else None
     log = data.get("log") or {}
-    log_file = _resolve(base, log.get("file"))
-    if log_file and not os.path.isdir(os.path.dirname(log_file)):
-        raise ConfigError(f"{path}:{_line_of(data, ['log', 'file'])}: log.file: the folder "
-                          f"{os.path.dirname(log_file)} does not exist")
     return Config(
         path=path, storage=_resolve(base, data["storage"]), rules=_resolve(base, data["rules"]),
-        no_destination=str(data.get("no_destination", "quarantine")), secrets=secrets, development_key=development,
-        log_level=str(log.get("level", "info")), log_file=log_file,
-        listeners=tuple(listeners), watch=tuple(watches), destinations=destinations,
+        no_destination=str(data.get("no_destination", "quarantine")),
+        secrets=Secrets(key or DEFAULT_HASH_KEY, str(secrets_data.get("uid_root", "2.25"))),
+        development_key=key is None, log_level=str(log.get("level", "info")), log_file=_resolve(base, log.get("file")),
+        listeners=tuple(listeners), watch=tuple(watches), destinations=destinations, lines=_lines(data),
     )
+
+
+def _lines(data, location: tuple = ()) -> dict[tuple, int]:
+    """The 1-based line of every key and list item of the file, by location."""
+    lines: dict[tuple, int] = {}
+    lc = getattr(data, "lc", None)
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if lc is not None and key in lc.data:
+                lines[location + (key,)] = lc.key(key)[0] + 1
+            lines.update(_lines(value, location + (key,)))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            if lc is not None and index in lc.data:
+                lines[location + (index,)] = lc.item(index)[0] + 1
+            lines.update(_lines(value, location + (index,)))
+    return lines
 
 
 _EVERY_INTERFACE = ("0.0.0.0", "::", "")
 
 
-def _check_unique(path: str, data, listeners: list[Listener], watches: list[Watch]) -> None:
-    """Names are unique across listeners and watched folders; no two listeners share a port
-    (an address of every interface conflicts with any other address on that port)."""
-    problems = []
+class _Checks:
+    """The checks beyond the schema (names and ports that must be unique, naming templates,
+    the hash key, the log folder), made on whatever the schema accepted: a value the schema
+    refused is reported once, by the schema, and not checked again here."""
 
-    def at(location) -> str:
-        line = _line_of(data, location)
-        return f"{path}:{line}: {_where(location)}" if line else f"{path}: {_where(location)}"
+    def __init__(self, data, path: str, refused: list[tuple], secrets: bool):
+        self.data, self.path, self.refused, self.secrets = data, path, refused, secrets
+        self.base = os.path.dirname(os.path.abspath(path))
+        self.found: list[_Problem] = []
 
-    named = [(item.name, ["listeners", i, "name"]) for i, item in enumerate(listeners)]
-    named += [(item.name, ["watch", i, "name"]) for i, item in enumerate(watches)]
-    for number, (name, location) in enumerate(named):
-        first = next(loc for other, loc in named[:number + 1] if other == name)
-        if first is not location:
-            problems.append(f"{at(location)}: the name {name!r} is already used by {_where(first)}; "
-                            "listeners and watched folders need names of their own")
-    for number, item in enumerate(listeners):
-        for index, other in enumerate(listeners[:number]):
-            if other.port == item.port and (other.bind == item.bind or other.bind in _EVERY_INTERFACE
-                                            or item.bind in _EVERY_INTERFACE):
-                problems.append(f"{at(['listeners', number, 'port'])}: port {item.port} on {item.bind} is already "
-                                f"used by listeners[{index}] ({other.name}, on {other.bind})")
-                break
-    if problems:
-        raise ConfigError("\n".join(problems), problems)
+    def run(self) -> list[_Problem]:
+        if not isinstance(self.data, dict):
+            return []
+        self._unique()
+        self._naming()
+        self._secrets()
+        self._log()
+        return self.found
+
+    def _value(self, *location, kind: type | tuple = str):
+        """The value at `location` if the schema accepted it and it is of `kind`, else None."""
+        if any(location[:len(bad)] == bad for bad in self.refused):
+            return None
+        node = self.data
+        for part in location:
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return node if isinstance(node, kind) and not isinstance(node, bool) else None
+
+    def _items(self, section: str) -> list[tuple[int, dict]]:
+        items = self._value(section, kind=list) or []
+        return [(number, item) for number, item in enumerate(items) if isinstance(item, dict)]
+
+    def _problem(self, location, text: str, line_of=None) -> None:
+        """A problem of the key at `location`, on the line of `line_of` (by default, that key)."""
+        line = _line_of(self.data, list(line_of or location))
+        where = f"{self.path}:{line}: {_where(location)}" if line else f"{self.path}: {_where(location)}"
+        self.found.append(_Problem(line or 0, f"{where}: {text}"))
+
+    def _unique(self) -> None:
+        """Names are unique across listeners and watched folders; no two listeners share a
+        port (an address of every interface conflicts with any other address on that port)."""
+        named = [(self._value(section, number, "name"), (section, number, "name"))
+                 for section in ("listeners", "watch") for number, _ in self._items(section)]
+        named = [(name, location) for name, location in named if name is not None]
+        for position, (name, location) in enumerate(named):
+            first = next(loc for other, loc in named[:position + 1] if other == name)
+            if first != location:
+                self._problem(location, f"the name {name!r} is already used by {_where(first)}; "
+                                        "listeners and watched folders need names of their own")
+        bound = []
+        for number, item in self._items("listeners"):
+            port = self._value("listeners", number, "port", kind=(int, float))
+            bind = self._value("listeners", number, "bind") if "bind" in item else Listener.bind
+            if port is None or bind is None:
+                continue
+            for index, other_port, other_bind, other_name in bound:
+                if other_port == port and (other_bind == bind or other_bind in _EVERY_INTERFACE
+                                           or bind in _EVERY_INTERFACE):
+                    self._problem(("listeners", number, "port"), f"port {int(port)} on {bind} is already used by "
+                                                                 f"listeners[{index}] ({other_name}, on {other_bind})")
+                    break
+            bound.append((number, port, bind, item.get("name")))
+
+    def _naming(self) -> None:
+        for name, item in (self._value("destinations", kind=dict) or {}).items():
+            if not isinstance(item, dict) or self._value("destinations", name, "type") != "folder":
+                continue
+            naming = self._value("destinations", name, "naming")
+            for problem in check_naming(naming) if naming is not None else ():
+                self._problem(("destinations", name, "naming"), problem)
+
+    def _secrets(self) -> None:
+        data = self._value("secrets", kind=dict)
+        if data is None:
+            return
+        if "hash_key_env" in data and "hash_key_file" in data:
+            self._problem(("secrets",), "hash_key_env and hash_key_file both name the hash key; keep one",
+                          line_of=("secrets", "hash_key_file"))
+            return
+        if not self.secrets or not any(self._value("secrets", key) for key in ("hash_key_env", "hash_key_file")):
+            return
+        _key, key, problem = _hash_key(data, self.base)
+        if problem is not None:
+            self._problem(("secrets", key), problem)
+
+    def _log(self) -> None:
+        log_file = self._value("log", "file")
+        folder = os.path.dirname(_resolve(self.base, log_file)) if log_file else None
+        if folder and not os.path.isdir(folder):
+            self._problem(("log", "file"), f"the folder {folder} does not exist")
 
 
 def naming_fields(template: str) -> list[str]:

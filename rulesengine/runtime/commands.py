@@ -18,7 +18,7 @@ from ..config import ConfigError, load_config, schema_text
 from ..diagnostics import Diagnostic, Span, error
 from ..document import Document, DocumentReadError
 from ..lang.api import check_file
-from .destinations import ItemError, LinkError, check_naming, sender_for
+from .destinations import ItemError, LinkError, sender_for
 from .journal import DEAD, DELIVERED, DELIVERY_STATES, Delivery
 from .listener import AssociationFileError, read_association_file
 from .logs import setup_logging
@@ -71,28 +71,25 @@ def cmd_run(args) -> int:
 
 
 def config_findings(path: str) -> list[Diagnostic]:
-    """The configuration and its rules, checked together."""
+    """The configuration and its rules, checked together; every problem of the
+    configuration at once (the rules only once it can be read)."""
     try:
         config = load_config(path, secrets=False)
     except ConfigError as exc:
         return [_config_finding(path, problem) for problem in exc.problems]
-    findings = check_file(config.rules, config.destination_infos()) if os.path.isfile(config.rules) else [
-        error("config", f"{path}: rules: no such file {config.rules}")]
-    for name, destination in config.destinations.items():
-        if destination.type == "folder":
-            findings += [error("config", f"{path}: destinations.{name}.naming: {p}") for p in
-                         check_naming(destination.naming)]
-    for listener in config.listeners:
+    problems = [] if os.path.isfile(config.rules) else [f"{config.at('rules')}: no such file {config.rules}"]
+    for number, listener in enumerate(config.listeners):
         if listener.association_file:
             try:
                 read_association_file(listener.association_file)
             except AssociationFileError as exc:
-                findings.append(error("config", f"listeners {listener.name}: {exc}"))
-        for tls in [listener.tls] if listener.tls else []:
-            findings += _missing_files(path, f"listeners {listener.name}.tls", tls)
+                problems.append(f"{config.at('listeners', number, 'association_file')}: {exc}")
+        problems += _missing_files(config, ("listeners", number, "tls"), listener.tls)
     for name, destination in config.destinations.items():
-        if getattr(destination, "tls", None):
-            findings += _missing_files(path, f"destinations.{name}.tls", destination.tls)
+        problems += _missing_files(config, ("destinations", name, "tls"), getattr(destination, "tls", None))
+    findings = [_config_finding(path, problem) for problem in problems]
+    if os.path.isfile(config.rules):
+        findings += check_file(config.rules, config.destination_infos())
     return findings
 
 
@@ -106,9 +103,12 @@ def _config_finding(path: str, problem: str) -> Diagnostic:
     return error("config", problem[len(path) + 1 + place.end():], span)
 
 
-def _missing_files(path: str, where: str, tls) -> list[Diagnostic]:
-    return [error("config", f"{path}: {where}: no such file {f}")
-            for f in (tls.certificate, tls.private_key, tls.ca_certificates) if f and not os.path.isfile(f)]
+def _missing_files(config, location: tuple, tls) -> list[str]:
+    if tls is None:
+        return []
+    keys = {"certificate": tls.certificate, "private_key": tls.private_key, "ca_certificates": tls.ca_certificates}
+    return [f"{config.at(*location, key)}: no such file {file}" for key, file in keys.items()
+            if file and not os.path.isfile(file)]
 
 
 def cmd_check_config(args) -> int:
