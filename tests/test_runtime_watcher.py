@@ -27,7 +27,7 @@ from rulesengine.config import load_config
 from rulesengine.runtime.pipeline import Pipeline
 from rulesengine.runtime.rules import RulesHolder
 from rulesengine.runtime.storage import Storage
-from rulesengine.runtime.watcher import FolderWatcher
+from rulesengine.runtime.watcher import RESCAN_SECONDS, FolderWatcher
 
 SETTLE = 1.0
 
@@ -273,6 +273,20 @@ def test_a_folder_copied_in_file_by_file_is_taken_whole(watched):
         assert (watched.inbox / "done" / "copy" / path).read_bytes() == (source / path).read_bytes()
     assert list(watched.failed()) == ["copy/DICOMDIR"]
     assert sorted(p.name for p in watched.inbox.iterdir()) == ["done", "failed"]
+
+
+def test_a_file_whose_notification_was_lost_is_found_when_the_folder_is_listed_again(watched):
+    """The kernel drops events when its queue overflows, and a network file system written by
+    another machine sends none: here the notifications stop altogether."""
+    watched.watcher._observer.stop()
+    watched.watcher._observer.join()
+    watched.drop("unnoticed.dcm", (SAMPLES / "ct_head.dcm").read_bytes())
+    watched.take()
+    assert watched.watcher.waiting() == [] and watched.done() == []
+    watched.clock.now += RESCAN_SECONDS
+    watched.take()
+    assert watched.done() == ["unnoticed.dcm"]
+    assert watched.attempts["unnoticed.dcm"] == 1
 
 
 def test_done_failed_and_hidden_files_are_never_taken(watched):

@@ -17,9 +17,11 @@ import time
 
 from .destinations import ItemError, LinkError, sender_for
 from .journal import DEAD, Journal
+from .logs import Repeats, origin
 from .storage import Storage
 
 log = logging.getLogger("rulesengine.delivery")
+_errors = Repeats()  # a fault met again and again logs its traceback once a minute, not each time
 
 IDLE_WAIT = 1.0  # seconds a worker sleeps when nothing is due (a notification wakes it sooner)
 ERROR_WAIT = 5.0  # seconds a worker waits after an unexpected error before it tries again
@@ -44,9 +46,9 @@ class DestinationWorker(threading.Thread):
             while not self.stopping.is_set():
                 try:
                     self._claim_and_send()
-                except Exception:  # noqa: BLE001 - a destination must not stop delivering for good
-                    log.exception("delivery worker for %s: unexpected error; trying again in %.0f s",
-                                  self.destination.name, ERROR_WAIT)
+                except Exception as exc:  # noqa: BLE001 - a destination must not stop delivering for good
+                    _errors.log(log, logging.ERROR, origin(exc), "delivery worker for %s: unexpected error; "
+                                "trying again every %.0f s", self.destination.name, ERROR_WAIT, exc_info=exc)
                     self.sender.close()
                     self.stopping.wait(ERROR_WAIT)
         finally:
@@ -80,8 +82,8 @@ class DestinationWorker(threading.Thread):
             self._unreachable(batch[0], time.time(), str(exc))
             return
         except Exception as exc:  # noqa: BLE001 - e.g. an instance whose SOP class cannot be offered
-            log.exception("delivery %s of %s to %s: unexpected error opening the association", batch[0].id,
-                          batch[0].sop_instance_uid, self.destination.name)
+            _errors.internal_error(log, "delivery %s of %s to %s: unexpected error opening the association: %s",
+                                   batch[0].id, batch[0].sop_instance_uid, self.destination.name, exc, exc=exc)
             self.sender.close()
             self._refused(batch[0], time.time(), f"unexpected error: {exc}")
             return  # the rest goes back to the queue
@@ -99,8 +101,8 @@ class DestinationWorker(threading.Thread):
                 self._refused(item, started, str(exc))
                 continue
             except Exception as exc:  # noqa: BLE001 - a fault with one instance must not stop its destination
-                log.exception("delivery %s of %s to %s: unexpected error", item.id, item.sop_instance_uid,
-                              self.destination.name)
+                _errors.internal_error(log, "delivery %s of %s to %s: unexpected error: %s", item.id,
+                                       item.sop_instance_uid, self.destination.name, exc, exc=exc)
                 self.sender.close()  # the association's state is unknown: the next claim opens a new one
                 self._refused(item, started, f"unexpected error: {exc}")
                 return

@@ -37,13 +37,22 @@ def setup_logging(level: str, verbose: int = 0, log_file: str | None = None) -> 
     if verbose:
         logging.getLogger("rulesengine").setLevel(logging.DEBUG)
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
-    # watchdog's debug lines are about its own threads, and one per file event: never wanted here
+    # watchdog's debug lines are about its own threads, and one per file event: never wanted here;
+    # nor its complaint, at ERROR, that a watch stopped while its thread was reading
     logging.getLogger("watchdog").setLevel(logging.WARNING)
+    inotify = logging.getLogger("watchdog.observers.inotify")
+    if not any(isinstance(f, _WatchStopped) for f in inotify.filters):
+        inotify.addFilter(_WatchStopped())
     # pydicom warns (through logging and through warnings, so twice) about every odd value of
     # every bad file it reads; the router says in one line what became of the file instead.
     logging.captureWarnings(True)
     logging.getLogger("py.warnings").setLevel(logging.DEBUG if verbose else logging.ERROR)
     logging.getLogger("pydicom").setLevel(logging.DEBUG if verbose else logging.ERROR)
+
+
+class _WatchStopped(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "called when the thread is inactive" not in record.getMessage()
 
 
 # pynetdicom's ERROR lines for an outgoing association that fails: the router logs the
@@ -61,18 +70,32 @@ _REPEATED_BY_THE_ROUTER = (
 
 
 class PeerLibraryNoise(logging.Filter):
-    """On the log's handlers: pynetdicom's lines that repeat the router's own line are left
-    out; a traceback pynetdicom logs for a failure in its own code is cut to its message
-    (one that runs through the router's code, a handler's bug, is kept)."""
+    """On the log's handlers, for pynetdicom's records: a line that repeats the router's own
+    is left out; a traceback of a failure in pynetdicom's own code (a peer's malformed PDU)
+    is cut to its message (one that runs through the router's code, a handler's bug, is
+    kept); and a line met again within REPEAT_SECONDS (a peer in a loop) is held back."""
+
+    def __init__(self, repeats: "Repeats | None" = None):
+        super().__init__()
+        self.repeats = repeats or Repeats()
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith("pynetdicom"):
             return True
-        if record.getMessage().startswith(_REPEATED_BY_THE_ROUTER):
+        message = record.getMessage()
+        if message.startswith(_REPEATED_BY_THE_ROUTER):
             return False
         if record.exc_info and not _through_router_code(record.exc_info[2]):
-            record.exc_info = None
-            record.exc_text = None
+            exc = record.exc_info[1]
+            if exc is not None and (not message.strip() or message == str(exc)):  # LOGGER.exception(exc)
+                message = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            record.msg, record.args, record.exc_info, record.exc_text = message, (), None, None
+        held = self.repeats.due((record.name, message))
+        if held is None:
+            return False
+        if held:
+            record.msg, record.args = f"{message} (and {held} more time{'s' if held > 1 else ''} " \
+                                      f"in the last {self.repeats.interval:.0f} s)", ()
         return True
 
 

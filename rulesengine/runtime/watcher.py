@@ -48,6 +48,9 @@ log = logging.getLogger("rulesengine.watch")
 
 POLL_SECONDS = 0.2  # how often files waiting to settle are looked at
 FULL_WAIT_SECONDS = 10.0  # a file the spool has no room for is tried again after this
+# The folder is listed again this often: file notifications can be lost (the kernel's queue
+# overflows) or never come (a network file system written by other machines).
+RESCAN_SECONDS = 60.0
 
 # The events that say a file's content may have changed. Opening a file and closing it
 # without writing (every read, the router's own among them) and changes of attributes
@@ -93,6 +96,7 @@ class FolderWatcher:
         self._subfolders: dict[str, ObservedWatch | None] = {}  # folder directly in the watched one -> its watch
         self._thread: threading.Thread | None = None
         self._repeats = Repeats()
+        self._next_scan = clock() + RESCAN_SECONDS
 
     # ---- noticing files ----
 
@@ -126,7 +130,8 @@ class FolderWatcher:
             self._thread.join()
 
     def scan(self, folder: str) -> None:
-        """Every file under `folder` (a folder moved in, or the watched folder at start)."""
+        """Every file under `folder`: a folder moved in, the watched folder at start and
+        every RESCAN_SECONDS."""
         folder = os.path.abspath(folder)
         if folder != self.root and not self._is_input(folder):
             return
@@ -136,7 +141,7 @@ class FolderWatcher:
                 for name in folders:
                     self._watch_subfolder(os.path.join(parent, name))
             for name in sorted(files):
-                self.seen(os.path.join(parent, name))
+                self.seen(os.path.join(parent, name), listed=True)
 
     def folder_added(self, path: str) -> None:
         """A folder was created or moved in: watch it (if it is directly in the watched
@@ -177,13 +182,15 @@ class FolderWatcher:
         with contextlib.suppress(KeyError):
             self._observer.unschedule(watch)
 
-    def seen(self, path: str) -> None:
-        """A file may have appeared or changed: look at it until it settles."""
+    def seen(self, path: str, listed: bool = False) -> None:
+        """A file may have appeared or changed: look at it until it settles. `listed`: found
+        by listing the folder, which says nothing about a file already waiting."""
         path = os.path.abspath(path)
         if not self._is_input(path) or not fnmatch.fnmatch(os.path.basename(path), self.config.pattern):
             return
         with self._lock:
-            self._candidates[path] = (-1, -1, self.clock())
+            if not (listed and path in self._candidates):
+                self._candidates[path] = (-1, -1, self.clock())
 
     def waiting(self) -> list[str]:
         """The files waiting to settle, as paths relative to the watched folder."""
@@ -206,6 +213,9 @@ class FolderWatcher:
 
     def poll(self) -> int:
         """One look at the waiting files: each that has settled is taken. Returns how many were."""
+        if self.clock() >= self._next_scan:
+            self._next_scan = self.clock() + RESCAN_SECONDS
+            self.scan(self.root)
         taken = 0
         for path in self._settled():
             if self._stopping.is_set():
