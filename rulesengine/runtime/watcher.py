@@ -158,6 +158,8 @@ class FolderWatcher:
             self._unschedule(watch)
 
     def _watch_subfolder(self, path: str) -> None:
+        if os.path.islink(path):
+            return  # not followed when listing either: what it points to is not the watched folder's
         # The observer holds its own lock while it hands us events: it is never asked for
         # while we hold ours, or the two threads could wait for each other.
         with self._lock:
@@ -169,7 +171,8 @@ class FolderWatcher:
         except OSError as exc:  # gone meanwhile, or no inotify watch left: it was scanned once
             with self._lock:
                 self._subfolders.pop(path, None)
-            log.warning("watched folder %s: cannot watch %s: %s", self.config.name, path, exc.strerror or exc)
+            self._repeats.log(log, logging.WARNING, ("watch", path), "watched folder %s: cannot watch %s (%s); "
+                              "it is listed once a minute instead", self.config.name, path, exc.strerror or exc)
             return
         with self._lock:
             wanted = path in self._subfolders

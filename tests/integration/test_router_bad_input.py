@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import pydicom
+import pytest
 from bad_instances import bad_meta_group_length, bit_flipped, bundled, cd_tree, deeply_nested, garbage, truncated
 from peers import free_port, storescu, wait_until
 from pydicom.uid import generate_uid
@@ -59,6 +60,7 @@ def flipped_batch() -> dict[str, bytes]:
             for seed in range(3) for name in sources}
 
 
+@pytest.mark.filterwarnings("ignore:Expected explicit VR:UserWarning")  # reading what the flipped files became
 def test_bad_files_in_a_watched_folder_fail_once_each_with_a_line_and_no_traceback(router_factory, tmp_path):
     down = free_port()  # a DICOM destination nobody listens on
     config = f"""
