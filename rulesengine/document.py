@@ -14,6 +14,8 @@ import copy
 import os
 import shutil
 import struct
+import warnings
+import zlib
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Iterator, NamedTuple
@@ -23,7 +25,7 @@ from pydicom import charset as dicom_charset
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.filebase import DicomFileLike
 from pydicom.filereader import _at_pixel_data, read_partial
 from pydicom.filewriter import write_data_element, write_file_meta_info
@@ -43,6 +45,13 @@ class PathError(Exception):
 
 class DocumentReadError(Exception):
     """A file that is not a DICOM instance pydicom can read."""
+
+
+# What pydicom raises on a malformed file (beyond InvalidDicomError): a bad length or VR,
+# a cut-off file, a broken deflate stream, a value of the wrong size.
+_MALFORMED = (OSError, ValueError, EOFError, TypeError, KeyError, IndexError, OverflowError, NotImplementedError,
+              struct.error, zlib.error, BytesLengthException)
+TOO_DEEP = "sequences nested too deeply"
 
 
 @dataclass(frozen=True)
@@ -218,7 +227,9 @@ class Document:
             ds = pydicom.dcmread(path, **dcmread_options)
         except InvalidDicomError:
             ds = _read_without_preamble(path, dcmread_options)
-        except (OSError, ValueError, EOFError, TypeError, KeyError, NotImplementedError) as exc:
+        except RecursionError:
+            raise DocumentReadError(f"{path}: cannot read: {TOO_DEEP}") from None
+        except _MALFORMED as exc:
             raise DocumentReadError(f"{path}: cannot read: {exc}") from None
         _check_complete(ds, path)
         if arrival is None:
@@ -237,7 +248,9 @@ class Document:
                 size = os.fstat(fp.fileno()).st_size
         except InvalidDicomError:
             raise DocumentReadError(f"{path}: not a DICOM file (no DICM header)") from None
-        except (OSError, ValueError, EOFError, TypeError, KeyError, NotImplementedError) as exc:
+        except RecursionError:
+            raise DocumentReadError(f"{path}: cannot read: {TOO_DEEP}") from None
+        except _MALFORMED as exc:
             raise DocumentReadError(f"{path}: cannot read: {exc}") from None
         if not ds._dict:
             raise DocumentReadError(f"{path}: no data elements")

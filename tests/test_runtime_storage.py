@@ -369,9 +369,10 @@ def test_an_unknown_keyword_renders_as_unknown():
     assert render_name("{NotAKeyword}.dcm", dataset()) == "UNKNOWN.dcm"
 
 
-def test_long_values_are_cut():
+def test_long_values_are_cut_with_a_mark_of_what_was_cut():
     rendered = render_name("{ImageComments}.dcm", dataset(ImageComments="A" * 500))
-    assert rendered == "A" * 100 + ".dcm"
+    assert rendered.startswith("A" * 91 + "~") and rendered.endswith(".dcm")
+    assert len(rendered) == 100 + len(".dcm")
 
 
 def test_a_long_non_ascii_value_gives_a_name_the_file_system_accepts(tmp_path):

@@ -19,9 +19,11 @@ import time
 
 from .destinations import ItemError, LinkError, sender_for
 from .journal import DEAD, Journal
+from .logs import Repeats, origin
 from .storage import Storage
 
 log = logging.getLogger("rulesengine.delivery")
+_errors = Repeats()  # a fault met again and again logs its traceback once a minute, not each time
 
 # The last error of a delivery (`dicom-rules queue`) starts with which kind of failure it was.
 UNREACHABLE = "destination unreachable"
@@ -53,9 +55,9 @@ class DestinationWorker(threading.Thread):
             while not self.stopping.is_set():
                 try:
                     self._claim_and_send()
-                except Exception:  # noqa: BLE001 - a destination must not stop delivering for good
-                    log.exception("delivery worker for %s: unexpected error; trying again in %.0f s",
-                                  self.destination.name, ERROR_WAIT)
+                except Exception as exc:  # noqa: BLE001 - a destination must not stop delivering for good
+                    _errors.log(log, logging.ERROR, origin(exc), "delivery worker for %s: unexpected error; "
+                                "trying again every %.0f s", self.destination.name, ERROR_WAIT, exc_info=exc)
                     self.sender.close()
                     self.stopping.wait(ERROR_WAIT)
         finally:
@@ -98,8 +100,8 @@ class DestinationWorker(threading.Thread):
                 self._refused(item, started, INSTANCE_FAILED, str(exc))
                 continue
             except Exception as exc:  # noqa: BLE001 - a fault with one instance must not stop its destination
-                log.exception("delivery %s of %s to %s: unexpected error", item.id, item.sop_instance_uid,
-                              self.destination.name)
+                _errors.internal_error(log, "delivery %s of %s to %s: unexpected error: %s", item.id,
+                                       item.sop_instance_uid, self.destination.name, exc, exc=exc)
                 self.sender.close()  # the association's state is unknown: the next claim opens a new one
                 self._refused(item, started, UNEXPECTED, str(exc))
                 return  # the rest goes back to the queue

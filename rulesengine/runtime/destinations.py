@@ -7,11 +7,14 @@ this one instance failed while the destination works (it is retried on its own).
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import logging
 import os
 import re
 import shutil
 import socket
+import string
 import uuid
 import time
 
@@ -276,42 +279,144 @@ class DicomSender:
 
 _ILLEGAL = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
 
-
 MAX_NAME_BYTES = 200  # of one path component (file systems allow 255)
+MAX_VALUE_BYTES = 100  # of one value in a name
+UNKNOWN = "UNKNOWN"  # a missing or empty value
 
 
 def _fit(text: str, limit: int = MAX_NAME_BYTES) -> str:
     """At most `limit` bytes of UTF-8, cut on a character boundary."""
-    data = text.encode("utf-8")
+    data = text.encode("utf-8", "surrogateescape")
     return text if len(data) <= limit else data[:limit].decode("utf-8", "ignore")
 
 
+def _mark(text: str, length: int = 8) -> str:
+    """`~` and the first hex digits of the SHA-256 of `text`: what tells apart two values
+    that had to be changed into the same safe text."""
+    return "~" + hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:length]
+
+
+def _marked(text: str, mark: str, limit: int, extension: str = "") -> str:
+    """`text` cut so that it, `mark` and `extension` fit in `limit` bytes, then the three joined."""
+    room = limit - len(mark.encode()) - len(extension.encode())
+    return (_fit(text, room) or "_") + mark + extension
+
+
 def _safe_value(value) -> str:
+    """A data set value as text that is safe in a file name. A value that had to be changed
+    for that (characters replaced, dots or blanks at its ends removed, cut) keeps a mark of
+    what it was, so that two values never give one name ("." and ".." are not both `_`)."""
     if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
         value = "_".join(str(v) for v in value)
-    text = _ILLEGAL.sub("_", str(value)).strip().strip(".")
-    return _fit(text, 100) or "UNKNOWN"
+    raw = str(value)
+    text = raw.strip()  # padding
+    if not text:
+        return UNKNOWN
+    safe = _ILLEGAL.sub("_", text).strip(" .")
+    if safe == text and len(safe.encode("utf-8", "surrogateescape")) <= MAX_VALUE_BYTES:
+        return safe
+    return _marked(safe, _mark(raw), MAX_VALUE_BYTES)
+
+
+def name_extension(template: str) -> str:
+    """The extension a naming template gives its files (`.dcm` in `{SOPInstanceUID}.dcm`):
+    the literal text after its last field, from its last dot; empty when a value ends the name."""
+    try:
+        pieces = list(string.Formatter().parse(template))
+    except ValueError:
+        return ""
+    tail = pieces[-1][0] if pieces and pieces[-1][1] is None else ""
+    tail = tail.replace("\\", "/").rsplit("/", 1)[-1]
+    dot = tail.rfind(".")
+    return _ILLEGAL.sub("_", tail[dot:]) if dot > 0 or (dot == 0 and len(pieces) > 1) else ""
+
+
+def _split_extension(name: str, extension: str) -> tuple[str, str]:
+    if extension and name.endswith(extension) and len(name) > len(extension):
+        return name[:-len(extension)], extension
+    return name, ""
+
+
+def _fit_part(part: str, extension: str = "") -> str:
+    """One path component, at most MAX_NAME_BYTES: a cut one keeps its extension and a mark
+    of what was cut away."""
+    if len(part.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES:
+        return part
+    stem, extension = _split_extension(part, extension)
+    return _marked(stem, _mark(part), MAX_NAME_BYTES, extension)
 
 
 def render_name(template: str, dataset) -> str:
-    """A relative path from a naming template; values can never escape the folder."""
+    """A relative path from a naming template; values can never escape the folder, and
+    the template's extension survives any cut."""
     values = {}
     for field in naming_fields(template):
         value = dataset.get(field) if lookup_keyword(field) else None
-        values[field] = _safe_value(value) if value not in (None, "") else "UNKNOWN"
+        values[field] = _safe_value(value) if value not in (None, "") else UNKNOWN
     try:
         rendered = template.format(**values)
     except (IndexError, KeyError, ValueError) as exc:
         raise ItemError(f"the naming template {template!r} cannot be used: {exc}") from None
-    parts = [p for p in rendered.replace("\\", "/").split("/") if p not in ("", ".", "..")]
-    return os.path.join(*[_fit(_ILLEGAL.sub("_", p).lstrip(".")) or "_" for p in parts]) if parts else "UNKNOWN.dcm"
+    parts = [_ILLEGAL.sub("_", p).lstrip(".") or "_"
+             for p in rendered.replace("\\", "/").split("/") if p not in ("", ".", "..")]
+    if not parts:
+        return UNKNOWN + ".dcm"
+    extension = name_extension(template)
+    return os.path.join(*[_fit_part(p) for p in parts[:-1]], _fit_part(parts[-1], extension))
+
+
+def with_mark(relative: str, mark: str, extension: str) -> str:
+    """The same name with `mark` before its extension, cut to fit."""
+    folder, name = os.path.split(relative)
+    stem, extension = _split_extension(name, extension)
+    return os.path.join(folder, _marked(stem, mark, MAX_NAME_BYTES, extension))
+
+
+def instance_uid_of(path: str) -> str | None:
+    """The SOP Instance UID of a file already in a destination folder (None: not an instance)."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+    except Exception:  # noqa: BLE001 - whatever is there, it is not a readable instance
+        return None
+    meta = getattr(ds, "file_meta", None)
+    uid = ds.get("SOPInstanceUID") or (meta.get("MediaStorageSOPInstanceUID") if meta is not None else None)
+    return str(uid) if uid else None
+
+
+# A file system without hard links: the name is checked, then the file renamed over it.
+_NO_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EXDEV})
+
+
+def _place(temp: str, target: str) -> bool:
+    """Give `temp` the name `target` if no file has it (False if one took it meanwhile)."""
+    try:
+        os.link(temp, target)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_LINKS:
+            raise
+        if os.path.lexists(target):
+            return False
+        os.replace(temp, target)
+        return True
+    os.unlink(temp)
+    return True
 
 
 class FolderSender:
-    """Writes each instance as a file: a temporary name first, then a rename."""
+    """Writes each instance as a file: a temporary name first, then a rename.
+
+    Distinct instances never share a file: when the name the template gives is taken by
+    a file of another SOP Instance UID (or by anything else), the instance gets that name
+    with `~` and hex digits of the SHA-256 of its UID before the extension. The same
+    instance delivered again finds its own file under one of those names and replaces it."""
+
+    MARK_LENGTHS = (8, 16, 64)  # hex digits of the UID's hash tried in turn
 
     def __init__(self, destination: FolderDestination):
         self.destination = destination
+        self.extension = name_extension(destination.naming)
 
     def open(self, items) -> None:
         try:
@@ -327,13 +432,13 @@ class FolderSender:
         try:
             header = pydicom.dcmread(item.path, stop_before_pixels=True)
             relative = render_name(self.destination.naming, header)
-            target = os.path.join(self.destination.path, relative)
-            folder = os.path.dirname(target)
+            uid = str(header.get("SOPInstanceUID") or item.sop_instance_uid or "") or None
+            folder = os.path.dirname(os.path.join(self.destination.path, relative))
             os.makedirs(folder, exist_ok=True)
             temp = os.path.join(folder, f".{uuid.uuid4().hex[:12]}.tmp")
             shutil.copyfile(item.path, temp)
             fsync_file(temp)
-            os.replace(temp, target)
+            target = self._put(temp, relative, uid)
             temp = None
             fsync_dir(folder)
         except OSError as exc:
@@ -342,6 +447,23 @@ class FolderSender:
             if temp is not None:
                 _remove(temp)
         return target
+
+    def _put(self, temp: str, relative: str, uid: str | None) -> str:
+        """Rename `temp` to the instance's own name (see the class); returns the path."""
+        marks = [_mark(uid, length) for length in self.MARK_LENGTHS] if uid else []
+        for mark in (None, *marks):
+            target = os.path.join(self.destination.path,
+                                  relative if mark is None else with_mark(relative, mark, self.extension))
+            if not os.path.lexists(target):
+                if _place(temp, target):
+                    return target
+            if uid and os.path.isfile(target) and instance_uid_of(target) == uid:
+                os.replace(temp, target)  # this instance, delivered again
+                return target
+        while True:  # no UID, or every name taken by others: a name of its own
+            target = os.path.join(self.destination.path, with_mark(relative, "~" + uuid.uuid4().hex, self.extension))
+            if _place(temp, target):
+                return target
 
 
 def sender_for(destination) -> DicomSender | FolderSender:

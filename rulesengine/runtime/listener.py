@@ -24,9 +24,11 @@ from pynetdicom.sop_class import Verification
 from ..config import Listener, TLS
 from ..document import Arrival, DocumentReadError
 from .destinations import set_nodelay
+from .logs import Repeats
 from .pipeline import Pipeline
 
 log = logging.getLogger("rulesengine.listener")
+_refusals = Repeats()  # a sender that retries a refused association in a loop is told of once a minute
 
 STATUS_NOT_AUTHORIZED = 0x0124  # "Refused: Not Authorized": a rule rejected the instance
 STATUS_OUT_OF_RESOURCES = 0xA700  # sync mode: a destination did not take it
@@ -137,16 +139,18 @@ class DicomListener:
             return
         calling = (assoc.requestor.primitive.calling_ae_title or "").strip()
         if not self._allowed(calling):
-            log.warning("listener %s: association from %s (%s) rejected: calling AE title not allowed",
-                        self.config.name, calling, assoc.requestor.address)
+            _refusals.log(log, logging.WARNING, (self.config.name, calling, assoc.requestor.address, "calling"),
+                          "listener %s: association from %s (%s) rejected: calling AE title not allowed",
+                          self.config.name, calling, assoc.requestor.address)
             assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected permanent; calling AE title not recognised
             evt.trigger(assoc, evt.EVT_REJECTED, {})
             assoc.kill()
             return
         called = (assoc.requestor.primitive.called_ae_title or "").strip()
         if self.config.require_called_aet and called != self.config.ae_title.strip():
-            log.warning("listener %s: association from %s (%s) rejected: called AE title %r is not %s",
-                        self.config.name, calling, assoc.requestor.address, called, self.config.ae_title)
+            _refusals.log(log, logging.WARNING, (self.config.name, calling, assoc.requestor.address, called),
+                          "listener %s: association from %s (%s) rejected: called AE title %r is not %s",
+                          self.config.name, calling, assoc.requestor.address, called, self.config.ae_title)
 
     def _arrival(self, event) -> Arrival:
         assoc = event.assoc

@@ -29,6 +29,8 @@ from .storage import Storage, fsync_file, move_durably
 
 log = logging.getLogger("rulesengine.router")
 
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR's SOP class
+
 
 @dataclass
 class Result:
@@ -101,6 +103,8 @@ class Pipeline:
     def decide(self, path: str, arrival: Arrival) -> tuple[Document, Decision, RuleSet]:
         """Read the header and run the current rules. Raises DocumentReadError."""
         document = Document.read_header(path, arrival)
+        if document.get("FileMeta.MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
+            raise DocumentReadError(f"{path}: a DICOMDIR is the index of a medium, not an instance to route")
         ruleset = self.rules.current
         return document, ruleset.evaluate(document), ruleset
 

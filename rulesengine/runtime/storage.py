@@ -148,8 +148,12 @@ class Storage:
     def copy_in(self, source: str) -> str:
         """Copy a file (from a watched folder) into the spool's temporary folder, durably."""
         target = self.temp_path()
-        shutil.copyfile(source, target)
-        fsync_file(target)
+        try:
+            shutil.copyfile(source, target)
+            fsync_file(target)
+        except BaseException:
+            self.remove(target)  # a copy cut short (a full disk, an unreadable source) is no use
+            raise
         return target
 
     def output_path(self, instance_id: int, destination: str) -> str:

@@ -23,7 +23,7 @@ from ..diagnostics import RulesError
 from ..lang.api import analyse
 from ..lang.compiler import compile_program
 from .delivery import DeliveryManager
-from .logs import setup_logging
+from .logs import Repeats, origin, setup_logging
 from .pipeline import Pipeline
 from .rules import RulesHolder
 from .storage import Storage
@@ -200,6 +200,7 @@ class WorkerProcess:
         self._started = threading.Event()
         self._start_error: BaseException | None = None
         self._stop_timeout = 120.0
+        self._spawn_errors = Repeats()
 
     def start(self, rules: RulesHolder | None = None) -> None:
         """`rules`: the main process's rules; each worker starts with its configuration and
@@ -299,8 +300,9 @@ class WorkerProcess:
                 break
             try:
                 self._spawn()
-            except Exception:  # the monitor must go on
-                log.exception("cannot start a worker process; trying again")
+            except Exception as exc:  # the monitor must go on
+                self._spawn_errors.log(log, logging.ERROR, origin(exc), "cannot start a worker process; trying again",
+                                       exc_info=exc)
         self._finish()
 
     def _finish(self) -> None:
