@@ -168,17 +168,18 @@ def endswith(a, b) -> bool:
     return isinstance(a, str) and a.endswith(text(b))
 
 
-def matches(a, pattern: re.Pattern) -> bool:
+def matches(a, pattern) -> bool:
+    """The pattern (a regex.Regex, matched by RE2) is found in the text, or in one of several values."""
     if a.__class__ is str:  # the common case, first
-        return pattern.search(a) is not None
+        return pattern.found(a)
     if a is None:
         return False
     if isinstance(a, (tuple, list)):
-        return any(pattern.search(text(v)) is not None for v in a)
-    return pattern.search(text(a)) is not None
+        return any(pattern.found(text(v)) for v in a)
+    return pattern.found(text(a))
 
 
-def not_matches(a, pattern: re.Pattern) -> bool:
+def not_matches(a, pattern) -> bool:
     return a is not None and not matches(a, pattern)
 
 
