@@ -211,10 +211,12 @@ class ReferenceInterpreter:
             value = self._value(action.message, document, scope)
             run.log.append(value if isinstance(value, str) else display(value))
         elif isinstance(action, n.IfAction):
-            if self._test(action.condition, document, scope):
-                return self._run_actions(action.body, document, run, scope)
-            if action.orelse is not None:
-                return self._run_actions(action.orelse, document, run, scope)
+            chain, orelse = n.if_chain(action)
+            for arm in chain:
+                if self._test(arm.condition, document, scope):
+                    return self._run_actions(arm.body, document, run, scope)
+            if orelse is not None:
+                return self._run_actions(orelse, document, run, scope)
         elif isinstance(action, n.ForEachAction):
             return self._for_each(action, document, run, scope)
         else:

@@ -264,10 +264,12 @@ class Analysis:
         self.check_value(action.message, scope, allow_many=True)
 
     def _action_IfAction(self, action: n.IfAction, scope: Scope) -> None:
-        self.check_condition(action.condition, scope)
-        self.check_actions(action.body, scope)
-        if action.orelse is not None:
-            self.check_actions(action.orelse, scope)
+        chain, orelse = n.if_chain(action)
+        for arm in chain:
+            self.check_condition(arm.condition, scope)
+            self.check_actions(arm.body, scope)
+        if orelse is not None:
+            self.check_actions(orelse, scope)
 
     def _action_ForEachAction(self, action: n.ForEachAction, scope: Scope) -> None:
         inner = self._bind(action.var, action.var_span, action.source, scope, action, loop=True)

@@ -56,13 +56,18 @@ def _ending_action(rule: n.Rule):
 
 
 def _walk_actions(actions):
-    for action in actions:
+    """Every action, nested ones included, without recursion."""
+    pending = list(reversed(actions))
+    while pending:
+        action = pending.pop()
         yield action
         if isinstance(action, n.IfAction):
-            yield from _walk_actions(action.body)
-            yield from _walk_actions(action.orelse or ())
+            inner = (*action.body, *(action.orelse or ()))
         elif isinstance(action, (n.ForEachAction, n.CopyAction)):
-            yield from _walk_actions(action.body)
+            inner = action.body
+        else:
+            continue
+        pending.extend(reversed(inner))
 
 
 def _path_key(expr) -> tuple | None:

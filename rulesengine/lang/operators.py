@@ -217,6 +217,14 @@ def plus(a, b):
     return ("" if a is None else text(a)) + ("" if b is None else text(b))
 
 
+def plus_all(*values):
+    """a + b + c + ...: + from the left, as written (1 + 2 + "x" is "3x", "x" + 1 + 2 is "x12")."""
+    result = values[0]
+    for value in values[1:]:
+        result = plus(result, value)
+    return result
+
+
 def exists(value) -> bool:
     return value is not None
 
