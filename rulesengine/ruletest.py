@@ -358,6 +358,20 @@ def _json(results: list[TestResult]) -> str:
     ], indent=2, ensure_ascii=False)
 
 
+def why_not_run(suite: Suite) -> str:
+    """Why a test file's tests could not run: the rules it tests do not compile, or it has errors."""
+    test_file = display_path(suite.test_path)
+    errors = suite.errors
+    elsewhere = [d for d in errors if d.span is None or d.span.file != test_file]
+    if not os.path.isfile(suite.rules_path):
+        return f"{display_path(suite.rules_path)} does not exist"
+    if elsewhere:
+        count = len(elsewhere)
+        return f"{display_path(suite.rules_path)} does not compile ({count} error{'s' * (count != 1)} above)"
+    count = len(errors)
+    return f"it has {count} error{'s' * (count != 1)} (above)"
+
+
 def test_files(paths: list[str]) -> list[str]:
     found = []
     for path in rule_files(paths, include_tests=True):
@@ -380,19 +394,20 @@ def cmd_test(args) -> int:
         print("no *_test.rules files found", file=sys.stderr)
         return EXIT_FINDINGS
     results_by_file: dict[str, list[TestResult]] = {}
-    broken = False
+    broken = 0
     coverage: list[str] = []
     for path in files:
         suite = load_suite(path, destinations, no_destination)
         if suite.errors:
             print_diagnostics([d for d in suite.diagnostics if d.is_error], "text", sys.stderr)
-            broken = True
+            print(f"{display_path(path)}: its tests did not run: {why_not_run(suite)}", file=sys.stderr)
+            broken += 1
             if args.format == "text":
                 continue
             # Reports for CI show a broken file as a failing entry, not as silence.
             failures = [Failure(d.span or Span.point(display_path(path), 1, 1), d.message) for d in suite.errors]
             results_by_file[display_path(path)] = [
-                TestResult(display_path(path), "(the test file and the rules it tests)",
+                TestResult(display_path(path), f"(not run: {why_not_run(suite)})",
                            Span.point(display_path(path), 1, 1), failures)]
             continue
         results = run_suite(suite, pattern)
@@ -414,7 +429,8 @@ def cmd_test(args) -> int:
                 for failure in result.failures:
                     print(f"      {failure.span.file}:{failure.span.line}:{failure.span.column}: {failure.message}")
         count = len(all_results)
-        print(f"{count} test{'s' * (count != 1)}, {count - len(failed)} passed, {len(failed)} failed")
+        not_run = f", {broken} test file{'s' * (broken != 1)} not run (see above)" if broken else ""
+        print(f"{count} test{'s' * (count != 1)}, {count - len(failed)} passed, {len(failed)} failed{not_run}")
     if coverage:
         print("\n".join(coverage), file=sys.stderr if args.format != "text" else sys.stdout)
     if pattern is not None and not all_results:

@@ -46,8 +46,9 @@ _RUNTIME = {
     "_NO": NO_OPERAND,
     **{f"_op{index}": fn for index, fn in enumerate(ops.BINARY.values())},
     **{f"_{name}": fn for name, fn in ops.PRESENCE.items()},
-    **{f"_norm_{name}": fn for name, fn in ops.NORMALISERS.items()},
+    **{f"_{kind}{index}": fn for index, ((kind, _op), fn) in enumerate(ops.TEMPORAL.items())},
 }
+_TEMPORAL_NAMES = {key: f"_{key[0]}{index}" for index, key in enumerate(ops.TEMPORAL)}
 _BINARY_NAMES = {op: f"_op{index}" for index, op in enumerate(ops.BINARY)}
 RULE_FIRED = "the rule never fired"
 _ENDING = {n.DropAction: "drop", n.RejectAction: "reject", n.QuarantineAction: "quarantine",
@@ -375,9 +376,8 @@ class CodeGenerator:
         kinds = {left_type.kind, right_type.kind}
         temporal = kinds & {t.DATE, t.TIME, t.DATETIME}
         if temporal and expr.op in ("==", "!=", "<", "<=", ">", ">=") and len(temporal) == 1:
-            normaliser = f"_norm_{temporal.pop()}"
-            left, right = f"{normaliser}({left})", f"{normaliser}({right})"
-        elif not self.traced and left_type.kind in (t.STRING, t.UID) and not left_type.multi \
+            return self._record(expr, _TEMPORAL_NAMES[(temporal.pop(), expr.op)], left, right, expr.op)
+        if not self.traced and left_type.kind in (t.STRING, t.UID) and not left_type.multi \
                 and not left_type.many:
             # Inline the common cases; None == "x" and None in {...} are False: the null rule holds.
             if expr.op == "==" and isinstance(expr.right, n.StringLit):

@@ -10,7 +10,7 @@ membership test on several values.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 _NUMBER = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
 
@@ -133,6 +133,12 @@ def norm_datetime(value: Any) -> str | None:
 NORMALISERS = {"date": norm_date, "time": norm_time, "datetime": norm_datetime}
 
 
+def _temporal(compare: Callable, normalise: Callable) -> Callable:
+    def compare_as_instants(a, b) -> bool:
+        return compare(normalise(a), normalise(b))
+    return compare_as_instants
+
+
 def contains(a, b) -> bool:
     if a.__class__ is str and b.__class__ is str:  # the common case, first
         return b in a
@@ -252,3 +258,7 @@ BINARY = {
     "startswith": startswith, "endswith": endswith,
 }
 PRESENCE = {"exists": exists, "missing": missing, "empty": empty}
+# Comparisons of dates and times: the operands are normalised inside, so that what a trace
+# records (and explain and test failures show) is each value as written, not "120000.000000".
+TEMPORAL = {(kind, op): _temporal(BINARY[op], normalise)
+            for kind, normalise in NORMALISERS.items() for op in ("==", "!=", "<", "<=", ">", ">=")}
