@@ -112,14 +112,14 @@ def cmd_dict(args) -> int:
         print(f"nothing in the dictionary matches {' '.join(args.name)!r}{hint}", file=sys.stderr)
         return EXIT_FINDINGS
     if args.format == "json":
-        print(json.dumps([{"tag": f"({m.tag >> 16:04X},{m.tag & 0xFFFF:04X})", "keyword": m.keyword,
+        print(json.dumps([{"tag": m.tag_text, "keyword": m.keyword,
                            "name": m.name, "vr": m.vr, "vm": m.vm, "retired": m.retired} for m in matches],
                          indent=2))
         return EXIT_OK
     shown = matches[:DICT_LIMIT]
     for m in shown:
         retired = "  (retired)" if m.retired else ""
-        print(f"({m.tag >> 16:04X},{m.tag & 0xFFFF:04X})  {m.keyword:<40} {m.vr:<8} VM {m.vm:<5} {m.name}{retired}")
+        print(f"{m.tag_text}  {m.keyword:<40} {m.vr:<8} VM {m.vm:<5} {m.name}{retired}")
     if len(matches) > len(shown):
         print(f"... and {len(matches) - len(shown)} more; add words to narrow the search", file=sys.stderr)
     return EXIT_OK
