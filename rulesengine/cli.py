@@ -59,14 +59,15 @@ def report_rules_error(exc: RulesError) -> int:
 def cmd_lint(args) -> int:
     from .lang.api import check_file
     destinations = load_destinations(args)
+    folders = load_rules_folders(args)
     findings: list[Diagnostic] = []
     seen: set[tuple] = set()
     for path in rule_files(args.paths, include_tests=True):
         if path.endswith("_test.rules"):
             from .ruletest import check_test_file
-            diagnostics = check_test_file(path, destinations)
+            diagnostics = check_test_file(path, destinations, folders)
         else:
-            diagnostics = check_file(path, destinations)
+            diagnostics = check_file(path, destinations, folders)
         for d in diagnostics:  # an imported file's findings show once
             key = (d.code, d.message, d.span)
             if key not in seen:
@@ -90,6 +91,15 @@ def load_destinations(args):
         from .config import destinations_from_config
         names = {**(names or {}), **destinations_from_config(args.config)}
     return names
+
+
+def load_rules_folders(args) -> tuple[str, ...]:
+    """Folders besides the rule file's own that imports and tables may read: the configuration's
+    rules_folders; none without --config."""
+    if getattr(args, "config", None):
+        from .config import load_config
+        return load_config(args.config, secrets=False).rules_folders
+    return ()
 
 
 def load_no_destination(args) -> str:

@@ -16,8 +16,8 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from .cli import (EXIT_FINDINGS, EXIT_OK, UsageError, load_destinations, load_no_destination, print_diagnostics,
-                  rule_files)
+from .cli import (EXIT_FINDINGS, EXIT_OK, UsageError, load_destinations, load_no_destination, load_rules_folders,
+                  print_diagnostics, rule_files)
 from .diagnostics import Diagnostic, RulesError, Span, error, warning
 from .document import Arrival, Document, DocumentReadError, PathError
 from .explain import operand_values
@@ -135,7 +135,8 @@ def _pieces(tests: list[n.Test]) -> dict[str, tuple[str, object]]:
     return pieces
 
 
-def load_suite(test_path: str, destinations=None, no_destination: str = "quarantine") -> Suite:
+def load_suite(test_path: str, destinations=None, no_destination: str = "quarantine",
+               folders: tuple[str, ...] = ()) -> Suite:
     rules_path = rules_file_for(test_path)
     diagnostics: list[Diagnostic] = []
     tests, text = _read_test_file(test_path, diagnostics)
@@ -144,7 +145,7 @@ def load_suite(test_path: str, destinations=None, no_destination: str = "quarant
         diagnostics.append(error("test-file", f"{display_path(test_path)} tests {display_path(rules_path)}, "
                                  "which does not exist", Span.point(display_path(test_path), 1, 1)))
         return suite
-    suite.program = load_program(rules_path)
+    suite.program = load_program(rules_path, folders=folders)
     suite.analysis = analyse(suite.program, destinations)
     test_dir = os.path.dirname(test_path)
     for test in tests:
@@ -158,9 +159,9 @@ def load_suite(test_path: str, destinations=None, no_destination: str = "quarant
     return suite
 
 
-def check_test_file(path: str, destinations=None) -> list[Diagnostic]:
+def check_test_file(path: str, destinations=None, folders: tuple[str, ...] = ()) -> list[Diagnostic]:
     """Findings for a test file (and the rules it tests), for `lint`."""
-    return sorted(load_suite(path, destinations).diagnostics, key=Diagnostic.sort_key)
+    return sorted(load_suite(path, destinations, folders=folders).diagnostics, key=Diagnostic.sort_key)
 
 
 # ---- running ------------------------------------------------------------------------
@@ -389,6 +390,7 @@ def cmd_test(args) -> int:
         raise UsageError(f"--run: bad regular expression: {exc}") from None
     destinations = load_destinations(args)
     no_destination = load_no_destination(args)
+    folders = load_rules_folders(args)
     files = test_files(args.paths)
     if not files:
         print("no *_test.rules files found", file=sys.stderr)
@@ -397,7 +399,7 @@ def cmd_test(args) -> int:
     broken = 0
     coverage: list[str] = []
     for path in files:
-        suite = load_suite(path, destinations, no_destination)
+        suite = load_suite(path, destinations, no_destination, folders)
         if suite.errors:
             print_diagnostics([d for d in suite.diagnostics if d.is_error], "text", sys.stderr)
             print(f"{display_path(path)}: its tests did not run: {why_not_run(suite)}", file=sys.stderr)

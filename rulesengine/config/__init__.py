@@ -130,6 +130,7 @@ class Config:
     path: str
     storage: str
     rules: str
+    rules_folders: tuple[str, ...] = ()  # besides the rule file's own: where imports and tables may be read
     no_destination: str = "quarantine"
     secrets: Secrets = Secrets()
     development_key: bool = True
@@ -375,6 +376,7 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
                           f"{os.path.dirname(log_file)} does not exist")
     return Config(
         path=path, storage=_resolve(base, data["storage"]), rules=_resolve(base, data["rules"]),
+        rules_folders=tuple(_resolve(base, folder) for folder in data.get("rules_folders") or ()),
         no_destination=str(data.get("no_destination", "quarantine")), secrets=secrets, development_key=development,
         log_level=str(log.get("level", "info")), log_file=log_file,
         listeners=tuple(listeners), watch=tuple(watches), destinations=destinations,

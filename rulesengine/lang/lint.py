@@ -15,7 +15,7 @@ import dataclasses
 from . import nodes as n
 from .checks import Analysis, literal_value
 
-_SPAN_FIELDS = {"span", "name_span", "var_span", "else_span"}
+_SPAN_FIELDS = {"span", "name_span", "var_span", "else_span", "file_span"}
 _ROUTES = (n.RouteAction, n.CopyAction)
 _DECIDES = (n.RouteAction, n.CopyAction, n.DropAction, n.RejectAction, n.QuarantineAction)
 

@@ -329,6 +329,7 @@ class Import:
     span: Span
     file: str
     alias: Name
+    file_span: Span | None = None  # the quoted file name
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +338,7 @@ class Table:
     name: Name
     file: str
     key: str | None
+    file_span: Span | None = None  # the quoted file name
 
 
 @dataclass(frozen=True, slots=True)

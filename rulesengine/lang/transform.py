@@ -86,13 +86,15 @@ class ToNodes(Transformer):
     @v_args(meta=True)
     def import_stmt(self, meta, children):
         file_tok, alias = children
-        return n.Import(self._span(meta), unquote(file_tok, self._tspan(file_tok)), self._name(alias))
+        return n.Import(self._span(meta), unquote(file_tok, self._tspan(file_tok)), self._name(alias),
+                        self._tspan(file_tok))
 
     @v_args(meta=True)
     def table_stmt(self, meta, children):
         name, file_tok, *key_tok = children
         key = unquote(key_tok[0], self._tspan(key_tok[0])) if key_tok else None
-        return n.Table(self._span(meta), self._name(name), unquote(file_tok, self._tspan(file_tok)), key)
+        return n.Table(self._span(meta), self._name(name), unquote(file_tok, self._tspan(file_tok)), key,
+                       self._tspan(file_tok))
 
     @v_args(meta=True)
     def rule(self, meta, children):

@@ -74,8 +74,10 @@ def config_findings(path: str) -> list[Diagnostic]:
         config = load_config(path, secrets=False)
     except ConfigError as exc:
         return [_config_finding(path, problem) for problem in exc.problems]
-    findings = check_file(config.rules, config.destination_infos()) if os.path.isfile(config.rules) else [
-        error("config", f"{path}: rules: no such file {config.rules}")]
+    if os.path.isfile(config.rules):
+        findings = check_file(config.rules, config.destination_infos(), config.rules_folders)
+    else:
+        findings = [error("config", f"{path}: rules: no such file {config.rules}")]
     for name, destination in config.destinations.items():
         if destination.type == "folder":
             findings += [error("config", f"{path}: destinations.{name}.naming: {p}") for p in
