@@ -65,9 +65,9 @@ def cmd_lint(args) -> int:
     for path in rule_files(args.paths, include_tests=True):
         if path.endswith("_test.rules"):
             from .ruletest import check_test_file
-            diagnostics = check_test_file(path, destinations, folders)
+            diagnostics = check_test_file(path, destinations, folders + searched_folders(path, args.paths))
         else:
-            diagnostics = check_file(path, destinations, folders)
+            diagnostics = check_file(path, destinations, folders + searched_folders(path, args.paths))
         for d in diagnostics:  # an imported file's findings show once
             key = (d.code, d.message, d.span)
             if key not in seen:
@@ -100,6 +100,14 @@ def load_rules_folders(args) -> tuple[str, ...]:
         from .config import load_config
         return load_config(args.config, secrets=False).rules_folders
     return ()
+
+
+def searched_folders(path: str, paths: Iterable[str]) -> tuple[str, ...]:
+    """The folders named on the command line that `path` was found in: a library file deep in
+    `lint rules/` may read what its importers in rules/ may."""
+    where = os.path.abspath(path)
+    return tuple(folder for folder in paths if os.path.isdir(folder)
+                 and where.startswith(os.path.abspath(folder).rstrip(os.sep) + os.sep))
 
 
 def load_no_destination(args) -> str:

@@ -17,7 +17,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
 from .cli import (EXIT_FINDINGS, EXIT_OK, UsageError, load_destinations, load_no_destination, load_rules_folders,
-                  print_diagnostics, rule_files)
+                  print_diagnostics, rule_files, searched_folders)
 from .diagnostics import Diagnostic, RulesError, Span, error, warning
 from .document import Arrival, Document, DocumentReadError, PathError
 from .explain import operand_values
@@ -399,7 +399,7 @@ def cmd_test(args) -> int:
     broken = 0
     coverage: list[str] = []
     for path in files:
-        suite = load_suite(path, destinations, no_destination, folders)
+        suite = load_suite(path, destinations, no_destination, folders + searched_folders(path, args.paths))
         if suite.errors:
             print_diagnostics([d for d in suite.diagnostics if d.is_error], "text", sys.stderr)
             print(f"{display_path(path)}: its tests did not run: {why_not_run(suite)}", file=sys.stderr)

@@ -150,3 +150,20 @@ def test_the_router_keeps_its_rules_when_a_reload_would_read_outside(site, caplo
         caplog.clear()
     write(site / "rules" / "main.rules", USES_LIBRARY.format(file="../shared/lib.rules").replace("PACS", "PACS "))
     assert holder.reload() is True and holder.current.version != running
+
+
+def test_lint_and_test_of_a_folder_let_its_files_read_inside_it(site, capsys):
+    # A library in rules/profiles/ reads a table of rules/tables/: fine when the rules folder is linted,
+    # as it is when main.rules imports it; not when the library alone is linted.
+    write(site / "rules" / "tables" / "sites.csv", "aet,site\nCT1,EAST\n")
+    write(site / "rules" / "profiles" / "tag.rules", 'table sites from "../tables/sites.csv"\n\n'
+          'block tag {\n  set DataSet.InstitutionName = lookup(sites.site, Association.CallingAET, "?")\n}\n')
+    write(site / "rules" / "main.rules", USES_LIBRARY.format(file="profiles/tag.rules"))
+    write(site / "rules" / "main_test.rules", 'test "t" {\n  expect route to PACS\n}\n')
+    for name in ("notes.txt", "linked.rules", "linked.csv"):
+        (site / "rules" / name).unlink()
+    status, output = lint(["rules"], capsys)
+    assert status == 0, output
+    status, output = lint(["rules/profiles/tag.rules"], capsys)
+    assert status == 1 and "cannot read table '../tables/sites.csv': it is outside" in output
+    assert main(["test", "rules"]) == 0
