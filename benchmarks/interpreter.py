@@ -18,7 +18,6 @@ Not supported (a NotImplementedError names them): tables, imports and
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,11 +28,11 @@ from rulesengine.lang import types as t
 from rulesengine.lang.checks import destination_infos
 from rulesengine.lang.functions import FUNCTIONS, Secrets, implementations
 from rulesengine.lang.loader import load_program
+from rulesengine.lang.regex import Regex, compile_regex
 from rulesengine.lang.paths import DOCUMENT_ROOTS, Binding, ResolvedPath, resolve
 from rulesengine.lang.ruleset import loop_reason
 from rulesengine.values import display
 
-_REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
 _ORDERING_AND_EQUALITY = ("==", "!=", "<", "<=", ">", ">=")
 _TEMPORAL = {t.DATE, t.TIME, t.DATETIME}
 _ENDINGS = {n.DropAction: "drop", n.RejectAction: "reject", n.QuarantineAction: "quarantine",
@@ -98,7 +97,7 @@ class ReferenceInterpreter:
         self.no_destination = no_destination
         # Keyed by id() of nodes this object keeps alive through self.rules and self.blocks.
         self._paths: dict[int, ResolvedPath] = {}
-        self._regexes: dict[int, re.Pattern] = {}
+        self._regexes: dict[int, Regex] = {}
         self._types: dict[int, t.Type] = {}
 
     @classmethod
@@ -212,10 +211,12 @@ class ReferenceInterpreter:
             value = self._value(action.message, document, scope)
             run.log.append(value if isinstance(value, str) else display(value))
         elif isinstance(action, n.IfAction):
-            if self._test(action.condition, document, scope):
-                return self._run_actions(action.body, document, run, scope)
-            if action.orelse is not None:
-                return self._run_actions(action.orelse, document, run, scope)
+            chain, orelse = n.if_chain(action)
+            for arm in chain:
+                if self._test(arm.condition, document, scope):
+                    return self._run_actions(arm.body, document, run, scope)
+            if orelse is not None:
+                return self._run_actions(orelse, document, run, scope)
         elif isinstance(action, n.ForEachAction):
             return self._for_each(action, document, run, scope)
         else:
@@ -343,13 +344,10 @@ class ReferenceInterpreter:
             return None
         return scope[path.root].value
 
-    def _regex(self, literal: n.RegexLit) -> re.Pattern:
+    def _regex(self, literal: n.RegexLit) -> Regex:
         pattern = self._regexes.get(id(literal))
-        if pattern is None:
-            flags = 0
-            for letter in literal.flags:
-                flags |= _REGEX_FLAGS[letter]
-            pattern = self._regexes[id(literal)] = re.compile(literal.pattern, flags)
+        if pattern is None:  # the same engine as the compiler's: the language's regexes are RE2's
+            pattern = self._regexes[id(literal)] = compile_regex(literal.pattern, literal.flags)
         return pattern
 
     def _type(self, expr, scope) -> t.Type:

@@ -59,14 +59,15 @@ def report_rules_error(exc: RulesError) -> int:
 def cmd_lint(args) -> int:
     from .lang.api import check_file
     destinations = load_destinations(args)
+    folders = load_rules_folders(args)
     findings: list[Diagnostic] = []
     seen: set[tuple] = set()
     for path in rule_files(args.paths, include_tests=True):
         if path.endswith("_test.rules"):
             from .ruletest import check_test_file
-            diagnostics = check_test_file(path, destinations)
+            diagnostics = check_test_file(path, destinations, folders + searched_folders(path, args.paths))
         else:
-            diagnostics = check_file(path, destinations)
+            diagnostics = check_file(path, destinations, folders + searched_folders(path, args.paths))
         for d in diagnostics:  # an imported file's findings show once
             key = (d.code, d.message, d.span)
             if key not in seen:
@@ -92,6 +93,23 @@ def load_destinations(args):
     return names
 
 
+def load_rules_folders(args) -> tuple[str, ...]:
+    """Folders besides the rule file's own that imports and tables may read: the configuration's
+    rules_folders; none without --config."""
+    if getattr(args, "config", None):
+        from .config import load_config
+        return load_config(args.config, secrets=False).rules_folders
+    return ()
+
+
+def searched_folders(path: str, paths: Iterable[str]) -> tuple[str, ...]:
+    """The folders named on the command line that `path` was found in: a library file deep in
+    `lint rules/` may read what its importers in rules/ may."""
+    where = os.path.abspath(path)
+    return tuple(folder for folder in paths if os.path.isdir(folder)
+                 and where.startswith(os.path.abspath(folder).rstrip(os.sep) + os.sep))
+
+
 def load_no_destination(args) -> str:
     """What happens to a document no rule routes: the config file's no_destination, else quarantine."""
     if getattr(args, "config", None):
@@ -112,14 +130,14 @@ def cmd_dict(args) -> int:
         print(f"nothing in the dictionary matches {' '.join(args.name)!r}{hint}", file=sys.stderr)
         return EXIT_FINDINGS
     if args.format == "json":
-        print(json.dumps([{"tag": f"({m.tag >> 16:04X},{m.tag & 0xFFFF:04X})", "keyword": m.keyword,
+        print(json.dumps([{"tag": m.tag_text, "keyword": m.keyword,
                            "name": m.name, "vr": m.vr, "vm": m.vm, "retired": m.retired} for m in matches],
                          indent=2))
         return EXIT_OK
     shown = matches[:DICT_LIMIT]
     for m in shown:
         retired = "  (retired)" if m.retired else ""
-        print(f"({m.tag >> 16:04X},{m.tag & 0xFFFF:04X})  {m.keyword:<40} {m.vr:<8} VM {m.vm:<5} {m.name}{retired}")
+        print(f"{m.tag_text}  {m.keyword:<40} {m.vr:<8} VM {m.vm:<5} {m.name}{retired}")
     if len(matches) > len(shown):
         print(f"... and {len(matches) - len(shown)} more; add words to narrow the search", file=sys.stderr)
     return EXIT_OK

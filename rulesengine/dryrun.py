@@ -9,7 +9,8 @@ import sys
 from dataclasses import dataclass
 from typing import Iterator
 
-from .cli import EXIT_FINDINGS, EXIT_OK, UsageError, load_destinations, load_no_destination, print_diagnostics
+from .cli import (EXIT_FINDINGS, EXIT_OK, UsageError, load_destinations, load_no_destination, load_rules_folders,
+                  print_diagnostics)
 from .document import Arrival, Document, DocumentReadError
 from .explain import explain_lines
 from .lang.api import compile_file
@@ -128,7 +129,8 @@ def write_outputs(out_dir: str, item: Input, decision: Decision) -> list[str]:
 def _compile(rules: str, args) -> RuleSet:
     if not os.path.isfile(rules):
         raise UsageError(f"{rules}: no such rule file")
-    ruleset = compile_file(rules, load_destinations(args), no_destination=load_no_destination(args))
+    ruleset = compile_file(rules, load_destinations(args), no_destination=load_no_destination(args),
+                           folders=load_rules_folders(args))
     warnings = [d for d in ruleset.diagnostics if not d.is_error]
     if warnings and getattr(args, "format", "text") == "text":
         print_diagnostics(warnings, "text", sys.stderr)

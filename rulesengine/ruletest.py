@@ -16,8 +16,8 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
-from .cli import (EXIT_FINDINGS, EXIT_OK, UsageError, load_destinations, load_no_destination, print_diagnostics,
-                  rule_files)
+from .cli import (EXIT_FINDINGS, EXIT_OK, UsageError, load_destinations, load_no_destination, load_rules_folders,
+                  print_diagnostics, rule_files, searched_folders)
 from .diagnostics import Diagnostic, RulesError, Span, error, warning
 from .document import Arrival, Document, DocumentReadError, PathError
 from .explain import operand_values
@@ -135,7 +135,8 @@ def _pieces(tests: list[n.Test]) -> dict[str, tuple[str, object]]:
     return pieces
 
 
-def load_suite(test_path: str, destinations=None, no_destination: str = "quarantine") -> Suite:
+def load_suite(test_path: str, destinations=None, no_destination: str = "quarantine",
+               folders: tuple[str, ...] = ()) -> Suite:
     rules_path = rules_file_for(test_path)
     diagnostics: list[Diagnostic] = []
     tests, text = _read_test_file(test_path, diagnostics)
@@ -144,7 +145,7 @@ def load_suite(test_path: str, destinations=None, no_destination: str = "quarant
         diagnostics.append(error("test-file", f"{display_path(test_path)} tests {display_path(rules_path)}, "
                                  "which does not exist", Span.point(display_path(test_path), 1, 1)))
         return suite
-    suite.program = load_program(rules_path)
+    suite.program = load_program(rules_path, folders=folders)
     suite.analysis = analyse(suite.program, destinations)
     test_dir = os.path.dirname(test_path)
     for test in tests:
@@ -158,9 +159,9 @@ def load_suite(test_path: str, destinations=None, no_destination: str = "quarant
     return suite
 
 
-def check_test_file(path: str, destinations=None) -> list[Diagnostic]:
+def check_test_file(path: str, destinations=None, folders: tuple[str, ...] = ()) -> list[Diagnostic]:
     """Findings for a test file (and the rules it tests), for `lint`."""
-    return sorted(load_suite(path, destinations).diagnostics, key=Diagnostic.sort_key)
+    return sorted(load_suite(path, destinations, folders=folders).diagnostics, key=Diagnostic.sort_key)
 
 
 # ---- running ------------------------------------------------------------------------
@@ -358,6 +359,20 @@ def _json(results: list[TestResult]) -> str:
     ], indent=2, ensure_ascii=False)
 
 
+def why_not_run(suite: Suite) -> str:
+    """Why a test file's tests could not run: the rules it tests do not compile, or it has errors."""
+    test_file = display_path(suite.test_path)
+    errors = suite.errors
+    elsewhere = [d for d in errors if d.span is None or d.span.file != test_file]
+    if not os.path.isfile(suite.rules_path):
+        return f"{display_path(suite.rules_path)} does not exist"
+    if elsewhere:
+        count = len(elsewhere)
+        return f"{display_path(suite.rules_path)} does not compile ({count} error{'s' * (count != 1)} above)"
+    count = len(errors)
+    return f"it has {count} error{'s' * (count != 1)} (above)"
+
+
 def test_files(paths: list[str]) -> list[str]:
     found = []
     for path in rule_files(paths, include_tests=True):
@@ -375,24 +390,26 @@ def cmd_test(args) -> int:
         raise UsageError(f"--run: bad regular expression: {exc}") from None
     destinations = load_destinations(args)
     no_destination = load_no_destination(args)
+    folders = load_rules_folders(args)
     files = test_files(args.paths)
     if not files:
         print("no *_test.rules files found", file=sys.stderr)
         return EXIT_FINDINGS
     results_by_file: dict[str, list[TestResult]] = {}
-    broken = False
+    broken = 0
     coverage: list[str] = []
     for path in files:
-        suite = load_suite(path, destinations, no_destination)
+        suite = load_suite(path, destinations, no_destination, folders + searched_folders(path, args.paths))
         if suite.errors:
             print_diagnostics([d for d in suite.diagnostics if d.is_error], "text", sys.stderr)
-            broken = True
+            print(f"{display_path(path)}: its tests did not run: {why_not_run(suite)}", file=sys.stderr)
+            broken += 1
             if args.format == "text":
                 continue
             # Reports for CI show a broken file as a failing entry, not as silence.
             failures = [Failure(d.span or Span.point(display_path(path), 1, 1), d.message) for d in suite.errors]
             results_by_file[display_path(path)] = [
-                TestResult(display_path(path), "(the test file and the rules it tests)",
+                TestResult(display_path(path), f"(not run: {why_not_run(suite)})",
                            Span.point(display_path(path), 1, 1), failures)]
             continue
         results = run_suite(suite, pattern)
@@ -414,7 +431,8 @@ def cmd_test(args) -> int:
                 for failure in result.failures:
                     print(f"      {failure.span.file}:{failure.span.line}:{failure.span.column}: {failure.message}")
         count = len(all_results)
-        print(f"{count} test{'s' * (count != 1)}, {count - len(failed)} passed, {len(failed)} failed")
+        not_run = f", {broken} test file{'s' * (broken != 1)} not run (see above)" if broken else ""
+        print(f"{count} test{'s' * (count != 1)}, {count - len(failed)} passed, {len(failed)} failed{not_run}")
     if coverage:
         print("\n".join(coverage), file=sys.stderr if args.format != "text" else sys.stdout)
     if pattern is not None and not all_results:

@@ -716,6 +716,24 @@ def test_dict_json(run_in):
                                           "vr": "LO", "vm": "1", "retired": False}]
 
 
+def test_dict_accepts_the_tag_masks_rules_accept(capsys):
+    # `delete DataSet.(60xx,3000)` is valid in a rule; dict finds what it names.
+    from rulesengine.cli import main
+    assert main(["dict", "(60xx,3000)"]) == 0
+    assert re.fullmatch(r"\(60xx,3000\)  OverlayData +OB or OW +VM 1 +Overlay Data\n", capsys.readouterr().out)
+    assert main(["dict", "--format", "json", "60XX,3000"]) == 0
+    assert json.loads(capsys.readouterr().out) == [{"tag": "(60xx,3000)", "keyword": "OverlayData",
+                                                    "name": "Overlay Data", "vr": "OB or OW", "vm": "1",
+                                                    "retired": False}]
+    assert main(["dict", "(0010,00xx)"]) == 0  # a mask over single elements: every one it covers
+    tags = [line.split()[0] for line in capsys.readouterr().out.splitlines()]
+    assert tags[:3] == ["(0010,0010)", "(0010,0020)", "(0010,0021)"]
+    assert all(re.fullmatch(r"\(0010,00[0-9A-F]{2}\)", tag) for tag in tags)
+    assert main(["dict", "OverlayData"]) == 0  # the keyword of a repeating group shows its mask
+    assert capsys.readouterr().out.startswith("(60xx,3000)  OverlayData")
+    assert main(["dict", "(7Exx,3000)"]) == 1
+
+
 def test_dict_unknown_name_exits_1_and_suggests_keywords(run_in):
     result = dicom_rules("dict", "PatientsName")
     assert result.returncode == 1

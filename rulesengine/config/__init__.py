@@ -131,6 +131,7 @@ class Config:
     path: str
     storage: str
     rules: str
+    rules_folders: tuple[str, ...] = ()  # besides the rule file's own: where imports and tables may be read
     no_destination: str = "quarantine"
     secrets: Secrets = Secrets()
     development_key: bool = True
@@ -389,6 +390,7 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
     log = data.get("log") or {}
     return Config(
         path=path, storage=_resolve(base, data["storage"]), rules=_resolve(base, data["rules"]),
+        rules_folders=tuple(_resolve(base, folder) for folder in data.get("rules_folders") or ()),
         no_destination=str(data.get("no_destination", "quarantine")),
         secrets=Secrets(key or DEFAULT_HASH_KEY, str(secrets_data.get("uid_root", "2.25"))),
         development_key=key is None, log_level=str(log.get("level", "info")), log_file=_resolve(base, log.get("file")),

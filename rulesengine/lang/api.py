@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 from ..diagnostics import Diagnostic, RulesError
 from .checks import Analysis
@@ -20,9 +21,10 @@ def analyse(program: Program, destinations=None) -> Analysis:
     return analysis
 
 
-def check_file(path: str | os.PathLike, destinations=None) -> list[Diagnostic]:
-    """Findings for one rule file and what it imports (what `dicom-rules lint` reports)."""
-    program = load_program(os.fspath(path))
+def check_file(path: str | os.PathLike, destinations=None, folders: Sequence[str] = ()) -> list[Diagnostic]:
+    """Findings for one rule file and what it imports (what `dicom-rules lint` reports).
+    Imports and tables are read inside its folder and `folders` only."""
+    program = load_program(os.fspath(path), folders=folders)
     return sorted(analyse(program, destinations).diagnostics, key=Diagnostic.sort_key)
 
 
@@ -36,17 +38,20 @@ def _build(program: Program, destinations, secrets, no_destination) -> RuleSet:
 
 
 def compile_file(path: str | os.PathLike, destinations=None, *, secrets: Secrets | None = None,
-                 no_destination: str = "quarantine") -> RuleSet:
+                 no_destination: str = "quarantine", folders: Sequence[str] = ()) -> RuleSet:
     """Compile a rule file. Raises RulesError (with every finding) when it has errors.
 
     `destinations`: None (not checked), destination names, or a mapping of name to
     DestinationInfo (or a dict with ae_title, host, port) so that routes back to a
-    sender can be recognised.
+    sender can be recognised. Imports and tables are read inside the rule file's
+    folder and `folders` (the configuration's rules_folders) only.
     """
-    return _build(load_program(os.fspath(path)), destinations, secrets, no_destination)
+    return _build(load_program(os.fspath(path), folders=folders), destinations, secrets, no_destination)
 
 
 def compile_source(text: str, destinations=None, *, filename: str = "<rules>", secrets: Secrets | None = None,
-                   no_destination: str = "quarantine") -> RuleSet:
-    """Compile rules given as text; imports and tables resolve against `filename`'s folder."""
-    return _build(load_program(text=text, filename=filename), destinations, secrets, no_destination)
+                   no_destination: str = "quarantine", folders: Sequence[str] = ()) -> RuleSet:
+    """Compile rules given as text; imports and tables resolve against `filename`'s folder,
+    and are read inside it and `folders` only."""
+    return _build(load_program(text=text, filename=filename, folders=folders), destinations, secrets,
+                  no_destination)

@@ -19,10 +19,10 @@ from . import nodes as n
 from . import types as t
 from .functions import FUNCTIONS
 from .loader import Module, Program, TableData
+from .regex import Regex, RegexError, compile_regex, replacement_pieces
 from .paths import ARRIVAL_FIELDS, READ_ONLY_ROOTS, ROOTS, Binding, ResolvedPath, lookup_tag, resolve, tag_text
 from .types import Type
 
-_REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
 _ORDERING = {"<", "<=", ">", ">="}
 _EQUALITY = {"==", "!="}
 _ROUTING = (n.RouteAction, n.CopyAction, n.DropAction, n.RejectAction, n.QuarantineAction, n.StopAction)
@@ -86,7 +86,7 @@ class Analysis:
         self.diagnostics: list[Diagnostic] = list(program.diagnostics)
         self.paths: dict[int, ResolvedPath] = {}
         self.types: dict[int, Type] = {}
-        self.regexes: dict[int, re.Pattern] = {}
+        self.regexes: dict[int, Regex] = {}
         self.blocks: dict[int, tuple[Module, n.Block]] = {}
         self.tables: dict[int, TableRef] = {}
         self.bindings: dict[int, Binding] = {}
@@ -264,10 +264,12 @@ class Analysis:
         self.check_value(action.message, scope, allow_many=True)
 
     def _action_IfAction(self, action: n.IfAction, scope: Scope) -> None:
-        self.check_condition(action.condition, scope)
-        self.check_actions(action.body, scope)
-        if action.orelse is not None:
-            self.check_actions(action.orelse, scope)
+        chain, orelse = n.if_chain(action)
+        for arm in chain:
+            self.check_condition(arm.condition, scope)
+            self.check_actions(arm.body, scope)
+        if orelse is not None:
+            self.check_actions(orelse, scope)
 
     def _action_ForEachAction(self, action: n.ForEachAction, scope: Scope) -> None:
         inner = self._bind(action.var, action.var_span, action.source, scope, action, loop=True)
@@ -450,16 +452,13 @@ class Analysis:
         self._compile_regex(expr)
         return t.T_REGEX
 
-    def _compile_regex(self, expr: n.RegexLit) -> re.Pattern | None:
-        flags = 0
-        for letter in expr.flags:
-            flags |= _REGEX_FLAGS[letter]
+    def _compile_regex(self, expr: n.RegexLit) -> Regex | None:
         try:
-            compiled = re.compile(expr.pattern, flags)
-        except re.error as exc:
-            column = expr.span.column + 1 + (exc.pos or 0)
+            compiled = compile_regex(expr.pattern, expr.flags)
+        except RegexError as exc:
+            column = expr.span.column + 1 + _written_offset(expr.pattern, exc.offset)
             span = Span(expr.span.file, expr.span.line, column, expr.span.line, column + 1)
-            self._error("bad-regex", f"bad regular expression: {exc.msg}", span)
+            self._error("bad-regex", f"bad regular expression: {exc.message}", span, exc.hint)
             return None
         self.regexes[id(expr)] = compiled
         return compiled
@@ -563,8 +562,13 @@ class Analysis:
             self._error("type-mismatch", "replace() takes a /regular expression/ as its second argument",
                         pattern.span, fn.doc)
             return None
-        self._compile_regex(pattern)
+        compiled = self._compile_regex(pattern)
         self.types[id(pattern)] = t.T_REGEX
+        if compiled is not None and isinstance(replacement, n.StringLit):
+            try:
+                replacement_pieces(replacement.value, compiled.groups, tuple(compiled.groupindex.items()))
+            except RegexError as exc:
+                self._error("bad-regex", f"bad replacement: {exc.message}", replacement.span, exc.hint)
         subject_type = self.check_value(subject, scope)
         if subject_type is None or self.check_value(replacement, scope) is None:
             return None
@@ -757,6 +761,11 @@ class Analysis:
 
 
 # ---- helpers ------------------------------------------------------------------
+
+def _written_offset(pattern: str, offset: int) -> int:
+    """An offset in a pattern as its rule file writes it: every / there is written \\/."""
+    return offset + pattern[:offset].count("/")
+
 
 _NOT_LITERAL = object()
 

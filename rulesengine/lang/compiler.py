@@ -10,12 +10,19 @@ at run time names the rule file and line.
 Two variants are generated from the same code: a fast one for the router, and
 a traced one (for --explain, tests and coverage) that records every predicate
 with the values it compared and every branch taken.
+
+The generated code stays within Python's own limits on nesting (200 levels of
+parentheses, 100 of indentation, the parser's stack) whatever the rule file:
+chains (`+`, `and`, `or`, `else if`) are generated flat, and an expression or
+an action body nested deeper than a few dozen levels becomes a function of its
+own, at the top level of the module, called where it was.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..diagnostics import Span
 from . import nodes as n
@@ -32,18 +39,27 @@ _compile_counter = itertools.count(1)
 _RUNTIME = {
     "_iter": ops.iterate,
     "_plus": ops.plus,
+    "_plus_all": ops.plus_all,
     "_store": ops.store,
     "_matches": ops.matches,
     "_not_matches": ops.not_matches,
     "_NO": NO_OPERAND,
     **{f"_op{index}": fn for index, fn in enumerate(ops.BINARY.values())},
     **{f"_{name}": fn for name, fn in ops.PRESENCE.items()},
-    **{f"_norm_{name}": fn for name, fn in ops.NORMALISERS.items()},
+    **{f"_{kind}{index}": fn for index, ((kind, _op), fn) in enumerate(ops.TEMPORAL.items())},
 }
+_TEMPORAL_NAMES = {key: f"_{key[0]}{index}" for index, key in enumerate(ops.TEMPORAL)}
 _BINARY_NAMES = {op: f"_op{index}" for index, op in enumerate(ops.BINARY)}
 RULE_FIRED = "the rule never fired"
 _ENDING = {n.DropAction: "drop", n.RejectAction: "reject", n.QuarantineAction: "quarantine",
            n.StopAction: "stop"}
+# Past these, an expression (levels of parentheses in its code) or an action body (levels of
+# indentation) moves into a function of its own: far below Python's limits of 200 and 100.
+_DEEPEST_EXPRESSION = 40
+_DEEPEST_INDENT = 40
+# Python nests each elif inside the if before it when it compiles: a longer chain continues
+# in a function of its own, called from the else of its last arm.
+_LONGEST_ELIF_CHAIN = 100
 
 
 @dataclass
@@ -58,6 +74,18 @@ class _Output:
     spans: dict[int, Span] = field(default_factory=dict)
 
 
+@dataclass
+class _Pending:
+    """A top-level function to generate once the current one is done: a block, or a part moved
+    out because it was nested too deeply, with what its code refers to (`context`)."""
+
+    name: str
+    params: str
+    span: Span | None
+    body: Callable[[], None]
+    context: tuple  # rule_index, block_name, reader, cache
+
+
 class CodeGenerator:
     """Generates one Python module for a program, in fast or traced form."""
 
@@ -68,7 +96,7 @@ class CodeGenerator:
         self.out = _Output()
         self.indent = 0
         self.blocks: dict[int, str] = {}
-        self.pending: list[tuple[str, tuple[n.Action, ...], Span, str | None]] = []
+        self.pending: list[_Pending] = []
         self.functions = itertools.count()
         self.rule_index: int | None = -1  # whose branches these are: a rule, or None in a block
         self.block_name: str | None = None
@@ -114,22 +142,59 @@ class CodeGenerator:
         return "_evaluate"
 
     def flush_pending(self) -> None:
-        saved = self.rule_index, self.block_name
+        """Generate the pending top-level functions (and those they add), after the current one."""
+        saved = self.rule_index, self.block_name, self.reader, self.cache, self.indent
         while self.pending:
-            name, body, span, block = self.pending.pop(0)
-            # A block's branches are its own, whichever rule applies it.
-            self.rule_index, self.block_name = None, block
-            self.emit(f"def {name}(doc, ev):", span)
-            self.indent += 1
-            self.actions(body, {})
-            self.emit("return False")
-            self.indent -= 1
-        self.rule_index, self.block_name = saved
+            pending = self.pending.pop(0)
+            self.rule_index, self.block_name, self.reader, self.cache = pending.context
+            self.indent = 0
+            self.emit(f"def {pending.name}({pending.params}):", pending.span)
+            self.indent = 1
+            pending.body()
+        self.rule_index, self.block_name, self.reader, self.cache, self.indent = saved
 
     def _function_for(self, prefix: str, body: tuple[n.Action, ...], span: Span, block: str | None = None) -> str:
+        """A block as a function. Its branches are its own, whichever rule applies it."""
         name = f"_{prefix}{next(self.functions)}"
-        self.pending.append((name, body, span, block))
+        self.pending.append(_Pending(name, "doc, ev", span, lambda: self._body_of(body, {}),
+                                     (None, block, "doc.read_path", None)))
         return name
+
+    def _body_of(self, body, scope) -> None:
+        self.actions(body, scope)
+        self.emit("return False")
+
+    def _locals(self, scope) -> str:
+        """What code generated here refers to: the document, the evaluation, the reader and
+        cache where bound to locals, and the loop and let variables in scope."""
+        names = ["doc", "ev"]
+        if self.reader == "read":
+            names.append("read")
+        if self.cache:
+            names.append(self.cache)
+        names += [var.local for var in scope.values()]
+        return ", ".join(dict.fromkeys(names))
+
+    def _deep_actions(self, body, scope, span: Span | None) -> None:
+        """Actions too deep to indent further: a top-level function, called here. An ending
+        action in it returns True from it, and so from here."""
+        name = f"_deep{next(self.functions)}"
+        params = self._locals(scope)
+        context = (self.rule_index, self.block_name, self.reader, self.cache)
+        scope = dict(scope)  # as it is here: later lets of the enclosing list do not reach the body
+        self.pending.append(_Pending(name, params, span, lambda: self._body_of(body, scope), context))
+        self.emit(f"if {name}({params}):", span)
+        self.emit("    return True")
+
+    def _flat(self, code: str, scope) -> str:
+        """`code`, or a call of a top-level function returning it when it nests too deeply."""
+        if len(code) <= 2 * _DEEPEST_EXPRESSION or _nesting(code) <= _DEEPEST_EXPRESSION:
+            return code
+        name = f"_deep{next(self.functions)}"
+        params = self._locals(scope)
+        context = (self.rule_index, self.block_name, self.reader, self.cache)
+        self.pending.append(_Pending(name, params, None, lambda: self.emit(f"return {code}"), context))
+        return f"{name}({params})"
 
     # ---- actions ----
 
@@ -214,20 +279,39 @@ class CodeGenerator:
         self.emit(f"ev.log({self.value(action.message, scope)}, {self._span_ref(action.span)})", action.span)
 
     def _IfAction(self, action: n.IfAction, scope) -> None:
-        self.emit(f"if {self.condition(action.condition, scope)}:", action.span)
-        self._arm(action.body, scope, action.span, "the if branch never ran")
-        if action.orelse is not None:
-            self.emit("else:", action.else_span)
-            self._arm(action.orelse, scope, action.else_span, "the else branch never ran")
+        """if / elif / else: an `else if` chain of any length stays at one level of indentation."""
+        chain, orelse = n.if_chain(action)
+        cut = len(chain) > _LONGEST_ELIF_CHAIN
+        if cut:
+            chain, orelse = chain[:_LONGEST_ELIF_CHAIN], (chain[_LONGEST_ELIF_CHAIN],)
+        for position, arm in enumerate(chain):
+            condition = self.condition(arm.condition, scope)
+            if position == 0:
+                self.emit(f"if {condition}:", arm.span)
+            else:
+                if self.traced:  # the else of the arm before ran: recorded, then this condition
+                    before = chain[position - 1]
+                    mark = self.shared.branch(self.rule_index, before.else_span, "the else branch never ran",
+                                              self.block_name)
+                    condition = f"ev.branch({mark}) or {condition}"
+                self.emit(f"elif {condition}:", arm.span)
+            self._arm(arm.body, scope, arm.span, "the if branch never ran")
+        last = chain[-1]
+        if orelse is not None:
+            self.emit("else:", last.else_span)
+            self._arm(orelse, scope, last.else_span, "the else branch never ran", apart=cut)
         elif self.traced:
             self.emit("else:")
-            self._arm((), scope, action.span, "this if condition was never false")
+            self._arm((), scope, last.span, "this if condition was never false")
 
-    def _arm(self, body, scope, span: Span, description: str) -> None:
+    def _arm(self, body, scope, span: Span, description: str, apart: bool = False) -> None:
+        """A branch's body; `apart`: in a function of its own."""
         self.indent += 1
         if self.traced:
             self.emit(f"ev.branch({self.shared.branch(self.rule_index, span, description, self.block_name)})")
-        if body or not self.traced:
+        if body and (apart or self.indent >= _DEEPEST_INDENT):
+            self._deep_actions(body, scope, span)
+        elif body or not self.traced:
             self.actions(body, scope)
         self.indent -= 1
 
@@ -247,6 +331,9 @@ class CodeGenerator:
     # ---- conditions ----
 
     def condition(self, expr: n.Expr, scope) -> str:
+        return self._flat(self._condition(expr, scope), scope)
+
+    def _condition(self, expr: n.Expr, scope) -> str:
         if isinstance(expr, n.And):
             return "(" + " and ".join(self.condition(o, scope) for o in expr.operands) + ")"
         if isinstance(expr, n.Or):
@@ -289,9 +376,8 @@ class CodeGenerator:
         kinds = {left_type.kind, right_type.kind}
         temporal = kinds & {t.DATE, t.TIME, t.DATETIME}
         if temporal and expr.op in ("==", "!=", "<", "<=", ">", ">=") and len(temporal) == 1:
-            normaliser = f"_norm_{temporal.pop()}"
-            left, right = f"{normaliser}({left})", f"{normaliser}({right})"
-        elif not self.traced and left_type.kind in (t.STRING, t.UID) and not left_type.multi \
+            return self._record(expr, _TEMPORAL_NAMES[(temporal.pop(), expr.op)], left, right, expr.op)
+        if not self.traced and left_type.kind in (t.STRING, t.UID) and not left_type.multi \
                 and not left_type.many:
             # Inline the common cases; None == "x" and None in {...} are False: the null rule holds.
             if expr.op == "==" and isinstance(expr.right, n.StringLit):
@@ -327,6 +413,9 @@ class CodeGenerator:
     # ---- values ----
 
     def value(self, expr: n.Expr, scope) -> str:
+        return self._flat(self._value(expr, scope), scope)
+
+    def _value(self, expr: n.Expr, scope) -> str:
         if isinstance(expr, (n.StringLit, n.NumberLit)):
             return self.const(expr.value)
         if isinstance(expr, n.RegexLit):
@@ -350,11 +439,11 @@ class CodeGenerator:
             if var is None:
                 return self.const(self.analysis.tables[id(expr)].table.rows)
             return f"doc.read_ref({var.local})" if var.kind == "element" else var.local
-        if isinstance(expr, n.Concat):
-            code = self.value(expr.parts[0], scope)
-            for part in expr.parts[1:]:
-                code = f"_plus({code}, {self.value(part, scope)})"
-            return code
+        if isinstance(expr, n.Concat):  # one call for a + b + ...: no nesting, however long
+            parts = [self.value(part, scope) for part in expr.parts]
+            if len(parts) == 2:
+                return f"_plus({parts[0]}, {parts[1]})"
+            return f"_plus_all({', '.join(parts)})"
         if isinstance(expr, n.Call):
             return self._call(expr, scope)
         return self.condition(expr, scope)
@@ -465,6 +554,19 @@ class Shared:
             self.tags.add(first.tag)
 
 
+def _nesting(code: str) -> int:
+    """How deeply brackets nest in generated code (which holds no string literals)."""
+    depth = deepest = 0
+    for ch in code:
+        if ch in "([{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+        elif ch in ")]}":
+            depth -= 1
+    return deepest
+
+
 def _depends_on_document_only(expr, scope) -> bool:
     """True when an expression reads only literals and document paths (no loop values, no clock)."""
     if isinstance(expr, (n.StringLit, n.NumberLit, n.RegexLit)):
@@ -528,7 +630,7 @@ def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
 def _renamed(lines: list[str]) -> list[str]:
     """The traced variant's functions get a _t prefix so both live in one namespace."""
     import re
-    return [re.sub(r"\b(_evaluate|_copy\d+|_block\d+)\b", r"_t\1", line) for line in lines]
+    return [re.sub(r"\b(_evaluate|_copy\d+|_block\d+|_deep\d+)\b", r"_t\1", line) for line in lines]
 
 
 

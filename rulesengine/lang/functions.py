@@ -10,12 +10,12 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import hmac
-import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import types as t
 from .operators import text
+from .regex import Regex, RegexError
 
 DEFAULT_HASH_KEY = b"rulesengine-development-key"
 DEFAULT_UID_ROOT = "2.25"
@@ -50,13 +50,13 @@ def _each(fn: Callable[[str], str]) -> Callable[[Any], Any]:
     return apply
 
 
-def fn_replace(value, pattern: re.Pattern, replacement):
+def fn_replace(value, pattern: Regex, replacement):
     if value is None or replacement is None:
         return None
     try:
         return _each(lambda s: pattern.sub(text(replacement), s))(value)
-    except re.error as exc:
-        raise EvaluationError(f"replace(): bad replacement {replacement!r}: {exc}") from None
+    except RegexError as exc:
+        raise EvaluationError(f"replace(): bad replacement {text(replacement)!r}: {exc.message}") from None
 
 
 def fn_substr(value, start, length=None):

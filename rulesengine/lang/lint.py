@@ -15,7 +15,7 @@ import dataclasses
 from . import nodes as n
 from .checks import Analysis, literal_value
 
-_SPAN_FIELDS = {"span", "name_span", "var_span", "else_span"}
+_SPAN_FIELDS = {"span", "name_span", "var_span", "else_span", "file_span"}
 _ROUTES = (n.RouteAction, n.CopyAction)
 _DECIDES = (n.RouteAction, n.CopyAction, n.DropAction, n.RejectAction, n.QuarantineAction)
 
@@ -56,13 +56,18 @@ def _ending_action(rule: n.Rule):
 
 
 def _walk_actions(actions):
-    for action in actions:
+    """Every action, nested ones included, without recursion."""
+    pending = list(reversed(actions))
+    while pending:
+        action = pending.pop()
         yield action
         if isinstance(action, n.IfAction):
-            yield from _walk_actions(action.body)
-            yield from _walk_actions(action.orelse or ())
+            inner = (*action.body, *(action.orelse or ()))
         elif isinstance(action, (n.ForEachAction, n.CopyAction)):
-            yield from _walk_actions(action.body)
+            inner = action.body
+        else:
+            continue
+        pending.extend(reversed(inner))
 
 
 def _path_key(expr) -> tuple | None:

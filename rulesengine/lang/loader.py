@@ -2,6 +2,14 @@
 
 The result, a Program, is what the checks and the compiler work on. Every file
 that went into it is listed (for hot reload) and hashed into a version.
+
+A rule file reads only inside the rules folders: the folder of the main rule
+file and those the configuration lists (`rules_folders`). An import or a table
+that leads elsewhere (an absolute path, `..`, a symbolic link) is an error at
+the statement that names it, and nothing is read: whoever may edit rules must
+not be able to read, through lint or reload errors, what else the router can.
+For the same reason an import must be a rule file (*.rules) and a table a CSV
+file (*.csv): another file is never parsed, so never quoted in a finding.
 """
 
 from __future__ import annotations
@@ -11,10 +19,14 @@ import hashlib
 import io
 import os
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from ..diagnostics import Diagnostic, RulesError, Span, error
 from . import nodes as n
 from .syntax import parse
+
+RULE_FILE_SUFFIX = ".rules"
+TABLE_SUFFIX = ".csv"
 
 
 @dataclass
@@ -67,8 +79,13 @@ def display_path(path: str) -> str:
     return rel if not rel.startswith("..") else path
 
 
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 class _Loader:
-    def __init__(self):
+    def __init__(self, folders: Sequence[str]):
+        self.folders = list(dict.fromkeys(os.path.realpath(folder) for folder in folders))
         self.modules: dict[str, Module] = {}
         self.failed: set[str] = set()  # files that could not be read or parsed: reported once
         self.order: list[Module] = []
@@ -92,11 +109,38 @@ class _Loader:
             before = data[:exc.start]
             line = before.count(b"\n") + 1
             column = exc.start - (before.rfind(b"\n") + 1) + 1
-            where = Span.point(display_path(path), line, column)
+            if what == "table":  # point at the table statement: a finding quotes only rule files
+                where, place = span, f" at line {line}, column {column}"
+            else:
+                where, place = Span.point(display_path(path), line, column), ""
             self.diagnostics.append(error("encoding", f"{display_path(path)} is not UTF-8 text: byte "
-                                          f"0x{data[exc.start]:02X} cannot be read", where,
+                                          f"0x{data[exc.start]:02X}{place} cannot be read", where,
                                           "save the file as UTF-8"))
             return None
+
+    def _allowed(self, item: n.Import | n.Table, target: str, what: str, suffix: str) -> bool:
+        """Is `target` a file of the right kind inside the rules folders? If not, say why, at the
+        file name in the statement, without reading it."""
+        where = item.file_span or item.span
+        real = os.path.realpath(target)
+        if not any(_within(real, folder) for folder in self.folders):
+            unlinked = os.path.join(os.path.realpath(os.path.dirname(target)), os.path.basename(target))
+            if any(_within(unlinked, folder) for folder in self.folders):
+                why = "it is a symbolic link to a file outside the rules folder"
+            else:
+                why = "it is outside the rules folder"
+            folders = ", ".join(display_path(folder).rstrip(os.sep) + os.sep for folder in self.folders)
+            self.diagnostics.append(error(
+                "import" if what == "import" else "table", f"cannot {what} {item.file!r}: {why}", where,
+                f"only files inside {folders} are read; the configuration's rules_folders can add folders"))
+            return False
+        if not (target.lower().endswith(suffix) and real.lower().endswith(suffix)):
+            kind = "a rule file (*.rules)" if what == "import" else "a CSV file (*.csv)"
+            self.diagnostics.append(error(
+                "import" if what == "import" else "table",
+                f"cannot {what} {item.file!r}: {'an import' if what == 'import' else 'a table'} is {kind}", where))
+            return False
+        return True
 
     def load(self, path: str, text: str | None = None, span: Span | None = None,
              stack: tuple[str, ...] = ()) -> Module | None:
@@ -145,6 +189,9 @@ class _Loader:
 
     def _import(self, module: Module, item: n.Import, base: str, stack: tuple[str, ...]) -> None:
         target = os.path.normpath(os.path.join(base, item.file))
+        if not self._allowed(item, target, "import", RULE_FILE_SUFFIX):
+            module.failed_imports.add(item.alias.value)
+            return
         imported = self.load(target, span=item.span, stack=stack)
         if imported is None:
             module.failed_imports.add(item.alias.value)  # its error is reported; uses of it are not
@@ -158,6 +205,8 @@ class _Loader:
 
     def _table(self, module: Module, item: n.Table, base: str) -> None:
         target = os.path.normpath(os.path.join(base, item.file))
+        if not self._allowed(item, target, "read table", TABLE_SUFFIX):
+            return
         text = self._read(target, item.span, "table")
         if text is None:
             return
@@ -200,9 +249,13 @@ def read_table(item: n.Table, path: str, text: str, diagnostics: list[Diagnostic
     return TableData(item.name.value, shown, key, header, data)
 
 
-def load_program(path: str | None = None, text: str | None = None, filename: str = "<rules>") -> Program:
-    """Load a rule file from `path`, or from `text` (imports resolve against `filename`'s folder)."""
-    loader = _Loader()
+def load_program(path: str | None = None, text: str | None = None, filename: str = "<rules>",
+                 folders: Sequence[str] = ()) -> Program:
+    """Load a rule file from `path`, or from `text` (imports resolve against `filename`'s folder).
+
+    Imports and tables are read only inside the main file's folder and `folders`."""
+    main_folder = os.path.dirname(os.path.abspath(path if path is not None else filename))
+    loader = _Loader([main_folder, *folders])
     main = loader.load(path if path is not None else filename, text=text)
     if main is None:
         empty = n.RuleFile(display_path(path or filename), text or "", ())

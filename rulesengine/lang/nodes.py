@@ -294,6 +294,16 @@ class IfAction:
     else_span: Span | None = None
 
 
+def if_chain(action: IfAction) -> tuple[list[IfAction], tuple["Action", ...] | None]:
+    """An `if`, its `else if`s (nested in the nodes) in order, and the last `else` body (None: none).
+    Passes over actions walk chains with this, so that a long chain costs no recursion."""
+    chain = [action]
+    while action.orelse is not None and len(action.orelse) == 1 and isinstance(action.orelse[0], IfAction):
+        action = action.orelse[0]
+        chain.append(action)
+    return chain, action.orelse
+
+
 @dataclass(frozen=True, slots=True)
 class ForEachAction:
     span: Span
@@ -319,6 +329,7 @@ class Import:
     span: Span
     file: str
     alias: Name
+    file_span: Span | None = None  # the quoted file name
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +338,7 @@ class Table:
     name: Name
     file: str
     key: str | None
+    file_span: Span | None = None  # the quoted file name
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ membership test on several values.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 _NUMBER = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
 
@@ -133,6 +133,12 @@ def norm_datetime(value: Any) -> str | None:
 NORMALISERS = {"date": norm_date, "time": norm_time, "datetime": norm_datetime}
 
 
+def _temporal(compare: Callable, normalise: Callable) -> Callable:
+    def compare_as_instants(a, b) -> bool:
+        return compare(normalise(a), normalise(b))
+    return compare_as_instants
+
+
 def contains(a, b) -> bool:
     if a.__class__ is str and b.__class__ is str:  # the common case, first
         return b in a
@@ -168,17 +174,18 @@ def endswith(a, b) -> bool:
     return isinstance(a, str) and a.endswith(text(b))
 
 
-def matches(a, pattern: re.Pattern) -> bool:
+def matches(a, pattern) -> bool:
+    """The pattern (a regex.Regex, matched by RE2) is found in the text, or in one of several values."""
     if a.__class__ is str:  # the common case, first
-        return pattern.search(a) is not None
+        return pattern.found(a)
     if a is None:
         return False
     if isinstance(a, (tuple, list)):
-        return any(pattern.search(text(v)) is not None for v in a)
-    return pattern.search(text(a)) is not None
+        return any(pattern.found(text(v)) for v in a)
+    return pattern.found(text(a))
 
 
-def not_matches(a, pattern: re.Pattern) -> bool:
+def not_matches(a, pattern) -> bool:
     return a is not None and not matches(a, pattern)
 
 
@@ -216,6 +223,14 @@ def plus(a, b):
     return ("" if a is None else text(a)) + ("" if b is None else text(b))
 
 
+def plus_all(*values):
+    """a + b + c + ...: + from the left, as written (1 + 2 + "x" is "3x", "x" + 1 + 2 is "x12")."""
+    result = values[0]
+    for value in values[1:]:
+        result = plus(result, value)
+    return result
+
+
 def exists(value) -> bool:
     return value is not None
 
@@ -243,3 +258,7 @@ BINARY = {
     "startswith": startswith, "endswith": endswith,
 }
 PRESENCE = {"exists": exists, "missing": missing, "empty": empty}
+# Comparisons of dates and times: the operands are normalised inside, so that what a trace
+# records (and explain and test failures show) is each value as written, not "120000.000000".
+TEMPORAL = {(kind, op): _temporal(BINARY[op], normalise)
+            for kind, normalise in NORMALISERS.items() for op in ("==", "!=", "<", "<=", ">", ">=")}

@@ -36,6 +36,14 @@ class ElementInfo:
     vr: str
     vm: str
     retired: bool
+    mask: str | None = None  # a repeating-group element: its tag with x digits, e.g. "60xx3000"
+
+    @property
+    def tag_text(self) -> str:
+        """(gggg,eeee), or the mask of a repeating-group element: (60xx,3000)."""
+        if self.mask is not None:
+            return f"({self.mask[:4]},{self.mask[4:]})"
+        return tag_text(self.tag)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,31 +96,28 @@ class ResolvedPath:
 # ---- the dictionary --------------------------------------------------------------
 
 
-def _info(tag: int, entry) -> ElementInfo:
+def _info(tag: int, entry, mask: str | None = None) -> ElementInfo:
     vr, vm, name, retired, keyword = entry
-    return ElementInfo(tag, keyword, name, vr, vm, bool(retired))
+    return ElementInfo(tag, keyword, name, vr, vm, bool(retired), mask)
+
+
+def _repeater_info(mask_text: str, entry) -> ElementInfo:
+    mask_text = mask_text.lower()
+    return _info(int(mask_text.replace("x", "0"), 16), entry, mask_text)
 
 
 @lru_cache(maxsize=None)
-def _repeater_keywords() -> dict[str, tuple[int, int, tuple]]:
+def _repeater_keywords() -> dict[str, ElementInfo]:
     """Keywords of repeating-group elements such as OverlayData (60xx,3000)."""
-    out = {}
-    for mask_text, entry in datadict.RepeatersDictionary.items():
-        keyword = entry[4]
-        if keyword:
-            value = int(mask_text.replace("x", "0"), 16)
-            out[keyword] = (value, entry)
-    return out
+    return {entry[4]: _repeater_info(mask_text, entry)
+            for mask_text, entry in datadict.RepeatersDictionary.items() if entry[4]}
 
 
 def lookup_keyword(keyword: str) -> ElementInfo | None:
     tag = datadict.tag_for_keyword(keyword)
     if tag is not None:
         return _info(tag, datadict.DicomDictionary[tag])
-    repeater = _repeater_keywords().get(keyword)
-    if repeater is not None:
-        return _info(repeater[0], repeater[1])
-    return None
+    return _repeater_keywords().get(keyword)
 
 
 def lookup_tag(tag: int) -> ElementInfo | None:
@@ -139,9 +144,24 @@ def suggest_keywords(word: str) -> tuple[str, ...]:
     return tuple(difflib.get_close_matches(word, keywords, n=3, cutoff=0.75))
 
 
+def lookup_mask(mask: str) -> list[ElementInfo]:
+    """Elements whose tag a mask such as 60xx3000 (x: any hex digit) can name, as the language's
+    tag masks do: repeating-group elements (shown with their own mask) and single elements."""
+    mask = mask.lower()
+
+    def overlaps(other: str) -> bool:
+        return all(a == b or a == "x" or b == "x" for a, b in zip(mask, other))
+    found = [_repeater_info(m, entry) for m, entry in datadict.RepeatersDictionary.items() if overlaps(m.lower())]
+    found += [_info(tag, entry) for tag, entry in datadict.DicomDictionary.items() if overlaps(f"{tag:08x}")]
+    return sorted(found, key=lambda info: (info.tag, info.mask or ""))
+
+
 def lookup_name(text: str) -> list[ElementInfo]:
-    """For `dicom-rules dict`: a keyword, a tag like (0010,0010) or 00100010, or words of a name."""
+    """For `dicom-rules dict`: a keyword, a tag like (0010,0010) or 00100010, a tag mask like
+    (60xx,3000), or words of a name."""
     cleaned = text.strip().strip("()").replace(",", "").replace(" ", "")
+    if len(cleaned) == 8 and "x" in cleaned.lower() and all(c in "0123456789abcdefx" for c in cleaned.lower()):
+        return lookup_mask(cleaned)
     if len(cleaned) == 8:
         try:
             info = lookup_tag(int(cleaned, 16))

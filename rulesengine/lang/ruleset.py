@@ -262,16 +262,16 @@ class RuleSet:
             return True
         from .nodes import IfAction, RejectAction, ForEachAction
 
-        def rejects(actions) -> bool:
-            for action in actions:
-                if isinstance(action, RejectAction):
-                    return True
-                if isinstance(action, IfAction) and (rejects(action.body) or rejects(action.orelse or ())):
-                    return True
-                if isinstance(action, ForEachAction) and rejects(action.body):
-                    return True
-            return False
-        return any(rejects(rule.actions) for rule in self.program.main.file.rules)
+        pending = [action for rule in self.program.main.file.rules for action in rule.actions]
+        while pending:  # no recursion: an `else if` chain can be long
+            action = pending.pop()
+            if isinstance(action, RejectAction):
+                return True
+            if isinstance(action, IfAction):
+                pending.extend((*action.body, *(action.orelse or ())))
+            elif isinstance(action, ForEachAction):
+                pending.extend(action.body)
+        return False
 
     @property
     def version(self) -> str:

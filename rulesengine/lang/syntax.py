@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lark import Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from ..diagnostics import Diagnostic, RulesError, Span, error
@@ -133,10 +134,41 @@ def syntax_diagnostic(exc: UnexpectedInput, text: str, filename: str) -> Diagnos
     return error("syntax", message, span, _syntax_hint(exc, text))
 
 
+# How deeply calls, lists, conditions and blocks may nest inside each other. Every pass over
+# the nodes (checks, lint, fmt, explain, code generation) may recurse once per level: the
+# limit keeps them all far from Python's recursion limit, whatever a file holds. Long
+# chains (a + b + ..., and, or, else if) are not nesting: they have no limit.
+MAX_NESTING = 100
+# The parse tree's nodes that are a level of nesting as a user sees it.
+_NESTING = frozenset({"call", "list", "not_op", "and_expr", "or_expr", "quantifier", "sum",
+                      "if_action", "for_action", "copy_action"})
+
+
+def nesting_diagnostic(tree: Tree, filename: str) -> Diagnostic | None:
+    """A finding at the first construct nested more than MAX_NESTING levels deep, if any.
+    Walks the parse tree without recursion (the tree is what could be too deep)."""
+    pending: list[tuple[Tree, int]] = [(tree, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if node.data in _NESTING:
+            depth += 1
+            if depth > MAX_NESTING:
+                meta = node.meta
+                span = Span.point(filename, getattr(meta, "line", 1), getattr(meta, "column", 1))
+                return error("too-deep", f"this is nested more than {MAX_NESTING} levels deep (calls, lists, "
+                             "conditions and blocks inside each other)", span,
+                             "split it: compute a part with let, or move it into a rule or a block of its own")
+        pending.extend((child, depth) for child in reversed(node.children) if isinstance(child, Tree))
+    return None
+
+
 def parse(text: str, filename: str = "<rules>") -> n.RuleFile:
     """Parse a rule file. Raises RulesError with one positioned finding on bad syntax."""
     try:
         tree, comment_tokens = parse_collecting_comments(text)
+        too_deep = nesting_diagnostic(tree, filename)
+        if too_deep is not None:
+            raise RulesError([too_deep])
         items = to_nodes(tree, filename)
     except UnexpectedInput as exc:
         raise RulesError([syntax_diagnostic(exc, text, filename)]) from None

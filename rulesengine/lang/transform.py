@@ -86,13 +86,15 @@ class ToNodes(Transformer):
     @v_args(meta=True)
     def import_stmt(self, meta, children):
         file_tok, alias = children
-        return n.Import(self._span(meta), unquote(file_tok, self._tspan(file_tok)), self._name(alias))
+        return n.Import(self._span(meta), unquote(file_tok, self._tspan(file_tok)), self._name(alias),
+                        self._tspan(file_tok))
 
     @v_args(meta=True)
     def table_stmt(self, meta, children):
         name, file_tok, *key_tok = children
         key = unquote(key_tok[0], self._tspan(key_tok[0])) if key_tok else None
-        return n.Table(self._span(meta), self._name(name), unquote(file_tok, self._tspan(file_tok)), key)
+        return n.Table(self._span(meta), self._name(name), unquote(file_tok, self._tspan(file_tok)), key,
+                       self._tspan(file_tok))
 
     @v_args(meta=True)
     def rule(self, meta, children):
@@ -179,15 +181,27 @@ class ToNodes(Transformer):
 
     @v_args(meta=True)
     def if_action(self, meta, children):
-        condition, body, *orelse = children
-        else_body, else_span = orelse[0] if orelse else (None, None)
-        return n.IfAction(self._span(meta), condition, body[1], else_body, else_span)
+        """`if A {} else if B {} else {}`: nodes nest each `else if` in the else of the one
+        before (as `else { if B {} }` reads), built here without recursion, from the last."""
+        condition, body, *rest = children
+        end = (meta.end_line, meta.end_column)
+        orelse = else_span = None
+        if rest and rest[-1][0] == "else":
+            _, orelse, else_span = rest.pop()
+        for _, else_tok, if_tok, arm_condition, arm_body in reversed(rest):
+            arm = n.IfAction(Span(self.filename, if_tok.line, if_tok.column, *end), arm_condition, arm_body[1],
+                             orelse, else_span)
+            orelse, else_span = (arm,), Span(self.filename, else_tok.line, else_tok.column, *end)
+        return n.IfAction(self._span(meta), condition, body[1], orelse, else_span)
+
+    def else_if(self, children):
+        else_tok, if_tok, condition, body = children
+        return ("else if", else_tok, if_tok, condition, body)
 
     @v_args(meta=True)
     def else_clause(self, meta, children):
         (child,) = children
-        body = child[1] if isinstance(child, tuple) else (child,)
-        return (body, self._span(meta))
+        return ("else", child[1], self._span(meta))
 
     @v_args(meta=True)
     def for_action(self, meta, children):

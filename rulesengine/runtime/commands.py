@@ -89,7 +89,7 @@ def config_findings(path: str) -> list[Diagnostic]:
         problems += _missing_files(config, ("destinations", name, "tls"), getattr(destination, "tls", None))
     findings = [_config_finding(path, problem) for problem in problems]
     if os.path.isfile(config.rules):
-        findings += check_file(config.rules, config.destination_infos())
+        findings += check_file(config.rules, config.destination_infos(), config.rules_folders)
     return findings
 
 

@@ -27,7 +27,7 @@ class RulesHolder:
     @staticmethod
     def _compile(config: Config) -> RuleSet:
         return compile_file(config.rules, config.destination_infos(), secrets=config.secrets,
-                            no_destination=config.no_destination)
+                            no_destination=config.no_destination, folders=config.rules_folders)
 
     def reload(self, config: Config | None = None) -> bool:
         """Compile the rules (with a new configuration's destinations, if given) and swap them in.
