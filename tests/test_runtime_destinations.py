@@ -31,7 +31,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 from test_runtime_pipeline import tail_digest, write_large_instance
-from test_transcode import differences
+from dataset_values import differences
 
 from rulesengine.config import DicomDestination, FolderDestination, Retry, Timeouts
 from rulesengine.runtime.destinations import (

@@ -17,8 +17,8 @@ from pathlib import Path
 import pydicom
 import pytest
 from conftest import bundled
+from dataset_values import differences
 from pydicom.datadict import DicomDictionary
-from pydicom.dataelem import RawDataElement, convert_raw_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
@@ -36,7 +36,6 @@ from rulesengine.runtime.transcode import ConversionError, convert, deflated_for
 MB = 1 << 20
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 LITTLE_ENDIAN = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
-BYTE_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN"}
 # pydicom's big-endian files and the little-endian files holding the same values
 TWINS = [
     ("MR_small_bigendian.dcm", "MR_small.dcm"),
@@ -70,55 +69,6 @@ def conversions_in_tmp(tmp_path, monkeypatch):
     folder.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(folder))
     return folder
-
-
-def readable(path) -> bool:
-    try:
-        pydicom.dcmread(path)
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-
-
-# ---- comparing values ---------------------------------------------------------------------------
-
-
-def as_vr(elem, vr: str):
-    """The value of `elem`, read as UN (raw bytes), decoded as `vr`."""
-    raw = RawDataElement(elem.tag, vr, len(elem.value or b""), elem.value or b"", 0, True, True)
-    return convert_raw_data_element(raw).value
-
-
-def differences(source: Dataset, converted: Dataset, where: str = "", skip_bytes: bool = False) -> list[str]:
-    """How `converted` differs from `source`, element by element, sequences included.
-    Documented differences are allowed: group lengths left out, an element Implicit VR
-    could not type arriving as UN (its bytes decoded as the other side's VR then).
-    `skip_bytes`: OB, OW, OF... values are compared elsewhere (big endian: pydicom keeps
-    their bytes in the file's byte order)."""
-    found = []
-    for elem in source:
-        here = f"{where}{elem.tag}"
-        if elem.tag not in converted:
-            if elem.tag.element != 0:
-                found.append(f"{here} missing")
-            continue
-        other = converted[elem.tag]
-        if elem.VR == "SQ" or other.VR == "SQ":
-            if elem.VR != other.VR or len(elem.value) != len(other.value):
-                found.append(f"{here} {elem.VR} of {len(elem.value or [])} != {other.VR}")
-                continue
-            for number, (a, b) in enumerate(zip(elem.value, other.value)):
-                found += differences(a, b, f"{here}[{number}].", skip_bytes)
-            continue
-        if skip_bytes and (elem.VR in BYTE_VRS or other.VR in BYTE_VRS):
-            continue
-        mine, theirs = elem.value, other.value
-        if elem.VR != other.VR and "UN" in (elem.VR, other.VR):
-            mine, theirs = (as_vr(elem, other.VR), theirs) if elem.VR == "UN" else (mine, as_vr(other, elem.VR))
-        if mine != theirs and (mine or theirs):  # empty: None, "" and b"" alike
-            found.append(f"{here} {elem.VR} {str(mine)[:40]!r} != {other.VR} {str(theirs)[:40]!r}")
-    found += [f"{where}{elem.tag} added" for elem in converted if elem.tag not in source]
-    return found
 
 
 def swapped(data: bytes, unit: int) -> bytes:

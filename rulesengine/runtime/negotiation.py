@@ -29,7 +29,7 @@ from pydicom.uid import UID, ImplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES
 from pynetdicom.pdu_primitives import SOPClassCommonExtendedNegotiation
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.service_class import ServiceClass, StorageServiceClass, VerificationServiceClass
+from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
 from ..config import Listener
