@@ -33,6 +33,9 @@ from pydicom.uid import (
 
 from rulesengine.runtime.transcode import ConversionError, convert, deflated_for_the_network
 
+# pydicom's own test files carry invalid values on purpose (badVR.dcm, the rtdose UIDs)
+pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR")
+
 MB = 1 << 20
 TEST_FILES = Path(pydicom.data.__file__).parent / "test_files"
 LITTLE_ENDIAN = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
