@@ -77,7 +77,7 @@ def convert(source: str, syntax: str) -> str:
     handle, target = tempfile.mkstemp(suffix=".dcm")
     try:
         with open(source, "rb") as src, os.fdopen(handle, "wb", buffering=_CHUNK) as out:
-            meta, start = _read_meta(src, source)
+            meta, start = _read_meta(src)
             current = meta.get("TransferSyntaxUID")
             if not can_convert(current, syntax):
                 raise ConversionError(f"{_name(current)} cannot be converted to {_name(syntax)}"
@@ -109,7 +109,7 @@ def deflated_for_the_network(source: str) -> str | None:
     aborts on an odd one): a padded copy in the temporary folder when `source`'s is odd,
     else None (the file goes as it is)."""
     with open(source, "rb") as src:
-        _, start = _read_meta(src, source)
+        _, start = _read_meta(src)
         size = os.fstat(src.fileno()).st_size
         if (size - start) % 2 == 0:
             return None
@@ -125,7 +125,7 @@ def deflated_for_the_network(source: str) -> str | None:
     return target
 
 
-def _read_meta(src: BinaryIO, path: str):
+def _read_meta(src: BinaryIO):
     """The file meta information and where the data set starts."""
     try:
         read_preamble(src, False)
