@@ -92,8 +92,9 @@ class StoreSCP:
     def start(self) -> "StoreSCP":
         self.folder.mkdir(parents=True, exist_ok=True)
         self.log = open(self.folder.parent / f"storescp-{self.port}.log", "w")
+        accept_all = () if "-xf" in self.extra else ("+xa",)  # a configuration file decides instead
         self.process = subprocess.Popen(
-            [require("storescp"), "-aet", self.ae_title, "+xa", "-od", str(self.folder), *self.extra,
+            [require("storescp"), "-aet", self.ae_title, *accept_all, "-od", str(self.folder), *self.extra,
              str(self.port)], env=DCMTK_ENV, stdout=self.log, stderr=subprocess.STDOUT)
         wait_for_port(self.port, self.process)
         return self

@@ -555,6 +555,7 @@ def test_defaults_are_applied(tmp_path):
     assert (listener.bind, listener.mode, listener.allowed_calling_aets, listener.require_called_aet) == \
         ("127.0.0.1", "async", (), True)
     assert (listener.association_file, listener.transfer_syntaxes, listener.tls) == (None, None, None)
+    assert listener.accept_unknown_sop_classes is True
     assert (listener.max_associations, listener.max_pdu) == (32, 131072)
     assert listener.timeouts == Timeouts(connect=10, acse=30, dimse=60, network=60)
     watch = config.watch[0]
@@ -603,6 +604,33 @@ def test_listener_lists_become_tuples(tmp_path):
     listener = config.listeners[0]
     assert listener.allowed_calling_aets == ("CT*", "MR1")
     assert listener.transfer_syntaxes == ("1.2.840.10008.1.2.1",)
+
+
+def test_a_listener_can_refuse_unknown_sop_classes_and_name_its_transfer_syntaxes_in_order(tmp_path):
+    config = load_config(write(tmp_path, with_head("""\
+        listeners:
+          - name: main
+            ae_title: ROUTER
+            port: 104
+            transfer_syntaxes: [1.2.840.10008.1.2, 1.2.840.10008.1.2.1]
+            accept_unknown_sop_classes: false
+        """)))
+    listener = config.listeners[0]
+    assert listener.transfer_syntaxes == ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")  # the order is kept
+    assert listener.accept_unknown_sop_classes is False
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("accept_unknown_sop_classes: yes",
+     "router.yaml:7: listeners[0].accept_unknown_sop_classes: must be true or false, not 'yes'"),
+    ("transfer_syntaxes: [1.2.840.10008.1.2.1, explicit]",
+     "router.yaml:7: listeners[0].transfer_syntaxes[1]: 'explicit' is not valid: A transfer syntax UID, digits "
+     "and dots: 1.2.840.10008.1.2.1 is Explicit VR Little Endian."),
+    ("transfer_syntaxes: []", "router.yaml:7: listeners[0].transfer_syntaxes: [] should be non-empty"),
+])
+def test_listener_transfer_syntax_and_sop_class_keys_are_checked(tmp_path, line, problem):
+    text = HEAD + f"listeners:\n  - name: main\n    ae_title: ROUTER\n    port: 11112\n    {line}\n"
+    assert one_problem(tmp_path, text) == problem
 
 
 # ---- the command line ---------------------------------------------------------------------

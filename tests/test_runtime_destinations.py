@@ -16,7 +16,13 @@ import pydicom
 import pytest
 from conftest import SAMPLES, bundled
 from peers import StoreSCP, free_port, wait_until
-from pydicom.uid import JPEG2000, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 from pynetdicom import AE, evt
 from pynetdicom import _config as pynetdicom_config
 from pynetdicom.sop_class import (
@@ -25,6 +31,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 from test_runtime_pipeline import tail_digest, write_large_instance
+from dataset_values import differences
 
 from rulesengine.config import DicomDestination, FolderDestination, Retry, Timeouts
 from rulesengine.runtime.destinations import (
@@ -317,6 +324,7 @@ class PynetdicomPeer:
         self.port = free_port()
         self.associations = 0
         self.stored: list[str] = []
+        self.syntaxes: list[str] = []  # the transfer syntax of each C-STORE
         self._lock = threading.Lock()
         ae = AE(ae_title=ae_title)
         ae.require_called_aet = True
@@ -334,6 +342,7 @@ class PynetdicomPeer:
     def _store(self, event):
         with self._lock:
             self.stored.append(str(event.request.AffectedSOPInstanceUID))
+            self.syntaxes.append(str(event.context.transfer_syntax))
         return self.status
 
     def stop(self) -> None:
@@ -511,6 +520,66 @@ def test_a_deflated_instance_is_inflated_for_a_peer_that_does_not_accept_deflate
     stored = pydicom.dcmread(received)
     assert stored.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
     assert stored.PixelData == pydicom.dcmread(source).PixelData
+
+
+def test_a_deflated_instance_goes_deflated_to_a_peer_that_accepts_deflate(tmp_path, storescp_factory):
+    """storescp takes Deflated Explicit VR Little Endian; pydicom's image_dfl.dcm has an odd
+    length of deflated data, on which DCMTK aborts ("Odd Fragment Length"): it is padded."""
+    peer = storescp_factory()
+    source = spool_copy(tmp_path, bundled("image_dfl.dcm"))
+    item = delivery(source)
+    sender = DicomSender(destination_for(peer))
+    sender.open([item])
+    assert sender.send(item) == "0x0000"
+    sender.close()
+    [received] = peer.files()
+    stored, original = pydicom.dcmread(received), pydicom.dcmread(source)
+    assert stored.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    assert differences(original, stored) == []
+    assert stored.PixelData == original.PixelData
+
+
+def test_a_big_endian_instance_reaches_an_implicit_only_peer_with_the_values_of_its_little_endian_twin(
+        tmp_path, storescp_factory):
+    peer = storescp_factory("+xi")
+    item = delivery(spool_copy(tmp_path, bundled("MR_small_bigendian.dcm")))
+    assert item.transfer_syntax == ExplicitVRBigEndian
+    assert send_one(DicomSender(destination_for(peer)), item) == "0x0000"
+    [received] = peer.files()
+    stored = pydicom.dcmread(received)
+    assert stored.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    twin = pydicom.dcmread(bundled("MR_small.dcm"))  # the same instance, little endian
+    assert [d for d in differences(twin, stored) if "(FFFC,FFFC)" not in d] == []
+    assert stored.PixelData == twin.PixelData
+
+
+def test_a_big_endian_instance_goes_as_it_is_to_a_peer_that_accepts_big_endian(tmp_path, storescp_factory):
+    peer = storescp_factory()  # uncompressed syntaxes, big endian among them
+    source = spool_copy(tmp_path, bundled("MR_small_bigendian.dcm"))
+    item = delivery(source)
+    assert send_one(DicomSender(destination_for(peer)), item) == "0x0000"
+    [received] = peer.files()
+    stored = pydicom.dcmread(received)
+    assert stored.file_meta.TransferSyntaxUID == ExplicitVRBigEndian
+    assert differences(pydicom.dcmread(source), stored) == []
+
+
+def test_an_explicit_vr_instance_stays_explicit_with_a_peer_whose_first_choice_is_implicit(tmp_path,
+                                                                                           pynetdicom_peer):
+    """pynetdicom as a peer takes, in a context proposing both, the first of its own list:
+    Implicit VR. Each syntax in a context of its own lets it take Explicit VR as well, and the
+    instance keeps the VR of its private elements."""
+    peer = pynetdicom_peer(syntaxes=(ImplicitVRLittleEndian, ExplicitVRLittleEndian))
+    explicit = delivery(spool_copy(tmp_path, SAMPLES / "ct_head.dcm"), 1)
+    ds = pydicom.dcmread(SAMPLES / "ct_chest.dcm")
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    ds.save_as(tmp_path / "spool" / "implicit.dcm")
+    implicit = delivery(tmp_path / "spool" / "implicit.dcm", 2)
+    sender = DicomSender(pynetdicom_destination(peer))
+    sender.open([explicit, implicit])
+    assert [sender.send(explicit), sender.send(implicit)] == ["0x0000", "0x0000"]
+    sender.close()
+    assert peer.syntaxes == [ExplicitVRLittleEndian, ImplicitVRLittleEndian]  # each as it is
 
 
 def test_an_instance_without_a_sop_class_is_refused_alone(tmp_path, storescp_factory):

@@ -70,6 +70,7 @@ class Listener:
     require_called_aet: bool = True
     association_file: str | None = None
     transfer_syntaxes: tuple[str, ...] | None = None
+    accept_unknown_sop_classes: bool = True
     max_associations: int = 32
     max_pdu: int = 131072
     timeouts: Timeouts = Timeouts()

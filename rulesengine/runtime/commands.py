@@ -20,7 +20,7 @@ from ..document import Document, DocumentReadError
 from ..lang.api import check_file
 from .destinations import ItemError, LinkError, sender_for
 from .journal import DEAD, DELIVERED, DELIVERY_STATES, Delivery
-from .listener import AssociationFileError, read_association_file
+from .negotiation import AssociationFileError, read_association_file
 from .logs import setup_logging
 from .storage import Storage
 

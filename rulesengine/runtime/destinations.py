@@ -19,13 +19,7 @@ import uuid
 import time
 
 import pydicom
-from pydicom.uid import (
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-)
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification
@@ -35,11 +29,10 @@ from ..lang.paths import lookup_keyword
 from .associations import NO_CONTEXT, UNREACHABLE, AssociationFailed, PeerWatch, request, unanswered
 from .journal import Delivery
 from .storage import fsync_dir, fsync_file
-from .transcode import ConversionError, convert
+from .transcode import CONVERTIBLE, LITTLE_ENDIAN, ConversionError, can_convert, convert, deflated_for_the_network
 
 log = logging.getLogger("rulesengine.delivery")
 
-UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, ExplicitVRBigEndian)
 MAX_CONTEXTS = 128
 
 
@@ -106,27 +99,32 @@ class DicomSender:
     # ---- association ----
 
     def _contexts(self, items: list[Delivery]):
+        """One presentation context per SOP class and transfer syntax, as DCMTK's storescu
+        proposes them: each instance's own syntax, and Explicit and Implicit VR Little
+        Endian, so that the peer can take each as it is or in one the router converts to."""
         contexts = []
         seen = set()
         for item in items:
             if not item.sop_class_uid:
                 continue  # send() refuses it
-            for syntaxes in ([item.transfer_syntax] if item.transfer_syntax not in UNCOMPRESSED else [],
-                             [ExplicitVRLittleEndian, ImplicitVRLittleEndian]):
-                key = (item.sop_class_uid, tuple(syntaxes))
-                if syntaxes and key not in seen and len(contexts) < MAX_CONTEXTS:
+            for syntax in (item.transfer_syntax, *LITTLE_ENDIAN):
+                key = (item.sop_class_uid, syntax)
+                if syntax and key not in seen and len(contexts) < MAX_CONTEXTS:
                     seen.add(key)
-                    contexts.append(build_context(item.sop_class_uid, syntaxes))
+                    contexts.append(build_context(item.sop_class_uid, [syntax]))
         return contexts
 
     def _covers(self, items: list[Delivery]) -> bool:
         """Can the open association carry these items, each in its own or a convertible syntax?"""
-        def carried(item: Delivery) -> bool:
-            if self._accepted(item.sop_class_uid, item.transfer_syntax):
-                return True
-            return item.transfer_syntax in UNCOMPRESSED and any(
-                self._accepted(item.sop_class_uid, syntax) for syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian))
-        return all(carried(item) for item in items)
+        return all(self._syntax_for(item) is not None for item in items)
+
+    def _syntax_for(self, item: Delivery) -> str | None:
+        """The transfer syntax the item goes in on the open association: its own when the
+        peer accepts it, else one it can be converted to; None when there is none."""
+        if self._accepted(item.sop_class_uid, item.transfer_syntax):
+            return item.transfer_syntax
+        return next((syntax for syntax in LITTLE_ENDIAN if can_convert(item.transfer_syntax, syntax)
+                     and self._accepted(item.sop_class_uid, syntax)), None)
 
     def open(self, items: list[Delivery]) -> None:
         """An association that can carry items[0], and as many of the others as it can: the
@@ -199,24 +197,30 @@ class DicomSender:
                    for cx in self.assoc.accepted_contexts)
 
     def _path_for(self, item: Delivery) -> str:
-        """The file to send: as stored, or converted to an uncompressed syntax the peer accepts."""
-        if self._accepted(item.sop_class_uid, item.transfer_syntax):
-            return item.path
-        if item.transfer_syntax in UNCOMPRESSED or item.transfer_syntax == DeflatedExplicitVRLittleEndian:
-            for target in (ExplicitVRLittleEndian, ImplicitVRLittleEndian):
-                if self._accepted(item.sop_class_uid, target):
-                    return self._convert(item.path, target)
-        offered = sorted({ts for cx in self.assoc.accepted_contexts if cx.abstract_syntax == item.sop_class_uid
-                          for ts in cx.transfer_syntax})
-        raise ItemError(f"{self.destination.name} accepts {item.sop_class_uid} only as "
-                        f"{', '.join(offered) or 'nothing'}; the instance is {item.transfer_syntax}, "
-                        "which cannot be converted without decompressing")
-
-    def _convert(self, path: str, syntax: UID) -> str:
+        """The file to send: as stored, or a copy converted to a syntax the peer accepts
+        (a deflated one padded to an even length). A copy serves one attempt."""
+        syntax = self._syntax_for(item)
+        if syntax is None:
+            offered = sorted({ts for cx in self.assoc.accepted_contexts if cx.abstract_syntax == item.sop_class_uid
+                              for ts in cx.transfer_syntax})
+            if not item.transfer_syntax:
+                why = "the instance's file meta names no transfer syntax"
+            elif item.transfer_syntax in CONVERTIBLE:
+                why = f"the instance is {item.transfer_syntax}, convertible only to Explicit or Implicit VR Little Endian"
+            else:
+                why = f"the instance is {item.transfer_syntax}, which cannot be converted without decompressing"
+            raise ItemError(f"{self.destination.name} accepts {item.sop_class_uid} only as "
+                            f"{', '.join(offered) or 'nothing'}; {why}")
         try:
-            return convert(path, syntax)
+            if syntax != item.transfer_syntax:
+                return convert(item.path, syntax)
+            if syntax == DeflatedExplicitVRLittleEndian:
+                return deflated_for_the_network(item.path) or item.path
         except ConversionError as exc:
             raise ItemError(str(exc)) from None
+        except OSError as exc:
+            raise ItemError(f"cannot prepare {item.path} for sending: {exc.strerror or exc}") from None
+        return item.path
 
     def send(self, item: Delivery) -> str:
         """C-STORE one instance; returns the status as text. Raises LinkError or ItemError."""

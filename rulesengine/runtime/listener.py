@@ -17,14 +17,14 @@ import ssl
 from typing import Callable
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
-from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import Verification
 
 from ..config import Listener, TLS
 from ..document import Arrival, DocumentReadError
 from .destinations import set_nodelay
 from .logs import Repeats
+from .negotiation import Negotiation
 from .pipeline import Pipeline
 
 log = logging.getLogger("rulesengine.listener")
@@ -33,37 +33,6 @@ _refusals = Repeats()  # a sender that retries a refused association in a loop i
 STATUS_NOT_AUTHORIZED = 0x0124  # "Refused: Not Authorized": a rule rejected the instance
 STATUS_OUT_OF_RESOURCES = 0xA700  # sync mode: a destination did not take it
 STATUS_CANNOT_UNDERSTAND = 0xC000  # not a DICOM data set we can read
-IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
-
-
-class AssociationFileError(Exception):
-    pass
-
-
-def read_association_file(path: str) -> dict[str, list[str]]:
-    """SOP class -> transfer syntaxes, from lines `SOPClassUID\\TransferSyntaxUID`; a bare
-    SOP class means Implicit VR Little Endian. Blank lines and # comments are skipped."""
-    contexts: dict[str, list[str]] = {}
-    try:
-        with open(path, encoding="utf-8-sig") as fh:
-            lines = fh.read().splitlines()
-    except OSError as exc:
-        raise AssociationFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    for number, raw in enumerate(lines, 1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        sop_class, _, syntax = (part.strip() for part in line.partition("\\"))
-        for uid in (sop_class, syntax):
-            if uid and not all(part.isdigit() for part in uid.split(".")):
-                raise AssociationFileError(f"{path}:{number}: {uid!r} is not a UID")
-        syntaxes = contexts.setdefault(sop_class, [])
-        syntax = syntax or IMPLICIT_VR_LITTLE_ENDIAN
-        if syntax not in syntaxes:
-            syntaxes.append(syntax)
-    if not contexts:
-        raise AssociationFileError(f"{path}: no presentation contexts")
-    return contexts
 
 
 def server_tls_context(tls: TLS) -> ssl.SSLContext:
@@ -79,6 +48,7 @@ class DicomListener:
         self.pipeline = pipeline
         self.deliver_now = deliver_now  # sync mode: (document, decision, ruleset, path) -> (ok, detail)
         self.server = None
+        self.negotiation = Negotiation(config)
         self.ae = self._make_ae()
 
     def _make_ae(self) -> AE:
@@ -90,14 +60,8 @@ class DicomListener:
         ae.dimse_timeout = config.timeouts.dimse
         ae.network_timeout = config.timeouts.network
         ae.require_called_aet = config.require_called_aet
+        # Each association's contexts are chosen when its request arrives (negotiation.py).
         ae.add_supported_context(Verification)
-        if config.association_file:
-            for sop_class, syntaxes in read_association_file(config.association_file).items():
-                ae.add_supported_context(sop_class, syntaxes)
-        else:
-            syntaxes = list(config.transfer_syntaxes or ALL_TRANSFER_SYNTAXES)
-            for context in AllStoragePresentationContexts:
-                ae.add_supported_context(context.abstract_syntax, syntaxes)
         return ae
 
     def start(self) -> None:
@@ -105,6 +69,9 @@ class DicomListener:
         handlers = [
             (evt.EVT_CONN_OPEN, set_nodelay),
             (evt.EVT_REQUESTED, self._check_calling_aet),
+            (evt.EVT_REQUESTED, self.negotiation.on_requested),
+            (evt.EVT_SOP_COMMON, self.negotiation.on_sop_common),
+            (evt.EVT_ACCEPTED, self.negotiation.on_accepted),
             (evt.EVT_C_ECHO, lambda event: 0x0000),
             (evt.EVT_C_STORE, self._handle_store),
         ]

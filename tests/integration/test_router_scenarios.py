@@ -399,10 +399,16 @@ def test_association_file_decides_the_presentation_contexts(router_factory, tmp_
     assert syntaxes == {CT_IMAGE_STORAGE: IMPLICIT_VR_LITTLE_ENDIAN, MR_IMAGE_STORAGE: EXPLICIT_VR_LITTLE_ENDIAN}
 
 
-def test_an_instance_received_in_implicit_vr_reaches_a_peer_that_prefers_explicit(router_factory, storescp,
-                                                                                   port):
-    """storescp picks Explicit VR among the router's offers: the router converts what it
-    received in Implicit VR, and a failed conversion must not stop the destination's queue."""
+def test_an_instance_received_in_implicit_vr_reaches_a_peer_that_takes_only_explicit(router_factory, tmp_path,
+                                                                                     port, request):
+    """storescp told to take CT in Explicit VR only: the router converts what it received in
+    Implicit VR, and a failed conversion must not stop the destination's queue."""
+    profile = tmp_path / "explicit-only.cfg"
+    profile.write_text("[[TransferSyntaxes]]\n[ExplicitOnly]\nTransferSyntax1 = LittleEndianExplicit\n\n"
+                       "[[PresentationContexts]]\n[CT]\nPresentationContext1 = CTImageStorage\\ExplicitOnly\n\n"
+                       "[[Profiles]]\n[ExplicitOnly]\nPresentationContexts = CT\n")
+    storescp = StoreSCP(tmp_path / "explicit-only", extra=("-xf", str(profile), "ExplicitOnly")).start()
+    request.addfinalizer(storescp.stop)
     config = router_config(port, ", association_file: contexts.txt",
                            ARCHIVE=dicom_destination(storescp.ae_title, storescp.port))
     router = router_factory(config, 'rule "all" {\n  then route to ARCHIVE\n}\n', port,

@@ -1,0 +1,192 @@
+"""What a listener accepts in association negotiation: which presentation contexts, in which
+transfer syntax, and why it refuses the others.
+
+pynetdicom negotiates each proposed context against the acceptor's contexts, one per
+abstract syntax, taking the first of the acceptor's transfer syntaxes that the context
+proposes, and it knows no wildcard abstract syntax. So the listener's contexts are made
+for each association when its request arrives (EVT_REQUESTED, before negotiation): every
+abstract syntax the sender proposes that the listener takes, with the transfer syntaxes
+in the listener's order of preference:
+
+- by default, the sender's own order (its first choice is how the instance is encoded),
+  except that Implicit VR Little Endian comes last: it loses the VR of private elements;
+  compressed syntaxes are taken as proposed, never decompressed by the sender to fit;
+- with `transfer_syntaxes` configured, that list's order, and nothing else;
+- with an association file, the file's contexts and order, and nothing else.
+
+Storage SOP classes pynetdicom does not know (private ones such as Siemens CSA Non-Image,
+or newer than pynetdicom) are taken unless `accept_unknown_sop_classes` is false; for
+those, a SOP Class Common Extended Negotiation item naming the Storage Service Class is
+accepted (EVT_SOP_COMMON), which is how pynetdicom learns which service serves a SOP class
+it does not know, for this association only.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from pydicom.uid import UID, ImplicitVRLittleEndian
+from pynetdicom import ALL_TRANSFER_SYNTAXES
+from pynetdicom.pdu_primitives import SOPClassCommonExtendedNegotiation
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.service_class import ServiceClass, StorageServiceClass
+from pynetdicom.sop_class import uid_to_service_class
+
+from ..config import Listener
+
+log = logging.getLogger("rulesengine.listener")
+
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+VERIFICATION = "1.2.840.10008.1.1"
+STORAGE_SERVICE_CLASS = StorageServiceClass.uid
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR: pynetdicom knows no service for it
+LISTED_REFUSALS = 10  # contexts named in one log line; the rest are counted
+
+
+class AssociationFileError(Exception):
+    pass
+
+
+def read_association_file(path: str) -> dict[str, list[str]]:
+    """SOP class -> transfer syntaxes, from lines `SOPClassUID\\TransferSyntaxUID`; a bare
+    SOP class means Implicit VR Little Endian. Blank lines and # comments are skipped."""
+    contexts: dict[str, list[str]] = {}
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        raise AssociationFileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    for number, raw in enumerate(lines, 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        sop_class, _, syntax = (part.strip() for part in line.partition("\\"))
+        for uid in (sop_class, syntax):
+            if uid and not all(part.isdigit() for part in uid.split(".")):
+                raise AssociationFileError(f"{path}:{number}: {uid!r} is not a UID")
+        syntaxes = contexts.setdefault(sop_class, [])
+        syntax = syntax or IMPLICIT_VR_LITTLE_ENDIAN
+        if syntax not in syntaxes:
+            syntaxes.append(syntax)
+    if not contexts:
+        raise AssociationFileError(f"{path}: no presentation contexts")
+    return contexts
+
+
+def _described(uid: str) -> str:
+    name = UID(uid).name
+    return uid if name == uid else f"{uid} {name}"
+
+
+class Negotiation:
+    """A listener's choice of presentation contexts; its methods are pynetdicom event handlers."""
+
+    def __init__(self, config: Listener):
+        self.config = config
+        self.file = read_association_file(config.association_file) if config.association_file else None
+        self.preference = tuple(config.transfer_syntaxes) if config.transfer_syntaxes else None
+
+    # ---- the decision ----
+
+    def kind(self, abstract_syntax: str) -> str:
+        """verification, storage (a storage SOP class pynetdicom serves), unknown (one it
+        does not know: served as storage), or other (a service the listener does not provide)."""
+        if abstract_syntax == VERIFICATION:
+            return "verification"
+        service = uid_to_service_class(abstract_syntax)
+        if issubclass(service, StorageServiceClass):
+            return "storage"
+        if service is not ServiceClass or abstract_syntax == MEDIA_STORAGE_DIRECTORY:
+            return "other"
+        uid = UID(abstract_syntax)
+        if not uid.is_valid:
+            return "invalid"
+        # pydicom knows newer standard SOP classes than pynetdicom does
+        if uid.type and not (uid.type == "SOP Class" and uid.name.endswith(" Storage")):
+            return "other"
+        return "unknown"
+
+    def refusal(self, abstract_syntax: str, proposed: list[str]) -> str | None:
+        """Why a context proposing `proposed` for `abstract_syntax` is refused; None if it is not."""
+        kind = self.kind(abstract_syntax)
+        if kind == "invalid":
+            return "the abstract syntax is not a valid UID"
+        if kind == "other":
+            return "a service the router does not provide (it takes C-ECHO and C-STORE)"
+        if kind != "verification":
+            if self.file is not None and abstract_syntax not in self.file:
+                return "not in the listener's association file"
+            if self.file is None and kind == "unknown" and not self.config.accept_unknown_sop_classes:
+                return "an unknown SOP class, and accept_unknown_sop_classes is false"
+        if not any(syntax in proposed for syntax in self.ranked(abstract_syntax, proposed)):
+            return "none of its transfer syntaxes is accepted (" + ", ".join(map(_described, proposed)) + ")"
+        return None
+
+    def ranked(self, abstract_syntax: str, proposed: list[str]) -> list[str]:
+        """The transfer syntaxes accepted for `abstract_syntax`, best first."""
+        verification = abstract_syntax == VERIFICATION  # C-ECHO in whatever the sender proposes
+        if self.file is not None and not verification:
+            return list(self.file.get(abstract_syntax, ()))
+        if self.preference is not None and not verification:
+            return list(self.preference)
+        known = [syntax for syntax in dict.fromkeys(proposed) if syntax in ALL_TRANSFER_SYNTAXES]
+        return [syntax for syntax in known if syntax != ImplicitVRLittleEndian] + \
+            [syntax for syntax in known if syntax == ImplicitVRLittleEndian]
+
+    # ---- pynetdicom event handlers ----
+
+    def on_requested(self, event) -> None:
+        """EVT_REQUESTED: this association's acceptor contexts, from what the sender proposes."""
+        assoc = event.assoc
+        proposed: dict[str, list[str]] = {}  # abstract syntax -> transfer syntaxes, in the sender's order
+        for context in assoc.requestor.primitive.presentation_context_definition_list:
+            syntaxes = proposed.setdefault(str(context.abstract_syntax), [])
+            syntaxes.extend(str(s) for s in context.transfer_syntax if str(s) not in syntaxes)
+        contexts = []
+        for abstract_syntax, syntaxes in proposed.items():
+            if self.refusal(abstract_syntax, syntaxes) is None:
+                context = PresentationContext()
+                context.abstract_syntax = abstract_syntax
+                context.transfer_syntax = self.ranked(abstract_syntax, syntaxes)
+                contexts.append(context)
+        assoc.acceptor.supported_contexts = contexts
+
+    def on_sop_common(self, event) -> dict:
+        """EVT_SOP_COMMON: serve the accepted SOP classes pynetdicom does not know as storage."""
+        items = {}
+        for context in event.assoc.acceptor.supported_contexts:
+            uid = context.abstract_syntax
+            if uid_to_service_class(uid) is ServiceClass:
+                item = SOPClassCommonExtendedNegotiation()
+                item.sop_class_uid = uid
+                item.service_class_uid = STORAGE_SERVICE_CLASS
+                items[uid] = item
+        return items
+
+    def on_accepted(self, event) -> None:
+        """EVT_ACCEPTED: one WARNING line naming each refused context whose SOP class the
+        sender can then not send at all, and why; a context refused while another one of
+        its SOP class was accepted (a transfer syntax the sender offered besides) at DEBUG."""
+        assoc = event.assoc
+        refused = assoc.rejected_contexts
+        if not refused:
+            return
+        accepted = {str(cx.abstract_syntax) for cx in assoc.accepted_contexts}
+        requested = {cx.context_id: cx for cx in assoc.requestor.primitive.presentation_context_definition_list}
+        lost, covered = [], []
+        for context in refused:
+            abstract_syntax = str(context.abstract_syntax)
+            proposal = requested.get(context.context_id)
+            syntaxes = [str(s) for s in proposal.transfer_syntax] if proposal else []
+            why = self.refusal(abstract_syntax, syntaxes) or "refused"
+            text = f"context {context.context_id} ({_described(abstract_syntax)}): {why}"
+            (covered if abstract_syntax in accepted else lost).append(text)
+        requestor = assoc.requestor
+        peer = f"{(requestor.ae_title or '').strip()} ({requestor.address}:{requestor.port})"
+        if lost:
+            more = f"; and {len(lost) - LISTED_REFUSALS} more" if len(lost) > LISTED_REFUSALS else ""
+            log.warning("listener %s: association from %s: refused %d presentation context(s): %s%s",
+                        self.config.name, peer, len(lost), "; ".join(lost[:LISTED_REFUSALS]), more)
+        if covered:
+            log.debug("listener %s: association from %s: refused %d presentation context(s) of SOP classes "
+                      "accepted in another context: %s", self.config.name, peer, len(covered), "; ".join(covered))
