@@ -48,6 +48,7 @@ class Program:
     files: list[str]  # every file read: rule files and tables
     digest: str
     diagnostics: list[Diagnostic]
+    sources: dict[str, bytes] = field(default_factory=dict)  # what each file held when it was read
 
     @property
     def version(self) -> str:
@@ -68,7 +69,9 @@ def display_path(path: str) -> str:
 
 
 class _Loader:
-    def __init__(self):
+    def __init__(self, sources: dict[str, bytes] | None = None):
+        self.given = sources  # read files from here instead of the disk (a version recorded earlier)
+        self.sources: dict[str, bytes] = {}
         self.modules: dict[str, Module] = {}
         self.failed: set[str] = set()  # files that could not be read or parsed: reported once
         self.order: list[Module] = []
@@ -78,13 +81,19 @@ class _Loader:
 
     def _read(self, path: str, span: Span | None, what: str) -> str | None:
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
+            if self.given is not None:
+                if path not in self.given:
+                    raise FileNotFoundError(2, "not among the files recorded with this version")
+                data = self.given[path]
+            else:
+                with open(path, "rb") as fh:
+                    data = fh.read()
         except OSError as exc:
             self.diagnostics.append(error("import" if what != "table" else "table",
                                           f"cannot read {what} {display_path(path)}: {exc.strerror or exc}", span))
             return None
         self.files.append(path)
+        self.sources[path] = data
         self.hasher.update(path.encode() + b"\0" + data + b"\0")
         try:
             return data.decode("utf-8-sig")
@@ -200,11 +209,15 @@ def read_table(item: n.Table, path: str, text: str, diagnostics: list[Diagnostic
     return TableData(item.name.value, shown, key, header, data)
 
 
-def load_program(path: str | None = None, text: str | None = None, filename: str = "<rules>") -> Program:
-    """Load a rule file from `path`, or from `text` (imports resolve against `filename`'s folder)."""
-    loader = _Loader()
+def load_program(path: str | None = None, text: str | None = None, filename: str = "<rules>",
+                 sources: dict[str, bytes] | None = None) -> Program:
+    """Load a rule file from `path`, or from `text` (imports resolve against `filename`'s folder).
+    With `sources` (a Program's `sources`, kept from an earlier load), files are read from
+    there and not from the disk: the same version again, whatever the files hold now."""
+    loader = _Loader(sources)
     main = loader.load(path if path is not None else filename, text=text)
     if main is None:
         empty = n.RuleFile(display_path(path or filename), text or "", ())
         main = Module(display_path(path or filename), empty)
-    return Program(main, loader.order or [main], loader.files, loader.hasher.hexdigest(), loader.diagnostics)
+    return Program(main, loader.order or [main], loader.files, loader.hasher.hexdigest(), loader.diagnostics,
+                   loader.sources)

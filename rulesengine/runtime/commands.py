@@ -15,11 +15,11 @@ from ..cli import EXIT_FINDINGS, EXIT_OK, UsageError, print_diagnostics
 from ..config import ConfigError, load_config, schema_text
 from ..diagnostics import Diagnostic, Span, error
 from ..document import Document, DocumentReadError
-from ..lang.api import check_file
 from .destinations import ItemError, LinkError, check_naming, sender_for
 from .journal import DEAD, DELIVERED, DELIVERY_STATES, Delivery
 from .listener import AssociationFileError, read_association_file
 from .logs import setup_logging
+from .rules import rule_file_findings
 from .storage import Storage
 
 
@@ -74,7 +74,7 @@ def config_findings(path: str) -> list[Diagnostic]:
         config = load_config(path, secrets=False)
     except ConfigError as exc:
         return [_config_finding(path, problem) for problem in exc.problems]
-    findings = check_file(config.rules, config.destination_infos()) if os.path.isfile(config.rules) else [
+    findings = rule_file_findings(config) if os.path.isfile(config.rules) else [
         error("config", f"{path}: rules: no such file {config.rules}")]
     for name, destination in config.destinations.items():
         if destination.type == "folder":

@@ -40,7 +40,9 @@ class Router:
         self.config = config
         self.storage = Storage(config.storage)
         self.journal = self.storage.journal()
-        self.rules = RulesHolder(config)
+        # Each rule set goes into the journal, with its files, before it is put in place: an
+        # instance is processed with the version it was answered under, also after a restart.
+        self.rules = RulesHolder(config, self.journal)
         self.delivery = DeliveryManager(self.journal, self.storage)
         self.worker = WorkerProcess(config.path, verbose) if worker else None
         self.pipeline = Pipeline(self.storage, self.journal, self.rules, self.delivery.notify,
@@ -66,9 +68,7 @@ class Router:
         if self.config.development_key:
             log.warning("no hash key configured (secrets.hash_key_env or hash_key_file): hash() and uid() use "
                         "the built-in development key")
-        ruleset = self.rules.current
-        self.journal.record_ruleset(ruleset.version, ruleset.files)
-        log.info("rules %s loaded from %s", ruleset.version, self.config.rules)
+        log.info("rules %s loaded from %s", self.rules.current.version, self.config.rules)
         requeued = self.journal.requeue_interrupted()
         if requeued:
             log.info("%d delivery(ies) interrupted by the last stop are queued again", requeued)
@@ -145,8 +145,6 @@ class Router:
             log.error("the new configuration is not applied: the rules do not compile with it")
             return
         self.config = config
-        ruleset = self.rules.current
-        self.journal.record_ruleset(ruleset.version, ruleset.files)
         if self.worker is None:
             self.delivery.apply(config.destinations)
         self.reloaded()
