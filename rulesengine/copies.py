@@ -13,13 +13,15 @@ from __future__ import annotations
 import os
 import struct
 
+from pydicom.errors import BytesLengthException
+
 from .document import Document
 from .intake import needs_file_meta, short_error
 from .lang.ruleset import Decision
 
 # What pydicom raises for a value it cannot encode; anything else writing a copy is a bug.
 _ENCODING_ERRORS = (ValueError, TypeError, struct.error, OverflowError, LookupError, NotImplementedError,
-                    RecursionError)
+                    RecursionError, BytesLengthException)
 
 
 class CopyError(Exception):

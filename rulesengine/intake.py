@@ -73,6 +73,4 @@ def needs_file_meta(document: Document) -> bool:
 def short_error(exc: BaseException) -> str:
     """An exception from pydicom as one line of a reason: its first line, cut to a readable length."""
     text = (str(exc).strip().splitlines() or [""])[0].strip() or type(exc).__name__
-    if type(exc).__name__ not in text and not isinstance(exc, (OSError, DocumentReadError)):
-        text = f"{type(exc).__name__}: {text}"
     return text if len(text) <= MAX_REASON_LENGTH else text[:MAX_REASON_LENGTH - 3] + "..."
