@@ -113,11 +113,12 @@ def json_report(path: str, decision: Decision, ruleset: RuleSet, explain: bool) 
     return report
 
 
-def write_quarantined(out_dir: str, item: Input, reason: str | None) -> str:
-    """A quarantined input, as the router keeps it: OUT/_quarantine/<name>, the original, with its reason."""
+def write_quarantined(out_dir: str, item: Input, received: str, reason: str | None) -> str:
+    """A quarantined input, as the router keeps it (`received`: the input, with file meta if it
+    had none): OUT/_quarantine/<name>, with its reason."""
     target = os.path.join(out_dir, QUARANTINE_FOLDER, item.relative)
     os.makedirs(os.path.dirname(target), exist_ok=True)
-    shutil.copyfile(item.path, target)
+    shutil.copyfile(received, target)
     with open(target + ".reason.txt", "w", encoding="utf-8") as fh:
         fh.write((reason or "") + "\n")
     return target
@@ -132,12 +133,14 @@ def _compile(rules: str, args) -> RuleSet:
 
 
 class Scratch:
-    """Where copies are written when --out is not given: each is written all the same, so that
-    one the router could not write is found here too. One file, rewritten for each copy."""
+    """Where copies are written when --out is not given (each is written all the same, so that
+    one the router could not write is found here too), and where an input without file meta
+    is kept with it, as the router keeps it. Two files, rewritten for each input."""
 
     def __init__(self):
         self._folder = tempfile.TemporaryDirectory(prefix="dicom-rules-")
         self.path = os.path.join(self._folder.name, "copy.dcm")
+        self.received = os.path.join(self._folder.name, "received.dcm")
 
     def close(self) -> None:
         self._folder.cleanup()
@@ -148,11 +151,13 @@ def dry_run_file(ruleset: RuleSet, item: Input, args, scratch: Scratch) -> Decis
     a copy that cannot be written quarantines the input, with the router's reason, and no
     copy of it is left. Raises DocumentReadError when the router would refuse the file."""
     document = read_instance(item.path, arrival_for(args, item.path))
+    received = item.path  # the file a destination whose copy nothing edits receives
     if needs_file_meta(document):
         try:  # the router keeps such a file with file meta written for it
-            write_copy(document, "the spool", scratch.path)
+            write_copy(document, "the spool", scratch.received)
         except CopyError as exc:
             raise DocumentReadError(f"{item.path}: cannot be kept with file meta information: {exc}") from None
+        received = scratch.received
     decision = ruleset.evaluate(document, trace=args.explain)
     written: list[str] = []
     try:
@@ -163,7 +168,7 @@ def dry_run_file(ruleset: RuleSet, item: Input, args, scratch: Scratch) -> Decis
                 written.append(target)
             if is_received_file(document, copy, decision):
                 if args.out:
-                    shutil.copyfile(item.path, target)
+                    shutil.copyfile(received, target)
             else:
                 write_copy(copy, name, target)
     except CopyError as exc:
@@ -173,7 +178,7 @@ def dry_run_file(ruleset: RuleSet, item: Input, args, scratch: Scratch) -> Decis
         decision = dataclasses.replace(decision, outcome="quarantine", reason=str(exc), destinations={},
                                        error=str(exc))
     if args.out and decision.outcome == "quarantine":
-        write_quarantined(args.out, item, decision.reason)
+        write_quarantined(args.out, item, received, decision.reason)
     return decision
 
 

@@ -15,9 +15,8 @@ from pathlib import Path
 import pydicom
 import pytest
 from conftest import SAMPLES, bundled, write
+from damaged import with_command_element
 from invariants import assert_settled, journal_rows
-from pydicom.filebase import DicomFileLike
-from pydicom.filewriter import write_dataset, write_file_meta_info
 
 from rulesengine.config import load_config
 from rulesengine.document import Arrival, DocumentReadError
@@ -102,20 +101,6 @@ def worker_process(folder: Path) -> Process:
     return Process(storage, journal, None, pipeline)
 
 
-def with_command_element(source: Path, target: Path) -> Path:
-    """A copy of `source` whose data set holds a command element (0000,0902), as a broken
-    modality can write one: pydicom reads it, and refuses to write such a data set again."""
-    dataset = pydicom.dcmread(source)
-    dataset.add_new(0x00000902, "LO", "left over from a C-STORE")
-    with open(target, "wb") as fh:
-        fh.write(b"\0" * 128 + b"DICM")
-        write_file_meta_info(fh, dataset.file_meta, enforce_standard=True)
-        out = DicomFileLike(fh)
-        out.is_little_endian, out.is_implicit_VR = True, False
-        write_dataset(out, dataset)
-    return target
-
-
 def spool(storage: Storage, name: str) -> list[str]:
     return sorted(os.listdir(getattr(storage, name)))
 
@@ -125,7 +110,7 @@ def spool(storage: Storage, name: str) -> list[str]:
 
 def test_a_copy_that_cannot_be_written_quarantines_the_instance_once(folder, caplog):
     main = main_process(folder)
-    source = with_command_element(SAMPLES / "sr_report.dcm", folder / "command.dcm")
+    source = with_command_element(folder / "command.dcm")
     result = main.receive(source)
     assert result.outcome == "accepted"
 
@@ -158,7 +143,7 @@ def test_every_instance_is_settled_whatever_happens_after_its_answer(folder):
     dataset.save_as(report_to_drop, enforce_file_format=True)
     results = [main.receive(source) for source in (
         SAMPLES / "ct_head.dcm", report_to_drop, SAMPLES / "mr_knee.dcm", SAMPLES / "ct_chest.dcm",
-        with_command_element(SAMPLES / "sr_report.dcm", folder / "command.dcm"), SAMPLES / "mr_japanese.dcm")]
+        with_command_element(folder / "command.dcm"), SAMPLES / "mr_japanese.dcm")]
     damaged, lost_rules = results[3], results[5]
     os.truncate(damaged.path, os.path.getsize(damaged.path) // 2)
     with main.journal._transaction() as db:  # as if written by a router that kept no rule files
