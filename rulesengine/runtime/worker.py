@@ -36,26 +36,30 @@ _WAKE = b"w"
 _RELOAD = b"r"
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int | None) -> None:
     """Linux: the kernel ends this process when the main one dies (even by SIGKILL),
     so a restarted router never finds a second worker still sending. The kernel's
     "parent" is the *thread* that started this process: WorkerProcess starts it from
-    a thread that lives until this process has ended (see WorkerProcess._watch)."""
+    a thread that lives until this process has ended (see WorkerProcess._watch).
+    A main process that died before this ran (the interpreter takes a second to start)
+    sent nothing: then its process id is no longer this one's parent, and this ends here."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+    if parent is not None and os.getppid() != parent:
+        os._exit(0)  # orphaned while starting: the next router runs its own worker
 
 
-def run_worker(config: Config | str, wake, verbose: int, program=None) -> None:
+def run_worker(config: Config | str, wake, verbose: int, program=None, parent: int | None = None) -> None:
     """The worker's main function; `wake` is the reading end of a pipe from the main process.
     `config` is the configuration the main process runs (or the path of one to read), and
     `program` the parsed rules it runs (None: compiled from the journal when first needed).
     Each instance is processed with the rule set version recorded at its answer, compiled
     from the files the journal kept of it: never from the files on disk, which may have been
-    edited since into something the main process refused."""
-    _die_with_parent()
+    edited since into something the main process refused. `parent`: the main process's id."""
+    _die_with_parent(parent)
     wake_fd = wake.fileno()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload reaches it through the main process
@@ -197,8 +201,8 @@ class WorkerProcess:
         # A multiprocessing pipe only to hand the reading end to the spawned process; both ends
         # are then used as plain file descriptors, the writing one never blocking.
         reader, writer = self._context.Pipe(duplex=False)
-        process = self._context.Process(target=run_worker, args=(config, reader, self.verbose, program),
-                                        name="rulesengine-worker")
+        process = self._context.Process(target=run_worker, name="rulesengine-worker",
+                                        args=(config, reader, self.verbose, program, os.getpid()))
         process.start()
         reader.close()
         write_fd = os.dup(writer.fileno())
