@@ -69,11 +69,17 @@ class RulesHolder:
 
     def __init__(self, config: Config, journal: Journal | None = None):
         self.config = config
-        self.journal = journal
+        self.journal: Journal | None = None
         self._lock = threading.Lock()
-        ruleset = compile_rules(config)
-        self._record(ruleset)
-        self.current: RuleSet = ruleset
+        self.current: RuleSet = compile_rules(config)
+        if journal is not None:
+            self.record_in(journal)
+
+    def record_in(self, journal: Journal) -> None:
+        """From now on, record each rule set in this journal (the current one at once)."""
+        with self._lock:
+            self.journal = journal
+            self._record(self.current)
 
     def _record(self, ruleset: RuleSet) -> None:
         if self.journal is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from conftest import SAMPLES, bundled, dicom_rules
+from damaged import with_command_element
 from invariants import assert_settled, journal_rows
 from peers import storescu, wait_until
 from pynetdicom import AE
@@ -96,3 +97,24 @@ def test_a_watched_folder_fails_what_it_cannot_route_with_the_reason_dry_run_giv
     assert router.stop() == 0
     assert "Traceback" not in router.log_path.read_text()
     assert assert_settled(tmp_path / "var") == {"delivered": 1}
+
+
+EDIT_AND_ROUTE = 'rule "all" {\n  then {\n    set DataSet.InstitutionName = "ROUTED"\n    route to PACS\n  }\n}\n'
+
+
+def test_a_copy_that_cannot_be_written_fails_a_sync_store_and_is_not_kept(router_factory, tmp_path, port,
+                                                                          chunked_sending):
+    """Sync mode: the sender hears of it at once (and the journal says why); async mode keeps
+    such an instance in the quarantine instead (tests/test_runtime_settled.py)."""
+    sync = config(port).replace(f"port: {port}}}", f"port: {port}, mode: sync}}")
+    router = router_factory(sync, EDIT_AND_ROUTE, port)
+    response = send_file(port, with_command_element(tmp_path / "command.dcm"))
+
+    assert response.Status == 0xA700
+    assert response.ErrorComment.startswith("the copy for PACS cannot be written: Command Set")
+    assert storescu(port, [SAMPLES / "ct_head.dcm"]).returncode == 0  # delivered before the answer
+    assert router.stop() == 0
+    assert "Traceback" not in router.log_path.read_text()
+    assert assert_settled(tmp_path / "var") == {"delivered": 1, "rejected": 1}
+    [refused] = journal_rows(tmp_path / "var", "SELECT reason FROM instances WHERE outcome='reject'")
+    assert refused["reason"].startswith("sync: the copy for PACS cannot be written: Command Set elements")
