@@ -13,7 +13,7 @@ from typing import Iterator
 
 from .cli import EXIT_FINDINGS, EXIT_OK, UsageError, load_destinations, load_no_destination
 from .copies import CopyError, is_received_file, write_copy
-from .document import Arrival, Document, DocumentReadError
+from .document import Arrival, DocumentReadError
 from .explain import explain_lines
 from .intake import needs_file_meta, read_instance, short_error
 from .lang.api import compile_file

@@ -29,12 +29,12 @@ rule "to both" {
 def reports(text: str) -> dict[str, list[str]]:
     """The text report of each input: its name -> its indented lines."""
     found: dict[str, list[str]] = {}
+    lines: list[str] = []
     for line in text.splitlines():
         if line.startswith("  "):
-            found[name].append(line.strip())
+            lines.append(line.strip())
         else:
-            name = Path(line).name
-            found[name] = []
+            lines = found[Path(line).name] = []
     return found
 
 

@@ -5,7 +5,6 @@ dry-run predicting what the router does with each of pydicom's files."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 

@@ -230,8 +230,8 @@ class Pipeline:
             self.journal.settle(instance_id, outcome, None)
             self.storage.remove(path)
         else:
-            # quarantine; or a reject the sender could no longer be told of (the rules changed
-            # after it was answered): kept aside either way
+            # quarantine; or a reject the sender can no longer be told of (an instance released
+            # from the quarantine follows the rules in place now): kept aside either way
             reason = decision.reason or ""
             if decision.outcome == "reject":
                 reason = f"rejected after the sender was answered: {reason}"

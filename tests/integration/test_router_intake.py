@@ -53,7 +53,8 @@ def test_a_listener_answers_a_failure_with_the_reason_for_what_it_cannot_route(r
     no_uids = send_file(port, Path(bundled("priv_SQ.dcm")))
     truncated = send_file(port, Path(bundled("SC_rgb_jpeg.dcm")))
 
-    assert (no_uids.Status, no_uids.ErrorComment) == (0xA900, "no SOP Class UID and no SOP Instance UID in the data set")
+    assert no_uids.Status == 0xA900
+    assert no_uids.ErrorComment == "no SOP Class UID and no SOP Instance UID in the data set"
     assert truncated.Status == 0xC000
     assert "pixel data declares 65535 bytes" in truncated.ErrorComment
     assert storescu(port, [SAMPLES / "ct_head.dcm"]).returncode == 0  # the router goes on serving
