@@ -247,7 +247,7 @@ class Document:
                 offset = fp.tell()
                 size = os.fstat(fp.fileno()).st_size
         except InvalidDicomError:
-            raise DocumentReadError(f"{path}: not a DICOM file (no DICM header)") from None
+            ds, offset, size = _read_header_without_meta(path)
         except RecursionError:
             raise DocumentReadError(f"{path}: cannot read: {TOO_DEEP}") from None
         except _MALFORMED as exc:
@@ -896,6 +896,30 @@ def _read_without_preamble(path: str, options: dict) -> Dataset:
         if "SOPClassUID" in ds and "SOPInstanceUID" in ds:
             return ds
     except Exception:  # noqa: BLE001 - anything pydicom raises means "not DICOM"
+        pass
+    raise DocumentReadError(f"{path}: not a DICOM file (no DICM header and no SOP instance found)")
+
+
+_SYNTAX_FOUND = {(True, True): pydicom.uid.ImplicitVRLittleEndian, (False, True): pydicom.uid.ExplicitVRLittleEndian,
+                 (False, False): pydicom.uid.ExplicitVRBigEndian}  # (implicit VR, little endian) -> syntax
+
+
+def _read_header_without_meta(path: str) -> tuple[Dataset, int, int]:
+    """A data set without the Part 10 header, as some senders write them, is an instance when
+    it names its SOP class and instance (as for `read`). Its transfer syntax, found by pydicom
+    from the first elements, goes into a file meta of its own, so that a copy written from it
+    declares the encoding its copied pixel data is in."""
+    try:
+        with open(path, "rb") as fp:
+            ds = read_partial(fp, stop_when=_at_pixel_data, force=True)
+            offset = fp.tell()
+            size = os.fstat(fp.fileno()).st_size
+        syntax = _SYNTAX_FOUND.get(tuple(ds.original_encoding))
+        if syntax is not None and ds.get("SOPClassUID") and ds.get("SOPInstanceUID"):
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = syntax
+            return ds, offset, size
+    except Exception:  # noqa: BLE001 - anything pydicom raises here means "not DICOM"
         pass
     raise DocumentReadError(f"{path}: not a DICOM file (no DICM header and no SOP instance found)")
 

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Iterator
 
-from .cli import (EXIT_FINDINGS, EXIT_OK, UsageError, load_destinations, load_no_destination, load_rules_folders,
-                  print_diagnostics)
-from .document import Arrival, Document, DocumentReadError
+from .cli import EXIT_FINDINGS, EXIT_OK, UsageError, load_destinations, load_no_destination, load_rules_folders
+from .copies import CopyError, is_received_file, write_copy
+from .document import Arrival, DocumentReadError
 from .explain import explain_lines
+from .intake import needs_file_meta, read_instance, short_error
 from .lang.api import compile_file
 from .lang.ruleset import Decision, RuleSet
 from .values import display, to_json
 
 QUARANTINE_FOLDER = "_quarantine"
+EXIT_INTERNAL = 3  # as main() exits for a bug; here after every input was tried
 
 
 @dataclass
@@ -58,8 +62,9 @@ def arrival_for(args, path: str) -> Arrival:
 
 
 def evaluate_file(ruleset: RuleSet, path: str, args, trace: bool = False) -> Decision:
-    document = Document.read(path, arrival_for(args, path))
-    return ruleset.evaluate(document, trace=trace)
+    """What the router decides for this file: read as the router takes it in (`rulesengine.intake`:
+    the same reader, the same refusals), then the rules. Raises DocumentReadError."""
+    return ruleset.evaluate(read_instance(path, arrival_for(args, path)), trace=trace)
 
 
 # ---- reports -------------------------------------------------------------------------
@@ -108,57 +113,115 @@ def json_report(path: str, decision: Decision, ruleset: RuleSet, explain: bool) 
     return report
 
 
-def write_outputs(out_dir: str, item: Input, decision: Decision) -> list[str]:
-    """What each destination would receive: OUT/DESTINATION/<name>; quarantine keeps the original."""
-    written = []
-    if decision.outcome == "quarantine":
-        target = os.path.join(out_dir, QUARANTINE_FOLDER, item.relative)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        shutil.copyfile(item.path, target)
-        with open(target + ".reason.txt", "w", encoding="utf-8") as fh:
-            fh.write((decision.reason or "") + "\n")
-        written.append(target)
-    for name, document in decision.destinations.items():
-        target = os.path.join(out_dir, name, item.relative)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        document.write(target)
-        written.append(target)
-    return written
+def write_quarantined(out_dir: str, item: Input, received: str, reason: str | None) -> str:
+    """A quarantined input, as the router keeps it (`received`: the input, with file meta if it
+    had none): OUT/_quarantine/<name>, with its reason."""
+    target = os.path.join(out_dir, QUARANTINE_FOLDER, item.relative)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    shutil.copyfile(received, target)
+    with open(target + ".reason.txt", "w", encoding="utf-8") as fh:
+        fh.write((reason or "") + "\n")
+    return target
 
 
 def _compile(rules: str, args) -> RuleSet:
+    """The rule file compiled; its findings are printed only when it has errors (main() prints
+    them then), as `lint` is the command for warnings."""
     if not os.path.isfile(rules):
         raise UsageError(f"{rules}: no such rule file")
-    ruleset = compile_file(rules, load_destinations(args), no_destination=load_no_destination(args),
-                           folders=load_rules_folders(args))
-    warnings = [d for d in ruleset.diagnostics if not d.is_error]
-    if warnings and getattr(args, "format", "text") == "text":
-        print_diagnostics(warnings, "text", sys.stderr)
-    return ruleset
+    return compile_file(rules, load_destinations(args), no_destination=load_no_destination(args),
+                        folders=load_rules_folders(args))
+
+
+class Scratch:
+    """Where copies are written when --out is not given (each is written all the same, so that
+    one the router could not write is found here too), and where an input without file meta
+    is kept with it, as the router keeps it. Two files, rewritten for each input."""
+
+    def __init__(self):
+        self._folder = tempfile.TemporaryDirectory(prefix="dicom-rules-")
+        self.path = os.path.join(self._folder.name, "copy.dcm")
+        self.received = os.path.join(self._folder.name, "received.dcm")
+
+    def close(self) -> None:
+        self._folder.cleanup()
+
+
+def dry_run_file(ruleset: RuleSet, item: Input, args, scratch: Scratch) -> Decision:
+    """One input as the router would handle it, its copies written to --out (or to `scratch`):
+    a copy that cannot be written quarantines the input, with the router's reason, and no
+    copy of it is left. Raises DocumentReadError when the router would refuse the file."""
+    document = read_instance(item.path, arrival_for(args, item.path))
+    received = item.path  # the file a destination whose copy nothing edits receives
+    if needs_file_meta(document):
+        try:  # the router keeps such a file with file meta written for it
+            write_copy(document, "the spool", scratch.received)
+        except CopyError as exc:
+            raise DocumentReadError(f"{item.path}: cannot be kept with file meta information: {exc}") from None
+        received = scratch.received
+    decision = ruleset.evaluate(document, trace=args.explain)
+    written: list[str] = []
+    try:
+        for name, copy in decision.destinations.items():
+            target = os.path.join(args.out, name, item.relative) if args.out else scratch.path
+            if args.out:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                written.append(target)
+            if is_received_file(document, copy, decision):
+                if args.out:
+                    shutil.copyfile(received, target)
+            else:
+                write_copy(copy, name, target)
+    except CopyError as exc:
+        for path in written:
+            if os.path.exists(path):
+                os.remove(path)
+        decision = dataclasses.replace(decision, outcome="quarantine", reason=str(exc), destinations={},
+                                       error=str(exc))
+    if args.out and decision.outcome == "quarantine":
+        write_quarantined(args.out, item, received, decision.reason)
+    return decision
 
 
 def cmd_dry_run(args) -> int:
     ruleset = _compile(args.rules, args)
-    failures = 0
-    for item in input_files(args.inputs):
-        try:
-            decision = evaluate_file(ruleset, item.path, args, trace=args.explain)
-        except DocumentReadError as exc:
-            failures += 1
-            _report_unreadable(item.path, exc, args.format)
-            continue
-        if decision.error:
-            failures += 1
-        if args.out:  # before the report: a reader that stops early must not lose files
-            write_outputs(args.out, item, decision)
-        if args.format == "json":
-            print(json.dumps(json_report(item.path, decision, ruleset, args.explain), ensure_ascii=False))
-        else:
-            print(text_report(item.path, decision, ruleset, args.explain))
+    failures = internal = 0
+    scratch = Scratch()
+    try:
+        for item in input_files(args.inputs):
+            # Written out before the report: a reader that stops early must not lose files.
+            try:
+                decision = dry_run_file(ruleset, item, args, scratch)
+            except DocumentReadError as exc:
+                failures += 1
+                _report_unreadable(item.path, exc, args.format)
+                continue
+            except OSError as exc:  # writing to --out
+                failures += 1
+                _report_unreadable(item.path, f"cannot write what the destinations would receive: "
+                                              f"{short_error(exc)}", args.format)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a bug: say so for this input, and go on with the others
+                internal += 1
+                _report_unreadable(item.path, f"internal error: {short_error(exc)} (a bug in dicom-rules: please "
+                                              f"report it with this file)", args.format)
+                continue
+            if decision.error:
+                failures += 1
+            if args.format == "json":
+                print(json.dumps(json_report(item.path, decision, ruleset, args.explain), ensure_ascii=False))
+            else:
+                print(text_report(item.path, decision, ruleset, args.explain))
+    finally:
+        scratch.close()
+    if internal:
+        print(f"dicom-rules: internal error on {internal} input(s); please report it with the files named",
+              file=sys.stderr)
+        return EXIT_INTERNAL
     return EXIT_FINDINGS if failures else EXIT_OK
 
 
-def _report_unreadable(path: str, exc: Exception, fmt: str) -> None:
+def _report_unreadable(path: str, exc: Exception | str, fmt: str) -> None:
     reason = str(exc).removeprefix(f"{path}: ")
     if fmt == "json":
         print(json.dumps({"file": path, "outcome": None, "error": reason, "rules_fired": [], "edits": [],

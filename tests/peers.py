@@ -186,12 +186,15 @@ class RouterProcess:
     port: int | None = None  # the first listener's port, waited for at start
     process: subprocess.Popen | None = None
 
-    def start(self, wait_for: int | None = None) -> "RouterProcess":
-        self.log_path = self.config.parent / f"router-{int(time.time() * 1000)}.log"
+    def start(self, wait_for: int | None = None, wait: bool = True) -> "RouterProcess":
+        """Start it and wait until it listens (or, without a port, runs); `wait=False` returns at once."""
+        self.log_path = self.config.parent / f"router-{time.time_ns()}.log"
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen([sys.executable, "-m", "rulesengine", "run", str(self.config)],
                                         cwd=self.config.parent, stdout=self.log, stderr=subprocess.STDOUT,
                                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+        if not wait:
+            return self
         port = wait_for or self.port
         if port:
             wait_for_port(port, self.process, timeout=30)

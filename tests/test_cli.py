@@ -801,9 +801,3 @@ def test_a_rule_file_that_is_not_utf8_is_reported_with_a_position(run_in):
     result = dicom_rules("lint", "latin.rules")
     assert result.returncode == 1
     assert result.stdout.startswith("latin.rules:2:14: error encoding")
-
-
-def test_dry_run_shows_rule_warnings_on_stderr(run_in):
-    write(run_in / "w.rules", 'rule "ct" { when DataSet.Modality == "CT" then route to PACS }\n')
-    result = dicom_rules("dry-run", "w.rules", str(SAMPLES / "ct_head.dcm"))
-    assert result.returncode == 0 and "warning no-destination" in result.stderr

@@ -132,7 +132,7 @@ def build(folder: Path) -> Setup:
     storage = Storage(config.storage)
     journal = storage.journal()
     notified: list = []
-    rules = RulesHolder(config)
+    rules = RulesHolder(config, journal)
     return Setup(folder, storage, journal, rules, Pipeline(storage, journal, rules, notified.append), notified)
 
 
@@ -198,25 +198,32 @@ def test_receive_runs_the_rules_first_when_they_can_reject(router):
     assert (result.outcome, result.reason) == ("reject", "secondary captures are not accepted")
 
 
-def test_receive_without_rules_that_reject_answers_before_reading(router):
-    """Nothing the rules decide can reach the sender: the file is spooled unread, and one
-    that turns out not to be DICOM is kept aside when it is processed."""
+def test_receive_without_rules_that_reject_still_refuses_what_is_not_an_instance(router):
+    """The rules run after the answer, but what is taken is decided before it: a file that is
+    not DICOM is refused (the sender hears of it), and nothing is journaled or spooled."""
     setup = router(MAIN_EDITED)
     assert not setup.rules.current.can_reject
     received = setup.receive(ROOT / "examples" / "bad" / "not_dicom.dcm")
 
-    result = setup.pipeline.receive(received, ARRIVAL, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4")
+    with pytest.raises(DocumentReadError, match="not a DICOM file"):
+        setup.pipeline.receive(received, ARRIVAL)
 
+    assert setup.journal.accepted_instances() == [] and spool_files(setup.storage)["in"] == []
+
+
+def test_an_instance_unreadable_after_its_answer_is_quarantined(router):
+    """A spool file damaged after the answer (a disk error) is kept aside with the reason."""
+    setup = router(MAIN_EDITED)
+    result = setup.pipeline.receive(setup.receive(SAMPLES / "ct_head.dcm"), ARRIVAL)
     assert result.outcome == "accepted"
-    row = setup.journal.instance(result.instance_id)
-    assert (row["state"], row["sop_class_uid"], row["sop_instance_uid"]) == (
-        ACCEPTED, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4")
-    setup.pipeline.start()
-    setup.pipeline.wait_idle()
+    with open(result.path, "r+b") as fh:
+        fh.truncate(os.path.getsize(result.path) // 2)  # in the middle of the pixel data
+
+    setup.pipeline.process(result.instance_id)
+
     row = setup.journal.instance(result.instance_id)
     assert (row["state"], row["outcome"]) == (DONE, "quarantine")
-    assert "not a DICOM file" in row["reason"]
-    assert Path(row["path"]).read_bytes() == (ROOT / "examples" / "bad" / "not_dicom.dcm").read_bytes()
+    assert "truncated" in row["reason"] and result.path not in row["reason"]
     info = json.loads(Path(row["path"] + ".json").read_text(encoding="utf-8"))
     assert info["reason"] == row["reason"] and info["calling_aet"] == "CT1"
     assert setup.deliveries(result.instance_id) == {} and setup.notified == []
@@ -448,25 +455,46 @@ def test_recover_processes_what_was_accepted_before_a_crash(router):
         restarted.journal.close()
 
 
-def test_recover_with_rules_that_now_reject_keeps_the_instance_aside(router, tmp_path):
+def test_recover_follows_the_rules_an_instance_was_answered_under(router, tmp_path):
+    """Rules changed while the router was stopped do not decide what it answered before."""
     setup = router()
     result = setup.intake(SAMPLES / "ct_head.dcm")
+    answered_under = setup.journal.instance(result.instance_id)["ruleset_version"]
+    assert answered_under == setup.rules.current.version
     write(tmp_path / "main.rules", 'rule "no more CT" {\n  then reject "CT is closed"\n}\n')
 
     restarted = setup.restart()
     try:
+        assert restarted.rules.current.version != answered_under
         assert restarted.pipeline.recover() == 1
         row = restarted.journal.instance(result.instance_id)
-        assert (row["state"], row["outcome"], row["reason"]) == (DONE, "reject", "CT is closed")
-        assert restarted.deliveries(result.instance_id) == {}
-        kept = Path(row["path"])
-        assert Path(restarted.storage.quarantine_dir) in kept.parents
-        assert kept.read_bytes() == (SAMPLES / "ct_head.dcm").read_bytes()
-        info = json.loads(Path(str(kept) + ".json").read_text(encoding="utf-8"))
-        assert info["reason"] == "rejected after the sender was answered: CT is closed"
-        assert not os.path.exists(result.path)
+        assert (row["state"], row["outcome"], row["ruleset_version"]) == (PROCESSED, "route", answered_under)
+        assert set(restarted.deliveries(result.instance_id)) == {"RESEARCH", "PACS", "ARCHIVE"}
     finally:
         restarted.journal.close()
+
+
+def test_a_released_instance_the_rules_now_reject_is_kept_aside(router, tmp_path):
+    """An instance released from the quarantine follows the rules in place when it is processed;
+    its sender was answered long ago, so a reject keeps it aside again, saying so."""
+    setup = router()
+    held = setup.intake(SAMPLES / "mr_knee.dcm")
+    setup.pipeline.process(held.instance_id)
+    [(kept, info)] = setup.storage.quarantined()
+    assert info["reason"] == "knee under review"
+    write(tmp_path / "main.rules", 'rule "no more MR" {\n  then reject "MR is closed"\n}\n')
+    assert setup.rules.reload()
+
+    released = setup.storage.release(kept, info, setup.journal)
+    assert setup.journal.instance(released)["ruleset_version"] is None
+    setup.pipeline.process(released)
+
+    row = setup.journal.instance(released)
+    assert (row["state"], row["outcome"], row["ruleset_version"]) == (DONE, "reject", setup.rules.current.version)
+    assert setup.deliveries(released) == {}
+    [(again, info)] = setup.storage.quarantined()
+    assert again == row["path"] and Path(again).read_bytes() == (SAMPLES / "mr_knee.dcm").read_bytes()
+    assert info["reason"] == "rejected after the sender was answered: MR is closed"
 
 
 def test_a_spool_file_whose_journal_entry_was_lost_is_received_again(router):

@@ -60,6 +60,7 @@ class Program:
     files: list[str]  # every file read: rule files and tables
     digest: str
     diagnostics: list[Diagnostic]
+    sources: dict[str, bytes] = field(default_factory=dict)  # what each file held when it was read
 
     @property
     def version(self) -> str:
@@ -84,8 +85,10 @@ def _within(path: str, folder: str) -> bool:
 
 
 class _Loader:
-    def __init__(self, folders: Sequence[str]):
+    def __init__(self, folders: Sequence[str], sources: dict[str, bytes] | None = None):
         self.folders = list(dict.fromkeys(os.path.realpath(folder) for folder in folders))
+        self.given = sources  # read files from here instead of the disk (a version recorded earlier)
+        self.sources: dict[str, bytes] = {}
         self.modules: dict[str, Module] = {}
         self.failed: set[str] = set()  # files that could not be read or parsed: reported once
         self.order: list[Module] = []
@@ -95,13 +98,19 @@ class _Loader:
 
     def _read(self, path: str, span: Span | None, what: str) -> str | None:
         try:
-            with open(path, "rb") as fh:
-                data = fh.read()
+            if self.given is not None:
+                if path not in self.given:
+                    raise FileNotFoundError(2, "not among the files recorded with this version")
+                data = self.given[path]
+            else:
+                with open(path, "rb") as fh:
+                    data = fh.read()
         except OSError as exc:
             self.diagnostics.append(error("import" if what != "table" else "table",
                                           f"cannot read {what} {display_path(path)}: {exc.strerror or exc}", span))
             return None
         self.files.append(path)
+        self.sources[path] = data
         self.hasher.update(path.encode() + b"\0" + data + b"\0")
         try:
             return data.decode("utf-8-sig")
@@ -250,14 +259,17 @@ def read_table(item: n.Table, path: str, text: str, diagnostics: list[Diagnostic
 
 
 def load_program(path: str | None = None, text: str | None = None, filename: str = "<rules>",
-                 folders: Sequence[str] = ()) -> Program:
+                 folders: Sequence[str] = (), sources: dict[str, bytes] | None = None) -> Program:
     """Load a rule file from `path`, or from `text` (imports resolve against `filename`'s folder).
 
-    Imports and tables are read only inside the main file's folder and `folders`."""
+    Imports and tables are read only inside the main file's folder and `folders`. With
+    `sources` (a Program's `sources`, kept from an earlier load), files are read from there
+    and not from the disk: the same version again, whatever the files hold now."""
     main_folder = os.path.dirname(os.path.abspath(path if path is not None else filename))
-    loader = _Loader([main_folder, *folders])
+    loader = _Loader([main_folder, *folders], sources)
     main = loader.load(path if path is not None else filename, text=text)
     if main is None:
         empty = n.RuleFile(display_path(path or filename), text or "", ())
         main = Module(display_path(path or filename), empty)
-    return Program(main, loader.order or [main], loader.files, loader.hasher.hexdigest(), loader.diagnostics)
+    return Program(main, loader.order or [main], loader.files, loader.hasher.hexdigest(), loader.diagnostics,
+                   loader.sources)

@@ -17,11 +17,11 @@ from ..cli import EXIT_FINDINGS, EXIT_OK, UsageError, print_diagnostics
 from ..config import ConfigError, load_config, schema_text
 from ..diagnostics import Diagnostic, Span, error
 from ..document import Document, DocumentReadError
-from ..lang.api import check_file
 from .destinations import ItemError, LinkError, sender_for
 from .journal import DEAD, DELIVERED, DELIVERY_STATES, Delivery
 from .negotiation import AssociationFileError, read_association_file
 from .logs import setup_logging
+from .rules import rule_file_findings
 from .storage import Storage
 
 
@@ -89,7 +89,7 @@ def config_findings(path: str) -> list[Diagnostic]:
         problems += _missing_files(config, ("destinations", name, "tls"), getattr(destination, "tls", None))
     findings = [_config_finding(path, problem) for problem in problems]
     if os.path.isfile(config.rules):
-        findings += check_file(config.rules, config.destination_infos(), config.rules_folders)
+        findings += rule_file_findings(config)
     return findings
 
 

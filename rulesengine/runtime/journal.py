@@ -75,6 +75,15 @@ CREATE TABLE IF NOT EXISTS rulesets (
     loaded_at REAL NOT NULL,
     files TEXT
 );
+-- What each file of a rule set version held when it was compiled (the main rule file first):
+-- an instance is processed with the version it was answered under, compiled again from here.
+CREATE TABLE IF NOT EXISTS ruleset_files (
+    version TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (version, position)
+);
 """
 
 
@@ -175,12 +184,14 @@ class Journal:
 
     # ---- instances -------------------------------------------------------------------
 
-    def record(self, received: Received, path: str | None, outcome: Outcome | None, state: str) -> int:
-        """An instance (and its decision, when the rules ran already). After this commit the
-        sender may be answered: the file it names was fsynced before, and carries the arrival
-        facts in its name, so even a journal entry lost with a power cut is found again."""
+    def record(self, received: Received, path: str | None, outcome: Outcome | None, state: str,
+               ruleset_version: str | None = None) -> int:
+        """An instance (and its decision, when the rules ran already; else the rule set version
+        it will be processed with). After this commit the sender may be answered: the file it
+        names was fsynced before, and carries the arrival facts in its name, so even a journal
+        entry lost with a power cut is found again."""
         now = time.time()
-        outcome = outcome or Outcome(None, None, None, (), ())
+        outcome = outcome or Outcome(ruleset_version, None, None, (), ())
         with self._transaction() as db:
             cursor = db.execute(
                 "INSERT INTO instances (received_at, source_kind, source_name, calling_aet, called_aet, peer, "
@@ -230,10 +241,25 @@ class Journal:
     def instance(self, instance_id: int) -> sqlite3.Row | None:
         return self._connection().execute("SELECT * FROM instances WHERE id=?", (instance_id,)).fetchone()
 
-    def record_ruleset(self, version: str, files: list[str]) -> None:
+    def record_ruleset(self, version: str, sources: dict[str, bytes]) -> None:
+        """A rule set version about to be put in place, with what each of its files held
+        (`sources`, in the order they were read: the main rule file first)."""
         with self._transaction() as db:
-            db.execute("INSERT OR REPLACE INTO rulesets (version, loaded_at, files) VALUES (?,?,?)",
-                       (version, time.time(), json.dumps(files)))
+            db.execute("INSERT INTO rulesets (version, loaded_at, files) VALUES (?,?,?) ON CONFLICT (version) "
+                       "DO UPDATE SET loaded_at=excluded.loaded_at", (version, time.time(), json.dumps(list(sources))))
+            db.executemany("INSERT OR IGNORE INTO ruleset_files (version, position, path, data) VALUES (?,?,?,?)",
+                           [(version, position, path, data) for position, (path, data) in enumerate(sources.items())])
+
+    def ruleset_sources(self, version: str) -> dict[str, bytes]:
+        """The files of a recorded rule set version, the main rule file first; empty if unknown."""
+        rows = self._connection().execute("SELECT path, data FROM ruleset_files WHERE version=? ORDER BY position",
+                                          (version,)).fetchall()
+        return {row[0]: bytes(row[1]) for row in rows}
+
+    def latest_ruleset(self) -> str | None:
+        """The rule set version put in place last."""
+        row = self._connection().execute("SELECT version FROM rulesets ORDER BY loaded_at DESC LIMIT 1").fetchone()
+        return row[0] if row else None
 
     # ---- deliveries ------------------------------------------------------------------
 

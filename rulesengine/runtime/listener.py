@@ -22,6 +22,7 @@ from pynetdicom.sop_class import Verification
 
 from ..config import Listener, TLS
 from ..document import Arrival, DocumentReadError
+from ..intake import RefusedAtIntake
 from .destinations import set_nodelay
 from .logs import Repeats
 from .negotiation import Negotiation
@@ -33,6 +34,7 @@ _refusals = Repeats()  # a sender that retries a refused association in a loop i
 STATUS_NOT_AUTHORIZED = 0x0124  # "Refused: Not Authorized": a rule rejected the instance
 STATUS_OUT_OF_RESOURCES = 0xA700  # sync mode: a destination did not take it
 STATUS_CANNOT_UNDERSTAND = 0xC000  # not a DICOM data set we can read
+STATUS_REFUSED_AT_INTAKE = 0xA900  # "Data Set does not match SOP Class": a DICOMDIR, an instance without SOP UIDs
 
 
 def server_tls_context(tls: TLS) -> ssl.SSLContext:
@@ -132,7 +134,6 @@ class DicomListener:
         received = os.fspath(event.dataset_path)
         path = self.pipeline.storage.temp_path()
         os.link(received, path)  # our own name for the file; pynetdicom removes its name afterwards
-        request = event.request
         try:
             if self.config.mode == "sync" and self.deliver_now is not None:
                 document, decision, ruleset = self.pipeline.decide(path, arrival)
@@ -142,8 +143,12 @@ class DicomListener:
                 result = self.pipeline.settle(path, document, decision, ruleset)
             else:
                 # async: answered once spooled and journaled; the rules run first only if they can reject
-                result = self.pipeline.receive(path, arrival, str(request.AffectedSOPClassUID),
-                                               str(request.AffectedSOPInstanceUID))
+                result = self.pipeline.receive(path, arrival)
+        except RefusedAtIntake as exc:
+            self.pipeline.storage.remove(path)
+            log.warning("listener %s: instance from %s refused: %s", self.config.name, arrival.calling_aet,
+                        exc.reason)
+            return _status(STATUS_REFUSED_AT_INTAKE, exc.reason)
         except DocumentReadError as exc:
             self.pipeline.storage.remove(path)
             log.warning("listener %s: unreadable instance from %s: %s", self.config.name, arrival.calling_aet, exc)

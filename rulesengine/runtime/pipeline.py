@@ -11,6 +11,16 @@ the copy each destination receives is written and its delivery queued. It
 runs in a thread of this process, or in the router's worker process, which
 reads what to process from the journal. A restart processes whatever was
 received and not yet processed: nothing answered is ever lost.
+
+What is taken is decided once, by `rulesengine.intake` (shared with dry-run):
+a file that cannot be read, or is not an instance to route, is refused before
+the answer. The rule set version an instance follows is fixed at its answer and
+journaled with it; processing uses exactly that version (see rules.py).
+
+After processing, every instance the journal holds is settled: routed (its
+deliveries queued), dropped, or quarantined with its reason. A failure after
+the answer (the recorded rules cannot be compiled again, a copy cannot be
+written, a bug) quarantines the instance; it never stays `accepted`.
 """
 
 from __future__ import annotations
@@ -18,18 +28,20 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable
 
+from ..copies import CopyError, is_received_file, write_copy
 from ..document import Arrival, Document, DocumentReadError
+from ..intake import needs_file_meta, read_instance, short_error
 from ..lang.ruleset import Decision, RuleSet
 from .journal import ACCEPTED, DONE, Journal, NewDelivery, Outcome, Received
-from .rules import RulesHolder
+from .rules import RuleSetVersions, RulesHolder, RulesUnavailable
 from .storage import Storage, fsync_file, move_durably
 
 log = logging.getLogger("rulesengine.router")
 
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR's SOP class
 
 
 @dataclass
@@ -84,56 +96,80 @@ def describe(document: Document, decision: Decision, ruleset: RuleSet) -> str:
     return f"{sop} via {source}: rules {ruleset.version} fired {fired} {result}"
 
 
+HOLD_SECONDS = (1.0, 300.0)  # an instance that could not even be quarantined is tried again after 1 s, doubling
+
+
 class Pipeline:
-    def __init__(self, storage: Storage, journal: Journal, rules: RulesHolder,
-                 notify: Callable[[set[str]], None], on_accepted: Callable[[int], None] | None = None):
-        """`on_accepted(instance_id)` hands a received instance to whoever processes it
-        (the worker process); without it, a thread of this process does (`start`)."""
+    def __init__(self, storage: Storage, journal: Journal, rules: RulesHolder | None,
+                 notify: Callable[[set[str]], None], on_accepted: Callable[[int], None] | None = None,
+                 versions: RuleSetVersions | None = None):
+        """`rules`: the rules running here, for receiving (None in the worker process, which
+        only processes). `versions`: the rule sets instances are processed with, by the version
+        recorded at their answer (by default, `rules` and what the journal kept of others).
+        `on_accepted(instance_id)` hands a received instance to whoever processes it (the
+        worker process); without it, a thread of this process does (`start`)."""
         self.storage = storage
         self.journal = journal
         self.rules = rules
+        self.versions = versions or RuleSetVersions(journal, rules.config, rules)
         self.notify = notify
         self.on_accepted = on_accepted or self._enqueue
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # processing one instance at a time, whoever asks
+        self._held: dict[int, tuple[float, float]] = {}  # instance -> (next try, wait after it)
 
     # ---- receiving ----------------------------------------------------------------------------
 
     def decide(self, path: str, arrival: Arrival) -> tuple[Document, Decision, RuleSet]:
-        """Read the header and run the current rules. Raises DocumentReadError."""
-        document = Document.read_header(path, arrival)
-        if document.get("FileMeta.MediaStorageSOPClassUID") == MEDIA_STORAGE_DIRECTORY:
-            raise DocumentReadError(f"{path}: a DICOMDIR is the index of a medium, not an instance to route")
+        """Take the file in (`rulesengine.intake`) and run the current rules.
+        Raises DocumentReadError (RefusedAtIntake among them)."""
+        document = read_instance(path, arrival)
         ruleset = self.rules.current
         return document, ruleset.evaluate(document), ruleset
 
-    def receive(self, path: str, arrival: Arrival, sop_class: str | None = None, sop_instance: str | None = None,
-                decide: bool | None = None) -> Result:
+    def receive(self, path: str, arrival: Arrival, decide: bool | None = None) -> Result:
         """Take a file we own (in the spool's temporary folder); when this returns, the
         sender may be answered. The rules run now when `decide`, or by default when they
-        can reject. Raises DocumentReadError only when the rules ran and the file cannot be read."""
-        ruleset = self.rules.current
+        can reject. Raises DocumentReadError (RefusedAtIntake among them) when the file is
+        not an instance the router takes: the caller still owns the file then."""
+        document = read_instance(path, arrival)
+        ruleset = self.rules.current  # the version this instance follows, whoever processes it
         if decide or (decide is None and ruleset.can_reject):
-            document, decision, ruleset = self.decide(path, arrival)
-            return self.settle(path, document, decision, ruleset)
-        return self._accept(path, facts_of(arrival, sop_class, sop_instance))
+            decision = ruleset.evaluate(document)
+            if decision.outcome == "reject":
+                return self._reject(path, document, decision, ruleset)
+        return self._accept(path, document, ruleset)
 
     def intake(self, path: str, arrival: Arrival) -> Result:
-        """receive() with the rules run at once (a watched folder sorts out unreadable files)."""
+        """receive() with the rules run at once (a watched folder sorts out rejected files)."""
         return self.receive(path, arrival, decide=True)
 
     def settle(self, path: str, document: Document, decision: Decision, ruleset: RuleSet) -> Result:
         """The rules ran at reception: a reject is answered; anything else is received."""
         if decision.outcome == "reject":
             return self._reject(path, document, decision, ruleset)
-        return self._accept(path, received_facts(document))
+        return self._accept(path, document, ruleset)
 
-    def _accept(self, path: str, received: Received) -> Result:
+    def _accept(self, path: str, document: Document, ruleset: RuleSet) -> Result:
+        if needs_file_meta(document):
+            self._add_file_meta(path, document)
+        received = received_facts(document)
         spooled = self.storage.accept(path, received)
-        instance_id = self.journal.record(received, spooled, None, ACCEPTED)
+        instance_id = self.journal.record(received, spooled, None, ACCEPTED, ruleset.version)
         self.on_accepted(instance_id)
         return Result("accepted", None, instance_id, None, spooled)
+
+    def _add_file_meta(self, path: str, document: Document) -> None:
+        """A data set without (complete) file meta information is kept as a proper DICOM file,
+        which destinations can be sent as it is. Raises DocumentReadError if it cannot be written."""
+        temp = self.storage.temp_path()
+        try:
+            write_copy(document, "the spool", temp)
+            move_durably(temp, path)
+        except (CopyError, OSError) as exc:
+            self.storage.remove(temp)
+            raise DocumentReadError(f"{path}: cannot be kept with file meta information: {exc}") from None
 
     def _reject(self, path: str, document: Document, decision: Decision, ruleset: RuleSet) -> Result:
         log.info(describe(document, decision, ruleset))
@@ -144,43 +180,90 @@ class Pipeline:
     # ---- processing -----------------------------------------------------------------------------
 
     def process(self, instance_id: int) -> None:
-        """Run the rules on a received instance and settle it: quarantine, drop, or route
-        (copies written, deliveries queued)."""
+        """Run the rules the instance was answered under and settle it: quarantine, drop, or
+        route (copies written, deliveries queued). Whatever fails, it ends quarantined with the
+        reason; only when even that fails (the storage folder) is it tried again, later."""
         with self._lock:
             row = self.journal.instance(instance_id)
             if row is None or row["state"] != ACCEPTED:
                 return  # processed already (a wake-up can come twice)
-            path = row["path"]
-            arrival = arrival_of(dict(row))
-            try:
-                document, decision, ruleset = self.decide(path, arrival)
-            except DocumentReadError as exc:
-                reason = str(exc).replace(path, "the received file")
-                log.warning("instance %s from %s: %s; quarantined", instance_id, row["calling_aet"] or
-                            row["source_name"], reason)
-                self._keep_aside(instance_id, path, Received(**_received_columns(row)), reason,
-                                 Outcome(self.rules.current.version, "quarantine", reason, (), ()))
+            held = self._held.get(instance_id)
+            if held is not None and held[0] > time.monotonic():
                 return
-            log.info(describe(document, decision, ruleset))
-            if decision.error:
-                log.warning("instance %s: %s", instance_id, decision.error)
-            outcome = outcome_of(decision, ruleset)
-            if decision.outcome == "route":
-                deliveries = self.write_copies(instance_id, path, document, decision)
-                self.journal.add_deliveries(instance_id, deliveries, outcome)
-                if all(item.path != path for item in deliveries):
-                    self.storage.remove(path)  # every destination has its own copy
-                self.notify({item.destination for item in deliveries})
-            elif decision.outcome == "drop":
-                self.journal.settle(instance_id, outcome, None)
-                self.storage.remove(path)
+            try:
+                self._process(row)
+            except Exception:  # noqa: BLE001 - could not be settled, not even quarantined: try later
+                self._hold(instance_id, first=held is None)
             else:
-                # quarantine; or a reject the sender could no longer be told of (the rules changed
-                # after it was answered): kept aside either way
-                reason = decision.reason or ""
-                if decision.outcome == "reject":
-                    reason = f"rejected after the sender was answered: {reason}"
-                self._keep_aside(instance_id, path, received_facts(document), reason, outcome)
+                self._held.pop(instance_id, None)
+
+    def _hold(self, instance_id: int, first: bool) -> None:
+        wait = self._held.get(instance_id, (0.0, HOLD_SECONDS[0]))[1]
+        self._held[instance_id] = (time.monotonic() + wait, min(wait * 2, HOLD_SECONDS[1]))
+        if first:
+            log.exception("instance %s could not be processed nor quarantined; it stays in the spool and is tried "
+                          "again in %.0f s, then less and less often", instance_id, wait)
+        else:
+            log.debug("instance %s still cannot be processed", instance_id, exc_info=True)
+
+    def _process(self, row) -> None:
+        instance_id, path, version = row["id"], row["path"], row["ruleset_version"]
+        received = Received(**_received_columns(row))
+        try:
+            ruleset = self.versions.get(version)
+        except RulesUnavailable as exc:
+            self._quarantine_failure(instance_id, path, received, version, str(exc))
+            return
+        try:
+            document = read_instance(path, arrival_of(dict(row)))
+        except DocumentReadError as exc:
+            self._quarantine_failure(instance_id, path, received, ruleset.version,
+                                     str(exc).replace(path, "the received file"))
+            return
+        decision = ruleset.evaluate(document)
+        log.info(describe(document, decision, ruleset))
+        if decision.error:
+            log.warning("instance %s: %s", instance_id, decision.error)
+        outcome = outcome_of(decision, ruleset)
+        if decision.outcome == "route":
+            self._route(instance_id, path, document, decision, outcome)
+        elif decision.outcome == "drop":
+            self.journal.settle(instance_id, outcome, None)
+            self.storage.remove(path)
+        else:
+            # quarantine; or a reject the sender can no longer be told of (an instance released
+            # from the quarantine follows the rules in place now): kept aside either way
+            reason = decision.reason or ""
+            if decision.outcome == "reject":
+                reason = f"rejected after the sender was answered: {reason}"
+            self._keep_aside(instance_id, path, received_facts(document), reason, outcome)
+
+    def _route(self, instance_id: int, path: str, document: Document, decision: Decision, outcome: Outcome) -> None:
+        try:
+            deliveries = self.write_copies(instance_id, path, document, decision)
+        except (CopyError, OSError) as exc:
+            reason = str(exc) if isinstance(exc, CopyError) else f"its copies cannot be written: {short_error(exc)}"
+            self._quarantine_failure(instance_id, path, received_facts(document), outcome.ruleset_version, reason,
+                                     outcome.rules_fired)
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug; the instance is kept, with the traceback logged once
+            log.exception("instance %s: internal error while writing its copies", instance_id)
+            self._quarantine_failure(instance_id, path, received_facts(document), outcome.ruleset_version,
+                                     f"internal error while writing its copies: {short_error(exc)}",
+                                     outcome.rules_fired, logged=True)
+            return
+        self.journal.add_deliveries(instance_id, deliveries, outcome)
+        if all(item.path != path for item in deliveries):
+            self.storage.remove(path)  # every destination has its own copy
+        self.notify({item.destination for item in deliveries})
+
+    def _quarantine_failure(self, instance_id: int, path: str, received: Received, version: str | None, reason: str,
+                            rules_fired: tuple[str, ...] = (), logged: bool = False) -> None:
+        """A failure after the answer: one WARNING line, and the instance kept aside with the reason."""
+        if not logged:
+            log.warning("instance %s from %s: %s; quarantined", instance_id,
+                        received.calling_aet or received.source_name, reason)
+        self._keep_aside(instance_id, path, received, reason, Outcome(version, "quarantine", reason, rules_fired, ()))
 
     def _keep_aside(self, instance_id: int, path: str, received: Received, reason: str, outcome: Outcome) -> None:
         facts = {"sop_instance_uid": received.sop_instance_uid, "sop_class_uid": received.sop_class_uid,
@@ -193,21 +276,29 @@ class Pipeline:
     def write_copies(self, instance_id: int, path: str, document: Document, decision: Decision,
                      prefix: str = "") -> list[NewDelivery]:
         """The file each destination receives: the received file itself when nothing was
-        edited, otherwise an edited copy (header rewritten, pixel data copied)."""
-        edited_main = any(edit.destination is None for edit in decision.edits)
-        deliveries = []
-        for name, copy in decision.destinations.items():
-            if copy is document and not edited_main:
-                target = path
-            else:
-                target = self.storage.output_path(instance_id, prefix + name)
-                temp = self.storage.temp_path()
-                copy.write(temp)
-                fsync_file(temp)
-                move_durably(temp, target)
-            facts = received_facts(copy)  # the data set's UIDs, else the file meta's
-            deliveries.append(NewDelivery(name, target, facts.sop_class_uid, facts.sop_instance_uid,
-                                          copy.get("FileMeta.TransferSyntaxUID")))
+        edited, otherwise an edited copy (header rewritten, pixel data copied). Raises
+        CopyError or OSError when one cannot be written; none of them is left behind then."""
+        deliveries: list[NewDelivery] = []
+        written: list[str] = []
+        try:
+            for name, copy in decision.destinations.items():
+                if is_received_file(document, copy, decision):
+                    target = path
+                else:
+                    target = self.storage.output_path(instance_id, prefix + name)
+                    temp = self.storage.temp_path()
+                    written.append(temp)
+                    write_copy(copy, name, temp)
+                    fsync_file(temp)
+                    written.append(target)
+                    move_durably(temp, target)
+                facts = received_facts(copy)  # the data set's UIDs, else the file meta's
+                deliveries.append(NewDelivery(name, target, facts.sop_class_uid, facts.sop_instance_uid,
+                                              copy.get("FileMeta.TransferSyntaxUID")))
+        except BaseException:
+            for written_path in written:
+                self.storage.remove(written_path)
+            raise
         return deliveries
 
     def process_pending(self) -> int:

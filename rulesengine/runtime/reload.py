@@ -101,8 +101,6 @@ class Reloader:
             else:
                 log.info("rule files changed: %s", ", ".join(sorted(os.path.relpath(p) for p in pending)))
                 if self.router.rules.reload():
-                    ruleset = self.router.rules.current
-                    self.router.journal.record_ruleset(ruleset.version, ruleset.files)
                     self.router.reloaded()
             self._watch_folders()  # an import may have added a folder
         except Exception:  # noqa: BLE001 - reloading must never stop the router

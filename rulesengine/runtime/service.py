@@ -9,11 +9,13 @@ import time
 from pynetdicom import _config as pynetdicom_config
 
 from ..config import Config, load_config
+from ..copies import CopyError
 from ..document import Document
+from ..intake import short_error
 from ..lang.ruleset import Decision, RuleSet
 from .delivery import DeliveryManager
 from .destinations import ItemError, LinkError, sender_for
-from .journal import DONE
+from .journal import DONE, Outcome
 from .listener import DicomListener
 from .pipeline import Pipeline, describe, outcome_of, received_facts
 from .rules import RulesHolder
@@ -66,9 +68,11 @@ class Router:
         if self.config.development_key:
             log.warning("no hash key configured (secrets.hash_key_env or hash_key_file): hash() and uid() use "
                         "the built-in development key")
-        ruleset = self.rules.current
-        self.journal.record_ruleset(ruleset.version, ruleset.files)
-        log.info("rules %s loaded from %s", ruleset.version, self.config.rules)
+        # Each rule set goes into the journal, with its files, before it is put in place: an
+        # instance is processed with the version it was answered under, also after a restart.
+        # Only once the storage is ours: a router refused on it must not leave its rules there.
+        self.rules.record_in(self.journal)
+        log.info("rules %s loaded from %s", self.rules.current.version, self.config.rules)
         requeued = self.journal.requeue_interrupted()
         if requeued:
             log.info("%d delivery(ies) interrupted by the last stop are queued again", requeued)
@@ -145,8 +149,6 @@ class Router:
             log.error("the new configuration is not applied: the rules do not compile with it")
             return
         self.config = config
-        ruleset = self.rules.current
-        self.journal.record_ruleset(ruleset.version, ruleset.files)
         if self.worker is None:
             self.delivery.apply(config.destinations)
         self.reloaded()
@@ -209,8 +211,18 @@ class Router:
     def deliver_now(self, path: str, document: Document, decision: Decision, ruleset: RuleSet) -> tuple[bool, str]:
         """Sync mode: deliver to every destination before the sender is answered."""
         received = received_facts(document)
-        instance_id = self.journal.record(received, path, outcome_of(decision, ruleset), DONE)
-        deliveries = self.pipeline.write_copies(instance_id, path, document, decision, prefix="sync-")
+        outcome = outcome_of(decision, ruleset)
+        instance_id = self.journal.record(received, path, outcome, DONE)
+        try:
+            deliveries = self.pipeline.write_copies(instance_id, path, document, decision, prefix="sync-")
+        except (CopyError, OSError) as exc:
+            # Nothing was sent and the sender is told: the instance is refused, not kept.
+            reason = str(exc) if isinstance(exc, CopyError) else f"its copies cannot be written: {short_error(exc)}"
+            self.journal.settle(instance_id, Outcome(ruleset.version, "reject", f"sync: {reason}",
+                                                     outcome.rules_fired, ()), None)
+            self.storage.remove(path)
+            log.warning("sync delivery of %s refused: %s", received.sop_instance_uid, reason)
+            return False, reason
         ids = self.journal.add_deliveries(instance_id, deliveries, state="sending")
         failures = []
         for delivery_id, item in zip(ids, deliveries):

@@ -20,12 +20,11 @@ import time
 
 from ..config import Config, ConfigError, load_config
 from ..diagnostics import RulesError
-from ..lang.api import analyse
-from ..lang.compiler import compile_program
+from ..lang.loader import load_program
 from .delivery import DeliveryManager
 from .logs import Repeats, origin, setup_logging
 from .pipeline import Pipeline
-from .rules import RulesHolder
+from .rules import RuleSetVersions, RulesHolder, compile_rules
 from .storage import Storage
 
 log = logging.getLogger("rulesengine.worker")
@@ -37,51 +36,30 @@ _WAKE = b"w"
 _RELOAD = b"r"
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int | None) -> None:
     """Linux: the kernel ends this process when the main one dies (even by SIGKILL),
     so a restarted router never finds a second worker still sending. The kernel's
     "parent" is the *thread* that started this process: WorkerProcess starts it from
-    a thread that lives until this process has ended (see WorkerProcess._watch)."""
+    a thread that lives until this process has ended (see WorkerProcess._watch).
+    A main process that died before this ran (the interpreter takes a second to start)
+    sent nothing: then its process id is no longer this one's parent, and this ends here."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+    if parent is not None and os.getppid() != parent:
+        os._exit(0)  # orphaned while starting: the next router runs its own worker
 
 
-class _WorkerRules(RulesHolder):
-    """The worker's rules. At start, those the main process runs, compiled from the program
-    it hands over (already read and parsed): never the files on disk, which may have been
-    edited into something the main process refused since. Reloads read the files."""
-
-    def __init__(self, config: Config, program=None):
-        self._program = program
-        super().__init__(config, announce=False)  # the main process announces reloads
-
-    def _compile(self, config: Config):
-        program, self._program = self._program, None
-        if program is None:
-            return RulesHolder._compile(config)
-        analysis = analyse(program, config.destination_infos())
-        if analysis.errors:
-            raise RulesError(analysis.diagnostics)
-        return compile_program(program, analysis, config.secrets, config.no_destination)
-
-
-def _rules_for(config: Config, program) -> _WorkerRules | None:
-    try:
-        return _WorkerRules(config, program)
-    except (RulesError, OSError) as exc:
-        log.error("worker process %d: the rules do not compile (%s); nothing is processed until the next "
-                  "reload (deliveries go on)", os.getpid(), exc)
-        return None
-
-
-def run_worker(config: Config | str, wake, verbose: int, program=None) -> None:
+def run_worker(config: Config | str, wake, verbose: int, program=None, parent: int | None = None) -> None:
     """The worker's main function; `wake` is the reading end of a pipe from the main process.
     `config` is the configuration the main process runs (or the path of one to read), and
-    `program` the parsed rules it runs (None: read them from the configuration's files)."""
-    _die_with_parent()
+    `program` the parsed rules it runs (None: compiled from the journal when first needed).
+    Each instance is processed with the rule set version recorded at its answer, compiled
+    from the files the journal kept of it: never from the files on disk, which may have been
+    edited since into something the main process refused. `parent`: the main process's id."""
+    _die_with_parent(parent)
     wake_fd = wake.fileno()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload reaches it through the main process
@@ -102,11 +80,12 @@ def run_worker(config: Config | str, wake, verbose: int, program=None) -> None:
         log.info("%d delivery(ies) the previous worker process was sending are queued again", requeued)
     delivery = DeliveryManager(journal, storage)
     delivery.apply(config.destinations)
-    rules = _rules_for(config, program)
-    pipeline = _pipeline(storage, journal, rules, delivery) if rules is not None else None
+    versions = RuleSetVersions(journal, config)
+    if program is not None:
+        _seed(versions, config, program)
+    pipeline = Pipeline(storage, journal, None, delivery.notify, on_accepted=lambda _id: None, versions=versions)
     try:
-        if pipeline is not None:
-            pipeline.process_pending()
+        pipeline.process_pending()
         while True:
             ready, _, _ = select.select([wake_fd], [], [], POLL_SECONDS)
             if ready:
@@ -114,26 +93,20 @@ def run_worker(config: Config | str, wake, verbose: int, program=None) -> None:
                 if not data or _STOP in data:  # the main process closed the pipe or asked us to stop
                     break
                 if _RELOAD in data:
-                    if rules is None:  # compiling failed at start: try the files the main process took
-                        rules = _rules_from_files(config.path, config)
-                        if rules is not None:
-                            delivery.apply(rules.config.destinations)
-                            pipeline = _pipeline(storage, journal, rules, delivery)
-                            log.info("worker process %d: rules %s in place; processing", os.getpid(),
-                                     rules.current.version)
-                    else:
-                        _reload(config.path, rules, delivery)
-            if pipeline is not None:
-                pipeline.process_pending()
-    finally:
-        if pipeline is not None:
+                    _reload(config.path, versions, delivery)
             pipeline.process_pending()
+    finally:
+        pipeline.process_pending()
         delivery.stop()
         journal.close()
 
 
-def _pipeline(storage: Storage, journal, rules: RulesHolder, delivery: DeliveryManager) -> Pipeline:
-    return Pipeline(storage, journal, rules, delivery.notify, on_accepted=lambda _id: None)
+def _seed(versions: RuleSetVersions, config: Config, program) -> None:
+    """The rules the main process runs, handed over parsed: compiled here once, not read again."""
+    try:
+        versions.add(compile_rules(config, program))
+    except (RulesError, ConfigError) as exc:  # the main process runs them: only this process's secrets differ
+        log.error("worker process %d: the rules the router runs do not compile here (%s)", os.getpid(), exc)
 
 
 def _load_or_wait(config_path: str, wake_fd: int, verbose: int) -> Config | None:
@@ -156,28 +129,27 @@ def _load_or_wait(config_path: str, wake_fd: int, verbose: int) -> Config | None
                 continue  # the main process reports it, and tells us when it is good
 
 
-def _rules_from_files(config_path: str, current: Config) -> _WorkerRules | None:
+def _reload(config_path: str, versions: RuleSetVersions, delivery: DeliveryManager) -> None:
+    """The main process put a change in place (it logged it). The rules need nothing here:
+    each instance names its version. A changed configuration is taken when the latest
+    rules compile with it, as the main process checked (it logs what is wrong)."""
     try:
         config = load_config(config_path)
     except ConfigError:
-        config = current  # the rule files changed, not the configuration
+        return  # broken again since: the main process tells us when it is good
+    if config == versions.config:
+        return
     try:
-        return _WorkerRules(config)
-    except (RulesError, OSError):
-        return None  # the main process reports what is wrong
-
-
-def _reload(config_path: str, rules: RulesHolder, delivery: DeliveryManager) -> None:
-    """What the main process swapped in, swapped in here too (it logged the change)."""
-    try:
-        config = load_config(config_path)
-    except ConfigError:
-        # Broken now: if the main process took changed rule files with its running
-        # configuration, so does this process; a configuration it took has changed again
-        # since, and it tells us when it is good.
-        config = None
-    if rules.reload(config):
-        delivery.apply(rules.config.destinations)
+        latest = versions.journal.latest_ruleset()
+        sources = versions.journal.ruleset_sources(latest) if latest else {}
+        program = load_program(next(iter(sources)), folders=config.rules_folders, sources=sources) if sources else None
+        ruleset = compile_rules(config, program) if program is not None else None
+    except (RulesError, ConfigError, OSError):
+        return
+    versions.configure(config)
+    if ruleset is not None:
+        versions.add(ruleset)
+    delivery.apply(config.destinations)
 
 
 class WorkerProcess:
@@ -230,8 +202,8 @@ class WorkerProcess:
         # A multiprocessing pipe only to hand the reading end to the spawned process; both ends
         # are then used as plain file descriptors, the writing one never blocking.
         reader, writer = self._context.Pipe(duplex=False)
-        process = self._context.Process(target=run_worker, args=(config, reader, self.verbose, program),
-                                        name="rulesengine-worker")
+        process = self._context.Process(target=run_worker, name="rulesengine-worker",
+                                        args=(config, reader, self.verbose, program, os.getpid()))
         process.start()
         reader.close()
         write_fd = os.dup(writer.fileno())

@@ -1,0 +1,49 @@
+"""The copy each destination receives, written as the router writes it: shared with dry-run, so
+that a copy that cannot be written fails the same way in both, with the same reason.
+
+A destination whose copy nothing edited receives the received file itself (the router
+never writes it again); any other gets an edited copy, written by `Document.write`.
+A data set can hold what cannot be written back (a command element (0000,xxxx) among
+its elements, a value pydicom cannot encode in its VR): writing its copy raises
+CopyError, and the router quarantines the instance with that reason.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from pydicom.errors import BytesLengthException
+
+from .document import Document
+from .intake import needs_file_meta, short_error
+from .lang.ruleset import Decision
+
+# What pydicom raises for a value it cannot encode; anything else writing a copy is a bug.
+_ENCODING_ERRORS = (ValueError, TypeError, struct.error, OverflowError, LookupError, NotImplementedError,
+                    RecursionError, BytesLengthException)
+
+
+class CopyError(Exception):
+    """A destination's copy that cannot be written; the message is the reason."""
+
+
+def is_received_file(document: Document, copy: Document, decision: Decision) -> bool:
+    """Does this destination receive the received file itself, unwritten?"""
+    edited_main = any(edit.destination is None for edit in decision.edits)
+    return copy is document and not edited_main and not needs_file_meta(document)
+
+
+def write_copy(copy: Document, destination: str, target: str | os.PathLike) -> None:
+    """Write a destination's edited copy to `target`. Raises CopyError with the reason when the
+    data set cannot be written, OSError when the file cannot."""
+    try:
+        copy.write(target)
+    except OSError:
+        raise
+    except _ENCODING_ERRORS as exc:
+        raise CopyError(copy_failure(destination, exc)) from None
+
+
+def copy_failure(destination: str, exc: BaseException) -> str:
+    return f"the copy for {destination} cannot be written: {short_error(exc)}"
