@@ -540,8 +540,11 @@ def test_explicit_vr_instance_arrives_converted_at_an_implicit_only_destination(
     assert arrived.SOPInstanceUID == original.SOPInstanceUID
     assert arrived.PatientName == original.PatientName
     assert arrived.PixelData == original.PixelData
-    delivered = journal_rows(tmp_path, "SELECT transfer_syntax, state FROM deliveries")
-    assert [tuple(row) for row in delivered] == [(ExplicitVRLittleEndian, "delivered")]
+    # The peer has the file a moment before the worker records the delivery.
+    query = "SELECT transfer_syntax, state FROM deliveries"
+    wait_until(lambda: [row["state"] for row in journal_rows(tmp_path, query)] == ["delivered"], timeout=30,
+               what="the delivery recorded")
+    assert [tuple(row) for row in journal_rows(tmp_path, query)] == [(ExplicitVRLittleEndian, "delivered")]
 
 
 def test_a_destination_changed_in_the_configuration_applies_without_a_restart(router_factory, tmp_path, port,
