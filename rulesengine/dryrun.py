@@ -203,7 +203,7 @@ def cmd_dry_run(args) -> int:
                 continue
             except Exception as exc:  # noqa: BLE001 - a bug: say so for this input, and go on with the others
                 internal += 1
-                _report_unreadable(item.path, f"internal error: {short_error(exc)} (a bug in dicom-rules: please "
+                _report_unreadable(item.path, f"internal error: {type(exc).__name__}: {short_error(exc)} (a bug in dicom-rules: please "
                                               f"report it with this file)", args.format)
                 continue
             if decision.error:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from .document import Arrival, Document, DocumentReadError
+from .document import TOO_DEEP, Arrival, Document, DocumentReadError
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # the SOP class of a DICOMDIR
 MAX_REASON_LENGTH = 200  # a reason quoting pydicom is cut here: it goes into logs and .reason.txt files
@@ -42,7 +42,7 @@ def read_instance(path: str | os.PathLike, arrival: Arrival | None = None) -> Do
     except DocumentReadError:
         raise
     except RecursionError:
-        raise DocumentReadError(f"{path}: cannot read: sequences are nested too deeply") from None
+        raise DocumentReadError(f"{path}: cannot read: {TOO_DEEP}") from None
     except Exception as exc:  # noqa: BLE001 - pydicom parsing a damaged file can raise anything
         raise DocumentReadError(f"{path}: cannot read: {short_error(exc)}") from None
     if reason is not None:

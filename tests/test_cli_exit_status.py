@@ -12,19 +12,23 @@ from pathlib import Path
 import pytest
 
 import rulesengine.cli
+import rulesengine.dryrun
 from rulesengine.cli import main
 
-from conftest import ROOT, SAMPLES, write
+from conftest import ROOT, SAMPLES, bundled, write
 
 PAGE = ROOT / "docs" / "cli.md"
 COMMANDS = ("lint", "dry-run", "diff", "test", "dict", "fmt")
 CT = str(SAMPLES / "ct_head.dcm")
 NOT_DICOM = str(ROOT / "examples" / "bad" / "not_dicom.dcm")
+DICOMDIR = bundled("DICOMDIR")  # read, but refused: not an instance
 
 ROUTES = 'rule "ct" {\n  when DataSet.Modality == "CT"\n  then route to PACS\n}\nrule "rest" {\n  then route to ARCHIVE\n}\n'
 CHANGED = ROUTES.replace("route to PACS", "quarantine")
 WARNS = 'rule "all" {\n  then drop\n}\nrule "never" {\n  then route to PACS\n}\n'  # unreachable: a warning
 BROKEN = 'rule "ct" {\n  when DataSet.Modalty == "CT"\n  then route to PACS\n}\n'
+# A command element in the data set: the copy cannot be written (quarantined, as in the router).
+WRITES_A_COMMAND_ELEMENT = 'rule "cmd" {\n  then {\n    set DataSet.(0000,0902) = "x"\n    route to A\n  }\n}\n'
 FAILS_AT_RUN_TIME = 'rule "age" {\n  then {\n    set DataSet.PatientAge = DataSet.PatientID\n    route to A\n  }\n}\n'
 PASSES = 'test "ct" {\n  given DataSet.Modality = "CT"\n  expect route to PACS\n}\n'
 FAILS = 'test "ct" {\n  given DataSet.Modality = "CT"\n  expect no route to PACS\n}\n'
@@ -51,8 +55,11 @@ STATED = {
         ({"routes.rules": ROUTES}, ["dry-run", "routes.rules", CT]),
         ({"changed.rules": CHANGED}, ["dry-run", "changed.rules", CT]),
     ]),
-    ("dry-run", 1): ("an input could not be read, a rule failed at run time, or the rule file has errors", [
+    ("dry-run", 1): ("an input could not be read or was refused, a rule failed at run time, a copy could not be "
+                     "written, or the rule file has errors", [
         ({"routes.rules": ROUTES}, ["dry-run", "routes.rules", NOT_DICOM, CT]),
+        ({"routes.rules": ROUTES}, ["dry-run", "routes.rules", DICOMDIR, CT]),
+        ({"routes.rules": ROUTES, "command.rules": WRITES_A_COMMAND_ELEMENT}, ["dry-run", "command.rules", CT]),
         ({"age.rules": FAILS_AT_RUN_TIME}, ["dry-run", "age.rules", CT]),
         ({"broken.rules": BROKEN}, ["dry-run", "broken.rules", CT]),
     ]),
@@ -60,6 +67,9 @@ STATED = {
         ({}, ["dry-run", "nowhere.rules", CT]),
         ({"routes.rules": ROUTES}, ["dry-run", "routes.rules", "nowhere.dcm"]),
     ]),
+    # A bug cannot be written as a scenario: test_an_internal_error_on_one_input_of_dry_run below.
+    ("dry-run", 3): ("an input met an internal error (after every input was tried, with `dicom-rules: internal "
+                     "error on N input(s)` on standard error)", []),
     ("diff", 0): ("no document changes", [
         ({"old.rules": ROUTES, "new.rules": ROUTES}, ["diff", "old.rules", "new.rules", CT]),
     ]),
@@ -191,6 +201,22 @@ def test_an_internal_error_is_status_3_with_one_line(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("dicom-rules: internal error: ZeroDivisionError: division by zero at ")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_an_internal_error_on_one_input_of_dry_run(tmp_path, monkeypatch, capsys):
+    """Status 3 of dry-run: the input that met a bug is reported, the others are evaluated first."""
+    real = rulesengine.dryrun.read_instance
+
+    def broken_for_the_first(path, arrival):
+        if path == NOT_DICOM:
+            raise ZeroDivisionError("division by zero")
+        return real(path, arrival)
+    monkeypatch.setattr(rulesengine.dryrun, "read_instance", broken_for_the_first)
+    assert run(tmp_path, monkeypatch, {"routes.rules": ROUTES}, ["dry-run", "routes.rules", NOT_DICOM, CT]) == 3
+    captured = capsys.readouterr()
+    assert "outcome: route to PACS" in captured.out  # the input after it was evaluated
+    assert "internal error: ZeroDivisionError" in captured.out + captured.err
+    assert captured.err.strip().splitlines()[-1].startswith("dicom-rules: internal error on 1 input(s)")
 
 
 def test_ctrl_c_is_status_130(monkeypatch):

@@ -52,7 +52,7 @@ def test_dry_run_reports_every_file_it_cannot_handle_and_evaluates_the_rest(run_
     assert result.returncode == 1, result.stderr
     found = reports(result.stdout)
     assert list(found) == [path.name for path in damaged + good]
-    assert found["a-nested.dcm"] == ["error: cannot read: sequences are nested too deeply"]
+    assert found["a-nested.dcm"] == ["error: cannot read: sequences nested too deeply"]
     assert found["b-deflate.dcm"] == ["error: cannot read: Error -3 while decompressing data: invalid block type"]
     assert found["SC_rgb_jpeg.dcm"] == ["error: the file is truncated: the pixel data declares 65535 bytes, 3522 "
                                         "remain"]

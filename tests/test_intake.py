@@ -55,7 +55,7 @@ def test_files_the_router_cannot_route_are_refused_with_the_reason(tmp_path, mak
     (lambda tmp: Path(bundled("SC_rgb_jpeg.dcm")),
      "the file is truncated: the pixel data declares 65535 bytes, 3522 remain"),
     (lambda tmp: Path(bundled("no_meta.dcm")), "not a DICOM file (no DICM header and no SOP instance found)"),
-    (lambda tmp: deeply_nested(tmp / "x.dcm"), "cannot read: sequences are nested too deeply"),
+    (lambda tmp: deeply_nested(tmp / "x.dcm"), "cannot read: sequences nested too deeply"),
     (lambda tmp: corrupt_deflate(tmp / "x.dcm"), "cannot read: Error -3 while decompressing data: invalid block type"),
 ], ids=["truncated JPEG", "no meta, no UIDs", "nested 1000 deep", "corrupt deflate"])
 def test_files_that_cannot_be_read_are_unreadable_with_the_reason(tmp_path, make, reason):
