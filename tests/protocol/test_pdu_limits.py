@@ -56,8 +56,10 @@ def test_streaming_the_announced_gigabytes_does_not_grow_the_router(router):
     sock = connect(router.ports["main"])
     sock.sendall(struct.pack(">BBL", A_ASSOCIATE_RQ, 0, 0xFFFFFFFF))
     sent = stream(sock, 256 << 20)
+    during = router.usage()  # the connection is still open on this side
     sock.close()
     assert sent < 256 << 20, "the router read 256 MiB of a PDU it should have refused"
+    assert during.within(router.baseline), f"{during} against {router.baseline}"
     router.assert_recovered()
 
 
