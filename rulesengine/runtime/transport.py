@@ -169,8 +169,7 @@ class Connection:
     guard: "ConnectionGuard"
     host: str
     port: int
-    opened: float  # time.monotonic() at accept
-    requested: bool = False  # the association request passed to the listener's checks
+    requested: bool = False  # pynetdicom decoded the association request (EVT_REQUESTED)
     established: bool = False
     reported: bool = False  # a refusal was logged already
     noted: bool = False  # a line of pynetdicom's about this association was logged already
@@ -206,8 +205,8 @@ class ConnectionGuard:
         self.artim = artim
         self.network = network
         self.max_pdu = max_pdu
-        # accepted socket -> (accepted at, its A-ASSOCIATE-RQ), until pynetdicom takes it
-        self._requests: "weakref.WeakKeyDictionary[socket.socket, tuple[float, bytes]]" = weakref.WeakKeyDictionary()
+        # accepted socket -> its A-ASSOCIATE-RQ, until pynetdicom takes the connection
+        self._requests: "weakref.WeakKeyDictionary[socket.socket, bytes]" = weakref.WeakKeyDictionary()
         _quiet_pynetdicom()
 
     def handlers(self) -> list:
@@ -223,8 +222,7 @@ class ConnectionGuard:
         """The accepted socket once its whole association request has been read (after the TLS
         handshake), or None when the connection was refused (and closed): nothing by the ARTIM
         deadline, not an association request, one longer than MAX_ASSOCIATION_REQUEST."""
-        opened = time.monotonic()
-        deadline = opened + self.artim
+        deadline = time.monotonic() + self.artim
         host, port = address[0], address[1]
         try:
             if not _wait_readable(sock, deadline):
@@ -248,7 +246,7 @@ class ConnectionGuard:
         except OSError as exc:
             log.debug("connection from %s:%s closed: %s", host, port, exc)
             return _close(sock)
-        self._requests[sock] = (opened, request)
+        self._requests[sock] = request
         return sock
 
     def _read_request(self, sock: socket.socket, deadline: float) -> bytes:
@@ -281,8 +279,8 @@ class ConnectionGuard:
         if not assoc.is_acceptor:
             return
         assoc_socket = assoc.dul.socket
-        opened, request = self._requests.pop(assoc_socket.socket, (time.monotonic(), b""))
-        _connections[assoc] = Connection(self, assoc.requestor.address, assoc.requestor.port, opened)
+        request = self._requests.pop(assoc_socket.socket, b"")
+        _connections[assoc] = Connection(self, assoc.requestor.address, assoc.requestor.port)
         # The wait for the association request, and the upper layer's ARTIM timer (PS3.8 9.1.5)
         assoc.acse_timeout = self.artim
         assoc_socket.__class__ = GuardedSocket
