@@ -67,6 +67,17 @@ def spool_tmp(router) -> list[str]:
     return sorted(os.listdir(router.config.parent / "var" / "spool" / "tmp"))
 
 
+def archived(tmp_path: Path, path: str) -> Path:
+    return tmp_path / "received" / f"{pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID}.dcm"
+
+
+def store_and_wait(port: int, tmp_path: Path, path: str) -> None:
+    """An instance sent and delivered: the router, its worker included, is up and well."""
+    result = storescu(port, [path])
+    assert result.returncode == 0, result.stdout + result.stderr
+    wait_until(lambda: archived(tmp_path, path).is_file(), what=f"{path} in the archive")
+
+
 # ---- 17. a rule's reject -----------------------------------------------------------------------------
 
 
@@ -152,6 +163,7 @@ def test_a_full_disk_is_answered_out_of_resources_and_leaves_nothing(small_disk,
     """It used to abort the association (the write failed in pynetdicom's reading thread) and
     leave an empty file in spool/tmp."""
     router = router_factory(config(port), ROUTE_ALL, port)
+    store_and_wait(port, tmp_path, MR_SMALL)
     filler = fill(small_disk)
     assert os.statvfs(small_disk).f_bavail == 0
 
@@ -167,9 +179,7 @@ def test_a_full_disk_is_answered_out_of_resources_and_leaves_nothing(small_disk,
     assert "Traceback" not in router.output()
 
     filler.unlink()  # the disk has room again: the same sender gets through
-    result = storescu(port, [CT_SMALL], "CT1", "ROUTER", "-v")
-    assert result.returncode == 0, result.stdout + result.stderr
-    wait_until(lambda: list((tmp_path / "received").glob("*.dcm")), what="the instance in the archive")
+    store_and_wait(port, tmp_path, CT_SMALL)
     assert spool_tmp(router) == []
 
 
@@ -178,6 +188,7 @@ def test_a_storage_failure_is_answered_out_of_resources_and_leaves_nothing(route
     received file there fails inside the C-STORE handler. That used to answer 0xC211 and
     leave the file, under two names, in spool/tmp."""
     router = router_factory(config(port), ROUTE_ALL, port)
+    store_and_wait(port, tmp_path, MR_SMALL)
     incoming = tmp_path / "var" / "spool" / "in"
     shutil.rmtree(incoming)
     incoming.write_text("not a folder")
@@ -193,7 +204,6 @@ def test_a_storage_failure_is_answered_out_of_resources_and_leaves_nothing(route
 
     incoming.unlink()
     incoming.mkdir()
-    assert storescu(port, [CT_SMALL]).returncode == 0
-    wait_until(lambda: list((tmp_path / "received").glob("*.dcm")), what="the instance in the archive")
+    store_and_wait(port, tmp_path, CT_SMALL)
     assert spool_tmp(router) == []
 
