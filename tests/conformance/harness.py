@@ -39,8 +39,8 @@ STALL_SECONDS = 8.0  # a round whose work left does not shrink for this long is 
 ROUND_LIMIT_SECONDS = 60.0
 RETRY = "{delay: 0.1, multiplier: 1, cap: 0.1, max_attempts: 2}"
 # A peer that stops answering in the middle of an instance must not hold a round for the
-# default 30 to 60 s: these are shorter than STALL_SECONDS.
-TIMEOUTS = "{acse: 5, dimse: 5, network: 5}"
+# default 30 to 60 s: both attempts of a delivery end well within STALL_SECONDS.
+TIMEOUTS = "{acse: 3, dimse: 3, network: 3}"
 ACTIVE_DELIVERY_STATES = ("queued", "sending", "retrying")
 
 ROUTE_ALL = """rule "everything to every destination" {
@@ -185,12 +185,12 @@ def round_state(storage: Path, after_instance: int) -> tuple[int, int, int, int]
 
 
 def wait_settled(storage: Path, after_instance: int, files: int, pending_files=lambda: 0,
-                 what: str = "the round") -> str | None:
+                 what: str = "the round", limit: float = ROUND_LIMIT_SECONDS) -> str | None:
     """Until the round's instances (journaled after `after_instance`) are all processed, none
     of their deliveries is active and no file waits in a watched folder (pending_files() == 0).
     None when it settled. Progress is a file taken, or an instance or delivery finished while
     no more instances were journaled than `files` (a file taken again and again makes none);
-    without progress for STALL_SECONDS, or after ROUND_LIMIT_SECONDS, what was left is returned."""
+    without progress for STALL_SECONDS, or after `limit` seconds, what was left is returned."""
     started = since = time.monotonic()
     last_waiting, last_finished = None, -1
     while True:
@@ -205,7 +205,7 @@ def wait_settled(storage: Path, after_instance: int, files: int, pending_files=l
             since = time.monotonic()
         last_waiting, last_finished = waiting, max(last_finished, done)
         now = time.monotonic()
-        if now - since > STALL_SECONDS or now - started > ROUND_LIMIT_SECONDS:
+        if now - since > STALL_SECONDS or now - started > limit:
             return (f"{what} did not settle in {now - started:.0f} s: {instances} instance(s) journaled for "
                     f"{files} file(s), {accepted} accepted and never processed, {active} delivery(ies) queued, "
                     f"sending or retrying, {waiting} file(s) not taken")
