@@ -112,6 +112,11 @@ class Destinations:
         self.storescp.stop()
         self.orthanc.stop()
 
+    def emptied(self, aside: Path) -> "Destinations":
+        """Shared by several routers in turn: what an earlier one left goes aside first."""
+        self.collect(aside)
+        return self
+
     def config(self) -> str:
         return (f"  STORESCP: {{type: dicom, ae_title: STORESCP, host: 127.0.0.1, port: {self.storescp.port}, "
                 f"retry: {RETRY}, timeouts: {TIMEOUTS}}}\n"
@@ -384,11 +389,13 @@ def _error_comment(answer: str) -> str | None:
     return match.group(1) if match else answer
 
 
-def run_listener(sender: str, sources: list[Source], root: Path, rules: str = ROUTE_ALL) -> IntakeRun:
+def run_listener(sender: str, sources: list[Source], root: Path, rules: str = ROUTE_ALL,
+                 destinations: Destinations | None = None) -> IntakeRun:
     """The corpus sent by DCMTK's `sender` (storescu or dcmsend) to the router's listener."""
     started = time.monotonic()
     run = IntakeRun(f"listener ({sender})", "listener", {}, edits=EDITS if rules is ROUTE_ALL_EDITED else None)
-    destinations = Destinations(root / "peers").start()
+    own = destinations is None
+    destinations = Destinations(root / "peers").start() if own else destinations.emptied(root / "before")
     port = free_port()
     router = RouterUnderTest(root / "router", destinations,
                              f"listeners:\n  - {{name: main, ae_title: ROUTER, port: {port}}}\n", rules)
@@ -434,7 +441,8 @@ def run_listener(sender: str, sources: list[Source], root: Path, rules: str = RO
             run.unexplained += match_copies(results, destinations.collect(folder / "copies"))
     finally:
         run.log = router.stop()
-        destinations.stop()
+        if own:
+            destinations.stop()
     run.seconds = time.monotonic() - started
     return run
 
@@ -451,10 +459,12 @@ def watch_layout(source: Source, number: int) -> str:
     return source.name.rsplit("/", 1)[-1]
 
 
-def run_watched_folder(sources: list[Source], root: Path, rules: str = ROUTE_ALL) -> IntakeRun:
+def run_watched_folder(sources: list[Source], root: Path, rules: str = ROUTE_ALL,
+                       destinations: Destinations | None = None) -> IntakeRun:
     started = time.monotonic()
     run = IntakeRun("watched folder", "folder", {}, edits=EDITS if rules is ROUTE_ALL_EDITED else None)
-    destinations = Destinations(root / "peers").start()
+    own = destinations is None
+    destinations = Destinations(root / "peers").start() if own else destinations.emptied(root / "before")
     drop = root / "drop"
     staging = root / "staging"
     router = RouterUnderTest(root / "router", destinations,
@@ -501,7 +511,8 @@ def run_watched_folder(sources: list[Source], root: Path, rules: str = ROUTE_ALL
             run.unexplained += match_copies(results, destinations.collect(folder / "copies"))
     finally:
         run.log = router.stop()
-        destinations.stop()
+        if own:
+            destinations.stop()
     run.seconds = time.monotonic() - started
     return run
 
