@@ -122,6 +122,7 @@ class Orthanc:
     dicom_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    options: dict = field(default_factory=dict)  # more configuration keys (UnknownSopClassAccepted...)
 
     def start(self) -> "Orthanc":
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -131,7 +132,7 @@ class Orthanc:
             "AuthenticationEnabled": False, "DicomServerEnabled": True, "DicomAet": self.ae_title,
             "DicomPort": self.dicom_port, "DicomCheckCalledAet": False, "DicomCheckModalityHost": False,
             "DicomAlwaysAllowEcho": True, "DicomAlwaysAllowStore": True, "StorageCompression": False,
-            "SaveJobs": False, "ConcurrentJobs": 1,
+            "SaveJobs": False, "ConcurrentJobs": 1, **self.options,
         }
         path = self.folder / "orthanc.json"
         path.write_text(json.dumps(config))

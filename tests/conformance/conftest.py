@@ -33,7 +33,7 @@ class Runs:
 
     def __init__(self, factory):
         self.factory = factory
-        self.sources = corpus()
+        self.sources = corpus(factory.mktemp("generated"))
         self._runs: dict[str, harness.IntakeRun] = {}
         self.peers: harness.Destinations | None = None
 

@@ -3,8 +3,10 @@
 The corpus is every regular file `pydicom.data.get_testdata_files()` and
 `get_charset_files()` return (images in every transfer syntax, big endian, deflated,
 character sets, private tags, files without file meta, DICOMDIRs and the CD layout they
-index, and files that are not DICOM at all). Names are relative to pydicom's
-`test_files` folder; the character-set files keep their `charset_files/` prefix.
+index, and files that are not DICOM at all), and a few generated here for what pydicom
+does not ship (a private SOP class). Names are relative to pydicom's `test_files`
+folder; the character-set files keep their `charset_files/` prefix, generated ones have
+`generated/`.
 
 `EXPECTED` says, for every file, what every intake must do with it: deliver it to every
 destination with everything the rules did not touch identical, or refuse it at intake
@@ -240,6 +242,34 @@ PEER_REFUSES: dict[tuple[str, str], str] = {
 }
 
 
+# ---- generated files: what pydicom does not bundle -------------------------------------------------
+
+SIEMENS_CSA_NON_IMAGE = "1.3.12.2.1107.5.9.1"  # a private storage SOP class (spectroscopy raw data)
+
+
+def _siemens_csa_non_image(path: Path) -> None:
+    """A Siemens CSA Non-Image instance: a private SOP class with its private CSA header."""
+    uid = "2.25.2026120219"
+    ds = pydicom.Dataset()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID, ds.SOPInstanceUID = SIEMENS_CSA_NON_IMAGE, uid
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = uid + ".1", uid + ".2"
+    ds.Modality, ds.PatientID, ds.PatientName = "MR", "CSA-1", "SPECTRO^SCOPY"
+    ds.StudyDate, ds.SeriesNumber, ds.InstanceNumber = "20260101", 7, 1
+    block = ds.private_block(0x0029, "SIEMENS CSA NON-IMAGE", create=True)
+    block.add_new(0x08, "CS", "SPEC NUM 4")
+    block.add_new(0x10, "OB", bytes(range(256)) * 4)  # the CSA header: bytes only Siemens reads
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = SIEMENS_CSA_NON_IMAGE, uid
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+
+
+GENERATED = {"generated/siemens-csa-non-image.dcm": _siemens_csa_non_image}
+EXPECTED["generated/siemens-csa-non-image.dcm"] = delivered(4)
+
+
 @dataclass(frozen=True)
 class Source:
     name: str  # relative to pydicom's test_files; character-set files under charset_files/
@@ -272,14 +302,21 @@ def _name(path: str) -> str:
     return path.relative_to(TEST_FILES).as_posix()
 
 
-def corpus() -> list[Source]:
-    """Every regular file pydicom bundles, in name order, with its expectation."""
+def corpus(generated: Path | None = None) -> list[Source]:
+    """Every regular file pydicom bundles, in name order, then the generated ones (written
+    into `generated`; without it, their paths are only names), each with its expectation."""
     paths = [p for p in get_testdata_files() + get_charset_files() if os.path.isfile(p)]
     sources = []
     for path in sorted(paths, key=_name):
         name = _name(path)
         sources.append(Source(name, Path(path), _instance_uid(Path(path)),
                               EXPECTED.get(name, Expect("(no expectation)"))))
+    for name, make in GENERATED.items():
+        path = Path(name)
+        if generated is not None:
+            path = generated / name
+            make(path)
+        sources.append(Source(name, path, _instance_uid(path) if generated is not None else None, EXPECTED[name]))
     return sources
 
 

@@ -91,12 +91,13 @@ class IntakeRun:
 
 
 class Destinations:
-    """storescp (bit-preserving: it writes what travelled), Orthanc and a folder."""
+    """storescp (bit-preserving: it writes what travelled), Orthanc and a folder; both peers
+    take any SOP class, as archives commonly do, so that a private one can be delivered."""
 
     def __init__(self, root: Path):
         self.root = root
-        self.storescp = StoreSCP(root / "storescp", ae_title="STORESCP", extra=("+B",))
-        self.orthanc = Orthanc(root / "orthanc")
+        self.storescp = StoreSCP(root / "storescp", ae_title="STORESCP", extra=("+B", "--promiscuous"))
+        self.orthanc = Orthanc(root / "orthanc", options={"UnknownSopClassAccepted": True})
         self.folder = root / "folder"
 
     def start(self) -> "Destinations":

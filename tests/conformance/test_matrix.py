@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from .corpus import corpus
+from .corpus import EXPECTED, PEER_REFUSES, SENDER_SKIPS, corpus
 from .harness import FileResult
 from .results import INTAKE_ORDER, record
 from .verdicts import judge
@@ -24,6 +24,16 @@ SOURCES = corpus()
 SLUGS = {"listener (storescu)": "storescu", "listener (dcmsend)": "dcmsend", "watched folder": "watched",
          "dry-run": "dryrun", "listener (storescu), edited": "storescu-edited", "dry-run, edited": "dryrun-edited"}
 CASES = [(intake, source.name) for intake in INTAKE_ORDER for source in SOURCES]
+
+
+def test_the_expectations_name_every_file_of_the_corpus_and_nothing_else():
+    """A pydicom release that adds, renames or removes a file fails here, not silently."""
+    names = {source.name for source in SOURCES}
+    assert sorted(names - set(EXPECTED)) == [], "files without an expectation in corpus.EXPECTED"
+    assert sorted(set(EXPECTED) - names) == [], "expectations of files that are not in the corpus"
+    for sender, skips in SENDER_SKIPS.items():
+        assert sorted(set(skips) - names) == [], f"SENDER_SKIPS[{sender!r}] names files not in the corpus"
+    assert sorted({name for name, _ in PEER_REFUSES} - names) == []
 
 
 @pytest.mark.parametrize(("intake", "name"), CASES, ids=[f"{SLUGS[i]}:{n}" for i, n in CASES])
