@@ -30,6 +30,7 @@ from peers import DCMTK_ENV, ROOT, free_port, require
 from . import mutate
 
 MAX_CONTEXTS = 120  # presentation contexts on one association (the standard allows 128)
+MAX_SILENT = 5
 ROUTER_AE = "ROUTER"
 
 
@@ -45,6 +46,7 @@ class Tally:
     lost: int = 0
     no_answer: int = 0  # listener: sends answered by no status at all
     duplicates: int = 0  # instances journaled more than once for one file
+    moved: int | None = None  # watched folder: files in done/ and failed/ (must be `files`)
     problems: list[str] = field(default_factory=list)
     unexplained: list[str] = field(default_factory=list)  # refusals, failures, quarantines without a reason
 
@@ -86,7 +88,7 @@ class Campaign:
     def clean(self) -> bool:
         return not self.normal_sender and all(
             t.internal_errors == t.stuck == t.lost == t.no_answer == t.duplicates == 0 and t.accounted == t.files
-            and not t.unexplained for t in self.tallies.values())
+            and not t.unexplained and t.moved in (None, t.files) for t in self.tallies.values())
 
 
 def _internal_errors(text: str) -> int:
@@ -203,6 +205,7 @@ def run_watched_folder(mutants: list[mutate.Mutant], corpus: Path, drop: Path, r
     refused = [p for p in failed.iterdir() if p.is_file() and not p.name.endswith(".reason.txt")] \
         if failed.is_dir() else []
     tally.refused += len(refused)
+    tally.moved = len(taken) + len(refused)
     for path in refused:
         reason = path.with_name(path.name + ".reason.txt")
         if not reason.exists() or not reason.read_text(errors="replace").strip():
@@ -234,20 +237,25 @@ def send_all(mutants: list[mutate.Mutant], folder: Path, port: int) -> dict[str,
     keys = sorted(groups)
     chunked = _config.STORE_SEND_CHUNKED_DATASET
     _config.STORE_SEND_CHUNKED_DATASET = True
+    silent = 0  # sends in a row without an answer: a router that stopped answering ends the run
     try:
         for start in range(0, len(keys), MAX_CONTEXTS):
             ae = AE(ae_title="FUZZER")
-            ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 30
+            ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
             for sop_class, syntax in keys[start:start + MAX_CONTEXTS]:
                 ae.add_requested_context(sop_class, [syntax])
             assoc = None
             for key in keys[start:start + MAX_CONTEXTS]:
                 for item in groups[key]:
+                    if silent >= MAX_SILENT:
+                        answers[item.name] = (None, f"not sent: the router answered none of the last {silent}")
+                        continue
                     if assoc is None or not assoc.is_established:
                         assoc = ae.associate("127.0.0.1", port, ae_title=ROUTER_AE)
                     if not assoc.is_established:
                         answers[item.name] = (None, "association not established")
                         assoc = None
+                        silent += 1
                         continue
                     path = mutate.network_file(item, folder)
                     try:
@@ -257,7 +265,10 @@ def send_all(mutants: list[mutate.Mutant], folder: Path, port: int) -> dict[str,
                         answers[item.name] = (None, f"the sender failed: {exc}")
                     if status is not None and "Status" in status:
                         answers[item.name] = (int(status.Status), str(status.get("ErrorComment") or ""))
-                    elif item.name not in answers:
+                        silent = 0
+                        continue
+                    silent += 1
+                    if item.name not in answers:
                         answers[item.name] = (None, "no answer (association aborted or lost)")
             if assoc is not None and assoc.is_established:
                 assoc.release()

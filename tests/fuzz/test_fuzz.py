@@ -65,6 +65,12 @@ def test_nothing_lost_and_nothing_taken_twice(fuzzed, intake):
         f"{intake}: {tally.lost} lost, {tally.duplicates} taken twice\n{_problems(tally)}"
 
 
+def test_every_file_of_the_watched_folder_ends_in_done_or_failed(fuzzed):
+    tally = fuzzed.tallies["watched folder"]
+    assert tally.moved == tally.files, \
+        f"{tally.moved} files in done/ and failed/ for {tally.files} dropped\n{_problems(tally)}"
+
+
 def test_the_listener_answers_every_send(fuzzed):
     tally = fuzzed.tallies["listener"]
     assert tally.no_answer == 0, f"{tally.no_answer} of {tally.files} sends got no status\n{_problems(tally)}"
@@ -85,5 +91,6 @@ def test_a_normal_sender_is_served_afterwards(fuzzed):
 
 def test_the_log_stays_proportionate(fuzzed):
     files = sum(fuzzed.tallies[intake].files for intake in ("watched folder", "listener"))
-    assert fuzzed.log_lines <= MAX_LOG_LINES_PER_FILE * files, \
-        f"{fuzzed.log_lines} lines of router log for {files} files (at most {MAX_LOG_LINES_PER_FILE} each)"
+    lines = fuzzed.log_lines
+    assert lines <= MAX_LOG_LINES_PER_FILE * files, \
+        f"{lines} lines of router log for {files} files (at most {MAX_LOG_LINES_PER_FILE} each)"
