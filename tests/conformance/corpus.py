@@ -53,13 +53,14 @@ def refused(reason: str, *items: int) -> Expect:
 
 
 # Reasons, as patterns (case-insensitive): the wording is the router's, the meaning is fixed here.
-NOT_DICOM = r"not a DICOM file"
-DICOMDIR = r"DICOMDIR|media storage directory"
-NO_UIDS = r"SOP (Class|Instance) UID"
-TRUNCATED = r"truncated"
+NOT_DICOM = r"not (a )?DICOM"
+NO_UIDS = r"SOP ?(Class|Instance) ?UID"
+# A DICOMDIR is not an instance; its data set has no SOP Class or Instance UID either.
+DICOMDIR = r"DICOMDIR|media storage directory|" + NO_UIDS
+TRUNCATED = r"truncated|cut short|premature end|ends before"
 # SC_rgb_jpeg.dcm declares JPEG Baseline (explicit VR) and is encoded in implicit VR: pydicom
 # guesses its way through, DCMTK cannot, and its pixel data item lengths do not add up.
-MISENCODED = r"truncated|transfer syntax|implicit|explicit|encod"
+MISENCODED = TRUNCATED + r"|transfer syntax|implicit|explicit|encod"
 
 # An image of the CD layout under dicomdirtests/ (indexed by its DICOMDIR): an ordinary instance.
 CD_IMAGE = delivered(8)
@@ -235,10 +236,10 @@ SENDER_SKIPS: dict[str, dict[str, str]] = {
 # Instance UIDs ("required tags ... are missing"), and parses RLE pixel data of odd length as
 # DCMTK does (see SENDER_SKIPS).
 PEER_REFUSES: dict[tuple[str, str], str] = {
-    **{(name, "ORTHANC"): r"answered 0xA700" for name in (
+    **{(name, "ORTHANC"): r"0xA700" for name in (
         "JPEGLSNearLossless_08.dcm", "JPEGLSNearLossless_16.dcm", "SC_rgb_jls_lossy_line.dcm",
         "SC_rgb_jls_lossy_sample.dcm")},
-    **{(name, "ORTHANC"): r"answered 0xC000" for name in ("rtdose_rle.dcm", "rtdose_rle_1frame.dcm")},
+    **{(name, "ORTHANC"): r"0xC000" for name in ("rtdose_rle.dcm", "rtdose_rle_1frame.dcm")},
 }
 
 
