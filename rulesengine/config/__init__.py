@@ -45,6 +45,7 @@ def schema_text() -> str:
 @dataclass(frozen=True)
 class Timeouts:
     connect: float = 10
+    artim: float = 5
     acse: float = 30
     dimse: float = 60
     network: float = 60

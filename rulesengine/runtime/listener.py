@@ -3,8 +3,13 @@
 async: a C-STORE is answered Success once the instance is in the spool (written
 and fsynced) and the journal has committed it; delivery happens afterwards.
 sync: it is answered once every destination has acknowledged it.
-Either way, a rule's `reject` answers with a failure status and the reason in
-Error Comment, and a document that cannot be read is answered with 0xC000.
+Either way, every failure is a failure status the sender understands, with the reason
+in Error Comment: a rule's `reject` 0xC124, a document that cannot be read 0xC000, an
+instance the router cannot store (a full disk) or deliver in time (sync) 0xA700; and a
+failed instance leaves no file behind.
+
+What a connection may cost before it is an association (ARTIM, PDU limits, the TLS
+handshake, refusals in the log) is transport.py's.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import fnmatch
 import logging
 import os
 import socket
+import sqlite3
 import ssl
 from typing import Callable
 
@@ -23,18 +29,23 @@ from pynetdicom.sop_class import Verification
 from ..config import Listener, TLS
 from ..document import Arrival, DocumentReadError
 from ..intake import RefusedAtIntake
+from . import received as received_files
 from .destinations import set_nodelay
-from .logs import Repeats
 from .negotiation import Negotiation
 from .pipeline import Pipeline
+from .transport import AssociationSlots, ConnectionGuard, RefusalLog, start_server
 
 log = logging.getLogger("rulesengine.listener")
-_refusals = Repeats()  # a sender that retries a refused association in a loop is told of once a minute
 
-STATUS_NOT_AUTHORIZED = 0x0124  # "Refused: Not Authorized": a rule rejected the instance
-STATUS_OUT_OF_RESOURCES = 0xA700  # sync mode: a destination did not take it
+# A rule rejected the instance. Not 0x0124 (Refused: Not Authorized), a general DIMSE status
+# that DCMTK's storescu calls "Unknown Status" and dcmsend counts apart from the errors:
+# a code of the Storage Service's "Error: Cannot understand" range (C000-CFFF), which every
+# sender reports as a failure; its low byte recalls 0124.
+STATUS_REJECTED = 0xC124
+STATUS_OUT_OF_RESOURCES = 0xA700  # not stored (a full disk, a storage error) or, sync, not delivered
 STATUS_CANNOT_UNDERSTAND = 0xC000  # not a DICOM data set we can read
 STATUS_REFUSED_AT_INTAKE = 0xA900  # "Data Set does not match SOP Class": a DICOMDIR, an instance without SOP UIDs
+UNLIMITED = 1 << 30  # pynetdicom's own count of associations (connections included), left unused
 
 
 def server_tls_context(tls: TLS) -> ssl.SSLContext:
@@ -56,9 +67,7 @@ class DicomListener:
     def _make_ae(self) -> AE:
         config = self.config
         ae = AE(ae_title=config.ae_title)
-        ae.maximum_associations = config.max_associations
         ae.maximum_pdu_size = config.max_pdu
-        ae.acse_timeout = config.timeouts.acse
         ae.dimse_timeout = config.timeouts.dimse
         ae.network_timeout = config.timeouts.network
         ae.require_called_aet = config.require_called_aet
@@ -68,18 +77,25 @@ class DicomListener:
 
     def start(self) -> None:
         config = self.config
+        self.refusals = RefusalLog(config.name)
+        self.slots = AssociationSlots(config.max_associations)
+        # pynetdicom counts connections that have not associated yet: the slots count associations.
+        self.ae.maximum_associations = UNLIMITED
+        guard = ConnectionGuard(self.refusals, config.timeouts.artim, config.timeouts.network, config.max_pdu)
+        received_files.install()
         handlers = [
             (evt.EVT_CONN_OPEN, set_nodelay),
-            (evt.EVT_REQUESTED, self._check_calling_aet),
+            *guard.handlers(),
+            (evt.EVT_REQUESTED, self._check_association),
             (evt.EVT_REQUESTED, self.negotiation.on_requested),
             (evt.EVT_SOP_COMMON, self.negotiation.on_sop_common),
             (evt.EVT_ACCEPTED, self.negotiation.on_accepted),
             (evt.EVT_C_ECHO, lambda event: 0x0000),
             (evt.EVT_C_STORE, self._handle_store),
+            (evt.EVT_CONN_CLOSE, received_files.discard_unclaimed),
         ]
         context = server_tls_context(config.tls) if config.tls else None
-        self.server = self.ae.start_server((config.bind, config.port), block=False, evt_handlers=handlers,
-                                           ssl_context=context)
+        self.server = start_server(self.ae, (config.bind, config.port), handlers, context, guard)
         # Accepted sockets inherit TCP_NODELAY from the listening socket on Linux.
         try:
             self.server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -93,6 +109,7 @@ class DicomListener:
         if self.server is not None:
             self.server.shutdown()
             self.server = None
+            self.refusals.flush()
 
     # ---- handlers ----
 
@@ -100,26 +117,29 @@ class DicomListener:
         patterns = self.config.allowed_calling_aets
         return not patterns or any(fnmatch.fnmatchcase(calling, pattern) for pattern in patterns)
 
-    def _check_calling_aet(self, event) -> None:
+    def _check_association(self, event) -> None:
         """EVT_REQUESTED: reject an association from a calling AE title outside the allow-list,
-        and log the one pynetdicom rejects for a wrong called AE title (it logs that below our level)."""
+        or one too many (max_associations); log the one pynetdicom rejects for a wrong called
+        AE title (it logs that below our level)."""
         assoc = event.assoc
         if not assoc.is_acceptor:
             return
         calling = (assoc.requestor.primitive.calling_ae_title or "").strip()
+        host = assoc.requestor.address
         if not self._allowed(calling):
-            _refusals.log(log, logging.WARNING, (self.config.name, calling, assoc.requestor.address, "calling"),
-                          "listener %s: association from %s (%s) rejected: calling AE title not allowed",
-                          self.config.name, calling, assoc.requestor.address)
-            assoc.acse.send_reject(0x01, 0x01, 0x03)  # rejected permanent; calling AE title not recognised
-            evt.trigger(assoc, evt.EVT_REJECTED, {})
-            assoc.kill()
+            self.refusals.refused("association", f"{calling} ({host})", host, "rejected", "calling AE title not allowed",
+                                  group=calling)
+            _reject(assoc, 0x01, 0x01, 0x03)  # rejected permanent; calling AE title not recognised
             return
         called = (assoc.requestor.primitive.called_ae_title or "").strip()
         if self.config.require_called_aet and called != self.config.ae_title.strip():
-            _refusals.log(log, logging.WARNING, (self.config.name, calling, assoc.requestor.address, called),
-                          "listener %s: association from %s (%s) rejected: called AE title %r is not %s",
-                          self.config.name, calling, assoc.requestor.address, called, self.config.ae_title)
+            self.refusals.refused("association", f"{calling} ({host})", host, "rejected",
+                                  f"called AE title {called!r} is not {self.config.ae_title}", group=calling)
+            return  # pynetdicom rejects it
+        if not self.slots.take(assoc):
+            self.refusals.refused("association", f"{calling} ({host})", host, "rejected",
+                                  f"{self.slots.limit} associations already (max_associations)")
+            _reject(assoc, 0x02, 0x03, 0x02)  # rejected transient; local limit exceeded
 
     def _arrival(self, event) -> Arrival:
         assoc = event.assoc
@@ -130,32 +150,61 @@ class DicomListener:
                        source_kind="listener")
 
     def _handle_store(self, event):
+        """Every path answers a status and leaves no file in spool/tmp."""
         arrival = self._arrival(event)
         received = os.fspath(event.dataset_path)
-        path = self.pipeline.storage.temp_path()
-        os.link(received, path)  # our own name for the file; pynetdicom removes its name afterwards
+        path = None
         try:
-            if self.config.mode == "sync" and self.deliver_now is not None:
-                document, decision, ruleset = self.pipeline.decide(path, arrival)
-                if decision.outcome == "route":
-                    ok, detail = self.deliver_now(path, document, decision, ruleset)
-                    return 0x0000 if ok else _status(STATUS_OUT_OF_RESOURCES, detail)
-                result = self.pipeline.settle(path, document, decision, ruleset)
-            else:
-                # async: answered once spooled and journaled; the rules run first only if they can reject
-                result = self.pipeline.receive(path, arrival)
+            written = received_files.claim(received)
+            if written is not None and written.error is not None:
+                reason = written.error.strerror or str(written.error)
+                log.warning("listener %s: instance from %s not stored: %s", self.config.name, arrival.calling_aet,
+                            reason)
+                return _status(STATUS_OUT_OF_RESOURCES, f"not stored: {reason}")
+            if not os.path.exists(received):  # removed when the connection closed: nobody waits for an answer
+                log.debug("listener %s: an instance from %s arrived as its connection closed", self.config.name,
+                          arrival.calling_aet)
+                return _status(STATUS_OUT_OF_RESOURCES, "not stored: the connection closed")
+            path = self.pipeline.storage.temp_path()
+            os.link(received, path)  # our own name for the file; pynetdicom removes its name afterwards
+            return self._store(path, arrival)
         except RefusedAtIntake as exc:
-            self.pipeline.storage.remove(path)
             log.warning("listener %s: instance from %s refused: %s", self.config.name, arrival.calling_aet,
                         exc.reason)
             return _status(STATUS_REFUSED_AT_INTAKE, exc.reason)
         except DocumentReadError as exc:
-            self.pipeline.storage.remove(path)
             log.warning("listener %s: unreadable instance from %s: %s", self.config.name, arrival.calling_aet, exc)
             return _status(STATUS_CANNOT_UNDERSTAND, str(exc).rsplit(": ", 1)[-1])
+        except (OSError, sqlite3.Error) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            log.warning("listener %s: instance from %s not stored: %s", self.config.name, arrival.calling_aet, reason)
+            return _status(STATUS_OUT_OF_RESOURCES, f"not stored: {reason}")
+        except Exception:
+            log.exception("listener %s: internal error on an instance from %s", self.config.name, arrival.calling_aet)
+            return _status(STATUS_OUT_OF_RESOURCES, "not stored: internal error of the router, see its log")
+        finally:
+            if path is not None and os.path.lexists(path):
+                self.pipeline.storage.remove(path)
+
+    def _store(self, path: str, arrival: Arrival) -> Dataset | int:
+        if self.config.mode == "sync" and self.deliver_now is not None:
+            document, decision, ruleset = self.pipeline.decide(path, arrival)
+            if decision.outcome == "route":
+                ok, detail = self.deliver_now(path, document, decision, ruleset)
+                return 0x0000 if ok else _status(STATUS_OUT_OF_RESOURCES, detail)
+            result = self.pipeline.settle(path, document, decision, ruleset)
+        else:
+            # async: answered once spooled and journaled; the rules run first only if they can reject
+            result = self.pipeline.receive(path, arrival)
         if result.outcome == "reject":
-            return _status(STATUS_NOT_AUTHORIZED, result.reason or "rejected by the routing rules")
+            return _status(STATUS_REJECTED, result.reason or "rejected by the routing rules")
         return 0x0000
+
+
+def _reject(assoc, result: int, source: int, reason: int) -> None:
+    assoc.acse.send_reject(result, source, reason)
+    evt.trigger(assoc, evt.EVT_REJECTED, {})
+    assoc.kill()
 
 
 def _status(code: int, comment: str) -> Dataset:

@@ -225,7 +225,7 @@ def test_a_rejected_instance_is_refused_with_the_reason(router_factory, storescp
     result = storescu_debug(port, rejected)
     assert result.returncode != 0
     status, comment = store_response(result.stderr)
-    assert status == 0x0124  # Refused: Not Authorized
+    assert status == 0xC124  # Error: Cannot understand (a rule rejected it)
     assert comment == ["secondary captures are not accepted here"]
 
     # A later instance goes through the same destination queue: once it is there, the
@@ -252,7 +252,7 @@ def test_a_reject_reason_reaches_the_sender_as_one_plain_error_comment(router_fa
     result = storescu_debug(port, SAMPLES / "mr_knee.dcm")
     assert result.returncode != 0
     status, comment = store_response(result.stderr)
-    assert status == 0x0124
+    assert status == 0xC124
     assert len(comment) == 1, f"the reason was split into several values: {comment}"
     assert comment[0].isascii(), comment
     assert comment[0].startswith("refused for M?ller^J?rgen"), comment
