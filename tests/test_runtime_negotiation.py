@@ -11,14 +11,15 @@ import pytest
 from peers import free_port, wait_until
 from pydicom.uid import (
     JPEG2000,
+    JPEGBaseline8Bit,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     JPEGLSLossless,
     RLELossless,
 )
-from pynetdicom import AE
-from pynetdicom.presentation import build_context
+from pynetdicom import AE, acse, presentation
+from pynetdicom.presentation import build_context, build_role
 from pynetdicom.sop_class import (
     ComputedRadiographyImageStorage,
     CTImageStorage,
@@ -32,6 +33,8 @@ from pynetdicom.sop_class import (
 
 from rulesengine.config import Listener
 from rulesengine.runtime.listener import DicomListener
+from rulesengine.runtime.negotiation import ProposalDrivenContext, install_per_context_negotiation
+from rulesengine.runtime.service import configure_pynetdicom
 
 SIEMENS_CSA_NON_IMAGE = "1.3.12.2.1107.5.9.1"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR
@@ -40,7 +43,9 @@ NOT_A_TRANSFER_SYNTAX_PYDICOM_KNOWS = "1.2.826.0.1.3680043.8.498.1"
 
 @pytest.fixture
 def listen():
-    """Start a listener with these settings; only negotiation is exercised (no pipeline)."""
+    """Start a listener with these settings, pynetdicom configured as the router does; only
+    negotiation is exercised (no pipeline)."""
+    configure_pynetdicom()
     started = []
 
     def start(**settings) -> Listener:
@@ -172,6 +177,28 @@ def test_unknown_sop_classes_can_be_refused_and_every_refusal_is_logged_with_the
     assert "CT Image Storage" not in line
 
 
+def test_a_context_refused_for_its_own_transfer_syntaxes_is_logged_with_them(listen, caplog):
+    """By default too: a context is refused for what it proposes, whatever the other contexts
+    of its SOP class propose; at WARNING when its SOP class is accepted in no other context."""
+    config = listen()
+    with caplog.at_level(logging.DEBUG, logger="rulesengine.listener"):
+        result = negotiate(
+            config,
+            (CTImageStorage, [JPEGBaseline8Bit, ExplicitVRLittleEndian]),
+            (CTImageStorage, [NOT_A_TRANSFER_SYNTAX_PYDICOM_KNOWS]),
+            (MRImageStorage, [NOT_A_TRANSFER_SYNTAX_PYDICOM_KNOWS]),
+        )
+        [line] = wait_until(lambda: [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING],
+                            timeout=10, what="the refusal logged")
+    assert result == [(CTImageStorage, JPEGBaseline8Bit), (CTImageStorage, None), (MRImageStorage, None)]
+    assert line.endswith(f"refused 1 presentation context(s): context 5 ({MRImageStorage} MR Image Storage): none "
+                         f"of its transfer syntaxes is accepted ({NOT_A_TRANSFER_SYNTAX_PYDICOM_KNOWS})")
+    [debug] = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG and "another context" in
+               r.getMessage()]
+    assert debug.endswith(f"context 3 ({CTImageStorage} CT Image Storage): none of its transfer syntaxes is accepted "
+                          f"({NOT_A_TRANSFER_SYNTAX_PYDICOM_KNOWS})")
+
+
 def test_an_association_with_nothing_refused_logs_nothing(listen, caplog):
     config = listen()
     with caplog.at_level(logging.DEBUG, logger="rulesengine.listener"):
@@ -183,3 +210,155 @@ def test_an_association_with_nothing_refused_logs_nothing(listen, caplog):
                    what="the second association's refusal logged")
     [line] = [r.getMessage() for r in caplog.records if r.name == "rulesengine.listener" and "refused" in r.getMessage()]
     assert "Query/Retrieve" in line
+
+
+
+def test_each_context_of_one_sop_class_is_accepted_in_its_own_first_choice(listen):
+    """What DCMTK's storescu -xf and dcmsend propose for a mix of files of one SOP class: one
+    context per encoding, the file's own first. Each is accepted in its own first choice, so
+    no sender has to decompress a file to fit a context accepted for another file."""
+    config = listen()
+    assert negotiate(
+        config,
+        (CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]),
+        (CTImageStorage, [JPEGBaseline8Bit, ExplicitVRLittleEndian, ImplicitVRLittleEndian]),
+        (CTImageStorage, [ImplicitVRLittleEndian]),
+        (CTImageStorage, [ImplicitVRLittleEndian, ExplicitVRLittleEndian]),
+        (CTImageStorage, [ImplicitVRLittleEndian, RLELossless, ExplicitVRLittleEndian]),
+        (CTImageStorage, [NOT_A_TRANSFER_SYNTAX_PYDICOM_KNOWS, JPEG2000]),
+        (CTImageStorage, [NOT_A_TRANSFER_SYNTAX_PYDICOM_KNOWS]),
+    ) == [
+        (CTImageStorage, ExplicitVRLittleEndian),
+        (CTImageStorage, JPEGBaseline8Bit),  # not Explicit VR, though an earlier context has it first
+        (CTImageStorage, ImplicitVRLittleEndian),  # nothing else offered
+        (CTImageStorage, ExplicitVRLittleEndian),  # Explicit before Implicit
+        (CTImageStorage, RLELossless),
+        (CTImageStorage, JPEG2000),  # the first one the router takes
+        (CTImageStorage, None),
+    ]
+    # the same proposals the other way round: each context's answer is its own
+    assert negotiate(
+        config,
+        (MRImageStorage, [JPEGLSLossless, ExplicitVRLittleEndian, ImplicitVRLittleEndian]),
+        (MRImageStorage, [ImplicitVRLittleEndian]),
+        (MRImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]),
+        (MRImageStorage, [RLELossless, ImplicitVRLittleEndian]),
+    ) == [
+        (MRImageStorage, JPEGLSLossless),
+        (MRImageStorage, ImplicitVRLittleEndian),
+        (MRImageStorage, ExplicitVRLittleEndian),
+        (MRImageStorage, RLELossless),
+    ]
+
+
+def test_a_configured_order_of_preference_applies_to_each_context_of_a_sop_class(listen):
+    config = listen(transfer_syntaxes=(ImplicitVRLittleEndian, ExplicitVRLittleEndian, JPEGBaseline8Bit))
+    assert negotiate(
+        config,
+        (CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]),
+        (CTImageStorage, [JPEGBaseline8Bit, ExplicitVRLittleEndian, ImplicitVRLittleEndian]),
+        (CTImageStorage, [JPEGBaseline8Bit, ExplicitVRLittleEndian]),
+        (CTImageStorage, [JPEGBaseline8Bit]),
+        (CTImageStorage, [RLELossless]),
+        (Verification, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]),
+        (Verification, [ExplicitVRBigEndian]),
+    ) == [
+        (CTImageStorage, ImplicitVRLittleEndian),
+        (CTImageStorage, ImplicitVRLittleEndian),  # the list's order, not the sender's
+        (CTImageStorage, ExplicitVRLittleEndian),
+        (CTImageStorage, JPEGBaseline8Bit),
+        (CTImageStorage, None),
+        (Verification, ExplicitVRLittleEndian),  # C-ECHO: whatever each context proposes first
+        (Verification, ExplicitVRBigEndian),
+    ]
+
+
+def test_the_association_files_order_applies_to_each_context_of_a_sop_class(listen, tmp_path):
+    (tmp_path / "contexts.txt").write_text(f"{CTImageStorage}\\{ImplicitVRLittleEndian}\n"
+                                           f"{CTImageStorage}\\{JPEGBaseline8Bit}\n")
+    config = listen(association_file=str(tmp_path / "contexts.txt"))
+    assert negotiate(
+        config,
+        (CTImageStorage, [JPEGBaseline8Bit, ExplicitVRLittleEndian, ImplicitVRLittleEndian]),
+        (CTImageStorage, [JPEGBaseline8Bit, ExplicitVRLittleEndian]),
+        (CTImageStorage, [ExplicitVRLittleEndian]),
+    ) == [
+        (CTImageStorage, ImplicitVRLittleEndian),
+        (CTImageStorage, JPEGBaseline8Bit),
+        (CTImageStorage, None),
+    ]
+
+
+def test_role_selection_proposed_for_a_sop_class_of_several_contexts_gets_pynetdicoms_answer(listen):
+    """A sender proposing SCP/SCU roles for a SOP class it proposes in two contexts: both are
+    accepted in their own encoding, with the default roles (the router takes no other role)."""
+    config = listen()
+    ae = AE(ae_title="CT1")
+    requested = [build_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]),
+                 build_context(CTImageStorage, [RLELossless, ExplicitVRLittleEndian])]
+    assoc = ae.associate("127.0.0.1", config.port, requested, ae_title="ROUTER",
+                         ext_neg=[build_role(CTImageStorage, scu_role=True, scp_role=True)])
+    assert assoc.is_established
+    try:
+        accepted = sorted((cx.context_id, str(cx.transfer_syntax[0]), cx.as_scu, cx.as_scp)
+                          for cx in assoc.accepted_contexts)
+    finally:
+        assoc.release()
+    assert accepted == [(1, ExplicitVRLittleEndian, True, False), (3, RLELossless, True, False)]
+
+
+def proposals(*contexts):
+    made = []
+    for number, (abstract_syntax, syntaxes) in enumerate(contexts):
+        context = build_context(abstract_syntax, syntaxes)
+        context.context_id = 2 * number + 1
+        made.append(context)
+    return made
+
+
+def outcome(result):
+    contexts, roles = result
+    return ([(cx.context_id, str(cx.abstract_syntax), [str(s) for s in cx.transfer_syntax], cx.result, cx.as_scu,
+              cx.as_scp) for cx in contexts],
+            [(str(role.sop_class_uid), role.scu_role, role.scp_role) for role in roles])
+
+
+@pytest.mark.parametrize("acceptor_roles", [(None, None), (True, True), (True, False), (False, True)])
+def test_per_context_negotiation_answers_as_pynetdicom_does_when_the_choice_is_the_same(acceptor_roles):
+    """Results, transfer syntaxes, roles and SCP/SCU role replies (one per SOP class, however
+    many contexts it has) are pynetdicom's own, for acceptor contexts whose choice does not
+    depend on the proposal: the hook changes which transfer syntaxes are offered, nothing else."""
+    install_per_context_negotiation()
+    offered = [ExplicitVRLittleEndian, RLELossless, ImplicitVRLittleEndian]
+    plain, driven = [], []
+    for abstract_syntax in (CTImageStorage, MRImageStorage):
+        context = build_context(abstract_syntax, offered)
+        context.scu_role, context.scp_role = acceptor_roles
+        plain.append(context)
+        context = ProposalDrivenContext(abstract_syntax, lambda proposed: list(offered), [])
+        context.scu_role, context.scp_role = acceptor_roles
+        driven.append(context)
+    requested = proposals(
+        (CTImageStorage, [ImplicitVRLittleEndian, ExplicitVRLittleEndian]),
+        (CTImageStorage, [RLELossless]),
+        (MRImageStorage, [JPEG2000]),
+        (CTImageStorage, [JPEGBaseline8Bit, ImplicitVRLittleEndian]),
+        (UltrasoundImageStorage, [ExplicitVRLittleEndian]),
+        (MRImageStorage, [ExplicitVRLittleEndian]),
+    )
+    roles = {CTImageStorage: (True, True), MRImageStorage: (False, True), UltrasoundImageStorage: (True, False)}
+    expected = outcome(presentation.negotiate_as_acceptor(requested, plain, roles))
+    assert outcome(acse.negotiate_as_acceptor(requested, driven, roles)) == expected
+    assert outcome(acse.negotiate_as_acceptor(requested, plain, roles)) == expected
+    results = [cx[3] for cx in expected[0]]
+    assert (results[2], results[4]) == (0x04, 0x03)  # no transfer syntax in common; a SOP class not offered
+    if None not in acceptor_roles:  # one reply per SOP class, though CT is accepted in three contexts
+        assert [uid for uid, _, _ in expected[1]].count(CTImageStorage) == 1
+
+
+def test_installing_the_per_context_negotiation_twice_wraps_pynetdicom_once():
+    install_per_context_negotiation()
+    installed = acse.negotiate_as_acceptor
+    install_per_context_negotiation()
+    assert acse.negotiate_as_acceptor is installed is not presentation.negotiate_as_acceptor
+    assert installed.pynetdicom is presentation.negotiate_as_acceptor

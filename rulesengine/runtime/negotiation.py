@@ -8,11 +8,21 @@ for each association when its request arrives (EVT_REQUESTED, before negotiation
 abstract syntax the sender proposes that the listener takes, with the transfer syntaxes
 in the listener's order of preference:
 
-- by default, the sender's own order (its first choice is how the instance is encoded),
-  except that Implicit VR Little Endian comes last: it loses the VR of private elements;
-  compressed syntaxes are taken as proposed, never decompressed by the sender to fit;
+- by default, each proposed context is accepted in its own first transfer syntax that the
+  router takes (how the sender encoded the instances it sends on it), except that Implicit
+  VR Little Endian is taken only when the context offers nothing else: it loses the VR of
+  private elements; compressed syntaxes are taken as proposed, never decompressed by the
+  sender to fit;
 - with `transfer_syntaxes` configured, that list's order, and nothing else;
 - with an association file, the file's contexts and order, and nothing else.
+
+One list per abstract syntax cannot say "each context in its own first choice": a sender
+that proposes [Explicit, Implicit] and then [JPEG, Explicit, Implicit] for one SOP class
+(as DCMTK's storescu and dcmsend do for a mix of files) would get both accepted as
+Explicit VR and have to decompress. So the contexts that follow the proposal are
+`ProposalDrivenContext`s, and `install_per_context_negotiation` wraps pynetdicom's acceptor
+negotiation so that each proposed context meets such a context's choice for that proposal
+alone; everything else (roles, results, other acceptors) is pynetdicom's own negotiation.
 
 Storage SOP classes pynetdicom does not know (private ones such as Siemens CSA Non-Image,
 or newer than pynetdicom) are taken unless `accept_unknown_sop_classes` is false; for
@@ -24,9 +34,11 @@ it does not know, for this association only.
 from __future__ import annotations
 
 import logging
+from functools import partial
+from typing import Callable, Sequence
 
 from pydicom.uid import UID, ImplicitVRLittleEndian
-from pynetdicom import ALL_TRANSFER_SYNTAXES
+from pynetdicom import ALL_TRANSFER_SYNTAXES, acse
 from pynetdicom.pdu_primitives import SOPClassCommonExtendedNegotiation
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
@@ -71,6 +83,60 @@ def read_association_file(path: str) -> dict[str, list[str]]:
     if not contexts:
         raise AssociationFileError(f"{path}: no presentation contexts")
     return contexts
+
+
+class ProposalDrivenContext(PresentationContext):
+    """An acceptor context whose transfer syntaxes are chosen for each proposed context of its
+    abstract syntax, by `choose(proposed transfer syntaxes) -> accepted ones, best first`.
+    Its own `transfer_syntax` is that choice for all the proposals together: what pynetdicom
+    uses where the per-context negotiation is not installed."""
+
+    def __init__(self, abstract_syntax: str, choose: Callable[[list[str]], list[str]], proposed: list[str]):
+        super().__init__()
+        self.abstract_syntax = abstract_syntax
+        self.choose = choose
+        self.transfer_syntax = choose(proposed)
+
+    def for_proposal(self, proposed: Sequence[str]) -> PresentationContext:
+        """A plain acceptor context for one proposed context: its transfer syntaxes chosen
+        from that context's proposal, the same roles."""
+        context = PresentationContext()
+        context.abstract_syntax = self.abstract_syntax
+        context.transfer_syntax = self.choose([str(syntax) for syntax in proposed])
+        context.scu_role, context.scp_role = self.scu_role, self.scp_role
+        return context
+
+
+def _negotiate_per_proposed_context(rq_contexts, ac_contexts, roles=None):
+    """pynetdicom's `negotiate_as_acceptor`, where each proposed context whose abstract
+    syntax has a ProposalDrivenContext is negotiated against that context's choice for its
+    own proposal. Same results, same SCP/SCU role replies (one per SOP class), same order."""
+    pynetdicom_negotiate = _negotiate_per_proposed_context.pynetdicom
+    if not any(isinstance(context, ProposalDrivenContext) for context in ac_contexts or ()):
+        return pynetdicom_negotiate(rq_contexts, ac_contexts, roles)
+    by_abstract_syntax = {context.abstract_syntax: context for context in ac_contexts}
+    results, replies = [], {}
+    for proposal in rq_contexts:
+        own = by_abstract_syntax.get(proposal.abstract_syntax)
+        acceptor = [own.for_proposal(proposal.transfer_syntax)] if isinstance(own, ProposalDrivenContext) \
+            else ac_contexts
+        result, role_items = pynetdicom_negotiate([proposal], acceptor, roles)
+        results.extend(result)
+        replies.update((item.sop_class_uid, item) for item in role_items)
+    results.sort(key=lambda context: context.context_id)
+    return results, sorted(replies.values(), key=lambda item: item.sop_class_uid)
+
+
+def install_per_context_negotiation() -> None:
+    """Make pynetdicom's acceptor negotiate ProposalDrivenContexts per proposed context
+    (acse.py calls `negotiate_as_acceptor` by this module-level name). Idempotent."""
+    current = getattr(acse, "negotiate_as_acceptor", None)
+    if current is None:
+        raise RuntimeError("this pynetdicom has no pynetdicom.acse.negotiate_as_acceptor to negotiate "
+                           "presentation contexts one by one")
+    if current is not _negotiate_per_proposed_context:
+        _negotiate_per_proposed_context.pynetdicom = current
+        acse.negotiate_as_acceptor = _negotiate_per_proposed_context
 
 
 def _described(uid: str) -> str:
@@ -122,6 +188,11 @@ class Negotiation:
             return "none of its transfer syntaxes is accepted (" + ", ".join(map(_described, proposed)) + ")"
         return None
 
+    def follows_proposal(self, abstract_syntax: str) -> bool:
+        """Whether the transfer syntaxes accepted for `abstract_syntax` depend on what each
+        context proposes (they do not with an association file or `transfer_syntaxes`)."""
+        return abstract_syntax == VERIFICATION or (self.file is None and self.preference is None)
+
     def ranked(self, abstract_syntax: str, proposed: list[str]) -> list[str]:
         """The transfer syntaxes accepted for `abstract_syntax`, best first."""
         verification = abstract_syntax == VERIFICATION  # C-ECHO in whatever the sender proposes
@@ -144,11 +215,15 @@ class Negotiation:
             syntaxes.extend(str(s) for s in context.transfer_syntax if str(s) not in syntaxes)
         contexts = []
         for abstract_syntax, syntaxes in proposed.items():
-            if self.refusal(abstract_syntax, syntaxes) is None:
+            if self.refusal(abstract_syntax, syntaxes) is not None:
+                continue
+            if self.follows_proposal(abstract_syntax):
+                context = ProposalDrivenContext(abstract_syntax, partial(self.ranked, abstract_syntax), syntaxes)
+            else:
                 context = PresentationContext()
                 context.abstract_syntax = abstract_syntax
                 context.transfer_syntax = self.ranked(abstract_syntax, syntaxes)
-                contexts.append(context)
+            contexts.append(context)
         assoc.acceptor.supported_contexts = contexts
 
     def on_sop_common(self, event) -> dict:

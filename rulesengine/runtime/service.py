@@ -17,6 +17,7 @@ from .delivery import DeliveryManager
 from .destinations import ItemError, LinkError, sender_for
 from .journal import DONE, Outcome
 from .listener import DicomListener
+from .negotiation import install_per_context_negotiation
 from .pipeline import Pipeline, describe, outcome_of, received_facts
 from .rules import RulesHolder
 from .storage import Storage
@@ -28,9 +29,11 @@ SYNC_IDLE_SECONDS = 1.0  # a sync-mode association is closed after this long unu
 
 
 def configure_pynetdicom() -> None:
-    """Receive data sets to a file and send them from one: a large instance never sits in memory."""
+    """Receive data sets to a file and send them from one: a large instance never sits in memory.
+    Listeners accept each presentation context in its own transfer syntax (negotiation.py)."""
     pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
     pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
+    install_per_context_negotiation()
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
 
 

@@ -214,6 +214,58 @@ def test_the_listener_takes_each_instance_in_the_encoding_its_sender_offers_firs
     assert "Traceback" not in router.output()
 
 
+MIXED_ENCODINGS = ("SC_rgb_small_odd.dcm", "SC_rgb_rle.dcm", "SC_rgb_jpeg_dcmtk.dcm")  # Explicit VR, RLE, JPEG
+
+
+def mixed_encodings_profile(path: Path) -> Path:
+    """A storescu profile proposing, for Secondary Capture, one context per encoding, the
+    encoding first, then Explicit and Implicit VR: what modalities and the conformance matrix
+    propose."""
+    lines = ["[[TransferSyntaxes]]"]
+    contexts = []
+    for number, syntax in enumerate(("LittleEndianExplicit", "RLELossless", "JPEGBaseline"), 1):
+        lines += [f"[TS{number}]", f"TransferSyntax1 = {syntax}", "TransferSyntax2 = LittleEndianExplicit",
+                  "TransferSyntax3 = LittleEndianImplicit"]
+        contexts.append(f"PresentationContext{number} = SecondaryCaptureImageStorage\\TS{number}")
+    lines += ["[[PresentationContexts]]", "[Mixed]", *contexts, "[[Profiles]]", "[Mixed]",
+              "PresentationContexts = Mixed"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_one_association_carrying_several_encodings_of_one_sop_class_keeps_each_as_sent(router_factory, tmp_path,
+                                                                                      port):
+    """storescu with a profile and dcmsend, each sending an Explicit VR, an RLE and a JPEG
+    Baseline Secondary Capture in one association: each context is accepted in its own
+    encoding, so nothing is decompressed to fit a context made for another file (storescu
+    could not even send the JPEG one)."""
+    config = router_config(port, {"FOLDER": "{type: folder, path: received}"})
+    router = router_factory(config, route_to("FOLDER"), port)
+    profile = mixed_encodings_profile(tmp_path / "storescu.cfg")
+    result = storescu(port, [bundled(name) for name in MIXED_ENCODINGS], "CT1", "ROUTER", "-v", "-xf", str(profile),
+                      "Mixed")
+    assert result.returncode == 0, result.stderr
+    conversions = [line for line in result.stderr.splitlines() if "Converting transfer syntax" in line]
+    assert conversions == ["I: Converting transfer syntax: Little Endian Explicit -> Little Endian Explicit",
+                           "I: Converting transfer syntax: RLE Lossless -> RLE Lossless",
+                           "I: Converting transfer syntax: JPEG Baseline -> JPEG Baseline"], result.stderr
+    copies = [copy_of(bundled(name), tmp_path / "in" / name) for name in MIXED_ENCODINGS]
+    result = subprocess.run([require("dcmsend"), "-v", "-aec", "ROUTER", "127.0.0.1", str(port), *map(str, copies)],
+                            env=DCMTK_ENV, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Converting transfer syntax" not in result.stderr, result.stderr
+
+    folder = tmp_path / "received"
+    wait_until(lambda: len(list(folder.glob("*.dcm"))) == 6, timeout=60, what="six instances in the folder")
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in map(pydicom.dcmread, folder.glob("*.dcm"))}
+    for sent in [*map(bundled, MIXED_ENCODINGS), *copies]:
+        original = pydicom.dcmread(sent)
+        received = by_uid[str(original.SOPInstanceUID)]
+        assert received.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID, sent
+        assert received.PixelData == original.PixelData, sent
+    assert "Traceback" not in router.output()
+
+
 # ---- 4. unknown storage SOP classes -------------------------------------------------------------
 
 
