@@ -59,7 +59,7 @@ class Tally:
     moved: int | None = None  # watched folder: files in done/ and failed/ (must be `files`)
     problems: list[str] = field(default_factory=list)
     unexplained: list[str] = field(default_factory=list)  # refusals, failures, quarantines without a reason
-    silences: list[tuple[str, float, str]] = field(default_factory=list)  # (destination, when, what) not answered
+    silences: list[tuple[int, str, float, str]] = field(default_factory=list)  # C-STORE attempts not answered
 
     COLUMNS = ("files", "delivered", "quarantined", "refused", "internal_errors", "stuck", "lost", "no_answer",
                "duplicates", "misjudged", "unanswered")
@@ -208,31 +208,38 @@ NO_ANSWER = re.compile(r"no answer within [0-9.]+ s to the C-STORE of .*; the de
 
 def tally_failures(tally: Tally, storage: Path, uid: str, deliveries: list[dict]) -> None:
     """Every failed attempt must be the instance's own (the peers run throughout); a C-STORE a
-    peer never answered must say so, and its destination must deliver again after it."""
+    peer never answered must say so, and its destination must deliver again after it. Counts
+    deliveries, not attempts."""
     for delivery in deliveries:
+        where = f"{uid} to {delivery['destination']}"
+        misjudged = silent = False
         for attempt in journal_rows(storage, "SELECT * FROM attempts WHERE delivery_id = ? AND ok = 0 ORDER BY id",
                                     delivery["id"]):
             detail = attempt["detail"] or ""
-            where = f"{uid} to {delivery['destination']}"
             if not detail.startswith(INSTANCE_FAILED):
-                tally.misjudged += 1
+                misjudged = True
                 tally.note(f"{where}: misjudged failure: {detail[:300]}")
             elif "no answer within" in detail:
-                tally.unanswered += 1
-                if not NO_ANSWER.search(detail):
-                    tally.misjudged += 1
-                    tally.note(f"{where}: a peer's silence reported unlike the others: {detail[:300]}")
+                silent = True
+                if NO_ANSWER.search(detail):
+                    tally.silences.append((delivery["id"], delivery["destination"], attempt["finished_at"], where))
                 else:
-                    tally.silences.append((delivery["destination"], attempt["finished_at"], where))
+                    misjudged = True
+                    tally.note(f"{where}: a peer's silence reported unlike the others: {detail[:300]}")
+        tally.misjudged += misjudged
+        tally.unanswered += silent
 
 
 def check_went_on(tally: Tally, storage: Path) -> None:
     """After the campaign (the normal sender's instance included): each destination that did
     not answer a C-STORE delivered something after it."""
-    for destination, finished_at, where in tally.silences:
-        if not journal_rows(storage, "SELECT a.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id "
-                            "WHERE d.destination = ? AND a.ok = 1 AND a.started_at >= ? LIMIT 1",
-                            destination, finished_at):
+    stalled = set()
+    for delivery, destination, finished_at, where in tally.silences:
+        later = journal_rows(storage, "SELECT a.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id "
+                             "WHERE d.destination = ? AND a.ok = 1 AND a.started_at >= ? LIMIT 1",
+                             destination, finished_at)
+        if not later and delivery not in stalled:
+            stalled.add(delivery)
             tally.misjudged += 1
             tally.note(f"{where}: {destination} delivered nothing after it did not answer")
 
