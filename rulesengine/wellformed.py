@@ -47,7 +47,7 @@ def check_file(path: str | os.PathLike, encoding: tuple[bool, bool] | None, defl
     """Walk the data set of the file at `path`: after its file meta information when it has
     a DICM header, else from its first byte. `encoding` is (implicit VR, little endian), as
     the file meta declares it or as the data set was read. Raises NotWellFormed."""
-    with open(path, "rb") as fp:
+    with open(path, "rb", buffering=0) as fp:  # _Window reads what it needs, no more
         start = data_set_offset(fp)
         size = os.fstat(fp.fileno()).st_size
         implicit, little = encoding if encoding is not None else (False, True)
@@ -106,9 +106,10 @@ class _Frame:
 
 class _Window:
     """The bytes of a file (or a buffer) read a chunk at a time: element headers are unpacked
-    from memory, and values far away are never read."""
+    from memory, and the values skipped are never read. After a long skip (pixel data, a
+    fragment) only a few bytes are read: the next header may be as far again."""
 
-    CHUNK = 1 << 16
+    CHUNK, AFTER_SKIP = 1 << 16, 256
 
     def __init__(self, fp=None, data: bytes = b""):
         self.fp, self.data, self.start = fp, data, 0
@@ -118,8 +119,9 @@ class _Window:
         if offset < 0 or offset + layout.size > len(self.data):
             if self.fp is None:
                 raise NotWellFormed(f"cut short at byte {position}")
+            skipped = position - (self.start + len(self.data)) > self.CHUNK
             self.fp.seek(position)
-            self.data, self.start, offset = self.fp.read(self.CHUNK), position, 0
+            self.data, self.start, offset = self.fp.read(self.AFTER_SKIP if skipped else self.CHUNK), position, 0
             if len(self.data) < layout.size:
                 raise NotWellFormed(f"the file changed while it was read (at byte {position})")
         return layout.unpack_from(self.data, offset)
