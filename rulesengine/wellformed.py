@@ -50,7 +50,7 @@ def check_file(path: str | os.PathLike, encoding: tuple[bool, bool] | None, defl
     with open(path, "rb", buffering=0) as fp:  # _Window reads what it needs, no more
         start = data_set_offset(fp)
         size = os.fstat(fp.fileno()).st_size
-        implicit, little = encoding if encoding is not None else (False, True)
+        implicit, little = encoding if encoding is not None and None not in encoding else (False, True)
         if deflated:
             fp.seek(start)
             try:
