@@ -31,7 +31,7 @@ test: $(STAMP) peers
 
 # A long fuzzing campaign (tests/fuzz): FUZZ_COUNT mutated files, from seed FUZZ_SEED, through
 # dry-run, a watched folder and the listener; prints the counts, fails on any internal error,
-# anything stuck or lost.
+# anything stuck, lost or misjudged.
 FUZZ_COUNT ?= 5000
 FUZZ_SEED ?= 6
 fuzz: $(STAMP) peers

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import os
 
+import pydicom
+
 from .document import TOO_DEEP, Arrival, Document, DocumentReadError
+from .wellformed import NotWellFormed, check_file
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # the SOP class of a DICOMDIR
 MAX_REASON_LENGTH = 200  # a reason quoting pydicom is cut here: it goes into logs and .reason.txt files
@@ -47,7 +50,22 @@ def read_instance(path: str | os.PathLike, arrival: Arrival | None = None) -> Do
         raise DocumentReadError(f"{path}: cannot read: {short_error(exc)}") from None
     if reason is not None:
         raise RefusedAtIntake(path, reason)
+    check_well_formed(path, document)
     return document
+
+
+def check_well_formed(path: str, document: Document) -> None:
+    """The whole data set, pixel data and what follows it included, as a strict parser reads it
+    (`rulesengine.wellformed`): what no destination could take is refused here, not answered
+    Success and then failed at every destination. Raises DocumentReadError with the reason."""
+    syntax = document.file_meta.get("TransferSyntaxUID")
+    try:
+        check_file(path, document.dataset.original_encoding,
+                   deflated=syntax == pydicom.uid.DeflatedExplicitVRLittleEndian)
+    except NotWellFormed as exc:
+        raise DocumentReadError(f"{path}: the data set is damaged: {exc}") from None
+    except OSError as exc:
+        raise DocumentReadError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def refusal(document: Document) -> str | None:

@@ -45,13 +45,15 @@ def deeply_nested(target: Path, depth: int = 1000) -> Path:
 
 def bad_value_length(target: Path) -> Path:
     """An instance whose Rows (US, two bytes a value) holds three bytes: pydicom reads the file
-    and fails on the value once something converts it."""
+    and fails on the value once something converts it. PixelSpacing, after it, holds one byte,
+    so that the data set as a whole keeps an even length (a network peer refuses an odd one)."""
     ds = _minimal(target)
     data = Path(target).read_bytes()
     rows = struct.pack("<HH2sH", 0x0028, 0x0010, b"US", 3) + b"\x00\x02\x00"
+    spacing = struct.pack("<HH2sH", 0x0028, 0x0030, b"DS", 1) + b"1"
     # The data set's elements are in tag order; (0028,0010) goes after the last one before it.
     assert all(tag < 0x00280010 for tag in ds.keys())
-    Path(target).write_bytes(data + rows)
+    Path(target).write_bytes(data + rows + spacing)
     return target
 
 

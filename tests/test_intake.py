@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 from pathlib import Path
 
 import pydicom
 import pytest
+from bad_instances import _element, part10
 from conftest import SAMPLES, bundled, dicom_rules, write
 from damaged import bad_value_length, corrupt_deflate, deeply_nested, with_command_element, without
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -64,6 +66,86 @@ def test_files_that_cannot_be_read_are_unreadable_with_the_reason(tmp_path, make
         read_instance(path)
     assert not isinstance(unreadable.value, RefusedAtIntake)
     assert str(unreadable.value) == f"{path}: {reason}"
+
+
+# ---- data sets no strict parser reads --------------------------------------------------------------------
+# pydicom reads each of these without complaint; DCMTK does not (storescp aborts the association,
+# Orthanc fails the C-STORE without ever answering it). Built byte by byte after a valid head.
+
+SEQUENCE, ITEM = (0x0008, 0x1115), (0xFFFE, 0xE000)
+
+
+def _undefined(group: int, element: int, vr: str = "SQ") -> bytes:
+    return struct.pack("<HH2sHL", group, element, vr.encode(), 0, 0xFFFFFFFF)
+
+
+def _marker(element: int, length: int = 0) -> bytes:
+    """An item (E000), item delimiter (E00D) or sequence delimiter (E0DD)."""
+    return struct.pack("<HHL", 0xFFFE, element, length)
+
+
+NAME = _element(0x0010, 0x0010, "PN", b"DAMAGED^DATA")
+ITEM_OF_TEN = _element(0x0008, 0x1150, "UI", b"1.2.3.4\0") + struct.pack("<HH2sH", 0x0008, 0x1155, b"UI", 10)
+# name -> (what follows a valid head, the reason, where it fails after the head; None: the data set's length)
+DAMAGED = {
+    # the last element header cut after its tag: pydicom drops the 3 bytes
+    "cut in a header": (NAME + b"\x10\x00\x20", "the data set ends at byte {} with 3 byte(s), too few for an "
+                        "element (cut short)", len(NAME)),
+    # an element of an item longer than the item: pydicom reads what there is
+    "longer than its item": (_element(*SEQUENCE, "SQ", _marker(0xE000, len(ITEM_OF_TEN) + 2) + ITEM_OF_TEN + b"1."),
+                             "element (0008,1155) at byte {} declares 10 bytes, 2 remain in an item of the "
+                             "sequence (0008,1115)", 12 + 8 + 16),
+    # a stray item delimiter: pydicom and DCMTK end the data set there, and lose what follows
+    "stray delimiter": (_marker(0xE00D) + NAME, "an item delimiter (FFFE,E00D) at byte {} where a data element of "
+                        "the data set belongs", 0),
+    # a sequence of defined length holding an element where an item belongs
+    "no item": (_element(*SEQUENCE, "SQ", NAME), "element (0010,0010) at byte {} where an item of the sequence "
+                "(0008,1115) belongs", 12),
+    # a pixel data fragment cut short (pydicom stops before the pixel data)
+    "fragment cut short": (_undefined(0x7FE0, 0x0010, "OB") + _marker(0xE000) + _marker(0xE000, 100) + b"\xff" * 10,
+                           "an item of the encapsulated pixel data (7FE0,0010) at byte {} declares 100 bytes, "
+                           "10 remain", 12 + 8),
+    # a VR DICOM does not define: DCMTK reads a 4-byte length after it, pydicom a 2-byte one
+    "unknown VR": (struct.pack("<HH2sH", 0x0010, 0x0020, b"QS", 4) + b"ABCD",
+                   "element (0010,0020) at byte {} has the VR 'QS', which DICOM does not define (readers "
+                   "disagree on the length after it)", 0),
+    "odd length": (_element(0x0010, 0x0020, "LO", b"ODD"), "the data set is {} bytes long, an odd length (a value of "
+                   "odd length, which DICOM does not allow and network peers refuse)", None),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED)
+def test_a_data_set_no_strict_parser_reads_is_refused_with_where_it_fails(tmp_path, damage):
+    tail, reason, at = DAMAGED[damage]
+    head = part10(b"")
+    data = head + tail
+    path = tmp_path / "damaged.dcm"
+    path.write_bytes(data)
+    start = data.index(b"\x08\x00\x16\x00UI")  # the data set's first element
+
+    with pytest.raises(DocumentReadError) as refused:
+        read_instance(path)
+
+    expected = reason.format(len(data) - start if at is None else len(head) + at)
+    assert str(refused.value) == f"{path}: the data set is damaged: {expected}"
+
+
+@pytest.mark.parametrize("tail", [
+    # an undefined-length UN holds a sequence in Implicit VR Little Endian (PS3.5 6.2.2)
+    _undefined(0x0009, 0x1010, "UN") + _marker(0xE000, 0xFFFFFFFF) + struct.pack("<HHL", 0x0009, 0x1011, 4) + b"ABCD"
+    + _marker(0xE00D) + _marker(0xE0DD),
+    # two odd-length values: an even data set, which DCMTK reads with a warning
+    _element(0x0010, 0x0020, "LO", b"ODD") + _element(0x0010, 0x0030, "DA", b"2"),
+    # nested sequences and items of defined and undefined lengths, encapsulated pixel data
+    _element(*SEQUENCE, "SQ", _marker(0xE000, len(ITEM_OF_TEN) + 10) + ITEM_OF_TEN + b"1.2.3.4.5\0")
+    + _undefined(0x0040, 0xA730) + _marker(0xE000, 0xFFFFFFFF) + _undefined(0x0040, 0xA730) + _marker(0xE0DD)
+    + _marker(0xE00D) + _marker(0xE0DD) + _undefined(0x7FE0, 0x0010, "OB") + _marker(0xE000) + _marker(0xE000, 4)
+    + b"\xff\xd8\xff\xd9" + _marker(0xE0DD),
+], ids=["UN of undefined length", "odd values, even data set", "nesting and fragments"])
+def test_a_well_formed_data_set_is_taken_however_it_is_laid_out(tmp_path, tail):
+    path = tmp_path / "fine.dcm"
+    path.write_bytes(part10(NAME + tail))
+    assert read_instance(path).get("DataSet.PatientName") == "DAMAGED^DATA"
 
 
 @pytest.mark.parametrize("name, syntax", [

@@ -180,11 +180,15 @@ def journal_rows(storage: Path, query: str, *args) -> list[dict]:
 
 def round_state(storage: Path, after_instance: int) -> tuple[int, int, int, int]:
     """Of the instances journaled after `after_instance`: (instances, those still accepted,
-    deliveries finished (delivered or dead), deliveries still queued, sending or retrying)."""
+    deliveries finished, deliveries still active). Finished: delivered, dead, or failed with
+    its error recorded and waiting a backoff that outlasts STALL_SECONDS (accounted for: it
+    is not waited for); active: queued, sending, or retrying soon."""
     instances = journal_rows(storage, "SELECT state, COUNT(*) AS n FROM instances WHERE id > ? GROUP BY state",
                              after_instance)
-    deliveries = journal_rows(storage, "SELECT state, COUNT(*) AS n FROM deliveries WHERE instance_id > ? "
-                              "GROUP BY state", after_instance)
+    deliveries = journal_rows(
+        storage, "SELECT CASE WHEN state = 'retrying' AND last_error IS NOT NULL AND next_attempt_at > ? "
+        "THEN 'waiting' ELSE state END AS state, COUNT(*) AS n FROM deliveries WHERE instance_id > ? GROUP BY 1",
+        time.time() + STALL_SECONDS, after_instance)
     return (sum(r["n"] for r in instances), sum(r["n"] for r in instances if r["state"] == "accepted"),
             sum(r["n"] for r in deliveries if r["state"] not in ACTIVE_DELIVERY_STATES),
             sum(r["n"] for r in deliveries if r["state"] in ACTIVE_DELIVERY_STATES))

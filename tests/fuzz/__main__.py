@@ -3,8 +3,9 @@
     PYTHONPATH=tests python -m fuzz [--count N] [--seed S] [--keep]
 
 FUZZ_COUNT (5000) and FUZZ_SEED (6) are the defaults. The exit status is 0 when there was
-no internal error, nothing stuck, nothing lost, every file was accounted for with a
-reason and a normal storescu still succeeded afterwards; 1 otherwise, and the campaign's
+no internal error, nothing stuck, nothing lost, no failed delivery misjudged, every file
+was accounted for with a reason and a normal storescu still succeeded afterwards; 1
+otherwise, and the campaign's
 folder (files, logs, journal) is kept for a look.
 """
 

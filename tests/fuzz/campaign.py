@@ -3,10 +3,18 @@ listener of one router, to DCMTK's storescp, Orthanc and a folder; then a normal
 
 For each intake it counts the files, and what became of them: delivered (to every
 destination), quarantined, failed or refused (at intake, or by a destination, always with
-a reason), internal errors (a traceback or "internal error" in a log or an output),
-stuck (an instance never processed, a delivery never finished, a file never taken), lost
-(acknowledged, then nowhere: answered Success or moved to done/ without a journal entry,
-or no report from dry-run); and, for the listener, sends that got no answer at all.
+a reason: a delivery that failed and waits its backoff, its error recorded, is accounted
+for), internal errors (a traceback or "internal error" in a log or an output), stuck (no
+progress and no reason: an instance never processed, a delivery queued or being sent when
+the round has stopped moving, a retry long overdue, a file left in the watched folder),
+lost (acknowledged, then nowhere: answered Success or moved to done/ without a journal
+entry, or no report from dry-run); and, for the listener, sends that got no answer at all.
+
+Every destination runs throughout, so a delivery that fails is the instance's own failure:
+one taken for "destination unreachable" (the whole queue made to wait) or an "unexpected
+error" is misjudged (issue 10). A peer that never answers a C-STORE (a defect of the peer:
+Orthanc does this when it cannot parse a data set) must be reported as "no answer within
+N s", and the destination must go on delivering after it.
 """
 
 from __future__ import annotations
@@ -46,12 +54,15 @@ class Tally:
     lost: int = 0
     no_answer: int = 0  # listener: sends answered by no status at all
     duplicates: int = 0  # instances journaled more than once for one file
+    misjudged: int = 0  # delivery failures taken for the destination's, or for an unexpected error
+    unanswered: int = 0  # deliveries a peer never answered (its defect), reported as such
     moved: int | None = None  # watched folder: files in done/ and failed/ (must be `files`)
     problems: list[str] = field(default_factory=list)
     unexplained: list[str] = field(default_factory=list)  # refusals, failures, quarantines without a reason
+    silences: list[tuple[int, str, float, str]] = field(default_factory=list)  # C-STORE attempts not answered
 
     COLUMNS = ("files", "delivered", "quarantined", "refused", "internal_errors", "stuck", "lost", "no_answer",
-               "duplicates")
+               "duplicates", "misjudged", "unanswered")
 
     def note(self, problem: str) -> None:
         if len(self.problems) < 50:
@@ -78,7 +89,7 @@ class Campaign:
 
     def table(self) -> str:
         header = ("intake", "files", "delivered", "quarantined", "failed/refused", "internal errors", "stuck",
-                  "lost", "no answer", "taken twice")
+                  "lost", "no answer", "taken twice", "misjudged", "peer silent")
         rows = [header] + [(t.intake, *(str(getattr(t, c)) for c in Tally.COLUMNS)) for t in self.tallies.values()]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         return "\n".join("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in
@@ -87,7 +98,8 @@ class Campaign:
     @property
     def clean(self) -> bool:
         return not self.normal_sender and all(
-            t.internal_errors == t.stuck == t.lost == t.no_answer == t.duplicates == 0 and t.accounted == t.files
+            t.internal_errors == t.stuck == t.lost == t.no_answer == t.duplicates == t.misjudged == 0
+            and t.accounted == t.files
             and not t.unexplained and t.moved in (None, t.files) for t in self.tallies.values())
 
 
@@ -143,25 +155,40 @@ def run_dry_run(corpus: Path, root: Path, count: int) -> Tally:
 # ---- the router's journal --------------------------------------------------------------------------
 
 
+OVERDUE_SECONDS = 10.0  # a retry this long past its time made no progress: stuck
+
+
+def _stuck(delivery: dict, now: float) -> bool:
+    """Queued or being sent once the round stopped moving, or retrying long after its time;
+    a failed delivery waiting its backoff, its error recorded, is accounted for."""
+    if delivery["state"] in ("queued", "sending"):
+        return True
+    return delivery["state"] == "retrying" and (not delivery["last_error"]
+                                                or delivery["next_attempt_at"] < now - OVERDUE_SECONDS)
+
+
 def tally_journal(tally: Tally, storage: Path, source_kind: str, after: int, until: int | None = None) -> int:
     """Count what became of the instances of one intake; returns how many there are."""
     query = "SELECT * FROM instances WHERE source_kind = ? AND id > ?" + (" AND id <= ?" if until else "")
     instances = journal_rows(storage, query, source_kind, after, *([until] if until else []))
+    now = time.time()
     for row in instances:
-        deliveries = journal_rows(storage, "SELECT state, last_error, destination FROM deliveries "
-                                  "WHERE instance_id = ?", row["id"])
+        deliveries = journal_rows(storage, "SELECT id, state, last_error, destination, next_attempt_at "
+                                  "FROM deliveries WHERE instance_id = ?", row["id"])
         uid = row["sop_instance_uid"] or f"instance {row['id']}"
-        if row["state"] == "accepted" or any(d["state"] in ("queued", "sending", "retrying") for d in deliveries):
+        tally_failures(tally, storage, uid, deliveries)
+        if row["state"] == "accepted" or any(_stuck(d, now) for d in deliveries):
             tally.stuck += 1
             tally.note(f"{uid}: stuck ({row['state']}; deliveries "
                        f"{', '.join(d['destination'] + ' ' + d['state'] for d in deliveries) or 'none'})")
         elif row["outcome"] == "route" and deliveries and all(d["state"] == "delivered" for d in deliveries):
             tally.delivered += 1
         elif row["outcome"] == "route":
-            tally.refused += 1  # refused by a destination (dead), with the error it gave
+            tally.refused += 1  # failed at a destination (dead, or waiting its backoff), with the error it gave
             for delivery in deliveries:
-                if delivery["state"] == "dead" and not delivery["last_error"]:
-                    tally.no_reason(f"{uid}: delivery to {delivery['destination']} dead without a reason")
+                if delivery["state"] in ("dead", "retrying") and not delivery["last_error"]:
+                    tally.no_reason(f"{uid}: delivery to {delivery['destination']} {delivery['state']} "
+                                    f"without a reason")
             if not deliveries:
                 tally.no_reason(f"{uid}: routed, without a delivery")
         elif row["outcome"] == "quarantine":
@@ -173,6 +200,48 @@ def tally_journal(tally: Tally, storage: Path, source_kind: str, after: int, unt
             if not row["reason"]:
                 tally.no_reason(f"{uid}: {row['outcome']} without a reason")
     return len(instances)
+
+
+INSTANCE_FAILED = "instance failed: "  # how the router's last_error starts for an instance's own failure
+NO_ANSWER = re.compile(r"no answer within [0-9.]+ s to the C-STORE of .*; the destination answers C-ECHO")
+
+
+def tally_failures(tally: Tally, storage: Path, uid: str, deliveries: list[dict]) -> None:
+    """Every failed attempt must be the instance's own (the peers run throughout); a C-STORE a
+    peer never answered must say so, and its destination must deliver again after it. Counts
+    deliveries, not attempts."""
+    for delivery in deliveries:
+        where = f"{uid} to {delivery['destination']}"
+        misjudged = silent = False
+        for attempt in journal_rows(storage, "SELECT * FROM attempts WHERE delivery_id = ? AND ok = 0 ORDER BY id",
+                                    delivery["id"]):
+            detail = attempt["detail"] or ""
+            if not detail.startswith(INSTANCE_FAILED):
+                misjudged = True
+                tally.note(f"{where}: misjudged failure: {detail[:300]}")
+            elif "no answer within" in detail:
+                silent = True
+                if NO_ANSWER.search(detail):
+                    tally.silences.append((delivery["id"], delivery["destination"], attempt["finished_at"], where))
+                else:
+                    misjudged = True
+                    tally.note(f"{where}: a peer's silence reported unlike the others: {detail[:300]}")
+        tally.misjudged += misjudged
+        tally.unanswered += silent
+
+
+def check_went_on(tally: Tally, storage: Path) -> None:
+    """After the campaign (the normal sender's instance included): each destination that did
+    not answer a C-STORE delivered something after it."""
+    stalled = set()
+    for delivery, destination, finished_at, where in tally.silences:
+        later = journal_rows(storage, "SELECT a.id FROM attempts a JOIN deliveries d ON d.id = a.delivery_id "
+                             "WHERE d.destination = ? AND a.ok = 1 AND a.started_at >= ? LIMIT 1",
+                             destination, finished_at)
+        if not later and delivery not in stalled:
+            stalled.add(delivery)
+            tally.misjudged += 1
+            tally.note(f"{where}: {destination} delivered nothing after it did not answer")
 
 
 def last_instance(storage: Path) -> int:
@@ -387,6 +456,8 @@ def run(seed: int, count: int, root: Path, progress=lambda text: None) -> Campai
         listener_log, mark = _log_since(router, mark)
         progress("listener done")
         campaign.normal_sender = check_normal_sender(root, router, port, seed)
+        for intake in ("watched folder", "listener"):
+            check_went_on(campaign.tallies[intake], router.storage)
         campaign.tallies["watched folder"].internal_errors = _internal_errors(folder_log)
         campaign.tallies["listener"].internal_errors = _internal_errors(listener_log)
     finally:

@@ -1,7 +1,8 @@
 """Fuzzing: a few hundred seeded, mutated files through `dry-run`, a watched folder and the
 DICOM listener of one router (campaign.py). Whatever arrives, the router never fails
 internally, never leaves anything stuck or lost, delivers, quarantines or refuses each
-file with a reason, and still serves a normal storescu afterwards. `make fuzz` runs the
+file with a reason, judges every failed delivery the instance's own (the peers run
+throughout), and still serves a normal storescu afterwards. `make fuzz` runs the
 same campaign on 5,000 files or more.
 """
 
@@ -83,6 +84,16 @@ def test_every_file_is_delivered_quarantined_or_refused_with_a_reason(fuzzed, in
         f"{intake}: of {tally.files} files, {tally.delivered} delivered, {tally.quarantined} quarantined, "
         f"{tally.refused} failed or refused; without a reason:\n"
         + "\n".join(f"  - {what}" for what in tally.unexplained[:15]) + f"\n{_problems(tally)}")
+
+
+@pytest.mark.parametrize("intake", ("watched folder", "listener"))
+def test_every_failed_delivery_is_judged_the_instance_s_own(fuzzed, intake):
+    """The peers run throughout: no failure may make a destination's queue wait as if it were
+    down (issue 10), none is an unexpected error, and a peer that never answers a C-STORE
+    (its own defect) is reported as "no answer within N s" while its destination goes on."""
+    tally = fuzzed.tallies[intake]
+    assert tally.misjudged == 0, (f"{intake}: {tally.misjudged} failure(s) misjudged "
+                                  f"({tally.unanswered} C-STORE(s) a peer never answered)\n{_problems(tally)}")
 
 
 def test_a_normal_sender_is_served_afterwards(fuzzed):

@@ -6,10 +6,12 @@ Nothing refused is journaled, and the router goes on serving."""
 from __future__ import annotations
 
 import shutil
+import struct
 from pathlib import Path
 
 import pydicom
 import pytest
+from bad_instances import _element, part10
 from conftest import SAMPLES, bundled, dicom_rules
 from damaged import with_command_element
 from invariants import assert_settled, journal_rows
@@ -66,6 +68,30 @@ def test_a_listener_answers_a_failure_with_the_reason_for_what_it_cannot_route(r
     assert "instance from HOSTILE refused: no SOP Class UID and no SOP Instance UID in the data set" in output
     assert "Traceback" not in output
     assert assert_settled(tmp_path / "var") == {"delivered": 1}
+
+
+def test_a_listener_refuses_a_data_set_no_destination_could_read(router_factory, tmp_path, port, chunked_sending):
+    """pydicom reads both; DCMTK does not (storescp aborts, Orthanc never answers the C-STORE).
+    Answered Success, each would fail at every destination after the sender counted it sent."""
+    name = _element(0x0010, 0x0010, "PN", b"DAMAGED^DATA")
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(part10(name + b"\x10\x00\x20"))  # the next element's header cut after 3 bytes
+    stray = tmp_path / "stray.dcm"
+    stray.write_bytes(part10(struct.pack("<HHL", 0xFFFE, 0xE00D, 0) + name))  # an item delimiter, out of place
+    router = router_factory(config(port), ROUTE_ALL, port)
+
+    answers = [send_file(port, cut), send_file(port, stray)]
+
+    assert [answer.Status for answer in answers] == [0xC000, 0xC000]
+    assert answers[0].ErrorComment.startswith("the data set ends at byte ")
+    assert answers[1].ErrorComment.startswith("an item delimiter (FFFE,E00D) at byte ")
+    assert storescu(port, [SAMPLES / "ct_head.dcm"]).returncode == 0  # the router goes on serving
+    wait_until(lambda: list((tmp_path / "pacs").rglob("*.dcm")), what="the good instance delivered")
+    assert router.stop() == 0
+    output = router.log_path.read_text()
+    assert "with 3 byte(s), too few for an element (cut short)" in output
+    assert "Traceback" not in output
+    assert assert_settled(tmp_path / "var") == {"delivered": 1}  # nothing of the two journaled
 
 
 def test_a_watched_folder_fails_what_it_cannot_route_with_the_reason_dry_run_gives(router_factory, tmp_path):
