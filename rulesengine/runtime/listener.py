@@ -4,11 +4,13 @@ async: a C-STORE is answered Success once the instance is in the spool (written
 and fsynced) and the journal has committed it; delivery happens afterwards.
 sync: it is answered once every destination has acknowledged it.
 Either way, a rule's `reject` answers with a failure status and the reason in
-Error Comment, and a document that cannot be read is answered with 0xC000.
+Error Comment, and a document that cannot be read is answered with 0xC000; a
+C-STORE whose SOP class no service of the association serves, 0x0122.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import os
@@ -18,7 +20,9 @@ from typing import Callable
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import Verification, uid_to_service_class
 
 from ..config import Listener, TLS
 from ..document import Arrival, DocumentReadError
@@ -35,6 +39,7 @@ STATUS_NOT_AUTHORIZED = 0x0124  # "Refused: Not Authorized": a rule rejected the
 STATUS_OUT_OF_RESOURCES = 0xA700  # sync mode: a destination did not take it
 STATUS_CANNOT_UNDERSTAND = 0xC000  # not a DICOM data set we can read
 STATUS_REFUSED_AT_INTAKE = 0xA900  # "Data Set does not match SOP Class": a DICOMDIR, an instance without SOP UIDs
+STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122  # a C-STORE naming a SOP class no service of the association serves
 
 
 def server_tls_context(tls: TLS) -> ssl.SSLContext:
@@ -74,6 +79,7 @@ class DicomListener:
             (evt.EVT_REQUESTED, self.negotiation.on_requested),
             (evt.EVT_SOP_COMMON, self.negotiation.on_sop_common),
             (evt.EVT_ACCEPTED, self.negotiation.on_accepted),
+            (evt.EVT_ACCEPTED, self._answer_stores_no_service_takes),
             (evt.EVT_C_ECHO, lambda event: 0x0000),
             (evt.EVT_C_STORE, self._handle_store),
         ]
@@ -121,6 +127,22 @@ class DicomListener:
                           "listener %s: association from %s (%s) rejected: called AE title %r is not %s",
                           self.config.name, calling, assoc.requestor.address, called, self.config.ae_title)
 
+    def _answer_stores_no_service_takes(self, event) -> None:
+        """EVT_ACCEPTED: a C-STORE whose SOP Class UID no service of this association serves (not
+        its presentation context's, and none pynetdicom knows as storage: a garbled '31') is
+        answered 0x0122 with the reason. pynetdicom would abort the association instead, and leave
+        the data set it received in a temporary file."""
+        assoc = event.assoc
+        serve = assoc._serve_request  # pynetdicom's dispatch of each request to its service class
+
+        def serve_request(msg, context_id: int) -> None:
+            if isinstance(msg, C_STORE) and context_id in assoc._accepted_cx and not _served_as_storage(assoc, msg):
+                _refuse_store(self.config.name, assoc, msg, context_id)
+                return
+            serve(msg, context_id)
+
+        assoc._serve_request = serve_request
+
     def _arrival(self, event) -> Arrival:
         assoc = event.assoc
         requestor = assoc.requestor
@@ -156,6 +178,40 @@ class DicomListener:
         if result.outcome == "reject":
             return _status(STATUS_NOT_AUTHORIZED, result.reason or "rejected by the routing rules")
         return 0x0000
+
+
+def _served_as_storage(assoc, request: C_STORE) -> bool:
+    """Would pynetdicom give this C-STORE to the Storage service (our EVT_C_STORE handler)?"""
+    uid = str(request.AffectedSOPClassUID or "")
+    service = assoc.acceptor.accepted_common_extended.get(uid, (uid,))[0]  # as pynetdicom looks it up
+    return issubclass(uid_to_service_class(service), StorageServiceClass)
+
+
+def _refuse_store(listener: str, assoc, request: C_STORE, context_id: int) -> None:
+    uid = str(request.AffectedSOPClassUID or "")
+    context = assoc._accepted_cx[context_id]
+    requestor = assoc.requestor
+    calling = (requestor.ae_title or "").strip()
+    _refusals.log(log, logging.WARNING, (listener, "sop class", calling, requestor.address, uid),
+                  "listener %s: C-STORE from %s (%s) refused: SOP Class UID %r, in presentation context %d of %s: "
+                  "no service of the association serves it", listener, calling, requestor.address, uid, context_id,
+                  context.abstract_syntax)
+    status = _status(STATUS_SOP_CLASS_NOT_SUPPORTED, f"no service for SOP Class UID {uid} on this association")
+    response = C_STORE()
+    response.MessageID = response.MessageIDBeingRespondedTo = request.MessageID
+    try:
+        response.AffectedSOPClassUID = request.AffectedSOPClassUID
+        response.AffectedSOPInstanceUID = request.AffectedSOPInstanceUID
+    except (TypeError, ValueError):  # optional in a response: what pynetdicom cannot encode is left out
+        pass
+    response.Status = status.Status
+    response.ErrorComment = status.ErrorComment
+    received = getattr(request, "_dataset_file", None)  # the data set, written by pynetdicom as it arrived
+    if received is not None:
+        received.close()
+        with contextlib.suppress(OSError):
+            os.unlink(received.name)
+    assoc.dimse.send_msg(response, context_id)
 
 
 def _status(code: int, comment: str) -> Dataset:
