@@ -88,3 +88,26 @@ def without(target: Path, *keywords: str, source: Path = SAMPLES / "ct_head.dcm"
         delattr(dataset, keyword)
     dataset.save_as(target)
     return target
+
+
+def with_other_file_meta(target: Path, source: Path = SAMPLES / "ct_head.dcm", implicit: bool = False,
+                         **file_meta: str) -> Path:
+    """`source`'s data set (written in Implicit VR Little Endian when `implicit`, else in Explicit)
+    behind file meta information that names what `file_meta` gives (MediaStorageSOPInstanceUID=...,
+    TransferSyntaxUID=...) and otherwise what the data set is: as a tool writes it that changed
+    the data set and not its file meta, or a receiver that wrote a C-STORE request's UIDs."""
+    dataset = pydicom.dcmread(source)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    meta.TransferSyntaxUID = dataset.file_meta.TransferSyntaxUID
+    meta.SourceApplicationEntityTitle = "TOOL"
+    for keyword, value in file_meta.items():
+        setattr(meta, keyword, value)
+    with open(target, "wb") as fh:
+        fh.write(b"\0" * 128 + b"DICM")
+        write_file_meta_info(fh, meta, enforce_standard=True)
+        out = DicomFileLike(fh)
+        out.is_little_endian, out.is_implicit_VR = True, implicit
+        write_dataset(out, dataset)
+    return target

@@ -13,18 +13,29 @@ import pydicom
 import pytest
 from bad_instances import _element, part10
 from conftest import SAMPLES, bundled, dicom_rules, write
-from damaged import bad_value_length, corrupt_deflate, deeply_nested, with_command_element, without
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.data import get_charset_files
+from damaged import (SECONDARY_CAPTURE, bad_value_length, corrupt_deflate, deeply_nested, with_command_element,
+                     with_other_file_meta, without)
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 from rulesengine.config import load_config
 from rulesengine.document import Arrival, DocumentReadError
-from rulesengine.intake import RefusedAtIntake, needs_file_meta, read_instance
+from rulesengine.intake import RefusedAtIntake, file_meta_problem, needs_file_meta, read_instance
 from rulesengine.runtime.pipeline import Pipeline
 from rulesengine.runtime.rules import RulesHolder
 from rulesengine.runtime.storage import Storage
 
 FOLDER = Arrival(source_name="inbox", source_kind="folder")
 BUNDLED = Path(pydicom.__file__).parent / "data"
+
+
+def several_uids(target: Path) -> Path:
+    ds = pydicom.dcmread(SAMPLES / "ct_head.dcm")
+    ds.SOPClassUID = [ds.SOPClassUID, SECONDARY_CAPTURE]
+    ds.SOPInstanceUID = [ds.SOPInstanceUID, generate_uid()]
+    ds.save_as(target)
+    return target
 
 
 def bundled_files() -> list[Path]:
@@ -43,7 +54,13 @@ def bundled_files() -> list[Path]:
     (lambda tmp: Path(bundled("priv_SQ.dcm")), "no SOP Class UID and no SOP Instance UID in the data set"),
     (lambda tmp: without(tmp / "x.dcm", "SOPInstanceUID"), "no SOP Instance UID in the data set"),
     (lambda tmp: without(tmp / "x.dcm", "SOPClassUID"), "no SOP Class UID in the data set"),
-], ids=["DICOMDIR", "big-endian DICOMDIR", "no SOP UIDs", "no SOP Instance UID", "no SOP Class UID"])
+    # JPEG Baseline declared (explicit VR), the data set in implicit VR: no transfer syntax describes it
+    (lambda tmp: Path(bundled("SC_rgb_jpeg.dcm")), "the data set is implicit VR; its transfer syntax is explicit VR"),
+    (lambda tmp: with_other_file_meta(tmp / "x.dcm", source=Path(bundled("JPEG-lossy.dcm")), implicit=True),
+     "the data set is implicit VR; its transfer syntax is explicit VR"),
+    (lambda tmp: several_uids(tmp / "x.dcm"), "several SOP Class UIDs and SOP Instance UIDs in the data set"),
+], ids=["DICOMDIR", "big-endian DICOMDIR", "no SOP UIDs", "no SOP Instance UID", "no SOP Class UID",
+        "bundled JPEG in implicit VR", "JPEG in implicit VR", "several UIDs"])
 def test_files_the_router_cannot_route_are_refused_with_the_reason(tmp_path, make, reason):
     path = make(tmp_path)
     with pytest.raises(RefusedAtIntake) as refused:
@@ -54,8 +71,8 @@ def test_files_the_router_cannot_route_are_refused_with_the_reason(tmp_path, mak
 
 
 @pytest.mark.parametrize("make, reason", [
-    (lambda tmp: Path(bundled("SC_rgb_jpeg.dcm")),
-     "the file is truncated: the pixel data declares 65535 bytes, 3522 remain"),
+    (lambda tmp: Path(bundled("MR_truncated.dcm")),
+     "the file is truncated: the pixel data declares 8192 bytes, 8130 remain"),
     (lambda tmp: Path(bundled("no_meta.dcm")), "not a DICOM file (no DICM header and no SOP instance found)"),
     (lambda tmp: deeply_nested(tmp / "x.dcm"), "cannot read: sequences nested too deeply"),
     (lambda tmp: corrupt_deflate(tmp / "x.dcm"), "cannot read: Error -3 while decompressing data: invalid block type"),
@@ -215,6 +232,92 @@ def test_an_instance_without_file_meta_reaches_destinations_as_a_dicom_file(pipe
                 assert copy[element.tag].value == element.value, (delivery["destination"], element)
         if delivery["destination"] == "ARCHIVE":
             assert copy.InstitutionName == "ARCHIVED"
+
+
+# ---- file meta that names another instance: kept with file meta made from the data set -----------------
+
+
+def data_set_bytes(path) -> bytes:
+    """Everything after the preamble and the file meta information, as pydicom finds it."""
+    with open(path, "rb") as fp:
+        read_preamble(fp, force=True)
+        _read_file_meta_info(fp)
+        return fp.read()
+
+
+OTHER_FILE_META = {
+    # name: (how the file is made, what the file meta names that the data set does not)
+    "another instance": (lambda tmp: with_other_file_meta(tmp / "x.dcm", MediaStorageSOPInstanceUID=generate_uid()),
+                         "SOP Instance UID"),
+    "another SOP class": (lambda tmp: with_other_file_meta(tmp / "x.dcm", MediaStorageSOPClassUID=SECONDARY_CAPTURE),
+                          "SOP Class UID"),
+    # Explicit VR Little Endian declared, Implicit VR written: kept as Implicit VR Little Endian
+    "explicit declared, implicit written": (
+        lambda tmp: with_other_file_meta(tmp / "x.dcm", implicit=True, TransferSyntaxUID=ExplicitVRLittleEndian),
+        "transfer syntax 1.2.840.10008.1.2.1, its data set is in 1.2.840.10008.1.2"),
+    "all three": (lambda tmp: with_other_file_meta(tmp / "x.dcm", implicit=True, MediaStorageSOPClassUID="1.2.3",
+                                                   MediaStorageSOPInstanceUID="1.2.3.4",
+                                                   TransferSyntaxUID=ExplicitVRLittleEndian),
+                  "SOP Class UID 1.2.3, its data set 1.2.840.10008.5.1.4.1.1.2; SOP Instance UID 1.2.3.4, its data "
+                  "set"),
+    # pydicom's own: the file meta names the instance whose UID ends in 17461, the data set is 17462
+    "chrJapMulti.dcm": (lambda tmp: Path(get_charset_files("chrJapMulti.dcm")[0]), "SOP Instance UID"),
+    "rtdose.dcm": (lambda tmp: Path(bundled("rtdose.dcm")), "SOP Instance UID"),  # implicit VR
+    "rtdose_expb.dcm": (lambda tmp: Path(bundled("rtdose_expb.dcm")), "SOP Instance UID"),  # big endian
+    "rtplan.dcm": (lambda tmp: Path(bundled("rtplan.dcm")), "SOP Instance UID"),
+    "badVR.dcm": (lambda tmp: Path(bundled("badVR.dcm")), "SOP Instance UID"),
+}
+
+
+@pytest.mark.parametrize("name", list(OTHER_FILE_META))
+def test_an_instance_whose_file_meta_names_another_is_kept_and_sent_as_its_data_set_names_it(pipeline, tmp_path,
+                                                                                              name):
+    """The router sends an instance from its file, in a C-STORE made from the file meta: the file
+    meta must name the data set's own SOP class, instance and transfer syntax, or the peer gets a
+    request that does not match the data set (Orthanc: 0xA900), or stores it under another name."""
+    make, names = OTHER_FILE_META[name]
+    source = make(tmp_path)
+    original = pydicom.dcmread(source)
+    document = read_instance(source)
+    assert needs_file_meta(document)
+    assert names in file_meta_problem(document)
+
+    assert take(pipeline, source) == ("route", None)
+
+    deliveries = {row["destination"]: row for row in pipeline.journal.deliveries(limit=10)}
+    assert sorted(deliveries) == ["ARCHIVE", "PACS"]
+    instance = pipeline.journal.instance(deliveries["PACS"]["instance_id"])
+    assert (instance["sop_class_uid"], instance["sop_instance_uid"]) == (original.SOPClassUID, original.SOPInstanceUID)
+    for destination, delivery in deliveries.items():
+        assert (delivery["sop_class_uid"], delivery["sop_instance_uid"]) == (original.SOPClassUID,
+                                                                             original.SOPInstanceUID)
+        copy = pydicom.dcmread(delivery["path"])
+        assert copy.file_meta.MediaStorageSOPClassUID == original.SOPClassUID
+        assert copy.file_meta.MediaStorageSOPInstanceUID == original.SOPInstanceUID
+        assert copy.file_meta.TransferSyntaxUID == delivery["transfer_syntax"]
+        assert copy.file_meta.TransferSyntaxUID == (
+            ImplicitVRLittleEndian if "implicit written" in name or name == "all three"
+            else original.file_meta.TransferSyntaxUID)
+        if destination == "PACS":  # nothing edited: the data set exactly as received, the file meta's own kept
+            assert data_set_bytes(delivery["path"]) == data_set_bytes(source)
+            assert copy.file_meta.get("SourceApplicationEntityTitle") == \
+                original.file_meta.get("SourceApplicationEntityTitle")
+        else:
+            assert copy.InstitutionName == "ARCHIVED"
+        for element in original:
+            if element.keyword != "InstitutionName" and element.tag.element != 0:  # group lengths may go
+                assert copy[element.tag].value == element.value, (destination, element)
+
+
+def test_dry_run_writes_what_the_router_delivers_for_a_file_whose_meta_names_another_instance(pipeline, tmp_path):
+    source = with_other_file_meta(tmp_path / "other.dcm", implicit=True, MediaStorageSOPInstanceUID=generate_uid(),
+                                  TransferSyntaxUID=ExplicitVRLittleEndian)
+    result = dicom_rules("dry-run", "main.rules", source, "--config", "router.yaml", "--out", "out")
+    assert result.returncode == 0, result.stderr
+    assert take(pipeline, source) == ("route", None)
+    delivered = {row["destination"]: Path(row["path"]).read_bytes() for row in pipeline.journal.deliveries(limit=10)}
+    assert (tmp_path / "out" / "PACS" / "other.dcm").read_bytes() == delivered["PACS"]
+    assert (tmp_path / "out" / "ARCHIVE" / "other.dcm").read_bytes() == delivered["ARCHIVE"]
 
 
 # ---- dry-run predicts the router ------------------------------------------------------------------------

@@ -2,7 +2,11 @@
 
 Allowed, because the router documents them (docs/operations.md):
 
-- the file meta information is the destination's own (only the data set is compared);
+- the file meta information is the destination's own (only the data set is compared), but
+  it must name the data set's own SOP class and instance: a copy sent in a C-STORE whose
+  UIDs are not the data set's is stored under another instance's name (storescp keeps the
+  request's UIDs), and Orthanc refuses it (0xA900); the router sends every instance under
+  its data set's UIDs, whatever the file meta it arrived with said (docs/operations.md);
 - group lengths (gggg,0000) may be dropped or recomputed;
 - the transfer syntax may change from Explicit VR Big Endian or Deflated Explicit VR
   Little Endian to an uncompressed little-endian one, and between Explicit and Implicit
@@ -284,6 +288,16 @@ def differences(source: Path, copy: Path, edits: dict[str, str] | None = None) -
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # values pydicom finds invalid are compared as they are
-            return Comparison(read(source, force=True), copied, edits).run()
+            return file_meta_differences(copied) + Comparison(read(source, force=True), copied, edits).run()
     except Exception as exc:  # noqa: BLE001 - reported as a difference, with what failed
         return [f"the comparison failed: {type(exc).__name__}: {exc}"]
+
+
+def file_meta_differences(copy: Dataset) -> list[str]:
+    """Where a copy's file meta information names another SOP class or instance than its data set."""
+    found = []
+    for keyword, own in (("MediaStorageSOPClassUID", "SOPClassUID"), ("MediaStorageSOPInstanceUID", "SOPInstanceUID")):
+        in_meta, in_data_set = copy.file_meta.get(keyword), copy.get(own)
+        if str(in_meta or "") != str(in_data_set or ""):
+            found.append(f"the copy's file meta names {keyword} {in_meta}, its data set {own} {in_data_set}")
+    return found

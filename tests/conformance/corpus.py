@@ -11,7 +11,8 @@ folder; the character-set files keep their `charset_files/` prefix, generated on
 `EXPECTED` says, for every file, what every intake must do with it: deliver it to every
 destination with everything the rules did not touch identical, or refuse it at intake
 with a reason matching a pattern. `SENDER_SKIPS` lists what DCMTK's senders will not
-send at all (they never reach the router). `ISSUE_ITEMS` names the numbered defects of
+send at all (they never reach the router), `SENDER_MANGLES` what they send otherwise
+than the file has it (the router must answer a failure). `ISSUE_ITEMS` names the numbered defects of
 issue 6 a failure of that file points at.
 """
 
@@ -225,10 +226,17 @@ SENDER_SKIPS: dict[str, dict[str, str]] = {
         **{name: _DCMSEND_NOT_SENT for name in (
             "charset_files/chrSQEncoding.dcm", "charset_files/chrSQEncoding1.dcm", "UN_sequence.dcm",
             "no_meta_group_length.dcm", "priv_SQ.dcm", "MR_truncated.dcm", "rtplan_truncated.dcm",
-            "SC_rgb_jpeg.dcm",
-            # DCMTK parses their RLE pixel data as native OW of odd length and loses the rest
-            "rtdose_rle.dcm", "rtdose_rle_1frame.dcm")},
+            "SC_rgb_jpeg.dcm")},
     },
+}
+
+# What a DCMTK sender sends otherwise than the file has it: sender -> {file: a pattern of the
+# failure status the router must answer}. DCMTK parses the RLE pixel data of rtdose_rle*.dcm as
+# native OW of odd length and loses the rest; dcmsend then sends a C-STORE whose SOP Class UID
+# is the '31' it read there, in the RT Dose presentation context. No service of the association
+# serves that class: the router answers 0x0122 (pynetdicom alone would abort the association).
+SENDER_MANGLES: dict[str, dict[str, str]] = {
+    "dcmsend": {name: r"0x0122" for name in ("rtdose_rle.dcm", "rtdose_rle_1frame.dcm")},
 }
 
 # What a destination itself refuses, whoever sends it: (file, destination) -> a pattern of the

@@ -477,8 +477,12 @@ def run_watched_folder(sources: list[Source], root: Path, rules: str = ROUTE_ALL
     done, failed = drop / "done", drop / "failed"
 
     def waiting() -> int:
-        return sum(1 for p in drop.rglob("*") if p.is_file() and not p.is_relative_to(done)
-                   and not p.is_relative_to(failed))
+        # os.walk, not rglob: the router removes the subfolders it empties while they are listed
+        count = 0
+        for folder, folders, files in os.walk(drop):
+            folders[:] = [name for name in folders if Path(folder, name) not in (done, failed)]
+            count += len(files)
+        return count
 
     try:
         router.start()

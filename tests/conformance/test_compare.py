@@ -22,8 +22,14 @@ def read(path: Path) -> pydicom.Dataset:
         return pydicom.dcmread(path)
 
 
-def write(ds: pydicom.Dataset, path: Path, syntax: str = ExplicitVRLittleEndian) -> Path:
+def write(ds: pydicom.Dataset, path: Path, syntax: str = ExplicitVRLittleEndian,
+          file_meta_as_read: bool = False) -> Path:
+    """`ds` as a destination would store it: its file meta naming its data set's SOP class and
+    instance (as the router sends it), or, with `file_meta_as_read`, whatever its file meta said."""
     ds.file_meta.TransferSyntaxUID = syntax
+    if not file_meta_as_read:
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.preamble = b"\0" * 128
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -36,6 +42,16 @@ def write(ds: pydicom.Dataset, path: Path, syntax: str = ExplicitVRLittleEndian)
 def test_a_copy_as_written_again_is_identical(tmp_path):
     source = bundled("CT_small.dcm")
     assert differences(source, write(read(source), tmp_path / "copy.dcm")) == []
+
+
+def test_a_copy_whose_file_meta_names_another_instance_is_a_difference(tmp_path):
+    """As DCMTK's storescp stores a C-STORE sent with another instance's UIDs than its data set's."""
+    source = Path(get_charset_files("chrJapMulti.dcm")[0])  # its own file meta names another instance
+    ds = read(source)
+    assert differences(source, write(read(source), tmp_path / "as-is.dcm", file_meta_as_read=True)) == [
+        "the copy's file meta names MediaStorageSOPInstanceUID "
+        f"{ds.file_meta.MediaStorageSOPInstanceUID}, its data set SOPInstanceUID {ds.SOPInstanceUID}"]
+    assert differences(source, write(ds, tmp_path / "mended.dcm")) == []
 
 
 def test_a_changed_value_a_missing_and_an_added_element_are_named(tmp_path):

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 from .compare import differences
-from .corpus import PEER_REFUSES, SENDER_SKIPS, matches
+from .corpus import PEER_REFUSES, SENDER_MANGLES, SENDER_SKIPS, matches
 from .harness import DESTINATIONS, FileResult, IntakeRun
 
 
@@ -36,6 +36,19 @@ def judge(run: IntakeRun, result: FileResult) -> tuple[list[Row], list[str]]:
         rows.append(Row(source.name, intake, destination, text, ok))
 
     sender = sender_of(run)
+    mangled = SENDER_MANGLES.get(sender, {}).get(source.name) if sender else None
+    if mangled is not None:
+        if not result.sent:
+            failures.append(f"{sender} was expected to send it mangled, and the router to answer a failure "
+                            f"(/{mangled}/), but {sender} did not send it: {result.reason}")
+        elif result.accepted is not False or not matches(mangled, result.reason):
+            failures.append(f"{sender} sends it mangled: the router was expected to answer a failure (/{mangled}/), "
+                            f"but answered {result.answer}")
+        _nothing_arrived(result, failures)
+        for destination in DESTINATIONS:
+            row(destination, f"sent mangled by {sender}, refused: {result.reason}", not failures)
+        return rows, failures
+
     skip = SENDER_SKIPS.get(sender, {}).get(source.name) if sender else None
     if skip is not None:
         if result.sent:
