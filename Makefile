@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench peers lint-rules clean
+.PHONY: run test fuzz bench peers lint-rules clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ run: $(STAMP)
 
 test: $(STAMP) peers
 	$(BIN)/python -m pytest
+
+# A long fuzzing campaign (tests/fuzz): FUZZ_COUNT mutated files, from seed FUZZ_SEED, through
+# dry-run, a watched folder and the listener; prints the counts, fails on any internal error,
+# anything stuck, lost or misjudged.
+FUZZ_COUNT ?= 5000
+FUZZ_SEED ?= 6
+fuzz: $(STAMP) peers
+	PYTHONPATH=tests $(BIN)/python -m fuzz --count $(FUZZ_COUNT) --seed $(FUZZ_SEED)
 
 bench: $(STAMP) peers
 	$(BIN)/python -m benchmarks

@@ -3,6 +3,9 @@ that a copy that cannot be written fails the same way in both, with the same rea
 
 A destination whose copy nothing edited receives the received file itself (the router
 never writes it again); any other gets an edited copy, written by `Document.write`.
+A received file whose file meta information does not describe its data set (there is
+none, or it names another SOP class, instance or transfer syntax) is kept with file meta
+made from the data set, its data set's bytes as received (`keep_with_file_meta`).
 A data set can hold what cannot be written back (a command element (0000,xxxx) among
 its elements, a value pydicom cannot encode in its VR): writing its copy raises
 CopyError, and the router quarantines the instance with that reason.
@@ -11,12 +14,15 @@ CopyError, and the router quarantines the instance with that reason.
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 
 from pydicom.errors import BytesLengthException
+from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.filewriter import write_file_meta_info
 
 from .document import Document
-from .intake import needs_file_meta, short_error
+from .intake import kept_file_meta, needs_file_meta, short_error
 from .lang.ruleset import Decision
 
 # What pydicom raises for a value it cannot encode; anything else writing a copy is a bug.
@@ -43,6 +49,29 @@ def write_copy(copy: Document, destination: str, target: str | os.PathLike) -> N
         raise
     except _ENCODING_ERRORS as exc:
         raise CopyError(copy_failure(destination, exc)) from None
+
+
+def keep_with_file_meta(document: Document, target: str | os.PathLike) -> None:
+    """Write the received file `document` was read from to `target` with file meta information
+    made from its data set (`intake.kept_file_meta`): the preamble, then that file meta, then the
+    data set's bytes exactly as received, copied in chunks (the pixel data never in memory).
+    Raises CopyError when the file meta cannot be written, OSError when a file cannot."""
+    try:
+        meta = kept_file_meta(document)
+    except _ENCODING_ERRORS as exc:
+        raise CopyError(short_error(exc)) from None
+    with open(document.filename, "rb") as source:
+        # Where pydicom found the data set: after the preamble and file meta, if there are any.
+        preamble = read_preamble(source, force=True)
+        _read_file_meta_info(source)
+        with open(target, "wb") as out:
+            out.write(preamble or b"\0" * 128)
+            out.write(b"DICM")
+            try:
+                write_file_meta_info(out, meta, enforce_standard=True)
+            except _ENCODING_ERRORS as exc:
+                raise CopyError(short_error(exc)) from None
+            shutil.copyfileobj(source, out, 1 << 20)
 
 
 def copy_failure(destination: str, exc: BaseException) -> str:

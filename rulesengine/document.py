@@ -231,6 +231,7 @@ class Document:
             raise DocumentReadError(f"{path}: cannot read: {TOO_DEEP}") from None
         except _MALFORMED as exc:
             raise DocumentReadError(f"{path}: cannot read: {exc}") from None
+        _record_encoding_found(ds)
         _check_complete(ds, path)
         if arrival is None:
             arrival = Arrival(source_kind="file", source_path=path)
@@ -254,6 +255,7 @@ class Document:
             raise DocumentReadError(f"{path}: cannot read: {exc}") from None
         if not ds._dict:
             raise DocumentReadError(f"{path}: no data elements")
+        _record_encoding_found(ds)
         if getattr(ds, "file_meta", None) is not None and \
                 ds.file_meta.get("TransferSyntaxUID") == pydicom.uid.DeflatedExplicitVRLittleEndian:
             # pydicom inflates a deflated data set into memory: there is no pixel data to copy
@@ -850,6 +852,17 @@ def _nullcontext(value):
     return contextlib.nullcontext(value)
 
 
+def _record_encoding_found(ds: Dataset) -> None:
+    """pydicom reads a data set in the VR encoding it finds there (with a warning when its transfer
+    syntax declares the other one), yet records the declared one as the data set's original
+    encoding: record the one its elements were read in, which its bytes are in. (Command set
+    elements, group 0000, are implicit VR whatever the data set is.)"""
+    element = next((element for element in ds.elements() if isinstance(element, RawDataElement)
+                    and element.tag >> 16 not in (0x0000, 0x0002)), None)
+    if element is not None and (element.is_implicit_VR, element.is_little_endian) != tuple(ds.original_encoding):
+        ds.set_original_encoding(element.is_implicit_VR, element.is_little_endian)
+
+
 def _check_tail(path: str, ds: Dataset, offset: int, size: int) -> None:
     """The pixel data element must fit in the file: a cut-off transfer shows here."""
     with open(path, "rb") as fp:
@@ -858,7 +871,7 @@ def _check_tail(path: str, ds: Dataset, offset: int, size: int) -> None:
     meta = getattr(ds, "file_meta", None)
     syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     little = syntax != pydicom.uid.ExplicitVRBigEndian
-    implicit = syntax == pydicom.uid.ImplicitVRLittleEndian
+    implicit = bool(ds.original_encoding[0])  # as found: a transfer syntax can declare the other VR encoding
     order = "<" if little else ">"
     if len(head) < 8:
         raise DocumentReadError(f"{path}: the file is truncated in the pixel data element")

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .cli import EXIT_FINDINGS, EXIT_OK, UsageError, load_destinations, load_no_destination, load_rules_folders
-from .copies import CopyError, is_received_file, write_copy
+from .copies import CopyError, is_received_file, keep_with_file_meta, write_copy
 from .document import Arrival, DocumentReadError
 from .explain import explain_lines
-from .intake import needs_file_meta, read_instance, short_error
+from .intake import needs_file_meta, read_instance, reason_of, short_error
 from .lang.api import compile_file
 from .lang.ruleset import Decision, RuleSet
 from .values import display, to_json
@@ -151,14 +151,20 @@ def dry_run_file(ruleset: RuleSet, item: Input, args, scratch: Scratch) -> Decis
     """One input as the router would handle it, its copies written to --out (or to `scratch`):
     a copy that cannot be written quarantines the input, with the router's reason, and no
     copy of it is left. Raises DocumentReadError when the router would refuse the file."""
-    document = read_instance(item.path, arrival_for(args, item.path))
+    arrival = arrival_for(args, item.path)
+    document = read_instance(item.path, arrival)
     received = item.path  # the file a destination whose copy nothing edits receives
     if needs_file_meta(document):
-        try:  # the router keeps such a file with file meta written for it
-            write_copy(document, "the spool", scratch.received)
+        # The router keeps such a file with file meta made from its data set, and reads it again.
+        try:
+            keep_with_file_meta(document, scratch.received)
         except CopyError as exc:
             raise DocumentReadError(f"{item.path}: cannot be kept with file meta information: {exc}") from None
         received = scratch.received
+        try:
+            document = read_instance(received, arrival)
+        except DocumentReadError as exc:
+            raise DocumentReadError(f"{item.path}: {reason_of(exc, received)}") from None
     decision = ruleset.evaluate(document, trace=args.explain)
     written: list[str] = []
     try:
@@ -194,7 +200,7 @@ def cmd_dry_run(args) -> int:
                 decision = dry_run_file(ruleset, item, args, scratch)
             except DocumentReadError as exc:
                 failures += 1
-                _report_unreadable(item.path, exc, args.format)
+                _report_unreadable(item.path, reason_of(exc, item.path), args.format)
                 continue
             except OSError as exc:  # writing to --out
                 failures += 1
@@ -221,8 +227,7 @@ def cmd_dry_run(args) -> int:
     return EXIT_FINDINGS if failures else EXIT_OK
 
 
-def _report_unreadable(path: str, exc: Exception | str, fmt: str) -> None:
-    reason = str(exc).removeprefix(f"{path}: ")
+def _report_unreadable(path: str, reason: str, fmt: str) -> None:
     if fmt == "json":
         print(json.dumps({"file": path, "outcome": None, "error": reason, "rules_fired": [], "edits": [],
                           "destinations": []}, ensure_ascii=False))
@@ -277,7 +282,7 @@ def cmd_diff(args) -> int:
             new = _fingerprint(evaluate_file(new_rules, item.path, args))
         except DocumentReadError as exc:
             unreadable += 1
-            _report_unreadable(item.path, exc, args.format)
+            _report_unreadable(item.path, reason_of(exc, item.path), args.format)
             continue
         total += 1
         if old == new:

@@ -9,23 +9,39 @@ failed/, dry-run reports it. Taken, it is read the same way again wherever the
 rules run, so what dry-run shows is what the router does.
 
 A data set without file meta information (no DICM header) is taken when it names
-its SOP class and instance; the router keeps it with a file meta written for
-it (`needs_file_meta`), so that destinations receive a proper DICOM file.
+its SOP class and instance; so is one whose file meta names another SOP class,
+instance or transfer syntax than its data set (a file written by a tool that
+changed the data set and not its file meta, or by a sender whose C-STORE request
+disagreed with what it sent). Either way the router keeps it with file meta
+information made from the data set (`needs_file_meta`, `kept_file_meta`), its data
+set as received: a destination is sent the instance under the data set's UIDs, and
+the journal records those.
 """
 
 from __future__ import annotations
 
 import os
 
+import pydicom
+from pydicom import config as pydicom_config
+from pydicom.dataelem import DataElement
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
 from .document import TOO_DEEP, Arrival, Document, DocumentReadError
+from .wellformed import NotWellFormed, check_file
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # the SOP class of a DICOMDIR
 MAX_REASON_LENGTH = 200  # a reason quoting pydicom is cut here: it goes into logs and .reason.txt files
+# The uncompressed transfer syntax of each encoding pydicom can find: (implicit VR, little endian) -> syntax
+UNCOMPRESSED = {(True, True): ImplicitVRLittleEndian, (False, True): ExplicitVRLittleEndian,
+                (False, False): ExplicitVRBigEndian}
 
 
 class RefusedAtIntake(DocumentReadError):
-    """A file that reads, but that the router does not route: not an instance (a DICOMDIR),
-    or an instance without its SOP class or instance UID. `reason` says which."""
+    """A file that reads, but that the router does not route: not an instance (a DICOMDIR), an
+    instance without its SOP class or instance UID (or with several), or a data set that no
+    transfer syntax describes. `reason` says which."""
 
     def __init__(self, path: str, reason: str):
         super().__init__(f"{path}: {reason}")
@@ -47,7 +63,22 @@ def read_instance(path: str | os.PathLike, arrival: Arrival | None = None) -> Do
         raise DocumentReadError(f"{path}: cannot read: {short_error(exc)}") from None
     if reason is not None:
         raise RefusedAtIntake(path, reason)
+    check_well_formed(path, document)
     return document
+
+
+def check_well_formed(path: str, document: Document) -> None:
+    """The whole data set, pixel data and what follows it included, as a strict parser reads it
+    (`rulesengine.wellformed`): what no destination could take is refused here, not answered
+    Success and then failed at every destination. Raises DocumentReadError with the reason."""
+    syntax = document.file_meta.get("TransferSyntaxUID")
+    try:
+        check_file(path, document.dataset.original_encoding,
+                   deflated=syntax == pydicom.uid.DeflatedExplicitVRLittleEndian)
+    except NotWellFormed as exc:
+        raise DocumentReadError(f"{path}: the data set is damaged: {exc}") from None
+    except OSError as exc:
+        raise DocumentReadError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def refusal(document: Document) -> str | None:
@@ -60,14 +91,95 @@ def refusal(document: Document) -> str | None:
                if not document.get(path)]
     if missing:
         return f"no {' and no '.join(missing)} in the data set"
+    several = [name for name, path in (("SOP Class UIDs", "DataSet.SOPClassUID"),
+                                       ("SOP Instance UIDs", "DataSet.SOPInstanceUID"))
+               if not isinstance(document.get(path), str)]
+    if several:
+        return f"several {' and '.join(several)} in the data set"
+    if syntax_found(document) is None:
+        # Every syntax but Implicit VR Little Endian is explicit VR; pydicom tells VR encodings apart only.
+        return "the data set is implicit VR; its transfer syntax is explicit VR"
     return None
 
 
+def syntax_found(document: Document) -> str | None:
+    """The transfer syntax the data set is encoded in: the file meta's when the data set is encoded
+    as it says, else the uncompressed syntax of the encoding pydicom found and read it in (the
+    document records it: an uncompressed data set declared in another uncompressed syntax, or one
+    without file meta). None when no transfer syntax describes it (compressed pixel data or a
+    deflated stream, in a data set of implicit VR)."""
+    declared = document.file_meta.get("TransferSyntaxUID")
+    found = tuple(document.dataset.original_encoding)
+    if declared and _encoding_of(UID(str(declared))) == found:
+        return str(declared)
+    if declared and str(declared) not in UNCOMPRESSED.values():
+        return None  # a compressed or deflated data set: its bytes cannot be described by another syntax
+    return UNCOMPRESSED.get(found)
+
+
+def _encoding_of(syntax: UID) -> tuple[bool, bool]:
+    """The encoding pydicom reads a data set of this transfer syntax in: any syntax it does not
+    know is Explicit VR Little Endian, as the compressed ones are."""
+    if syntax.is_transfer_syntax:
+        return syntax.is_implicit_VR, syntax.is_little_endian
+    return False, True
+
+
+def file_meta_problem(document: Document) -> str | None:
+    """Why the file meta information does not describe the data set (there is none, or it names
+    another SOP class, instance or transfer syntax); None when it does. Such an instance is kept
+    with file meta made from its data set (`kept_file_meta`)."""
+    meta = document.file_meta
+    if all(element.tag == 0x00020010 for element in meta):  # what the reader makes for a data set without it
+        return "no file meta information"
+    differences = []
+    for keyword, data_set_keyword, name in (("MediaStorageSOPClassUID", "SOPClassUID", "SOP Class UID"),
+                                            ("MediaStorageSOPInstanceUID", "SOPInstanceUID", "SOP Instance UID")):
+        in_meta, in_data_set = _text(meta.get(keyword)), _text(document.get(f"DataSet.{data_set_keyword}"))
+        if in_meta != in_data_set:
+            differences.append(f"{name} {in_meta or '(none)'}, its data set {in_data_set}")
+    declared, found = _text(meta.get("TransferSyntaxUID")), syntax_found(document)
+    if found is not None and declared != found:
+        differences.append(f"transfer syntax {declared or '(none)'}, its data set is in {found}")
+    if not differences:
+        return None
+    return "its file meta information names " + "; ".join(differences)
+
+
+def _text(value) -> str:
+    return str(value or "").strip("\0 ")
+
+
 def needs_file_meta(document: Document) -> bool:
-    """Read without (complete) file meta information: the router writes it before it keeps the
-    instance, so that destinations receive a proper DICOM file."""
-    return any(not document.file_meta.get(keyword) for keyword in
-               ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID"))
+    """Read without file meta information, or with one that does not describe the data set: the
+    router keeps such an instance with file meta made from the data set (`kept_file_meta`), so
+    that destinations receive a proper DICOM file, sent under the data set's own UIDs."""
+    return file_meta_problem(document) is not None
+
+
+def kept_file_meta(document: Document) -> FileMetaDataset:
+    """The file meta information the router keeps an instance with: the file's own elements
+    (implementation, source AE title...) where it has them, naming the data set's SOP class and
+    instance and the transfer syntax it is encoded in."""
+    meta = FileMetaDataset()
+    for element in document.file_meta:
+        if element.tag != 0x00020000:  # the group length is computed again when written
+            meta.add(element)
+    values = {0x00020002: document.get("DataSet.SOPClassUID"), 0x00020003: document.get("DataSet.SOPInstanceUID"),
+              0x00020010: syntax_found(document)}
+    for tag, value in values.items():
+        # as the data set has it, valid or not: a peer judges its own, as it does the data set's
+        meta[tag] = DataElement(tag, "UI", _text(value), validation_mode=pydicom_config.IGNORE)
+    return meta
+
+
+def reason_of(exc: DocumentReadError, path: str | os.PathLike) -> str:
+    """Why a file was not taken, without its name: what a report or a .reason.txt beside the
+    file says (DocumentReadError's message starts with the path read)."""
+    if isinstance(exc, RefusedAtIntake):
+        return exc.reason
+    path = os.fspath(path)
+    return str(exc).removeprefix(f"{path}: ").replace(path, "the file")
 
 
 def short_error(exc: BaseException) -> str:

@@ -45,13 +45,15 @@ def deeply_nested(target: Path, depth: int = 1000) -> Path:
 
 def bad_value_length(target: Path) -> Path:
     """An instance whose Rows (US, two bytes a value) holds three bytes: pydicom reads the file
-    and fails on the value once something converts it."""
+    and fails on the value once something converts it. PixelSpacing, after it, holds one byte,
+    so that the data set as a whole keeps an even length (a network peer refuses an odd one)."""
     ds = _minimal(target)
     data = Path(target).read_bytes()
     rows = struct.pack("<HH2sH", 0x0028, 0x0010, b"US", 3) + b"\x00\x02\x00"
+    spacing = struct.pack("<HH2sH", 0x0028, 0x0030, b"DS", 1) + b"1"
     # The data set's elements are in tag order; (0028,0010) goes after the last one before it.
     assert all(tag < 0x00280010 for tag in ds.keys())
-    Path(target).write_bytes(data + rows)
+    Path(target).write_bytes(data + rows + spacing)
     return target
 
 
@@ -85,4 +87,27 @@ def without(target: Path, *keywords: str, source: Path = SAMPLES / "ct_head.dcm"
     for keyword in keywords:
         delattr(dataset, keyword)
     dataset.save_as(target)
+    return target
+
+
+def with_other_file_meta(target: Path, source: Path = SAMPLES / "ct_head.dcm", implicit: bool = False,
+                         **file_meta: str) -> Path:
+    """`source`'s data set (written in Implicit VR Little Endian when `implicit`, else in Explicit)
+    behind file meta information that names what `file_meta` gives (MediaStorageSOPInstanceUID=...,
+    TransferSyntaxUID=...) and otherwise what the data set is: as a tool writes it that changed
+    the data set and not its file meta, or a receiver that wrote a C-STORE request's UIDs."""
+    dataset = pydicom.dcmread(source)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    meta.TransferSyntaxUID = dataset.file_meta.TransferSyntaxUID
+    meta.SourceApplicationEntityTitle = "TOOL"
+    for keyword, value in file_meta.items():
+        setattr(meta, keyword, value)
+    with open(target, "wb") as fh:
+        fh.write(b"\0" * 128 + b"DICM")
+        write_file_meta_info(fh, meta, enforce_standard=True)
+        out = DicomFileLike(fh)
+        out.is_little_endian, out.is_implicit_VR = True, implicit
+        write_dataset(out, dataset)
     return target

@@ -5,8 +5,9 @@ and fsynced) and the journal has committed it; delivery happens afterwards.
 sync: it is answered once every destination has acknowledged it.
 Either way, every failure is a failure status the sender understands, with the reason
 in Error Comment: a rule's `reject` 0xC124, a document that cannot be read 0xC000, an
-instance the router cannot store (a full disk) or deliver in time (sync) 0xA700; and a
-failed instance leaves no file behind.
+instance the router cannot store (a full disk) or deliver in time (sync) 0xA700, a
+C-STORE whose SOP class no service of the association serves 0x0122; and a failed
+instance leaves no file behind.
 
 What a connection may cost before it is an association (ARTIM, PDU limits, the TLS
 handshake, refusals in the log) is transport.py's.
@@ -14,6 +15,7 @@ handshake, refusals in the log) is transport.py's.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import os
@@ -24,18 +26,22 @@ from typing import Callable
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
-from pynetdicom.sop_class import Verification
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import Verification, uid_to_service_class
 
 from ..config import Listener, TLS
 from ..document import Arrival, DocumentReadError
 from ..intake import RefusedAtIntake
 from . import received as received_files
 from .destinations import set_nodelay
+from .logs import Repeats
 from .negotiation import Negotiation
 from .pipeline import Pipeline
 from .transport import AssociationSlots, ConnectionGuard, RefusalLog, start_server
 
 log = logging.getLogger("rulesengine.listener")
+_refusals = Repeats()  # a sender that sends such C-STOREs in a loop is told of once a minute
 
 # A rule rejected the instance. Not 0x0124 (Refused: Not Authorized), a general DIMSE status
 # that DCMTK's storescu calls "Unknown Status" and dcmsend counts apart from the errors:
@@ -46,6 +52,7 @@ STATUS_OUT_OF_RESOURCES = 0xA700  # not stored (a full disk, a storage error) or
 STATUS_CANNOT_UNDERSTAND = 0xC000  # not a DICOM data set we can read
 STATUS_REFUSED_AT_INTAKE = 0xA900  # "Data Set does not match SOP Class": a DICOMDIR, an instance without SOP UIDs
 UNLIMITED = 1 << 30  # pynetdicom's own count of associations (connections included), left unused
+STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122  # a C-STORE naming a SOP class no service of the association serves
 
 
 def server_tls_context(tls: TLS) -> ssl.SSLContext:
@@ -90,6 +97,7 @@ class DicomListener:
             (evt.EVT_REQUESTED, self.negotiation.on_requested),
             (evt.EVT_SOP_COMMON, self.negotiation.on_sop_common),
             (evt.EVT_ACCEPTED, self.negotiation.on_accepted),
+            (evt.EVT_ACCEPTED, self._answer_stores_no_service_takes),
             (evt.EVT_C_ECHO, lambda event: 0x0000),
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_CONN_CLOSE, received_files.discard_unclaimed),
@@ -140,6 +148,22 @@ class DicomListener:
             self.refusals.refused("association", f"{calling} ({host})", host, "rejected",
                                   f"{self.slots.limit} associations already (max_associations)")
             _reject(assoc, 0x02, 0x03, 0x02)  # rejected transient; local limit exceeded
+
+    def _answer_stores_no_service_takes(self, event) -> None:
+        """EVT_ACCEPTED: a C-STORE whose SOP Class UID no service of this association serves (not
+        its presentation context's, and none pynetdicom knows as storage: a garbled '31') is
+        answered 0x0122 with the reason. pynetdicom would abort the association instead, and leave
+        the data set it received in a temporary file."""
+        assoc = event.assoc
+        serve = assoc._serve_request  # pynetdicom's dispatch of each request to its service class
+
+        def serve_request(msg, context_id: int) -> None:
+            if isinstance(msg, C_STORE) and context_id in assoc._accepted_cx and not _served_as_storage(assoc, msg):
+                _refuse_store(self.config.name, assoc, msg, context_id)
+                return
+            serve(msg, context_id)
+
+        assoc._serve_request = serve_request
 
     def _arrival(self, event) -> Arrival:
         assoc = event.assoc
@@ -205,6 +229,38 @@ def _reject(assoc, result: int, source: int, reason: int) -> None:
     assoc.acse.send_reject(result, source, reason)
     evt.trigger(assoc, evt.EVT_REJECTED, {})
     assoc.kill()
+def _served_as_storage(assoc, request: C_STORE) -> bool:
+    """Would pynetdicom give this C-STORE to the Storage service (our EVT_C_STORE handler)?"""
+    uid = str(request.AffectedSOPClassUID or "")
+    service = assoc.acceptor.accepted_common_extended.get(uid, (uid,))[0]  # as pynetdicom looks it up
+    return issubclass(uid_to_service_class(service), StorageServiceClass)
+
+
+def _refuse_store(listener: str, assoc, request: C_STORE, context_id: int) -> None:
+    uid = str(request.AffectedSOPClassUID or "")
+    context = assoc._accepted_cx[context_id]
+    requestor = assoc.requestor
+    calling = (requestor.ae_title or "").strip()
+    _refusals.log(log, logging.WARNING, (listener, "sop class", calling, requestor.address, uid),
+                  "listener %s: C-STORE from %s (%s) refused: SOP Class UID %r, in presentation context %d of %s: "
+                  "no service of the association serves it", listener, calling, requestor.address, uid, context_id,
+                  context.abstract_syntax)
+    status = _status(STATUS_SOP_CLASS_NOT_SUPPORTED, f"no service for SOP Class UID {uid} on this association")
+    response = C_STORE()
+    response.MessageID = response.MessageIDBeingRespondedTo = request.MessageID
+    try:
+        response.AffectedSOPClassUID = request.AffectedSOPClassUID
+        response.AffectedSOPInstanceUID = request.AffectedSOPInstanceUID
+    except (TypeError, ValueError):  # optional in a response: what pynetdicom cannot encode is left out
+        pass
+    response.Status = status.Status
+    response.ErrorComment = status.ErrorComment
+    received = getattr(request, "_dataset_file", None)  # the data set, written by pynetdicom as it arrived
+    if received is not None:
+        received.close()
+        with contextlib.suppress(OSError):
+            os.unlink(received.name)
+    assoc.dimse.send_msg(response, context_id)
 
 
 def _status(code: int, comment: str) -> Dataset:

@@ -14,8 +14,11 @@ received and not yet processed: nothing answered is ever lost.
 
 What is taken is decided once, by `rulesengine.intake` (shared with dry-run):
 a file that cannot be read, or is not an instance to route, is refused before
-the answer. The rule set version an instance follows is fixed at its answer and
-journaled with it; processing uses exactly that version (see rules.py).
+the answer; one whose file meta information does not describe its data set (none,
+or naming another SOP class, instance or transfer syntax) is kept with file meta
+made from the data set, and read again from there, before the rules see it. The
+rule set version an instance follows is fixed at its answer and journaled with
+it; processing uses exactly that version (see rules.py).
 
 After processing, every instance the journal holds is settled: routed (its
 deliveries queued), dropped, or quarantined with its reason. A failure after
@@ -32,9 +35,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from ..copies import CopyError, is_received_file, write_copy
+from ..copies import CopyError, is_received_file, keep_with_file_meta, write_copy
 from ..document import Arrival, Document, DocumentReadError
-from ..intake import needs_file_meta, read_instance, short_error
+from ..intake import file_meta_problem, read_instance, short_error
 from ..lang.ruleset import Decision, RuleSet
 from .journal import ACCEPTED, DONE, Journal, NewDelivery, Outcome, Received
 from .rules import RuleSetVersions, RulesHolder, RulesUnavailable
@@ -124,16 +127,30 @@ class Pipeline:
     def decide(self, path: str, arrival: Arrival) -> tuple[Document, Decision, RuleSet]:
         """Take the file in (`rulesengine.intake`) and run the current rules.
         Raises DocumentReadError (RefusedAtIntake among them)."""
-        document = read_instance(path, arrival)
+        document = self.take(path, arrival)
         ruleset = self.rules.current
         return document, ruleset.evaluate(document), ruleset
+
+    def take(self, path: str, arrival: Arrival) -> Document:
+        """The instance in `path` (a file we own) as the router keeps it: read and checked by
+        `rulesengine.intake`; when its file meta does not describe its data set, the file is
+        rewritten with file meta made from the data set, and read again. Raises DocumentReadError
+        (RefusedAtIntake among them)."""
+        document = read_instance(path, arrival)
+        problem = file_meta_problem(document)
+        if problem is None:
+            return document
+        self._add_file_meta(path, document)
+        log.info("%s from %s: %s; kept with file meta information made from its data set",
+                 document.get("DataSet.SOPInstanceUID"), arrival.calling_aet or arrival.source_name, problem)
+        return read_instance(path, arrival)
 
     def receive(self, path: str, arrival: Arrival, decide: bool | None = None) -> Result:
         """Take a file we own (in the spool's temporary folder); when this returns, the
         sender may be answered. The rules run now when `decide`, or by default when they
         can reject. Raises DocumentReadError (RefusedAtIntake among them) when the file is
         not an instance the router takes: the caller still owns the file then."""
-        document = read_instance(path, arrival)
+        document = self.take(path, arrival)
         ruleset = self.rules.current  # the version this instance follows, whoever processes it
         if decide or (decide is None and ruleset.can_reject):
             decision = ruleset.evaluate(document)
@@ -152,8 +169,6 @@ class Pipeline:
         return self._accept(path, document, ruleset)
 
     def _accept(self, path: str, document: Document, ruleset: RuleSet) -> Result:
-        if needs_file_meta(document):
-            self._add_file_meta(path, document)
         received = received_facts(document)
         spooled = self.storage.accept(path, received)
         instance_id = self.journal.record(received, spooled, None, ACCEPTED, ruleset.version)
@@ -161,11 +176,12 @@ class Pipeline:
         return Result("accepted", None, instance_id, None, spooled)
 
     def _add_file_meta(self, path: str, document: Document) -> None:
-        """A data set without (complete) file meta information is kept as a proper DICOM file,
-        which destinations can be sent as it is. Raises DocumentReadError if it cannot be written."""
+        """Rewrite `path` with file meta information that describes its data set, so that it is
+        a proper DICOM file, which destinations can be sent as it is and under the data set's
+        UIDs. Raises DocumentReadError if it cannot be written."""
         temp = self.storage.temp_path()
         try:
-            write_copy(document, "the spool", temp)
+            keep_with_file_meta(document, temp)
             move_durably(temp, path)
         except (CopyError, OSError) as exc:
             self.storage.remove(temp)

@@ -41,6 +41,7 @@ from watchdog.observers.api import ObservedWatch
 
 from ..config import Watch
 from ..document import Arrival, DocumentReadError
+from ..intake import reason_of
 from .logs import Repeats
 from .pipeline import Pipeline
 
@@ -295,14 +296,14 @@ class FolderWatcher:
         except OSError as exc:
             if exc.errno in _SPOOL_FULL:
                 raise _SpoolFull(exc.strerror or str(exc)) from None
-            return f"{relative}: cannot read: {exc.strerror or exc}"
+            return f"cannot read: {exc.strerror or exc}"
         arrival = Arrival(source_name=self.config.name, source_kind="folder", source_path=path)
         try:
             result = self.pipeline.intake(copy, arrival)
         except DocumentReadError as exc:
             storage.remove(copy)
             log.debug("watched folder %s: %s cannot be read", self.config.name, relative, exc_info=True)
-            return str(exc).replace(copy, relative)
+            return reason_of(exc, copy)  # the file's name is beside it, and in the log line
         except BaseException:
             storage.remove(copy)  # not accepted (accepting moves it away)
             raise

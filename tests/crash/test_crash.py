@@ -21,6 +21,19 @@ SEED = int(os.environ.get("CRASH_SEED", "20260611"))
 MAIN_KILLS = 20
 
 
+# A worker process being spawned when the main process is SIGKILLed reads half of what
+# multiprocessing hands it and prints this before it ends (docs/operations.md, known limits):
+# Python's own start-up, before any code of the router runs. Any other traceback fails.
+ORPHANED_SPAWN = re.compile(r"Traceback \(most recent call last\):\n(?:  .*\n)*?"
+                            r"  File \"[^\"]*multiprocessing/spawn\.py\", line \d+, in _main\n(?:  .*\n)*?"
+                            r"EOFError: Ran out of input\n")
+
+
+def tracebacks(output: str) -> str:
+    """The tracebacks of `output`, but for a worker orphaned while it was being spawned."""
+    return "" if "Traceback" not in ORPHANED_SPAWN.sub("", output) else output
+
+
 def start_router(tmp_path, port, peer_port, wait: bool = True) -> RouterProcess:
     (tmp_path / "main.rules").write_text(ROUTE_ALL, encoding="utf-8")
     (tmp_path / "router.yaml").write_text(router_config(port, peer_port), encoding="utf-8")
@@ -99,7 +112,7 @@ def test_killing_the_router_at_random_moments_loses_nothing_acknowledged(tmp_pat
 
     count = finish_and_check(router, tmp_path, storescp, senders)
     output = "".join(path.read_text() for path in logs)
-    assert "Traceback" not in output, output
+    assert not tracebacks(output)
     assert count > 20
     assert not os.listdir(tmp_path / "var" / "spool" / "in"), "spool files left behind"
 

@@ -1,0 +1,32 @@
+"""The fuzzing campaign of `make test`: a few hundred mutated files, run once per session
+when a test first needs it; its counts are printed at the end."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from . import campaign  # noqa: E402
+
+SEED = 6
+COUNT = 560  # 40 of each kind of mutation: about a minute
+
+_RUNS: list[campaign.Campaign] = []
+
+
+@pytest.fixture(scope="session")
+def fuzzed(tmp_path_factory) -> campaign.Campaign:
+    result = campaign.run(SEED, COUNT, tmp_path_factory.mktemp("fuzz"))
+    _RUNS.append(result)
+    return result
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for result in _RUNS:
+        terminalreporter.section(f"fuzz: {result.count} files, seed {result.seed}, {result.seconds:.0f} s")
+        for line in result.table().splitlines():
+            terminalreporter.write_line(line)
