@@ -148,6 +148,19 @@ def test_any_storage_sop_class_is_accepted_and_other_services_are_not(listen):
     ]
 
 
+def test_an_abstract_syntax_that_is_no_uid_is_refused(listen):
+    """A garbled SOP class (pydicom's UID check takes '31') is not an unknown storage class."""
+    config = listen()
+    assert negotiate(
+        config,
+        ("31", [ExplicitVRLittleEndian]),
+        ("3.12.840", [ExplicitVRLittleEndian]),
+        ("1.2.840.10008.5.1.4.1.1.2.", [ExplicitVRLittleEndian]),
+        (CTImageStorage, [ExplicitVRLittleEndian]),
+    ) == [("31", None), ("3.12.840", None), ("1.2.840.10008.5.1.4.1.1.2.", None),
+          (str(CTImageStorage), ExplicitVRLittleEndian)]
+
+
 def test_unknown_sop_classes_can_be_refused_and_every_refusal_is_logged_with_the_peer_and_why(listen, caplog):
     config = listen(accept_unknown_sop_classes=False, transfer_syntaxes=(ExplicitVRLittleEndian,))
     with caplog.at_level(logging.DEBUG, logger="rulesengine.listener"):

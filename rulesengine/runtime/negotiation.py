@@ -165,8 +165,8 @@ class Negotiation:
         if service is not ServiceClass or abstract_syntax == MEDIA_STORAGE_DIRECTORY:
             return "other"
         uid = UID(abstract_syntax)
-        if not uid.is_valid:
-            return "invalid"
+        if not uid.is_valid or "." not in uid or uid.split(".")[0] not in ("0", "1", "2"):
+            return "invalid"  # a UID is an OID: its root arc is 0, 1 or 2 (a garbled '31' is not one)
         # pydicom knows newer standard SOP classes than pynetdicom does
         if uid.type and not (uid.type == "SOP Class" and uid.name.endswith(" Storage")):
             return "other"
