@@ -21,6 +21,7 @@ the journal records those.
 from __future__ import annotations
 
 import os
+import re
 
 import pydicom
 from pydicom import config as pydicom_config
@@ -96,10 +97,36 @@ def refusal(document: Document) -> str | None:
                if not isinstance(document.get(path), str)]
     if several:
         return f"several {' and '.join(several)} in the data set"
+    for name, path in (("SOP Class UID", "DataSet.SOPClassUID"), ("SOP Instance UID", "DataSet.SOPInstanceUID")):
+        if uid_problem(_text(document.get(path)), name == "SOP Class UID") is not None:
+            return _within_comment(f"the {name} is not a UID: {_text(document.get(path))!r}")
     if syntax_found(document) is None:
         # Every syntax but Implicit VR Little Endian is explicit VR; pydicom tells VR encodings apart only.
         return "the data set is implicit VR; its transfer syntax is explicit VR"
     return None
+
+
+MAX_UID_LENGTH = 64
+_UID_CHARACTERS = re.compile(r"[0-9.]+")
+
+
+def uid_problem(value: str, sop_class: bool = False) -> str | None:
+    """Why `value` cannot serve as a UID in an association or a C-STORE request, or None.
+    Components with leading zeros, found in real instances and taken by peers, are let through;
+    what cannot be encoded (letters, other characters, more than 64) is not. A SOP class is
+    proposed as an abstract syntax: its root arc must be 0, 1 or 2, as negotiation demands."""
+    if not _UID_CHARACTERS.fullmatch(value):
+        return "not digits and dots only"
+    if len(value) > MAX_UID_LENGTH:
+        return f"longer than {MAX_UID_LENGTH} characters"
+    if sop_class and (value.split(".")[0] not in ("0", "1", "2") or "." not in value or "" in value.split(".")):
+        return "not an object identifier"
+    return None
+
+
+def _within_comment(reason: str, limit: int = 64) -> str:
+    """A reason that fits a C-STORE response's Error Comment whole."""
+    return reason if len(reason) <= limit else reason[:limit - 3] + "..."
 
 
 def syntax_found(document: Document) -> str | None:
@@ -109,6 +136,8 @@ def syntax_found(document: Document) -> str | None:
     without file meta). None when no transfer syntax describes it (compressed pixel data or a
     deflated stream, in a data set of implicit VR)."""
     declared = document.file_meta.get("TransferSyntaxUID")
+    if declared and uid_problem(_text(declared)) is not None:
+        declared = None  # garbled: described by what the data set is found in, as without file meta
     found = tuple(document.dataset.original_encoding)
     if declared and _encoding_of(UID(str(declared))) == found:
         return str(declared)

@@ -4,6 +4,8 @@ own schedule, the queue goes on), each said in words, against real peers over TC
 
 from __future__ import annotations
 
+import dataclasses
+
 import socket
 import threading
 import time
@@ -319,6 +321,25 @@ def test_a_peer_that_accepts_the_connection_and_never_answers_is_no_answer_withi
         with pytest.raises(LinkError) as failure:
             DicomSender(destination).echo()
         assert str(failure.value) == expected
+
+
+def test_a_request_that_fails_leaves_no_connection_open(tmp_path):
+    """pynetdicom's association thread dies when it cannot encode a request (here a SOP class that
+    is no UID, as a damaged journal row could hold) and leaves the connection open: a peer that
+    serves one connection at a time (Orthanc's acceptor) would then wait on it. The router closes
+    it: the peer reads the end of the connection, not a request."""
+    with socket.create_server(("127.0.0.1", 0)) as peer:
+        port = peer.getsockname()[1]
+        destination = DicomDestination("PEER", "PEER", "127.0.0.1", port,
+                                       timeouts=Timeouts(connect=5, acse=1, dimse=5, network=5))
+        item = dataclasses.replace(delivery(spool_copy(tmp_path, SAMPLES / "ct_head.dcm")),
+                                   sop_class_uid="1\xae2.840.10008.5.1.4.1.1.2")
+        with pytest.raises(LinkError):
+            DicomSender(destination).open([item])
+        connection, _ = peer.accept()
+        with connection:
+            connection.settimeout(10)
+            assert connection.recv(65536) == b""  # closed, nothing sent
 
 
 def test_a_connection_that_cannot_be_made_in_time_is_a_connection_timeout():

@@ -38,6 +38,21 @@ def several_uids(target: Path) -> Path:
     return target
 
 
+CT_HEAD_INSTANCE = str(pydicom.dcmread(SAMPLES / "ct_head.dcm").SOPInstanceUID)
+
+
+def with_uid_bytes(target: Path, keyword: str, replace: bytes) -> Path:
+    """ct_head.dcm with the data set's `keyword` UID's bytes replaced by `replace`, of the same
+    length (a bit flipped on the way, a tool that wrote what is no UID): only the data set's
+    copy, the file meta's stays right."""
+    data = (SAMPLES / "ct_head.dcm").read_bytes()
+    value = str(getattr(pydicom.dcmread(SAMPLES / "ct_head.dcm"), keyword)).encode()
+    assert len(replace) in (len(value), len(value) + 1)  # a UI value is padded to an even length
+    at = data.rindex(value)
+    target.write_bytes(data[:at] + replace[:len(value)] + data[at + len(value):])
+    return target
+
+
 def bundled_files() -> list[Path]:
     """Every file pydicom ships in its test and character set folders."""
     return sorted(p for folder in ("test_files", "charset_files") for p in (BUNDLED / folder).rglob("*")
@@ -59,8 +74,16 @@ def bundled_files() -> list[Path]:
     (lambda tmp: with_other_file_meta(tmp / "x.dcm", source=Path(bundled("JPEG-lossy.dcm")), implicit=True),
      "the data set is implicit VR; its transfer syntax is explicit VR"),
     (lambda tmp: several_uids(tmp / "x.dcm"), "several SOP Class UIDs and SOP Instance UIDs in the data set"),
+    # What a flipped bit makes of a UID: pynetdicom cannot propose it (its association thread dies)
+    (lambda tmp: with_uid_bytes(tmp / "x.dcm", "SOPClassUID", "1\xae2.840.10008.5.1.4.1.1.2".encode("latin-1")),
+     "the SOP Class UID is not a UID: '1®2.840.10008.5.1.4.1.1.2'"),
+    (lambda tmp: with_uid_bytes(tmp / "x.dcm", "SOPClassUID", b"3.2.840.10008.5.1.4.1.1.2"),
+     "the SOP Class UID is not a UID: '3.2.840.10008.5.1.4.1.1.2'"),
+    (lambda tmp: with_uid_bytes(tmp / "x.dcm", "SOPInstanceUID", CT_HEAD_INSTANCE[:-1].encode() + b"x"),
+     ("the SOP Instance UID is not a UID: '" + CT_HEAD_INSTANCE)[:61] + "..."),
 ], ids=["DICOMDIR", "big-endian DICOMDIR", "no SOP UIDs", "no SOP Instance UID", "no SOP Class UID",
-        "bundled JPEG in implicit VR", "JPEG in implicit VR", "several UIDs"])
+        "bundled JPEG in implicit VR", "JPEG in implicit VR", "several UIDs", "a SOP class that is no UID",
+        "a SOP class with a root arc over 2", "a SOP instance that is no UID"])
 def test_files_the_router_cannot_route_are_refused_with_the_reason(tmp_path, make, reason):
     path = make(tmp_path)
     with pytest.raises(RefusedAtIntake) as refused:
@@ -261,6 +284,9 @@ OTHER_FILE_META = {
                   "SOP Class UID 1.2.3, its data set 1.2.840.10008.5.1.4.1.1.2; SOP Instance UID 1.2.3.4, its data "
                   "set"),
     # pydicom's own: the file meta names the instance whose UID ends in 17461, the data set is 17462
+    # A transfer syntax that is no UID: the data set is described by the encoding it is found in
+    "a garbled transfer syntax": (lambda tmp: with_other_file_meta(tmp / "x.dcm", TransferSyntaxUID="1.2.840.1\xae\xae08.1.2.1"),
+                                  "transfer syntax 1.2.840.1\xae\xae08.1.2.1, its data set is in 1.2.840.10008.1.2.1"),
     "chrJapMulti.dcm": (lambda tmp: Path(get_charset_files("chrJapMulti.dcm")[0]), "SOP Instance UID"),
     "rtdose.dcm": (lambda tmp: Path(bundled("rtdose.dcm")), "SOP Instance UID"),  # implicit VR
     "rtdose_expb.dcm": (lambda tmp: Path(bundled("rtdose_expb.dcm")), "SOP Instance UID"),  # big endian
@@ -297,6 +323,7 @@ def test_an_instance_whose_file_meta_names_another_is_kept_and_sent_as_its_data_
         assert copy.file_meta.TransferSyntaxUID == delivery["transfer_syntax"]
         assert copy.file_meta.TransferSyntaxUID == (
             ImplicitVRLittleEndian if "implicit written" in name or name == "all three"
+            else ExplicitVRLittleEndian if name == "a garbled transfer syntax"
             else original.file_meta.TransferSyntaxUID)
         if destination == "PACS":  # nothing edited: the data set exactly as received, the file meta's own kept
             assert data_set_bytes(delivery["path"]) == data_set_bytes(source)

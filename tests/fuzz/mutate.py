@@ -13,7 +13,8 @@ What is done to the bytes (`KINDS`): nothing (the generated bases are broken alr
 (odd, short, long, huge, undefined on a non-sequence), wrong lengths in the file meta
 group, bad VRs, elements out of order, stray delimiters, splices of another file, deep
 nesting of sequences (generated), garbage (with and without a DICM header), zero-length
-files, and values the data set's character set cannot hold.
+files, values the data set's character set cannot hold, and SOP Class, SOP Instance and
+transfer syntax UIDs garbled into what no UID holds.
 """
 
 from __future__ import annotations
@@ -393,6 +394,24 @@ def charset_misfit(rng: random.Random, base: Base) -> tuple[bytes, bool]:
     return bytes(data), True
 
 
+def garbled_uid(rng: random.Random, base: Base) -> tuple[bytes, bool]:
+    """A character of the SOP Class or Instance UID in the data set, or of the transfer syntax in
+    the file meta, made something no UID holds (a flipped bit in a high byte, a letter)."""
+    if rng.random() < 0.25 and base.meta_end:
+        at = base.data.find(base.syntax.encode(), 128, base.meta_end)
+        data, travels = bytearray(base.data), False  # the file meta never travels
+    else:
+        uid = rng.choice([base.sop_class, base.sop_instance]).encode()
+        at = base.data.find(uid, base.meta_end)
+        data, travels = bytearray(base.data), True
+    if at < 0:
+        return bit_flips(rng, base)
+    length = len(base.syntax) if not travels else len(uid)
+    position = at + rng.randrange(length)
+    data[position] = rng.choice([0xAE, 0xB1, ord("x"), ord(" "), data[position] | 0x80])
+    return bytes(data), travels
+
+
 def deep_nesting(rng: random.Random, base: Base) -> tuple[bytes, bool]:
     return _nested(base.sop_instance[:60] + ".9", rng.choice([200, 1000, 3000])), True
 
@@ -407,7 +426,7 @@ KINDS = {
     "as-is": as_is, "bitflip": bit_flips, "truncated": truncation, "length": wrong_length, "huge-length": huge_length,
     "meta-length": meta_length, "bad-vr": bad_vr, "out-of-order": out_of_order, "delimiter": stray_delimiter,
     "splice": splice, "garbage": garbage, "empty": zero_length, "charset": charset_misfit,
-    "deep-nesting": deep_nesting,
+    "deep-nesting": deep_nesting, "uid": garbled_uid,
 }
 
 
