@@ -16,6 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from conftest import bundled  # noqa: E402
+from instances import store_router_config as router_config  # noqa: E402,F401
 from peers import StoreSCP, free_port, storescu  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
@@ -70,18 +71,6 @@ def acknowledged_files(output: str) -> list[str]:
 def received_uids(folder: Path) -> set[str]:
     return {str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
             for path in folder.rglob("*") if path.is_file()}
-
-
-def router_config(port: int, peer_port: int) -> str:
-    return f"""
-storage: var
-rules: main.rules
-listeners:
-  - {{name: main, ae_title: ROUTER, port: {port}}}
-destinations:
-  STORE: {{type: dicom, ae_title: STORESCP, host: 127.0.0.1, port: {peer_port},
-           retry: {{delay: 0.2, multiplier: 1, max_attempts: 1000}}}}
-"""
 
 
 ROUTE_ALL = """

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from integration.test_router_robustness import (
     ROUTE_TO_STORE,
-    make_instances,
     queue_command,
     queue_counts,
     router_config,
 )
+from instances import make_instances
 from peers import storescu, wait_until
 from test_delivery_failures import StrictPeer
 

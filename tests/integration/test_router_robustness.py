@@ -15,16 +15,15 @@ import subprocess
 import sys
 import threading
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
 import pytest
 from conftest import bundled, dicom_rules
+from instances import CT_SMALL, make_instances, received_by_uid
 from peers import DCMTK_ENV, ROOT, StoreSCP, free_port, require, storescu, wait_until
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
-CT_SMALL = bundled("CT_small.dcm")  # 39 KB, Explicit VR Little Endian
 JPEG2000 = bundled("JPEG2000.dcm")  # JPEG 2000, cannot be sent uncompressed without decoding
 
 ROUTE_TO_STORE = """
@@ -32,42 +31,6 @@ rule "everything" {
   then route to STORE
 }
 """
-
-
-# ---- instances ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Instance:
-    path: Path
-    sop_instance_uid: str
-    number: int
-
-
-def make_instances(folder: Path, count: int, first_number: int = 1, source: str = CT_SMALL) -> list[Instance]:
-    """`count` distinct instances of one new series: each its own SOPInstanceUID and InstanceNumber."""
-    folder.mkdir(parents=True, exist_ok=True)
-    dataset = pydicom.dcmread(source)
-    dataset.SeriesInstanceUID = generate_uid()
-    made = []
-    for number in range(first_number, first_number + count):
-        uid = generate_uid()
-        dataset.SOPInstanceUID = uid
-        dataset.file_meta.MediaStorageSOPInstanceUID = uid
-        dataset.InstanceNumber = number
-        path = folder / f"{number:04d}.dcm"
-        dataset.save_as(path, enforce_file_format=True)
-        made.append(Instance(path, uid, number))
-    return made
-
-
-def received_by_uid(folder: Path) -> dict[str, pydicom.Dataset]:
-    """What a peer wrote to its folder, read back: SOPInstanceUID -> data set (header only)."""
-    found = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        dataset = pydicom.dcmread(path, stop_before_pixels=True)
-        found[str(dataset.SOPInstanceUID)] = dataset
-    return found
 
 
 # ---- the router's configuration, its journal and its queue command ---------------------------------

@@ -13,13 +13,9 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
-import pydicom
 import pytest
-from conftest import bundled
+from instances import make_instances, received_by_uid, store_router_config
 from peers import StoreSCP, storescu, wait_until
-from pydicom.uid import generate_uid
-
-CT_SMALL = bundled("CT_small.dcm")
 
 ROUTE_TO_STORE = """
 rule "everything" {
@@ -40,42 +36,6 @@ rule "version" {{
 
 
 BROKEN_RULES = versioned_rules("V2").replace('"V2"', '"V2')  # an unterminated string
-
-
-def router_config(port: int, peer_port: int) -> str:
-    return f"""
-storage: var
-rules: main.rules
-listeners:
-  - {{name: main, ae_title: ROUTER, port: {port}}}
-destinations:
-  STORE: {{type: dicom, ae_title: STORESCP, host: 127.0.0.1, port: {peer_port},
-           retry: {{delay: 0.2, multiplier: 1, max_attempts: 1000}}}}
-"""
-
-
-def make_instances(folder: Path, count: int) -> list[tuple[Path, str]]:
-    """`count` distinct instances: (file, SOPInstanceUID)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    dataset = pydicom.dcmread(CT_SMALL)
-    made = []
-    for number in range(1, count + 1):
-        uid = generate_uid()
-        dataset.SOPInstanceUID = uid
-        dataset.file_meta.MediaStorageSOPInstanceUID = uid
-        dataset.InstanceNumber = number
-        path = folder / f"{number:04d}.dcm"
-        dataset.save_as(path, enforce_file_format=True)
-        made.append((path, uid))
-    return made
-
-
-def received_by_uid(folder: Path) -> dict[str, pydicom.Dataset]:
-    found = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        dataset = pydicom.dcmread(path, stop_before_pixels=True)
-        found[str(dataset.SOPInstanceUID)] = dataset
-    return found
 
 
 def deliveries(tmp_path: Path) -> list[sqlite3.Row]:
@@ -117,8 +77,9 @@ def wait_for_sending(tmp_path: Path) -> sqlite3.Row:
 
 def test_a_delivery_the_killed_worker_was_sending_is_delivered_by_the_next(router_factory, tmp_path, port,
                                                                            slow_storescp):
-    router = router_factory(router_config(port, slow_storescp.port), ROUTE_TO_STORE, port)
-    [(path, uid)] = make_instances(tmp_path / "sent", 1)
+    router = router_factory(store_router_config(port, slow_storescp.port), ROUTE_TO_STORE, port)
+    [sent] = make_instances(tmp_path / "sent", 1)
+    path, uid = sent.path, sent.sop_instance_uid
     assert storescu(port, [path]).returncode == 0
 
     sending = wait_for_sending(tmp_path)  # storescp sleeps in the middle of the C-STORE
@@ -132,7 +93,8 @@ def test_a_delivery_the_killed_worker_was_sending_is_delivered_by_the_next(route
     assert router.process.poll() is None and router.output().count("router running") == 1
 
     # Sent after the restart: it arrives too.
-    [(late_path, late_uid)] = make_instances(tmp_path / "late", 1)
+    [late] = make_instances(tmp_path / "late", 1)
+    late_path, late_uid = late.path, late.sop_instance_uid
     assert storescu(port, [late_path]).returncode == 0
     wait_until(lambda: late_uid in received_by_uid(slow_storescp.folder), timeout=60,
                what="the instance sent after the restart")
@@ -144,9 +106,10 @@ def test_a_delivery_the_killed_worker_was_sending_is_delivered_by_the_next(route
 
 def test_a_restarted_worker_finishes_its_delivery_when_the_router_stops(router_factory, tmp_path, port,
                                                                         slow_storescp):
-    router = router_factory(router_config(port, slow_storescp.port), ROUTE_TO_STORE, port)
+    router = router_factory(store_router_config(port, slow_storescp.port), ROUTE_TO_STORE, port)
     restarted = kill_worker(router)  # this one is started by the router's monitor thread
-    [(path, uid)] = make_instances(tmp_path / "sent", 1)
+    [sent] = make_instances(tmp_path / "sent", 1)
+    path, uid = sent.path, sent.sop_instance_uid
     assert storescu(port, [path]).returncode == 0
     wait_for_sending(tmp_path)
 
@@ -165,14 +128,15 @@ def test_a_restarted_worker_finishes_its_delivery_when_the_router_stops(router_f
 
 def test_a_restarted_worker_runs_the_rules_the_router_runs_not_broken_files(router_factory, tmp_path, port,
                                                                            storescp):
-    router = router_factory(router_config(port, storescp.port), versioned_rules("V1"), port)
+    router = router_factory(store_router_config(port, storescp.port), versioned_rules("V1"), port)
     router.wait_for_log("router running")  # the rule files are watched from then on
     (tmp_path / "main.rules").write_text(BROKEN_RULES, encoding="utf-8")
     router.wait_for_log("the running rules")  # refused: the rules of V1 stay in place
     assert "do not compile" in router.output()
 
     kill_worker(router)
-    [(path, uid)] = make_instances(tmp_path / "sent", 1)
+    [sent] = make_instances(tmp_path / "sent", 1)
+    path, uid = sent.path, sent.sop_instance_uid
     assert storescu(port, [path]).returncode == 0
     arrived = wait_until(lambda: received_by_uid(storescp.folder).get(uid), timeout=30,
                          what="the instance sent after the restart")
@@ -184,7 +148,8 @@ def test_a_restarted_worker_runs_the_rules_the_router_runs_not_broken_files(rout
     # Mended on disk: the router and its worker take the new rules.
     (tmp_path / "main.rules").write_text(versioned_rules("V3"), encoding="utf-8")
     router.wait_for_log("rules reloaded")
-    [(late_path, late_uid)] = make_instances(tmp_path / "late", 1)
+    [late] = make_instances(tmp_path / "late", 1)
+    late_path, late_uid = late.path, late.sop_instance_uid
     assert storescu(port, [late_path]).returncode == 0
     arrived = wait_until(lambda: received_by_uid(storescp.folder).get(late_uid), timeout=30,
                          what="the instance sent after the rules were mended")

@@ -1,0 +1,60 @@
+"""Instances made for a test and instances a peer received, read back by SOP Instance UID;
+the router configuration most stress tests share (one listener, one DICOM destination)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.uid import generate_uid
+
+from conftest import bundled
+
+CT_SMALL = bundled("CT_small.dcm")  # 39 KB, Explicit VR Little Endian
+
+
+@dataclass(frozen=True)
+class Instance:
+    path: Path
+    sop_instance_uid: str
+    number: int
+
+
+def make_instances(folder: Path, count: int, first_number: int = 1, source: str = CT_SMALL) -> list[Instance]:
+    """`count` distinct instances of one new series: each its own SOPInstanceUID and InstanceNumber."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dataset = pydicom.dcmread(source)
+    dataset.SeriesInstanceUID = generate_uid()
+    made = []
+    for number in range(first_number, first_number + count):
+        uid = generate_uid()
+        dataset.SOPInstanceUID = uid
+        dataset.file_meta.MediaStorageSOPInstanceUID = uid
+        dataset.InstanceNumber = number
+        path = folder / f"{number:04d}.dcm"
+        dataset.save_as(path, enforce_file_format=True)
+        made.append(Instance(path, uid, number))
+    return made
+
+
+def received_by_uid(folder: Path) -> dict[str, pydicom.Dataset]:
+    """What a peer wrote to its folder, read back: SOPInstanceUID -> data set (header only)."""
+    found = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        found[str(dataset.SOPInstanceUID)] = dataset
+    return found
+
+
+def store_router_config(port: int, peer_port: int) -> str:
+    """A listener ROUTER on `port` and one DICOM destination STORE that is retried quickly."""
+    return f"""
+storage: var
+rules: main.rules
+listeners:
+  - {{name: main, ae_title: ROUTER, port: {port}}}
+destinations:
+  STORE: {{type: dicom, ae_title: STORESCP, host: 127.0.0.1, port: {peer_port},
+           retry: {{delay: 0.2, multiplier: 1, max_attempts: 1000}}}}
+"""
