@@ -1,4 +1,7 @@
-"""The router's commands: run, check-config, schema, echo, send, queue."""
+"""The router's commands: run, check-config, schema, echo, send, queue, quarantine.
+
+The modules that load pynetdicom (the service, destinations, negotiation) are imported by
+the commands that use them, so that the language commands start without it."""
 
 from __future__ import annotations
 
@@ -13,23 +16,22 @@ import tempfile
 import threading
 import time
 
-from ..cli import EXIT_FINDINGS, EXIT_OK, UsageError, print_diagnostics
 from ..config import ConfigError, load_config, schema_text
 from ..diagnostics import Diagnostic, Span, error
 from ..document import Document, DocumentReadError
-from .destinations import ItemError, LinkError, sender_for
-from .journal import DEAD, DELIVERED, DELIVERY_STATES, Delivery
-from .negotiation import AssociationFileError, read_association_file
-from .logs import setup_logging
-from .rules import rule_file_findings
-from .storage import Storage
+from ..runtime.journal import DEAD, DELIVERED, DELIVERY_STATES, Delivery
+from ..runtime.logs import setup_logging
+from ..runtime.rules import rule_file_findings
+from ..runtime.storage import Storage
+from .common import EXIT_FINDINGS, EXIT_OK, UsageError, input_files, print_diagnostics
 
 
 # ---- run ----------------------------------------------------------------------------------
 
 
 def cmd_run(args) -> int:
-    from .service import Router
+    from ..runtime.negotiation import AssociationFileError
+    from ..runtime.service import Router
     config = load_config(args.config)
     setup_logging(config.log_level, args.verbose, config.log_file)
     log = logging.getLogger("rulesengine.router")
@@ -73,6 +75,7 @@ def cmd_run(args) -> int:
 def config_findings(path: str) -> list[Diagnostic]:
     """The configuration and its rules, checked together; every problem of the
     configuration at once (the rules only once it can be read)."""
+    from ..runtime.negotiation import AssociationFileError, read_association_file
     try:
         config = load_config(path, secrets=False)
     except ConfigError as exc:
@@ -138,6 +141,7 @@ def _destination(config, name: str):
 
 
 def cmd_echo(args) -> int:
+    from ..runtime.destinations import LinkError, sender_for
     config = load_config(args.config, secrets=False)
     destination = _destination(config, args.destination)
     if destination.type == "folder":
@@ -194,20 +198,6 @@ def _write_fails(folder: str, in_new_folder: bool = False) -> str | None:
     return None
 
 
-def _files(inputs: list[str]) -> list[str]:
-    found = []
-    for item in inputs:
-        if os.path.isdir(item):
-            for folder, dirs, names in os.walk(item):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found += [os.path.join(folder, n) for n in sorted(names) if not n.startswith(".")]
-        elif os.path.isfile(item):
-            found.append(item)
-        else:
-            raise UsageError(f"{item}: no such file or folder")
-    return found
-
-
 def _progress(done: int, total: int, failed: int) -> None:
     if not sys.stderr.isatty():
         return
@@ -219,11 +209,12 @@ def _progress(done: int, total: int, failed: int) -> None:
 
 
 def cmd_send(args) -> int:
-    from .service import configure_pynetdicom
+    from ..runtime.destinations import ItemError, LinkError, sender_for
+    from ..runtime.service import configure_pynetdicom
     configure_pynetdicom()
     config = load_config(args.config, secrets=False)
     destination = _destination(config, args.destination)
-    files = _files(args.files)
+    files = [found.path for found in input_files(args.files)]
     sender = sender_for(destination)
     sent = failed = 0
     started = time.time()
