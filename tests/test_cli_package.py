@@ -1,9 +1,11 @@
-"""The one walker of files and folders named on the command line, which lint, fmt, test,
-dry-run, diff and send share."""
+"""The command-line package: the one walker of files and folders named on the command line,
+which lint, fmt, test, dry-run, diff and send share, and what loading it loads."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -41,3 +43,11 @@ def test_rule_files_leave_tests_out_unless_asked(tree):
 def test_a_path_that_does_not_exist_is_a_usage_error(tree):
     with pytest.raises(UsageError, match="missing: no such file or folder"):
         list(input_files(["top.dcm", "missing"]))
+
+
+def test_the_command_line_loads_no_network_code_until_a_router_command_runs():
+    # The router's commands import what loads pynetdicom when they run: lint starts without it.
+    code = ("import sys, rulesengine.cli\n"
+            "print(','.join(m for m in sys.modules if m.startswith(('pynetdicom', 'watchdog'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
