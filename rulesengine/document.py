@@ -196,7 +196,7 @@ def _items(elem, step: Step, where: str) -> Iterator[tuple[Dataset, str]]:
 class Document:
     """One DICOM instance and the facts of its arrival."""
 
-    __slots__ = ("dataset", "file_meta", "command_set", "arrival", "filename", "tail", "_cache", "_index",
+    __slots__ = ("dataset", "file_meta", "command_set", "arrival", "filename", "tail", "cache", "_index",
                  "_ranges", "_dirty")
 
     def __init__(self, dataset: Dataset | None = None, file_meta: Dataset | None = None,
@@ -210,7 +210,7 @@ class Document:
         self.arrival = arrival or Arrival()
         self.filename = filename
         self.tail: int | None = None  # read_header: where the pixel data starts in `filename`
-        self._cache: dict = {}
+        self.cache: dict = {}  # values read by path, for the rules (lang.document_api); emptied on every edit
         self._index: _DepthIndex | None = None
         # read_header: where each top-level element lies in `filename`, and which ones edits
         # touched since (None: anything may have changed), so that `write` copies the others' bytes.
@@ -382,7 +382,7 @@ class Document:
 
     def read_path(self, path: ResolvedPath, base: "ItemRef | None" = None) -> Any:
         if base is None:
-            cached = self._cache.get(path.text, _MISS)  # text: a str keeps its hash
+            cached = self.cache.get(path.text, _MISS)  # text: a str keeps its hash
             if cached is not _MISS:
                 return cached
             tag = path.direct_tag
@@ -391,7 +391,7 @@ class Document:
                 value = None if elem is None else value_of(elem.VR, elem.value, path.multi)
             else:
                 value = self._read_uncached(path, None)
-            self._cache[path.text] = value
+            self.cache[path.text] = value
             return value
         return self._read_uncached(path, base)
 
@@ -476,7 +476,7 @@ class Document:
 
     def write_path(self, path: ResolvedPath, value: Any, base: "ItemRef | None" = None) -> list[Change]:
         if path.is_arrival:
-            self._cache.clear()
+            self.cache.clear()
             old = self.arrival.value(path.root, path.field)
             self.arrival = self.arrival.with_value(path.root, path.field, value)
             return [Change(path.text, old, value)]
@@ -486,10 +486,10 @@ class Document:
             for container, tag, text, step in list(self._targets(path, start, prefix, write=True)):
                 changes.extend(self._write_element(container, tag, step, value, text))
         except Exception:
-            self._cache.clear()  # items may have been created before the failure
+            self.cache.clear()  # items may have been created before the failure
             raise
         if changes:  # writing the value already there changes nothing: what was read stays valid
-            self._cache.clear()
+            self.cache.clear()
         return changes
 
     def _targets(self, path: ResolvedPath, start: Dataset, prefix: str, write: bool = False):
@@ -615,7 +615,7 @@ class Document:
     def delete_path(self, path: ResolvedPath, base: "ItemRef | None" = None) -> list[Change]:
         if path.is_arrival:
             raise PathError(f"{path.text} cannot be deleted")
-        self._cache.clear()
+        self.cache.clear()
         start, prefix = self._start(path, base)
         changes = []
         for container, tag, text, step in list(self._targets(path, start, prefix)):
@@ -688,13 +688,13 @@ class Document:
     def write_ref(self, ref: "ElementRef", value: Any) -> list[Change]:
         changes = self._write_element(ref.container, ref.tag, ref.step, value, ref.text)
         if changes:
-            self._cache.clear()
+            self.cache.clear()
         return changes
 
     def delete_ref(self, ref: "ElementRef") -> list[Change]:
         if ref.tag not in ref.container:
             return []
-        self._cache.clear()
+        self.cache.clear()
         old = self.read_ref(ref)
         self._redeclare(ref.container, ref.tag, None, ref.text)
         self._touched(ref.container, ref.tag)
@@ -707,7 +707,7 @@ class Document:
         old = self.read_ref(ref)
         if old in (None, "", ()):
             return []
-        self._cache.clear()
+        self.cache.clear()
         self._redeclare(ref.container, ref.tag, None, ref.text)
         elem = ref.container[ref.tag]
         self._touched(ref.container, ref.tag)
@@ -718,7 +718,7 @@ class Document:
 
     def delete_private(self) -> list[Change]:
         """Remove every private element (odd groups), at any depth; reported as one change."""
-        self._cache.clear()
+        self.cache.clear()
         self._structure_changed()
         self._dirty = None
         removed = 0
@@ -732,7 +732,7 @@ class Document:
 
     def invalidate(self) -> None:
         """Call after editing `dataset` directly through pydicom: forget what was read."""
-        self._cache.clear()
+        self.cache.clear()
         self._structure_changed()
         self._dirty = None
 
