@@ -22,6 +22,7 @@ from .loader import Module, Program, TableData
 from .regex import Regex, RegexError, compile_regex, replacement_pieces
 from .paths import ARRIVAL_FIELDS, READ_ONLY_ROOTS, ROOTS, Binding, ResolvedPath, lookup_tag, resolve, tag_text
 from .types import Type
+from .visitor import NodeVisitor
 
 _ORDERING = {"<", "<=", ">", ">="}
 _EQUALITY = {"==", "!="}
@@ -77,7 +78,7 @@ class TableRef:
     column: str | None  # None: the table itself (for `in`)
 
 
-class Analysis:
+class Analysis(NodeVisitor):
     """Findings, plus what was resolved, keyed by id() of the nodes."""
 
     def __init__(self, program: Program, destinations=None):
@@ -92,6 +93,9 @@ class Analysis:
         self.bindings: dict[int, Binding] = {}
         self._checked_blocks: set[int] = set()
         self._block_stack: list[n.Block] = []  # blocks being checked, to catch one applying itself
+        # A rule of the main file can end in reject: the router then runs the rules before it answers
+        # a sender (a reject in a block or a copy is refused above, so rules alone decide).
+        self.can_reject = False
 
     # ---- entry points ----
 
@@ -167,26 +171,25 @@ class Analysis:
         return True
 
     def check_action(self, action: n.Action, scope: Scope) -> None:
-        method = getattr(self, "_action_" + type(action).__name__)
-        method(action, scope)
+        self.visit(action, scope)
 
-    def _action_SetAction(self, action: n.SetAction, scope: Scope) -> None:
+    def visit_SetAction(self, action: n.SetAction, scope: Scope) -> None:
         target = self._target(action.target, scope, "set")
         value_type = self.check_value(action.value, scope)
         if target is None or value_type is None:
             return
         self._check_assignment(target, action.value, value_type, action.value.span)
 
-    def _action_BlankAction(self, action: n.BlankAction, scope: Scope) -> None:
+    def visit_BlankAction(self, action: n.BlankAction, scope: Scope) -> None:
         target = self._target(action.target, scope, "blank")
         if target is not None and target[0] is not None and isinstance(target[0].last.index, int):
             self._error("bad-target", "blank empties a whole element or sequence, not one value or item",
                         action.target.span, "to remove one value or item, write delete")
 
-    def _action_DeleteAction(self, action: n.DeleteAction, scope: Scope) -> None:
+    def visit_DeleteAction(self, action: n.DeleteAction, scope: Scope) -> None:
         self._target(action.target, scope, "delete")
 
-    def _action_DeletePrivateAction(self, action, scope: Scope) -> None:
+    def visit_DeletePrivateAction(self, action, scope: Scope) -> None:
         pass
 
     def _routing_allowed(self, action, scope: Scope, word: str) -> bool:
@@ -208,11 +211,11 @@ class Analysis:
                 hint = f"did you mean {close[0]}?" if close else f"known destinations: {known}"
                 self._error("unknown-destination", f"unknown destination {name.value!r}", name.span, hint)
 
-    def _action_RouteAction(self, action: n.RouteAction, scope: Scope) -> None:
+    def visit_RouteAction(self, action: n.RouteAction, scope: Scope) -> None:
         if self._routing_allowed(action, scope, "route"):
             self._check_destinations(action.destinations)
 
-    def _action_CopyAction(self, action: n.CopyAction, scope: Scope) -> None:
+    def visit_CopyAction(self, action: n.CopyAction, scope: Scope) -> None:
         if not self._routing_allowed(action, scope, "copy"):
             return
         self._check_destinations(action.destinations)
@@ -221,7 +224,7 @@ class Analysis:
         copy_scope = Scope(scope.module, values_only, "copy", scope.writable_arrival)
         self.check_actions(action.body, copy_scope)
 
-    def _action_ApplyAction(self, action: n.ApplyAction, scope: Scope) -> None:
+    def visit_ApplyAction(self, action: n.ApplyAction, scope: Scope) -> None:
         module = scope.module
         if action.namespace is not None:
             imported = module.imports.get(action.namespace)
@@ -246,24 +249,26 @@ class Analysis:
         self.blocks[id(action)] = (module, block)
         self._check_block(module, block)
 
-    def _action_DropAction(self, action, scope: Scope) -> None:
+    def visit_DropAction(self, action, scope: Scope) -> None:
         self._routing_allowed(action, scope, "drop")
 
-    def _action_RejectAction(self, action: n.RejectAction, scope: Scope) -> None:
+    def visit_RejectAction(self, action: n.RejectAction, scope: Scope) -> None:
+        if scope.context == "rule" and scope.module is self.program.main:
+            self.can_reject = True
         if self._routing_allowed(action, scope, "reject") and action.reason is not None:
             self.check_value(action.reason, scope)
 
-    def _action_QuarantineAction(self, action: n.QuarantineAction, scope: Scope) -> None:
+    def visit_QuarantineAction(self, action: n.QuarantineAction, scope: Scope) -> None:
         if self._routing_allowed(action, scope, "quarantine") and action.reason is not None:
             self.check_value(action.reason, scope)
 
-    def _action_StopAction(self, action, scope: Scope) -> None:
+    def visit_StopAction(self, action, scope: Scope) -> None:
         self._routing_allowed(action, scope, "stop")
 
-    def _action_LogAction(self, action: n.LogAction, scope: Scope) -> None:
+    def visit_LogAction(self, action: n.LogAction, scope: Scope) -> None:
         self.check_value(action.message, scope, allow_many=True)
 
-    def _action_IfAction(self, action: n.IfAction, scope: Scope) -> None:
+    def visit_IfAction(self, action: n.IfAction, scope: Scope) -> None:
         chain, orelse = n.if_chain(action)
         for arm in chain:
             self.check_condition(arm.condition, scope)
@@ -271,7 +276,7 @@ class Analysis:
         if orelse is not None:
             self.check_actions(orelse, scope)
 
-    def _action_ForEachAction(self, action: n.ForEachAction, scope: Scope) -> None:
+    def visit_ForEachAction(self, action: n.ForEachAction, scope: Scope) -> None:
         inner = self._bind(action.var, action.var_span, action.source, scope, action, loop=True)
         if inner is not None:
             self.check_actions(action.body, inner)
@@ -437,18 +442,18 @@ class Analysis:
         return kind
 
     def check_expr(self, expr: n.Expr, scope: Scope) -> Type | None:
-        kind = getattr(self, "_expr_" + type(expr).__name__)(expr, scope)
+        kind = self.visit(expr, scope)
         if kind is not None:
             self.types[id(expr)] = kind
         return kind
 
-    def _expr_StringLit(self, expr, scope):
+    def visit_StringLit(self, expr, scope):
         return t.T_STRING
 
-    def _expr_NumberLit(self, expr, scope):
+    def visit_NumberLit(self, expr, scope):
         return t.T_NUMBER
 
-    def _expr_RegexLit(self, expr, scope):
+    def visit_RegexLit(self, expr, scope):
         self._compile_regex(expr)
         return t.T_REGEX
 
@@ -463,7 +468,7 @@ class Analysis:
         self.regexes[id(expr)] = compiled
         return compiled
 
-    def _expr_ListLit(self, expr: n.ListLit, scope):
+    def visit_ListLit(self, expr: n.ListLit, scope):
         kinds = [self.check_value(item, scope) for item in expr.items]
         if any(k is None for k in kinds):
             return None
@@ -475,11 +480,11 @@ class Analysis:
         same = all(k.kind == first for k in kinds)
         return Type(first if same else t.ANY, multi=True)
 
-    def _expr_PathRef(self, expr: n.PathRef, scope):
+    def visit_PathRef(self, expr: n.PathRef, scope):
         resolved = self.resolve_path(expr.path, scope)
         return t.path_type(resolved) if resolved is not None else None
 
-    def _expr_Variable(self, expr: n.Variable, scope: Scope):
+    def visit_Variable(self, expr: n.Variable, scope: Scope):
         entry = scope.variables.get(expr.name)
         if entry is not None:
             return entry[1]
@@ -502,7 +507,7 @@ class Analysis:
             hint = "paths start with DataSet., CommandSet., FileMeta., Association. or Source."
         self._error("unknown-name", f"unknown name {expr.name!r}", expr.span, hint)
 
-    def _expr_Concat(self, expr: n.Concat, scope):
+    def visit_Concat(self, expr: n.Concat, scope):
         kinds = [self.check_value(part, scope) for part in expr.parts]
         if any(k is None for k in kinds):
             return None
@@ -516,7 +521,7 @@ class Analysis:
             return t.T_ANY  # numbers add up: a number, or text when a part is text
         return t.T_STRING
 
-    def _expr_Call(self, expr: n.Call, scope: Scope):
+    def visit_Call(self, expr: n.Call, scope: Scope):
         fn = FUNCTIONS.get(expr.name)
         if fn is None:
             close = difflib.get_close_matches(expr.name, list(FUNCTIONS), n=1, cutoff=0.6)
@@ -611,7 +616,7 @@ class Analysis:
                     f"tables: {names}")
         return None
 
-    def _expr_Binary(self, expr: n.Binary, scope: Scope):
+    def visit_Binary(self, expr: n.Binary, scope: Scope):
         left = self.check_value(expr.left, scope)
         if expr.op in ("in", "not in"):
             return self._check_in(expr, left, scope)
@@ -686,7 +691,7 @@ class Analysis:
                     self._check_literal_against(left, literal, item.span, expr.left)
         return t.T_BOOL
 
-    def _expr_Matches(self, expr: n.Matches, scope: Scope):
+    def visit_Matches(self, expr: n.Matches, scope: Scope):
         subject = self.check_value(expr.subject, scope)
         self._compile_regex(expr.regex)
         if subject is None:
@@ -696,7 +701,7 @@ class Analysis:
             return None
         return t.T_BOOL
 
-    def _expr_Presence(self, expr: n.Presence, scope: Scope):
+    def visit_Presence(self, expr: n.Presence, scope: Scope):
         target = expr.target
         if isinstance(target, n.Variable):
             entry = scope.variables.get(target.name)
@@ -715,23 +720,23 @@ class Analysis:
         self.types[id(target)] = t.path_type(resolved)
         return t.T_BOOL
 
-    def _expr_Quantifier(self, expr: n.Quantifier, scope: Scope):
+    def visit_Quantifier(self, expr: n.Quantifier, scope: Scope):
         inner = self._bind(expr.var, expr.var_span, expr.source, scope, expr, loop=False)
         if inner is None:
             return None
         self.check_condition(expr.body, inner)
         return t.T_BOOL
 
-    def _expr_Not(self, expr: n.Not, scope: Scope):
+    def visit_Not(self, expr: n.Not, scope: Scope):
         self.check_condition(expr.operand, scope)
         return t.T_BOOL
 
-    def _expr_And(self, expr: n.And, scope: Scope):
+    def visit_And(self, expr: n.And, scope: Scope):
         for operand in expr.operands:
             self.check_condition(operand, scope)
         return t.T_BOOL
 
-    _expr_Or = _expr_And
+    visit_Or = visit_And
 
     # ---- tests (in *_test.rules files) ----
 
@@ -740,7 +745,7 @@ class Analysis:
         rule_names = {rule.name for rule in self.program.main.file.rules}
         for statement in test.statements:
             if isinstance(statement, n.ApplyAction):
-                self._action_ApplyAction(statement, scope.in_context("block"))
+                self.visit_ApplyAction(statement, scope.in_context("block"))
             elif isinstance(statement, n.GivenValues):
                 for assignment in statement.assignments:
                     target = self._target(n.PathRef(assignment.path.span, assignment.path), scope, "set")

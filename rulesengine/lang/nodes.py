@@ -1,11 +1,38 @@
-"""The typed syntax tree of a rule file. Every node carries its source span."""
+"""The typed syntax tree of a rule file. Every node carries its source span.
+
+Every node is a `Node`: `children()` gives the nodes directly inside it, in source
+order, and visitor.py walks the tree with that alone.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Union
+from dataclasses import dataclass, field, fields
+from functools import cache
+from typing import Iterator, Union, get_args
 
 from ..diagnostics import Span
+
+
+class Node:
+    """A node of the syntax tree."""
+
+    __slots__ = ()
+
+    def children(self) -> Iterator["Node"]:
+        """The nodes directly inside this one, in field order: fields that are nodes or tuples of nodes."""
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            if isinstance(value, Node):
+                yield value
+            elif isinstance(value, tuple):
+                for item in value:
+                    if isinstance(item, Node):
+                        yield item
+
+
+@cache
+def _field_names(kind: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(kind) if not f.name.endswith("span"))
 
 # ---- paths -----------------------------------------------------------------
 
@@ -13,7 +40,7 @@ STAR = "*"  # the `[*]` index: every item or every value
 
 
 @dataclass(frozen=True, slots=True)
-class Element:
+class Element(Node):
     """One step of a path: a keyword, a tag, a tag mask or a private tag, with indices."""
 
     span: Span
@@ -61,7 +88,7 @@ def _mask_text(value: int, care: int) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Path:
+class Path(Node):
     span: Span
     root: str
     elements: tuple[Element, ...]
@@ -74,45 +101,45 @@ class Path:
 
 
 @dataclass(frozen=True, slots=True)
-class StringLit:
+class StringLit(Node):
     span: Span
     value: str
 
 
 @dataclass(frozen=True, slots=True)
-class NumberLit:
+class NumberLit(Node):
     span: Span
     value: int | float
     text: str
 
 
 @dataclass(frozen=True, slots=True)
-class RegexLit:
+class RegexLit(Node):
     span: Span
     pattern: str
     flags: str
 
 
 @dataclass(frozen=True, slots=True)
-class ListLit:
+class ListLit(Node):
     span: Span
     items: tuple["Expr", ...]
 
 
 @dataclass(frozen=True, slots=True)
-class PathRef:
+class PathRef(Node):
     span: Span
     path: Path
 
 
 @dataclass(frozen=True, slots=True)
-class Variable:
+class Variable(Node):
     span: Span
     name: str
 
 
 @dataclass(frozen=True, slots=True)
-class Call:
+class Call(Node):
     span: Span
     name: str
     args: tuple["Expr", ...]
@@ -120,7 +147,7 @@ class Call:
 
 
 @dataclass(frozen=True, slots=True)
-class Concat:
+class Concat(Node):
     """`a + b + c`: concatenation of strings, or addition of numbers."""
 
     span: Span
@@ -128,7 +155,7 @@ class Concat:
 
 
 @dataclass(frozen=True, slots=True)
-class Binary:
+class Binary(Node):
     """A two-sided predicate: comparisons, in, contains, startswith, endswith."""
 
     span: Span
@@ -138,7 +165,7 @@ class Binary:
 
 
 @dataclass(frozen=True, slots=True)
-class Matches:
+class Matches(Node):
     span: Span
     subject: "Expr"
     regex: RegexLit
@@ -146,7 +173,7 @@ class Matches:
 
 
 @dataclass(frozen=True, slots=True)
-class Presence:
+class Presence(Node):
     """`exists PATH`, `missing PATH`, `empty PATH`."""
 
     span: Span
@@ -155,7 +182,7 @@ class Presence:
 
 
 @dataclass(frozen=True, slots=True)
-class Quantifier:
+class Quantifier(Node):
     span: Span
     kind: str  # any | all
     var: str
@@ -165,19 +192,19 @@ class Quantifier:
 
 
 @dataclass(frozen=True, slots=True)
-class Not:
+class Not(Node):
     span: Span
     operand: "Expr"
 
 
 @dataclass(frozen=True, slots=True)
-class And:
+class And(Node):
     span: Span
     operands: tuple["Expr", ...]
 
 
 @dataclass(frozen=True, slots=True)
-class Or:
+class Or(Node):
     span: Span
     operands: tuple["Expr", ...]
 
@@ -192,7 +219,7 @@ PREDICATES = (Binary, Matches, Presence, Quantifier)  # the leaves that --explai
 
 
 @dataclass(frozen=True, slots=True)
-class Name:
+class Name(Node):
     span: Span
     value: str
 
@@ -201,38 +228,38 @@ Target = Union[PathRef, Variable]
 
 
 @dataclass(frozen=True, slots=True)
-class SetAction:
+class SetAction(Node):
     span: Span
     target: Target
     value: Expr
 
 
 @dataclass(frozen=True, slots=True)
-class BlankAction:
+class BlankAction(Node):
     span: Span
     target: Target
 
 
 @dataclass(frozen=True, slots=True)
-class DeleteAction:
+class DeleteAction(Node):
     span: Span
     target: Target
 
 
 @dataclass(frozen=True, slots=True)
-class DeletePrivateAction:
+class DeletePrivateAction(Node):
     span: Span
 
 
 @dataclass(frozen=True, slots=True)
-class RouteAction:
+class RouteAction(Node):
     span: Span
     destinations: tuple[Name, ...]
     back: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class CopyAction:
+class CopyAction(Node):
     span: Span
     destinations: tuple[Name, ...]
     body: tuple["Action", ...] = ()
@@ -241,37 +268,37 @@ class CopyAction:
 
 
 @dataclass(frozen=True, slots=True)
-class ApplyAction:
+class ApplyAction(Node):
     span: Span
     namespace: str | None
     block: str
 
 
 @dataclass(frozen=True, slots=True)
-class DropAction:
+class DropAction(Node):
     span: Span
 
 
 @dataclass(frozen=True, slots=True)
-class RejectAction:
-    span: Span
-    reason: Expr | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class QuarantineAction:
+class RejectAction(Node):
     span: Span
     reason: Expr | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class LogAction:
+class QuarantineAction(Node):
+    span: Span
+    reason: Expr | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogAction(Node):
     span: Span
     message: Expr
 
 
 @dataclass(frozen=True, slots=True)
-class LetAction:
+class LetAction(Node):
     """`let name = EXPR`: a value kept for the actions that follow."""
 
     span: Span
@@ -281,12 +308,12 @@ class LetAction:
 
 
 @dataclass(frozen=True, slots=True)
-class StopAction:
+class StopAction(Node):
     span: Span
 
 
 @dataclass(frozen=True, slots=True)
-class IfAction:
+class IfAction(Node):
     span: Span
     condition: Expr
     body: tuple["Action", ...]
@@ -305,7 +332,7 @@ def if_chain(action: IfAction) -> tuple[list[IfAction], tuple["Action", ...] | N
 
 
 @dataclass(frozen=True, slots=True)
-class ForEachAction:
+class ForEachAction(Node):
     span: Span
     var: str
     var_span: Span
@@ -317,6 +344,7 @@ Action = Union[SetAction, BlankAction, DeleteAction, DeletePrivateAction, RouteA
                ApplyAction, DropAction, RejectAction, QuarantineAction, LogAction, LetAction, StopAction,
                IfAction, ForEachAction]
 
+ACTIONS = get_args(Action)
 ENDING_ACTIONS = (DropAction, RejectAction, QuarantineAction, StopAction)
 EDIT_ACTIONS = (SetAction, BlankAction, DeleteAction, DeletePrivateAction)
 
@@ -325,7 +353,7 @@ EDIT_ACTIONS = (SetAction, BlankAction, DeleteAction, DeletePrivateAction)
 
 
 @dataclass(frozen=True, slots=True)
-class Import:
+class Import(Node):
     span: Span
     file: str
     alias: Name
@@ -333,7 +361,7 @@ class Import:
 
 
 @dataclass(frozen=True, slots=True)
-class Table:
+class Table(Node):
     span: Span
     name: Name
     file: str
@@ -342,7 +370,7 @@ class Table:
 
 
 @dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(Node):
     span: Span
     name: str
     name_span: Span
@@ -352,7 +380,7 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
-class Block:
+class Block(Node):
     span: Span
     name: Name
     actions: tuple[Action, ...]
@@ -362,55 +390,55 @@ class Block:
 
 
 @dataclass(frozen=True, slots=True)
-class Assignment:
+class Assignment(Node):
     span: Span
     path: Path
     value: Expr
 
 
 @dataclass(frozen=True, slots=True)
-class GivenFile:
+class GivenFile(Node):
     span: Span
     file: str
 
 
 @dataclass(frozen=True, slots=True)
-class GivenValues:
+class GivenValues(Node):
     span: Span
     keyword: str  # given | with
     assignments: tuple[Assignment, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class ExpectRoute:
+class ExpectRoute(Node):
     span: Span
     destinations: tuple[Name, ...]
     negated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class ExpectCopy:
+class ExpectCopy(Node):
     span: Span
     destination: Name
     condition: Expr
 
 
 @dataclass(frozen=True, slots=True)
-class ExpectOutcome:
+class ExpectOutcome(Node):
     span: Span
     outcome: str  # drop | reject | quarantine
     reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class ExpectFired:
+class ExpectFired(Node):
     span: Span
     rule: str
     negated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class ExpectCondition:
+class ExpectCondition(Node):
     span: Span
     condition: Expr
 
@@ -420,7 +448,7 @@ TestStatement = Union[GivenFile, GivenValues, ApplyAction, ExpectRoute, ExpectCo
 
 
 @dataclass(frozen=True, slots=True)
-class Test:
+class Test(Node):
     span: Span
     name: str
     statements: tuple[TestStatement, ...]
@@ -430,13 +458,13 @@ Item = Union[Import, Table, Rule, Block, Test]
 
 
 @dataclass(frozen=True, slots=True)
-class Comment:
+class Comment(Node):
     span: Span
     text: str  # including the leading '#'
 
 
 @dataclass(frozen=True)
-class RuleFile:
+class RuleFile(Node):
     path: str
     source: str
     items: tuple[Item, ...]

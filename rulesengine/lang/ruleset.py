@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, Callable
 
 from ..diagnostics import Diagnostic, Span
 from ..values import display, to_json
+from .generated import GeneratedModule, rewrite_traceback, span_of_failure
 
 OUTCOMES = ("route", "drop", "reject", "quarantine")
 NO_DESTINATION_POLICIES = ("quarantine", "drop", "reject")
@@ -80,6 +80,8 @@ class Decision:
     skipped: dict[str, str] = field(default_factory=dict)  # destination -> why it was not sent to
     trace: list[TraceEvent] | None = None
     branches: set[int] | None = None
+    # A rule that failed at run time: the exception, its traceback naming rule-file lines.
+    exception: BaseException | None = None
 
     def to_json(self) -> dict:
         return {
@@ -199,10 +201,11 @@ class Evaluation:
             self.destination = None
         return copy
 
-    def failed(self, message: str) -> Decision:
+    def failed(self, message: str, exception: BaseException | None = None) -> Decision:
         rules = self.ruleset.rules
         return Decision("quarantine", message, {}, [rules[i] for i in self.fired], self.edits, self.logs,
-                        message, rules[self.rule] if self.rule >= 0 else None, {}, self.trace, self.branches)
+                        message, rules[self.rule] if self.rule >= 0 else None, {}, self.trace, self.branches,
+                        exception)
 
 
 _NO_OPERAND = object()
@@ -237,41 +240,47 @@ class RuleSet:
     """Compiled rules. `evaluate(document)` returns a Decision; nothing is sent anywhere."""
 
     def __init__(self, *, program, analysis, rules: list[RuleInfo], spans: list[Span],
-                 fast: Callable, traced: Callable, predicates: list[Predicate],
-                 branches: list[Branch], code_name: str, line_map: dict[int, Span],
-                 tags_read: frozenset[int] | None, no_destination: str, destinations=None):
+                 fast: Callable, traced: Callable, code: GeneratedModule, traced_code: GeneratedModule,
+                 constants: dict[str, Any], predicates: list[Predicate], branches: list[Branch],
+                 tags_read: frozenset[int] | None, no_destination: str, destinations=None,
+                 can_reject: bool = False):
         self.program = program
         self.analysis = analysis
         self.rules = rules
         self.spans = spans
         self._fast = fast
         self._traced = traced
+        self._code = {False: code, True: traced_code}
+        self._modules = {module.filename: module for module in (code, traced_code)}
+        self._constants = constants
         self.predicates = predicates
         self.branches = branches
-        self._code_name = code_name
-        self._line_map = line_map
         self.tags_read = tags_read
         self.no_destination = no_destination
         self.destinations = destinations
+        self._can_reject = can_reject
 
-    @cached_property
+    @property
     def can_reject(self) -> bool:
         """Can evaluation end in reject? Then the router runs the rules before answering a sender.
-        Worked out once: the router asks for every instance it receives."""
-        if self.no_destination == "reject":
-            return True
-        from .nodes import IfAction, RejectAction, ForEachAction
+        The checks found out, once (Analysis.can_reject): the router asks for every instance."""
+        return self.no_destination == "reject" or self._can_reject
 
-        pending = [action for rule in self.program.main.file.rules for action in rule.actions]
-        while pending:  # no recursion: an `else if` chain can be long
-            action = pending.pop()
-            if isinstance(action, RejectAction):
-                return True
-            if isinstance(action, IfAction):
-                pending.extend((*action.body, *(action.orelse or ())))
-            elif isinstance(action, ForEachAction):
-                pending.extend(action.body)
-        return False
+    def generated_code(self, traced: bool = False, constants: bool = True) -> str:
+        """The Python module the rules were compiled to, as a person reads it.
+
+        `traced`: the variant that --explain, tests and coverage run, which records every
+        predicate and branch. Each line ends with a comment naming its rule-file position
+        (`# main.rules:12:5`); the operators and functions it calls are named for what they
+        do (`not_in`, `fn_lower`) and its constants for what they hold (`text_CT`). With
+        `constants`, a header lists each constant's value.
+        """
+        source = self._code[traced].source
+        if not constants or not self._constants:
+            return source
+        header = ["# Constants (values from the rule files, passed in, never spliced into the code):"]
+        header += [f"#   {name} = {_shown(value)}" for name, value in self._constants.items()]
+        return "\n".join(header) + "\n\n" + source
 
     @property
     def version(self) -> str:
@@ -292,15 +301,11 @@ class RuleSet:
             (self._traced if trace else self._fast)(document, evaluation)
             return evaluation.finish(self.no_destination)
         except Exception as exc:  # noqa: BLE001 - a failing rule quarantines, never loses, the document
-            return evaluation.failed(self._describe_failure(exc, evaluation))
+            message = self._describe_failure(exc, evaluation)
+            return evaluation.failed(message, rewrite_traceback(exc, self._modules))
 
     def _describe_failure(self, exc: Exception, evaluation: Evaluation) -> str:
-        span = None
-        tb = exc.__traceback__
-        while tb is not None:
-            if tb.tb_frame.f_code.co_filename == self._code_name:
-                span = self._line_map.get(tb.tb_lineno, span)
-            tb = tb.tb_next
+        span = span_of_failure(exc.__traceback__, self._modules)
         rule = self._rule_at(span) if span else None
         if rule is None and evaluation.rule >= 0:
             rule = self.rules[evaluation.rule].name
@@ -331,3 +336,9 @@ def loop_reason(destinations, name: str, document) -> str | None:
         return (f"it came from {calling}, the AE title of {name}; "
                 f"write `route back to {name}` to send it back")
     return None
+
+
+def _shown(value) -> str:
+    """A constant's value for the header of generated code: one line, not too long."""
+    text = value.text if hasattr(value, "steps") else repr(value).replace("\n", "\\n")  # a path: as written
+    return text if len(text) <= 100 else text[:97] + "..."
