@@ -714,7 +714,7 @@ def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
         module = out.module(f"<rules {main} #{number}{variant}>")
         namespace = runtime_namespace(secrets)
         namespace.update(shared.constants)
-        functions[traced] = module.execute(namespace)["evaluate"]
+        functions[traced] = module.execute(namespace, shared.source_text)["evaluate"]
         modules[traced] = module
     infos = [RuleInfo(i, rule.name, rule.span) for i, rule in enumerate(rules)]
     return RuleSet(
@@ -763,5 +763,5 @@ def compile_snippets(analysis: Analysis, pieces: dict[str, tuple[str, object]],
         generator.flush_pending()
     namespace = runtime_namespace(secrets or Secrets())
     namespace.update(shared.constants)
-    generator.out.module(f"<rule tests #{next(_compile_counter)}>").execute(namespace)
+    generator.out.module(f"<rule tests #{next(_compile_counter)}>").execute(namespace, shared.source_text)
     return Snippets({name: namespace[name] for name in pieces}, shared.predicates, shared.spans)

@@ -1,8 +1,8 @@
 """The one canonical layout of rule files, behind `dicom-rules fmt`.
 
-One small function per node type prints it: `_EXPRESSIONS` for expressions,
-`_LINES` for statements without a body and `_Printer._BLOCKS` for constructs
-with one, so a new construct means one new function.
+One small visitor method per node type prints it: `_ExpressionText` for
+expressions, `_StatementLine` for statements without a body and `_Printer` for
+constructs with one, so a new construct means one new `visit_` method.
 
 Comments are never lost and never reordered:
 
@@ -27,11 +27,12 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 from . import nodes as n
 from .nodes import quote_string
 from .syntax import parse
+from .visitor import NodeVisitor
 
 WIDTH = 100  # longer conditions break before each top-level `and` / `or`, longer given/with after commas
 INDENT = "  "
@@ -57,10 +58,7 @@ def format_file(rule_file: n.RuleFile) -> str:
 
 def expr_text(expr: n.Expr, slot: int = OR) -> str:
     """`expr` on one line, parenthesized if it binds more loosely than `slot` allows."""
-    try:
-        text = _EXPRESSIONS[type(expr)](expr)
-    except KeyError:
-        raise TypeError(f"the formatter has no layout for {type(expr).__name__}") from None
+    text = _EXPRESSION_TEXT.visitor_for(expr)(expr)  # two frames a level, as deep nesting needs
     return f"({text})" if _LEVELS.get(type(expr), ATOM) < slot else text
 
 
@@ -68,84 +66,64 @@ def regex_text(regex: n.RegexLit) -> str:
     return "/" + regex.pattern.replace("/", "\\/") + "/" + regex.flags
 
 
-def _string(e: n.StringLit) -> str:
-    return quote_string(e.value)
+class _ExpressionText(NodeVisitor):
+    """An expression's text on one line; its operands through expr_text, which adds parentheses."""
+
+    def generic_visit(self, node, *args):
+        raise TypeError(f"the formatter has no layout for {type(node).__name__}")
+
+    def visit_RegexLit(self, e: n.RegexLit) -> str:
+        return regex_text(e)
+
+    def visit_StringLit(self, e: n.StringLit) -> str:
+        return quote_string(e.value)
+
+    def visit_NumberLit(self, e: n.NumberLit) -> str:
+        return e.text  # as written: 1.50 stays 1.50
+
+    def visit_ListLit(self, e: n.ListLit) -> str:
+        return "[" + ", ".join(expr_text(item) for item in e.items) + "]"
+
+    def visit_PathRef(self, e: n.PathRef) -> str:
+        return e.path.text()
+
+    def visit_Variable(self, e: n.Variable) -> str:
+        return e.name
+
+    def visit_Call(self, e: n.Call) -> str:
+        return e.name + "(" + ", ".join(expr_text(arg) for arg in e.args) + ")"
+
+    def visit_Concat(self, e: n.Concat) -> str:
+        return " + ".join(expr_text(part, ATOM) for part in e.parts)
+
+    def visit_Binary(self, e: n.Binary) -> str:
+        return f"{expr_text(e.left, SUM)} {e.op} {expr_text(e.right, SUM)}"
+
+    def visit_Matches(self, e: n.Matches) -> str:
+        operator = "not matches" if e.negated else "matches"
+        return f"{expr_text(e.subject, SUM)} {operator} {regex_text(e.regex)}"
+
+    def visit_Presence(self, e: n.Presence) -> str:
+        return f"{e.kind} {expr_text(e.target)}"
+
+    def visit_Quantifier(self, e: n.Quantifier) -> str:
+        return f"{e.kind} {e.var} in {e.source.text()}: {expr_text(e.body, NOT)}"
+
+    def visit_Not(self, e: n.Not) -> str:
+        # `not (a == b)` reads better than `not a == b`, which means the same;
+        # `not exists X` and `not any ...` need no parentheses.
+        if isinstance(e.operand, (n.Binary, n.Matches)):
+            return f"not ({expr_text(e.operand)})"
+        return "not " + expr_text(e.operand, NOT)
+
+    def visit_And(self, e: n.And) -> str:
+        return " and ".join(expr_text(operand, NOT) for operand in e.operands)
+
+    def visit_Or(self, e: n.Or) -> str:
+        return " or ".join(expr_text(operand, AND) for operand in e.operands)
 
 
-def _number(e: n.NumberLit) -> str:
-    return e.text  # as written: 1.50 stays 1.50
-
-
-def _list(e: n.ListLit) -> str:
-    return "[" + ", ".join(expr_text(item) for item in e.items) + "]"
-
-
-def _path_ref(e: n.PathRef) -> str:
-    return e.path.text()
-
-
-def _variable(e: n.Variable) -> str:
-    return e.name
-
-
-def _call(e: n.Call) -> str:
-    return e.name + "(" + ", ".join(expr_text(arg) for arg in e.args) + ")"
-
-
-def _concat(e: n.Concat) -> str:
-    return " + ".join(expr_text(part, ATOM) for part in e.parts)
-
-
-def _binary(e: n.Binary) -> str:
-    return f"{expr_text(e.left, SUM)} {e.op} {expr_text(e.right, SUM)}"
-
-
-def _matches(e: n.Matches) -> str:
-    operator = "not matches" if e.negated else "matches"
-    return f"{expr_text(e.subject, SUM)} {operator} {regex_text(e.regex)}"
-
-
-def _presence(e: n.Presence) -> str:
-    return f"{e.kind} {expr_text(e.target)}"
-
-
-def _quantifier(e: n.Quantifier) -> str:
-    return f"{e.kind} {e.var} in {e.source.text()}: {expr_text(e.body, NOT)}"
-
-
-def _not(e: n.Not) -> str:
-    # `not (a == b)` reads better than `not a == b`, which means the same;
-    # `not exists X` and `not any ...` need no parentheses.
-    if isinstance(e.operand, (n.Binary, n.Matches)):
-        return f"not ({expr_text(e.operand)})"
-    return "not " + expr_text(e.operand, NOT)
-
-
-def _and(e: n.And) -> str:
-    return " and ".join(expr_text(operand, NOT) for operand in e.operands)
-
-
-def _or(e: n.Or) -> str:
-    return " or ".join(expr_text(operand, AND) for operand in e.operands)
-
-
-_EXPRESSIONS: dict[type, Callable] = {
-    n.StringLit: _string,
-    n.NumberLit: _number,
-    n.RegexLit: regex_text,
-    n.ListLit: _list,
-    n.PathRef: _path_ref,
-    n.Variable: _variable,
-    n.Call: _call,
-    n.Concat: _concat,
-    n.Binary: _binary,
-    n.Matches: _matches,
-    n.Presence: _presence,
-    n.Quantifier: _quantifier,
-    n.Not: _not,
-    n.And: _and,
-    n.Or: _or,
-}
+_EXPRESSION_TEXT = _ExpressionText()
 
 _LEVELS = {
     n.Or: OR,
@@ -208,123 +186,87 @@ def _to(back: bool, names: tuple[n.Name, ...]) -> str:
     return ("back to " if back else "to ") + _names(names)
 
 
-def _import(s: n.Import) -> str:
-    return f"import {quote_string(s.file)} as {s.alias.value}"
-
-
-def _table(s: n.Table) -> str:
-    key = f" key {quote_string(s.key)}" if s.key is not None else ""
-    return f"table {s.name.value} from {quote_string(s.file)}{key}"
-
-
-def _set(a: n.SetAction) -> str:
-    return f"set {expr_text(a.target)} = {expr_text(a.value)}"
-
-
-def _blank(a: n.BlankAction) -> str:
-    return f"blank {expr_text(a.target)}"
-
-
-def _delete(a: n.DeleteAction) -> str:
-    return f"delete {expr_text(a.target)}"
-
-
-def _delete_private(a: n.DeletePrivateAction) -> str:
-    return "delete private"
-
-
-def _route(a: n.RouteAction) -> str:
-    return "route " + _to(a.back, a.destinations)
-
-
 def _copy_head(a: n.CopyAction) -> str:
     return "copy " + _to(a.back, a.destinations)
-
-
-def _apply(a: n.ApplyAction) -> str:
-    return f"apply {a.namespace}.{a.block}" if a.namespace else f"apply {a.block}"
-
-
-def _drop(a: n.DropAction) -> str:
-    return "drop"
 
 
 def _with_reason(keyword: str, reason: n.Expr | None) -> str:
     return keyword if reason is None else f"{keyword} {expr_text(reason)}"
 
 
-def _reject(a: n.RejectAction) -> str:
-    return _with_reason("reject", a.reason)
+class _StatementLine(NodeVisitor):
+    """A statement without a body: its line, or a _Breakable or _Listing that may break."""
+
+    def generic_visit(self, node, *args):
+        raise TypeError(f"the formatter has no layout for {type(node).__name__}")
+
+    def visit_Import(self, s: n.Import) -> str:
+        return f"import {quote_string(s.file)} as {s.alias.value}"
+
+    def visit_Table(self, s: n.Table) -> str:
+        key = f" key {quote_string(s.key)}" if s.key is not None else ""
+        return f"table {s.name.value} from {quote_string(s.file)}{key}"
+
+    def visit_SetAction(self, a: n.SetAction) -> str:
+        return f"set {expr_text(a.target)} = {expr_text(a.value)}"
+
+    def visit_BlankAction(self, a: n.BlankAction) -> str:
+        return f"blank {expr_text(a.target)}"
+
+    def visit_DeleteAction(self, a: n.DeleteAction) -> str:
+        return f"delete {expr_text(a.target)}"
+
+    def visit_DeletePrivateAction(self, a: n.DeletePrivateAction) -> str:
+        return "delete private"
+
+    def visit_RouteAction(self, a: n.RouteAction) -> str:
+        return "route " + _to(a.back, a.destinations)
+
+    def visit_ApplyAction(self, a: n.ApplyAction) -> str:
+        return f"apply {a.namespace}.{a.block}" if a.namespace else f"apply {a.block}"
+
+    def visit_DropAction(self, a: n.DropAction) -> str:
+        return "drop"
+
+    def visit_RejectAction(self, a: n.RejectAction) -> str:
+        return _with_reason("reject", a.reason)
+
+    def visit_QuarantineAction(self, a: n.QuarantineAction) -> str:
+        return _with_reason("quarantine", a.reason)
+
+    def visit_LogAction(self, a: n.LogAction) -> str:
+        return f"log {expr_text(a.message)}"
+
+    def visit_LetAction(self, a: n.LetAction) -> str:
+        return f"let {a.name} = {expr_text(a.value)}"
+
+    def visit_StopAction(self, a: n.StopAction) -> str:
+        return "stop"
+
+    def visit_GivenFile(self, s: n.GivenFile) -> str:
+        return f"given file {quote_string(s.file)}"
+
+    def visit_GivenValues(self, s: n.GivenValues) -> _Listing:
+        return _Listing(s.keyword + " ", [f"{a.path.text()} = {expr_text(a.value)}" for a in s.assignments])
+
+    def visit_ExpectRoute(self, s: n.ExpectRoute) -> str:
+        return ("expect no route to " if s.negated else "expect route to ") + _names(s.destinations)
+
+    def visit_ExpectCopy(self, s: n.ExpectCopy) -> _Breakable:
+        return _Breakable(f"expect copy to {s.destination.value} where ", s.condition)
+
+    def visit_ExpectOutcome(self, s: n.ExpectOutcome) -> str:
+        reason = f" {quote_string(s.reason)}" if s.reason is not None else ""
+        return f"expect {s.outcome}{reason}"
+
+    def visit_ExpectFired(self, s: n.ExpectFired) -> str:
+        return ("expect not fired " if s.negated else "expect fired ") + quote_string(s.rule)
+
+    def visit_ExpectCondition(self, s: n.ExpectCondition) -> _Breakable:
+        return _Breakable("expect ", s.condition)
 
 
-def _quarantine(a: n.QuarantineAction) -> str:
-    return _with_reason("quarantine", a.reason)
-
-
-def _log(a: n.LogAction) -> str:
-    return f"log {expr_text(a.message)}"
-
-
-def _let(a: n.LetAction) -> str:
-    return f"let {a.name} = {expr_text(a.value)}"
-
-
-def _stop(a: n.StopAction) -> str:
-    return "stop"
-
-
-def _given_file(s: n.GivenFile) -> str:
-    return f"given file {quote_string(s.file)}"
-
-
-def _given_values(s: n.GivenValues) -> _Listing:
-    return _Listing(s.keyword + " ", [f"{a.path.text()} = {expr_text(a.value)}" for a in s.assignments])
-
-
-def _expect_route(s: n.ExpectRoute) -> str:
-    return ("expect no route to " if s.negated else "expect route to ") + _names(s.destinations)
-
-
-def _expect_copy(s: n.ExpectCopy) -> _Breakable:
-    return _Breakable(f"expect copy to {s.destination.value} where ", s.condition)
-
-
-def _expect_outcome(s: n.ExpectOutcome) -> str:
-    reason = f" {quote_string(s.reason)}" if s.reason is not None else ""
-    return f"expect {s.outcome}{reason}"
-
-
-def _expect_fired(s: n.ExpectFired) -> str:
-    return ("expect not fired " if s.negated else "expect fired ") + quote_string(s.rule)
-
-
-def _expect_condition(s: n.ExpectCondition) -> _Breakable:
-    return _Breakable("expect ", s.condition)
-
-
-_LINES: dict[type, Callable] = {
-    n.Import: _import,
-    n.Table: _table,
-    n.SetAction: _set,
-    n.BlankAction: _blank,
-    n.DeleteAction: _delete,
-    n.DeletePrivateAction: _delete_private,
-    n.RouteAction: _route,
-    n.ApplyAction: _apply,
-    n.DropAction: _drop,
-    n.RejectAction: _reject,
-    n.QuarantineAction: _quarantine,
-    n.LogAction: _log,
-    n.LetAction: _let,
-    n.StopAction: _stop,
-    n.GivenFile: _given_file,
-    n.GivenValues: _given_values,
-    n.ExpectRoute: _expect_route,
-    n.ExpectCopy: _expect_copy,
-    n.ExpectOutcome: _expect_outcome,
-    n.ExpectFired: _expect_fired,
-    n.ExpectCondition: _expect_condition,
-}
+_STATEMENT_LINE = _StatementLine()
 
 
 # ---- the source: offsets, blank lines, and the braces and keywords nodes lack --
@@ -440,7 +382,10 @@ class _Segment(NamedTuple):
     close: int
 
 
-class _Printer:
+class _Printer(NodeVisitor):
+    """Lays out a file: `visit` places an item, action or test statement, with what `_statement`
+    passes (depth, prefix, blank_ok); constructs with a body have their own `visit_` method."""
+
     def __init__(self, rule_file: n.RuleFile):
         self.items = rule_file.items
         self.src = _Source(rule_file.source)
@@ -537,19 +482,16 @@ class _Printer:
 
     def _statement(self, node, depth: int, prefix: str = "", blank_ok: bool = True) -> None:
         """An item, action or test statement; `prefix` is `then ` for a rule's only action."""
-        block = self._BLOCKS.get(type(node))
-        if block is not None:
-            block(self, node, depth, prefix, blank_ok)
-            return
+        self.visit(node, depth, prefix, blank_ok)
+
+    def generic_visit(self, node, depth: int, prefix: str, blank_ok: bool) -> None:
+        """A statement without a body."""
         self._code(depth, self._simple_lines(node, depth, prefix), self.src.start(node.span),
                    self.src.end(node.span), blank_ok=blank_ok)
 
     def _simple_lines(self, node, depth: int, prefix: str) -> list[str]:
         """The lines of a statement without a body: one, unless it is too long and can break."""
-        try:
-            layout = _LINES[type(node)](node)
-        except KeyError:
-            raise TypeError(f"the formatter has no layout for {type(node).__name__}") from None
+        layout = _STATEMENT_LINE.visit(node)
         if isinstance(layout, _Breakable):
             return self._condition(depth, prefix + layout.head, layout.condition)
         if isinstance(layout, _Listing):
@@ -576,7 +518,7 @@ class _Printer:
     def _body_close(self, open_: int, body) -> int:
         return self.src.next("}", self.src.end(body[-1].span) if body else open_ + 1)
 
-    def _rule(self, rule: n.Rule, depth: int, prefix: str, blank_ok: bool) -> None:
+    def visit_Rule(self, rule: n.Rule, depth: int, prefix: str, blank_ok: bool) -> None:
         open_ = self.src.next("{", self.src.end(rule.name_span))
         self._code(depth, [f"{prefix}rule {quote_string(rule.name)} {{"], self.src.start(rule.span),
                    open_ + 1, blank_ok=blank_ok, opens=True)
@@ -598,22 +540,22 @@ class _Printer:
         else:  # several actions without braces: the braces are added
             self._braced(depth, "then", then, then + len("then") - 1, None, rule.actions, False)
 
-    def _block(self, block: n.Block, depth: int, prefix: str, blank_ok: bool) -> None:
+    def visit_Block(self, block: n.Block, depth: int, prefix: str, blank_ok: bool) -> None:
         open_ = self.src.next("{", self.src.end(block.name.span))
         self._braced(depth, f"{prefix}block {block.name.value}", self.src.start(block.span), open_,
                      self.src.end(block.span) - 1, block.actions, blank_ok)
 
-    def _test(self, test: n.Test, depth: int, prefix: str, blank_ok: bool) -> None:
+    def visit_Test(self, test: n.Test, depth: int, prefix: str, blank_ok: bool) -> None:
         start = self.src.start(test.span)
         self._braced(depth, f"{prefix}test {quote_string(test.name)}", start, self.src.next("{", start),
                      self.src.end(test.span) - 1, test.statements, blank_ok)
 
-    def _for_each(self, loop: n.ForEachAction, depth: int, prefix: str, blank_ok: bool) -> None:
+    def visit_ForEachAction(self, loop: n.ForEachAction, depth: int, prefix: str, blank_ok: bool) -> None:
         open_ = self.src.next("{", self.src.end(loop.source.span))
         self._braced(depth, f"{prefix}for each {loop.var} in {loop.source.text()}", self.src.start(loop.span),
                      open_, self.src.end(loop.span) - 1, loop.body, blank_ok)
 
-    def _copy(self, copy: n.CopyAction, depth: int, prefix: str, blank_ok: bool) -> None:
+    def visit_CopyAction(self, copy: n.CopyAction, depth: int, prefix: str, blank_ok: bool) -> None:
         start, end = self.src.start(copy.span), self.src.end(copy.span)
         if not copy.braced:
             self._code(depth, [prefix + _copy_head(copy)], start, end, blank_ok=blank_ok)
@@ -621,7 +563,7 @@ class _Printer:
         open_ = self.src.next("{", self.src.end(copy.destinations[-1].span))
         self._braced(depth, prefix + _copy_head(copy), start, open_, end - 1, copy.body, blank_ok)
 
-    def _if(self, node: n.IfAction, depth: int, prefix: str, blank_ok: bool) -> None:
+    def visit_IfAction(self, node: n.IfAction, depth: int, prefix: str, blank_ok: bool) -> None:
         """if / else if / else, always over several lines; an empty branch is `{}`
         and the `else` that follows it continues its line."""
         segments = self._if_segments(node)
@@ -669,12 +611,3 @@ class _Printer:
             segments.append(_Segment(start, "else", None, node.orelse, open_,
                                      self._body_close(open_, node.orelse)))
             return segments
-
-    _BLOCKS: dict[type, Callable] = {
-        n.Rule: _rule,
-        n.Block: _block,
-        n.Test: _test,
-        n.IfAction: _if,
-        n.ForEachAction: _for_each,
-        n.CopyAction: _copy,
-    }

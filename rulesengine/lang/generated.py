@@ -28,14 +28,24 @@ class GeneratedModule:
     spans: dict[int, Span] = field(default_factory=dict)  # line -> the node it runs (failure messages)
     places: dict[int, tuple[Span, str]] = field(default_factory=dict)  # line -> (position, "rule 'x'")
 
-    def execute(self, namespace: dict) -> dict:
-        """Compile and run the module in `namespace` (which it fills with its functions)."""
+    def execute(self, namespace: dict, rule_sources: dict[str, str] | None = None) -> dict:
+        """Compile and run the module in `namespace` (which it fills with its functions).
+
+        `rule_sources` (rule file -> text) are registered too: a traceback then shows the
+        rule-file lines the rules were compiled from, even when the file changed since or
+        the rules never were a file.
+        """
         code = compile(self.source, self.filename, "exec")
-        lines = self.source.splitlines(keepends=True)
-        # No modification time: linecache.checkcache keeps entries without one.
-        linecache.cache[self.filename] = (len(self.source), None, lines, self.filename)
+        _register(self.filename, self.source)
+        for filename, text in (rule_sources or {}).items():
+            _register(filename, text)
         exec(code, namespace)  # noqa: S102 - generated from checked nodes only
         return namespace
+
+
+def _register(filename: str, text: str) -> None:
+    # No modification time: linecache.checkcache keeps such entries instead of reading the disk.
+    linecache.cache[filename] = (len(text), None, text.splitlines(keepends=True), filename)
 
 
 def span_of_failure(tb: TracebackType | None, modules: dict[str, GeneratedModule]) -> Span | None:
@@ -73,10 +83,19 @@ def rewrite_traceback(exc: BaseException, modules: dict[str, GeneratedModule]) -
 def _frame_at(exc: BaseException, span: Span, label: str) -> TracebackType | None:
     """A traceback entry whose frame runs `span.file` at `span.line`, in a function named `label`."""
     filename = span.file
-    # Blank lines put the raise on the rule's line; the code object takes the rule's name.
-    code = compile("\n" * (span.line - 1) + "raise __rule_exception__", filename, "exec")
+    # Blank lines put the raise on the rule's line, and under an `if` it starts at the node's
+    # column and spans its width, which the traceback underlines; the code takes the rule's name.
+    width = span.end_column - span.column if span.end_line == span.line else 0
+    statement = "raise (e" + " " * (width - 9) + ")" if width >= 9 else "raise e"
+    if span.column > len("if 1: "):
+        text = "\n" * (span.line - 1) + "if 1:" + " " * (span.column - 1 - len("if 1:")) + statement
+    elif span.line > 1:
+        text = "\n" * (span.line - 2) + "if 1:\n" + " " * max(span.column - 1, 1) + statement
+    else:
+        text = "raise e"
+    code = compile(text, filename, "exec")
     code = code.replace(co_name=label)
-    namespace = {"__name__": filename, "__file__": filename, "__rule_exception__": exc}
+    namespace = {"__name__": filename, "__file__": filename, "e": exc}
     try:
         exec(code, namespace)  # noqa: S102 - only raises
     except BaseException:  # noqa: BLE001 - the exception raised just above

@@ -14,6 +14,7 @@ import dataclasses
 
 from . import nodes as n
 from .checks import Analysis, literal_value
+from .visitor import walk, walk_actions
 
 _SPAN_FIELDS = {"span", "name_span", "var_span", "else_span", "file_span"}
 _ROUTES = (n.RouteAction, n.CopyAction)
@@ -53,21 +54,6 @@ def _ending_action(rule: n.Rule):
         if isinstance(action, n.ENDING_ACTIONS):
             return action
     return None
-
-
-def _walk_actions(actions):
-    """Every action, nested ones included, without recursion."""
-    pending = list(reversed(actions))
-    while pending:
-        action = pending.pop()
-        yield action
-        if isinstance(action, n.IfAction):
-            inner = (*action.body, *(action.orelse or ()))
-        elif isinstance(action, (n.ForEachAction, n.CopyAction)):
-            inner = action.body
-        else:
-            continue
-        pending.extend(reversed(inner))
 
 
 def _path_key(expr) -> tuple | None:
@@ -164,25 +150,14 @@ def _implies(stronger: _Atom, weaker: _Atom) -> bool:
 
 
 def _paths_read(expr) -> set:
-    keys = set()
-    def visit(node):
-        if isinstance(node, n.Path):
-            keys.add(structural_key(node))
-        elif dataclasses.is_dataclass(node):
-            for f in dataclasses.fields(node):
-                visit(getattr(node, f.name))
-        elif isinstance(node, tuple):
-            for item in node:
-                visit(item)
-    visit(expr)
-    return keys
+    return {structural_key(node) for node in walk(expr) if isinstance(node, n.Path)}
 
 
 def _edits(rule: n.Rule) -> set | None:
     """Paths a rule's main-document actions edit; None when it could edit anything."""
     keys = set()
     for action in rule.actions:
-        for inner in _walk_actions((action,)):
+        for inner in walk_actions((action,)):
             if isinstance(inner, n.CopyAction):
                 continue
             if isinstance(inner, (n.ApplyAction, n.DeletePrivateAction)):
@@ -229,7 +204,7 @@ def _fall_through(rules: list[n.Rule], analysis: Analysis) -> None:
                 analysis._warn("no-destination", "this stop can end evaluation before any rule has routed the "
                                "document; it then goes to the no_destination policy (quarantine by default)",
                                action.span)
-            if any(isinstance(a, _ROUTES) for a in _walk_actions((action,))):
+            if any(isinstance(a, _ROUTES) for a in walk_actions((action,))):
                 routed_before = True
         if rule.when is None and any(isinstance(a, _DECIDES) for a in rule.actions):
             return
@@ -266,7 +241,7 @@ def _loops(rules: list[n.Rule], analysis: Analysis) -> None:
         return
     for rule in rules:
         atoms = _conjuncts(rule.when)
-        for action in _walk_actions(rule.actions):
+        for action in walk_actions(rule.actions):
             if not isinstance(action, _ROUTES) or action.back:
                 continue
             for name in action.destinations:

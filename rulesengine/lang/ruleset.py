@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from ..diagnostics import Diagnostic, Span
 from ..values import display, to_json
+from .document_api import RuleDocument
 from .generated import GeneratedModule, rewrite_traceback, span_of_failure
 
 OUTCOMES = ("route", "drop", "reject", "quarantine")
@@ -102,7 +103,7 @@ class Evaluation:
     __slots__ = ("ruleset", "document", "routes", "copies", "fired", "edits", "logs", "outcome", "reason",
                  "rule", "destination", "trace", "branches", "ended_by", "current")
 
-    def __init__(self, ruleset, document, tracing: bool = False):
+    def __init__(self, ruleset, document: RuleDocument, tracing: bool = False):
         self.ruleset = ruleset
         self.document = document
         self.routes: dict[str, bool] = {}  # destination -> routed back to its sender explicitly
@@ -295,7 +296,7 @@ class RuleSet:
     def diagnostics(self) -> list[Diagnostic]:
         return list(self.analysis.diagnostics)
 
-    def evaluate(self, document, trace: bool = False) -> Decision:
+    def evaluate(self, document: RuleDocument, trace: bool = False) -> Decision:
         evaluation = Evaluation(self, document, tracing=trace)
         try:
             (self._traced if trace else self._fast)(document, evaluation)
