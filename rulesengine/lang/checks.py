@@ -742,27 +742,39 @@ class Analysis(NodeVisitor):
 
     def check_test(self, test: n.Test, module: Module) -> None:
         scope = Scope(module, context="test", writable_arrival=True)
-        rule_names = {rule.name for rule in self.program.main.file.rules}
         for statement in test.statements:
-            if isinstance(statement, n.ApplyAction):
-                self.visit_ApplyAction(statement, scope.in_context("block"))
-            elif isinstance(statement, n.GivenValues):
-                for assignment in statement.assignments:
-                    target = self._target(n.PathRef(assignment.path.span, assignment.path), scope, "set")
-                    kind = self.check_value(assignment.value, scope)
-                    if target is not None and kind is not None:
-                        self._check_assignment(target, assignment.value, kind, assignment.value.span)
-            elif isinstance(statement, n.ExpectRoute):
-                self._check_destinations(statement.destinations)
-            elif isinstance(statement, n.ExpectCopy):
-                self._check_destinations((statement.destination,))
-                self.check_condition(statement.condition, scope)
-            elif isinstance(statement, n.ExpectCondition):
-                self.check_condition(statement.condition, scope)
-            elif isinstance(statement, n.ExpectFired) and statement.rule not in rule_names:
-                close = difflib.get_close_matches(statement.rule, list(rule_names), n=1, cutoff=0.6)
-                self._error("unknown-rule", f"no rule is named {statement.rule!r}", statement.span,
-                            f'did you mean "{close[0]}"?' if close else None)
+            # `apply` in a test runs a block on its own: what a block may do, it may do
+            self.visit(statement, scope.in_context("block") if isinstance(statement, n.ApplyAction) else scope)
+
+    def visit_GivenValues(self, statement: n.GivenValues, scope: Scope) -> None:
+        for assignment in statement.assignments:
+            target = self._target(n.PathRef(assignment.path.span, assignment.path), scope, "set")
+            kind = self.check_value(assignment.value, scope)
+            if target is not None and kind is not None:
+                self._check_assignment(target, assignment.value, kind, assignment.value.span)
+
+    def visit_GivenFile(self, statement: n.GivenFile, scope: Scope) -> None:
+        pass  # read when the test runs
+
+    def visit_ExpectRoute(self, statement: n.ExpectRoute, scope: Scope) -> None:
+        self._check_destinations(statement.destinations)
+
+    def visit_ExpectCopy(self, statement: n.ExpectCopy, scope: Scope) -> None:
+        self._check_destinations((statement.destination,))
+        self.check_condition(statement.condition, scope)
+
+    def visit_ExpectCondition(self, statement: n.ExpectCondition, scope: Scope) -> None:
+        self.check_condition(statement.condition, scope)
+
+    def visit_ExpectOutcome(self, statement: n.ExpectOutcome, scope: Scope) -> None:
+        pass  # nothing to resolve before the test runs
+
+    def visit_ExpectFired(self, statement: n.ExpectFired, scope: Scope) -> None:
+        rule_names = {rule.name for rule in self.program.main.file.rules}
+        if statement.rule not in rule_names:
+            close = difflib.get_close_matches(statement.rule, list(rule_names), n=1, cutoff=0.6)
+            self._error("unknown-rule", f"no rule is named {statement.rule!r}", statement.span,
+                        f'did you mean "{close[0]}"?' if close else None)
 
 
 # ---- helpers ------------------------------------------------------------------

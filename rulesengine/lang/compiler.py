@@ -669,16 +669,23 @@ def _constant_name(value) -> str:
     return "value"
 
 
-def _operands(expr):
-    if isinstance(expr, n.Binary):
+class _Operands(NodeVisitor):
+    """A predicate's left and right operand, as explain shows them (None: none to show)."""
+
+    def visit_Binary(self, expr: n.Binary):
         return expr.left, expr.right
-    if isinstance(expr, n.Matches):
+
+    def visit_Matches(self, expr: n.Matches):
         return expr.subject, expr.regex
-    if isinstance(expr, n.Presence):
+
+    def visit_Presence(self, expr: n.Presence):
         return expr.target, None
-    if isinstance(expr, n.Quantifier):
-        return None, None
-    return None, None
+
+    def generic_visit(self, node, *args):
+        return None, None  # a quantifier: its body's predicates show the values
+
+
+_operands = _Operands().visit
 
 
 def runtime_namespace(secrets: Secrets) -> dict:
