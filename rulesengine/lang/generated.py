@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import linecache
 import sys
+import traceback
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -77,6 +78,8 @@ def rewrite_traceback(exc: BaseException, modules: dict[str, GeneratedModule]) -
     for frame in reversed(frames):
         frame.tb_next = tb_next
         tb_next = frame
+    # A decision keeps the exception: its frames should not keep the document they were editing.
+    traceback.clear_frames(tb_next)
     return exc.with_traceback(tb_next)
 
 
