@@ -4,6 +4,7 @@ interface compiled rules call (lang.document_api)."""
 
 from __future__ import annotations
 
+import gc
 import re
 import traceback
 from pathlib import Path
@@ -134,6 +135,9 @@ def test_the_generated_source_is_registered_for_tracebacks():
     filename = ruleset._code[False].filename
     assert "given.rules" in filename
     assert linecache.getline(filename, 1).startswith("def evaluate(doc, ev):")
+    del ruleset
+    gc.collect()
+    assert filename not in linecache.cache  # forgotten with its rule set
 
 
 # ---- the syntax tree: children and the visitor ------------------------------------------------

@@ -770,5 +770,8 @@ def compile_snippets(analysis: Analysis, pieces: dict[str, tuple[str, object]],
         generator.flush_pending()
     namespace = runtime_namespace(secrets or Secrets())
     namespace.update(shared.constants)
-    generator.out.module(f"<rule tests #{next(_compile_counter)}>").execute(namespace, shared.source_text)
-    return Snippets({name: namespace[name] for name in pieces}, shared.predicates, shared.spans)
+    module = generator.out.module(f"<rule tests #{next(_compile_counter)}>")
+    module.execute(namespace, shared.source_text)
+    snippets = Snippets({name: namespace[name] for name in pieces}, shared.predicates, shared.spans)
+    module.forget_with(snippets)
+    return snippets

@@ -14,6 +14,7 @@ from __future__ import annotations
 import linecache
 import sys
 import traceback
+import weakref
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -42,6 +43,12 @@ class GeneratedModule:
             _register(filename, text)
         exec(code, namespace)  # noqa: S102 - generated from checked nodes only
         return namespace
+
+
+    def forget_with(self, owner: object) -> None:
+        """Drop the source from linecache once `owner` (what runs the code) is gone: a router
+        that reloads its rules, or a test suite that compiles thousands, would otherwise keep them all."""
+        weakref.finalize(owner, linecache.cache.pop, self.filename, None)
 
 
 def _register(filename: str, text: str) -> None:

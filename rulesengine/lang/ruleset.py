@@ -253,6 +253,8 @@ class RuleSet:
         self._traced = traced
         self._code = {False: code, True: traced_code}
         self._modules = {module.filename: module for module in (code, traced_code)}
+        for module in self._modules.values():
+            module.forget_with(self)
         self._constants = constants
         self.predicates = predicates
         self.branches = branches
