@@ -64,8 +64,8 @@ def test_every_generated_line_names_its_rule_file_position():
     assert "ev.check(" in traced and "ev.branch(" in traced and "ev.check(" not in fast
 
 
-def test_a_let_name_cannot_reach_a_helper_name():
-    # let values are locals named v_<name>: a let called like a helper leaves the helper alone
+def test_a_let_named_like_an_operator_leaves_the_operator_alone():
+    # let values are locals named v_<name>: they never shadow what generated code calls
     ruleset = rulesengine.compile_source('rule "r" {\n  then {\n    let not_in = "CT"\n'
                                          '    if DataSet.Modality not in [not_in] { route to A }\n  }\n}\n')
     document = Document()

@@ -47,12 +47,12 @@ from .visitor import NodeVisitor, walk
 _compile_counter = itertools.count(1)
 
 # What the generated code calls the operators: names that say what they do.
-BINARY_HELPERS = {
+BINARY_OPERATOR_NAMES = {
     "==": "equals", "!=": "not_equals", "<": "less_than", "<=": "at_most", ">": "greater_than",
     ">=": "at_least", "in": "is_in", "not in": "not_in", "contains": "contains",
     "not contains": "not_contains", "startswith": "starts_with", "endswith": "ends_with",
 }
-TEMPORAL_HELPERS = {(kind, op): f"{kind}_{BINARY_HELPERS[op]}" for kind, op in ops.TEMPORAL}
+TEMPORAL_OPERATOR_NAMES = {(kind, op): f"{kind}_{BINARY_OPERATOR_NAMES[op]}" for kind, op in ops.TEMPORAL}
 FUNCTION_PREFIX = "fn_"  # the function library: fn_lower, fn_replace, ...
 RUNTIME = {
     "values_of": ops.iterate,
@@ -62,9 +62,9 @@ RUNTIME = {
     "matches": ops.matches,
     "not_matches": ops.not_matches,
     "NO_OPERAND": NO_OPERAND,
-    **{BINARY_HELPERS[op]: fn for op, fn in ops.BINARY.items()},
+    **{BINARY_OPERATOR_NAMES[op]: fn for op, fn in ops.BINARY.items()},
     **ops.PRESENCE,
-    **{TEMPORAL_HELPERS[key]: fn for key, fn in ops.TEMPORAL.items()},
+    **{TEMPORAL_OPERATOR_NAMES[key]: fn for key, fn in ops.TEMPORAL.items()},
 }
 RULE_FIRED = "the rule never fired"
 _ENDING = {n.DropAction: "drop", n.RejectAction: "reject", n.QuarantineAction: "quarantine",
@@ -427,7 +427,7 @@ class CodeGenerator(NodeVisitor):
         kinds = {left_type.kind, right_type.kind}
         temporal = kinds & {t.DATE, t.TIME, t.DATETIME}
         if temporal and expr.op in ("==", "!=", "<", "<=", ">", ">=") and len(temporal) == 1:
-            return self._record(expr, TEMPORAL_HELPERS[(temporal.pop(), expr.op)], left, right, expr.op)
+            return self._record(expr, TEMPORAL_OPERATOR_NAMES[(temporal.pop(), expr.op)], left, right, expr.op)
         if not self.traced and left_type.kind in (t.STRING, t.UID) and not left_type.multi \
                 and not left_type.many:
             # Inline the common cases; None == "x" and None in {...} are False: the null rule holds.
@@ -436,7 +436,7 @@ class CodeGenerator(NodeVisitor):
             if expr.op == "in" and right in self.shared.constants and \
                     isinstance(self.shared.constants[right], frozenset):
                 return f"({left} in {right})"
-        return self._record(expr, BINARY_HELPERS[expr.op], left, right, expr.op)
+        return self._record(expr, BINARY_OPERATOR_NAMES[expr.op], left, right, expr.op)
 
     def _collection(self, expr: n.Expr, scope) -> str:
         ref = self.analysis.tables.get(id(expr))
