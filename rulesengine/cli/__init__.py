@@ -10,6 +10,7 @@ import sys
 from .. import __version__
 from ..config import ConfigError
 from ..diagnostics import RulesError
+from .compile import cmd_compile
 from .common import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, report_rules_error
 from .dictionary import cmd_dict
 from .dry_run import cmd_diff, cmd_dry_run
@@ -62,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--config", help="router configuration: its destinations are known")
     _add_format(diff, ("text", "json"))
     diff.set_defaults(func=cmd_diff)
+
+    compile_ = sub.add_parser("compile", help="check and compile a rule file; print the Python it compiles to")
+    compile_.add_argument("rules", help="the rule file")
+    compile_.add_argument("--show-code", action="store_true",
+                          help="print the generated Python, each line with its rule-file position")
+    compile_.add_argument("--traced", action="store_true",
+                          help="print the traced variant (what --explain, test and --coverage run)")
+    compile_.add_argument("--config", help="router configuration: its destinations are known")
+    compile_.add_argument("--destinations", help="known destination names, comma-separated")
+    compile_.set_defaults(func=cmd_compile)
 
     fmt = sub.add_parser("fmt", help="rewrite rule files in the canonical layout")
     fmt.add_argument("paths", nargs="+", metavar="PATH")
