@@ -7,12 +7,12 @@ import hashlib
 import os
 import tempfile
 import threading
-import time
 import tracemalloc
 from pathlib import Path
 
 import pydicom
 import pytest
+from helpers.clock import StoppedClock
 from helpers.files import SAMPLES, bundled
 from helpers.peers import StoreSCP, free_port, wait_until
 from pydicom.uid import (
@@ -449,10 +449,12 @@ def test_a_paused_destination_stays_paused_after_a_restart_so_nothing_overtakes(
 
     journal = storage.journal()  # the restart
     third = queue(3)
-    restarted = DeliveryManager(journal, storage)
+    clock = StoppedClock()  # now stays where the restart happened, whatever the machine's speed
+    restarted = DeliveryManager(journal, storage, clock)
     restarted.apply({"PACS": nobody})
     try:
-        time.sleep(1.0)  # long enough for the worker to have claimed what it considers due
+        # The worker claims with the first read; the second comes only after that claim returned.
+        wait_until(lambda: clock.reads >= 2, timeout=10, what="the worker to claim what it considers due")
         assert [(journal.delivery(d).state, journal.delivery(d).attempts) for d in (first, second, third)] == [
             (RETRYING, 1), (QUEUED, 0), (QUEUED, 0)]
         # A changed destination starts afresh: its first delivery is attempted at once.
