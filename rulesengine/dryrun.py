@@ -1,59 +1,21 @@
-"""`dry-run` and `diff`: evaluate rules on DICOM files and report; never send anything."""
+"""What `dry-run` and `diff` do with one DICOM file: the rules evaluated as the router would,
+the copies written, the decision reported or compared; never sent anywhere."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
-import sys
 import tempfile
-from dataclasses import dataclass
-from typing import Iterator
 
-from .cli import EXIT_FINDINGS, EXIT_OK, UsageError, load_destinations, load_no_destination, load_rules_folders
 from .copies import CopyError, is_received_file, keep_with_file_meta, write_copy
 from .document import Arrival, DocumentReadError
 from .explain import explain_lines
-from .intake import needs_file_meta, read_instance, reason_of, short_error
-from .lang.api import compile_file
+from .intake import needs_file_meta, read_instance, reason_of
 from .lang.ruleset import Decision, RuleSet
 from .values import display, to_json
 
 QUARANTINE_FOLDER = "_quarantine"
-EXIT_INTERNAL = 3  # as main() exits for a bug; here after every input was tried
-
-
-@dataclass
-class Input:
-    path: str
-    relative: str  # the name under an --out destination folder
-
-
-def input_files(inputs: list[str]) -> Iterator[Input]:
-    """Files named, and every file under folders named (hidden ones skipped), sorted.
-    Each gets a distinct name for --out: its base name, or its path when two clash."""
-    used: set[str] = set()
-    for found in _walk_inputs(inputs):
-        if found.relative in used:
-            found = Input(found.path, os.path.normpath(found.path).lstrip(os.sep).replace(".." + os.sep, ""))
-        used.add(found.relative)
-        yield found
-
-
-def _walk_inputs(inputs: list[str]) -> Iterator[Input]:
-    for item in inputs:
-        if os.path.isdir(item):
-            for folder, dirs, files in os.walk(item):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                for name in sorted(files):
-                    if not name.startswith("."):
-                        path = os.path.join(folder, name)
-                        yield Input(path, os.path.relpath(path, item))
-        elif os.path.isfile(item):
-            yield Input(item, os.path.basename(item))
-        else:
-            raise UsageError(f"{item}: no such file or folder")
 
 
 def arrival_for(args, path: str) -> Arrival:
@@ -113,24 +75,15 @@ def json_report(path: str, decision: Decision, ruleset: RuleSet, explain: bool) 
     return report
 
 
-def write_quarantined(out_dir: str, item: Input, received: str, reason: str | None) -> str:
+def write_quarantined(out_dir: str, relative: str, received: str, reason: str | None) -> str:
     """A quarantined input, as the router keeps it (`received`: the input, with file meta if it
-    had none): OUT/_quarantine/<name>, with its reason."""
-    target = os.path.join(out_dir, QUARANTINE_FOLDER, item.relative)
+    had none): OUT/_quarantine/<relative>, with its reason."""
+    target = os.path.join(out_dir, QUARANTINE_FOLDER, relative)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     shutil.copyfile(received, target)
     with open(target + ".reason.txt", "w", encoding="utf-8") as fh:
         fh.write((reason or "") + "\n")
     return target
-
-
-def _compile(rules: str, args) -> RuleSet:
-    """The rule file compiled; its findings are printed only when it has errors (main() prints
-    them then), as `lint` is the command for warnings."""
-    if not os.path.isfile(rules):
-        raise UsageError(f"{rules}: no such rule file")
-    return compile_file(rules, load_destinations(args), no_destination=load_no_destination(args),
-                        folders=load_rules_folders(args))
 
 
 class Scratch:
@@ -147,29 +100,30 @@ class Scratch:
         self._folder.cleanup()
 
 
-def dry_run_file(ruleset: RuleSet, item: Input, args, scratch: Scratch) -> Decision:
-    """One input as the router would handle it, its copies written to --out (or to `scratch`):
-    a copy that cannot be written quarantines the input, with the router's reason, and no
-    copy of it is left. Raises DocumentReadError when the router would refuse the file."""
-    arrival = arrival_for(args, item.path)
-    document = read_instance(item.path, arrival)
-    received = item.path  # the file a destination whose copy nothing edits receives
+def dry_run_file(ruleset: RuleSet, path: str, relative: str, args, scratch: Scratch) -> Decision:
+    """One input as the router would handle it, its copies written to --out (or to `scratch`)
+    as OUT/DESTINATION/<relative>: a copy that cannot be written quarantines the input, with
+    the router's reason, and no copy of it is left. Raises DocumentReadError when the router
+    would refuse the file."""
+    arrival = arrival_for(args, path)
+    document = read_instance(path, arrival)
+    received = path  # the file a destination whose copy nothing edits receives
     if needs_file_meta(document):
         # The router keeps such a file with file meta made from its data set, and reads it again.
         try:
             keep_with_file_meta(document, scratch.received)
         except CopyError as exc:
-            raise DocumentReadError(f"{item.path}: cannot be kept with file meta information: {exc}") from None
+            raise DocumentReadError(f"{path}: cannot be kept with file meta information: {exc}") from None
         received = scratch.received
         try:
             document = read_instance(received, arrival)
         except DocumentReadError as exc:
-            raise DocumentReadError(f"{item.path}: {reason_of(exc, received)}") from None
+            raise DocumentReadError(f"{path}: {reason_of(exc, received)}") from None
     decision = ruleset.evaluate(document, trace=args.explain)
     written: list[str] = []
     try:
         for name, copy in decision.destinations.items():
-            target = os.path.join(args.out, name, item.relative) if args.out else scratch.path
+            target = os.path.join(args.out, name, relative) if args.out else scratch.path
             if args.out:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 written.append(target)
@@ -179,66 +133,20 @@ def dry_run_file(ruleset: RuleSet, item: Input, args, scratch: Scratch) -> Decis
             else:
                 write_copy(copy, name, target)
     except CopyError as exc:
-        for path in written:
-            if os.path.exists(path):
-                os.remove(path)
+        for target in written:
+            if os.path.exists(target):
+                os.remove(target)
         decision = dataclasses.replace(decision, outcome="quarantine", reason=str(exc), destinations={},
                                        error=str(exc))
     if args.out and decision.outcome == "quarantine":
-        write_quarantined(args.out, item, received, decision.reason)
+        write_quarantined(args.out, relative, received, decision.reason)
     return decision
-
-
-def cmd_dry_run(args) -> int:
-    ruleset = _compile(args.rules, args)
-    failures = internal = 0
-    scratch = Scratch()
-    try:
-        for item in input_files(args.inputs):
-            # Written out before the report: a reader that stops early must not lose files.
-            try:
-                decision = dry_run_file(ruleset, item, args, scratch)
-            except DocumentReadError as exc:
-                failures += 1
-                _report_unreadable(item.path, reason_of(exc, item.path), args.format)
-                continue
-            except OSError as exc:  # writing to --out
-                failures += 1
-                _report_unreadable(item.path, f"cannot write what the destinations would receive: "
-                                              f"{short_error(exc)}", args.format)
-                continue
-            except Exception as exc:  # noqa: BLE001 - a bug: say so for this input, and go on with the others
-                internal += 1
-                _report_unreadable(item.path, f"internal error: {type(exc).__name__}: {short_error(exc)} (a bug in dicom-rules: please "
-                                              f"report it with this file)", args.format)
-                continue
-            if decision.error:
-                failures += 1
-            if args.format == "json":
-                print(json.dumps(json_report(item.path, decision, ruleset, args.explain), ensure_ascii=False))
-            else:
-                print(text_report(item.path, decision, ruleset, args.explain))
-    finally:
-        scratch.close()
-    if internal:
-        print(f"dicom-rules: internal error on {internal} input(s); please report it with the files named",
-              file=sys.stderr)
-        return EXIT_INTERNAL
-    return EXIT_FINDINGS if failures else EXIT_OK
-
-
-def _report_unreadable(path: str, reason: str, fmt: str) -> None:
-    if fmt == "json":
-        print(json.dumps({"file": path, "outcome": None, "error": reason, "rules_fired": [], "edits": [],
-                          "destinations": []}, ensure_ascii=False))
-    else:
-        print(f"{path}\n  error: {reason}")
 
 
 # ---- diff ------------------------------------------------------------------------------
 
 
-def _fingerprint(decision: Decision) -> dict:
+def fingerprint(decision: Decision) -> dict:
     """What a rule change can alter for one document: outcome, destinations, final values."""
     return {
         "outcome": decision.outcome,
@@ -270,32 +178,3 @@ def _reason(fingerprint: dict) -> str:
 
 def _where(destination: str) -> str:
     return f"[{destination}] " if destination else ""
-
-
-def cmd_diff(args) -> int:
-    old_rules = _compile(args.old_rules, args)
-    new_rules = _compile(args.new_rules, args)
-    changed = total = unreadable = 0
-    for item in input_files(args.inputs):
-        try:
-            old = _fingerprint(evaluate_file(old_rules, item.path, args))
-            new = _fingerprint(evaluate_file(new_rules, item.path, args))
-        except DocumentReadError as exc:
-            unreadable += 1
-            _report_unreadable(item.path, reason_of(exc, item.path), args.format)
-            continue
-        total += 1
-        if old == new:
-            continue
-        changed += 1
-        if args.format == "json":
-            print(json.dumps({"file": item.path, "old": old, "new": new}, ensure_ascii=False))
-        else:
-            print(item.path)
-            print("\n".join(diff_lines(old, new)))
-    if args.format == "text":
-        unread = f" ({unreadable} could not be read)" if unreadable else ""
-        print(f"{changed} of {total} documents change{unread}", file=sys.stderr)
-    if unreadable:
-        return 2
-    return EXIT_FINDINGS if changed else EXIT_OK

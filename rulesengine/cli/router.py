@@ -1,10 +1,13 @@
-"""The router's commands: run, check-config, schema, echo, send, queue."""
+"""The router's commands: run, check-config, schema, echo, send, queue, quarantine.
+
+The modules that load pynetdicom (the service, destinations, negotiation and the
+configuration check) are imported by the commands that use them, so that the language
+commands start without it."""
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import signal
 import sqlite3
@@ -13,23 +16,20 @@ import tempfile
 import threading
 import time
 
-from ..cli import EXIT_FINDINGS, EXIT_OK, UsageError, print_diagnostics
 from ..config import ConfigError, load_config, schema_text
-from ..diagnostics import Diagnostic, Span, error
 from ..document import Document, DocumentReadError
-from .destinations import ItemError, LinkError, sender_for
-from .journal import DEAD, DELIVERED, DELIVERY_STATES, Delivery
-from .negotiation import AssociationFileError, read_association_file
-from .logs import setup_logging
-from .rules import rule_file_findings
-from .storage import Storage
+from ..runtime.journal import DEAD, DELIVERED, DELIVERY_STATES, Delivery
+from ..runtime.logs import setup_logging
+from ..runtime.storage import Storage
+from .common import EXIT_FINDINGS, EXIT_OK, UsageError, input_files, print_diagnostics
 
 
 # ---- run ----------------------------------------------------------------------------------
 
 
 def cmd_run(args) -> int:
-    from .service import Router
+    from ..runtime.negotiation import AssociationFileError
+    from ..runtime.service import Router
     config = load_config(args.config)
     setup_logging(config.log_level, args.verbose, config.log_file)
     log = logging.getLogger("rulesengine.router")
@@ -70,48 +70,8 @@ def cmd_run(args) -> int:
 # ---- check-config and schema -----------------------------------------------------------------
 
 
-def config_findings(path: str) -> list[Diagnostic]:
-    """The configuration and its rules, checked together; every problem of the
-    configuration at once (the rules only once it can be read)."""
-    try:
-        config = load_config(path, secrets=False)
-    except ConfigError as exc:
-        return [_config_finding(path, problem) for problem in exc.problems]
-    problems = [] if os.path.isfile(config.rules) else [f"{config.at('rules')}: no such file {config.rules}"]
-    for number, listener in enumerate(config.listeners):
-        if listener.association_file:
-            try:
-                read_association_file(listener.association_file)
-            except AssociationFileError as exc:
-                problems.append(f"{config.at('listeners', number, 'association_file')}: {exc}")
-        problems += _missing_files(config, ("listeners", number, "tls"), listener.tls)
-    for name, destination in config.destinations.items():
-        problems += _missing_files(config, ("destinations", name, "tls"), getattr(destination, "tls", None))
-    findings = [_config_finding(path, problem) for problem in problems]
-    if os.path.isfile(config.rules):
-        findings += rule_file_findings(config)
-    return findings
-
-
-def _config_finding(path: str, problem: str) -> Diagnostic:
-    """A problem `PATH:LINE[:COLUMN]: what` of load_config as a finding placed there, so that
-    --format json and github carry its file and line like any other finding."""
-    place = re.match(r"(\d+)(?::(\d+))?: ", problem[len(path) + 1:]) if problem.startswith(path + ":") else None
-    if place is None:
-        return error("config", problem)
-    span = Span.point(path, int(place[1]), int(place[2] or 1))
-    return error("config", problem[len(path) + 1 + place.end():], span)
-
-
-def _missing_files(config, location: tuple, tls) -> list[str]:
-    if tls is None:
-        return []
-    keys = {"certificate": tls.certificate, "private_key": tls.private_key, "ca_certificates": tls.ca_certificates}
-    return [f"{config.at(*location, key)}: no such file {file}" for key, file in keys.items()
-            if file and not os.path.isfile(file)]
-
-
 def cmd_check_config(args) -> int:
+    from ..runtime.config_check import config_findings
     findings = config_findings(args.config)
     print_diagnostics(findings, args.format)
     errors = sum(d.is_error for d in findings)
@@ -138,6 +98,7 @@ def _destination(config, name: str):
 
 
 def cmd_echo(args) -> int:
+    from ..runtime.destinations import LinkError, sender_for
     config = load_config(args.config, secrets=False)
     destination = _destination(config, args.destination)
     if destination.type == "folder":
@@ -194,20 +155,6 @@ def _write_fails(folder: str, in_new_folder: bool = False) -> str | None:
     return None
 
 
-def _files(inputs: list[str]) -> list[str]:
-    found = []
-    for item in inputs:
-        if os.path.isdir(item):
-            for folder, dirs, names in os.walk(item):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                found += [os.path.join(folder, n) for n in sorted(names) if not n.startswith(".")]
-        elif os.path.isfile(item):
-            found.append(item)
-        else:
-            raise UsageError(f"{item}: no such file or folder")
-    return found
-
-
 def _progress(done: int, total: int, failed: int) -> None:
     if not sys.stderr.isatty():
         return
@@ -219,11 +166,12 @@ def _progress(done: int, total: int, failed: int) -> None:
 
 
 def cmd_send(args) -> int:
-    from .service import configure_pynetdicom
+    from ..runtime.destinations import ItemError, LinkError, sender_for
+    from ..runtime.service import configure_pynetdicom
     configure_pynetdicom()
     config = load_config(args.config, secrets=False)
     destination = _destination(config, args.destination)
-    files = _files(args.files)
+    files = [found.path for found in input_files(args.files)]
     sender = sender_for(destination)
     sent = failed = 0
     started = time.time()

@@ -7,9 +7,9 @@ import os
 import sys
 import tempfile
 
-from .cli import EXIT_FINDINGS, EXIT_OK, print_diagnostics, rule_files
-from .diagnostics import RulesError
-from .lang.formatter import format_source
+from ..diagnostics import RulesError
+from ..lang.formatter import format_source
+from .common import EXIT_FINDINGS, EXIT_OK, print_diagnostics, rule_files
 
 
 def cmd_fmt(args) -> int:
