@@ -168,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         profile_compiled(options.profile)
         return 0
     status = 0 if options.only == "router" else rules_table()
+    if options.only != "router":
+        from . import deid_profile
+        print()
+        deid_profile.table()
     if options.only != "rules":
         from . import router
         status = router.run(options.runs, options.quick) or status

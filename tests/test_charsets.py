@@ -14,7 +14,7 @@ from pydicom.uid import MediaStorageDirectoryStorage
 
 from rulesengine import Document, PathError
 
-from conftest import bundled
+from helpers.files import bundled
 
 BUNDLED = Path(bundled("CT_small.dcm")).parent
 # No single character set but a Unicode one holds Latin, Greek, Cyrillic, Hebrew, Arabic,

@@ -8,7 +8,7 @@ import rulesengine
 from rulesengine.lang.api import analyse
 from rulesengine.lang.loader import load_program
 
-from conftest import write
+from helpers.files import write
 
 # (source, code, severity, line, column, words the message or hint must contain)
 CASES = [

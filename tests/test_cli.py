@@ -20,7 +20,8 @@ from pydicom import dcmread
 
 import rulesengine
 
-from conftest import ROOT, SAMPLES, dicom_rules, write
+from helpers.files import ROOT, SAMPLES, write
+from helpers.cli import dicom_rules
 
 BAD = ROOT / "examples" / "bad"
 

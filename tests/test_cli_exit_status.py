@@ -15,7 +15,7 @@ import rulesengine.cli
 import rulesengine.dryrun
 from rulesengine.cli import main
 
-from conftest import ROOT, SAMPLES, bundled, write
+from helpers.files import ROOT, SAMPLES, bundled, write
 
 PAGE = ROOT / "docs" / "cli.md"
 COMMANDS = ("lint", "dry-run", "diff", "test", "dict", "fmt")

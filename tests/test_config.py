@@ -22,8 +22,8 @@ from rulesengine.config import (
 )
 from rulesengine.lang.functions import DEFAULT_HASH_KEY
 
-from conftest import ROOT
-from conftest import dicom_rules as run_dicom_rules
+from helpers.files import ROOT
+from helpers.cli import dicom_rules as run_dicom_rules
 
 HEAD = "storage: var\nrules: main.rules\n"
 

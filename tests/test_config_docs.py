@@ -36,7 +36,7 @@ from rulesengine.config import (
 )
 from rulesengine.lang.functions import Secrets
 
-from conftest import ROOT
+from helpers.files import ROOT
 
 PAGE = ROOT / "docs" / "configuration.md"
 TEXT = PAGE.read_text(encoding="utf-8")

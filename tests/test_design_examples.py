@@ -13,7 +13,7 @@ import pytest
 import rulesengine
 from rulesengine import Arrival, Document
 
-from conftest import ROOT, SAMPLES, bundled
+from helpers.files import ROOT, SAMPLES, bundled
 
 DESIGN = Path(__file__).resolve().parent / "design"
 

@@ -37,7 +37,7 @@ from rulesengine.diagnostics import render_text
 from rulesengine.lang.functions import FUNCTIONS
 from rulesengine.ruletest import check_test_file
 
-from conftest import ROOT, SAMPLES
+from helpers.files import ROOT, SAMPLES
 
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.md"))

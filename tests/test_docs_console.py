@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from helpers.files import ROOT
 
 BLOCK = re.compile(r"```console\n(.*?)```", re.S)
 FILE = re.compile(r"<!-- file: (\S+) -->\s*\n```[\w-]*\n(.*?)```", re.S)

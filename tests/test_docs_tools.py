@@ -20,7 +20,7 @@ from importlib.metadata import entry_points
 
 import pytest
 
-from conftest import ROOT
+from helpers.files import ROOT
 
 SHADOWED = sorted(ep.name for ep in entry_points(group="console_scripts")
                   if ep.dist is not None and ep.dist.name.lower() == "pynetdicom")
@@ -136,7 +136,7 @@ def test_the_tests_run_dcmtk_tools_with_the_virtual_environment_activated():
     scripts = sysconfig.get_path("scripts")
     env = {**os.environ, "PATH": scripts + os.pathsep + os.environ.get("PATH", "")}
     assert shutil.which("storescu", path=env["PATH"]).startswith(scripts)  # what the shell would run
-    found = subprocess.run([sys.executable, "-c", "import peers; print(peers.require('storescu'))"], env=env,
+    found = subprocess.run([sys.executable, "-c", "from helpers import peers; print(peers.require('storescu'))"], env=env,
                            cwd=ROOT / "tests", capture_output=True, text=True, check=True).stdout.strip()
     version = subprocess.run([found, "--version"], capture_output=True, text=True).stdout
     assert "dcmtk" in version, (found, version)

@@ -7,7 +7,7 @@ import pytest
 
 from rulesengine import Arrival, Document, DocumentReadError, PathError
 
-from conftest import ROOT, SAMPLES, bundled
+from helpers.files import ROOT, SAMPLES, bundled
 
 
 @pytest.fixture

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pydicom
-from conftest import SAMPLES, bundled, dicom_rules, write
-from damaged import bad_value_length, corrupt_deflate, deeply_nested, with_command_element
+from helpers.files import SAMPLES, bundled, write
+from helpers.cli import dicom_rules
+from helpers.damaged import bad_value_length, corrupt_deflate, deeply_nested, with_command_element
 
 RULES = """
 rule "hold tiny images" {

@@ -7,7 +7,8 @@ import pytest
 import rulesengine
 from rulesengine import Arrival, Document, RulesError
 
-from conftest import SAMPLES, evaluate
+from helpers.files import SAMPLES
+from helpers.evaluation import evaluate
 
 
 def route_if(condition: str) -> str:

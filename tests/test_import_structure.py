@@ -13,7 +13,7 @@ import ast
 import graphlib
 from pathlib import Path
 
-from conftest import ROOT
+from helpers.files import ROOT
 
 PACKAGE = "rulesengine"
 LANGUAGE = "rulesengine.lang"

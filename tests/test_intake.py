@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from bad_instances import _element, part10
-from conftest import SAMPLES, bundled, dicom_rules, write
+from helpers.bad_instances import _element, part10
+from helpers.files import SAMPLES, bundled, write
+from helpers.cli import dicom_rules
 from pydicom.data import get_charset_files
-from damaged import (SECONDARY_CAPTURE, bad_value_length, corrupt_deflate, deeply_nested, with_command_element,
+from helpers.damaged import (SECONDARY_CAPTURE, bad_value_length, corrupt_deflate, deeply_nested, with_command_element,
                      with_other_file_meta, without)
 from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid

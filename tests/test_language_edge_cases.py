@@ -18,7 +18,8 @@ from rulesengine.lang.loader import load_program
 from rulesengine.lang.ruleset import Predicate
 from rulesengine.ruletest import coverage_lines, load_suite, run_suite
 
-from conftest import SAMPLES, dicom_rules, write
+from helpers.files import SAMPLES, write
+from helpers.cli import dicom_rules
 
 
 def route_if(condition: str) -> str:

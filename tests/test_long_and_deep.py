@@ -14,7 +14,8 @@ from rulesengine.lang.loader import load_program
 from rulesengine.cli import main
 from rulesengine.lang.syntax import MAX_NESTING
 
-from conftest import SAMPLES, dicom_rules, write
+from helpers.files import SAMPLES, write
+from helpers.cli import dicom_rules
 
 LENGTHS = [200, 1_000, 5_000]
 

@@ -12,7 +12,8 @@ from rulesengine.lang.api import analyse
 from rulesengine.lang.loader import load_program
 from rulesengine.lang.regex import RegexError, compile_regex
 
-from conftest import dicom_rules, write
+from helpers.cli import dicom_rules
+from helpers.files import write
 
 # Against 31 characters a backtracking engine takes about 33 s for this pattern, and
 # doubles with every character more; RE2 takes microseconds for 10,000.

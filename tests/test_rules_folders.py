@@ -16,7 +16,7 @@ from rulesengine.cli import main
 from rulesengine.config import load_config
 from rulesengine.runtime.rules import RulesHolder
 
-from conftest import SAMPLES, write
+from helpers.files import SAMPLES, write
 
 SECRET = "TOP-SECRET root:$6$hash:19000:0:99999:7:::"
 CT = str(SAMPLES / "ct_head.dcm")

@@ -10,7 +10,8 @@ import rulesengine
 from rulesengine import Document
 from rulesengine.explain import explain_lines
 
-from conftest import SAMPLES, dicom_rules, write
+from helpers.files import SAMPLES, write
+from helpers.cli import dicom_rules
 
 ROUTES = 'rule "ct" {\n  when DataSet.Modality == "CT"\n  then route to PACS\n}\n'
 BROKEN = 'rule "ct" {\n  when DataSet.Modality == "CT"\n  then route to\n}\n'  # no destination: a syntax error

@@ -4,8 +4,8 @@ import subprocess
 import sys
 from functools import partial
 
-from conftest import ROOT
-from conftest import dicom_rules as run_dicom_rules
+from helpers.files import ROOT
+from helpers.cli import dicom_rules as run_dicom_rules
 
 dicom_rules = partial(run_dicom_rules, cwd=ROOT)
 

@@ -3,15 +3,10 @@ and the results table, written and summed up when the session ends."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from . import harness, results  # noqa: E402
-from .corpus import corpus  # noqa: E402
+from . import harness, results
+from .corpus import corpus
 
 # intake name -> how it runs the corpus in a folder, with the destinations shared by all
 INTAKES = {

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pydicom
 
-from peers import DCMTK_ENV, ROOT, Orthanc, RouterProcess, StoreSCP, free_port, require
+from helpers.peers import DCMTK_ENV, ROOT, Orthanc, RouterProcess, StoreSCP, free_port, require
 
 from .corpus import Source, matches, rounds
 

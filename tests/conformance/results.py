@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from peers import ROOT
+from helpers.peers import ROOT
 
 from .harness import DESTINATIONS
 

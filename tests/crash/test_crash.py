@@ -11,11 +11,11 @@ import re
 import signal
 import subprocess
 
-from invariants import assert_settled, journal_rows
-from conftest import SAMPLES
-from peers import RouterProcess, free_port, storescu, wait_until
-
-from .conftest import ROUTE_ALL, acknowledged_files, received_uids, router_config
+from helpers.invariants import assert_settled, journal_rows
+from helpers.files import SAMPLES
+from helpers.instances import store_router_config as router_config
+from helpers.peers import RouterProcess, free_port, storescu, wait_until
+from helpers.senders import ROUTE_ALL, acknowledged_files, received_uids
 
 SEED = int(os.environ.get("CRASH_SEED", "20260611"))
 MAIN_KILLS = 20

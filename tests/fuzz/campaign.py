@@ -33,7 +33,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 
 from conformance.harness import ROUTE_ALL, Destinations, RouterUnderTest, journal_rows, wait_settled
-from peers import DCMTK_ENV, ROOT, free_port, require
+from helpers.peers import DCMTK_ENV, ROOT, free_port, require
 
 from . import mutate
 

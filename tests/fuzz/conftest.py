@@ -3,14 +3,9 @@ when a test first needs it; its counts are printed at the end."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from . import campaign  # noqa: E402
+from . import campaign
 
 SEED = 6
 COUNT = 560  # 40 of each kind of mutation: about a minute

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from peers import Orthanc, RouterProcess, StoreSCP, free_port  # noqa: E402
+from helpers.peers import Orthanc, RouterProcess, StoreSCP, free_port
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ A-ASSOCIATE-RJ, in plain words (Orthanc checking AE titles, DCMTK's storescp ref
 from __future__ import annotations
 
 import pytest
-from conftest import dicom_rules
-from peers import Orthanc, StoreSCP, free_port
+from helpers.cli import dicom_rules
+from helpers.peers import Orthanc, StoreSCP, free_port
 
 
 @pytest.fixture

@@ -4,15 +4,15 @@ to the one (an instance failure, not an unreachable destination)."""
 
 from __future__ import annotations
 
-from integration.test_router_robustness import (
+from helpers.store_router import (
     ROUTE_TO_STORE,
     queue_command,
     queue_counts,
     router_config,
 )
-from instances import make_instances
-from peers import storescu, wait_until
-from test_delivery_failures import StrictPeer
+from helpers.instances import make_instances
+from helpers.peers import storescu, wait_until
+from helpers.strict_peer import StrictPeer
 
 
 def test_the_router_delivers_around_an_instance_the_pacs_aborts_on(router_factory, tmp_path, port):

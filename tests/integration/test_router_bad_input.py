@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from bad_instances import bad_meta_group_length, bit_flipped, bundled, cd_tree, deeply_nested, garbage, truncated
-from peers import free_port, storescu, wait_until
+from helpers.bad_instances import bad_meta_group_length, bit_flipped, bundled, cd_tree, deeply_nested, garbage, truncated
+from helpers.peers import free_port, storescu, wait_until
 from pydicom.uid import generate_uid
 
 SAMPLES = Path(__file__).resolve().parent.parent.parent / "examples" / "samples"

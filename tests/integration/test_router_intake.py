@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from bad_instances import _element, part10
-from conftest import SAMPLES, bundled, dicom_rules
-from damaged import with_command_element, with_other_file_meta
-from invariants import assert_settled, journal_rows
-from peers import DCMTK_ENV, require, storescu, wait_until
+from helpers.bad_instances import _element, part10
+from helpers.files import SAMPLES, bundled
+from helpers.cli import dicom_rules
+from helpers.damaged import with_command_element, with_other_file_meta
+from helpers.invariants import assert_settled, journal_rows
+from helpers.peers import DCMTK_ENV, require, storescu, wait_until
 from pydicom.data import get_charset_files
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
@@ -149,7 +150,7 @@ EDIT_AND_ROUTE = 'rule "all" {\n  then {\n    set DataSet.InstitutionName = "ROU
 def test_a_copy_that_cannot_be_written_fails_a_sync_store_and_is_not_kept(router_factory, tmp_path, port,
                                                                           chunked_sending):
     """Sync mode: the sender hears of it at once (and the journal says why); async mode keeps
-    such an instance in the quarantine instead (tests/test_runtime_settled.py)."""
+    such an instance in the quarantine instead (tests/runtime/test_settled.py)."""
     sync = config(port).replace(f"port: {port}}}", f"port: {port}, mode: sync}}")
     router = router_factory(sync, EDIT_AND_ROUTE, port)
     response = send_file(port, with_command_element(tmp_path / "command.dcm"))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pydicom import dcmread
 from pydicom.data import get_charset_files
 
-from peers import storescu, wait_until
+from helpers.peers import storescu, wait_until
 
-from conftest import ROOT, bundled  # noqa: F401  (tests/conftest.py is on the path)
+from helpers.files import ROOT, bundled  # noqa: F401
 
 SAMPLES = ROOT / "examples" / "samples"
 

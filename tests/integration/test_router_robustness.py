@@ -19,32 +19,17 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import bundled, dicom_rules
-from instances import CT_SMALL, make_instances, received_by_uid
-from peers import DCMTK_ENV, ROOT, StoreSCP, free_port, require, storescu, wait_until
+from helpers.files import bundled
+from helpers.cli import dicom_rules
+from helpers.instances import CT_SMALL, make_instances, received_by_uid
+from helpers.peers import DCMTK_ENV, ROOT, StoreSCP, free_port, require, storescu, wait_until
+from helpers.store_router import ROUTE_TO_STORE, queue_command, queue_counts, router_config
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 
 JPEG2000 = bundled("JPEG2000.dcm")  # JPEG 2000, cannot be sent uncompressed without decoding
 
-ROUTE_TO_STORE = """
-rule "everything" {
-  then route to STORE
-}
-"""
 
-
-# ---- the router's configuration, its journal and its queue command ---------------------------------
-
-
-def router_config(port: int, destination: str, listener_extra: str = "") -> str:
-    return f"""
-storage: var
-rules: main.rules
-listeners:
-  - {{name: main, ae_title: ROUTER, port: {port}{listener_extra}}}
-destinations:
-  STORE: {destination}
-"""
+# ---- the router's configuration and its journal ---------------------------------------------
 
 
 def dicom_destination(peer_port: int, retry: str = "{delay: 0.2, multiplier: 1, max_attempts: 1000}") -> str:
@@ -56,24 +41,6 @@ def journal_rows(tmp_path: Path, query: str, *args) -> list[sqlite3.Row]:
     with closing(sqlite3.connect(tmp_path / "var" / "journal.sqlite", timeout=30)) as db:
         db.row_factory = sqlite3.Row
         return db.execute(query, args).fetchall()
-
-
-def queue_command(tmp_path: Path, *args: str) -> str:
-    """`dicom-rules queue router.yaml ...`, as an operator runs it."""
-    result = dicom_rules("queue", tmp_path / "router.yaml", *args, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
-def queue_counts(report: str, destination: str = "STORE") -> dict[str, int]:
-    """The destination's row of the queue report's table: state -> count."""
-    lines = report.splitlines()
-    states = lines[0].split()[1:]
-    for line in lines[1:]:
-        fields = line.split()
-        if fields and fields[0] == destination:
-            return dict(zip(states, map(int, fields[1:])))
-    return {}
 
 
 def unfinished(tmp_path: Path) -> int:

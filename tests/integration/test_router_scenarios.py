@@ -15,8 +15,8 @@ from pathlib import Path
 import pydicom
 import pytest
 from jsonschema import Draft202012Validator
-from conftest import dicom_rules
-from peers import DCMTK_ENV, ROOT, StoreSCP, echoscu, free_port, require, storescu, wait_until
+from helpers.cli import dicom_rules
+from helpers.peers import DCMTK_ENV, ROOT, StoreSCP, echoscu, free_port, require, storescu, wait_until
 from ruamel.yaml import YAML
 
 from rulesengine.runtime.watcher import POLL_SECONDS

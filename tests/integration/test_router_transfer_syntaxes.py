@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import bundled, dicom_rules
-from peers import DCMTK_ENV, Orthanc, StoreSCP, require, storescu, wait_until
+from helpers.files import bundled
+from helpers.cli import dicom_rules
+from helpers.peers import DCMTK_ENV, Orthanc, StoreSCP, require, storescu, wait_until
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
     DeflatedExplicitVRLittleEndian,
@@ -23,7 +24,7 @@ from pydicom.uid import (
 )
 from pynetdicom import AE
 from pynetdicom.presentation import build_context
-from dataset_values import differences
+from helpers.dataset_values import differences
 
 SIEMENS_CSA_NON_IMAGE = "1.3.12.2.1107.5.9.1"
 # what a distinct copy of an instance changes, besides the trailing padding one twin has

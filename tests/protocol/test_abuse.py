@@ -32,7 +32,7 @@ from .pdus import (
     release,
     wait_closed,
 )
-from peers import wait_until
+from helpers.peers import wait_until
 
 # 128 storage SOP classes (the most presentation contexts an association can have: odd IDs 1 to 255)
 STORAGE_CLASSES = [context.abstract_syntax for context in AllStoragePresentationContexts[:128]]

@@ -14,7 +14,7 @@ import subprocess
 import time
 
 from .pdus import associate, associate_rq, connect, is_open, read_pdu, release, wait_closed
-from peers import DCMTK_ENV, require, wait_until
+from helpers.peers import DCMTK_ENV, require, wait_until
 
 IDLE = 200
 

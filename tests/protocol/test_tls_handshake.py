@@ -7,7 +7,7 @@ import re
 import ssl
 
 from .pdus import associate_rq, connect, read_pdu, release, wait_closed
-from peers import wait_until
+from helpers.peers import wait_until
 
 
 def test_an_idle_tcp_connection_does_not_stop_tls_clients(router):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import ROOT, bundled
+from helpers.files import ROOT, bundled
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 

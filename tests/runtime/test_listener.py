@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from peers import free_port, wait_until
+from helpers.peers import free_port, wait_until
 from pydicom.uid import (
     JPEG2000,
     JPEGBaseline8Bit,

@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 
 import pytest
-from conftest import dicom_rules, write
+from helpers.cli import dicom_rules
+from helpers.files import write
 
 from rulesengine.config import load_config
 from rulesengine.runtime.rules import NoRulesError, RulesHolder

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import bundled
-from dataset_values import differences
+from helpers.files import bundled
+from helpers.dataset_values import differences
 from pydicom.datadict import DicomDictionary
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO

@@ -5,17 +5,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import shutil
 import tempfile
 import threading
-import time
 import tracemalloc
 from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import SAMPLES, bundled
-from peers import StoreSCP, free_port, wait_until
+from helpers.clock import StoppedClock
+from helpers.files import SAMPLES, bundled
+from helpers.peers import StoreSCP, free_port, wait_until
 from pydicom.uid import (
     JPEG2000,
     DeflatedExplicitVRLittleEndian,
@@ -30,8 +29,9 @@ from pynetdicom.sop_class import (
     SecondaryCaptureImageStorage,
     Verification,
 )
-from test_runtime_pipeline import tail_digest, write_large_instance
-from dataset_values import differences
+from helpers.dataset_values import differences
+from helpers.deliveries import FAST, another_ct, delivery, destination_for, spool_copy
+from helpers.large_instances import tail_digest, write_large_instance
 
 from rulesengine.config import DicomDestination, FolderDestination, Retry, Timeouts
 from rulesengine.runtime.destinations import (
@@ -47,7 +47,6 @@ from rulesengine.runtime.journal import (
     DELIVERED,
     QUEUED,
     RETRYING,
-    SENDING,
     Delivery,
     NewDelivery,
     Outcome,
@@ -55,8 +54,6 @@ from rulesengine.runtime.journal import (
 )
 from rulesengine.runtime.service import configure_pynetdicom
 from rulesengine.runtime.storage import Storage
-
-FAST = Timeouts(connect=5, acse=10, dimse=20, network=20)
 
 
 @pytest.fixture(autouse=True)
@@ -68,21 +65,6 @@ def pynetdicom_as_the_router_sets_it():
     pynetdicom_config.STORE_SEND_CHUNKED_DATASET, pynetdicom_config.STORE_RECV_CHUNKED_DATASET = saved
 
 
-def delivery(path, number: int = 1, destination: str = "PEER") -> Delivery:
-    """A claimed delivery of the file at `path`, as the journal hands it to a worker."""
-    header = pydicom.dcmread(path, stop_before_pixels=True)
-    return Delivery(number, number, destination, str(path), str(header.SOPClassUID), str(header.SOPInstanceUID),
-                    str(header.file_meta.TransferSyntaxUID), SENDING, 0, 0.0, None)
-
-
-def spool_copy(tmp_path: Path, source, name: str | None = None) -> Path:
-    """Deliveries are sent from the spool: never from the shared sample files."""
-    target = tmp_path / "spool" / (name or os.path.basename(source))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-    return target
-
-
 def digest(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
@@ -91,26 +73,8 @@ def pixel_bytes(path) -> bytes:
     return pydicom.dcmread(path).PixelData
 
 
-@pytest.fixture
-def storescp_factory(tmp_path):
-    started: list[StoreSCP] = []
-
-    def start(*options: str) -> StoreSCP:
-        peer = StoreSCP(tmp_path / f"received-{len(started)}", extra=("-v", *options)).start()
-        started.append(peer)
-        return peer
-
-    yield start
-    for peer in started:
-        peer.stop()
-
-
 def storescp_log(peer: StoreSCP) -> str:
     return (peer.folder.parent / f"storescp-{peer.port}.log").read_text(errors="replace")
-
-
-def destination_for(peer: StoreSCP, **options) -> DicomDestination:
-    return DicomDestination("PEER", peer.ae_title, "127.0.0.1", peer.port, timeouts=FAST, **options)
 
 
 # ---- folders --------------------------------------------------------------------------------------
@@ -187,16 +151,6 @@ def test_a_batch_goes_over_one_association(tmp_path, storescp_factory):
     assert set(received) == {item.sop_instance_uid for item in items}
     for item in items:
         assert pixel_bytes(received[item.sop_instance_uid]) == pixel_bytes(item.path)
-
-
-def another_ct(tmp_path: Path, number: int) -> Path:
-    """ct_head with its own SOP Instance UID: one more instance of the same SOP class."""
-    ds = pydicom.dcmread(SAMPLES / "ct_head.dcm")
-    ds.SOPInstanceUID = f"{ds.SOPInstanceUID}.{number}"
-    target = tmp_path / "spool" / f"ct-{number}.dcm"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(target, enforce_file_format=True)
-    return target
 
 
 def test_the_association_is_kept_for_the_next_batch_until_the_batch_size(tmp_path, storescp_factory):
@@ -495,10 +449,12 @@ def test_a_paused_destination_stays_paused_after_a_restart_so_nothing_overtakes(
 
     journal = storage.journal()  # the restart
     third = queue(3)
-    restarted = DeliveryManager(journal, storage)
+    clock = StoppedClock()  # now stays where the restart happened, whatever the machine's speed
+    restarted = DeliveryManager(journal, storage, clock)
     restarted.apply({"PACS": nobody})
     try:
-        time.sleep(1.0)  # long enough for the worker to have claimed what it considers due
+        # The worker claims with the first read; the second comes only after that claim returned.
+        wait_until(lambda: clock.reads >= 2, timeout=10, what="the worker to claim what it considers due")
         assert [(journal.delivery(d).state, journal.delivery(d).attempts) for d in (first, second, third)] == [
             (RETRYING, 1), (QUEUED, 0), (QUEUED, 0)]
         # A changed destination starts afresh: its first delivery is attempted at once.

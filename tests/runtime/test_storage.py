@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import SAMPLES
+from helpers.files import SAMPLES
 from pydicom.dataset import Dataset
 
 from rulesengine.config import FolderDestination

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import SAMPLES, bundled, write
-from damaged import with_command_element
-from invariants import assert_settled, journal_rows
+from helpers.files import SAMPLES, bundled, write
+from helpers.damaged import with_command_element
+from helpers.invariants import assert_settled, journal_rows
 
 from rulesengine.config import load_config
 from rulesengine.document import Arrival, DocumentReadError

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 # pynetdicom installs tools of DCMTK's names (storescu, echoscu...) beside the Python that
 # runs the tests: with the virtual environment activated they come first on the PATH. The
 # peers are looked up without that folder.

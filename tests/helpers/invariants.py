@@ -10,7 +10,7 @@ settled, each in one of these ways, and nothing is left half-done.
 No instance stays `accepted`, and the spool's temporary folder is empty once the router
 has stopped.
 
-    from invariants import assert_settled
+    from helpers.invariants import assert_settled
     counts = assert_settled(tmp_path / "var")   # {"routed": 3, "quarantined": 1, ...}
 """
 

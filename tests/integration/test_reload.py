@@ -10,9 +10,9 @@ import threading
 from pathlib import Path
 
 import pydicom
-from conftest import bundled
-from invariants import assert_settled, journal_rows
-from peers import storescu, wait_until
+from helpers.files import bundled
+from helpers.invariants import assert_settled, journal_rows
+from helpers.peers import storescu, wait_until
 from pydicom.uid import generate_uid
 
 CT_SMALL = bundled("CT_small.dcm")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pydicom
 
-from conftest import SAMPLES, dicom_rules
+from helpers.files import SAMPLES
+from helpers.cli import dicom_rules
 
 from rulesengine.runtime.journal import DELIVERED, QUEUED, NewDelivery, Outcome, Received
 from rulesengine.runtime.storage import Storage

@@ -8,7 +8,7 @@ import struct
 from pathlib import Path
 
 import pydicom
-from conftest import SAMPLES, bundled
+from helpers.files import SAMPLES, bundled
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomFileLike
 from pydicom.filewriter import write_dataset, write_file_meta_info

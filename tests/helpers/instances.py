@@ -9,7 +9,7 @@ from pathlib import Path
 import pydicom
 from pydicom.uid import generate_uid
 
-from conftest import bundled
+from helpers.files import bundled
 
 CT_SMALL = bundled("CT_small.dcm")  # 39 KB, Explicit VR Little Endian
 

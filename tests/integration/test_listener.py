@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import bundled
-from peers import DCMTK_ENV, Orthanc, require, storescu, wait_until
+from helpers.files import bundled
+from helpers.peers import DCMTK_ENV, Orthanc, require, storescu, wait_until
 from pynetdicom import AE
 from pynetdicom.status import code_to_category
 

@@ -14,8 +14,8 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from instances import make_instances, received_by_uid, store_router_config
-from peers import StoreSCP, storescu, wait_until
+from helpers.instances import make_instances, received_by_uid, store_router_config
+from helpers.peers import StoreSCP, storescu, wait_until
 
 ROUTE_TO_STORE = """
 rule "everything" {

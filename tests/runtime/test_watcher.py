@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from bad_instances import bad_meta_group_length, bundled, cd_tree, deeply_nested, garbage, truncated
-from conftest import ROOT, SAMPLES, write
-from peers import wait_until
+from helpers.bad_instances import bad_meta_group_length, bundled, cd_tree, deeply_nested, garbage, truncated
+from helpers.files import ROOT, SAMPLES, write
+from helpers.peers import wait_until
 
 from rulesengine.config import load_config
 from rulesengine.runtime.pipeline import Pipeline

@@ -13,9 +13,9 @@ import subprocess
 import sys
 
 import pytest
-from bad_instances import bundled
-from conftest import ROOT
-from peers import free_port, wait_until
+from helpers.bad_instances import bundled
+from helpers.files import ROOT
+from helpers.peers import free_port, wait_until
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
