@@ -18,7 +18,7 @@ from rulesengine.cli import main
 from helpers.files import ROOT, SAMPLES, bundled, write
 
 PAGE = ROOT / "docs" / "cli.md"
-COMMANDS = ("lint", "dry-run", "diff", "test", "dict", "fmt")
+COMMANDS = ("lint", "dry-run", "diff", "test", "dict", "compile", "fmt")
 CT = str(SAMPLES / "ct_head.dcm")
 NOT_DICOM = str(ROOT / "examples" / "bad" / "not_dicom.dcm")
 DICOMDIR = bundled("DICOMDIR")  # read, but refused: not an instance
@@ -103,6 +103,17 @@ STATED = {
     ("dict", 1): ("nothing did, with up to three close keywords suggested on standard error", [
         ({}, ["dict", "PatientsNaem"]),
         ({}, ["dict", "(7Exx,3000)"]),
+    ]),
+    ("compile", 0): ("the rule file compiled", [
+        ({"routes.rules": ROUTES}, ["compile", "routes.rules"]),
+        ({"routes.rules": ROUTES}, ["compile", "--show-code", "routes.rules"]),
+        ({"warns.rules": WARNS}, ["compile", "--traced", "warns.rules"]),
+    ]),
+    ("compile", 1): ("it has errors (printed as `lint` prints them)", [
+        ({"broken.rules": BROKEN}, ["compile", "--show-code", "broken.rules"]),
+    ]),
+    ("compile", 2): ("it does not exist", [
+        ({}, ["compile", "nowhere.rules"]),
     ]),
     ("fmt", 0): ("every file is formatted (or, with `--diff`, whatever the changes)", [
         ({"messy.rules": MESSY}, ["fmt", "messy.rules"]),

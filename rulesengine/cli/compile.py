@@ -18,7 +18,7 @@ def cmd_compile(args) -> int:
     ruleset = compile_file(args.rules, load_destinations(args), no_destination=load_no_destination(args),
                            folders=load_rules_folders(args))
     if args.show_code or args.traced:
-        print(ruleset.generated_code(traced=args.traced))
+        print(ruleset.generated_code(traced=args.traced), flush=True)  # before the summary on stderr
     count = len(ruleset.rules)
     print(f"{args.rules}: {count} rule{'s' * (count != 1)} compiled, version {ruleset.version[:12]}",
           file=sys.stderr)
