@@ -53,7 +53,7 @@ from rulesengine.runtime.journal import (
     Outcome,
     Received,
 )
-from rulesengine.runtime.service import configure_pynetdicom
+from rulesengine.runtime.pynetdicom_setup import configure_pynetdicom
 from rulesengine.runtime.storage import Storage
 
 FAST = Timeouts(connect=5, acse=10, dimse=20, network=20)
