@@ -2,7 +2,8 @@
 
 Every process that opens associations (the main one, the worker, `dicom-rules send`) calls
 `configure_pynetdicom` once before the first; every association, listened to or requested,
-runs `tune_connection` when its connection opens.
+runs `tune_connection` when its connection opens; `show_pynetdicom_log` decides which of
+pynetdicom's log lines are written.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ def configure_pynetdicom() -> None:
     """Everything the router changes in pynetdicom for this process. Idempotent."""
     stream_data_sets_through_files()
     install_per_context_negotiation()  # listeners accept each presentation context in its own transfer syntax
-    quiet_pynetdicom_log()
+    if logging.getLogger("pynetdicom").level == logging.NOTSET:  # else setup_logging chose it (-vv)
+        show_pynetdicom_log(debug=False)
 
 
 def stream_data_sets_through_files() -> None:
@@ -31,9 +33,10 @@ def stream_data_sets_through_files() -> None:
     pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
 
 
-def quiet_pynetdicom_log() -> None:
-    """pynetdicom logs every PDU at INFO and DEBUG: only its warnings and errors are wanted."""
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+def show_pynetdicom_log(debug: bool) -> None:
+    """pynetdicom logs every PDU at INFO and DEBUG: only its warnings and errors are shown,
+    unless `debug` (`run -vv`)."""
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def tune_connection(event) -> None:
