@@ -14,13 +14,11 @@ CopyError, and the router quarantines the instance with that reason.
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 
 from pydicom.errors import BytesLengthException
-from pydicom.filereader import _read_file_meta_info, read_preamble
-from pydicom.filewriter import write_file_meta_info
 
+from .dicomfile import encode_file_meta, write_with_file_meta
 from .document import Document
 from .intake import kept_file_meta, needs_file_meta, short_error
 from .lang.ruleset import Decision
@@ -53,25 +51,14 @@ def write_copy(copy: Document, destination: str, target: str | os.PathLike) -> N
 
 def keep_with_file_meta(document: Document, target: str | os.PathLike) -> None:
     """Write the received file `document` was read from to `target` with file meta information
-    made from its data set (`intake.kept_file_meta`): the preamble, then that file meta, then the
-    data set's bytes exactly as received, copied in chunks (the pixel data never in memory).
-    Raises CopyError when the file meta cannot be written, OSError when a file cannot."""
+    made from its data set (`intake.kept_file_meta`), its data set's bytes as received
+    (`dicomfile.write_with_file_meta`). Raises CopyError when the file meta cannot be written,
+    OSError when a file cannot."""
     try:
-        meta = kept_file_meta(document)
+        encoded = encode_file_meta(kept_file_meta(document))
     except _ENCODING_ERRORS as exc:
         raise CopyError(short_error(exc)) from None
-    with open(document.filename, "rb") as source:
-        # Where pydicom found the data set: after the preamble and file meta, if there are any.
-        preamble = read_preamble(source, force=True)
-        _read_file_meta_info(source)
-        with open(target, "wb") as out:
-            out.write(preamble or b"\0" * 128)
-            out.write(b"DICM")
-            try:
-                write_file_meta_info(out, meta, enforce_standard=True)
-            except _ENCODING_ERRORS as exc:
-                raise CopyError(short_error(exc)) from None
-            shutil.copyfileobj(source, out, 1 << 20)
+    write_with_file_meta(document.filename, encoded, target)
 
 
 def copy_failure(destination: str, exc: BaseException) -> str:

@@ -9,49 +9,29 @@ set when it came over the network, and the facts of its arrival.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
-import shutil
-import struct
 import warnings
-import zlib
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Iterator, NamedTuple
 
-import pydicom
-from pydicom import charset as dicom_charset
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
-from pydicom.errors import BytesLengthException, InvalidDicomError
-from pydicom.filebase import DicomFileLike
-from pydicom.filereader import _at_pixel_data, read_partial
-from pydicom.filewriter import write_data_element, write_file_meta_info
 
 from .diagnostics import RulesError
 from .lang import nodes as n
 from .lang.paths import ARRIVAL_FIELDS, COMMAND_SET, DATASET, FILE_META, READ_ONLY_ROOTS, ResolvedPath, Step, \
     private_vr, resolve, tag_text
 from .lang.syntax import parse_path
-from . import charsets
+from . import charsets, dicomfile
+from .dicomfile import DocumentReadError  # what Document.read and read_header raise
 from .values import CHARSET_VRS, ValueError_, concrete_vr, is_multi_vm, read_value, to_dicom, value_of
 
 
 class PathError(Exception):
     """A path that cannot be read or written in this document (a bad path, a bad value)."""
-
-
-class DocumentReadError(Exception):
-    """A file that is not a DICOM instance pydicom can read."""
-
-
-# What pydicom raises on a malformed file (beyond InvalidDicomError): a bad length or VR,
-# a cut-off file, a broken deflate stream, a value of the wrong size.
-_MALFORMED = (OSError, ValueError, EOFError, TypeError, KeyError, IndexError, OverflowError, NotImplementedError,
-              struct.error, zlib.error, BytesLengthException)
-TOO_DEEP = "sequences nested too deeply"
 
 
 @dataclass(frozen=True)
@@ -223,16 +203,7 @@ class Document:
     def read(cls, path: str | os.PathLike, arrival: Arrival | None = None, **dcmread_options) -> "Document":
         """Read a DICOM file. Raises DocumentReadError with the reason when it cannot."""
         path = os.fspath(path)
-        try:
-            ds = pydicom.dcmread(path, **dcmread_options)
-        except InvalidDicomError:
-            ds = _read_without_preamble(path, dcmread_options)
-        except RecursionError:
-            raise DocumentReadError(f"{path}: cannot read: {TOO_DEEP}") from None
-        except _MALFORMED as exc:
-            raise DocumentReadError(f"{path}: cannot read: {exc}") from None
-        _record_encoding_found(ds)
-        _check_complete(ds, path)
+        ds = dicomfile.read_file(path, **dcmread_options)
         if arrival is None:
             arrival = Arrival(source_kind="file", source_path=path)
         return cls(ds, getattr(ds, "file_meta", None), None, arrival, path)
@@ -242,33 +213,12 @@ class Document:
         """Read everything before the pixel data; the pixel data stays in the file and
         `write` copies it from there, so a 1 GB instance never enters memory."""
         path = os.fspath(path)
-        try:
-            with open(path, "rb") as fp:
-                ds = read_partial(fp, stop_when=_at_pixel_data)
-                offset = fp.tell()
-                size = os.fstat(fp.fileno()).st_size
-        except InvalidDicomError:
-            ds, offset, size = _read_header_without_meta(path)
-        except RecursionError:
-            raise DocumentReadError(f"{path}: cannot read: {TOO_DEEP}") from None
-        except _MALFORMED as exc:
-            raise DocumentReadError(f"{path}: cannot read: {exc}") from None
-        if not ds._dict:
-            raise DocumentReadError(f"{path}: no data elements")
-        _record_encoding_found(ds)
-        if getattr(ds, "file_meta", None) is not None and \
-                ds.file_meta.get("TransferSyntaxUID") == pydicom.uid.DeflatedExplicitVRLittleEndian:
-            # pydicom inflates a deflated data set into memory: there is no pixel data to copy
-            # from the file, so read the whole instance.
-            return cls.read(path, arrival)
-        if offset >= size:
-            _check_complete(ds, path)
-        else:
-            _check_tail(path, ds, offset, size)
+        header = dicomfile.read_header(path)
+        ds = header.dataset
         document = cls(ds, getattr(ds, "file_meta", None), None, arrival or Arrival(source_kind="file",
                                                                                      source_path=path), path)
-        document.tail = offset if offset < size else None
-        document._ranges = _element_ranges(ds, offset)
+        document.tail = header.pixel_data_at
+        document._ranges = header.element_ranges
         document._dirty = set() if document._ranges is not None else None
         return document
 
@@ -286,53 +236,8 @@ class Document:
 
     def write(self, target) -> None:
         """Write as a DICOM Part 10 file; the file meta is kept consistent with the data set."""
-        ds = self.dataset
-        meta = self.file_meta
-        ds.file_meta = meta
-        if "SOPInstanceUID" in ds:
-            meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        if "SOPClassUID" in ds:
-            meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        if "TransferSyntaxUID" not in meta:
-            meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-        if self.tail is None:
-            ds.save_as(target, enforce_file_format=True)
-            return
-        # The header as edited, then the pixel data (and what follows it) as received.
-        with open(target, "wb") if isinstance(target, (str, os.PathLike)) else _nullcontext(target) as out:
-            if not self._write_spliced(out):
-                ds.save_as(out, enforce_file_format=True)
-            with open(self.filename, "rb") as source:
-                source.seek(self.tail)
-                shutil.copyfileobj(source, out, 1 << 20)
-
-    def _write_spliced(self, out) -> bool:
-        """The header with the bytes of every element no edit touched copied from the file it
-        was read from, and only the touched ones encoded: encoding 300 elements again costs
-        milliseconds per instance. False when that cannot be done (then pydicom writes it all)."""
-        ds, meta = self.dataset, self.file_meta
-        syntax = meta.get("TransferSyntaxUID")
-        if self._ranges is None or self._dirty is None or syntax not in (
-                pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian):
-            return False
-        start = min(begin for begin, _ in self._ranges.values()) if self._ranges else self.tail
-        with open(self.filename, "rb") as source:
-            source.seek(start)
-            original = source.read(self.tail - start)
-        out.write(b"\0" * 128 + b"DICM")
-        write_file_meta_info(out, meta, enforce_standard=True)
-        fp = DicomFileLike(out)
-        fp.is_little_endian = True
-        fp.is_implicit_VR = syntax == pydicom.uid.ImplicitVRLittleEndian
-        encodings = dicom_charset.convert_encodings(ds.get("SpecificCharacterSet") or "ISO_IR 6")
-        for tag in sorted(set(self._ranges) | set(ds._dict)):
-            if tag in self._ranges and tag not in self._dirty:
-                if tag in ds._dict:
-                    begin, end = self._ranges[tag]
-                    out.write(original[begin - start:end - start])
-            elif tag in ds._dict:
-                write_data_element(fp, ds._dict[tag], encodings)
-        return True
+        dicomfile.write_file(target, self.dataset, self.file_meta, self.filename, self.tail, self._ranges,
+                             self._dirty)
 
     def _touched(self, container: Dataset, tag: int) -> None:
         """Remember which top-level element an edit changed, for `write`."""
@@ -818,123 +723,6 @@ def _holds(sequence, dataset: Dataset) -> bool:
             if not isinstance(elem, RawDataElement) and elem.VR == "SQ" and _holds(elem, dataset):
                 return True
     return False
-
-
-_LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
-
-
-def _element_ranges(ds: Dataset, tail: int) -> dict[int, tuple[int, int]] | None:
-    """Where each top-level element lies in the file, from the offsets pydicom kept of its
-    values; each ends where the next begins (the last at the pixel data). None if unknown."""
-    meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-    if syntax not in (pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian):
-        return None
-    implicit = syntax == pydicom.uid.ImplicitVRLittleEndian
-    starts = []
-    for tag, elem in ds._dict.items():
-        value_at = getattr(elem, "value_tell", None) if isinstance(elem, RawDataElement) else \
-            getattr(elem, "file_tell", None)
-        if value_at is None:
-            return None
-        header = 8 if implicit or (elem.VR not in _LONG_VRS) else 12
-        starts.append((int(tag), value_at - header))
-    ranges = {}
-    for position, (tag, begin) in enumerate(starts):
-        end = starts[position + 1][1] if position + 1 < len(starts) else tail
-        if end < begin:
-            return None
-        ranges[tag] = (begin, end)
-    return ranges
-
-
-def _nullcontext(value):
-    return contextlib.nullcontext(value)
-
-
-def _record_encoding_found(ds: Dataset) -> None:
-    """pydicom reads a data set in the VR encoding it finds there (with a warning when its transfer
-    syntax declares the other one), yet records the declared one as the data set's original
-    encoding: record the one its elements were read in, which its bytes are in. (Command set
-    elements, group 0000, are implicit VR whatever the data set is.)"""
-    element = next((element for element in ds.elements() if isinstance(element, RawDataElement)
-                    and element.tag >> 16 not in (0x0000, 0x0002)), None)
-    if element is not None and (element.is_implicit_VR, element.is_little_endian) != tuple(ds.original_encoding):
-        ds.set_original_encoding(element.is_implicit_VR, element.is_little_endian)
-
-
-def _check_tail(path: str, ds: Dataset, offset: int, size: int) -> None:
-    """The pixel data element must fit in the file: a cut-off transfer shows here."""
-    with open(path, "rb") as fp:
-        fp.seek(offset)
-        head = fp.read(12)
-    meta = getattr(ds, "file_meta", None)
-    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
-    little = syntax != pydicom.uid.ExplicitVRBigEndian
-    implicit = bool(ds.original_encoding[0])  # as found: a transfer syntax can declare the other VR encoding
-    order = "<" if little else ">"
-    if len(head) < 8:
-        raise DocumentReadError(f"{path}: the file is truncated in the pixel data element")
-    if implicit:
-        length, header = struct.unpack(order + "L", head[4:8])[0], 8
-    elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"):
-        if len(head) < 12:
-            raise DocumentReadError(f"{path}: the file is truncated in the pixel data element")
-        length, header = struct.unpack(order + "L", head[8:12])[0], 12
-    else:
-        length, header = struct.unpack(order + "H", head[6:8])[0], 8
-    if length != 0xFFFFFFFF and offset + header + length > size:
-        raise DocumentReadError(f"{path}: the file is truncated: the pixel data declares {length} bytes, "
-                                f"{size - offset - header} remain")
-
-
-def _check_complete(ds: Dataset, path: str) -> None:
-    """pydicom reads a file cut short without complaint; a last element shorter than
-    its declared length gives the truncation away."""
-    elements = list(ds._dict.values())
-    if not elements:
-        raise DocumentReadError(f"{path}: no data elements")
-    last = elements[-1]
-    length, value = getattr(last, "length", None), getattr(last, "value", None)
-    if isinstance(value, (bytes, bytearray)) and length not in (None, 0xFFFFFFFF) and len(value) < length:
-        raise DocumentReadError(f"{path}: the file is truncated: element {tag_text(last.tag)} declares "
-                                f"{length} bytes, {len(value)} remain")
-
-
-def _read_without_preamble(path: str, options: dict) -> Dataset:
-    """Some senders write data sets without the Part 10 header; accept those only
-    when they look like an instance (a SOP class and instance UID)."""
-    try:
-        ds = pydicom.dcmread(path, force=True, **options)
-        if "SOPClassUID" in ds and "SOPInstanceUID" in ds:
-            return ds
-    except Exception:  # noqa: BLE001 - anything pydicom raises means "not DICOM"
-        pass
-    raise DocumentReadError(f"{path}: not a DICOM file (no DICM header and no SOP instance found)")
-
-
-_SYNTAX_FOUND = {(True, True): pydicom.uid.ImplicitVRLittleEndian, (False, True): pydicom.uid.ExplicitVRLittleEndian,
-                 (False, False): pydicom.uid.ExplicitVRBigEndian}  # (implicit VR, little endian) -> syntax
-
-
-def _read_header_without_meta(path: str) -> tuple[Dataset, int, int]:
-    """A data set without the Part 10 header, as some senders write them, is an instance when
-    it names its SOP class and instance (as for `read`). Its transfer syntax, found by pydicom
-    from the first elements, goes into a file meta of its own, so that a copy written from it
-    declares the encoding its copied pixel data is in."""
-    try:
-        with open(path, "rb") as fp:
-            ds = read_partial(fp, stop_when=_at_pixel_data, force=True)
-            offset = fp.tell()
-            size = os.fstat(fp.fileno()).st_size
-        syntax = _SYNTAX_FOUND.get(tuple(ds.original_encoding))
-        if syntax is not None and ds.get("SOPClassUID") and ds.get("SOPInstanceUID"):
-            ds.file_meta = FileMetaDataset()
-            ds.file_meta.TransferSyntaxUID = syntax
-            return ds, offset, size
-    except Exception:  # noqa: BLE001 - anything pydicom raises here means "not DICOM"
-        pass
-    raise DocumentReadError(f"{path}: not a DICOM file (no DICM header and no SOP instance found)")
 
 
 def is_read_only(root: str) -> bool:

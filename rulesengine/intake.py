@@ -29,7 +29,8 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from .document import TOO_DEEP, Arrival, Document, DocumentReadError
+from .dicomfile import TOO_DEEP
+from .document import Arrival, Document, DocumentReadError
 from .wellformed import NotWellFormed, check_file
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # the SOP class of a DICOMDIR

@@ -34,7 +34,7 @@ def cmd_run(args) -> int:
     setup_logging(config.log_level, args.verbose, config.log_file)
     log = logging.getLogger("rulesengine.router")
     try:
-        router = Router(config, worker=True, verbose=args.verbose)
+        router = Router(config, verbose=args.verbose)
     except (OSError, sqlite3.Error) as exc:  # the storage folder or its journal
         log.error("cannot start: storage %s: %s", config.storage, getattr(exc, "strerror", None) or exc)
         return EXIT_FINDINGS
@@ -167,7 +167,7 @@ def _progress(done: int, total: int, failed: int) -> None:
 
 def cmd_send(args) -> int:
     from ..runtime.destinations import ItemError, LinkError, sender_for
-    from ..runtime.service import configure_pynetdicom
+    from ..runtime.pynetdicom_setup import configure_pynetdicom
     configure_pynetdicom()
     config = load_config(args.config, secrets=False)
     destination = _destination(config, args.destination)

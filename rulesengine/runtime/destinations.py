@@ -13,10 +13,8 @@ import logging
 import os
 import re
 import shutil
-import socket
 import string
 import uuid
-import time
 
 import pydicom
 from pydicom.uid import DeflatedExplicitVRLittleEndian
@@ -28,6 +26,7 @@ from ..config import DicomDestination, FolderDestination, check_naming, naming_f
 from ..lang.paths import lookup_keyword
 from .associations import NO_CONTEXT, UNREACHABLE, AssociationFailed, PeerWatch, request, unanswered
 from .journal import Delivery
+from .pynetdicom_setup import tune_connection
 from .storage import fsync_dir, fsync_file
 from .transcode import CONVERTIBLE, LITTLE_ENDIAN, ConversionError, can_convert, convert, deflated_for_the_network
 
@@ -45,39 +44,6 @@ class ItemError(Exception):
     """This instance failed and the destination works: a failure status, no acceptable
     transfer syntax, or an association or a C-STORE the peer refused or aborted for it while
     it answers a C-ECHO."""
-
-
-MAX_QUEUED_PDUS = 16  # PDUs waiting to be written to one association's socket
-
-
-def set_nodelay(event) -> None:
-    """Handler of EVT_CONN_OPEN, the two hooks the router puts around pynetdicom's transport:
-
-    - pynetdicom leaves Nagle's algorithm on: each small PDU would then wait for the
-      peer's delayed ACK (tens of milliseconds per instance);
-    - sending a data set from a file, pynetdicom queues PDUs faster than the socket
-      takes them, so a 1 GB instance would pile up in memory: the queue is bounded.
-    """
-    dul = event.assoc.dul
-    sock = getattr(getattr(dul, "socket", None), "socket", None)
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-    _bound_send_queue(dul)
-
-
-def _bound_send_queue(dul) -> None:
-    send_pdu = dul.send_pdu
-
-    def bounded_send_pdu(primitive) -> None:
-        queued = dul.to_provider_queue
-        while queued.qsize() >= MAX_QUEUED_PDUS and dul.is_alive() and not dul._kill_thread:
-            time.sleep(0.0005)
-        send_pdu(primitive)
-
-    dul.send_pdu = bounded_send_pdu
 
 
 class DicomSender:
@@ -162,7 +128,7 @@ class DicomSender:
 
     def _start(self, items: list[Delivery]) -> None:
         contexts = self._contexts(items)
-        self.assoc, self.watch = request(self.ae, self.destination, contexts, [(evt.EVT_CONN_OPEN, set_nodelay)])
+        self.assoc, self.watch = request(self.ae, self.destination, contexts, [(evt.EVT_CONN_OPEN, tune_connection)])
         self.proposed, self.sent = self._keys(items, contexts), 0
 
     def _keys(self, items: list[Delivery], contexts=None) -> set:
@@ -267,7 +233,7 @@ class DicomSender:
 
     def _echo_status(self) -> str:
         assoc, watch = request(self.ae, self.destination, [build_context(Verification)],
-                               [(evt.EVT_CONN_OPEN, set_nodelay)])
+                               [(evt.EVT_CONN_OPEN, tune_connection)])
         try:
             status = assoc.send_c_echo()
         finally:

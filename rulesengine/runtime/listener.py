@@ -34,10 +34,10 @@ from ..config import Listener, TLS
 from ..document import Arrival, DocumentReadError
 from ..intake import RefusedAtIntake
 from . import received as received_files
-from .destinations import set_nodelay
 from .logs import Repeats
 from .negotiation import Negotiation
 from .pipeline import Pipeline
+from .pynetdicom_setup import tune_connection
 from .transport import AssociationSlots, ConnectionGuard, RefusalLog, start_server
 
 log = logging.getLogger("rulesengine.listener")
@@ -91,7 +91,7 @@ class DicomListener:
         guard = ConnectionGuard(self.refusals, config.timeouts.artim, config.timeouts.network, config.max_pdu)
         received_files.install()
         handlers = [
-            (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_CONN_OPEN, tune_connection),
             *guard.handlers(),
             (evt.EVT_REQUESTED, self._check_association),
             (evt.EVT_REQUESTED, self.negotiation.on_requested),

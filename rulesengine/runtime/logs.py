@@ -19,8 +19,15 @@ import time
 import traceback
 from typing import Callable, Hashable
 
+
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 REPEAT_SECONDS = 60.0  # a repeated message is logged at most once this often
+
+
+def show_pynetdicom_log(debug: bool) -> None:
+    """pynetdicom logs every PDU at INFO and DEBUG: only its warnings and errors are shown,
+    unless `debug` (`run -vv`)."""
+    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def setup_logging(level: str, verbose: int = 0, log_file: str | None = None) -> None:
@@ -36,7 +43,7 @@ def setup_logging(level: str, verbose: int = 0, log_file: str | None = None) -> 
                         format=FORMAT)
     if verbose:
         logging.getLogger("rulesengine").setLevel(logging.DEBUG)
-    logging.getLogger("pynetdicom").setLevel(logging.DEBUG if verbose > 1 else logging.WARNING)
+    show_pynetdicom_log(debug=verbose > 1)
     # watchdog's debug lines are about its own threads, and one per file event: never wanted here;
     # nor its complaint, at ERROR, that a watch stopped while its thread was reading
     logging.getLogger("watchdog").setLevel(logging.WARNING)

@@ -30,8 +30,8 @@ class _Handler(FileSystemEventHandler):
 
 
 class Reloader:
-    """In the main process. After a change it has swapped in, it tells the worker process
-    (Router.reloaded), which then reloads too before it processes anything received later."""
+    """In the main process: a change is put in place by Router.swap_rules (rule files) or
+    Router.apply_config (the configuration), which tell the worker process."""
 
     def __init__(self, router):
         self.router = router
@@ -100,8 +100,7 @@ class Reloader:
                 self.router.apply_config(config)
             else:
                 log.info("rule files changed: %s", ", ".join(sorted(os.path.relpath(p) for p in pending)))
-                if self.router.rules.reload():
-                    self.router.reloaded()
+                self.router.swap_rules()
             self._watch_folders()  # an import may have added a folder
         except Exception:  # noqa: BLE001 - reloading must never stop the router
             log.exception("reloading failed; the running rules stay in place")

@@ -3,64 +3,41 @@
 from __future__ import annotations
 
 import logging
-import threading
-import time
 
-from pynetdicom import _config as pynetdicom_config
-
-from ..config import Config, load_config
-from ..copies import CopyError
-from ..document import Document
-from ..intake import short_error
-from ..lang.ruleset import Decision, RuleSet
-from .delivery import DeliveryManager
-from .destinations import ItemError, LinkError, sender_for
-from .journal import DONE, Outcome
+from ..config import Config
 from .listener import DicomListener
-from .negotiation import install_per_context_negotiation
-from .pipeline import Pipeline, describe, outcome_of, received_facts
+from .pipeline import Pipeline
+from .pynetdicom_setup import configure_pynetdicom
 from .rules import RulesHolder
 from .storage import Storage
+from .sync_delivery import SyncDelivery
 from .worker import WorkerProcess
 
 log = logging.getLogger("rulesengine.router")
 
-SYNC_IDLE_SECONDS = 1.0  # a sync-mode association is closed after this long unused
 
-
-def configure_pynetdicom() -> None:
-    """Receive data sets to a file and send them from one: a large instance never sits in memory.
-    Listeners accept each presentation context in its own transfer syntax (negotiation.py)."""
-    pynetdicom_config.STORE_RECV_CHUNKED_DATASET = True
-    pynetdicom_config.STORE_SEND_CHUNKED_DATASET = True
-    install_per_context_negotiation()
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+def _delivered_by_the_worker(_destinations) -> None:
+    """This process queues no delivery: the worker process has the destinations' queues."""
 
 
 class Router:
-    """With `worker=True` (what `dicom-rules run` does), processing and delivery run in a
-    worker process of their own (worker.py); otherwise in threads of this process."""
+    """The main process receives (listeners, watched folders) and answers; processing and
+    delivery run in a worker process of its own (worker.py), except a sync-mode listener's
+    deliveries, made here before the answer (sync_delivery.py)."""
 
-    def __init__(self, config: Config, worker: bool = False, verbose: int = 0):
+    def __init__(self, config: Config, verbose: int = 0):
         self.config = config
         self.storage = Storage(config.storage)
         self.journal = self.storage.journal()
         self.rules = RulesHolder(config)
-        self.delivery = DeliveryManager(self.journal, self.storage)
-        self.worker = WorkerProcess(config.path, verbose) if worker else None
-        self.pipeline = Pipeline(self.storage, self.journal, self.rules, self.delivery.notify,
-                                 on_accepted=self.worker.wake if self.worker else None)
+        self.worker = WorkerProcess(config.path, verbose)
+        self.pipeline = Pipeline(self.storage, self.journal, self.rules, _delivered_by_the_worker,
+                                 on_accepted=self.worker.wake)
+        self.sync_delivery = SyncDelivery(self.journal, self.storage, self.pipeline, config.destinations)
         self.listeners: list[DicomListener] = []
         self.watchers: list = []
         self.reloader = None
-        self._sync_lock = threading.Lock()
-        self._sync_senders: dict[str, list] = {}  # destination -> [(idle since, sender)]
-        self._janitor: threading.Thread | None = None
         self._reload_requested = False  # a SIGHUP before the reloader runs
-
-    @classmethod
-    def from_file(cls, path: str) -> "Router":
-        return cls(load_config(path))
 
     # ---- lifecycle ----
 
@@ -83,14 +60,9 @@ class Router:
         if removed:
             log.info("removed %d spool file(s) no journal entry needs (never answered, or finished)", removed)
         self.pipeline.reingest(unknown)
-        if self.worker is not None:
-            self.worker.start(self.rules)  # it processes what was received before the stop, then what comes
-        else:
-            self.pipeline.recover()
-            self.pipeline.start()
-            self.delivery.apply(self.config.destinations)
+        self.worker.start(self.rules)  # it processes what was received before the stop, then what comes
         for listener_config in self.config.listeners:
-            listener = DicomListener(listener_config, self.pipeline, self.deliver_now)
+            listener = DicomListener(listener_config, self.pipeline, self.sync_delivery.deliver)
             try:
                 listener.start()
             except OSError as exc:
@@ -125,20 +97,26 @@ class Router:
             listener.stop()
         for watcher in self.watchers:
             watcher.stop()
-        if self.worker is not None:
-            self.worker.stop()
-        else:
-            self.pipeline.stop()
-            self.delivery.stop()
-        with self._sync_lock:
-            for senders in self._sync_senders.values():
-                for _since, sender in senders:
-                    sender.close()
+        self.worker.stop()
+        self.sync_delivery.close()
         self.journal.close()
         self.storage.unlock()
         log.info("router stopped")
 
-    # ---- configuration changes ----
+    # ---- rules and configuration changes ----
+
+    def swap_rules(self, config: Config | None = None) -> bool:
+        """Compile the rules (with a changed configuration, when given) and put them, and the
+        configuration, in place; the worker process follows before it processes anything
+        received from now on. False, with the reason logged, when the rules do not compile:
+        then nothing changes."""
+        if not self.rules.reload(config):
+            return False
+        if config is not None:
+            self.config = config
+            self.sync_delivery.use_destinations(config.destinations)
+        self.worker.reload()
+        return True
 
     def apply_config(self, config: Config) -> None:
         """A changed configuration: destinations and rules follow at once; listeners and
@@ -148,18 +126,9 @@ class Router:
                         config.path)
         if config.storage != self.config.storage:
             log.warning("storage changed in %s: restart the router to apply it", config.path)
-        if not self.rules.reload(config):
+        if not self.swap_rules(config):
             log.error("the new configuration is not applied: the rules do not compile with it")
             return
-        self.config = config
-        if self.worker is None:
-            self.delivery.apply(config.destinations)
-        self.reloaded()
-        with self._sync_lock:
-            for senders in self._sync_senders.values():
-                for _since, sender in senders:
-                    sender.close()
-            self._sync_senders.clear()
         log.info("configuration applied: %d destination(s)", len(config.destinations))
 
     def reload_now(self) -> None:
@@ -168,98 +137,3 @@ class Router:
             self.reloader.reload_everything()
         else:  # still starting: the reloader does it once it runs, so that no request is lost
             self._reload_requested = True
-
-    def reloaded(self) -> None:
-        """The rules or the configuration changed and are in place here: the worker follows
-        before it processes anything received from now on."""
-        if self.worker is not None:
-            self.worker.reload()
-
-    # ---- sync mode ----
-
-    def _borrow(self, name: str):
-        with self._sync_lock:
-            pool = self._sync_senders.setdefault(name, [])
-            if pool:
-                return pool.pop()[1]
-        return sender_for(self.config.destinations[name])
-
-    def _give_back(self, name: str, sender) -> None:
-        """Keep the association for the next sync store, but not idle: many SCPs serve one
-        association at a time, and an idle one would shut every other sender out."""
-        with self._sync_lock:
-            if name in self.config.destinations and self.config.destinations[name] is sender.destination:
-                self._sync_senders.setdefault(name, []).append((time.monotonic(), sender))
-                self._start_janitor()
-                return
-        sender.close()
-
-    def _start_janitor(self) -> None:
-        if self._janitor is None:
-            self._janitor = threading.Thread(target=self._close_idle_senders, name="sync-janitor", daemon=True)
-            self._janitor.start()
-
-    def _close_idle_senders(self) -> None:
-        while True:
-            time.sleep(SYNC_IDLE_SECONDS / 2)
-            now = time.monotonic()
-            idle = []
-            with self._sync_lock:
-                for name, pool in self._sync_senders.items():
-                    idle += [sender for since, sender in pool if now - since >= SYNC_IDLE_SECONDS]
-                    pool[:] = [(since, sender) for since, sender in pool if now - since < SYNC_IDLE_SECONDS]
-            for sender in idle:
-                sender.close()
-
-    def deliver_now(self, path: str, document: Document, decision: Decision, ruleset: RuleSet) -> tuple[bool, str]:
-        """Sync mode: deliver to every destination before the sender is answered."""
-        received = received_facts(document)
-        outcome = outcome_of(decision, ruleset)
-        instance_id = self.journal.record(received, path, outcome, DONE)
-        try:
-            deliveries = self.pipeline.write_copies(instance_id, path, document, decision, prefix="sync-")
-        except (CopyError, OSError) as exc:
-            # Nothing was sent and the sender is told: the instance is refused, not kept.
-            reason = str(exc) if isinstance(exc, CopyError) else f"its copies cannot be written: {short_error(exc)}"
-            self.journal.settle(instance_id, Outcome(ruleset.version, "reject", f"sync: {reason}",
-                                                     outcome.rules_fired, ()), None)
-            self.storage.remove(path)
-            log.warning("sync delivery of %s refused: %s", received.sop_instance_uid, reason)
-            return False, reason
-        ids = self.journal.add_deliveries(instance_id, deliveries, state="sending")
-        failures = []
-        for delivery_id, item in zip(ids, deliveries):
-            delivery = self.journal.delivery(delivery_id)
-            sender = self._borrow(item.destination)
-            started = time.time()
-            try:
-                sender.open([delivery])
-                detail = sender.send(delivery)
-                self.journal.delivered(delivery, started, detail)
-                self._give_back(item.destination, sender)
-            except (LinkError, ItemError) as exc:
-                sender.close()
-                failures.append(f"{item.destination}: {exc}")
-                # Dead, without a file: the sender was answered with a failure and sends it again;
-                # there is nothing for `queue retry` to resend.
-                self.journal.failed(delivery, started, f"sync: {exc}; the sender was answered with a failure",
-                                    None, keep_file=False)
-        for item in deliveries:
-            self.storage.remove(item.path)
-        self.storage.remove(path)
-        log.info(describe(document, decision, ruleset) + (" (sync: " + ("failed" if failures else "delivered") + ")"))
-        if failures:
-            log.warning("sync delivery of %s failed: %s", received.sop_instance_uid, "; ".join(failures))
-        return not failures, "; ".join(failures)
-
-    def wait_idle(self, timeout: float = 30) -> bool:
-        """Until every received instance is processed and nothing is queued or being sent."""
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            counts = self.journal.counts()
-            busy = sum(c.get("queued", 0) + c.get("sending", 0) for c in counts.values())
-            if not busy and not self.journal.accepted_instances():
-                return True
-            time.sleep(0.05)
-        return False
-

@@ -24,6 +24,7 @@ from ..lang.loader import load_program
 from .delivery import DeliveryManager
 from .logs import Repeats, origin, setup_logging
 from .pipeline import Pipeline
+from .pynetdicom_setup import configure_pynetdicom
 from .rules import RuleSetVersions, RulesHolder, compile_rules
 from .storage import Storage
 
@@ -68,7 +69,6 @@ def run_worker(config: Config | str, wake, verbose: int, program=None, parent: i
         if config is None:
             return  # asked to stop before a configuration could be read
     setup_logging(config.log_level, verbose, config.log_file)
-    from .service import configure_pynetdicom
     configure_pynetdicom()
     storage = Storage(config.storage)
     storage.use_for_temporary_files()  # converted copies go to the spool, which a restart empties

@@ -24,7 +24,7 @@ from rulesengine.config import DicomDestination, Retry, Timeouts
 from rulesengine.runtime.delivery import DeliveryManager
 from rulesengine.runtime.destinations import DicomSender, ItemError, LinkError
 from rulesengine.runtime.journal import DEAD, DELIVERED, RETRYING, NewDelivery, Outcome, Received
-from rulesengine.runtime.service import configure_pynetdicom
+from rulesengine.runtime.pynetdicom_setup import configure_pynetdicom
 from rulesengine.runtime.storage import Storage
 
 SIEMENS_CSA_NON_IMAGE = "1.3.12.2.1107.5.9.1"  # a private storage SOP class DCMTK's storescp does not know

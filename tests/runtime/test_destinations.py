@@ -52,7 +52,7 @@ from rulesengine.runtime.journal import (
     Outcome,
     Received,
 )
-from rulesengine.runtime.service import configure_pynetdicom
+from rulesengine.runtime.pynetdicom_setup import configure_pynetdicom
 from rulesengine.runtime.storage import Storage
 
 

@@ -34,7 +34,7 @@ from pynetdicom.sop_class import (
 from rulesengine.config import Listener
 from rulesengine.runtime.listener import DicomListener
 from rulesengine.runtime.negotiation import ProposalDrivenContext, install_per_context_negotiation
-from rulesengine.runtime.service import configure_pynetdicom
+from rulesengine.runtime.pynetdicom_setup import configure_pynetdicom
 
 SIEMENS_CSA_NON_IMAGE = "1.3.12.2.1107.5.9.1"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR

@@ -1,0 +1,290 @@
+"""DICOM files as the router reads and writes them, apart from what a document is.
+
+Reading checks what pydicom lets through (a file cut short, a data set without the
+Part 10 header) and raises DocumentReadError with the reason. `read_header` stops
+before the pixel data, so that a 1 GB instance never enters memory, and notes where
+each top-level element lies in the file; `write_file` then writes an edited header
+with the bytes of every element no edit touched copied from that file, and copies
+the pixel data (and what follows it) as received; `write_with_file_meta` gives a file
+other file meta information, its data set's bytes as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import struct
+import zlib
+from typing import NamedTuple
+
+import pydicom
+from pydicom import charset as dicom_charset
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.filebase import DicomFileLike
+from pydicom.filereader import _at_pixel_data, _read_file_meta_info, read_partial, read_preamble
+from pydicom.filewriter import write_data_element, write_file_meta_info
+
+from .lang.paths import tag_text
+
+
+class DocumentReadError(Exception):
+    """A file that is not a DICOM instance pydicom can read."""
+
+
+# What pydicom raises on a malformed file (beyond InvalidDicomError): a bad length or VR,
+# a cut-off file, a broken deflate stream, a value of the wrong size.
+_MALFORMED = (OSError, ValueError, EOFError, TypeError, KeyError, IndexError, OverflowError, NotImplementedError,
+              struct.error, zlib.error, BytesLengthException)
+TOO_DEEP = "sequences nested too deeply"
+
+
+class Header(NamedTuple):
+    """What `read_header` read: the data set up to its pixel data, where that starts in the
+    file (None: nothing follows the header, or it was read whole), and where each top-level
+    element lies in the file (None: unknown, then `write_file` encodes the whole header)."""
+
+    dataset: Dataset
+    pixel_data_at: int | None
+    element_ranges: dict[int, tuple[int, int]] | None
+
+
+def read_file(path: str, **dcmread_options) -> Dataset:
+    """Read a whole DICOM file. Raises DocumentReadError with the reason when it cannot."""
+    try:
+        ds = pydicom.dcmread(path, **dcmread_options)
+    except InvalidDicomError:
+        ds = _read_without_preamble(path, dcmread_options)
+    except RecursionError:
+        raise DocumentReadError(f"{path}: cannot read: {TOO_DEEP}") from None
+    except _MALFORMED as exc:
+        raise DocumentReadError(f"{path}: cannot read: {exc}") from None
+    _record_encoding_found(ds)
+    _check_complete(ds, path)
+    return ds
+
+
+def read_header(path: str) -> Header:
+    """Read everything before the pixel data; the pixel data stays in the file. Raises
+    DocumentReadError with the reason when the file cannot be read or is cut short."""
+    try:
+        with open(path, "rb") as fp:
+            ds = read_partial(fp, stop_when=_at_pixel_data)
+            offset = fp.tell()
+            size = os.fstat(fp.fileno()).st_size
+    except InvalidDicomError:
+        ds, offset, size = _read_header_without_meta(path)
+    except RecursionError:
+        raise DocumentReadError(f"{path}: cannot read: {TOO_DEEP}") from None
+    except _MALFORMED as exc:
+        raise DocumentReadError(f"{path}: cannot read: {exc}") from None
+    if not ds._dict:
+        raise DocumentReadError(f"{path}: no data elements")
+    _record_encoding_found(ds)
+    if getattr(ds, "file_meta", None) is not None and \
+            ds.file_meta.get("TransferSyntaxUID") == pydicom.uid.DeflatedExplicitVRLittleEndian:
+        # pydicom inflates a deflated data set into memory: there is no pixel data to copy
+        # from the file, so read the whole instance.
+        return Header(read_file(path), None, None)
+    if offset >= size:
+        _check_complete(ds, path)
+    else:
+        _check_tail(path, ds, offset, size)
+    return Header(ds, offset if offset < size else None, _element_ranges(ds, offset))
+
+
+def write_file(target, dataset: Dataset, file_meta: FileMetaDataset, source: str | None = None,
+               pixel_data_at: int | None = None, element_ranges: dict[int, tuple[int, int]] | None = None,
+               touched: set[int] | None = None) -> None:
+    """Write a DICOM Part 10 file (`target`: a path or a file object); the file meta is made
+    consistent with the data set first. A header read by `read_header` from `source` is
+    followed by the pixel data copied from there (from `pixel_data_at`); the elements outside
+    `touched` are copied from there too, when `element_ranges` says where they lie (`touched`
+    None: any may have changed)."""
+    ds = dataset
+    meta = file_meta
+    ds.file_meta = meta
+    if "SOPInstanceUID" in ds:
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if "SOPClassUID" in ds:
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    if "TransferSyntaxUID" not in meta:
+        meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    if pixel_data_at is None:
+        ds.save_as(target, enforce_file_format=True)
+        return
+    # The header as edited, then the pixel data (and what follows it) as received.
+    with open(target, "wb") if isinstance(target, (str, os.PathLike)) else contextlib.nullcontext(target) as out:
+        if not _write_spliced(out, ds, meta, source, pixel_data_at, element_ranges, touched):
+            ds.save_as(out, enforce_file_format=True)
+        with open(source, "rb") as original:
+            original.seek(pixel_data_at)
+            shutil.copyfileobj(original, out, 1 << 20)
+
+
+def _write_spliced(out, ds: Dataset, meta: FileMetaDataset, source: str, tail: int,
+                   ranges: dict[int, tuple[int, int]] | None, touched: set[int] | None) -> bool:
+    """The header with the bytes of every element no edit touched copied from the file it
+    was read from, and only the touched ones encoded: encoding 300 elements again costs
+    milliseconds per instance. False when that cannot be done (then pydicom writes it all)."""
+    syntax = meta.get("TransferSyntaxUID")
+    if ranges is None or touched is None or syntax not in (
+            pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian):
+        return False
+    start = min(begin for begin, _ in ranges.values()) if ranges else tail
+    with open(source, "rb") as original:
+        original.seek(start)
+        header = original.read(tail - start)
+    out.write(b"\0" * 128 + b"DICM")
+    write_file_meta_info(out, meta, enforce_standard=True)
+    fp = DicomFileLike(out)
+    fp.is_little_endian = True
+    fp.is_implicit_VR = syntax == pydicom.uid.ImplicitVRLittleEndian
+    encodings = dicom_charset.convert_encodings(ds.get("SpecificCharacterSet") or "ISO_IR 6")
+    for tag in sorted(set(ranges) | set(ds._dict)):
+        if tag in ranges and tag not in touched:
+            if tag in ds._dict:
+                begin, end = ranges[tag]
+                out.write(header[begin - start:end - start])
+        elif tag in ds._dict:
+            write_data_element(fp, ds._dict[tag], encodings)
+    return True
+
+
+def encode_file_meta(file_meta: FileMetaDataset) -> bytes:
+    """File meta information as it is written after the preamble and "DICM". Raises what
+    pydicom raises for a value it cannot encode."""
+    buffer = io.BytesIO()
+    write_file_meta_info(buffer, file_meta, enforce_standard=True)
+    return buffer.getvalue()
+
+
+def write_with_file_meta(source: str, encoded_file_meta: bytes, target: str | os.PathLike) -> None:
+    """`source` written to `target` with other file meta information: its preamble, the file
+    meta `encode_file_meta` made, then the data set's bytes exactly as in `source`, copied in
+    chunks (the pixel data never in memory)."""
+    with open(source, "rb") as original:
+        # Where pydicom found the data set: after the preamble and file meta, if there are any.
+        preamble = read_preamble(original, force=True)
+        _read_file_meta_info(original)
+        with open(target, "wb") as out:
+            out.write(preamble or b"\0" * 128)
+            out.write(b"DICM")
+            out.write(encoded_file_meta)
+            shutil.copyfileobj(original, out, 1 << 20)
+
+
+_LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+
+
+def _element_ranges(ds: Dataset, tail: int) -> dict[int, tuple[int, int]] | None:
+    """Where each top-level element lies in the file, from the offsets pydicom kept of its
+    values; each ends where the next begins (the last at the pixel data). None if unknown."""
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    if syntax not in (pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian):
+        return None
+    implicit = syntax == pydicom.uid.ImplicitVRLittleEndian
+    starts = []
+    for tag, elem in ds._dict.items():
+        value_at = getattr(elem, "value_tell", None) if isinstance(elem, RawDataElement) else \
+            getattr(elem, "file_tell", None)
+        if value_at is None:
+            return None
+        header = 8 if implicit or (elem.VR not in _LONG_VRS) else 12
+        starts.append((int(tag), value_at - header))
+    ranges = {}
+    for position, (tag, begin) in enumerate(starts):
+        end = starts[position + 1][1] if position + 1 < len(starts) else tail
+        if end < begin:
+            return None
+        ranges[tag] = (begin, end)
+    return ranges
+
+
+def _record_encoding_found(ds: Dataset) -> None:
+    """pydicom reads a data set in the VR encoding it finds there (with a warning when its transfer
+    syntax declares the other one), yet records the declared one as the data set's original
+    encoding: record the one its elements were read in, which its bytes are in. (Command set
+    elements, group 0000, are implicit VR whatever the data set is.)"""
+    element = next((element for element in ds.elements() if isinstance(element, RawDataElement)
+                    and element.tag >> 16 not in (0x0000, 0x0002)), None)
+    if element is not None and (element.is_implicit_VR, element.is_little_endian) != tuple(ds.original_encoding):
+        ds.set_original_encoding(element.is_implicit_VR, element.is_little_endian)
+
+
+def _check_tail(path: str, ds: Dataset, offset: int, size: int) -> None:
+    """The pixel data element must fit in the file: a cut-off transfer shows here."""
+    with open(path, "rb") as fp:
+        fp.seek(offset)
+        head = fp.read(12)
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+    little = syntax != pydicom.uid.ExplicitVRBigEndian
+    implicit = bool(ds.original_encoding[0])  # as found: a transfer syntax can declare the other VR encoding
+    order = "<" if little else ">"
+    if len(head) < 8:
+        raise DocumentReadError(f"{path}: the file is truncated in the pixel data element")
+    if implicit:
+        length, header = struct.unpack(order + "L", head[4:8])[0], 8
+    elif head[4:6] in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"SQ", b"UT", b"UC", b"UR"):
+        if len(head) < 12:
+            raise DocumentReadError(f"{path}: the file is truncated in the pixel data element")
+        length, header = struct.unpack(order + "L", head[8:12])[0], 12
+    else:
+        length, header = struct.unpack(order + "H", head[6:8])[0], 8
+    if length != 0xFFFFFFFF and offset + header + length > size:
+        raise DocumentReadError(f"{path}: the file is truncated: the pixel data declares {length} bytes, "
+                                f"{size - offset - header} remain")
+
+
+def _check_complete(ds: Dataset, path: str) -> None:
+    """pydicom reads a file cut short without complaint; a last element shorter than
+    its declared length gives the truncation away."""
+    elements = list(ds._dict.values())
+    if not elements:
+        raise DocumentReadError(f"{path}: no data elements")
+    last = elements[-1]
+    length, value = getattr(last, "length", None), getattr(last, "value", None)
+    if isinstance(value, (bytes, bytearray)) and length not in (None, 0xFFFFFFFF) and len(value) < length:
+        raise DocumentReadError(f"{path}: the file is truncated: element {tag_text(last.tag)} declares "
+                                f"{length} bytes, {len(value)} remain")
+
+
+def _read_without_preamble(path: str, options: dict) -> Dataset:
+    """Some senders write data sets without the Part 10 header; accept those only
+    when they look like an instance (a SOP class and instance UID)."""
+    try:
+        ds = pydicom.dcmread(path, force=True, **options)
+        if "SOPClassUID" in ds and "SOPInstanceUID" in ds:
+            return ds
+    except Exception:  # noqa: BLE001 - anything pydicom raises means "not DICOM"
+        pass
+    raise DocumentReadError(f"{path}: not a DICOM file (no DICM header and no SOP instance found)")
+
+
+_SYNTAX_FOUND = {(True, True): pydicom.uid.ImplicitVRLittleEndian, (False, True): pydicom.uid.ExplicitVRLittleEndian,
+                 (False, False): pydicom.uid.ExplicitVRBigEndian}  # (implicit VR, little endian) -> syntax
+
+
+def _read_header_without_meta(path: str) -> tuple[Dataset, int, int]:
+    """A data set without the Part 10 header, as some senders write them, is an instance when
+    it names its SOP class and instance (as for `read`). Its transfer syntax, found by pydicom
+    from the first elements, goes into a file meta of its own, so that a copy written from it
+    declares the encoding its copied pixel data is in."""
+    try:
+        with open(path, "rb") as fp:
+            ds = read_partial(fp, stop_when=_at_pixel_data, force=True)
+            offset = fp.tell()
+            size = os.fstat(fp.fileno()).st_size
+        syntax = _SYNTAX_FOUND.get(tuple(ds.original_encoding))
+        if syntax is not None and ds.get("SOPClassUID") and ds.get("SOPInstanceUID"):
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = syntax
+            return ds, offset, size
+    except Exception:  # noqa: BLE001 - anything pydicom raises here means "not DICOM"
+        pass
+    raise DocumentReadError(f"{path}: not a DICOM file (no DICM header and no SOP instance found)")

@@ -1,0 +1,135 @@
+"""Sync mode: a listener answers a C-STORE only once every destination has acknowledged it.
+
+The main process delivers such an instance itself, while the sender waits: its copies are
+written, sent at once over an association borrowed from a small pool, and the journal
+records each attempt. Nothing is queued: a failure is the sender's to retry, so a failed
+delivery is dead at once and keeps no file.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from ..copies import CopyError
+from ..document import Document
+from ..intake import short_error
+from ..lang.ruleset import Decision, RuleSet
+from .destinations import ItemError, LinkError, sender_for
+from .journal import DONE, Journal, Outcome
+from .pipeline import Pipeline, describe, outcome_of, received_facts
+from .storage import Storage
+
+log = logging.getLogger("rulesengine.router")
+
+IDLE_SECONDS = 1.0  # a sync-mode association is closed after this long unused
+
+
+class SyncDelivery:
+    """Delivers an instance to every destination before its sender is answered; keeps each
+    destination's associations open between instances, closing those left unused."""
+
+    def __init__(self, journal: Journal, storage: Storage, pipeline: Pipeline, destinations: dict):
+        self.journal = journal
+        self.storage = storage
+        self.pipeline = pipeline
+        self._destinations = destinations
+        self._lock = threading.Lock()
+        self._idle_senders: dict[str, list] = {}  # destination -> [(idle since, sender)]
+        self._janitor: threading.Thread | None = None
+
+    def use_destinations(self, destinations: dict) -> None:
+        """A changed configuration: associations opened under the old one are closed."""
+        with self._lock:
+            self._destinations = destinations
+            self._close_idle_senders_now()
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_idle_senders_now()
+
+    def deliver(self, path: str, document: Document, decision: Decision, ruleset: RuleSet) -> tuple[bool, str]:
+        """Deliver to every destination; (delivered everywhere, what failed where)."""
+        received = received_facts(document)
+        outcome = outcome_of(decision, ruleset)
+        instance_id = self.journal.record(received, path, outcome, DONE)
+        try:
+            deliveries = self.pipeline.write_copies(instance_id, path, document, decision, prefix="sync-")
+        except (CopyError, OSError) as exc:
+            # Nothing was sent and the sender is told: the instance is refused, not kept.
+            reason = str(exc) if isinstance(exc, CopyError) else f"its copies cannot be written: {short_error(exc)}"
+            self.journal.settle(instance_id, Outcome(ruleset.version, "reject", f"sync: {reason}",
+                                                     outcome.rules_fired, ()), None)
+            self.storage.remove(path)
+            log.warning("sync delivery of %s refused: %s", received.sop_instance_uid, reason)
+            return False, reason
+        ids = self.journal.add_deliveries(instance_id, deliveries, state="sending")
+        failures = []
+        for delivery_id, item in zip(ids, deliveries):
+            delivery = self.journal.delivery(delivery_id)
+            sender = self._borrow(item.destination)
+            started = time.time()
+            try:
+                sender.open([delivery])
+                detail = sender.send(delivery)
+                self.journal.delivered(delivery, started, detail)
+                self._give_back(item.destination, sender)
+            except (LinkError, ItemError) as exc:
+                sender.close()
+                failures.append(f"{item.destination}: {exc}")
+                # Dead, without a file: the sender was answered with a failure and sends it again;
+                # there is nothing for `queue retry` to resend.
+                self.journal.failed(delivery, started, f"sync: {exc}; the sender was answered with a failure",
+                                    None, keep_file=False)
+        for item in deliveries:
+            self.storage.remove(item.path)
+        self.storage.remove(path)
+        log.info(describe(document, decision, ruleset) + (" (sync: " + ("failed" if failures else "delivered") + ")"))
+        if failures:
+            log.warning("sync delivery of %s failed: %s", received.sop_instance_uid, "; ".join(failures))
+        return not failures, "; ".join(failures)
+
+    # ---- the senders kept between instances ----
+
+    def _borrow(self, name: str):
+        with self._lock:
+            pool = self._idle_senders.setdefault(name, [])
+            if pool:
+                return pool.pop()[1]
+            destination = self._destinations[name]
+        return sender_for(destination)
+
+    def _give_back(self, name: str, sender) -> None:
+        """Keep the association for the next sync store, but not idle: many SCPs serve one
+        association at a time, and an idle one would shut every other sender out."""
+        with self._lock:
+            if self._destinations.get(name) is sender.destination:
+                self._idle_senders.setdefault(name, []).append((time.monotonic(), sender))
+                self._start_janitor()
+                return
+        sender.close()
+
+    def _close_idle_senders_now(self) -> None:
+        """With the lock held."""
+        for senders in self._idle_senders.values():
+            for _since, sender in senders:
+                sender.close()
+        self._idle_senders.clear()
+
+    def _start_janitor(self) -> None:
+        if self._janitor is None:
+            self._janitor = threading.Thread(target=self._close_idle_senders, name="sync-janitor", daemon=True)
+            self._janitor.start()
+
+    def _close_idle_senders(self) -> None:
+        while True:
+            time.sleep(IDLE_SECONDS / 2)
+            now = time.monotonic()
+            idle = []
+            with self._lock:
+                for pool in self._idle_senders.values():
+                    idle += [sender for since, sender in pool if now - since >= IDLE_SECONDS]
+                    pool[:] = [(since, sender) for since, sender in pool if now - since < IDLE_SECONDS]
+            for sender in idle:
+                sender.close()
