@@ -23,6 +23,7 @@ from .lang.compiler import RULE_FIRED, Snippets, compile_program, compile_snippe
 from .lang.loader import Program, display_path, load_program
 from .lang.ruleset import Decision, Evaluation, RuleSet
 from .lang.syntax import parse
+from .lang.visitor import NodeVisitor
 
 TEST_SUFFIX = "_test.rules"
 _ROUTING_EXPECTATIONS = (n.ExpectRoute, n.ExpectCopy, n.ExpectOutcome, n.ExpectFired)
@@ -162,7 +163,7 @@ def check_test_file(path: str, destinations=None, folders: tuple[str, ...] = ())
 # ---- running ------------------------------------------------------------------------
 
 
-class _TestRun:
+class _TestRun(NodeVisitor):
     def __init__(self, suite: Suite, t_index: int, test: n.Test):
         self.suite, self.t_index, self.test = suite, t_index, test
         self.failures: list[Failure] = []
@@ -193,16 +194,9 @@ class _TestRun:
         test_dir = os.path.dirname(self.suite.test_path)
         applies = any(isinstance(s, n.ApplyAction) for s in self.test.statements)
         self.document = Document(arrival=Arrival(source_kind="test"))
+        given = _Given(self, test_dir)
         for s_index, statement in enumerate(self.test.statements):
-            key = f"_t{self.t_index}_{s_index}"
-            if isinstance(statement, n.GivenFile):
-                path = os.path.join(test_dir, statement.file)
-                self.document = Document.read(path, Arrival(source_kind="file", source_path=path))
-            elif isinstance(statement, n.GivenValues):
-                self._assign(statement, key)
-            elif isinstance(statement, n.ApplyAction):
-                evaluation = self.evaluation(self.document)
-                self.piece(key)(self.document, evaluation)
+            given.visit(statement, f"_t{self.t_index}_{s_index}")
         if not applies:
             self.decision = self.suite.ruleset.evaluate(self.document, trace=True)
             expects_quarantine = any(isinstance(s, n.ExpectOutcome) and s.outcome == "quarantine"
@@ -210,11 +204,12 @@ class _TestRun:
             if self.decision.error and not expects_quarantine:
                 self.fail(self.test.span, f"evaluation failed: {self.decision.error}")
         for s_index, statement in enumerate(self.test.statements):
-            check = getattr(self, "_" + type(statement).__name__, None)
-            if check is not None:
-                check(statement, f"_t{self.t_index}_{s_index}")
+            self.visit(statement, f"_t{self.t_index}_{s_index}")
 
-    def _assign(self, statement: n.GivenValues, key: str) -> None:
+    def generic_visit(self, statement, key: str) -> None:
+        """A statement that expects nothing (given, apply) checks nothing."""
+
+    def assign(self, statement: n.GivenValues, key: str) -> None:
         for a_index, assignment in enumerate(statement.assignments):
             value = self.piece(f"{key}_{a_index}")(self.document, self.evaluation(self.document))
             path = self.suite.analysis.paths[id(assignment.path)]
@@ -225,7 +220,7 @@ class _TestRun:
         reason = f" ({self.decision.reason})" if self.decision.reason else ""
         return f"destinations: {names}; outcome: {self.decision.outcome}{reason}"
 
-    def _ExpectRoute(self, statement: n.ExpectRoute, key: str) -> None:
+    def visit_ExpectRoute(self, statement: n.ExpectRoute, key: str) -> None:
         for name in statement.destinations:
             routed = name.value in self.decision.destinations
             if routed == statement.negated:
@@ -234,7 +229,7 @@ class _TestRun:
                 extra = f"; {name.value} was skipped: {skipped}" if skipped else ""
                 self.fail(statement.span, f"expected {verb} to {name.value}; {self._destinations()}{extra}")
 
-    def _ExpectOutcome(self, statement: n.ExpectOutcome, key: str) -> None:
+    def visit_ExpectOutcome(self, statement: n.ExpectOutcome, key: str) -> None:
         decision = self.decision
         if decision.outcome != statement.outcome:
             self.fail(statement.span, f"expected outcome {statement.outcome}; {self._destinations()}")
@@ -242,17 +237,17 @@ class _TestRun:
             self.fail(statement.span, f"expected the reason {statement.reason!r}; "
                       f"the reason was {decision.reason!r}")
 
-    def _ExpectFired(self, statement: n.ExpectFired, key: str) -> None:
+    def visit_ExpectFired(self, statement: n.ExpectFired, key: str) -> None:
         fired = [rule.name for rule in self.decision.rules_fired]
         if (statement.rule in fired) == statement.negated:
             verb = "not to fire" if statement.negated else "to fire"
             listed = ", ".join(repr(name) for name in fired) or "none"
             self.fail(statement.span, f"expected rule {statement.rule!r} {verb}; rules fired: {listed}")
 
-    def _ExpectCondition(self, statement: n.ExpectCondition, key: str) -> None:
+    def visit_ExpectCondition(self, statement: n.ExpectCondition, key: str) -> None:
         self._condition(statement, key, self.document, "")
 
-    def _ExpectCopy(self, statement: n.ExpectCopy, key: str) -> None:
+    def visit_ExpectCopy(self, statement: n.ExpectCopy, key: str) -> None:
         name = statement.destination.value
         copy = self.decision.destinations.get(name)
         if copy is None:
@@ -270,6 +265,26 @@ class _TestRun:
         text = predicates[evaluation.trace[0].predicate].text if len(evaluation.trace) == 1 else None
         expected = text or _source_text(self.suite, statement.condition.span)
         self.fail(statement.span, f"expected {expected}{where}, but " + ("; ".join(facts) or "it is false"))
+
+
+class _Given(NodeVisitor):
+    """Builds a test's document from its `given` statements and the blocks it applies, in order."""
+
+    def __init__(self, run: _TestRun, test_dir: str):
+        self.run, self.test_dir = run, test_dir
+
+    def visit_GivenFile(self, statement: n.GivenFile, key: str) -> None:
+        path = os.path.join(self.test_dir, statement.file)
+        self.run.document = Document.read(path, Arrival(source_kind="file", source_path=path))
+
+    def visit_GivenValues(self, statement: n.GivenValues, key: str) -> None:
+        self.run.assign(statement, key)
+
+    def visit_ApplyAction(self, statement: n.ApplyAction, key: str) -> None:
+        self.run.piece(key)(self.run.document, self.run.evaluation(self.run.document))
+
+    def generic_visit(self, statement, key: str) -> None:
+        """An `expect` statement builds nothing."""
 
 
 def _source_text(suite: Suite, span: Span) -> str:
