@@ -30,6 +30,7 @@ from pydicom.filebase import DicomFileLike
 from pydicom.filereader import _at_pixel_data, read_partial
 from pydicom.filewriter import write_data_element, write_file_meta_info
 
+from .arrival import Arrival
 from .diagnostics import RulesError
 from .lang import nodes as n
 from .lang.paths import ARRIVAL_FIELDS, COMMAND_SET, DATASET, FILE_META, READ_ONLY_ROOTS, ResolvedPath, Step, \
@@ -52,35 +53,6 @@ class DocumentReadError(Exception):
 _MALFORMED = (OSError, ValueError, EOFError, TypeError, KeyError, IndexError, OverflowError, NotImplementedError,
               struct.error, zlib.error, BytesLengthException)
 TOO_DEEP = "sequences nested too deeply"
-
-
-@dataclass(frozen=True)
-class Arrival:
-    """How a document arrived: the association (for a listener) and the source."""
-
-    calling_aet: str | None = None
-    called_aet: str | None = None
-    peer_address: str | None = None
-    peer_port: int | None = None
-    source_name: str | None = None
-    source_kind: str | None = None  # listener | folder | file
-    source_path: str | None = None
-
-    _FIELDS = {
-        ("Association", "CallingAET"): "calling_aet",
-        ("Association", "CalledAET"): "called_aet",
-        ("Association", "PeerAddress"): "peer_address",
-        ("Association", "PeerPort"): "peer_port",
-        ("Source", "Name"): "source_name",
-        ("Source", "Kind"): "source_kind",
-        ("Source", "Path"): "source_path",
-    }
-
-    def value(self, root: str, name: str) -> Any:
-        return getattr(self, self._FIELDS[(root, name)])
-
-    def with_value(self, root: str, name: str, value: Any) -> "Arrival":
-        return replace(self, **{self._FIELDS[(root, name)]: value})
 
 
 @dataclass(frozen=True)

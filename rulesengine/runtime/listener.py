@@ -31,7 +31,8 @@ from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification, uid_to_service_class
 
 from ..config import Listener, TLS
-from ..document import Arrival, DocumentReadError
+from ..arrival import Arrival
+from ..document import DocumentReadError
 from ..intake import RefusedAtIntake
 from . import received as received_files
 from .destinations import set_nodelay
