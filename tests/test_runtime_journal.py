@@ -163,7 +163,7 @@ def test_record_is_visible_at_once_to_another_process(journal, backend):
     reader = ("import importlib, sys\n"
               "journal = getattr(importlib.import_module(sys.argv[1]), sys.argv[2])(sys.argv[3])\n"
               "instance = journal.instance(int(sys.argv[4]))\n"
-              "print(instance.state if instance else 'missing', instance.arrival.sop_instance_uid if instance else '')\n")
+              "print(*((instance.state, instance.arrival.sop_instance_uid) if instance else ('missing',)))\n")
     result = subprocess.run([sys.executable, "-c", reader, backend.module, backend.name, backend.address,
                              str(instance_id)], capture_output=True, text=True, timeout=60, check=False,
                             env={**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")})
