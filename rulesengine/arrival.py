@@ -17,6 +17,8 @@ from typing import Any, ClassVar, Mapping
 # A file name has room for 255 bytes: the uuid, the dots and ".dcm" take 38 of them.
 _FILENAME_FACTS = ("source_kind", "source_name", "calling_aet", "called_aet", "peer")
 MAX_FILENAME_FACTS_LENGTH = 200
+# A quarantined file's .json names a few facts otherwise than the journal.
+_QUARANTINE_KEYS = {"source_name": "source"}
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,15 @@ class Arrival:
     def from_row(cls, row: Mapping[str, Any]) -> "Arrival":
         return cls._from_facts({column: row[column] for column in cls.ROW_COLUMNS})
 
+    @classmethod
+    def from_columns(cls, source_kind: str | None, source_name: str | None = None, calling_aet: str | None = None,
+                     called_aet: str | None = None, peer: str | None = None, sop_class_uid: str | None = None,
+                     sop_instance_uid: str | None = None) -> "Arrival":
+        """The arrival facts given in the journal's column order (the peer as "address:port")."""
+        return cls._from_facts({"source_kind": source_kind, "source_name": source_name, "calling_aet": calling_aet,
+                                "called_aet": called_aet, "peer": peer, "sop_class_uid": sop_class_uid,
+                                "sop_instance_uid": sop_instance_uid})
+
     # ---- the spool file's name ----------------------------------------------------------------
 
     def to_filename(self, unique: str) -> str:
@@ -125,28 +136,16 @@ class Arrival:
     # ---- the quarantine's .json ---------------------------------------------------------------
 
     def to_quarantine(self) -> dict[str, Any]:
-        """The facts written beside a quarantined file (its source is "source" there)."""
-        return {"sop_instance_uid": self.sop_instance_uid, "sop_class_uid": self.sop_class_uid,
-                "source": self.source_name, "source_kind": self.source_kind, "calling_aet": self.calling_aet,
-                "called_aet": self.called_aet, "peer": self.peer}
+        """The facts written beside a quarantined file: the journal's, the source named "source"."""
+        return {_QUARANTINE_KEYS.get(column, column): value for column, value in self.to_row().items()}
 
     @classmethod
     def from_quarantine(cls, info: Mapping[str, Any]) -> "Arrival":
         """What a quarantined file's .json says of its arrival; files from before the source
         kind was written there came from a listener when they name a calling AE title."""
-        kind = info.get("source_kind") or ("listener" if info.get("calling_aet") else "folder")
-        return cls._from_facts({"source_kind": kind, "source_name": info.get("source"),
-                                "calling_aet": info.get("calling_aet"), "called_aet": info.get("called_aet"),
-                                "peer": info.get("peer"), "sop_class_uid": info.get("sop_class_uid"),
-                                "sop_instance_uid": info.get("sop_instance_uid")})
+        facts = {column: info.get(_QUARANTINE_KEYS.get(column, column)) for column in cls.ROW_COLUMNS}
+        facts["source_kind"] = facts["source_kind"] or ("listener" if facts["calling_aet"] else "folder")
+        return cls._from_facts(facts)
 
 
-def received(source_kind: str, source_name: str | None = None, calling_aet: str | None = None,
-             called_aet: str | None = None, peer: str | None = None, sop_class_uid: str | None = None,
-             sop_instance_uid: str | None = None) -> Arrival:
-    """An arrival given in the journal's column order (the peer as "address:port")."""
-    return Arrival._from_facts(dict(zip(Arrival.ROW_COLUMNS, (source_kind, source_name, calling_aet, called_aet,
-                                                                peer, sop_class_uid, sop_instance_uid))))
-
-
-__all__ = ["Arrival", "MAX_FILENAME_FACTS_LENGTH", "received"]
+__all__ = ["Arrival", "MAX_FILENAME_FACTS_LENGTH"]

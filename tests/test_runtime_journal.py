@@ -8,6 +8,7 @@ What only SQLite does (WAL, a file on disk) is tested at the end, apart.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sqlite3
 import subprocess
@@ -93,6 +94,16 @@ def queue_instance(journal: Journal, destinations=("PACS",), path: str = "/spool
     """An accepted instance, processed: one queued delivery per destination."""
     instance_id = journal.record(received(number), path, routed(*destinations), ACCEPTED)
     return journal.add_deliveries(instance_id, [new_delivery(name, path, number) for name in destinations])
+
+
+def test_the_backend_implements_the_whole_interface(backend):
+    implementation = getattr(importlib.import_module(backend.module), backend.name)
+    for name, method in inspect.getmembers(Journal, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        assert callable(getattr(implementation, name, None)), name
+        assert (list(inspect.signature(getattr(implementation, name)).parameters)
+                == list(inspect.signature(method).parameters)), name
 
 
 # ---- instances ------------------------------------------------------------------------------------

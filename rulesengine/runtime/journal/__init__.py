@@ -4,7 +4,7 @@
 it in a SQLite file of the storage folder; records.py holds what it returns.
 """
 
-from ...arrival import received as Received  # the arrival facts in the journal's column order
+from ...arrival import Arrival
 from .interface import Journal
 from .records import Attempt, Delivery, DeliveryState, Instance, InstanceState, ListedDelivery, NewDelivery, Outcome
 from .sqlite import SQLiteJournal
@@ -12,6 +12,8 @@ from .sqlite import SQLiteJournal
 QUEUED, SENDING, DELIVERED, RETRYING, DEAD = DeliveryState
 DELIVERY_STATES = tuple(DeliveryState)
 ACCEPTED, PROCESSED, DONE = InstanceState
+# What the journal recorded of an arrival before there was one record, in its column order.
+Received = Arrival.from_columns
 
 __all__ = ["ACCEPTED", "Attempt", "DEAD", "DELIVERED", "DELIVERY_STATES", "DONE", "Delivery", "DeliveryState",
            "Instance", "InstanceState", "Journal", "ListedDelivery", "NewDelivery", "Outcome", "PROCESSED", "QUEUED",

@@ -14,7 +14,7 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Iterable
 
 from ...arrival import Arrival
@@ -86,7 +86,7 @@ CREATE TABLE IF NOT EXISTS ruleset_files (
 """
 
 
-_DELIVERY_COLUMNS = ", ".join(Delivery.__dataclass_fields__)
+_DELIVERY_COLUMNS = ", ".join(field.name for field in fields(Delivery))
 
 
 class SQLiteJournal:
@@ -125,7 +125,6 @@ class SQLiteJournal:
             self.db.execute("COMMIT" if kind is None else "ROLLBACK")
 
     def _transaction(self) -> "_Tx":
-        """BEGIN IMMEDIATE ... COMMIT."""
         return SQLiteJournal._Tx(self._connection())
 
     def close(self) -> None:
