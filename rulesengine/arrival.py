@@ -17,8 +17,9 @@ from typing import Any, ClassVar, Mapping
 # A file name has room for 255 bytes: the uuid, the dots and ".dcm" take 38 of them.
 _FILENAME_FACTS = ("source_kind", "source_name", "calling_aet", "called_aet", "peer")
 MAX_FILENAME_FACTS_LENGTH = 200
-# A quarantined file's .json names a few facts otherwise than the journal.
+# A quarantined file's .json names a few facts otherwise than the journal, and shows these first.
 _QUARANTINE_KEYS = {"source_name": "source"}
+_QUARANTINE_FIRST = ("sop_instance_uid", "sop_class_uid", "source_name")
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,9 @@ class Arrival:
 
     def to_quarantine(self) -> dict[str, Any]:
         """The facts written beside a quarantined file: the journal's, the source named "source"."""
-        return {_QUARANTINE_KEYS.get(column, column): value for column, value in self.to_row().items()}
+        row = self.to_row()
+        columns = [*_QUARANTINE_FIRST, *(column for column in row if column not in _QUARANTINE_FIRST)]
+        return {_QUARANTINE_KEYS.get(column, column): row[column] for column in columns}
 
     @classmethod
     def from_quarantine(cls, info: Mapping[str, Any]) -> "Arrival":
