@@ -1,7 +1,8 @@
 """rulesengine: a DICOM router driven by a declarative rules language."""
 
 from .diagnostics import Diagnostic, RulesError, Severity, Span
-from .document import Arrival, Change, Document, DocumentReadError, Item, PathError
+from .arrival import Arrival
+from .document import Change, Document, DocumentReadError, Item, PathError
 from .lang.api import check_file, compile_file, compile_source
 from .lang.checks import DestinationInfo
 from .lang.functions import Secrets

@@ -20,6 +20,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 
+from .arrival import Arrival
 from .diagnostics import RulesError
 from .lang import nodes as n
 from .lang.paths import ARRIVAL_FIELDS, COMMAND_SET, DATASET, FILE_META, READ_ONLY_ROOTS, ResolvedPath, Step, \
@@ -32,35 +33,6 @@ from .values import CHARSET_VRS, ValueError_, concrete_vr, is_multi_vm, read_val
 
 class PathError(Exception):
     """A path that cannot be read or written in this document (a bad path, a bad value)."""
-
-
-@dataclass(frozen=True)
-class Arrival:
-    """How a document arrived: the association (for a listener) and the source."""
-
-    calling_aet: str | None = None
-    called_aet: str | None = None
-    peer_address: str | None = None
-    peer_port: int | None = None
-    source_name: str | None = None
-    source_kind: str | None = None  # listener | folder | file
-    source_path: str | None = None
-
-    _FIELDS = {
-        ("Association", "CallingAET"): "calling_aet",
-        ("Association", "CalledAET"): "called_aet",
-        ("Association", "PeerAddress"): "peer_address",
-        ("Association", "PeerPort"): "peer_port",
-        ("Source", "Name"): "source_name",
-        ("Source", "Kind"): "source_kind",
-        ("Source", "Path"): "source_path",
-    }
-
-    def value(self, root: str, name: str) -> Any:
-        return getattr(self, self._FIELDS[(root, name)])
-
-    def with_value(self, root: str, name: str, value: Any) -> "Arrival":
-        return replace(self, **{self._FIELDS[(root, name)]: value})
 
 
 @dataclass(frozen=True)

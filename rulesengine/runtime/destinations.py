@@ -27,6 +27,7 @@ from ..lang.paths import lookup_keyword
 from .associations import NO_CONTEXT, UNREACHABLE, AssociationFailed, PeerWatch, request, unanswered
 from .journal import Delivery
 from .pynetdicom_setup import tune_connection
+from .statuses import is_stored
 from .storage import fsync_dir, fsync_file
 from .transcode import CONVERTIBLE, LITTLE_ENDIAN, ConversionError, can_convert, convert, deflated_for_the_network
 
@@ -217,7 +218,7 @@ class DicomSender:
             raise ItemError(f"{lost}; the destination answers C-ECHO")
         code = int(status.Status)
         comment = status.get("ErrorComment")
-        if code == 0 or code in (0x0001, 0x0107, 0x0116) or 0xB000 <= code <= 0xBFFF:
+        if is_stored(code):
             return f"0x{code:04X}" + (f" {comment}" if comment else "")
         raise ItemError(f"{self.destination.name} answered 0x{code:04X}" + (f": {comment}" if comment else ""))
 

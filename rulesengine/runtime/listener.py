@@ -30,29 +30,22 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification, uid_to_service_class
 
+from ..arrival import Arrival
 from ..config import Listener, TLS
-from ..document import Arrival, DocumentReadError
+from ..document import DocumentReadError
 from ..intake import RefusedAtIntake
 from . import received as received_files
 from .logs import Repeats
 from .negotiation import Negotiation
 from .pipeline import Pipeline
 from .pynetdicom_setup import tune_connection
+from .statuses import StoreStatus
 from .transport import AssociationSlots, ConnectionGuard, RefusalLog, start_server
 
 log = logging.getLogger("rulesengine.listener")
 _refusals = Repeats()  # a sender that sends such C-STOREs in a loop is told of once a minute
 
-# A rule rejected the instance. Not 0x0124 (Refused: Not Authorized), a general DIMSE status
-# that DCMTK's storescu calls "Unknown Status" and dcmsend counts apart from the errors:
-# a code of the Storage Service's "Error: Cannot understand" range (C000-CFFF), which every
-# sender reports as a failure; its low byte recalls 0124.
-STATUS_REJECTED = 0xC124
-STATUS_OUT_OF_RESOURCES = 0xA700  # not stored (a full disk, a storage error) or, sync, not delivered
-STATUS_CANNOT_UNDERSTAND = 0xC000  # not a DICOM data set we can read
-STATUS_REFUSED_AT_INTAKE = 0xA900  # "Data Set does not match SOP Class": a DICOMDIR, an instance without SOP UIDs
 UNLIMITED = 1 << 30  # pynetdicom's own count of associations (connections included), left unused
-STATUS_SOP_CLASS_NOT_SUPPORTED = 0x0122  # a C-STORE naming a SOP class no service of the association serves
 
 
 def server_tls_context(tls: TLS) -> ssl.SSLContext:
@@ -98,7 +91,7 @@ class DicomListener:
             (evt.EVT_SOP_COMMON, self.negotiation.on_sop_common),
             (evt.EVT_ACCEPTED, self.negotiation.on_accepted),
             (evt.EVT_ACCEPTED, self._answer_stores_no_service_takes),
-            (evt.EVT_C_ECHO, lambda event: 0x0000),
+            (evt.EVT_C_ECHO, lambda event: StoreStatus.SUCCESS),
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_CONN_CLOSE, received_files.discard_unclaimed),
         ]
@@ -184,28 +177,28 @@ class DicomListener:
                 reason = written.error.strerror or str(written.error)
                 log.warning("listener %s: instance from %s not stored: %s", self.config.name, arrival.calling_aet,
                             reason)
-                return _status(STATUS_OUT_OF_RESOURCES, f"not stored: {reason}")
+                return _status(StoreStatus.OUT_OF_RESOURCES, f"not stored: {reason}")
             if not os.path.exists(received):  # removed when the connection closed: nobody waits for an answer
                 log.debug("listener %s: an instance from %s arrived as its connection closed", self.config.name,
                           arrival.calling_aet)
-                return _status(STATUS_OUT_OF_RESOURCES, "not stored: the connection closed")
+                return _status(StoreStatus.OUT_OF_RESOURCES, "not stored: the connection closed")
             path = self.pipeline.storage.temp_path()
             os.link(received, path)  # our own name for the file; pynetdicom removes its name afterwards
             return self._store(path, arrival)
         except RefusedAtIntake as exc:
             log.warning("listener %s: instance from %s refused: %s", self.config.name, arrival.calling_aet,
                         exc.reason)
-            return _status(STATUS_REFUSED_AT_INTAKE, exc.reason)
+            return _status(StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, exc.reason)
         except DocumentReadError as exc:
             log.warning("listener %s: unreadable instance from %s: %s", self.config.name, arrival.calling_aet, exc)
-            return _status(STATUS_CANNOT_UNDERSTAND, str(exc).rsplit(": ", 1)[-1])
+            return _status(StoreStatus.CANNOT_UNDERSTAND, str(exc).rsplit(": ", 1)[-1])
         except (OSError, sqlite3.Error) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             log.warning("listener %s: instance from %s not stored: %s", self.config.name, arrival.calling_aet, reason)
-            return _status(STATUS_OUT_OF_RESOURCES, f"not stored: {reason}")
+            return _status(StoreStatus.OUT_OF_RESOURCES, f"not stored: {reason}")
         except Exception:
             log.exception("listener %s: internal error on an instance from %s", self.config.name, arrival.calling_aet)
-            return _status(STATUS_OUT_OF_RESOURCES, "not stored: internal error of the router, see its log")
+            return _status(StoreStatus.OUT_OF_RESOURCES, "not stored: internal error of the router, see its log")
         finally:
             if path is not None and os.path.lexists(path):
                 self.pipeline.storage.remove(path)
@@ -215,14 +208,14 @@ class DicomListener:
             document, decision, ruleset = self.pipeline.decide(path, arrival)
             if decision.outcome == "route":
                 ok, detail = self.deliver_now(path, document, decision, ruleset)
-                return 0x0000 if ok else _status(STATUS_OUT_OF_RESOURCES, detail)
+                return StoreStatus.SUCCESS if ok else _status(StoreStatus.OUT_OF_RESOURCES, detail)
             result = self.pipeline.settle(path, document, decision, ruleset)
         else:
             # async: answered once spooled and journaled; the rules run first only if they can reject
             result = self.pipeline.receive(path, arrival)
         if result.outcome == "reject":
-            return _status(STATUS_REJECTED, result.reason or "rejected by the routing rules")
-        return 0x0000
+            return _status(StoreStatus.REJECTED_BY_RULES, result.reason or "rejected by the routing rules")
+        return StoreStatus.SUCCESS
 
 
 def _reject(assoc, result: int, source: int, reason: int) -> None:
@@ -245,7 +238,7 @@ def _refuse_store(listener: str, assoc, request: C_STORE, context_id: int) -> No
                   "listener %s: C-STORE from %s (%s) refused: SOP Class UID %r, in presentation context %d of %s: "
                   "no service of the association serves it", listener, calling, requestor.address, uid, context_id,
                   context.abstract_syntax)
-    status = _status(STATUS_SOP_CLASS_NOT_SUPPORTED, f"no service for SOP Class UID {uid} on this association")
+    status = _status(StoreStatus.SOP_CLASS_NOT_SUPPORTED, f"no service for SOP Class UID {uid} on this association")
     response = C_STORE()
     response.MessageID = response.MessageIDBeingRespondedTo = request.MessageID
     try:
@@ -265,7 +258,7 @@ def _refuse_store(listener: str, assoc, request: C_STORE, context_id: int) -> No
 
 def _status(code: int, comment: str) -> Dataset:
     status = Dataset()
-    status.Status = code
+    status.Status = int(code)
     # An LO of the command set: default repertoire only (the command set has no Specific
     # Character Set), no backslash (it would split the value), at most 64 characters.
     status.ErrorComment = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in comment)[:64]

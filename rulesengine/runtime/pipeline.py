@@ -32,14 +32,15 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from ..copies import CopyError, is_received_file, keep_with_file_meta, write_copy
-from ..document import Arrival, Document, DocumentReadError
+from ..arrival import Arrival
+from ..document import Document, DocumentReadError
 from ..intake import file_meta_problem, read_instance, short_error
 from ..lang.ruleset import Decision, RuleSet
-from .journal import ACCEPTED, DONE, Journal, NewDelivery, Outcome, Received
+from .journal import ACCEPTED, DONE, Instance, Journal, NewDelivery, Outcome
 from .rules import RuleSetVersions, RulesHolder, RulesUnavailable
 from .storage import Storage, fsync_file, move_durably
 
@@ -58,23 +59,15 @@ class Result:
     path: str | None = None  # where the instance is now
 
 
-def received_facts(document: Document) -> Received:
-    return facts_of(document.arrival, document.get("DataSet.SOPClassUID") or
-                    document.get("FileMeta.MediaStorageSOPClassUID"),
-                    document.get("DataSet.SOPInstanceUID") or document.get("FileMeta.MediaStorageSOPInstanceUID"))
-
-
-def facts_of(arrival: Arrival, sop_class: str | None, sop_instance: str | None) -> Received:
-    peer = f"{arrival.peer_address}:{arrival.peer_port}" if arrival.peer_address else None
-    return Received(arrival.source_kind or "file", arrival.source_name, arrival.calling_aet, arrival.called_aet,
-                    peer, sop_class, sop_instance)
-
-
-def arrival_of(received: Received | dict) -> Arrival:
-    get = received.get if isinstance(received, dict) else lambda key: getattr(received, key)
-    peer_address, _, peer_port = (get("peer") or "").rpartition(":")
-    return Arrival(get("calling_aet"), get("called_aet"), peer_address or None,
-                   int(peer_port) if peer_port.isdigit() else None, get("source_name"), get("source_kind"), None)
+def received_facts(document: Document) -> Arrival:
+    """How the document arrived, with the instance it brought (the data set's UIDs, else the
+    file meta's), as the journal records it."""
+    arrival = document.arrival
+    if not arrival.source_kind:
+        arrival = replace(arrival, source_kind="file")
+    return arrival.with_instance(
+        document.get("DataSet.SOPClassUID") or document.get("FileMeta.MediaStorageSOPClassUID"),
+        document.get("DataSet.SOPInstanceUID") or document.get("FileMeta.MediaStorageSOPInstanceUID"))
 
 
 def outcome_of(decision: Decision, ruleset: RuleSet) -> Outcome:
@@ -200,14 +193,14 @@ class Pipeline:
         route (copies written, deliveries queued). Whatever fails, it ends quarantined with the
         reason; only when even that fails (the storage folder) is it tried again, later."""
         with self._lock:
-            row = self.journal.instance(instance_id)
-            if row is None or row["state"] != ACCEPTED:
+            instance = self.journal.instance(instance_id)
+            if instance is None or instance.state != ACCEPTED:
                 return  # processed already (a wake-up can come twice)
             held = self._held.get(instance_id)
             if held is not None and held[0] > time.monotonic():
                 return
             try:
-                self._process(row)
+                self._process(instance)
             except Exception:  # noqa: BLE001 - could not be settled, not even quarantined: try later
                 self._hold(instance_id, first=held is None)
             else:
@@ -222,16 +215,16 @@ class Pipeline:
         else:
             log.debug("instance %s still cannot be processed", instance_id, exc_info=True)
 
-    def _process(self, row) -> None:
-        instance_id, path, version = row["id"], row["path"], row["ruleset_version"]
-        received = Received(**_received_columns(row))
+    def _process(self, instance: Instance) -> None:
+        instance_id, path, version = instance.id, instance.path, instance.outcome.ruleset_version
+        received = instance.arrival
         try:
             ruleset = self.versions.get(version)
         except RulesUnavailable as exc:
             self._quarantine_failure(instance_id, path, received, version, str(exc))
             return
         try:
-            document = read_instance(path, arrival_of(dict(row)))
+            document = read_instance(path, received)
         except DocumentReadError as exc:
             self._quarantine_failure(instance_id, path, received, ruleset.version,
                                      str(exc).replace(path, "the received file"))
@@ -273,7 +266,7 @@ class Pipeline:
             self.storage.remove(path)  # every destination has its own copy
         self.notify({item.destination for item in deliveries})
 
-    def _quarantine_failure(self, instance_id: int, path: str, received: Received, version: str | None, reason: str,
+    def _quarantine_failure(self, instance_id: int, path: str, received: Arrival, version: str | None, reason: str,
                             rules_fired: tuple[str, ...] = (), logged: bool = False) -> None:
         """A failure after the answer: one WARNING line, and the instance kept aside with the reason."""
         if not logged:
@@ -281,12 +274,9 @@ class Pipeline:
                         received.calling_aet or received.source_name, reason)
         self._keep_aside(instance_id, path, received, reason, Outcome(version, "quarantine", reason, rules_fired, ()))
 
-    def _keep_aside(self, instance_id: int, path: str, received: Received, reason: str, outcome: Outcome) -> None:
-        facts = {"sop_instance_uid": received.sop_instance_uid, "sop_class_uid": received.sop_class_uid,
-                 "source": received.source_name, "source_kind": received.source_kind,
-                 "calling_aet": received.calling_aet, "called_aet": received.called_aet, "peer": received.peer,
-                 "rules_version": outcome.ruleset_version}
-        kept = self.storage.quarantine(path, reason, facts)
+    def _keep_aside(self, instance_id: int, path: str, received: Arrival, reason: str, outcome: Outcome) -> None:
+        kept = self.storage.quarantine(path, reason, {**received.to_quarantine(),
+                                                      "rules_version": outcome.ruleset_version})
         self.journal.settle(instance_id, outcome, kept)
 
     def write_copies(self, instance_id: int, path: str, document: Document, decision: Decision,
@@ -320,11 +310,11 @@ class Pipeline:
     def process_pending(self) -> int:
         """Process every instance received and not yet processed, oldest first."""
         count = 0
-        for row in self.journal.accepted_instances():
+        for instance in self.journal.accepted_instances():
             try:
-                self.process(row["id"])
+                self.process(instance.id)
             except Exception:  # noqa: BLE001 - left accepted: tried again at the next wake-up or start
-                log.exception("instance %s could not be processed; it stays in the spool", row["id"])
+                log.exception("instance %s could not be processed; it stays in the spool", instance.id)
             count += 1
         return count
 
@@ -380,7 +370,3 @@ class Pipeline:
         self._queue.put(done)
         done.wait()
 
-
-def _received_columns(row) -> dict:
-    return {key: row[key] for key in ("source_kind", "source_name", "calling_aet", "called_aet", "peer",
-                                       "sop_class_uid", "sop_instance_uid")}

@@ -14,8 +14,6 @@ journal records it, so nothing the journal names can be half-written.
 
 from __future__ import annotations
 
-import base64
-import dataclasses
 import errno
 import fcntl
 import json
@@ -26,7 +24,8 @@ import tempfile
 import time
 import uuid
 
-from .journal import ACCEPTED, Journal, Received
+from ..arrival import Arrival
+from .journal import ACCEPTED, Journal, SQLiteJournal
 
 
 def fsync_file(path: str) -> None:
@@ -54,15 +53,6 @@ def move_durably(source: str, target: str) -> str:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-# How a spool file's name carries its arrival (the SOP UIDs are in the file itself; a
-# file name has room for 255 bytes).
-_FACT_KEYS = ("source_kind", "source_name", "calling_aet", "called_aet", "peer")
-MAX_FACTS_LENGTH = 200  # + 32 for the uuid and dots and .dcm: under the 255 bytes of a name
-
-
-def _encode_facts(received: Received) -> str:
-    data = json.dumps([getattr(received, k) for k in _FACT_KEYS], separators=(",", ":"))
-    return base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
 
 
 def safe_name(text: str) -> str:
@@ -111,7 +101,7 @@ class Storage:
             self._lock_file = None
 
     def journal(self) -> Journal:
-        return Journal(self.journal_path)
+        return SQLiteJournal(self.journal_path)
 
     def temp_path(self, suffix: str = ".dcm") -> str:
         """A new file name in the spool's temporary folder (same file system as the spool)."""
@@ -122,28 +112,18 @@ class Storage:
         so that accepting one is a rename, not a copy."""
         tempfile.tempdir = self.tmp
 
-    def accept(self, received_path: str, received: Received | None = None) -> str:
+    def accept(self, received_path: str, arrival: Arrival | None = None) -> str:
         """Make a received file durable and move it into the spool; returns its new path.
         The name carries the arrival facts, so the file alone is enough to route it."""
         fsync_file(received_path)
-        facts = _encode_facts(received) if received is not None else ""
-        if len(facts) > MAX_FACTS_LENGTH:  # a long name or IPv6 address: keep what fits
-            facts = _encode_facts(dataclasses.replace(received, peer=None, called_aet=None,
-                                                      source_name=(received.source_name or "")[:40]))
-        name = f"{uuid.uuid4().hex}{'.' + facts if facts else ''}.dcm"
+        unique = uuid.uuid4().hex
+        name = arrival.to_filename(unique) if arrival is not None else f"{unique}.dcm"
         return move_durably(received_path, os.path.join(self.incoming, name))
 
     @staticmethod
-    def facts_from_name(path: str) -> Received:
+    def facts_from_name(path: str) -> Arrival:
         """The arrival facts a spool file's name carries (see accept)."""
-        parts = os.path.basename(path).split(".")
-        if len(parts) == 3:
-            try:
-                values = json.loads(base64.urlsafe_b64decode(parts[1].encode() + b"=" * (-len(parts[1]) % 4)))
-                return Received(**dict(zip(_FACT_KEYS, values)))
-            except (ValueError, TypeError):
-                pass
-        return Received("unknown", None)
+        return Arrival.from_filename(os.path.basename(path))
 
     def copy_in(self, source: str) -> str:
         """Copy a file (from a watched folder) into the spool's temporary folder, durably."""
@@ -160,7 +140,8 @@ class Storage:
         return os.path.join(self.outgoing, f"{instance_id}-{safe_name(destination)}.dcm")
 
     def quarantine(self, source: str, reason: str, facts: dict) -> str:
-        """Keep an instance aside with why; the file is moved durably."""
+        """Keep an instance aside with why (`facts`: what the .json beside it says besides the
+        reason, see Arrival.to_quarantine); the file is moved durably."""
         day = time.strftime("%Y%m%d")
         folder = os.path.join(self.quarantine_dir, day)
         os.makedirs(folder, exist_ok=True)
@@ -208,13 +189,11 @@ class Storage:
         and journal it: the rules run on it again (in a running router within seconds). The
         file is in the spool before the quarantine lets go of it: a crash in between leaves a
         copy in both places, never in neither."""
-        received = Received(info.get("source_kind") or ("listener" if info.get("calling_aet") else "folder"),
-                            info.get("source"), info.get("calling_aet"), info.get("called_aet"), info.get("peer"),
-                            info.get("sop_class_uid"), info.get("sop_instance_uid"))
+        arrival = Arrival.from_quarantine(info)
         temp = self.temp_path()
         os.link(path, temp)  # the quarantined file is durable already; only names change
-        spooled = self.accept(temp, received)
-        instance_id = journal.record(received, spooled, None, ACCEPTED)
+        spooled = self.accept(temp, arrival)
+        instance_id = journal.record(arrival, spooled, None, ACCEPTED)
         for name in (path, path + ".json"):
             self.remove(name)
         fsync_dir(os.path.dirname(path))

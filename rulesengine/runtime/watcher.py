@@ -40,7 +40,8 @@ from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
 
 from ..config import Watch
-from ..document import Arrival, DocumentReadError
+from ..arrival import Arrival
+from ..document import DocumentReadError
 from ..intake import reason_of
 from .logs import Repeats
 from .pipeline import Pipeline

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pydicom
 
+from helpers.arrivals import Received
 from helpers.files import SAMPLES
 from helpers.cli import dicom_rules
 
-from rulesengine.runtime.journal import DELIVERED, QUEUED, NewDelivery, Outcome, Received
+from rulesengine.runtime.journal import DELIVERED, QUEUED, NewDelivery, Outcome
 from rulesengine.runtime.storage import Storage
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"

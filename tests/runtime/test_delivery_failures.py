@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from helpers.arrivals import Received
 from helpers.files import SAMPLES
 from helpers.peers import free_port, wait_until
 from pynetdicom import AE
@@ -23,7 +24,7 @@ from helpers.strict_peer import StrictPeer
 from rulesengine.config import DicomDestination, Retry, Timeouts
 from rulesengine.runtime.delivery import DeliveryManager
 from rulesengine.runtime.destinations import DicomSender, ItemError, LinkError
-from rulesengine.runtime.journal import DEAD, DELIVERED, RETRYING, NewDelivery, Outcome, Received
+from rulesengine.runtime.journal import DEAD, DELIVERED, RETRYING, NewDelivery, Outcome
 from rulesengine.runtime.pynetdicom_setup import configure_pynetdicom
 from rulesengine.runtime.storage import Storage
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from helpers.arrivals import Received
 from helpers.clock import StoppedClock
 from helpers.files import SAMPLES, bundled
 from helpers.peers import StoreSCP, free_port, wait_until
@@ -50,7 +51,6 @@ from rulesengine.runtime.journal import (
     Delivery,
     NewDelivery,
     Outcome,
-    Received,
 )
 from rulesengine.runtime.pynetdicom_setup import configure_pynetdicom
 from rulesengine.runtime.storage import Storage

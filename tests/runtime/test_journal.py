@@ -1,14 +1,27 @@
-"""The journal: instances, deliveries and attempts in a real SQLite file (WAL)."""
+"""The journal, through its interface (rulesengine.runtime.journal.Journal): instances,
+deliveries and attempts.
+
+Every test runs on each backend (the `backend` fixture): a new backend adds itself there.
+What only SQLite does (WAL, a file on disk) is tested at the end, apart.
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import os
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from rulesengine.arrival import Arrival
 from rulesengine.config import Retry
 from rulesengine.runtime.journal import (
     ACCEPTED,
@@ -19,25 +32,53 @@ from rulesengine.runtime.journal import (
     QUEUED,
     RETRYING,
     SENDING,
+    Attempt,
+    Delivery,
+    DeliveryState,
+    Instance,
+    InstanceState,
     Journal,
     NewDelivery,
     Outcome,
-    Received,
+    SQLiteJournal,
 )
 
+ROOT = Path(__file__).resolve().parent.parent
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 
 
+@dataclass(frozen=True)
+class Backend:
+    """How to open one journal: a class implementing Journal, and what it opens (a file, a
+    database address); importable by name, for another process."""
+
+    module: str
+    name: str
+    address: str
+
+    def open(self) -> Journal:
+        return getattr(importlib.import_module(self.module), self.name)(self.address)
+
+
+@pytest.fixture(params=["sqlite"])
+def backend(request, tmp_path) -> Backend:
+    if request.param == "sqlite":
+        return Backend("rulesengine.runtime.journal.sqlite", "SQLiteJournal", str(tmp_path / "journal.sqlite"))
+    raise AssertionError(request.param)
+
+
 @pytest.fixture
-def journal(tmp_path):
-    opened = Journal(str(tmp_path / "journal.sqlite"))
+def journal(backend):
+    opened = backend.open()
     yield opened
     opened.close()
 
 
-def received(number: int = 1) -> Received:
-    return Received("listener", "main", "CT1", "ROUTER", "127.0.0.1:40000", CT_IMAGE, f"1.2.3.{number}")
+def received(number: int = 1) -> Arrival:
+    return Arrival(calling_aet="CT1", called_aet="ROUTER", peer_address="127.0.0.1", peer_port=40000,
+                   source_name="main", source_kind="listener", sop_class_uid=CT_IMAGE,
+                   sop_instance_uid=f"1.2.3.{number}")
 
 
 def routed(*destinations: str) -> Outcome:
@@ -53,6 +94,16 @@ def queue_instance(journal: Journal, destinations=("PACS",), path: str = "/spool
     """An accepted instance, processed: one queued delivery per destination."""
     instance_id = journal.record(received(number), path, routed(*destinations), ACCEPTED)
     return journal.add_deliveries(instance_id, [new_delivery(name, path, number) for name in destinations])
+
+
+def test_the_backend_implements_the_whole_interface(backend):
+    implementation = getattr(importlib.import_module(backend.module), backend.name)
+    for name, method in inspect.getmembers(Journal, inspect.isfunction):
+        if name.startswith("_"):
+            continue
+        assert callable(getattr(implementation, name, None)), name
+        assert (list(inspect.signature(getattr(implementation, name)).parameters)
+                == list(inspect.signature(method).parameters)), name
 
 
 # ---- instances ------------------------------------------------------------------------------------
@@ -118,22 +169,22 @@ def test_add_deliveries_can_replace_the_recorded_outcome(journal):
         PROCESSED, "v2", "quarantine", "decided quarantine after a restart")
 
 
-def test_record_is_visible_at_once_to_another_process(journal):
+def test_record_is_visible_at_once_to_another_process(journal, backend):
     instance_id = journal.record(received(), "/spool/in/a.dcm", routed("PACS"), ACCEPTED)
-    reader = ("import sqlite3, sys\n"
-              "db = sqlite3.connect(sys.argv[1])\n"
-              "row = db.execute('SELECT state, sop_instance_uid FROM instances WHERE id=?', (int(sys.argv[2]),))"
-              ".fetchone()\n"
-              "print(row[0] if row else 'missing', row[1] if row else '')\n")
-    result = subprocess.run([sys.executable, "-c", reader, journal.path, str(instance_id)],
-                            capture_output=True, text=True, timeout=60, check=False)
+    reader = ("import importlib, sys\n"
+              "journal = getattr(importlib.import_module(sys.argv[1]), sys.argv[2])(sys.argv[3])\n"
+              "instance = journal.instance(int(sys.argv[4]))\n"
+              "print(*((instance.state, instance.arrival.sop_instance_uid) if instance else ('missing',)))\n")
+    result = subprocess.run([sys.executable, "-c", reader, backend.module, backend.name, backend.address,
+                             str(instance_id)], capture_output=True, text=True, timeout=60, check=False,
+                            env={**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [ACCEPTED, "1.2.3.1"]
 
 
-def test_the_schema_is_created_once_and_reopened(journal, tmp_path):
+def test_the_schema_is_created_once_and_reopened(journal, backend):
     ids = queue_instance(journal)
-    again = Journal(journal.path)
+    again = backend.open()
     try:
         assert again.delivery(ids[0]).state == QUEUED
     finally:
@@ -332,7 +383,7 @@ def test_postpone_never_brings_a_later_retry_forward(journal):
     assert journal.delivery(delivery_id).next_attempt_at == now + 300
 
 
-def test_requeue_interrupted_after_a_restart(journal):
+def test_requeue_interrupted_after_a_restart(journal, backend):
     first, second, third = (queue_instance(journal, number=1) + queue_instance(journal, number=2)
                             + queue_instance(journal, number=3))
     [a, _b] = journal.claim("PACS", 2)
@@ -340,7 +391,7 @@ def test_requeue_interrupted_after_a_restart(journal):
     # `_b` was being sent when the process stopped; the journal file stays as it was.
     journal.close()
 
-    restarted = Journal(journal.path)
+    restarted = backend.open()
     try:
         assert restarted.delivery(second).state == SENDING
         assert restarted.requeue_interrupted() == 1
@@ -427,7 +478,7 @@ def test_deliveries_listing_joins_the_instance(journal):
     assert [(r["destination"], r["source_name"], r["calling_aet"]) for r in rows] == [("ARCHIVE", "main", "CT1")]
 
 
-def test_a_pause_is_kept_in_the_journal_and_a_changed_destination_resumes(journal):
+def test_a_pause_is_kept_in_the_journal_and_a_changed_destination_resumes(journal, backend):
     [first] = queue_instance(journal, number=1)
     [head] = journal.claim("PACS", 1)
     now = time.time()
@@ -435,7 +486,7 @@ def test_a_pause_is_kept_in_the_journal_and_a_changed_destination_resumes(journa
     journal.failed(head, now, "connection refused", now + 30)
     # Only the failed delivery waits, yet the pause is there for whoever asks: a worker that
     # starts after a restart, or another worker of the same destination.
-    reopened = Journal(journal.path)
+    reopened = backend.open()
     try:
         assert reopened.postponed_until("PACS", now=now) == now + 30
         [second] = queue_instance(reopened, number=2)  # arrives during the pause
@@ -462,3 +513,83 @@ def test_numbers_are_never_reused_after_a_purge(journal):
     [second] = queue_instance(journal, number=2)
     assert second > first
     assert journal.delivery(second).instance_id > first_instance
+
+
+# ---- records ----------------------------------------------------------------------------------------
+
+
+def test_records_are_typed_and_read_by_column_name_as_stored(journal):
+    [delivery_id] = queue_instance(journal)
+    delivery = journal.delivery(delivery_id)
+    assert isinstance(delivery, Delivery) and delivery.state is DeliveryState.QUEUED
+    assert delivery["state"] == "queued" and dict(delivery)["destination"] == "PACS"
+
+    instance = journal.instance(delivery.instance_id)
+    assert isinstance(instance, Instance) and instance.state is InstanceState.PROCESSED
+    assert instance.arrival == received()
+    assert instance.outcome == routed("PACS")
+    assert (instance["peer"], instance["destinations"]) == ("127.0.0.1:40000", '["PACS"]')
+
+    [claimed] = journal.claim("PACS", 1)
+    assert journal.failed(claimed, time.time(), "refused", None) is DeliveryState.DEAD
+    [attempt] = journal.attempts(delivery_id)
+    assert isinstance(attempt, Attempt) and attempt.ok is False and attempt["ok"] == 0
+
+
+def test_states_are_stored_as_their_names():
+    """The stored text of every state stays what it was: journals written before read on."""
+    assert [state.value for state in DeliveryState] == ["queued", "sending", "delivered", "retrying", "dead"]
+    assert [state.value for state in InstanceState] == ["accepted", "processed", "done"]
+    assert f"{QUEUED:>8}" == "  queued"  # formatted as text, as `dicom-rules queue` prints it
+
+
+# ---- SQLite only ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_journal(tmp_path):
+    opened = SQLiteJournal(str(tmp_path / "journal.sqlite"))
+    yield opened
+    opened.close()
+
+
+def test_sqlite_keeps_one_file_in_wal_mode(sqlite_journal):
+    queue_instance(sqlite_journal)
+    assert os.path.isfile(sqlite_journal.path)
+    with closing(sqlite3.connect(sqlite_journal.path)) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_sqlite_a_record_is_visible_at_once_to_another_connection(sqlite_journal):
+    instance_id = sqlite_journal.record(received(), "/spool/in/a.dcm", routed("PACS"), ACCEPTED)
+    reader = ("import sqlite3, sys\n"
+              "db = sqlite3.connect(sys.argv[1])\n"
+              "row = db.execute('SELECT state, sop_instance_uid FROM instances WHERE id=?', (int(sys.argv[2]),))"
+              ".fetchone()\n"
+              "print(row[0] if row else 'missing', row[1] if row else '')\n")
+    result = subprocess.run([sys.executable, "-c", reader, sqlite_journal.path, str(instance_id)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [ACCEPTED, "1.2.3.1"]
+
+
+def test_sqlite_rows_written_before_the_records_read_on(sqlite_journal):
+    """An upgraded router reads the journal it left: rows as the router wrote them before its
+    records (the same schema), with the peer as one text."""
+    with closing(sqlite3.connect(sqlite_journal.path, isolation_level=None)) as db:
+        instance_id = db.execute(
+            "INSERT INTO instances (received_at, source_kind, source_name, calling_aet, called_aet, peer, "
+            "sop_class_uid, sop_instance_uid, path, state, ruleset_version, outcome, reason, rules_fired, "
+            "destinations, processed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (1.0, "listener", "main", "CT1", "ROUTER", "10.0.0.7:104", CT_IMAGE, "1.2.3.7", "/spool/in/x.dcm",
+             "accepted", "v1", None, None, "[]", "[]", None)).lastrowid
+        db.execute("INSERT INTO deliveries (instance_id, destination, path, sop_class_uid, sop_instance_uid, "
+                   "transfer_syntax, state, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                   (instance_id, "PACS", "/spool/in/x.dcm", CT_IMAGE, "1.2.3.7", EXPLICIT_LE, "retrying", 1.0, 1.0))
+    [instance] = sqlite_journal.accepted_instances()
+    assert instance.arrival == Arrival(calling_aet="CT1", called_aet="ROUTER", peer_address="10.0.0.7",
+                                       peer_port=104, source_name="main", source_kind="listener",
+                                       sop_class_uid=CT_IMAGE, sop_instance_uid="1.2.3.7")
+    assert (instance.state, instance.outcome) == (ACCEPTED, Outcome("v1", None, None, (), ()))
+    [claimed] = sqlite_journal.claim("PACS", 10)
+    assert (claimed.instance_id, claimed.state, claimed.transfer_syntax) == (instance_id, SENDING, EXPLICIT_LE)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from helpers.arrivals import Received
 from helpers.files import SAMPLES
 from pydicom.dataset import Dataset
 
@@ -22,7 +23,6 @@ from rulesengine.runtime.journal import (
     Delivery,
     NewDelivery,
     Outcome,
-    Received,
 )
 from rulesengine.runtime.storage import Storage, move_durably, safe_name
 

@@ -1,12 +1,11 @@
-"""The journal: every instance received, every decision, every delivery attempt.
+"""The journal in SQLite: WAL mode, one file under the storage folder.
 
-SQLite in WAL mode, one file under the storage folder. Several threads (and
-both router processes) use it at once, each through its own connection.
-Commits use synchronous=NORMAL: committed is durable against a crash of the
-router (SIGKILL included); a power cut may lose the last commits. That never
-loses an instance: the received file is fsynced before its entry is committed
-and its name carries its arrival, so a start journals any spool file without an
-entry again; a lost "delivered" means a duplicate delivery, never a loss.
+Several threads (and both router processes) use it at once, each through its own
+connection. Commits use synchronous=NORMAL: committed is durable against a crash of the
+router (SIGKILL included); a power cut may lose the last commits. That never loses an
+instance: the received file is fsynced before its entry is committed and its name
+carries its arrival, so a start journals any spool file without an entry again; a lost
+"delivered" means a duplicate delivery, never a loss.
 """
 
 from __future__ import annotations
@@ -15,14 +14,14 @@ import json
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import fields, replace
 from typing import Iterable
 
-# Delivery states
-QUEUED, SENDING, DELIVERED, RETRYING, DEAD = "queued", "sending", "delivered", "retrying", "dead"
-DELIVERY_STATES = (QUEUED, SENDING, DELIVERED, RETRYING, DEAD)
-# Instance states
-ACCEPTED, PROCESSED, DONE = "accepted", "processed", "done"
+from ...arrival import Arrival
+from .records import Attempt, Delivery, DeliveryState, Instance, InstanceState, ListedDelivery, NewDelivery, Outcome
+
+QUEUED, SENDING, DELIVERED, RETRYING, DEAD = DeliveryState
+ACCEPTED, PROCESSED, DONE = InstanceState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS instances (
@@ -87,59 +86,10 @@ CREATE TABLE IF NOT EXISTS ruleset_files (
 """
 
 
-@dataclass(frozen=True)
-class Delivery:
-    id: int
-    instance_id: int
-    destination: str
-    path: str | None
-    sop_class_uid: str | None
-    sop_instance_uid: str | None
-    transfer_syntax: str | None
-    state: str
-    attempts: int
-    next_attempt_at: float
-    last_error: str | None
+_DELIVERY_COLUMNS = ", ".join(field.name for field in fields(Delivery))
 
 
-_DELIVERY_COLUMNS = ("id, instance_id, destination, path, sop_class_uid, sop_instance_uid, transfer_syntax, "
-                     "state, attempts, next_attempt_at, last_error")
-
-
-@dataclass(frozen=True)
-class Received:
-    """What is known of an instance when it is accepted."""
-
-    source_kind: str
-    source_name: str | None
-    calling_aet: str | None = None
-    called_aet: str | None = None
-    peer: str | None = None
-    sop_class_uid: str | None = None
-    sop_instance_uid: str | None = None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What the rules decided, as the journal records it."""
-
-    ruleset_version: str | None
-    outcome: str | None
-    reason: str | None
-    rules_fired: tuple[str, ...]
-    destinations: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class NewDelivery:
-    destination: str
-    path: str
-    sop_class_uid: str | None
-    sop_instance_uid: str | None
-    transfer_syntax: str | None
-
-
-class Journal:
+class SQLiteJournal:
     """One per process; each thread gets its own SQLite connection."""
 
     def __init__(self, path: str):
@@ -162,6 +112,8 @@ class Journal:
         return db
 
     class _Tx:
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on an exception): one writer at a time."""
+
         def __init__(self, db: sqlite3.Connection):
             self.db = db
 
@@ -173,8 +125,7 @@ class Journal:
             self.db.execute("COMMIT" if kind is None else "ROLLBACK")
 
     def _transaction(self) -> "_Tx":
-        """BEGIN IMMEDIATE ... COMMIT."""
-        return Journal._Tx(self._connection())
+        return SQLiteJournal._Tx(self._connection())
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -184,7 +135,7 @@ class Journal:
 
     # ---- instances -------------------------------------------------------------------
 
-    def record(self, received: Received, path: str | None, outcome: Outcome | None, state: str,
+    def record(self, arrival: Arrival, path: str | None, outcome: Outcome | None, state: InstanceState,
                ruleset_version: str | None = None) -> int:
         """An instance (and its decision, when the rules ran already; else the rule set version
         it will be processed with). After this commit the sender may be answered: the file it
@@ -192,19 +143,15 @@ class Journal:
         entry lost with a power cut is found again."""
         now = time.time()
         outcome = outcome or Outcome(ruleset_version, None, None, (), ())
+        columns = {"received_at": now, **arrival.to_row(), "path": path, "state": state, **outcome.to_row(),
+                   "processed_at": now if state != ACCEPTED else None}
         with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT INTO instances (received_at, source_kind, source_name, calling_aet, called_aet, peer, "
-                "sop_class_uid, sop_instance_uid, path, state, ruleset_version, outcome, reason, rules_fired, "
-                "destinations, processed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (now, received.source_kind, received.source_name, received.calling_aet, received.called_aet,
-                 received.peer, received.sop_class_uid, received.sop_instance_uid, path, state,
-                 outcome.ruleset_version, outcome.outcome, outcome.reason, json.dumps(outcome.rules_fired),
-                 json.dumps(outcome.destinations), now if state != ACCEPTED else None))
+            cursor = db.execute(f"INSERT INTO instances ({', '.join(columns)}) VALUES "
+                                f"({', '.join('?' * len(columns))})", tuple(columns.values()))
             return int(cursor.lastrowid)
 
     def add_deliveries(self, instance_id: int, deliveries: Iterable[NewDelivery], outcome: Outcome | None = None,
-                       state: str = QUEUED) -> list[int]:
+                       state: DeliveryState = QUEUED) -> list[int]:
         """Queue an accepted instance's deliveries and mark it processed, in one transaction."""
         now = time.time()
         ids = []
@@ -216,30 +163,29 @@ class Journal:
                     (instance_id, item.destination, item.path, item.sop_class_uid, item.sop_instance_uid,
                      item.transfer_syntax, state, now, now))
                 ids.append(int(cursor.lastrowid))
-            if outcome is not None:
-                db.execute("UPDATE instances SET state=?, processed_at=?, ruleset_version=?, outcome=?, reason=?, "
-                           "rules_fired=?, destinations=? WHERE id=?",
-                           (PROCESSED, now, outcome.ruleset_version, outcome.outcome, outcome.reason,
-                            json.dumps(outcome.rules_fired), json.dumps(outcome.destinations), instance_id))
-            else:
-                db.execute("UPDATE instances SET state=?, processed_at=? WHERE id=?", (PROCESSED, now, instance_id))
+            decided = outcome.to_row() if outcome is not None else {}
+            self._update_instance(db, instance_id, {"state": PROCESSED, "processed_at": now, **decided})
         return ids
 
     def settle(self, instance_id: int, outcome: Outcome, path: str | None) -> None:
         """An accepted instance that needs no delivery: dropped, or kept aside at `path`."""
         with self._transaction() as db:
-            db.execute("UPDATE instances SET state=?, processed_at=?, path=?, ruleset_version=?, outcome=?, "
-                       "reason=?, rules_fired=?, destinations=? WHERE id=?",
-                       (DONE, time.time(), path, outcome.ruleset_version, outcome.outcome, outcome.reason,
-                        json.dumps(outcome.rules_fired), json.dumps(outcome.destinations), instance_id))
+            self._update_instance(db, instance_id, {"state": DONE, "processed_at": time.time(), "path": path,
+                                                    **outcome.to_row()})
 
-    def accepted_instances(self) -> list[sqlite3.Row]:
+    @staticmethod
+    def _update_instance(db: sqlite3.Connection, instance_id: int, columns: dict) -> None:
+        db.execute(f"UPDATE instances SET {', '.join(f'{name}=?' for name in columns)} WHERE id=?",
+                   (*columns.values(), instance_id))
+
+    def accepted_instances(self) -> list[Instance]:
         """Instances answered but not yet processed: what a restart must finish."""
-        return self._connection().execute(
-            "SELECT * FROM instances WHERE state=? ORDER BY id", (ACCEPTED,)).fetchall()
+        return [Instance.from_row(row) for row in self._connection().execute(
+            "SELECT * FROM instances WHERE state=? ORDER BY id", (ACCEPTED,))]
 
-    def instance(self, instance_id: int) -> sqlite3.Row | None:
-        return self._connection().execute("SELECT * FROM instances WHERE id=?", (instance_id,)).fetchone()
+    def instance(self, instance_id: int) -> Instance | None:
+        row = self._connection().execute("SELECT * FROM instances WHERE id=?", (instance_id,)).fetchone()
+        return Instance.from_row(row) if row else None
 
     def record_ruleset(self, version: str, sources: dict[str, bytes]) -> None:
         """A rule set version about to be put in place, with what each of its files held
@@ -283,12 +229,12 @@ class Journal:
             if rows:
                 db.executemany("UPDATE deliveries SET state=?, updated_at=? WHERE id=?",
                                [(SENDING, now, row["id"]) for row in rows])
-        return [Delivery(*tuple(row)[:7], SENDING, *tuple(row)[8:]) for row in rows]
+        return [replace(Delivery.from_row(row), state=SENDING) for row in rows]
 
     def delivery(self, delivery_id: int) -> Delivery | None:
         row = self._connection().execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id=?",
                                          (delivery_id,)).fetchone()
-        return Delivery(*tuple(row)) if row else None
+        return Delivery.from_row(row) if row else None
 
     def next_due(self, destination: str) -> float | None:
         """When something of the destination's queue is due next; None when nothing waits."""
@@ -306,7 +252,7 @@ class Journal:
                        (delivery.id, started, now, detail))
 
     def failed(self, delivery: Delivery, started: float, error: str, retry_at: float | None,
-               keep_file: bool = True) -> str:
+               keep_file: bool = True) -> DeliveryState:
         """Record a failed attempt: retrying until `retry_at`, or dead when it is None (with
         `keep_file=False`, dead for good: the file is gone and `retry` leaves it alone)."""
         now = time.time()
@@ -368,15 +314,15 @@ class Journal:
 
     # ---- for `dicom-rules queue` ---------------------------------------------------------
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
+    def counts(self) -> dict[str, dict[DeliveryState, int]]:
+        out: dict[str, dict[DeliveryState, int]] = {}
         for row in self._connection().execute(
                 "SELECT destination, state, COUNT(*) FROM deliveries GROUP BY destination, state"):
-            out.setdefault(row[0], {})[row[1]] = row[2]
+            out.setdefault(row[0], {})[DeliveryState(row[1])] = row[2]
         return out
 
-    def deliveries(self, states: Iterable[str] = DELIVERY_STATES, destination: str | None = None,
-                   limit: int = 100) -> list[sqlite3.Row]:
+    def deliveries(self, states: Iterable[DeliveryState] = tuple(DeliveryState), destination: str | None = None,
+                   limit: int = 100) -> list[ListedDelivery]:
         states = tuple(states)
         query = (f"SELECT d.*, i.source_name, i.calling_aet FROM deliveries d JOIN instances i ON i.id = "
                  f"d.instance_id WHERE d.state IN ({','.join('?' * len(states))})")
@@ -386,7 +332,7 @@ class Journal:
             args.append(destination)
         query += " ORDER BY d.id DESC LIMIT ?"
         args.append(limit)
-        return self._connection().execute(query, args).fetchall()
+        return [ListedDelivery.from_row(row) for row in self._connection().execute(query, args)]
 
     def retry_dead(self, destination: str | None = None, ids: Iterable[int] = ()) -> int:
         """Dead deliveries back in the queue, with their attempts counted from zero."""
@@ -414,7 +360,7 @@ class Journal:
         with self._transaction() as db:
             return db.execute(query, args).rowcount
 
-    def purge(self, states: Iterable[str], older_than: float | None = None,
+    def purge(self, states: Iterable[DeliveryState], older_than: float | None = None,
               destination: str | None = None) -> list[str]:
         """Forget deliveries in these states (the caller decides which may go); returns the files
         they named, which may no longer be needed."""
@@ -433,9 +379,9 @@ class Journal:
             db.execute(f"DELETE {query}", args)
         return paths
 
-    def attempts(self, delivery_id: int) -> list[sqlite3.Row]:
-        return self._connection().execute("SELECT * FROM attempts WHERE delivery_id=? ORDER BY id",
-                                          (delivery_id,)).fetchall()
+    def attempts(self, delivery_id: int) -> list[Attempt]:
+        return [Attempt.from_row(row) for row in self._connection().execute(
+            "SELECT * FROM attempts WHERE delivery_id=? ORDER BY id", (delivery_id,))]
 
     def requeue_claimed(self) -> int:
         """For a worker process starting while the router runs: what a worker before it claimed

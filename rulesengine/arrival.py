@@ -1,0 +1,145 @@
+"""The arrival record: how an instance arrived, in every shape the router keeps it.
+
+The rules read it as `Association.*` and `Source.*`; the router journals it with the
+instance it brought (the SOP Class and Instance UIDs), writes it into the spool file's
+name, and beside a quarantined file. Each of those shapes is made and read here, so that
+a new fact touches this record and the journal's schema only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, fields, replace
+from typing import Any, ClassVar, Mapping
+
+# The facts a spool file's name carries, in this order (the SOP UIDs are in the file itself).
+# A file name has room for 255 bytes: the uuid, the dots and ".dcm" take 38 of them.
+_FILENAME_FACTS = ("source_kind", "source_name", "calling_aet", "called_aet", "peer")
+MAX_FILENAME_FACTS_LENGTH = 200
+# A quarantined file's .json names a few facts otherwise than the journal, and shows these first.
+_QUARANTINE_KEYS = {"source_name": "source"}
+_QUARANTINE_FIRST = ("sop_instance_uid", "sop_class_uid", "source_name")
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """How a document arrived: the association (for a listener), the source, and, once the
+    router has read it, the instance it brought."""
+
+    calling_aet: str | None = None
+    called_aet: str | None = None
+    peer_address: str | None = None
+    peer_port: int | None = None
+    source_name: str | None = None
+    source_kind: str | None = None  # listener | folder | file
+    source_path: str | None = None  # not journaled: a restart reads the spool file, not the source
+    sop_class_uid: str | None = None
+    sop_instance_uid: str | None = None
+
+    # The journal's columns (instances table), in its order.
+    ROW_COLUMNS: ClassVar[tuple[str, ...]] = ("source_kind", "source_name", "calling_aet", "called_aet", "peer",
+                                              "sop_class_uid", "sop_instance_uid")
+
+    # What the rules read: Association.CallingAET and the like.
+    _RULE_FIELDS: ClassVar[dict[tuple[str, str], str]] = {
+        ("Association", "CallingAET"): "calling_aet",
+        ("Association", "CalledAET"): "called_aet",
+        ("Association", "PeerAddress"): "peer_address",
+        ("Association", "PeerPort"): "peer_port",
+        ("Source", "Name"): "source_name",
+        ("Source", "Kind"): "source_kind",
+        ("Source", "Path"): "source_path",
+    }
+
+    # ---- the rules' view --------------------------------------------------------------------
+
+    def value(self, root: str, name: str) -> Any:
+        return getattr(self, self._RULE_FIELDS[(root, name)])
+
+    def with_value(self, root: str, name: str, value: Any) -> "Arrival":
+        return replace(self, **{self._RULE_FIELDS[(root, name)]: value})
+
+    def with_instance(self, sop_class_uid: str | None, sop_instance_uid: str | None) -> "Arrival":
+        return replace(self, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid)
+
+    # ---- the peer, as one text ("address:port") ---------------------------------------------------
+
+    @property
+    def peer(self) -> str | None:
+        if not self.peer_address:
+            return None
+        return self.peer_address if self.peer_port is None else f"{self.peer_address}:{self.peer_port}"
+
+    @staticmethod
+    def _split_peer(peer: str | None) -> tuple[str | None, int | None]:
+        if not peer:
+            return None, None
+        address, colon, port = peer.rpartition(":")
+        if colon and port.isdigit():
+            return address or None, int(port)
+        return peer, None
+
+    @classmethod
+    def _from_facts(cls, facts: Mapping[str, Any]) -> "Arrival":
+        """From facts named as the journal names them (the peer as one text)."""
+        address, port = cls._split_peer(facts.get("peer"))
+        known = {f.name for f in fields(cls)} - {"peer_address", "peer_port"}
+        return cls(peer_address=address, peer_port=port, **{k: v for k, v in facts.items() if k in known})
+
+    # ---- the journal row ----------------------------------------------------------------------
+
+    def to_row(self) -> dict[str, Any]:
+        """The instances table's arrival columns."""
+        return {column: getattr(self, column) for column in self.ROW_COLUMNS}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "Arrival":
+        return cls._from_facts({column: row[column] for column in cls.ROW_COLUMNS})
+
+    # ---- the spool file's name ----------------------------------------------------------------
+
+    def to_filename(self, unique: str) -> str:
+        """`UNIQUE.FACTS.dcm`: the facts base64 JSON, so that the file alone is enough to
+        route it (its journal entry may be lost with a power cut after the answer)."""
+        facts = self._filename_facts()
+        if len(facts) > MAX_FILENAME_FACTS_LENGTH:  # a long name or IPv6 address: keep what fits
+            facts = replace(self, peer_address=None, peer_port=None, called_aet=None,
+                            source_name=(self.source_name or "")[:40])._filename_facts()
+        return f"{unique}.{facts}.dcm"
+
+    def _filename_facts(self) -> str:
+        data = json.dumps([getattr(self, key) for key in _FILENAME_FACTS], separators=(",", ":"))
+        return base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
+
+    @classmethod
+    def from_filename(cls, name: str) -> "Arrival":
+        """The facts a spool file's name carries (see to_filename); an unknown source when it
+        carries none."""
+        parts = name.split(".")
+        if len(parts) == 3:
+            try:
+                values = json.loads(base64.urlsafe_b64decode(parts[1].encode() + b"=" * (-len(parts[1]) % 4)))
+                return cls._from_facts(dict(zip(_FILENAME_FACTS, values)))
+            except (ValueError, TypeError, AttributeError):
+                pass
+        return cls(source_kind="unknown")
+
+    # ---- the quarantine's .json ---------------------------------------------------------------
+
+    def to_quarantine(self) -> dict[str, Any]:
+        """The facts written beside a quarantined file: the journal's, the source named "source"."""
+        row = self.to_row()
+        columns = [*_QUARANTINE_FIRST, *(column for column in row if column not in _QUARANTINE_FIRST)]
+        return {_QUARANTINE_KEYS.get(column, column): row[column] for column in columns}
+
+    @classmethod
+    def from_quarantine(cls, info: Mapping[str, Any]) -> "Arrival":
+        """What a quarantined file's .json says of its arrival; files from before the source
+        kind was written there came from a listener when they name a calling AE title."""
+        facts = {column: info.get(_QUARANTINE_KEYS.get(column, column)) for column in cls.ROW_COLUMNS}
+        facts["source_kind"] = facts["source_kind"] or ("listener" if facts["calling_aet"] else "folder")
+        return cls._from_facts(facts)
+
+
+__all__ = ["Arrival", "MAX_FILENAME_FACTS_LENGTH"]

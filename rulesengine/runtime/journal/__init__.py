@@ -1,0 +1,17 @@
+"""The journal: every instance received, every decision, every delivery attempt.
+
+`Journal` (interface.py) is what the router asks of it; `SQLiteJournal` (sqlite.py) keeps
+it in a SQLite file of the storage folder; records.py holds what it returns.
+"""
+
+from .interface import Journal
+from .records import Attempt, Delivery, DeliveryState, Instance, InstanceState, ListedDelivery, NewDelivery, Outcome
+from .sqlite import SQLiteJournal
+
+QUEUED, SENDING, DELIVERED, RETRYING, DEAD = DeliveryState
+DELIVERY_STATES = tuple(DeliveryState)
+ACCEPTED, PROCESSED, DONE = InstanceState
+
+__all__ = ["ACCEPTED", "Attempt", "DEAD", "DELIVERED", "DELIVERY_STATES", "DONE", "Delivery", "DeliveryState",
+           "Instance", "InstanceState", "Journal", "ListedDelivery", "NewDelivery", "Outcome", "PROCESSED", "QUEUED",
+           "RETRYING", "SENDING", "SQLiteJournal"]

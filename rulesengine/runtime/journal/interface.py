@@ -1,0 +1,129 @@
+"""The journal's interface: what the router asks of it, whatever stores it.
+
+Every instance received, every decision, every delivery attempt. The router's
+guarantees rest on these promises, which every backend keeps:
+
+- what a method changes is committed when it returns, and visible at once to every
+  other connection (other threads, the worker process, `dicom-rules queue`);
+- `claim` never hands one delivery to two callers, whichever process they run in;
+- numbers (instance and delivery ids) are never reused, also after a purge: log lines
+  name them.
+
+A backend is one module that implements this class (see sqlite.py); tests/test_runtime_journal.py
+runs the same tests on each.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Protocol
+
+from ...arrival import Arrival
+from .records import Attempt, Delivery, DeliveryState, Instance, InstanceState, ListedDelivery, NewDelivery, Outcome
+
+
+class Journal(Protocol):
+    """One per process; safe to use from several threads at once."""
+
+    def close(self) -> None:
+        """Close the calling thread's connection (the next call opens another)."""
+
+    # ---- instances ------------------------------------------------------------------------------
+
+    def record(self, arrival: Arrival, path: str | None, outcome: Outcome | None, state: InstanceState,
+               ruleset_version: str | None = None) -> int:
+        """An instance, how it arrived, and its decision when the rules ran already (else the rule
+        set version it will be processed with); returns its number. After this the sender may
+        be answered."""
+
+    def add_deliveries(self, instance_id: int, deliveries: Iterable[NewDelivery], outcome: Outcome | None = None,
+                       state: DeliveryState = DeliveryState.QUEUED) -> list[int]:
+        """Queue an accepted instance's deliveries and mark it processed, at once."""
+
+    def settle(self, instance_id: int, outcome: Outcome, path: str | None) -> None:
+        """An accepted instance that needs no delivery: dropped, or kept aside at `path`."""
+
+    def accepted_instances(self) -> list[Instance]:
+        """Instances answered but not yet processed, oldest first: what a restart must finish."""
+
+    def instance(self, instance_id: int) -> Instance | None: ...
+
+    def purge_instances(self, older_than: float | None = None) -> int:
+        """Forget instances that are finished and have no delivery left; returns how many."""
+
+    # ---- rule set versions ----------------------------------------------------------------------
+
+    def record_ruleset(self, version: str, sources: dict[str, bytes]) -> None:
+        """A rule set version about to be put in place, with what each of its files held
+        (in the order they were read: the main rule file first)."""
+
+    def ruleset_sources(self, version: str) -> dict[str, bytes]:
+        """The files of a recorded rule set version, the main rule file first; empty if unknown."""
+
+    def latest_ruleset(self) -> str | None:
+        """The rule set version put in place last."""
+
+    # ---- deliveries -----------------------------------------------------------------------------
+
+    def claim(self, destination: str, limit: int, now: float | None = None) -> list[Delivery]:
+        """The next due deliveries of a destination, in order, marked sending; none while the
+        destination is paused."""
+
+    def delivery(self, delivery_id: int) -> Delivery | None: ...
+
+    def next_due(self, destination: str) -> float | None:
+        """When something of the destination's queue is due next; None when nothing waits."""
+
+    def delivered(self, delivery: Delivery, started: float, detail: str | None = None) -> None:
+        """A successful attempt (`detail`: the status the destination answered)."""
+
+    def failed(self, delivery: Delivery, started: float, error: str, retry_at: float | None,
+               keep_file: bool = True) -> DeliveryState:
+        """A failed attempt: retrying at `retry_at`, or dead when it is None (with `keep_file=False`,
+        dead for good: the file is gone and `retry_dead` leaves it alone). Returns the new state."""
+
+    def release(self, deliveries: Iterable[Delivery]) -> None:
+        """Claimed but not attempted: back in the queue, untouched."""
+
+    def requeue_interrupted(self) -> int:
+        """On start: what was being sent when the router stopped is sent again."""
+
+    def requeue_claimed(self) -> int:
+        """A worker process starting while the router runs: what a worker before it was sending
+        is sent again; the main process's sync deliveries (never claimed) are left to it."""
+
+    def postpone(self, destination: str, until: float) -> None:
+        """A destination is unreachable: nothing of it is claimed before `until` (a later pause
+        is never brought forward)."""
+
+    def postponed_until(self, destination: str, now: float | None = None) -> float:
+        """When the destination's pause ends; 0 if it is not paused."""
+
+    def resume(self, destination: str, now: float | None = None) -> int:
+        """A changed destination starts afresh: its pause ends and what waits for a retry is due
+        now. Returns how many deliveries were waiting."""
+
+    def attempts(self, delivery_id: int) -> list[Attempt]: ...
+
+    # ---- files ----------------------------------------------------------------------------------
+
+    def path_in_use(self, path: str) -> bool:
+        """Does an unfinished delivery, or an unprocessed instance, still need this file?"""
+
+    def paths_in_use(self) -> set[str]: ...
+
+    # ---- for `dicom-rules queue` ------------------------------------------------------------------
+
+    def counts(self) -> dict[str, dict[DeliveryState, int]]:
+        """Deliveries by destination and state."""
+
+    def deliveries(self, states: Iterable[DeliveryState] = tuple(DeliveryState), destination: str | None = None,
+                   limit: int = 100) -> list[ListedDelivery]:
+        """Deliveries in these states, newest first."""
+
+    def retry_dead(self, destination: str | None = None, ids: Iterable[int] = ()) -> int:
+        """Dead deliveries (whose file is kept) back in the queue, attempts counted from zero."""
+
+    def purge(self, states: Iterable[DeliveryState], older_than: float | None = None,
+              destination: str | None = None) -> list[str]:
+        """Forget deliveries in these states (the caller decides which may go); returns the files
+        they named, which may no longer be needed (ask `path_in_use`)."""

@@ -1,0 +1,34 @@
+"""The DIMSE statuses the router answers and checks, by name.
+
+The codes are pynetdicom.status's (its tables follow PS3.4 Annex B and PS3.7 Annex C);
+`is_stored` asks it which categories an answer falls in.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, Status, code_to_category
+
+
+class StoreStatus(IntEnum):
+    """What the listener answers a C-STORE (and a C-ECHO: SUCCESS)."""
+
+    SUCCESS = Status.SUCCESS
+    # not stored (a full disk, a storage error) or, sync, not delivered
+    OUT_OF_RESOURCES = 0xA700  # "Refused: Out of Resources"
+    # a DICOMDIR, an instance without SOP UIDs
+    DATA_SET_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # "Error: Data Set does not match SOP Class"
+    CANNOT_UNDERSTAND = 0xC000  # "Error: Cannot understand": not a DICOM data set we can read
+    # a C-STORE naming a SOP class no service of the association serves
+    SOP_CLASS_NOT_SUPPORTED = 0x0122  # "Refused: SOP Class Not Supported"
+    # A rule rejected the instance. Not 0x0124 (Refused: Not Authorized), a general DIMSE status
+    # that DCMTK's storescu calls "Unknown Status" and dcmsend counts apart from the errors:
+    # a code of the Storage Service's "Error: Cannot understand" range (C000-CFFF), which every
+    # sender reports as a failure; its low byte recalls 0124.
+    REJECTED_BY_RULES = 0xC124
+
+
+def is_stored(code: int) -> bool:
+    """Did a destination take the instance: success, or a warning (coerced, elements discarded)?"""
+    return code_to_category(code) in (STATUS_SUCCESS, STATUS_WARNING)

@@ -1,0 +1,77 @@
+"""The arrival record, in each shape the router keeps it: journal row, spool file name,
+quarantine .json; and names and rows written before there was one record still read."""
+
+from __future__ import annotations
+
+import pytest
+
+from rulesengine import Arrival
+from rulesengine.arrival import MAX_FILENAME_FACTS_LENGTH
+
+LISTENER = Arrival(calling_aet="CT1", called_aet="ROUTER", peer_address="127.0.0.1", peer_port=40123,
+                   source_name="main", source_kind="listener", source_path=None,
+                   sop_class_uid="1.2.840.10008.5.1.4.1.1.2", sop_instance_uid="1.2.3.4")
+FOLDER = Arrival(source_name="inbox", source_kind="folder")
+
+
+@pytest.mark.parametrize("arrival", [LISTENER, FOLDER], ids=["listener", "folder"])
+def test_the_journal_row_round_trips(arrival):
+    row = arrival.to_row()
+    assert list(row) == list(Arrival.ROW_COLUMNS)
+    assert Arrival.from_row(row) == arrival
+
+
+def test_the_row_carries_the_peer_as_one_text():
+    assert LISTENER.to_row()["peer"] == "127.0.0.1:40123"
+    assert FOLDER.to_row()["peer"] is None
+    ipv6 = Arrival(peer_address="::1", peer_port=104)
+    assert Arrival.from_row({**ipv6.to_row()}).peer_address == "::1"
+
+
+@pytest.mark.parametrize("arrival", [LISTENER, FOLDER], ids=["listener", "folder"])
+def test_the_spool_file_name_carries_the_arrival_but_not_the_instance(arrival):
+    name = arrival.to_filename("0123abcd")
+    assert name.startswith("0123abcd.") and name.endswith(".dcm")
+    assert Arrival.from_filename(name) == arrival.with_instance(None, None)
+
+
+@pytest.mark.parametrize("name, expected", [
+    # as routers wrote them before the one record: existing spool files must still route
+    ("2f1c.WyJsaXN0ZW5lciIsIm1haW4iLCJDVDEiLCJST1VURVIiLCIxMjcuMC4wLjE6NDAxMjMiXQ.dcm",
+     Arrival(calling_aet="CT1", called_aet="ROUTER", peer_address="127.0.0.1", peer_port=40123, source_name="main",
+             source_kind="listener")),
+    ("2f1c.WyJmb2xkZXIiLCJpbmJveCIsbnVsbCxudWxsLG51bGxd.dcm", Arrival(source_name="inbox", source_kind="folder")),
+    ("2f1c.dcm", Arrival(source_kind="unknown")),
+    ("2f1c.not-base64!.dcm", Arrival(source_kind="unknown")),
+])
+def test_spool_file_names_written_before_read_on(name, expected):
+    assert Arrival.from_filename(name) == expected
+    if expected.source_kind != "unknown":
+        assert expected.to_filename("2f1c") == name  # and are written the same way
+
+
+def test_a_name_too_long_keeps_what_fits():
+    long = Arrival(calling_aet="A" * 16, called_aet="B" * 16, peer_address="fe80::1234:5678:9abc:def0%eth0",
+                   peer_port=11112, source_name="radiology-main-building-" * 4, source_kind="listener")
+    name = long.to_filename("0" * 32)
+    assert len(name) <= 32 + 2 + MAX_FILENAME_FACTS_LENGTH + 4
+    kept = Arrival.from_filename(name)
+    assert (kept.calling_aet, kept.source_kind, kept.called_aet, kept.peer) == ("A" * 16, "listener", None, None)
+
+
+def test_the_quarantine_json_round_trips_and_older_ones_read():
+    info = LISTENER.to_quarantine()
+    assert list(info.items()) == list({"sop_instance_uid": "1.2.3.4", "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2", "source": "main",
+                    "source_kind": "listener", "calling_aet": "CT1", "called_aet": "ROUTER",
+                    "peer": "127.0.0.1:40123"}.items())  # the order docs/operations.md shows
+    assert Arrival.from_quarantine(info) == LISTENER
+    # written before the source kind was: a calling AE title means a listener
+    assert Arrival.from_quarantine({"calling_aet": "CT1"}).source_kind == "listener"
+    assert Arrival.from_quarantine({"source": "inbox"}) == FOLDER
+
+
+def test_the_rules_read_the_association_and_the_source():
+    assert LISTENER.value("Association", "PeerPort") == 40123
+    changed = LISTENER.with_value("Association", "CallingAET", "CT2")
+    assert (changed.calling_aet, changed.sop_instance_uid) == ("CT2", "1.2.3.4")
+    assert Arrival("CT1", "ROUTER", "127.0.0.1", 104, "main").source_name == "main"  # the positional order kept
