@@ -18,7 +18,7 @@ import time
 
 from ..config import ConfigError, load_config, schema_text
 from ..document import Document, DocumentReadError
-from ..runtime.journal import DEAD, DELIVERED, DELIVERY_STATES, Delivery
+from ..runtime.journal import DEAD, DELIVERED, DELIVERY_STATES, QUEUED, RETRYING, SENDING, Delivery
 from ..runtime.logs import setup_logging
 from ..runtime.storage import Storage
 from .common import EXIT_FINDINGS, EXIT_OK, UsageError, input_files, print_diagnostics
@@ -185,7 +185,7 @@ def cmd_send(args) -> int:
                 continue
             item = Delivery(number, 0, destination.name, path, document.get("DataSet.SOPClassUID"),
                             document.get("DataSet.SOPInstanceUID"), document.get("FileMeta.TransferSyntaxUID"),
-                            "sending", 0, 0, None)
+                            SENDING, 0, 0, None)
             try:
                 sender.open([item])
                 sender.send(item)
@@ -244,7 +244,7 @@ def cmd_queue(args) -> int:
     print(f"{'destination':<20}" + "".join(f"{state:>11}" for state in DELIVERY_STATES))
     for name in sorted(counts):
         print(f"{name:<20}" + "".join(f"{counts[name].get(state, 0):>11}" for state in DELIVERY_STATES))
-    states = tuple(args.state or ("queued", "sending", "retrying", DEAD))
+    states = tuple(args.state or (QUEUED, SENDING, RETRYING, DEAD))
     rows = journal.deliveries(states, args.destination, args.limit)
     if rows:
         print()
@@ -302,7 +302,7 @@ def _check_purge(states: tuple[str, ...], args, config) -> None:
     unfinished = sorted(set(states) - {DELIVERED, DEAD})
     if not unfinished:
         return
-    if "sending" in unfinished:
+    if SENDING in unfinished:
         raise UsageError("deliveries being sent cannot be purged")
     if args.destination is None or args.destination in config.destinations:
         raise UsageError(f"{' and '.join(unfinished)} deliveries are purged only for a destination no longer in "

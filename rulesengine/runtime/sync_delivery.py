@@ -17,7 +17,7 @@ from ..document import Document
 from ..intake import short_error
 from ..lang.ruleset import Decision, RuleSet
 from .destinations import ItemError, LinkError, sender_for
-from .journal import DONE, Journal, Outcome
+from .journal import DONE, SENDING, Journal, Outcome
 from .pipeline import Pipeline, describe, outcome_of, received_facts
 from .storage import Storage
 
@@ -64,7 +64,7 @@ class SyncDelivery:
             self.storage.remove(path)
             log.warning("sync delivery of %s refused: %s", received.sop_instance_uid, reason)
             return False, reason
-        ids = self.journal.add_deliveries(instance_id, deliveries, state="sending")
+        ids = self.journal.add_deliveries(instance_id, deliveries, state=SENDING)
         failures = []
         for delivery_id, item in zip(ids, deliveries):
             delivery = self.journal.delivery(delivery_id)
