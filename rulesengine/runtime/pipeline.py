@@ -233,6 +233,8 @@ class Pipeline:
         log.info(describe(document, decision, ruleset))
         if decision.error:
             log.warning("instance %s: %s", instance_id, decision.error)
+            if decision.exception is not None:  # its traceback names the rule-file lines (run -v)
+                log.debug("instance %s: where the rules failed", instance_id, exc_info=decision.exception)
         outcome = outcome_of(decision, ruleset)
         if decision.outcome == "route":
             self._route(instance_id, path, document, decision, outcome)
