@@ -134,6 +134,35 @@ def test_the_runtime_never_imports_the_command_line():
         import_chain(GRAPH, RUNTIME, module) for module in reached)
 
 
+# The layers docs/architecture.md draws, top first: a module imports only its own layer and
+# those below it. The package's face (rulesengine/__init__.py, __main__.py) stands apart.
+LAYERS = (
+    ("the command line", lambda m: in_package(m, CLI)),
+    ("the runtime", lambda m: in_package(m, RUNTIME)),
+    ("the language tools", lambda m: m in {"rulesengine.ruletest", "rulesengine.dryrun", "rulesengine.explain"}),
+    ("intake and copies", lambda m: m in {"rulesengine.intake", "rulesengine.copies", "rulesengine.wellformed"}
+     or in_package(m, "rulesengine.config")),
+    ("the document model", lambda m: m in {"rulesengine.document", "rulesengine.dicomfile", "rulesengine.arrival",
+                                           "rulesengine.charsets"}),
+    ("the language", lambda m: in_package(m, LANGUAGE)),
+    ("the foundations", lambda m: m in LANGUAGE_FOUNDATIONS),
+)
+FACE = {PACKAGE, PACKAGE + ".__main__"}
+
+
+def layer_of(module: str) -> int | None:
+    return next((index for index, (_, holds) in enumerate(LAYERS) if holds(module)), None)
+
+
+def test_every_module_has_its_layer_and_imports_only_below_it():
+    unplaced = sorted(m for m in GRAPH if m not in FACE and layer_of(m) is None)
+    assert unplaced == [], "modules in no layer (add them to LAYERS and to docs/architecture.md)"
+    upward = [f"{module} ({LAYERS[layer_of(module)][0]}) -> {target} ({LAYERS[layer_of(target)][0]})"
+              for module, targets in sorted(GRAPH.items()) if module not in FACE
+              for target in sorted(targets) if target not in FACE and layer_of(target) < layer_of(module)]
+    assert upward == [], "imports that go up a layer: " + "; ".join(upward)
+
+
 # ---- the checks themselves, on a package made for them ----------------------------------------
 
 

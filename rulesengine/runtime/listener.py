@@ -59,7 +59,7 @@ class DicomListener:
     def __init__(self, config: Listener, pipeline: Pipeline, deliver_now: Callable | None = None):
         self.config = config
         self.pipeline = pipeline
-        self.deliver_now = deliver_now  # sync mode: (document, decision, ruleset, path) -> (ok, detail)
+        self.deliver_now = deliver_now  # sync mode: (path, document, decision, ruleset) -> (ok, detail)
         self.server = None
         self.negotiation = Negotiation(config)
         self.ae = self._make_ae()
