@@ -16,7 +16,7 @@ from .dictionary import cmd_dict
 from .dry_run import cmd_diff, cmd_dry_run
 from .fmt import cmd_fmt
 from .lint import cmd_lint
-from .query import cmd_query
+from .query import add_query_arguments, cmd_query
 from .router import cmd_check_config, cmd_echo, cmd_quarantine, cmd_queue, cmd_run, cmd_schema, cmd_send
 from .rule_tests import cmd_test
 
@@ -115,18 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.set_defaults(func=cmd_send)
 
     query = sub.add_parser("query", help="send a C-FIND to a destination and print the matches")
-    query.add_argument("config", help="router configuration (YAML)")
-    query.add_argument("destination", help="a dicom destination named in it")
-    query.add_argument("keys", nargs="*", metavar="KEY=VALUE",
-                       help="a keyword or a path through sequences (ScheduledProcedureStepSequence.Modality) "
-                            "and the value to match; KEY= asks for it as a return key")
-    query.add_argument("--model", choices=("patient", "study", "worklist"), default="study",
-                       help="the information model: Patient Root, Study Root (the default), Modality Worklist")
-    query.add_argument("--level", type=str.upper, choices=("PATIENT", "STUDY", "SERIES", "IMAGE"),
-                       help="the Query/Retrieve Level (default: PATIENT with --model patient, else STUDY)")
-    query.add_argument("--timeout", type=float, metavar="S",
-                       help="seconds for the whole query (default: the destination's timeouts.dimse)")
-    _add_format(query, ("text", "json"))
+    add_query_arguments(query)
     query.set_defaults(func=cmd_query)
 
     queue = sub.add_parser("queue", help="what is queued, dead or delivered; retry or purge")

@@ -6,6 +6,7 @@ loaded when the command runs, so that the language commands start without it."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import threading
@@ -24,6 +25,38 @@ from .router import _destination
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
 DEFAULT_LEVEL = {"patient": "PATIENT", "study": "STUDY"}
 NUMBERS = {"US": int, "SS": int, "UL": int, "SL": int, "UV": int, "SV": int, "FL": float, "FD": float}
+
+
+def _add_options(parser: argparse.ArgumentParser, default=None) -> None:
+    parser.add_argument("--model", choices=("patient", "study", "worklist"), default=default or "study",
+                        help="the information model: Patient Root, Study Root (the default), Modality Worklist")
+    parser.add_argument("--level", type=str.upper, choices=LEVELS, default=default,
+                        help="the Query/Retrieve Level (default: PATIENT with --model patient, else STUDY)")
+    parser.add_argument("--timeout", type=float, metavar="S", default=default,
+                        help="seconds for the whole query (default: the destination's timeouts.dimse)")
+    parser.add_argument("--format", choices=("text", "json"), default=default or "text", help="output format")
+
+
+def add_query_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command's arguments. Its options may also come among or after the keys: what
+    follows DESTINATION is read again by cmd_query (argparse alone stops taking positional
+    arguments at the first option after them)."""
+    parser.add_argument("config", help="router configuration (YAML)")
+    parser.add_argument("destination", help="a dicom destination named in it")
+    parser.add_argument("keys", nargs=argparse.REMAINDER, metavar="KEY=VALUE",
+                        help="a keyword or a path through sequences (ScheduledProcedureStepSequence.Modality) "
+                             "and the value to match; KEY= asks for it as a return key")
+    _add_options(parser)
+
+
+def _options_among_keys(args) -> None:
+    """The keys, and the options given among or after them (over those given before CONFIG)."""
+    parser = argparse.ArgumentParser(prog="dicom-rules query", add_help=False)
+    parser.add_argument("keys", nargs="*")
+    _add_options(parser, default=argparse.SUPPRESS)
+    parsed = parser.parse_intermixed_args(args.keys)
+    for name, value in vars(parsed).items():
+        setattr(args, name, value)
 
 
 def parse_key(text: str) -> tuple[tuple[str, ...], str]:
@@ -127,6 +160,7 @@ def _text_line(match: Dataset, paths: list[tuple[str, ...]]) -> str:
 def cmd_query(args) -> int:
     from ..runtime.pynetdicom_setup import configure_pynetdicom
     from ..runtime.queries import FindResult, find
+    _options_among_keys(args)
     model = args.model
     if model == "worklist" and args.level:
         raise UsageError("--level is for the patient and study models: a worklist has no levels")
