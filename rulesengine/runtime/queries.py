@@ -31,7 +31,7 @@ from pynetdicom.sop_class import (ModalityWorklistInformationFind, PatientRootQu
 from pynetdicom.status import STATUS_CANCEL, STATUS_PENDING, STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 from ..config import DicomDestination, Timeouts
-from .associations import REJECT_REASONS, AssociationFailed, _close_connection, request, unanswered
+from .associations import NO_CONTEXT, REJECT_REASONS, AssociationFailed, _close_connection, request, unanswered
 from .pynetdicom_setup import tune_connection
 
 log = logging.getLogger("rulesengine.queries")
@@ -152,7 +152,11 @@ class _Conversation(threading.Thread):
             assoc, watch = request(ae, destination, contexts,
                                    [(evt.EVT_CONN_OPEN, self._opened), (evt.EVT_PDU_RECV, self._pdu)])
         except AssociationFailed as failure:
-            self._failed(str(failure), self._brief(str(failure)))
+            if failure.kind == NO_CONTEXT:
+                name = getattr(self.sop_class, "name", self.sop_class)
+                self._failed(f"{failure}: it does not offer {name}", "C-FIND model not offered")
+            else:
+                self._failed(str(failure), self._brief(str(failure)))
             return
         except (OSError, ssl.SSLError) as exc:  # the TLS settings' files
             self._failed(f"cannot set up TLS for {destination.name}: {exc}", "TLS settings")

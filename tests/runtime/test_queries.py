@@ -14,6 +14,7 @@ from pydicom import Dataset
 from helpers.clock import StoppedClock
 from helpers.find_peer import FindPeer, study
 from helpers.peers import free_port
+from helpers.strict_peer import StrictPeer
 from rulesengine.config import DicomDestination, Timeouts
 from rulesengine.runtime import queries
 from rulesengine.runtime.forwarded_find import (FAILED, PARTIAL, SUCCESS, ForwardedFindSummary, forward_find,
@@ -94,6 +95,18 @@ def test_a_wrong_called_ae_title_is_the_peers_rejection(find_peer):
                               "peer's DICOM application (permanent): called AE title not recognised; it does not "
                               "answer to 'NOTME' (ae_title)")
     assert result.brief == "rejected: called AE title not recognised"
+
+
+def test_a_peer_without_the_model_says_so():
+    peer = StrictPeer()  # storage and C-ECHO only
+    try:
+        _, result = split(find(peer.destination(), study_query(), "study", 10))
+    finally:
+        peer.stop()
+    assert result.failure == (f"association with PEER@127.0.0.1:{peer.port} not established: the peer accepted none "
+                              "of the presentation contexts proposed: it does not offer Study Root Query/Retrieve "
+                              "Information Model - FIND")
+    assert result.brief == "C-FIND model not offered"
 
 
 def test_a_peer_that_accepts_the_connection_and_never_answers_holds_the_caller_no_longer_than_the_timeout():
