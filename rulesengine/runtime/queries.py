@@ -223,6 +223,7 @@ def find(destination: DicomDestination, identifier: Dataset, model: str, timeout
     deadline = clock() + timeout
     cancel_by: float | None = None  # once cancelled: when to stop waiting for the peer's 0xFE00
     matches = 0
+    answered = False
 
     def result(**fields) -> FindResult:
         return FindResult(destination.name, matches, **fields)
@@ -248,14 +249,14 @@ def find(destination: DicomDestination, identifier: Dataset, model: str, timeout
                 if cancel_by is None:  # what comes after a cancel is not wanted
                     matches += 1
                     yield event[1]
-            elif event[0] == "failed":
-                yield result(failure=event[1], brief=event[2])
-                return
-            else:
-                yield _final(destination, event[1], matches)
+            else:  # the peer's last word: pynetdicom's thread releases the association itself
+                answered = True
+                yield result(failure=event[1], brief=event[2]) if event[0] == "failed" else \
+                    _final(destination, event[1], matches)
                 return
     finally:
-        conversation.stop()
+        if not answered:  # stopped early by the caller, a timeout or a cancel
+            conversation.stop()
 
 
 def _final(destination: DicomDestination, status: Dataset, matches: int) -> FindResult:
