@@ -50,11 +50,14 @@ class FindPeer:
         self.cancelled = threading.Event()  # a C-CANCEL came
         self.released = threading.Event()  # the test is over: held queries end
         self.aborted = threading.Event()  # an association holding a query was aborted
+        self.endings: list[str] = []  # how each association ended: "released" or "aborted"
         ae = AE(ae_title=ae_title)
         ae.require_called_aet = True
         for sop_class in FIND_CLASSES:
             ae.add_supported_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_FIND, self._find)])
+        self.server = ae.start_server(("127.0.0.1", self.port), block=False, evt_handlers=[
+            (evt.EVT_C_FIND, self._find), (evt.EVT_RELEASED, lambda _: self.endings.append("released")),
+            (evt.EVT_ABORTED, lambda _: self.endings.append("aborted"))])
 
     def _find(self, event):
         self.requests.append(event.identifier)

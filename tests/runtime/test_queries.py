@@ -13,7 +13,7 @@ from pydicom import Dataset
 
 from helpers.clock import StoppedClock
 from helpers.find_peer import FindPeer, study
-from helpers.peers import free_port
+from helpers.peers import free_port, wait_until
 from helpers.strict_peer import StrictPeer
 from rulesengine.config import DicomDestination, Timeouts
 from rulesengine.runtime import queries
@@ -69,6 +69,7 @@ def test_each_match_then_the_final_status(find_peer):
     assert result == FindResult("PEER", 2, 0x0000)
     assert result.ok
     assert peer.requests[0].StudyDescription == ""
+    assert wait_until(lambda: peer.endings, timeout=10) == ["released"]  # released, not aborted
 
 
 def test_a_failure_status_ends_with_the_status_and_its_comment(find_peer):
