@@ -267,8 +267,8 @@ def _final(destination: DicomDestination, status: Dataset, matches: int) -> Find
         return FindResult(destination.name, matches, code, cancelled=True, comment=comment)
     if category not in (STATUS_SUCCESS, STATUS_WARNING):  # a failure, or a code no table knows
         said = f"0x{code:04X}" + (f" ({comment})" if comment else "")
-        return FindResult(destination.name, matches, code, failure=f"{destination.name} answered the C-FIND with {said}",
-                          brief=f"status 0x{code:04X}" + (f" {comment}" if comment else ""), comment=comment)
+        return FindResult(destination.name, matches, code,
+                          failure=f"{destination.name} answered the C-FIND with {said}", brief=f"status 0x{code:04X}" + (f" {comment}" if comment else ""), comment=comment)
     return FindResult(destination.name, matches, code, comment=comment)
 
 

@@ -242,7 +242,8 @@ def test_a_missing_unique_key_is_asked_for_and_taken_out_of_the_answers_again():
     answer.ScheduledProcedureStepSequence = [item]
     assert value_at(answer, ("ScheduledProcedureStepSequence", "ScheduledProcedureStepID")) == "S1"
     stripped = without(answer, added)
-    assert "AccessionNumber" not in stripped and "ScheduledProcedureStepID" not in stripped.ScheduledProcedureStepSequence[0]
+    assert "AccessionNumber" not in stripped
+    assert "ScheduledProcedureStepID" not in stripped.ScheduledProcedureStepSequence[0]
     assert stripped.ScheduledProcedureStepSequence[0].Modality == "CT"
 
 
