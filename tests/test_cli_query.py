@@ -34,6 +34,7 @@ def config(tmp_path) -> Path:
     (["PACS", "--model", "worklist", "--level", "STUDY"], "--level is for the patient and study models"),
     (["PACS", "--level", "PATIENT"], "the study root model has no PATIENT level: use --model patient"),
     (["PACS", "--timeout", "0"], "--timeout must be more than 0 seconds"),
+    (["PACS", "PatientID=1", "-h"], "-h goes before CONFIG: dicom-rules query -h"),
 ])
 def test_query_usage_errors_exit_2(config, args, message):
     result = dicom_rules("query", "router.yaml", *args, cwd=config.parent)

@@ -51,7 +51,9 @@ def add_query_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _options_among_keys(args) -> None:
     """The keys, and the options given among or after them (over those given before CONFIG)."""
-    parser = argparse.ArgumentParser(prog="dicom-rules query", add_help=False)
+    if {"-h", "--help"} & set(args.keys):
+        raise UsageError("-h goes before CONFIG: dicom-rules query -h")
+    parser = argparse.ArgumentParser(prog="dicom-rules query CONFIG DESTINATION", add_help=False)
     parser.add_argument("keys", nargs="*")
     _add_options(parser, default=argparse.SUPPRESS)
     parsed = parser.parse_intermixed_args(args.keys)
