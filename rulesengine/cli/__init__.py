@@ -16,6 +16,7 @@ from .dictionary import cmd_dict
 from .dry_run import cmd_diff, cmd_dry_run
 from .fmt import cmd_fmt
 from .lint import cmd_lint
+from .requests import MESSAGES, cmd_requests
 from .router import cmd_check_config, cmd_echo, cmd_quarantine, cmd_queue, cmd_run, cmd_schema, cmd_send
 from .rule_tests import cmd_test
 
@@ -135,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
                             help="release: a SOP Instance UID or a path as `list` shows it (DAY/NAME.dcm)")
     quarantine.add_argument("--all", action="store_true", help="release: every quarantined instance")
     quarantine.set_defaults(func=cmd_quarantine)
+
+    requests = sub.add_parser("requests", help="the queries, retrievals and MPPS messages the router answered")
+    requests.add_argument("config", help="router configuration (YAML); its storage holds the journal")
+    requests.add_argument("action", nargs="?", choices=("list", "purge"), default="list",
+                          help="list (the default): newest first; purge: forget finished requests")
+    requests.add_argument("--message", action="append", choices=MESSAGES, help="list: only this message (repeatable)")
+    requests.add_argument("--limit", type=int, default=50, help="list: at most this many")
+    requests.add_argument("--older-than", type=float, metavar="SECONDS", help="purge: only requests older than this")
+    _add_format(requests, ("text", "json"))
+    requests.set_defaults(func=cmd_requests)
 
     dictionary = sub.add_parser("dict", help="look up a data element by keyword, tag or name")
     dictionary.add_argument("name", nargs="+", metavar="NAME_OR_TAG")
