@@ -182,7 +182,7 @@ def test_a_missing_required_key(tmp_path):
 
 def test_a_destination_of_an_unknown_type(tmp_path):
     assert one_problem(tmp_path, HEAD + "destinations:\n  ARCHIVE:\n    type: ftp\n    path: archive\n") == \
-        "router.yaml:5: destinations.ARCHIVE.type: must be one of dicom, folder, not 'ftp'"
+        "router.yaml:5: destinations.ARCHIVE.type: must be one of dicom, folder, worklist, not 'ftp'"
 
 
 @pytest.mark.parametrize("naming,words", [
