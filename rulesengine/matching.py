@@ -37,6 +37,7 @@ import datetime
 from functools import lru_cache
 
 import re2
+from pydicom import config
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
@@ -240,7 +241,8 @@ def _parse(vr: str, text: str):
     if not text:
         raise _Malformed(text)
     try:
-        value = {"DA": DA, "TM": TM, "DT": DT}[vr](text)
+        # IGNORE: a malformed value is an answer here (no match), not a warning per candidate
+        value = {"DA": DA, "TM": TM, "DT": DT}[vr](text, validation_mode=config.IGNORE)
     except (ValueError, TypeError, OverflowError):
         raise _Malformed(text) from None
     if value is None:
