@@ -1,4 +1,4 @@
-"""Router commands that need no peer: `echo` on folder and worklist destinations, `send` into a folder."""
+"""Router commands that need no peer: `echo` on folder destinations, `send` into a folder."""
 
 from __future__ import annotations
 
@@ -140,50 +140,3 @@ def test_run_on_a_storage_folder_that_cannot_be_made_says_so(tmp_path):
     result = dicom_rules("run", config, cwd=tmp_path, timeout=60)
     assert result.returncode == 1
     assert f"cannot start: storage {tmp_path}/var/storage: Not a directory" in result.stderr
-
-
-def test_echo_of_a_worklist_destination_counts_its_files_and_send_to_it_is_a_usage_error(tmp_path):
-    config = make_config(tmp_path)
-    worklists = tmp_path / "worklists"
-    worklists.mkdir()
-    for name in ("a.wl", "b.wl", "notes.txt"):
-        (worklists / name).write_bytes(b"")
-    config.write_text(CONFIG + "  WL: {type: worklist, path: worklists}\n", encoding="utf-8")
-    echo = dicom_rules("echo", config, "WL", cwd=tmp_path)
-    assert (echo.returncode, echo.stdout.strip()) == (
-        0, f"WL: worklist folder {worklists} is readable and holds 2 worklist files")
-    os.rmdir(tmp_path / "out" / "present")  # a folder destination's folder may be missing: not a worklist's
-    worklists.rename(tmp_path / "moved")
-    gone = dicom_rules("echo", config, "WL", cwd=tmp_path)  # the configuration itself is refused
-    assert gone.returncode == 2
-    assert f"destinations.WL.path: the worklist folder {worklists} does not exist" in gone.stderr
-    (tmp_path / "moved").rename(worklists)
-    sent = dicom_rules("send", config, "WL", SAMPLES / "ct_head.dcm", cwd=tmp_path)
-    assert sent.returncode == 2
-    assert "WL is a worklist destination: it answers worklist queries and takes no instances" in sent.stderr
-    assert sorted(os.listdir(worklists)) == ["a.wl", "b.wl", "notes.txt"]
-
-
-def test_a_worklist_destination_gets_no_delivery_queue_and_refuses_what_is_routed_there(tmp_path):
-    from rulesengine.config import FolderDestination, WorklistDestination
-    from rulesengine.runtime.delivery import DeliveryManager
-    from rulesengine.runtime.destinations import ItemError, WorklistRefusal, sender_for
-
-    storage = Storage(str(tmp_path / "storage"))
-    journal = storage.journal()
-    manager = DeliveryManager(journal, storage)
-    worklist = WorklistDestination(name="WL", path=str(tmp_path))
-    manager.apply({"WL": worklist, "OUT": FolderDestination(name="OUT", path=str(tmp_path / "out"))})
-    try:
-        assert set(manager._workers) == {"OUT"}
-    finally:
-        manager.stop()
-        journal.close()
-    sender = sender_for(worklist)
-    assert isinstance(sender, WorklistRefusal)
-    try:
-        sender.send(None)
-    except ItemError as exc:
-        assert "WL is a worklist" in str(exc)
-    else:
-        raise AssertionError("a worklist took an instance")

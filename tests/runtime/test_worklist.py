@@ -1,7 +1,8 @@
 """The worklist folder source (runtime/worklist.py): files read once and kept, read again
 when they change, dropped when removed, broken ones skipped and logged once; queries
 answered from what was read. The folder is looked at again only when the injected clock
-says a rescan is due, so no test sleeps."""
+says a rescan is due, so no test sleeps. Then the worklist destination in the router:
+`echo` and `send` on it, and no delivery queue for it."""
 
 from __future__ import annotations
 
@@ -10,12 +11,19 @@ import os
 from pathlib import Path
 
 import pydicom
+import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from rulesengine.config import FolderDestination, WorklistDestination
+from rulesengine.runtime.delivery import DeliveryManager
+from rulesengine.runtime.destinations import ItemError, WorklistRefusal, sender_for
+from rulesengine.runtime.storage import Storage
 from rulesengine.runtime.worklist import WorklistFolder, folder_state, read_worklist_file
 
+from helpers.cli import dicom_rules
 from helpers.clock import StoppedClock
+from helpers.files import SAMPLES
 
 WORKLIST_FIND = "1.2.840.10008.5.1.4.31"
 
@@ -191,3 +199,53 @@ def test_read_worklist_file_reads_implicit_bare_data_sets(tmp_path):
     path = write_item(tmp_path, "a.wl", worklist_item("S1"), meta=False)
     assert read_worklist_file(str(path)).ScheduledProcedureStepSequence[0].ScheduledProcedureStepID == "S1"
     assert ImplicitVRLittleEndian  # the syntax a bare data set is read in
+
+
+# ---- the worklist destination in the router's commands and delivery ---------------------------------
+
+
+CONFIG = """
+storage: var/storage
+rules: main.rules
+destinations:
+  OUT: {type: folder, path: out}
+  WL: {type: worklist, path: worklists}
+"""
+
+
+def test_echo_of_a_worklist_destination_counts_its_files_and_send_to_it_is_a_usage_error(tmp_path):
+    (tmp_path / "main.rules").write_text('rule "all" {\n  then route to OUT\n}\n', encoding="utf-8")
+    config = tmp_path / "router.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+    worklists = tmp_path / "worklists"
+    worklists.mkdir()
+    for name in ("a.wl", "b.wl", "notes.txt"):
+        (worklists / name).write_bytes(b"")
+    echo = dicom_rules("echo", config, "WL", cwd=tmp_path)
+    assert (echo.returncode, echo.stdout.strip()) == (
+        0, f"WL: worklist folder {worklists} is readable and holds 2 worklist files")
+    sent = dicom_rules("send", config, "WL", SAMPLES / "ct_head.dcm", cwd=tmp_path)
+    assert sent.returncode == 2
+    assert "WL is a worklist destination: it answers worklist queries and takes no instances" in sent.stderr
+    assert sorted(os.listdir(worklists)) == ["a.wl", "b.wl", "notes.txt"]
+    worklists.rename(tmp_path / "moved")  # unlike a folder destination's, a worklist folder is never made
+    gone = dicom_rules("echo", config, "WL", cwd=tmp_path)
+    assert gone.returncode == 2  # the configuration itself is refused
+    assert f"destinations.WL.path: the worklist folder {worklists} does not exist" in gone.stderr
+
+
+def test_a_worklist_destination_gets_no_delivery_queue_and_refuses_what_is_routed_there(tmp_path):
+    storage = Storage(str(tmp_path / "storage"))
+    journal = storage.journal()
+    manager = DeliveryManager(journal, storage)
+    worklist = WorklistDestination(name="WL", path=str(tmp_path))
+    manager.apply({"WL": worklist, "OUT": FolderDestination(name="OUT", path=str(tmp_path / "out"))})
+    try:
+        assert set(manager._workers) == {"OUT"}
+    finally:
+        manager.stop()
+        journal.close()
+    sender = sender_for(worklist)
+    assert isinstance(sender, WorklistRefusal)
+    with pytest.raises(ItemError, match="WL is a worklist"):
+        sender.send(None)
