@@ -22,9 +22,19 @@ _DECIDES = (n.RouteAction, n.CopyAction, n.DropAction, n.RejectAction, n.Quarant
 
 
 def lint_program(analysis: Analysis) -> None:
+    """The passes run once per message, over the rules that handle it: a C-FIND rule neither
+    shadows nor is shadowed by a C-STORE rule. A rule handling several messages is reported once."""
     rules = analysis.program.main.file.rules
-    for lint_pass in (_unreachable, _shadowed, _fall_through, _loops):
-        lint_pass(rules, analysis)
+    before = len(analysis.diagnostics)
+    for message in n.MESSAGES:
+        handling = [rule for rule in rules if message in rule.handles]
+        if not handling:
+            continue
+        for lint_pass in (_unreachable, _shadowed, _fall_through, _loops):
+            lint_pass(handling, analysis)
+    found = analysis.diagnostics[before:]
+    del analysis.diagnostics[before:]
+    analysis.diagnostics.extend(dict.fromkeys(found))
 
 
 # ---- helpers -------------------------------------------------------------------
