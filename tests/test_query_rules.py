@@ -223,7 +223,7 @@ def prefix_rules():
 def test_only_the_rules_for_the_message_run(prefix_rules):
     stored = prefix_rules.evaluate(request({"PatientID": "H1-1"}))
     assert [r.name for r in stored.rules_fired] == ["instances"] and list(stored.destinations) == ["FILES"]
-    assert stored.message == "C-STORE" and stored.response_edits == []
+    assert stored.message == "C-STORE" and not stored.response_edits
     found = prefix_rules.evaluate(request({"PatientID": "H1-1"}), message="C-FIND")
     assert [r.name for r in found.rules_fired] == ["strip the prefix", "mark responses"]
 
@@ -257,7 +257,7 @@ def test_a_dropped_response_is_not_returned_and_later_rules_do_not_see_it(prefix
 def test_a_rule_that_did_not_fire_does_not_edit_responses(prefix_rules):
     decision = prefix_rules.evaluate(request({"PatientID": "123"}), message="C-FIND")
     assert decision.outcome == "reject"  # no rule routed it: no response will come to edit
-    assert decision.response_edits == [] and prefix_rules.edit_response(decision, response(PatientID="1"))
+    assert not decision.response_edits and prefix_rules.edit_response(decision, response(PatientID="1"))
     ruleset = rulesengine.compile_source(PREFIX_RULES + 'rule "all" on C-FIND { then route to PACS }')
     decision = ruleset.evaluate(request({"PatientID": "123"}), message="C-FIND")
     answer = response(PatientID="123")
@@ -269,7 +269,7 @@ def test_a_rule_that_did_not_fire_does_not_edit_responses(prefix_rules):
 def test_reject_reads_the_command_set_and_gives_its_reason(prefix_rules):
     decision = prefix_rules.evaluate(request({"PatientID": "1"}, {"Priority": 2}), message="C-FIND")
     assert (decision.outcome, decision.reason) == ("reject", "low priority queries are refused")
-    assert decision.response_edits == []  # a rejected request has no responses to edit
+    assert not decision.response_edits  # a rejected request has no responses to edit
 
 
 def test_a_request_no_rule_routes_or_handles_is_rejected(prefix_rules):

@@ -92,10 +92,11 @@ class Decision:
     # The message evaluated. For a request (C-FIND ...), the edited identifier is the document
     # every destination gets; `reject` answers with a failure status and `reason`; `drop` (C-FIND
     # only) answers with no matches. RuleSet.edit_response runs `response_edits` on each response.
+    # (Empty tuples by default: a decision for an instance costs no more than it did.)
     message: str = STORE
-    response_edits: list[tuple[Callable, int]] = field(default_factory=list)  # (actions, rule index)
-    response_log: list[LogLine] = field(default_factory=list)  # what response edits logged
-    response_changes: list[Edit] = field(default_factory=list)  # what response edits changed
+    response_edits: list[tuple[Callable, int]] | tuple = ()  # (actions, rule index) of the rules that fired
+    response_log: list[LogLine] | tuple = ()  # what response edits logged
+    response_changes: list[Edit] | tuple = ()  # what response edits changed
 
     def to_json(self) -> dict:
         return {
@@ -134,7 +135,7 @@ class Evaluation:
         self.ended_by: int | None = None
         self.current = -1  # the rule being evaluated, kept when tracing
         self.message = message
-        self.responses: list[tuple[Callable, int]] = []  # `on response` actions of the rules that ran them
+        self.responses: list[tuple[Callable, int]] | None = None  # `on response` actions, with their rule
 
     # -- called by compiled rules --
 
@@ -152,6 +153,8 @@ class Evaluation:
             self.copies.setdefault(name, []).append((body, self.rule))
 
     def on_response(self, body: Callable) -> None:
+        if self.responses is None:
+            self.responses = []
         self.responses.append((body, self.rule))
 
     def drop_response(self, span_index: int) -> bool:
@@ -210,9 +213,12 @@ class Evaluation:
                     outcome, reason = policy, "no rule routed this document" + stopped
                 else:  # a request that goes nowhere is answered with a failure
                     outcome, reason = "reject", f"no rule routed this {self.message}" + stopped
+        if self.message == STORE:
+            return Decision(outcome, reason, destinations, [rules[i] for i in self.fired], self.edits, self.logs,
+                            None, ended_by, skipped, self.trace, self.branches)
         return Decision(outcome, reason, destinations, [rules[i] for i in self.fired], self.edits, self.logs,
                         None, ended_by, skipped, self.trace, self.branches, message=self.message,
-                        response_edits=self.responses if outcome == "route" else [])
+                        response_edits=self.responses if outcome == "route" and self.responses else ())
 
     def _document_for(self, name: str):
         bodies = self.copies.get(name)
@@ -345,9 +351,9 @@ class RuleSet:
     def evaluate(self, document: RuleDocument, trace: bool = False, message: str = STORE) -> Decision:
         """Run the rules that handle `message`, in file order, on `document` (for a request, its
         identifier with its command set) and decide. The document is edited in place."""
-        if message is STORE or message == STORE:
+        if message == STORE:
             function = self._traced if trace else self._fast
-            evaluation = Evaluation(self, document, tracing=trace)
+            evaluation = Evaluation(self, document, trace)
         else:
             function = (self._traced_by_message if trace else self._fast_by_message).get(message, _no_rules)
             evaluation = Evaluation(self, document, tracing=trace, message=message)
@@ -375,8 +381,14 @@ class RuleSet:
             raise ResponseEditError(self._describe_failure(exc, evaluation)) from rewrite_traceback(
                 exc, self._modules)
         finally:
-            decision.response_log.extend(evaluation.logs)
-            decision.response_changes.extend(evaluation.edits)
+            if evaluation.logs:
+                if isinstance(decision.response_log, tuple):
+                    decision.response_log = list(decision.response_log)
+                decision.response_log.extend(evaluation.logs)
+            if evaluation.edits:
+                if isinstance(decision.response_changes, tuple):
+                    decision.response_changes = list(decision.response_changes)
+                decision.response_changes.extend(evaluation.edits)
             if decision.branches is not None:
                 decision.branches.update(evaluation.branches)
 
