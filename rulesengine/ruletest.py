@@ -238,7 +238,7 @@ class _TestRun(NodeVisitor):
         for s_index, statement in enumerate(self.test.statements):
             given.visit(statement, f"_t{self.t_index}_{s_index}")
         if self.message != STORE:
-            _command_set(self.document, self.message, response=False)
+            fill_command_set(self.document, self.message, response=False)
         if not applies:
             self.decision = self.suite.ruleset.evaluate(self.document, trace=True, message=self.message)
             expects_quarantine = any(isinstance(s, n.ExpectOutcome) and s.outcome == "quarantine"
@@ -262,7 +262,7 @@ class _TestRun(NodeVisitor):
         """A response to the request: built, then edited by the `on response` actions of the rules
         that fired, in order."""
         response = Document(arrival=self.document.arrival)
-        _command_set(response, self.message, response=True)
+        fill_command_set(response, self.message, response=True)
         self.assign(statement, key, response)
         self.response = response
         self.response_kept = self.suite.ruleset.edit_response(self.decision, response)
@@ -352,7 +352,7 @@ class _Given(NodeVisitor):
         """An `expect` statement builds nothing."""
 
 
-def _command_set(document: Document, message: str, response: bool) -> None:
+def fill_command_set(document: Document, message: str, response: bool) -> None:
     """What a test's request or response carries in its command set unless the test gives it:
     the command field, and a response's status (pending for C-FIND, C-MOVE and C-GET, success
     for N-CREATE and N-SET)."""

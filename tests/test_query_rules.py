@@ -439,3 +439,47 @@ def test_lint_checks_request_statements(tmp_path, statements, words):
     result = dicom_rules("lint", str(tmp_path / "q_test.rules"), cwd=tmp_path)
     assert result.returncode == 1
     assert words in result.stdout + result.stderr
+
+
+# ---- dry-run ------------------------------------------------------------------------------
+
+
+def _query_file(path, **values):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+    dataset = Dataset()
+    for keyword, value in values.items():
+        setattr(dataset, keyword, value)
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.preamble = b"\0" * 128
+    dataset.save_as(path, enforce_file_format=False)
+    return path
+
+
+def test_dry_run_evaluates_a_file_as_a_request(tmp_path):
+    query = _query_file(tmp_path / "query.dcm", PatientID="H1-123", QueryRetrieveLevel="PATIENT")
+    rules = ROOT / "examples" / "queries" / "queries.rules"
+    result = dicom_rules("dry-run", "--message", "C-FIND", "--explain", rules, query, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1:3] == ["  message: C-FIND", "  outcome: route to ARCHIVE"]
+    assert 'DataSet.PatientID: "H1-123" -> "123"' in result.stdout
+    assert "MPPS to the RIS" not in result.stdout  # rules for other messages are not evaluated
+    as_instance = dicom_rules("dry-run", "--format", "json", rules, query, cwd=tmp_path)
+    assert '"message"' not in as_instance.stdout  # an instance's report is as it was
+
+
+def test_dry_run_reports_a_request_no_rule_routes_as_rejected(tmp_path):
+    write(tmp_path / "q.rules", 'rule "q" on C-FIND { when exists DataSet.PatientID then route to PACS }\n')
+    query = _query_file(tmp_path / "query.dcm", PatientName="D*")
+    result = dicom_rules("dry-run", "--message", "C-FIND", "--format", "json", "q.rules", query, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '"outcome": "reject", "reason": "no rule routed this C-FIND"' in result.stdout
+    assert '"message": "C-FIND"' in result.stdout
+
+
+def test_dry_run_refuses_an_unknown_message(tmp_path):
+    write(tmp_path / "q.rules", 'rule "q" on C-FIND { then route to PACS }\n')
+    result = dicom_rules("dry-run", "--message", "C-FOUND", "q.rules", "x.dcm", cwd=tmp_path)
+    assert result.returncode == 2 and "invalid choice" in result.stderr
