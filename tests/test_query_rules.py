@@ -483,3 +483,33 @@ def test_dry_run_refuses_an_unknown_message(tmp_path):
     write(tmp_path / "q.rules", 'rule "q" on C-FIND { then route to PACS }\n')
     result = dicom_rules("dry-run", "--message", "C-FOUND", "q.rules", "x.dcm", cwd=tmp_path)
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_a_request_no_rule_routes_is_said_to_be_answered_with_a_failure():
+    finding = only('rule "q" on C-FIND { when exists DataSet.PatientID then route to PACS }', "no-destination")
+    assert finding.message == "a C-FIND that no rule routes, drops or rejects is answered with a failure"
+
+
+def test_deeply_nested_response_edits_still_drop_the_response():
+    depth = 60  # past the depth at which generated code moves into functions of its own
+    body = "drop"
+    for level in range(depth):
+        body = f"if DataSet.PatientID != \"{level}\" {{\n{body}\n}}"
+    chain = " else ".join(f'if DataSet.PatientID == "c{i}" {{ set DataSet.PatientName = "n{i}" }}'
+                          for i in range(150))  # an else-if chain longer than one function holds
+    ruleset = rulesengine.compile_source(
+        f'rule "q" on C-FIND {{ then {{ route to PACS\n on response {{ {chain}\n{body} }} }} }}')
+    decision = ruleset.evaluate(request(), message="C-FIND")
+    assert ruleset.edit_response(decision, response(PatientID="0")) is True
+    assert ruleset.edit_response(decision, response(PatientID="x")) is False
+    named = response(PatientID="c149")
+    assert ruleset.edit_response(decision, named) is False and named.get("DataSet.PatientName") == "n149"
+
+
+def test_a_rule_whose_only_action_is_on_response_is_formatted_on_the_then_line():
+    from rulesengine.lang.formatter import format_source
+    text = 'rule "q" on C-FIND { then on response { set DataSet.PatientName = "X" } }'
+    formatted = format_source(text)
+    assert formatted == ('rule "q" on C-FIND {\n  then on response {\n    set DataSet.PatientName = "X"\n'
+                         '  }\n}\n')
+    assert format_source(formatted) == formatted
