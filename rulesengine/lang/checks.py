@@ -20,7 +20,8 @@ from . import types as t
 from .functions import FUNCTIONS
 from .loader import Module, Program, TableData
 from .regex import Regex, RegexError, compile_regex, replacement_pieces
-from .paths import ARRIVAL_FIELDS, COMMAND_SET, READ_ONLY_ROOTS, ROOTS, Binding, ResolvedPath, lookup_tag, resolve, tag_text
+from .paths import (ARRIVAL_FIELDS, COMMAND_SET, READ_ONLY_ROOTS, ROOTS, Binding, ResolvedPath, lookup_tag, resolve,
+                    tag_text)
 from .types import Type
 from .visitor import NodeVisitor
 
@@ -76,11 +77,6 @@ class Scope:
 
     def in_context(self, context: str) -> "Scope":
         return Scope(self.module, self.variables, context, self.writable_arrival, self.messages)
-
-    @property
-    def requests(self) -> tuple[str, ...]:
-        """The messages handled here that are requests answered with responses."""
-        return tuple(m for m in self.messages if m in n.REQUESTS)
 
 
 @dataclass
@@ -267,7 +263,7 @@ class Analysis(NodeVisitor):
     def _wrong_for_messages(self, action, scope: Scope, word: str, messages: Iterable[str], why: str) -> bool:
         """An error when the action makes no sense for one of the messages the rule handles."""
         wrong = [m for m in messages if m in scope.messages]
-        if not wrong or scope.context not in ("rule",):
+        if not wrong or scope.context != "rule":
             return False
         self._error("wrong-message-action", f"{word} makes no sense for {', '.join(wrong)}: {why}", action.span,
                     "a rule handling several messages must make sense for each of them")

@@ -211,16 +211,17 @@ def _fall_through(rules: list[n.Rule], analysis: Analysis, message: str = n.STOR
     # What happens to what no rule routes: an instance goes to the no_destination policy, a
     # request is answered with a failure.
     if message == n.STORE:
-        what, fate = ("a document that no rule routes, drops, rejects or quarantines",
-                      "goes to the configured no_destination policy (quarantine by default)")
+        subject, what, fate = ("document", "a document that no rule routes, drops, rejects or quarantines",
+                               "goes to the configured no_destination policy (quarantine by default)")
     else:
-        what, fate = f"a {message} that no rule routes, drops or rejects", "is answered with a failure"
+        subject, what, fate = message, f"a {message} that no rule routes, drops or rejects", \
+            "is answered with a failure"
     routed_before = False
     for rule in rules:
         for action in rule.actions:
             if isinstance(action, n.StopAction) and not routed_before:
                 analysis._warn("no-destination", "this stop can end evaluation before any rule has routed the "
-                               f"{'document' if message == n.STORE else message}; it then {fate.replace(' the configured', ' the')}",
+                               f"{subject}; it then {fate.replace(' the configured', ' the')}",
                                action.span)
             if any(isinstance(a, _ROUTES) for a in walk_actions((action,))):
                 routed_before = True
