@@ -513,3 +513,10 @@ def test_a_rule_whose_only_action_is_on_response_is_formatted_on_the_then_line()
     assert formatted == ('rule "q" on C-FIND {\n  then on response {\n    set DataSet.PatientName = "X"\n'
                          '  }\n}\n')
     assert format_source(formatted) == formatted
+
+
+def test_a_destination_that_cannot_answer_several_messages_is_one_finding():
+    found = [d for d in findings('rule "q" on C-FIND, C-MOVE, C-GET { then route to FILES, PACS }', DESTINATIONS)
+             if d.code == "cannot-answer"]
+    assert [d.message for d in found] == [
+        "FILES cannot answer C-FIND, C-MOVE, C-GET: it is a folder destination, which answers C-STORE"]

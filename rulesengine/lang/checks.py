@@ -252,13 +252,13 @@ class Analysis(NodeVisitor):
                 continue
             if info.answers is None:
                 continue
-            for message in messages:
-                if message not in info.answers:
-                    kind = f"a {info.type} destination" if info.type else "this destination"
-                    answered = ", ".join(m for m in n.MESSAGES if m in info.answers) or "no message"
-                    self._error("cannot-answer", f"{name.value} cannot answer {message}: it is {kind}, "
-                                f"which answers {answered}", name.span,
-                                "route this message to a destination that answers it")
+            unanswered = [m for m in messages if m not in info.answers]
+            if unanswered:
+                kind = f"a {info.type} destination" if info.type else "this destination"
+                answered = ", ".join(m for m in n.MESSAGES if m in info.answers) or "no message"
+                self._error("cannot-answer", f"{name.value} cannot answer {', '.join(unanswered)}: it is {kind}, "
+                            f"which answers {answered}", name.span,
+                            "route each message to a destination that answers it")
 
     def _wrong_for_messages(self, action, scope: Scope, word: str, messages: Iterable[str], why: str) -> bool:
         """An error when the action makes no sense for one of the messages the rule handles."""
