@@ -10,6 +10,7 @@ import sys
 from .. import __version__
 from ..config import ConfigError
 from ..diagnostics import RulesError
+from ..lang.nodes import MESSAGES
 from .compile import cmd_compile
 from .common import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, report_rules_error
 from .dictionary import cmd_dict
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     dry.add_argument("--out", metavar="DIR", help="write each destination's copy to DIR/DESTINATION/")
     dry.add_argument("--explain", action="store_true", help="show every condition with the values it compared")
     dry.add_argument("--config", help="router configuration: its destinations are known")
+    dry.add_argument("--message", default="C-STORE", choices=MESSAGES,
+                     help="evaluate each file as this request's identifier (default: C-STORE, an instance)")
     dry.set_defaults(func=cmd_dry_run)
 
     diff = sub.add_parser("diff", help="show documents whose decision changes between two rule files")

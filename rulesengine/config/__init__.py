@@ -158,9 +158,20 @@ class Config:
         return f"{self.path}:{line}: {_where(location)}" if line else f"{self.path}: {_where(location)}"
 
     def destination_infos(self) -> dict[str, dict]:
-        """What the rules compiler needs to know of each destination."""
+        """What the rules compiler needs to know of each destination, and which messages it answers
+        (None: not known, so the checks assume it answers them)."""
         return {name: {"ae_title": getattr(d, "ae_title", None), "host": getattr(d, "host", None),
-                       "port": getattr(d, "port", None)} for name, d in self.destinations.items()}
+                       "port": getattr(d, "port", None), "type": d.type,
+                       "answers": DESTINATION_ANSWERS.get(d.type)} for name, d in self.destinations.items()}
+
+
+# The messages each type of destination answers: a DICOM peer all of them, a folder only stores,
+# a worklist folder only answers worklist queries.
+DESTINATION_ANSWERS = {
+    "dicom": frozenset({"C-STORE", "C-FIND", "C-MOVE", "C-GET", "N-CREATE", "N-SET"}),
+    "folder": frozenset({"C-STORE"}),
+    "worklist": frozenset({"C-FIND"}),
+}
 
 
 # ---- reading ----------------------------------------------------------------------------
