@@ -12,7 +12,9 @@ from .copies import CopyError, is_received_file, keep_with_file_meta, write_copy
 from .document import Arrival, DocumentReadError
 from .explain import explain_lines
 from .intake import needs_file_meta, read_instance, reason_of
-from .lang.ruleset import Decision, RuleSet
+from .document import Document
+from .lang.ruleset import STORE, Decision, RuleSet
+from .ruletest import fill_command_set
 from .values import display, to_json
 
 QUARANTINE_FOLDER = "_quarantine"
@@ -44,6 +46,8 @@ def _edit_line(edit, main_file: str) -> str:
 
 def text_report(path: str, decision: Decision, ruleset: RuleSet, explain: bool) -> str:
     lines = [path]
+    if decision.message != STORE:
+        lines.append(f"  message: {decision.message}")
     if decision.outcome == "route":
         lines.append(f"  outcome: route to {', '.join(decision.destinations)}")
     else:
@@ -106,6 +110,9 @@ def dry_run_file(ruleset: RuleSet, path: str, relative: str, args, scratch: Scra
     the router's reason, and no copy of it is left. Raises DocumentReadError when the router
     would refuse the file."""
     arrival = arrival_for(args, path)
+    message = getattr(args, "message", STORE)
+    if message != STORE:
+        return _dry_run_request(ruleset, path, arrival, message, args.explain)
     document = read_instance(path, arrival)
     received = path  # the file a destination whose copy nothing edits receives
     if needs_file_meta(document):
@@ -141,6 +148,15 @@ def dry_run_file(ruleset: RuleSet, path: str, relative: str, args, scratch: Scra
     if args.out and decision.outcome == "quarantine":
         write_quarantined(args.out, relative, received, decision.reason)
     return decision
+
+
+def _dry_run_request(ruleset: RuleSet, path: str, arrival: Arrival, message: str, trace: bool) -> Decision:
+    """A file read as a request's identifier (a C-FIND query, a C-MOVE key, an N-CREATE data set),
+    with the command field of `message` in its command set, evaluated by the rules for `message`.
+    Nothing is written: what the destinations would get is the identifier the edits report."""
+    document = Document.read(path, arrival)
+    fill_command_set(document, message, response=False)
+    return ruleset.evaluate(document, trace=trace, message=message)
 
 
 # ---- diff ------------------------------------------------------------------------------

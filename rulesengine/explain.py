@@ -39,6 +39,8 @@ def explain_lines(ruleset: RuleSet, decision: Decision) -> list[str]:
     ended_at = decision.ended_by.index if decision.ended_by is not None else None
     lines: list[str] = []
     for info in ruleset.rules:
+        if decision.message not in info.messages:
+            continue  # a rule for another message: never evaluated for this one
         if ended_at is not None and info.index > ended_at:
             lines.append(f"rule {info.name!r} (line {info.line}): not reached, "
                          f"evaluation ended at rule {decision.ended_by.name!r}")

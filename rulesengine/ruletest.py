@@ -4,6 +4,12 @@ A test file `X_test.rules` tests its sibling `X.rules`. Each test builds a
 document (`given file`, `given`/`with` values and arrival facts), evaluates
 the rules (or, with `apply BLOCK`, applies one block), and checks what it
 expects: destinations, outcome, rules fired and values, per destination copy.
+
+A test of a request (`given message C-FIND`) evaluates the rules handling that
+message on the identifier it gives; each `given response` then builds one
+response, which the rules' `on response` actions edit, and the `expect
+response` statements after it check that response (its values, or that it
+was dropped).
 """
 
 from __future__ import annotations
@@ -21,12 +27,19 @@ from .lang.api import analyse
 from .lang.checks import Analysis
 from .lang.compiler import RULE_FIRED, Snippets, compile_program, compile_snippets
 from .lang.loader import Program, display_path, load_program
-from .lang.ruleset import Decision, Evaluation, RuleSet
+from .lang.ruleset import STORE, Decision, Evaluation, RuleSet
 from .lang.syntax import parse
 from .lang.visitor import NodeVisitor
 
 TEST_SUFFIX = "_test.rules"
 _ROUTING_EXPECTATIONS = (n.ExpectRoute, n.ExpectCopy, n.ExpectOutcome, n.ExpectFired)
+_RESPONSE_STATEMENTS = (n.GivenResponse, n.ExpectResponse)
+_EXPECTATIONS = (n.ExpectRoute, n.ExpectCopy, n.ExpectOutcome, n.ExpectFired, n.ExpectCondition, n.ExpectResponse)
+# The DIMSE command fields (PS3.7 E.1) a test's request and responses carry in their command sets.
+COMMAND_FIELDS = {"C-STORE": 0x0001, "C-FIND": 0x0020, "C-GET": 0x0010, "C-MOVE": 0x0021,
+                  "N-CREATE": 0x0140, "N-SET": 0x0120}
+RESPONSE_BIT = 0x8000
+PENDING, SUCCESS = 0xFF00, 0x0000
 
 
 @dataclass
@@ -107,12 +120,34 @@ def _check_statements(test: n.Test, test_dir: str, diagnostics: list[Diagnostic]
     applies = [s for s in test.statements if isinstance(s, n.ApplyAction)]
     if applies:
         for statement in test.statements:
-            if isinstance(statement, _ROUTING_EXPECTATIONS):
+            if isinstance(statement, _ROUTING_EXPECTATIONS + _RESPONSE_STATEMENTS + (n.GivenMessage,)):
                 diagnostics.append(error("test-file", "a test that applies a block runs no rules, so it cannot "
-                                         "expect routes, outcomes or fired rules", statement.span))
-    if not any(isinstance(s, (n.ExpectRoute, n.ExpectCopy, n.ExpectOutcome, n.ExpectFired, n.ExpectCondition))
-               for s in test.statements):
+                                         "expect routes, outcomes, fired rules or responses", statement.span))
+    _check_request_statements(test, diagnostics)
+    if not any(isinstance(s, _EXPECTATIONS) for s in test.statements):
         diagnostics.append(warning("test-file", f"test {test.name!r} expects nothing", test.span))
+
+
+def _check_request_statements(test: n.Test, diagnostics: list[Diagnostic]) -> None:
+    """One `given message`, before the responses; responses only for a request, each
+    `expect response` after a `given response`."""
+    messages = [s for s in test.statements if isinstance(s, n.GivenMessage)]
+    if len(messages) > 1:
+        diagnostics.append(error("test-file", "one `given message` per test", messages[1].span))
+    message = messages[0].message.value if messages else STORE
+    responded = False
+    for statement in test.statements:
+        if isinstance(statement, n.GivenMessage) and responded:
+            diagnostics.append(error("test-file", "`given message` comes before the responses", statement.span))
+        if isinstance(statement, n.GivenResponse):
+            responded = True
+            if message == STORE:
+                diagnostics.append(error("test-file", "a stored instance gets no response: a test of responses "
+                                         "names its request first", statement.span, "given message C-FIND"))
+        elif isinstance(statement, n.ExpectResponse) and not responded:
+            diagnostics.append(error("test-file", "`expect response` checks the last response given before it, "
+                                     "and none is", statement.span,
+                                     'given response DataSet.PatientID = "..." before it'))
 
 
 def _pieces(tests: list[n.Test]) -> dict[str, tuple[str, object]]:
@@ -121,12 +156,14 @@ def _pieces(tests: list[n.Test]) -> dict[str, tuple[str, object]]:
     for t_index, test in enumerate(tests):
         for s_index, statement in enumerate(test.statements):
             key = f"_t{t_index}_{s_index}"
-            if isinstance(statement, n.GivenValues):
+            if isinstance(statement, (n.GivenValues, n.GivenResponse)):
                 for a_index, assignment in enumerate(statement.assignments):
                     pieces[f"{key}_{a_index}"] = ("value", assignment.value)
             elif isinstance(statement, n.ApplyAction):
                 pieces[key] = ("actions", (statement,))
             elif isinstance(statement, (n.ExpectCondition, n.ExpectCopy)):
+                pieces[key] = ("condition", statement.condition)
+            elif isinstance(statement, n.ExpectResponse) and statement.condition is not None:
                 pieces[key] = ("condition", statement.condition)
     return pieces
 
@@ -169,6 +206,9 @@ class _TestRun(NodeVisitor):
         self.failures: list[Failure] = []
         self.document: Document | None = None
         self.decision: Decision | None = None
+        self.message = STORE
+        self.response: Document | None = None  # the last response given, as the rules left it
+        self.response_kept = True  # False: a rule dropped it
 
     def fail(self, span: Span, message: str) -> None:
         self.failures.append(Failure(span, message))
@@ -197,8 +237,10 @@ class _TestRun(NodeVisitor):
         given = _Given(self, test_dir)
         for s_index, statement in enumerate(self.test.statements):
             given.visit(statement, f"_t{self.t_index}_{s_index}")
+        if self.message != STORE:
+            fill_command_set(self.document, self.message, response=False)
         if not applies:
-            self.decision = self.suite.ruleset.evaluate(self.document, trace=True)
+            self.decision = self.suite.ruleset.evaluate(self.document, trace=True, message=self.message)
             expects_quarantine = any(isinstance(s, n.ExpectOutcome) and s.outcome == "quarantine"
                                      for s in self.test.statements)
             if self.decision.error and not expects_quarantine:
@@ -209,11 +251,31 @@ class _TestRun(NodeVisitor):
     def generic_visit(self, statement, key: str) -> None:
         """A statement that expects nothing (given, apply) checks nothing."""
 
-    def assign(self, statement: n.GivenValues, key: str) -> None:
+    def assign(self, statement: n.GivenValues | n.GivenResponse, key: str, document=None) -> None:
+        document = document if document is not None else self.document
         for a_index, assignment in enumerate(statement.assignments):
-            value = self.piece(f"{key}_{a_index}")(self.document, self.evaluation(self.document))
+            value = self.piece(f"{key}_{a_index}")(document, self.evaluation(document))
             path = self.suite.analysis.paths[id(assignment.path)]
-            self.document.write_path(path, value)
+            document.write_path(path, value)
+
+    def visit_GivenResponse(self, statement: n.GivenResponse, key: str) -> None:
+        """A response to the request: built, then edited by the `on response` actions of the rules
+        that fired, in order."""
+        response = Document(arrival=self.document.arrival)
+        fill_command_set(response, self.message, response=True)
+        self.assign(statement, key, response)
+        self.response = response
+        self.response_kept = self.suite.ruleset.edit_response(self.decision, response)
+
+    def visit_ExpectResponse(self, statement: n.ExpectResponse, key: str) -> None:
+        if statement.condition is None:
+            if self.response_kept:
+                self.fail(statement.span, "expected the response to be dropped, but it is returned")
+            return
+        if not self.response_kept:
+            self.fail(statement.span, "expected a response, but a rule dropped it")
+            return
+        self._condition(statement, key, self.response, " in the response")
 
     def _destinations(self) -> str:
         names = ", ".join(self.decision.destinations) or "none"
@@ -280,11 +342,25 @@ class _Given(NodeVisitor):
     def visit_GivenValues(self, statement: n.GivenValues, key: str) -> None:
         self.run.assign(statement, key)
 
+    def visit_GivenMessage(self, statement: n.GivenMessage, key: str) -> None:
+        self.run.message = statement.message.value
+
     def visit_ApplyAction(self, statement: n.ApplyAction, key: str) -> None:
         self.run.piece(key)(self.run.document, self.run.evaluation(self.run.document))
 
     def generic_visit(self, statement, key: str) -> None:
         """An `expect` statement builds nothing."""
+
+
+def fill_command_set(document: Document, message: str, response: bool) -> None:
+    """What a test's request or response carries in its command set unless the test gives it:
+    the command field, and a response's status (pending for C-FIND, C-MOVE and C-GET, success
+    for N-CREATE and N-SET)."""
+    command_set = document.command_set
+    if "CommandField" not in command_set:
+        command_set.CommandField = COMMAND_FIELDS[message] | (RESPONSE_BIT if response else 0)
+    if response and "Status" not in command_set:
+        command_set.Status = PENDING if message.startswith("C-") else SUCCESS
 
 
 def _source_text(suite: Suite, span: Span) -> str:

@@ -14,6 +14,7 @@ rules: main.rules
 destinations:
   PACS: {type: dicom, ae_title: PACS, host: 127.0.0.1, port: 104}
   ARCHIVE: {type: folder, path: out}
+  WORKLISTS: {type: worklist, path: .}
 """
 
 
@@ -25,8 +26,9 @@ def config(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["NOPE", "PatientID=1"], "no destination 'NOPE' in router.yaml (destinations: ARCHIVE, PACS)"),
-    (["ARCHIVE", "PatientID=1"], "ARCHIVE is a folder destination: only a dicom destination answers a C-FIND"),
+    (["NOPE", "PatientID=1"], "no destination 'NOPE' in router.yaml (destinations: ARCHIVE, PACS, WORKLISTS)"),
+    (["ARCHIVE", "PatientID=1"], "ARCHIVE is a folder destination: query sends a C-FIND over the network, to dicom destinations only"),
+    (["WORKLISTS", "--model", "worklist"], "WORKLISTS is a worklist destination: query sends a C-FIND over the"),
     (["PACS", "PatientNaem=X"], "PatientNaem: 'PatientNaem' is not a DICOM keyword; did you mean PatientName"),
     (["PACS", "PatientID"], "'PatientID': a key is KEY=VALUE, or KEY= to have it returned"),
     (["PACS", "PatientID.Modality=CT"], "PatientID.Modality: PatientID is not a sequence"),

@@ -18,6 +18,7 @@ from rulesengine.config import (
     FolderDestination,
     Retry,
     Timeouts,
+    WorklistDestination,
     load_config,
 )
 from rulesengine.lang.functions import DEFAULT_HASH_KEY
@@ -182,7 +183,7 @@ def test_a_missing_required_key(tmp_path):
 
 def test_a_destination_of_an_unknown_type(tmp_path):
     assert one_problem(tmp_path, HEAD + "destinations:\n  ARCHIVE:\n    type: ftp\n    path: archive\n") == \
-        "router.yaml:5: destinations.ARCHIVE.type: must be one of dicom, folder, not 'ftp'"
+        "router.yaml:5: destinations.ARCHIVE.type: must be one of dicom, folder, worklist, not 'ftp'"
 
 
 @pytest.mark.parametrize("naming,words", [
@@ -677,3 +678,34 @@ def test_a_log_file_in_a_missing_folder_is_a_configuration_error(tmp_path):
     path.write_text("storage: var\nrules: main.rules\nlog: {file: nowhere/router.log}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"router.yaml:3: log.file: the folder .*nowhere does not exist"):
         load_config(path)
+
+
+# ---- worklist destinations ---------------------------------------------------------------------
+
+
+def test_a_worklist_destination_is_a_folder_that_must_exist(tmp_path):
+    (tmp_path / "worklists" / "CT").mkdir(parents=True)
+    (tmp_path / "a-file").write_text("not a folder")
+    path = write(tmp_path, """
+        storage: var
+        rules: main.rules
+        destinations:
+          WL: {type: worklist, path: worklists/CT}
+    """)
+    config = load_config(path)
+    assert config.destinations["WL"] == WorklistDestination(name="WL", path=str(tmp_path / "worklists" / "CT"))
+    assert config.destinations["WL"].type == "worklist"
+    assert problems(tmp_path, """
+        storage: var
+        rules: main.rules
+        destinations:
+          GONE: {type: worklist, path: worklists/MR}
+          FILE: {type: worklist, path: a-file}
+          NAMING: {type: worklist, path: worklists/CT, naming: "{PatientID}.wl"}
+          NO_PATH: {type: worklist}
+    """) == [
+        f"router.yaml:5: destinations.GONE.path: the worklist folder {tmp_path / 'worklists' / 'MR'} does not exist",
+        f"router.yaml:6: destinations.FILE.path: {tmp_path / 'a-file'} is not a folder",
+        "router.yaml:7: destinations.NAMING: unknown key 'naming'; known keys: type, path",
+        "router.yaml:8: destinations.NO_PATH: needs path",
+    ]

@@ -31,6 +31,7 @@ from rulesengine.config import (
     Retry,
     Timeouts,
     Watch,
+    WorklistDestination,
     load_config,
     schema,
 )
@@ -280,6 +281,7 @@ DATACLASSES = {
     "#/$defs/retry": Retry,
     "#/$defs/dicom_destination": DicomDestination,
     "#/$defs/folder_destination": FolderDestination,
+    "#/$defs/worklist_destination": WorklistDestination,
 }
 FIELD_OF = {
     ("#/properties/log", "level"): (Config, "log_level"),
@@ -297,6 +299,7 @@ NOT_KEYS = {
     Secrets: {"hash_key"},
     DicomDestination: {"name"},
     FolderDestination: {"name"},
+    WorklistDestination: {"name"},
 }
 
 

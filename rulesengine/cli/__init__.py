@@ -10,6 +10,7 @@ import sys
 from .. import __version__
 from ..config import ConfigError
 from ..diagnostics import RulesError
+from ..lang.nodes import MESSAGES
 from .compile import cmd_compile
 from .common import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, report_rules_error
 from .dictionary import cmd_dict
@@ -17,6 +18,7 @@ from .dry_run import cmd_diff, cmd_dry_run
 from .fmt import cmd_fmt
 from .lint import cmd_lint
 from .query import add_query_arguments, cmd_query
+from .requests import MESSAGES, cmd_requests
 from .router import cmd_check_config, cmd_echo, cmd_quarantine, cmd_queue, cmd_run, cmd_schema, cmd_send
 from .rule_tests import cmd_test
 
@@ -52,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     dry.add_argument("--out", metavar="DIR", help="write each destination's copy to DIR/DESTINATION/")
     dry.add_argument("--explain", action="store_true", help="show every condition with the values it compared")
     dry.add_argument("--config", help="router configuration: its destinations are known")
+    dry.add_argument("--message", default="C-STORE", choices=MESSAGES,
+                     help="evaluate each file as this request's identifier (default: C-STORE, an instance)")
     dry.set_defaults(func=cmd_dry_run)
 
     diff = sub.add_parser("diff", help="show documents whose decision changes between two rule files")
@@ -140,6 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
                             help="release: a SOP Instance UID or a path as `list` shows it (DAY/NAME.dcm)")
     quarantine.add_argument("--all", action="store_true", help="release: every quarantined instance")
     quarantine.set_defaults(func=cmd_quarantine)
+
+    requests = sub.add_parser("requests", help="the queries, retrievals and MPPS messages the router answered")
+    requests.add_argument("config", help="router configuration (YAML); its storage holds the journal")
+    requests.add_argument("action", nargs="?", choices=("list", "purge"), default="list",
+                          help="list (the default): newest first; purge: forget finished requests")
+    requests.add_argument("--message", action="append", choices=MESSAGES, help="list: only this message (repeatable)")
+    requests.add_argument("--limit", type=int, default=50, help="list: at most this many")
+    requests.add_argument("--older-than", type=float, metavar="SECONDS", help="purge: only requests older than this")
+    _add_format(requests, ("text", "json"))
+    requests.set_defaults(func=cmd_requests)
 
     dictionary = sub.add_parser("dict", help="look up a data element by keyword, tag or name")
     dictionary.add_argument("name", nargs="+", metavar="NAME_OR_TAG")

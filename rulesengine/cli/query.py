@@ -175,8 +175,8 @@ def cmd_query(args) -> int:
     config = load_config(args.config, secrets=False)
     destination = _destination(config, args.destination)
     if destination.type != "dicom":
-        raise UsageError(f"{destination.name} is a {destination.type} destination: only a dicom destination "
-                         "answers a C-FIND")
+        raise UsageError(f"{destination.name} is a {destination.type} destination: query sends a C-FIND over the "
+                         "network, to dicom destinations only")
     configure_pynetdicom()
     timeout = args.timeout if args.timeout is not None else destination.timeouts.dimse
     cancel = threading.Event()

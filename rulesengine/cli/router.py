@@ -105,6 +105,11 @@ def cmd_echo(args) -> int:
         ok, state = _folder_state(destination.path)
         print(f"{destination.name}: folder {destination.path} {state}")
         return EXIT_OK if ok else EXIT_FINDINGS
+    if destination.type == "worklist":
+        from ..runtime.worklist import folder_state
+        ok, state = folder_state(destination.path)
+        print(f"{destination.name}: worklist folder {destination.path} {state}")
+        return EXIT_OK if ok else EXIT_FINDINGS
     try:
         status = sender_for(destination).echo()
     except LinkError as exc:
@@ -171,6 +176,9 @@ def cmd_send(args) -> int:
     configure_pynetdicom()
     config = load_config(args.config, secrets=False)
     destination = _destination(config, args.destination)
+    if destination.type == "worklist":
+        raise UsageError(f"{destination.name} is a worklist destination: it answers worklist queries and takes "
+                         "no instances; send to a dicom or folder destination")
     files = [found.path for found in input_files(args.files)]
     sender = sender_for(destination)
     sent = failed = 0

@@ -125,7 +125,15 @@ class FolderDestination:
     type: str = "folder"
 
 
-Destination = DicomDestination | FolderDestination
+@dataclass(frozen=True)
+class WorklistDestination:
+    """A folder of worklist files that answers Modality Worklist queries; it takes no instances."""
+    name: str
+    path: str
+    type: str = "worklist"
+
+
+Destination = DicomDestination | FolderDestination | WorklistDestination
 
 
 @dataclass(frozen=True)
@@ -150,9 +158,20 @@ class Config:
         return f"{self.path}:{line}: {_where(location)}" if line else f"{self.path}: {_where(location)}"
 
     def destination_infos(self) -> dict[str, dict]:
-        """What the rules compiler needs to know of each destination."""
+        """What the rules compiler needs to know of each destination, and which messages it answers
+        (None: not known, so the checks assume it answers them)."""
         return {name: {"ae_title": getattr(d, "ae_title", None), "host": getattr(d, "host", None),
-                       "port": getattr(d, "port", None)} for name, d in self.destinations.items()}
+                       "port": getattr(d, "port", None), "type": d.type,
+                       "answers": DESTINATION_ANSWERS.get(d.type)} for name, d in self.destinations.items()}
+
+
+# The messages each type of destination answers: a DICOM peer all of them, a folder only stores,
+# a worklist folder only answers worklist queries.
+DESTINATION_ANSWERS = {
+    "dicom": frozenset({"C-STORE", "C-FIND", "C-MOVE", "C-GET", "N-CREATE", "N-SET"}),
+    "folder": frozenset({"C-STORE"}),
+    "worklist": frozenset({"C-FIND"}),
+}
 
 
 # ---- reading ----------------------------------------------------------------------------
@@ -379,6 +398,9 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
     for name, item in (data.get("destinations") or {}).items():
         values = _whole({k: v for k, v in dict(item).items() if k != "type"}, "port", "max_associations", "batch",
                         "max_pdu")
+        if item["type"] == "worklist":
+            destinations[str(name)] = WorklistDestination(name=str(name), path=_resolve(base, values["path"]))
+            continue
         values["retry"] = _retry(values.get("retry"))
         if item["type"] == "dicom":
             values["timeouts"] = _timeouts(values.get("timeouts"))
@@ -435,6 +457,7 @@ class _Checks:
             return []
         self._unique()
         self._naming()
+        self._worklists()
         self._secrets()
         self._log()
         return self.found
@@ -493,6 +516,20 @@ class _Checks:
             naming = self._value("destinations", name, "naming")
             for problem in check_naming(naming) if naming is not None else ():
                 self._problem(("destinations", name, "naming"), problem)
+
+    def _worklists(self) -> None:
+        """A worklist folder must be there: unlike a folder destination's, nothing creates it."""
+        for name, item in (self._value("destinations", kind=dict) or {}).items():
+            if not isinstance(item, dict) or self._value("destinations", name, "type") != "worklist":
+                continue
+            path = self._value("destinations", name, "path")
+            folder = _resolve(self.base, path) if path else None
+            if folder is None:
+                continue
+            if not os.path.exists(folder):
+                self._problem(("destinations", name, "path"), f"the worklist folder {folder} does not exist")
+            elif not os.path.isdir(folder):
+                self._problem(("destinations", name, "path"), f"{folder} is not a folder")
 
     def _secrets(self) -> None:
         data = self._value("secrets", kind=dict)

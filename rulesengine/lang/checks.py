@@ -20,7 +20,8 @@ from . import types as t
 from .functions import FUNCTIONS
 from .loader import Module, Program, TableData
 from .regex import Regex, RegexError, compile_regex, replacement_pieces
-from .paths import ARRIVAL_FIELDS, READ_ONLY_ROOTS, ROOTS, Binding, ResolvedPath, lookup_tag, resolve, tag_text
+from .paths import (ARRIVAL_FIELDS, COMMAND_SET, READ_ONLY_ROOTS, ROOTS, Binding, ResolvedPath, lookup_tag, resolve,
+                    tag_text)
 from .types import Type
 from .visitor import NodeVisitor
 
@@ -31,12 +32,15 @@ _ROUTING = (n.RouteAction, n.CopyAction, n.DropAction, n.RejectAction, n.Quarant
 
 @dataclass(frozen=True)
 class DestinationInfo:
-    """What the checks know of a destination: enough to spot loops back to a sender."""
+    """What the checks know of a destination: enough to spot loops back to a sender, and
+    routes to a destination that cannot answer the message."""
 
     name: str
     ae_title: str | None = None
     host: str | None = None
     port: int | None = None
+    type: str | None = None  # dicom, folder, worklist: named in findings
+    answers: frozenset[str] | None = None  # the messages it answers; None: unknown, no finding
 
 
 def destination_infos(destinations) -> dict[str, DestinationInfo] | None:
@@ -49,7 +53,9 @@ def destination_infos(destinations) -> dict[str, DestinationInfo] | None:
             if isinstance(value, DestinationInfo):
                 out[name] = value
             elif isinstance(value, Mapping):
-                out[name] = DestinationInfo(name, value.get("ae_title"), value.get("host"), value.get("port"))
+                answers = value.get("answers")
+                out[name] = DestinationInfo(name, value.get("ae_title"), value.get("host"), value.get("port"),
+                                            value.get("type"), frozenset(answers) if answers is not None else None)
             else:
                 out[name] = DestinationInfo(name)
         return out
@@ -60,16 +66,17 @@ def destination_infos(destinations) -> dict[str, DestinationInfo] | None:
 class Scope:
     module: Module
     variables: dict[str, tuple[Binding, Type]] = field(default_factory=dict)
-    context: str = "rule"  # rule | block | copy | test
-    writable_arrival: bool = False  # tests may set Association.* and Source.*
+    context: str = "rule"  # rule | block | copy | response | test
+    writable_arrival: bool = False  # tests may set Association.* and Source.* (and CommandSet.*)
+    messages: tuple[str, ...] = (n.STORE,)  # what the rule being checked handles
 
     def with_variable(self, name: str, binding: Binding, kind: Type) -> "Scope":
         variables = dict(self.variables)
         variables[name] = (binding, kind)
-        return Scope(self.module, variables, self.context, self.writable_arrival)
+        return Scope(self.module, variables, self.context, self.writable_arrival, self.messages)
 
     def in_context(self, context: str) -> "Scope":
-        return Scope(self.module, self.variables, context, self.writable_arrival)
+        return Scope(self.module, self.variables, context, self.writable_arrival, self.messages)
 
 
 @dataclass
@@ -95,7 +102,9 @@ class Analysis(NodeVisitor):
         self._block_stack: list[n.Block] = []  # blocks being checked, to catch one applying itself
         # A rule of the main file can end in reject: the router then runs the rules before it answers
         # a sender (a reject in a block or a copy is refused above, so rules alone decide).
+        # `can_reject` is for C-STORE; `rejecting` names every message some rule can reject.
         self.can_reject = False
+        self.rejecting: set[str] = set()
 
     # ---- entry points ----
 
@@ -113,7 +122,7 @@ class Analysis(NodeVisitor):
                     self._warn("duplicate-rule", f"another rule is named {item.name!r} (line {first.span.line}); "
                                "reports and tests tell rules apart by name", item.name_span)
                 seen.setdefault(item.name, item)
-                scope = Scope(module)
+                scope = Scope(module, messages=self._messages(item))
                 if item.when is not None:
                     self.check_condition(item.when, scope)
                 self.check_actions(item.actions, scope)
@@ -122,6 +131,28 @@ class Analysis(NodeVisitor):
             elif isinstance(item, n.Test):
                 self._error("misplaced-test", "tests belong in a file of their own, named like this one with "
                             "_test before .rules; here they would never run", item.span)
+
+    def _messages(self, rule: n.Rule) -> tuple[str, ...]:
+        """The known messages a rule handles; an unknown one is a finding (and left out)."""
+        known = []
+        for name in rule.messages:
+            if name.value in n.MESSAGES:
+                if name.value in known:
+                    self._warn("duplicate-message", f"{name.value} is named twice", name.span)
+                else:
+                    known.append(name.value)
+                continue
+            close = [m for m in n.MESSAGES if m == name.value.upper()] or \
+                difflib.get_close_matches(name.value.upper(), n.MESSAGES, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}?" if close else "messages: " + ", ".join(n.MESSAGES)
+            self._error("unknown-message", f"unknown message {name.value!r}: a rule handles "
+                        + ", ".join(n.MESSAGES), name.span, hint)
+        return tuple(known) if rule.messages else (n.STORE,)
+
+    @property
+    def messages(self) -> frozenset[str]:
+        """The messages some rule of the main file handles."""
+        return frozenset(m for rule in self.program.main.file.rules for m in rule.handles if m in n.MESSAGES)
 
     def _check_block(self, module: Module, block: n.Block) -> None:
         if id(block) in self._checked_blocks:
@@ -193,6 +224,13 @@ class Analysis(NodeVisitor):
         pass
 
     def _routing_allowed(self, action, scope: Scope, word: str) -> bool:
+        if scope.context == "response":
+            if isinstance(action, n.DropAction):
+                return True  # drop in `on response`: this response is not returned
+            self._error("response-action", f"{word} cannot be used inside on response: the request was "
+                        "already decided; a response can only be edited or dropped", action.span,
+                        "on response holds set, blank, delete, if, for each, let, log, apply and drop")
+            return False
         if scope.context in ("block", "copy"):
             where = "a block" if scope.context == "block" else "a copy"
             self._error("block-action", f"{word} cannot be used inside {where}: it decides for the whole document",
@@ -201,27 +239,54 @@ class Analysis(NodeVisitor):
             return False
         return True
 
-    def _check_destinations(self, names: Iterable[n.Name]) -> None:
+    def _check_destinations(self, names: Iterable[n.Name], messages: tuple[str, ...] = ()) -> None:
         if self.destinations is None:
             return
         for name in names:
-            if name.value not in self.destinations:
+            info = self.destinations.get(name.value)
+            if info is None:
                 close = difflib.get_close_matches(name.value, list(self.destinations), n=1, cutoff=0.6)
                 known = ", ".join(sorted(self.destinations)) or "none are configured"
                 hint = f"did you mean {close[0]}?" if close else f"known destinations: {known}"
                 self._error("unknown-destination", f"unknown destination {name.value!r}", name.span, hint)
+                continue
+            if info.answers is None:
+                continue
+            unanswered = [m for m in messages if m not in info.answers]
+            if unanswered:
+                kind = f"a {info.type} destination" if info.type else "this destination"
+                answered = ", ".join(m for m in n.MESSAGES if m in info.answers) or "no message"
+                self._error("cannot-answer", f"{name.value} cannot answer {', '.join(unanswered)}: it is {kind}, "
+                            f"which answers {answered}", name.span,
+                            "route each message to a destination that answers it")
+
+    def _wrong_for_messages(self, action, scope: Scope, word: str, messages: Iterable[str], why: str) -> bool:
+        """An error when the action makes no sense for one of the messages the rule handles."""
+        wrong = [m for m in messages if m in scope.messages]
+        if not wrong or scope.context != "rule":
+            return False
+        self._error("wrong-message-action", f"{word} makes no sense for {', '.join(wrong)}: {why}", action.span,
+                    "a rule handling several messages must make sense for each of them")
+        return True
 
     def visit_RouteAction(self, action: n.RouteAction, scope: Scope) -> None:
-        if self._routing_allowed(action, scope, "route"):
-            self._check_destinations(action.destinations)
+        if not self._routing_allowed(action, scope, "route"):
+            return
+        if action.back and self._wrong_for_messages(action, scope, "route back to", n.REQUESTS,
+                                                    "a request is answered, never sent back to its sender"):
+            return
+        self._check_destinations(action.destinations, scope.messages if scope.context == "rule" else ())
 
     def visit_CopyAction(self, action: n.CopyAction, scope: Scope) -> None:
         if not self._routing_allowed(action, scope, "copy"):
             return
-        self._check_destinations(action.destinations)
+        if self._wrong_for_messages(action, scope, "copy to", n.REQUESTS,
+                                    "a request is answered by the destinations it is routed to, not copied"):
+            return
+        self._check_destinations(action.destinations, scope.messages if scope.context == "rule" else ())
         # A copy is edited after the rules ran: it sees values kept with let, not items of the document.
         values_only = {k: v for k, v in scope.variables.items() if v[0].kind == "value"}
-        copy_scope = Scope(scope.module, values_only, "copy", scope.writable_arrival)
+        copy_scope = Scope(scope.module, values_only, "copy", scope.writable_arrival, scope.messages)
         self.check_actions(action.body, copy_scope)
 
     def visit_ApplyAction(self, action: n.ApplyAction, scope: Scope) -> None:
@@ -250,17 +315,43 @@ class Analysis(NodeVisitor):
         self._check_block(module, block)
 
     def visit_DropAction(self, action, scope: Scope) -> None:
-        self._routing_allowed(action, scope, "drop")
+        if self._routing_allowed(action, scope, "drop"):
+            self._wrong_for_messages(action, scope, "drop", ("C-MOVE", "C-GET", "N-CREATE", "N-SET"),
+                                     "only a C-FIND can be answered with nothing (no matches); "
+                                     "write reject \"reason\" to refuse the request")
 
     def visit_RejectAction(self, action: n.RejectAction, scope: Scope) -> None:
         if scope.context == "rule" and scope.module is self.program.main:
-            self.can_reject = True
+            self.can_reject = self.can_reject or n.STORE in scope.messages
+            self.rejecting.update(scope.messages)
         if self._routing_allowed(action, scope, "reject") and action.reason is not None:
             self.check_value(action.reason, scope)
 
     def visit_QuarantineAction(self, action: n.QuarantineAction, scope: Scope) -> None:
-        if self._routing_allowed(action, scope, "quarantine") and action.reason is not None:
+        if not self._routing_allowed(action, scope, "quarantine"):
+            return
+        if self._wrong_for_messages(action, scope, "quarantine", n.REQUESTS,
+                                    "a request is not kept; write reject \"reason\" to refuse it"):
+            return
+        if action.reason is not None:
             self.check_value(action.reason, scope)
+
+    def visit_OnResponseAction(self, action: n.OnResponseAction, scope: Scope) -> None:
+        if scope.context != "rule":
+            where = {"block": "a block", "copy": "a copy", "response": "on response",
+                     "test": "a test"}.get(scope.context, scope.context)
+            self._error("misplaced-on-response", f"on response cannot be used inside {where}", action.span,
+                        "write it in the actions of a rule that handles requests")
+            return
+        stores = [m for m in scope.messages if m not in n.REQUESTS]
+        if stores:
+            self._error("wrong-message-action", f"on response makes no sense for {', '.join(stores)}: "
+                        "a stored instance gets no response to edit", action.span,
+                        f"name the requests the rule handles: rule \"...\" on {', '.join(n.REQUESTS[:2])} {{ ... }}")
+        # The request's loop variables name its items, which responses lack: let values stay.
+        values_only = {k: v for k, v in scope.variables.items() if v[0].kind == "value"}
+        self.check_actions(action.body, Scope(scope.module, values_only, "response", scope.writable_arrival,
+                                              scope.messages))
 
     def visit_StopAction(self, action, scope: Scope) -> None:
         self._routing_allowed(action, scope, "stop")
@@ -341,7 +432,8 @@ class Analysis(NodeVisitor):
         resolved = self.resolve_path(path, scope)
         if resolved is None:
             return None
-        if resolved.root in READ_ONLY_ROOTS and not (scope.writable_arrival and resolved.root in ARRIVAL_FIELDS):
+        test_writable = (*ARRIVAL_FIELDS, COMMAND_SET) if scope.context == "test" else tuple(ARRIVAL_FIELDS)
+        if resolved.root in READ_ONLY_ROOTS and not (scope.writable_arrival and resolved.root in test_writable):
             self._error("read-only", f"{resolved.root} cannot be edited by rules", path.span)
             return None
         if resolved.is_arrival:
@@ -755,6 +847,21 @@ class Analysis(NodeVisitor):
 
     def visit_GivenFile(self, statement: n.GivenFile, scope: Scope) -> None:
         pass  # read when the test runs
+
+    def visit_GivenMessage(self, statement: n.GivenMessage, scope: Scope) -> None:
+        name = statement.message.value
+        if name not in n.MESSAGES:
+            close = [m for m in n.MESSAGES if m == name.upper()] or \
+                difflib.get_close_matches(name.upper(), n.MESSAGES, n=1, cutoff=0.6)
+            self._error("unknown-message", f"unknown message {name!r}", statement.message.span,
+                        f"did you mean {close[0]}?" if close else "messages: " + ", ".join(n.MESSAGES))
+
+    def visit_GivenResponse(self, statement: n.GivenResponse, scope: Scope) -> None:
+        self.visit_GivenValues(statement, scope)
+
+    def visit_ExpectResponse(self, statement: n.ExpectResponse, scope: Scope) -> None:
+        if statement.condition is not None:
+            self.check_condition(statement.condition, scope)
 
     def visit_ExpectRoute(self, statement: n.ExpectRoute, scope: Scope) -> None:
         self._check_destinations(statement.destinations)

@@ -103,7 +103,7 @@ class _Pending:
     params: str
     span: Span | None
     body: Callable[[], None]
-    context: tuple  # rule_index, block_name, reader, cache, where
+    context: tuple  # rule_index, block_name, reader, cache, where, in_response
 
 
 class CodeGenerator(NodeVisitor):
@@ -127,6 +127,7 @@ class CodeGenerator(NodeVisitor):
         self.cache: str | None = None  # ...and the document's value cache
         self.where: Span | None = None  # the node being generated: lines without a span of their own
         self.file: str | None = None  # the rule file, for lines outside any node
+        self.in_response = False  # generating `on response` actions: drop drops the response
 
     # ---- output ----
 
@@ -156,15 +157,21 @@ class CodeGenerator(NodeVisitor):
 
     # ---- program ----
 
-    def rules(self, rules: list[n.Rule]) -> str:
-        """All rules in one function, in file order: no call per rule on the hot path."""
+    def rules(self, rules: list[n.Rule], message: str = n.STORE) -> str:
+        """All rules that handle `message` in one function, in file order: no call per rule on the
+        hot path. The function for C-STORE is `evaluate`, the others `evaluate_C_FIND` and so on."""
         self.file = rules[0].span.file if rules else None
-        self.emit("def evaluate(doc, ev):")
+        name = evaluate_function_name(message)
+        if self.out.lines:
+            self.out.lines.append("")  # a blank line between functions
+        self.emit(f"def {name}(doc, ev):")
         self.indent += 1
         self.emit("read = doc.read_path")
         self.emit("cache = doc.cache")  # the document's value cache, emptied in place on every edit
         self.reader, self.cache = "read", "cache"
         for index, rule in enumerate(rules):
+            if message not in rule.handles:
+                continue
             self.rule_index = index
             self.where = rule.span
             if self.traced:
@@ -184,20 +191,23 @@ class CodeGenerator(NodeVisitor):
         self.indent -= 1
         self.reader, self.cache = "doc.read_path", None
         self.flush_pending()
-        return "evaluate"
+        return name
 
     def flush_pending(self) -> None:
         """Generate the pending top-level functions (and those they add), after the current one."""
-        saved = self.rule_index, self.block_name, self.reader, self.cache, self.where, self.indent
+        saved = (self.rule_index, self.block_name, self.reader, self.cache, self.where, self.in_response,
+                 self.indent)
         while self.pending:
             pending = self.pending.pop(0)
-            self.rule_index, self.block_name, self.reader, self.cache, self.where = pending.context
+            (self.rule_index, self.block_name, self.reader, self.cache, self.where,
+             self.in_response) = pending.context
             self.indent = 0
             self.out.lines.append("")  # a blank line between functions
             self.emit(f"def {pending.name}({pending.params}):", pending.span)
             self.indent = 1
             pending.body()
-        self.rule_index, self.block_name, self.reader, self.cache, self.where, self.indent = saved
+        (self.rule_index, self.block_name, self.reader, self.cache, self.where, self.in_response,
+         self.indent) = saved
 
     def _function_name(self, prefix: str) -> str:
         return f"{prefix}_{next(self.functions)}"
@@ -206,7 +216,7 @@ class CodeGenerator(NodeVisitor):
         """A block as a function. Its branches are its own, whichever rule applies it."""
         name = self._function_name("block_" + _identifier(block, "block"))
         self.pending.append(_Pending(name, "doc, ev", span, lambda: self._body_of(body, {}),
-                                     (None, block, "doc.read_path", None, span)))
+                                     (None, block, "doc.read_path", None, span, False)))
         return name
 
     def _body_of(self, body, scope) -> None:
@@ -229,7 +239,7 @@ class CodeGenerator(NodeVisitor):
         action in it returns True from it, and so from here."""
         name = self._function_name("nested_actions")
         params = self._locals(scope)
-        context = (self.rule_index, self.block_name, self.reader, self.cache, span or self.where)
+        context = (self.rule_index, self.block_name, self.reader, self.cache, span or self.where, self.in_response)
         scope = dict(scope)  # as it is here: later lets of the enclosing list do not reach the body
         self.pending.append(_Pending(name, params, span, lambda: self._body_of(body, scope), context))
         self.emit(f"if {name}({params}):", span)
@@ -241,7 +251,7 @@ class CodeGenerator(NodeVisitor):
             return code
         name = self._function_name("nested_expression")
         params = self._locals(scope)
-        context = (self.rule_index, self.block_name, self.reader, self.cache, self.where)
+        context = (self.rule_index, self.block_name, self.reader, self.cache, self.where, self.in_response)
         self.pending.append(_Pending(name, params, None, lambda: self.emit(f"return {code}"), context))
         return f"{name}({params})"
 
@@ -311,6 +321,22 @@ class CodeGenerator(NodeVisitor):
         self.indent -= 1
         self.emit(f"ev.copy({names}, {body}, {action.back})", action.span)
 
+    def visit_OnResponseAction(self, action: n.OnResponseAction, scope) -> None:
+        # Run on each response once the request was answered: a nested function, like a copy's
+        # edits, keeping the values of let as they are now; `doc` is the response there.
+        kept = {name: var for name, var in scope.items() if var.kind == "value"}
+        body = self._function_name("response_edits")
+        defaults = "".join(f", {var.local}={var.local}" for var in kept.values())
+        self.emit(f"def {body}(doc, ev{defaults}):", action.span)
+        self.indent += 1
+        saved = self.reader, self.cache, self.in_response
+        self.reader, self.cache, self.in_response = "doc.read_path", None, True
+        self.actions(action.body, kept)
+        self.reader, self.cache, self.in_response = saved
+        self.emit("return False")
+        self.indent -= 1
+        self.emit(f"ev.on_response({body})", action.span)
+
     def visit_LetAction(self, action: n.LetAction, scope) -> None:
         self.emit(f"v_{action.name} = {self.value(action.value, scope)}", action.span)
         scope[action.name] = _Var(f"v_{action.name}", "value")
@@ -324,6 +350,9 @@ class CodeGenerator(NodeVisitor):
         self.emit(f"{name}(doc, ev)", action.span)
 
     def _ending(self, action, scope) -> None:
+        if self.in_response:  # only drop is allowed there: this response is not returned
+            self.emit(f"return ev.drop_response({self._span_ref(action.span)})", action.span)
+            return
         outcome = _ENDING[type(action)]
         reason = getattr(action, "reason", None)
         reason_code = self.value(reason, scope) if reason is not None else "None"
@@ -546,6 +575,7 @@ class Shared:
         self._span_index: dict[Span, int] = {}
         self.predicates: list[Predicate] = []
         self.branches: list[Branch] = []
+        self._branch_index: dict[tuple, int] = {}
         self.tags: set[int] = set()
         self.reads_everything = False
         self.source_text: dict[str, str] = {}
@@ -589,8 +619,13 @@ class Shared:
         return index
 
     def branch(self, rule: int | None, span: Span, description: str, block: str | None = None) -> int:
-        index = len(self.branches)
-        self.branches.append(Branch(index, rule, span, description, block))
+        """The branch's number; a rule handling several messages is generated once per message,
+        and its branches are the same branches in each."""
+        key = (rule, span, description, block)
+        index = self._branch_index.get(key)
+        if index is None:
+            index = self._branch_index[key] = len(self.branches)
+            self.branches.append(Branch(index, rule, span, description, block))
         return index
 
     def text_of(self, span: Span) -> str:
@@ -696,22 +731,34 @@ def runtime_namespace(secrets: Secrets) -> dict:
     return namespace
 
 
+def evaluate_function_name(message: str) -> str:
+    """What the generated code calls the function that evaluates `message`."""
+    return "evaluate" if message == n.STORE else "evaluate_" + message.replace("-", "_")
+
+
 def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
                     no_destination: str = "quarantine") -> RuleSet:
     """Generate, compile and wrap the program's rules. The analysis must have no errors.
 
     The fast and the traced variant are two modules, generated by the same generator, that
-    share their constants; each one's code is named after the main rule file.
+    share their constants; each one's code is named after the main rule file. Each holds one
+    function per message some rule handles (and one for C-STORE, always), which runs only
+    the rules handling that message.
     """
     secrets = secrets or Secrets()
     rules = program.main.file.rules
     shared = Shared([rule.name for rule in rules])
     for module in program.modules:
         shared.source_text[module.path] = module.file.source
+    messages = [m for m in n.MESSAGES if m == n.STORE or m in analysis.messages]
     outputs = {}
+    tags_read = None
     for traced in (False, True):
         generator = CodeGenerator(analysis, secrets, traced, shared)
-        generator.rules(rules)
+        for message in messages:
+            generator.rules(rules, message)
+            if message == n.STORE and tags_read is None:  # header-only parsing is for instances
+                tags_read = (shared.reads_everything, frozenset(shared.tags))
         outputs[traced] = generator.out
     number = next(_compile_counter)
     main = os.path.basename(program.main.path) or "rules"
@@ -721,15 +768,17 @@ def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
         module = out.module(f"<rules {main} #{number}{variant}>")
         namespace = runtime_namespace(secrets)
         namespace.update(shared.constants)
-        functions[traced] = module.execute(namespace, shared.source_text)["evaluate"]
+        defined = module.execute(namespace, shared.source_text)
+        functions[traced] = {message: defined[evaluate_function_name(message)] for message in messages}
         modules[traced] = module
-    infos = [RuleInfo(i, rule.name, rule.span) for i, rule in enumerate(rules)]
+    infos = [RuleInfo(i, rule.name, rule.span, rule.handles) for i, rule in enumerate(rules)]
     return RuleSet(
         program=program, analysis=analysis, rules=infos, spans=shared.spans,
         fast=functions[False], traced=functions[True], code=modules[False], traced_code=modules[True],
         constants=shared.constants, predicates=shared.predicates, branches=shared.branches,
-        tags_read=None if shared.reads_everything else frozenset(shared.tags),
+        tags_read=None if tags_read[0] else tags_read[1],
         no_destination=no_destination, destinations=analysis.destinations, can_reject=analysis.can_reject,
+        rejecting=frozenset(analysis.rejecting),
     )
 
 

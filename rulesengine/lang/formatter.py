@@ -249,6 +249,17 @@ class _StatementLine(NodeVisitor):
     def visit_GivenValues(self, s: n.GivenValues) -> _Listing:
         return _Listing(s.keyword + " ", [f"{a.path.text()} = {expr_text(a.value)}" for a in s.assignments])
 
+    def visit_GivenMessage(self, s: n.GivenMessage) -> str:
+        return f"given message {s.message.value}"
+
+    def visit_GivenResponse(self, s: n.GivenResponse) -> _Listing:
+        return _Listing("given response ", [f"{a.path.text()} = {expr_text(a.value)}" for a in s.assignments])
+
+    def visit_ExpectResponse(self, s: n.ExpectResponse) -> str | _Breakable:
+        if s.condition is None:
+            return "expect response dropped"
+        return _Breakable("expect response ", s.condition)
+
     def visit_ExpectRoute(self, s: n.ExpectRoute) -> str:
         return ("expect no route to " if s.negated else "expect route to ") + _names(s.destinations)
 
@@ -520,7 +531,8 @@ class _Printer(NodeVisitor):
 
     def visit_Rule(self, rule: n.Rule, depth: int, prefix: str, blank_ok: bool) -> None:
         open_ = self.src.next("{", self.src.end(rule.name_span))
-        self._code(depth, [f"{prefix}rule {quote_string(rule.name)} {{"], self.src.start(rule.span),
+        on = " on " + _names(rule.messages) if rule.messages else ""
+        self._code(depth, [f"{prefix}rule {quote_string(rule.name)}{on} {{"], self.src.start(rule.span),
                    open_ + 1, blank_ok=blank_ok, opens=True)
         after = open_ + 1
         if rule.when is not None:
@@ -562,6 +574,11 @@ class _Printer(NodeVisitor):
             return
         open_ = self.src.next("{", self.src.end(copy.destinations[-1].span))
         self._braced(depth, prefix + _copy_head(copy), start, open_, end - 1, copy.body, blank_ok)
+
+    def visit_OnResponseAction(self, action: n.OnResponseAction, depth: int, prefix: str, blank_ok: bool) -> None:
+        start = self.src.start(action.span)
+        self._braced(depth, prefix + "on response", start, self.src.next("{", start),
+                     self.src.end(action.span) - 1, action.body, blank_ok)
 
     def visit_IfAction(self, node: n.IfAction, depth: int, prefix: str, blank_ok: bool) -> None:
         """if / else if / else, always over several lines; an empty branch is `{}`

@@ -22,9 +22,20 @@ _DECIDES = (n.RouteAction, n.CopyAction, n.DropAction, n.RejectAction, n.Quarant
 
 
 def lint_program(analysis: Analysis) -> None:
+    """The passes run once per message, over the rules that handle it: a C-FIND rule neither
+    shadows nor is shadowed by a C-STORE rule. A rule handling several messages is reported once."""
     rules = analysis.program.main.file.rules
-    for lint_pass in (_unreachable, _shadowed, _fall_through, _loops):
-        lint_pass(rules, analysis)
+    before = len(analysis.diagnostics)
+    for message in n.MESSAGES:
+        handling = [rule for rule in rules if message in rule.handles]
+        if not handling:
+            continue
+        for lint_pass in (_unreachable, _shadowed, _loops):
+            lint_pass(handling, analysis)
+        _fall_through(handling, analysis, message)
+    found = analysis.diagnostics[before:]
+    del analysis.diagnostics[before:]
+    analysis.diagnostics.extend(dict.fromkeys(found))
 
 
 # ---- helpers -------------------------------------------------------------------
@@ -194,23 +205,31 @@ def _shadowed(rules: list[n.Rule], analysis: Analysis) -> None:
 # ---- fall-through -----------------------------------------------------------------
 
 
-def _fall_through(rules: list[n.Rule], analysis: Analysis) -> None:
+def _fall_through(rules: list[n.Rule], analysis: Analysis, message: str = n.STORE) -> None:
     if not rules:
         return
+    # What happens to what no rule routes: an instance goes to the no_destination policy, a
+    # request is answered with a failure.
+    if message == n.STORE:
+        subject, what, fate = ("document", "a document that no rule routes, drops, rejects or quarantines",
+                               "goes to the configured no_destination policy (quarantine by default)")
+    else:
+        subject, what, fate = message, f"a {message} that no rule routes, drops or rejects", \
+            "is answered with a failure"
     routed_before = False
     for rule in rules:
         for action in rule.actions:
             if isinstance(action, n.StopAction) and not routed_before:
                 analysis._warn("no-destination", "this stop can end evaluation before any rule has routed the "
-                               "document; it then goes to the no_destination policy (quarantine by default)",
+                               f"{subject}; it then {fate.replace(' the configured', ' the')}",
                                action.span)
             if any(isinstance(a, _ROUTES) for a in walk_actions((action,))):
                 routed_before = True
         if rule.when is None and any(isinstance(a, _DECIDES) for a in rule.actions):
             return
     last = rules[-1]
-    analysis._warn("no-destination", "a document that no rule routes, drops, rejects or quarantines goes to the "
-                   "configured no_destination policy (quarantine by default)", last.name_span,
+    analysis._warn("no-destination", f"{what} {fate}",
+                   last.name_span,
                    "end the file with a rule without `when` that decides, e.g. route to a default destination")
 
 

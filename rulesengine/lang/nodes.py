@@ -340,13 +340,30 @@ class ForEachAction(Node):
     body: tuple["Action", ...]
 
 
+@dataclass(frozen=True, slots=True)
+class OnResponseAction(Node):
+    """`on response { ... }`: edits of each response to the request, on its way back."""
+
+    span: Span
+    body: tuple["Action", ...]
+
+
 Action = Union[SetAction, BlankAction, DeleteAction, DeletePrivateAction, RouteAction, CopyAction,
                ApplyAction, DropAction, RejectAction, QuarantineAction, LogAction, LetAction, StopAction,
-               IfAction, ForEachAction]
+               IfAction, ForEachAction, OnResponseAction]
 
 ACTIONS = get_args(Action)
 ENDING_ACTIONS = (DropAction, RejectAction, QuarantineAction, StopAction)
 EDIT_ACTIONS = (SetAction, BlankAction, DeleteAction, DeletePrivateAction)
+
+
+# ---- messages --------------------------------------------------------------
+
+STORE = "C-STORE"
+# Every message a rule can handle, in the order the documentation lists them.
+MESSAGES = ("C-STORE", "C-FIND", "C-MOVE", "C-GET", "N-CREATE", "N-SET")
+# The requests: every message answered with responses that `on response` can edit.
+REQUESTS = MESSAGES[1:]
 
 
 # ---- top-level items -------------------------------------------------------
@@ -377,6 +394,13 @@ class Rule(Node):
     when: Expr | None
     actions: tuple[Action, ...]
     braced: bool = False
+    # `on C-FIND, C-MOVE`: the messages it handles, as written; none written: C-STORE only.
+    messages: tuple[Name, ...] = ()
+
+    @property
+    def handles(self) -> tuple[str, ...]:
+        """The messages this rule handles, in the order written."""
+        return tuple(m.value for m in self.messages) if self.messages else (STORE,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,8 +467,32 @@ class ExpectCondition(Node):
     condition: Expr
 
 
-TestStatement = Union[GivenFile, GivenValues, ApplyAction, ExpectRoute, ExpectCopy, ExpectOutcome,
-                      ExpectFired, ExpectCondition]
+@dataclass(frozen=True, slots=True)
+class GivenMessage(Node):
+    """`given message C-FIND`: the test evaluates the rules for that message."""
+
+    span: Span
+    message: Name
+
+
+@dataclass(frozen=True, slots=True)
+class GivenResponse(Node):
+    """`given response DataSet.X = ...`: one response to the request, edited after evaluation."""
+
+    span: Span
+    assignments: tuple[Assignment, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ExpectResponse(Node):
+    """`expect response CONDITION` or `expect response dropped`, of the last response given before it."""
+
+    span: Span
+    condition: Expr | None  # None: `dropped`
+
+
+TestStatement = Union[GivenFile, GivenValues, GivenMessage, GivenResponse, ApplyAction, ExpectRoute, ExpectCopy,
+                      ExpectOutcome, ExpectFired, ExpectCondition, ExpectResponse]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,11 @@ from .generated import GeneratedModule, rewrite_traceback, span_of_failure
 
 OUTCOMES = ("route", "drop", "reject", "quarantine")
 NO_DESTINATION_POLICIES = ("quarantine", "drop", "reject")
+STORE = "C-STORE"  # the message a rule without `on` handles (nodes.STORE)
+
+
+class ResponseEditError(Exception):
+    """A rule's `on response` actions failed on a response; the message names the rule-file line."""
 
 
 @dataclass(frozen=True)
@@ -19,6 +24,7 @@ class RuleInfo:
     index: int
     name: str
     span: Span
+    messages: tuple[str, ...] = (STORE,)  # the messages the rule handles
 
     @property
     def file(self) -> str:
@@ -83,6 +89,14 @@ class Decision:
     branches: set[int] | None = None
     # A rule that failed at run time: the exception, its traceback naming rule-file lines.
     exception: BaseException | None = None
+    # The message evaluated. For a request (C-FIND ...), the edited identifier is the document
+    # every destination gets; `reject` answers with a failure status and `reason`; `drop` (C-FIND
+    # only) answers with no matches. RuleSet.edit_response runs `response_edits` on each response.
+    # (Empty tuples by default: a decision for an instance costs no more than it did.)
+    message: str = STORE
+    response_edits: list[tuple[Callable, int]] | tuple = ()  # (actions, rule index) of the rules that fired
+    response_log: list[LogLine] | tuple = ()  # what response edits logged
+    response_changes: list[Edit] | tuple = ()  # what response edits changed
 
     def to_json(self) -> dict:
         return {
@@ -94,6 +108,7 @@ class Decision:
             "destinations": list(self.destinations),
             "skipped_destinations": dict(self.skipped),
             "log": [line.message for line in self.log],
+            **({"message": self.message} if self.message != STORE else {}),
         }
 
 
@@ -101,9 +116,9 @@ class Evaluation:
     """The state of one evaluation; compiled rules call its methods."""
 
     __slots__ = ("ruleset", "document", "routes", "copies", "fired", "edits", "logs", "outcome", "reason",
-                 "rule", "destination", "trace", "branches", "ended_by", "current")
+                 "rule", "destination", "trace", "branches", "ended_by", "current", "message", "responses")
 
-    def __init__(self, ruleset, document: RuleDocument, tracing: bool = False):
+    def __init__(self, ruleset, document: RuleDocument, tracing: bool = False, message: str = STORE):
         self.ruleset = ruleset
         self.document = document
         self.routes: dict[str, bool] = {}  # destination -> routed back to its sender explicitly
@@ -119,6 +134,8 @@ class Evaluation:
         self.branches: set[int] | None = set() if tracing else None
         self.ended_by: int | None = None
         self.current = -1  # the rule being evaluated, kept when tracing
+        self.message = message
+        self.responses: list[tuple[Callable, int]] | None = None  # `on response` actions, with their rule
 
     # -- called by compiled rules --
 
@@ -134,6 +151,14 @@ class Evaluation:
         self.route(names, back)
         for name in names:
             self.copies.setdefault(name, []).append((body, self.rule))
+
+    def on_response(self, body: Callable) -> None:
+        if self.responses is None:
+            self.responses = []
+        self.responses.append((body, self.rule))
+
+    def drop_response(self, span_index: int) -> bool:
+        return True  # the response function returns it: this response is not returned
 
     def edited(self, changes, span_index: int) -> None:
         if not changes:
@@ -184,9 +209,16 @@ class Evaluation:
                 outcome, reason = "route", None
             else:
                 stopped = " (a rule stopped evaluation before any route)" if outcome == "stop" else ""
-                outcome, reason = policy, "no rule routed this document" + stopped
+                if self.message == STORE:
+                    outcome, reason = policy, "no rule routed this document" + stopped
+                else:  # a request that goes nowhere is answered with a failure
+                    outcome, reason = "reject", f"no rule routed this {self.message}" + stopped
+        if self.message == STORE:
+            return Decision(outcome, reason, destinations, [rules[i] for i in self.fired], self.edits, self.logs,
+                            None, ended_by, skipped, self.trace, self.branches)
         return Decision(outcome, reason, destinations, [rules[i] for i in self.fired], self.edits, self.logs,
-                        None, ended_by, skipped, self.trace, self.branches)
+                        None, ended_by, skipped, self.trace, self.branches, message=self.message,
+                        response_edits=self.responses if outcome == "route" and self.responses else ())
 
     def _document_for(self, name: str):
         bodies = self.copies.get(name)
@@ -204,9 +236,10 @@ class Evaluation:
 
     def failed(self, message: str, exception: BaseException | None = None) -> Decision:
         rules = self.ruleset.rules
-        return Decision("quarantine", message, {}, [rules[i] for i in self.fired], self.edits, self.logs,
+        outcome = "quarantine" if self.message == STORE else "reject"  # a request is never kept
+        return Decision(outcome, message, {}, [rules[i] for i in self.fired], self.edits, self.logs,
                         message, rules[self.rule] if self.rule >= 0 else None, {}, self.trace, self.branches,
-                        exception)
+                        exception, self.message)
 
 
 _NO_OPERAND = object()
@@ -241,16 +274,20 @@ class RuleSet:
     """Compiled rules. `evaluate(document)` returns a Decision; nothing is sent anywhere."""
 
     def __init__(self, *, program, analysis, rules: list[RuleInfo], spans: list[Span],
-                 fast: Callable, traced: Callable, code: GeneratedModule, traced_code: GeneratedModule,
-                 constants: dict[str, Any], predicates: list[Predicate], branches: list[Branch],
-                 tags_read: frozenset[int] | None, no_destination: str, destinations=None,
-                 can_reject: bool = False):
+                 fast: dict[str, Callable], traced: dict[str, Callable], code: GeneratedModule,
+                 traced_code: GeneratedModule, constants: dict[str, Any], predicates: list[Predicate],
+                 branches: list[Branch], tags_read: frozenset[int] | None, no_destination: str,
+                 destinations=None, can_reject: bool = False, rejecting: frozenset[str] = frozenset()):
         self.program = program
         self.analysis = analysis
         self.rules = rules
         self.spans = spans
-        self._fast = fast
-        self._traced = traced
+        # One function per message some rule handles; C-STORE's is bound apart: the hot path.
+        self._fast_by_message = fast
+        self._traced_by_message = traced
+        self._fast = fast[STORE]
+        self._traced = traced[STORE]
+        self._rejecting = rejecting
         self._code = {False: code, True: traced_code}
         self._modules = {module.filename: module for module in (code, traced_code)}
         for module in self._modules.values():
@@ -268,6 +305,19 @@ class RuleSet:
         """Can evaluation end in reject? Then the router runs the rules before answering a sender.
         The checks found out, once (Analysis.can_reject): the router asks for every instance."""
         return self.no_destination == "reject" or self._can_reject
+
+    def can_reject_for(self, message: str) -> bool:
+        """Can evaluating `message` end in reject? For C-STORE, `can_reject`; a request that no
+        rule routes is always answered with a failure, so for requests: whether some rule handles
+        it with a reject (the router answers a request only after the rules ran anyway)."""
+        if message == STORE:
+            return self.can_reject
+        return message in self._rejecting
+
+    @property
+    def messages(self) -> frozenset[str]:
+        """The messages some rule handles (C-STORE among them only when a rule handles it)."""
+        return frozenset(m for rule in self.rules for m in rule.messages)
 
     def generated_code(self, traced: bool = False, constants: bool = True) -> str:
         """The Python module the rules were compiled to, as a person reads it.
@@ -298,14 +348,49 @@ class RuleSet:
     def diagnostics(self) -> list[Diagnostic]:
         return list(self.analysis.diagnostics)
 
-    def evaluate(self, document: RuleDocument, trace: bool = False) -> Decision:
-        evaluation = Evaluation(self, document, tracing=trace)
+    def evaluate(self, document: RuleDocument, trace: bool = False, message: str = STORE) -> Decision:
+        """Run the rules that handle `message`, in file order, on `document` (for a request, its
+        identifier with its command set) and decide. The document is edited in place."""
+        if message == STORE:
+            function = self._traced if trace else self._fast
+            evaluation = Evaluation(self, document, trace)
+        else:
+            function = (self._traced_by_message if trace else self._fast_by_message).get(message, _no_rules)
+            evaluation = Evaluation(self, document, tracing=trace, message=message)
         try:
-            (self._traced if trace else self._fast)(document, evaluation)
+            function(document, evaluation)
             return evaluation.finish(self.no_destination)
         except Exception as exc:  # noqa: BLE001 - a failing rule quarantines, never loses, the document
-            message = self._describe_failure(exc, evaluation)
-            return evaluation.failed(message, rewrite_traceback(exc, self._modules))
+            description = self._describe_failure(exc, evaluation)
+            return evaluation.failed(description, rewrite_traceback(exc, self._modules))
+
+    def edit_response(self, decision: Decision, response: RuleDocument) -> bool:
+        """Run the `on response` actions of every rule that fired for the request, in order, on one
+        response (its identifier or data set, with its command set). False: a rule dropped it,
+        and it is not returned to the requester. Raises ResponseEditError when an action fails."""
+        if not decision.response_edits:
+            return True
+        evaluation = Evaluation(self, response, tracing=decision.branches is not None, message=decision.message)
+        try:
+            for body, rule in decision.response_edits:
+                evaluation.rule = evaluation.current = rule
+                if body(response, evaluation):
+                    return False
+            return True
+        except Exception as exc:  # noqa: BLE001 - said in the rules' words, with the rule-file line
+            raise ResponseEditError(self._describe_failure(exc, evaluation)) from rewrite_traceback(
+                exc, self._modules)
+        finally:
+            if evaluation.logs:
+                if isinstance(decision.response_log, tuple):
+                    decision.response_log = list(decision.response_log)
+                decision.response_log.extend(evaluation.logs)
+            if evaluation.edits:
+                if isinstance(decision.response_changes, tuple):
+                    decision.response_changes = list(decision.response_changes)
+                decision.response_changes.extend(evaluation.edits)
+            if decision.branches is not None:
+                decision.branches.update(evaluation.branches)
 
     def _describe_failure(self, exc: Exception, evaluation: Evaluation) -> str:
         span = span_of_failure(exc.__traceback__, self._modules)
@@ -324,6 +409,10 @@ class RuleSet:
 
     def loop_reason(self, name: str, document) -> str | None:
         return loop_reason(self.destinations, name, document)
+
+
+def _no_rules(document, evaluation) -> bool:
+    return False  # no rule handles this message
 
 
 def loop_reason(destinations, name: str, document) -> str | None:

@@ -22,6 +22,7 @@ _TERMINAL_WORDS = {
     "COMPARE": "a comparison (== != < <= > >=)",
     "ANY_DEPTH": "**",
     "STAR": "*",
+    "MESSAGE": "a message such as C-FIND",
     "$END": "the end of the file",
 }
 

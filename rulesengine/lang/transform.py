@@ -99,13 +99,19 @@ class ToNodes(Transformer):
     @v_args(meta=True)
     def rule(self, meta, children):
         name_tok, *rest = children
+        messages: tuple[n.Name, ...] = ()
+        if rest and isinstance(rest[0], tuple) and rest[0][:1] == ("on",):
+            messages = rest.pop(0)[1]
         when = None
         if rest and isinstance(rest[0], tuple) and rest[0][0] == "when":
             when = rest.pop(0)[1]
         braced = len(rest) == 1 and isinstance(rest[0], tuple) and rest[0][0] == "braced"
         actions = rest[0][1] if braced else tuple(rest)
         return n.Rule(self._span(meta), unquote(name_tok, self._tspan(name_tok)), self._tspan(name_tok),
-                      when, actions, braced)
+                      when, actions, braced, messages)
+
+    def on_messages(self, children):
+        return ("on", tuple(self._name(tok) for tok in children))
 
     def when(self, children):
         return ("when", children[0])
@@ -351,6 +357,10 @@ class ToNodes(Transformer):
             raise NodeError("bad-index", "items and values are numbered from 1", self._tspan(tok))
         return value
 
+    @v_args(meta=True)
+    def on_response_action(self, meta, children):
+        return n.OnResponseAction(self._span(meta), children[0][1])
+
     # -- tests --
     @v_args(meta=True)
     def test(self, meta, children):
@@ -361,6 +371,22 @@ class ToNodes(Transformer):
     def given_file(self, meta, children):
         tok = children[0]
         return n.GivenFile(self._span(meta), unquote(tok, self._tspan(tok)))
+
+    @v_args(meta=True)
+    def given_message(self, meta, children):
+        return n.GivenMessage(self._span(meta), self._name(children[0]))
+
+    @v_args(meta=True)
+    def given_response(self, meta, children):
+        return n.GivenResponse(self._span(meta), tuple(children))
+
+    @v_args(meta=True)
+    def response_expectation(self, meta, children):
+        return n.ExpectResponse(self._span(meta), children[0])
+
+    @v_args(meta=True)
+    def response_dropped_expectation(self, meta, children):
+        return n.ExpectResponse(self._span(meta), None)
 
     @v_args(meta=True)
     def given_values(self, meta, children):

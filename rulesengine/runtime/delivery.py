@@ -153,7 +153,9 @@ class DeliveryManager:
         self._lock = threading.Lock()
 
     def apply(self, destinations: dict) -> None:
-        """Start workers for new or changed destinations; stop those of removed or changed ones."""
+        """Start workers for new or changed destinations; stop those of removed or changed ones.
+        A worklist destination takes no instances: it gets no queue."""
+        destinations = {name: d for name, d in destinations.items() if d.type != "worklist"}
         with self._lock:
             for name in list(self._workers):
                 if name not in destinations or destinations[name] != self._destinations.get(name):

@@ -1,4 +1,5 @@
-"""Senders: how one delivery reaches a DICOM SCP (C-STORE) or a folder.
+"""Senders: how one delivery reaches a DICOM SCP (C-STORE) or a folder. A worklist
+destination answers queries and takes no instances: its sender refuses each one.
 
 A sender raises LinkError when the destination cannot be reached at all (the
 whole queue of that destination waits and keeps its order), and ItemError when
@@ -22,7 +23,7 @@ from pynetdicom import AE, evt
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification
 
-from ..config import DicomDestination, FolderDestination, check_naming, naming_fields  # noqa: F401
+from ..config import DicomDestination, FolderDestination, WorklistDestination, check_naming, naming_fields  # noqa: F401
 from ..lang.paths import lookup_keyword
 from .associations import NO_CONTEXT, UNREACHABLE, AssociationFailed, PeerWatch, request, unanswered
 from .journal import Delivery
@@ -437,7 +438,25 @@ class FolderSender:
                 return target
 
 
-def sender_for(destination) -> DicomSender | FolderSender:
+class WorklistRefusal:
+    """A worklist destination's stand-in sender: every instance routed there fails on its own."""
+
+    def __init__(self, destination: WorklistDestination):
+        self.destination = destination
+
+    def open(self, items) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def send(self, item: Delivery) -> str:
+        raise ItemError(f"{self.destination.name} is a worklist: it answers worklist queries and takes no instances")
+
+
+def sender_for(destination) -> DicomSender | FolderSender | WorklistRefusal:
+    if destination.type == "worklist":
+        return WorklistRefusal(destination)
     return DicomSender(destination) if destination.type == "dicom" else FolderSender(destination)
 
 

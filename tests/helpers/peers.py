@@ -120,6 +120,45 @@ def echoscu(port: int, calling: str = "CT1", called: str = "ROUTER", *extra: str
                           env=DCMTK_ENV, capture_output=True, text=True, timeout=60)
 
 
+@dataclass
+class WorklistSCP:
+    """DCMTK's wlmscpfs answering Modality Worklist queries from `folder`/CALLED_AE/*.wl, one
+    process for every association (so that stopping its PID stops it all)."""
+
+    folder: Path  # holds a folder per called AE title
+    ae_title: str = "WORKLIST"
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+    extra: tuple[str, ...] = ()
+
+    @property
+    def items(self) -> Path:
+        """The folder of the worklist files answered to `ae_title`."""
+        return self.folder / self.ae_title
+
+    def start(self) -> "WorklistSCP":
+        self.items.mkdir(parents=True, exist_ok=True)
+        (self.items / "lockfile").touch()  # older releases lock it during a query
+        self.log = open(self.folder.parent / f"wlmscpfs-{self.port}.log", "w")
+        self.process = subprocess.Popen(
+            [require("wlmscpfs"), "--single-process", "-dfp", str(self.folder), *self.extra, str(self.port)],
+            env=DCMTK_ENV, stdout=self.log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, self.process)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+            self.log.close()
+
+
+def dump2dcm(dump: Path, target: Path) -> Path:
+    """A DICOM file (with file meta information) from a DCMTK text dump."""
+    subprocess.run([require("dump2dcm"), "-q", "-g", "+te", str(dump), str(target)], env=DCMTK_ENV, check=True,
+                   capture_output=True, timeout=60)
+    return target
+
+
 # ---- Orthanc ------------------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -11,7 +12,9 @@ from helpers.arrivals import Received
 from helpers.files import SAMPLES
 from helpers.cli import dicom_rules
 
-from rulesengine.runtime.journal import DELIVERED, QUEUED, NewDelivery, Outcome
+from rulesengine.arrival import Arrival
+from rulesengine.runtime.journal import (DELIVERED, QUEUED, DestinationAnswer, NewDelivery, NewRequest, Outcome,
+                                         RequestOutcome, RequestResult)
 from rulesengine.runtime.storage import Storage
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -140,3 +143,44 @@ def test_run_on_a_storage_folder_that_cannot_be_made_says_so(tmp_path):
     result = dicom_rules("run", config, cwd=tmp_path, timeout=60)
     assert result.returncode == 1
     assert f"cannot start: storage {tmp_path}/var/storage: Not a directory" in result.stderr
+
+
+def test_requests_lists_what_was_asked_and_how_it_ended_and_purges_finished_ones(tmp_path):
+    config = make_config(tmp_path)
+    journal = Storage(str(tmp_path / "var" / "storage")).journal()
+    asked = Arrival(calling_aet="WS1", called_aet="ROUTER", peer_address="127.0.0.1", peer_port=40001,
+                    source_name="main", source_kind="listener", sop_class_uid="1.2.840.10008.5.1.4.1.2.2.1")
+    try:
+        find = journal.record_request(NewRequest("C-FIND", asked, "STUDY", {"PatientID": "H1-*"}))
+        journal.finish_request(find, RequestResult(
+            RequestOutcome.PARTIAL, 0x0000, (DestinationAnswer("PACS", 0x0000, 2, None, 0.2),
+                                             DestinationAnswer("OLD_PACS", None, 0, "connection refused", 0.01)),
+            matches=2, error="OLD_PACS: connection refused"))
+        move = journal.record_request(NewRequest("C-MOVE", asked, "STUDY", {"StudyInstanceUID": "1.2.3"}, "WS1"))
+    finally:
+        journal.close()
+
+    listed = dicom_rules("requests", config, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    [running, answered] = listed.stdout.splitlines()
+    assert f"#{move} C-MOVE STUDY from WS1 (127.0.0.1) StudyInstanceUID=1.2.3 to WS1: not finished" in running
+    assert f"#{find} C-FIND STUDY from WS1 (127.0.0.1) PatientID=H1-*: partial (status 0x0000), 2 matches" in answered
+    assert "OLD_PACS: connection refused" in answered and "PACS: status 0x0000, 2 matches" in answered
+
+    only_finds = json.loads(dicom_rules("requests", config, "--message", "C-FIND", "--format", "json",
+                                        cwd=tmp_path).stdout)
+    assert [entry["id"] for entry in only_finds] == [find]
+    assert only_finds[0]["result"]["destinations"][1] == {"destination": "OLD_PACS", "status": None, "matches": 0,
+                                                          "error": "connection refused", "seconds": 0.01}
+    assert only_finds[0]["from"] == {"calling_aet": "WS1", "called_aet": "ROUTER", "peer": "127.0.0.1:40001",
+                                     "listener": "main"}
+
+    purged = dicom_rules("requests", config, "purge", cwd=tmp_path)
+    assert purged.stdout.strip() == "purged 1 finished request"
+    assert [line.split()[2] for line in dicom_rules("requests", config, cwd=tmp_path).stdout.splitlines()] \
+        == [f"#{move}"]
+
+
+def test_requests_without_a_journal_is_a_usage_error(tmp_path):
+    result = dicom_rules("requests", make_config(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2 and "no journal in" in result.stderr

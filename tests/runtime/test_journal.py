@@ -35,11 +35,15 @@ from rulesengine.runtime.journal import (
     Attempt,
     Delivery,
     DeliveryState,
+    DestinationAnswer,
     Instance,
     InstanceState,
     Journal,
     NewDelivery,
+    NewRequest,
     Outcome,
+    RequestOutcome,
+    RequestResult,
     SQLiteJournal,
 )
 
@@ -593,3 +597,67 @@ def test_sqlite_rows_written_before_the_records_read_on(sqlite_journal):
     assert (instance.state, instance.outcome) == (ACCEPTED, Outcome("v1", None, None, (), ()))
     [claimed] = sqlite_journal.claim("PACS", 10)
     assert (claimed.instance_id, claimed.state, claimed.transfer_syntax) == (instance_id, SENDING, EXPLICIT_LE)
+
+
+# ---- requests ------------------------------------------------------------------------------------
+
+STUDY_ROOT_FIND = "1.2.840.10008.5.1.4.1.2.2.1"
+
+
+def a_query(number: int = 1, message: str = "C-FIND") -> NewRequest:
+    asked = Arrival(calling_aet="WS1", called_aet="ROUTER", peer_address="127.0.0.1", peer_port=40000 + number,
+                    source_name="main", source_kind="listener", sop_class_uid=STUDY_ROOT_FIND)
+    return NewRequest(message, asked, "STUDY", {"PatientID": f"H1-{number}", "StudyDate": "20260101-"},
+                      "WS1" if message == "C-MOVE" else None)
+
+
+def test_a_request_is_recorded_as_it_arrives_and_finished_with_its_answers(journal):
+    request_id = journal.record_request(a_query(), now=1000.0)
+    running = journal.request(request_id)
+    assert running.result is None and running.finished_at is None and running.seconds is None
+    assert running.message == "C-FIND" and running.level == "STUDY"
+    assert running.arrival.calling_aet == "WS1" and running.arrival.peer_port == 40001
+    assert running.arrival.sop_class_uid == STUDY_ROOT_FIND
+    assert running.matching_keys == {"PatientID": "H1-1", "StudyDate": "20260101-"}
+
+    answers = (DestinationAnswer("PACS", 0x0000, 3, None, 0.25),
+               DestinationAnswer("OLD_PACS", None, 0, "no answer within 30 s", 30.0))
+    journal.finish_request(request_id, RequestResult(RequestOutcome.PARTIAL, 0x0000, answers, matches=3,
+                                                     error="OLD_PACS: no answer within 30 s"), now=1030.5)
+    ended = journal.request(request_id)
+    assert ended.finished_at == 1030.5 and ended.seconds == pytest.approx(30.5)
+    assert ended.result.outcome is RequestOutcome.PARTIAL and ended.result.status == 0
+    assert ended.result.answers == answers
+    assert ended.result.matches == 3 and ended.result.error == "OLD_PACS: no answer within 30 s"
+    assert journal.request(request_id + 1) is None
+
+
+def test_a_retrieval_keeps_its_move_destination_and_sub_operation_counts(journal):
+    request_id = journal.record_request(a_query(message="C-MOVE"))
+    journal.finish_request(request_id, RequestResult(RequestOutcome.FAILED, 0xB000, (), completed=198, failed=2,
+                                                     warning=1, error="2 instances failed"))
+    ended = journal.request(request_id)
+    assert ended.move_destination == "WS1"
+    assert (ended.result.completed, ended.result.failed, ended.result.warning) == (198, 2, 1)
+    assert ended.result.outcome == "failed"  # stored as its text
+
+
+def test_requests_are_listed_newest_first_by_message_and_limited(journal):
+    ids = [journal.record_request(a_query(number, message)) for number, message in
+           enumerate(["C-FIND", "C-MOVE", "C-FIND", "N-CREATE"], 1)]
+    assert [r.id for r in journal.requests()] == ids[::-1]
+    assert [r.id for r in journal.requests(["C-FIND"])] == [ids[2], ids[0]]
+    assert [r.id for r in journal.requests(["C-MOVE", "N-CREATE"], limit=1)] == [ids[3]]
+
+
+def test_purge_requests_forgets_finished_ones_only_and_never_reuses_numbers(journal):
+    finished = journal.record_request(a_query(1), now=100.0)
+    journal.finish_request(finished, RequestResult(RequestOutcome.ANSWERED, 0), now=101.0)
+    recent = journal.record_request(a_query(2), now=500.0)
+    journal.finish_request(recent, RequestResult(RequestOutcome.REJECTED, 0xC124, error="not for you"), now=501.0)
+    running = journal.record_request(a_query(3), now=600.0)
+    assert journal.purge_requests(older_than=200.0) == 1
+    assert journal.request(finished) is None and journal.request(recent) is not None
+    assert journal.purge_requests() == 1  # the running one stays
+    assert [r.id for r in journal.requests()] == [running]
+    assert journal.record_request(a_query(4)) > running

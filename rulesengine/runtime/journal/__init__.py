@@ -5,7 +5,8 @@ it in a SQLite file of the storage folder; records.py holds what it returns.
 """
 
 from .interface import Journal
-from .records import Attempt, Delivery, DeliveryState, Instance, InstanceState, ListedDelivery, NewDelivery, Outcome
+from .records import (Attempt, Delivery, DeliveryState, DestinationAnswer, Instance, InstanceState, ListedDelivery,
+                      NewDelivery, NewRequest, Outcome, Request, RequestOutcome, RequestResult)
 from .sqlite import SQLiteJournal
 
 QUEUED, SENDING, DELIVERED, RETRYING, DEAD = DeliveryState
@@ -13,5 +14,6 @@ DELIVERY_STATES = tuple(DeliveryState)
 ACCEPTED, PROCESSED, DONE = InstanceState
 
 __all__ = ["ACCEPTED", "Attempt", "DEAD", "DELIVERED", "DELIVERY_STATES", "DONE", "Delivery", "DeliveryState",
-           "Instance", "InstanceState", "Journal", "ListedDelivery", "NewDelivery", "Outcome", "PROCESSED", "QUEUED",
-           "RETRYING", "SENDING", "SQLiteJournal"]
+           "DestinationAnswer", "Instance", "InstanceState", "Journal", "ListedDelivery", "NewDelivery", "NewRequest",
+           "Outcome", "PROCESSED", "QUEUED", "RETRYING", "Request", "RequestOutcome", "RequestResult", "SENDING",
+           "SQLiteJournal"]

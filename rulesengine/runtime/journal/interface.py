@@ -1,6 +1,6 @@
 """The journal's interface: what the router asks of it, whatever stores it.
 
-Every instance received, every decision, every delivery attempt. The router's
+Every instance received, every decision, every delivery attempt, every request answered. The router's
 guarantees rest on these promises, which every backend keeps:
 
 - what a method changes is committed when it returns, and visible at once to every
@@ -9,7 +9,7 @@ guarantees rest on these promises, which every backend keeps:
 - numbers (instance and delivery ids) are never reused, also after a purge: log lines
   name them.
 
-A backend is one module that implements this class (see sqlite.py); tests/test_runtime_journal.py
+A backend is one module that implements this class (see sqlite.py); tests/runtime/test_journal.py
 runs the same tests on each.
 """
 
@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Iterable, Protocol
 
 from ...arrival import Arrival
-from .records import Attempt, Delivery, DeliveryState, Instance, InstanceState, ListedDelivery, NewDelivery, Outcome
+from .records import (Attempt, Delivery, DeliveryState, Instance, InstanceState, ListedDelivery, NewDelivery,
+                      NewRequest, Outcome, Request, RequestResult)
 
 
 class Journal(Protocol):
@@ -127,3 +128,19 @@ class Journal(Protocol):
               destination: str | None = None) -> list[str]:
         """Forget deliveries in these states (the caller decides which may go); returns the files
         they named, which may no longer be needed (ask `path_in_use`)."""
+
+    # ---- requests (C-FIND, C-MOVE, C-GET, N-CREATE, N-SET) ----------------------------------------
+
+    def record_request(self, request: NewRequest, now: float | None = None) -> int:
+        """A request as it arrives; returns its number (never reused)."""
+
+    def finish_request(self, request_id: int, result: RequestResult, now: float | None = None) -> None:
+        """How the request ended: the final status answered, the destinations' answers, the counts."""
+
+    def request(self, request_id: int) -> Request | None: ...
+
+    def requests(self, messages: Iterable[str] = (), limit: int = 100) -> list[Request]:
+        """The latest requests (only these messages, when given), newest first."""
+
+    def purge_requests(self, older_than: float | None = None) -> int:
+        """Forget finished requests (received before `older_than`, when given); returns how many."""

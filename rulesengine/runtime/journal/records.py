@@ -1,4 +1,5 @@
-"""What the journal holds, as records: instances, their deliveries and the attempts.
+"""What the journal holds, as records: instances, their deliveries and the attempts, and the
+requests (queries, retrievals, MPPS) the router answered.
 
 Every backend returns these. Each is built from a row by column name (`from_row`), and
 is read by column name too (`record["state"]`, `dict(record)`), as the table stores it,
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, fields
+from dataclasses import field as dataclass_field
 from enum import StrEnum
 from typing import Any, Iterator, Mapping
 
@@ -152,3 +154,111 @@ class Attempt(_Columns):
     def from_row(cls, row: Mapping[str, Any]) -> "Attempt":
         values = _by_name(cls, row)
         return cls(**{**values, "ok": bool(values["ok"])})
+
+
+# ---- requests: C-FIND, C-MOVE, C-GET, N-CREATE, N-SET ------------------------------------------
+
+
+class RequestOutcome(StrEnum):
+    """How the router answered a request; the stored text is the value."""
+
+    ANSWERED = "answered"  # every destination asked answered (a final Success, matches or not)
+    PARTIAL = "partial"  # some destinations failed; the others' answers were returned
+    FAILED = "failed"  # answered with a failure status
+    REJECTED = "rejected"  # by a rule, with its reason
+    CANCELLED = "cancelled"  # the requester sent a C-CANCEL
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    """A request as it arrived: who asked (the arrival facts; the SOP class is the request's
+    Affected SOP Class, the instance its Affected SOP Instance for N-CREATE and N-SET), which
+    message, at which level, with which keys (the identifier's non-empty keys, as text)."""
+
+    message: str
+    arrival: Arrival
+    level: str | None = None
+    matching_keys: Mapping[str, str] = dataclass_field(default_factory=dict)
+    move_destination: str | None = None
+
+
+@dataclass(frozen=True)
+class DestinationAnswer:
+    """How one destination answered a forwarded request."""
+
+    destination: str
+    status: int | None  # its final status; None when it gave none (unreachable, silent)
+    matches: int = 0  # C-FIND responses it returned
+    error: str | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"destination": self.destination, "status": self.status, "matches": self.matches,
+                "error": self.error, "seconds": round(self.seconds, 3)}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> "DestinationAnswer":
+        return cls(value["destination"], value.get("status"), value.get("matches", 0), value.get("error"),
+                   value.get("seconds", 0.0))
+
+
+@dataclass(frozen=True)
+class RequestResult:
+    """How a request ended: the final status answered, what each destination did, and the
+    counts (matches returned for C-FIND; sub-operations for C-MOVE and C-GET)."""
+
+    outcome: RequestOutcome
+    status: int
+    answers: tuple[DestinationAnswer, ...] = ()
+    matches: int = 0
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    error: str | None = None  # the reason, as the final status's Error Comment and the log say it
+
+    def to_row(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "status": self.status,
+                "answers": json.dumps([answer.to_json() for answer in self.answers]), "matches": self.matches,
+                "completed": self.completed, "failed": self.failed, "warning": self.warning, "error": self.error}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "RequestResult | None":
+        if row["outcome"] is None:
+            return None
+        answers = tuple(DestinationAnswer.from_json(value) for value in json.loads(row["answers"] or "[]"))
+        return cls(RequestOutcome(row["outcome"]), row["status"], answers, row["matches"], row["completed"],
+                   row["failed"], row["warning"], row["error"])
+
+
+@dataclass(frozen=True)
+class Request(_Columns):
+    """A request the router received, and how it ended (`result` is None while it runs, or
+    when the router stopped before it ended)."""
+
+    id: int
+    received_at: float
+    finished_at: float | None
+    message: str
+    arrival: Arrival
+    level: str | None
+    matching_keys: Mapping[str, str]
+    move_destination: str | None
+    result: RequestResult | None
+
+    @property
+    def seconds(self) -> float | None:
+        return None if self.finished_at is None else self.finished_at - self.received_at
+
+    def to_row(self) -> dict[str, Any]:
+        ended = self.result.to_row() if self.result is not None else dict.fromkeys(_RESULT_COLUMNS)
+        return {"id": self.id, "received_at": self.received_at, "finished_at": self.finished_at,
+                "message": self.message, **self.arrival.to_row(), "level": self.level,
+                "matching_keys": json.dumps(dict(self.matching_keys)), "move_destination": self.move_destination, **ended}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "Request":
+        return cls(row["id"], row["received_at"], row["finished_at"], row["message"], Arrival.from_row(row),
+                   row["level"], json.loads(row["matching_keys"] or "{}"), row["move_destination"], RequestResult.from_row(row))
+
+
+_RESULT_COLUMNS = ("outcome", "status", "answers", "matches", "completed", "failed", "warning", "error")

@@ -18,7 +18,8 @@ from dataclasses import fields, replace
 from typing import Iterable
 
 from ...arrival import Arrival
-from .records import Attempt, Delivery, DeliveryState, Instance, InstanceState, ListedDelivery, NewDelivery, Outcome
+from .records import (Attempt, Delivery, DeliveryState, Instance, InstanceState, ListedDelivery, NewDelivery,
+                      NewRequest, Outcome, Request, RequestResult)
 
 QUEUED, SENDING, DELIVERED, RETRYING, DEAD = DeliveryState
 ACCEPTED, PROCESSED, DONE = InstanceState
@@ -83,6 +84,24 @@ CREATE TABLE IF NOT EXISTS ruleset_files (
     data BLOB NOT NULL,
     PRIMARY KEY (version, position)
 );
+-- Requests answered (C-FIND, C-MOVE, C-GET, N-CREATE, N-SET): who asked what, which destinations
+-- answered and how, the counts, how long it took. The outcome columns are empty while it runs.
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at REAL NOT NULL,
+    finished_at REAL,
+    message TEXT NOT NULL,
+    source_kind TEXT, source_name TEXT,
+    calling_aet TEXT, called_aet TEXT, peer TEXT,
+    sop_class_uid TEXT, sop_instance_uid TEXT,
+    level TEXT,
+    matching_keys TEXT,
+    move_destination TEXT,
+    outcome TEXT, status INTEGER, answers TEXT,
+    matches INTEGER, completed INTEGER, failed INTEGER, warning INTEGER,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS requests_received ON requests(received_at);
 """
 
 
@@ -390,3 +409,44 @@ class SQLiteJournal:
         with self._transaction() as db:
             return db.execute("UPDATE deliveries SET state=?, updated_at=? WHERE state=? AND "
                               "(attempts > 0 OR updated_at != created_at)", (QUEUED, time.time(), SENDING)).rowcount
+
+    # ---- requests -----------------------------------------------------------------------
+
+    def record_request(self, request: NewRequest, now: float | None = None) -> int:
+        """A request as it arrives; returns its number."""
+        columns = {"received_at": time.time() if now is None else now, "message": request.message,
+                   **request.arrival.to_row(), "level": request.level,
+                   "matching_keys": json.dumps(dict(request.matching_keys)),
+                   "move_destination": request.move_destination}
+        with self._transaction() as db:
+            cursor = db.execute(f"INSERT INTO requests ({', '.join(columns)}) VALUES "
+                                f"({', '.join('?' * len(columns))})", tuple(columns.values()))
+            return int(cursor.lastrowid)
+
+    def finish_request(self, request_id: int, result: RequestResult, now: float | None = None) -> None:
+        """How the request ended: the final status answered, the destinations' answers, the counts."""
+        columns = {"finished_at": time.time() if now is None else now, **result.to_row()}
+        with self._transaction() as db:
+            db.execute(f"UPDATE requests SET {', '.join(f'{name}=?' for name in columns)} WHERE id=?",
+                       (*columns.values(), request_id))
+
+    def request(self, request_id: int) -> Request | None:
+        row = self._connection().execute("SELECT * FROM requests WHERE id=?", (request_id,)).fetchone()
+        return Request.from_row(row) if row else None
+
+    def requests(self, messages: Iterable[str] = (), limit: int = 100) -> list[Request]:
+        """The latest requests (only these messages, when given), newest first."""
+        messages = tuple(messages)
+        where = f"WHERE message IN ({','.join('?' * len(messages))}) " if messages else ""
+        return [Request.from_row(row) for row in self._connection().execute(
+            f"SELECT * FROM requests {where}ORDER BY id DESC LIMIT ?", (*messages, limit))]
+
+    def purge_requests(self, older_than: float | None = None) -> int:
+        """Forget finished requests (received before `older_than`, when given); returns how many."""
+        query = "DELETE FROM requests WHERE finished_at IS NOT NULL"
+        args: list = []
+        if older_than is not None:
+            query += " AND received_at < ?"
+            args.append(older_than)
+        with self._transaction() as db:
+            return db.execute(query, args).rowcount
