@@ -1,13 +1,11 @@
-"""DCMTK's wlmscpfs as an upstream Modality Worklist provider: worklist files written with
-dump2dcm into DIR/CALLED_AE/*.wl (with the lockfile wlmscpfs wants), served on a free port."""
+"""Worklist items of our own for DCMTK's wlmscpfs as an upstream Modality Worklist provider:
+each written with dump2dcm into the folder of the called AE title, served by peers.WorklistSCP."""
 
 from __future__ import annotations
 
-import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from helpers.peers import DCMTK_ENV, free_port, require, stop_process, wait_for_port
+from helpers.peers import WorklistSCP, dump2dcm
 
 # One scheduled procedure step, as DCMTK's example worklist files hold them: the attributes
 # wlmscpfs requires of a file (it refuses incomplete ones) with the values a test gives.
@@ -47,33 +45,13 @@ def worklist_item(number: int, **values: str) -> dict[str, str]:
             "ScheduledProcedureStepID": f"SPS{number:04d}", "RequestedProcedureID": f"RP{number:04d}"} | values
 
 
-@dataclass
-class WorklistProvider:
-    """wlmscpfs serving the worklist items given, to calls for `ae_title`."""
-
-    folder: Path
-    items: list[dict[str, str]]
-    ae_title: str = "WLM"
-    port: int = field(default_factory=free_port)
-    extra: tuple[str, ...] = ()  # more wlmscpfs options, e.g. ("--sleep-during", "2")
-    process: subprocess.Popen | None = None
-
-    def start(self) -> "WorklistProvider":
-        database = self.folder / "worklists" / self.ae_title
-        database.mkdir(parents=True, exist_ok=True)
-        (database / "lockfile").touch()
-        for number, values in enumerate(self.items, 1):
-            dump = self.folder / f"item{number}.dump"
-            dump.write_text(ITEM.format(**values), encoding="latin-1")
-            subprocess.run([require("dump2dcm"), str(dump), str(database / f"item{number}.wl")], env=DCMTK_ENV,
-                           check=True, capture_output=True, timeout=60)
-        self.log = open(self.folder / f"wlmscpfs-{self.port}.log", "w")
-        self.process = subprocess.Popen([require("wlmscpfs"), "-dfp", str(self.folder / "worklists"), *self.extra,
-                                         str(self.port)], env=DCMTK_ENV, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for_port(self.port, self.process)
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-            self.log.close()
+def worklist_provider(folder: Path, items: list[dict[str, str]], *extra: str, ae_title: str = "WLM") -> WorklistSCP:
+    """wlmscpfs (peers.WorklistSCP) serving the worklist items given to calls for `ae_title`,
+    each written as a file with dump2dcm; `extra` are more wlmscpfs options."""
+    peer = WorklistSCP(folder / "worklists", ae_title=ae_title, extra=extra)
+    peer.items.mkdir(parents=True, exist_ok=True)
+    for number, values in enumerate(items, 1):
+        dump = folder / f"item{number}.dump"
+        dump.write_text(ITEM.format(**values), encoding="latin-1")
+        dump2dcm(dump, peer.items / f"item{number}.wl")
+    return peer.start()
