@@ -1,4 +1,4 @@
-"""A DICOM listener (SCP): C-ECHO and C-STORE, in async or sync mode.
+"""A DICOM listener (SCP): C-ECHO, C-STORE (async or sync mode) and C-FIND (find_service.py).
 
 async: a C-STORE is answered Success once the instance is in the spool (written
 and fsynced) and the journal has committed it; delivery happens afterwards.
@@ -22,6 +22,7 @@ import os
 import socket
 import sqlite3
 import ssl
+from functools import partial
 from typing import Callable
 
 from pydicom.dataset import Dataset
@@ -35,6 +36,7 @@ from ..config import Listener, TLS
 from ..document import DocumentReadError
 from ..intake import RefusedAtIntake
 from . import received as received_files
+from .find_service import FindService
 from .logs import Repeats
 from .negotiation import Negotiation
 from .pipeline import Pipeline
@@ -56,10 +58,15 @@ def server_tls_context(tls: TLS) -> ssl.SSLContext:
 
 
 class DicomListener:
-    def __init__(self, config: Listener, pipeline: Pipeline, deliver_now: Callable | None = None):
+    def __init__(self, config: Listener, pipeline: Pipeline, deliver_now: Callable | None = None,
+                 find_service: FindService | None = None):
         self.config = config
         self.pipeline = pipeline
         self.deliver_now = deliver_now  # sync mode: (path, document, decision, ruleset) -> (ok, detail)
+        # The router shares one among its listeners (its worklist folders are read once).
+        if find_service is None and pipeline is not None:
+            find_service = FindService(pipeline.journal, pipeline.rules)
+        self.find_service = find_service
         self.server = None
         self.negotiation = Negotiation(config)
         self.ae = self._make_ae()
@@ -95,6 +102,8 @@ class DicomListener:
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_CONN_CLOSE, received_files.discard_unclaimed),
         ]
+        if self.find_service is not None:  # none: a listener made for negotiation alone
+            handlers.append((evt.EVT_C_FIND, partial(self.find_service.handle, config)))
         context = server_tls_context(config.tls) if config.tls else None
         self.server = start_server(self.ae, (config.bind, config.port), handlers, context, guard)
         # Accepted sockets inherit TCP_NODELAY from the listening socket on Linux.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..config import Config
+from .find_service import FindService
 from .listener import DicomListener
 from .pipeline import Pipeline
 from .pynetdicom_setup import configure_pynetdicom
@@ -33,6 +34,7 @@ class Router:
         self.worker = WorkerProcess(config.path, verbose)
         self.pipeline = Pipeline(self.storage, self.journal, self.rules, _delivered_by_the_worker,
                                  on_accepted=self.worker.wake)
+        self.find_service = FindService(self.journal, self.rules)
         self.sync_delivery = SyncDelivery(self.journal, self.storage, self.pipeline, config.destinations)
         self.listeners: list[DicomListener] = []
         self.watchers: list = []
@@ -62,7 +64,7 @@ class Router:
         self.pipeline.reingest(unknown)
         self.worker.start(self.rules)  # it processes what was received before the stop, then what comes
         for listener_config in self.config.listeners:
-            listener = DicomListener(listener_config, self.pipeline, self.sync_delivery.deliver)
+            listener = DicomListener(listener_config, self.pipeline, self.sync_delivery.deliver, self.find_service)
             try:
                 listener.start()
             except OSError as exc:

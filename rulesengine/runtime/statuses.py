@@ -32,3 +32,18 @@ class StoreStatus(IntEnum):
 def is_stored(code: int) -> bool:
     """Did a destination take the instance: success, or a warning (coerced, elements discarded)?"""
     return code_to_category(code) in (STATUS_SUCCESS, STATUS_WARNING)
+
+
+class QueryStatus(IntEnum):
+    """What the listener answers a C-FIND (find_service.py)."""
+
+    SUCCESS = Status.SUCCESS
+    PENDING = Status.PENDING  # 0xFF00: one match
+    CANCEL = Status.CANCEL  # 0xFE00: after the requester's C-CANCEL
+    # Some destinations failed, the others' matches were returned: a warning (PS3.7 C.4) whose
+    # Error Comment names the failed ones. Not a code of the Query/Retrieve tables (0xB001 says
+    # "response limit reached"), so pynetdicom sends it as the final response as it is.
+    PARTIAL = 0xB000
+    IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # undecodable, or a level the model does not have
+    UNABLE_TO_PROCESS = 0xC000  # every destination failed, a rule failed, an internal error
+    REJECTED_BY_RULES = 0xC124  # a rule's `reject`: as for C-STORE, in the "Unable to process" range
