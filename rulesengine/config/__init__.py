@@ -60,6 +60,12 @@ class TLS:
     check_hostname: bool = True
 
 
+# The services a listener can offer, as its `services` names them (the default: all of them).
+# C-MOVE, C-GET and MPPS come later: their SOP classes are refused as services the router
+# does not provide.
+LISTENER_SERVICES = ("echo", "store", "find")
+
+
 @dataclass(frozen=True)
 class Listener:
     name: str
@@ -76,6 +82,11 @@ class Listener:
     max_pdu: int = 131072
     timeouts: Timeouts = Timeouts()
     tls: TLS | None = None
+    services: tuple[str, ...] | None = None  # which DIMSE services it answers; None: every one
+
+    @property
+    def offered_services(self) -> tuple[str, ...]:
+        return LISTENER_SERVICES if self.services is None else self.services
 
 
 @dataclass(frozen=True)
@@ -382,6 +393,8 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
         values["allowed_calling_aets"] = tuple(values.get("allowed_calling_aets") or ())
         if "transfer_syntaxes" in values:
             values["transfer_syntaxes"] = tuple(values["transfer_syntaxes"])
+        if "services" in values:
+            values["services"] = tuple(dict.fromkeys(values["services"]))
         values["association_file"] = _resolve(base, values.get("association_file"))
         values["timeouts"] = _timeouts(values.get("timeouts"))
         values["tls"] = _tls(values.get("tls"), base)

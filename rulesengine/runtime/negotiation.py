@@ -51,6 +51,13 @@ log = logging.getLogger("rulesengine.listener")
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
 VERIFICATION = "1.2.840.10008.1.1"
 STORAGE_SERVICE_CLASS = StorageServiceClass.uid
+FIND_SOP_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.2.1.1",  # Patient Root Query/Retrieve Information Model - FIND
+    "1.2.840.10008.5.1.4.1.2.2.1",  # Study Root Query/Retrieve Information Model - FIND
+    "1.2.840.10008.5.1.4.31",  # Modality Worklist Information Model - FIND
+})
+# A listener's `services`, by the kinds of abstract syntax each takes.
+SERVICE_OF_KIND = {"verification": "echo", "storage": "store", "unknown": "store", "find": "find"}
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR: pynetdicom knows no service for it
 LISTED_REFUSALS = 10  # contexts named in one log line; the rest are counted
 
@@ -139,6 +146,12 @@ def install_per_context_negotiation() -> None:
         acse.negotiate_as_acceptor = _negotiate_per_proposed_context
 
 
+def _any_syntax(abstract_syntax: str) -> bool:
+    """C-ECHO and C-FIND in whatever the sender proposes: the association file and
+    `transfer_syntaxes` choose how instances arrive, not queries."""
+    return abstract_syntax == VERIFICATION or abstract_syntax in FIND_SOP_CLASSES
+
+
 def _described(uid: str) -> str:
     name = UID(uid).name
     return uid if name == uid else f"{uid} {name}"
@@ -156,9 +169,12 @@ class Negotiation:
 
     def kind(self, abstract_syntax: str) -> str:
         """verification, storage (a storage SOP class pynetdicom serves), unknown (one it
-        does not know: served as storage), or other (a service the listener does not provide)."""
+        does not know: served as storage), find (a C-FIND query model the router answers),
+        or other (a service the router does not provide)."""
         if abstract_syntax == VERIFICATION:
             return "verification"
+        if abstract_syntax in FIND_SOP_CLASSES:
+            return "find"
         service = uid_to_service_class(abstract_syntax)
         if issubclass(service, StorageServiceClass):
             return "storage"
@@ -178,8 +194,10 @@ class Negotiation:
         if kind == "invalid":
             return "the abstract syntax is not a valid UID"
         if kind == "other":
-            return "a service the router does not provide (it takes C-ECHO and C-STORE)"
-        if kind != "verification":
+            return "a service the router does not provide (it takes C-ECHO, C-STORE and C-FIND)"
+        if SERVICE_OF_KIND[kind] not in self.config.offered_services:
+            return f"a service this listener does not offer (services: {', '.join(self.config.offered_services)})"
+        if kind in ("storage", "unknown"):
             if self.file is not None and abstract_syntax not in self.file:
                 return "not in the listener's association file"
             if self.file is None and kind == "unknown" and not self.config.accept_unknown_sop_classes:
@@ -191,11 +209,11 @@ class Negotiation:
     def follows_proposal(self, abstract_syntax: str) -> bool:
         """Whether the transfer syntaxes accepted for `abstract_syntax` depend on what each
         context proposes (they do not with an association file or `transfer_syntaxes`)."""
-        return abstract_syntax == VERIFICATION or (self.file is None and self.preference is None)
+        return _any_syntax(abstract_syntax) or (self.file is None and self.preference is None)
 
     def ranked(self, abstract_syntax: str, proposed: list[str]) -> list[str]:
         """The transfer syntaxes accepted for `abstract_syntax`, best first."""
-        verification = abstract_syntax == VERIFICATION  # C-ECHO in whatever the sender proposes
+        verification = _any_syntax(abstract_syntax)
         if self.file is not None and not verification:
             return list(self.file.get(abstract_syntax, ()))
         if self.preference is not None and not verification:

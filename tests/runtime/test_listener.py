@@ -24,7 +24,7 @@ from pynetdicom.sop_class import (
     ComputedRadiographyImageStorage,
     CTImageStorage,
     MRImageStorage,
-    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
     SecondaryCaptureImageStorage,
     StorageCommitmentPushModel,
     UltrasoundImageStorage,
@@ -136,13 +136,13 @@ def test_any_storage_sop_class_is_accepted_and_other_services_are_not(listen):
         config,
         (SIEMENS_CSA_NON_IMAGE, [ExplicitVRLittleEndian]),
         ("1.2.826.0.1.3680043.8.498.7.7.7", [ImplicitVRLittleEndian]),  # any private class
-        (PatientRootQueryRetrieveInformationModelFind, [ExplicitVRLittleEndian]),
+        (PatientRootQueryRetrieveInformationModelMove, [ExplicitVRLittleEndian]),
         (StorageCommitmentPushModel, [ExplicitVRLittleEndian]),
         (MEDIA_STORAGE_DIRECTORY, [ExplicitVRLittleEndian]),
     ) == [
         (SIEMENS_CSA_NON_IMAGE, ExplicitVRLittleEndian),
         ("1.2.826.0.1.3680043.8.498.7.7.7", ImplicitVRLittleEndian),
-        (PatientRootQueryRetrieveInformationModelFind, None),
+        (PatientRootQueryRetrieveInformationModelMove, None),
         (StorageCommitmentPushModel, None),
         (MEDIA_STORAGE_DIRECTORY, None),
     ]
@@ -167,7 +167,7 @@ def test_unknown_sop_classes_can_be_refused_and_every_refusal_is_logged_with_the
         result = negotiate(
             config,
             (SIEMENS_CSA_NON_IMAGE, [ExplicitVRLittleEndian]),
-            (PatientRootQueryRetrieveInformationModelFind, [ExplicitVRLittleEndian]),
+            (PatientRootQueryRetrieveInformationModelMove, [ExplicitVRLittleEndian]),
             (MRImageStorage, [JPEG2000]),
             (CTImageStorage, [ExplicitVRLittleEndian]),
             (CTImageStorage, [ImplicitVRLittleEndian]),  # refused, but CT goes in the context before
@@ -180,8 +180,8 @@ def test_unknown_sop_classes_can_be_refused_and_every_refusal_is_logged_with_the
     assert "refused 3 presentation context(s): " in line
     assert f"context 1 ({SIEMENS_CSA_NON_IMAGE}): an unknown SOP class, and accept_unknown_sop_classes is false" \
         in line
-    assert (f"context 3 ({PatientRootQueryRetrieveInformationModelFind} Patient Root Query/Retrieve Information "
-            "Model - FIND): a service the router does not provide") in line
+    assert (f"context 3 ({PatientRootQueryRetrieveInformationModelMove} Patient Root Query/Retrieve Information "
+            "Model - MOVE): a service the router does not provide") in line
     assert (f"context 5 ({MRImageStorage} MR Image Storage): none of its transfer syntaxes is accepted "
             f"({JPEG2000} JPEG 2000 Image Compression)") in line
     [debug] = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG
@@ -217,7 +217,7 @@ def test_an_association_with_nothing_refused_logs_nothing(listen, caplog):
     with caplog.at_level(logging.DEBUG, logger="rulesengine.listener"):
         negotiate(config, (CTImageStorage, [ExplicitVRLittleEndian]), (Verification, [ImplicitVRLittleEndian]))
         # the next association's refusal is logged after anything the first one logs
-        negotiate(config, (PatientRootQueryRetrieveInformationModelFind, [ExplicitVRLittleEndian]),
+        negotiate(config, (PatientRootQueryRetrieveInformationModelMove, [ExplicitVRLittleEndian]),
                   (Verification, [ImplicitVRLittleEndian]))
         wait_until(lambda: any("refused" in r.getMessage() for r in caplog.records), timeout=10,
                    what="the second association's refusal logged")
