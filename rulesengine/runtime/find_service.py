@@ -316,9 +316,8 @@ class _Query:
         line = (f"listener {self.listener.name}: C-FIND from {self.calling} "
                 f"({MODEL_OF_SOP_CLASS.get(self.sop_class, self.sop_class)}): {outcome}, status 0x{int(status):04X}, "
                 f"{self.matches} match{'es' * (self.matches != 1)}"
-                + (f" ({destinations})" if destinations else "") + (f"; {note}" if note else "")
-                + (f": {reason}" if reason else "")
-                + f" in {self.service.clock() - self.started:.3f} s")
+                + (f" ({destinations})" if destinations else "") + (f", {note}" if note else "")
+                + f" in {self.service.clock() - self.started:.3f} s" + (f": {reason}" if reason else ""))
         failure = outcome in (RequestOutcome.FAILED, RequestOutcome.PARTIAL, RequestOutcome.REJECTED)
         (log.warning if failure else log.info)("%s", line)
         if self.request_id is None:

@@ -161,7 +161,7 @@ def test_a_worklist_folder_answers_each_station_its_own_items(site):
     assert request["result"]["outcome"] == "answered" and request["result"]["status"] == 0
     assert request["result"]["matches"] == 2
     assert [(d["destination"], d["matches"]) for d in request["result"]["destinations"]] == [("WL", 3)]
-    assert "C-FIND from CT1 (worklist): answered, status 0x0000, 2 matches" in site.output()
+    assert "C-FIND from CT1 (worklist): answered, status 0x0000, 2 matches (WL 3) in " in site.output()
 
 
 def test_a_worklist_query_is_forwarded_to_the_upstream_provider(site):
