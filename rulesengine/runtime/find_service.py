@@ -265,6 +265,8 @@ class _Query:
                     if isinstance(item, ForwardedFindSummary):
                         summary = item
                         break
+                    if self.event.is_cancelled:  # matches already on their way: the requester wants no more
+                        continue
                     response = kept(item)
                     if response is not None:
                         self.matches += 1

@@ -187,3 +187,19 @@ def test_a_cancel_while_a_silent_pacs_is_asked_ends_promptly():
     assert seconds < LISTENER.timeouts.dimse / 2, f"{seconds:.2f} s"
     [result] = journal.results.values()
     assert result.outcome == "cancelled"
+
+
+def test_a_worklist_folder_beside_a_provider_that_is_down_is_a_partial_result(worklist_folder):
+    down = socket.socket()
+    down.bind(("127.0.0.1", 0))
+    port = down.getsockname()[1]
+    down.close()  # nothing listens there now: the connection is refused
+    destinations = {"WL": WorklistDestination("WL", str(worklist_folder)),
+                    "RIS": DicomDestination("RIS", "RIS", "127.0.0.1", port)}
+    find, journal = service('rule "both" on C-FIND {\n  then route to WL, RIS\n}\n', destinations)
+    responses = answer(find, Event(worklist_identifier()))
+    assert [code(s) for s, _ in responses] == [0xFF00] * 5 + [0xB000]
+    assert responses[-1][0].ErrorComment.startswith("RIS: ")
+    [result] = journal.results.values()
+    assert result.outcome == "partial" and result.matches == 5
+    assert [(a.destination, a.error is None) for a in result.answers] == [("WL", True), ("RIS", False)]
