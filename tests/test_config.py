@@ -647,6 +647,14 @@ def test_check_config_accepts_the_example_configuration():
     assert "0 errors" in result.stderr
 
 
+
+def test_check_config_accepts_the_example_of_a_router_in_front_of_a_pacs_with_a_worklist_folder():
+    result = dicom_rules("check-config", "examples/queries/router.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 errors" in result.stderr
+    config = load_config(ROOT / "examples" / "queries" / "router.yaml")
+    assert config.destinations["WORKLIST"].path == str(ROOT / "examples" / "queries" / "worklist")
+
 def test_check_config_reports_file_line_and_key_and_exits_1(tmp_path):
     write(tmp_path, HEAD + "listeners:\n  - name: main\n    ae_title: ROUTER\n    port: 70000\n")
     result = dicom_rules("check-config", "router.yaml", cwd=tmp_path)
