@@ -158,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Compile and evaluation times of generated rule files.")
     parser.add_argument("--profile", type=int, metavar="RULES",
                         help="instead of the table, profile the compiled path with this many rules")
-    parser.add_argument("--only", choices=("rules", "router"),
-                        help="only the rules table, or only the routing table (DCMTK needed)")
+    parser.add_argument("--only", choices=("rules", "router", "queries"),
+                        help="only the rules table, only the routing table (DCMTK needed), "
+                             "or only the query round trip (Orthanc needed)")
     parser.add_argument("--runs", type=int, default=3, help="routing: runs of the small set (median)")
     parser.add_argument("--quick", action="store_true", help="routing: one large instance instead of three")
     options = parser.parse_args(argv)
@@ -167,14 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     if options.profile:
         profile_compiled(options.profile)
         return 0
-    status = 0 if options.only == "router" else rules_table()
-    if options.only != "router":
+    status = 0
+    if options.only in (None, "rules"):
+        status = rules_table()
         from . import deid_profile
         print()
         deid_profile.table()
-    if options.only != "rules":
+    if options.only in (None, "router"):
         from . import router
         status = router.run(options.runs, options.quick) or status
+    if options.only in (None, "queries"):
+        from . import queries
+        status = queries.run() or status
     return status
 
 
