@@ -20,7 +20,7 @@ import socket
 import ssl
 import time
 
-from pynetdicom import evt
+from pynetdicom import AE, evt
 from pynetdicom.pdu import A_ABORT_RQ, A_ASSOCIATE_RJ
 from pynetdicom.pdu_primitives import A_P_ABORT
 
@@ -103,6 +103,17 @@ def client_tls_args(tls: TLS, host: str) -> tuple[ssl.SSLContext, str | None]:
     context.check_hostname = tls.check_hostname
     context.load_cert_chain(tls.certificate, tls.private_key)
     return context, host if tls.check_hostname else None
+
+
+def client_ae(destination: DicomDestination) -> AE:
+    """The AE that calls `destination`: its calling AE title, PDU size and timeouts."""
+    ae = AE(ae_title=destination.calling_ae_title)
+    ae.maximum_pdu_size = destination.max_pdu
+    ae.acse_timeout = destination.timeouts.acse
+    ae.dimse_timeout = destination.timeouts.dimse
+    ae.network_timeout = destination.timeouts.network
+    ae.connection_timeout = destination.timeouts.connect
+    return ae
 
 
 def request(ae, destination: DicomDestination, contexts, handlers=()) -> tuple[object, PeerWatch]:

@@ -19,13 +19,13 @@ import uuid
 
 import pydicom
 from pydicom.uid import DeflatedExplicitVRLittleEndian
-from pynetdicom import AE, evt
+from pynetdicom import evt
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification
 
 from ..config import DicomDestination, FolderDestination, WorklistDestination, check_naming, naming_fields  # noqa: F401
 from ..lang.paths import lookup_keyword
-from .associations import NO_CONTEXT, UNREACHABLE, AssociationFailed, PeerWatch, request, unanswered
+from .associations import NO_CONTEXT, UNREACHABLE, AssociationFailed, PeerWatch, client_ae, request, unanswered
 from .journal import Delivery
 from .pynetdicom_setup import tune_connection
 from .statuses import is_stored
@@ -53,12 +53,7 @@ class DicomSender:
 
     def __init__(self, destination: DicomDestination):
         self.destination = destination
-        self.ae = AE(ae_title=destination.calling_ae_title)
-        self.ae.maximum_pdu_size = destination.max_pdu
-        self.ae.acse_timeout = destination.timeouts.acse
-        self.ae.dimse_timeout = destination.timeouts.dimse
-        self.ae.network_timeout = destination.timeouts.network
-        self.ae.connection_timeout = destination.timeouts.connect
+        self.ae = client_ae(destination)
         self.assoc = None
         self.watch: PeerWatch | None = None  # what the peer did on self.assoc
         self.proposed: set = set()  # (SOP class, transfer syntaxes) proposed for self.assoc

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, evt
+from pynetdicom import evt
 from pynetdicom.pdu import A_ASSOCIATE_RJ
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import (ModalityWorklistInformationFind, PatientRootQueryRetrieveInformationModelFind,
@@ -31,7 +31,8 @@ from pynetdicom.sop_class import (ModalityWorklistInformationFind, PatientRootQu
 from pynetdicom.status import STATUS_CANCEL, STATUS_PENDING, STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 from ..config import DicomDestination, Timeouts
-from .associations import NO_CONTEXT, REJECT_REASONS, AssociationFailed, _close_connection, request, unanswered
+from .associations import (NO_CONTEXT, REJECT_REASONS, AssociationFailed, _close_connection, client_ae, request,
+                           unanswered)
 from .pynetdicom_setup import tune_connection
 
 log = logging.getLogger("rulesengine.queries")
@@ -141,12 +142,7 @@ class _Conversation(threading.Thread):
 
     def run(self) -> None:
         destination = self.destination
-        ae = AE(ae_title=destination.calling_ae_title)
-        ae.maximum_pdu_size = destination.max_pdu
-        ae.acse_timeout = destination.timeouts.acse
-        ae.dimse_timeout = destination.timeouts.dimse
-        ae.network_timeout = destination.timeouts.network
-        ae.connection_timeout = destination.timeouts.connect
+        ae = client_ae(destination)
         contexts = [build_context(self.sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])]
         try:
             assoc, watch = request(ae, destination, contexts,
