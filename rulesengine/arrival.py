@@ -36,6 +36,11 @@ class Arrival:
     source_path: str | None = None  # not journaled: a restart reads the spool file, not the source
     sop_class_uid: str | None = None
     sop_instance_uid: str | None = None
+    # An instance retrieved for a C-MOVE or C-GET (source_kind "retrieve"): the requester's AE
+    # title, the move destination (the requester itself for a C-GET), and the message.
+    retrieve_requester: str | None = None
+    move_destination: str | None = None
+    retrieve_message: str | None = None
 
     # The journal's columns (instances table), in its order.
     ROW_COLUMNS: ClassVar[tuple[str, ...]] = ("source_kind", "source_name", "calling_aet", "called_aet", "peer",
@@ -50,6 +55,9 @@ class Arrival:
         ("Source", "Name"): "source_name",
         ("Source", "Kind"): "source_kind",
         ("Source", "Path"): "source_path",
+        ("Retrieve", "Requester"): "retrieve_requester",
+        ("Retrieve", "MoveDestination"): "move_destination",
+        ("Retrieve", "Message"): "retrieve_message",
     }
 
     # ---- the rules' view --------------------------------------------------------------------

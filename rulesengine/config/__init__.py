@@ -61,9 +61,7 @@ class TLS:
 
 
 # The services a listener can offer, as its `services` names them (the default: all of them).
-# C-MOVE, C-GET and MPPS come later: their SOP classes are refused as services the router
-# does not provide.
-LISTENER_SERVICES = ("echo", "store", "find")
+LISTENER_SERVICES = ("echo", "store", "find", "move", "get")
 
 
 @dataclass(frozen=True)
@@ -124,6 +122,7 @@ class DicomDestination:
     timeouts: Timeouts = Timeouts()
     retry: Retry = Retry()
     tls: TLS | None = None
+    retrieve: str = "c-move"  # how the router retrieves from it for a C-MOVE or C-GET: c-move | c-get
     type: str = "dicom"
 
 

@@ -596,7 +596,7 @@ class Analysis(NodeVisitor):
         elif re.fullmatch(r"[A-Z0-9_]+", expr.name):
             hint = f'strings are written in double quotes: "{expr.name}"'
         else:
-            hint = "paths start with DataSet., CommandSet., FileMeta., Association. or Source."
+            hint = "paths start with DataSet., CommandSet., FileMeta., Association., Source. or Retrieve."
         self._error("unknown-name", f"unknown name {expr.name!r}", expr.span, hint)
 
     def visit_Concat(self, expr: n.Concat, scope):

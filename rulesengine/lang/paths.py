@@ -18,14 +18,16 @@ from ..diagnostics import Diagnostic, error, warning
 from . import nodes as n
 
 DATASET, COMMAND_SET, FILE_META = "DataSet", "CommandSet", "FileMeta"
-ASSOCIATION, SOURCE = "Association", "Source"
+ASSOCIATION, SOURCE, RETRIEVE = "Association", "Source", "Retrieve"
 DOCUMENT_ROOTS = (DATASET, COMMAND_SET, FILE_META)
 ARRIVAL_FIELDS = {
     ASSOCIATION: ("CallingAET", "CalledAET", "PeerAddress", "PeerPort"),
     SOURCE: ("Name", "Kind", "Path"),
+    # An instance retrieved for a C-MOVE or C-GET: who asked, where it goes, by which message.
+    RETRIEVE: ("Requester", "MoveDestination", "Message"),
 }
 ROOTS = DOCUMENT_ROOTS + tuple(ARRIVAL_FIELDS)
-READ_ONLY_ROOTS = (COMMAND_SET, FILE_META, ASSOCIATION, SOURCE)
+READ_ONLY_ROOTS = (COMMAND_SET, FILE_META, ASSOCIATION, SOURCE, RETRIEVE)
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,7 +95,7 @@ def _syntax_hint(exc: UnexpectedInput, text: str) -> str | None:
         if "THEN" in expected:
             return "a rule reads: rule \"name\" { when CONDITION then ACTIONS }"
         if tok.type == "NAME" and "DOT" in expected:
-            return "a path starts with DataSet., CommandSet., FileMeta., Association. or Source."
+            return "a path starts with DataSet., CommandSet., FileMeta., Association., Source. or Retrieve."
     return None
 
 

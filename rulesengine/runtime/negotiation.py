@@ -39,7 +39,7 @@ from typing import Callable, Sequence
 
 from pydicom.uid import UID, ImplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, acse
-from pynetdicom.pdu_primitives import SOPClassCommonExtendedNegotiation
+from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation, SOPClassCommonExtendedNegotiation
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.service_class import ServiceClass, StorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
@@ -56,8 +56,18 @@ FIND_SOP_CLASSES = frozenset({
     "1.2.840.10008.5.1.4.1.2.2.1",  # Study Root Query/Retrieve Information Model - FIND
     "1.2.840.10008.5.1.4.31",  # Modality Worklist Information Model - FIND
 })
+MOVE_SOP_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.2.1.2",  # Patient Root Query/Retrieve Information Model - MOVE
+    "1.2.840.10008.5.1.4.1.2.2.2",  # Study Root Query/Retrieve Information Model - MOVE
+})
+GET_SOP_CLASSES = frozenset({
+    "1.2.840.10008.5.1.4.1.2.1.3",  # Patient Root Query/Retrieve Information Model - GET
+    "1.2.840.10008.5.1.4.1.2.2.3",  # Study Root Query/Retrieve Information Model - GET
+})
+REQUEST_SOP_CLASSES = FIND_SOP_CLASSES | MOVE_SOP_CLASSES | GET_SOP_CLASSES
 # A listener's `services`, by the kinds of abstract syntax each takes.
-SERVICE_OF_KIND = {"verification": "echo", "storage": "store", "unknown": "store", "find": "find"}
+SERVICE_OF_KIND = {"verification": "echo", "storage": "store", "unknown": "store", "find": "find", "move": "move",
+                   "get": "get"}
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR: pynetdicom knows no service for it
 LISTED_REFUSALS = 10  # contexts named in one log line; the rest are counted
 
@@ -147,9 +157,19 @@ def install_per_context_negotiation() -> None:
 
 
 def _any_syntax(abstract_syntax: str) -> bool:
-    """C-ECHO and C-FIND in whatever the sender proposes: the association file and
-    `transfer_syntaxes` choose how instances arrive, not queries."""
-    return abstract_syntax == VERIFICATION or abstract_syntax in FIND_SOP_CLASSES
+    """C-ECHO, C-FIND, C-MOVE and C-GET in whatever the sender proposes: the association file
+    and `transfer_syntaxes` choose how instances arrive, not requests."""
+    return abstract_syntax == VERIFICATION or abstract_syntax in REQUEST_SOP_CLASSES
+
+
+def proposed_scp_roles(assoc) -> set[str]:
+    """The SOP classes for which the requestor proposes to be the SCP (a C-GET requester
+    receiving the instances it asks for, on the same association)."""
+    roles = set()
+    for item in assoc.requestor.primitive.user_information or ():
+        if isinstance(item, SCP_SCU_RoleSelectionNegotiation) and item.scp_role:
+            roles.add(str(item.sop_class_uid))
+    return roles
 
 
 def _described(uid: str) -> str:
@@ -175,6 +195,10 @@ class Negotiation:
             return "verification"
         if abstract_syntax in FIND_SOP_CLASSES:
             return "find"
+        if abstract_syntax in MOVE_SOP_CLASSES:
+            return "move"
+        if abstract_syntax in GET_SOP_CLASSES:
+            return "get"
         service = uid_to_service_class(abstract_syntax)
         if issubclass(service, StorageServiceClass):
             return "storage"
@@ -188,14 +212,18 @@ class Negotiation:
             return "other"
         return "unknown"
 
-    def refusal(self, abstract_syntax: str, proposed: list[str]) -> str | None:
-        """Why a context proposing `proposed` for `abstract_syntax` is refused; None if it is not."""
+    def refusal(self, abstract_syntax: str, proposed: list[str], scp_roles: set[str] = frozenset()) -> str | None:
+        """Why a context proposing `proposed` for `abstract_syntax` is refused; None if it is not.
+        `scp_roles`: the SOP classes the requestor proposes to be the SCP of (C-GET)."""
         kind = self.kind(abstract_syntax)
         if kind == "invalid":
             return "the abstract syntax is not a valid UID"
         if kind == "other":
-            return "a service the router does not provide (it takes C-ECHO, C-STORE and C-FIND)"
-        if SERVICE_OF_KIND[kind] not in self.config.offered_services:
+            return "a service the router does not provide (it takes C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET)"
+        offered = self.config.offered_services
+        # A C-GET requester's storage contexts carry the instances back to it: `get` takes them.
+        returns_instances = kind in ("storage", "unknown") and "get" in offered and abstract_syntax in scp_roles
+        if SERVICE_OF_KIND[kind] not in offered and not returns_instances:
             return f"a service this listener does not offer (services: {', '.join(self.config.offered_services)})"
         if kind in ("storage", "unknown"):
             if self.file is not None and abstract_syntax not in self.file:
@@ -232,8 +260,9 @@ class Negotiation:
             syntaxes = proposed.setdefault(str(context.abstract_syntax), [])
             syntaxes.extend(str(s) for s in context.transfer_syntax if str(s) not in syntaxes)
         contexts = []
+        scp_roles = proposed_scp_roles(assoc)
         for abstract_syntax, syntaxes in proposed.items():
-            if self.refusal(abstract_syntax, syntaxes) is not None:
+            if self.refusal(abstract_syntax, syntaxes, scp_roles) is not None:
                 continue
             if self.follows_proposal(abstract_syntax):
                 context = ProposalDrivenContext(abstract_syntax, partial(self.ranked, abstract_syntax), syntaxes)
@@ -241,6 +270,8 @@ class Negotiation:
                 context = PresentationContext()
                 context.abstract_syntax = abstract_syntax
                 context.transfer_syntax = self.ranked(abstract_syntax, syntaxes)
+            if abstract_syntax in scp_roles and "get" in self.config.offered_services:
+                context.scu_role = context.scp_role = True  # the roles proposed are accepted
             contexts.append(context)
         assoc.acceptor.supported_contexts = contexts
 
@@ -271,7 +302,7 @@ class Negotiation:
             abstract_syntax = str(context.abstract_syntax)
             proposal = requested.get(context.context_id)
             syntaxes = [str(s) for s in proposal.transfer_syntax] if proposal else []
-            why = self.refusal(abstract_syntax, syntaxes) or "refused"
+            why = self.refusal(abstract_syntax, syntaxes, proposed_scp_roles(assoc)) or "refused"
             text = f"context {context.context_id} ({_described(abstract_syntax)}): {why}"
             (covered if abstract_syntax in accepted else lost).append(text)
         requestor = assoc.requestor

@@ -142,7 +142,7 @@ def test_any_storage_sop_class_is_accepted_and_other_services_are_not(listen):
     ) == [
         (SIEMENS_CSA_NON_IMAGE, ExplicitVRLittleEndian),
         ("1.2.826.0.1.3680043.8.498.7.7.7", ImplicitVRLittleEndian),
-        (PatientRootQueryRetrieveInformationModelMove, None),
+        (PatientRootQueryRetrieveInformationModelMove, ExplicitVRLittleEndian),
         (StorageCommitmentPushModel, None),
         (MEDIA_STORAGE_DIRECTORY, None),
     ]
@@ -167,7 +167,7 @@ def test_unknown_sop_classes_can_be_refused_and_every_refusal_is_logged_with_the
         result = negotiate(
             config,
             (SIEMENS_CSA_NON_IMAGE, [ExplicitVRLittleEndian]),
-            (PatientRootQueryRetrieveInformationModelMove, [ExplicitVRLittleEndian]),
+            (StorageCommitmentPushModel, [ExplicitVRLittleEndian]),
             (MRImageStorage, [JPEG2000]),
             (CTImageStorage, [ExplicitVRLittleEndian]),
             (CTImageStorage, [ImplicitVRLittleEndian]),  # refused, but CT goes in the context before
@@ -180,8 +180,8 @@ def test_unknown_sop_classes_can_be_refused_and_every_refusal_is_logged_with_the
     assert "refused 3 presentation context(s): " in line
     assert f"context 1 ({SIEMENS_CSA_NON_IMAGE}): an unknown SOP class, and accept_unknown_sop_classes is false" \
         in line
-    assert (f"context 3 ({PatientRootQueryRetrieveInformationModelMove} Patient Root Query/Retrieve Information "
-            "Model - MOVE): a service the router does not provide") in line
+    assert (f"context 3 ({StorageCommitmentPushModel} Storage Commitment Push Model SOP Class): "
+            "a service the router does not provide") in line
     assert (f"context 5 ({MRImageStorage} MR Image Storage): none of its transfer syntaxes is accepted "
             f"({JPEG2000} JPEG 2000 Image Compression)") in line
     [debug] = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG
@@ -217,12 +217,12 @@ def test_an_association_with_nothing_refused_logs_nothing(listen, caplog):
     with caplog.at_level(logging.DEBUG, logger="rulesengine.listener"):
         negotiate(config, (CTImageStorage, [ExplicitVRLittleEndian]), (Verification, [ImplicitVRLittleEndian]))
         # the next association's refusal is logged after anything the first one logs
-        negotiate(config, (PatientRootQueryRetrieveInformationModelMove, [ExplicitVRLittleEndian]),
+        negotiate(config, (StorageCommitmentPushModel, [ExplicitVRLittleEndian]),
                   (Verification, [ImplicitVRLittleEndian]))
         wait_until(lambda: any("refused" in r.getMessage() for r in caplog.records), timeout=10,
                    what="the second association's refusal logged")
     [line] = [r.getMessage() for r in caplog.records if r.name == "rulesengine.listener" and "refused" in r.getMessage()]
-    assert "Query/Retrieve" in line
+    assert "Storage Commitment" in line
 
 
 
@@ -302,10 +302,16 @@ def test_the_association_files_order_applies_to_each_context_of_a_sop_class(list
     ]
 
 
-def test_role_selection_proposed_for_a_sop_class_of_several_contexts_gets_pynetdicoms_answer(listen):
+@pytest.mark.parametrize("services, roles", [
+    (None, (True, True)),  # `get` offered: the roles a C-GET requester proposes are accepted
+    (("echo", "store"), (True, False)),  # no C-GET: the default roles
+])
+def test_role_selection_proposed_for_a_sop_class_of_several_contexts_gets_pynetdicoms_answer(listen, services,
+                                                                                              roles):
     """A sender proposing SCP/SCU roles for a SOP class it proposes in two contexts: both are
-    accepted in their own encoding, with the default roles (the router takes no other role)."""
-    config = listen()
+    accepted in their own encoding, with the roles proposed where the listener offers C-GET
+    (the instances go back to the requester as its SCP), else with the default roles."""
+    config = listen(services=services)
     ae = AE(ae_title="CT1")
     requested = [build_context(CTImageStorage, [ExplicitVRLittleEndian, ImplicitVRLittleEndian]),
                  build_context(CTImageStorage, [RLELossless, ExplicitVRLittleEndian])]
@@ -317,7 +323,7 @@ def test_role_selection_proposed_for_a_sop_class_of_several_contexts_gets_pynetd
                           for cx in assoc.accepted_contexts)
     finally:
         assoc.release()
-    assert accepted == [(1, ExplicitVRLittleEndian, True, False), (3, RLELossless, True, False)]
+    assert accepted == [(1, ExplicitVRLittleEndian, *roles), (3, RLELossless, *roles)]
 
 
 def proposals(*contexts):
