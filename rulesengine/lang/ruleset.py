@@ -97,6 +97,9 @@ class Decision:
     response_edits: list[tuple[Callable, int]] | tuple = ()  # (actions, rule index) of the rules that fired
     response_log: list[LogLine] | tuple = ()  # what response edits logged
     response_changes: list[Edit] | tuple = ()  # what response edits changed
+    # An instance no rule routed: its outcome is the no_destination policy's, not a rule's (an
+    # instance retrieved for a C-MOVE goes to the move destination all the same).
+    unrouted: bool = False
 
     def to_json(self) -> dict:
         return {
@@ -197,6 +200,7 @@ class Evaluation:
         destinations: dict[str, Any] = {}
         skipped: dict[str, str] = {}
         outcome, reason = self.outcome, self.reason
+        unrouted = False
         if outcome not in ("drop", "reject", "quarantine"):
             for name, back in self.routes.items():
                 why = None if back else self.ruleset.loop_reason(name, document)
@@ -210,12 +214,12 @@ class Evaluation:
             else:
                 stopped = " (a rule stopped evaluation before any route)" if outcome == "stop" else ""
                 if self.message == STORE:
-                    outcome, reason = policy, "no rule routed this document" + stopped
+                    outcome, reason, unrouted = policy, "no rule routed this document" + stopped, True
                 else:  # a request that goes nowhere is answered with a failure
                     outcome, reason = "reject", f"no rule routed this {self.message}" + stopped
         if self.message == STORE:
             return Decision(outcome, reason, destinations, [rules[i] for i in self.fired], self.edits, self.logs,
-                            None, ended_by, skipped, self.trace, self.branches)
+                            None, ended_by, skipped, self.trace, self.branches, unrouted=unrouted)
         return Decision(outcome, reason, destinations, [rules[i] for i in self.fired], self.edits, self.logs,
                         None, ended_by, skipped, self.trace, self.branches, message=self.message,
                         response_edits=self.responses if outcome == "route" and self.responses else ())

@@ -116,11 +116,14 @@ def client_ae(destination: DicomDestination) -> AE:
     return ae
 
 
-def request(ae, destination: DicomDestination, contexts, handlers=()) -> tuple[object, PeerWatch]:
-    """An established association and its watch, or AssociationFailed saying why not."""
+def request(ae, destination: DicomDestination, contexts, handlers=(), ext_neg=()) -> tuple[object, PeerWatch]:
+    """An established association and its watch, or AssociationFailed saying why not.
+    `ext_neg`: extended negotiation items (the SCP/SCU roles of a C-GET)."""
     watch = PeerWatch()
     kwargs = {"ae_title": destination.ae_title, "evt_handlers": [*handlers, *watch.handlers()],
               "max_pdu": destination.max_pdu}
+    if ext_neg:
+        kwargs["ext_neg"] = list(ext_neg)
     if destination.tls is not None:
         kwargs["tls_args"] = client_tls_args(destination.tls, destination.host)
     started = time.monotonic()

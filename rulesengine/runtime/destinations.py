@@ -58,6 +58,9 @@ class DicomSender:
         self.watch: PeerWatch | None = None  # what the peer did on self.assoc
         self.proposed: set = set()  # (SOP class, transfer syntaxes) proposed for self.assoc
         self.sent = 0
+        # A C-STORE sub-operation of a C-MOVE or C-GET names the request it serves:
+        # (Move Originator AE title, Move Originator Message ID).
+        self.originator: tuple[str, int] | None = None
 
     # ---- association ----
 
@@ -194,8 +197,10 @@ class DicomSender:
         if not item.sop_class_uid:
             raise ItemError(f"{item.path} has no SOP Class UID: no presentation context can carry it")
         path = self._path_for(item)
+        originator = {"originator_aet": self.originator[0], "originator_id": self.originator[1]} \
+            if self.originator else {}
         try:
-            status = self.assoc.send_c_store(path)
+            status = self.assoc.send_c_store(path, msg_id=self._message_id(), **originator)
         except RuntimeError:  # the association ended just before
             status = None
         except OSError as exc:
@@ -217,6 +222,9 @@ class DicomSender:
         if is_stored(code):
             return f"0x{code:04X}" + (f" {comment}" if comment else "")
         raise ItemError(f"{self.destination.name} answered 0x{code:04X}" + (f": {comment}" if comment else ""))
+
+    def _message_id(self) -> int:
+        return 1
 
     def echo(self) -> str:
         """C-ECHO on a fresh association: the status the destination answers, as text;
@@ -249,6 +257,35 @@ _ILLEGAL = re.compile(r'[\x00-\x1f/\\:*?"<>|]')
 MAX_NAME_BYTES = 200  # of one path component (file systems allow 255)
 MAX_VALUE_BYTES = 100  # of one value in a name
 UNKNOWN = "UNKNOWN"  # a missing or empty value
+
+
+class ReturningSender(DicomSender):
+    """C-STORE back to a C-GET requester, over its own association: the router is the SCU of
+    the storage contexts the requester proposed to be SCP of. Nothing to open or close: the
+    association is the requester's."""
+
+    def __init__(self, assoc, name: str, requester: str, message_id: int):
+        requestor = assoc.requestor
+        super().__init__(DicomDestination(name=name, ae_title=requester or "REQUESTER",
+                                          host=str(requestor.address), port=int(requestor.port or 104)))
+        self.assoc = assoc
+        self.watch = PeerWatch()
+        self._next_message_id = message_id
+
+    def open(self, items) -> None:
+        if not self.assoc.is_established:
+            raise LinkError("the requester's association ended")
+
+    def close(self) -> None:
+        pass
+
+    def _check_reachable(self, after: str) -> None:
+        raise LinkError(after)
+
+    def _message_id(self) -> int:
+        """Each C-STORE its own Message ID, after the C-GET's, as pynetdicom numbers them."""
+        self._next_message_id = self._next_message_id % 65535 + 1
+        return self._next_message_id
 
 
 def _fit(text: str, limit: int = MAX_NAME_BYTES) -> str:

@@ -27,7 +27,7 @@ from typing import Callable
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_primitives import C_GET, C_MOVE, C_STORE
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification, uid_to_service_class
 
@@ -37,6 +37,7 @@ from ..document import DocumentReadError
 from ..intake import RefusedAtIntake
 from . import received as received_files
 from .find_service import FindService
+from .retrieve_service import RetrieveService
 from .logs import Repeats
 from .negotiation import Negotiation
 from .pipeline import Pipeline
@@ -59,7 +60,7 @@ def server_tls_context(tls: TLS) -> ssl.SSLContext:
 
 class DicomListener:
     def __init__(self, config: Listener, pipeline: Pipeline, deliver_now: Callable | None = None,
-                 find_service: FindService | None = None):
+                 find_service: FindService | None = None, retrieve_service: RetrieveService | None = None):
         self.config = config
         self.pipeline = pipeline
         self.deliver_now = deliver_now  # sync mode: (path, document, decision, ruleset) -> (ok, detail)
@@ -67,6 +68,7 @@ class DicomListener:
         if find_service is None and pipeline is not None:
             find_service = FindService(pipeline.journal, pipeline.rules)
         self.find_service = find_service
+        self.retrieve_service = retrieve_service  # none: C-MOVE and C-GET are answered 0xC000 (no source)
         self.server = None
         self.negotiation = Negotiation(config)
         self.ae = self._make_ae()
@@ -97,7 +99,7 @@ class DicomListener:
             (evt.EVT_REQUESTED, self.negotiation.on_requested),
             (evt.EVT_SOP_COMMON, self.negotiation.on_sop_common),
             (evt.EVT_ACCEPTED, self.negotiation.on_accepted),
-            (evt.EVT_ACCEPTED, self._answer_stores_no_service_takes),
+            (evt.EVT_ACCEPTED, self._serve_requests),
             (evt.EVT_C_ECHO, lambda event: StoreStatus.SUCCESS),
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_CONN_CLOSE, received_files.discard_unclaimed),
@@ -151,17 +153,32 @@ class DicomListener:
                                   f"{self.slots.limit} associations already (max_associations)")
             _reject(assoc, 0x02, 0x03, 0x02)  # rejected transient; local limit exceeded
 
-    def _answer_stores_no_service_takes(self, event) -> None:
-        """EVT_ACCEPTED: a C-STORE whose SOP Class UID no service of this association serves (not
-        its presentation context's, and none pynetdicom knows as storage: a garbled '31') is
-        answered 0x0122 with the reason. pynetdicom would abort the association instead, and leave
-        the data set it received in a temporary file."""
+    def _serve_requests(self, event) -> None:
+        """EVT_ACCEPTED: this association's requests go to pynetdicom's services, except:
+
+        - a C-STORE whose SOP Class UID no service of this association serves (not its
+          presentation context's, and none pynetdicom knows as storage: a garbled '31') is
+          answered 0x0122 with the reason. pynetdicom would abort the association instead, and
+          leave the data set it received in a temporary file;
+        - a C-MOVE or C-GET is answered by the retrieve service (retrieve_service.py says why
+          not by pynetdicom's), as pynetdicom runs a service: on this association's thread,
+          its reading paused, the C-CANCELs received meanwhile kept for it."""
         assoc = event.assoc
         serve = assoc._serve_request  # pynetdicom's dispatch of each request to its service class
 
         def serve_request(msg, context_id: int) -> None:
             if isinstance(msg, C_STORE) and context_id in assoc._accepted_cx and not _served_as_storage(assoc, msg):
                 _refuse_store(self.config.name, assoc, msg, context_id)
+                return
+            if isinstance(msg, (C_MOVE, C_GET)) and self.retrieve_service is not None and msg.is_valid_request \
+                    and context_id in assoc._accepted_cx and not assoc._sent_release:
+                assoc.dimse.cancel_req = {}
+                assoc._is_paused = True
+                try:
+                    self.retrieve_service.serve(self.config, assoc, msg, context_id)
+                finally:
+                    assoc._is_paused = False
+                    assoc.dimse.cancel_req = {}
                 return
             serve(msg, context_id)
 
@@ -181,18 +198,18 @@ class DicomListener:
         received = os.fspath(event.dataset_path)
         path = None
         try:
-            written = received_files.claim(received)
-            if written is not None and written.error is not None:
-                reason = written.error.strerror or str(written.error)
-                log.warning("listener %s: instance from %s not stored: %s", self.config.name, arrival.calling_aet,
-                            reason)
-                return _status(StoreStatus.OUT_OF_RESOURCES, f"not stored: {reason}")
-            if not os.path.exists(received):  # removed when the connection closed: nobody waits for an answer
-                log.debug("listener %s: an instance from %s arrived as its connection closed", self.config.name,
-                          arrival.calling_aet)
-                return _status(StoreStatus.OUT_OF_RESOURCES, "not stored: the connection closed")
             path = self.pipeline.storage.temp_path()
-            os.link(received, path)  # our own name for the file; pynetdicom removes its name afterwards
+            try:
+                received_files.take(received, path)
+            except received_files.NotReceived as exc:
+                path = None
+                log.log(logging.DEBUG if exc.connection_closed else logging.WARNING,
+                        "listener %s: instance from %s %s", self.config.name, arrival.calling_aet, exc)
+                return _status(StoreStatus.OUT_OF_RESOURCES, str(exc))
+            if self.retrieve_service is not None:  # a source storing what the router asked it to move
+                claimed = self.retrieve_service.claim(event.request, arrival, path)
+                if claimed is not None:
+                    return claimed
             return self._store(path, arrival)
         except RefusedAtIntake as exc:
             log.warning("listener %s: instance from %s refused: %s", self.config.name, arrival.calling_aet,

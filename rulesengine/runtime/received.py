@@ -107,3 +107,25 @@ def discard_unclaimed(event) -> None:
             del _open[received.name]
     for received in gone:
         received._remove()
+
+
+class NotReceived(Exception):
+    """A data set that did not arrive whole: its file could not be written, or the connection
+    closed before the handler took it (`connection_closed`: nobody waits for the answer).
+    The text says why, for the sender's answer."""
+
+    def __init__(self, text: str, connection_closed: bool = False):
+        super().__init__(text)
+        self.connection_closed = connection_closed
+
+
+def take(received: str, target: str) -> None:
+    """Take the data set pynetdicom wrote into `received` (a C-STORE handler's
+    event.dataset_path) under our own name `target`; pynetdicom removes its name afterwards.
+    Raises NotReceived, or OSError when the link fails."""
+    written = claim(received)
+    if written is not None and written.error is not None:
+        raise NotReceived(f"not stored: {written.error.strerror or written.error}")
+    if not os.path.exists(received):  # removed when the connection closed: nobody waits for an answer
+        raise NotReceived("not stored: the connection closed", connection_closed=True)
+    os.link(received, target)

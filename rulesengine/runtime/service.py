@@ -6,6 +6,7 @@ import logging
 
 from ..config import Config
 from .find_service import FindService
+from .retrieve_service import RetrieveService
 from .listener import DicomListener
 from .pipeline import Pipeline
 from .pynetdicom_setup import configure_pynetdicom
@@ -36,6 +37,7 @@ class Router:
                                  on_accepted=self.worker.wake)
         self.find_service = FindService(self.journal, self.rules)
         self.sync_delivery = SyncDelivery(self.journal, self.storage, self.pipeline, config.destinations)
+        self.retrieve_service = RetrieveService(self.journal, self.rules, self.pipeline, self.sync_delivery)
         self.listeners: list[DicomListener] = []
         self.watchers: list = []
         self.reloader = None
@@ -64,7 +66,8 @@ class Router:
         self.pipeline.reingest(unknown)
         self.worker.start(self.rules)  # it processes what was received before the stop, then what comes
         for listener_config in self.config.listeners:
-            listener = DicomListener(listener_config, self.pipeline, self.sync_delivery.deliver, self.find_service)
+            listener = DicomListener(listener_config, self.pipeline, self.sync_delivery.deliver, self.find_service,
+                                     self.retrieve_service)
             try:
                 listener.start()
             except OSError as exc:

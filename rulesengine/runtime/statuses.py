@@ -47,3 +47,16 @@ class QueryStatus(IntEnum):
     IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # undecodable, or a level the model does not have
     UNABLE_TO_PROCESS = 0xC000  # every destination failed, a rule failed, an internal error
     REJECTED_BY_RULES = 0xC124  # a rule's `reject`: as for C-STORE, in the "Unable to process" range
+
+
+class RetrieveStatus(IntEnum):
+    """What the listener answers a C-MOVE or C-GET (retrieve_service.py)."""
+
+    SUCCESS = Status.SUCCESS  # every sub-operation completed
+    PENDING = Status.PENDING  # 0xFF00: progress, with the sub-operation counts
+    CANCEL = Status.CANCEL  # 0xFE00: after the requester's C-CANCEL
+    SUBOPERATIONS_FAILED = 0xB000  # "Sub-operations Complete - One or more Failures or Warnings"
+    MOVE_DESTINATION_UNKNOWN = 0xA801  # "Refused: Move Destination unknown"
+    IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # undecodable, or a level the model does not have
+    UNABLE_TO_PROCESS = 0xC000  # the source failed, a rule failed, an internal error
+    REJECTED_BY_RULES = 0xC124  # a rule's `reject`: as for C-FIND

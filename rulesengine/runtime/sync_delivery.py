@@ -49,45 +49,57 @@ class SyncDelivery:
         with self._lock:
             self._close_idle_senders_now()
 
-    def deliver(self, path: str, document: Document, decision: Decision, ruleset: RuleSet) -> tuple[bool, str]:
-        """Deliver to every destination; (delivered everywhere, what failed where)."""
+    def deliver(self, path: str, document: Document, decision: Decision, ruleset: RuleSet, purpose: str = "sync",
+                senders: dict | None = None, originator: tuple[str, int] | None = None) -> tuple[bool, str]:
+        """Deliver to every destination; (delivered everywhere, what failed where). `purpose`
+        names the delivery in the journal and the log: "sync" for a sync-mode store (its sender
+        is answered with the failure), "retrieve" for an instance retrieved for a C-MOVE or
+        C-GET (its requester counts a failed sub-operation). `senders`: senders to use for some
+        destinations (a C-GET requester's own association), which are neither pooled nor closed.
+        `originator`: the Move Originator AE title and Message ID its C-STOREs carry (C-MOVE)."""
+        answered = "the sender was answered with a failure" if purpose == "sync" else \
+            "the requester was answered with a failed sub-operation"
         received = received_facts(document)
         outcome = outcome_of(decision, ruleset)
         instance_id = self.journal.record(received, path, outcome, DONE)
         try:
-            deliveries = self.pipeline.write_copies(instance_id, path, document, decision, prefix="sync-")
+            deliveries = self.pipeline.write_copies(instance_id, path, document, decision, prefix=f"{purpose}-")
         except (CopyError, OSError) as exc:
             # Nothing was sent and the sender is told: the instance is refused, not kept.
             reason = str(exc) if isinstance(exc, CopyError) else f"its copies cannot be written: {short_error(exc)}"
-            self.journal.settle(instance_id, Outcome(ruleset.version, "reject", f"sync: {reason}",
+            self.journal.settle(instance_id, Outcome(ruleset.version, "reject", f"{purpose}: {reason}",
                                                      outcome.rules_fired, ()), None)
             self.storage.remove(path)
-            log.warning("sync delivery of %s refused: %s", received.sop_instance_uid, reason)
+            log.warning("%s delivery of %s refused: %s", purpose, received.sop_instance_uid, reason)
             return False, reason
         ids = self.journal.add_deliveries(instance_id, deliveries, state=SENDING)
         failures = []
         for delivery_id, item in zip(ids, deliveries):
             delivery = self.journal.delivery(delivery_id)
-            sender = self._borrow(item.destination)
+            own = (senders or {}).get(item.destination)
+            sender = own or self._borrow(item.destination)
             started = time.time()
+            if hasattr(sender, "originator"):
+                sender.originator = originator
             try:
                 sender.open([delivery])
                 detail = sender.send(delivery)
                 self.journal.delivered(delivery, started, detail)
-                self._give_back(item.destination, sender)
+                if own is None:
+                    self._give_back(item.destination, sender)
             except (LinkError, ItemError) as exc:
-                sender.close()
+                if own is None:
+                    sender.close()
                 failures.append(f"{item.destination}: {exc}")
-                # Dead, without a file: the sender was answered with a failure and sends it again;
+                # Dead, without a file: whoever asked was answered with a failure and asks again;
                 # there is nothing for `queue retry` to resend.
-                self.journal.failed(delivery, started, f"sync: {exc}; the sender was answered with a failure",
-                                    None, keep_file=False)
+                self.journal.failed(delivery, started, f"{purpose}: {exc}; {answered}", None, keep_file=False)
         for item in deliveries:
             self.storage.remove(item.path)
         self.storage.remove(path)
-        log.info(describe(document, decision, ruleset) + (" (sync: " + ("failed" if failures else "delivered") + ")"))
+        log.info(describe(document, decision, ruleset) + f" ({purpose}: " + ("failed" if failures else "delivered") + ")")
         if failures:
-            log.warning("sync delivery of %s failed: %s", received.sop_instance_uid, "; ".join(failures))
+            log.warning("%s delivery of %s failed: %s", purpose, received.sop_instance_uid, "; ".join(failures))
         return not failures, "; ".join(failures)
 
     # ---- the senders kept between instances ----
