@@ -61,9 +61,9 @@ class TLS:
 
 
 # The services a listener can offer, as its `services` names them (the default: all of them).
-# C-MOVE, C-GET and MPPS come later: their SOP classes are refused as services the router
-# does not provide.
-LISTENER_SERVICES = ("echo", "store", "find")
+# C-MOVE and C-GET come later: their SOP classes are refused as services the router does
+# not provide.
+LISTENER_SERVICES = ("echo", "store", "find", "mpps")
 
 
 @dataclass(frozen=True)

@@ -56,8 +56,10 @@ FIND_SOP_CLASSES = frozenset({
     "1.2.840.10008.5.1.4.1.2.2.1",  # Study Root Query/Retrieve Information Model - FIND
     "1.2.840.10008.5.1.4.31",  # Modality Worklist Information Model - FIND
 })
+MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"  # Modality Performed Procedure Step (N-CREATE, N-SET)
 # A listener's `services`, by the kinds of abstract syntax each takes.
-SERVICE_OF_KIND = {"verification": "echo", "storage": "store", "unknown": "store", "find": "find"}
+SERVICE_OF_KIND = {"verification": "echo", "storage": "store", "unknown": "store", "find": "find",
+                   "mpps": "mpps"}
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR: pynetdicom knows no service for it
 LISTED_REFUSALS = 10  # contexts named in one log line; the rest are counted
 
@@ -147,9 +149,9 @@ def install_per_context_negotiation() -> None:
 
 
 def _any_syntax(abstract_syntax: str) -> bool:
-    """C-ECHO and C-FIND in whatever the sender proposes: the association file and
-    `transfer_syntaxes` choose how instances arrive, not queries."""
-    return abstract_syntax == VERIFICATION or abstract_syntax in FIND_SOP_CLASSES
+    """C-ECHO, C-FIND and MPPS in whatever the sender proposes: the association file and
+    `transfer_syntaxes` choose how instances arrive, not requests."""
+    return abstract_syntax in (VERIFICATION, MPPS_SOP_CLASS) or abstract_syntax in FIND_SOP_CLASSES
 
 
 def _described(uid: str) -> str:
@@ -170,11 +172,14 @@ class Negotiation:
     def kind(self, abstract_syntax: str) -> str:
         """verification, storage (a storage SOP class pynetdicom serves), unknown (one it
         does not know: served as storage), find (a C-FIND query model the router answers),
-        or other (a service the router does not provide)."""
+        mpps (Modality Performed Procedure Step, relayed), or other (a service the router does
+        not provide)."""
         if abstract_syntax == VERIFICATION:
             return "verification"
         if abstract_syntax in FIND_SOP_CLASSES:
             return "find"
+        if abstract_syntax == MPPS_SOP_CLASS:
+            return "mpps"
         service = uid_to_service_class(abstract_syntax)
         if issubclass(service, StorageServiceClass):
             return "storage"
@@ -194,7 +199,7 @@ class Negotiation:
         if kind == "invalid":
             return "the abstract syntax is not a valid UID"
         if kind == "other":
-            return "a service the router does not provide (it takes C-ECHO, C-STORE and C-FIND)"
+            return "a service the router does not provide (it takes C-ECHO, C-STORE, C-FIND and MPPS)"
         if SERVICE_OF_KIND[kind] not in self.config.offered_services:
             return f"a service this listener does not offer (services: {', '.join(self.config.offered_services)})"
         if kind in ("storage", "unknown"):
