@@ -5,10 +5,13 @@ N-SET) are pynetdicom's."""
 from __future__ import annotations
 
 import threading
+import time
+from io import BytesIO
 
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
+from pynetdicom.dimse_primitives import N_CREATE
 from pynetdicom.sop_class import ModalityPerformedProcedureStep
 
 from helpers.peers import free_port
@@ -97,9 +100,10 @@ class Modality:
     """A modality sending MPPS to the router over one association: `create` and `update`
     return (status Dataset, attribute list or None) as pynetdicom got them."""
 
-    def __init__(self, port: int, calling: str = "CT1", called: str = "ROUTER", timeout: float = 30):
+    def __init__(self, port: int, calling: str = "CT1", called: str = "ROUTER", timeout: float = 30,
+                 transfer_syntaxes=(ExplicitVRLittleEndian, ImplicitVRLittleEndian)):
         ae = AE(ae_title=calling)
-        ae.add_requested_context(MPPS, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        ae.add_requested_context(MPPS, list(transfer_syntaxes))
         ae.dimse_timeout = ae.acse_timeout = ae.network_timeout = timeout
         self.assoc = ae.associate("127.0.0.1", port, ae_title=called)
 
@@ -112,6 +116,26 @@ class Modality:
 
     def update(self, dataset: Dataset, uid: str):
         return self.assoc.send_n_set(dataset, MPPS, uid)
+
+    def create_raw(self, attribute_list: bytes, uid: str):
+        """An N-CREATE whose attribute list is these bytes, as a faulty modality sends them
+        (pynetdicom's send_n_create only sends what it encodes itself); the response primitive."""
+        request = N_CREATE()
+        request.MessageID = 1
+        request.AffectedSOPClassUID = MPPS
+        request.AffectedSOPInstanceUID = uid
+        request.AttributeList = BytesIO(attribute_list)
+        [context] = self.assoc.accepted_contexts
+        assoc = self.assoc
+        assoc._reactor_checkpoint.clear()  # as send_n_create does: the reactor must not take the answer
+        while not assoc._is_paused:
+            time.sleep(0.0001)
+        try:
+            assoc.dimse.send_msg(request, context.context_id)
+            _, response = assoc.dimse.get_msg(block=True)
+        finally:
+            assoc._reactor_checkpoint.set()
+        return response
 
     def close(self) -> None:
         if self.assoc.is_established:
