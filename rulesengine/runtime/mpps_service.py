@@ -85,7 +85,7 @@ class Relayed:
     status: int | None = None  # its status; None when it gave none
     attributes: Dataset | None = None  # its attribute list (Success or a warning)
     comment: str | None = None  # its Error Comment
-    failure: str | None = None  # why it failed, in full, for the log; None when it succeeded
+    failure: str | None = None  # why it failed, in full (after its name), for the log; None when it succeeded
     brief: str | None = None  # the same in a few words, for the Error Comment
     seconds: float = 0.0
     unreachable: bool = False  # no status at all: unreachable, silent, aborted
@@ -182,7 +182,7 @@ class _Exchange(threading.Thread):
                 status, attributes = assoc.send_n_set(self.dataset, MPPS_SOP_CLASS, self.instance_uid,
                                                       msg_id=MESSAGE_ID)
         except (ValueError, TypeError) as exc:  # a data set that cannot be encoded
-            self._failed(f"the {self.message} cannot be sent to {self.destination.name}: {exc}", "cannot encode")
+            self._failed(f"the {self.message} cannot be sent: {exc}", "cannot encode")
             return
         if not status or "Status" not in status:
             if not self.stopped:
@@ -197,13 +197,13 @@ class _Exchange(threading.Thread):
                 for element in (attributes or Dataset()).iterall():
                     element.value  # noqa: B018 - converted now, not in the middle of the rules
             except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds for bytes it cannot decode
-                self._failed(f"{self.destination.name}'s answer cannot be decoded: {type(exc).__name__}: {exc}",
+                self._failed(f"its answer cannot be decoded: {type(exc).__name__}: {exc}",
                              "answer cannot be decoded", MppsStatus.PROCESSING_FAILURE)
                 return
             self._put(status=code, attributes=attributes, comment=comment)
             return
         said = f"0x{code:04X}" + (f" ({comment})" if comment else "")
-        self._failed(f"{self.destination.name} answered the {self.message} with {said}",
+        self._failed(f"answered the {self.message} with {said}",
                      f"status 0x{code:04X}" + (f" {comment}" if comment else ""), code, comment)
 
 
@@ -248,7 +248,7 @@ def _silent(exchange: _Exchange, timeout: float) -> Relayed:
     elif not exchange.sent:
         full = f"association with {where} not established: no answer within {timeout:g} s"
     else:
-        full = f"{destination.name} did not answer the {exchange.message} within {timeout:g} s"
+        full = f"no answer to the {exchange.message} within {timeout:g} s"
     return Relayed(destination.name, failure=full, brief=f"no answer within {timeout:g} s", seconds=timeout,
                    unreachable=True)
 
@@ -383,7 +383,7 @@ class _Step:
                 dicom.append(destination)
             else:
                 why = f"cannot answer {self.message}: not a dicom destination" if destination else "not configured"
-                unable[name] = Relayed(name, failure=f"{name} {why}", brief=why)
+                unable[name] = Relayed(name, failure=why, brief=why)
         relayed = {r.destination: r for r in relay(dicom, self.message, self.instance_uid, document.dataset,
                                                    self.listener.timeouts.dimse, self.service.clock)}
         results = [relayed.get(name) or unable[name] for name in decision.destinations]

@@ -3,8 +3,8 @@ MPPS tool, so both sides are pynetdicom's (helpers/mpps_peer.py): a modality sen
 (IN PROGRESS) then N-SET (COMPLETED) to a real router process, which relays them to a RIS
 (a pynetdicom MPPS SCP) with the patient ID prefix taken off and put back; a rule rejects,
 no rule routes, the RIS is down, silent, or answers a failure, one of two destinations is
-down, a data set cannot be decoded, and a listener whose services leave MPPS out refuses it. Each request is read back
-with `dicom-rules requests`."""
+down, a data set cannot be decoded, and a listener whose services leave MPPS out refuses
+it. Each request is read back from the journal, and with `dicom-rules requests`."""
 
 from __future__ import annotations
 
