@@ -18,7 +18,8 @@ they drop is answered with the status alone, with no attribute list). Otherwise 
 whose Error Comment names each failed destination and why; its status is the first failed
 destination's: the failure status it answered, passed back as it is; 0x0213 (Resource
 limitation: the modality may try again later) when it could not be reached or did not
-answer in time; 0x0110 when it is not a destination that answers MPPS. The destinations
+answer in time; 0x0110 when it does not offer MPPS, is not a `dicom` destination, or the
+request cannot be encoded for it. The destinations
 that succeeded keep what they got. A data set that cannot be decoded is answered 0x0106
 (Invalid attribute value) before the rules run.
 
@@ -88,7 +89,7 @@ class Relayed:
     failure: str | None = None  # why it failed, in full (after its name), for the log; None when it succeeded
     brief: str | None = None  # the same in a few words, for the Error Comment
     seconds: float = 0.0
-    unreachable: bool = False  # no status at all: unreachable, silent, aborted
+    unreachable: bool = False  # not reached, silent or aborted: it may work later
 
     @property
     def ok(self) -> bool:
@@ -100,11 +101,12 @@ class Relayed:
 
 class _Exchange(threading.Thread):
     """The association with one destination and its N-CREATE or N-SET, on a thread of its own;
-    its outcome is put on `results` as one Relayed."""
+    its outcome is put on `results` as (its index, Relayed)."""
 
-    def __init__(self, destination: DicomDestination, message: str, instance_uid: str, dataset: Dataset,
-                 results: queue.Queue, clock: Callable[[], float]):
+    def __init__(self, index: int, destination: DicomDestination, message: str, instance_uid: str,
+                 dataset: Dataset, results: queue.Queue, clock: Callable[[], float]):
         super().__init__(name=f"mpps-{destination.name}", daemon=True)
+        self.index = index  # its place among the destinations asked
         self.destination = destination
         self.message = message
         self.instance_uid = instance_uid
@@ -137,10 +139,11 @@ class _Exchange(threading.Thread):
             event.assoc.abort(block=False)
 
     def _put(self, **fields) -> None:
-        self.results.put(Relayed(self.destination.name, seconds=self.clock() - self.started, **fields))
+        self.results.put((self.index, Relayed(self.destination.name, seconds=self.clock() - self.started, **fields)))
 
-    def _failed(self, full: str, brief: str, status: int | None = None, comment: str | None = None) -> None:
-        self._put(status=status, comment=comment, failure=full, brief=brief, unreachable=status is None)
+    def _failed(self, full: str, brief: str, status: int | None = None, comment: str | None = None,
+                unreachable: bool = False) -> None:
+        self._put(status=status, comment=comment, failure=full, brief=brief, unreachable=unreachable)
 
     def run(self) -> None:
         destination = self.destination
@@ -154,7 +157,7 @@ class _Exchange(threading.Thread):
                     self._failed(f"{failure}: it does not offer MPPS", "MPPS not offered")
                 else:
                     why = str(failure).split(" not established: ", 1)[-1]
-                    self._failed(str(failure), why.split(" (")[0])
+                    self._failed(str(failure), why.split(" (")[0], unreachable=True)
                 return
             except (OSError, ssl.SSLError) as exc:  # the TLS settings' files
                 self._failed(f"cannot set up TLS for {destination.name}: {exc}", "TLS settings")
@@ -188,7 +191,7 @@ class _Exchange(threading.Thread):
             if not self.stopped:
                 why = unanswered(assoc, watch, self.destination.timeouts.dimse, f"waiting for the {self.message}'s "
                                  "answer", f"the {self.message}")
-                self._failed(why, why.split(" while ")[0])
+                self._failed(why, why.split(" while ")[0], unreachable=True)
             return
         code = int(status.Status)
         comment = str(status.get("ErrorComment") or "").strip() or None
@@ -221,23 +224,23 @@ def relay(destinations: Sequence[DicomDestination], message: str, instance_uid: 
     destination at once; their answers in the order of `destinations`. Returns within `timeout`
     seconds (by `clock`): a destination that has not answered by then is aborted and failed."""
     results: queue.Queue = queue.Queue()
-    exchanges = [_Exchange(bounded(destination, timeout), message, instance_uid, dataset, results, clock)
-                 for destination in destinations]
+    exchanges = [_Exchange(index, bounded(destination, timeout), message, instance_uid, dataset, results, clock)
+                 for index, destination in enumerate(destinations)]
     deadline = clock() + timeout
-    answered: dict[str, Relayed] = {}
+    answered: dict[int, Relayed] = {}
     for exchange in exchanges:
         exchange.start()
     while len(answered) < len(exchanges) and clock() < deadline:
         try:
-            result = results.get(timeout=POLL_SECONDS)
+            index, result = results.get(timeout=POLL_SECONDS)
         except queue.Empty:
             continue
-        answered[result.destination] = result
+        answered[index] = result
     for exchange in exchanges:
-        if exchange.destination.name not in answered:
+        if exchange.index not in answered:
             exchange.stop()
-            answered[exchange.destination.name] = _silent(exchange, timeout)
-    return [answered[destination.name] for destination in destinations]
+            answered[exchange.index] = _silent(exchange, timeout)
+    return [answered[index] for index in range(len(exchanges))]
 
 
 def _silent(exchange: _Exchange, timeout: float) -> Relayed:
@@ -375,17 +378,17 @@ class _Step:
             return self.fail(RequestOutcome.REJECTED, MppsStatus.REFUSED_BY_RULES,
                              decision.reason or "rejected by the routing rules")
         configured = self.service.rules.config.destinations
-        dicom: list[DicomDestination] = []
+        dicom: dict[str, DicomDestination] = {}
         unable: dict[str, Relayed] = {}
         for name in decision.destinations:
             destination = configured.get(name)
             if isinstance(destination, DicomDestination):
-                dicom.append(destination)
+                dicom[name] = destination
             else:
                 why = f"cannot answer {self.message}: not a dicom destination" if destination else "not configured"
                 unable[name] = Relayed(name, failure=why, brief=why)
-        relayed = {r.destination: r for r in relay(dicom, self.message, self.instance_uid, document.dataset,
-                                                   self.listener.timeouts.dimse, self.service.clock)}
+        relayed = dict(zip(dicom, relay(list(dicom.values()), self.message, self.instance_uid, document.dataset,
+                                        self.listener.timeouts.dimse, self.service.clock)))
         results = [relayed.get(name) or unable[name] for name in decision.destinations]
         self.answers = tuple(DestinationAnswer(r.destination, r.status, 0, r.failure, r.seconds) for r in results)
         failed = [r for r in results if not r.ok]

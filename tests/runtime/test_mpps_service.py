@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from pynetdicom.dsutils import decode
 
 import rulesengine
+from helpers.find_peer import FindPeer
 from helpers.mpps_peer import MppsPeer, step_completed, step_in_progress
 from rulesengine.config import DicomDestination, FolderDestination, Listener, Timeouts
 from rulesengine.runtime.mpps_service import N_CREATE, N_SET, MppsService, relay
@@ -164,7 +165,8 @@ def test_a_rejection_is_answered_0124_with_the_reason(ris):
 
 
 def test_a_rule_that_fails_is_answered_0110_rule_error(ris):
-    rules = 'rule "bad" on N-CREATE {\n  then {\n    set DataSet.StudyDate = DataSet.PatientID\n    route to RIS\n  }\n}\n'
+    rules = ('rule "bad" on N-CREATE {\n  then {\n    set DataSet.StudyDate = DataSet.PatientID\n'
+             '    route to RIS\n  }\n}\n')  # a patient ID is no date: the rule fails as it runs
     mpps, journal = service(rules, {"RIS": ris.destination()})
     status, _ = mpps.handle(LISTENER, N_CREATE, Event(N_CREATE, step_in_progress()))
     assert code(status) == 0x0110 and status.ErrorComment.startswith("rule error: ")
@@ -250,6 +252,18 @@ def test_a_destination_that_cannot_answer_mpps_is_a_failure(ris, tmp_path):
     status, _ = mpps.handle(LISTENER, N_CREATE, Event(N_CREATE, step_in_progress()))
     assert code(status) == 0x0110 and status.ErrorComment == "FILES: cannot answer N-CREATE: not a dicom destination"
     assert len(ris.requests) == 1
+
+
+def test_a_peer_that_does_not_offer_mpps_is_a_processing_failure():
+    pacs = FindPeer(ae_title="RIS")  # C-FIND only
+    try:
+        mpps, journal = service(ROUTE_RIS, {"RIS": pacs.destination("RIS")})
+        status, _ = mpps.handle(LISTENER, N_CREATE, Event(N_CREATE, step_in_progress()))
+    finally:
+        pacs.stop()
+    assert code(status) == 0x0110 and status.ErrorComment == "RIS: MPPS not offered"
+    [result] = journal.results.values()
+    assert "it does not offer MPPS" in result.answers[0].error
 
 
 def test_a_response_the_rules_drop_is_answered_with_its_status_alone(ris):
