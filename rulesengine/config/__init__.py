@@ -61,7 +61,7 @@ class TLS:
 
 
 # The services a listener can offer, as its `services` names them (the default: all of them).
-LISTENER_SERVICES = ("echo", "store", "find", "move", "get")
+LISTENER_SERVICES = ("echo", "store", "find", "move", "get", "mpps")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""A DICOM listener (SCP): C-ECHO, C-STORE (async or sync mode) and C-FIND (find_service.py).
+"""A DICOM listener (SCP): C-ECHO, C-STORE (async or sync mode), C-FIND (find_service.py) and
+MPPS (mpps_service.py).
 
 async: a C-STORE is answered Success once the instance is in the spool (written
 and fsynced) and the journal has committed it; delivery happens afterwards.
@@ -39,6 +40,7 @@ from . import received as received_files
 from .find_service import FindService
 from .retrieve_service import RetrieveService
 from .logs import Repeats
+from .mpps_service import N_CREATE, N_SET, MppsService
 from .negotiation import Negotiation
 from .pipeline import Pipeline
 from .pynetdicom_setup import tune_connection
@@ -69,6 +71,7 @@ class DicomListener:
             find_service = FindService(pipeline.journal, pipeline.rules)
         self.find_service = find_service
         self.retrieve_service = retrieve_service  # none: C-MOVE and C-GET are answered 0xC000 (no source)
+        self.mpps_service = MppsService(pipeline.journal, pipeline.rules) if pipeline is not None else None
         self.server = None
         self.negotiation = Negotiation(config)
         self.ae = self._make_ae()
@@ -106,6 +109,9 @@ class DicomListener:
         ]
         if self.find_service is not None:  # none: a listener made for negotiation alone
             handlers.append((evt.EVT_C_FIND, partial(self.find_service.handle, config)))
+        if self.mpps_service is not None:
+            handlers += [(evt.EVT_N_CREATE, partial(self.mpps_service.handle, config, N_CREATE)),
+                         (evt.EVT_N_SET, partial(self.mpps_service.handle, config, N_SET))]
         context = server_tls_context(config.tls) if config.tls else None
         self.server = start_server(self.ae, (config.bind, config.port), handlers, context, guard)
         # Accepted sockets inherit TCP_NODELAY from the listening socket on Linux.

@@ -66,8 +66,9 @@ GET_SOP_CLASSES = frozenset({
 })
 REQUEST_SOP_CLASSES = FIND_SOP_CLASSES | MOVE_SOP_CLASSES | GET_SOP_CLASSES
 # A listener's `services`, by the kinds of abstract syntax each takes.
+MPPS_SOP_CLASS = "1.2.840.10008.3.1.2.3.3"  # Modality Performed Procedure Step (N-CREATE, N-SET)
 SERVICE_OF_KIND = {"verification": "echo", "storage": "store", "unknown": "store", "find": "find", "move": "move",
-                   "get": "get"}
+                   "get": "get", "mpps": "mpps"}
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # a DICOMDIR: pynetdicom knows no service for it
 LISTED_REFUSALS = 10  # contexts named in one log line; the rest are counted
 
@@ -157,9 +158,9 @@ def install_per_context_negotiation() -> None:
 
 
 def _any_syntax(abstract_syntax: str) -> bool:
-    """C-ECHO, C-FIND, C-MOVE and C-GET in whatever the sender proposes: the association file
-    and `transfer_syntaxes` choose how instances arrive, not requests."""
-    return abstract_syntax == VERIFICATION or abstract_syntax in REQUEST_SOP_CLASSES
+    """C-ECHO, C-FIND, C-MOVE, C-GET and MPPS in whatever the sender proposes: the association
+    file and `transfer_syntaxes` choose how instances arrive, not requests."""
+    return abstract_syntax in (VERIFICATION, MPPS_SOP_CLASS) or abstract_syntax in REQUEST_SOP_CLASSES
 
 
 def proposed_scp_roles(assoc) -> set[str]:
@@ -190,7 +191,8 @@ class Negotiation:
     def kind(self, abstract_syntax: str) -> str:
         """verification, storage (a storage SOP class pynetdicom serves), unknown (one it
         does not know: served as storage), find (a C-FIND query model the router answers),
-        or other (a service the router does not provide)."""
+        mpps (Modality Performed Procedure Step, relayed), or other (a service the router does
+        not provide)."""
         if abstract_syntax == VERIFICATION:
             return "verification"
         if abstract_syntax in FIND_SOP_CLASSES:
@@ -199,6 +201,8 @@ class Negotiation:
             return "move"
         if abstract_syntax in GET_SOP_CLASSES:
             return "get"
+        if abstract_syntax == MPPS_SOP_CLASS:
+            return "mpps"
         service = uid_to_service_class(abstract_syntax)
         if issubclass(service, StorageServiceClass):
             return "storage"
@@ -219,7 +223,7 @@ class Negotiation:
         if kind == "invalid":
             return "the abstract syntax is not a valid UID"
         if kind == "other":
-            return "a service the router does not provide (it takes C-ECHO, C-STORE, C-FIND, C-MOVE and C-GET)"
+            return "a service the router does not provide (it takes C-ECHO, C-STORE, C-FIND, C-MOVE, C-GET and MPPS)"
         offered = self.config.offered_services
         # A C-GET requester's storage contexts carry the instances back to it: `get` takes them.
         returns_instances = kind in ("storage", "unknown") and "get" in offered and abstract_syntax in scp_roles

@@ -60,3 +60,22 @@ class RetrieveStatus(IntEnum):
     IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # undecodable, or a level the model does not have
     UNABLE_TO_PROCESS = 0xC000  # the source failed, a rule failed, an internal error
     REJECTED_BY_RULES = 0xC124  # a rule's `reject`: as for C-FIND
+
+
+class MppsStatus(IntEnum):
+    """What the listener answers an N-CREATE or N-SET of MPPS (mpps_service.py), besides the
+    statuses the destination answered, which are passed back as they are. Codes of PS3.7
+    Annex C (the DIMSE-N statuses PS3.4 F.7.2 lists for MPPS); the reason is in Error Comment."""
+
+    SUCCESS = Status.SUCCESS
+    INVALID_ATTRIBUTE_VALUE = 0x0106  # the data set cannot be decoded
+    # A rule failed, a destination cannot answer the message, an internal error. For N-SET the
+    # standard also gives it the meaning "may no longer be updated": the Error Comment says which.
+    PROCESSING_FAILURE = 0x0110
+    NO_SUCH_SOP_CLASS = 0x0118  # a request on another SOP class than MPPS
+    # A rule's `reject`, or a request no rule routes: "Refused: Not authorized" is the DIMSE-N
+    # status for a request the SCP will not perform, which modalities report as a failure.
+    REFUSED_BY_RULES = 0x0124
+    # A destination unreachable or silent: like 0xA700 for a C-STORE, it tells the modality that
+    # trying again later may work (most queue the message and do).
+    RESOURCE_LIMITATION = 0x0213

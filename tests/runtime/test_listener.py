@@ -23,6 +23,7 @@ from pynetdicom.presentation import build_context, build_role
 from pynetdicom.sop_class import (
     ComputedRadiographyImageStorage,
     CTImageStorage,
+    ModalityPerformedProcedureStep,
     MRImageStorage,
     PatientRootQueryRetrieveInformationModelMove,
     SecondaryCaptureImageStorage,
@@ -128,6 +129,22 @@ def test_the_association_file_is_the_order_of_preference(listen, tmp_path):
         (SIEMENS_CSA_NON_IMAGE, ExplicitVRLittleEndian),
         (Verification, ImplicitVRLittleEndian),
     ]
+
+
+def test_mpps_is_accepted_in_whatever_the_sender_proposes_unless_the_services_leave_it_out(listen, tmp_path):
+    """Like C-ECHO and C-FIND: the association file and `transfer_syntaxes` choose how
+    instances arrive, not MPPS messages."""
+    (tmp_path / "contexts.txt").write_text(f"{CTImageStorage}\\{ImplicitVRLittleEndian}\n")
+    proposed = [(ModalityPerformedProcedureStep, [ExplicitVRBigEndian, ImplicitVRLittleEndian]),
+                (ModalityPerformedProcedureStep, [ImplicitVRLittleEndian, ExplicitVRLittleEndian])]
+    for config in (listen(), listen(transfer_syntaxes=(ExplicitVRLittleEndian,)),
+                   listen(association_file=str(tmp_path / "contexts.txt"))):
+        assert negotiate(config, *proposed) == [(ModalityPerformedProcedureStep, ExplicitVRBigEndian),
+                                                (ModalityPerformedProcedureStep, ExplicitVRLittleEndian)]
+    config = listen(services=("echo", "store", "find"))
+    assert negotiate(config, (Verification, [ImplicitVRLittleEndian]), *proposed) == [
+        (Verification, ImplicitVRLittleEndian), (ModalityPerformedProcedureStep, None),
+        (ModalityPerformedProcedureStep, None)]
 
 
 def test_any_storage_sop_class_is_accepted_and_other_services_are_not(listen):
