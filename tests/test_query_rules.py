@@ -365,7 +365,7 @@ def test_the_query_example_passes_its_tests_and_lints_clean():
     result = dicom_rules("test", "--coverage", "examples/queries/", cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert " 0 failed" in result.stdout
-    assert "5/5 rules fired, 2/2 branches taken" in result.stdout  # the branches of on response count
+    assert "8/8 rules fired, 2/2 branches taken" in result.stdout  # the branches of on response count
     lint = dicom_rules("lint", "--strict", "examples/queries/", cwd=ROOT)
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
