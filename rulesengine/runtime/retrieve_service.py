@@ -161,6 +161,7 @@ class _Retrieve:
         self.failed_uids: list[str] = []
         self.answers: list[DestinationAnswer] = []
         self.cancelled = False
+        self.broken_off: str | None = None  # the source that failed after sending some, and why
 
     # ---- the answer ----
 
@@ -211,7 +212,10 @@ class _Retrieve:
         reasons = list(unusable)
         for source in sources:
             why = self._retrieve_from(source, document.dataset, model)
-            if why is None or self.cancelled or self.total is not None or self.completed or self.failed:
+            if why is None or self.cancelled:
+                break
+            if self.total is not None or self.completed or self.failed:
+                self.broken_off = f"{source.name}: {why}"  # it failed part-way: no other source takes over
                 break
             reasons.append(f"{source.name}: {why}")
         else:
@@ -321,6 +325,8 @@ class _Retrieve:
             self.failed_uids.extend(uid for uid in final.failed_uids if uid not in self.failed_uids)
             error = None if final.status in (0, 0xFE00, 0xB000) or final.status >> 12 == 0xB else \
                 f"status 0x{final.status:04X}" + (f" {final.comment}" if final.comment else "")
+            if final.status == RetrieveStatus.MOVE_DESTINATION_UNKNOWN and retrieval.how == "c-move":
+                error += f" (it does not know {retrieval.move_destination}: declare the router there)"
             self.answers.append(DestinationAnswer(source.name, final.status, self.completed, error, seconds))
             if error is not None and not (self.completed or self.failed):
                 return error
@@ -392,17 +398,19 @@ class _Retrieve:
         self._respond(RetrieveStatus.PENDING, remaining=remaining)
 
     def _final(self) -> None:
-        failed = self.failed + self.source_failed
         if self.cancelled:
-            remaining = max((self.total or 0) - self.completed - failed - self.warning, 0)
+            remaining = max((self.total or 0) - self.completed - self.failed - self.source_failed - self.warning, 0)
             self._finish(RequestOutcome.CANCELLED, RetrieveStatus.CANCEL, None)
             self._respond(RetrieveStatus.CANCEL, remaining=remaining, failed_uids=True)
             return
-        if failed or self.warning:
+        if self.broken_off is not None and self.total is not None:
+            # what the source announced and never sent failed too
+            self.source_failed += max(self.total - self.completed - self.failed - self.source_failed - self.warning, 0)
+        failed = self.failed + self.source_failed
+        if failed or self.warning or self.broken_off:
             comment = f"{failed} of {self.completed + failed + self.warning} sub-operations failed"
-            failures = [a for a in self.answers if a.error]
-            if failures:
-                comment += "; " + "; ".join(f"{a.destination}: {a.error}" for a in failures)
+            if self.broken_off:
+                comment += f"; {self.broken_off}"
             self._finish(RequestOutcome.PARTIAL, RetrieveStatus.SUBOPERATIONS_FAILED, comment)
             self._respond(RetrieveStatus.SUBOPERATIONS_FAILED, failed_uids=True, comment=comment)
             return
