@@ -5,8 +5,9 @@ last. Whatever the destination does (unreachable, rejecting, aborting, silent, a
 status) ends in that FindResult, with the reason in full and in a few words; nothing is
 raised for it. The caller is never held beyond `timeout` seconds, counted from the call, by
 `clock`: pynetdicom talks to the peer on a thread of its own, and the caller waits for
-what it hands over in short slices, so that a silent peer, a full network buffer or a
-connection that never completes cannot hold it. Setting `cancel` sends a C-CANCEL and ends
+what it hands over in short slices (woken at once by each answer), so that a silent peer, a
+full network buffer or a connection that never completes cannot hold it. What the peer said
+in time is taken even by a caller that comes back late. Setting `cancel` sends a C-CANCEL and ends
 the query once the peer answers it, or after CANCEL_GRACE_SECONDS when it does not.
 """
 
@@ -233,14 +234,21 @@ def find(destination: DicomDestination, identifier: Dataset, model: str, timeout
                     yield result(cancelled=True)
                     return
                 cancel_by = min(now + CANCEL_GRACE_SECONDS, deadline)
-            if now >= (cancel_by if cancel_by is not None else deadline):
-                conversation.stop()
-                yield result(cancelled=True) if cancel_by is not None else _timed_out(conversation, timeout, matches)
-                return
+            until = cancel_by if cancel_by is not None else deadline
             try:
-                event = conversation.events.get(timeout=POLL_SECONDS)
+                # What the peer already said is taken even past the deadline: a caller slow to
+                # come back (its own requester reading slowly) does not make a timely peer late.
+                event = conversation.events.get_nowait()
             except queue.Empty:
-                continue
+                if now >= until:
+                    conversation.stop()
+                    yield result(cancelled=True) if cancel_by is not None else \
+                        _timed_out(conversation, timeout, matches)
+                    return
+                try:  # woken at once by the next event; the slice is how often cancel and clock are read
+                    event = conversation.events.get(timeout=min(POLL_SECONDS, until - now))
+                except queue.Empty:
+                    continue
             if event[0] == "match":
                 if cancel_by is None:  # what comes after a cancel is not wanted
                     matches += 1

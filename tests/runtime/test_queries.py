@@ -141,6 +141,20 @@ def test_the_timeout_is_counted_by_the_clock_given(find_peer):
     assert result.value.matches == 1
 
 
+def test_answers_that_came_in_time_are_taken_even_when_the_caller_comes_back_late(find_peer):
+    """A caller held elsewhere past the timeout (its own requester reading slowly) still gets
+    what the peer said in time: the peer is not reported late for it."""
+    peer = find_peer(matches=[study("1.2.3"), study("1.2.4")])
+    clock = StoppedClock()
+    responses = find(peer.destination(), study_query(), "study", 30, clock=clock)
+    assert next(responses).StudyInstanceUID == "1.2.3"
+    wait_until(lambda: "released" in peer.endings, what="the peer's final status")
+    clock.advance(60)
+    matches, result = split(responses)
+    assert [m.StudyInstanceUID for m in matches] == ["1.2.4"]
+    assert result.ok and result.status == 0x0000 and result.matches == 2
+
+
 class Next:
     """next(iterator) on a thread of its own, once the iterator is seen waiting (reading the clock)."""
 
@@ -356,3 +370,24 @@ def test_cancel_reaches_every_destination(find_peer):
     summary = next(responses)
     assert summary.cancelled and summary.status == 0xFE00
     assert one.cancelled.is_set() and two.cancelled.is_set()
+
+
+def test_cancel_reaches_a_single_destination_asked_from_the_callers_thread(find_peer):
+    peer = find_peer(matches=[study("1.1")], hold=True)
+    cancel = threading.Event()
+    responses = forward_find([peer.destination("ONE")], study_query(), "study", 30, cancel=cancel)
+    assert next(responses).StudyInstanceUID == "1.1"
+    cancel.set()
+    summary = next(responses)
+    assert summary.cancelled and summary.status == 0xFE00 and summary.answered == {}
+    assert peer.cancelled.is_set()
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_caller_that_stops_a_forwarded_find_early_cancels_every_destination(find_peer, count):
+    peers = [find_peer(matches=[study(f"1.{n}")], hold=True) for n in range(count)]
+    responses = forward_find([p.destination(f"D{n}") for n, p in enumerate(peers)], study_query(), "study", 30)
+    next(responses)
+    assert all(_asked(p) for p in peers)
+    responses.close()
+    assert all(p.cancelled.wait(5) for p in peers)
