@@ -1,11 +1,10 @@
 """One C-FIND forwarded to several destinations at once, their answers merged.
 
-`forward_find()` asks every destination in parallel (each a `queries.find`: a single one from
-the caller's thread, several a thread each),
-yields each distinct match as soon as any destination returns it (the first destination's
-answers never wait for the slowest), and ends with a ForwardedFindSummary: what each
-destination answered, which failed and why, the final status to answer with and its Error
-Comment.
+`forward_find()` asks every destination in parallel (each a `queries.find`: a single one
+from the caller's thread, several a thread each), yields each distinct match as soon as any
+destination returns it (the first destination's answers never wait for the slowest), and
+ends with a ForwardedFindSummary: what each destination answered, which failed and why, the
+final status to answer with and its Error Comment.
 
 Matches are told apart by the unique key of the level asked (PS3.4 C.3): PatientID at
 PATIENT, StudyInstanceUID at STUDY, SeriesInstanceUID at SERIES, SOPInstanceUID at IMAGE.

@@ -32,7 +32,7 @@ from pynetdicom.sop_class import (ModalityWorklistInformationFind, PatientRootQu
 from pynetdicom.status import STATUS_CANCEL, STATUS_PENDING, STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 from ..config import DicomDestination, Timeouts
-from .associations import (NO_CONTEXT, REJECT_REASONS, AssociationFailed, _close_connection, client_ae, request,
+from .associations import (NO_CONTEXT, REJECT_REASONS, AssociationFailed, client_ae, close_connection, request,
                            unanswered)
 from .pynetdicom_setup import tune_connection
 
@@ -163,7 +163,7 @@ class _Conversation(threading.Thread):
         finally:
             if assoc.is_established:
                 assoc.release()
-            _close_connection(assoc)
+            close_connection(assoc)
 
     def _query(self, assoc, watch) -> None:
         with self.lock:
@@ -206,7 +206,7 @@ def _abort(assoc) -> None:
         assoc.abort()
     except Exception:  # noqa: BLE001 - an association already gone
         pass
-    _close_connection(assoc)
+    close_connection(assoc)
 
 
 def find(destination: DicomDestination, identifier: Dataset, model: str, timeout: float,

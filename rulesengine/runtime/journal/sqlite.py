@@ -1,11 +1,11 @@
 """The journal in SQLite: WAL mode, one file under the storage folder.
 
 Several threads (and both router processes) use it at once, each through its own
-connection (a thread that ends leaves it to the next). Commits use synchronous=NORMAL: committed is durable against a crash of the
-router (SIGKILL included); a power cut may lose the last commits. That never loses an
-instance: the received file is fsynced before its entry is committed and its name
-carries its arrival, so a start journals any spool file without an entry again; a lost
-"delivered" means a duplicate delivery, never a loss.
+connection (a thread that ends leaves it to the next). Commits use synchronous=NORMAL:
+committed is durable against a crash of the router (SIGKILL included); a power cut may lose
+the last commits. That never loses an instance: the received file is fsynced before its
+entry is committed and its name carries its arrival, so a start journals any spool file
+without an entry again; a lost "delivered" means a duplicate delivery, never a loss.
 """
 
 from __future__ import annotations
