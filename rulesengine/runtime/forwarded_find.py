@@ -220,7 +220,9 @@ def forward_find(destinations: Sequence[DicomDestination], identifier: Dataset, 
             for match in held:
                 yield match
             summary = ForwardedFindSummary(summary.results, len(held), duplicates, partial_results, summary.cancelled)
-        (log.warning if summary.failed else log.info)("%s", summary.log_line)
+        # The listener logs each request in a line of its own: this one adds each destination's
+        # full reason when one failed, and is otherwise for `-v`.
+        (log.warning if summary.failed else log.debug)("%s", summary.log_line)
         yield summary
     finally:
         stop.set()  # a caller that stopped iterating: the destinations still asked are cancelled

@@ -4,6 +4,7 @@ test chooses, a socket that accepts and never answers, a port where nothing list
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -391,3 +392,15 @@ def test_a_caller_that_stops_a_forwarded_find_early_cancels_every_destination(fi
     assert all(_asked(p) for p in peers)
     responses.close()
     assert all(p.cancelled.wait(5) for p in peers)
+
+
+def test_the_summary_line_is_debug_when_every_destination_answered_and_a_warning_when_one_failed(find_peer, caplog):
+    """The listener logs each request in its own line: the summary only adds the full reasons."""
+    up = find_peer(matches=[study("1.1")])
+    down = DicomDestination("DOWN", "DOWN", "127.0.0.1", free_port(), timeouts=QUICK)
+    with caplog.at_level(logging.DEBUG, logger="rulesengine.queries"):
+        list(forward_find([up.destination("UP")], study_query(), "study", 10))
+        list(forward_find([up.destination("UP"), down], study_query(), "study", 10))
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.getMessage().startswith("C-FIND at ")]
+    assert [level for level, _ in lines] == [logging.DEBUG, logging.WARNING]
+    assert "partial, failed: DOWN: association with DOWN@" in lines[1][1]
