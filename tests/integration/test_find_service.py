@@ -2,7 +2,8 @@
 destination filtered by the caller, the same kind of query forwarded to DCMTK's wlmscpfs, a
 study query forwarded to Orthanc with the patient ID prefix taken off and put back, a query
 a rule rejects, an `on response` edit that fails, a PACS that is down (alone, and beside one
-that answers), and a listener whose services leave C-FIND out. Each request is then read back with `dicom-rules requests`."""
+that answers), and a listener whose services leave C-FIND out. Each request is then read back
+with `dicom-rules requests`."""
 
 from __future__ import annotations
 
