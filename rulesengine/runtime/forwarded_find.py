@@ -78,17 +78,27 @@ def value_at(dataset: Dataset, path: Path) -> str | None:
 
 
 def with_return_keys(identifier: Dataset, paths: Sequence[Path]) -> tuple[Dataset, list[Path]]:
-    """A copy of the identifier that asks for every path, and the paths of what was added
-    (an element, or a whole sequence), to be taken out of the answers again. A sequence asked
+    """The identifier asking for every path, and the paths of what was added (an element, or a
+    whole sequence), to be taken out of the answers again. What is added goes into a copy (the
+    caller's is kept); an identifier that asks for them all is used as it is. A sequence asked
     empty already returns everything it holds: nothing is added into it."""
+    if not _return_keys(identifier, paths, add=False):
+        return identifier, []
     identifier = copy.deepcopy(identifier)
-    added: list[Path] = []
+    return identifier, _return_keys(identifier, paths, add=True)
+
+
+def _return_keys(identifier: Dataset, paths: Sequence[Path], add: bool) -> list[Path]:
+    """The paths missing from the identifier (the first missing step of each), added if `add`."""
+    missing: list[Path] = []
     for path in paths:
         dataset = identifier
         for depth, keyword in enumerate(path):
             if keyword not in dataset:
+                missing.append(path[:depth + 1])
+                if not add:
+                    break
                 setattr(dataset, keyword, [Dataset()] if depth < len(path) - 1 else "")
-                added.append(path[:depth + 1])
                 if depth < len(path) - 1:
                     dataset = dataset[keyword].value[0]
                     continue
@@ -98,7 +108,7 @@ def with_return_keys(identifier: Dataset, paths: Sequence[Path]) -> tuple[Datase
                 if not items:
                     break
                 dataset = items[0]
-    return identifier, added
+    return missing
 
 
 def without(dataset: Dataset, paths: Sequence[Path]) -> Dataset:

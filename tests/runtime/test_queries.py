@@ -262,6 +262,14 @@ def test_a_missing_unique_key_is_asked_for_and_taken_out_of_the_answers_again():
     assert stripped.ScheduledProcedureStepSequence[0].Modality == "CT"
 
 
+def test_an_identifier_asking_for_its_unique_key_is_used_as_it_is():
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = ""
+    asked, added = with_return_keys(query, unique_key_paths(query, "study"))
+    assert asked is query and added == []
+
+
 def test_a_sequence_asked_empty_gets_nothing_added_into_it():
     query = Dataset()
     query.ScheduledProcedureStepSequence = []
