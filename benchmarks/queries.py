@@ -255,7 +255,8 @@ def report(rows: list[Row], uploaded: int, runs: int) -> None:
         added = row.router_ms - row.direct_ms
         cpu = f"{row.router_cpu_ms:.1f}" if row.router_cpu_ms is not None else "-"
         (d1, d3), (r1, r3) = row.direct_quartiles, row.router_quartiles
-        print(f"  {row.matches:>7}  {row.direct_ms:>7.1f} [{d1:5.1f}-{d3:5.1f}]  {row.router_ms:>7.1f} [{r1:5.1f}-{r3:5.1f}]  "
+        print(f"  {row.matches:>7}  {row.direct_ms:>7.1f} [{d1:5.1f}-{d3:5.1f}]  "
+              f"{row.router_ms:>7.1f} [{r1:5.1f}-{r3:5.1f}]  "
               f"{added:>+8.1f} ms ({row.router_ms / row.direct_ms - 1:+.0%})  {cpu:>13}")
     print("  C-MOVE round trip: not measured: C-MOVE not implemented yet")
     print()
