@@ -232,7 +232,10 @@ def forward_find(destinations: Sequence[DicomDestination], identifier: Dataset, 
             summary = ForwardedFindSummary(summary.results, len(held), duplicates, partial_results, summary.cancelled)
         # The listener logs each request in a line of its own: this one adds each destination's
         # full reason when one failed, and is otherwise for `-v`.
-        (log.warning if summary.failed else log.debug)("%s", summary.log_line)
+        if summary.failed:
+            log.warning("%s", summary.log_line)
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("%s", summary.log_line)
         yield summary
     finally:
         stop.set()  # a caller that stopped iterating: the destinations still asked are cancelled
