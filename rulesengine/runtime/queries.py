@@ -7,8 +7,8 @@ raised for it. The caller is never held beyond `timeout` seconds, counted from t
 `clock`: pynetdicom talks to the peer on a thread of its own, and the caller waits for
 what it hands over in short slices (woken at once by each answer), so that a silent peer, a
 full network buffer or a connection that never completes cannot hold it. What the peer said
-in time is taken even by a caller that comes back late. Setting `cancel` sends a C-CANCEL and ends
-the query once the peer answers it, or after CANCEL_GRACE_SECONDS when it does not.
+in time is taken even by a caller that comes back late. Setting `cancel` sends a C-CANCEL and
+ends the query once the peer answers it, or after CANCEL_GRACE_SECONDS when it does not.
 """
 
 from __future__ import annotations
@@ -219,6 +219,7 @@ def find(destination: DicomDestination, identifier: Dataset, model: str, timeout
     conversation = _Conversation(bounded(destination, timeout), identifier, sop_class)
     deadline = clock() + timeout
     cancel_by: float | None = None  # once cancelled: when to stop waiting for the peer's 0xFE00
+    late: int | None = None  # past the deadline (or the grace): how many answers received in time are left
     matches = 0
     answered = False
 
@@ -235,16 +236,20 @@ def find(destination: DicomDestination, identifier: Dataset, model: str, timeout
                     return
                 cancel_by = min(now + CANCEL_GRACE_SECONDS, deadline)
             until = cancel_by if cancel_by is not None else deadline
-            try:
-                # What the peer already said is taken even past the deadline: a caller slow to
-                # come back (its own requester reading slowly) does not make a timely peer late.
-                event = conversation.events.get_nowait()
-            except queue.Empty:
-                if now >= until:
+            if now >= until and late is None:
+                # What the peer had said by then is still taken: a caller slow to come back (its
+                # own requester reading slowly) does not make a timely peer late. What it says
+                # after is not: a peer that never stops cannot hold the caller.
+                late = conversation.events.qsize()
+            if late is not None:
+                if not late:
                     conversation.stop()
                     yield result(cancelled=True) if cancel_by is not None else \
                         _timed_out(conversation, timeout, matches)
                     return
+                late -= 1
+                event = conversation.events.get_nowait()  # there: only this loop takes from the queue
+            else:
                 try:  # woken at once by the next event; the slice is how often cancel and clock are read
                     event = conversation.events.get(timeout=min(POLL_SECONDS, until - now))
                 except queue.Empty:

@@ -156,6 +156,22 @@ def test_answers_that_came_in_time_are_taken_even_when_the_caller_comes_back_lat
     assert result.ok and result.status == 0x0000 and result.matches == 2
 
 
+def test_a_peer_that_never_stops_answering_holds_the_caller_no_longer_than_what_it_sent_in_time(find_peer):
+    peer = find_peer(matches=[study("1.2.3")], endless=True)
+    clock = StoppedClock()
+    responses = find(peer.destination(), study_query(), "study", 30, clock=clock)
+    next(responses)
+    clock.advance(60)
+    started = time.monotonic()
+    for item in responses:
+        if isinstance(item, FindResult):
+            break
+        assert time.monotonic() - started < 10, "held past the deadline by a peer that never stops"
+        time.sleep(0.05)  # a caller slower than the peer: what it sends piles up
+    assert item.failure.startswith("PEER gave no final status within 30 s (")
+    assert peer.aborted.wait(10)
+
+
 class Next:
     """next(iterator) on a thread of its own, once the iterator is seen waiting (reading the clock)."""
 
