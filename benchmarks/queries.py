@@ -58,6 +58,9 @@ class Row:
     matches: int
     direct_ms: float
     router_ms: float
+    direct_quartiles: tuple[float, float] = (0.0, 0.0)  # the spread: first and third quartiles, ms
+    router_quartiles: tuple[float, float] = (0.0, 0.0)
+    router_cpu_ms: float | None = None  # the router process's CPU time per routed round trip
 
     @property
     def passed(self) -> bool:
@@ -176,17 +179,40 @@ def round_trip(ae: AE, port: int, called: str, query: Dataset) -> tuple[float, i
     return seconds, matches
 
 
-def measure(ae: AE, direct_port: int, router_port: int, patient: str, expected: int, runs: int) -> Row:
+def cpu_seconds(pid: int) -> float | None:
+    """User and system CPU time of a process so far (Linux's /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(ae: AE, direct_port: int, router_port: int, patient: str, expected: int, runs: int,
+            router_pid: int | None = None) -> Row:
     query = study_query(patient)
     times: dict[str, list[float]] = {"direct": [], "router": []}
+    cpu_before = None
     for run in range(WARM_UP + runs):
+        if run == WARM_UP and router_pid is not None:
+            cpu_before = cpu_seconds(router_pid)
         for path, port, called in (("direct", direct_port, "ORTHANC"), ("router", router_port, "ROUTER")):
             seconds, matches = round_trip(ae, port, called, query)
             if matches != expected:
                 raise RuntimeError(f"{path}: {matches} matches for {patient}, expected {expected}")
             if run >= WARM_UP:
-                times[path].append(seconds)
-    return Row(expected, statistics.median(times["direct"]) * 1000, statistics.median(times["router"]) * 1000)
+                times[path].append(seconds * 1000)
+    cpu_after = cpu_seconds(router_pid) if router_pid is not None else None
+    cpu_ms = (cpu_after - cpu_before) * 1000 / runs if cpu_before is not None and cpu_after is not None else None
+    return Row(expected, statistics.median(times["direct"]), statistics.median(times["router"]),
+               _quartiles(times["direct"]), _quartiles(times["router"]), cpu_ms)
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    first, _, third = statistics.quantiles(values, n=4)
+    return first, third
 
 
 # ---- the report --------------------------------------------------------------------------------------
@@ -208,7 +234,7 @@ def run(runs: int = RUNS) -> int:
             processes.append(router)
             ae = AE(ae_title="BENCH")
             ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-            rows = [measure(ae, orthanc_port, router_port, patient, matches, runs)
+            rows = [measure(ae, orthanc_port, router_port, patient, matches, runs, router.pid)
                     for patient, matches in (("FEW", MATCHES_FEW), ("MANY", MATCHES_MANY))]
         report(rows, uploaded, runs)
     finally:
@@ -222,11 +248,16 @@ def report(rows: list[Row], uploaded: int, runs: int) -> None:
     print()
     print(f"Query round trip: pynetdicom client in-process, STUDY-level Study Root C-FIND by Patient ID "
           f"(association + query + all responses + release), median of {runs}; Orthanc holds {uploaded} instances")
-    print(f"  {'matches':>7}  {'direct to Orthanc ms':>20}  {'through the router ms':>21}  {'router added':>14}")
+    print("  (quartiles in brackets: the spread; router CPU: the router process's CPU time per round trip)")
+    print(f"  {'matches':>7}  {'direct to Orthanc ms':>22}  {'through the router ms':>22}  {'router added':>17}  "
+          f"{'router CPU ms':>13}")
     for row in rows:
         added = row.router_ms - row.direct_ms
-        print(f"  {row.matches:>7}  {row.direct_ms:>20.1f}  {row.router_ms:>21.1f}  "
-              f"{added:>+10.1f} ms ({row.router_ms / row.direct_ms - 1:+.0%})")
+        cpu = f"{row.router_cpu_ms:.1f}" if row.router_cpu_ms is not None else "-"
+        (d1, d3), (r1, r3) = row.direct_quartiles, row.router_quartiles
+        print(f"  {row.matches:>7}  {row.direct_ms:>7.1f} [{d1:5.1f}-{d3:5.1f}]  "
+              f"{row.router_ms:>7.1f} [{r1:5.1f}-{r3:5.1f}]  "
+              f"{added:>+8.1f} ms ({row.router_ms / row.direct_ms - 1:+.0%})  {cpu:>13}")
     print("  C-MOVE round trip: not measured: C-MOVE not implemented yet")
     print()
     print("Targets:")

@@ -112,6 +112,20 @@ def test_route_back_to_the_sender_is_flagged_unless_excluded_or_explicit():
     assert not [d for d in findings(explicit, destinations) if d.code == "loop"]
 
 
+@pytest.mark.parametrize("messages, words", [
+    ("", "a document back to its sender: PACS is AE title PACS_AE, and documents from PACS_AE"),
+    ("on C-FIND ", "a query back to its sender: PACS is AE title PACS_AE, and queries from PACS_AE"),
+    ("on C-MOVE, C-GET ", "a retrieval back to its sender: PACS is AE title PACS_AE, and retrievals from PACS_AE"),
+    ("on C-FIND, C-MOVE ", "a request back to its sender: PACS is AE title PACS_AE, and requests from PACS_AE"),
+    ("on C-STORE, N-SET ", "a document or request back to its sender: PACS is AE title PACS_AE, and documents or "
+                           "requests from PACS_AE"),
+])
+def test_the_loop_warning_names_what_the_rule_routes(messages, words):
+    destinations = {"PACS": {"ae_title": "PACS_AE"}}
+    (loop,) = [d for d in findings(f'rule "a" {messages}{{ then route to PACS }}', destinations) if d.code == "loop"]
+    assert loop.message == f"this route can send {words} also match; the router will not send them back"
+
+
 def test_imports_tables_and_their_errors(run_in):
     write(run_in / "lib.rules", 'block clean {\n  delete DataSet.PatientBirthDate\n}\n')
     write(run_in / "sites.csv", "aet,site\nCT1,A\nCT1,B\n")

@@ -254,6 +254,22 @@ def _excludes_sender(atoms: list, ae_title: str) -> bool:
     return False
 
 
+# What a rule handling each message routes, one and several, for the loop warning's words.
+_ROUTED = {n.STORE: ("document", "documents"), "C-FIND": ("query", "queries"), "C-MOVE": ("retrieval", "retrievals"),
+           "C-GET": ("retrieval", "retrievals")}
+
+
+def _routed(rule: n.Rule) -> tuple[str, str]:
+    """What the rule routes, in words: one kind of message by its own name; several by one
+    name when they share it, else "request" (or "document or request" with C-STORE)."""
+    words = {_ROUTED.get(message, ("request", "requests")) for message in rule.handles}
+    if len(words) == 1:
+        return words.pop()
+    if n.STORE in rule.handles:
+        return "document or request", "documents or requests"
+    return "request", "requests"
+
+
 def _loops(rules: list[n.Rule], analysis: Analysis) -> None:
     known = analysis.destinations
     if not known:
@@ -267,9 +283,10 @@ def _loops(rules: list[n.Rule], analysis: Analysis) -> None:
                 info = known.get(name.value)
                 if info is None or not info.ae_title or _excludes_sender(atoms, info.ae_title):
                     continue
+                one, several = _routed(rule)
                 analysis._warn(
-                    "loop", f"this route can send a document back to its sender: {name.value} is AE title "
-                    f"{info.ae_title}, and documents from {info.ae_title} also match; the router will not send "
+                    "loop", f"this route can send a {one} back to its sender: {name.value} is AE title "
+                    f"{info.ae_title}, and {several} from {info.ae_title} also match; the router will not send "
                     "them back", name.span,
                     f"write `route back to {name.value}` to send them back, or add "
                     f"Association.CallingAET != \"{info.ae_title}\" to the condition")

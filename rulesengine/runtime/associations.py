@@ -135,11 +135,11 @@ def request(ae, destination: DicomDestination, contexts, handlers=(), ext_neg=()
     if assoc.is_established:
         return assoc, watch
     text, kind = _why_not(assoc, watch, destination, time.monotonic() - started)
-    _close_connection(assoc)
+    close_connection(assoc)
     raise AssociationFailed(_failed(destination, text), kind)
 
 
-def _close_connection(assoc) -> None:
+def close_connection(assoc) -> None:
     """A request that failed may leave its connection open (pynetdicom's association thread died,
     or gave up waiting): a peer that serves one connection at a time would wait on it."""
     transport = getattr(getattr(assoc, "dul", None), "socket", None)

@@ -13,7 +13,8 @@ The final status: Success; 0xB000 (a warning: partial results) when some destina
 failed and the others answered, with the failed ones in Error Comment; 0xC000 with the
 reason when every destination failed; 0xFE00 after the requester's C-CANCEL. An identifier
 that cannot be decoded, or that names no level its SOP class knows, is answered 0xA900.
-Every request is recorded in the journal (`dicom-rules requests`) and logged in one line.
+Every request is recorded in the journal (`dicom-rules requests`) as it arrives, and how it
+ended is journaled and logged in one line once its final status is on its way.
 The handler never raises: a bug is answered 0xC000 "internal error" and logged.
 """
 
@@ -133,6 +134,10 @@ class FindService:
             log.exception("listener %s: C-FIND from %s: internal error", listener.name, query.calling)
             query.finish(RequestOutcome.FAILED, QueryStatus.UNABLE_TO_PROCESS, "internal error of the router")
             yield error_status(QueryStatus.UNABLE_TO_PROCESS, "internal error of the router, see its log"), None
+        finally:
+            # pynetdicom sends the final status, then closes this generator: the requester has
+            # its answer without waiting for the journal and the log.
+            query.write_ending()
 
 
 class _Query:
@@ -144,6 +149,7 @@ class _Query:
         self.event = event
         self.request_id: int | None = None
         self.finished = False
+        self.ending: tuple | None = None  # (outcome, status, reason, note, seconds) until written
         self.started = service.clock()
         self.matches = 0
         self.answers: tuple[DestinationAnswer, ...] = ()
@@ -309,17 +315,24 @@ class _Query:
         return error_status(status, reason), None
 
     def finish(self, outcome: RequestOutcome, status: int, reason: str | None, note: str | None = None) -> None:
-        """Journal and log how the request ended, once."""
+        """How the request ended, once; written by write_ending, once the final status is on its way."""
         if self.finished:
             return
         self.finished = True
+        self.ending = (outcome, status, reason, note, self.service.clock() - self.started)
+
+    def write_ending(self) -> None:
+        """Log and journal how the request ended."""
+        if self.ending is None:
+            return
+        (outcome, status, reason, note, seconds), self.ending = self.ending, None
         destinations = ", ".join(f"{a.destination} {a.matches if a.error is None else 'failed'}"
                                  for a in self.answers)
         line = (f"listener {self.listener.name}: C-FIND from {self.calling} "
                 f"({MODEL_OF_SOP_CLASS.get(self.sop_class, self.sop_class)}): {outcome}, status 0x{int(status):04X}, "
                 f"{self.matches} match{'es' * (self.matches != 1)}"
                 + (f" ({destinations})" if destinations else "") + (f", {note}" if note else "")
-                + f" in {self.service.clock() - self.started:.3f} s" + (f": {reason}" if reason else ""))
+                + f" in {seconds:.3f} s" + (f": {reason}" if reason else ""))
         failure = outcome in (RequestOutcome.FAILED, RequestOutcome.PARTIAL, RequestOutcome.REJECTED)
         (log.warning if failure else log.info)("%s", line)
         if self.request_id is None:

@@ -1,10 +1,10 @@
 """One C-FIND forwarded to several destinations at once, their answers merged.
 
-`forward_find()` asks every destination in parallel (a thread each, each a `queries.find`),
-yields each distinct match as soon as any destination returns it (the first destination's
-answers never wait for the slowest), and ends with a ForwardedFindSummary: what each
-destination answered, which failed and why, the final status to answer with and its Error
-Comment.
+`forward_find()` asks every destination in parallel (each a `queries.find`: a single one
+from the caller's thread, several a thread each), yields each distinct match as soon as any
+destination returns it (the first destination's answers never wait for the slowest), and
+ends with a ForwardedFindSummary: what each destination answered, which failed and why, the
+final status to answer with and its Error Comment.
 
 Matches are told apart by the unique key of the level asked (PS3.4 C.3): PatientID at
 PATIENT, StudyInstanceUID at STUDY, SeriesInstanceUID at SERIES, SOPInstanceUID at IMAGE.
@@ -24,6 +24,8 @@ answered; the first failure stops the others and the result is FAILED, with no m
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import copy
 import logging
 import queue
@@ -76,17 +78,27 @@ def value_at(dataset: Dataset, path: Path) -> str | None:
 
 
 def with_return_keys(identifier: Dataset, paths: Sequence[Path]) -> tuple[Dataset, list[Path]]:
-    """A copy of the identifier that asks for every path, and the paths of what was added
-    (an element, or a whole sequence), to be taken out of the answers again. A sequence asked
+    """The identifier asking for every path, and the paths of what was added (an element, or a
+    whole sequence), to be taken out of the answers again. What is added goes into a copy (the
+    caller's is kept); an identifier that asks for them all is used as it is. A sequence asked
     empty already returns everything it holds: nothing is added into it."""
+    if not _return_keys(identifier, paths, add=False):
+        return identifier, []
     identifier = copy.deepcopy(identifier)
-    added: list[Path] = []
+    return identifier, _return_keys(identifier, paths, add=True)
+
+
+def _return_keys(identifier: Dataset, paths: Sequence[Path], add: bool) -> list[Path]:
+    """The paths missing from the identifier (the first missing step of each), added if `add`."""
+    missing: list[Path] = []
     for path in paths:
         dataset = identifier
         for depth, keyword in enumerate(path):
             if keyword not in dataset:
+                missing.append(path[:depth + 1])
+                if not add:
+                    break
                 setattr(dataset, keyword, [Dataset()] if depth < len(path) - 1 else "")
-                added.append(path[:depth + 1])
                 if depth < len(path) - 1:
                     dataset = dataset[keyword].value[0]
                     continue
@@ -96,7 +108,7 @@ def with_return_keys(identifier: Dataset, paths: Sequence[Path]) -> tuple[Datase
                 if not items:
                     break
                 dataset = items[0]
-    return identifier, added
+    return missing
 
 
 def without(dataset: Dataset, paths: Sequence[Path]) -> Dataset:
@@ -186,22 +198,14 @@ def forward_find(destinations: Sequence[DicomDestination], identifier: Dataset, 
     keys = unique_key_paths(identifier, model)
     asked, added = with_return_keys(identifier, keys)
     stop = threading.Event()  # the caller's cancel, a failure without partial results, or the caller gone
-    answers: queue.Queue = queue.Queue()
-    for destination in destinations:
-        threading.Thread(target=_ask, args=(destination, asked, model, timeout, stop, clock, answers),
-                         name=f"forward-{destination.name}", daemon=True).start()
     results: dict[str, FindResult] = {}
     seen: set[tuple] = set()
     held: list[Dataset] = []
     returned = duplicates = 0
+    answers = _answers(destinations, asked, model, timeout, stop, cancel, clock)
+    every_answer = False
     try:
-        while len(results) < len(destinations):
-            if cancel is not None and cancel.is_set():
-                stop.set()
-            try:
-                name, item = answers.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                continue
+        for name, item in answers:
             if isinstance(item, FindResult):
                 results[name] = item
                 if not item.ok and not partial_results:
@@ -219,27 +223,78 @@ def forward_find(destinations: Sequence[DicomDestination], identifier: Dataset, 
                 yield match
             else:
                 held.append(match)
+        every_answer = True
         summary = ForwardedFindSummary(tuple(results[d.name] for d in destinations), returned, duplicates,
                                        partial_results, cancelled=cancel is not None and cancel.is_set())
         if not partial_results and not summary.failed:
             for match in held:
                 yield match
             summary = ForwardedFindSummary(summary.results, len(held), duplicates, partial_results, summary.cancelled)
-        (log.warning if summary.failed else log.info)("%s", summary.log_line)
+        # The listener logs each request in a line of its own: this one adds each destination's
+        # full reason when one failed, and is otherwise for `-v`.
+        if summary.failed:
+            log.warning("%s", summary.log_line)
+        elif log.isEnabledFor(logging.DEBUG):
+            log.debug("%s", summary.log_line)
         yield summary
     finally:
         stop.set()  # a caller that stopped iterating: the destinations still asked are cancelled
+        if not every_answer:  # their C-CANCEL and its answer, on a thread of their own
+            threading.Thread(target=collections.deque, args=(answers, 0), name="forward-cancel", daemon=True).start()
+
+
+def _answers(destinations: Sequence[DicomDestination], identifier: Dataset, model: str, timeout: float,
+             stop: threading.Event, cancel, clock: Callable[[], float]) -> Iterator[tuple[str, Dataset | FindResult]]:
+    """(destination name, a match or its FindResult) as they come, until every destination has
+    its FindResult. One destination is asked from the caller's thread: each match is then one
+    thread hand-off (pynetdicom's to the caller) from the requester, not two."""
+    if len(destinations) == 1:
+        yield from _asked(destinations[0], identifier, model, timeout, _Either(stop, cancel), clock)
+        return
+    answers: queue.Queue = queue.Queue()
+    for destination in destinations:
+        threading.Thread(target=_ask, args=(destination, identifier, model, timeout, stop, clock, answers),
+                         name=f"forward-{destination.name}", daemon=True).start()
+    waiting = len(destinations)
+    while waiting:
+        if cancel is not None and cancel.is_set():
+            stop.set()
+        try:
+            answer = answers.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            continue
+        if isinstance(answer[1], FindResult):
+            waiting -= 1
+        yield answer
 
 
 def _ask(destination: DicomDestination, identifier: Dataset, model: str, timeout: float, stop: threading.Event,
          clock: Callable[[], float], answers: queue.Queue) -> None:
+    for answer in _asked(destination, identifier, model, timeout, stop, clock):
+        answers.put(answer)
+
+
+def _asked(destination: DicomDestination, identifier: Dataset, model: str, timeout: float, cancel,
+           clock: Callable[[], float]) -> Iterator[tuple[str, Dataset | FindResult]]:
     matches = 0
     try:
-        for item in find(destination, identifier, model, timeout, stop, clock):
-            if isinstance(item, Dataset):
-                matches += 1
-            answers.put((destination.name, item))
+        with contextlib.closing(find(destination, identifier, model, timeout, cancel, clock)) as found:
+            for item in found:
+                if isinstance(item, Dataset):
+                    matches += 1
+                yield destination.name, item
     except Exception as exc:  # noqa: BLE001 - a bug here is this destination's failure, never a wait without end
         log.exception("C-FIND at %s failed", destination.name)
-        answers.put((destination.name, FindResult(destination.name, matches, failure=f"internal error: {exc!r}",
-                                                  brief="internal error")))
+        yield destination.name, FindResult(destination.name, matches, failure=f"internal error: {exc!r}",
+                                           brief="internal error")
+
+
+class _Either:
+    """Set when either event is (the caller's `cancel` may be None, or any object with is_set)."""
+
+    def __init__(self, first: threading.Event, second) -> None:
+        self.first = first
+        self.second = second
+
+    def is_set(self) -> bool:
+        return self.first.is_set() or (self.second is not None and bool(self.second.is_set()))

@@ -26,6 +26,17 @@ def configure_pynetdicom() -> None:
     install_per_context_negotiation()  # listeners accept each presentation context in its own transfer syntax
     if logging.getLogger("pynetdicom").level == logging.NOTSET:  # else setup_logging chose it (-vv)
         show_pynetdicom_log(debug=False)
+    format_only_lines_shown()
+
+
+def format_only_lines_shown() -> None:
+    """pynetdicom formats a line for every PDU and DIMSE message, and every query's identifier
+    and each of its matches, whether its log shows them or not: CPU spent on every C-FIND
+    response. They are formatted only when its INFO lines are shown (`run -vv`)."""
+    shown = logging.getLogger("pynetdicom").isEnabledFor(logging.INFO)
+    pynetdicom_config.LOG_HANDLER_LEVEL = "standard" if shown else "none"
+    pynetdicom_config.LOG_REQUEST_IDENTIFIERS = shown
+    pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = shown
 
 
 def stream_data_sets_through_files() -> None:

@@ -5,9 +5,10 @@ last. Whatever the destination does (unreachable, rejecting, aborting, silent, a
 status) ends in that FindResult, with the reason in full and in a few words; nothing is
 raised for it. The caller is never held beyond `timeout` seconds, counted from the call, by
 `clock`: pynetdicom talks to the peer on a thread of its own, and the caller waits for
-what it hands over in short slices, so that a silent peer, a full network buffer or a
-connection that never completes cannot hold it. Setting `cancel` sends a C-CANCEL and ends
-the query once the peer answers it, or after CANCEL_GRACE_SECONDS when it does not.
+what it hands over in short slices (woken at once by each answer), so that a silent peer, a
+full network buffer or a connection that never completes cannot hold it. What the peer said
+in time is taken even by a caller that comes back late. Setting `cancel` sends a C-CANCEL and
+ends the query once the peer answers it, or after CANCEL_GRACE_SECONDS when it does not.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pynetdicom.sop_class import (ModalityWorklistInformationFind, PatientRootQu
 from pynetdicom.status import STATUS_CANCEL, STATUS_PENDING, STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 from ..config import DicomDestination, Timeouts
-from .associations import (NO_CONTEXT, REJECT_REASONS, AssociationFailed, _close_connection, client_ae, request,
+from .associations import (NO_CONTEXT, REJECT_REASONS, AssociationFailed, client_ae, close_connection, request,
                            unanswered)
 from .pynetdicom_setup import tune_connection
 
@@ -162,7 +163,7 @@ class _Conversation(threading.Thread):
         finally:
             if assoc.is_established:
                 assoc.release()
-            _close_connection(assoc)
+            close_connection(assoc)
 
     def _query(self, assoc, watch) -> None:
         with self.lock:
@@ -205,7 +206,7 @@ def _abort(assoc) -> None:
         assoc.abort()
     except Exception:  # noqa: BLE001 - an association already gone
         pass
-    _close_connection(assoc)
+    close_connection(assoc)
 
 
 def find(destination: DicomDestination, identifier: Dataset, model: str, timeout: float,
@@ -218,6 +219,7 @@ def find(destination: DicomDestination, identifier: Dataset, model: str, timeout
     conversation = _Conversation(bounded(destination, timeout), identifier, sop_class)
     deadline = clock() + timeout
     cancel_by: float | None = None  # once cancelled: when to stop waiting for the peer's 0xFE00
+    late: int | None = None  # past the deadline (or the grace): how many answers received in time are left
     matches = 0
     answered = False
 
@@ -233,14 +235,25 @@ def find(destination: DicomDestination, identifier: Dataset, model: str, timeout
                     yield result(cancelled=True)
                     return
                 cancel_by = min(now + CANCEL_GRACE_SECONDS, deadline)
-            if now >= (cancel_by if cancel_by is not None else deadline):
-                conversation.stop()
-                yield result(cancelled=True) if cancel_by is not None else _timed_out(conversation, timeout, matches)
-                return
-            try:
-                event = conversation.events.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                continue
+            until = cancel_by if cancel_by is not None else deadline
+            if now >= until and late is None:
+                # What the peer had said by then is still taken: a caller slow to come back (its
+                # own requester reading slowly) does not make a timely peer late. What it says
+                # after is not: a peer that never stops cannot hold the caller.
+                late = conversation.events.qsize()
+            if late is not None:
+                if not late:
+                    conversation.stop()
+                    yield result(cancelled=True) if cancel_by is not None else \
+                        _timed_out(conversation, timeout, matches)
+                    return
+                late -= 1
+                event = conversation.events.get_nowait()  # there: only this loop takes from the queue
+            else:
+                try:  # woken at once by the next event; the slice is how often cancel and clock are read
+                    event = conversation.events.get(timeout=min(POLL_SECONDS, until - now))
+                except queue.Empty:
+                    continue
             if event[0] == "match":
                 if cancel_by is None:  # what comes after a cancel is not wanted
                     matches += 1

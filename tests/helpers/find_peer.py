@@ -31,14 +31,16 @@ def study(uid: str, patient_id: str = "P1", **values) -> Dataset:
 
 
 class FindPeer:
-    """Answers every C-FIND with `matches`, then `final` (a status code). With `hold`, it
-    waits after the matches: a C-CANCEL then ends the query with 0xFE00 unless
-    `ignore_cancel`; the end of the test ends it too. With `silent`, it sends nothing at all
-    after the C-FIND request."""
+    """Answers every C-FIND with `matches`, then `final` (a status code). With `endless`, the
+    last match comes again without end. With `hold`, it waits after the matches: a C-CANCEL
+    then ends the query with 0xFE00 unless `ignore_cancel`; the end of the test ends it too.
+    With `silent`, it sends nothing at all after the C-FIND request."""
 
     def __init__(self, matches=(), final: int = 0x0000, hold: bool = False, silent: bool = False,
-                 ignore_cancel: bool = False, ae_title: str = "FINDSCP", comment: str | None = None):
+                 ignore_cancel: bool = False, ae_title: str = "FINDSCP", comment: str | None = None,
+                 endless: bool = False):
         self.matches = list(matches)
+        self.endless = endless  # after the matches, the last one again and again, until aborted
         self.final = final
         self.hold = hold
         self.silent = silent
@@ -66,6 +68,11 @@ class FindPeer:
             return
         for match in self.matches:
             yield 0xFF00, match
+        while self.endless and not self.released.is_set():
+            if event.assoc.acse.is_aborted():
+                self.aborted.set()
+                return
+            yield 0xFF00, self.matches[-1]
         while self.hold and not self.released.wait(0.02):
             if event.assoc.acse.is_aborted():
                 self.aborted.set()

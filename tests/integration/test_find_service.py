@@ -1,8 +1,9 @@
 """The router answering C-FIND through its rules, asked by DCMTK's findscu: a worklist folder
 destination filtered by the caller, the same kind of query forwarded to DCMTK's wlmscpfs, a
 study query forwarded to Orthanc with the patient ID prefix taken off and put back, a query
-a rule rejects, a PACS that is down (alone, and beside one that answers), and a listener
-whose services leave C-FIND out. Each request is then read back with `dicom-rules requests`."""
+a rule rejects, an `on response` edit that fails, a PACS that is down (alone, and beside one
+that answers), and a listener whose services leave C-FIND out. Each request is then read back
+with `dicom-rules requests`."""
 
 from __future__ import annotations
 
@@ -62,6 +63,16 @@ rule "the PACS that is down" on C-FIND {
 rule "both PACS" on C-FIND {
   when Association.CallingAET == "BOTH"
   then route to PACS, DOWN
+}
+
+rule "a response edit that fails" on C-FIND {
+  when Association.CallingAET == "BROKEN"
+  then {
+    route to PACS
+    on response {
+      set DataSet.StudyDate = DataSet.PatientID
+    }
+  }
 }
 
 rule "no queries from BAD" on C-FIND {
@@ -194,6 +205,21 @@ def test_a_rejected_query_is_a_failure_with_the_reason(site):
     request = last_request(site)
     assert request["result"]["outcome"] == "rejected" and request["result"]["status"] == 0xC124
     assert request["result"]["error"] == "callers named BAD may not query"
+
+
+def test_an_on_response_edit_that_fails_is_a_failure_with_the_reason(site):
+    """A patient ID is no date: the edit fails on the first match, which is not passed on."""
+    result = findscu(site, "BROKEN", "-S", "QueryRetrieveLevel=STUDY", "PatientID=123456", "StudyInstanceUID",
+                     "StudyDate")
+    output = result.stdout + result.stderr
+    assert final_status(result) == 0xC000
+    assert re.search(r"\(0000,0902\) LO \[rule error on a response: ", output), output  # Error Comment
+    assert result.responses == []
+    request = last_request(site)
+    assert request["result"]["outcome"] == "failed" and request["result"]["status"] == 0xC000
+    assert request["result"]["error"].startswith("rule error on a response: ")
+    assert "rule 'a response edit that fails'" in request["result"]["error"]
+    assert "C-FIND from BROKEN (study): failed, status 0xC000" in site.output()
 
 
 def test_a_query_no_rule_routes_is_refused(site):

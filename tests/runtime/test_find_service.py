@@ -123,6 +123,24 @@ def test_a_bug_in_the_handler_is_answered_c000_and_logged_with_its_traceback(cap
     assert result.outcome == "failed"
 
 
+def test_the_request_is_journaled_once_its_final_status_is_handed_over(caplog):
+    """pynetdicom sends the final status, then closes the handler without asking for more: the
+    request is journaled and logged as it ended (not as cancelled), after the requester's answer."""
+    find, journal = service('rule "no" on C-FIND {\n  then reject "no queries"\n}\n', WL_NOWHERE)
+    identifier = Dataset()
+    identifier.AccessionNumber = ""
+    responses = find.handle(LISTENER, Event(identifier))
+    with caplog.at_level(logging.INFO, logger="rulesengine.find"):
+        status, _ = next(responses)
+        assert code(status) == 0xC124 and journal.results == {}  # handed over: nothing written yet
+        responses.close()
+    [result] = journal.results.values()
+    assert result.outcome == "rejected" and result.status == 0xC124 and result.error == "no queries"
+    [record] = caplog.records
+    assert "C-FIND from CT1 (worklist): rejected, status 0xC124, 0 matches in " in record.getMessage()
+    assert record.getMessage().endswith(": no queries") and record.levelno == logging.WARNING
+
+
 @pytest.fixture
 def worklist_folder(tmp_path):
     require("dump2dcm")

@@ -661,3 +661,30 @@ def test_purge_requests_forgets_finished_ones_only_and_never_reuses_numbers(jour
     assert journal.purge_requests() == 1  # the running one stays
     assert [r.id for r in journal.requests()] == [running]
     assert journal.record_request(a_query(4)) > running
+
+
+def test_sqlite_a_thread_that_ended_leaves_its_connection_to_the_next(sqlite_journal):
+    """Each association has a thread of its own: its connection is not opened again for each."""
+    used: list[int] = []
+
+    def write() -> None:
+        sqlite_journal.record(received(), "/spool/in/a.dcm", routed("PACS"), ACCEPTED)
+        used.append(id(sqlite_journal._connection()))
+
+    for _ in range(3):
+        thread = threading.Thread(target=write)
+        thread.start()
+        thread.join()
+    assert len(set(used)) == 1
+    assert len(sqlite_journal.accepted_instances()) == 3
+
+
+def test_sqlite_close_closes_the_connections_of_threads_that_ended(tmp_path):
+    journal = SQLiteJournal(str(tmp_path / "journal.sqlite"))
+    connections: list[sqlite3.Connection] = []
+    thread = threading.Thread(target=lambda: connections.append(journal._connection()))
+    thread.start()
+    thread.join()
+    journal.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        connections[0].execute("SELECT 1")

@@ -4,6 +4,7 @@ test chooses, a socket that accepts and never answers, a port where nothing list
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -141,6 +142,36 @@ def test_the_timeout_is_counted_by_the_clock_given(find_peer):
     assert result.value.matches == 1
 
 
+def test_answers_that_came_in_time_are_taken_even_when_the_caller_comes_back_late(find_peer):
+    """A caller held elsewhere past the timeout (its own requester reading slowly) still gets
+    what the peer said in time: the peer is not reported late for it."""
+    peer = find_peer(matches=[study("1.2.3"), study("1.2.4")])
+    clock = StoppedClock()
+    responses = find(peer.destination(), study_query(), "study", 30, clock=clock)
+    assert next(responses).StudyInstanceUID == "1.2.3"
+    wait_until(lambda: "released" in peer.endings, what="the peer's final status")
+    clock.advance(60)
+    matches, result = split(responses)
+    assert [m.StudyInstanceUID for m in matches] == ["1.2.4"]
+    assert result.ok and result.status == 0x0000 and result.matches == 2
+
+
+def test_a_peer_that_never_stops_answering_holds_the_caller_no_longer_than_what_it_sent_in_time(find_peer):
+    peer = find_peer(matches=[study("1.2.3")], endless=True)
+    clock = StoppedClock()
+    responses = find(peer.destination(), study_query(), "study", 30, clock=clock)
+    next(responses)
+    clock.advance(60)
+    started = time.monotonic()
+    for item in responses:
+        if isinstance(item, FindResult):
+            break
+        assert time.monotonic() - started < 10, "held past the deadline by a peer that never stops"
+        time.sleep(0.05)  # a caller slower than the peer: what it sends piles up
+    assert item.failure.startswith("PEER gave no final status within 30 s (")
+    assert peer.aborted.wait(10)
+
+
 class Next:
     """next(iterator) on a thread of its own, once the iterator is seen waiting (reading the clock)."""
 
@@ -245,6 +276,14 @@ def test_a_missing_unique_key_is_asked_for_and_taken_out_of_the_answers_again():
     assert "AccessionNumber" not in stripped
     assert "ScheduledProcedureStepID" not in stripped.ScheduledProcedureStepSequence[0]
     assert stripped.ScheduledProcedureStepSequence[0].Modality == "CT"
+
+
+def test_an_identifier_asking_for_its_unique_key_is_used_as_it_is():
+    query = Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = ""
+    asked, added = with_return_keys(query, unique_key_paths(query, "study"))
+    assert asked is query and added == []
 
 
 def test_a_sequence_asked_empty_gets_nothing_added_into_it():
@@ -356,3 +395,36 @@ def test_cancel_reaches_every_destination(find_peer):
     summary = next(responses)
     assert summary.cancelled and summary.status == 0xFE00
     assert one.cancelled.is_set() and two.cancelled.is_set()
+
+
+def test_cancel_reaches_a_single_destination_asked_from_the_callers_thread(find_peer):
+    peer = find_peer(matches=[study("1.1")], hold=True)
+    cancel = threading.Event()
+    responses = forward_find([peer.destination("ONE")], study_query(), "study", 30, cancel=cancel)
+    assert next(responses).StudyInstanceUID == "1.1"
+    cancel.set()
+    summary = next(responses)
+    assert summary.cancelled and summary.status == 0xFE00 and summary.answered == {}
+    assert peer.cancelled.is_set()
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_caller_that_stops_a_forwarded_find_early_cancels_every_destination(find_peer, count):
+    peers = [find_peer(matches=[study(f"1.{n}")], hold=True) for n in range(count)]
+    responses = forward_find([p.destination(f"D{n}") for n, p in enumerate(peers)], study_query(), "study", 30)
+    next(responses)
+    assert all(_asked(p) for p in peers)
+    responses.close()
+    assert all(p.cancelled.wait(5) for p in peers)
+
+
+def test_the_summary_line_is_debug_when_every_destination_answered_and_a_warning_when_one_failed(find_peer, caplog):
+    """The listener logs each request in its own line: the summary only adds the full reasons."""
+    up = find_peer(matches=[study("1.1")])
+    down = DicomDestination("DOWN", "DOWN", "127.0.0.1", free_port(), timeouts=QUICK)
+    with caplog.at_level(logging.DEBUG, logger="rulesengine.queries"):
+        list(forward_find([up.destination("UP")], study_query(), "study", 10))
+        list(forward_find([up.destination("UP"), down], study_query(), "study", 10))
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.getMessage().startswith("C-FIND at ")]
+    assert [level for level, _ in lines] == [logging.DEBUG, logging.WARNING]
+    assert "partial, failed: DOWN: association with DOWN@" in lines[1][1]
