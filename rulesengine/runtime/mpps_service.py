@@ -50,7 +50,7 @@ from ..arrival import Arrival
 from ..config import DicomDestination, Listener
 from ..document import Document
 from ..lang.ruleset import ResponseEditError
-from .associations import NO_CONTEXT, AssociationFailed, _close_connection, client_ae, request, unanswered
+from .associations import NO_CONTEXT, AssociationFailed, close_connection, client_ae, request, unanswered
 from .find_service import error_status
 from .journal import DestinationAnswer, Journal, NewRequest, RequestOutcome, RequestResult
 from .negotiation import MPPS_SOP_CLASS
@@ -167,7 +167,7 @@ class _Exchange(threading.Thread):
             finally:
                 if assoc.is_established:
                     assoc.release()
-                _close_connection(assoc)
+                close_connection(assoc)
         except Exception as exc:  # noqa: BLE001 - the listener gets an answer whatever happens here
             log.exception("MPPS %s to %s: internal error", self.message, destination.name)
             self._failed(f"internal error of the router: {type(exc).__name__}: {exc}", "internal error")
@@ -215,7 +215,7 @@ def _abort(assoc) -> None:
         assoc.abort()
     except Exception:  # noqa: BLE001 - an association already gone
         pass
-    _close_connection(assoc)
+    close_connection(assoc)
 
 
 def relay(destinations: Sequence[DicomDestination], message: str, instance_uid: str, dataset: Dataset,

@@ -45,7 +45,7 @@ from pynetdicom.status import STATUS_PENDING, code_to_category
 
 from ..config import DicomDestination
 from . import received as received_files
-from .associations import NO_CONTEXT, AssociationFailed, _close_connection, client_ae, request, unanswered
+from .associations import NO_CONTEXT, AssociationFailed, close_connection, client_ae, request, unanswered
 from .pynetdicom_setup import tune_connection
 from .statuses import StoreStatus
 
@@ -242,7 +242,7 @@ class SourceRetrieval(threading.Thread):
         finally:
             if assoc.is_established:
                 assoc.release()
-            _close_connection(assoc)
+            close_connection(assoc)
 
     def _retrieve(self, assoc, watch) -> None:
         with self.lock:
@@ -293,7 +293,7 @@ def _abort(assoc) -> None:
         assoc.abort()
     except Exception:  # noqa: BLE001 - an association already gone
         pass
-    _close_connection(assoc)
+    close_connection(assoc)
 
 
 def _remove(path: str) -> None:
