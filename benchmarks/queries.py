@@ -227,7 +227,7 @@ def report(rows: list[Row], uploaded: int, runs: int) -> None:
         added = row.router_ms - row.direct_ms
         print(f"  {row.matches:>7}  {row.direct_ms:>20.1f}  {row.router_ms:>21.1f}  "
               f"{added:>+10.1f} ms ({row.router_ms / row.direct_ms - 1:+.0%})")
-    print("  C-MOVE round trip: not measured: C-MOVE not implemented yet")
+    print("  C-MOVE: see the table of the C-MOVE of a study below")
     print()
     print("Targets:")
     for row in rows:
