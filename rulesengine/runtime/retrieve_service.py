@@ -402,6 +402,11 @@ class _Retrieve:
         self._respond(RetrieveStatus.PENDING, remaining=remaining)
 
     def _final(self) -> None:
+        if not self.cancelled:
+            # Sub-operations the source never finished (it went silent, or ended early) failed:
+            # the requester must not read a success for instances it never got.
+            self.source_failed += max((self.total or 0) - self.completed - self.failed - self.source_failed
+                                      - self.warning, 0)
         failed = self.failed + self.source_failed
         if self.cancelled:
             remaining = max((self.total or 0) - self.completed - failed - self.warning, 0)

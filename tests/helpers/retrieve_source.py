@@ -2,7 +2,7 @@
 it moves its instances to a port a test chooses (the router's listener), or returns them
 on a C-GET's association. With `fail`, that many of its instances are of a SOP class no
 context carries, so their sub-operations fail; with `hold`, it never answers a request
-until the test ends."""
+until the test ends; with `stall_after`, it goes silent part-way."""
 
 from __future__ import annotations
 
@@ -27,9 +27,10 @@ UNCARRIED_SOP_CLASS = "1.2.826.0.1.3680043.9.9999.1"  # no storage context propo
 
 class RetrieveSource:
     def __init__(self, move_port: int, count: int = 3, fail: int = 0, hold: bool = False,
-                 ae_title: str = "SOURCE"):
+                 stall_after: int | None = None, ae_title: str = "SOURCE"):
         self.move_port = move_port  # where a C-MOVE's instances go, whatever its move destination
         self.hold = hold
+        self.stall_after = stall_after  # sends this many instances, then nothing until the test ends
         self.ae_title = ae_title
         self.port = free_port()
         self.requests: list[Dataset] = []
@@ -75,7 +76,10 @@ class RetrieveSource:
 
     def _sub_operations(self, event):
         yield len(self.instances)
-        for instance in self.instances:
+        for number, instance in enumerate(self.instances):
+            if number == self.stall_after:
+                self.released.wait(60)
+                return
             if event.is_cancelled:
                 yield 0xFE00, None
                 return

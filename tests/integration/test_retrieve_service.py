@@ -114,6 +114,14 @@ rule "a source that fails part-way, asked by C-GET" on C-MOVE, C-GET {
   }
 }
 
+rule "a source that goes silent part-way" on C-MOVE, C-GET {
+  when Association.CallingAET == "STALLED"
+  then {
+    route to STALLING
+    stop
+  }
+}
+
 rule "no retrievals from BAD" on C-MOVE, C-GET {
   when Association.CallingAET == "BAD"
   then reject "callers named BAD may not retrieve"
@@ -186,6 +194,7 @@ def site(tmp_path_factory):
     port = free_port()
     held = RetrieveSource(port, hold=True, ae_title="HELD")
     partial = RetrieveSource(port, fail=1, ae_title="PARTIAL")
+    stalling = RetrieveSource(port, count=4, stall_after=2, ae_title="STALLING")
     pacs = Orthanc(root / "orthanc", settings={
         "DicomModalities": {"ROUTER": ["ROUTER", "127.0.0.1", port]}, "DicomAlwaysAllowMove": True,
         "DicomAlwaysAllowGet": True}).start()
@@ -218,6 +227,7 @@ destinations:
   SILENT: {{type: dicom, ae_title: SILENT, host: 127.0.0.1, port: {silent.getsockname()[1]}, timeouts: {quick}}}
   HELD: {{type: dicom, ae_title: HELD, host: 127.0.0.1, port: {held.port}, timeouts: {quick}}}
   PARTIAL_SOURCE: {{type: dicom, ae_title: PARTIAL, host: 127.0.0.1, port: {partial.port}, timeouts: {quick}}}
+  STALLING: {{type: dicom, ae_title: STALLING, host: 127.0.0.1, port: {stalling.port}, timeouts: {quick}}}
   PARTIAL_BY_GET: {{type: dicom, ae_title: PARTIAL, host: 127.0.0.1, port: {partial.port}, retrieve: c-get,
                    timeouts: {quick}}}
   OUT: {{type: folder, path: out}}
@@ -225,11 +235,14 @@ destinations:
     router = RouterProcess(root / "router.yaml", port).start()
     router.study, router.uids, router.long_study, router.long_uids = study, uids, long_study, long_uids
     router.ws1, router.research, router.pacs, router.client_port = ws1, research, pacs, client_port
-    router.held, router.partial, router.store_only_port = held, partial, store_only_port
+    router.held, router.partial, router.stalling, router.store_only_port = held, partial, stalling, store_only_port
     yield router
-    router.stop()
+    # The sources first: a held one keeps an association with the router open, and the
+    # router's process ends only once its associations have.
     held.stop()
     partial.stop()
+    stalling.stop()
+    router.stop()
     silent.close()
     ws1.stop()
     research.stop()
@@ -555,3 +568,16 @@ def test_a_source_that_fails_part_way_is_0xb000_with_the_counts(site, calling):
     assert "1 of 3 sub-operations failed" in final.ErrorComment, final
     received = received_by_uid(site.ws1.folder)
     assert all(str(instance.SOPInstanceUID) in received for instance in site.partial.instances[:2])
+
+
+def test_a_source_that_goes_silent_part_way_leaves_the_rest_failed(site):
+    """Two instances of four, then nothing: after the source's dimse timeout (2 s) the
+    requester is told 2 completed and 2 failed, never a success."""
+    started = time.monotonic()
+    responses = pynetdicom_move(site.port, "STALLED", study_identifier(site.study))
+    seconds = time.monotonic() - started
+    final, _identifier = responses[-1]
+    assert final.Status == 0xB000, final
+    assert (final.NumberOfCompletedSuboperations, final.NumberOfFailedSuboperations) == (2, 2), final
+    assert "2 of 4 sub-operations failed; STALLING: no answer within 2 s" in final.ErrorComment, final
+    assert seconds < 2 + 2, f"{seconds:.1f} s"
