@@ -163,7 +163,8 @@ def start_router(folder: Path, port: int, orthanc_port: int, storescp_port: int,
         f"  PACS_BY_GET: {{type: dicom, ae_title: ORTHANC, host: 127.0.0.1, port: {orthanc_port}, "
         f"retrieve: c-get}}\n"
         f"  STORESCP: {{type: dicom, ae_title: STORESCP, host: 127.0.0.1, port: {storescp_port}}}\n")
-    process = subprocess.Popen([sys.executable, "-m", "rulesengine", "run", str(folder / "router.yaml")], cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+    process = subprocess.Popen([sys.executable, "-m", "rulesengine", "run", str(folder / "router.yaml")],
+                               cwd=folder, stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
     wait_for_port(port, process)
     return process
