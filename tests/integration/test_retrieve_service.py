@@ -98,6 +98,14 @@ rule "a source that never answers the C-MOVE" on C-MOVE, C-GET {
   }
 }
 
+rule "a source that never answers the C-GET" on C-MOVE, C-GET {
+  when Association.CallingAET == "GETWAITER"
+  then {
+    route to HELD_BY_GET
+    stop
+  }
+}
+
 rule "a source that fails part-way" on C-MOVE, C-GET {
   when Association.CallingAET == "SPLIT"
   then {
@@ -227,6 +235,7 @@ destinations:
   SILENT: {{type: dicom, ae_title: SILENT, host: 127.0.0.1, port: {silent.getsockname()[1]}, timeouts: {quick}}}
   HELD: {{type: dicom, ae_title: HELD, host: 127.0.0.1, port: {held.port}, timeouts: {quick}}}
   PARTIAL_SOURCE: {{type: dicom, ae_title: PARTIAL, host: 127.0.0.1, port: {partial.port}, timeouts: {quick}}}
+  HELD_BY_GET: {{type: dicom, ae_title: HELD, host: 127.0.0.1, port: {held.port}, retrieve: c-get, timeouts: {quick}}}
   STALLING: {{type: dicom, ae_title: STALLING, host: 127.0.0.1, port: {stalling.port}, timeouts: {quick}}}
   PARTIAL_BY_GET: {{type: dicom, ae_title: PARTIAL, host: 127.0.0.1, port: {partial.port}, retrieve: c-get,
                    timeouts: {quick}}}
@@ -500,14 +509,16 @@ def test_a_source_that_takes_the_connection_and_never_answers_fails_within_its_t
     assert seconds < 1.5 + 2, f"{seconds:.1f} s: the source's acse timeout is 1.5 s"
 
 
-def test_a_source_that_never_answers_the_c_move_fails_after_its_dimse_timeout(site):
-    """The source accepts the association and holds the C-MOVE: the listener's thread comes
-    back after the source's dimse timeout (2 s) with the failure, and serves the association."""
+@pytest.mark.parametrize("calling, source", [("WAITER", "HELD"), ("GETWAITER", "HELD_BY_GET")])
+def test_a_source_that_never_answers_the_request_fails_after_its_dimse_timeout(site, calling, source):
+    """The source accepts the association and holds the C-MOVE (WAITER's rules) or the C-GET
+    (GETWAITER's): the listener's thread comes back after the source's dimse timeout (2 s)
+    with the failure, and serves the association."""
     started = time.monotonic()
-    [(final, _)] = pynetdicom_move(site.port, "WAITER", study_identifier(site.study))
+    [(final, _)] = pynetdicom_move(site.port, calling, study_identifier(site.study))
     seconds = time.monotonic() - started
     assert final.Status == 0xC000, final
-    assert "HELD" in final.ErrorComment and "2 s" in final.ErrorComment, final
+    assert final.ErrorComment == f"{source}: no answer within 2 s", final
     assert 2 <= seconds < 2 + 2, f"{seconds:.1f} s"
     assert site.held.requests, "the C-MOVE never reached the source"
 
