@@ -258,7 +258,7 @@ def report(rows: list[Row], uploaded: int, runs: int) -> None:
         print(f"  {row.matches:>7}  {row.direct_ms:>7.1f} [{d1:5.1f}-{d3:5.1f}]  "
               f"{row.router_ms:>7.1f} [{r1:5.1f}-{r3:5.1f}]  "
               f"{added:>+8.1f} ms ({row.router_ms / row.direct_ms - 1:+.0%})  {cpu:>13}")
-    print("  C-MOVE round trip: not measured: C-MOVE not implemented yet")
+    print("  C-MOVE: see the table of the C-MOVE of a study below")
     print()
     print("Targets:")
     for row in rows:

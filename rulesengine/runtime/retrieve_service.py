@@ -109,15 +109,18 @@ class RetrieveService:
 
     def claim(self, request, arrival: Arrival, path: str) -> Dataset | int | None:
         """A C-STORE a listener received: when a source sends it for one of our C-MOVEs (by its
-        Move Originator AE title and Message ID; for a source that names none, by its calling
-        AE title, when one C-MOVE alone waits on that source), it is handed to that retrieval
-        and its status returned. None: it is an ordinary instance."""
+        Move Originator AE title and Message ID; else, from that source's AE title, by the
+        Message ID alone, as some sources name themselves the originator; for a source that
+        names no originator, when one C-MOVE alone waits on that source), it is handed to that
+        retrieval and its status returned. None: it is an ordinary instance."""
         originator = (str(getattr(request, "MoveOriginatorApplicationEntityTitle", None) or "").strip(),
                       getattr(request, "MoveOriginatorMessageID", None))
         with self._lock:
             retrieval = self._moves.get(originator)
-            if retrieval is None and not originator[0]:
+            if retrieval is None:
                 waiting = [r for r in self._moves.values() if r.destination.ae_title == arrival.calling_aet]
+                if originator[0]:
+                    waiting = [r for r in waiting if r.message_id == originator[1]]
                 retrieval = waiting[0] if len(waiting) == 1 else None
         if retrieval is None:
             return None
@@ -162,6 +165,7 @@ class _Retrieve:
         self.answers: list[DestinationAnswer] = []
         self.cancelled = False
         self.broken_off: str | None = None  # the source that failed after sending some, and why
+        self.last_pending: tuple[int, int, int, int] | None = None  # the counts of the last pending response
 
     # ---- the answer ----
 
@@ -395,6 +399,12 @@ class _Retrieve:
         if self.total is None or self.cancelled:
             return
         remaining = max(self.total - self.completed - self.failed - self.source_failed - self.warning, 0)
+        # The source's pending response for an instance follows the instance: the counts are
+        # those already sent, and the requester is not told them twice.
+        counts = (remaining, self.completed, self.failed + self.source_failed, self.warning)
+        if counts == self.last_pending:
+            return
+        self.last_pending = counts
         self._respond(RetrieveStatus.PENDING, remaining=remaining)
 
     def _final(self) -> None:
@@ -403,9 +413,10 @@ class _Retrieve:
             self._finish(RequestOutcome.CANCELLED, RetrieveStatus.CANCEL, None)
             self._respond(RetrieveStatus.CANCEL, remaining=remaining, failed_uids=True)
             return
-        if self.broken_off is not None and self.total is not None:
-            # what the source announced and never sent failed too
-            self.source_failed += max(self.total - self.completed - self.failed - self.source_failed - self.warning, 0)
+        # Sub-operations the source announced and never finished (it went silent, broke off or
+        # ended early) failed: the requester must not read a success for instances it never got.
+        self.source_failed += max((self.total or 0) - self.completed - self.failed - self.source_failed
+                                  - self.warning, 0)
         failed = self.failed + self.source_failed
         if failed or self.warning or self.broken_off:
             comment = f"{failed} of {self.completed + failed + self.warning} sub-operations failed"
