@@ -81,6 +81,7 @@ class Listener:
     timeouts: Timeouts = Timeouts()
     tls: TLS | None = None
     services: tuple[str, ...] | None = None  # which DIMSE services it answers; None: every one
+    partial_results: bool = True  # a forwarded C-FIND some destinations failed: the others' matches (0xB000)
 
     @property
     def offered_services(self) -> tuple[str, ...]:

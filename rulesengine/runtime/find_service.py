@@ -10,7 +10,9 @@ answers from its folder (worklist.py), read once for the router's life and looke
 before each query. Each match goes through the rules' `on response` edits on its way back.
 
 The final status: Success; 0xB000 (a warning: partial results) when some destinations
-failed and the others answered, with the failed ones in Error Comment; 0xC000 with the
+failed and the others answered, with the failed ones in Error Comment (with the listener's
+`partial_results: false`, the matches are held until every destination has answered, and
+such a query fails, 0xC000, with no matches); 0xC000 with the
 reason when every destination failed; 0xFE00 after the requester's C-CANCEL. An identifier
 that cannot be decoded, or that names no level its SOP class knows, is answered 0xA900.
 Every request is recorded in the journal (`dicom-rules requests`) as it arrives, and how it
@@ -241,6 +243,10 @@ class _Query:
             else:
                 failures[name] = "not a destination that answers C-FIND" if destination else "not configured"
         seen: set[tuple] = set()
+        # Without partial results, nothing is answered until every destination has: a failure
+        # fails the whole query, with no matches.
+        partial = self.listener.partial_results
+        held: list[Dataset] = []
         keys = unique_key_paths(identifier, model)
         answers: list[DestinationAnswer] = []
         summary: ForwardedFindSummary | None = None
@@ -262,11 +268,13 @@ class _Query:
                     if self.event.is_cancelled:
                         break
                     response = kept(match)
-                    if response is not None:
+                    if response is not None and partial:
                         self.matches += 1
                         yield QueryStatus.PENDING, response
+                    elif response is not None:
+                        held.append(response)
             if dicom and not self.event.is_cancelled:
-                for item in forward_find(dicom, identifier, model, self.listener.timeouts.dimse,
+                for item in forward_find(dicom, identifier, model, self.listener.timeouts.dimse, partial_results=partial,
                                          cancel=_CancelOf(self.event, cancel), clock=self.service.clock):
                     if isinstance(item, ForwardedFindSummary):
                         summary = item
@@ -296,12 +304,15 @@ class _Query:
             return
         if failed:
             comment = "; ".join(f"{a.destination}: {_brief(a, summary)}" for a in failed)
-            if not answered:
+            if not answered or not partial:
                 yield self._fail(RequestOutcome.FAILED, QueryStatus.UNABLE_TO_PROCESS, comment)
                 return
             self.finish(RequestOutcome.PARTIAL, QueryStatus.PARTIAL, comment)
             yield error_status(QueryStatus.PARTIAL, comment), None
             return
+        for response in held:
+            self.matches += 1
+            yield QueryStatus.PENDING, response
         self.finish(RequestOutcome.ANSWERED, QueryStatus.SUCCESS, None)
         yield QueryStatus.SUCCESS, None
 

@@ -105,7 +105,7 @@ def site(tmp_path_factory):
                                          data=(SAMPLES / name).read_bytes(), method="POST")
         with urllib.request.urlopen(request, timeout=60) as response:
             assert response.status == 200
-    port, store_only = free_port(), free_port()
+    port, store_only, strict = free_port(), free_port(), free_port()
     (root / "main.rules").write_text(RULES)
     (root / "router.yaml").write_text(f"""
 storage: var
@@ -113,6 +113,7 @@ rules: main.rules
 listeners:
   - {{name: main, ae_title: ROUTER, port: {port}, timeouts: {{dimse: {LISTENER_TIMEOUT}}}}}
   - {{name: storeonly, ae_title: ROUTER, port: {store_only}, services: [echo, store]}}
+  - {{name: strict, ae_title: ROUTER, port: {strict}, partial_results: false, timeouts: {{dimse: {LISTENER_TIMEOUT}}}}}
 destinations:
   WL: {{type: worklist, path: worklists}}
   RIS: {{type: dicom, ae_title: WLM, host: 127.0.0.1, port: {ris.port}}}
@@ -121,7 +122,7 @@ destinations:
   OUT: {{type: folder, path: out}}
 """)
     router = RouterProcess(root / "router.yaml", port).start()
-    router.store_only = store_only
+    router.store_only, router.strict = store_only, strict
     yield router
     router.stop()
     pacs.stop()
@@ -249,6 +250,17 @@ def test_one_pacs_down_of_two_is_a_partial_result(site):
     request = last_request(site)
     assert request["result"]["outcome"] == "partial" and request["result"]["status"] == 0xB000
     assert sorted(d["destination"] for d in request["result"]["destinations"]) == ["DOWN", "PACS"]
+
+
+def test_without_partial_results_one_pacs_down_of_two_fails_the_query_with_no_matches(site):
+    result = findscu(site, "BOTH", "-S", "QueryRetrieveLevel=STUDY", "PatientID=123456", "StudyInstanceUID",
+                     port=site.strict)
+    output = result.stdout + result.stderr
+    assert result.responses == []  # PACS answered, but its match was held and is not returned
+    assert final_status(result) == 0xC000 and "DOWN: " in output
+    request = last_request(site)
+    assert request["result"]["outcome"] == "failed" and request["result"]["matches"] == 0
+    assert request["from"]["listener"] == "strict"
 
 
 def test_a_listener_without_find_refuses_its_contexts_and_says_why(site):
