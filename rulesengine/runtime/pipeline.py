@@ -29,6 +29,7 @@ written, a bug) quarantines the instance; it never stays `accepted`.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -282,10 +283,13 @@ class Pipeline:
         self.journal.settle(instance_id, outcome, kept)
 
     def write_copies(self, instance_id: int, path: str, document: Document, decision: Decision,
-                     prefix: str = "") -> list[NewDelivery]:
+                     prefix: str = "", durable: bool = True) -> list[NewDelivery]:
         """The file each destination receives: the received file itself when nothing was
         edited, otherwise an edited copy (header rewritten, pixel data copied). Raises
-        CopyError or OSError when one cannot be written; none of them is left behind then."""
+        CopyError or OSError when one cannot be written; none of them is left behind then.
+        `durable=False` skips the fsyncs, for copies sent at once and removed whatever
+        happens (sync mode, retrievals): a crash before they are sent loses nothing, since
+        whoever asked was not answered yet."""
         deliveries: list[NewDelivery] = []
         written: list[str] = []
         try:
@@ -297,9 +301,13 @@ class Pipeline:
                     temp = self.storage.temp_path()
                     written.append(temp)
                     write_copy(copy, name, temp)
-                    fsync_file(temp)
                     written.append(target)
-                    move_durably(temp, target)
+                    if durable:
+                        fsync_file(temp)
+                        move_durably(temp, target)
+                    else:
+                        os.makedirs(os.path.dirname(target), exist_ok=True)
+                        os.replace(temp, target)
                 facts = received_facts(copy)  # the data set's UIDs, else the file meta's
                 deliveries.append(NewDelivery(name, target, facts.sop_class_uid, facts.sop_instance_uid,
                                               copy.get("FileMeta.TransferSyntaxUID")))

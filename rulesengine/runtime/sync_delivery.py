@@ -63,7 +63,8 @@ class SyncDelivery:
         outcome = outcome_of(decision, ruleset)
         instance_id = self.journal.record(received, path, outcome, DONE)
         try:
-            deliveries = self.pipeline.write_copies(instance_id, path, document, decision, prefix=f"{purpose}-")
+            deliveries = self.pipeline.write_copies(instance_id, path, document, decision, prefix=f"{purpose}-",
+                                                    durable=False)
         except (CopyError, OSError) as exc:
             # Nothing was sent and the sender is told: the instance is refused, not kept.
             reason = str(exc) if isinstance(exc, CopyError) else f"its copies cannot be written: {short_error(exc)}"
