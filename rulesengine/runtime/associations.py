@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import threading
 import time
 
 from pynetdicom import AE, evt
@@ -148,6 +149,20 @@ def close_connection(assoc) -> None:
             transport.close()
         except OSError:
             pass
+
+
+def abort_in_background(assoc, name: str) -> None:
+    """Abort an association and close its connection on a thread of its own: an abort waits
+    for pynetdicom's state machine, which a silent peer can hold."""
+    threading.Thread(target=_abort, args=(assoc,), name=name, daemon=True).start()
+
+
+def _abort(assoc) -> None:
+    try:
+        assoc.abort()
+    except Exception:  # noqa: BLE001 - an association already gone
+        pass
+    close_connection(assoc)
 
 
 def _failed(destination: DicomDestination, why: str) -> str:

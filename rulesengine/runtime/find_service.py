@@ -37,7 +37,7 @@ from .forwarded_find import ForwardedFindSummary, forward_find, unique_key_paths
 from .journal import DestinationAnswer, Journal, NewRequest, RequestOutcome, RequestResult
 from .queries import MODELS
 from .rules import RulesHolder
-from .statuses import QueryStatus
+from .statuses import QueryStatus, with_comment
 from .worklist import WorklistFolder
 
 log = logging.getLogger("rulesengine.find")
@@ -47,7 +47,6 @@ C_FIND_RSP = 0x8020
 MESSAGE = "C-FIND"
 MODEL_OF_SOP_CLASS = {str(uid): model for model, uid in MODELS.items()}
 LEVELS = {"patient": ("PATIENT", "STUDY", "SERIES", "IMAGE"), "study": ("STUDY", "SERIES", "IMAGE")}
-ERROR_COMMENT_LENGTH = 64
 
 Response = tuple[int, Dataset | None]
 
@@ -56,15 +55,7 @@ class IdentifierError(Exception):
     """An identifier the router cannot query with, and why (answered 0xA900)."""
 
 
-def error_status(code: int, comment: str | None) -> Dataset:
-    """A final status with its Error Comment: an LO of the command set, so default
-    repertoire only, no backslash, at most 64 characters."""
-    status = Dataset()
-    status.Status = int(code)
-    if comment:
-        status.ErrorComment = "".join(c if " " <= c <= "~" and c != "\\" else "?"
-                                      for c in comment)[:ERROR_COMMENT_LENGTH]
-    return status
+error_status = with_comment  # the name the query and retrieve services use
 
 
 def decoded_identifier(event) -> Dataset:

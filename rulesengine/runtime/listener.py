@@ -44,7 +44,7 @@ from .mpps_service import N_CREATE, N_SET, MppsService
 from .negotiation import Negotiation
 from .pipeline import Pipeline
 from .pynetdicom_setup import tune_connection
-from .statuses import StoreStatus
+from .statuses import StoreStatus, with_comment
 from .transport import AssociationSlots, ConnectionGuard, RefusalLog, start_server
 
 log = logging.getLogger("rulesengine.listener")
@@ -211,7 +211,7 @@ class DicomListener:
                 path = None
                 log.log(logging.DEBUG if exc.connection_closed else logging.WARNING,
                         "listener %s: instance from %s %s", self.config.name, arrival.calling_aet, exc)
-                return _status(StoreStatus.OUT_OF_RESOURCES, str(exc))
+                return with_comment(StoreStatus.OUT_OF_RESOURCES, str(exc))
             if self.retrieve_service is not None:  # a source storing what the router asked it to move
                 claimed = self.retrieve_service.claim(event.request, arrival, path)
                 if claimed is not None:
@@ -220,17 +220,17 @@ class DicomListener:
         except RefusedAtIntake as exc:
             log.warning("listener %s: instance from %s refused: %s", self.config.name, arrival.calling_aet,
                         exc.reason)
-            return _status(StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, exc.reason)
+            return with_comment(StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, exc.reason)
         except DocumentReadError as exc:
             log.warning("listener %s: unreadable instance from %s: %s", self.config.name, arrival.calling_aet, exc)
-            return _status(StoreStatus.CANNOT_UNDERSTAND, str(exc).rsplit(": ", 1)[-1])
+            return with_comment(StoreStatus.CANNOT_UNDERSTAND, str(exc).rsplit(": ", 1)[-1])
         except (OSError, sqlite3.Error) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             log.warning("listener %s: instance from %s not stored: %s", self.config.name, arrival.calling_aet, reason)
-            return _status(StoreStatus.OUT_OF_RESOURCES, f"not stored: {reason}")
+            return with_comment(StoreStatus.OUT_OF_RESOURCES, f"not stored: {reason}")
         except Exception:
             log.exception("listener %s: internal error on an instance from %s", self.config.name, arrival.calling_aet)
-            return _status(StoreStatus.OUT_OF_RESOURCES, "not stored: internal error of the router, see its log")
+            return with_comment(StoreStatus.OUT_OF_RESOURCES, "not stored: internal error of the router, see its log")
         finally:
             if path is not None and os.path.lexists(path):
                 self.pipeline.storage.remove(path)
@@ -240,13 +240,13 @@ class DicomListener:
             document, decision, ruleset = self.pipeline.decide(path, arrival)
             if decision.outcome == "route":
                 ok, detail = self.deliver_now(path, document, decision, ruleset)
-                return StoreStatus.SUCCESS if ok else _status(StoreStatus.OUT_OF_RESOURCES, detail)
+                return StoreStatus.SUCCESS if ok else with_comment(StoreStatus.OUT_OF_RESOURCES, detail)
             result = self.pipeline.settle(path, document, decision, ruleset)
         else:
             # async: answered once spooled and journaled; the rules run first only if they can reject
             result = self.pipeline.receive(path, arrival)
         if result.outcome == "reject":
-            return _status(StoreStatus.REJECTED_BY_RULES, result.reason or "rejected by the routing rules")
+            return with_comment(StoreStatus.REJECTED_BY_RULES, result.reason or "rejected by the routing rules")
         return StoreStatus.SUCCESS
 
 
@@ -270,7 +270,7 @@ def _refuse_store(listener: str, assoc, request: C_STORE, context_id: int) -> No
                   "listener %s: C-STORE from %s (%s) refused: SOP Class UID %r, in presentation context %d of %s: "
                   "no service of the association serves it", listener, calling, requestor.address, uid, context_id,
                   context.abstract_syntax)
-    status = _status(StoreStatus.SOP_CLASS_NOT_SUPPORTED, f"no service for SOP Class UID {uid} on this association")
+    status = with_comment(StoreStatus.SOP_CLASS_NOT_SUPPORTED, f"no service for SOP Class UID {uid} on this association")
     response = C_STORE()
     response.MessageID = response.MessageIDBeingRespondedTo = request.MessageID
     try:
@@ -286,12 +286,3 @@ def _refuse_store(listener: str, assoc, request: C_STORE, context_id: int) -> No
         with contextlib.suppress(OSError):
             os.unlink(received.name)
     assoc.dimse.send_msg(response, context_id)
-
-
-def _status(code: int, comment: str) -> Dataset:
-    status = Dataset()
-    status.Status = int(code)
-    # An LO of the command set: default repertoire only (the command set has no Specific
-    # Character Set), no backslash (it would split the value), at most 64 characters.
-    status.ErrorComment = "".join(c if " " <= c <= "~" and c != "\\" else "?" for c in comment)[:64]
-    return status

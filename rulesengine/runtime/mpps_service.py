@@ -50,7 +50,8 @@ from ..arrival import Arrival
 from ..config import DicomDestination, Listener
 from ..document import Document
 from ..lang.ruleset import ResponseEditError
-from .associations import NO_CONTEXT, AssociationFailed, close_connection, client_ae, request, unanswered
+from .associations import (NO_CONTEXT, AssociationFailed, abort_in_background, client_ae, close_connection, request,
+                           unanswered)
 from .find_service import error_status
 from .journal import DestinationAnswer, Journal, NewRequest, RequestOutcome, RequestResult
 from .negotiation import MPPS_SOP_CLASS
@@ -127,8 +128,7 @@ class _Exchange(threading.Thread):
             self.stopped = True
             assoc = self.assoc
         if assoc is not None and self.is_alive():
-            threading.Thread(target=_abort, args=(assoc,), name=f"abort-{self.destination.name}",
-                             daemon=True).start()
+            abort_in_background(assoc, f"abort-{self.destination.name}")
 
     def _opened(self, event) -> None:
         tune_connection(event)
@@ -208,14 +208,6 @@ class _Exchange(threading.Thread):
         said = f"0x{code:04X}" + (f" ({comment})" if comment else "")
         self._failed(f"answered the {self.message} with {said}",
                      f"status 0x{code:04X}" + (f" {comment}" if comment else ""), code, comment)
-
-
-def _abort(assoc) -> None:
-    try:
-        assoc.abort()
-    except Exception:  # noqa: BLE001 - an association already gone
-        pass
-    close_connection(assoc)
 
 
 def relay(destinations: Sequence[DicomDestination], message: str, instance_uid: str, dataset: Dataset,

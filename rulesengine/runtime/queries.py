@@ -32,8 +32,8 @@ from pynetdicom.sop_class import (ModalityWorklistInformationFind, PatientRootQu
 from pynetdicom.status import STATUS_CANCEL, STATUS_PENDING, STATUS_SUCCESS, STATUS_WARNING, code_to_category
 
 from ..config import DicomDestination, Timeouts
-from .associations import (NO_CONTEXT, REJECT_REASONS, AssociationFailed, client_ae, close_connection, request,
-                           unanswered)
+from .associations import (NO_CONTEXT, REJECT_REASONS, AssociationFailed, abort_in_background, client_ae,
+                           close_connection, request, unanswered)
 from .pynetdicom_setup import tune_connection
 
 log = logging.getLogger("rulesengine.queries")
@@ -124,8 +124,7 @@ class _Conversation(threading.Thread):
             self.stopped = True
             assoc = self.assoc
         if assoc is not None and self.is_alive():
-            threading.Thread(target=_abort, args=(assoc,), name=f"abort-{self.destination.name}",
-                             daemon=True).start()
+            abort_in_background(assoc, f"abort-{self.destination.name}")
 
     # ---- pynetdicom's side ----
 
@@ -199,14 +198,6 @@ class _Conversation(threading.Thread):
             return f"rejected: {reason}"
         why = text.split(" not established: ", 1)[-1]
         return why.split(" (")[0]
-
-
-def _abort(assoc) -> None:
-    try:
-        assoc.abort()
-    except Exception:  # noqa: BLE001 - an association already gone
-        pass
-    close_connection(assoc)
 
 
 def find(destination: DicomDestination, identifier: Dataset, model: str, timeout: float,

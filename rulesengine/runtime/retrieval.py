@@ -45,9 +45,10 @@ from pynetdicom.status import STATUS_PENDING, code_to_category
 
 from ..config import DicomDestination
 from . import received as received_files
-from .associations import NO_CONTEXT, AssociationFailed, close_connection, client_ae, request, unanswered
+from .associations import (NO_CONTEXT, AssociationFailed, abort_in_background, client_ae, close_connection, request,
+                           unanswered)
 from .pynetdicom_setup import tune_connection
-from .statuses import StoreStatus
+from .statuses import StoreStatus, with_comment
 
 log = logging.getLogger("rulesengine.retrieve")
 
@@ -108,16 +109,15 @@ def _count(dataset: Dataset | None, keyword: str) -> int:
 
 
 def _failed_uids(identifier: Dataset | None) -> tuple[str, ...]:
-    if identifier is None:
-        return ()
+    """The Failed SOP Instance UID List of a final response; () when it has none, or one the
+    source garbled (the counts still say how many failed)."""
     try:
-        value = identifier.get("FailedSOPInstanceUIDList")
-    except Exception:  # noqa: BLE001 - a list the source garbled: the counts still say how many failed
+        value = identifier.get("FailedSOPInstanceUIDList") if identifier is not None else None
+    except Exception:  # noqa: BLE001 - pydicom raises many kinds for bytes it cannot decode
         return ()
     if not value:
         return ()
-    return tuple(str(uid) for uid in (value if isinstance(value, (list, tuple)) or hasattr(value, "__iter__")
-                                      and not isinstance(value, str) else [value]))
+    return (str(value),) if isinstance(value, str) else tuple(str(uid) for uid in value)
 
 
 class SourceRetrieval(threading.Thread):
@@ -165,8 +165,7 @@ class SourceRetrieval(threading.Thread):
             self.stopped = True
             assoc = self.assoc
         if assoc is not None and self.is_alive():
-            threading.Thread(target=_abort, args=(assoc,), name=f"abort-{self.destination.name}",
-                             daemon=True).start()
+            abort_in_background(assoc, f"abort-{self.destination.name}")
 
     def hand_over(self, path: str) -> bool:
         """Queue an instance for the reader, waiting while the queue is full; False (and the
@@ -196,12 +195,12 @@ class SourceRetrieval(threading.Thread):
         try:
             received_files.take(os.fspath(event.dataset_path), path)
         except received_files.NotReceived as exc:
-            return _status(StoreStatus.OUT_OF_RESOURCES, str(exc))
+            return with_comment(StoreStatus.OUT_OF_RESOURCES, str(exc))
         except OSError as exc:
             _remove(path)
-            return _status(StoreStatus.OUT_OF_RESOURCES, f"not stored: {exc.strerror or exc}")
+            return with_comment(StoreStatus.OUT_OF_RESOURCES, f"not stored: {exc.strerror or exc}")
         if not self.hand_over(path):
-            return _status(StoreStatus.OUT_OF_RESOURCES, "the retrieval was stopped")
+            return with_comment(StoreStatus.OUT_OF_RESOURCES, "the retrieval was stopped")
         return StoreStatus.SUCCESS
 
     def _contexts(self):
@@ -288,23 +287,8 @@ class SourceRetrieval(threading.Thread):
         self._put(SourceFailed(full, brief))
 
 
-def _abort(assoc) -> None:
-    try:
-        assoc.abort()
-    except Exception:  # noqa: BLE001 - an association already gone
-        pass
-    close_connection(assoc)
-
-
 def _remove(path: str) -> None:
     try:
         os.unlink(path)
     except OSError:
         pass
-
-
-def _status(code: int, comment: str) -> Dataset:
-    status = Dataset()
-    status.Status = int(code)
-    status.ErrorComment = comment[:64]
-    return status

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+from pydicom.dataset import Dataset
 from pynetdicom.status import STATUS_SUCCESS, STATUS_WARNING, Status, code_to_category
 
 
@@ -27,6 +28,21 @@ class StoreStatus(IntEnum):
     # a code of the Storage Service's "Error: Cannot understand" range (C000-CFFF), which every
     # sender reports as a failure; its low byte recalls 0124.
     REJECTED_BY_RULES = 0xC124
+
+
+ERROR_COMMENT_LENGTH = 64
+
+
+def with_comment(code: int, comment: str | None) -> Dataset:
+    """A status with its Error Comment: an LO of the command set, so default repertoire only
+    (the command set has no Specific Character Set), no backslash (it would split the
+    value), at most 64 characters."""
+    status = Dataset()
+    status.Status = int(code)
+    if comment:
+        status.ErrorComment = "".join(c if " " <= c <= "~" and c != "\\" else "?"
+                                      for c in comment)[:ERROR_COMMENT_LENGTH]
+    return status
 
 
 def is_stored(code: int) -> bool:
