@@ -26,8 +26,11 @@ peers:
 run: $(STAMP)
 	$(BIN)/dicom-rules run examples/router.yaml
 
+# Two processes: most tests wait on peers and timeouts, not on the CPU. One test file stays
+# in one process (its module fixtures start peers once).
+TEST_WORKERS ?= 2
 test: $(STAMP) peers
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # A long fuzzing campaign (tests/fuzz): FUZZ_COUNT mutated files, from seed FUZZ_SEED, through
 # dry-run, a watched folder and the listener; prints the counts, fails on any internal error,

@@ -10,6 +10,7 @@ import os
 
 import pytest
 
+from helpers import summaries
 from helpers.files import SAMPLES
 from rulesengine import Arrival, Document
 
@@ -28,3 +29,11 @@ def run_in(tmp_path, monkeypatch):
 
 
 os.environ.setdefault("PYTHONIOENCODING", "utf-8")
+
+
+def pytest_configure(config) -> None:
+    summaries.clear_stale(config)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    summaries.print_all(terminalreporter)

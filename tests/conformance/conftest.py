@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import summaries
+
 from . import harness, results
 from .corpus import corpus
 
@@ -51,11 +53,10 @@ def runs(tmp_path_factory) -> Runs:
         made.peers.stop()
 
 
-def pytest_terminal_summary(terminalreporter) -> None:
+def pytest_sessionfinish(session) -> None:
+    """In the process that ran the matrix (a worker, under pytest-xdist); the root conftest prints it."""
     if not results.ROWS:
         return
     results.write()
-    terminalreporter.section("conformance matrix")
-    for line in results.totals(results.ROWS):
-        terminalreporter.write_line(line)
-    terminalreporter.write_line(f"results table: {results.RESULTS_FILE}")
+    summaries.write("conformance matrix",
+                    [*results.totals(results.ROWS), f"results table: {results.RESULTS_FILE}"])

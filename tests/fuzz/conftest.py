@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import summaries
+
 from . import campaign
 
 SEED = 6
@@ -20,8 +22,8 @@ def fuzzed(tmp_path_factory) -> campaign.Campaign:
     return result
 
 
-def pytest_terminal_summary(terminalreporter) -> None:
+def pytest_sessionfinish(session) -> None:
+    """In the process that ran the campaign (a worker, under pytest-xdist); the root conftest prints it."""
     for result in _RUNS:
-        terminalreporter.section(f"fuzz: {result.count} files, seed {result.seed}, {result.seconds:.0f} s")
-        for line in result.table().splitlines():
-            terminalreporter.write_line(line)
+        summaries.write(f"fuzz: {result.count} files, seed {result.seed}, {result.seconds:.0f} s",
+                        result.table().splitlines())
