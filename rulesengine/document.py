@@ -687,6 +687,19 @@ class Document:
             return []
         return self._put_items(target, target_base, items, source.text)
 
+    def copy_ref(self, ref: "ItemRef | ElementRef", target: ResolvedPath, target_base: "ItemRef | None" = None) \
+            -> list[Change]:
+        """`copy NAME to PATH` of a loop variable: its item (appended, or in place of the target
+        item), or its element (as `copy_path` copies an element or a sequence)."""
+        if isinstance(ref, ItemRef):
+            return self._put_items(target, target_base, [_copy_dataset(ref.dataset)], ref.text)
+        if ref.tag not in ref.container:
+            return []
+        elem = ref.container[ref.tag]
+        if elem.VR == "SQ":
+            return self._replace_items(target, target_base, [_copy_dataset(item) for item in elem.value], ref.text)
+        return self._copy_element(elem, target, target_base)
+
     def _copy_element(self, elem, target: ResolvedPath, target_base: "ItemRef | None") -> list[Change]:
         self.cache.clear()
         start, prefix = self._start(target, target_base)

@@ -426,3 +426,50 @@ def test_every_example_of_the_porting_page_lints_clean():
                  f'rule "r" {{\n  then {{\n    {example}\n    route to A\n  }}\n}}\n'
         program = load_program(text=source, filename=str(rules_folder / "porting_check.rules"))
         assert [d.one_line() for d in analyse(program).diagnostics] == [], example
+
+
+# ---- copy NAME to PATH: from a loop variable ---------------------------------------------
+
+
+def test_copy_the_items_a_loop_chooses_and_an_element_it_walks(coded):
+    copy = copy_for("""    for each code in DataSet.DeidentificationMethodCodeSequence {
+      if code.CodeValue startswith "1131" {
+        copy code to DataSet.ConceptNameCodeSequence
+      }
+    }
+    for each uid in DataSet.**.ReferencedSOPInstanceUID {
+      copy uid to DataSet.ReferencedImageSequence[1].ReferencedSOPInstanceUID
+    }""", coded)
+    assert [item.CodeValue for item in copy.dataset.ConceptNameCodeSequence] == ["113100", "113101"]
+    assert copy.get("DataSet.ReferencedImageSequence[1].ReferencedSOPInstanceUID") == "1.2.3.4.2"  # the last one
+    assert copy.dataset.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
+
+
+def test_copy_a_loop_item_in_place_of_an_item(coded):
+    copy = copy_for("""    for each code in DataSet.DeidentificationMethodCodeSequence {
+      if code.CodeValue == "113101" {
+        copy code to DataSet.DeidentificationMethodCodeSequence[2]
+      }
+    }""", coded)
+    assert [item.CodeValue for item in copy.dataset.DeidentificationMethodCodeSequence] == [
+        "113100", "113101", "113101"]
+
+
+@pytest.mark.parametrize("source,code,words", [
+    ('rule "r" { then { let x = "1" copy x to DataSet.PatientID } }', "bad-target", "is a value"),
+    ('rule "r" { then for each c in DataSet.OtherPatientIDsSequence { copy c to DataSet.PatientID } }',
+     "type-mismatch", "an item into an element (LO)"),
+    ('rule "r" { then for each e in DataSet.**.AccessionNumber { copy e to DataSet.PatientID } }',
+     "type-mismatch", "e is SH, PatientID is LO"),
+    ('rule "r" { then copy nothing to DataSet.PatientID }', "unknown-name", "nothing"),
+])
+def test_lint_of_copy_from_a_variable(source, code, words):
+    found = [d for d in findings(source) if d.code == code]
+    assert found, [d.one_line() for d in findings(source)]
+    assert words in found[0].message + " " + (found[0].hint or ""), found[0].one_line()
+
+
+def test_fmt_prints_copy_from_a_variable():
+    source = ('rule "r" { then for each c in DataSet.OtherPatientIDsSequence {\n'
+              'copy   c   to DataSet.ReferencedPatientSequence } }\n')
+    assert "    copy c to DataSet.ReferencedPatientSequence\n" in format_source(source, "t.rules")

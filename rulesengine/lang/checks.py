@@ -426,6 +426,9 @@ class Analysis(NodeVisitor):
             self.check_condition(action.condition, inner)
 
     def visit_CopyPathAction(self, action: n.CopyPathAction, scope: Scope) -> None:
+        if isinstance(action.source, n.Variable):
+            self._copy_variable(action, scope)
+            return
         source = self.resolve_path(action.source, scope)
         target = self._writable(action.target, scope)
         if source is None or target is None:
@@ -479,6 +482,40 @@ class Analysis(NodeVisitor):
             self._error("type-mismatch", f"copy keeps the element's VR: {source.last.text} is {source_vr}, "
                         f"{target.last.text} is {target_vr}", action.span,
                         f"to convert the value, write set {target.text} = {source.text}")
+
+    def _copy_variable(self, action: n.CopyPathAction, scope: Scope) -> None:
+        """`copy NAME to PATH`: NAME is a loop variable, bound to an item or to an element."""
+        name = action.source.name
+        entry = scope.variables.get(name)
+        target = self._writable(action.target, scope)
+        if entry is None:
+            self._unknown_variable(action.source, scope)
+            return
+        binding, _kind = entry
+        if binding.kind not in ("item", "element"):
+            self._error("bad-target", f"{name} is a value, not an element or an item to copy", action.source.span,
+                        f"write set {target.text if target is not None else 'PATH'} = {name}")
+            return
+        if target is None:
+            return
+        target_vr = concrete_vr(target.last.vr)
+        if binding.kind == "item":
+            if target_vr not in (None, "SQ"):
+                self._error("type-mismatch", f"copy cannot put an item into an element ({target_vr})", action.span)
+            elif target.last.index == n.STAR:
+                self._error("bad-target", f"{target.text} names every item; copy to the sequence (to append), "
+                            "or to one item (to replace it)", action.target.span)
+            return
+        source_vr = concrete_vr(binding.source.last.vr) if binding.source is not None else None
+        if target_vr == "SQ" or source_vr == "SQ":
+            if source_vr != target_vr and None not in (source_vr, target_vr):
+                self._error("type-mismatch", f"copy cannot put {'a sequence' if source_vr == 'SQ' else 'an element'} "
+                            f"into {'a sequence' if target_vr == 'SQ' else 'an element'}", action.span)
+            return
+        if None not in (source_vr, target_vr) and source_vr != target_vr:
+            self._error("type-mismatch", f"copy keeps the element's VR: {name} is {source_vr}, "
+                        f"{target.last.text} is {target_vr}", action.span,
+                        f"to convert the value, write set {target.text} = {name}")
 
     # ---- binding loop variables ----
 

@@ -438,6 +438,12 @@ class CodeGenerator(NodeVisitor):
                   f"{self._span_ref(action.span)})", action.span)
 
     def visit_CopyPathAction(self, action: n.CopyPathAction, scope) -> None:
+        if isinstance(action.source, n.Variable):  # a loop variable: its item or element
+            target = self.analysis.paths[id(action.target)]
+            target_base = self._base(action.target, scope)[2:] or "None"
+            self.emit(f"ev.edited(doc.copy_ref({scope[action.source.name].local}, {self._path_const(target)}, "
+                      f"{target_base}), {self._span_ref(action.span)})", action.span)
+            return
         source = self.analysis.paths[id(action.source)]
         target = self.analysis.paths[id(action.target)]
         self.shared.note_read(source, scope, action.source.root)

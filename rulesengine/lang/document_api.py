@@ -57,6 +57,9 @@ class RuleDocument(Protocol):
     def copy_path(self, source: ResolvedPath, target: ResolvedPath, source_base: Any = None,
                   target_base: Any = None) -> Sequence[RuleEdit]: ...
 
+    def copy_ref(self, ref: Any, target: ResolvedPath, target_base: Any = None) -> Sequence[RuleEdit]:
+        """`copy NAME to PATH`: the item or element a loop variable is bound to."""
+
     def read_ref(self, ref: Any) -> Any: ...
 
     def write_ref(self, ref: Any, value: Any) -> Sequence[RuleEdit]: ...

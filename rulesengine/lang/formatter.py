@@ -247,7 +247,8 @@ class _StatementLine(NodeVisitor):
         return _Breakable(f"delete each {a.var} in {a.source.text()} where ", a.condition)
 
     def visit_CopyPathAction(self, a: n.CopyPathAction) -> str:
-        return f"copy {a.source.text()} to {a.target.text()}"
+        source = a.source.name if isinstance(a.source, n.Variable) else a.source.text()
+        return f"copy {source} to {a.target.text()}"
 
     def visit_GivenFile(self, s: n.GivenFile) -> str:
         return f"given file {quote_string(s.file)}"

@@ -374,10 +374,11 @@ class DeleteItemsAction(Node):
 
 @dataclass(frozen=True, slots=True)
 class CopyPathAction(Node):
-    """`copy PATH to PATH`: an element, a sequence or items copied to another place."""
+    """`copy PATH to PATH`: an element, a sequence or items copied to another place. The source
+    may be a loop variable (`copy item to PATH`): a Variable then, not a Path."""
 
     span: Span
-    source: Path
+    source: Union[Path, "Variable"]
     target: Path
 
 

@@ -227,7 +227,8 @@ class ToNodes(Transformer):
     @v_args(meta=True)
     def copy_element_action(self, meta, children):
         source, target = children
-        return n.CopyPathAction(self._span(meta), source.path, target.path)
+        source = source.path if isinstance(source, n.PathRef) else source  # a loop variable stays a Variable
+        return n.CopyPathAction(self._span(meta), source, target.path)
 
     # -- expressions --
     @v_args(meta=True)
