@@ -261,9 +261,10 @@ def _read_without_preamble(path: str, options: dict) -> Dataset:
         ds = pydicom.dcmread(path, force=True, **options)
         if "SOPClassUID" in ds and "SOPInstanceUID" in ds:
             return ds
+        reason = _not_an_instance(ds)
     except Exception:  # noqa: BLE001 - anything pydicom raises means "not DICOM"
-        pass
-    raise DocumentReadError(f"{path}: not a DICOM file (no DICM header and no SOP instance found)")
+        reason = NOT_DICOM
+    raise DocumentReadError(f"{path}: {reason}")
 
 
 _SYNTAX_FOUND = {(True, True): pydicom.uid.ImplicitVRLittleEndian, (False, True): pydicom.uid.ExplicitVRLittleEndian,
@@ -285,6 +286,25 @@ def _read_header_without_meta(path: str) -> tuple[Dataset, int, int]:
             ds.file_meta = FileMetaDataset()
             ds.file_meta.TransferSyntaxUID = syntax
             return ds, offset, size
+        reason = _not_an_instance(ds) if syntax is not None else NOT_DICOM
     except Exception:  # noqa: BLE001 - anything pydicom raises here means "not DICOM"
-        pass
-    raise DocumentReadError(f"{path}: not a DICOM file (no DICM header and no SOP instance found)")
+        reason = NOT_DICOM
+    raise DocumentReadError(f"{path}: {reason}")
+
+
+NOT_DICOM = "not a DICOM file (no DICM header and no SOP instance found)"
+MIN_KNOWN_ELEMENTS = 2  # fewer elements of the dictionary read from any bytes, by chance: not a data set
+
+
+def _not_an_instance(ds: Dataset) -> str:
+    """Why a file without the Part 10 header is not taken: a data set that does not name its
+    SOP class and instance (a query identifier, a data set written by a tool) is told apart
+    from bytes that are not DICOM at all, so that the reason says what to fix."""
+    known = [tag for tag in ds._dict if tag.group not in (0x0000, 0x0002) and not tag.is_private
+             and pydicom.datadict.dictionary_has_tag(tag)]
+    if len(known) < MIN_KNOWN_ELEMENTS:
+        return NOT_DICOM
+    missing = [name for keyword, name in (("SOPClassUID", "SOP Class UID"), ("SOPInstanceUID", "SOP Instance UID"))
+               if not ds.get(keyword)]
+    return (f"a data set without file meta information (no DICM header) and without "
+            f"{' and '.join(missing)}: not an instance to route")

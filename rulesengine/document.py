@@ -44,6 +44,13 @@ class Change:
     new: Any
 
 
+@dataclass(frozen=True)
+class AppendedItem(Change):
+    """The edit that appended an item, with the item, for the actions that fill it."""
+
+    item: "ItemRef | None" = None
+
+
 @lru_cache(maxsize=4096)
 def compile_path(text: str) -> ResolvedPath:
     """A path string resolved against the dictionary (cached)."""
@@ -593,6 +600,173 @@ class Document:
         elem.value = [] if elem.VR == "SQ" else None
         return [Change(ref.text, old, "")]
 
+    # ---- sequence items (append, delete each ... where, copy PATH to PATH) ----
+
+    def _sequences(self, path: ResolvedPath, base: "ItemRef | None", create: bool):
+        """(container, tag, path text, sequence element) for each sequence the path names. With
+        `create` (a path that does not fan out), what is missing on the way is created, and the
+        sequence itself when absent; a path that fans out only finds existing sequences.
+        Raises PathError where the path names an element that is not a sequence."""
+        start, prefix = self._start(path, base)
+        if create and not path.fans_out:
+            found = []
+            for container, tag, text, step in list(self._targets(path, start, prefix, write=True)):
+                elem = _element(container, tag)
+                if elem is None:
+                    vr = step.vr if step.private is None else (step.vr or "SQ")
+                    if vr not in (None, "SQ"):
+                        raise PathError(f"{text} is not a sequence ({vr})")
+                    container.add_new(tag, "SQ", [])
+                    self._structure_changed()
+                    self._touched(container, tag)
+                    elem = container[tag]
+                found.append((container, tag, text, elem))
+        else:
+            found = [(c, tag, text, elem) for c, tag, text, elem in self._find(path, start, prefix, raw=True)
+                     if elem is not None]
+        for _container, _tag, text, elem in found:
+            if elem.VR != "SQ":
+                raise PathError(f"{text} is not a sequence ({elem.VR})")
+        return found
+
+    def append_items(self, path: ResolvedPath, base: "ItemRef | None" = None) -> list[Change]:
+        """A new, empty item at the end of each sequence the path names (created when missing,
+        for a path that does not fan out); each change holds the new item (`AppendedItem.item`)."""
+        self.cache.clear()
+        changes: list[Change] = []
+        for container, tag, text, elem in self._sequences(path, base, create=True):
+            item = Dataset()
+            elem.value.append(item)
+            item = elem.value[-1]  # the sequence may hold its own object for the item
+            self._structure_changed()
+            self._touched(container, tag)
+            where = f"{text}[{len(elem.value)}]"
+            changes.append(AppendedItem(where, None, "item", ItemRef(item, where)))
+        return changes
+
+    def delete_items(self, path: ResolvedPath, doomed: list["ItemRef"], base: "ItemRef | None" = None) \
+            -> list[Change]:
+        """Remove the items `doomed` (from `item_refs` of the same path) from the sequences the
+        path reaches; each is reported under its number before the removal."""
+        if not doomed:
+            return []
+        self.cache.clear()
+        chosen = {id(ref.dataset) for ref in doomed}
+        changes: list[Change] = []
+        for container, tag, text, elem in self._sequences(path, base, create=False):
+            kept = [item for item in elem.value if id(item) not in chosen]
+            if len(kept) == len(elem.value):
+                continue
+            changes.extend(Change(f"{text}[{number}]", "item", None)
+                           for number, item in enumerate(elem.value, 1) if id(item) in chosen)
+            elem.value = kept
+            self._structure_changed()
+            self._touched(container, tag)
+        return changes
+
+    def copy_path(self, source: ResolvedPath, target: ResolvedPath, source_base: "ItemRef | None" = None,
+                  target_base: "ItemRef | None" = None) -> list[Change]:
+        """`copy SOURCE to TARGET`. An element is copied with its VR and values; a sequence
+        (no index) replaces the target sequence's items with copies of its own; an item
+        (`Seq[2]`) or every item (`Seq[*]`) is appended to the target sequence, or replaces
+        the target item when the target names one (`Other[1]`). A missing source copies
+        nothing, an empty one copies its emptiness. Raises PathError when the kinds differ."""
+        start, prefix = self._start(source, source_base)
+        found = [elem for _c, _t, _text, elem in self._find(source, start, prefix, raw=True) if elem is not None]
+        if not found:
+            return []
+        elem = found[0]
+        step = source.last
+        if elem.VR != "SQ":
+            return self._copy_element(elem, target, target_base)
+        if step.index is None:
+            items = [_copy_dataset(item) for item in elem.value]
+            return self._replace_items(target, target_base, items, source.text)
+        items = [_copy_dataset(item) for item in _items_of(elem, step)]
+        if not items:
+            return []
+        return self._put_items(target, target_base, items, source.text)
+
+    def copy_ref(self, ref: "ItemRef | ElementRef", target: ResolvedPath, target_base: "ItemRef | None" = None) \
+            -> list[Change]:
+        """`copy NAME to PATH` of a loop variable: its item (appended, or in place of the target
+        item), or its element (as `copy_path` copies an element or a sequence)."""
+        if isinstance(ref, ItemRef):
+            return self._put_items(target, target_base, [_copy_dataset(ref.dataset)], ref.text)
+        if ref.tag not in ref.container:
+            return []
+        elem = ref.container[ref.tag]
+        if elem.VR == "SQ":
+            return self._replace_items(target, target_base, [_copy_dataset(item) for item in elem.value], ref.text)
+        return self._copy_element(elem, target, target_base)
+
+    def _copy_element(self, elem, target: ResolvedPath, target_base: "ItemRef | None") -> list[Change]:
+        self.cache.clear()
+        start, prefix = self._start(target, target_base)
+        changes: list[Change] = []
+        for container, tag, text, step in list(self._targets(target, start, prefix, write=True)):
+            existing = _element(container, tag)
+            if existing is not None and existing.VR == "SQ":
+                raise PathError(f"{text} is a sequence; {elem.VR} values cannot be copied to it")
+            value = copy.copy(elem.value)
+            if isinstance(value, MultiValue):
+                value = list(value)
+            old = read_value(existing, is_multi_vm(step.vm)) if existing is not None else None
+            if step.vm == "1" and isinstance(value, list) and len(value) > 1:
+                raise PathError(f"{text} takes one value, not {len(value)}")
+            self._redeclare(container, tag, value, text)
+            self._ensure_charset(container, elem.VR, value)
+            if existing is not None:
+                del container[tag]
+            container.add_new(tag, elem.VR, value)
+            self._structure_changed()
+            self._touched(container, tag)
+            new = read_value(container[tag], is_multi_vm(step.vm))
+            if existing is None or new != old or existing.VR != elem.VR:
+                changes.append(Change(text, old, new))
+        return changes
+
+    def _replace_items(self, target: ResolvedPath, target_base, items: list, source_text: str) -> list[Change]:
+        self.cache.clear()
+        changes: list[Change] = []
+        for container, tag, text, elem in self._sequences(target, target_base, create=True):
+            if isinstance(target.last.index, int) or target.last.index == n.STAR:
+                raise PathError(f"{source_text} is a whole sequence; copy it to a sequence, not to an item")
+            before = len(elem.value)
+            elem.value = [_copy_dataset(item) for item in items]
+            self._structure_changed()
+            self._touched(container, tag)
+            changes.append(Change(text, f"{before} items", f"{len(items)} items (copied from {source_text})"))
+        return changes
+
+    def _put_items(self, target: ResolvedPath, target_base, items: list, source_text: str) -> list[Change]:
+        """Items appended to the target sequence, or one item in place of the target item."""
+        self.cache.clear()
+        index = target.last.index
+        if index == n.STAR:
+            raise PathError(f"{target.text} names every item; copy to the sequence, or to one item")
+        if isinstance(index, int):
+            if len(items) != 1:
+                raise PathError(f"{source_text} is {len(items)} items; one item can replace one item")
+            whole = ResolvedPath(target.root, target.steps[:-1] + (replace(target.last, index=None),), None,
+                                 target.text.rsplit("[", 1)[0])
+        else:
+            whole = target
+        changes: list[Change] = []
+        for container, tag, text, elem in self._sequences(whole, target_base, create=True):
+            if isinstance(index, int):
+                while len(elem.value) < index:
+                    elem.value.append(Dataset())
+                elem.value[index - 1] = _copy_dataset(items[0])
+                changes.append(Change(f"{text}[{index}]", "item", f"item (copied from {source_text})"))
+            else:
+                for item in items:
+                    elem.value.append(_copy_dataset(item))
+                    changes.append(Change(f"{text}[{len(elem.value)}]", None, f"item (copied from {source_text})"))
+            self._structure_changed()
+            self._touched(container, tag)
+        return changes
+
     def delete_private(self) -> list[Change]:
         """Remove every private element (odd groups), at any depth; reported as one change."""
         self.cache.clear()
@@ -650,6 +824,11 @@ class Item:
 
     def delete(self, relative: str) -> list[Change]:
         return self.document.delete_path(self._relative(relative), base=ItemRef(self.dataset, self.path))
+
+
+def _items_of(sequence, step: Step) -> list[Dataset]:
+    """The items of a sequence element a step names: one (`[2]`) or all (`[*]`)."""
+    return [item for item, _text in _items(sequence, step, "")]
 
 
 def _private_vr_from_value(value: Any) -> str:

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = ROOT / "data" / "ps3-15-basic-profile.csv"
+OPTIONS_TABLE = ROOT / "data" / "ps3-15-profile-options.csv"
 PROFILE = ROOT / "rules" / "profiles" / "basic-confidentiality.rules"
 PROFILE_TESTS = ROOT / "rules" / "profiles" / "basic-confidentiality_test.rules"
 GENERATOR = ROOT / "tools" / "make_basic_profile.py"
@@ -161,6 +162,7 @@ def test_check_option_reports_a_stale_file(tmp_path, monkeypatch, capsys):
     generator = _load_generator()
     (tmp_path / "data").mkdir()
     shutil.copy(TABLE, tmp_path / "data" / TABLE.name)
+    shutil.copy(OPTIONS_TABLE, tmp_path / "data" / OPTIONS_TABLE.name)
     (tmp_path / "rules" / "profiles").mkdir(parents=True)
     stale = tmp_path / "rules" / "profiles" / PROFILE.name
     stale.write_text(PROFILE.read_text(encoding="utf-8").replace("ANONYMOUS", "ANON", 1), encoding="utf-8")

@@ -29,6 +29,8 @@ WARNS = 'rule "all" {\n  then drop\n}\nrule "never" {\n  then route to PACS\n}\n
 BROKEN = 'rule "ct" {\n  when DataSet.Modalty == "CT"\n  then route to PACS\n}\n'
 # A command element in the data set: the copy cannot be written (quarantined, as in the router).
 WRITES_A_COMMAND_ELEMENT = 'rule "cmd" {\n  then {\n    set DataSet.(0000,0902) = "x"\n    route to A\n  }\n}\n'
+# A copy without its SOP Instance UID cannot be sent: quarantined, with the reason, and the run goes on.
+EMPTIES_THE_INSTANCE_UID = 'rule "uid" {\n  then {\n    blank DataSet.SOPInstanceUID\n    route to A\n  }\n}\n'
 FAILS_AT_RUN_TIME = 'rule "age" {\n  then {\n    set DataSet.PatientAge = DataSet.PatientID\n    route to A\n  }\n}\n'
 PASSES = 'test "ct" {\n  given DataSet.Modality = "CT"\n  expect route to PACS\n}\n'
 FAILS = 'test "ct" {\n  given DataSet.Modality = "CT"\n  expect no route to PACS\n}\n'
@@ -61,6 +63,7 @@ STATED = {
         ({"routes.rules": ROUTES}, ["dry-run", "routes.rules", DICOMDIR, CT]),
         ({"routes.rules": ROUTES, "command.rules": WRITES_A_COMMAND_ELEMENT}, ["dry-run", "command.rules", CT]),
         ({"age.rules": FAILS_AT_RUN_TIME}, ["dry-run", "age.rules", CT]),
+        ({"uid.rules": EMPTIES_THE_INSTANCE_UID}, ["dry-run", "uid.rules", CT, "--out", "out"]),
         ({"broken.rules": BROKEN}, ["dry-run", "broken.rules", CT]),
     ]),
     ("dry-run", 2): ("the rule file or an input does not exist", [

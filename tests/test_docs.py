@@ -16,7 +16,7 @@ Conventions of the pages (docs/language.md describes the language itself):
 - ```text and others are fragments or output: not run.
 
 Each example runs in a fresh folder laid out like the project: the rule file
-sits in rules/, beside profiles/basic-confidentiality.rules and tables/, and the
+sits in rules/, beside profiles/basic-confidentiality.rules (and its options) and tables/, and the
 samples are in ../examples/samples/, so `given file "../examples/samples/..."`
 works as it does in rules/main_test.rules.
 """
@@ -136,6 +136,7 @@ def workspace(root: Path, case: Case) -> Path:
     rules = root / "rules"
     (rules / "profiles").mkdir(parents=True)
     shutil.copy(ROOT / "rules" / "profiles" / "basic-confidentiality.rules", rules / "profiles")
+    shutil.copy(ROOT / "rules" / "profiles" / "basic-confidentiality-options.rules", rules / "profiles")
     shutil.copytree(ROOT / "rules" / "tables", rules / "tables")
     shutil.copytree(SAMPLES, root / "examples" / "samples")
     for name, content in case.tables:

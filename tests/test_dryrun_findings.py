@@ -3,12 +3,13 @@ on, and the exit status says some failed; and it prints rule warnings only with 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pydicom
 from helpers.files import SAMPLES, bundled, write
 from helpers.cli import dicom_rules
-from helpers.damaged import bad_value_length, corrupt_deflate, deeply_nested, with_command_element
+from helpers.damaged import bad_value_length, corrupt_deflate, deeply_nested, with_command_element, without_file_meta
 
 RULES = """
 rule "hold tiny images" {
@@ -100,3 +101,73 @@ def test_dry_run_prints_rule_warnings_only_when_the_rules_have_errors(run_in):
     broken = dicom_rules("dry-run", "w.rules", SAMPLES / "ct_head.dcm")
     assert broken.returncode == 1 and broken.stdout == ""
     assert "warning no-destination" in broken.stderr and "error unknown-keyword" in broken.stderr
+
+
+EDITS_SOP_UIDS = """
+rule "empty the instance UID of MR" {
+  when DataSet.Modality == "MR"
+  then blank DataSet.SOPInstanceUID
+}
+
+rule "drop the class UID of the archive's copy of CT" {
+  when DataSet.Modality == "CT"
+  then copy to ARCHIVE {
+    delete DataSet.SOPClassUID
+  }
+}
+
+rule "to the PACS" {
+  then route to PACS
+}
+"""
+
+
+def test_dry_run_out_reports_files_without_file_meta_or_sop_uids_and_goes_on(run_in):
+    """A data set without file meta and without SOP UIDs is refused with what it lacks; a copy
+    whose SOP UIDs a rule deleted or emptied cannot be sent: its input is quarantined with the
+    destination and the UID named. Every other input is still evaluated and written."""
+    write(run_in / "main.rules", EDITS_SOP_UIDS)
+    inputs = run_in / "inputs"
+    inputs.mkdir()
+    no_uids = without_file_meta(inputs / "a-no-uids.dcm", "SOPClassUID", "SOPInstanceUID")
+    no_instance = without_file_meta(inputs / "b-no-instance.dcm", "SOPInstanceUID")
+    no_meta = without_file_meta(inputs / "c-no-meta.dcm")  # CT: the archive's copy loses its class UID
+    mr = SAMPLES / "mr_knee.dcm"  # its instance UID emptied by a rule
+    ot = SAMPLES / "ot_secondary.dcm"
+
+    result = dicom_rules("dry-run", "main.rules", no_uids, no_instance, no_meta, mr, ot, "--out", "out")
+
+    assert result.returncode == 1, result.stderr
+    assert "internal error" not in result.stdout + result.stderr
+    found = reports(result.stdout)
+    assert list(found) == ["a-no-uids.dcm", "b-no-instance.dcm", "c-no-meta.dcm", "mr_knee.dcm", "ot_secondary.dcm"]
+    assert found["a-no-uids.dcm"] == ["error: a data set without file meta information (no DICM header) and without "
+                                      "SOP Class UID and SOP Instance UID: not an instance to route"]
+    assert found["b-no-instance.dcm"] == ["error: a data set without file meta information (no DICM header) and "
+                                          "without SOP Instance UID: not an instance to route"]
+    assert found["c-no-meta.dcm"][0] == ("outcome: quarantine: the copy for ARCHIVE cannot be written: its data set "
+                                         "has no SOP Class UID (a rule deleted it)")
+    assert found["mr_knee.dcm"][0] == ("outcome: quarantine: the copy for PACS cannot be written: its SOP Instance "
+                                       "UID is empty (a rule emptied it)")
+    assert found["ot_secondary.dcm"][0] == "outcome: route to PACS"
+
+    out = run_in / "out"
+    assert sorted(p.name for p in (out / "_quarantine").iterdir()) == [
+        "c-no-meta.dcm", "c-no-meta.dcm.reason.txt", "mr_knee.dcm", "mr_knee.dcm.reason.txt"]
+    assert sorted(p.name for p in (out / "PACS").iterdir()) == ["ot_secondary.dcm"]  # no copy of a quarantined one
+    assert not (out / "ARCHIVE").exists() or not any((out / "ARCHIVE").iterdir())
+    # The quarantined input without file meta is kept as the router keeps it: with file meta made from its data set.
+    kept = pydicom.dcmread(out / "_quarantine" / "c-no-meta.dcm")
+    assert kept.file_meta.MediaStorageSOPInstanceUID == kept.SOPInstanceUID
+
+
+def test_dry_run_json_reports_a_copy_without_sop_uids_as_a_quarantine_with_its_error(run_in):
+    write(run_in / "main.rules", EDITS_SOP_UIDS)
+    result = dicom_rules("dry-run", "main.rules", SAMPLES / "mr_knee.dcm", SAMPLES / "ct_head.dcm", "--out", "out",
+                         "--format", "json")
+    assert result.returncode == 1, result.stderr
+    reports_json = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["outcome"], r["error"]) for r in reports_json] == [
+        ("quarantine", "the copy for PACS cannot be written: its SOP Instance UID is empty (a rule emptied it)"),
+        ("quarantine", "the copy for ARCHIVE cannot be written: its data set has no SOP Class UID (a rule deleted it)"),
+    ]

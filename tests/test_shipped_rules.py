@@ -30,3 +30,19 @@ def test_the_generated_profile_is_current():
     result = subprocess.run([sys.executable, "tools/make_basic_profile.py", "--check"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_copy_of_the_profiles_folder_lints_and_tests_clean_elsewhere(tmp_path):
+    """The profiles are meant to be copied into a site's rules folder: their tests read only
+    samples that travel with them."""
+    import shutil
+    copied = tmp_path / "site" / "profiles"
+    shutil.copytree(ROOT / "rules" / "profiles", copied)
+    lint = run_dicom_rules("lint", "--strict", "profiles/", cwd=copied.parent)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    tests = run_dicom_rules("test", "profiles/", cwd=copied.parent)
+    assert tests.returncode == 0, tests.stdout + tests.stderr
+    assert " 0 failed" in tests.stdout
+    # Nothing in the folder names a file outside it.
+    for rules in copied.glob("*.rules"):
+        assert "../" not in rules.read_text(encoding="utf-8"), rules.name

@@ -1,14 +1,20 @@
 #!/usr/bin/env python3
-"""Generate rules/profiles/basic-confidentiality.rules from PS3.15 Table E.1-1.
+"""Generate rules/profiles/basic-confidentiality.rules (and its options) from PS3.15 Table E.1-1.
 
-    python tools/make_basic_profile.py           # (re)write the rules file
-    python tools/make_basic_profile.py --check   # exit 1 when the committed file differs
+    python tools/make_basic_profile.py           # (re)write the rules files
+    python tools/make_basic_profile.py --check   # exit 1 when a committed file differs
 
 The table is data/ps3-15-basic-profile.csv (its provenance is in
 data/ps3-15-basic-profile.SOURCE.txt). Each row of the table becomes one action
 of `block basic`, in table order, with a comment on its line that names the
 attribute and its action code, so a reviewer can hold the file against the
 standard row by row. The layout is the one `dicom-rules fmt` gives.
+
+The table's option columns are data/ps3-15-profile-options.csv (provenance in
+data/ps3-15-profile-options.SOURCE.txt). From them and the same rows comes
+rules/profiles/basic-confidentiality-options.rules: the basic profile split into
+blocks, `core` and one block per option group, and for each option a block that
+takes its group's place (see OPTIONS_HEADER).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from pydicom import datadict
 ROOT = Path(__file__).resolve().parent.parent
 TABLE = Path("data/ps3-15-basic-profile.csv")
 OUTPUT = Path("rules/profiles/basic-confidentiality.rules")
+OPTIONS_TABLE = Path("data/ps3-15-profile-options.csv")
+OPTIONS_OUTPUT = Path("rules/profiles/basic-confidentiality-options.rules")
 EDITION = "2026d"
 
 # What a D (replace with a dummy value) row writes, by VR. Each value is valid
@@ -218,24 +226,219 @@ def generate(root: Path = ROOT) -> str:
     return render(read_table(root / TABLE))
 
 
+# ---- the options --------------------------------------------------------------------
+
+# The groups the options split the rows into, in the order a user applies them after `core`:
+# (block of the basic actions, the option's column, its block, its code in CID 7050, its meaning).
+# A row listed by several options belongs to the first group here that lists it.
+GROUPS = (
+    ("device_identity", "retain_device_identity", "retain_device_identity", "113109",
+     "Retain Device Identity Option"),
+    ("uids", "retain_uids", "retain_uids", "113110", "Retain UIDs Option"),
+    ("institution_identity", "retain_institution_identity", "retain_institution_identity", "113112",
+     "Retain Institution Identity Option"),
+    ("patient_characteristics", "retain_patient_characteristics", "retain_patient_characteristics", "113108",
+     "Retain Patient Characteristics Option"),
+    ("dates", "retain_full_dates", "retain_full_dates", "113106",
+     "Retain Longitudinal Temporal Information Full Dates Option"),
+    ("descriptors", "clean_descriptors", None, "113105", "Clean Descriptors Option"),
+    ("private_attributes", "retain_safe_private", None, "113111", "Retain Safe Private Option"),
+)
+MODIFIED_DATES = ("retain_modified_dates", "113107", "Retain Longitudinal Temporal Information Modified Dates Option")
+# The shift of the Modified Dates block: the same for every patient, so it is a placeholder to
+# replace (a per-patient shift keyed on the patient is what the option means).
+DATE_SHIFT_DAYS = -3650
+
+
+def read_options(path: Path, rows: list[Row]) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        options = list(csv.DictReader(fh))
+    if [o["tag"] for o in options] != [r.tag for r in rows]:
+        raise SystemExit(f"{path}: its rows are not those of {TABLE}, in the same order")
+    unknown = sorted({v for o in options for k, v in o.items() if k not in ("tag", "name") and v} - {"K", "C"})
+    if unknown:
+        raise SystemExit(f"{path}: option codes this generator does not know: {', '.join(unknown)}")
+    return options
+
+
+def group_of(option: dict[str, str]) -> str:
+    for group, column, *_ in GROUPS:
+        if option[column]:
+            return group
+    if option["retain_modified_dates"]:
+        return "dates"
+    return "core"
+
+
+def _row_lines(row: Row, action: str | None, comment: str) -> list[str]:
+    if action is None:
+        return [f"  {comment}"]
+    first, *rest = action.split("\n")
+    return [f"  {first}  {comment}"] + [f"  {line}" for line in rest]
+
+
+def _basic_lines(row: Row) -> list[str]:
+    action, note = action_for(row)
+    return _row_lines(row, action, comment_for(row, note))
+
+
+def _recorded(code: str, meaning: str) -> list[str]:
+    return [
+        "",
+        "  # PS3.15 E.1.1: the option is recorded beside the basic profile's code",
+        "  append to DataSet.DeidentificationMethodCodeSequence as code {",
+        f'    set code.CodeValue = "{code}"',
+        '    set code.CodingSchemeDesignator = "DCM"',
+        f'    set code.CodeMeaning = "{meaning}"',
+        "  }",
+    ]
+
+
+def _option_lines(row: Row, option: dict[str, str], column: str) -> list[str]:
+    """A row in an option's block: kept (K), or cleaned (C), which no rule can do for free text,
+    device addresses or patient notes: the basic action then."""
+    code = option[column]
+    if code == "K":
+        return [f"  # {row.tag} {row.name}: K, kept"]
+    action, note = action_for(row)
+    note = "C: cleaning it takes judgement a rule does not have, so as the basic profile" + \
+        (f"; {note}" if note else "")
+    return _row_lines(row, action, comment_for(row, note))
+
+
+def _modified_date_lines(row: Row) -> list[str]:
+    vr = vr_of(row)
+    path = f"DataSet.**.{element(row)}"
+    if vr in ("DA", "DT") and not row.is_pattern and row.group not in ("0000", "0002"):
+        return [f"  for each e in {path} {{  # {row.tag} {row.name}: C, shifted ({vr})",
+                "    set e = shift_date(e, DATE_SHIFT_DAYS)".replace("DATE_SHIFT_DAYS", str(DATE_SHIFT_DAYS)),
+                "  }"]
+    if vr == "TM":
+        return [f"  # {row.tag} {row.name}: C, a time: whole days shifted leave it as it is"]
+    # Not a DA or DT a rule can shift (or its VR is unknown): it must not keep its date.
+    action, note = action_for(row)
+    note = "C, but not a date a rule can shift, so as the basic profile" + (f"; {note}" if note else "")
+    return _row_lines(row, action, comment_for(row, note))
+
+
+OPTIONS_HEADER = f"""\
+# PS3.15 Basic Application Level Confidentiality Profile with its options (DICOM
+# PS3.15 Annex E, Table E.1-1, edition {EDITION}), as blocks to compose:
+# `import "profiles/basic-confidentiality-options.rules" as deid`, then in a copy:
+#
+#   apply deid.core                      # every row no option lists, and the record
+#   apply deid.device_identity           # or deid.retain_device_identity
+#   apply deid.uids                      # or deid.retain_uids
+#   apply deid.institution_identity      # or deid.retain_institution_identity
+#   apply deid.patient_characteristics   # or deid.retain_patient_characteristics
+#   apply deid.dates                     # or deid.retain_full_dates, or deid.retain_modified_dates
+#   apply deid.descriptors
+#   apply deid.private_attributes
+#
+# `core` first: it records the basic profile (113100) in DeidentificationMethodCodeSequence,
+# to which each option's block then appends its own code (CID 7050). With every group's
+# basic block this is block `basic` of basic-confidentiality.rules, action for action.
+#
+# GENERATED: do not edit. Made by `python tools/make_basic_profile.py` from
+# data/ps3-15-basic-profile.csv and data/ps3-15-profile-options.csv (provenance beside
+# them); `python tools/make_basic_profile.py --check` tells whether this file is current.
+#
+# Each row of Table E.1-1 is in exactly one group, with the action of the basic profile
+# (see basic-confidentiality.rules for the codes). A row that several options list is in
+# the first group of: device identity, UIDs, institution identity, patient
+# characteristics, dates, descriptors, private attributes. So Device UID is kept by Retain Device
+# Identity, not by Retain UIDs, and the calibration dates by Retain Device Identity as
+# well as by the date options.
+#
+# An option's block keeps the rows its column marks K. A row it marks C (clean) gets the
+# basic action: cleaning free text, AE titles or patient notes of what identifies takes
+# judgement a rule does not have. So there is no block for Clean Descriptors (113105),
+# nor for Retain Safe Private (113111), which needs the list of private attributes known
+# to be safe for the devices a site has: a site that has one writes its own block in the
+# place of `descriptors` or `private_attributes`, and appends the option's code there.
+#
+# Modified Dates (113107): every DA and DT the option lists is moved by
+# {DATE_SHIFT_DAYS} days, the same for every patient; times stay as they are. The shift is
+# a placeholder that keeps intervals but hides nothing from whoever knows it: replace it
+# with one keyed on the patient before use.
+# The date blocks also say what became of the dates, in LongitudinalTemporalInformationModified.
+"""
+
+
+def render_options(rows: list[Row], options: list[dict[str, str]]) -> str:
+    groups: dict[str, list[tuple[Row, dict[str, str]]]] = {"core": []}
+    for group, *_ in GROUPS:
+        groups[group] = []
+    for row, option in zip(rows, options):
+        groups[group_of(option)].append((row, option))
+    value, scheme, meaning = METHOD_CODE
+    lines = [OPTIONS_HEADER, "block core {"]
+    for row, _ in groups["core"]:
+        lines += _basic_lines(row)
+    lines += [
+        "",
+        "  # PS3.15 E.1.1: record that the identity was removed, and how",
+        f'  set DataSet.PatientIdentityRemoved = "{PATIENT_IDENTITY_REMOVED}"',
+        f'  set DataSet.DeidentificationMethod = "{DEIDENTIFICATION_METHOD}"',
+        "  delete DataSet.DeidentificationMethodCodeSequence",
+        f'  set DataSet.DeidentificationMethodCodeSequence[1].CodeValue = "{value}"',
+        f'  set DataSet.DeidentificationMethodCodeSequence[1].CodingSchemeDesignator = "{scheme}"',
+        f'  set DataSet.DeidentificationMethodCodeSequence[1].CodeMeaning = "{meaning}"',
+        "}",
+    ]
+    for group, column, option_block, code, code_meaning in GROUPS:
+        lines += ["", f"block {group} {{"]
+        for row, _ in groups[group]:
+            lines += _basic_lines(row)
+        lines.append("}")
+        if option_block is None:
+            continue
+        lines += ["", f"block {option_block} {{"]
+        for row, option in groups[group]:
+            lines += _option_lines(row, option, column)
+        if group == "dates":
+            lines += ["", '  set DataSet.LongitudinalTemporalInformationModified = "UNMODIFIED"']
+        lines += _recorded(code, code_meaning)
+        lines.append("}")
+        if group == "dates":
+            column, code, code_meaning = MODIFIED_DATES
+            lines += ["", "block retain_modified_dates {"]
+            for row, option in groups[group]:
+                if option[column] == "C":
+                    lines += _modified_date_lines(row)
+                else:
+                    lines += _basic_lines(row)
+            lines += ["", '  set DataSet.LongitudinalTemporalInformationModified = "MODIFIED"']
+            lines += _recorded(code, code_meaning)
+            lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def generate_options(root: Path = ROOT) -> str:
+    rows = read_table(root / TABLE)
+    return render_options(rows, read_options(root / OPTIONS_TABLE, rows))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when the rules file differs")
     args = parser.parse_args(argv)
-    text = generate()
-    target = ROOT / OUTPUT
-    if args.check:
-        current = target.read_text(encoding="utf-8") if target.exists() else ""
-        if current == text:
-            return 0
-        sys.stdout.writelines(difflib.unified_diff(current.splitlines(True), text.splitlines(True),
-                                                   str(OUTPUT), f"{OUTPUT} (generated)"))
-        print(f"{OUTPUT} is out of date: run python tools/make_basic_profile.py", file=sys.stderr)
-        return 1
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(text, encoding="utf-8")
-    print(f"wrote {OUTPUT}")
-    return 0
+    status = 0
+    for output, text in ((OUTPUT, generate()), (OPTIONS_OUTPUT, generate_options())):
+        target = ROOT / output
+        if args.check:
+            current = target.read_text(encoding="utf-8") if target.exists() else ""
+            if current == text:
+                continue
+            sys.stdout.writelines(difflib.unified_diff(current.splitlines(True), text.splitlines(True),
+                                                       str(output), f"{output} (generated)"))
+            print(f"{output} is out of date: run python tools/make_basic_profile.py", file=sys.stderr)
+            status = 1
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+        print(f"wrote {output}")
+    return status
 
 
 if __name__ == "__main__":

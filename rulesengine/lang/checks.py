@@ -372,6 +372,151 @@ class Analysis(NodeVisitor):
         if inner is not None:
             self.check_actions(action.body, inner)
 
+    # ---- sequence items: append, delete each ... where, copy PATH to PATH ----
+
+    def _sequence_target(self, path: n.Path, scope: Scope, verb: str) -> ResolvedPath | None:
+        """The sequence an append adds to (or a delete each removes from): writable, and a
+        sequence by its VR where the dictionary knows it."""
+        resolved = self._writable(path, scope)
+        if resolved is None:
+            return None
+        last = resolved.last
+        if last.mask is not None:
+            self._error("bad-target", f"a tag mask names many elements; {verb} needs a sequence", path.span)
+            return None
+        vr = concrete_vr(last.vr)
+        if vr is not None and vr != "SQ":
+            self._error("bad-target", f"{last.text} is not a sequence ({vr}); {verb} works on the items of a "
+                        "sequence", path.span)
+            return None
+        return resolved
+
+    def _writable(self, path: n.Path, scope: Scope) -> ResolvedPath | None:
+        resolved = self.resolve_path(path, scope)
+        if resolved is None:
+            return None
+        if resolved.root in READ_ONLY_ROOTS or resolved.is_arrival:
+            self._error("read-only", f"{resolved.root} cannot be edited by rules", path.span)
+            return None
+        return resolved
+
+    def visit_AppendAction(self, action: n.AppendAction, scope: Scope) -> None:
+        resolved = self._sequence_target(action.target, scope, "append")
+        if resolved is None:
+            return
+        if resolved.last.index is not None:
+            self._error("bad-target", "append adds an item at the end of a sequence: name the sequence without "
+                        "an index", action.target.span, f"append to {resolved.text.rsplit('[', 1)[0]} as ...")
+            return
+        if not self._name_free(action.var, action.var_span, scope):
+            return
+        self.bindings[id(action)] = Binding("item", resolved)
+        self.check_actions(action.body, scope.with_variable(action.var, Binding("item", resolved), Type(t.ITEM)))
+
+    def visit_DeleteItemsAction(self, action: n.DeleteItemsAction, scope: Scope) -> None:
+        resolved = self._sequence_target(action.source, scope, "delete each")
+        if resolved is None:
+            return
+        if concrete_vr(resolved.last.vr) is None:
+            self._error("bad-target", f"{resolved.last.text} is not known to be a sequence; delete each walks "
+                        "the items of a sequence", action.source.span)
+            return
+        inner = self._bind(action.var, action.var_span, action.source, scope, action, loop=True)
+        if inner is not None:
+            self.check_condition(action.condition, inner)
+
+    def visit_CopyPathAction(self, action: n.CopyPathAction, scope: Scope) -> None:
+        if isinstance(action.source, n.Variable):
+            self._copy_variable(action, scope)
+            return
+        source = self.resolve_path(action.source, scope)
+        target = self._writable(action.target, scope)
+        if source is None or target is None:
+            return
+        if source.is_arrival:
+            self._error("bad-target", f"{source.text} is a fact of the arrival, not an element to copy",
+                        action.source.span, f"write set {target.text} = {source.text}")
+            return
+        for path, node, role in ((source, action.source, "reads"), (target, action.target, "writes")):
+            last = path.last
+            if last.mask is not None:
+                self._error("bad-target", f"a tag mask names many elements; copy {role} one", node.span)
+                return
+            whole_items = last.index == n.STAR and concrete_vr(last.vr) == "SQ" and role == "reads"
+            fans = any(s.index == n.STAR or s.any_depth for s in path.steps[:-1]) or last.any_depth or \
+                (last.index == n.STAR and not whole_items)
+            if fans:
+                self._error("bad-target", f"copy {role} one place; {path.text} reaches many ([*] or **)", node.span,
+                            "walk them with for each, and copy from the loop variable")
+                return
+        source_vr, target_vr = concrete_vr(source.last.vr), concrete_vr(target.last.vr)
+        source_is_sequence, target_is_sequence = source_vr == "SQ", target_vr == "SQ"
+        if not source_is_sequence and source.last.index is not None and source_vr is not None:
+            self._error("bad-target", f"copy copies whole elements; {source.last.text} is one of its values",
+                        action.source.span, f"write set {target.text} = {source.text}")
+            return
+        if not target_is_sequence and target.last.index is not None and target_vr is not None:
+            self._error("bad-target", f"copy writes whole elements; {target.last.text} is one of its values",
+                        action.target.span)
+            return
+        if source_vr is None or target_vr is None:
+            return  # a private element the dictionary does not know: checked when the rule runs
+        if source_is_sequence != target_is_sequence:
+            what = "a sequence" if source_is_sequence else f"an element ({source_vr})"
+            into = "a sequence" if target_is_sequence else f"an element ({target_vr})"
+            self._error("type-mismatch", f"copy cannot put {what} into {into}", action.span)
+            return
+        if source_is_sequence:
+            if source.last.index is None and target.last.index is not None:
+                self._error("type-mismatch", f"{source.text} is a whole sequence; copy it to a sequence, "
+                            "not to an item", action.target.span,
+                            f"copy {source.text} to {target.text.rsplit('[', 1)[0]}")
+            elif source.last.index == n.STAR and isinstance(target.last.index, int):
+                self._error("type-mismatch", f"{source.text} is every item; one item can replace one item",
+                            action.target.span, f"copy {source.text} to {target.text.rsplit('[', 1)[0]}")
+            elif target.last.index == n.STAR:
+                self._error("bad-target", f"{target.text} names every item; copy to the sequence (to append), "
+                            "or to one item (to replace it)", action.target.span)
+            return
+        if source_vr != target_vr:
+            self._error("type-mismatch", f"copy keeps the element's VR: {source.last.text} is {source_vr}, "
+                        f"{target.last.text} is {target_vr}", action.span,
+                        f"to convert the value, write set {target.text} = {source.text}")
+
+    def _copy_variable(self, action: n.CopyPathAction, scope: Scope) -> None:
+        """`copy NAME to PATH`: NAME is a loop variable, bound to an item or to an element."""
+        name = action.source.name
+        entry = scope.variables.get(name)
+        target = self._writable(action.target, scope)
+        if entry is None:
+            self._unknown_variable(action.source, scope)
+            return
+        binding, _kind = entry
+        if binding.kind not in ("item", "element"):
+            self._error("bad-target", f"{name} is a value, not an element or an item to copy", action.source.span,
+                        f"write set {target.text if target is not None else 'PATH'} = {name}")
+            return
+        if target is None:
+            return
+        target_vr = concrete_vr(target.last.vr)
+        if binding.kind == "item":
+            if target_vr not in (None, "SQ"):
+                self._error("type-mismatch", f"copy cannot put an item into an element ({target_vr})", action.span)
+            elif target.last.index == n.STAR:
+                self._error("bad-target", f"{target.text} names every item; copy to the sequence (to append), "
+                            "or to one item (to replace it)", action.target.span)
+            return
+        source_vr = concrete_vr(binding.source.last.vr) if binding.source is not None else None
+        if target_vr == "SQ" or source_vr == "SQ":
+            if source_vr != target_vr and None not in (source_vr, target_vr):
+                self._error("type-mismatch", f"copy cannot put {'a sequence' if source_vr == 'SQ' else 'an element'} "
+                            f"into {'a sequence' if target_vr == 'SQ' else 'an element'}", action.span)
+            return
+        if None not in (source_vr, target_vr) and source_vr != target_vr:
+            self._error("type-mismatch", f"copy keeps the element's VR: {name} is {source_vr}, "
+                        f"{target.last.text} is {target_vr}", action.span,
+                        f"to convert the value, write set {target.text} = {name}")
+
     # ---- binding loop variables ----
 
     def _bind(self, name: str, span: Span, source: n.Path, scope: Scope, node, loop: bool) -> Scope | None:

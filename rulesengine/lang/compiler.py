@@ -413,6 +413,45 @@ class CodeGenerator(NodeVisitor):
         self.emit(f"for {var.local} in {iterable}:", action.span)
         self._arm(action.body, {**scope, action.var: var}, action.span, "the for each body never ran")
 
+    def visit_AppendAction(self, action: n.AppendAction, scope) -> None:
+        var = _Var(f"v_{action.var}", "item")
+        target = self.analysis.paths[id(action.target)]
+        call = f"doc.append_items({self._path_const(target)}{self._base(action.target, scope)})"
+        self.emit(f"for {var.local} in ev.appended({call}, {self._span_ref(action.span)}):", action.span)
+        self._arm(action.body, {**scope, action.var: var}, action.span, "the append body never ran")
+
+    def visit_DeleteItemsAction(self, action: n.DeleteItemsAction, scope) -> None:
+        # Every item is tested first, then the chosen ones go: a condition never sees a
+        # sequence half emptied, and items keep their numbers in the edits reported.
+        var = _Var(f"v_{action.var}", "item")
+        source = self.analysis.paths[id(action.source)]
+        base = self._base(action.source, scope)
+        doomed = self._function_name("doomed")
+        self.shared.note_read(source, scope, action.source.root)
+        self.emit(f"{doomed} = []", action.span)
+        self.emit(f"for {var.local} in doc.item_refs({self._path_const(source)}{base}):", action.span)
+        self.indent += 1
+        self.emit(f"if {self.condition(action.condition, {**scope, action.var: var})}:", action.span)
+        self.emit(f"    {doomed}.append({var.local})")
+        self.indent -= 1
+        self.emit(f"ev.edited(doc.delete_items({self._path_const(source)}, {doomed}{base}), "
+                  f"{self._span_ref(action.span)})", action.span)
+
+    def visit_CopyPathAction(self, action: n.CopyPathAction, scope) -> None:
+        if isinstance(action.source, n.Variable):  # a loop variable: its item or element
+            target = self.analysis.paths[id(action.target)]
+            target_base = self._base(action.target, scope)[2:] or "None"
+            self.emit(f"ev.edited(doc.copy_ref({scope[action.source.name].local}, {self._path_const(target)}, "
+                      f"{target_base}), {self._span_ref(action.span)})", action.span)
+            return
+        source = self.analysis.paths[id(action.source)]
+        target = self.analysis.paths[id(action.target)]
+        self.shared.note_read(source, scope, action.source.root)
+        source_base = self._base(action.source, scope)[2:] or "None"
+        target_base = self._base(action.target, scope)[2:] or "None"
+        self.emit(f"ev.edited(doc.copy_path({self._path_const(source)}, {self._path_const(target)}, {source_base}, "
+                  f"{target_base}), {self._span_ref(action.span)})", action.span)
+
     # ---- conditions ----
 
     def condition(self, expr: n.Expr, scope) -> str:

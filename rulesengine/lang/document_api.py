@@ -48,6 +48,18 @@ class RuleDocument(Protocol):
     def element_refs(self, path: ResolvedPath, base: Any = None) -> Iterable[Any]:
         """The elements `path` reaches, for `for each` over elements."""
 
+    def append_items(self, path: ResolvedPath, base: Any = None) -> Sequence[RuleEdit]:
+        """A new item at the end of each sequence `path` names; each edit holds it as `item`."""
+
+    def delete_items(self, path: ResolvedPath, doomed: Sequence[Any], base: Any = None) -> Sequence[RuleEdit]:
+        """Remove these items (from `item_refs` of the same path)."""
+
+    def copy_path(self, source: ResolvedPath, target: ResolvedPath, source_base: Any = None,
+                  target_base: Any = None) -> Sequence[RuleEdit]: ...
+
+    def copy_ref(self, ref: Any, target: ResolvedPath, target_base: Any = None) -> Sequence[RuleEdit]:
+        """`copy NAME to PATH`: the item or element a loop variable is bound to."""
+
     def read_ref(self, ref: Any) -> Any: ...
 
     def write_ref(self, ref: Any, value: Any) -> Sequence[RuleEdit]: ...

@@ -243,6 +243,13 @@ class _StatementLine(NodeVisitor):
     def visit_StopAction(self, a: n.StopAction) -> str:
         return "stop"
 
+    def visit_DeleteItemsAction(self, a: n.DeleteItemsAction) -> _Breakable:
+        return _Breakable(f"delete each {a.var} in {a.source.text()} where ", a.condition)
+
+    def visit_CopyPathAction(self, a: n.CopyPathAction) -> str:
+        source = a.source.name if isinstance(a.source, n.Variable) else a.source.text()
+        return f"copy {source} to {a.target.text()}"
+
     def visit_GivenFile(self, s: n.GivenFile) -> str:
         return f"given file {quote_string(s.file)}"
 
@@ -566,6 +573,11 @@ class _Printer(NodeVisitor):
         open_ = self.src.next("{", self.src.end(loop.source.span))
         self._braced(depth, f"{prefix}for each {loop.var} in {loop.source.text()}", self.src.start(loop.span),
                      open_, self.src.end(loop.span) - 1, loop.body, blank_ok)
+
+    def visit_AppendAction(self, append: n.AppendAction, depth: int, prefix: str, blank_ok: bool) -> None:
+        open_ = self.src.next("{", self.src.end(append.var_span))
+        self._braced(depth, f"{prefix}append to {append.target.text()} as {append.var}", self.src.start(append.span),
+                     open_, self.src.end(append.span) - 1, append.body, blank_ok)
 
     def visit_CopyAction(self, copy: n.CopyAction, depth: int, prefix: str, blank_ok: bool) -> None:
         start, end = self.src.start(copy.span), self.src.end(copy.span)

@@ -173,6 +173,8 @@ def _edits(rule: n.Rule) -> set | None:
                 continue
             if isinstance(inner, (n.ApplyAction, n.DeletePrivateAction)):
                 return None
+            if isinstance(inner, (n.AppendAction, n.DeleteItemsAction, n.CopyPathAction)):
+                return None  # edits of sequences and copies: counted as editing anything
             if isinstance(inner, n.EDIT_ACTIONS) and isinstance(inner.target, n.PathRef):
                 keys.add(structural_key(inner.target.path))
             elif isinstance(inner, n.EDIT_ACTIONS):

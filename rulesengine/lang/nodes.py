@@ -348,9 +348,43 @@ class OnResponseAction(Node):
     body: tuple["Action", ...]
 
 
+@dataclass(frozen=True, slots=True)
+class AppendAction(Node):
+    """`append to PATH as NAME { ... }`: a new item at the end of the sequence at PATH (created
+    when missing), bound to NAME for the actions of the body."""
+
+    span: Span
+    target: Path
+    var: str
+    var_span: Span
+    body: tuple["Action", ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteItemsAction(Node):
+    """`delete each NAME in PATH where CONDITION`: the items of the sequence at PATH for which
+    CONDITION holds, NAME bound to each item, are removed."""
+
+    span: Span
+    var: str
+    var_span: Span
+    source: Path
+    condition: "Expr"
+
+
+@dataclass(frozen=True, slots=True)
+class CopyPathAction(Node):
+    """`copy PATH to PATH`: an element, a sequence or items copied to another place. The source
+    may be a loop variable (`copy item to PATH`): a Variable then, not a Path."""
+
+    span: Span
+    source: Union[Path, "Variable"]
+    target: Path
+
+
 Action = Union[SetAction, BlankAction, DeleteAction, DeletePrivateAction, RouteAction, CopyAction,
                ApplyAction, DropAction, RejectAction, QuarantineAction, LogAction, LetAction, StopAction,
-               IfAction, ForEachAction, OnResponseAction]
+               IfAction, ForEachAction, OnResponseAction, AppendAction, DeleteItemsAction, CopyPathAction]
 
 ACTIONS = get_args(Action)
 ENDING_ACTIONS = (DropAction, RejectAction, QuarantineAction, StopAction)

@@ -171,6 +171,11 @@ class Evaluation:
         for change in changes:
             self.edits.append(Edit(change.path, change.old, change.new, rule, span, self.destination))
 
+    def appended(self, changes, span_index: int) -> list:
+        """Record the items an `append` added, and return them, for its body to fill."""
+        self.edited(changes, span_index)
+        return [change.item for change in changes]
+
     def log(self, value, span_index: int) -> None:
         rule = self.ruleset.rules[self.rule].name if self.rule >= 0 else None
         message = value if isinstance(value, str) else display(value)

@@ -27,7 +27,7 @@ _TERMINAL_WORDS = {
 }
 
 _ACTION_KEYWORDS = {"set", "blank", "delete", "route", "copy", "apply", "drop", "reject",
-                    "quarantine", "log", "stop", "if", "for"}
+                    "quarantine", "log", "stop", "if", "for", "append"}
 _VALUE_TOKENS = {"STRING", "NUMBER", "NAME", "REGEX"}
 
 

@@ -214,6 +214,22 @@ class ToNodes(Transformer):
         var, source, body = children
         return n.ForEachAction(self._span(meta), str(var), self._tspan(var), source.path, body[1])
 
+    @v_args(meta=True)
+    def append_action(self, meta, children):
+        target, var, body = children
+        return n.AppendAction(self._span(meta), target.path, str(var), self._tspan(var), body[1])
+
+    @v_args(meta=True)
+    def delete_items_action(self, meta, children):
+        var, source, condition = children
+        return n.DeleteItemsAction(self._span(meta), str(var), self._tspan(var), source.path, condition)
+
+    @v_args(meta=True)
+    def copy_element_action(self, meta, children):
+        source, target = children
+        source = source.path if isinstance(source, n.PathRef) else source  # a loop variable stays a Variable
+        return n.CopyPathAction(self._span(meta), source, target.path)
+
     # -- expressions --
     @v_args(meta=True)
     def or_expr(self, meta, children):

@@ -111,3 +111,16 @@ def with_other_file_meta(target: Path, source: Path = SAMPLES / "ct_head.dcm", i
         out.is_little_endian, out.is_implicit_VR = True, implicit
         write_dataset(out, dataset)
     return target
+
+
+def without_file_meta(target: Path, *keywords: str, source: Path = SAMPLES / "ct_head.dcm") -> Path:
+    """`source`'s data set alone, without preamble and file meta information (as some tools
+    write them), in Explicit VR Little Endian, with these elements removed."""
+    dataset = pydicom.dcmread(source)
+    for keyword in keywords:
+        delattr(dataset, keyword)
+    with open(target, "wb") as fh:
+        out = DicomFileLike(fh)
+        out.is_little_endian, out.is_implicit_VR = True, False
+        write_dataset(out, dataset)
+    return target

@@ -133,6 +133,22 @@ def test_a_copy_that_cannot_be_written_quarantines_the_instance_once(folder, cap
     assert_settled(folder / "storage")
 
 
+def test_a_copy_whose_rules_emptied_its_sop_instance_uid_quarantines_the_instance_with_the_reason(folder):
+    """Sent under its own SOP Instance UID, a copy without one cannot go anywhere: the router
+    says so, as dry-run does, rather than failing on it."""
+    write(folder / "main.rules", 'rule "empty the UID of the research copy" {\n  then {\n    route to PACS\n'
+                                 '    copy to RESEARCH {\n      blank DataSet.SOPInstanceUID\n    }\n  }\n}\n')
+    main = main_process(folder)
+    result = main.receive(SAMPLES / "ct_head.dcm")
+    main.pipeline.process(result.instance_id)
+
+    row = main.journal.instance(result.instance_id)
+    assert (row["state"], row["outcome"]) == (DONE, "quarantine")
+    assert row["reason"] == "the copy for RESEARCH cannot be written: its SOP Instance UID is empty (a rule emptied it)"
+    assert spool(main.storage, "tmp") == [] and spool(main.storage, "outgoing") == []
+    assert_settled(folder / "storage")
+
+
 def test_every_instance_is_settled_whatever_happens_after_its_answer(folder):
     """Routed, dropped, quarantined by a rule, damaged on disk after the answer, a copy that
     cannot be written, answered under rules the journal lost: each ends settled."""
