@@ -217,6 +217,46 @@ class Analysis(NodeVisitor):
             self._error("bad-target", "blank empties a whole element or sequence, not one value or item",
                         action.target.span, "to remove one value or item, write delete")
 
+    def visit_BlankPixelsAction(self, action: n.BlankPixelsAction, scope: Scope) -> None:
+        if scope.context == "response":
+            self._error("response-action", "blank pixels cannot be used inside on response: a response carries "
+                        "no pixel data", action.span, "on response holds set, blank, delete, if, for each, let, "
+                        "log, apply and drop")
+            return
+        if self._wrong_for_messages(action, scope, "blank pixels", n.REQUESTS, "a request carries no pixel data"):
+            return
+        for region in action.regions:
+            for name, expr in zip(("x", "y", "width", "height"), (region.x, region.y, region.width, region.height)):
+                self._pixel_number(expr, scope, f"a region's {name}", positive=name in ("width", "height"))
+        if action.fill is not None:
+            items = action.fill.items if isinstance(action.fill, n.ListLit) else (action.fill,)
+            if isinstance(action.fill, n.ListLit) and not items:
+                self._error("bad-value", "the fill value is an empty list", action.fill.span,
+                            "give one number, or one per sample: with [0, 0, 0]")
+            for item in items:
+                self._pixel_number(item, scope, "the fill value", whole=False)
+        # Said at every use: where instances come compressed, they leave in another transfer syntax.
+        self._warn("pixels-transcoded", "blank pixels decodes compressed pixel data and writes it uncompressed: "
+                   "a compressed instance leaves in Explicit VR Little Endian, larger than it came",
+                   action.span, "uncompressed instances keep their transfer syntax; to leave compressed ones "
+                   "alone, test FileMeta.TransferSyntaxUID first")
+
+    def _pixel_number(self, expr: n.Expr, scope: Scope, what: str, positive: bool = False,
+                      whole: bool = True) -> None:
+        kind = self.check_value(expr, scope)
+        if kind is None:
+            return
+        if kind.kind not in (t.NUMBER, t.ANY) or kind.multi:
+            self._error("type-mismatch", f"{what} must be a number, not {kind.describe()}", expr.span,
+                        "a region is counted in pixels: DataSet.Columns, a number, a let of one")
+            return
+        if isinstance(expr, n.NumberLit):
+            if whole and expr.value != int(expr.value):
+                self._error("bad-region", f"{what} is {expr.text}: regions are whole pixels", expr.span)
+            elif positive and expr.value <= 0:
+                self._error("bad-region", f"{what} is {expr.text}: a region is at least 1 pixel wide and high",
+                            expr.span, "a region is (x, y, width, height), not two corners")
+
     def visit_DeleteAction(self, action: n.DeleteAction, scope: Scope) -> None:
         self._target(action.target, scope, "delete")
 
