@@ -539,8 +539,9 @@ class Document:
         `fill`, in every frame (pixels.py says how). A document read without its pixel data loads
         it first; it is written whole from then on. Raises PathError with the reason."""
         try:
-            checked = [pixels.region(values, number) for number, values in enumerate(regions, 1)]
             self._load_pixel_data()
+            pixels.pixel_data_tag(self.dataset)  # no pixel data: said before anything about the regions
+            checked = [pixels.region(values, number) for number, values in enumerate(regions, 1)]
             changed = pixels.blank(self.dataset, self.file_meta, checked, fill)
         except pixels.PixelError as exc:
             raise PathError(f"blank pixels: {exc}") from None

@@ -66,13 +66,19 @@ def region(values: Sequence[Any], number: int) -> Region:
     return result
 
 
+def pixel_data_tag(dataset: Dataset) -> int:
+    """The tag of the data set's pixel data (integer, float or double float); PixelError if none."""
+    tag = next((tag for tag in (PIXEL_DATA, FLOAT_PIXEL_DATA, DOUBLE_FLOAT_PIXEL_DATA) if tag in dataset._dict), None)
+    if tag is None:
+        raise PixelError("there is no pixel data to blank")
+    return tag
+
+
 def blank(dataset: Dataset, file_meta: Dataset, regions: Sequence[Region], fill: Any = 0) -> list[tuple[str, Any, Any]]:
     """Set every sample inside `regions` to `fill`, in every frame. `dataset` holds the pixel data
     (the caller loads it); `file_meta` gets the new transfer syntax when compressed data is decoded.
     Returns what changed, as (path, old, new) for the document's list of edits."""
-    tag = next((tag for tag in (PIXEL_DATA, FLOAT_PIXEL_DATA, DOUBLE_FLOAT_PIXEL_DATA) if tag in dataset._dict), None)
-    if tag is None:
-        raise PixelError("there is no pixel data to blank")
+    tag = pixel_data_tag(dataset)
     syntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
     changes: list[tuple[str, Any, Any]] = []
     try:
