@@ -96,7 +96,12 @@ def blank(dataset: Dataset, file_meta: Dataset, regions: Sequence[Region], fill:
     little = syntax != pydicom.uid.ExplicitVRBigEndian or encapsulated
     if dataset.get("PhotometricInterpretation") == "YBR_FULL_422":
         raise PixelError("uncompressed YBR_FULL_422 pixel data (two pixels share their colour) cannot be blanked")
-    array = _array(bytes(element.value), geometry, little)
+    raw = bytes(element.value)
+    # Big endian OW holds 16-bit words: 8-bit samples come swapped in pairs (as pydicom reads them).
+    swapped = not little and geometry.dtype.endswith("1") and element.VR == "OW"
+    if swapped:
+        raw = _swap_pairs(raw)
+    array = _array(raw, geometry, little)
     value = _fill_value(fill, geometry)
     inside = 0
     for each in regions:
@@ -110,7 +115,9 @@ def blank(dataset: Dataset, file_meta: Dataset, regions: Sequence[Region], fill:
                 array[:, sample, top:bottom, left:right] = value[sample]
         else:
             array[:, top:bottom, left:right, :] = value
-    data = array.tobytes() + bytes(len(element.value) - array.nbytes)  # the padding byte, if any, kept
+    data = array.tobytes() + raw[array.nbytes:]  # the padding byte, if any, kept
+    if swapped:
+        data = _swap_pairs(data)
     element.value = data
     shown = ", ".join(str(each) for each in regions)
     frames = f"{geometry.frames} frames" if geometry.frames != 1 else "1 frame"
@@ -177,6 +184,13 @@ def _array(data: bytes, geometry: _Geometry, little: bool):
     if geometry.planar:
         return flat.reshape(geometry.frames, geometry.samples, geometry.rows, geometry.columns)
     return flat.reshape(geometry.frames, geometry.rows, geometry.columns, geometry.samples)
+
+
+def _swap_pairs(data: bytes) -> bytes:
+    import numpy as np
+
+    even = data + b"\0" * (len(data) % 2)
+    return np.frombuffer(even, dtype=">u2").astype("<u2").tobytes()[:len(data)]
 
 
 def _fill_value(fill: Any, geometry: _Geometry) -> list:
