@@ -4,7 +4,9 @@ Uncompressed pixel data is edited where it lies, in its own byte order and trans
 only the samples inside the rectangles change. Compressed (encapsulated) pixel data is
 decoded first (pydicom with the pylibjpeg plugins), then written uncompressed in Explicit
 VR Little Endian: the file meta's transfer syntax changes, YBR colour decoded to RGB says so
-in Photometric Interpretation, and colour is written with Planar Configuration 0.
+in Photometric Interpretation, and colour is written with Planar Configuration 0. Uncompressed
+YBR colour is written as RGB too (its transfer syntax kept), so that a fill value means one
+colour in every colour image.
 
 A rectangle is (x, y, width, height) in pixels, from the top left corner (column 0, row 0),
 as CTP's DicomPixelAnonymizer writes its regions; it applies to every frame. The part of a
@@ -94,8 +96,11 @@ def blank(dataset: Dataset, file_meta: Dataset, regions: Sequence[Region], fill:
         element = dataset[tag]
         geometry = _geometry(dataset, tag)
     little = syntax != pydicom.uid.ExplicitVRBigEndian or encapsulated
-    if dataset.get("PhotometricInterpretation") == "YBR_FULL_422":
-        raise PixelError("uncompressed YBR_FULL_422 pixel data (two pixels share their colour) cannot be blanked")
+    if not encapsulated and tag == PIXEL_DATA and dataset.get("PhotometricInterpretation") in ("YBR_FULL",
+                                                                                              "YBR_FULL_422"):
+        changes += _to_rgb(dataset, little)
+        element = dataset[tag]
+        geometry = _geometry(dataset, tag)
     raw = bytes(element.value)
     # Big endian OW holds 16-bit words: 8-bit samples come swapped in pairs (as pydicom reads them).
     swapped = not little and geometry.dtype.endswith("1") and element.VR == "OW"
@@ -216,6 +221,24 @@ def _fill_value(fill: Any, geometry: _Geometry) -> list:
                              f"({low} to {high})")
         out.append(value)
     return out
+
+
+def _to_rgb(dataset: Dataset, little: bool) -> list[tuple[str, Any, Any]]:
+    """Uncompressed YBR colour as RGB, as pydicom decodes it: a fill value then means the same
+    colour in every colour image, and YBR_FULL_422's shared colour needs no special case."""
+    before = {keyword: dataset.get(keyword) for keyword in ("PhotometricInterpretation", "PlanarConfiguration")}
+    try:
+        rgb = dataset.pixel_array
+    except Exception as exc:  # noqa: BLE001 - any decoder failure: the data cannot be converted
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PixelError(f"the {before['PhotometricInterpretation']} pixel data cannot be read as RGB: {reason}") from None
+    data = rgb.astype(rgb.dtype.newbyteorder("<" if little else ">")).tobytes()
+    dataset.PixelData = data + b"\0" * (len(data) % 2)
+    dataset["PixelData"].VR = "OB" if rgb.dtype.itemsize == 1 else "OW"
+    dataset.PhotometricInterpretation = "RGB"
+    dataset.PlanarConfiguration = 0
+    return [(f"DataSet.{keyword}", old, dataset.get(keyword)) for keyword, old in before.items()
+            if dataset.get(keyword) != old]
 
 
 def _decode(dataset: Dataset, file_meta: Dataset, syntax) -> list[tuple[str, Any, Any]]:

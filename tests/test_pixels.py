@@ -366,3 +366,33 @@ def test_dry_run_out_writes_the_blanked_copy(tmp_path):
         assert_blanked(before, copy.pixel_array, region_mask(before.shape[:2], (0, 0, before.shape[1], 12)), 0)
     assert written[pydicom.dcmread(bundled("SC_rgb_jpeg_dcmtk.dcm")).SOPInstanceUID] \
         .file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+
+
+def test_uncompressed_ybr_is_written_as_rgb(tmp_path):
+    """YBR_FULL_422 (two pixels share their colour) and YBR_FULL: converted to RGB as pydicom
+    decodes them, so that a fill value means one colour in every colour image."""
+    source = bundled("SC_ybr_full_422_uncompressed.dcm")
+    original = pydicom.dcmread(source)
+    before = original.pixel_array  # RGB, as pydicom decodes YBR
+    decision, after = blank_with("blank pixels (3, 4, 11, 6) with [0, 255, 0]", source, tmp_path)
+    assert after.PhotometricInterpretation == "RGB" and after.PlanarConfiguration == 0
+    assert after.file_meta.TransferSyntaxUID == original.file_meta.TransferSyntaxUID
+    mask = region_mask(before.shape[:2], (3, 4, 11, 6))
+    result = after.pixel_array
+    assert np.array_equal(result[~mask], before[~mask])
+    assert (result[mask] == [0, 255, 0]).all()
+    assert "DataSet.PhotometricInterpretation" in [edit.path for edit in decision.edits]
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ExplicitVRBigEndian])
+def test_uncompressed_ybr_full_of_either_byte_order(syntax, tmp_path):
+    rng = np.random.default_rng(5)
+    ybr = rng.integers(0, 255, size=(6, 8, 3), dtype=np.uint8)
+    ds = grey_image(6, 8, 8)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL", 0
+    ds.PixelData = ybr.tobytes()
+    path = save(ds, tmp_path / "ybr.dcm", syntax)
+    before = pydicom.dcmread(path).pixel_array
+    _, after = blank_with("blank pixels (0, 0, 2, 2) with 9", path, tmp_path)
+    assert after.PhotometricInterpretation == "RGB"
+    assert_blanked(before, after.pixel_array, region_mask((6, 8), (0, 0, 2, 2)), 9)
