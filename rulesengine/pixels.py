@@ -106,7 +106,8 @@ def blank(dataset: Dataset, file_meta: Dataset, regions: Sequence[Region], fill:
     swapped = not little and geometry.dtype.endswith("1") and element.VR == "OW"
     if swapped:
         raw = _swap_pairs(raw)
-    array = _array(raw, geometry, little)
+    buffer = bytearray(raw)  # the one copy: the array below is a view of it, edited in place
+    array = _array(buffer, geometry, little)
     value = _fill_value(fill, geometry)
     inside = 0
     for each in regions:
@@ -120,7 +121,7 @@ def blank(dataset: Dataset, file_meta: Dataset, regions: Sequence[Region], fill:
                 array[:, sample, top:bottom, left:right] = value[sample]
         else:
             array[:, top:bottom, left:right, :] = value
-    data = array.tobytes() + raw[array.nbytes:]  # the padding byte, if any, kept
+    data = bytes(buffer)  # the padding byte, if any, kept
     if swapped:
         data = _swap_pairs(data)
     element.value = data
@@ -176,7 +177,7 @@ def _geometry(ds: Dataset, tag: int) -> _Geometry:
                      signed)
 
 
-def _array(data: bytes, geometry: _Geometry, little: bool):
+def _array(data: bytearray, geometry: _Geometry, little: bool):
     import numpy as np  # only documents that blank pixels pay for importing it
 
     dtype = np.dtype(("<" if little else ">") + geometry.dtype)
@@ -185,7 +186,7 @@ def _array(data: bytes, geometry: _Geometry, little: bool):
         raise PixelError(f"the pixel data holds {len(data)} bytes; {geometry.columns}x{geometry.rows} pixels, "
                          f"{geometry.frames} frame(s) of {geometry.samples} sample(s) of {dtype.itemsize} byte(s) "
                          f"need {count * dtype.itemsize}")
-    flat = np.frombuffer(data, dtype=dtype, count=count).copy()
+    flat = np.frombuffer(data, dtype=dtype, count=count)
     if geometry.planar:
         return flat.reshape(geometry.frames, geometry.samples, geometry.rows, geometry.columns)
     return flat.reshape(geometry.frames, geometry.rows, geometry.columns, geometry.samples)

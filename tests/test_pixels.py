@@ -396,3 +396,25 @@ def test_uncompressed_ybr_full_of_either_byte_order(syntax, tmp_path):
     _, after = blank_with("blank pixels (0, 0, 2, 2) with 9", path, tmp_path)
     assert after.PhotometricInterpretation == "RGB"
     assert_blanked(before, after.pixel_array, region_mask((6, 8), (0, 0, 2, 2)), 9)
+
+
+def test_an_empty_region_value_is_said_as_such(tmp_path):
+    decision, _ = blank_with("blank DataSet.Columns\n blank pixels (0, 0, DataSet.Columns, 4)", bundled("MR_small.dcm"),
+                             tmp_path)
+    assert decision.outcome == "quarantine"
+    assert "region 1: its width has no value" in decision.reason
+
+
+def test_lint_refuses_a_multi_valued_region_value(tmp_path):
+    findings = [d for d in lint(tmp_path, 'rule "r" {\n then {\n blank pixels (0, 0, DataSet.WindowWidth, 4)\n'
+                                ' route to OUT\n }\n}\n') if d.is_error]
+    assert [d.code for d in findings] == ["type-mismatch"]
+    assert "a region's width must be a number, not one or more values" in findings[0].message
+
+
+def test_dry_run_explain_shows_the_blanking_edit(tmp_path):
+    rules = tmp_path / "pixels.rules"
+    rules.write_text('rule "r" {\n then {\n blank pixels (0, 0, 10, 10)\n route to OUT\n }\n}\n', encoding="utf-8")
+    result = dicom_rules("dry-run", rules, bundled("CT_small.dcm"), "--explain")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "DataSet.PixelData" in result.stdout and "(0, 0, 10, 10) set to 0" in result.stdout
