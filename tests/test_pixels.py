@@ -418,3 +418,14 @@ def test_dry_run_explain_shows_the_blanking_edit(tmp_path):
     result = dicom_rules("dry-run", rules, bundled("CT_small.dcm"), "--explain")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "DataSet.PixelData" in result.stdout and "(0, 0, 10, 10) set to 0" in result.stdout
+
+
+def test_no_transcoding_warning_where_the_transfer_syntax_is_tested(tmp_path):
+    findings = lint(tmp_path, 'rule "only uncompressed" {\n when FileMeta.TransferSyntaxUID in '
+                    '["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"]\n then {\n blank pixels (0, 0, 9, 9)\n'
+                    ' route to OUT\n }\n}\n'
+                    'rule "in an if" {\n then {\n if DataSet.Modality == "US" {\n'
+                    '  if FileMeta.TransferSyntaxUID == "1.2.840.10008.1.2.1" { blank pixels (0, 0, 9, 9) }\n'
+                    '  else { quarantine "compressed" }\n }\n route to OUT\n }\n}\n'
+                    'rule "untested" {\n then {\n blank pixels (0, 0, 9, 9)\n route to OUT\n }\n}\n')
+    assert [(d.code, d.span.line) for d in findings] == [("pixels-transcoded", 19)]

@@ -23,7 +23,7 @@ from .regex import Regex, RegexError, compile_regex, replacement_pieces
 from .paths import (ARRIVAL_FIELDS, COMMAND_SET, READ_ONLY_ROOTS, ROOTS, Binding, ResolvedPath, lookup_tag, resolve,
                     tag_text)
 from .types import Type
-from .visitor import NodeVisitor
+from .visitor import NodeVisitor, walk
 
 _ORDERING = {"<", "<=", ">", ">="}
 _EQUALITY = {"==", "!="}
@@ -235,11 +235,48 @@ class Analysis(NodeVisitor):
                             "give one number, or one per sample: with [0, 0, 0]")
             for item in items:
                 self._pixel_number(item, scope, "the fill value", whole=False)
-        # Said at every use: where instances come compressed, they leave in another transfer syntax.
+        # Said at every use not under a test of the transfer syntax: where instances come compressed,
+        # they leave in another one.
+        if id(action) in self._syntax_tested_pixels():
+            return
         self._warn("pixels-transcoded", "blank pixels decodes compressed pixel data and writes it uncompressed: "
                    "a compressed instance leaves in Explicit VR Little Endian, larger than it came",
-                   action.span, "uncompressed instances keep their transfer syntax; to leave compressed ones "
-                   "alone, test FileMeta.TransferSyntaxUID first")
+                   action.span, "uncompressed instances keep their transfer syntax; to choose which transfer "
+                   "syntaxes reach it, test FileMeta.TransferSyntaxUID in the rule's when or an if around it")
+
+    def _syntax_tested_pixels(self) -> set[int]:
+        """The `blank pixels` actions under a rule's `when` or an `if` that reads
+        FileMeta.TransferSyntaxUID: their author chose which transfer syntaxes reach them."""
+        found = getattr(self, "_syntax_tested", None)
+        if found is not None:
+            return found
+        found = set()
+
+        def reads_syntax(expr) -> bool:
+            return expr is not None and any(
+                isinstance(node, n.Path) and node.root == "FileMeta"
+                and [e.keyword for e in node.elements] == ["TransferSyntaxUID"] for node in walk(expr))
+
+        def visit(actions, tested: bool) -> None:
+            for action in actions:
+                if isinstance(action, n.BlankPixelsAction):
+                    if tested:
+                        found.add(id(action))
+                elif isinstance(action, n.IfAction):
+                    chain, orelse = n.if_chain(action)
+                    tested_here = tested or any(reads_syntax(arm.condition) for arm in chain)
+                    for arm in chain:
+                        visit(arm.body, tested_here)
+                    visit(orelse or (), tested_here)
+                else:
+                    visit([child for child in action.children() if isinstance(child, n.ACTIONS)], tested)
+
+        for module in self.program.modules:
+            for item in module.file.items:
+                if isinstance(item, n.Rule):
+                    visit(item.actions, reads_syntax(item.when))
+        self._syntax_tested = found
+        return found
 
     def _pixel_number(self, expr: n.Expr, scope: Scope, what: str, positive: bool = False,
                       whole: bool = True) -> None:
