@@ -27,6 +27,7 @@ from pydicom.dataset import Dataset
 
 PIXEL_DATA, FLOAT_PIXEL_DATA, DOUBLE_FLOAT_PIXEL_DATA = 0x7FE00010, 0x7FE00008, 0x7FE00009
 _NAMES = {PIXEL_DATA: "PixelData", FLOAT_PIXEL_DATA: "FloatPixelData", DOUBLE_FLOAT_PIXEL_DATA: "DoubleFloatPixelData"}
+MAX_DECODED_BYTES = 4 << 30  # a declared size past this is a damaged header, not an image to decode
 _NATIVE = {pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRLittleEndian,
            pydicom.uid.DeflatedExplicitVRLittleEndian, pydicom.uid.ExplicitVRBigEndian}
 
@@ -90,8 +91,14 @@ def blank(dataset: Dataset, file_meta: Dataset, regions: Sequence[Region], fill:
     if not isinstance(element.value, (bytes, bytearray)) or not element.value:
         raise PixelError("the pixel data is empty")
     geometry = _geometry(dataset, tag)
+    value = _fill_value(fill, geometry)  # before any decoding: a fill value that cannot be is said first
     encapsulated = element.is_undefined_length or (syntax is not None and syntax not in _NATIVE)
     if encapsulated:
+        decoded = geometry.frames * geometry.rows * geometry.columns * geometry.samples * int(geometry.dtype[1:])
+        if decoded > MAX_DECODED_BYTES:
+            raise PixelError(f"the pixel data would take {decoded / (1 << 30):.1f} GiB decoded "
+                             f"({geometry.columns}x{geometry.rows}, {geometry.frames} frames); "
+                             f"at most {MAX_DECODED_BYTES >> 30} GiB are decoded")
         changes += _decode(dataset, file_meta, syntax)
         element = dataset[tag]
         geometry = _geometry(dataset, tag)
@@ -108,7 +115,6 @@ def blank(dataset: Dataset, file_meta: Dataset, regions: Sequence[Region], fill:
         raw = _swap_pairs(raw)
     buffer = bytearray(raw)  # the one copy: the array below is a view of it, edited in place
     array = _array(buffer, geometry, little)
-    value = _fill_value(fill, geometry)
     inside = 0
     for each in regions:
         left, top = max(each.x, 0), max(each.y, 0)

@@ -429,3 +429,15 @@ def test_no_transcoding_warning_where_the_transfer_syntax_is_tested(tmp_path):
                     '  else { quarantine "compressed" }\n }\n route to OUT\n }\n}\n'
                     'rule "untested" {\n then {\n blank pixels (0, 0, 9, 9)\n route to OUT\n }\n}\n')
     assert [(d.code, d.span.line) for d in findings] == [("pixels-transcoded", 19)]
+
+
+def test_a_compressed_image_declaring_an_absurd_size_is_not_decoded(tmp_path):
+    ds = grey_image(16, 16, 8)
+    ds.NumberOfFrames = 100000
+    ds.Rows = ds.Columns = 60000
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xd9"])
+    ds["PixelData"].VR = "OB"
+    path = save(ds, tmp_path / "absurd.dcm", JPEGBaseline8Bit)
+    decision, _ = blank_with("blank pixels (0, 0, 4, 4)", path, tmp_path)
+    assert decision.outcome == "quarantine"
+    assert "GiB decoded" in decision.reason and "at most 4 GiB are decoded" in decision.reason
