@@ -441,3 +441,11 @@ def test_a_compressed_image_declaring_an_absurd_size_is_not_decoded(tmp_path):
     decision, _ = blank_with("blank pixels (0, 0, 4, 4)", path, tmp_path)
     assert decision.outcome == "quarantine"
     assert "GiB decoded" in decision.reason and "at most 4 GiB are decoded" in decision.reason
+
+
+@pytest.mark.parametrize("action", ["blank pixels 0, 0, 10, 10", "blank pixels (0, 0, 10)", "blank pixels"])
+def test_a_mistyped_region_is_explained(action, tmp_path):
+    (finding,) = lint(tmp_path, f'rule "r" {{\n then {{\n {action}\n route to OUT\n }}\n}}\n')
+    assert finding.code == "syntax"
+    assert finding.hint == "blank pixels takes regions (x, y, width, height), separated by commas, then `with` " \
+                           "a fill value"
