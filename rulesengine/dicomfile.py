@@ -106,6 +106,8 @@ def read_tail(path: str, offset: int, header: Dataset) -> Dataset:
             tail = read_dataset(fp, bool(implicit), bool(little) if little is not None else True)
             for elem in tail:  # a value pydicom cannot convert shows here, not when written
                 pass
+    except RecursionError:
+        raise DocumentReadError(f"{path}: the pixel data cannot be read: {TOO_DEEP}") from None
     except _MALFORMED as exc:
         raise DocumentReadError(f"{path}: the pixel data cannot be read: {exc}") from None
     return tail

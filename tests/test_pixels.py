@@ -449,3 +449,18 @@ def test_a_mistyped_region_is_explained(action, tmp_path):
     assert finding.code == "syntax"
     assert finding.hint == "blank pixels takes regions (x, y, width, height), separated by commas, then `with` " \
                            "a fill value"
+
+
+def test_pixel_data_cut_short_in_the_file_is_unreadable(tmp_path):
+    """The header reads; the pixel data element, read when a rule blanks, is cut short."""
+    ds = grey_image(8, 8, 16)
+    ds.PixelData = bytes(128)
+    ds.add_new(0xFFFAFFFA, "SQ", [Dataset()])  # Digital Signatures Sequence: an element after the pixel data
+    path = save(ds, tmp_path / "cut.dcm")
+    data = path.read_bytes()
+    path.write_bytes(data[:-6])
+    document = Document.read_header(path)  # the header is whole: intake takes it
+    ruleset = compile_source('rule "r" {\n then {\n blank pixels (0, 0, 2, 2)\n route to OUT\n }\n}\n', ["OUT"])
+    decision = ruleset.evaluate(document)
+    assert decision.outcome == "quarantine" and "blank pixels: " in decision.reason
+    assert "the pixel data cannot be read" in decision.reason
