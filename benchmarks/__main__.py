@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         from . import deid_profile
         print()
         deid_profile.table()
+        from . import pixels
+        print()
+        pixels.table()
     if options.only in (None, "router"):
         from . import router
         status = router.run(options.runs, options.quick) or status

@@ -187,6 +187,11 @@ class ReferenceInterpreter:
             self._edited(run, self._edit(action.target, "delete", document, scope))
         elif isinstance(action, n.DeletePrivateAction):
             self._edited(run, document.delete_private())
+        elif isinstance(action, n.BlankPixelsAction):
+            regions = [tuple(self._value(part, document, scope) for part in (r.x, r.y, r.width, r.height))
+                       for r in action.regions]
+            fill = self._value(action.fill, document, scope) if action.fill is not None else 0
+            self._edited(run, document.blank_pixels(regions, fill))
         elif isinstance(action, n.RouteAction):
             self._route(run, action.destinations, action.back)
         elif isinstance(action, n.CopyAction):

@@ -25,7 +25,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.filebase import DicomFileLike
-from pydicom.filereader import _at_pixel_data, _read_file_meta_info, read_partial, read_preamble
+from pydicom.filereader import _at_pixel_data, _read_file_meta_info, read_dataset, read_partial, read_preamble
 from pydicom.filewriter import write_data_element, write_file_meta_info
 
 from .lang.paths import tag_text
@@ -94,6 +94,23 @@ def read_header(path: str) -> Header:
     else:
         _check_tail(path, ds, offset, size)
     return Header(ds, offset if offset < size else None, _element_ranges(ds, offset))
+
+
+def read_tail(path: str, offset: int, header: Dataset) -> Dataset:
+    """The elements `read_header` left in the file from `offset` on (the pixel data and what
+    follows it), read in the encoding `header` was found in. Raises DocumentReadError."""
+    implicit, little = header.original_encoding
+    try:
+        with open(path, "rb") as fp:
+            fp.seek(offset)
+            tail = read_dataset(fp, bool(implicit), bool(little) if little is not None else True)
+            for elem in tail:  # a value pydicom cannot convert shows here, not when written
+                pass
+    except RecursionError:
+        raise DocumentReadError(f"{path}: the pixel data cannot be read: {TOO_DEEP}") from None
+    except _MALFORMED as exc:
+        raise DocumentReadError(f"{path}: the pixel data cannot be read: {exc}") from None
+    return tail
 
 
 def write_file(target, dataset: Dataset, file_meta: FileMetaDataset, source: str | None = None,

@@ -26,7 +26,7 @@ from .lang import nodes as n
 from .lang.paths import ARRIVAL_FIELDS, COMMAND_SET, DATASET, FILE_META, READ_ONLY_ROOTS, ResolvedPath, Step, \
     private_vr, resolve, tag_text
 from .lang.syntax import parse_path
-from . import charsets, dicomfile
+from . import charsets, dicomfile, pixels
 from .dicomfile import DocumentReadError  # what Document.read and read_header raise
 from .values import CHARSET_VRS, ValueError_, concrete_vr, is_multi_vm, read_value, to_dicom, value_of
 
@@ -538,6 +538,38 @@ class Document:
         for ref in self.element_refs(path, base):
             changes.extend(self.blank_ref(ref))
         return changes
+
+    # ---- pixel regions (`blank pixels`) ----
+
+    def blank_pixels(self, regions: list, fill: Any = 0) -> list[Change]:
+        """Set rectangles of the pixel data (`regions`: (x, y, width, height) each, evaluated) to
+        `fill`, in every frame (pixels.py says how). A document read without its pixel data loads
+        it first; it is written whole from then on. Raises PathError with the reason."""
+        try:
+            self._load_pixel_data()
+            pixels.pixel_data_tag(self.dataset)  # no pixel data: said before anything about the regions
+            checked = [pixels.region(values, number) for number, values in enumerate(regions, 1)]
+            changed = pixels.blank(self.dataset, self.file_meta, checked, fill)
+        except pixels.PixelError as exc:
+            raise PathError(f"blank pixels: {exc}") from None
+        self.cache.clear()
+        self._dirty = None
+        return [Change(path, old, new) for path, old, new in changed]
+
+    def _load_pixel_data(self) -> None:
+        """Read the pixel data (and what follows it) that `read_header` left in the file."""
+        if self.tail is None:
+            return
+        try:
+            tail = dicomfile.read_tail(self.filename, self.tail, self.dataset)
+        except DocumentReadError as exc:
+            raise pixels.PixelError(str(exc)) from None
+        for tag, elem in tail._dict.items():
+            if tag not in self.dataset._dict:
+                self.dataset._dict[tag] = elem
+        self.tail = None
+        self._ranges = None
+        self._structure_changed()
 
     # ---- element references (what `for each e in DataSet.**.Keyword` binds) ----
 

@@ -221,3 +221,37 @@ def test_loop_back_to_the_sender_is_skipped_alike():
     assert interpreted == compiled
     assert "PACS_MAIN" not in compiled["destinations"]
     assert any(line.startswith("not sent to PACS_MAIN") for line in compiled["log"])
+
+
+HAND_WRITTEN_PIXELS = r'''
+rule "screens" {
+  when DataSet.Modality == "CT" or DataSet.Modality == "MR"
+  then {
+    blank pixels (0, 0, DataSet.Columns, 10), (5, 5, 2, 2) with 1
+    copy to RESEARCH {
+      blank pixels (0, 0, 4, 4)
+    }
+    route to PACS_MAIN
+  }
+}
+
+rule "plans have no pixels" {
+  when DataSet.Modality == "RTPLAN"
+  then blank pixels (0, 0, 1, 1)
+}
+
+rule "the rest" {
+  then route to VNA
+}
+'''
+
+
+@pytest.mark.parametrize("file_name, calling_aet", DOCUMENTS)
+def test_blank_pixels_agree(file_name, calling_aet):
+    compiled, interpreted = decide_both(HAND_WRITTEN_PIXELS, file_name, calling_aet)
+    assert interpreted == compiled
+    if file_name == "rtplan.dcm":
+        assert compiled["outcome"] == "quarantine" and compiled["failed"]
+    else:
+        assert {edit[0] for edit in compiled["edits"]} == {"DataSet.PixelData"}
+        assert {edit[4] for edit in compiled["edits"]} == {None, "RESEARCH"}

@@ -143,7 +143,7 @@ LAYERS = (
     ("intake and copies", lambda m: m in {"rulesengine.intake", "rulesengine.copies", "rulesengine.wellformed"}
      or in_package(m, "rulesengine.config")),
     ("the document model", lambda m: m in {"rulesengine.document", "rulesengine.dicomfile", "rulesengine.arrival",
-                                           "rulesengine.charsets", "rulesengine.matching"}),
+                                           "rulesengine.charsets", "rulesengine.matching", "rulesengine.pixels"}),
     ("the language", lambda m: in_package(m, LANGUAGE)),
     ("the foundations", lambda m: m in LANGUAGE_FOUNDATIONS),
 )

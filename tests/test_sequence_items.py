@@ -422,10 +422,15 @@ def test_every_example_of_the_porting_page_lints_clean():
     rules_folder = SAMPLES.parent.parent / "rules"
     for example in examples:
         # As in a rule file of the rules folder, beside profiles/: `deid` names the profile's options.
-        source = f'import "profiles/basic-confidentiality-options.rules" as deid\n' \
-                 f'rule "r" {{\n  then {{\n    {example}\n    route to A\n  }}\n}}\n'
+        # An example is an action, or a condition written with its `when`.
+        rule = (f'rule "r" {{\n  {example}\n  then route to A\n}}\nrule "rest" {{\n  then route to A\n}}\n'
+                if example.startswith("when ")
+                else f'rule "r" {{\n  then {{\n    {example}\n    route to A\n  }}\n}}\n')
+        source = 'import "profiles/basic-confidentiality-options.rules" as deid\n' + rule
         program = load_program(text=source, filename=str(rules_folder / "porting_check.rules"))
-        assert [d.one_line() for d in analyse(program).diagnostics] == [], example
+        # The one warning an example may have: a `blank pixels` may change a transfer syntax.
+        findings = [d for d in analyse(program).diagnostics if d.code != "pixels-transcoded"]
+        assert [d.one_line() for d in findings] == [], example
 
 
 # ---- copy NAME to PATH: from a loop variable ---------------------------------------------

@@ -23,7 +23,7 @@ from .regex import Regex, RegexError, compile_regex, replacement_pieces
 from .paths import (ARRIVAL_FIELDS, COMMAND_SET, READ_ONLY_ROOTS, ROOTS, Binding, ResolvedPath, lookup_tag, resolve,
                     tag_text)
 from .types import Type
-from .visitor import NodeVisitor
+from .visitor import NodeVisitor, walk
 
 _ORDERING = {"<", "<=", ">", ">="}
 _EQUALITY = {"==", "!="}
@@ -216,6 +216,83 @@ class Analysis(NodeVisitor):
         if target is not None and target[0] is not None and isinstance(target[0].last.index, int):
             self._error("bad-target", "blank empties a whole element or sequence, not one value or item",
                         action.target.span, "to remove one value or item, write delete")
+
+    def visit_BlankPixelsAction(self, action: n.BlankPixelsAction, scope: Scope) -> None:
+        if scope.context == "response":
+            self._error("response-action", "blank pixels cannot be used inside on response: a response carries "
+                        "no pixel data", action.span, "on response holds set, blank, delete, if, for each, let, "
+                        "log, apply and drop")
+            return
+        if self._wrong_for_messages(action, scope, "blank pixels", n.REQUESTS, "a request carries no pixel data"):
+            return
+        for region in action.regions:
+            for name, expr in zip(("x", "y", "width", "height"), (region.x, region.y, region.width, region.height)):
+                self._pixel_number(expr, scope, f"a region's {name}", positive=name in ("width", "height"))
+        if action.fill is not None:
+            items = action.fill.items if isinstance(action.fill, n.ListLit) else (action.fill,)
+            if isinstance(action.fill, n.ListLit) and not items:
+                self._error("bad-value", "the fill value is an empty list", action.fill.span,
+                            "give one number, or one per sample: with [0, 0, 0]")
+            for item in items:
+                self._pixel_number(item, scope, "the fill value", whole=False)
+        # Said at every use not under a test of the transfer syntax: where instances come compressed,
+        # they leave in another one.
+        if id(action) in self._syntax_tested_pixels():
+            return
+        self._warn("pixels-transcoded", "blank pixels decodes compressed pixel data and writes it uncompressed: "
+                   "a compressed instance leaves in Explicit VR Little Endian, larger than it came",
+                   action.span, "uncompressed instances keep their transfer syntax; to choose which transfer "
+                   "syntaxes reach it, test FileMeta.TransferSyntaxUID in the rule's when or an if around it")
+
+    def _syntax_tested_pixels(self) -> set[int]:
+        """The `blank pixels` actions under a rule's `when` or an `if` that reads
+        FileMeta.TransferSyntaxUID: their author chose which transfer syntaxes reach them."""
+        found = getattr(self, "_syntax_tested", None)
+        if found is not None:
+            return found
+        found = set()
+
+        def reads_syntax(expr) -> bool:
+            return expr is not None and any(
+                isinstance(node, n.Path) and node.root == "FileMeta"
+                and [e.keyword for e in node.elements] == ["TransferSyntaxUID"] for node in walk(expr))
+
+        def visit(actions, tested: bool) -> None:
+            for action in actions:
+                if isinstance(action, n.BlankPixelsAction):
+                    if tested:
+                        found.add(id(action))
+                elif isinstance(action, n.IfAction):
+                    chain, orelse = n.if_chain(action)
+                    tested_here = tested or any(reads_syntax(arm.condition) for arm in chain)
+                    for arm in chain:
+                        visit(arm.body, tested_here)
+                    visit(orelse or (), tested_here)
+                else:
+                    visit([child for child in action.children() if isinstance(child, n.ACTIONS)], tested)
+
+        for module in self.program.modules:
+            for item in module.file.items:
+                if isinstance(item, n.Rule):
+                    visit(item.actions, reads_syntax(item.when))
+        self._syntax_tested = found
+        return found
+
+    def _pixel_number(self, expr: n.Expr, scope: Scope, what: str, positive: bool = False,
+                      whole: bool = True) -> None:
+        kind = self.check_value(expr, scope)
+        if kind is None:
+            return
+        if kind.kind not in (t.NUMBER, t.ANY) or kind.multi:
+            self._error("type-mismatch", f"{what} must be a number, not {kind.describe()}", expr.span,
+                        "a region is counted in pixels: DataSet.Columns, a number, a let of one")
+            return
+        if isinstance(expr, n.NumberLit):
+            if whole and expr.value != int(expr.value):
+                self._error("bad-region", f"{what} is {expr.text}: regions are whole pixels", expr.span)
+            elif positive and expr.value <= 0:
+                self._error("bad-region", f"{what} is {expr.text}: a region is at least 1 pixel wide and high",
+                            expr.span, "a region is (x, y, width, height), not two corners")
 
     def visit_DeleteAction(self, action: n.DeleteAction, scope: Scope) -> None:
         self._target(action.target, scope, "delete")

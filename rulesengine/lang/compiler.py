@@ -287,6 +287,12 @@ class CodeGenerator(NodeVisitor):
     def visit_BlankAction(self, action: n.BlankAction, scope) -> None:
         self._edit(action, "blank", scope)
 
+    def visit_BlankPixelsAction(self, action: n.BlankPixelsAction, scope) -> None:
+        regions = ", ".join("(" + ", ".join(self.value(part, scope) for part in (r.x, r.y, r.width, r.height)) + ")"
+                            for r in action.regions)
+        fill = self.value(action.fill, scope) if action.fill is not None else "0"
+        self.emit(f"ev.edited(doc.blank_pixels([{regions}], {fill}), {self._span_ref(action.span)})", action.span)
+
     def visit_DeleteAction(self, action: n.DeleteAction, scope) -> None:
         self._edit(action, "delete", scope)
 

@@ -42,6 +42,9 @@ class RuleDocument(Protocol):
 
     def delete_private(self) -> Sequence[RuleEdit]: ...
 
+    def blank_pixels(self, regions: Sequence[tuple[Any, Any, Any, Any]], fill: Any = 0) -> Sequence[RuleEdit]:
+        """`blank pixels`: rectangles (x, y, width, height) of every frame set to `fill`."""
+
     def item_refs(self, path: ResolvedPath, base: Any = None) -> Iterable[Any]:
         """The items of the sequences `path` reaches, for `for each` and `any`/`all`."""
 

@@ -213,6 +213,12 @@ class _StatementLine(NodeVisitor):
     def visit_BlankAction(self, a: n.BlankAction) -> str:
         return f"blank {expr_text(a.target)}"
 
+    def visit_BlankPixelsAction(self, a: n.BlankPixelsAction) -> str:
+        regions = ", ".join("(" + ", ".join(expr_text(part) for part in (r.x, r.y, r.width, r.height)) + ")"
+                            for r in a.regions)
+        fill = f" with {expr_text(a.fill)}" if a.fill is not None else ""
+        return f"blank pixels {regions}{fill}"
+
     def visit_DeleteAction(self, a: n.DeleteAction) -> str:
         return f"delete {expr_text(a.target)}"
 

@@ -171,7 +171,7 @@ def _edits(rule: n.Rule) -> set | None:
         for inner in walk_actions((action,)):
             if isinstance(inner, n.CopyAction):
                 continue
-            if isinstance(inner, (n.ApplyAction, n.DeletePrivateAction)):
+            if isinstance(inner, (n.ApplyAction, n.DeletePrivateAction, n.BlankPixelsAction)):
                 return None
             if isinstance(inner, (n.AppendAction, n.DeleteItemsAction, n.CopyPathAction)):
                 return None  # edits of sequences and copies: counted as editing anything

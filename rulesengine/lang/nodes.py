@@ -382,9 +382,30 @@ class CopyPathAction(Node):
     target: Path
 
 
+@dataclass(frozen=True, slots=True)
+class PixelRegion(Node):
+    """(x, y, width, height) of `blank pixels`: pixels from the top left corner."""
+
+    span: Span
+    x: "Expr"
+    y: "Expr"
+    width: "Expr"
+    height: "Expr"
+
+
+@dataclass(frozen=True, slots=True)
+class BlankPixelsAction(Node):
+    """`blank pixels (x, y, width, height), ... with FILL`: rectangles of every frame set to FILL."""
+
+    span: Span
+    regions: tuple[PixelRegion, ...]
+    fill: "Expr | None" = None
+
+
 Action = Union[SetAction, BlankAction, DeleteAction, DeletePrivateAction, RouteAction, CopyAction,
                ApplyAction, DropAction, RejectAction, QuarantineAction, LogAction, LetAction, StopAction,
-               IfAction, ForEachAction, OnResponseAction, AppendAction, DeleteItemsAction, CopyPathAction]
+               IfAction, ForEachAction, OnResponseAction, AppendAction, DeleteItemsAction, CopyPathAction,
+               BlankPixelsAction]
 
 ACTIONS = get_args(Action)
 ENDING_ACTIONS = (DropAction, RejectAction, QuarantineAction, StopAction)

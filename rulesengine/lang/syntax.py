@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from lark import Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
@@ -96,7 +98,20 @@ def _syntax_hint(exc: UnexpectedInput, text: str) -> str | None:
             return "a rule reads: rule \"name\" { when CONDITION then ACTIONS }"
         if tok.type == "NAME" and "DOT" in expected:
             return "a path starts with DataSet., CommandSet., FileMeta., Association., Source. or Retrieve."
+        if _in_blank_pixels(exc, text):
+            return "blank pixels takes regions (x, y, width, height), separated by commas, then `with` a fill value"
     return None
+
+
+def _in_blank_pixels(exc: UnexpectedToken, text: str) -> bool:
+    """Is the mistake in a `blank pixels` action, on the line that starts it?"""
+    lines = text.splitlines()
+    if not 1 <= exc.line <= len(lines):
+        return False
+    before = lines[exc.line - 1][:max(exc.column - 1, 0)]
+    previous = lines[exc.line - 2] if exc.line >= 2 else ""
+    return re.search(r"\bblank\s+pixels\b", before) is not None or (
+        not before.strip() and re.search(r"\bblank\s+pixels\b[^()]*$|\bwith\s*$", previous) is not None)
 
 
 def _accepted(exc: UnexpectedInput) -> set[str]:

@@ -134,6 +134,16 @@ class ToNodes(Transformer):
         return n.BlankAction(self._span(meta), children[0])
 
     @v_args(meta=True)
+    def blank_pixels_action(self, meta, children):
+        regions = tuple(child for child in children if isinstance(child, n.PixelRegion))
+        rest = [child for child in children if not isinstance(child, n.PixelRegion)]
+        return n.BlankPixelsAction(self._span(meta), regions, rest[0] if rest else None)
+
+    @v_args(meta=True)
+    def pixel_region(self, meta, children):
+        return n.PixelRegion(self._span(meta), *children)
+
+    @v_args(meta=True)
     def delete_action(self, meta, children):
         return n.DeleteAction(self._span(meta), children[0])
 
