@@ -42,6 +42,10 @@ class RuleDocument(Protocol):
 
     def delete_private(self) -> Sequence[RuleEdit]: ...
 
+    def delete_private_blocks(self, creators: Any, keep: bool) -> Sequence[RuleEdit]: ...
+
+    def keep_only(self, kept: Any) -> Sequence[RuleEdit]: ...
+
     def item_refs(self, path: ResolvedPath, base: Any = None) -> Iterable[Any]:
         """The items of the sequences `path` reaches, for `for each` and `any`/`all`."""
 

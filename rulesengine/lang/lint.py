@@ -171,7 +171,7 @@ def _edits(rule: n.Rule) -> set | None:
         for inner in walk_actions((action,)):
             if isinstance(inner, n.CopyAction):
                 continue
-            if isinstance(inner, (n.ApplyAction, n.DeletePrivateAction)):
+            if isinstance(inner, (n.ApplyAction, n.DeletePrivateAction, n.KeepOnlyAction)):
                 return None
             if isinstance(inner, n.EDIT_ACTIONS) and isinstance(inner.target, n.PathRef):
                 keys.add(structural_key(inner.target.path))
