@@ -164,12 +164,13 @@ def _block_elements(step: Step, container: Dataset, where: str) -> Iterator[tupl
 
 
 def _selected(step: Step, container: Dataset, where: str) -> Iterator[tuple[Dataset, int, str]]:
-    """The elements of `container` a `*[FILTER]` step picks: never the file meta or command
-    groups, never a private creator element (it names its block)."""
+    """The elements of `container` a `*[FILTER]` step picks: in the data set never the file meta
+    or command groups, never a private creator element (it names its block)."""
     passes = step.select.passes
+    in_data_set = where.startswith(DATASET)
     for tag in sorted(container._dict):
         group, number = tag >> 16, tag & 0xFFFF
-        if group <= 0x0002:
+        if group <= 0x0002 and in_data_set:
             continue
         creator = None
         if group % 2:

@@ -230,9 +230,20 @@ def test_a_literal_set_to_a_fixed_vr_is_checked():
 def test_private_outside_a_filter_is_an_unknown_name():
     with pytest.raises(RulesError):
         rulesengine.compile_source('rule "r" { when private then drop }')
+    found = [d for d in lint_source('rule "r" { when VR == "PN" then drop }').diagnostics if d.is_error]
+    assert found[0].code == "unknown-name" and found[0].hint == \
+        "VR is read in a selector's filter only, e.g. DataSet.**.*[VR == \"...\"]"
 
 
 def test_compile_fails_on_a_bad_filter():
     with pytest.raises(RulesError) as exc:
         rulesengine.compile_source('rule "r" { then delete DataSet.*[VR == "XX"] }')
     assert "bad-filter" in [d.code for d in exc.value.diagnostics]
+
+
+def test_the_read_only_roots_select_their_own_groups(ct_document):
+    assert "1.2.840.10008.1.2.1" in ct_document.get("FileMeta.*")
+    ct_document.command_set.MessageID = 7
+    assert ct_document.get('CommandSet.*[Keyword == "MessageID"]') == [7]
+    diags = lint_source('rule "r" { then delete FileMeta.* }').diagnostics
+    assert [d.code for d in diags if d.is_error] == ["read-only"]

@@ -628,6 +628,9 @@ class Analysis(NodeVisitor):
             hint = f"did you mean {close[0]}?"
         elif expr.name in ROOTS:
             hint = f"name an element: {expr.name}.Keyword"
+        elif expr.name in ("private", "public", "VR", "Keyword", "Tag", "Group", "Creator"):
+            hint = f"{expr.name} is read in a selector's filter only, e.g. DataSet.**.*[{expr.name}" + \
+                ("]" if expr.name in ("private", "public") else ' == "..."]')
         elif re.fullmatch(r"[A-Z0-9_]+", expr.name):
             hint = f'strings are written in double quotes: "{expr.name}"'
         else:
