@@ -14,7 +14,7 @@ from functools import lru_cache
 
 from pydicom import datadict
 
-from ..diagnostics import Diagnostic, error, warning
+from ..diagnostics import Diagnostic, error
 from . import nodes as n
 from .selectors import Select, check as check_selector, compile_selector, fixed_vr
 
