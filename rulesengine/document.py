@@ -158,7 +158,7 @@ def _block_elements(step: Step, container: Dataset, where: str) -> Iterator[tupl
         block = container.private_block(group, creator)
     except KeyError:
         return
-    prefix = block.block_start >> 8
+    prefix = (group << 8) | (block.block_start >> 8)  # block_start: the element number, gg00
     for tag in sorted(t for t in container._dict if t >> 8 == prefix):
         yield container, int(tag), f"{where}.{tag_text(tag)}"
 

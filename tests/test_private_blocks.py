@@ -166,3 +166,13 @@ def test_except_is_reserved():
 def test_formatting(text, expected):
     formatted = format_source(f'rule "r" {{ then {text} }}')
     assert f"then {expected}\n" in formatted and format_source(formatted) == formatted
+
+
+def test_a_block_mask_blanks_and_deletes_every_element_of_the_block_where_it_is():
+    _, doc = run('blank DataSet.**.(0009,"ACME 1.1",xx)')
+    assert doc.get('DataSet.(0009,"ACME 1.1",10)') == ""
+    assert doc.get('DataSet.OtherPatientIDsSequence[1].ContentSequence[1].(0009,"ACME 1.1",10)') == ""
+    assert doc.get('DataSet.(0009,"OTHER",01)') == "other 9"
+    _, doc = run('delete DataSet.(0009,"ACME 1.1",xx)')
+    assert doc.get('DataSet.**.(0009,"ACME 1.1",xx)') == ["acme deep"]  # the top level only
+    assert doc.get('DataSet.(0009,"NOBODY",xx)') == []
