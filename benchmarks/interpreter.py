@@ -185,6 +185,9 @@ class ReferenceInterpreter:
             self._edited(run, self._edit(action.target, "blank", document, scope))
         elif isinstance(action, n.DeleteAction):
             self._edited(run, self._edit(action.target, "delete", document, scope))
+        elif isinstance(action, n.DeletePrivateAction) and action.creators is not None:
+            creators = self._value(action.creators, document, scope)
+            self._edited(run, document.delete_private_blocks(creators, action.keep))
         elif isinstance(action, n.DeletePrivateAction):
             self._edited(run, document.delete_private())
         elif isinstance(action, n.BlankPixelsAction):
@@ -192,6 +195,8 @@ class ReferenceInterpreter:
                        for r in action.regions]
             fill = self._value(action.fill, document, scope) if action.fill is not None else 0
             self._edited(run, document.blank_pixels(regions, fill))
+        elif isinstance(action, n.KeepOnlyAction):
+            raise NotImplementedError("the reference interpreter does not support keep only")
         elif isinstance(action, n.RouteAction):
             self._route(run, action.destinations, action.back)
         elif isinstance(action, n.CopyAction):

@@ -23,6 +23,7 @@ from pydicom.multival import MultiValue
 from .arrival import Arrival
 from .diagnostics import RulesError
 from .lang import nodes as n
+from .lang.keep import IMAGE_PIXEL_TAGS, KeepLevel, KeepList
 from .lang.paths import ARRIVAL_FIELDS, COMMAND_SET, DATASET, FILE_META, READ_ONLY_ROOTS, ResolvedPath, Step, \
     private_vr, resolve, tag_text
 from .lang.syntax import parse_path
@@ -112,14 +113,87 @@ def _elements(step: Step, containers, create: bool = False) -> Iterator[tuple[Da
                 yield container, int(tag), f"{where}.{tag_text(tag)}"
             continue
         if step.private is not None:
+            if step.private[2] is None:
+                yield from _block_elements(step, container, where)
+                continue
             tag = _private_tag(container, step, create and not step.any_depth)
             if tag is None:
                 continue
+        elif step.select is not None:
+            yield from _selected(step, container, where)
+            continue
         else:
             tag = step.tag
         if step.any_depth and tag not in container:
             continue
         yield container, tag, f"{where}.{name}"
+
+
+_NOTHING = KeepLevel()
+
+
+def _kept(ds: Dataset, tag: int, level: KeepLevel | None, anywhere: KeepLevel, creators: dict[int, str]):
+    """Whether a keep list names an element here, and what it names inside its items."""
+    for where in (level, anywhere):
+        if where is None:
+            continue
+        if tag in where.tags:
+            return True, where.tags[tag] if where is level else None
+        if any(tag & care == value for value, care in where.masks):
+            return True, None
+    creator = None
+    group = tag >> 16
+    if group % 2 and tag & 0xFFFF >= 0x1000:
+        creator = creators.get((group << 16) | (tag >> 8 & 0xFF))
+        for where in (level, anywhere):
+            if where is not None and any(g == group and c == creator and (o is None or o == tag & 0xFF)
+                                         for g, c, o in where.blocks):
+                return True, None
+    selects = (level.selects if level is not None else []) + anywhere.selects
+    if selects:
+        elem = ds._dict[tag]
+        vr = elem.VR if elem.VR is not None else _element(ds, tag).VR
+        if any(select.passes(tag, vr, creator) for select in selects):
+            return True, None
+    return False, None
+
+
+def _block_elements(step: Step, container: Dataset, where: str) -> Iterator[tuple[Dataset, int, str]]:
+    """The elements of a private block that exist, for (gggg,"CREATOR",xx)."""
+    group, creator, _ = step.private
+    try:
+        block = container.private_block(group, creator)
+    except KeyError:
+        return
+    prefix = (group << 8) | (block.block_start >> 8)  # block_start: the element number, gg00
+    for tag in sorted(t for t in container._dict if t >> 8 == prefix):
+        yield container, int(tag), f"{where}.{tag_text(tag)}"
+
+
+def _selected(step: Step, container: Dataset, where: str) -> Iterator[tuple[Dataset, int, str]]:
+    """The elements of `container` a `*[FILTER]` step picks: in the data set never the file meta
+    or command groups, never a private creator element (it names its block)."""
+    passes = step.select.passes
+    in_data_set = where.startswith(DATASET)
+    for tag in sorted(container._dict):
+        group, number = tag >> 16, tag & 0xFFFF
+        if group <= 0x0002 and in_data_set:
+            continue
+        creator = None
+        if group % 2:
+            if number < 0x1000:
+                if number >= 0x0010:
+                    continue  # a creator element
+            else:
+                owner = container._dict.get((group << 16) | (number >> 8))
+                creator = _element(container, owner.tag).value if owner is not None else None
+                creator = creator.strip() if isinstance(creator, str) else creator
+        elem = container._dict[tag]
+        vr = elem.VR
+        if vr is None:  # implicit VR: the dictionary's
+            vr = _element(container, tag).VR
+        if passes(int(tag), vr, creator):
+            yield container, int(tag), f"{where}.{_elem_name(tag) if group % 2 == 0 else tag_text(tag)}"
 
 
 def _element(ds: Dataset, tag: int):
@@ -368,6 +442,8 @@ class Document:
         changes: list[Change] = []
         try:
             for container, tag, text, step in list(self._targets(path, start, prefix, write=True)):
+                if step.select is not None and container[tag].VR == "SQ":
+                    continue  # a selector sets values; a sequence's are inside its items
                 changes.extend(self._write_element(container, tag, step, value, text))
         except Exception:
             self.cache.clear()  # items may have been created before the failure
@@ -501,6 +577,8 @@ class Document:
             raise PathError(f"{path.text} cannot be deleted")
         self.cache.clear()
         start, prefix = self._start(path, base)
+        if path.last.select is not None:
+            return self._delete_selected(path, start, prefix)
         changes = []
         for container, tag, text, step in list(self._targets(path, start, prefix)):
             if tag not in container:
@@ -529,6 +607,24 @@ class Document:
                     old = values.pop(step.index - 1)
                     elem.value = values
                     changes.append(Change(f"{text}[{step.index}]", old, None))
+        return changes
+
+    def _delete_selected(self, path: ResolvedPath, start: Dataset, prefix: str) -> list[Change]:
+        """Delete what a `*[FILTER]` selects; a private block it empties loses its creator element too."""
+        changes: list[Change] = []
+        emptied: dict[int, tuple[Dataset, str, set[int]]] = {}
+        for ref in self.element_refs(path, ItemRef(start, prefix)):
+            changes.extend(self.delete_ref(ref))
+            if (ref.tag >> 16) % 2:
+                emptied.setdefault(id(ref.container), (ref.container, ref.text.rsplit(".", 1)[0], set())
+                                   )[2].add(ref.tag >> 8)
+        for container, where, blocks in emptied.values():
+            remaining = {tag >> 8 for tag in container._dict if (tag >> 16) % 2 and tag & 0xFFFF >= 0x1000}
+            for block in sorted(blocks - remaining):
+                creator_tag = ((block >> 8) << 16) | (block & 0xFF)
+                if creator_tag in container._dict:
+                    changes.extend(self.delete_ref(ElementRef(container, creator_tag,
+                                                              f"{where}.{tag_text(creator_tag)}", Step(""))))
         return changes
 
     def blank_path(self, path: ResolvedPath, base: "ItemRef | None" = None) -> list[Change]:
@@ -812,6 +908,89 @@ class Document:
         if not removed:
             return []
         return [Change(f"{DATASET} private elements", f"{removed} element{'s' * (removed != 1)}", None)]
+
+    def delete_private_blocks(self, creators: Any, keep: bool = False) -> list[Change]:
+        """Remove the private blocks of these creators (text or several texts), creator elements
+        included, at any depth; with `keep`, remove every private element but those blocks."""
+        names = {str(c).strip() for c in (creators if isinstance(creators, (list, tuple)) else
+                                          () if creators in (None, "") else (creators,))}
+        changes: list[Change] = []
+        for ds, where in list(_datasets_below(self.dataset, DATASET)):
+            blocks: dict[int, str] = {}  # (group << 8 | block number) -> creator, for this data set
+            for tag in ds._dict:
+                if tag >> 16 & 1 and 0x0010 <= tag & 0xFFFF <= 0x00FF:
+                    value = _element(ds, tag).value
+                    blocks[(tag >> 16) << 8 | (tag & 0xFF)] = str(value).strip() if value is not None else ""
+            doomed: dict[str, list[int]] = {}
+            for tag in ds._dict:
+                if not tag >> 16 & 1:
+                    continue
+                number = tag & 0xFFFF
+                if 0x0010 <= number <= 0x00FF:
+                    creator = blocks[(tag >> 16) << 8 | number]
+                elif number >= 0x1000:
+                    creator = blocks.get((tag >> 16) << 8 | number >> 8)
+                else:
+                    creator = None  # group length and reserved elements: no block
+                if (creator in names) != keep:
+                    doomed.setdefault(creator if creator is not None else "", []).append(tag)
+            for creator, tags in doomed.items():
+                for tag in tags:
+                    del ds[tag]
+                what = f"private block {creator!r}" if creator else "private elements of no block"
+                changes.append(Change(f"{where} {what}", f"{len(tags)} element{'s' * (len(tags) != 1)}", None))
+        if changes:
+            self.cache.clear()
+            self._structure_changed()
+            self._dirty = None
+        return changes
+
+    def keep_only(self, kept: KeepList) -> list[Change]:
+        """Delete every element of the data set the keep list does not name, at every depth
+        (`keep only`); the Image Pixel module stays at the top level. A private creator element
+        stays while an element of its block does."""
+        changes: list[Change] = []
+        self._keep_in(self.dataset, DATASET, kept.top, kept, True, changes)
+        if changes:
+            self.cache.clear()
+            self._structure_changed()
+            self._dirty = None
+        return changes
+
+    def _keep_in(self, ds: Dataset, where: str, level: KeepLevel | None, kept: KeepList, top: bool,
+                 changes: list[Change]) -> None:
+        anywhere = kept.anywhere
+        filters_items = bool(anywhere.tags or anywhere.masks or anywhere.blocks or anywhere.selects)
+        removed = 0
+        creators: dict[int, str] = {}
+        for tag in sorted(ds._dict):
+            group, number = tag >> 16, tag & 0xFFFF
+            if group <= 0x0002:
+                continue  # never in a data set read from a file: left alone
+            if group % 2 and 0x0010 <= number <= 0x00FF:
+                value = _element(ds, tag).value
+                creators[tag] = str(value).strip() if value is not None else ""
+                continue  # decided below, once its block is known
+            named, inner = _kept(ds, tag, level, anywhere, creators)
+            if not named and not (top and tag in IMAGE_PIXEL_TAGS):
+                del ds[tag]
+                removed += 1
+                continue
+            if inner is None and not filters_items:
+                continue  # kept whole
+            elem = _element(ds, tag)
+            if elem.VR == "SQ":
+                name = _elem_name(tag)
+                for number_, item in enumerate(elem.value or (), 1):
+                    self._keep_in(item, f"{where}.{name}[{number_}]", inner or _NOTHING, kept, False, changes)
+        live = {t >> 8 for t in ds._dict if t >> 16 & 1 and t & 0xFFFF >= 0x1000} if creators else set()
+        for tag in creators:  # a creator without a block left, unless named itself
+            if (tag >> 16) << 8 | (tag & 0xFF) not in live \
+                    and not (level is not None and level.names(tag)) and not anywhere.names(tag):
+                del ds[tag]
+                removed += 1
+        if removed:
+            changes.append(Change(f"{where} elements not kept", f"{removed} element{'s' * (removed != 1)}", None))
 
     def invalidate(self) -> None:
         """Call after editing `dataset` directly through pydicom: forget what was read."""

@@ -306,3 +306,19 @@ def test_fmt_on_a_missing_path_is_a_usage_error(tree: Path):
     result = run_fmt("nowhere.rules", cwd=tree)
     assert result.returncode == 2
     assert "nowhere.rules" in result.stderr
+
+
+@pytest.mark.parametrize("path, expected", [
+    ('DataSet.*[ VR=="PN" ]', 'DataSet.*[VR == "PN"]'),
+    ("DataSet.**.*", "DataSet.**.*"),
+    ('DataSet.**.*[(private) and (Creator in ["A","B"])]', 'DataSet.**.*[private and Creator in ["A", "B"]]'),
+    ('DataSet.*[not (VR == "DA" or public)]', 'DataSet.*[not (VR == "DA" or public)]'),
+    ('DataSet.*[(a == 1 or b == 2) and c == 3]', 'DataSet.*[(a == 1 or b == 2) and c == 3]'),
+    ('DataSet.*[Keyword matches /a\\/b/i]', 'DataSet.*[Keyword matches /a\\/b/i]'),
+])
+def test_selector_filters_print_canonically_and_reparse(path, expected):
+    text = f"rule \"r\" {{ then delete {path} }}"
+    formatted = format_source(text)
+    assert f"then delete {expected}" in formatted
+    assert without_layout(parse(formatted).items) == without_layout(parse(text).items)
+    assert format_source(formatted) == formatted

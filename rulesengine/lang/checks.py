@@ -15,6 +15,7 @@ from typing import Iterable, Mapping
 
 from ..diagnostics import Diagnostic, Span, error, warning
 from ..values import ValueError_, concrete_vr, to_dicom
+from . import keep
 from . import nodes as n
 from . import types as t
 from .functions import FUNCTIONS
@@ -297,8 +298,38 @@ class Analysis(NodeVisitor):
     def visit_DeleteAction(self, action: n.DeleteAction, scope: Scope) -> None:
         self._target(action.target, scope, "delete")
 
+    def visit_KeepOnlyAction(self, action: n.KeepOnlyAction, scope: Scope) -> None:
+        resolved = []
+        for ref in action.paths:
+            path = self.resolve_path(ref.path, scope)
+            if path is None:
+                continue
+            found = keep.check_path(path, ref.span)
+            self.diagnostics.extend(found)
+            if not found:
+                resolved.append(path)
+        if len(resolved) == len(action.paths):
+            finding = keep.unkept_warning(keep.build(resolved, ""), action.span)
+            if finding is not None:
+                self.diagnostics.append(finding)
+
     def visit_DeletePrivateAction(self, action, scope: Scope) -> None:
-        pass
+        if action.creators is None:
+            return
+        kind = self.check_value(action.creators, scope)
+        if kind is None:
+            return
+        if kind.kind not in (t.STRING, t.ANY):
+            self._error("type-mismatch", f"a private creator is text, not {kind.describe()}", action.creators.span,
+                        'for example delete private ["GEMS_IDEN_01", "SIEMENS CSA HEADER"]')
+            return
+        literal = _literal_value(action.creators)
+        if literal is _NOT_LITERAL:
+            return
+        for creator in literal if isinstance(literal, tuple) else (literal,):
+            if isinstance(creator, str) and not creator.strip():
+                self._error("bad-value", "a private creator is not empty", action.creators.span,
+                            "name the block, e.g. \"GEMS_IDEN_01\"")
 
     def _routing_allowed(self, action, scope: Scope, word: str) -> bool:
         if scope.context == "response":
@@ -666,6 +697,10 @@ class Analysis(NodeVisitor):
         if verb == "set" and last.mask is not None:
             self._error("bad-target", "a tag mask names many elements: it can only be deleted or blanked", path.span)
             return None
+        if verb == "set" and last.private is not None and last.private[2] is None:
+            self._error("bad-target", "xx names every element of a private block: it can only be deleted, blanked "
+                        "or kept", path.span)
+            return None
         kind = t.path_type(resolved)
         if verb == "set" and last.tag is not None and not last.any_depth and scope.context != "test":
             info = lookup_tag(last.tag)
@@ -815,6 +850,9 @@ class Analysis(NodeVisitor):
             hint = f"did you mean {close[0]}?"
         elif expr.name in ROOTS:
             hint = f"name an element: {expr.name}.Keyword"
+        elif expr.name in ("private", "public", "VR", "Keyword", "Tag", "Group", "Creator"):
+            hint = f"{expr.name} is read in a selector's filter only, e.g. DataSet.**.*[{expr.name}" + \
+                ("]" if expr.name in ("private", "public") else ' == "..."]')
         elif re.fullmatch(r"[A-Z0-9_]+", expr.name):
             hint = f'strings are written in double quotes: "{expr.name}"'
         else:

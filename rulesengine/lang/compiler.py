@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..diagnostics import Span
+from . import keep
 from . import nodes as n
 from . import operators as ops
 from . import types as t
@@ -296,7 +297,17 @@ class CodeGenerator(NodeVisitor):
     def visit_DeleteAction(self, action: n.DeleteAction, scope) -> None:
         self._edit(action, "delete", scope)
 
+    def visit_KeepOnlyAction(self, action: n.KeepOnlyAction, scope) -> None:
+        paths = [self.analysis.paths[id(ref.path)] for ref in action.paths]
+        kept = self.shared.const(keep.build(paths, ", ".join(p.text for p in paths)), "keep_list")
+        self.emit(f"ev.edited(doc.keep_only({kept}), {self._span_ref(action.span)})", action.span)
+
     def visit_DeletePrivateAction(self, action, scope) -> None:
+        if action.creators is not None:
+            creators = self.visit(action.creators, scope)
+            self.emit(f"ev.edited(doc.delete_private_blocks({creators}, {action.keep}), "
+                      f"{self._span_ref(action.span)})", action.span)
+            return
         self.emit(f"ev.edited(doc.delete_private(), {self._span_ref(action.span)})", action.span)
 
     def visit_RouteAction(self, action: n.RouteAction, scope) -> None:

@@ -45,6 +45,10 @@ class RuleDocument(Protocol):
     def blank_pixels(self, regions: Sequence[tuple[Any, Any, Any, Any]], fill: Any = 0) -> Sequence[RuleEdit]:
         """`blank pixels`: rectangles (x, y, width, height) of every frame set to `fill`."""
 
+    def delete_private_blocks(self, creators: Any, keep: bool) -> Sequence[RuleEdit]: ...
+
+    def keep_only(self, kept: Any) -> Sequence[RuleEdit]: ...
+
     def item_refs(self, path: ResolvedPath, base: Any = None) -> Iterable[Any]:
         """The items of the sequences `path` reaches, for `for each` and `any`/`all`."""
 

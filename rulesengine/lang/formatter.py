@@ -222,7 +222,12 @@ class _StatementLine(NodeVisitor):
     def visit_DeleteAction(self, a: n.DeleteAction) -> str:
         return f"delete {expr_text(a.target)}"
 
+    def visit_KeepOnlyAction(self, a: n.KeepOnlyAction) -> _Listing:
+        return _Listing("keep only ", [expr_text(p) for p in a.paths])
+
     def visit_DeletePrivateAction(self, a: n.DeletePrivateAction) -> str:
+        if a.creators is not None:
+            return "delete private " + ("except " if a.keep else "") + expr_text(a.creators)
         return "delete private"
 
     def visit_RouteAction(self, a: n.RouteAction) -> str:

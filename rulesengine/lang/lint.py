@@ -171,7 +171,7 @@ def _edits(rule: n.Rule) -> set | None:
         for inner in walk_actions((action,)):
             if isinstance(inner, n.CopyAction):
                 continue
-            if isinstance(inner, (n.ApplyAction, n.DeletePrivateAction, n.BlankPixelsAction)):
+            if isinstance(inner, (n.ApplyAction, n.DeletePrivateAction, n.BlankPixelsAction, n.KeepOnlyAction)):
                 return None
             if isinstance(inner, (n.AppendAction, n.DeleteItemsAction, n.CopyPathAction)):
                 return None  # edits of sequences and copies: counted as editing anything

@@ -47,16 +47,19 @@ class Element(Node):
     keyword: str | None = None
     tag: int | None = None
     mask: tuple[int, int] | None = None  # (value, care-bits) for (60xx,3000)
-    private: tuple[int, str, int] | None = None  # (group, creator, element offset)
+    private: tuple[int, str, int | None] | None = None  # (group, creator, element offset; None: xx, every one)
     indices: tuple[int | str, ...] = ()
     any_depth: bool = False  # preceded by `**`: found at any depth
+    selector: "Selector | None" = None  # `*` or `*[FILTER]`: every element at this level that passes
 
     def text(self) -> str:
-        if self.keyword is not None:
+        if self.selector is not None:
+            base = self.selector.text
+        elif self.keyword is not None:
             base = self.keyword
         elif self.private is not None:
             group, creator, offset = self.private
-            base = f"({group:04X},{quote_string(creator)},{offset:02X})"
+            base = f"({group:04X},{quote_string(creator)},{'xx' if offset is None else f'{offset:02X}'})"
         elif self.mask is not None:
             value, care = self.mask
             base = "(" + _mask_text(value >> 16, care >> 16) + "," + _mask_text(value & 0xFFFF, care & 0xFFFF) + ")"
@@ -78,6 +81,16 @@ def _escaped(ch: str) -> str:
     if ch in _STRING_ESCAPES:
         return _STRING_ESCAPES[ch]
     return f"\\u{ord(ch):04X}" if ch < " " or ch == "\x7f" else ch
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """The `*` path segment and its filter on the element's own properties (VR, Keyword, ...).
+    Not a Node: names in the filter are properties, not variables, so walkers do not enter it."""
+
+    span: Span
+    condition: "Expr | None"
+    text: str  # canonical: `*` or `*[VR == "PN"]`
 
 
 def _mask_text(value: int, care: int) -> str:
@@ -249,6 +262,10 @@ class DeleteAction(Node):
 @dataclass(frozen=True, slots=True)
 class DeletePrivateAction(Node):
     span: Span
+    # `delete private "GEMS_IDEN_01"` / `["A", "B"]`: those creators' blocks only; with `except`,
+    # every private element but those blocks. None: every private element.
+    creators: "Expr | None" = None
+    keep: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,6 +358,14 @@ class ForEachAction(Node):
 
 
 @dataclass(frozen=True, slots=True)
+class KeepOnlyAction(Node):
+    """`keep only PATH, PATH, ...`: every element of the data set not named is deleted."""
+
+    span: Span
+    paths: tuple[PathRef, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class OnResponseAction(Node):
     """`on response { ... }`: edits of each response to the request, on its way back."""
 
@@ -405,7 +430,7 @@ class BlankPixelsAction(Node):
 Action = Union[SetAction, BlankAction, DeleteAction, DeletePrivateAction, RouteAction, CopyAction,
                ApplyAction, DropAction, RejectAction, QuarantineAction, LogAction, LetAction, StopAction,
                IfAction, ForEachAction, OnResponseAction, AppendAction, DeleteItemsAction, CopyPathAction,
-               BlankPixelsAction]
+               BlankPixelsAction, KeepOnlyAction]
 
 ACTIONS = get_args(Action)
 ENDING_ACTIONS = (DropAction, RejectAction, QuarantineAction, StopAction)

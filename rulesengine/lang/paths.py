@@ -14,8 +14,9 @@ from functools import lru_cache
 
 from pydicom import datadict
 
-from ..diagnostics import Diagnostic, error, warning
+from ..diagnostics import Diagnostic, error
 from . import nodes as n
+from .selectors import Select, check as check_selector, compile_selector, fixed_vr
 
 DATASET, COMMAND_SET, FILE_META = "DataSet", "CommandSet", "FileMeta"
 ASSOCIATION, SOURCE, RETRIEVE = "Association", "Source", "Retrieve"
@@ -60,6 +61,7 @@ class Step:
     any_depth: bool = False
     vr: str | None = None
     vm: str | None = None
+    select: Select | None = None  # `*[FILTER]`: every element that passes
 
     @property
     def is_sequence(self) -> bool:
@@ -81,7 +83,9 @@ class ResolvedPath:
 
     def __post_init__(self):
         steps = self.steps
-        object.__setattr__(self, "fans_out", any(s.index == n.STAR or s.any_depth for s in steps))
+        object.__setattr__(self, "fans_out", any(s.index == n.STAR or s.any_depth or s.select is not None
+                                                 or (s.private is not None and s.private[2] is None)
+                                                 for s in steps))
         if len(steps) == 1 and steps[0].tag is not None and steps[0].index is None and not steps[0].any_depth:
             object.__setattr__(self, "direct_tag", steps[0].tag)
             object.__setattr__(self, "multi", steps[0].vm is not None and steps[0].vm != "1")
@@ -229,6 +233,10 @@ def resolve(path: n.Path, bindings: dict[str, Binding] | None = None) -> tuple[R
         if len(element.indices) > 1:
             diags.append(error("bad-path", "one index per element: write Seq[1].Element[2]", element.span))
             return None, diags
+        if step.select is not None and not is_last:
+            diags.append(error("bad-path", f"{element.text()} selects elements; nothing can follow it in a path",
+                               element.span, "end the path with it, e.g. DataSet.**.*[VR == \"PN\"]"))
+            return None, diags
         if not is_last:
             if step.vr is not None and step.vr != "SQ":
                 diags.append(error("bad-path", f"{element.text()} is not a sequence ({step.vr}), so nothing "
@@ -283,6 +291,8 @@ def _group_ok(root: str, group: int, element: n.Element, diags: list[Diagnostic]
 def _resolve_element(element: n.Element, root: str, diags: list[Diagnostic]) -> Step | None:
     index = element.indices[0] if element.indices else None
     base = dict(text=element.text(), index=index, any_depth=element.any_depth)
+    if element.selector is not None:
+        return _resolve_selector(element, root, base, diags)
     if element.keyword is not None:
         info = lookup_keyword(element.keyword)
         if info is None:
@@ -296,6 +306,8 @@ def _resolve_element(element: n.Element, root: str, diags: list[Diagnostic]) -> 
         return Step(tag=info.tag, vr=info.vr, vm=info.vm, **base)
     if element.private is not None:
         group, creator, offset = element.private
+        if offset is None:  # (gggg,"CREATOR",xx): every element of the block
+            return Step(private=element.private, **base)
         return Step(private=element.private, vr=private_vr(group, creator, offset), vm=None, **base)
     if element.mask is not None:
         return Step(mask=element.mask, **base)
@@ -304,10 +316,20 @@ def _resolve_element(element: n.Element, root: str, diags: list[Diagnostic]) -> 
         return None
     info = lookup_tag(tag)
     if (tag >> 16) % 2 == 1 and (tag & 0xFFFF) >= 0x1000:
-        diags.append(warning("private-by-tag", f"{element.text()} is a private element addressed by its tag; "
-                             "its block can differ from file to file",
-                             element.span, 'name its creator: (gggg,"CREATOR",ee)'))
+        diags.append(error("private-by-tag", f"{element.text()} is a private element addressed by its tag; "
+                           "its block can differ from file to file",
+                           element.span, f'name its creator: ({tag >> 16:04X},"CREATOR",{tag & 0xFF:02X})'))
     return Step(tag=tag, vr=info.vr if info else None, vm=info.vm if info else None, **base)
+
+
+def _resolve_selector(element: n.Element, root: str, base: dict, diags: list[Diagnostic]) -> Step | None:
+    if root in ARRIVAL_FIELDS:
+        return None  # reported by _resolve_arrival
+    found = check_selector(element.selector.condition)
+    diags.extend(found)
+    if any(d.is_error for d in found):
+        return None
+    return Step(select=compile_selector(element.selector), vr=fixed_vr(element.selector.condition), **base)
 
 
 def tag_text(tag: int) -> str:

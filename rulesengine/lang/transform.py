@@ -9,6 +9,7 @@ from lark import Token, Transformer, Tree, v_args
 
 from ..diagnostics import Span
 from . import nodes as n
+from .selectors import selector_text
 
 
 class NodeError(Exception):
@@ -21,7 +22,7 @@ class NodeError(Exception):
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "/": "/"}
 _TAG = re.compile(r"\(\s*([0-9A-Fa-fxX]{4})\s*,\s*([0-9A-Fa-fxX]{4})\s*\)")
-_PRIVATE = re.compile(r'\(\s*([0-9A-Fa-f]{4})\s*,\s*("(?:\\.|[^"\\])*")\s*,\s*([0-9A-Fa-f]{2})\s*\)')
+_PRIVATE = re.compile(r'\(\s*([0-9A-Fa-f]{4})\s*,\s*("(?:\\.|[^"\\])*")\s*,\s*([0-9A-Fa-f]{2}|[xX]{2})\s*\)')
 
 
 def unquote(text: str, span: Span) -> str:
@@ -149,7 +150,9 @@ class ToNodes(Transformer):
 
     @v_args(meta=True)
     def delete_private_action(self, meta, children):
-        return n.DeletePrivateAction(self._span(meta))
+        keep = any(isinstance(c, Token) and c.type == "EXCEPT" for c in children)
+        creators = [c for c in children if not isinstance(c, Token)]
+        return n.DeletePrivateAction(self._span(meta), creators[0] if creators else None, keep)
 
     @v_args(meta=True)
     def route_action(self, meta, children):
@@ -365,7 +368,8 @@ class ToNodes(Transformer):
                 raise NodeError("bad-tag", f"group {group:04X} is not private (private groups are odd)",
                                 self._tspan(head))
             creator = unquote(m.group(2), self._tspan(head))
-            return n.Element(span, private=(group, creator, int(m.group(3), 16)), indices=idx)
+            offset = None if m.group(3) in ("xx", "xX", "Xx", "XX") else int(m.group(3), 16)  # xx: the whole block
+            return n.Element(span, private=(group, creator, offset), indices=idx)
         m = _TAG.fullmatch(str(head))
         group_value, group_care = _hex_with_mask(m.group(1))
         elem_value, elem_care = _hex_with_mask(m.group(2))
@@ -373,6 +377,20 @@ class ToNodes(Transformer):
             return n.Element(span, tag=(group_value << 16) | elem_value, indices=idx)
         mask = ((group_value << 16) | elem_value, (group_care << 16) | elem_care)
         return n.Element(span, mask=mask, indices=idx)
+
+    @v_args(meta=True)
+    def selector(self, meta, children):
+        condition = children[1] if len(children) > 1 else None
+        span = self._span(meta)
+        return n.Element(span, selector=n.Selector(span, condition, selector_text(condition)))
+
+    @v_args(meta=True)
+    def keep_only_action(self, meta, children):
+        return n.KeepOnlyAction(self._span(meta), tuple(children))
+
+    @v_args(meta=True)
+    def private_condition(self, meta, children):
+        return n.Variable(self._span(meta), "private")
 
     def index(self, children):
         tok = children[0]
@@ -469,8 +487,7 @@ def _has_back(children) -> bool:
 
 
 def _with_any_depth(element: n.Element) -> n.Element:
-    return n.Element(element.span, element.keyword, element.tag, element.mask, element.private,
-                     element.indices, any_depth=True)
+    return dataclasses.replace(element, any_depth=True)
 
 
 def to_nodes(tree: Tree, filename: str):
