@@ -189,8 +189,11 @@ class Analysis(NodeVisitor):
     def _let(self, action: n.LetAction, scope: Scope) -> Scope | None:
         """A `let` binds a value for the rest of the actions around it."""
         kind = self.check_value(action.value, scope)
-        if not self._name_free(action.name, action.name_span, scope) or kind is None:
+        if not self._name_free(action.name, action.name_span, scope):
             return None
+        if kind is None:
+            # the value's finding is made; the name stays known, so its uses are not reported again
+            return scope.with_variable(action.name, Binding("value"), t.T_ANY)
         if kind.kind in (t.ITEMS, t.ITEM):
             self._error("type-mismatch", "let keeps a value, not a sequence or an item", action.value.span,
                         "use for each to walk items")
