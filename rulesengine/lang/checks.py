@@ -1056,9 +1056,9 @@ def _suggest(word: str, names, what: str) -> str | None:
 
 # ---- what a value is likely to mean --------------------------------------------------
 
-# Defined terms of multi-valued code strings that rules test most, from PS3.3 (C.7.6.1.1.2
-# Image Type and the modality modules' value 3 terms). A literal outside them is more likely
-# text inside a value than a whole value.
+# Whole values of the multi-valued code strings that rules test most: Image Type's defined
+# terms in PS3.3 (C.7.6.1.1.2 and the modality modules), and values scanners commonly write.
+# A literal outside them is more likely meant as text inside a value than as a whole value.
 DEFINED_TERMS = {
     "ImageType": frozenset({
         "ORIGINAL", "DERIVED", "PRIMARY", "SECONDARY", "AXIAL", "LOCALIZER", "REFORMATTED", "MPR", "MIP",
@@ -1066,7 +1066,8 @@ DEFINED_TERMS = {
         "PERFUSION", "DIFFUSION", "ADC", "TRACE", "FA", "T1", "T2", "M", "P", "R", "I", "OTHER", "NONE",
         "MIXED", "RECON", "STATIC", "DYNAMIC", "GATED", "WHOLE BODY", "TOMO", "EMISSION", "TRANSMISSION",
         "FLUOROSCOPY", "SINGLE PLANE", "BIPLANE A", "BIPLANE B", "POST_CONTRAST", "PRE_CONTRAST", "SUBTRACTION",
-        "CALCIUM_SCORE", "CARDIAC", "CARDIAC_GATED", "CT_SOM5 SPI", "SINGLE A", "SINGLE B",
+        "CALCIUM_SCORE", "CARDIAC", "CARDIAC_GATED", "CT_SOM5 SPI", "SINGLE A", "SINGLE B", "ND", "NORM",
+        "DIS2D", "DIS3D", "MOSAIC", "FILTERED", "HELIX", "SCOUT", "TOPOGRAM", "JP2K LOSSY", "ACQUISITION",
     }),
 }
 _CS_VALUE = re.compile(r"[A-Z0-9 _]*")

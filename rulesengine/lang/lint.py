@@ -6,6 +6,8 @@
 - fall-through: documents that can end with no destination (the configured
   no_destination policy then applies);
 - loop: routes that could send a document back to the AE title it came from.
+- catch-all: a rule without `when` that drops, rejects or quarantines after a rule
+  that routes and goes on, so it ends what was routed too.
 """
 
 from __future__ import annotations
