@@ -59,6 +59,9 @@ _OPERATORS = (
 )
 
 
+_WINDOW = 240
+
+
 def _tag(group: str, element: str) -> str:
     return f"({group.upper()},{element.upper()})"
 
@@ -111,8 +114,10 @@ def _method_rewrite(match: re.Match) -> str:
 def line_hint(line: str, column: int) -> str | None:
     """A rewrite for a form from another tool on this line, at or just before `column` (1-based)
     where the parser stopped; None when the line holds none."""
-    at = column - 1
-    deid = _DEID.match(line)
+    # Only around the error: a pasted line can be long, and the patterns need not see all of it.
+    start = max(0, column - 1 - _WINDOW)
+    line, at = line[start:column - 1 + _WINDOW // 2], column - 1 - start
+    deid = _DEID.match(line) if start == 0 else None
     if deid:
         action, name, value = deid.group(1), deid.group(2), (deid.group(3) or "").strip()
         path = "DataSet." + (_tag(*re.findall(_HEX4, name)) if name.startswith("(") else name)
