@@ -349,3 +349,33 @@ def test_a_table_cell_used_as_a_number(run_in):
     assert '"10" plus 1 is "101"' in found[3].message
     # written to a number element, the generic warning gives way to this one
     assert not [d for d in rulesengine.check_file("main.rules") if d.code == "type-mismatch"]
+
+
+def test_the_rewrites_the_hints_give_mean_what_they_say():
+    """The warnings' hints are followed literally by users: each rewrite must behave as said."""
+    from helpers.evaluation import evaluate
+
+    def fires(condition: str, **values) -> bool:
+        source = f'rule "r" {{\n  when {condition}\n  then route to YES\n}}\nrule "else" {{\n  then route to NO\n}}\n'
+        decision = evaluate(source, None, **values)
+        assert decision.error is None, decision.error
+        return "YES" in decision.destinations
+
+    save_page = {"DataSet__ImageType": ["ORIGINAL", "PRIMARY", "SAVE PAGE"]}
+    assert not fires('DataSet.ImageType contains "SAVE"', **save_page)  # what the warning is about
+    assert fires('any v in DataSet.ImageType: v contains "SAVE"', **save_page)
+    assert not fires('"SAVE" in DataSet.ImageType', **save_page)
+    assert fires('"SAVE PAGE" in DataSet.ImageType', **save_page)
+    assert fires('all v in DataSet.ImageType: v not contains "AXIAL"', **save_page)
+    # == "" and its rewrite, for a missing, an empty and a present element
+    assert not fires('DataSet.AccessionNumber == ""')
+    assert fires('empty DataSet.AccessionNumber or missing DataSet.AccessionNumber')
+    assert fires('empty DataSet.AccessionNumber or missing DataSet.AccessionNumber', DataSet__AccessionNumber="")
+    assert not fires('empty DataSet.AccessionNumber or missing DataSet.AccessionNumber', DataSet__AccessionNumber="A1")
+    assert not fires('DataSet.AccessionNumber != ""')
+    assert fires('exists DataSet.AccessionNumber and not empty DataSet.AccessionNumber', DataSet__AccessionNumber="A1")
+    assert not fires('exists DataSet.AccessionNumber and not empty DataSet.AccessionNumber')
+    assert fires('not empty DataSet.AccessionNumber')
+    # the tag rewrites name the element the other tool meant
+    assert fires('DataSet.(0028,0301) == "YES"', DataSet__BurnedInAnnotation="YES")
+    assert fires('DataSet.(0018,0015) == "CHEST"', DataSet__BodyPartExamined="CHEST")
