@@ -249,6 +249,15 @@ PORTING_CASES = [
     ('rule "a" { then {\n  JITTER StudyDate var:jitter\n} }', "syntax", "error", 2, 3,
      "shift_date(DataSet.StudyDate, DAYS)"),
     ('KEEP PatientSex', "syntax", "error", 1, 1, "nothing to write"),
+    # CTP DicomAnonymizer script elements, deid recipe headers
+    ('<e en="T" t="00100010" n="PatientName">@empty()</e>', "syntax", "error", 1, 1, "blank DataSet.PatientName"),
+    ('block b {\n  <e en="T" t="00080050" n="AccessionNumber">@hash(this,16)</e>\n}', "syntax", "error", 2, 3,
+     "set DataSet.AccessionNumber = hash(DataSet.AccessionNumber)"),
+    ('<e en="T" t="00120062" n="PatientIdentityRemoved">YES</e>', "syntax", "error", 1, 1,
+     'set DataSet.PatientIdentityRemoved = "YES"'),
+    ('<e en="T" t="00180015">@remove()</e>', "syntax", "error", 1, 1, "delete DataSet.(0018,0015)"),
+    ('<e en="F" t="00100020" n="PatientID">@remove()</e>', "syntax", "error", 1, 1, "nothing to write"),
+    ('FORMAT dicom\n%header\nREMOVE PatientID', "syntax", "error", 1, 1, "deid recipe's header"),
     # conditions joined with + (CTP's or)
     ('rule "a" { when (DataSet.Modality == "CT") + (DataSet.Rows > 1) then route to A }', "type-mismatch", "error",
      1, 18, "write or"),

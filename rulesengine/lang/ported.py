@@ -51,6 +51,23 @@ _ANONYMIZER = {
 # pydicom/deid recipe lines: ACTION Keyword [value].
 _DEID = re.compile(r"^\s*(REMOVE|BLANK|REPLACE|ADD|KEEP|JITTER)\s+([A-Za-z][\w]*|\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\))"
                    r"(?:\s+(.*?))?\s*$")
+# What a CTP DicomAnonymizer element script does, written as an action on `path`.
+_ANONYMIZER_ACTIONS = {
+    "remove": "delete {path}",
+    "empty": "blank {path}",
+    "blank": "blank {path}",
+    "keep": None,
+    "hashuid": "set {path} = uid({path})",
+    "hash": "set {path} = hash({path})",
+    "hashname": "set {path} = hash({path})",
+    "lowercase": "set {path} = lower({path})",
+    "uppercase": "set {path} = upper({path})",
+    "incrementdate": "set {path} = shift_date({path}, DAYS)",
+}
+# A CTP DicomAnonymizer script line: <e en="T" t="00100010" n="PatientName">@empty()</e>.
+_CTP_ELEMENT = re.compile(r"<e\b([^>]*)>(.*?)</e>")
+# deid recipe headers.
+_DEID_HEADER = re.compile(r"^\s*(FORMAT\s+dicom|%header|%filter\b.*)\s*$", re.IGNORECASE)
 # Orthanc Lua: tags['Modality'] or tags["Modality"], tags.Modality.
 _LUA_TAGS = re.compile(r"\btags\s*\[\s*['\"]([A-Za-z][\w]*)['\"]\s*\]")
 _OPERATORS = (
@@ -117,6 +134,11 @@ def line_hint(line: str, column: int) -> str | None:
     # Only around the error: a pasted line can be long, and the patterns need not see all of it.
     start = max(0, column - 1 - _WINDOW)
     line, at = line[start:column - 1 + _WINDOW // 2], column - 1 - start
+    element = _CTP_ELEMENT.search(line)
+    if element:
+        return _ctp_element_hint(element.group(1), element.group(2).strip())
+    if start == 0 and _DEID_HEADER.match(line):
+        return "a deid recipe's header: rule files need none; write each action inside a rule or a block"
     deid = _DEID.match(line) if start == 0 else None
     if deid:
         action, name, value = deid.group(1), deid.group(2), (deid.group(3) or "").strip()
@@ -171,3 +193,24 @@ def operator_hint(operator: str) -> str | None:
     number in arithmetic (`A * B` where A and B are conditions)."""
     return {"*": "to require both conditions, write and", "+": "to accept either condition, write or",
             "!": "write not", "&": "write and", "|": "write or"}.get(operator)
+
+
+def _ctp_element_hint(attributes: str, script: str) -> str:
+    """The action for one element of a CTP DicomAnonymizer script."""
+    tag = re.search(r'\bt="([0-9A-Fa-f]{4})([0-9A-Fa-f]{4})"', attributes)
+    name = re.search(r'\bn="([A-Za-z][\w]*)"', attributes)
+    path = "DataSet." + (name.group(1) if name else _tag(*tag.groups()) if tag else "Keyword")
+    if re.search(r'\ben="F"', attributes):
+        return f"CTP does not run this element's script (en=\"F\"): nothing to write for {path}"
+    call = re.match(r"@(\w+)\s*\(", script)
+    if call:
+        action = _ANONYMIZER_ACTIONS.get(call.group(1).lower(), "")
+        if action is None:
+            return f"CTP's @keep(): nothing to write, {path} stays unless an action removes it"
+        if action:
+            return f"a CTP anonymizer element is written in a rule's or a block's actions here: {action.format(path=path)}"
+        return f"a CTP anonymizer element is written in a rule's or a block's actions here: set {path} = ..."
+    if not script:
+        return f"a CTP anonymizer element is written in a rule's or a block's actions here: blank {path}"
+    return (f"a CTP anonymizer element is written in a rule's or a block's actions here: "
+            f"set {path} = {_quoted(script)}")
