@@ -304,7 +304,8 @@ def test_a_misspelt_table_file_is_one_finding_with_the_closest_name(run_in):
     write(run_in / "sites.csv", "aet,site,limit\nCT1,A,10\n")
     write(run_in / "main.rules", 'table sites from "site.csv" key "aet"\n'
                                   'rule "a" {\n'
-                                  '  when Association.CallingAET in sites and lookup(sites.site, Association.CallingAET) == "A"\n'
+                                  '  when Association.CallingAET in sites\n'
+                                  '    and lookup(sites.site, Association.CallingAET) == "A"\n'
                                   '  then {\n'
                                   '    set DataSet.InstitutionName = lookup(sites.site, Association.CallingAET)\n'
                                   '    set DataSet.StationName = lookup(sites, "x")\n'

@@ -709,8 +709,8 @@ class Analysis(NodeVisitor):
         return replace(returned, table_cell=f"{table_ref.table.name}.{table_ref.column}")
 
     def _table_column(self, ref: n.Expr, scope: Scope, fn) -> TableRef | None:
-        failed = scope.module.failed_tables
-        if (isinstance(ref, n.Variable) and ref.name in failed) or (isinstance(ref, n.PathRef) and ref.path.root in failed):
+        name = ref.name if isinstance(ref, n.Variable) else ref.path.root if isinstance(ref, n.PathRef) else None
+        if name in scope.module.failed_tables:
             return None  # a table that could not be read: its `table` finding says why
         if isinstance(ref, n.Variable) and ref.name in scope.module.tables:
             table = scope.module.tables[ref.name]

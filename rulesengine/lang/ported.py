@@ -18,8 +18,8 @@ _TAG_FORMS = (
     re.compile(r"(?<![\w])(?<!\d\.)" + r"([0-9][0-9A-Fa-f]{3})([0-9A-Fa-f]{4})" + r"(?![\w(.])"),
 )
 _ROOTS = ("DataSet.", "CommandSet.", "FileMeta.", "Association.", "Source.", "Retrieve.")
-_PATH = r"((?:[A-Za-z_][\w]*|\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)|\[[0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\])" \
-        r"(?:(?:\.|::)(?:[A-Za-z_][\w]*|\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)|\[[0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\])(?:\[\d+\])?)*)"
+_STEP = r"(?:[A-Za-z_]\w*|\([0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\)|\[[0-9A-Fa-f]{4},[0-9A-Fa-f]{4}\])"
+_PATH = r"(" + _STEP + r"(?:(?:\.|::)" + _STEP + r"(?:\[\d+\])?)*)"
 # CTP DicomFilter: identifier.method("string"); Java and Python string methods.
 _METHOD = re.compile(_PATH + r"\.(equals|equalsIgnoreCase|contains|containsIgnoreCase|startsWith|startswith|"
                      r"endsWith|endswith|matches|isBlank|exists|lower|upper|strip|trim|toLowerCase|toUpperCase)"
@@ -208,9 +208,11 @@ def _ctp_element_hint(attributes: str, script: str) -> str:
         if action is None:
             return f"CTP's @keep(): nothing to write, {path} stays unless an action removes it"
         if action:
-            return f"a CTP anonymizer element is written in a rule's or a block's actions here: {action.format(path=path)}"
-        return f"a CTP anonymizer element is written in a rule's or a block's actions here: set {path} = ..."
+            return _IN_ACTIONS + action.format(path=path)
+        return _IN_ACTIONS + f"set {path} = ..."
     if not script:
-        return f"a CTP anonymizer element is written in a rule's or a block's actions here: blank {path}"
-    return (f"a CTP anonymizer element is written in a rule's or a block's actions here: "
-            f"set {path} = {_quoted(script)}")
+        return _IN_ACTIONS + f"blank {path}"
+    return _IN_ACTIONS + f"set {path} = {_quoted(script)}"
+
+
+_IN_ACTIONS = "a CTP anonymizer element is written in a rule's or a block's actions here: "
