@@ -294,6 +294,7 @@ def test_porting_finding(source, code, severity, line, column, words):
     'rule "a" { when DataSet.StudyDate == "20240101" then route to A }',
     'rule "a" { when DataSet.Rows == 512 then route to A }',
     'rule "a" { when DataSet.Modality in ["CT", "MR"] then route to A }',
+    'rule "a" { when DataSet.PixelSpacing == [1000, 2000] then route to A }',
 ])
 def test_correct_forms_give_none_of_the_porting_findings(source):
     new = {"catch-all", "contains-values", "empty-string", "text-as-number"}

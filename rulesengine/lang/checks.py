@@ -830,8 +830,9 @@ class Analysis(NodeVisitor):
         for side in (expr.left, expr.right):
             if not isinstance(side, (n.ListLit, n.NumberLit)):
                 continue
-            if isinstance(side, n.NumberLit) and not side.text.startswith("0"):
-                continue  # 20240101 is a date written as a number; a tag's group starts with 0 (0008 to 00FF)
+            first = side.items[0] if isinstance(side, n.ListLit) and side.items else side
+            if not (isinstance(first, n.NumberLit) and first.text.startswith("0")):
+                continue  # 20240101 is a date, [1000, 2000] two numbers; a tag's group is written 0008 to 0FFF
             rewrite = foreign_tag(self._source_text(side.span))
             if rewrite is not None:
                 self._error("type-mismatch", f"{self._source_text(side.span)} is "
