@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
 from ..diagnostics import Diagnostic, Span, error, warning
@@ -19,6 +19,7 @@ from . import keep
 from . import nodes as n
 from . import types as t
 from .functions import FUNCTIONS
+from .ported import foreign_tag, operator_hint
 from .loader import Module, Program, TableData
 from .regex import Regex, RegexError, compile_regex, replacement_pieces
 from .paths import (ARRIVAL_FIELDS, COMMAND_SET, READ_ONLY_ROOTS, ROOTS, Binding, ResolvedPath, lookup_tag, resolve,
@@ -106,6 +107,8 @@ class Analysis(NodeVisitor):
         # `can_reject` is for C-STORE; `rejecting` names every message some rule can reject.
         self.can_reject = False
         self.rejecting: set[str] = set()
+        # The `exists/missing/empty PATH` beside the condition being checked, in each and/or around it.
+        self._presence_frames: list[set[tuple[str, str]]] = []
 
     # ---- entry points ----
 
@@ -187,8 +190,11 @@ class Analysis(NodeVisitor):
     def _let(self, action: n.LetAction, scope: Scope) -> Scope | None:
         """A `let` binds a value for the rest of the actions around it."""
         kind = self.check_value(action.value, scope)
-        if not self._name_free(action.name, action.name_span, scope) or kind is None:
+        if not self._name_free(action.name, action.name_span, scope):
             return None
+        if kind is None:
+            # the value's finding is made; the name stays known, so its uses are not reported again
+            return scope.with_variable(action.name, Binding("value"), t.T_ANY)
         if kind.kind in (t.ITEMS, t.ITEM):
             self._error("type-mismatch", "let keeps a value, not a sequence or an item", action.value.span,
                         "use for each to walk items")
@@ -654,6 +660,8 @@ class Analysis(NodeVisitor):
 
     def resolve_path(self, path: n.Path, scope: Scope) -> ResolvedPath | None:
         bindings = {name: b for name, (b, _) in scope.variables.items()}
+        if path.root in scope.module.failed_tables and path.root not in bindings:
+            return None  # `table.column` of a table that could not be read: its `table` finding says why
         if path.root not in ROOTS and path.root not in bindings and len(path.elements) == 1:
             table = scope.module.tables.get(path.root)
             if table is not None:
@@ -743,9 +751,10 @@ class Analysis(NodeVisitor):
                 self._error("bad-value", f"{exc}", span)
             return
         target_kind = t.kind_for_vr(vr)
-        self._check_kinds_for_assignment(vr, target_kind, value_type, span)
+        self._check_kinds_for_assignment(vr, target_kind, value_type, span, value)
 
-    def _check_kinds_for_assignment(self, vr: str, target_kind: str, value_type: Type, span: Span) -> None:
+    def _check_kinds_for_assignment(self, vr: str, target_kind: str, value_type: Type, span: Span,
+                                    value: n.Expr | None = None) -> None:
         source = value_type.kind
         if source == t.ANY or target_kind == t.ANY:
             return
@@ -756,6 +765,9 @@ class Analysis(NodeVisitor):
         elif source == t.NUMBER and target_kind in (t.DATE, t.TIME, t.DATETIME, t.UID):
             self._error("type-mismatch", f"a number cannot be written to a {vr} element", span,
                         "UIDs, dates and times are written as strings")
+        elif target_kind == t.NUMBER and source != t.NUMBER and value_type.table_cell:
+            self._warn("text-as-number", f"text from table column {value_type.table_cell} written to a number "
+                       f"({vr}); it must read as a number when the rule runs", span, table_number_hint(value))
         elif target_kind == t.NUMBER and source != t.NUMBER:
             self._warn("type-mismatch", f"{value_type.describe()} written to a number ({vr}); "
                        "it must hold a number when the rule runs", span)
@@ -777,12 +789,13 @@ class Analysis(NodeVisitor):
             self._error("not-a-condition", f"a condition must compare or test something; this is {kind.describe()}",
                         expr.span, hint)
 
-    def check_value(self, expr: n.Expr, scope: Scope, allow_many: bool = False) -> Type | None:
+    def check_value(self, expr: n.Expr, scope: Scope, allow_many: bool = False,
+                    condition_hint: str | None = None) -> Type | None:
         kind = self.check_expr(expr, scope)
         if kind is None:
             return None
         if kind.kind == t.BOOL:
-            self._error("type-mismatch", "a condition is not a value here", expr.span)
+            self._error("type-mismatch", "a condition is not a value here", expr.span, condition_hint)
             return None
         if kind.many and not allow_many:
             self._error("type-mismatch", "this path reaches many elements ([*] or **); pick one item or use any/all",
@@ -837,6 +850,8 @@ class Analysis(NodeVisitor):
         entry = scope.variables.get(expr.name)
         if entry is not None:
             return entry[1]
+        if expr.name in scope.module.failed_tables:
+            return None  # a table that could not be read: its `table` finding says why
         if expr.name in scope.module.tables:
             self.tables[id(expr)] = TableRef(scope.module.tables[expr.name], None)
             return Type(t.TABLE)
@@ -860,13 +875,20 @@ class Analysis(NodeVisitor):
         self._error("unknown-name", f"unknown name {expr.name!r}", expr.span, hint)
 
     def visit_Concat(self, expr: n.Concat, scope):
-        kinds = [self.check_value(part, scope) for part in expr.parts]
+        # `A + B` of two conditions is CTP's or
+        kinds = [self.check_value(part, scope, condition_hint=operator_hint("+")) for part in expr.parts]
         if any(k is None for k in kinds):
             return None
         for part, kind in zip(expr.parts, kinds):
             if kind.kind in (t.ITEMS, t.ITEM, t.BYTES, t.REGEX, t.TABLE):
                 self._error("type-mismatch", f"+ cannot use {kind.describe()}", part.span)
                 return None
+        if any(k.kind == t.NUMBER for k in kinds):
+            for part, kind in zip(expr.parts, kinds):
+                if kind.table_cell and kind.kind in (t.STRING, t.ANY):
+                    self._text_as_number(part, kind, "used with + and a number: + joins text, so a cell \"10\" "
+                                         "plus 1 is \"101\"")
+                    break
         if all(k.kind == t.NUMBER and not k.multi for k in kinds):
             return t.T_NUMBER
         if all(k.kind in (t.NUMBER, t.ANY) and not k.multi for k in kinds):
@@ -943,9 +965,13 @@ class Analysis(NodeVisitor):
         if table_ref is None:
             return None
         self.tables[id(ref)] = table_ref
-        return fn.returns(kinds)  # a string, or any when the default is not one
+        returned = fn.returns(kinds)  # a string, or any when the default is not one
+        return replace(returned, table_cell=f"{table_ref.table.name}.{table_ref.column}")
 
     def _table_column(self, ref: n.Expr, scope: Scope, fn) -> TableRef | None:
+        name = ref.name if isinstance(ref, n.Variable) else ref.path.root if isinstance(ref, n.PathRef) else None
+        if name in scope.module.failed_tables:
+            return None  # a table that could not be read: its `table` finding says why
         if isinstance(ref, n.Variable) and ref.name in scope.module.tables:
             table = scope.module.tables[ref.name]
             columns = table.value_columns()
@@ -989,9 +1015,100 @@ class Analysis(NodeVisitor):
             if left.kind == t.NUMBER and not left.multi:
                 self._error("type-mismatch", f"{expr.op} works on text, and this is {left.describe()}",
                             expr.left.span)
+            self._contains_on_values(expr, left)
+            return t.T_BOOL
+        if self._foreign_literal(expr):
             return t.T_BOOL
         self._check_comparable(expr, left, right)
+        self._empty_string_test(expr)
+        self._table_cell_as_number(expr, left, right)
         return t.T_BOOL
+
+    def _contains_on_values(self, expr: n.Binary, left: Type) -> None:
+        """`ImageType contains "SAVE"`: on an element with several values, contains compares whole
+        values, so a test for text inside a value is false once the element holds two values."""
+        if expr.op not in ("contains", "not contains") or not left.multi or not isinstance(expr.left, n.PathRef):
+            return
+        if not isinstance(expr.right, n.StringLit):
+            return
+        resolved = self.paths.get(id(expr.left.path))
+        if resolved is None or resolved.is_arrival:
+            return
+        literal, path = expr.right.value, expr.left.path.text()
+        why = likely_substring(resolved.last.text, concrete_vr(resolved.last.vr), literal)
+        if why is None:
+            return
+        shown = _show(literal)
+        self._warn("contains-values", f"{path} can hold several values: then {expr.op} compares whole values, and "
+                   f"{shown} {why}", expr.span,
+                   f"for a whole value write {shown} {'not in' if expr.op == 'not contains' else 'in'} {path}; "
+                   f"for text inside a value write {'all' if expr.op == 'not contains' else 'any'} v in {path}: "
+                   f"v {expr.op} {shown}")
+
+    def _empty_string_test(self, expr: n.Binary) -> None:
+        """`X == ""` is false for a missing X, like every comparison with null; `X != ""` too."""
+        if expr.op not in _EQUALITY:
+            return
+        for side, other in ((expr.left, expr.right), (expr.right, expr.left)):
+            if not (isinstance(other, n.StringLit) and other.value == "" and isinstance(side, n.PathRef)):
+                continue
+            resolved = self.paths.get(id(side.path))
+            if resolved is None or resolved.is_arrival:
+                return  # Association and Source fields are always there
+            path = side.path.text()
+            guard = ("missing" if expr.op == "==" else "exists", path)
+            if any(guard in frame for frame in self._presence_frames):
+                return  # `missing X or X == ""`, `exists X and X != ""`: the missing case is said
+            if expr.op == "==":
+                self._warn("empty-string", f'{path} == "" is false when {path} is missing, as every comparison '
+                           "with a missing element is", expr.span,
+                           f"write empty {path} or missing {path}; empty alone is true only for a present element "
+                           "with no value")
+            else:
+                self._warn("empty-string", f'{path} != "" is false when {path} is missing, as every comparison '
+                           "with a missing element is", expr.span,
+                           f"write exists {path} and not empty {path} for an element with a value, or "
+                           f"not empty {path} to let a missing one through too")
+            return
+
+    def _table_cell_as_number(self, expr: n.Binary, left: Type, right: Type) -> None:
+        """A table cell is text: compared with a number it compares as one only when it reads as one."""
+        for side, kind, other in ((expr.left, left, right), (expr.right, right, left)):
+            if kind.table_cell and kind.kind in (t.STRING, t.ANY) and other.kind == t.NUMBER:
+                self._text_as_number(side, kind, "compared with a number: it compares as a number only when the "
+                                     "cell reads as one, and is false otherwise")
+                return
+
+    def _text_as_number(self, expr: n.Expr, kind: Type, use: str) -> None:
+        self._warn("text-as-number", f"{_describe_side(expr)} is text from table column {kind.table_cell}, "
+                   f"{use}", expr.span,
+                   table_number_hint(expr))
+
+    def _foreign_literal(self, expr: n.Binary) -> bool:
+        """A tag written as another tool writes it, which parses as a list or a number here:
+        `[0028,0301] == "YES"` compares a list of two numbers. An error, with the rewrite."""
+        for side in (expr.left, expr.right):
+            if not isinstance(side, (n.ListLit, n.NumberLit)):
+                continue
+            first = side.items[0] if isinstance(side, n.ListLit) and side.items else side
+            if not (isinstance(first, n.NumberLit) and first.text.startswith("0")):
+                continue  # 20240101 is a date, [1000, 2000] two numbers; a tag's group is written 0008 to 0FFF
+            rewrite = foreign_tag(self._source_text(side.span))
+            if rewrite is not None:
+                self._error("type-mismatch", f"{self._source_text(side.span)} is "
+                            f"{'a list of numbers' if isinstance(side, n.ListLit) else 'a number'} here, not a tag",
+                            side.span, f"write {rewrite}")
+                return True
+        return False
+
+    def _source_text(self, span: Span) -> str:
+        """The text of a one-line span, from the rule file that holds it."""
+        for module in self.program.modules:
+            if module.path == span.file and span.line == span.end_line:
+                lines = module.file.source.splitlines()
+                if 0 < span.line <= len(lines):
+                    return lines[span.line - 1][span.column - 1:span.end_column - 1]
+        return ""
 
     def _check_comparable(self, expr: n.Binary, left: Type, right: Type) -> None:
         """Literals are checked against the VR on the other side: "a DA compared with a non-date"."""
@@ -1084,8 +1201,11 @@ class Analysis(NodeVisitor):
         return t.T_BOOL
 
     def visit_And(self, expr: n.And, scope: Scope):
+        self._presence_frames.append({(operand.kind, operand.target.path.text()) for operand in expr.operands
+                                      if isinstance(operand, n.Presence) and isinstance(operand.target, n.PathRef)})
         for operand in expr.operands:
             self.check_condition(operand, scope)
+        self._presence_frames.pop()
         return t.T_BOOL
 
     visit_Or = visit_And
@@ -1193,3 +1313,42 @@ def _suggest(word: str, names, what: str) -> str | None:
         return f"did you mean {close[0]}?"
     return f"{what} here: {', '.join(sorted(names))}" if names else f"there are no {what} here"
 
+
+
+# ---- what a value is likely to mean --------------------------------------------------
+
+# Whole values of the multi-valued code strings that rules test most: Image Type's defined
+# terms in PS3.3 (C.7.6.1.1.2 and the modality modules), and values scanners commonly write.
+# A literal outside them is more likely meant as text inside a value than as a whole value.
+DEFINED_TERMS = {
+    "ImageType": frozenset({
+        "ORIGINAL", "DERIVED", "PRIMARY", "SECONDARY", "AXIAL", "LOCALIZER", "REFORMATTED", "MPR", "MIP",
+        "MINIP", "PROJECTION IMAGE", "VOLUME", "CINE", "SCREEN SAVE", "DOSE_INFO", "DOSE REPORT",
+        "PERFUSION", "DIFFUSION", "ADC", "TRACE", "FA", "T1", "T2", "M", "P", "R", "I", "OTHER", "NONE",
+        "MIXED", "RECON", "STATIC", "DYNAMIC", "GATED", "WHOLE BODY", "TOMO", "EMISSION", "TRANSMISSION",
+        "FLUOROSCOPY", "SINGLE PLANE", "BIPLANE A", "BIPLANE B", "POST_CONTRAST", "PRE_CONTRAST", "SUBTRACTION",
+        "CALCIUM_SCORE", "CARDIAC", "CARDIAC_GATED", "CT_SOM5 SPI", "SINGLE A", "SINGLE B", "ND", "NORM",
+        "DIS2D", "DIS3D", "MOSAIC", "FILTERED", "HELIX", "SCOUT", "TOPOGRAM", "JP2K LOSSY", "ACQUISITION",
+    }),
+}
+_CS_VALUE = re.compile(r"[A-Z0-9 _]*")
+
+
+def likely_substring(keyword: str, vr: str | None, literal: str) -> str | None:
+    """Why `literal` looks like text inside a value rather than one whole value of the element, or None."""
+    if literal == "" or literal != literal.strip():
+        return "has spaces at an end, which no whole value has"
+    if vr == "CS" and not _CS_VALUE.fullmatch(literal):
+        return "is not a code string value (those are upper case letters, digits, spaces and _)"
+    terms = DEFINED_TERMS.get(keyword)
+    if terms is not None and literal not in terms:
+        return f"is not one of {keyword}'s defined terms, so it is likely meant as text inside a value"
+    return None
+
+
+def table_number_hint(expr: n.Expr | None) -> str:
+    """How to turn a table cell into a number: once, at the `let` that keeps it, or where it is read."""
+    if isinstance(expr, n.Variable):
+        return f"convert it once where it is kept: let {expr.name} = number(lookup(...))"
+    return "convert it where it is read: number(lookup(...)), or number(lookup(...), default) for a cell that " \
+           "is not a number"

@@ -6,6 +6,8 @@
 - fall-through: documents that can end with no destination (the configured
   no_destination policy then applies);
 - loop: routes that could send a document back to the AE title it came from.
+- catch-all: a rule without `when` that drops, rejects or quarantines after a rule
+  that routes and goes on, so it ends what was routed too.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def lint_program(analysis: Analysis) -> None:
         handling = [rule for rule in rules if message in rule.handles]
         if not handling:
             continue
-        for lint_pass in (_unreachable, _shadowed, _loops):
+        for lint_pass in (_unreachable, _shadowed, _loops, _catch_all_after_routes):
             lint_pass(handling, analysis)
         _fall_through(handling, analysis, message)
     found = analysis.diagnostics[before:]
@@ -233,6 +235,38 @@ def _fall_through(rules: list[n.Rule], analysis: Analysis, message: str = n.STOR
     analysis._warn("no-destination", f"{what} {fate}",
                    last.name_span,
                    "end the file with a rule without `when` that decides, e.g. route to a default destination")
+
+
+# ---- catch-all after routes -----------------------------------------------------------
+
+
+_DISCARDS = {n.DropAction: "drop", n.RejectAction: "reject", n.QuarantineAction: "quarantine"}
+
+
+def _catch_all_after_routes(rules: list[n.Rule], analysis: Analysis) -> None:
+    """A rule without `when` that drops, rejects or quarantines, after rules that route and go
+    on: it also ends what they routed, and sends it nowhere. Written to catch what no rule
+    routed, it catches everything."""
+    router = None  # the first rule that routes and lets evaluation go on
+    for rule in rules:
+        if rule.when is None and router is not None:
+            for action in rule.actions:
+                word = _DISCARDS.get(type(action))
+                if word is None:
+                    continue
+                analysis._warn(
+                    "catch-all", f"this {word} runs for every document, also those that rule {router.name!r} "
+                    f"(line {router.span.line}) routed: it sends them nowhere, whatever was routed before",
+                    action.span, "end each rule that routes with stop, so that only what no rule routed gets "
+                    f"here; or write this rule as fallback rule \"{rule.name}\" {{ ... }}, which runs only when no "
+                    "other rule routed the document")
+                return
+        if rule.when is None and _ending_action(rule) is not None:
+            return  # nothing runs after it (unreachable says so)
+        inner = list(walk_actions(rule.actions))
+        if router is None and any(isinstance(a, _ROUTES) for a in inner) and \
+                not any(isinstance(a, n.StopAction) for a in inner):
+            router = rule
 
 
 # ---- loops -----------------------------------------------------------------------

@@ -15,6 +15,8 @@ file (*.csv): another file is never parsed, so never quoted in a finding.
 from __future__ import annotations
 
 import csv
+import dataclasses
+import difflib
 import hashlib
 import io
 import os
@@ -51,6 +53,7 @@ class Module:
     tables: dict[str, TableData] = field(default_factory=dict)
     blocks: dict[str, n.Block] = field(default_factory=dict)
     failed_imports: set[str] = field(default_factory=set)  # aliases of imports that could not be loaded
+    failed_tables: set[str] = field(default_factory=set)  # tables that could not be read: reported once, at `table`
 
 
 @dataclass
@@ -214,14 +217,34 @@ class _Loader:
 
     def _table(self, module: Module, item: n.Table, base: str) -> None:
         target = os.path.normpath(os.path.join(base, item.file))
-        if not self._allowed(item, target, "read table", TABLE_SUFFIX):
-            return
-        text = self._read(target, item.span, "table")
-        if text is None:
-            return
-        table = read_table(item, target, text, self.diagnostics)
+        table = None
+        if self._allowed(item, target, "read table", TABLE_SUFFIX):
+            reported = len(self.diagnostics)
+            text = self._read(target, item.span, "table")
+            if text is None:
+                self._suggest_table_file(target, reported)
+            else:
+                table = read_table(item, target, text, self.diagnostics)
         if table is not None:
             self._define(module, module.tables, item.name, table)
+        elif item.name.value not in module.tables:
+            # The `table` finding says what is wrong; every use of the name would only repeat it.
+            module.failed_tables.add(item.name.value)
+
+    def _suggest_table_file(self, target: str, reported: int) -> None:
+        """A table file that is not there: name the closest CSV file of its folder, if any."""
+        folder, name = os.path.split(target)
+        if self.given is not None:
+            present = [os.path.basename(p) for p in self.given if os.path.dirname(p) == folder]
+        else:
+            try:
+                present = os.listdir(folder or os.curdir)
+            except OSError:
+                return
+        candidates = [p for p in present if p.lower().endswith(TABLE_SUFFIX) and p != name]
+        close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+        if close and len(self.diagnostics) > reported and self.diagnostics[-1].hint is None:
+            self.diagnostics[-1] = dataclasses.replace(self.diagnostics[-1], hint=f'did you mean "{close[0]}"?')
 
 
 def read_table(item: n.Table, path: str, text: str, diagnostics: list[Diagnostic]) -> TableData | None:

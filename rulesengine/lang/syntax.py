@@ -10,6 +10,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from ..diagnostics import Diagnostic, RulesError, Span, error
 from . import nodes as n
 from .grammar import parse_collecting_comments, parser
+from .ported import line_hint, operator_hint
 from .transform import NodeError, to_nodes
 
 # How expected tokens are named to a user. Keywords and punctuation are shown quoted.
@@ -71,8 +72,34 @@ def _token_text(token) -> str:
     return f"'{token}'"
 
 
+def _ported_hint(exc: UnexpectedInput, text: str) -> str | None:
+    """The rewrite of a form pasted from another tool (CTP, deid, dcm4che, Orthanc) on the line
+    where the parser stopped, if there is one."""
+    line_number = getattr(exc, "line", None)
+    lines = text.splitlines()
+    if not line_number or not 0 < line_number <= len(lines):
+        return None
+    line, column = lines[line_number - 1], getattr(exc, "column", 1) or 1
+    operator = line[column - 1] if column - 1 < len(line) else ""
+    if operator == "*" and _between_conditions(line[:column - 1], line[column:]):
+        return operator_hint(operator)
+    if operator in ("!", "&", "|") and line[column:column + 1] != "=":
+        return operator_hint(operator)
+    return line_hint(line, column)
+
+
+def _between_conditions(before: str, after: str) -> bool:
+    """Does `*` stand between two conditions (CTP's and), not between two numbers? A condition
+    ends with a string, a regex or a call; a number does not start one."""
+    before, after = before.rstrip(), after.lstrip()
+    return bool(before) and before[-1] in "\")/" and not (after[:1].isdigit() or after[:1] == "-")
+
+
 def _syntax_hint(exc: UnexpectedInput, text: str) -> str | None:
     """Plain-word advice for the mistakes people make most often."""
+    ported = _ported_hint(exc, text)
+    if ported is not None:
+        return ported
     if isinstance(exc, UnexpectedCharacters):
         ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
         if ch == "'":

@@ -21,6 +21,7 @@ class Type:
     multi: bool = False  # several values of one element (a tuple)
     many: bool = False  # a path that fans out with [*] or ** (a list)
     vr: str | None = None
+    table_cell: str | None = None  # text read from a table (`sites.limit`): named when used as a number
 
     def single(self) -> "Type":
         return replace(self, multi=False, many=False)
