@@ -115,7 +115,18 @@ class Analysis(NodeVisitor):
 
     def check_module(self, module: Module) -> None:
         seen: dict[str, n.Rule] = {}
+        fallbacks: dict[str, n.Rule] = {}
         for item in module.file.items:
+            if isinstance(item, n.Const):
+                self._check_const(item, module)
+            elif isinstance(item, n.Rule) and item.fallback:
+                for message in item.handles:
+                    first = fallbacks.setdefault(message, item)
+                    if first is not item:
+                        self._error("duplicate-fallback", f"another fallback rule handles {message} "
+                                    f"(rule {first.name!r}, line {first.span.line}); only one can run",
+                                    item.name_span, "merge them into one fallback rule, with if inside")
+                        break
             if isinstance(item, n.Rule):
                 if item.name in seen:
                     first = seen[item.name]
@@ -131,6 +142,15 @@ class Analysis(NodeVisitor):
             elif isinstance(item, n.Test):
                 self._error("misplaced-test", "tests belong in a file of their own, named like this one with "
                             "_test before .rules; here they would never run", item.span)
+
+    def _check_const(self, item: n.Const, module: Module) -> None:
+        value = item.value
+        items = value.items if isinstance(value, n.ListLit) else (value,)
+        if not all(isinstance(v, (n.StringLit, n.NumberLit)) for v in items):
+            self._error("bad-constant", f"constant {item.name.value} must be a string, a number or a list of "
+                        "those", value.span, 'for example const DATE_SHIFT = -30 or const SITES = ["A", "B"]')
+            return
+        self.check_expr(value, Scope(module))
 
     def _messages(self, rule: n.Rule) -> tuple[str, ...]:
         """The known messages a rule handles; an unknown one is a finding (and left out)."""
@@ -196,7 +216,8 @@ class Analysis(NodeVisitor):
 
     def _name_free(self, name: str, span: Span, scope: Scope) -> bool:
         module = scope.module
-        if name in ROOTS or name in scope.variables or name in module.tables or name in module.imports:
+        if (name in ROOTS or name in scope.variables or name in module.tables or name in module.imports
+                or name in module.constants):
             self._error("duplicate-name", f"{name!r} is already a name here; choose another", span)
             return False
         return True
@@ -483,7 +504,7 @@ class Analysis(NodeVisitor):
             try:
                 to_dicom(vr, literal)
             except ValueError_ as exc:
-                self._error("bad-value", f"{exc}", span)
+                self._error("bad-value", f"{_constant_prefix(value)}{exc}", span)
             return
         target_kind = t.kind_for_vr(vr)
         self._check_kinds_for_assignment(vr, target_kind, value_type, span)
@@ -559,6 +580,11 @@ class Analysis(NodeVisitor):
             return None
         self.regexes[id(expr)] = compiled
         return compiled
+
+    def visit_ConstRef(self, expr: n.ConstRef, scope):
+        if _literal_value(expr.value) is _NOT_LITERAL:
+            return None  # reported where the constant is defined
+        return self.check_expr(expr.value, scope)
 
     def visit_ListLit(self, expr: n.ListLit, scope):
         kinds = [self.check_value(item, scope) for item in expr.items]
@@ -739,13 +765,13 @@ class Analysis(NodeVisitor):
             literal = _literal_value(literal_side)
             if literal is _NOT_LITERAL or isinstance(literal, tuple):
                 continue
-            self._check_literal_against(kind, literal, literal_side.span, value_side)
+            self._check_literal_against(kind, literal, literal_side.span, value_side, _constant_prefix(literal_side))
         if expr.op in _ORDERING and (left.multi or right.multi):
             self._error("type-mismatch", f"{expr.op} compares single values", expr.span,
                         "pick one value with [n]")
 
-    def _check_literal_against(self, kind: Type, literal, span: Span, other: n.Expr) -> None:
-        what = _describe_side(other)
+    def _check_literal_against(self, kind: Type, literal, span: Span, other: n.Expr, named: str = "") -> None:
+        what = named + _describe_side(other)
         if kind.kind == t.NUMBER and isinstance(literal, str):
             hint = f"write {literal}" if re.fullmatch(r"-?\d+(\.\d+)?", literal) else None
             self._error("type-mismatch", f"{what} is a number ({kind.vr or 'number'}); {_show(literal)} is text",
@@ -780,7 +806,7 @@ class Analysis(NodeVisitor):
             for item in right_expr.items:
                 literal = _literal_value(item)
                 if literal is not _NOT_LITERAL:
-                    self._check_literal_against(left, literal, item.span, expr.left)
+                    self._check_literal_against(left, literal, item.span, expr.left, _constant_prefix(item))
         return t.T_BOOL
 
     def visit_Matches(self, expr: n.Matches, scope: Scope):
@@ -897,6 +923,8 @@ _NOT_LITERAL = object()
 def _literal_value(expr: n.Expr):
     if isinstance(expr, (n.StringLit, n.NumberLit)):
         return expr.value
+    if isinstance(expr, n.ConstRef):
+        return _literal_value(expr.value)
     if isinstance(expr, n.ListLit):
         values = tuple(_literal_value(item) for item in expr.items)
         return _NOT_LITERAL if any(v is _NOT_LITERAL for v in values) else values
@@ -907,6 +935,11 @@ def literal_value(expr: n.Expr):
     """The Python value of a literal expression, or None when it is not a literal."""
     value = _literal_value(expr)
     return None if value is _NOT_LITERAL else value
+
+
+def _constant_prefix(expr: n.Expr) -> str:
+    """Findings about a constant's value, reported where it is used, name the constant."""
+    return f"constant {expr.name}: " if isinstance(expr, n.ConstRef) else ""
 
 
 def _describe_side(expr: n.Expr) -> str:

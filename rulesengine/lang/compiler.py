@@ -170,28 +170,45 @@ class CodeGenerator(NodeVisitor):
         self.emit("cache = doc.cache")  # the document's value cache, emptied in place on every edit
         self.reader, self.cache = "read", "cache"
         for index, rule in enumerate(rules):
-            if message not in rule.handles:
+            if message not in rule.handles or rule.fallback:
                 continue
-            self.rule_index = index
-            self.where = rule.span
-            if self.traced:
-                self.emit(f"ev.current = {index}")
-            if rule.when is not None:
-                self.emit(f"if {self.condition(rule.when, {})}:", rule.when.span)
-                self.indent += 1
-            self.emit(f"ev.fire({index})", rule.span)
-            if self.traced:
-                self.emit(f"ev.branch({self.shared.branch(index, rule.span, RULE_FIRED)})")
-            self.actions(rule.actions, {})
-            if rule.when is not None:
-                self.indent -= 1
+            self._rule(index, rule)
         self.where = None
         self.rule_index = -1
         self.emit("return False")
         self.indent -= 1
+        fallback = next((i for i, rule in enumerate(rules) if rule.fallback and message in rule.handles), None)
+        if fallback is not None:
+            # A function of its own: RuleSet.evaluate calls it when the rules before decided nothing.
+            self.out.lines.append("")
+            self.emit(f"def {fallback_function_name(message)}(doc, ev):")
+            self.indent += 1
+            self.emit("read = doc.read_path")
+            self.emit("cache = doc.cache")
+            self._rule(fallback, rules[fallback])
+            self.where = None
+            self.rule_index = -1
+            self.emit("return False")
+            self.indent -= 1
         self.reader, self.cache = "doc.read_path", None
         self.flush_pending()
         return name
+
+    def _rule(self, index: int, rule: n.Rule) -> None:
+        """One rule's code, inside the function evaluating a message."""
+        self.rule_index = index
+        self.where = rule.span
+        if self.traced:
+            self.emit(f"ev.current = {index}")
+        if rule.when is not None:
+            self.emit(f"if {self.condition(rule.when, {})}:", rule.when.span)
+            self.indent += 1
+        self.emit(f"ev.fire({index})", rule.span)
+        if self.traced:
+            self.emit(f"ev.branch({self.shared.branch(index, rule.span, RULE_FIRED)})")
+        self.actions(rule.actions, {})
+        if rule.when is not None:
+            self.indent -= 1
 
     def flush_pending(self) -> None:
         """Generate the pending top-level functions (and those they add), after the current one."""
@@ -526,6 +543,9 @@ class CodeGenerator(NodeVisitor):
             return self.shared.const(table.rows, "table_" + table.name)
         return f"doc.read_ref({var.local})" if var.kind == "element" else var.local
 
+    def visit_ConstRef(self, expr: n.ConstRef, scope) -> str:
+        return self.visit(expr.value, scope)
+
     def visit_Concat(self, expr: n.Concat, scope) -> str:
         parts = [self.value(part, scope) for part in expr.parts]  # one call for a + b + ...: no nesting
         if len(parts) == 2:
@@ -665,7 +685,8 @@ def _nesting(code: str) -> int:
     return deepest
 
 
-_DOCUMENT_ONLY = (n.StringLit, n.NumberLit, n.RegexLit, n.PathRef, n.Path, n.Element, n.Call, n.Concat, n.ListLit)
+_DOCUMENT_ONLY = (n.StringLit, n.NumberLit, n.RegexLit, n.PathRef, n.Path, n.Element, n.Call, n.Concat, n.ListLit,
+                  n.ConstRef)
 
 
 def _depends_on_document_only(expr, scope) -> bool:
@@ -731,6 +752,11 @@ def runtime_namespace(secrets: Secrets) -> dict:
     return namespace
 
 
+def fallback_function_name(message: str) -> str:
+    """What the generated code calls the function that runs the fallback rule for `message`."""
+    return "fallback" if message == n.STORE else "fallback_" + message.replace("-", "_")
+
+
 def evaluate_function_name(message: str) -> str:
     """What the generated code calls the function that evaluates `message`."""
     return "evaluate" if message == n.STORE else "evaluate_" + message.replace("-", "_")
@@ -762,7 +788,7 @@ def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
         outputs[traced] = generator.out
     number = next(_compile_counter)
     main = os.path.basename(program.main.path) or "rules"
-    modules, functions = {}, {}
+    modules, functions, fallbacks = {}, {}, {}
     for traced, out in outputs.items():
         variant = " traced" if traced else ""
         module = out.module(f"<rules {main} #{number}{variant}>")
@@ -770,6 +796,8 @@ def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
         namespace.update(shared.constants)
         defined = module.execute(namespace, shared.source_text)
         functions[traced] = {message: defined[evaluate_function_name(message)] for message in messages}
+        fallbacks[traced] = {message: defined[fallback_function_name(message)] for message in messages
+                             if fallback_function_name(message) in defined}
         modules[traced] = module
     infos = [RuleInfo(i, rule.name, rule.span, rule.handles) for i, rule in enumerate(rules)]
     return RuleSet(
@@ -778,7 +806,7 @@ def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
         constants=shared.constants, predicates=shared.predicates, branches=shared.branches,
         tags_read=None if tags_read[0] else tags_read[1],
         no_destination=no_destination, destinations=analysis.destinations, can_reject=analysis.can_reject,
-        rejecting=frozenset(analysis.rejecting),
+        rejecting=frozenset(analysis.rejecting), fallbacks=fallbacks,
     )
 
 

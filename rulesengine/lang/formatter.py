@@ -93,6 +93,9 @@ class _ExpressionText(NodeVisitor):
     def visit_Call(self, e: n.Call) -> str:
         return e.name + "(" + ", ".join(expr_text(arg) for arg in e.args) + ")"
 
+    def visit_ConstRef(self, e: n.ConstRef) -> str:
+        return e.name
+
     def visit_Concat(self, e: n.Concat) -> str:
         return " + ".join(expr_text(part, ATOM) for part in e.parts)
 
@@ -206,6 +209,9 @@ class _StatementLine(NodeVisitor):
     def visit_Table(self, s: n.Table) -> str:
         key = f" key {quote_string(s.key)}" if s.key is not None else ""
         return f"table {s.name.value} from {quote_string(s.file)}{key}"
+
+    def visit_Const(self, s: n.Const) -> str:
+        return f"const {s.name.value} = {expr_text(s.value)}"
 
     def visit_SetAction(self, a: n.SetAction) -> str:
         return f"set {expr_text(a.target)} = {expr_text(a.value)}"
@@ -424,7 +430,7 @@ class _Printer(NodeVisitor):
 
     def _separate(self, previous, item) -> None:
         self._attach_trailing_comment(before=self.src.start(item.span))  # it ends the item above
-        together = type(previous) is type(item) and isinstance(item, (n.Import, n.Table))
+        together = type(previous) is type(item) and isinstance(item, (n.Import, n.Table, n.Const))
         if not together and self.lines and self.lines[-1].text:
             self.lines.append(_Line(0, ""))
 
@@ -532,7 +538,8 @@ class _Printer(NodeVisitor):
     def visit_Rule(self, rule: n.Rule, depth: int, prefix: str, blank_ok: bool) -> None:
         open_ = self.src.next("{", self.src.end(rule.name_span))
         on = " on " + _names(rule.messages) if rule.messages else ""
-        self._code(depth, [f"{prefix}rule {quote_string(rule.name)}{on} {{"], self.src.start(rule.span),
+        fallback = "fallback " if rule.fallback else ""
+        self._code(depth, [f"{prefix}{fallback}rule {quote_string(rule.name)}{on} {{"], self.src.start(rule.span),
                    open_ + 1, blank_ok=blank_ok, opens=True)
         after = open_ + 1
         if rule.when is not None:

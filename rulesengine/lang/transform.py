@@ -97,7 +97,15 @@ class ToNodes(Transformer):
                        self._tspan(file_tok))
 
     @v_args(meta=True)
+    def const_stmt(self, meta, children):
+        name, value = children
+        return n.Const(self._span(meta), self._name(name), value)
+
+    @v_args(meta=True)
     def rule(self, meta, children):
+        fallback = isinstance(children[0], Token) and children[0].type == "FALLBACK"
+        if fallback:
+            children = children[1:]
         name_tok, *rest = children
         messages: tuple[n.Name, ...] = ()
         if rest and isinstance(rest[0], tuple) and rest[0][:1] == ("on",):
@@ -108,7 +116,7 @@ class ToNodes(Transformer):
         braced = len(rest) == 1 and isinstance(rest[0], tuple) and rest[0][0] == "braced"
         actions = rest[0][1] if braced else tuple(rest)
         return n.Rule(self._span(meta), unquote(name_tok, self._tspan(name_tok)), self._tspan(name_tok),
-                      when, actions, braced, messages)
+                      when, actions, braced, messages, fallback)
 
     def on_messages(self, children):
         return ("on", tuple(self._name(tok) for tok in children))
