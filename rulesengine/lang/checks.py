@@ -639,6 +639,40 @@ class Analysis(NodeVisitor):
             return t.T_ANY  # numbers add up: a number, or text when a part is text
         return t.T_STRING
 
+    def visit_Arithmetic(self, expr: n.Arithmetic, scope: Scope):
+        left = self._number_operand(expr.left, expr.op, scope)
+        right = self._number_operand(expr.right, expr.op, scope)
+        if left is None or right is None:
+            return None
+        if expr.op in ("/", "%") and _literal_value(expr.right) == 0:
+            self._error("type-mismatch", f"division by zero: {expr.op} 0 never has a value", expr.right.span)
+            return None
+        return t.T_NUMBER
+
+    def visit_Negate(self, expr: n.Negate, scope: Scope):
+        return t.T_NUMBER if self._number_operand(expr.operand, "-", scope) is not None else None
+
+    def _number_operand(self, operand: n.Expr, op: str, scope: Scope) -> Type | None:
+        """An operand of - * / %: one number (or a value known only at run time)."""
+        kind = self.check_value(operand, scope)
+        if kind is None:
+            return None
+        what = _describe_side(operand)
+        if kind.multi:
+            self._error("type-mismatch", f"{op} works on one number; {what} is {kind.describe()}", operand.span,
+                        "pick one value with [n]")
+            return None
+        if kind.kind in (t.NUMBER, t.ANY):
+            return kind
+        if kind.kind in (t.DATE, t.DATETIME):
+            hint = "days_between(a, b) gives the days from a to b; shift_date(d, days) moves a date"
+        elif kind.kind in (t.STRING, t.UID, t.TIME):
+            hint = f"convert text to a number with number({_source_hint(operand)})"
+        else:
+            hint = None
+        self._error("type-mismatch", f"{op} works on numbers; {what} is {kind.describe()}", operand.span, hint)
+        return None
+
     def visit_Call(self, expr: n.Call, scope: Scope):
         fn = FUNCTIONS.get(expr.name)
         if fn is None:
@@ -935,6 +969,14 @@ def literal_value(expr: n.Expr):
     """The Python value of a literal expression, or None when it is not a literal."""
     value = _literal_value(expr)
     return None if value is _NOT_LITERAL else value
+
+
+def _source_hint(expr: n.Expr) -> str:
+    if isinstance(expr, n.PathRef):
+        return expr.path.text()
+    if isinstance(expr, (n.Variable, n.ConstRef)):
+        return expr.name
+    return "..."
 
 
 def _constant_prefix(expr: n.Expr) -> str:

@@ -52,12 +52,18 @@ BINARY_OPERATOR_NAMES = {
     ">=": "at_least", "in": "is_in", "not in": "not_in", "contains": "contains",
     "not contains": "not_contains", "startswith": "starts_with", "endswith": "ends_with",
 }
+ARITHMETIC_OPERATOR_NAMES = {"-": "minus", "*": "times", "/": "divided_by", "%": "modulo"}
 TEMPORAL_OPERATOR_NAMES = {(kind, op): f"{kind}_{BINARY_OPERATOR_NAMES[op]}" for kind, op in ops.TEMPORAL}
 FUNCTION_PREFIX = "fn_"  # the function library: fn_lower, fn_replace, ...
 RUNTIME = {
     "values_of": ops.iterate,
     "plus": ops.plus,
     "plus_all": ops.plus_all,
+    "minus": ops.minus,
+    "times": ops.times,
+    "divided_by": ops.divided_by,
+    "modulo": ops.modulo,
+    "negative": ops.negative,
     "remember": ops.store,
     "matches": ops.matches,
     "not_matches": ops.not_matches,
@@ -543,6 +549,13 @@ class CodeGenerator(NodeVisitor):
             return self.shared.const(table.rows, "table_" + table.name)
         return f"doc.read_ref({var.local})" if var.kind == "element" else var.local
 
+    def visit_Arithmetic(self, expr: n.Arithmetic, scope) -> str:
+        operator = ARITHMETIC_OPERATOR_NAMES[expr.op]
+        return f"{operator}({self.value(expr.left, scope)}, {self.value(expr.right, scope)})"
+
+    def visit_Negate(self, expr: n.Negate, scope) -> str:
+        return f"negative({self.value(expr.operand, scope)})"
+
     def visit_ConstRef(self, expr: n.ConstRef, scope) -> str:
         return self.visit(expr.value, scope)
 
@@ -686,7 +699,7 @@ def _nesting(code: str) -> int:
 
 
 _DOCUMENT_ONLY = (n.StringLit, n.NumberLit, n.RegexLit, n.PathRef, n.Path, n.Element, n.Call, n.Concat, n.ListLit,
-                  n.ConstRef)
+                  n.ConstRef, n.Arithmetic, n.Negate)
 
 
 def _depends_on_document_only(expr, scope) -> bool:

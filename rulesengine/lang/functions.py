@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import types as t
-from .operators import text
+from .operators import EvaluationError, text
 from .regex import Regex, RegexError
 
 DEFAULT_HASH_KEY = b"rulesengine-development-key"
@@ -31,10 +31,6 @@ class Secrets:
     @property
     def is_default(self) -> bool:
         return self.hash_key == DEFAULT_HASH_KEY
-
-
-class EvaluationError(Exception):
-    """A function or operator that cannot produce a value for these inputs."""
 
 
 def _each(fn: Callable[[str], str]) -> Callable[[Any], Any]:

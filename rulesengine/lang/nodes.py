@@ -155,6 +155,24 @@ class Concat(Node):
 
 
 @dataclass(frozen=True, slots=True)
+class Arithmetic(Node):
+    """`a - b`, `a * b`, `a / b`, `a % b`: arithmetic on numbers (`+` is a Concat)."""
+
+    span: Span
+    op: str  # - * / %
+    left: "Expr"
+    right: "Expr"
+
+
+@dataclass(frozen=True, slots=True)
+class Negate(Node):
+    """`-x` of a value that is not a number literal (`-7` is a NumberLit)."""
+
+    span: Span
+    operand: "Expr"
+
+
+@dataclass(frozen=True, slots=True)
 class Binary(Node):
     """A two-sided predicate: comparisons, in, contains, startswith, endswith."""
 
@@ -220,7 +238,7 @@ class ConstRef(Node):
 
 
 Expr = Union[StringLit, NumberLit, RegexLit, ListLit, PathRef, Variable, Call, Concat,
-             Binary, Matches, Presence, Quantifier, Not, And, Or, ConstRef]
+             Binary, Matches, Presence, Quantifier, Not, And, Or, ConstRef, Arithmetic, Negate]
 
 PREDICATES = (Binary, Matches, Presence, Quantifier)  # the leaves that --explain reports
 

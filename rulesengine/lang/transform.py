@@ -278,7 +278,35 @@ class ToNodes(Transformer):
 
     @v_args(meta=True)
     def sum(self, meta, children):
-        return n.Concat(self._span(meta), tuple(children))
+        operands, operators = children[::2], [str(tok) for tok in children[1::2]]
+        if all(op == "+" for op in operators):
+            return n.Concat(self._span(meta), tuple(operands))
+        return self._from_the_left(operands, operators)
+
+    @v_args(meta=True)
+    def product(self, meta, children):
+        return self._from_the_left(children[::2], [str(tok) for tok in children[1::2]])
+
+    def _from_the_left(self, operands, operators):
+        """`a - b + c * ...` as written, from the left; `+` runs stay one Concat, as without `-`."""
+        result, joined = operands[0], False
+        for op, operand in zip(operators, operands[1:]):
+            span = Span(self.filename, result.span.line, result.span.column, operand.span.end_line,
+                        operand.span.end_column)
+            if op == "+":
+                parts = result.parts if joined else (result,)
+                result, joined = n.Concat(span, parts + (operand,)), True
+            else:
+                result, joined = n.Arithmetic(span, op, result, operand), False
+        return result
+
+    @v_args(meta=True)
+    def negate(self, meta, children):
+        operand = children[-1]
+        if isinstance(operand, n.NumberLit):  # -7 is a negative literal, written as before
+            text = operand.text[1:] if operand.text.startswith("-") else "-" + operand.text
+            return n.NumberLit(self._span(meta), -operand.value, text)
+        return n.Negate(self._span(meta), operand)
 
     def string(self, children):
         tok = children[0]
