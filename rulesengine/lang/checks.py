@@ -17,7 +17,7 @@ from ..diagnostics import Diagnostic, Span, error, warning
 from ..values import ValueError_, concrete_vr, to_dicom
 from . import nodes as n
 from . import types as t
-from .functions import FUNCTIONS
+from .functions import FUNCTIONS, HASH_ALPHABETS
 from .loader import Module, Program, TableData
 from .regex import Regex, RegexError, compile_regex, replacement_pieces
 from .paths import (ARRIVAL_FIELDS, COMMAND_SET, READ_ONLY_ROOTS, ROOTS, Binding, ResolvedPath, lookup_tag, resolve,
@@ -707,7 +707,110 @@ class Analysis(NodeVisitor):
         if expr.name == "substr":
             for arg, kind in zip(expr.args[1:], kinds[1:]):
                 self._expect_number(arg, kind, "substr(): start and length")
+        checker = getattr(self, "_arguments_of_" + expr.name, None)
+        if checker is not None and not checker(expr, kinds):
+            return None
         return fn.returns(kinds)
+
+    # Arguments of the functions for numbers, dates and pseudonyms: False when one is wrong.
+
+    def _arguments_of_number(self, expr: n.Call, kinds: list[Type]) -> bool:
+        if len(kinds) == 2 and kinds[1].kind not in (t.NUMBER, t.ANY):
+            self._error("type-mismatch", f"number(): the default must be a number, not {kinds[1].describe()}",
+                        expr.args[1].span, "for example number(DataSet.PatientWeight, 0)")
+            return False
+        return True
+
+    def _arguments_of_hash(self, expr: n.Call, kinds: list[Type]) -> bool:
+        ok = True
+        alphabet = "hex"
+        if len(expr.args) == 3:
+            literal = _literal_value(expr.args[2])
+            if literal not in HASH_ALPHABETS:
+                self._error("bad-value", "hash(): the alphabet is " + ", ".join(f'"{a}"' for a in HASH_ALPHABETS)
+                            + (f", not {_show(literal)}" if literal is not _NOT_LITERAL else ", written as a string"),
+                            expr.args[2].span, 'for example hash(DataSet.PatientID, 10, "decimal")')
+                return False
+            alphabet = literal
+        if len(expr.args) >= 2:
+            length = _literal_value(expr.args[1])
+            most = HASH_ALPHABETS[alphabet]
+            if length is _NOT_LITERAL:
+                self._expect_number(expr.args[1], kinds[1], "hash(): the length")
+            elif not (isinstance(length, int) and 1 <= length <= most):
+                self._error("bad-value", f"hash(): {alphabet} gives 1 to {most} characters, not {_show(length)}",
+                            expr.args[1].span)
+                ok = False
+        return ok
+
+    def _arguments_of_hash_int(self, expr: n.Call, kinds: list[Type]) -> bool:
+        bounds = []
+        for arg, kind, what in zip(expr.args[1:], kinds[1:], ("lowest", "highest")):
+            literal = _literal_value(arg)
+            if literal is _NOT_LITERAL:
+                self._expect_number(arg, kind, f"hash_int(): the {what} number")
+            elif not isinstance(literal, int):
+                self._error("type-mismatch", f"hash_int(): the {what} number must be a whole number, not "
+                            f"{_show(literal)}", arg.span)
+                return False
+            else:
+                bounds.append(literal)
+        if len(bounds) == 2 and bounds[0] > bounds[1]:
+            self._error("bad-value", f"hash_int(): the range {bounds[0]} to {bounds[1]} is empty", expr.span,
+                        f"write the lowest first: hash_int(..., {bounds[1]}, {bounds[0]})")
+            return False
+        return True
+
+    def _dates(self, expr: n.Call, kinds: list[Type]) -> bool:
+        for arg, kind in zip(expr.args, kinds):
+            if kind.multi:
+                self._error("type-mismatch", f"{expr.name}() takes one date, and {_describe_side(arg)} is "
+                            f"{kind.describe()}", arg.span, "pick one value with [n]")
+                return False
+            if kind.kind in (t.NUMBER, t.TIME, t.UID):
+                self._error("type-mismatch", f"{expr.name}() takes dates (DA, or DT for its date), not "
+                            f"{kind.describe()}", arg.span, 'for example "20240131"')
+                return False
+            literal = _literal_value(arg)
+            if isinstance(literal, str):
+                try:
+                    to_dicom("DA", literal[:8])
+                except ValueError_ as exc:
+                    self._error("bad-value", f"{_constant_prefix(arg)}{expr.name}(): {exc}", arg.span)
+                    return False
+        return True
+
+    _arguments_of_days_between = _arguments_of_age = _dates
+
+    def _arguments_of_pad(self, expr: n.Call, kinds: list[Type]) -> bool:
+        self._expect_number(expr.args[1], kinds[1], "pad(): the width")
+        if len(expr.args) == 3:
+            fill = _literal_value(expr.args[2])
+            if fill is not _NOT_LITERAL and (not isinstance(fill, str) or len(fill) != 1):
+                self._error("bad-value", f"pad(): the fill is one character, not {_show(fill)}", expr.args[2].span,
+                            'for example pad(DataSet.PatientID, 10, "0")')
+                return False
+        return True
+
+    def visit_Subscript(self, expr: n.Subscript, scope: Scope):
+        subject = self.check_value(expr.subject, scope)
+        index = self.check_value(expr.index, scope)
+        if subject is None or index is None:
+            return None
+        if subject.kind in (t.ITEMS, t.ITEM, t.BYTES, t.REGEX, t.TABLE):
+            self._error("type-mismatch", f"[n] picks one of several values, and this is {subject.describe()}",
+                        expr.subject.span, "a path picks an item with its own index: DataSet.Seq[1]")
+            return None
+        literal = _literal_value(expr.index)
+        if literal is _NOT_LITERAL:
+            if index.kind not in (t.NUMBER, t.ANY) or index.multi:
+                self._error("type-mismatch", f"an index is one number, not {index.describe()}", expr.index.span)
+                return None
+        elif not isinstance(literal, int) or literal == 0:
+            self._error("bad-index", f"an index is a whole number other than 0, not {_show(literal)}: values are "
+                        "numbered from 1, and from -1 for the last", expr.index.span)
+            return None
+        return subject.single()
 
     def _expect_number(self, arg: n.Expr, kind: Type, what: str) -> None:
         if kind.kind not in (t.NUMBER, t.ANY):

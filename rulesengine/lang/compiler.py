@@ -38,7 +38,7 @@ from . import types as t
 from .checks import Analysis, literal_value
 from .generated import GeneratedModule, position_comment
 from .lint import structural_key
-from .functions import Secrets, implementations
+from .functions import Secrets, fn_subscript, implementations
 from .paths import DOCUMENT_ROOTS, ResolvedPath
 from .regex import Regex
 from .ruleset import NO_OPERAND, Branch, Predicate, RuleInfo, RuleSet
@@ -64,6 +64,7 @@ RUNTIME = {
     "divided_by": ops.divided_by,
     "modulo": ops.modulo,
     "negative": ops.negative,
+    "value_at": fn_subscript,
     "remember": ops.store,
     "matches": ops.matches,
     "not_matches": ops.not_matches,
@@ -556,6 +557,9 @@ class CodeGenerator(NodeVisitor):
     def visit_Negate(self, expr: n.Negate, scope) -> str:
         return f"negative({self.value(expr.operand, scope)})"
 
+    def visit_Subscript(self, expr: n.Subscript, scope) -> str:
+        return f"value_at({self.value(expr.subject, scope)}, {self.value(expr.index, scope)})"
+
     def visit_ConstRef(self, expr: n.ConstRef, scope) -> str:
         return self.visit(expr.value, scope)
 
@@ -699,7 +703,7 @@ def _nesting(code: str) -> int:
 
 
 _DOCUMENT_ONLY = (n.StringLit, n.NumberLit, n.RegexLit, n.PathRef, n.Path, n.Element, n.Call, n.Concat, n.ListLit,
-                  n.ConstRef, n.Arithmetic, n.Negate)
+                  n.ConstRef, n.Arithmetic, n.Negate, n.Subscript)
 
 
 def _depends_on_document_only(expr, scope) -> bool:

@@ -102,6 +102,12 @@ class _ExpressionText(NodeVisitor):
     def visit_Call(self, e: n.Call) -> str:
         return e.name + "(" + ", ".join(expr_text(arg) for arg in e.args) + ")"
 
+    def visit_Subscript(self, e: n.Subscript) -> str:
+        subject = expr_text(e.subject)
+        if not isinstance(e.subject, (n.Call, n.Variable)):  # `(PATH)[n]`: a path's own index is literal
+            subject = f"({subject})"
+        return f"{subject}[{expr_text(e.index, SUM)}]"
+
     def visit_ConstRef(self, e: n.ConstRef) -> str:
         return e.name
 

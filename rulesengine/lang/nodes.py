@@ -173,6 +173,15 @@ class Negate(Node):
 
 
 @dataclass(frozen=True, slots=True)
+class Subscript(Node):
+    """`VALUE[INDEX]`: one value of several, picked by a number computed when the rule runs."""
+
+    span: Span
+    subject: "Expr"
+    index: "Expr"
+
+
+@dataclass(frozen=True, slots=True)
 class Binary(Node):
     """A two-sided predicate: comparisons, in, contains, startswith, endswith."""
 
@@ -238,7 +247,7 @@ class ConstRef(Node):
 
 
 Expr = Union[StringLit, NumberLit, RegexLit, ListLit, PathRef, Variable, Call, Concat,
-             Binary, Matches, Presence, Quantifier, Not, And, Or, ConstRef, Arithmetic, Negate]
+             Binary, Matches, Presence, Quantifier, Not, And, Or, ConstRef, Arithmetic, Negate, Subscript]
 
 PREDICATES = (Binary, Matches, Presence, Quantifier)  # the leaves that --explain reports
 

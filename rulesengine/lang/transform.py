@@ -301,6 +301,11 @@ class ToNodes(Transformer):
         return result
 
     @v_args(meta=True)
+    def subscript(self, meta, children):
+        subject, index = children
+        return n.Subscript(self._span(meta), subject, index)
+
+    @v_args(meta=True)
     def negate(self, meta, children):
         operand = children[-1]
         if isinstance(operand, n.NumberLit):  # -7 is a negative literal, written as before
