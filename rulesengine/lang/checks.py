@@ -20,7 +20,7 @@ from . import types as t
 from .functions import FUNCTIONS, HASH_ALPHABETS
 from .loader import Module, Program, TableData
 from .regex import Regex, RegexError, compile_regex, replacement_pieces
-from .paths import (ARRIVAL_FIELDS, COMMAND_SET, READ_ONLY_ROOTS, ROOTS, Binding, ResolvedPath, lookup_tag, resolve,
+from .paths import (ARRIVAL, ARRIVAL_FIELDS, ARRIVAL_TIME_VRS, COMMAND_SET, READ_ONLY_ROOTS, ROOTS, Binding, ResolvedPath, lookup_tag, resolve,
                     tag_text)
 from .types import Type
 from .visitor import NodeVisitor
@@ -458,6 +458,10 @@ class Analysis(NodeVisitor):
             self._error("read-only", f"{resolved.root} cannot be edited by rules", path.span)
             return None
         if resolved.is_arrival:
+            if resolved.root == ARRIVAL and resolved.field == "Weekday":
+                self._error("read-only", "Arrival.Weekday follows from the arrival's date", path.span,
+                            'give Arrival.Date (or Arrival.DateTime) instead, e.g. Arrival.Date = "20240106"')
+                return None
             kind = t.path_type(resolved)
             self.types[id(target)] = kind
             return resolved, kind
@@ -491,6 +495,13 @@ class Analysis(NodeVisitor):
                         span, "or use for each")
             return
         if resolved is not None and resolved.is_arrival:
+            literal = _literal_value(value)
+            vr = ARRIVAL_TIME_VRS.get(resolved.field) if resolved.root == ARRIVAL else None
+            if vr is not None and literal is not _NOT_LITERAL:
+                try:
+                    to_dicom(vr, literal)
+                except ValueError_ as exc:
+                    self._error("bad-value", f"{resolved.text}: {exc}", span)
             return
         vr = concrete_vr(resolved.last.vr if resolved is not None else target_type.vr)
         if vr is None:
@@ -622,7 +633,7 @@ class Analysis(NodeVisitor):
         elif re.fullmatch(r"[A-Z0-9_]+", expr.name):
             hint = f'strings are written in double quotes: "{expr.name}"'
         else:
-            hint = "paths start with DataSet., CommandSet., FileMeta., Association., Source. or Retrieve."
+            hint = "paths start with DataSet., CommandSet., FileMeta., Association., Source., Retrieve. or Arrival."
         self._error("unknown-name", f"unknown name {expr.name!r}", expr.span, hint)
 
     def visit_Concat(self, expr: n.Concat, scope):

@@ -270,12 +270,18 @@ def fn_shift_date(value, days):
     return _shift_one(text(value), int(days))
 
 
-def fn_today():
-    return _dt.date.today().strftime("%Y%m%d")
+def _clock(arrival) -> _dt.datetime:
+    """The arrival's time where it is known (a test fixes it with Arrival.DateTime), else now."""
+    received = getattr(arrival, "received", None)
+    return received if received is not None else _dt.datetime.now()
 
 
-def fn_now():
-    return _dt.datetime.now().strftime("%Y%m%d%H%M%S")
+def fn_today(arrival=None):
+    return _clock(arrival).strftime("%Y%m%d")
+
+
+def fn_now(arrival=None):
+    return _clock(arrival).strftime("%Y%m%d%H%M%S")
 
 
 def fn_lookup(table: dict, column: str, key, default=None):
@@ -336,8 +342,8 @@ FUNCTIONS: dict[str, Function] = {f.name: f for f in (
              "default"),
     Function("uid", 1, 1, _text_of_first(t.UID), "uid(s): a UID under the configured root, keyed"),
     Function("shift_date", 2, 2, _same_as_first, "shift_date(d, days): a date moved by days"),
-    Function("today", 0, 0, _fixed(t.Type(t.DATE)), "today(): the date, YYYYMMDD"),
-    Function("now", 0, 0, _fixed(t.Type(t.DATETIME)), "now(): the date and time, YYYYMMDDHHMMSS"),
+    Function("today", 0, 0, _fixed(t.Type(t.DATE, vr="DA")), "today(): the date, YYYYMMDD"),
+    Function("now", 0, 0, _fixed(t.Type(t.DATETIME, vr="DT")), "now(): the date and time, YYYYMMDDHHMMSS"),
     Function("lookup", 2, 3, lambda args: agreeing([t.T_STRING, *args[2:]]),
              "lookup(table.column, key, default): a value from a table"),
     Function("number", 1, 2, _text_of_first(t.NUMBER),
