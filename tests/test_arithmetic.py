@@ -152,3 +152,15 @@ def test_fmt_finds_braces_after_divisions():
     source = 'rule "r" { when DataSet.Rows / 2 > 1 then { if DataSet.Rows / 2 > 3 { log DataSet.Rows / 4 } } }'
     assert format_source(source) == ('rule "r" {\n  when DataSet.Rows / 2 > 1\n  then if DataSet.Rows / 2 > 3 {\n'
                                      '    log DataSet.Rows / 4\n  }\n}\n')
+
+
+def test_long_chains_and_deep_minus_signs_are_too_deep_not_a_crash():
+    def codes(expression: str) -> list[str]:
+        return [d.code for d in findings(f'rule "r" {{ then {{ log {expression}\n route to A }} }}')]
+    assert codes(" - ".join(["1"] * 90)) == []
+    assert value_of(" - ".join(["1"] * 90)) == (str(1 - 89), None)
+    assert codes(" - ".join(["1"] * 5000)) == ["too-deep"]
+    assert codes(" / ".join(["1"] * 5000)) == ["too-deep"]
+    assert codes(" + ".join(["1"] * 5000)) == []  # a chain of + is not nesting
+    assert codes("-" * 5000 + "DataSet.Rows") == ["too-deep"]
+    assert codes("-(" * 5000 + "DataSet.Rows" + ")" * 5000) == ["too-deep"]
