@@ -182,3 +182,17 @@ def test_fmt_prints_constants_together_and_the_fallback_keyword():
                 'fallback rule "f" on C-FIND {\n  then route to X\n}\n')
     assert format_source(source) == expected
     assert format_source(expected) == expected
+
+
+def test_a_test_file_names_the_constants_of_its_rule_file(tmp_path):
+    (tmp_path / "main.rules").write_text(CONSTANTS)
+    (tmp_path / "main_test.rules").write_text(
+        'test "shifted" {\n  given DataSet.InstitutionName = "NORTH", DataSet.StudyDate = "20240131"\n'
+        '  expect DataSet.PatientName == PSEUDONYM\n'
+        '  expect DataSet.StudyDate == shift_date("20240131", DATE_SHIFT)\n'
+        '  expect DataSet.InstitutionName in SITES\n}\n'
+        'test "wrong" {\n  given DataSet.InstitutionName = "EAST"\n  expect DataSet.PatientName == PSEUDONYM\n}\n')
+    suite = load_suite(str(tmp_path / "main_test.rules"))
+    assert not [d for d in suite.diagnostics if d.is_error]
+    results = run_suite(suite, None)
+    assert [result.passed for result in results] == [True, False]

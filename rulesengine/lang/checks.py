@@ -98,6 +98,8 @@ class Analysis(NodeVisitor):
         self.blocks: dict[int, tuple[Module, n.Block]] = {}
         self.tables: dict[int, TableRef] = {}
         self.bindings: dict[int, Binding] = {}
+        # Names in a test file that stand for a constant of the rule file it tests: their literal.
+        self.constants: dict[int, n.Expr] = {}
         self._checked_blocks: set[int] = set()
         self._block_stack: list[n.Block] = []  # blocks being checked, to catch one applying itself
         # A rule of the main file can end in reject: the router then runs the rules before it answers
@@ -617,6 +619,12 @@ class Analysis(NodeVisitor):
         entry = scope.variables.get(expr.name)
         if entry is not None:
             return entry[1]
+        constant = scope.module.constants.get(expr.name)
+        if constant is not None and scope.context == "test":  # a rule file's own uses are ConstRefs
+            if _literal_value(constant.value) is _NOT_LITERAL:
+                return None  # reported where it is defined
+            self.constants[id(expr)] = constant.value
+            return self.check_expr(constant.value, scope)
         if expr.name in scope.module.tables:
             self.tables[id(expr)] = TableRef(scope.module.tables[expr.name], None)
             return Type(t.TABLE)
