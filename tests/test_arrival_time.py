@@ -183,3 +183,15 @@ def test_the_router_takes_the_arrival_time_from_its_clock(router, decide):
     clock[0] = datetime(2024, 1, 8, 10, 0).timestamp()  # a Monday morning
     receive(pipeline, decide)
     assert sorted(d["destination"] for d in pipeline.journal.deliveries(limit=10)) == ["DAY", "NIGHT"]
+
+
+def test_dry_run_assumes_the_arrival_time_it_is_given(tmp_path):
+    from helpers.cli import dicom_rules
+    write(tmp_path / "t.rules", OFF_HOURS)
+    sample = SAMPLES / "ct_head.dcm"
+    assert "route to NIGHT" in dicom_rules("dry-run", "t.rules", sample, "--arrival", "20240106120000",
+                                           cwd=tmp_path).stdout
+    assert "route to DAY" in dicom_rules("dry-run", "t.rules", sample, "--arrival", "202401081000",
+                                         cwd=tmp_path).stdout
+    refused = dicom_rules("dry-run", "t.rules", sample, "--arrival", "2024-01-08", cwd=tmp_path)
+    assert refused.returncode == 2 and "YYYYMMDDHHMMSS" in refused.stderr
