@@ -11,7 +11,12 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, fields, replace
+from datetime import datetime
 from typing import Any, ClassVar, Mapping
+
+_TIME_ROOT = "Arrival"  # the rules' Arrival.Date, Arrival.Time, Arrival.DateTime and Arrival.Weekday
+_TIME_VRS = {"Date": "DA", "Time": "TM", "DateTime": "DT"}
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 # The facts a spool file's name carries, in this order (the SOP UIDs are in the file itself).
 # A file name has room for 255 bytes: the uuid, the dots and ".dcm" take 38 of them.
@@ -41,6 +46,9 @@ class Arrival:
     retrieve_requester: str | None = None
     move_destination: str | None = None
     retrieve_message: str | None = None
+    # When it arrived: seconds since the epoch, from the router's clock (the journal's received_at).
+    # The rules read it, in local time, as Arrival.Date, Arrival.Time, Arrival.DateTime, Arrival.Weekday.
+    received_at: float | None = None
 
     # The journal's columns (instances table), in its order.
     ROW_COLUMNS: ClassVar[tuple[str, ...]] = ("source_kind", "source_name", "calling_aet", "called_aet", "peer",
@@ -63,10 +71,57 @@ class Arrival:
     # ---- the rules' view --------------------------------------------------------------------
 
     def value(self, root: str, name: str) -> Any:
+        if root == _TIME_ROOT:
+            return self._time_value(name)
         return getattr(self, self._RULE_FIELDS[(root, name)])
 
     def with_value(self, root: str, name: str, value: Any) -> "Arrival":
+        if root == _TIME_ROOT:
+            return replace(self, received_at=self._time_with(name, value))
         return replace(self, **{self._RULE_FIELDS[(root, name)]: value})
+
+    # ---- the arrival time, as the rules read it ---------------------------------------------
+
+    @property
+    def received(self) -> datetime | None:
+        """When it arrived, in local time (None: not known)."""
+        return datetime.fromtimestamp(self.received_at) if self.received_at is not None else None
+
+    def _time_value(self, name: str) -> str | None:
+        when = self.received
+        if when is None:
+            return None
+        if name == "Date":
+            return when.strftime("%Y%m%d")
+        if name == "Time":
+            return when.strftime("%H%M%S")
+        if name == "DateTime":
+            return when.strftime("%Y%m%d%H%M%S")
+        return _WEEKDAYS[when.weekday()]  # in English, whatever the locale
+
+    def _time_with(self, name: str, value: Any) -> float:
+        """received_at with one field given (a test fixing the clock): a DT gives all of it,
+        a DA the day (at the time already given, or midnight), a TM the time (of the day given)."""
+        text = "" if value is None else str(value).strip()
+        current = self.received or datetime(2000, 1, 1)
+        try:
+            if name == "DateTime":
+                digits = text.split(".")[0].ljust(14, "0") if len(text) >= 8 else ""
+                when = datetime.strptime(digits, "%Y%m%d%H%M%S")
+            elif name == "Date":
+                day = datetime.strptime(text, "%Y%m%d")
+                when = current.replace(year=day.year, month=day.month, day=day.day)
+            elif name == "Time":
+                digits = text.replace(":", "").split(".")[0].ljust(6, "0")
+                clock = datetime.strptime(digits, "%H%M%S")
+                when = current.replace(hour=clock.hour, minute=clock.minute, second=clock.second)
+            else:
+                raise ValueError(f"Arrival.{name} follows from Arrival.Date")
+        except ValueError as exc:
+            if "follows" in str(exc):
+                raise
+            raise ValueError(f"Arrival.{name}: {text!r} is not a valid {_TIME_VRS[name]} value") from None
+        return when.timestamp()
 
     def with_instance(self, sop_class_uid: str | None, sop_instance_uid: str | None) -> "Arrival":
         return replace(self, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid)

@@ -436,7 +436,10 @@ class Document:
         if path.is_arrival:
             self.cache.clear()
             old = self.arrival.value(path.root, path.field)
-            self.arrival = self.arrival.with_value(path.root, path.field, value)
+            try:
+                self.arrival = self.arrival.with_value(path.root, path.field, value)
+            except ValueError as exc:  # a test's arrival time that is no date or time
+                raise PathError(str(exc)) from None
             return [Change(path.text, old, value)]
         start, prefix = self._start(path, base)
         changes: list[Change] = []

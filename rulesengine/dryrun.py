@@ -7,6 +7,7 @@ import dataclasses
 import os
 import shutil
 import tempfile
+import time
 
 from .copies import CopyError, is_received_file, keep_with_file_meta, write_copy
 from .document import Arrival, DocumentReadError
@@ -21,8 +22,10 @@ QUARANTINE_FOLDER = "_quarantine"
 
 
 def arrival_for(args, path: str) -> Arrival:
+    if getattr(args, "arrival", None) is None:  # one time for the whole run: diff compares like with like
+        args.arrival = time.time()
     return Arrival(calling_aet=args.calling_aet, called_aet=args.called_aet, source_name=args.source,
-                   source_kind="file", source_path=path)
+                   source_kind="file", source_path=path, received_at=args.arrival)
 
 
 def evaluate_file(ruleset: RuleSet, path: str, args, trace: bool = False) -> Decision:

@@ -231,7 +231,8 @@ PORTING_CASES = [
      "lower(DataSet.Keyword)"),
     ('rule "a" { then set DataSet.StudyInstanceUID = @hashuid(@UIDROOT, this) }', "syntax", "error", 1, 48,
      "uid(DataSet.Keyword)"),
-    ('rule "a" { when DataSet.Modality == "CT" * DataSet.Rows > 1 then route to A }', "syntax", "error", 1, 42,
+    # `*` multiplies: the parser stops at the comparison after the product.
+    ('rule "a" { when DataSet.Modality == "CT" * DataSet.Rows > 1 then route to A }', "syntax", "error", 1, 57,
      "write and"),
     ('rule "a" { when !(DataSet.Rows > 1) then route to A }', "syntax", "error", 1, 17, "write not"),
     ('rule "a" { when DataSet.Modality == "CT" && DataSet.Rows > 1 then route to A }', "syntax", "error", 1, 42,
@@ -239,7 +240,8 @@ PORTING_CASES = [
     ('rule "a" { when DataSet.Modality == "CT" || DataSet.Rows > 1 then route to A }', "syntax", "error", 1, 42,
      "write or"),
     ('rule "a" { when DataSet.Modality ~= "CT" then route to A }', "syntax", "error", 1, 34, "write !="),
-    ('rule "a" { when tags["Modality"] == "CT" then route to A }', "syntax", "error", 1, 21,
+    # Lua's tags["Modality"] parses (a computed index): the unknown name says what to write.
+    ('rule "a" { when tags["Modality"] == "CT" then route to A }', "unknown-name", "error", 1, 17,
      "write DataSet.Modality"),
     ('REMOVE PatientID', "syntax", "error", 1, 1, "delete DataSet.PatientID"),
     ('rule "a" { then {\n  BLANK PatientName\n} }', "syntax", "error", 2, 3, "blank DataSet.PatientName"),

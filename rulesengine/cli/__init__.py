@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import datetime
 
 from .. import __version__
 from ..config import ConfigError
@@ -24,6 +25,15 @@ from .rule_tests import cmd_test
 
 
 # ---- the parser -------------------------------------------------------------------
+
+
+def _arrival_time(text: str) -> float:
+    """--arrival: a local date and time, YYYYMMDDHHMMSS (seconds may be left out), in seconds."""
+    try:
+        return datetime.strptime(text.strip().ljust(14, "0"), "%Y%m%d%H%M%S").timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date and time YYYYMMDDHHMMSS, "
+                                         "e.g. 20240106183000") from None
 
 
 def _add_format(parser: argparse.ArgumentParser, choices: tuple[str, ...]) -> None:
@@ -50,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     dry.add_argument("--calling-aet", help="the sender's AE title to assume")
     dry.add_argument("--called-aet", help="the router's AE title to assume")
     dry.add_argument("--source", help="the listener or watched folder name to assume (Source.Name)")
+    dry.add_argument("--arrival", type=_arrival_time, metavar="YYYYMMDDHHMMSS",
+                     help="the arrival time to assume (Arrival.*, today(), now()); default: now")
     _add_format(dry, ("text", "json"))
     dry.add_argument("--out", metavar="DIR", help="write each destination's copy to DIR/DESTINATION/")
     dry.add_argument("--explain", action="store_true", help="show every condition with the values it compared")
@@ -65,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--calling-aet", help="the sender's AE title to assume")
     diff.add_argument("--called-aet", help="the router's AE title to assume")
     diff.add_argument("--source", help="the listener or watched folder name to assume (Source.Name)")
+    diff.add_argument("--arrival", type=_arrival_time, metavar="YYYYMMDDHHMMSS",
+                      help="the arrival time to assume (Arrival.*, today(), now()); default: now")
     diff.add_argument("--config", help="router configuration: its destinations are known")
     _add_format(diff, ("text", "json"))
     diff.set_defaults(func=cmd_diff)

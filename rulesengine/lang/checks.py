@@ -18,11 +18,11 @@ from ..values import ValueError_, concrete_vr, to_dicom
 from . import keep
 from . import nodes as n
 from . import types as t
-from .functions import FUNCTIONS
+from .functions import FUNCTIONS, HASH_ALPHABETS
 from .ported import foreign_tag, operator_hint
 from .loader import Module, Program, TableData
 from .regex import Regex, RegexError, compile_regex, replacement_pieces
-from .paths import (ARRIVAL_FIELDS, COMMAND_SET, READ_ONLY_ROOTS, ROOTS, Binding, ResolvedPath, lookup_tag, resolve,
+from .paths import (ARRIVAL, ARRIVAL_FIELDS, ARRIVAL_TIME_VRS, COMMAND_SET, READ_ONLY_ROOTS, ROOTS, Binding, ResolvedPath, lookup_tag, resolve,
                     tag_text)
 from .types import Type
 from .visitor import NodeVisitor, walk
@@ -100,6 +100,8 @@ class Analysis(NodeVisitor):
         self.blocks: dict[int, tuple[Module, n.Block]] = {}
         self.tables: dict[int, TableRef] = {}
         self.bindings: dict[int, Binding] = {}
+        # Names in a test file that stand for a constant of the rule file it tests: their literal.
+        self.constants: dict[int, n.Expr] = {}
         self._checked_blocks: set[int] = set()
         self._block_stack: list[n.Block] = []  # blocks being checked, to catch one applying itself
         # A rule of the main file can end in reject: the router then runs the rules before it answers
@@ -119,7 +121,18 @@ class Analysis(NodeVisitor):
 
     def check_module(self, module: Module) -> None:
         seen: dict[str, n.Rule] = {}
+        fallbacks: dict[str, n.Rule] = {}
         for item in module.file.items:
+            if isinstance(item, n.Const):
+                self._check_const(item, module)
+            elif isinstance(item, n.Rule) and item.fallback:
+                for message in item.handles:
+                    first = fallbacks.setdefault(message, item)
+                    if first is not item:
+                        self._error("duplicate-fallback", f"another fallback rule handles {message} "
+                                    f"(rule {first.name!r}, line {first.span.line}); only one can run",
+                                    item.name_span, "merge them into one fallback rule, with if inside")
+                        break
             if isinstance(item, n.Rule):
                 if item.name in seen:
                     first = seen[item.name]
@@ -135,6 +148,15 @@ class Analysis(NodeVisitor):
             elif isinstance(item, n.Test):
                 self._error("misplaced-test", "tests belong in a file of their own, named like this one with "
                             "_test before .rules; here they would never run", item.span)
+
+    def _check_const(self, item: n.Const, module: Module) -> None:
+        value = item.value
+        items = value.items if isinstance(value, n.ListLit) else (value,)
+        if not all(isinstance(v, (n.StringLit, n.NumberLit)) for v in items):
+            self._error("bad-constant", f"constant {item.name.value} must be a string, a number or a list of "
+                        "those", value.span, 'for example const DATE_SHIFT = -30 or const SITES = ["A", "B"]')
+            return
+        self.check_expr(value, Scope(module))
 
     def _messages(self, rule: n.Rule) -> tuple[str, ...]:
         """The known messages a rule handles; an unknown one is a finding (and left out)."""
@@ -203,7 +225,8 @@ class Analysis(NodeVisitor):
 
     def _name_free(self, name: str, span: Span, scope: Scope) -> bool:
         module = scope.module
-        if name in ROOTS or name in scope.variables or name in module.tables or name in module.imports:
+        if (name in ROOTS or name in scope.variables or name in module.tables or name in module.imports
+                or name in module.constants):
             self._error("duplicate-name", f"{name!r} is already a name here; choose another", span)
             return False
         return True
@@ -698,6 +721,10 @@ class Analysis(NodeVisitor):
             self._error("read-only", f"{resolved.root} cannot be edited by rules", path.span)
             return None
         if resolved.is_arrival:
+            if resolved.root == ARRIVAL and resolved.field == "Weekday":
+                self._error("read-only", "Arrival.Weekday follows from the arrival's date", path.span,
+                            'give Arrival.Date (or Arrival.DateTime) instead, e.g. Arrival.Date = "20240106"')
+                return None
             kind = t.path_type(resolved)
             self.types[id(target)] = kind
             return resolved, kind
@@ -735,6 +762,13 @@ class Analysis(NodeVisitor):
                         span, "or use for each")
             return
         if resolved is not None and resolved.is_arrival:
+            literal = _literal_value(value)
+            vr = ARRIVAL_TIME_VRS.get(resolved.field) if resolved.root == ARRIVAL else None
+            if vr is not None and literal is not _NOT_LITERAL:
+                try:
+                    to_dicom(vr, literal)
+                except ValueError_ as exc:
+                    self._error("bad-value", f"{resolved.text}: {exc}", span)
             return
         vr = concrete_vr(resolved.last.vr if resolved is not None else target_type.vr)
         if vr is None:
@@ -748,7 +782,7 @@ class Analysis(NodeVisitor):
             try:
                 to_dicom(vr, literal)
             except ValueError_ as exc:
-                self._error("bad-value", f"{exc}", span)
+                self._error("bad-value", f"{_constant_prefix(value)}{exc}", span)
             return
         target_kind = t.kind_for_vr(vr)
         self._check_kinds_for_assignment(vr, target_kind, value_type, span, value)
@@ -830,6 +864,11 @@ class Analysis(NodeVisitor):
         self.regexes[id(expr)] = compiled
         return compiled
 
+    def visit_ConstRef(self, expr: n.ConstRef, scope):
+        if _literal_value(expr.value) is _NOT_LITERAL:
+            return None  # reported where the constant is defined
+        return self.check_expr(expr.value, scope)
+
     def visit_ListLit(self, expr: n.ListLit, scope):
         kinds = [self.check_value(item, scope) for item in expr.items]
         if any(k is None for k in kinds):
@@ -852,6 +891,12 @@ class Analysis(NodeVisitor):
             return entry[1]
         if expr.name in scope.module.failed_tables:
             return None  # a table that could not be read: its `table` finding says why
+        constant = scope.module.constants.get(expr.name)
+        if constant is not None and scope.context == "test":  # a rule file's own uses are ConstRefs
+            if _literal_value(constant.value) is _NOT_LITERAL:
+                return None  # reported where it is defined
+            self.constants[id(expr)] = constant.value
+            return self.check_expr(constant.value, scope)
         if expr.name in scope.module.tables:
             self.tables[id(expr)] = TableRef(scope.module.tables[expr.name], None)
             return Type(t.TABLE)
@@ -871,7 +916,7 @@ class Analysis(NodeVisitor):
         elif re.fullmatch(r"[A-Z0-9_]+", expr.name):
             hint = f'strings are written in double quotes: "{expr.name}"'
         else:
-            hint = "paths start with DataSet., CommandSet., FileMeta., Association., Source. or Retrieve."
+            hint = "paths start with DataSet., CommandSet., FileMeta., Association., Source., Retrieve. or Arrival."
         self._error("unknown-name", f"unknown name {expr.name!r}", expr.span, hint)
 
     def visit_Concat(self, expr: n.Concat, scope):
@@ -894,6 +939,40 @@ class Analysis(NodeVisitor):
         if all(k.kind in (t.NUMBER, t.ANY) and not k.multi for k in kinds):
             return t.T_ANY  # numbers add up: a number, or text when a part is text
         return t.T_STRING
+
+    def visit_Arithmetic(self, expr: n.Arithmetic, scope: Scope):
+        left = self._number_operand(expr.left, expr.op, scope)
+        right = self._number_operand(expr.right, expr.op, scope)
+        if left is None or right is None:
+            return None
+        if expr.op in ("/", "%") and _literal_value(expr.right) == 0:
+            self._error("type-mismatch", f"division by zero: {expr.op} 0 never has a value", expr.right.span)
+            return None
+        return t.T_NUMBER
+
+    def visit_Negate(self, expr: n.Negate, scope: Scope):
+        return t.T_NUMBER if self._number_operand(expr.operand, "-", scope) is not None else None
+
+    def _number_operand(self, operand: n.Expr, op: str, scope: Scope) -> Type | None:
+        """An operand of - * / %: one number (or a value known only at run time)."""
+        kind = self.check_value(operand, scope)
+        if kind is None:
+            return None
+        what = _describe_side(operand)
+        if kind.multi:
+            self._error("type-mismatch", f"{op} works on one number; {what} is {kind.describe()}", operand.span,
+                        "pick one value with [n]")
+            return None
+        if kind.kind in (t.NUMBER, t.ANY):
+            return kind
+        if kind.kind in (t.DATE, t.DATETIME):
+            hint = "days_between(a, b) gives the days from a to b; shift_date(d, days) moves a date"
+        elif kind.kind in (t.STRING, t.UID, t.TIME):
+            hint = f"convert text to a number with number({_source_hint(operand)})"
+        else:
+            hint = None
+        self._error("type-mismatch", f"{op} works on numbers; {what} is {kind.describe()}", operand.span, hint)
+        return None
 
     def visit_Call(self, expr: n.Call, scope: Scope):
         fn = FUNCTIONS.get(expr.name)
@@ -929,7 +1008,123 @@ class Analysis(NodeVisitor):
         if expr.name == "substr":
             for arg, kind in zip(expr.args[1:], kinds[1:]):
                 self._expect_number(arg, kind, "substr(): start and length")
+        checker = getattr(self, "_arguments_of_" + expr.name, None)
+        if checker is not None and not checker(expr, kinds):
+            return None
         return fn.returns(kinds)
+
+    # Arguments of the functions for numbers, dates and pseudonyms: False when one is wrong.
+
+    def _arguments_of_number(self, expr: n.Call, kinds: list[Type]) -> bool:
+        if len(kinds) == 2 and kinds[1].kind not in (t.NUMBER, t.ANY):
+            self._error("type-mismatch", f"number(): the default must be a number, not {kinds[1].describe()}",
+                        expr.args[1].span, "for example number(DataSet.PatientWeight, 0)")
+            return False
+        return True
+
+    def _arguments_of_hash(self, expr: n.Call, kinds: list[Type]) -> bool:
+        ok = True
+        alphabet = "hex"
+        if len(expr.args) == 3:
+            literal = _literal_value(expr.args[2])
+            if literal not in HASH_ALPHABETS:
+                self._error("bad-value", "hash(): the alphabet is " + ", ".join(f'"{a}"' for a in HASH_ALPHABETS)
+                            + (f", not {_show(literal)}" if literal is not _NOT_LITERAL else ", written as a string"),
+                            expr.args[2].span, 'for example hash(DataSet.PatientID, 10, "decimal")')
+                return False
+            alphabet = literal
+        if len(expr.args) >= 2:
+            length = _literal_value(expr.args[1])
+            most = HASH_ALPHABETS[alphabet]
+            if length is _NOT_LITERAL:
+                self._expect_number(expr.args[1], kinds[1], "hash(): the length")
+            elif not (isinstance(length, int) and 1 <= length <= most):
+                self._error("bad-value", f"hash(): {alphabet} gives 1 to {most} characters, not {_show(length)}",
+                            expr.args[1].span)
+                ok = False
+        return ok
+
+    def _arguments_of_hash_int(self, expr: n.Call, kinds: list[Type]) -> bool:
+        bounds = []
+        for arg, kind, what in zip(expr.args[1:], kinds[1:], ("lowest", "highest")):
+            literal = _literal_value(arg)
+            if literal is _NOT_LITERAL:
+                self._expect_number(arg, kind, f"hash_int(): the {what} number")
+            elif not isinstance(literal, int):
+                self._error("type-mismatch", f"hash_int(): the {what} number must be a whole number, not "
+                            f"{_show(literal)}", arg.span)
+                return False
+            else:
+                bounds.append(literal)
+        if len(bounds) == 2 and bounds[0] > bounds[1]:
+            self._error("bad-value", f"hash_int(): the range {bounds[0]} to {bounds[1]} is empty", expr.span,
+                        f"write the lowest first: hash_int(..., {bounds[1]}, {bounds[0]})")
+            return False
+        return True
+
+    def _dates(self, expr: n.Call, kinds: list[Type]) -> bool:
+        for arg, kind in zip(expr.args, kinds):
+            if kind.multi:
+                self._error("type-mismatch", f"{expr.name}() takes one date, and {_describe_side(arg)} is "
+                            f"{kind.describe()}", arg.span, "pick one value with [n]")
+                return False
+            if kind.kind in (t.NUMBER, t.TIME, t.UID):
+                self._error("type-mismatch", f"{expr.name}() takes dates (DA, or DT for its date), not "
+                            f"{kind.describe()}", arg.span, 'for example "20240131"')
+                return False
+            literal = _literal_value(arg)
+            if isinstance(literal, str):
+                try:
+                    to_dicom("DA", literal[:8])
+                except ValueError_ as exc:
+                    self._error("bad-value", f"{_constant_prefix(arg)}{expr.name}(): {exc}", arg.span)
+                    return False
+        return True
+
+    _arguments_of_days_between = _arguments_of_age = _dates
+
+    def _arguments_of_pad(self, expr: n.Call, kinds: list[Type]) -> bool:
+        self._expect_number(expr.args[1], kinds[1], "pad(): the width")
+        if len(expr.args) == 3:
+            fill = _literal_value(expr.args[2])
+            if fill is not _NOT_LITERAL and (not isinstance(fill, str) or len(fill) != 1):
+                self._error("bad-value", f"pad(): the fill is one character, not {_show(fill)}", expr.args[2].span,
+                            'for example pad(DataSet.PatientID, 10, "0")')
+                return False
+        return True
+
+    def visit_Subscript(self, expr: n.Subscript, scope: Scope):
+        if self._lua_tags(expr, scope):
+            return None
+        subject = self.check_value(expr.subject, scope)
+        index = self.check_value(expr.index, scope)
+        if subject is None or index is None:
+            return None
+        if subject.kind in (t.ITEMS, t.ITEM, t.BYTES, t.REGEX, t.TABLE):
+            self._error("type-mismatch", f"[n] picks one of several values, and this is {subject.describe()}",
+                        expr.subject.span, "a path picks an item with its own index: DataSet.Seq[1]")
+            return None
+        literal = _literal_value(expr.index)
+        if literal is _NOT_LITERAL:
+            if index.kind not in (t.NUMBER, t.ANY) or index.multi:
+                self._error("type-mismatch", f"an index is one number, not {index.describe()}", expr.index.span)
+                return None
+        elif not isinstance(literal, int) or literal == 0:
+            self._error("bad-index", f"an index is a whole number other than 0, not {_show(literal)}: values are "
+                        "numbered from 1, and from -1 for the last", expr.index.span)
+            return None
+        return subject.single()
+
+    def _lua_tags(self, expr: n.Subscript, scope: Scope) -> bool:
+        """Orthanc's Lua `tags["Modality"]`, pasted: an unknown name with the path that replaces it."""
+        subject, index = expr.subject, expr.index
+        if not (isinstance(subject, n.Variable) and isinstance(index, n.StringLit)
+                and subject.name not in scope.variables and subject.name not in scope.module.tables
+                and subject.name not in scope.module.constants):
+            return False
+        self._error("unknown-name", f"unknown name {subject.name!r}", subject.span,
+                    f"write DataSet.{index.value} (a Lua table of tags is a path here)")
+        return True
 
     def _expect_number(self, arg: n.Expr, kind: Type, what: str) -> None:
         if kind.kind not in (t.NUMBER, t.ANY):
@@ -1116,13 +1311,13 @@ class Analysis(NodeVisitor):
             literal = _literal_value(literal_side)
             if literal is _NOT_LITERAL or isinstance(literal, tuple):
                 continue
-            self._check_literal_against(kind, literal, literal_side.span, value_side)
+            self._check_literal_against(kind, literal, literal_side.span, value_side, _constant_prefix(literal_side))
         if expr.op in _ORDERING and (left.multi or right.multi):
             self._error("type-mismatch", f"{expr.op} compares single values", expr.span,
                         "pick one value with [n]")
 
-    def _check_literal_against(self, kind: Type, literal, span: Span, other: n.Expr) -> None:
-        what = _describe_side(other)
+    def _check_literal_against(self, kind: Type, literal, span: Span, other: n.Expr, named: str = "") -> None:
+        what = named + _describe_side(other)
         if kind.kind == t.NUMBER and isinstance(literal, str):
             hint = f"write {literal}" if re.fullmatch(r"-?\d+(\.\d+)?", literal) else None
             self._error("type-mismatch", f"{what} is a number ({kind.vr or 'number'}); {_show(literal)} is text",
@@ -1157,7 +1352,7 @@ class Analysis(NodeVisitor):
             for item in right_expr.items:
                 literal = _literal_value(item)
                 if literal is not _NOT_LITERAL:
-                    self._check_literal_against(left, literal, item.span, expr.left)
+                    self._check_literal_against(left, literal, item.span, expr.left, _constant_prefix(item))
         return t.T_BOOL
 
     def visit_Matches(self, expr: n.Matches, scope: Scope):
@@ -1277,6 +1472,8 @@ _NOT_LITERAL = object()
 def _literal_value(expr: n.Expr):
     if isinstance(expr, (n.StringLit, n.NumberLit)):
         return expr.value
+    if isinstance(expr, n.ConstRef):
+        return _literal_value(expr.value)
     if isinstance(expr, n.ListLit):
         values = tuple(_literal_value(item) for item in expr.items)
         return _NOT_LITERAL if any(v is _NOT_LITERAL for v in values) else values
@@ -1287,6 +1484,19 @@ def literal_value(expr: n.Expr):
     """The Python value of a literal expression, or None when it is not a literal."""
     value = _literal_value(expr)
     return None if value is _NOT_LITERAL else value
+
+
+def _source_hint(expr: n.Expr) -> str:
+    if isinstance(expr, n.PathRef):
+        return expr.path.text()
+    if isinstance(expr, (n.Variable, n.ConstRef)):
+        return expr.name
+    return "..."
+
+
+def _constant_prefix(expr: n.Expr) -> str:
+    """Findings about a constant's value, reported where it is used, name the constant."""
+    return f"constant {expr.name}: " if isinstance(expr, n.ConstRef) else ""
 
 
 def _describe_side(expr: n.Expr) -> str:

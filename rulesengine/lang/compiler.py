@@ -39,7 +39,7 @@ from . import types as t
 from .checks import Analysis, literal_value
 from .generated import GeneratedModule, position_comment
 from .lint import structural_key
-from .functions import Secrets, implementations
+from .functions import Secrets, fn_subscript, implementations
 from .paths import DOCUMENT_ROOTS, ResolvedPath
 from .regex import Regex
 from .ruleset import NO_OPERAND, Branch, Predicate, RuleInfo, RuleSet
@@ -53,12 +53,19 @@ BINARY_OPERATOR_NAMES = {
     ">=": "at_least", "in": "is_in", "not in": "not_in", "contains": "contains",
     "not contains": "not_contains", "startswith": "starts_with", "endswith": "ends_with",
 }
+ARITHMETIC_OPERATOR_NAMES = {"-": "minus", "*": "times", "/": "divided_by", "%": "modulo"}
 TEMPORAL_OPERATOR_NAMES = {(kind, op): f"{kind}_{BINARY_OPERATOR_NAMES[op]}" for kind, op in ops.TEMPORAL}
 FUNCTION_PREFIX = "fn_"  # the function library: fn_lower, fn_replace, ...
 RUNTIME = {
     "values_of": ops.iterate,
     "plus": ops.plus,
     "plus_all": ops.plus_all,
+    "minus": ops.minus,
+    "times": ops.times,
+    "divided_by": ops.divided_by,
+    "modulo": ops.modulo,
+    "negative": ops.negative,
+    "value_at": fn_subscript,
     "remember": ops.store,
     "matches": ops.matches,
     "not_matches": ops.not_matches,
@@ -171,28 +178,45 @@ class CodeGenerator(NodeVisitor):
         self.emit("cache = doc.cache")  # the document's value cache, emptied in place on every edit
         self.reader, self.cache = "read", "cache"
         for index, rule in enumerate(rules):
-            if message not in rule.handles:
+            if message not in rule.handles or rule.fallback:
                 continue
-            self.rule_index = index
-            self.where = rule.span
-            if self.traced:
-                self.emit(f"ev.current = {index}")
-            if rule.when is not None:
-                self.emit(f"if {self.condition(rule.when, {})}:", rule.when.span)
-                self.indent += 1
-            self.emit(f"ev.fire({index})", rule.span)
-            if self.traced:
-                self.emit(f"ev.branch({self.shared.branch(index, rule.span, RULE_FIRED)})")
-            self.actions(rule.actions, {})
-            if rule.when is not None:
-                self.indent -= 1
+            self._rule(index, rule)
         self.where = None
         self.rule_index = -1
         self.emit("return False")
         self.indent -= 1
+        fallback = next((i for i, rule in enumerate(rules) if rule.fallback and message in rule.handles), None)
+        if fallback is not None:
+            # A function of its own: RuleSet.evaluate calls it when the rules before decided nothing.
+            self.out.lines.append("")
+            self.emit(f"def {fallback_function_name(message)}(doc, ev):")
+            self.indent += 1
+            self.emit("read = doc.read_path")
+            self.emit("cache = doc.cache")
+            self._rule(fallback, rules[fallback])
+            self.where = None
+            self.rule_index = -1
+            self.emit("return False")
+            self.indent -= 1
         self.reader, self.cache = "doc.read_path", None
         self.flush_pending()
         return name
+
+    def _rule(self, index: int, rule: n.Rule) -> None:
+        """One rule's code, inside the function evaluating a message."""
+        self.rule_index = index
+        self.where = rule.span
+        if self.traced:
+            self.emit(f"ev.current = {index}")
+        if rule.when is not None:
+            self.emit(f"if {self.condition(rule.when, {})}:", rule.when.span)
+            self.indent += 1
+        self.emit(f"ev.fire({index})", rule.span)
+        if self.traced:
+            self.emit(f"ev.branch({self.shared.branch(index, rule.span, RULE_FIRED)})")
+        self.actions(rule.actions, {})
+        if rule.when is not None:
+            self.indent -= 1
 
     def flush_pending(self) -> None:
         """Generate the pending top-level functions (and those they add), after the current one."""
@@ -577,10 +601,25 @@ class CodeGenerator(NodeVisitor):
 
     def visit_Variable(self, expr: n.Variable, scope) -> str:
         var = scope.get(expr.name)
+        if var is None and id(expr) in self.analysis.constants:  # a test naming a constant of its rules
+            return self.visit(self.analysis.constants[id(expr)], scope)
         if var is None:
             table = self.analysis.tables[id(expr)].table
             return self.shared.const(table.rows, "table_" + table.name)
         return f"doc.read_ref({var.local})" if var.kind == "element" else var.local
+
+    def visit_Arithmetic(self, expr: n.Arithmetic, scope) -> str:
+        operator = ARITHMETIC_OPERATOR_NAMES[expr.op]
+        return f"{operator}({self.value(expr.left, scope)}, {self.value(expr.right, scope)})"
+
+    def visit_Negate(self, expr: n.Negate, scope) -> str:
+        return f"negative({self.value(expr.operand, scope)})"
+
+    def visit_Subscript(self, expr: n.Subscript, scope) -> str:
+        return f"value_at({self.value(expr.subject, scope)}, {self.value(expr.index, scope)})"
+
+    def visit_ConstRef(self, expr: n.ConstRef, scope) -> str:
+        return self.visit(expr.value, scope)
 
     def visit_Concat(self, expr: n.Concat, scope) -> str:
         parts = [self.value(part, scope) for part in expr.parts]  # one call for a + b + ...: no nesting
@@ -594,6 +633,8 @@ class CodeGenerator(NodeVisitor):
             ref = self.analysis.tables[id(expr.args[0])]
             args = [self.shared.const(ref.table.rows, "table_" + ref.table.name), self.const(ref.column)]
             args += [self.value(a, scope) for a in expr.args[1:]]
+        elif expr.name in ("today", "now"):
+            args = ["doc.arrival"]  # the arrival's date and time: fixed in tests, known in the router
         else:
             args = [self.value(a, scope) for a in expr.args]
         call = f"{function}({', '.join(args)})"
@@ -721,7 +762,8 @@ def _nesting(code: str) -> int:
     return deepest
 
 
-_DOCUMENT_ONLY = (n.StringLit, n.NumberLit, n.RegexLit, n.PathRef, n.Path, n.Element, n.Call, n.Concat, n.ListLit)
+_DOCUMENT_ONLY = (n.StringLit, n.NumberLit, n.RegexLit, n.PathRef, n.Path, n.Element, n.Call, n.Concat, n.ListLit,
+                  n.ConstRef, n.Arithmetic, n.Negate, n.Subscript)
 
 
 def _depends_on_document_only(expr, scope) -> bool:
@@ -787,6 +829,11 @@ def runtime_namespace(secrets: Secrets) -> dict:
     return namespace
 
 
+def fallback_function_name(message: str) -> str:
+    """What the generated code calls the function that runs the fallback rule for `message`."""
+    return "fallback" if message == n.STORE else "fallback_" + message.replace("-", "_")
+
+
 def evaluate_function_name(message: str) -> str:
     """What the generated code calls the function that evaluates `message`."""
     return "evaluate" if message == n.STORE else "evaluate_" + message.replace("-", "_")
@@ -818,7 +865,7 @@ def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
         outputs[traced] = generator.out
     number = next(_compile_counter)
     main = os.path.basename(program.main.path) or "rules"
-    modules, functions = {}, {}
+    modules, functions, fallbacks = {}, {}, {}
     for traced, out in outputs.items():
         variant = " traced" if traced else ""
         module = out.module(f"<rules {main} #{number}{variant}>")
@@ -826,6 +873,8 @@ def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
         namespace.update(shared.constants)
         defined = module.execute(namespace, shared.source_text)
         functions[traced] = {message: defined[evaluate_function_name(message)] for message in messages}
+        fallbacks[traced] = {message: defined[fallback_function_name(message)] for message in messages
+                             if fallback_function_name(message) in defined}
         modules[traced] = module
     infos = [RuleInfo(i, rule.name, rule.span, rule.handles) for i, rule in enumerate(rules)]
     return RuleSet(
@@ -834,7 +883,7 @@ def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
         constants=shared.constants, predicates=shared.predicates, branches=shared.branches,
         tags_read=None if tags_read[0] else tags_read[1],
         no_destination=no_destination, destinations=analysis.destinations, can_reject=analysis.can_reject,
-        rejecting=frozenset(analysis.rejecting),
+        rejecting=frozenset(analysis.rejecting), fallbacks=fallbacks,
     )
 
 

@@ -24,13 +24,16 @@ never right after a `{` nor right before a `}`.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left, bisect_right
+from functools import lru_cache
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import NamedTuple
 
 from . import nodes as n
 from .nodes import quote_string
+from .grammar import grammar_path
 from .syntax import parse
 from .visitor import NodeVisitor
 
@@ -40,7 +43,7 @@ INDENT = "  "
 # Expression precedence, loosest first. A child looser than the slot it sits in
 # gets parentheses, and so does an and/or/+ nested in one of its own kind,
 # which the parser would otherwise flatten into its parent.
-OR, AND, NOT, PREDICATE, SUM, ATOM = range(6)
+OR, AND, NOT, PREDICATE, SUM, PRODUCT, UNARY, ATOM = range(8)
 
 
 def format_source(text: str, filename: str = "<rules>") -> str:
@@ -59,7 +62,13 @@ def format_file(rule_file: n.RuleFile) -> str:
 def expr_text(expr: n.Expr, slot: int = OR) -> str:
     """`expr` on one line, parenthesized if it binds more loosely than `slot` allows."""
     text = _EXPRESSION_TEXT.visitor_for(expr)(expr)  # two frames a level, as deep nesting needs
-    return f"({text})" if _LEVELS.get(type(expr), ATOM) < slot else text
+    return f"({text})" if _level(expr) < slot else text
+
+
+def _level(expr: n.Expr) -> int:
+    if isinstance(expr, n.Arithmetic):
+        return SUM if expr.op == "-" else PRODUCT
+    return _LEVELS.get(type(expr), ATOM)
 
 
 def regex_text(regex: n.RegexLit) -> str:
@@ -93,8 +102,28 @@ class _ExpressionText(NodeVisitor):
     def visit_Call(self, e: n.Call) -> str:
         return e.name + "(" + ", ".join(expr_text(arg) for arg in e.args) + ")"
 
+    def visit_Subscript(self, e: n.Subscript) -> str:
+        subject = expr_text(e.subject)
+        if not isinstance(e.subject, (n.Call, n.Variable)):  # `(PATH)[n]`: a path's own index is literal
+            subject = f"({subject})"
+        return f"{subject}[{expr_text(e.index, SUM)}]"
+
+    def visit_ConstRef(self, e: n.ConstRef) -> str:
+        return e.name
+
     def visit_Concat(self, e: n.Concat) -> str:
-        return " + ".join(expr_text(part, ATOM) for part in e.parts)
+        # From the left: `a - b + c` needs no parentheses, `(a + b) + c` keeps them (one Concat
+        # nested in another reads back only so), as does any sum on the right of a +.
+        first, *rest = e.parts
+        head = expr_text(first, PRODUCT if isinstance(first, n.Concat) else SUM)
+        return " + ".join([head] + [expr_text(part, PRODUCT) for part in rest])
+
+    def visit_Arithmetic(self, e: n.Arithmetic) -> str:
+        level = _level(e)
+        return f"{expr_text(e.left, level)} {e.op} {expr_text(e.right, level + 1)}"
+
+    def visit_Negate(self, e: n.Negate) -> str:
+        return "-" + expr_text(e.operand, UNARY)
 
     def visit_Binary(self, e: n.Binary) -> str:
         return f"{expr_text(e.left, SUM)} {e.op} {expr_text(e.right, SUM)}"
@@ -134,6 +163,7 @@ _LEVELS = {
     n.Presence: PREDICATE,
     n.Quantifier: PREDICATE,
     n.Concat: SUM,
+    n.Negate: UNARY,
 }  # every other expression is an atom
 
 
@@ -206,6 +236,9 @@ class _StatementLine(NodeVisitor):
     def visit_Table(self, s: n.Table) -> str:
         key = f" key {quote_string(s.key)}" if s.key is not None else ""
         return f"table {s.name.value} from {quote_string(s.file)}{key}"
+
+    def visit_Const(self, s: n.Const) -> str:
+        return f"const {s.name.value} = {expr_text(s.value)}"
 
     def visit_SetAction(self, a: n.SetAction) -> str:
         return f"set {expr_text(a.target)} = {expr_text(a.value)}"
@@ -347,7 +380,7 @@ def _code_marks(text: str, words: tuple[str, ...]) -> dict[str, list[int]]:
     i = 0
     while i < len(text):
         ch = text[i]
-        if ch in "\"/":
+        if ch == '"' or (ch == "/" and not _is_division(text, i)):
             i = _end_of_quoted(text, i)
         elif ch == "#":
             i = text.find("\n", i)
@@ -364,6 +397,31 @@ def _code_marks(text: str, words: tuple[str, ...]) -> dict[str, list[int]]:
             i = word_end - 1
         i += 1
     return marks
+
+
+def _is_division(text: str, slash: int) -> bool:
+    """Whether the `/` at `slash` divides (it follows an operand) rather than opens a regex
+    (it follows an operator, a keyword such as `matches`, `(`, `,` or `[`)."""
+    i = slash - 1
+    while i >= 0 and text[i] in " \t\r\n":
+        i -= 1
+    if i < 0:
+        return False
+    if text[i] in ')]"':
+        return True
+    if not (text[i].isalnum() or text[i] == "_"):
+        return False
+    start = i
+    while start > 0 and (text[start - 1].isalnum() or text[start - 1] == "_"):
+        start -= 1
+    return text[start:i + 1] not in reserved_words()
+
+
+@lru_cache(maxsize=1)
+def reserved_words() -> frozenset[str]:
+    """The keywords of the grammar's NAME terminal, and those reserved only where they appear."""
+    match = re.search(r"NAME: /\(\?!\(([^)]*)\)", grammar_path().read_text(encoding="utf-8"))
+    return frozenset(match.group(1).split("|")) | {"on", "response", "message", "dropped"}
 
 
 def _end_of_quoted(text: str, start: int) -> int:
@@ -442,7 +500,7 @@ class _Printer(NodeVisitor):
 
     def _separate(self, previous, item) -> None:
         self._attach_trailing_comment(before=self.src.start(item.span))  # it ends the item above
-        together = type(previous) is type(item) and isinstance(item, (n.Import, n.Table))
+        together = type(previous) is type(item) and isinstance(item, (n.Import, n.Table, n.Const))
         if not together and self.lines and self.lines[-1].text:
             self.lines.append(_Line(0, ""))
 
@@ -550,7 +608,8 @@ class _Printer(NodeVisitor):
     def visit_Rule(self, rule: n.Rule, depth: int, prefix: str, blank_ok: bool) -> None:
         open_ = self.src.next("{", self.src.end(rule.name_span))
         on = " on " + _names(rule.messages) if rule.messages else ""
-        self._code(depth, [f"{prefix}rule {quote_string(rule.name)}{on} {{"], self.src.start(rule.span),
+        fallback = "fallback " if rule.fallback else ""
+        self._code(depth, [f"{prefix}{fallback}rule {quote_string(rule.name)}{on} {{"], self.src.start(rule.span),
                    open_ + 1, blank_ok=blank_ok, opens=True)
         after = open_ + 1
         if rule.when is not None:

@@ -7,6 +7,7 @@ default covers a missing key.
 
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import hashlib
 import hmac
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from . import types as t
-from .operators import text
+from .operators import EvaluationError, as_number, text
 from .regex import Regex, RegexError
 
 DEFAULT_HASH_KEY = b"rulesengine-development-key"
@@ -31,10 +32,6 @@ class Secrets:
     @property
     def is_default(self) -> bool:
         return self.hash_key == DEFAULT_HASH_KEY
-
-
-class EvaluationError(Exception):
-    """A function or operator that cannot produce a value for these inputs."""
 
 
 def _each(fn: Callable[[str], str]) -> Callable[[Any], Any]:
@@ -100,15 +97,139 @@ def fn_join(values, separator):
     return text(separator).join(text(v) for v in values if v is not None)
 
 
-def make_hash(secrets: Secrets) -> Callable[[Any], Any]:
-    def fn_hash(value):
-        """16 upper-case hex digits of HMAC-SHA256(key, value): fits SH, LO and PN.
+# hash(s, length, alphabet): the alphabets, and the most characters each gives of 256 bits.
+HASH_ALPHABETS = {"hex": 64, "decimal": 77, "base32": 52}
+DEFAULT_HASH_LENGTH = 16
+
+
+def make_hash(secrets: Secrets) -> Callable[..., Any]:
+    def fn_hash(value, length=DEFAULT_HASH_LENGTH, alphabet="hex"):
+        """`length` characters of HMAC-SHA256(key, value) in `alphabet`: upper-case hex digits
+        (16 by default: fits SH, LO and PN), decimal digits, or base32 (A-Z, 2-7).
         Empty stays empty: a constant digest would link unrelated documents."""
-        if value is None or value == "":
-            return value
-        digest = hmac.new(secrets.hash_key, text(value).encode("utf-8"), hashlib.sha256).hexdigest()
-        return digest[:16].upper()
+        if value is None or value == "" or length is None or alphabet is None:
+            return None if value is None else value
+        length = _whole(length, "hash(): the length")
+        most = HASH_ALPHABETS.get(alphabet)
+        if most is None:
+            raise EvaluationError(f"hash(): unknown alphabet {alphabet!r}; use " + ", ".join(HASH_ALPHABETS))
+        if not 1 <= length <= most:
+            raise EvaluationError(f"hash(): {alphabet} gives 1 to {most} characters, not {length}")
+        digest = hmac.new(secrets.hash_key, text(value).encode("utf-8"), hashlib.sha256).digest()
+        if alphabet == "hex":
+            return digest.hex()[:length].upper()
+        if alphabet == "decimal":
+            return str(int.from_bytes(digest, "big") % 10 ** length).zfill(length)
+        return base64.b32encode(digest).decode("ascii")[:length]
     return fn_hash
+
+
+def make_hash_int(secrets: Secrets) -> Callable[..., Any]:
+    def fn_hash_int(value, low, high):
+        """A whole number from low to high (both included), the same for the same value and key:
+        a per-patient date shift that every study of the patient shares. Null for null or empty."""
+        if value is None or value == "" or low is None or high is None:
+            return None
+        low, high = _whole(low, "hash_int(): the lowest"), _whole(high, "hash_int(): the highest")
+        if low > high:
+            raise EvaluationError(f"hash_int(): the range {low} to {high} is empty")
+        digest = hmac.new(secrets.hash_key, b"int\0" + text(value).encode("utf-8"), hashlib.sha256).digest()
+        return low + int.from_bytes(digest, "big") % (high - low + 1)
+    return fn_hash_int
+
+
+def _whole(value, what: str) -> int:
+    number = as_number(value, what)
+    if number is None or number != int(number):
+        raise EvaluationError(f"{what} must be a whole number, not {text(value)!r}")
+    return int(number)
+
+
+def _number_or(value, default, has_default: bool):
+    try:
+        number = as_number(value, "number()")
+    except EvaluationError:
+        if has_default:
+            return default
+        raise EvaluationError(f"number(): {text(value)!r} is not a number") from None
+    return default if number is None and has_default else number
+
+
+_NO_DEFAULT = object()
+
+
+def fn_number(value, default=_NO_DEFAULT):
+    """Text (a table cell, an IS or DS value) as a number; `default` for null, empty or text that is
+    no number (without a default: null stays null, and text that is no number is an error)."""
+    has_default = default is not _NO_DEFAULT
+    fallback = default if has_default else None
+    if isinstance(value, (tuple, list)) and len(value) != 1:
+        return tuple(_number_or(v, fallback, has_default) for v in value)
+    return _number_or(value, fallback, has_default)
+
+
+def _date_of(value) -> _dt.date | None:
+    """The date of a DA, or of a DT's first 8 digits; None when it is not a valid date."""
+    value = value[0] if isinstance(value, tuple) and len(value) == 1 else value
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if len(value) < 8 or not value[:8].isdigit():
+        return None
+    try:
+        return _dt.date(int(value[:4]), int(value[4:6]), int(value[6:8]))
+    except ValueError:
+        return None
+
+
+def fn_days_between(start, end):
+    """Days from `start` to `end` (negative when `end` is earlier); null unless both are dates."""
+    first, last = _date_of(start), _date_of(end)
+    if first is None or last is None:
+        return None
+    return (last - first).days
+
+
+def fn_age(birth, at):
+    """The age on `at` of someone born on `birth`, as a DICOM AS value (PS3.5): years (nnnY) from
+    one year on, else months (nnnM) from one month, else weeks (nnnW) from one week, else days
+    (nnnD). Null unless both are dates and `at` is not before `birth`."""
+    born, on = _date_of(birth), _date_of(at)
+    if born is None or on is None or on < born:
+        return None
+    months = (on.year - born.year) * 12 + on.month - born.month - (1 if on.day < born.day else 0)
+    if months >= 12:
+        return f"{min(months // 12, 999):03d}Y"
+    if months >= 1:
+        return f"{months:03d}M"
+    days = (on - born).days
+    return f"{days // 7:03d}W" if days >= 7 else f"{days:03d}D"
+
+
+def fn_pad(value, width, fill="0"):
+    """Text padded on the left with `fill` (one character, "0" by default) to `width` characters;
+    longer text stays as it is."""
+    if value is None or width is None or fill is None:
+        return None
+    width = _whole(width, "pad(): the width")
+    if len(text(fill)) != 1:
+        raise EvaluationError(f"pad(): the fill is one character, not {text(fill)!r}")
+    return _each(lambda s: s.rjust(width, text(fill)))(value)
+
+
+def fn_subscript(values, index):
+    """Value `index` of several (from 1; -1 is the last); a single value is value 1. Null when there
+    is no such value."""
+    if values is None or index is None:
+        return None
+    index = _whole(index, "[n]: the index")
+    if index == 0:
+        raise EvaluationError("[n]: values are numbered from 1 (and -1 is the last)")
+    if not isinstance(values, (tuple, list)):
+        values = () if values == "" else (values,)
+    if index > len(values) or -index > len(values):
+        return None
+    return values[index - 1] if index > 0 else values[index]
 
 
 def make_uid(secrets: Secrets) -> Callable[[Any], Any]:
@@ -149,12 +270,18 @@ def fn_shift_date(value, days):
     return _shift_one(text(value), int(days))
 
 
-def fn_today():
-    return _dt.date.today().strftime("%Y%m%d")
+def _clock(arrival) -> _dt.datetime:
+    """The arrival's time where it is known (a test fixes it with Arrival.DateTime), else now."""
+    received = getattr(arrival, "received", None)
+    return received if received is not None else _dt.datetime.now()
 
 
-def fn_now():
-    return _dt.datetime.now().strftime("%Y%m%d%H%M%S")
+def fn_today(arrival=None):
+    return _clock(arrival).strftime("%Y%m%d")
+
+
+def fn_now(arrival=None):
+    return _clock(arrival).strftime("%Y%m%d%H%M%S")
 
 
 def fn_lookup(table: dict, column: str, key, default=None):
@@ -210,13 +337,23 @@ FUNCTIONS: dict[str, Function] = {f.name: f for f in (
     Function("coalesce", 1, 16, agreeing, "coalesce(a, b, ...): the first that is not null"),
     Function("split", 2, 2, _fixed(t.Type(t.STRING, multi=True)), "split(s, sep): a list of values"),
     Function("join", 2, 2, _fixed(t.T_STRING), "join(values, sep): one string"),
-    Function("hash", 1, 1, _fixed(t.T_STRING), "hash(s): 16 hex digits, keyed with the configured secret"),
+    Function("hash", 1, 3, _fixed(t.T_STRING),
+             'hash(s), hash(s, length), hash(s, length, "hex" | "decimal" | "base32"): keyed, 16 hex digits by '
+             "default"),
     Function("uid", 1, 1, _text_of_first(t.UID), "uid(s): a UID under the configured root, keyed"),
     Function("shift_date", 2, 2, _same_as_first, "shift_date(d, days): a date moved by days"),
-    Function("today", 0, 0, _fixed(t.Type(t.DATE)), "today(): the date, YYYYMMDD"),
-    Function("now", 0, 0, _fixed(t.Type(t.DATETIME)), "now(): the date and time, YYYYMMDDHHMMSS"),
+    Function("today", 0, 0, _fixed(t.Type(t.DATE, vr="DA")), "today(): the date, YYYYMMDD"),
+    Function("now", 0, 0, _fixed(t.Type(t.DATETIME, vr="DT")), "now(): the date and time, YYYYMMDDHHMMSS"),
     Function("lookup", 2, 3, lambda args: agreeing([t.T_STRING, *args[2:]]),
              "lookup(table.column, key, default): a value from a table"),
+    Function("number", 1, 2, _text_of_first(t.NUMBER),
+             "number(s), number(s, default): text as a number; default when it is not one"),
+    Function("hash_int", 3, 3, _fixed(t.T_NUMBER),
+             "hash_int(s, low, high): a whole number from low to high, keyed, the same for the same s"),
+    Function("days_between", 2, 2, _fixed(t.T_NUMBER), "days_between(start, end): the days from start to end"),
+    Function("age", 2, 2, _fixed(t.Type(t.STRING, vr="AS")), "age(birth, date): the age on date, as AS (045Y)"),
+    Function("pad", 2, 3, _text_of_first(t.STRING), 'pad(s, width), pad(s, width, fill): padded on the left '
+             'with fill ("0" by default)'),
 )}
 
 
@@ -238,4 +375,9 @@ def implementations(secrets: Secrets) -> dict[str, Callable]:
         "today": fn_today,
         "now": fn_now,
         "lookup": fn_lookup,
+        "number": fn_number,
+        "hash_int": make_hash_int(secrets),
+        "days_between": fn_days_between,
+        "age": fn_age,
+        "pad": fn_pad,
     }

@@ -32,9 +32,13 @@ def lint_program(analysis: Analysis) -> None:
         handling = [rule for rule in rules if message in rule.handles]
         if not handling:
             continue
-        for lint_pass in (_unreachable, _shadowed, _loops, _catch_all_after_routes):
-            lint_pass(handling, analysis)
-        _fall_through(handling, analysis, message)
+        # A fallback rule runs after the others whatever their order: it neither ends nor shadows them.
+        ordinary = [rule for rule in handling if not rule.fallback]
+        fallbacks = [rule for rule in handling if rule.fallback]
+        for lint_pass in (_unreachable, _shadowed, _catch_all_after_routes):
+            lint_pass(ordinary, analysis)
+        _loops(handling, analysis)
+        _fall_through(ordinary + fallbacks, analysis, message, bool(fallbacks))
     found = analysis.diagnostics[before:]
     del analysis.diagnostics[before:]
     analysis.diagnostics.extend(dict.fromkeys(found))
@@ -209,7 +213,9 @@ def _shadowed(rules: list[n.Rule], analysis: Analysis) -> None:
 # ---- fall-through -----------------------------------------------------------------
 
 
-def _fall_through(rules: list[n.Rule], analysis: Analysis, message: str = n.STORE) -> None:
+def _fall_through(rules: list[n.Rule], analysis: Analysis, message: str = n.STORE,
+                  has_fallback: bool = False) -> None:
+    """`rules` in the order they run: the fallback rule, if any, last."""
     if not rules:
         return
     # What happens to what no rule routes: an instance goes to the no_destination policy, a
@@ -223,7 +229,7 @@ def _fall_through(rules: list[n.Rule], analysis: Analysis, message: str = n.STOR
     routed_before = False
     for rule in rules:
         for action in rule.actions:
-            if isinstance(action, n.StopAction) and not routed_before:
+            if isinstance(action, n.StopAction) and not routed_before and not has_fallback:
                 analysis._warn("no-destination", "this stop can end evaluation before any rule has routed the "
                                f"{subject}; it then {fate.replace(' the configured', ' the')}",
                                action.span)

@@ -52,6 +52,7 @@ class Module:
     imports: dict[str, "Module"] = field(default_factory=dict)
     tables: dict[str, TableData] = field(default_factory=dict)
     blocks: dict[str, n.Block] = field(default_factory=dict)
+    constants: dict[str, n.Const] = field(default_factory=dict)
     failed_imports: set[str] = field(default_factory=set)  # aliases of imports that could not be loaded
     failed_tables: set[str] = field(default_factory=set)  # tables that could not be read: reported once, at `table`
 
@@ -179,6 +180,9 @@ class _Loader:
             self.diagnostics.extend(exc.diagnostics)
             self.failed.add(key)
             return None
+        constants = {item.name.value: item for item in rule_file.items if isinstance(item, n.Const)}
+        if constants:
+            rule_file = with_constants(rule_file, {name: item.value for name, item in constants.items()})
         module = Module(shown, rule_file)
         self.modules[key] = module
         base = os.path.dirname(path)
@@ -189,11 +193,14 @@ class _Loader:
                 self._table(module, item, base)
             elif isinstance(item, n.Block):
                 self._define(module, module.blocks, item.name, item)
+            elif isinstance(item, n.Const):
+                self._define(module, module.constants, item.name, item)
         self.order.append(module)
         return module
 
     def _define(self, module: Module, namespace: dict, name: n.Name, value) -> None:
-        taken = name.value in module.imports or name.value in module.tables or name.value in module.blocks
+        taken = (name.value in module.imports or name.value in module.tables or name.value in module.blocks
+                 or name.value in module.constants)
         if taken:
             self.diagnostics.append(error("duplicate-name", f"{name.value!r} is defined twice in this file", name.span))
             return
@@ -245,6 +252,40 @@ class _Loader:
         close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
         if close and len(self.diagnostics) > reported and self.diagnostics[-1].hint is None:
             self.diagnostics[-1] = dataclasses.replace(self.diagnostics[-1], hint=f'did you mean "{close[0]}"?')
+
+
+# Fields that name what an action edits or a test examines: a constant is a value, never that.
+_TARGET_FIELDS = {"target"}
+
+
+def with_constants(rule_file: n.RuleFile, constants: dict[str, n.Expr]) -> n.RuleFile:
+    """`rule_file` with every variable that names one of its constants replaced by a ConstRef
+    holding the constant's literal. Rebuilt bottom-up without recursion: an `else if` chain can
+    be thousands long."""
+    rebuilt: dict[int, n.Node] = {}
+    pending: list[tuple[n.Node, bool]] = [(item, False) for item in rule_file.items]
+    while pending:
+        node, children_done = pending.pop()
+        if not children_done:
+            pending.append((node, True))
+            pending.extend((child, False) for child in node.children())
+            continue
+        if isinstance(node, n.Variable) and node.name in constants:
+            rebuilt[id(node)] = n.ConstRef(node.span, node.name, constants[node.name])
+            continue
+        changes = {}
+        for f in dataclasses.fields(node):
+            if f.name in _TARGET_FIELDS:
+                continue
+            value = getattr(node, f.name)
+            if isinstance(value, n.Node) and id(value) in rebuilt:
+                changes[f.name] = rebuilt[id(value)]
+            elif isinstance(value, tuple) and any(id(v) in rebuilt for v in value if isinstance(v, n.Node)):
+                changes[f.name] = tuple(rebuilt.get(id(v), v) if isinstance(v, n.Node) else v for v in value)
+        if changes:
+            rebuilt[id(node)] = dataclasses.replace(node, **changes)
+    items = tuple(rebuilt.get(id(item), item) for item in rule_file.items)
+    return dataclasses.replace(rule_file, items=items)
 
 
 def read_table(item: n.Table, path: str, text: str, diagnostics: list[Diagnostic]) -> TableData | None:

@@ -168,6 +168,33 @@ class Concat(Node):
 
 
 @dataclass(frozen=True, slots=True)
+class Arithmetic(Node):
+    """`a - b`, `a * b`, `a / b`, `a % b`: arithmetic on numbers (`+` is a Concat)."""
+
+    span: Span
+    op: str  # - * / %
+    left: "Expr"
+    right: "Expr"
+
+
+@dataclass(frozen=True, slots=True)
+class Negate(Node):
+    """`-x` of a value that is not a number literal (`-7` is a NumberLit)."""
+
+    span: Span
+    operand: "Expr"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscript(Node):
+    """`VALUE[INDEX]`: one value of several, picked by a number computed when the rule runs."""
+
+    span: Span
+    subject: "Expr"
+    index: "Expr"
+
+
+@dataclass(frozen=True, slots=True)
 class Binary(Node):
     """A two-sided predicate: comparisons, in, contains, startswith, endswith."""
 
@@ -222,8 +249,18 @@ class Or(Node):
     operands: tuple["Expr", ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ConstRef(Node):
+    """A use of a named constant (`const NAME = ...`): its literal, read where it is used.
+    The loader puts these in place of the variables that name a constant of the file."""
+
+    span: Span
+    name: str
+    value: "Expr"  # the constant's literal
+
+
 Expr = Union[StringLit, NumberLit, RegexLit, ListLit, PathRef, Variable, Call, Concat,
-             Binary, Matches, Presence, Quantifier, Not, And, Or]
+             Binary, Matches, Presence, Quantifier, Not, And, Or, ConstRef, Arithmetic, Negate, Subscript]
 
 PREDICATES = (Binary, Matches, Presence, Quantifier)  # the leaves that --explain reports
 
@@ -476,11 +513,22 @@ class Rule(Node):
     braced: bool = False
     # `on C-FIND, C-MOVE`: the messages it handles, as written; none written: C-STORE only.
     messages: tuple[Name, ...] = ()
+    # `fallback rule`: runs after the others, only when none of them routed or decided.
+    fallback: bool = False
 
     @property
     def handles(self) -> tuple[str, ...]:
         """The messages this rule handles, in the order written."""
         return tuple(m.value for m in self.messages) if self.messages else (STORE,)
+
+
+@dataclass(frozen=True, slots=True)
+class Const(Node):
+    """`const NAME = LITERAL`: a literal named once, used wherever a literal is."""
+
+    span: Span
+    name: Name
+    value: Expr
 
 
 @dataclass(frozen=True, slots=True)
@@ -582,7 +630,7 @@ class Test(Node):
     statements: tuple[TestStatement, ...]
 
 
-Item = Union[Import, Table, Rule, Block, Test]
+Item = Union[Import, Table, Rule, Block, Test, Const]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,10 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
+class EvaluationError(Exception):
+    """A function or operator that cannot produce a value for these inputs."""
+
+
 _NUMBER = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
 
 
@@ -231,6 +235,70 @@ def plus_all(*values):
     return result
 
 
+def as_number(value: Any, what: str) -> int | float | None:
+    """A number from a number or numeric text (an IS or DS value, a table cell); null stays null.
+    Text that is no number is an error naming `what` needs it."""
+    if value is None or value == "" or value == ():  # missing or empty: no number
+        return None
+    value = _unwrap(value)
+    if value.__class__ is int or value.__class__ is float:
+        return value
+    if isinstance(value, str):
+        stripped = value.strip()
+        if re.fullmatch(r"[+-]?\d+", stripped):
+            return int(stripped)
+        number = _number(stripped)
+        if number is not None:
+            return number
+        raise EvaluationError(f"{what} needs numbers, and {value!r} is not a number")
+    if isinstance(value, tuple):
+        raise EvaluationError(f"{what} needs one number, not {len(value)} values")
+    raise EvaluationError(f"{what} needs numbers, not {text(value)!r}")
+
+
+def _exact(value: float | int) -> int | float:
+    """Integral results stay integers: 6 / 2 is 3, written to an IS element as 3."""
+    return int(value) if isinstance(value, float) and value.is_integer() and abs(value) < 2 ** 53 else value
+
+
+def minus(a, b):
+    """a - b; null when either side is null."""
+    a, b = as_number(a, "-"), as_number(b, "-")
+    return None if a is None or b is None else a - b
+
+
+def times(a, b):
+    a, b = as_number(a, "*"), as_number(b, "*")
+    return None if a is None or b is None else a * b
+
+
+def divided_by(a, b):
+    """a / b, exact: 7 / 2 is 3.5, 6 / 2 is 3. Division by zero is an error."""
+    a, b = as_number(a, "/"), as_number(b, "/")
+    if a is None or b is None:
+        return None
+    if b == 0:
+        raise EvaluationError(f"division by zero ({text(a)} / 0)")
+    if isinstance(a, int) and isinstance(b, int) and a % b == 0:
+        return a // b
+    return _exact(a / b)
+
+
+def modulo(a, b):
+    """a % b, the remainder with the sign of b (-7 % 3 is 2), as for dates in a cycle."""
+    a, b = as_number(a, "%"), as_number(b, "%")
+    if a is None or b is None:
+        return None
+    if b == 0:
+        raise EvaluationError(f"division by zero ({text(a)} % 0)")
+    return _exact(a % b)
+
+
+def negative(a):
+    a = as_number(a, "-")
+    return None if a is None else -a
+
+
 def exists(value) -> bool:
     return value is not None
 
@@ -257,6 +325,7 @@ BINARY = {
     "in": in_, "not in": not_in, "contains": contains, "not contains": not_contains,
     "startswith": startswith, "endswith": endswith,
 }
+ARITHMETIC = {"-": minus, "*": times, "/": divided_by, "%": modulo}
 PRESENCE = {"exists": exists, "missing": missing, "empty": empty}
 # Comparisons of dates and times: the operands are normalised inside, so that what a trace
 # records (and explain and test failures show) is each value as written, not "120000.000000".

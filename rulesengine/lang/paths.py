@@ -20,15 +20,20 @@ from .selectors import Select, check as check_selector, compile_selector, fixed_
 
 DATASET, COMMAND_SET, FILE_META = "DataSet", "CommandSet", "FileMeta"
 ASSOCIATION, SOURCE, RETRIEVE = "Association", "Source", "Retrieve"
+ARRIVAL = "Arrival"
 DOCUMENT_ROOTS = (DATASET, COMMAND_SET, FILE_META)
 ARRIVAL_FIELDS = {
     ASSOCIATION: ("CallingAET", "CalledAET", "PeerAddress", "PeerPort"),
     SOURCE: ("Name", "Kind", "Path"),
     # An instance retrieved for a C-MOVE or C-GET: who asked, where it goes, by which message.
     RETRIEVE: ("Requester", "MoveDestination", "Message"),
+    # When the document arrived, in local time: a DA, a TM, a DT and the day's English name.
+    ARRIVAL: ("Date", "Time", "DateTime", "Weekday"),
 }
 ROOTS = DOCUMENT_ROOTS + tuple(ARRIVAL_FIELDS)
-READ_ONLY_ROOTS = (COMMAND_SET, FILE_META, ASSOCIATION, SOURCE, RETRIEVE)
+READ_ONLY_ROOTS = (COMMAND_SET, FILE_META, ASSOCIATION, SOURCE, RETRIEVE, ARRIVAL)
+# The VR of each arrival time field (Weekday is text).
+ARRIVAL_TIME_VRS = {"Date": "DA", "Time": "TM", "DateTime": "DT"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -286,7 +286,8 @@ class RuleSet:
                  fast: dict[str, Callable], traced: dict[str, Callable], code: GeneratedModule,
                  traced_code: GeneratedModule, constants: dict[str, Any], predicates: list[Predicate],
                  branches: list[Branch], tags_read: frozenset[int] | None, no_destination: str,
-                 destinations=None, can_reject: bool = False, rejecting: frozenset[str] = frozenset()):
+                 destinations=None, can_reject: bool = False, rejecting: frozenset[str] = frozenset(),
+                 fallbacks: dict[bool, dict[str, Callable]] | None = None):
         self.program = program
         self.analysis = analysis
         self.rules = rules
@@ -297,6 +298,8 @@ class RuleSet:
         self._fast = fast[STORE]
         self._traced = traced[STORE]
         self._rejecting = rejecting
+        # The fallback rule of each message that has one, fast and traced: run when the others decided nothing.
+        self._fallbacks = fallbacks or {False: {}, True: {}}
         self._code = {False: code, True: traced_code}
         self._modules = {module.filename: module for module in (code, traced_code)}
         for module in self._modules.values():
@@ -368,6 +371,9 @@ class RuleSet:
             evaluation = Evaluation(self, document, tracing=trace, message=message)
         try:
             function(document, evaluation)
+            fallback = self._fallbacks[trace].get(message)
+            if fallback is not None and not evaluation.routes and evaluation.outcome in (None, "stop"):
+                fallback(document, evaluation)
             return evaluation.finish(self.no_destination)
         except Exception as exc:  # noqa: BLE001 - a failing rule quarantines, never loses, the document
             description = self._describe_failure(exc, evaluation)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from lark import Tree
+from lark import Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from ..diagnostics import Diagnostic, RulesError, Span, error
@@ -85,6 +85,11 @@ def _ported_hint(exc: UnexpectedInput, text: str) -> str | None:
         return operator_hint(operator)
     if operator in ("!", "&", "|") and line[column:column + 1] != "=":
         return operator_hint(operator)
+    # `A == "x" * B > 1`: the `*` parses as a product, and the parser stops at the comparison after it.
+    before = line[:column - 1]
+    for at in range(len(before) - 1, -1, -1):
+        if before[at] == "*" and _between_conditions(before[:at], before[at + 1:]):
+            return operator_hint("*")
     return line_hint(line, column)
 
 
@@ -184,7 +189,10 @@ def syntax_diagnostic(exc: UnexpectedInput, text: str, filename: str) -> Diagnos
 MAX_NESTING = 100
 # The parse tree's nodes that are a level of nesting as a user sees it.
 _NESTING = frozenset({"call", "list", "not_op", "and_expr", "or_expr", "quantifier", "sum",
-                      "if_action", "for_action", "copy_action"})
+                      "if_action", "for_action", "copy_action", "product", "negate", "subscript"})
+# Each operator of a chain with - * / % nests the chain before it (a - b - c is (a - b) - c):
+# a level each; a chain of + alone is one level, however long.
+_NESTING_OPERATORS = frozenset({"MINUS", "STAR", "SLASH", "PERCENT"})
 
 
 def nesting_diagnostic(tree: Tree, filename: str) -> Diagnostic | None:
@@ -195,6 +203,10 @@ def nesting_diagnostic(tree: Tree, filename: str) -> Diagnostic | None:
         node, depth = pending.pop()
         if node.data in _NESTING:
             depth += 1
+            if node.data in ("sum", "product"):
+                operators = [c.type for c in node.children if isinstance(c, Token)]
+                if _NESTING_OPERATORS.intersection(operators):  # a chain of + alone stays one level
+                    depth += len(operators) - 1
             if depth > MAX_NESTING:
                 meta = node.meta
                 span = Span.point(filename, getattr(meta, "line", 1), getattr(meta, "column", 1))

@@ -98,7 +98,15 @@ class ToNodes(Transformer):
                        self._tspan(file_tok))
 
     @v_args(meta=True)
+    def const_stmt(self, meta, children):
+        name, value = children
+        return n.Const(self._span(meta), self._name(name), value)
+
+    @v_args(meta=True)
     def rule(self, meta, children):
+        fallback = isinstance(children[0], Token) and children[0].type == "FALLBACK"
+        if fallback:
+            children = children[1:]
         name_tok, *rest = children
         messages: tuple[n.Name, ...] = ()
         if rest and isinstance(rest[0], tuple) and rest[0][:1] == ("on",):
@@ -109,7 +117,7 @@ class ToNodes(Transformer):
         braced = len(rest) == 1 and isinstance(rest[0], tuple) and rest[0][0] == "braced"
         actions = rest[0][1] if braced else tuple(rest)
         return n.Rule(self._span(meta), unquote(name_tok, self._tspan(name_tok)), self._tspan(name_tok),
-                      when, actions, braced, messages)
+                      when, actions, braced, messages, fallback)
 
     def on_messages(self, children):
         return ("on", tuple(self._name(tok) for tok in children))
@@ -299,7 +307,40 @@ class ToNodes(Transformer):
 
     @v_args(meta=True)
     def sum(self, meta, children):
-        return n.Concat(self._span(meta), tuple(children))
+        operands, operators = children[::2], [str(tok) for tok in children[1::2]]
+        if all(op == "+" for op in operators):
+            return n.Concat(self._span(meta), tuple(operands))
+        return self._from_the_left(operands, operators)
+
+    @v_args(meta=True)
+    def product(self, meta, children):
+        return self._from_the_left(children[::2], [str(tok) for tok in children[1::2]])
+
+    def _from_the_left(self, operands, operators):
+        """`a - b + c * ...` as written, from the left; `+` runs stay one Concat, as without `-`."""
+        result, joined = operands[0], False
+        for op, operand in zip(operators, operands[1:]):
+            span = Span(self.filename, result.span.line, result.span.column, operand.span.end_line,
+                        operand.span.end_column)
+            if op == "+":
+                parts = result.parts if joined else (result,)
+                result, joined = n.Concat(span, parts + (operand,)), True
+            else:
+                result, joined = n.Arithmetic(span, op, result, operand), False
+        return result
+
+    @v_args(meta=True)
+    def subscript(self, meta, children):
+        subject, index = children
+        return n.Subscript(self._span(meta), subject, index)
+
+    @v_args(meta=True)
+    def negate(self, meta, children):
+        operand = children[-1]
+        if isinstance(operand, n.NumberLit):  # -7 is a negative literal, written as before
+            text = operand.text[1:] if operand.text.startswith("-") else "-" + operand.text
+            return n.NumberLit(self._span(meta), -operand.value, text)
+        return n.Negate(self._span(meta), operand)
 
     def string(self, children):
         tok = children[0]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 
 from ..values import BINARY_VRS, NUMBER_VRS, concrete_vr, is_multi_vm
 from . import nodes as n
-from .paths import ResolvedPath
+from .paths import ARRIVAL, ARRIVAL_TIME_VRS, ResolvedPath
 
 STRING, NUMBER, DATE, TIME, DATETIME, UID = "string", "number", "date", "time", "datetime", "uid"
 BYTES, ITEMS, ITEM, REGEX, BOOL, ANY, TABLE = "bytes", "items", "item", "regex", "bool", "any", "table"
@@ -60,6 +60,9 @@ def kind_for_vr(vr: str | None) -> str:
 
 def path_type(path: ResolvedPath) -> Type:
     if path.is_arrival:
+        if path.root == ARRIVAL and path.field in ARRIVAL_TIME_VRS:
+            vr = ARRIVAL_TIME_VRS[path.field]
+            return Type(DATE_KINDS[vr], vr=vr)
         return T_NUMBER if path.field == "PeerPort" else T_STRING
     step = path.last
     vr = concrete_vr(step.vr)

@@ -161,7 +161,8 @@ class _Query:
         self.calling = (requestor.ae_title or "").strip()
         self.arrival = Arrival(calling_aet=self.calling, called_aet=str(called).strip(),
                                peer_address=requestor.address, peer_port=requestor.port,
-                               source_name=self.listener.name, source_kind="listener", sop_class_uid=self.sop_class)
+                               source_name=self.listener.name, source_kind="listener", sop_class_uid=self.sop_class,
+                               received_at=time.time())
 
     def _command_set(self) -> Dataset:
         request = self.event.request

@@ -308,7 +308,8 @@ class _Step:
         self.arrival = Arrival(calling_aet=self.calling, called_aet=str(called).strip(),
                                peer_address=requestor.address, peer_port=requestor.port,
                                source_name=self.listener.name, source_kind="listener",
-                               sop_class_uid=self.sop_class, sop_instance_uid=self.instance_uid)
+                               sop_class_uid=self.sop_class, sop_instance_uid=self.instance_uid,
+                               received_at=time.time())
 
     def _command_set(self) -> Dataset:
         command_set = Dataset()

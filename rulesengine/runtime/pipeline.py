@@ -99,7 +99,7 @@ HOLD_SECONDS = (1.0, 300.0)  # an instance that could not even be quarantined is
 class Pipeline:
     def __init__(self, storage: Storage, journal: Journal, rules: RulesHolder | None,
                  notify: Callable[[set[str]], None], on_accepted: Callable[[int], None] | None = None,
-                 versions: RuleSetVersions | None = None):
+                 versions: RuleSetVersions | None = None, clock: Callable[[], float] = time.time):
         """`rules`: the rules running here, for receiving (None in the worker process, which
         only processes). `versions`: the rule sets instances are processed with, by the version
         recorded at their answer (by default, `rules` and what the journal kept of others).
@@ -107,6 +107,7 @@ class Pipeline:
         worker process); without it, a thread of this process does (`start`)."""
         self.storage = storage
         self.journal = journal
+        self.clock = clock  # the arrival time of what is received (Arrival.* in the rules), in seconds
         self.rules = rules
         self.versions = versions or RuleSetVersions(journal, rules.config, rules)
         self.notify = notify
@@ -130,6 +131,8 @@ class Pipeline:
         `rulesengine.intake`; when its file meta does not describe its data set, the file is
         rewritten with file meta made from the data set, and read again. Raises DocumentReadError
         (RefusedAtIntake among them)."""
+        if arrival.received_at is None:
+            arrival = replace(arrival, received_at=self.clock())
         document = read_instance(path, arrival)
         problem = file_meta_problem(document)
         if problem is None:
@@ -219,6 +222,8 @@ class Pipeline:
     def _process(self, instance: Instance) -> None:
         instance_id, path, version = instance.id, instance.path, instance.outcome.ruleset_version
         received = instance.arrival
+        if received.received_at is None:  # the journal keeps the arrival time beside the arrival
+            received = replace(received, received_at=instance.received_at)
         try:
             ruleset = self.versions.get(version)
         except RulesUnavailable as exc:

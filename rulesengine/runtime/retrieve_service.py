@@ -148,7 +148,7 @@ class _Retrieve:
         called = getattr(requestor.primitive, "called_ae_title", None) or listener.ae_title
         self.arrival = Arrival(calling_aet=self.requester, called_aet=str(called).strip(),
                                peer_address=requestor.address, peer_port=requestor.port, source_name=listener.name,
-                               source_kind="listener", sop_class_uid=self.sop_class)
+                               source_kind="listener", sop_class_uid=self.sop_class, received_at=time.time())
         self.move_destination = str(getattr(request, "MoveDestination", None) or "").strip() \
             if self.message == "C-MOVE" else self.requester
         self.started = service.clock()
@@ -362,7 +362,8 @@ class _Retrieve:
         service = self.service
         arrival = replace(self.arrival, source_name=source.name, source_kind="retrieve",
                           retrieve_requester=self.requester, move_destination=self.move_destination,
-                          retrieve_message=self.message, sop_class_uid=None)
+                          retrieve_message=self.message, sop_class_uid=None,
+                          received_at=None)  # the instance's own arrival time, from the pipeline's clock
         try:
             document, decision, ruleset = service.pipeline.decide(path, arrival)
         except DocumentReadError as exc:

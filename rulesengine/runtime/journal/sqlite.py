@@ -185,7 +185,8 @@ class SQLiteJournal:
         entry lost with a power cut is found again."""
         now = time.time()
         outcome = outcome or Outcome(ruleset_version, None, None, (), ())
-        columns = {"received_at": now, **arrival.to_row(), "path": path, "state": state, **outcome.to_row(),
+        received_at = arrival.received_at if arrival.received_at is not None else now  # what the rules saw
+        columns = {"received_at": received_at, **arrival.to_row(), "path": path, "state": state, **outcome.to_row(),
                    "processed_at": now if state != ACCEPTED else None}
         with self._transaction() as db:
             cursor = db.execute(f"INSERT INTO instances ({', '.join(columns)}) VALUES "
