@@ -135,7 +135,7 @@ def _rows(lines: list[str]) -> dict[str, list[str]]:
 def test_core_and_the_groups_hold_each_row_of_basic_once_with_its_action():
     basic = _rows(_blocks(PROFILE.read_text(encoding="utf-8"))["basic"])
     blocks = _blocks(OPTIONS.read_text(encoding="utf-8"))
-    assert set(blocks) == {"core", *GROUPS, *OPTION_BLOCKS}
+    assert set(blocks) == {"core", *GROUPS, *OPTION_BLOCKS, "shift_dates"}
     seen: dict[str, list[str]] = {}
     for name in ("core", *GROUPS):
         for tag, lines in _rows(blocks[name]).items():
@@ -163,20 +163,23 @@ def test_each_option_block_covers_its_group_keeps_its_k_rows_and_appends_its_cod
                 "retain_modified_dates": "dates"}
     table = {row["tag"].split(" ")[0]: row for row in options_table()}
     for block, code in OPTION_BLOCKS.items():
-        lines = blocks[block]
+        # Modified Dates shifts in shift_dates (before core replaces PatientID), and records its
+        # code in retain_modified_dates.
+        lines = blocks["shift_dates" if block == "retain_modified_dates" else block]
         assert set(_rows(lines)) == set(_rows(blocks[group_of[block]])), block
         for tag, row_lines in _rows(lines).items():
             option = table[tag][columns[block]]
             if option == "K":
                 assert row_lines == [row_lines[0]] and row_lines[0].strip().startswith("#"), (block, row_lines)
             elif block == "retain_modified_dates" and option == "C" and "shift_date" in "".join(row_lines):
-                assert "shift_date(e, -3650)" in row_lines[1]
+                assert "shift_date(e, shift)" in row_lines[1]
             elif block == "retain_modified_dates" and option == "C" and "a time" in row_lines[0]:
                 assert row_lines[0].strip().startswith("#")  # TM: whole days moved leave it
             else:  # not listed, or C: the basic action (the comment says why)
                 assert _code(row_lines) == _code(_rows(blocks[group_of[block]])[tag]), (block, tag)
-        assert f'    set code.CodeValue = "{code}"' in lines, block
-        assert "  append to DataSet.DeidentificationMethodCodeSequence as code {" in lines
+        recorded = [line.strip() for line in blocks[block]]
+        assert f'set code.CodeValue = "{code}"' in recorded, block
+        assert "append to DataSet.DeidentificationMethodCodeSequence as code {" in recorded
 
 
 # ---- on real instances --------------------------------------------------------------
@@ -231,17 +234,61 @@ def test_the_options_leave_what_the_basic_groups_remove_and_record_their_codes_i
     assert document.dataset == before  # the received instance is untouched
 
 
-def test_modified_dates_shift_every_date_and_keep_the_intervals():
+MODIFIED_DATES = ("shift_dates", "core", "device_identity", "uids", "institution_identity",
+                  "patient_characteristics", "retain_modified_dates", "descriptors", "private_attributes")
+
+
+def _day(text):
+    return dt.datetime.strptime(text, "%Y%m%d").date()
+
+
+def _modified(patient_id: str | None, study_date: str | None = None, blocks=MODIFIED_DATES):
     document = rulesengine.Document.read(get_testdata_file("CT_small.dcm", download=False))
-    study, series = document.dataset.StudyDate, document.dataset.SeriesDate
-    decision = _composed(("core", "device_identity", "uids", "institution_identity", "patient_characteristics",
-                          "retain_modified_dates", "descriptors", "private_attributes")).evaluate(document)
-    copied = decision.destinations["COMPOSED"].dataset
+    if patient_id is None:
+        del document.dataset.PatientID
+    else:
+        document.dataset.PatientID = patient_id
+    if study_date is not None:
+        document.dataset.StudyDate = study_date
+    before = copy.deepcopy(document.dataset)
+    decision = _composed(blocks).evaluate(document)
+    assert decision.error is None, decision.error
+    return before, decision.destinations["COMPOSED"].dataset
 
-    def day(text):
-        return dt.datetime.strptime(text, "%Y%m%d").date()
 
-    assert day(copied.StudyDate) == day(study) - dt.timedelta(days=3650)
-    assert day(copied.StudyDate) - day(copied.SeriesDate) == day(study) - day(series)
+def test_modified_dates_shift_every_date_and_keep_the_intervals():
+    before, copied = _modified("PAT-1")
+    shift = (_day(copied.StudyDate) - _day(before.StudyDate)).days
+    assert -3650 <= shift <= -365
+    assert _day(copied.SeriesDate) - _day(before.SeriesDate) == dt.timedelta(days=shift)
+    assert copied.StudyTime == before.StudyTime  # whole days: times stay
+    assert copied.PatientID == "ANONYMOUS"  # core ran after the shift had read it
     assert copied.LongitudinalTemporalInformationModified == "MODIFIED"
+    assert [item.CodeValue for item in copied.DeidentificationMethodCodeSequence] == ["113100", "113107"]
+
+
+def test_every_study_of_a_patient_gets_the_same_shift_and_other_patients_another():
+    first_before, first = _modified("PAT-1")
+    later_before, later = _modified("PAT-1", study_date="20110607")
+    other_before, other = _modified("PAT-2")
+
+    def shift(before, after):
+        return (_day(after.StudyDate) - _day(before.StudyDate)).days
+
+    assert shift(first_before, first) == shift(later_before, later)
+    assert shift(other_before, other) != shift(first_before, first)
+    assert -3650 <= shift(other_before, other) <= -365
+
+
+def test_without_a_patient_id_the_shifted_dates_are_emptied():
+    _, copied = _modified(None)
+    assert "StudyDate" in copied and not copied.StudyDate
     assert copied.DeidentificationMethodCodeSequence[-1].CodeValue == "113107"
+
+
+def test_modified_dates_without_the_shift_remove_the_dates_as_the_basic_profile_does():
+    without = tuple(block for block in MODIFIED_DATES if block != "shift_dates")
+    _, copied = _modified("PAT-1", blocks=without)
+    _, basic = _modified("PAT-1", blocks=tuple("dates" if b == "retain_modified_dates" else b for b in without))
+    assert copied == basic
+    assert [item.CodeValue for item in copied.DeidentificationMethodCodeSequence] == ["113100"]

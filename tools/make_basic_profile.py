@@ -245,9 +245,11 @@ GROUPS = (
     ("private_attributes", "retain_safe_private", None, "113111", "Retain Safe Private Option"),
 )
 MODIFIED_DATES = ("retain_modified_dates", "113107", "Retain Longitudinal Temporal Information Modified Dates Option")
-# The shift of the Modified Dates block: the same for every patient, so it is a placeholder to
-# replace (a per-patient shift keyed on the patient is what the option means).
-DATE_SHIFT_DAYS = -3650
+# The range of the Modified Dates shift, in days: one to ten years back, so no date moves into
+# the future. Each patient's shift is hash_int(PatientID, ...) in this range: keyed with the
+# router's secret, the same for every study of the patient.
+DATE_SHIFT_MIN_DAYS = -3650
+DATE_SHIFT_MAX_DAYS = -365
 
 
 def read_options(path: Path, rows: list[Row]) -> list[dict[str, str]]:
@@ -311,7 +313,7 @@ def _modified_date_lines(row: Row) -> list[str]:
     path = f"DataSet.**.{element(row)}"
     if vr in ("DA", "DT") and not row.is_pattern and row.group not in ("0000", "0002"):
         return [f"  for each e in {path} {{  # {row.tag} {row.name}: C, shifted ({vr})",
-                "    set e = shift_date(e, DATE_SHIFT_DAYS)".replace("DATE_SHIFT_DAYS", str(DATE_SHIFT_DAYS)),
+                "    set e = shift_date(e, shift)",
                 "  }"]
     if vr == "TM":
         return [f"  # {row.tag} {row.name}: C, a time: whole days shifted leave it as it is"]
@@ -326,6 +328,7 @@ OPTIONS_HEADER = f"""\
 # PS3.15 Annex E, Table E.1-1, edition {EDITION}), as blocks to compose:
 # `import "profiles/basic-confidentiality-options.rules" as deid`, then in a copy:
 #
+#   apply deid.shift_dates               # only with retain_modified_dates: before core
 #   apply deid.core                      # every row no option lists, and the record
 #   apply deid.device_identity           # or deid.retain_device_identity
 #   apply deid.uids                      # or deid.retain_uids
@@ -357,12 +360,43 @@ OPTIONS_HEADER = f"""\
 # to be safe for the devices a site has: a site that has one writes its own block in the
 # place of `descriptors` or `private_attributes`, and appends the option's code there.
 #
-# Modified Dates (113107): every DA and DT the option lists is moved by
-# {DATE_SHIFT_DAYS} days, the same for every patient; times stay as they are. The shift is
-# a placeholder that keeps intervals but hides nothing from whoever knows it: replace it
-# with one keyed on the patient before use.
+# Modified Dates (113107): block `shift_dates` moves every DA and DT the option lists by
+# the patient's shift, hash_int(PatientID, {DATE_SHIFT_MIN_DAYS}, {DATE_SHIFT_MAX_DAYS}) days:
+# keyed with the router's secret, so
+# nobody without it can recompute it, and the same for every study of the patient, so
+# intervals between studies stay. Times stay as they are. An instance without a PatientID
+# (or with an empty one) has no shift: its shifted dates become empty. The shift reads
+# PatientID, which core replaces, so `shift_dates` comes before core;
+# `retain_modified_dates`, in the place of `dates`, records the option's code when the
+# dates were shifted, and else removes them as `dates` does.
 # The date blocks also say what became of the dates, in LongitudinalTemporalInformationModified.
 """
+
+
+def _modified_dates_blocks(rows: list[tuple[Row, dict[str, str]]]) -> list[str]:
+    """Modified Dates in two blocks: the shift, keyed on PatientID, runs before core replaces it;
+    the record, in the place of `dates`, after core has made the code sequence anew."""
+    column, code, code_meaning = MODIFIED_DATES
+    lines = ["", "block shift_dates {",
+             "  # one shift per patient, the same for each of the patient's studies: before core",
+             f"  let shift = hash_int(DataSet.PatientID, {DATE_SHIFT_MIN_DAYS}, {DATE_SHIFT_MAX_DAYS})"]
+    for row, option in rows:
+        if option[column] == "C":
+            lines += _modified_date_lines(row)
+        else:
+            lines += _basic_lines(row)
+    lines += ["", '  set DataSet.LongitudinalTemporalInformationModified = "MODIFIED"', "}"]
+    recorded = [("  " + line) if line else line for line in _recorded(code, code_meaning)[1:]]
+    lines += ["", "block retain_modified_dates {",
+              "  # shift_dates ran before core: record the option. Without it the dates are",
+              "  # as received, so they go as the basic profile says.",
+              '  if DataSet.LongitudinalTemporalInformationModified == "MODIFIED" {',
+              *recorded,
+              "  } else {",
+              "    apply dates",
+              "  }",
+              "}"]
+    return lines
 
 
 def render_options(rows: list[Row], options: list[dict[str, str]]) -> str:
@@ -401,16 +435,7 @@ def render_options(rows: list[Row], options: list[dict[str, str]]) -> str:
         lines += _recorded(code, code_meaning)
         lines.append("}")
         if group == "dates":
-            column, code, code_meaning = MODIFIED_DATES
-            lines += ["", "block retain_modified_dates {"]
-            for row, option in groups[group]:
-                if option[column] == "C":
-                    lines += _modified_date_lines(row)
-                else:
-                    lines += _basic_lines(row)
-            lines += ["", '  set DataSet.LongitudinalTemporalInformationModified = "MODIFIED"']
-            lines += _recorded(code, code_meaning)
-            lines.append("}")
+            lines += _modified_dates_blocks(groups[group])
     return "\n".join(lines) + "\n"
 
 
