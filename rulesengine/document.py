@@ -239,8 +239,10 @@ class Document:
         if file_meta is None:
             file_meta = getattr(self.dataset, "file_meta", None)
         self.file_meta = file_meta if file_meta is not None else FileMetaDataset()
-        self.command_set = command_set if command_set is not None else Dataset()
         self.arrival = arrival or Arrival()
+        if command_set is None:  # an instance a listener received: its C-STORE request, kept with its arrival
+            command_set = self.arrival.command_set()
+        self.command_set = command_set if command_set is not None else Dataset()
         self.filename = filename
         self.tail: int | None = None  # read_header: where the pixel data starts in `filename`
         self.cache: dict = {}  # values read by path, for the rules (lang.document_api); emptied on every edit
