@@ -98,7 +98,8 @@ def test_a_released_instance_is_decided_on_its_first_command_set(router_factory,
     quarantine = tmp_path / "var" / "quarantine"
     [info_path] = wait_until(lambda: list(quarantine.glob("*/*.json")), what="the urgent instance in the quarantine")
     info = json.loads(info_path.read_text(encoding="utf-8"))
-    assert (info["store_command"]["Priority"], info["store_command"]["MoveOriginatorApplicationEntityTitle"]) == (1, "PACS")
+    command = info["store_command"]
+    assert (command["Priority"], command["MoveOriginatorApplicationEntityTitle"]) == (1, "PACS")
     wait_until(lambda: folder_of(tmp_path, routine.sop_instance_uid) == "routine", what="the routine instance")
 
     (tmp_path / "main.rules").write_text(BY_COMMAND, encoding="utf-8")
