@@ -13,6 +13,7 @@ import rulesengine
 from rulesengine import Document
 from rulesengine.intake import read_instance
 
+from helpers.cli import dicom_rules
 from helpers.files import bundled
 
 PATHS = ("DataSet.PixelData", "DataSet.FloatPixelData", "DataSet.DoubleFloatPixelData",
@@ -154,3 +155,14 @@ def test_an_edit_of_the_pixel_data_reads_it_first_and_is_written(action, tmp_pat
     else:
         assert written.PixelData in (b"", None) and document.get("DataSet.PixelData") == ""
     assert written.PatientID == pydicom.dcmread(source).PatientID
+
+
+def test_dry_run_sees_the_pixel_data_it_does_not_read(tmp_path):
+    rules = tmp_path / "main.rules"
+    rules.write_text('rule "images" {\n  when exists DataSet.PixelData and len(DataSet.PixelData) == 266\n'
+                     '  then route to PACS\n}\n\nrule "no image" {\n  when missing DataSet.PixelData\n'
+                     '  then route to ARCHIVE\n}\n', encoding="utf-8")
+    result = dicom_rules("dry-run", rules, bundled("JPEG2000.dcm"), bundled("rtplan.dcm"))
+    assert result.returncode == 0, result.stderr
+    outcomes = [line.strip() for line in result.stdout.splitlines() if "outcome:" in line]
+    assert outcomes == ["outcome: route to PACS", "outcome: route to ARCHIVE"], result.stdout
