@@ -14,8 +14,16 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any, ClassVar, Mapping
 
+from pydicom import config
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+
 _TIME_ROOT = "Arrival"  # the rules' Arrival.Date, Arrival.Time, Arrival.DateTime and Arrival.Weekday
 _TIME_VRS = {"Date": "DA", "Time": "TM", "DateTime": "DT"}
+# What the router keeps of a C-STORE request's command set, for CommandSet.* in the rules.
+STORE_COMMAND_KEYWORDS = ("CommandField", "MessageID", "Priority", "AffectedSOPClassUID", "AffectedSOPInstanceUID",
+                          "MoveOriginatorApplicationEntityTitle", "MoveOriginatorMessageID")
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 # The facts a spool file's name carries, in this order (the SOP UIDs are in the file itself).
@@ -49,10 +57,13 @@ class Arrival:
     # When it arrived: seconds since the epoch, from the router's clock (the journal's received_at).
     # The rules read it, in local time, as Arrival.Date, Arrival.Time, Arrival.DateTime, Arrival.Weekday.
     received_at: float | None = None
+    # The C-STORE request that brought it to a listener: (keyword, value) pairs of its command set
+    # (STORE_COMMAND_KEYWORDS), which the rules read as CommandSet.*; None for what came otherwise.
+    store_command: tuple[tuple[str, Any], ...] | None = None
 
     # The journal's columns (instances table), in its order.
     ROW_COLUMNS: ClassVar[tuple[str, ...]] = ("source_kind", "source_name", "calling_aet", "called_aet", "peer",
-                                              "sop_class_uid", "sop_instance_uid")
+                                              "sop_class_uid", "sop_instance_uid", "store_command")
 
     # What the rules read: Association.CallingAET and the like.
     _RULE_FIELDS: ClassVar[dict[tuple[str, str], str]] = {
@@ -123,6 +134,18 @@ class Arrival:
             raise ValueError(f"Arrival.{name}: {text!r} is not a valid {_TIME_VRS[name]} value") from None
         return when.timestamp()
 
+    def command_set(self) -> Dataset | None:
+        """The C-STORE request's command set as the rules read it (CommandSet.*), or None."""
+        if not self.store_command:
+            return None
+        command_set = Dataset()
+        for keyword, value in self.store_command:
+            if value is not None and keyword in STORE_COMMAND_KEYWORDS:
+                tag = tag_for_keyword(keyword)
+                # as the sender sent it: a malformed UID is the rules' to judge, not an error here
+                command_set.add(DataElement(tag, dictionary_VR(tag), value, validation_mode=config.IGNORE))
+        return command_set
+
     def with_instance(self, sop_class_uid: str | None, sop_instance_uid: str | None) -> "Arrival":
         return replace(self, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid)
 
@@ -153,12 +176,17 @@ class Arrival:
     # ---- the journal row ----------------------------------------------------------------------
 
     def to_row(self) -> dict[str, Any]:
-        """The instances table's arrival columns."""
-        return {column: getattr(self, column) for column in self.ROW_COLUMNS}
+        """The instances table's arrival columns (the C-STORE command as a JSON object)."""
+        row = {column: getattr(self, column) for column in self.ROW_COLUMNS}
+        if self.store_command is not None:
+            row["store_command"] = json.dumps(dict(self.store_command), separators=(",", ":"))
+        return row
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Arrival":
-        return cls._from_facts({column: row[column] for column in cls.ROW_COLUMNS})
+        facts = {column: row[column] for column in cls.ROW_COLUMNS}
+        facts["store_command"] = _command_from_text(facts["store_command"])
+        return cls._from_facts(facts)
 
     # ---- the spool file's name ----------------------------------------------------------------
 
@@ -193,16 +221,33 @@ class Arrival:
     def to_quarantine(self) -> dict[str, Any]:
         """The facts written beside a quarantined file: the journal's, the source named "source"."""
         row = self.to_row()
+        row.pop("store_command")  # written as an object, and only for what a C-STORE brought
+        if self.store_command is not None:
+            row["store_command"] = dict(self.store_command)
         columns = [*_QUARANTINE_FIRST, *(column for column in row if column not in _QUARANTINE_FIRST)]
-        return {_QUARANTINE_KEYS.get(column, column): row[column] for column in columns}
+        return {_QUARANTINE_KEYS.get(column, column): row[column] for column in columns if column in row}
 
     @classmethod
     def from_quarantine(cls, info: Mapping[str, Any]) -> "Arrival":
         """What a quarantined file's .json says of its arrival; files from before the source
         kind was written there came from a listener when they name a calling AE title."""
         facts = {column: info.get(_QUARANTINE_KEYS.get(column, column)) for column in cls.ROW_COLUMNS}
+        facts["store_command"] = _command_from_text(facts["store_command"])
         facts["source_kind"] = facts["source_kind"] or ("listener" if facts["calling_aet"] else "folder")
         return cls._from_facts(facts)
 
 
-__all__ = ["Arrival", "MAX_FILENAME_FACTS_LENGTH"]
+def _command_from_text(value: Any) -> tuple[tuple[str, Any], ...] | None:
+    """A journaled (JSON text) or quarantined (object) C-STORE command; None when absent or unreadable,
+    as in journals and quarantined files from before it was kept."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if not isinstance(value, dict):
+        return None
+    return tuple((str(keyword), item) for keyword, item in value.items() if keyword in STORE_COMMAND_KEYWORDS)
+
+
+__all__ = ["Arrival", "MAX_FILENAME_FACTS_LENGTH", "STORE_COMMAND_KEYWORDS"]

@@ -113,6 +113,82 @@ def read_tail(path: str, offset: int, header: Dataset) -> Dataset:
     return tail
 
 
+class TailElement(NamedTuple):
+    """An element `read_header` left in the file: its VR, its value's length in bytes (as a
+    whole read would hold it: an encapsulated value's items, delimiters excepted), and where
+    it starts (None: where its value ends cannot be known without reading it)."""
+
+    vr: str
+    length: int
+    offset: int | None
+
+
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE0DD
+
+
+def tail_elements(path: str, offset: int, header: Dataset) -> dict[int, TailElement]:
+    """The elements from `offset` on (the pixel data and what follows it) by their headers
+    only, the values skipped: which there are, and how long, without reading the pixel data.
+    An element of undefined length other than encapsulated data (a sequence) ends the scan
+    with an entry of unknown offset, as does a damaged header. Raises OSError."""
+    implicit, little = header.original_encoding
+    order = "<" if little or little is None else ">"
+    found: dict[int, TailElement] = {}
+    with open(path, "rb") as fp:
+        size = os.fstat(fp.fileno()).st_size
+        at = offset
+        while at + 8 <= size:
+            fp.seek(at)
+            head = fp.read(12)
+            group, element = struct.unpack(order + "HH", head[:4])
+            tag = group << 16 | element
+            if implicit:
+                vr, length, start = _dictionary_vr(tag), struct.unpack(order + "L", head[4:8])[0], at + 8
+            elif head[4:6].decode("latin-1") in _LONG_VRS and len(head) == 12:
+                vr, length, start = head[4:6].decode(), struct.unpack(order + "L", head[8:12])[0], at + 12
+            elif head[4:6].isalpha() and head[4:6].isupper():
+                vr, length, start = head[4:6].decode(), struct.unpack(order + "H", head[6:8])[0], at + 8
+            else:
+                break  # not an element header: the well-formedness check tells what is wrong
+            if length != _UNDEFINED:
+                found[tag] = TailElement(vr, length, at)
+                at = start + length
+                continue
+            items = _encapsulated_items(fp, start, size, order) if vr != "SQ" else None
+            if items is None:
+                found[tag] = TailElement(vr, 1, None)
+                break
+            found[tag] = TailElement(vr, items[0], at)
+            at = items[1]
+    return found
+
+
+def _encapsulated_items(fp, start: int, size: int, order: str) -> tuple[int, int] | None:
+    """An encapsulated value's length as a whole read holds it (each item with its 8-byte
+    header) and where the element ends; None when its items cannot be walked."""
+    at, length = start, 0
+    while at + 8 <= size:
+        fp.seek(at)
+        group, element, item_length = struct.unpack(order + "HHL", fp.read(8))
+        tag = group << 16 | element
+        if tag == _SEQUENCE_END:
+            return length, at + 8
+        if tag != _ITEM or item_length == _UNDEFINED:
+            return None
+        length += 8 + item_length
+        at += 8 + item_length
+    return None
+
+
+def _dictionary_vr(tag: int) -> str:
+    try:
+        vr = pydicom.datadict.dictionary_VR(tag)
+    except KeyError:
+        return "UN"
+    return "OW" if vr == "OB or OW" else vr.split(" or ")[0]
+
+
 def write_file(target, dataset: Dataset, file_meta: FileMetaDataset, source: str | None = None,
                pixel_data_at: int | None = None, element_ranges: dict[int, tuple[int, int]] | None = None,
                touched: set[int] | None = None) -> None:

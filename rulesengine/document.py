@@ -29,7 +29,8 @@ from .lang.paths import ARRIVAL_FIELDS, COMMAND_SET, DATASET, FILE_META, READ_ON
 from .lang.syntax import parse_path
 from . import charsets, dicomfile, pixels
 from .dicomfile import DocumentReadError  # what Document.read and read_header raise
-from .values import CHARSET_VRS, ValueError_, concrete_vr, is_multi_vm, read_value, to_dicom, value_of
+from .values import BINARY_VRS, CHARSET_VRS, UnreadBytes, ValueError_, concrete_vr, is_multi_vm, read_value, \
+    to_dicom, value_of
 
 
 class PathError(Exception):
@@ -74,6 +75,7 @@ def _as_path(path: str | ResolvedPath) -> ResolvedPath:
 # ---- walking -----------------------------------------------------------------------
 
 _MISS = object()
+_FIRST_PIXEL_DATA_TAG = 0x7FE00008  # Float Pixel Data: read_header stops at the first of the three
 
 
 def _private_tag(ds: Dataset, step: Step, create: bool) -> int | None:
@@ -230,7 +232,7 @@ class Document:
     """One DICOM instance and the facts of its arrival."""
 
     __slots__ = ("dataset", "file_meta", "command_set", "arrival", "filename", "tail", "cache", "_index",
-                 "_ranges", "_dirty")
+                 "_ranges", "_dirty", "_tail_elements")
 
     def __init__(self, dataset: Dataset | None = None, file_meta: Dataset | None = None,
                  command_set: Dataset | None = None, arrival: Arrival | None = None,
@@ -239,8 +241,10 @@ class Document:
         if file_meta is None:
             file_meta = getattr(self.dataset, "file_meta", None)
         self.file_meta = file_meta if file_meta is not None else FileMetaDataset()
-        self.command_set = command_set if command_set is not None else Dataset()
         self.arrival = arrival or Arrival()
+        if command_set is None:  # an instance a listener received: its C-STORE request, kept with its arrival
+            command_set = self.arrival.command_set()
+        self.command_set = command_set if command_set is not None else Dataset()
         self.filename = filename
         self.tail: int | None = None  # read_header: where the pixel data starts in `filename`
         self.cache: dict = {}  # values read by path, for the rules (lang.document_api); emptied on every edit
@@ -249,6 +253,7 @@ class Document:
         # touched since (None: anything may have changed), so that `write` copies the others' bytes.
         self._ranges: dict[int, tuple[int, int]] | None = None
         self._dirty: set[int] | None = None
+        self._tail_elements: dict[int, dicomfile.TailElement] | None = None  # read_header: what `tail` holds
 
     # ---- construction and output ----
 
@@ -285,6 +290,7 @@ class Document:
         copy.tail = self.tail
         copy._ranges = self._ranges
         copy._dirty = set(self._dirty) if self._dirty is not None else None
+        copy._tail_elements = self._tail_elements
         return copy
 
     def write(self, target) -> None:
@@ -346,7 +352,10 @@ class Document:
             tag = path.direct_tag
             if tag is not None:  # most paths: one element of the data set, no walking needed
                 elem = _element(self._root(path.root), tag)
-                value = None if elem is None else value_of(elem.VR, elem.value, path.multi)
+                if elem is not None:
+                    value = value_of(elem.VR, elem.value, path.multi)
+                else:
+                    value = self._left_in_file(path) if self.tail is not None else None
             else:
                 value = self._read_uncached(path, None)
             self.cache[path.text] = value
@@ -360,7 +369,9 @@ class Document:
         tag = path.direct_tag
         if tag is not None:  # most paths: one element of the data set, no walking needed
             elem = _element(start, tag)
-            return None if elem is None else read_value(elem, multi=path.multi)
+            if elem is None:
+                return self._left_in_file(path) if self.tail is not None and base is None else None
+            return read_value(elem, multi=path.multi)
         found = [value for _, _, _, value in self._find(path, start, prefix)]
         if not path.fans_out:
             return found[0] if found else None
@@ -441,6 +452,7 @@ class Document:
             except ValueError as exc:  # a test's arrival time that is no date or time
                 raise PathError(str(exc)) from None
             return [Change(path.text, old, value)]
+        self._load_for_edit(path, base)
         start, prefix = self._start(path, base)
         changes: list[Change] = []
         try:
@@ -578,6 +590,7 @@ class Document:
     def delete_path(self, path: ResolvedPath, base: "ItemRef | None" = None) -> list[Change]:
         if path.is_arrival:
             raise PathError(f"{path.text} cannot be deleted")
+        self._load_for_edit(path, base)
         self.cache.clear()
         start, prefix = self._start(path, base)
         if path.last.select is not None:
@@ -633,6 +646,7 @@ class Document:
     def blank_path(self, path: ResolvedPath, base: "ItemRef | None" = None) -> list[Change]:
         if path.is_arrival:
             raise PathError(f"{path.text} cannot be blanked")
+        self._load_for_edit(path, base)
         changes = []
         for ref in self.element_refs(path, base):
             changes.extend(self.blank_ref(ref))
@@ -654,6 +668,42 @@ class Document:
         self.cache.clear()
         self._dirty = None
         return [Change(path, old, new) for path, old, new in changed]
+
+    def _left_in_file(self, path: ResolvedPath) -> Any:
+        """A top-level element `read_header` left in the file (the pixel data, what follows it),
+        as a whole read would give it; the pixel data is not read: its value stands for its
+        length (values.UnreadBytes), which is what `exists`, `empty` and `len()` ask."""
+        tag = path.direct_tag
+        if path.root != DATASET or tag is None or tag < _FIRST_PIXEL_DATA_TAG:
+            return None
+        if self._tail_elements is None:
+            try:
+                self._tail_elements = dicomfile.tail_elements(self.filename, self.tail, self.dataset)
+            except OSError:
+                self._tail_elements = {}
+        found = self._tail_elements.get(tag)
+        if found is None:
+            return None
+        if found.vr in BINARY_VRS:
+            return UnreadBytes(found.length) if found.length else ""
+        # Anything else after the pixel data (a sequence, text) is rare and small: read it.
+        try:
+            elem = dicomfile.read_tail(self.filename, self.tail, self.dataset)._dict.get(tag)
+        except DocumentReadError:
+            return None
+        return None if elem is None else read_value(elem, multi=path.multi)
+
+    def _load_for_edit(self, path: ResolvedPath, base: "ItemRef | None") -> None:
+        """An edit of an element `read_header` left in the file (`set`, `delete`, `blank` of the
+        pixel data) reads it first: the copy is then written whole, as edited, not spliced."""
+        tag = path.direct_tag
+        if self.tail is None or base is not None or path.root != DATASET or tag is None \
+                or tag < _FIRST_PIXEL_DATA_TAG:
+            return
+        try:
+            self._load_pixel_data()
+        except pixels.PixelError as exc:
+            raise PathError(f"{path.text}: {exc}") from None
 
     def _load_pixel_data(self) -> None:
         """Read the pixel data (and what follows it) that `read_header` left in the file."""

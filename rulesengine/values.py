@@ -24,6 +24,25 @@ _TM = re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?")
 _DT = re.compile(r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?")
 
 
+class UnreadBytes:
+    """A binary value left in its file (the pixel data of an instance read without it): how
+    long it is, for `exists`, `empty` and `len()`, without reading it. Reports show it as
+    bytes are shown."""
+
+    __slots__ = ("length",)
+
+    def __init__(self, length: int):
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __str__(self) -> str:
+        return f"<{self.length} bytes>"
+
+    __repr__ = __str__
+
+
 class ValueError_(ValueError):
     """A value that cannot be stored in an element of the given VR."""
 
@@ -178,7 +197,7 @@ def display(value: Any) -> str:
         return "null"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (bytes, bytearray)):
+    if isinstance(value, (bytes, bytearray, UnreadBytes)):
         return f"<{len(value)} bytes>"
     if isinstance(value, (tuple, list)):
         if value and not isinstance(value[0], (str, int, float, bytes)):
@@ -193,7 +212,7 @@ def display(value: Any) -> str:
 
 def to_json(value: Any) -> Any:
     """A value for JSON reports."""
-    if isinstance(value, (bytes, bytearray)):
+    if isinstance(value, (bytes, bytearray, UnreadBytes)):
         return f"<{len(value)} bytes>"
     if isinstance(value, (set, frozenset)):  # a literal list compiled to a set
         return sorted(to_json(v) for v in value)

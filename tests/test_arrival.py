@@ -75,3 +75,37 @@ def test_the_rules_read_the_association_and_the_source():
     changed = LISTENER.with_value("Association", "CallingAET", "CT2")
     assert (changed.calling_aet, changed.sop_instance_uid) == ("CT2", "1.2.3.4")
     assert Arrival("CT1", "ROUTER", "127.0.0.1", 104, "main").source_name == "main"  # the positional order kept
+
+
+STORED = Arrival(calling_aet="CT1", source_name="main", source_kind="listener",
+                 store_command=(("CommandField", 1), ("MessageID", 7), ("Priority", 1),
+                                ("AffectedSOPClassUID", "1.2.840.10008.5.1.4.1.1.2"),
+                                ("AffectedSOPInstanceUID", "1.2.3.4"),
+                                ("MoveOriginatorApplicationEntityTitle", "PACS"), ("MoveOriginatorMessageID", 3)))
+
+
+def test_the_c_store_command_round_trips_through_the_journal_and_the_quarantine():
+    row = STORED.to_row()
+    assert list(row) == list(Arrival.ROW_COLUMNS)
+    assert isinstance(row["store_command"], str)  # one TEXT column
+    assert Arrival.from_row(row) == STORED
+    info = STORED.to_quarantine()
+    assert info["store_command"]["MoveOriginatorApplicationEntityTitle"] == "PACS"
+    assert Arrival.from_quarantine(info) == STORED
+    assert "store_command" not in FOLDER.to_quarantine()
+
+
+def test_the_c_store_command_is_the_rules_command_set():
+    command_set = STORED.command_set()
+    assert (command_set.MessageID, command_set.Priority) == (7, 1)
+    assert command_set.MoveOriginatorApplicationEntityTitle == "PACS"
+    assert command_set.CommandField == 1
+    assert FOLDER.command_set() is None
+
+
+@pytest.mark.parametrize("stored", [None, "", "not json", "[1, 2]", '{"Unknown": 1, "Priority": 2}'])
+def test_a_journal_row_without_a_readable_command_reads(stored):
+    arrival = Arrival.from_row({**LISTENER.to_row(), "store_command": stored})
+    assert arrival.with_instance(LISTENER.sop_class_uid, LISTENER.sop_instance_uid) == (
+        LISTENER if stored != '{"Unknown": 1, "Priority": 2}' else
+        Arrival.from_row({**LISTENER.to_row(), "store_command": '{"Priority": 2}'}))

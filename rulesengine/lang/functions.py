@@ -17,6 +17,7 @@ from typing import Any, Callable
 from . import types as t
 from .operators import EvaluationError, as_number, text
 from .regex import Regex, RegexError
+from ..values import UnreadBytes
 
 DEFAULT_HASH_KEY = b"rulesengine-development-key"
 DEFAULT_UID_ROOT = "2.25"
@@ -69,7 +70,7 @@ def fn_substr(value, start, length=None):
 def fn_len(value):
     if value is None:
         return None
-    if isinstance(value, (tuple, list, str, bytes)):
+    if isinstance(value, (tuple, list, str, bytes, UnreadBytes)):
         return len(value)
     return len(text(value))
 

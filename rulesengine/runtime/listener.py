@@ -23,6 +23,7 @@ import os
 import socket
 import sqlite3
 import ssl
+from dataclasses import replace
 from functools import partial
 from typing import Callable
 
@@ -46,6 +47,8 @@ from .pipeline import Pipeline
 from .pynetdicom_setup import tune_connection
 from .statuses import StoreStatus, with_comment
 from .transport import AssociationSlots, ConnectionGuard, RefusalLog, start_server
+
+C_STORE_RQ = 0x0001  # the Command Field of a C-STORE request (PS3.7 E.1-1)
 
 log = logging.getLogger("rulesengine.listener")
 _refusals = Repeats()  # a sender that sends such C-STOREs in a loop is told of once a minute
@@ -216,7 +219,7 @@ class DicomListener:
                 claimed = self.retrieve_service.claim(event.request, arrival, path)
                 if claimed is not None:
                     return claimed
-            return self._store(path, arrival)
+            return self._store(path, replace(arrival, store_command=store_command(event.request)))
         except RefusedAtIntake as exc:
             log.warning("listener %s: instance from %s refused: %s", self.config.name, arrival.calling_aet,
                         exc.reason)
@@ -248,6 +251,19 @@ class DicomListener:
         if result.outcome == "reject":
             return with_comment(StoreStatus.REJECTED_BY_RULES, result.reason or "rejected by the routing rules")
         return StoreStatus.SUCCESS
+
+
+def store_command(request: C_STORE) -> tuple[tuple[str, object], ...]:
+    """What the arrival keeps of a C-STORE request's command set (CommandSet.* in the rules):
+    journaled with it, so that a restart, the worker process and a release read the same."""
+    originator = str(request.MoveOriginatorApplicationEntityTitle or "").strip() or None
+    values = {"CommandField": C_STORE_RQ, "MessageID": request.MessageID, "Priority": request.Priority,
+              "AffectedSOPClassUID": str(request.AffectedSOPClassUID or "") or None,
+              "AffectedSOPInstanceUID": str(request.AffectedSOPInstanceUID or "") or None,
+              "MoveOriginatorApplicationEntityTitle": originator,
+              "MoveOriginatorMessageID": request.MoveOriginatorMessageID if originator else None}
+    return tuple((keyword, value if value is None or isinstance(value, str) else int(value))
+                 for keyword, value in values.items() if value is not None)
 
 
 def _reject(assoc, result: int, source: int, reason: int) -> None:

@@ -11,4 +11,4 @@ def Received(source_kind: str | None, source_name: str | None = None, calling_ae
     """An Arrival from its facts in the journal's column order (the peer as "address:port")."""
     return Arrival.from_row({"source_kind": source_kind, "source_name": source_name, "calling_aet": calling_aet,
                              "called_aet": called_aet, "peer": peer, "sop_class_uid": sop_class_uid,
-                             "sop_instance_uid": sop_instance_uid})
+                             "sop_instance_uid": sop_instance_uid, "store_command": None})

@@ -144,7 +144,7 @@ rule "queries" on C-FIND {
 }
 
 rule "retrieved instances carry the site prefix" {
-  when Source.Kind == "retrieve"
+  when Source.Kind == "retrieve" and missing CommandSet.CommandField  # the source's C-STORE is not theirs
   then set DataSet.PatientID = "H1-" + DataSet.PatientID
 }
 

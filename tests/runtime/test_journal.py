@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -193,6 +193,41 @@ def test_the_schema_is_created_once_and_reopened(journal, backend):
         assert again.delivery(ids[0]).state == QUEUED
     finally:
         again.close()
+
+
+def test_the_c_store_command_is_kept_with_the_arrival(journal, backend):
+    command = (("CommandField", 1), ("MessageID", 9), ("Priority", 2), ("MoveOriginatorApplicationEntityTitle", "PACS"),
+               ("MoveOriginatorMessageID", 4))
+    arrival = replace(received(), store_command=command)
+    instance_id = journal.record(arrival, "/spool/in/a.dcm", None, ACCEPTED)
+    again = backend.open()  # another process (the worker), or the router after a restart
+    try:
+        kept = again.instance(instance_id).arrival
+        assert kept.store_command == command
+        assert kept.command_set().MoveOriginatorApplicationEntityTitle == "PACS"
+    finally:
+        again.close()
+
+
+def test_a_journal_from_before_the_c_store_command_is_migrated(tmp_path):
+    from rulesengine.runtime.journal import sqlite as journal_sqlite
+    path = tmp_path / "old.sqlite"
+    old_schema = "\n".join(line for line in journal_sqlite._SCHEMA.splitlines() if "store_command" not in line)
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(old_schema)
+        db.execute("INSERT INTO instances (received_at, source_kind, calling_aet, path, state) "
+                   "VALUES (1, 'listener', 'CT1', '/spool/in/old.dcm', 'accepted')")
+        db.commit()
+    journal = SQLiteJournal(str(path))
+    try:
+        assert journal.instance(1).arrival.store_command is None  # an old entry: no command known
+        instance_id = journal.record(Arrival(source_kind="listener", store_command=(("Priority", 1),)), None, None,
+                                     ACCEPTED)
+        assert journal.instance(instance_id).arrival.store_command == (("Priority", 1),)
+        journal.record_request(NewRequest("C-FIND", received(), "STUDY", {}, None))
+    finally:
+        journal.close()
+    SQLiteJournal(str(path)).close()  # opened again: nothing left to add
 
 
 # ---- the life of a delivery -----------------------------------------------------------------------

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS instances (
     source_kind TEXT, source_name TEXT,
     calling_aet TEXT, called_aet TEXT, peer TEXT,
     sop_class_uid TEXT, sop_instance_uid TEXT,
+    store_command TEXT,  -- the C-STORE request's command set (JSON)
     path TEXT,
     state TEXT NOT NULL,
     ruleset_version TEXT,
@@ -95,6 +96,7 @@ CREATE TABLE IF NOT EXISTS requests (
     source_kind TEXT, source_name TEXT,
     calling_aet TEXT, called_aet TEXT, peer TEXT,
     sop_class_uid TEXT, sop_instance_uid TEXT,
+    store_command TEXT,  -- empty: a request is not a C-STORE
     level TEXT,
     matching_keys TEXT,
     move_destination TEXT,
@@ -104,6 +106,20 @@ CREATE TABLE IF NOT EXISTS requests (
 );
 CREATE INDEX IF NOT EXISTS requests_received ON requests(received_at);
 """
+
+
+# Columns added since the first release: a journal made before gets them (empty) when opened.
+_ADDED_COLUMNS = (("instances", "store_command", "TEXT"), ("requests", "store_command", "TEXT"))
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    for table, column, kind in _ADDED_COLUMNS:
+        if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+            try:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            except sqlite3.OperationalError as exc:  # the other process added it first
+                if "duplicate column" not in str(exc):
+                    raise
 
 
 _DELIVERY_COLUMNS = ", ".join(field.name for field in fields(Delivery))
@@ -129,6 +145,7 @@ class SQLiteJournal:
         db = self._connection()
         db.execute("PRAGMA journal_mode=WAL")  # kept in the file: once is enough
         db.executescript(_SCHEMA)
+        _add_missing_columns(db)
 
     def _connection(self) -> sqlite3.Connection:
         lease = getattr(self._local, "lease", None)
