@@ -26,9 +26,9 @@ peers:
 run: $(STAMP)
 	$(BIN)/dicom-rules run examples/router.yaml
 
-# Two processes: most tests wait on peers and timeouts, not on the CPU. One test file stays
+# Three processes, on two cores: most tests wait on peers and timeouts, not on the CPU. One test file stays
 # in one process (its module fixtures start peers once).
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 test: $(STAMP) peers
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
