@@ -62,7 +62,10 @@ def run_worker(config: Config | str, wake, verbose: int, program=None, parent: i
     edited since into something the main process refused. `parent`: the main process's id."""
     _die_with_parent(parent)
     wake_fd = wake.fileno()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
+    # The main process decides when to stop: a signal to the whole process group (Ctrl-C, a
+    # service manager's SIGTERM) reaches it, which finishes the work in flight and stops this one.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload reaches it through the main process
     if isinstance(config, str):
         config = _load_or_wait(config, wake_fd, verbose)
@@ -284,12 +287,10 @@ class WorkerProcess:
             return
         process.join(self._stop_timeout)
         if process.exitcode is None:
-            log.warning("worker process %d did not stop in %d s; terminating it", process.pid, self._stop_timeout)
-            process.terminate()
+            # It ignores SIGTERM (see run_worker): only SIGKILL ends it now.
+            log.warning("worker process %d did not stop in %d s; killing it", process.pid, self._stop_timeout)
+            process.kill()
             process.join(10)
-            if process.exitcode is None:
-                process.kill()
-                process.join(10)
         log.info("worker process %d stopped (exit code %s)", process.pid, process.exitcode)
 
     def stop(self, timeout: float = 120) -> None:

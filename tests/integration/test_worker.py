@@ -123,6 +123,24 @@ def test_a_restarted_worker_finishes_its_delivery_when_the_router_stops(router_f
     assert "Traceback" not in output, output
 
 
+def test_a_sigterm_to_the_whole_process_group_stops_router_and_worker_once_and_cleanly(router_factory, tmp_path,
+                                                                                     port, storescp):
+    # A service manager or a terminal signals every process of the group; the worker hears it first
+    # here, as it can in real life: it must leave the stop to the main process, not die and be restarted.
+    router = router_factory(store_router_config(port, storescp.port), ROUTE_TO_STORE, port)
+    [sent] = make_instances(tmp_path / "sent", 1)
+    assert storescu(port, [sent.path]).returncode == 0
+    wait_until(lambda: sent.sop_instance_uid in received_by_uid(storescp.folder), timeout=30,
+               what="the worker's first delivery")  # the worker runs: it has set up its signals
+    [worker] = worker_pids(router)
+    os.kill(worker, signal.SIGTERM)
+    assert router.stop() == 0  # SIGTERM to the main process
+    output = router.log_path.read_text()
+    assert f"worker process {worker} stopped (exit code 0)" in output, output
+    assert "starting another" not in output, output
+    assert re.findall(r"worker process (\d+) started", output) == [str(worker)]
+
+
 # ---- 3. a worker restarted while the rules on disk are broken --------------------------------------
 
 
