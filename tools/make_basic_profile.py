@@ -85,6 +85,22 @@ class Row:
         return int(self.tag.strip("()").replace(",", ""), 16)
 
 
+def _record_lines() -> list[str]:
+    """The end of a block that de-identifies: the record PS3.15 E.1.1 asks for, replacing any."""
+    value, scheme, meaning = METHOD_CODE
+    return [
+        "",
+        "  # PS3.15 E.1.1: record that the identity was removed, and how",
+        f'  set DataSet.PatientIdentityRemoved = "{PATIENT_IDENTITY_REMOVED}"',
+        f'  set DataSet.DeidentificationMethod = "{DEIDENTIFICATION_METHOD}"',
+        "  delete DataSet.DeidentificationMethodCodeSequence",
+        f'  set DataSet.DeidentificationMethodCodeSequence[1].CodeValue = "{value}"',
+        f'  set DataSet.DeidentificationMethodCodeSequence[1].CodingSchemeDesignator = "{scheme}"',
+        f'  set DataSet.DeidentificationMethodCodeSequence[1].CodeMeaning = "{meaning}"',
+        "}",
+    ]
+
+
 def read_table(path: Path) -> list[Row]:
     with open(path, newline="", encoding="utf-8") as fh:
         rows = [Row(r["tag"], r["keyword"], r["name"], r["basic_profile_action"]) for r in csv.DictReader(fh)]
@@ -207,18 +223,7 @@ def render(rows: list[Row]) -> str:
         first, *rest = action.split("\n")
         lines.append(f"  {first}  {comment}")
         lines += [f"  {line}" for line in rest]
-    value, scheme, meaning = METHOD_CODE
-    lines += [
-        "",
-        "  # PS3.15 E.1.1: record that the identity was removed, and how",
-        f'  set DataSet.PatientIdentityRemoved = "{PATIENT_IDENTITY_REMOVED}"',
-        f'  set DataSet.DeidentificationMethod = "{DEIDENTIFICATION_METHOD}"',
-        "  delete DataSet.DeidentificationMethodCodeSequence",
-        f'  set DataSet.DeidentificationMethodCodeSequence[1].CodeValue = "{value}"',
-        f'  set DataSet.DeidentificationMethodCodeSequence[1].CodingSchemeDesignator = "{scheme}"',
-        f'  set DataSet.DeidentificationMethodCodeSequence[1].CodeMeaning = "{meaning}"',
-        "}",
-    ]
+    lines += _record_lines()
     return "\n".join(lines) + "\n"
 
 
@@ -405,21 +410,10 @@ def render_options(rows: list[Row], options: list[dict[str, str]]) -> str:
         groups[group] = []
     for row, option in zip(rows, options):
         groups[group_of(option)].append((row, option))
-    value, scheme, meaning = METHOD_CODE
     lines = [OPTIONS_HEADER, "block core {"]
     for row, _ in groups["core"]:
         lines += _basic_lines(row)
-    lines += [
-        "",
-        "  # PS3.15 E.1.1: record that the identity was removed, and how",
-        f'  set DataSet.PatientIdentityRemoved = "{PATIENT_IDENTITY_REMOVED}"',
-        f'  set DataSet.DeidentificationMethod = "{DEIDENTIFICATION_METHOD}"',
-        "  delete DataSet.DeidentificationMethodCodeSequence",
-        f'  set DataSet.DeidentificationMethodCodeSequence[1].CodeValue = "{value}"',
-        f'  set DataSet.DeidentificationMethodCodeSequence[1].CodingSchemeDesignator = "{scheme}"',
-        f'  set DataSet.DeidentificationMethodCodeSequence[1].CodeMeaning = "{meaning}"',
-        "}",
-    ]
+    lines += _record_lines()
     for group, column, option_block, code, code_meaning in GROUPS:
         lines += ["", f"block {group} {{"]
         for row, _ in groups[group]:
