@@ -1025,12 +1025,18 @@ class Document:
                 creators[tag] = str(value).strip() if value is not None else ""
                 continue  # decided below, once its block is known
             named, inner = _kept(ds, tag, level, anywhere, creators)
+            if kept.private_only and not group % 2:
+                named = True  # keep only private: public elements stay, their items are filtered
+                if inner is None:
+                    inner = _NOTHING
             if not named and not (top and tag in IMAGE_PIXEL_TAGS):
                 del ds[tag]
                 removed += 1
                 continue
-            if inner is None and not filters_items:
+            if inner is None and not filters_items and not kept.private_only:
                 continue  # kept whole
+            if ds._dict[tag].VR not in (None, "SQ"):
+                continue  # no items to filter
             elem = _element(ds, tag)
             if elem.VR == "SQ":
                 name = _elem_name(tag)

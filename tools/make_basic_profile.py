@@ -14,7 +14,9 @@ The table's option columns are data/ps3-15-profile-options.csv (provenance in
 data/ps3-15-profile-options.SOURCE.txt). From them and the same rows comes
 rules/profiles/basic-confidentiality-options.rules: the basic profile split into
 blocks, `core` and one block per option group, and for each option a block that
-takes its group's place (see OPTIONS_HEADER).
+takes its group's place (see OPTIONS_HEADER). The Retain Safe Private block keeps
+the private attributes of Table E.3.10-1, data/ps3-15-safe-private.csv (provenance
+in data/ps3-15-safe-private.SOURCE.txt).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ TABLE = Path("data/ps3-15-basic-profile.csv")
 OUTPUT = Path("rules/profiles/basic-confidentiality.rules")
 OPTIONS_TABLE = Path("data/ps3-15-profile-options.csv")
 OPTIONS_OUTPUT = Path("rules/profiles/basic-confidentiality-options.rules")
+SAFE_PRIVATE_TABLE = Path("data/ps3-15-safe-private.csv")
 EDITION = "2026d"
 
 # What a D (replace with a dummy value) row writes, by VR. Each value is valid
@@ -247,7 +250,7 @@ GROUPS = (
     ("dates", "retain_full_dates", "retain_full_dates", "113106",
      "Retain Longitudinal Temporal Information Full Dates Option"),
     ("descriptors", "clean_descriptors", None, "113105", "Clean Descriptors Option"),
-    ("private_attributes", "retain_safe_private", None, "113111", "Retain Safe Private Option"),
+    ("private_attributes", "retain_safe_private", "retain_safe_private", "113111", "Retain Safe Private Option"),
 )
 MODIFIED_DATES = ("retain_modified_dates", "113107", "Retain Longitudinal Temporal Information Modified Dates Option")
 # The range of the Modified Dates shift, in days: one to ten years back, so no date moves into
@@ -341,7 +344,7 @@ OPTIONS_HEADER = f"""\
 #   apply deid.patient_characteristics   # or deid.retain_patient_characteristics
 #   apply deid.dates                     # or deid.retain_full_dates, or deid.retain_modified_dates
 #   apply deid.descriptors
-#   apply deid.private_attributes
+#   apply deid.private_attributes        # or deid.retain_safe_private
 #
 # `core` first: it records the basic profile (113100) in DeidentificationMethodCodeSequence,
 # to which each option's block then appends its own code (CID 7050). With every group's
@@ -360,10 +363,14 @@ OPTIONS_HEADER = f"""\
 #
 # An option's block keeps the rows its column marks K. A row it marks C (clean) gets the
 # basic action: cleaning free text, AE titles or patient notes of what identifies takes
-# judgement a rule does not have. So there is no block for Clean Descriptors (113105),
-# nor for Retain Safe Private (113111), which needs the list of private attributes known
-# to be safe for the devices a site has: a site that has one writes its own block in the
-# place of `descriptors` or `private_attributes`, and appends the option's code there.
+# judgement a rule does not have. So there is no block for Clean Descriptors (113105): a
+# site that can clean its descriptors writes its own block in the place of `descriptors`,
+# and appends the option's code there.
+#
+# Retain Safe Private (113111): block `retain_safe_private` keeps the private attributes of
+# Table E.3.10-1, at any depth, with their creator elements, and removes every other private
+# element. The standard's list is a sample: a site that knows more safe attributes of its
+# devices copies the block and adds them.
 #
 # Modified Dates (113107): block `shift_dates` moves every DA and DT the option lists by
 # the patient's shift, hash_int(PatientID, {DATE_SHIFT_MIN_DAYS}, {DATE_SHIFT_MAX_DAYS}) days:
@@ -376,6 +383,45 @@ OPTIONS_HEADER = f"""\
 # dates were shifted, and else removes them as `dates` does.
 # The date blocks also say what became of the dates, in LongitudinalTemporalInformationModified.
 """
+
+
+@dataclass(frozen=True)
+class SafePrivate:
+    """One row of Table E.3.10-1."""
+
+    tag: str  # as the standard prints it: (0019,xx23)
+    creator: str
+    vr: str
+    vm: str
+    meaning: str
+
+    def path(self) -> str:
+        group, offset = self.tag.strip("()").split(",xx")
+        return f'DataSet.**.({group.upper()},"{self.creator}",{offset.upper()})'
+
+
+def read_safe_private(path: Path) -> list[SafePrivate]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = [SafePrivate(r["tag"], r["private_creator"], r["vr"], r["vm"], r["meaning"])
+                for r in csv.DictReader(fh)]
+    for row in rows:
+        if not (len(row.tag) == 11 and row.tag[5:8] == ",xx"):
+            raise SystemExit(f"{path}: {row.tag} is not a private element (gggg,xxee)")
+    return rows
+
+
+def _safe_private_lines(safe: list[SafePrivate]) -> list[str]:
+    """The option's keep list, with the table row by row above it (fmt keeps no comment inside a list)."""
+    lines = ["  # PS3.15 E.3.10: the private attributes of Table E.3.10-1 stay, at any depth, with",
+             "  # their creator elements; every other private element goes. The table, row by row:"]
+    for row in safe:
+        what = " ".join(part for part in (row.vr, row.vm) if part)
+        lines.append(f"  #   {row.tag} {row.creator}: {what}" + (f", {row.meaning}" if row.meaning else ""))
+    paths = [row.path() for row in safe]
+    lines.append(f"  keep only private {paths[0]},")
+    lines += [f"    {path}," for path in paths[1:-1]]
+    lines.append(f"    {paths[-1]}")
+    return lines
 
 
 def _modified_dates_blocks(rows: list[tuple[Row, dict[str, str]]]) -> list[str]:
@@ -404,7 +450,7 @@ def _modified_dates_blocks(rows: list[tuple[Row, dict[str, str]]]) -> list[str]:
     return lines
 
 
-def render_options(rows: list[Row], options: list[dict[str, str]]) -> str:
+def render_options(rows: list[Row], options: list[dict[str, str]], safe: list[SafePrivate]) -> str:
     groups: dict[str, list[tuple[Row, dict[str, str]]]] = {"core": []}
     for group, *_ in GROUPS:
         groups[group] = []
@@ -422,8 +468,11 @@ def render_options(rows: list[Row], options: list[dict[str, str]]) -> str:
         if option_block is None:
             continue
         lines += ["", f"block {option_block} {{"]
-        for row, option in groups[group]:
-            lines += _option_lines(row, option, column)
+        if group == "private_attributes":
+            lines += _safe_private_lines(safe)
+        else:
+            for row, option in groups[group]:
+                lines += _option_lines(row, option, column)
         if group == "dates":
             lines += ["", '  set DataSet.LongitudinalTemporalInformationModified = "UNMODIFIED"']
         lines += _recorded(code, code_meaning)
@@ -435,7 +484,7 @@ def render_options(rows: list[Row], options: list[dict[str, str]]) -> str:
 
 def generate_options(root: Path = ROOT) -> str:
     rows = read_table(root / TABLE)
-    return render_options(rows, read_options(root / OPTIONS_TABLE, rows))
+    return render_options(rows, read_options(root / OPTIONS_TABLE, rows), read_safe_private(root / SAFE_PRIVATE_TABLE))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -333,11 +333,11 @@ class Analysis(NodeVisitor):
             path = self.resolve_path(ref.path, scope)
             if path is None:
                 continue
-            found = keep.check_path(path, ref.span)
+            found = keep.check_path(path, ref.span, action.private)
             self.diagnostics.extend(found)
             if not found:
                 resolved.append(path)
-        if len(resolved) == len(action.paths):
+        if len(resolved) == len(action.paths) and not action.private:
             finding = keep.unkept_warning(keep.build(resolved, ""), action.span)
             if finding is not None:
                 self.diagnostics.append(finding)

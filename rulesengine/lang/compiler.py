@@ -323,7 +323,7 @@ class CodeGenerator(NodeVisitor):
 
     def visit_KeepOnlyAction(self, action: n.KeepOnlyAction, scope) -> None:
         paths = [self.analysis.paths[id(ref.path)] for ref in action.paths]
-        kept = self.shared.const(keep.build(paths, ", ".join(p.text for p in paths)), "keep_list")
+        kept = self.shared.const(keep.build(paths, ", ".join(p.text for p in paths), action.private), "keep_list")
         self.emit(f"ev.edited(doc.keep_only({kept}), {self._span_ref(action.span)})", action.span)
 
     def visit_DeletePrivateAction(self, action, scope) -> None:

@@ -256,7 +256,7 @@ class _StatementLine(NodeVisitor):
         return f"delete {expr_text(a.target)}"
 
     def visit_KeepOnlyAction(self, a: n.KeepOnlyAction) -> _Listing:
-        return _Listing("keep only ", [expr_text(p) for p in a.paths])
+        return _Listing("keep only private " if a.private else "keep only ", [expr_text(p) for p in a.paths])
 
     def visit_DeletePrivateAction(self, a: n.DeletePrivateAction) -> str:
         if a.creators is not None:

@@ -44,11 +44,13 @@ class KeepLevel:
 
 @dataclass(eq=False)
 class KeepList:
-    """What one `keep only` keeps: `top` at the data set's level, `anywhere` at every level."""
+    """What one `keep only` keeps: `top` at the data set's level, `anywhere` at every level.
+    With `private_only` (`keep only private`), public elements are all kept."""
 
     text: str
     top: KeepLevel = field(default_factory=KeepLevel)
     anywhere: KeepLevel = field(default_factory=KeepLevel)
+    private_only: bool = False
 
 
 def _add_last(level: KeepLevel, step: Step) -> None:
@@ -62,12 +64,17 @@ def _add_last(level: KeepLevel, step: Step) -> None:
         level.tags.setdefault(step.tag, None)
 
 
-def check_path(path: ResolvedPath, span) -> list[Diagnostic]:
-    """The shapes a keep list takes: DataSet paths, `[*]` through sequences, `**` before the last step."""
+def check_path(path: ResolvedPath, span, private: bool = False) -> list[Diagnostic]:
+    """The shapes a keep list takes: DataSet paths, `[*]` through sequences, `**` before the last step;
+    for `keep only private`, a private element or block by its creator last."""
     if path.root != DATASET:
         return [error("bad-path", f"keep only names elements of the data set, not {path.root}", span,
                       "the file meta and the command set are never touched by keep only")]
     *middle, last = path.steps
+    if private and last.private is None:
+        return [error("bad-path", f"keep only private names private elements by their creator, not {last.text}",
+                      span, 'for example DataSet.**.(0019,"GEMS_ACQU_01",23), or a whole block '
+                      'DataSet.(0009,"GEMS_IDEN_01",xx); public elements are all kept')]
     for step in middle:
         if step.any_depth:
             return [error("bad-path", "in keep only, ** goes before the last element only", span,
@@ -81,8 +88,8 @@ def check_path(path: ResolvedPath, span) -> list[Diagnostic]:
     return []
 
 
-def build(paths: list[ResolvedPath], text: str) -> KeepList:
-    keep = KeepList(text)
+def build(paths: list[ResolvedPath], text: str, private_only: bool = False) -> KeepList:
+    keep = KeepList(text, private_only=private_only)
     for path in paths:
         *middle, last = path.steps
         if last.any_depth and not middle:

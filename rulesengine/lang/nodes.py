@@ -396,10 +396,12 @@ class ForEachAction(Node):
 
 @dataclass(frozen=True, slots=True)
 class KeepOnlyAction(Node):
-    """`keep only PATH, PATH, ...`: every element of the data set not named is deleted."""
+    """`keep only PATH, PATH, ...`: every element of the data set not named is deleted;
+    `keep only private PATH, ...`: every private element not named."""
 
     span: Span
     paths: tuple[PathRef, ...]
+    private: bool = False
 
 
 @dataclass(frozen=True, slots=True)

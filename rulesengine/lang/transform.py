@@ -430,6 +430,10 @@ class ToNodes(Transformer):
         return n.KeepOnlyAction(self._span(meta), tuple(children))
 
     @v_args(meta=True)
+    def keep_only_private_action(self, meta, children):
+        return n.KeepOnlyAction(self._span(meta), tuple(children), private=True)
+
+    @v_args(meta=True)
     def private_condition(self, meta, children):
         return n.Variable(self._span(meta), "private")
 
