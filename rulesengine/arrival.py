@@ -198,7 +198,7 @@ class Arrival:
         route it (its journal entry may be lost with a power cut after the answer): how it
         arrived, when (milliseconds), and the C-STORE command set (see _filename_command).
         The name is written by the rename that spools the file: keeping these costs no write."""
-        for room in range(4):
+        for room in range(5):
             facts = self._filename_facts(room)
             if len(facts) <= MAX_FILENAME_FACTS_LENGTH:
                 break
@@ -208,13 +208,15 @@ class Arrival:
         """The facts, with less and less of them as `room` grows, until they fit in a name:
         1, a command's Affected UIDs that are not the instance's own are left out; 2, also a
         long source name is cut, the called AE title and the peer left out (a long name or IPv6
-        address); 3, also the command set."""
+        address); 3, also the command set; 4, the source name cut short (letters of 3 bytes)."""
         arrival = self
         if room >= 2:
             arrival = replace(self, peer_address=None, peer_port=None, called_aet=None,
-                              source_name=(self.source_name or "")[:40])
+                              source_name=(self.source_name or "")[:40 if room < 4 else 12])
         values: list[Any] = [getattr(arrival, key) for key in _FILENAME_FACTS]
-        command = self._filename_command(own_uids_only=room >= 1) if room < 3 else 1
+        command = self._filename_command(own_uids_only=room >= 1)
+        if room >= 3 and command is not None:
+            command = 1  # none of it kept
         if self.received_at is not None or command is not None:
             values.append(None if self.received_at is None else int(self.received_at * 1000))
         if command is not None:
