@@ -29,6 +29,9 @@ _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday",
 # The facts a spool file's name carries, in this order (the SOP UIDs are in the file itself).
 # A file name has room for 255 bytes: the uuid, the dots and ".dcm" take 38 of them.
 _FILENAME_FACTS = ("source_kind", "source_name", "calling_aet", "called_aet", "peer")
+# After them: the arrival time and the C-STORE command set (see Arrival.to_filename); a command
+# set's Affected UIDs are written as 0 when they are the instance's own (see _filename_command).
+_OWN_UIDS = {"AffectedSOPClassUID": "sop_class_uid", "AffectedSOPInstanceUID": "sop_instance_uid"}
 MAX_FILENAME_FACTS_LENGTH = 200
 # A quarantined file's .json names a few facts otherwise than the journal, and shows these first.
 _QUARANTINE_KEYS = {"source_name": "source"}
@@ -192,29 +195,105 @@ class Arrival:
 
     def to_filename(self, unique: str) -> str:
         """`UNIQUE.FACTS.dcm`: the facts base64 JSON, so that the file alone is enough to
-        route it (its journal entry may be lost with a power cut after the answer)."""
-        facts = self._filename_facts()
-        if len(facts) > MAX_FILENAME_FACTS_LENGTH:  # a long name or IPv6 address: keep what fits
-            facts = replace(self, peer_address=None, peer_port=None, called_aet=None,
-                            source_name=(self.source_name or "")[:40])._filename_facts()
+        route it (its journal entry may be lost with a power cut after the answer): how it
+        arrived, when (milliseconds), and the C-STORE command set (see _filename_command).
+        The name is written by the rename that spools the file: keeping these costs no write."""
+        for room in range(5):
+            facts = self._filename_facts(room)
+            if len(facts) <= MAX_FILENAME_FACTS_LENGTH:
+                break
         return f"{unique}.{facts}.dcm"
 
-    def _filename_facts(self) -> str:
-        data = json.dumps([getattr(self, key) for key in _FILENAME_FACTS], separators=(",", ":"))
+    def _filename_facts(self, room: int = 0) -> str:
+        """The facts, with less and less of them as `room` grows, until they fit in a name:
+        1, a command's Affected UIDs that are not the instance's own are left out; 2, also a
+        long source name is cut, the called AE title and the peer left out (a long name or IPv6
+        address); 3, also the command set; 4, the source name cut short (letters of 3 bytes)."""
+        arrival = self
+        if room >= 2:
+            arrival = replace(self, peer_address=None, peer_port=None, called_aet=None,
+                              source_name=(self.source_name or "")[:40 if room < 4 else 12])
+        values: list[Any] = [getattr(arrival, key) for key in _FILENAME_FACTS]
+        command = self._filename_command(own_uids_only=room >= 1)
+        if room >= 3 and command is not None:
+            command = 1  # none of it kept
+        if self.received_at is not None or command is not None:
+            values.append(None if self.received_at is None else int(self.received_at * 1000))
+        if command is not None:
+            values.append(command)
+        data = json.dumps(values, separators=(",", ":"), ensure_ascii=False)  # an odd AE title: 2 bytes a letter, not 6
         return base64.urlsafe_b64encode(data.encode()).decode().rstrip("=")
 
+    def _filename_command(self, own_uids_only: bool) -> list[Any] | None:
+        """The C-STORE command set as a list in STORE_COMMAND_KEYWORDS order (null: not sent).
+        Its Affected SOP Class and Instance UIDs are nearly always the instance's own, which
+        the file carries: 0 says so; a UID of its own is written out, or 1 when there is no room
+        (it is lost with the journal entry). The whole command is 1 when none of it was kept."""
+        if self.store_command is None:
+            return None
+        command = dict(self.store_command)
+        values: list[Any] = []
+        for keyword in STORE_COMMAND_KEYWORDS:
+            value = command.get(keyword)
+            own = _OWN_UIDS.get(keyword)
+            if own is not None and value is not None:
+                if value == getattr(self, own):
+                    value = 0
+                elif own_uids_only:
+                    value = 1
+            values.append(value)
+        return values
+
     @classmethod
-    def from_filename(cls, name: str) -> "Arrival":
+    def from_filename(cls, name: str, sop_class_uid: str | None = None,
+                      sop_instance_uid: str | None = None) -> "Arrival":
         """The facts a spool file's name carries (see to_filename); an unknown source when it
-        carries none."""
+        carries none. The instance's UIDs (read from the file) complete the command set."""
+        return cls.recover_from_filename(name, sop_class_uid, sop_instance_uid)[0]
+
+    @classmethod
+    def recover_from_filename(cls, name: str, sop_class_uid: str | None = None,
+                              sop_instance_uid: str | None = None) -> tuple["Arrival", tuple[str, ...]]:
+        """from_filename, and what it cannot give back of what the journal would have had:
+        "received_at" (a name written before the time was in it), "store_command" (none of it),
+        or the keywords of the command set's fields lost for want of room."""
         parts = name.split(".")
+        values: Any = None
         if len(parts) == 3:
             try:
                 values = json.loads(base64.urlsafe_b64decode(parts[1].encode() + b"=" * (-len(parts[1]) % 4)))
-                return cls._from_facts(dict(zip(_FILENAME_FACTS, values)))
-            except (ValueError, TypeError, AttributeError):
-                pass
-        return cls(source_kind="unknown")
+            except (ValueError, TypeError):
+                values = None
+        if not isinstance(values, list) or len(values) < len(_FILENAME_FACTS):
+            return cls(source_kind="unknown"), ("received_at", "store_command")
+        try:
+            arrival = cls._from_facts(dict(zip(_FILENAME_FACTS, values)))
+        except (ValueError, TypeError, AttributeError):
+            return cls(source_kind="unknown"), ("received_at", "store_command")
+        arrival = arrival.with_instance(sop_class_uid, sop_instance_uid)
+        lost: list[str] = []
+        stamp = values[len(_FILENAME_FACTS)] if len(values) > len(_FILENAME_FACTS) else None
+        if isinstance(stamp, (int, float)) and not isinstance(stamp, bool):
+            arrival = replace(arrival, received_at=stamp / 1000)
+        else:
+            lost.append("received_at")
+        command = values[len(_FILENAME_FACTS) + 1] if len(values) > len(_FILENAME_FACTS) + 1 else None
+        if isinstance(command, list) and len(command) == len(STORE_COMMAND_KEYWORDS):
+            kept = []
+            for keyword, value in zip(STORE_COMMAND_KEYWORDS, command):
+                own = _OWN_UIDS.get(keyword)
+                if own is not None and value in (0, 1) and not isinstance(value, bool):
+                    if value == 1 or getattr(arrival, own) is None:
+                        lost.append(keyword)
+                        continue
+                    value = getattr(arrival, own)
+                if value is not None:
+                    kept.append((keyword, value))
+            arrival = replace(arrival, store_command=tuple(kept))
+        elif command == 1 or (command is None and len(values) <= len(_FILENAME_FACTS) + 1
+                              and arrival.source_kind == "listener"):
+            lost.append("store_command")  # no room for it, or a name written before it was kept
+        return arrival, tuple(lost)
 
     # ---- the quarantine's .json ---------------------------------------------------------------
 

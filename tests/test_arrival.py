@@ -3,6 +3,10 @@ quarantine .json; and names and rows written before there was one record still r
 
 from __future__ import annotations
 
+import base64
+import json
+from dataclasses import replace
+
 import pytest
 
 from rulesengine import Arrival
@@ -57,6 +61,81 @@ def test_a_name_too_long_keeps_what_fits():
     assert len(name) <= 32 + 2 + MAX_FILENAME_FACTS_LENGTH + 4
     kept = Arrival.from_filename(name)
     assert (kept.calling_aet, kept.source_kind, kept.called_aet, kept.peer) == ("A" * 16, "listener", None, None)
+
+
+KEPT_IN_NAME = replace(LISTENER, received_at=1795251600.125, store_command=(
+    ("CommandField", 1), ("MessageID", 5), ("Priority", 1), ("AffectedSOPClassUID", "1.2.840.10008.5.1.4.1.1.2"),
+    ("AffectedSOPInstanceUID", "1.2.3.4"), ("MoveOriginatorApplicationEntityTitle", "PACS"),
+    ("MoveOriginatorMessageID", 12)))
+
+
+def test_the_name_keeps_the_time_and_the_command_set_with_the_instances_uids_as_zero():
+    name = KEPT_IN_NAME.to_filename("0" * 32)
+    assert facts_of(name) == ["listener", "main", "CT1", "ROUTER", "127.0.0.1:40123", 1795251600125,
+                              [1, 5, 1, 0, 0, "PACS", 12]]
+    assert Arrival.recover_from_filename(name, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4") == (KEPT_IN_NAME, ())
+    # read without the file's UIDs (it could not be read): the command set's are lost with them
+    arrival, lost = Arrival.recover_from_filename(name)
+    assert lost == ("AffectedSOPClassUID", "AffectedSOPInstanceUID")
+    assert dict(arrival.store_command) == {"CommandField": 1, "MessageID": 5, "Priority": 1,
+                                           "MoveOriginatorApplicationEntityTitle": "PACS",
+                                           "MoveOriginatorMessageID": 12}
+
+
+def test_affected_uids_other_than_the_instances_are_written_out_while_there_is_room():
+    other = replace(KEPT_IN_NAME, sop_instance_uid="1.2.3.5")  # the file meta was remade from the data set
+    name = other.to_filename("0" * 32)
+    assert facts_of(name)[6] == [1, 5, 1, 0, "1.2.3.4", "PACS", 12]
+    assert Arrival.from_filename(name, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.5") == other
+
+
+def test_a_command_set_without_move_originator_keeps_its_absence():
+    plain = replace(KEPT_IN_NAME, store_command=KEPT_IN_NAME.store_command[:5])
+    name = plain.to_filename("0" * 32)
+    assert facts_of(name)[6] == [1, 5, 1, 0, 0, None, None]
+    assert Arrival.from_filename(name, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4") == plain
+
+
+def test_a_name_too_long_drops_first_the_command_sets_own_uids_then_the_peer_then_the_command_set():
+    uid = "1.2.826.0.1.3680043.8.498." + "1" * 38
+    long = Arrival(calling_aet="A" * 16, called_aet="B" * 16, peer_address="fe80::1234:5678:9abc:def0%eth0",
+                   peer_port=11112, source_name="radiology-main-building-" * 4, source_kind="listener",
+                   sop_class_uid=uid[:-1] + "2", sop_instance_uid=uid[:-1] + "3", received_at=1795251600.0,
+                   store_command=(("CommandField", 1), ("MessageID", 65535), ("Priority", 2),
+                                  ("AffectedSOPClassUID", uid), ("AffectedSOPInstanceUID", uid[:-1] + "4"),
+                                  ("MoveOriginatorApplicationEntityTitle", "M" * 16),
+                                  ("MoveOriginatorMessageID", 65535)))
+    name = long.to_filename("0" * 32)
+    assert len(name) <= 32 + 2 + MAX_FILENAME_FACTS_LENGTH + 4
+    kept, lost = Arrival.recover_from_filename(name, long.sop_class_uid, long.sop_instance_uid)
+    assert lost == ("AffectedSOPClassUID", "AffectedSOPInstanceUID")
+    assert (kept.received_at, kept.called_aet, kept.peer) == (1795251600.0, None, None)
+    assert dict(kept.store_command)["MoveOriginatorApplicationEntityTitle"] == "M" * 16
+
+    odd = replace(long, calling_aet="\u00c4\u0416" * 8, source_name="\u6771" * 64,
+                  store_command=(("MoveOriginatorApplicationEntityTitle", "\u0416" * 16),))
+    name = odd.to_filename("0" * 32)
+    assert len(name.encode()) <= 255
+    kept, lost = Arrival.recover_from_filename(name, long.sop_class_uid, long.sop_instance_uid)
+    assert (kept.calling_aet, kept.received_at, kept.store_command, lost) == (
+        odd.calling_aet, 1795251600.0, None, ("store_command",))
+
+
+@pytest.mark.parametrize("name, lost", [
+    ("2f1c.WyJsaXN0ZW5lciIsIm1haW4iLCJDVDEiLCJST1VURVIiLCIxMjcuMC4wLjE6NDAxMjMiXQ.dcm",
+     ("received_at", "store_command")),  # a listener's, before the name kept them
+    ("2f1c.WyJmb2xkZXIiLCJpbmJveCIsbnVsbCxudWxsLG51bGxd.dcm", ("received_at",)),  # a folder has no command set
+    ("2f1c.dcm", ("received_at", "store_command")),
+    ("2f1c.bnVsbA.dcm", ("received_at", "store_command")),  # JSON null
+    ("2f1c.WzEsMiwzLDQsNSwiYSIsImIiXQ.dcm", ("received_at", "store_command")),  # numbers where texts go
+])
+def test_what_an_older_or_damaged_name_cannot_give_back(name, lost):
+    assert Arrival.recover_from_filename(name)[1] == lost
+
+
+def facts_of(name: str) -> list:
+    encoded = name.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
 
 
 def test_the_quarantine_json_round_trips_and_older_ones_read():

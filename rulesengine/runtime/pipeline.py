@@ -343,12 +343,46 @@ class Pipeline:
 
     def reingest(self, paths: list[str]) -> int:
         """Spool files without a journal entry: they were fsynced before any answer, so they
-        may have been answered; journal them again (a duplicate is possible, a loss is not)."""
+        may have been answered; journal them again (a duplicate is possible, a loss is not),
+        with what their name kept of the lost entry (see Arrival.to_filename): how and when
+        they arrived and the C-STORE command set, so that the rules decide as they would
+        have. A name written before it kept the time leaves the file's modification time
+        (the end of its reception); the log line says what could not be recovered."""
         for path in paths:
-            received = self.storage.facts_from_name(path)
+            received, lost, sources = self._recovered_facts(path)
             instance_id = self.journal.record(received, path, None, ACCEPTED)
-            log.warning("spool file %s had no journal entry; received again as instance %s", path, instance_id)
+            log.warning("spool file %s had no journal entry; received again as instance %s (%s)", path, instance_id,
+                        "; ".join(sources + ([f"not recovered: {', '.join(lost)}"] if lost else [])))
         return len(paths)
+
+    def _recovered_facts(self, path: str) -> tuple[Arrival, list[str], list[str]]:
+        """The arrival of a spool file without a journal entry, what of it is lost, and where
+        the rest came from, in words for the log."""
+        try:
+            document = Document.read_header(path)
+            uids = (document.get("DataSet.SOPClassUID") or document.get("FileMeta.MediaStorageSOPClassUID"),
+                    document.get("DataSet.SOPInstanceUID") or document.get("FileMeta.MediaStorageSOPInstanceUID"))
+        except Exception:  # noqa: BLE001 - unreadable: processing quarantines it with the reason
+            uids = (None, None)
+        received, gaps = self.storage.recover_facts_from_name(path, *uids)
+        lost: list[str] = []
+        sources: list[str] = []
+        if "received_at" in gaps:
+            try:
+                received = replace(received, received_at=os.stat(path).st_mtime)
+                sources.append("arrival time from the file's modification time")
+            except OSError:
+                lost.append("arrival time (the restart time instead)")
+        else:
+            sources.append("arrival time from its name")
+        if "store_command" in gaps:
+            lost.append("the C-STORE command set (CommandSet.*)")
+        elif received.store_command is not None:
+            kept = [keyword for keyword, _ in received.store_command]
+            sources.append("C-STORE command set from its name" if not kept else
+                           f"C-STORE command set from its name ({', '.join(kept)})")
+            lost.extend(f"CommandSet.{keyword}" for keyword in gaps)
+        return received, lost, sources
 
     # ---- the in-process processor thread ------------------------------------------------------------
 

@@ -114,7 +114,8 @@ class Storage:
 
     def accept(self, received_path: str, arrival: Arrival | None = None) -> str:
         """Make a received file durable and move it into the spool; returns its new path.
-        The name carries the arrival facts, so the file alone is enough to route it."""
+        The name carries the arrival facts (time and C-STORE command set included), so the
+        file alone is enough to route it."""
         fsync_file(received_path)
         unique = uuid.uuid4().hex
         name = arrival.to_filename(unique) if arrival is not None else f"{unique}.dcm"
@@ -124,6 +125,13 @@ class Storage:
     def facts_from_name(path: str) -> Arrival:
         """The arrival facts a spool file's name carries (see accept)."""
         return Arrival.from_filename(os.path.basename(path))
+
+    @staticmethod
+    def recover_facts_from_name(path: str, sop_class_uid: str | None = None,
+                                sop_instance_uid: str | None = None) -> tuple[Arrival, tuple[str, ...]]:
+        """facts_from_name for an instance whose journal entry was lost, with the instance's UIDs
+        (read from the file), and what the name could not keep (Arrival.recover_from_filename)."""
+        return Arrival.recover_from_filename(os.path.basename(path), sop_class_uid, sop_instance_uid)
 
     def copy_in(self, source: str) -> str:
         """Copy a file (from a watched folder) into the spool's temporary folder, durably."""
