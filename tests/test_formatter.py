@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import rulesengine
 from rulesengine.diagnostics import RulesError
 from rulesengine.lang import nodes as n
 from rulesengine.lang.formatter import format_source
@@ -82,6 +84,19 @@ def test_golden_layout(source: Path):
 def test_golden_output_is_already_canonical(source: Path):
     expected = read(source.with_suffix(".formatted.rules"))
     assert format_source(expected) == expected
+
+
+@pytest.mark.parametrize("name", ["language_tour.rules", "language_tour.formatted.rules"])
+def test_the_language_tour_lints_without_warnings(name, tmp_path):
+    # Beside the profile and the tables it names, as in rules/. Its one error is by design: the
+    # tour shows a test too, which belongs in a _test.rules file.
+    shutil.copy(GOLDEN / name, tmp_path / name)
+    (tmp_path / "profiles").mkdir()
+    shutil.copy(REPO / "rules" / "profiles" / "basic-confidentiality.rules", tmp_path / "profiles")
+    shutil.copytree(REPO / "rules" / "tables", tmp_path / "tables")
+    findings = rulesengine.check_file(tmp_path / name)
+    assert [d.code for d in findings if d.is_error] == ["misplaced-test"]
+    assert [d.one_line() for d in findings if not d.is_error] == []
 
 
 # ---- properties of every formatted file ----------------------------------------
