@@ -230,6 +230,52 @@ def test_a_condition_that_fits_in_100_columns_stays_on_one_line():
         f"  when {longer.split(' and ')[0]}", "    and ab == 1"]
 
 
+def _pixels(regions: list[str], fill: str = "") -> str:
+    return f'rule "r" {{\n  then blank pixels {", ".join(regions)}{fill}\n}}\n'
+
+
+def test_blank_pixels_regions_that_fit_in_100_columns_stay_on_one_line():
+    regions = [f"({i}, 0, 99, 99)" for i in range(4)] + ["(4, 0, 9999, 99)"]
+    text = _pixels(regions)
+    assert len(text.split("\n")[1]) == 100
+    assert format_source(text) == text
+    longer = _pixels(regions[:-1] + ["(4, 0, 99999, 99)"])
+    assert format_source(longer).split("\n")[1:3] == ["  then blank pixels (0, 0, 99, 99),", "    (1, 0, 99, 99),"]
+
+
+def test_a_long_blank_pixels_list_breaks_after_its_commas_as_keep_only_does():
+    regions = ["(0, 0, DataSet.Columns, 47)", "(0, DataSet.Rows - 30, DataSet.Columns, 30)", "(724, 0, 300, 150)"]
+    formatted = format_source(_pixels(regions, " with [0, 0, 0]"))
+    assert formatted.split("\n")[1:5] == [
+        "  then blank pixels (0, 0, DataSet.Columns, 47),",
+        "    (0, DataSet.Rows - 30, DataSet.Columns, 30),",
+        "    (724, 0, 300, 150) with [0, 0, 0]",
+        "}",
+    ]
+    assert format_source(formatted) == formatted
+    assert without_layout(parse(formatted).items) == without_layout(parse(_pixels(regions, " with [0, 0, 0]")).items)
+    # keep only, at the same depth, breaks the same way
+    keep = format_source('rule "r" { then keep only DataSet.SOPClassUID, DataSet.SOPInstanceUID, '
+                         'DataSet.StudyInstanceUID, DataSet.SeriesInstanceUID }')
+    assert keep.split("\n")[1:3] == ["  then keep only DataSet.SOPClassUID,", "    DataSet.SOPInstanceUID,"]
+
+
+def test_a_nested_blank_pixels_list_counts_its_indentation():
+    regions = [f"({i}, 0, 99, 99)" for i in range(5)]
+    nested = f'rule "r" {{ then copy to A {{ blank pixels {", ".join(regions[:5])} with 128 }} }}'
+    lines = format_source(nested).split("\n")
+    assert lines[2:4] == ["    blank pixels (0, 0, 99, 99),", "      (1, 0, 99, 99),"]
+    assert lines[6] == "      (4, 0, 99, 99) with 128"
+    assert all(len(line) <= 100 for line in lines)
+    assert format_source(format_source(nested)) == format_source(nested)
+
+
+def test_one_blank_pixels_region_longer_than_a_line_stays_whole():
+    region = "(DataSet.Columns - DataSet.Rows, DataSet.Rows - DataSet.Columns, DataSet.Columns, DataSet.Rows)"
+    formatted = format_source(_pixels([region], " with 128"))
+    assert formatted.split("\n")[1] == f"  then blank pixels {region} with 128"
+
+
 def test_syntax_errors_raise_with_a_position():
     with pytest.raises(RulesError) as caught:
         format_source('rule "r" {\n  when a ==\n  then drop\n}\n', "bad.rules")
