@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import copy
 import csv
-import importlib.util
 import shutil
-import sys
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import pydicom
 import pytest
 from pydicom import datadict
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
@@ -29,15 +25,13 @@ import rulesengine
 from rulesengine.lang import nodes as n
 from rulesengine.lang.syntax import parse
 
+from helpers.files import (BASIC_PROFILE, BASIC_PROFILE_TABLE, BUNDLED_INSTANCES, NOT_AN_INSTANCE,
+                           PROFILE_OPTIONS_TABLE, ROOT, bundled, load_profile_generator)
+
 # rtdose.dcm holds a UID that is not valid (a component with a leading zero); pydicom warns on it.
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 
-ROOT = Path(__file__).resolve().parent.parent
-TABLE = ROOT / "data" / "ps3-15-basic-profile.csv"
-OPTIONS_TABLE = ROOT / "data" / "ps3-15-profile-options.csv"
-PROFILE = ROOT / "rules" / "profiles" / "basic-confidentiality.rules"
 PROFILE_TESTS = ROOT / "rules" / "profiles" / "basic-confidentiality_test.rules"
-GENERATOR = ROOT / "tools" / "make_basic_profile.py"
 
 # A rule file that uses the profile as a router would: a de-identified copy for research.
 DEID_RULES = """\
@@ -48,15 +42,6 @@ rule "deid" {
 """
 DEID_RULES_PATH = ROOT / "rules" / "deid_basic_profile_check.rules"  # never written: names the import's folder
 
-# pydicom's bundled files: CT, MR (the same instance twice, explicit and implicit
-# VR), RT plan, structure set and dose, two SRs, an ECG waveform, a segmentation,
-# an image with an overlay, a JPEG 2000 image, and a data set of nested private sequences.
-SAMPLES = (
-    "CT_small.dcm", "MR_small.dcm", "MR_small_implicit.dcm", "rtplan.dcm", "rtstruct.dcm", "rtdose.dcm",
-    "test-SR.dcm", "reportsi.dcm", "waveform_ecg.dcm", "liver_1frame.dcm", "examples_overlay.dcm",
-    "JPEG2000.dcm", "nested_priv_SQ.dcm",
-)
-NOT_AN_INSTANCE = {"nested_priv_SQ.dcm"}  # no SOP class or instance UID: no Part 10 file can be written
 
 # What each code asks for, stated here independently of the generator.
 EFFECTIVE = {"X": "X", "Z": "Z", "D": "D", "U": "U", "X/Z": "Z", "X/D": "D", "X/Z/D": "D", "Z/D": "D",
@@ -122,21 +107,13 @@ class Row:
 
 @lru_cache(maxsize=None)
 def table_rows() -> tuple[Row, ...]:
-    with open(TABLE, newline="", encoding="utf-8") as fh:
+    with open(BASIC_PROFILE_TABLE, newline="", encoding="utf-8") as fh:
         return tuple(Row(r["tag"], r["keyword"], r["name"], r["basic_profile_action"]) for r in csv.DictReader(fh))
 
 
 def attribute_rows() -> list[Row]:
     """Rows that name one data set attribute (not a pattern, not command or file meta)."""
     return [r for r in table_rows() if r.mask is None and not r.is_private_pattern and not r.outside_data_set]
-
-
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("make_basic_profile", GENERATOR)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_table_is_the_2026d_table_e1_1():
@@ -153,19 +130,19 @@ def test_table_is_the_2026d_table_e1_1():
 
 
 def test_committed_profile_is_the_generator_output():
-    generator = _load_generator()
-    assert PROFILE.read_text(encoding="utf-8") == generator.generate(ROOT), \
+    generator = load_profile_generator()
+    assert BASIC_PROFILE.read_text(encoding="utf-8") == generator.generate(ROOT), \
         "rules/profiles/basic-confidentiality.rules is stale: run python tools/make_basic_profile.py"
 
 
 def test_check_option_reports_a_stale_file(tmp_path, monkeypatch, capsys):
-    generator = _load_generator()
+    generator = load_profile_generator()
     (tmp_path / "data").mkdir()
-    shutil.copy(TABLE, tmp_path / "data" / TABLE.name)
-    shutil.copy(OPTIONS_TABLE, tmp_path / "data" / OPTIONS_TABLE.name)
+    shutil.copy(BASIC_PROFILE_TABLE, tmp_path / "data" / BASIC_PROFILE_TABLE.name)
+    shutil.copy(PROFILE_OPTIONS_TABLE, tmp_path / "data" / PROFILE_OPTIONS_TABLE.name)
     (tmp_path / "rules" / "profiles").mkdir(parents=True)
-    stale = tmp_path / "rules" / "profiles" / PROFILE.name
-    stale.write_text(PROFILE.read_text(encoding="utf-8").replace("ANONYMOUS", "ANON", 1), encoding="utf-8")
+    stale = tmp_path / "rules" / "profiles" / BASIC_PROFILE.name
+    stale.write_text(BASIC_PROFILE.read_text(encoding="utf-8").replace("ANONYMOUS", "ANON", 1), encoding="utf-8")
     monkeypatch.setattr(generator, "ROOT", tmp_path)
     assert generator.main(["--check"]) == 1
     assert generator.main([]) == 0  # regenerates
@@ -175,7 +152,7 @@ def test_check_option_reports_a_stale_file(tmp_path, monkeypatch, capsys):
 
 
 def test_profile_has_no_error_findings():
-    findings = rulesengine.check_file(PROFILE)
+    findings = rulesengine.check_file(BASIC_PROFILE)
     errors = [d.one_line() for d in findings if d.is_error]
     assert not errors, "\n".join(errors)
     # Warnings are expected: the table lists retired attributes, which old instances still carry.
@@ -190,8 +167,8 @@ def test_profile_has_no_error_findings():
 
 def _block_lines():
     """(line number -> action, line number -> comment) of block basic."""
-    source = PROFILE.read_text(encoding="utf-8")
-    rule_file = parse(source, str(PROFILE))
+    source = BASIC_PROFILE.read_text(encoding="utf-8")
+    rule_file = parse(source, str(BASIC_PROFILE))
     blocks = rule_file.of_type(n.Block)
     assert [b.name.value for b in blocks] == ["basic"]
     assert not rule_file.rules, "an imported file may hold no rules"
@@ -325,7 +302,7 @@ def ruleset():
 
 
 def _read(name: str) -> rulesengine.Document:
-    doc = rulesengine.Document.read(get_testdata_file(name, download=False))
+    doc = rulesengine.Document.read(bundled(name))
     for _ in _walk(doc.dataset):  # read every element now
         pass
     return doc
@@ -340,7 +317,7 @@ def _evaluate(ruleset, name: str, doc: rulesengine.Document | None = None) -> Ou
 
 @pytest.fixture(scope="module")
 def outcomes(ruleset) -> dict[str, Outcome]:
-    return {name: _evaluate(ruleset, name) for name in SAMPLES}
+    return {name: _evaluate(ruleset, name) for name in BUNDLED_INSTANCES}
 
 
 def _walk(ds: Dataset, where: tuple = ()):
@@ -555,7 +532,7 @@ def test_original_document_is_left_unchanged(outcomes):
     assert ct.dataset.private_block(0x0009, "GEMS_IDEN_01")  # the copy lost it, the original did not
 
 
-@pytest.mark.parametrize("name", [s for s in SAMPLES if s not in NOT_AN_INSTANCE])
+@pytest.mark.parametrize("name", [s for s in BUNDLED_INSTANCES if s not in NOT_AN_INSTANCE])
 def test_copy_writes_a_file_pydicom_reads_back(outcomes, tmp_path, name):
     outcome = outcomes[name]
     target = tmp_path / name

@@ -10,47 +10,31 @@ from __future__ import annotations
 import copy
 import csv
 import datetime as dt
-import importlib.util
 import re
 import shutil
-import sys
 from functools import lru_cache
-from pathlib import Path
 
 import pytest
-from pydicom.data import get_testdata_file
 
 import rulesengine
 
-ROOT = Path(__file__).resolve().parent.parent
-BASIC_TABLE = ROOT / "data" / "ps3-15-basic-profile.csv"
-OPTIONS_TABLE = ROOT / "data" / "ps3-15-profile-options.csv"
-PROFILE = ROOT / "rules" / "profiles" / "basic-confidentiality.rules"
-OPTIONS = ROOT / "rules" / "profiles" / "basic-confidentiality-options.rules"
-GENERATOR = ROOT / "tools" / "make_basic_profile.py"
+from helpers.files import (BASIC_PROFILE, BASIC_PROFILE_TABLE, BUNDLED_INSTANCES, NOT_AN_INSTANCE, PROFILE_OPTIONS,
+                           PROFILE_OPTIONS_TABLE, ROOT, bundled, load_profile_generator)
+
 GROUPS = ("device_identity", "uids", "institution_identity", "patient_characteristics", "dates", "descriptors",
           "private_attributes")
 OPTION_BLOCKS = {"retain_device_identity": "113109", "retain_uids": "113110",
                  "retain_institution_identity": "113112", "retain_patient_characteristics": "113108",
                  "retain_full_dates": "113106", "retain_modified_dates": "113107"}
-# pydicom's bundled instances (see test_basic_profile.py), without the one no file can be written of.
-SAMPLES = ("CT_small.dcm", "MR_small.dcm", "rtplan.dcm", "rtstruct.dcm", "rtdose.dcm", "test-SR.dcm",
-           "reportsi.dcm", "waveform_ecg.dcm", "liver_1frame.dcm", "examples_overlay.dcm", "JPEG2000.dcm")
+# The bundled instances test_basic_profile.py checks, without the data set that is no instance.
+SAMPLES = tuple(name for name in BUNDLED_INSTANCES if name not in NOT_AN_INSTANCE)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Invalid value for VR UI")
 
 
-def _load_generator():
-    spec = importlib.util.spec_from_file_location("make_basic_profile", GENERATOR)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @lru_cache(maxsize=None)
 def options_table() -> tuple[dict[str, str], ...]:
-    with open(OPTIONS_TABLE, newline="", encoding="utf-8") as fh:
+    with open(PROFILE_OPTIONS_TABLE, newline="", encoding="utf-8") as fh:
         return tuple(csv.DictReader(fh))
 
 
@@ -58,7 +42,7 @@ def options_table() -> tuple[dict[str, str], ...]:
 
 
 def test_the_option_columns_have_the_rows_of_the_basic_table_and_known_codes():
-    with open(BASIC_TABLE, newline="", encoding="utf-8") as fh:
+    with open(BASIC_PROFILE_TABLE, newline="", encoding="utf-8") as fh:
         basic = [(r["tag"], r["name"]) for r in csv.DictReader(fh)]
     assert [(r["tag"], r["name"]) for r in options_table()] == basic
     codes = {v for r in options_table() for k, v in r.items() if k not in ("tag", "name")}
@@ -78,19 +62,19 @@ def test_the_option_columns_have_the_rows_of_the_basic_table_and_known_codes():
 
 
 def test_committed_options_are_the_generator_output():
-    assert OPTIONS.read_text(encoding="utf-8") == _load_generator().generate_options(ROOT), \
+    assert PROFILE_OPTIONS.read_text(encoding="utf-8") == load_profile_generator().generate_options(ROOT), \
         "rules/profiles/basic-confidentiality-options.rules is stale: run python tools/make_basic_profile.py"
 
 
 def test_check_option_reports_a_stale_options_file(tmp_path, monkeypatch, capsys):
-    generator = _load_generator()
+    generator = load_profile_generator()
     (tmp_path / "data").mkdir()
-    for table in (BASIC_TABLE, OPTIONS_TABLE):
+    for table in (BASIC_PROFILE_TABLE, PROFILE_OPTIONS_TABLE):
         shutil.copy(table, tmp_path / "data" / table.name)
     (tmp_path / "rules" / "profiles").mkdir(parents=True)
-    shutil.copy(PROFILE, tmp_path / "rules" / "profiles" / PROFILE.name)
-    stale = tmp_path / "rules" / "profiles" / OPTIONS.name
-    stale.write_text(OPTIONS.read_text(encoding="utf-8").replace('"113110"', '"113199"'), encoding="utf-8")
+    shutil.copy(BASIC_PROFILE, tmp_path / "rules" / "profiles" / BASIC_PROFILE.name)
+    stale = tmp_path / "rules" / "profiles" / PROFILE_OPTIONS.name
+    stale.write_text(PROFILE_OPTIONS.read_text(encoding="utf-8").replace('"113110"', '"113199"'), encoding="utf-8")
     monkeypatch.setattr(generator, "ROOT", tmp_path)
     assert generator.main(["--check"]) == 1
     assert "113199" in capsys.readouterr().out  # the difference is shown
@@ -133,8 +117,8 @@ def _rows(lines: list[str]) -> dict[str, list[str]]:
 
 
 def test_core_and_the_groups_hold_each_row_of_basic_once_with_its_action():
-    basic = _rows(_blocks(PROFILE.read_text(encoding="utf-8"))["basic"])
-    blocks = _blocks(OPTIONS.read_text(encoding="utf-8"))
+    basic = _rows(_blocks(BASIC_PROFILE.read_text(encoding="utf-8"))["basic"])
+    blocks = _blocks(PROFILE_OPTIONS.read_text(encoding="utf-8"))
     assert set(blocks) == {"core", *GROUPS, *OPTION_BLOCKS, "shift_dates", "retain_safe_private"}
     seen: dict[str, list[str]] = {}
     for name in ("core", *GROUPS):
@@ -144,7 +128,7 @@ def test_core_and_the_groups_hold_each_row_of_basic_once_with_its_action():
     assert len(basic) == len(options_table()) == 657
     assert seen == basic
     # `core` ends with the record of block `basic`.
-    assert blocks["core"][-6:] == _blocks(PROFILE.read_text(encoding="utf-8"))["basic"][-6:]
+    assert blocks["core"][-6:] == _blocks(BASIC_PROFILE.read_text(encoding="utf-8"))["basic"][-6:]
 
 
 def _code(lines: list[str]) -> list[str]:
@@ -152,7 +136,7 @@ def _code(lines: list[str]) -> list[str]:
 
 
 def test_each_option_block_covers_its_group_keeps_its_k_rows_and_appends_its_code():
-    blocks = _blocks(OPTIONS.read_text(encoding="utf-8"))
+    blocks = _blocks(PROFILE_OPTIONS.read_text(encoding="utf-8"))
     columns = {"retain_device_identity": "retain_device_identity", "retain_uids": "retain_uids",
                 "retain_institution_identity": "retain_institution_identity",
                 "retain_patient_characteristics": "retain_patient_characteristics",
@@ -209,7 +193,7 @@ def _composed(blocks: tuple[str, ...]) -> rulesengine.RuleSet:
 @pytest.mark.parametrize("name", SAMPLES)
 def test_core_and_the_basic_groups_do_to_an_instance_what_basic_does(name):
     ruleset = _composed(("core", *GROUPS))
-    document = rulesengine.Document.read(get_testdata_file(name, download=False))
+    document = rulesengine.Document.read(bundled(name))
     decision = ruleset.evaluate(document)
     assert decision.error is None, decision.error
     assert decision.destinations["COMPOSED"].dataset == decision.destinations["BASIC"].dataset
@@ -218,7 +202,7 @@ def test_core_and_the_basic_groups_do_to_an_instance_what_basic_does(name):
 def test_the_options_leave_what_the_basic_groups_remove_and_record_their_codes_in_order():
     blocks = ("core", "retain_device_identity", "retain_uids", "retain_institution_identity",
               "retain_patient_characteristics", "retain_full_dates", "descriptors", "private_attributes")
-    document = rulesengine.Document.read(get_testdata_file("CT_small.dcm", download=False))
+    document = rulesengine.Document.read(bundled("CT_small.dcm"))
     before = copy.deepcopy(document.dataset)
     decision = _composed(blocks).evaluate(document)
     assert decision.error is None, decision.error
@@ -243,7 +227,7 @@ def _day(text):
 
 
 def _modified(patient_id: str | None, study_date: str | None = None, blocks=MODIFIED_DATES):
-    document = rulesengine.Document.read(get_testdata_file("CT_small.dcm", download=False))
+    document = rulesengine.Document.read(bundled("CT_small.dcm"))
     if patient_id is None:
         del document.dataset.PatientID
     else:

@@ -38,9 +38,9 @@ def decide(ruleset, path, calling_aet="CT9", **values):
     return ruleset.evaluate(document), document
 
 
-def test_the_example_has_no_errors(design_rules):
-    errors = [d for d in rulesengine.check_file(design_rules) if d.is_error]
-    assert errors == []
+def test_the_example_has_no_findings(design_rules):
+    # No warning either: the example is what people copy.
+    assert [d.one_line() for d in rulesengine.check_file(design_rules)] == []
 
 
 def test_unknown_modalities_are_rejected(design_rules):

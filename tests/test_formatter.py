@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+import rulesengine
 from rulesengine.diagnostics import RulesError
 from rulesengine.lang import nodes as n
 from rulesengine.lang.formatter import format_source
@@ -82,6 +84,19 @@ def test_golden_layout(source: Path):
 def test_golden_output_is_already_canonical(source: Path):
     expected = read(source.with_suffix(".formatted.rules"))
     assert format_source(expected) == expected
+
+
+@pytest.mark.parametrize("name", ["language_tour.rules", "language_tour.formatted.rules"])
+def test_the_language_tour_lints_without_warnings(name, tmp_path):
+    # Beside the profile and the tables it names, as in rules/. Its one error is by design: the
+    # tour shows a test too, which belongs in a _test.rules file.
+    shutil.copy(GOLDEN / name, tmp_path / name)
+    (tmp_path / "profiles").mkdir()
+    shutil.copy(REPO / "rules" / "profiles" / "basic-confidentiality.rules", tmp_path / "profiles")
+    shutil.copytree(REPO / "rules" / "tables", tmp_path / "tables")
+    findings = rulesengine.check_file(tmp_path / name)
+    assert [d.code for d in findings if d.is_error] == ["misplaced-test"]
+    assert [d.one_line() for d in findings if not d.is_error] == []
 
 
 # ---- properties of every formatted file ----------------------------------------
@@ -213,6 +228,52 @@ def test_a_condition_that_fits_in_100_columns_stays_on_one_line():
     longer = condition.replace("a == 1", "ab == 1")
     assert format_source(f'rule "r" {{ when {longer} then drop }}').split("\n")[1:3] == [
         f"  when {longer.split(' and ')[0]}", "    and ab == 1"]
+
+
+def _pixels(regions: list[str], fill: str = "") -> str:
+    return f'rule "r" {{\n  then blank pixels {", ".join(regions)}{fill}\n}}\n'
+
+
+def test_blank_pixels_regions_that_fit_in_100_columns_stay_on_one_line():
+    regions = [f"({i}, 0, 99, 99)" for i in range(4)] + ["(4, 0, 9999, 99)"]
+    text = _pixels(regions)
+    assert len(text.split("\n")[1]) == 100
+    assert format_source(text) == text
+    longer = _pixels(regions[:-1] + ["(4, 0, 99999, 99)"])
+    assert format_source(longer).split("\n")[1:3] == ["  then blank pixels (0, 0, 99, 99),", "    (1, 0, 99, 99),"]
+
+
+def test_a_long_blank_pixels_list_breaks_after_its_commas_as_keep_only_does():
+    regions = ["(0, 0, DataSet.Columns, 47)", "(0, DataSet.Rows - 30, DataSet.Columns, 30)", "(724, 0, 300, 150)"]
+    formatted = format_source(_pixels(regions, " with [0, 0, 0]"))
+    assert formatted.split("\n")[1:5] == [
+        "  then blank pixels (0, 0, DataSet.Columns, 47),",
+        "    (0, DataSet.Rows - 30, DataSet.Columns, 30),",
+        "    (724, 0, 300, 150) with [0, 0, 0]",
+        "}",
+    ]
+    assert format_source(formatted) == formatted
+    assert without_layout(parse(formatted).items) == without_layout(parse(_pixels(regions, " with [0, 0, 0]")).items)
+    # keep only, at the same depth, breaks the same way
+    keep = format_source('rule "r" { then keep only DataSet.SOPClassUID, DataSet.SOPInstanceUID, '
+                         'DataSet.StudyInstanceUID, DataSet.SeriesInstanceUID }')
+    assert keep.split("\n")[1:3] == ["  then keep only DataSet.SOPClassUID,", "    DataSet.SOPInstanceUID,"]
+
+
+def test_a_nested_blank_pixels_list_counts_its_indentation():
+    regions = [f"({i}, 0, 99, 99)" for i in range(5)]
+    nested = f'rule "r" {{ then copy to A {{ blank pixels {", ".join(regions[:5])} with 128 }} }}'
+    lines = format_source(nested).split("\n")
+    assert lines[2:4] == ["    blank pixels (0, 0, 99, 99),", "      (1, 0, 99, 99),"]
+    assert lines[6] == "      (4, 0, 99, 99) with 128"
+    assert all(len(line) <= 100 for line in lines)
+    assert format_source(format_source(nested)) == format_source(nested)
+
+
+def test_one_blank_pixels_region_longer_than_a_line_stays_whole():
+    region = "(DataSet.Columns - DataSet.Rows, DataSet.Rows - DataSet.Columns, DataSet.Columns, DataSet.Rows)"
+    formatted = format_source(_pixels([region], " with 128"))
+    assert formatted.split("\n")[1] == f"  then blank pixels {region} with 128"
 
 
 def test_syntax_errors_raise_with_a_position():

@@ -10,8 +10,6 @@ import hashlib
 import json
 import re
 from collections import Counter
-from pathlib import Path
-
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -23,17 +21,15 @@ from rulesengine.lang.formatter import format_source
 from rulesengine.lang.loader import load_program
 
 from helpers.evaluation import evaluate
+from helpers.files import PROFILE_OPTIONS, ROOT, SAFE_PRIVATE_TABLE, SAMPLES
 
-ROOT = Path(__file__).resolve().parent.parent
-SAFE_TABLE = ROOT / "data" / "ps3-15-safe-private.csv"
-OPTIONS = ROOT / "rules" / "profiles" / "basic-confidentiality-options.rules"
-CT_CHEST = ROOT / "examples" / "samples" / "ct_chest.dcm"
+CT_CHEST = SAMPLES / "ct_chest.dcm"
 # The digest pymedphys records for the rows of its 2026d transcription (see the SOURCE note).
 ROWS_SHA256 = "7acb26dbab0e3124c02d075cbf8c5510354a20ded9f89ee4765976a905d92f63"
 
 
 def safe_rows() -> list[dict[str, str]]:
-    with open(SAFE_TABLE, newline="", encoding="utf-8") as fh:
+    with open(SAFE_PRIVATE_TABLE, newline="", encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -64,7 +60,7 @@ def test_the_table_is_the_2026d_table_character_for_character():
 
 
 def _block(name: str) -> list[str]:
-    text = OPTIONS.read_text(encoding="utf-8")
+    text = PROFILE_OPTIONS.read_text(encoding="utf-8")
     start = text.index(f"block {name} {{\n")
     return text[start:text.index("\n}\n", start)].splitlines()[1:]
 

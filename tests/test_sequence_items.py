@@ -402,50 +402,6 @@ def test_fmt_prints_the_sequence_item_actions_and_is_stable():
     parse(formatted, "t.rules")
 
 
-# ---- docs/porting.md -----------------------------------------------------------------------
-
-
-def porting_examples() -> list[str]:
-    """The Example column of every table in docs/porting.md."""
-    page = (SAMPLES.parent.parent / "docs" / "porting.md").read_text(encoding="utf-8")
-    examples = []
-    for line in page.splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if line.startswith("|") and len(cells) == 3 and cells[2].startswith("`"):
-            examples.append(cells[2].strip("`"))
-    return examples
-
-
-ACTION_WORDS = {"set", "blank", "delete", "copy", "append", "apply", "keep", "log", "if", "for", "route", "let"}
-
-
-def test_every_example_of_the_porting_page_lints_clean():
-    examples = porting_examples()
-    assert len(examples) >= 8
-    rules_folder = SAMPLES.parent.parent / "rules"
-    for example in examples:
-        # As in a rule file of the rules folder, beside profiles/: `deid` names the profile's options.
-        # An example is a top-level item (a constant, a fallback rule), a condition written with
-        # its `when`, an action, or a value (logged); the constant the CTP rows use is defined.
-        preamble = 'import "profiles/basic-confidentiality-options.rules" as deid\n'
-        if "DATEINC" in example and not example.startswith("const "):
-            preamble += "const DATEINC = -3210\n"
-        catch_all = 'rule "rest" {\n  then route to A\n}\n'
-        if example.startswith(("const ", "fallback rule ")):
-            rule = f"{example}\n" + catch_all
-        elif example.startswith("when "):
-            rule = f'rule "r" {{\n  {example}\n  then route to A\n}}\n' + catch_all
-        elif example.split(" ")[0] in ACTION_WORDS:
-            rule = f'rule "r" {{\n  then {{\n    {example}\n    route to A\n  }}\n}}\n'
-        else:
-            rule = f'rule "r" {{\n  then {{\n    log {example}\n    route to A\n  }}\n}}\n'
-        source = preamble + rule
-        program = load_program(text=source, filename=str(rules_folder / "porting_check.rules"))
-        # The one warning an example may have: a `blank pixels` may change a transfer syntax.
-        findings = [d for d in analyse(program).diagnostics if d.code != "pixels-transcoded"]
-        assert [d.one_line() for d in findings] == [], example
-
-
 # ---- copy NAME to PATH: from a loop variable ---------------------------------------------
 
 

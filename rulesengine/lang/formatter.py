@@ -37,7 +37,8 @@ from .grammar import grammar_path
 from .syntax import parse
 from .visitor import NodeVisitor
 
-WIDTH = 100  # longer conditions break before each top-level `and` / `or`, longer given/with after commas
+WIDTH = 100  # longer conditions break before each top-level `and` / `or`; longer lists (given/with, keep
+# only, blank pixels regions) after their commas
 INDENT = "  "
 
 # Expression precedence, loosest first. A child looser than the slot it sits in
@@ -181,14 +182,14 @@ def condition_lines(used: int, head: str, condition: n.Expr, tail: str = "") -> 
     return lines
 
 
-def listing_lines(used: int, head: str, items: list[str]) -> list[str]:
-    """`head a, b, c` on one line if it fits; otherwise one item per line after the first,
-    each line but the last ending with its comma."""
-    line = head + ", ".join(items)
+def listing_lines(used: int, head: str, items: list[str], tail: str = "") -> list[str]:
+    """`head a, b, c tail` on one line if it fits; otherwise one item per line after the first,
+    each line but the last ending with its comma, and `tail` after the last item."""
+    line = head + ", ".join(items) + tail
     if used + len(line) <= WIDTH or len(items) < 2:
         return [line]
     first, *rest = items
-    return [head + first + ","] + [f"{INDENT}{item}," for item in rest[:-1]] + [INDENT + rest[-1]]
+    return [head + first + ","] + [f"{INDENT}{item}," for item in rest[:-1]] + [INDENT + rest[-1] + tail]
 
 
 # ---- statements without a body -----------------------------------------------
@@ -202,10 +203,12 @@ class _Breakable(NamedTuple):
 
 
 class _Listing(NamedTuple):
-    """A statement that ends with a list of items, which may break after its commas."""
+    """A statement with a list of items, which may break after its commas; `tail` follows the
+    last item (the fill value of `blank pixels`)."""
 
     head: str
     items: list[str]
+    tail: str = ""
 
 
 def _names(names: tuple[n.Name, ...]) -> str:
@@ -246,11 +249,11 @@ class _StatementLine(NodeVisitor):
     def visit_BlankAction(self, a: n.BlankAction) -> str:
         return f"blank {expr_text(a.target)}"
 
-    def visit_BlankPixelsAction(self, a: n.BlankPixelsAction) -> str:
-        regions = ", ".join("(" + ", ".join(expr_text(part) for part in (r.x, r.y, r.width, r.height)) + ")"
-                            for r in a.regions)
+    def visit_BlankPixelsAction(self, a: n.BlankPixelsAction) -> _Listing:
+        regions = ["(" + ", ".join(expr_text(part) for part in (r.x, r.y, r.width, r.height)) + ")"
+                   for r in a.regions]
         fill = f" with {expr_text(a.fill)}" if a.fill is not None else ""
-        return f"blank pixels {regions}{fill}"
+        return _Listing("blank pixels ", regions, fill)
 
     def visit_DeleteAction(self, a: n.DeleteAction) -> str:
         return f"delete {expr_text(a.target)}"
@@ -582,7 +585,7 @@ class _Printer(NodeVisitor):
         if isinstance(layout, _Breakable):
             return self._condition(depth, prefix + layout.head, layout.condition)
         if isinstance(layout, _Listing):
-            return listing_lines(depth * len(INDENT), prefix + layout.head, layout.items)
+            return listing_lines(depth * len(INDENT), prefix + layout.head, layout.items, layout.tail)
         return [prefix + layout]
 
     def _condition(self, depth: int, head: str, condition: n.Expr, tail: str = "") -> list[str]:
