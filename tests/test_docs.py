@@ -344,7 +344,8 @@ def is_written_out(span: str) -> bool:
 def unelided(span: str) -> str:
     """A snippet with the `...` of its lists left out; a keep list elided keeps what an instance needs."""
     whole = _LIST_ELISION.sub("", span)
-    if whole != span and whole.startswith("keep only ") and "DataSet.SOPInstanceUID" not in whole:
+    if whole != span and whole.startswith("keep only ") and not whole.startswith("keep only private ") \
+            and "DataSet.SOPInstanceUID" not in whole:
         whole = whole.replace("keep only ", "keep only DataSet.SOPClassUID, DataSet.SOPInstanceUID, ", 1)
     return whole
 
