@@ -219,6 +219,10 @@ def test_jpeg_ls_multi_frame_signed_with_fewer_bits_stored(tmp_path):
     assert after.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
     assert_blanked(pixels, after.pixel_array, region_mask((24, 20), (15, 20, 10, 10)), -2048, frames=True)
     assert "3 frames" in decision.edits[-1].old
+    frames = list(generate_frames(pydicom.dcmread(path).PixelData, number_of_frames=3))
+    ds.PixelData = encapsulate([frames[0], frames[1][:len(frames[1]) // 2], frames[2]])
+    decision, _ = blank_with("blank pixels (0, 0, 1, 1)", save(ds, tmp_path / "cut.dcm", JPEGLSLossless), tmp_path)
+    assert decision.outcome == "quarantine" and "frame 2 is cut short (no end-of-image marker)" in decision.reason
 
 
 def test_jpeg_ls_near_lossless_keeps_the_decoded_original_outside_the_regions(tmp_path):
