@@ -2,11 +2,11 @@
 
 Uncompressed pixel data is edited where it lies, in its own byte order and transfer syntax:
 only the samples inside the rectangles change. Compressed (encapsulated) pixel data is
-decoded first (pydicom with the pylibjpeg plugins), then written uncompressed in Explicit
-VR Little Endian: the file meta's transfer syntax changes, YBR colour decoded to RGB says so
-in Photometric Interpretation, and colour is written with Planar Configuration 0. Uncompressed
-YBR colour is written as RGB too (its transfer syntax kept), so that a fill value means one
-colour in every colour image.
+decoded first (pydicom with the pylibjpeg plugins; JPEG-LS with pyjpegls, that is CharLS),
+then written uncompressed in Explicit VR Little Endian: the file meta's transfer syntax
+changes, YBR colour decoded to RGB says so in Photometric Interpretation, and colour is
+written with Planar Configuration 0. Uncompressed YBR colour is written as RGB too (its
+transfer syntax kept), so that a fill value means one colour in every colour image.
 
 A rectangle is (x, y, width, height) in pixels, from the top left corner (column 0, row 0),
 as CTP's DicomPixelAnonymizer writes its regions; it applies to every frame. The part of a
@@ -30,6 +30,11 @@ _NAMES = {PIXEL_DATA: "PixelData", FLOAT_PIXEL_DATA: "FloatPixelData", DOUBLE_FL
 MAX_DECODED_BYTES = 4 << 30  # a declared size past this is a damaged header, not an image to decode
 _NATIVE = {pydicom.uid.ImplicitVRLittleEndian, pydicom.uid.ExplicitVRLittleEndian,
            pydicom.uid.DeflatedExplicitVRLittleEndian, pydicom.uid.ExplicitVRBigEndian}
+# The one decoder of a transfer syntax, where pydicom's first choice will not do. JPEG-LS: CharLS
+# (pyjpegls) alone, because libjpeg (pylibjpeg), which pydicom tries first, returns a truncated or
+# damaged JPEG-LS stream as an image (of zeros) instead of failing, and the blanked copy would carry it.
+_JPEG_LS = (pydicom.uid.JPEGLSLossless, pydicom.uid.JPEGLSNearLossless)
+_DECODER = {syntax: "pyjpegls" for syntax in _JPEG_LS}
 
 
 class PixelError(Exception):
@@ -255,16 +260,57 @@ def _decode(dataset: Dataset, file_meta: Dataset, syntax) -> list[tuple[str, Any
     name = getattr(syntax, "name", str(syntax))
     before = {keyword: dataset.get(keyword) for keyword in ("PhotometricInterpretation", "PlanarConfiguration")}
     dataset.file_meta = file_meta
+    plugin = _DECODER.get(syntax, "")
+    if plugin and plugin not in _available_plugins(syntax):
+        raise PixelError(f"the pixel data ({name}) cannot be decoded: a decoder is missing ({plugin} is not "
+                         "installed)")
+    if syntax in _JPEG_LS:
+        _refuse_cut_short(dataset, name)
     try:
-        dataset.decompress(generate_instance_uid=False)
+        dataset.decompress(generate_instance_uid=False, decoding_plugin=plugin)
     except ImportError as exc:
         raise PixelError(f"the pixel data ({name}) cannot be decoded: a decoder is missing ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure: the data cannot be decoded
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PixelError(f"the pixel data ({name}) cannot be decoded: {reason}") from None
+        raise PixelError(f"the pixel data ({name}) cannot be decoded: {_decoder_reason(exc)}") from None
     changes = [("FileMeta.TransferSyntaxUID", str(syntax), str(pydicom.uid.ExplicitVRLittleEndian))]
     for keyword, old in before.items():
         new = dataset.get(keyword)
         if new != old:
             changes.append((f"DataSet.{keyword}", old, new))
     return changes
+
+
+def _refuse_cut_short(dataset: Dataset, name: str) -> None:
+    """A JPEG-LS frame that does not end with its end-of-image marker (after any padding) is cut
+    short, and CharLS would refuse it too, but only after seconds per frame (holding the
+    interpreter meanwhile): refused here, at once."""
+    from pydicom.encaps import generate_frames
+
+    try:
+        frames = int(dataset.get("NumberOfFrames") or 1)
+        for number, frame in enumerate(generate_frames(dataset.PixelData, number_of_frames=frames), 1):
+            if not frame.rstrip(b"\0").endswith(b"\xff\xd9"):
+                shown = f"frame {number}" if frames > 1 else "the frame"
+                raise PixelError(f"the pixel data ({name}) cannot be decoded: {shown} is cut short "
+                                 "(no end-of-image marker)")
+    except PixelError:
+        raise
+    except Exception:  # noqa: BLE001 - fragments that cannot be split into frames: the decoder says why
+        return
+
+
+def _available_plugins(syntax) -> tuple[str, ...]:
+    from pydicom.pixels import get_decoder
+
+    return get_decoder(syntax).available_plugins
+
+
+def _decoder_reason(exc: Exception) -> str:
+    """The decoder's own words, on one line. pydicom heads the reasons of its plugins with a line
+    that ends in a colon ("... raised by all available plugins:"): the reasons are what says why."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return "; ".join(lines[1:])
+    return lines[0]

@@ -1,14 +1,17 @@
 """`blank pixels`: rectangles of the pixel data set to a fill value, every other pixel unchanged.
 
 On pydicom's bundled files (uncompressed, big endian, JPEG baseline, extended and lossless,
-JPEG 2000, RLE; grey and colour) and on images made here (multi-frame, planar configuration 1,
-signed with bits stored < bits allocated, float), through the rules as the router runs them:
-read without the pixel data, evaluated, written, read back.
+JPEG 2000, RLE, JPEG-LS lossless and near-lossless; grey and colour) and on images made here
+(multi-frame, planar configuration 1, signed with bits stored < bits allocated, float), through
+the rules as the router runs them: read without the pixel data, evaluated, written, read back.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +19,9 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit, \
-    RLELossless, generate_uid
+    JPEGLSLossless, JPEGLSNearLossless, RLELossless, generate_uid
 
 from helpers.cli import dicom_rules
 from rulesengine import compile_source, check_file
@@ -135,6 +138,11 @@ def test_blocks_blank_pixels_too(tmp_path):
     ("SC_rgb_jpeg_gdcm.dcm", "RGB"),  # JPEG lossless
     ("SC_rgb_jpeg_dcmtk.dcm", "RGB"),  # JPEG baseline, YBR_FULL: decoded to RGB
     ("SC_rgb_dcmtk_+eb+cy+np.dcm", "RGB"),  # JPEG baseline, YBR_FULL_422
+    ("MR_small_jpeg_ls_lossless.dcm", "MONOCHROME2"),  # JPEG-LS lossless, signed
+    ("JPEGLSNearLossless_08.dcm", "MONOCHROME2"),  # near-lossless: the original as decoded is the reference
+    ("JPEGLSNearLossless_16.dcm", "MONOCHROME2"),
+    ("SC_rgb_jls_lossy_line.dcm", "RGB"),  # near-lossless colour, interleaved by line
+    ("SC_rgb_jls_lossy_sample.dcm", "RGB"),  # ... and by sample
 ])
 def test_compressed_images_are_decoded_blanked_and_written_uncompressed(name, photometric, tmp_path):
     source = bundled(name)
@@ -161,6 +169,110 @@ def test_encapsulated_data_that_cannot_be_decoded_quarantines_with_the_reason(tm
     assert decision.outcome == "quarantine"
     assert "blank pixels: the pixel data (JPEG Baseline (Process 1)) cannot be decoded" in decision.reason
     assert "Traceback" not in decision.reason
+
+
+# ---- JPEG-LS: decoded by CharLS (pyjpegls); a damaged stream is refused, never blanked -------------
+
+
+def jpeg_ls_image(tmp_path: Path, name: str = "MR_small_jpeg_ls_lossless.dcm", damage=None) -> Path:
+    """A bundled JPEG-LS file, its one frame passed through `damage` (bytes -> bytes)."""
+    ds = pydicom.dcmread(bundled(name))
+    (frame,) = generate_frames(ds.PixelData, number_of_frames=1)
+    ds.PixelData = encapsulate([damage(frame) if damage else frame])
+    path = tmp_path / f"damaged-{name}"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_a_damaged_jpeg_ls_stream_quarantines_with_the_decoders_reason(tmp_path):
+    """libjpeg would return this stream as an image; CharLS refuses it, and the instance is kept."""
+    scrambled = jpeg_ls_image(tmp_path, damage=lambda frame: frame[:40] + bytes(b ^ 0x5A for b in frame[40:200])
+                              + frame[200:])
+    decision, _ = blank_with("blank pixels (0, 0, 4, 4)", scrambled, tmp_path)
+    assert decision.outcome == "quarantine"
+    assert ("blank pixels: the pixel data (JPEG-LS Lossless Image Compression) cannot be decoded: "
+            "pyjpegls: Decoding error: Invalid JPEG-LS stream") in decision.reason, decision.reason
+    assert "Traceback" not in decision.reason and "\n" not in decision.reason
+
+
+@pytest.mark.parametrize("name, cut", [("JPEGLSNearLossless_16.dcm", 30), ("JPEGLSNearLossless_16.dcm", 100),
+                                       ("MR_small_jpeg_ls_lossless.dcm", 2000), ("MR_small_jpeg_ls_lossless.dcm", -1)])
+def test_a_jpeg_ls_stream_cut_short_is_refused_before_decoding(name, cut, tmp_path):
+    """Without its end-of-image marker: refused at once (CharLS takes seconds to refuse it)."""
+    path = jpeg_ls_image(tmp_path, name, damage=lambda frame: frame[:cut])
+    decision, _ = blank_with("blank pixels (0, 0, 4, 4)", path, tmp_path)
+    assert decision.outcome == "quarantine"
+    assert "blank pixels: the pixel data (JPEG-LS " in decision.reason, decision.reason
+    assert "cannot be decoded: the frame is cut short (no end-of-image marker)" in decision.reason, decision.reason
+
+
+def test_jpeg_ls_multi_frame_signed_with_fewer_bits_stored(tmp_path):
+    rng = np.random.default_rng(80)
+    pixels = rng.integers(-2048, 2047, size=(3, 24, 20), dtype=np.int16)
+    ds = grey_image(24, 20, 16, frames=3, signed=True, stored=12)
+    ds.PixelData = pixels.tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.compress(JPEGLSLossless, encoding_plugin="pyjpegls", generate_instance_uid=False)
+    path = save(ds, tmp_path / "jls-frames.dcm", JPEGLSLossless)
+    decision, after = blank_with("blank pixels (15, 20, 10, 10) with -2048", path, tmp_path)
+    assert after.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert_blanked(pixels, after.pixel_array, region_mask((24, 20), (15, 20, 10, 10)), -2048, frames=True)
+    assert "3 frames" in decision.edits[-1].old
+    frames = list(generate_frames(pydicom.dcmread(path).PixelData, number_of_frames=3))
+    ds.PixelData = encapsulate([frames[0], frames[1][:len(frames[1]) // 2], frames[2]])
+    decision, _ = blank_with("blank pixels (0, 0, 1, 1)", save(ds, tmp_path / "cut.dcm", JPEGLSLossless), tmp_path)
+    assert decision.outcome == "quarantine" and "frame 2 is cut short (no end-of-image marker)" in decision.reason
+
+
+def test_jpeg_ls_near_lossless_keeps_the_decoded_original_outside_the_regions(tmp_path):
+    rng = np.random.default_rng(81)
+    pixels = rng.integers(0, 4095, size=(32, 40), dtype=np.uint16)
+    ds = grey_image(32, 40, 16, stored=12)
+    ds.PixelData = pixels.tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.compress(JPEGLSNearLossless, encoding_plugin="pyjpegls", jls_error=3, generate_instance_uid=False)
+    path = save(ds, tmp_path / "jls-near.dcm", JPEGLSNearLossless)
+    decoded = pydicom.dcmread(path).pixel_array
+    assert not np.array_equal(decoded, pixels) and np.abs(decoded.astype(int) - pixels).max() <= 3
+    _, after = blank_with("blank pixels (0, 0, 40, 5)", path, tmp_path)
+    assert_blanked(decoded, after.pixel_array, region_mask((32, 40), (0, 0, 40, 5)), 0)
+
+
+def test_jpeg_ls_colour_by_plane_is_written_with_planar_configuration_0(tmp_path):
+    """Interleave mode 0 (one scan per colour) decodes plane by plane; written colour by pixel."""
+    import jpeg_ls
+
+    rng = np.random.default_rng(82)
+    pixels = rng.integers(0, 255, size=(12, 16, 3), dtype=np.uint8)
+    ds = grey_image(12, 16, 8)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 1
+    planes = np.ascontiguousarray(pixels.transpose(2, 0, 1))  # interleave mode 0 takes (samples, rows, columns)
+    ds.PixelData = encapsulate([bytes(jpeg_ls.encode_array(planes, interleave_mode=0))])
+    path = save(ds, tmp_path / "jls-ilv0.dcm", JPEGLSLossless)
+    _, after = blank_with("blank pixels (3, 3, 4, 4) with [0, 255, 0]", path, tmp_path)
+    assert after.PlanarConfiguration == 0
+    assert_blanked(pixels, after.pixel_array, region_mask((12, 16), (3, 3, 4, 4)), [0, 255, 0])
+
+
+def test_jpeg_ls_without_its_decoder_quarantines_saying_which_is_missing(tmp_path):
+    """An installation without pyjpegls (hidden from the interpreter): the instance is quarantined
+    with the reason, not decoded by another library."""
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["jpeg_ls"] = None  # as if pyjpegls were not installed
+        from rulesengine import compile_source
+        from rulesengine.document import Document
+        ruleset = compile_source('rule "r" {{ then {{ blank pixels (0, 0, 4, 4) route to OUT }} }}', ["OUT"])
+        decision = ruleset.evaluate(Document.read_header({bundled("MR_small_jpeg_ls_lossless.dcm")!r}))
+        print(decision.outcome, decision.reason)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("quarantine "), done.stdout
+    assert ("the pixel data (JPEG-LS Lossless Image Compression) cannot be decoded: a decoder is missing "
+            "(pyjpegls is not installed)") in done.stdout, done.stdout
 
 
 # ---- images made here: frames, colour, planar configuration, signed, float --------------------------
