@@ -463,7 +463,6 @@ class Document:
             except ValueError as exc:  # a test's arrival time that is no date or time
                 raise PathError(str(exc)) from None
             return [Change(path.text, old, value)]
-        self._load_for_edit(path, base)
         start, prefix = self._start(path, base)
         changes: list[Change] = []
         try:
@@ -603,7 +602,6 @@ class Document:
     def delete_path(self, path: ResolvedPath, base: "ItemRef | None" = None) -> list[Change]:
         if path.is_arrival:
             raise PathError(f"{path.text} cannot be deleted")
-        self._load_for_edit(path, base)
         self.cache.clear()
         start, prefix = self._start(path, base)
         if path.last.select is not None:
@@ -659,7 +657,6 @@ class Document:
     def blank_path(self, path: ResolvedPath, base: "ItemRef | None" = None) -> list[Change]:
         if path.is_arrival:
             raise PathError(f"{path.text} cannot be blanked")
-        self._load_for_edit(path, base)
         changes = []
         for ref in self.element_refs(path, base):
             changes.extend(self.blank_ref(ref))
@@ -745,18 +742,6 @@ class Document:
         self._unread = True
         self.cache.clear()
         self._structure_changed()
-
-    def _load_for_edit(self, path: ResolvedPath, base: "ItemRef | None") -> None:
-        """An edit of an element `read_header` left in the file (`set`, `delete`, `blank` of the
-        pixel data) reads it first: the copy is then written whole, as edited, not spliced."""
-        tag = path.direct_tag
-        if self.tail is None and not self._unread or base is not None or path.root != DATASET or tag is None \
-                or tag < _FIRST_PIXEL_DATA_TAG:
-            return
-        try:
-            self._load_pixel_data()
-        except pixels.PixelError as exc:
-            raise PathError(f"{path.text}: {exc}") from None
 
     def _load_pixel_data(self) -> None:
         """Read the pixel data (and what follows it) that `read_header` left in the file."""

@@ -218,3 +218,35 @@ def test_a_sequence_after_the_pixel_data_is_walked(tmp_path):
         == ["inner seen"]
     assert _elements(on_header) == _elements(on_whole)
     assert pydicom.dcmread(on_header)[0x7FE11003].value[0].PatientID == "ANON"
+
+
+@pytest.mark.parametrize("action", ["delete DataSet.PixelData", "blank DataSet.PixelData",
+                                    "delete DataSet.DataSetTrailingPadding", "blank DataSet.DataSetTrailingPadding"])
+def test_an_edit_by_path_of_what_follows_the_header_reads_no_pixel_data(action, tmp_path):
+    source = _instance(tmp_path / "in.dcm")
+    document = read_instance(source)
+    decision = rulesengine.compile_source(_rule(action), ["A"]).evaluate(document)
+    assert decision.error is None, decision.error
+    left = [elem.value for elem in document.dataset._dict.values() if isinstance(elem.value, values.UnreadBytes)]
+    assert left and all(value._read is None for value in left)
+    (_, on_header), (_, on_whole) = _lazy_and_whole(source, _rule(action), tmp_path)
+    assert _elements(on_header) == _elements(on_whole)
+
+
+def test_blank_pixels_after_a_walk_reads_the_pixel_data_left_in_the_file(tmp_path):
+    source = _instance(tmp_path / "in.dcm")
+    rules = _rule('delete DataSet.*[private]\nblank pixels (0, 0, 4, 4)')
+    (_, on_header), (_, on_whole) = _lazy_and_whole(source, rules, tmp_path)
+    assert _elements(on_header) == _elements(on_whole)
+    assert pydicom.dcmread(on_header).PixelData != PIXELS
+
+
+@pytest.mark.parametrize("walk", ['delete DataSet.**.*[Group == "FFFC"]\n', ""], ids=["after a walk", "alone"])
+def test_a_character_set_change_keeps_what_follows_the_header(walk, tmp_path):
+    """A switch to UTF-8 recodes the text after the pixel data too; the pixel data is copied."""
+    source = _instance(tmp_path / "in.dcm")
+    rules = _rule(walk + 'set DataSet.PatientName = "Ærøskøbing^Å"')
+    (_, on_header), (_, on_whole) = _lazy_and_whole(source, rules, tmp_path)
+    assert _elements(on_header) == _elements(on_whole)
+    written = pydicom.dcmread(on_header)
+    assert written.PatientName == "Ærøskøbing^Å" and written.PixelData == PIXELS
