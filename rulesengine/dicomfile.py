@@ -29,6 +29,7 @@ from pydicom.filereader import _at_pixel_data, _read_file_meta_info, read_datase
 from pydicom.filewriter import write_data_element, write_file_meta_info
 
 from .lang.paths import tag_text
+from . import values
 from .values import BINARY_VRS, UnreadBytes
 
 
@@ -238,6 +239,9 @@ def open_tail(path: str, offset: int, header: Dataset) -> list[TailPiece]:
                     pieces.append(TailPiece(elem, vr, length, value_at, start, end))
                     continue
                 # A long value that is not binary (text after the pixel data): read it alone.
+                if undefined or length > values.MAX_UNREAD_VALUE_BYTES:
+                    raise DocumentReadError(f"{path}: {tag_text(tag)} after the pixel data holds {length} bytes of "
+                                            f"{vr}: more than the {values.unread_bound()} read into memory")
                 fp.seek(start)
                 alone = read_dataset(fp, implicit, little, bytelength=end - start)
                 pieces.append(TailPiece(alone._dict[tag], None, 0, None, start, end))

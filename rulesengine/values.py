@@ -27,6 +27,12 @@ _DT = re.compile(r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-
 MAX_UNREAD_VALUE_BYTES = 16 << 20  # a value left in its file is read into memory up to this length
 
 
+def unread_bound() -> str:
+    """MAX_UNREAD_VALUE_BYTES as messages say it."""
+    bound = MAX_UNREAD_VALUE_BYTES
+    return f"{bound >> 20} MiB" if bound % (1 << 20) == 0 else f"{bound} bytes"
+
+
 class UnreadValueTooLarge(Exception):
     """A value left in its file that is longer than what is read into memory for the rules."""
 
@@ -60,7 +66,7 @@ class UnreadBytes:
             if self.source is None or bounded and self.length > MAX_UNREAD_VALUE_BYTES:
                 raise UnreadValueTooLarge(
                     f"{self.name}: a value of {self.length} bytes after the header is not read into memory "
-                    f"(at most {MAX_UNREAD_VALUE_BYTES >> 20} MiB are); exists, missing, empty and len() "
+                    f"(at most {unread_bound()} are); exists, missing, empty and len() "
                     "answer without reading it")
             path, offset = self.source
             with open(path, "rb") as fp:

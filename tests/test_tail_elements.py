@@ -181,7 +181,8 @@ def test_a_value_longer_than_the_bound_quarantines_with_the_reason(tmp_path, mon
     ruleset = rulesengine.compile_source(rules, ["A"])
     decision = ruleset.evaluate(read_instance(source))
     assert decision.outcome == "quarantine"
-    assert "DataSet.PixelData: a value of 2048 bytes after the header is not read into memory" in decision.reason
+    assert "DataSet.PixelData: a value of 2048 bytes after the header is not read into memory (at most 1000 bytes " \
+        "are)" in decision.reason
     assert "exists, missing, empty and len() answer without reading it" in decision.reason
     # Its length still answers.
     lengths = rulesengine.compile_source(_rule('for each e in DataSet.*[Group == "7FE0"] {\n  log len(e)\n}'),
@@ -250,3 +251,29 @@ def test_a_character_set_change_keeps_what_follows_the_header(walk, tmp_path):
     assert _elements(on_header) == _elements(on_whole)
     written = pydicom.dcmread(on_header)
     assert written.PatientName == "Ærøskøbing^Å" and written.PixelData == PIXELS
+
+
+def _with_long_text(tmp_path):
+    ds = pydicom.dcmread(_instance(tmp_path / "base.dcm"))
+    ds.add_new(0x7FE11004, "UT", "long text " * 300)  # 3000 bytes: read alone, after the pixel data
+    ds.save_as(tmp_path / "text.dcm")
+    return str(tmp_path / "text.dcm")
+
+
+def test_long_text_after_the_pixel_data_is_read(tmp_path):
+    source = _with_long_text(tmp_path)
+    rules = _rule('for each e in DataSet.*[VR == "UT"] {\n  log "text " + len(e) + " " + substr(e, 1, 9)\n}\n'
+                  'set DataSet.*[VR == "UT"] = "short"')
+    (decision, on_header), (whole_decision, on_whole) = _lazy_and_whole(source, rules, tmp_path)
+    assert [line.message for line in decision.log] == [line.message for line in whole_decision.log] \
+        == ["text 2999 long text"]  # its trailing space is padding
+    assert _elements(on_header) == _elements(on_whole)
+
+
+def test_text_after_the_pixel_data_longer_than_the_bound_quarantines(tmp_path, monkeypatch):
+    monkeypatch.setattr(values, "MAX_UNREAD_VALUE_BYTES", 2000)
+    source = _with_long_text(tmp_path)
+    decision = rulesengine.compile_source(_rule("delete private"), ["A"]).evaluate(read_instance(source))
+    assert decision.outcome == "quarantine"
+    assert "(7FE1,1004) after the pixel data holds 3000 bytes of UT: more than the 2000 bytes read into memory" \
+        in decision.reason
