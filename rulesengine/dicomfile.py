@@ -5,7 +5,10 @@ Part 10 header) and raises DocumentReadError with the reason. `read_header` stop
 before the pixel data, so that a 1 GB instance never enters memory, and notes where
 each top-level element lies in the file; `write_file` then writes an edited header
 with the bytes of every element no edit touched copied from that file, and copies
-the pixel data (and what follows it) as received; `write_with_file_meta` gives a file
+the pixel data (and what follows it) as received. `open_tail` reads what follows the
+header, for the rules that walk the whole data set, but for the binary values (the pixel
+data): `write_file` copies each from the file where it stands among the elements that
+are left. `write_with_file_meta` gives a file
 other file meta information, its data set's bytes as they are.
 """
 
