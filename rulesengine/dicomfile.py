@@ -233,6 +233,9 @@ def open_tail(path: str, offset: int, header: Dataset) -> list[TailPiece]:
             pieces = []
             for position, (tag, elem, vr, value_at, start) in enumerate(starts):
                 end = starts[position + 1][4] if position + 1 < len(starts) else size
+                if isinstance(elem, RawDataElement) and elem.length != _UNDEFINED and value_at + elem.length > end:
+                    raise DocumentReadError(f"{path}: the file is truncated: {tag_text(tag)} declares "
+                                            f"{elem.length} bytes, {end - value_at} remain")
                 if not isinstance(elem, RawDataElement) or elem.value is not None or not elem.length:
                     pieces.append(TailPiece(elem, None, 0, None, start, end))
                     continue

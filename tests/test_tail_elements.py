@@ -277,3 +277,15 @@ def test_text_after_the_pixel_data_longer_than_the_bound_quarantines(tmp_path, m
     assert decision.outcome == "quarantine"
     assert "(7FE1,1004) after the pixel data holds 3000 bytes of UT: more than the 2000 bytes read into memory" \
         in decision.reason
+
+
+def test_a_walk_over_a_tail_cut_short_quarantines_with_the_reason(tmp_path):
+    """The router refuses such a file on arrival (its well-formedness check); a document read
+    from it directly still never writes the cut element as if whole."""
+    source = _instance(tmp_path / "in.dcm")
+    with open(source, "r+b") as fh:
+        fh.truncate(len(open(source, "rb").read()) - 500)  # within the trailing padding
+    document = Document.read_header(source)
+    decision = rulesengine.compile_source(_rule("delete private"), ["A"]).evaluate(document)
+    assert decision.outcome == "quarantine"
+    assert "the file is truncated: (FFFC,FFFC) declares 2000 bytes, 1500 remain" in decision.reason
