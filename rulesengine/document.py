@@ -84,7 +84,14 @@ def _reaches_tail(path: ResolvedPath) -> bool:
     """Whether a path may reach an element `read_header` left in the file: its first step
     walks or filters the data set, or names an element after the header."""
     first = path.steps[0]
-    return first.tag is None or first.any_depth or first.tag >= _FIRST_PIXEL_DATA_TAG
+    if first.any_depth or first.select is not None:
+        return True
+    if first.private is not None:  # a block of a group before the pixel data is in the header
+        return first.private[0] << 16 | 0xFFFF >= _FIRST_PIXEL_DATA_TAG
+    if first.mask is not None:  # (60xx,3000): the highest tag it matches
+        value, care = first.mask
+        return value | (~care & 0xFFFFFFFF) >= _FIRST_PIXEL_DATA_TAG
+    return first.tag is None or first.tag >= _FIRST_PIXEL_DATA_TAG
 
 
 def _private_tag(ds: Dataset, step: Step, create: bool) -> int | None:

@@ -289,3 +289,22 @@ def test_a_walk_over_a_tail_cut_short_quarantines_with_the_reason(tmp_path):
     decision = rulesengine.compile_source(_rule("delete private"), ["A"]).evaluate(document)
     assert decision.outcome == "quarantine"
     assert "the file is truncated: (FFFC,FFFC) declares 2000 bytes, 1500 remain" in decision.reason
+
+
+@pytest.mark.parametrize("path", ['DataSet.PatientID', 'DataSet.(0009,"OTHER",01)', 'DataSet.(0009,xx01)',
+                                  'DataSet.OtherPatientIDsSequence[1].PatientID'])
+def test_paths_before_the_pixel_data_read_nothing_after_it(path, tmp_path):
+    document = read_instance(_instance(tmp_path / "in.dcm", header_private=True))
+    edit = f"blank {path}" if "xx" in path else f'set {path} = "X"'  # a mask is only deleted or blanked
+    decision = rulesengine.compile_source(_rule(f'log "seen " + {path}\n{edit}'), ["A"]).evaluate(document)
+    assert decision.error is None, decision.error
+    assert document.tail is not None and not any(tag >= 0x7FE00008 for tag in document.dataset._dict)
+
+
+@pytest.mark.parametrize("path", ['DataSet.(7FE1,"ACME",01)', 'DataSet.(7FE1,xx01)', 'DataSet.**.PatientID'])
+def test_paths_that_may_reach_after_the_pixel_data_see_it(path, tmp_path):
+    source = _instance(tmp_path / "in.dcm")
+    rules = _rule(f'if any v in {path}: exists v {{\n  log "seen"\n}}') if "**" in path else \
+        _rule(f'log "seen " + {path}')
+    (decision, _), (whole_decision, _) = _lazy_and_whole(source, rules, tmp_path)
+    assert [line.message for line in decision.log] == [line.message for line in whole_decision.log]
