@@ -74,6 +74,8 @@ class UnreadBytes:
                 value = fp.read(self.length)
             if len(value) != self.length:
                 raise OSError(f"{path}: the file ends within a value of {self.length} bytes")
+            if self.length > MAX_UNREAD_VALUE_BYTES:
+                return value  # kept by the caller alone: copies of a document share this object
             self._read = value
         return self._read
 
