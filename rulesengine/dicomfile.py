@@ -5,7 +5,10 @@ Part 10 header) and raises DocumentReadError with the reason. `read_header` stop
 before the pixel data, so that a 1 GB instance never enters memory, and notes where
 each top-level element lies in the file; `write_file` then writes an edited header
 with the bytes of every element no edit touched copied from that file, and copies
-the pixel data (and what follows it) as received; `write_with_file_meta` gives a file
+the pixel data (and what follows it) as received. `open_tail` reads what follows the
+header, for the rules that walk the whole data set, but for the binary values (the pixel
+data): `write_file` copies each from the file where it stands among the elements that
+are left. `write_with_file_meta` gives a file
 other file meta information, its data set's bytes as they are.
 """
 
@@ -17,7 +20,7 @@ import os
 import shutil
 import struct
 import zlib
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pydicom
 from pydicom import charset as dicom_charset
@@ -29,6 +32,8 @@ from pydicom.filereader import _at_pixel_data, _read_file_meta_info, read_datase
 from pydicom.filewriter import write_data_element, write_file_meta_info
 
 from .lang.paths import tag_text
+from . import values
+from .values import BINARY_VRS, UnreadBytes
 
 
 class DocumentReadError(Exception):
@@ -40,6 +45,7 @@ class DocumentReadError(Exception):
 _MALFORMED = (OSError, ValueError, EOFError, TypeError, KeyError, IndexError, OverflowError, NotImplementedError,
               struct.error, zlib.error, BytesLengthException)
 TOO_DEEP = "sequences nested too deeply"
+_FIRST_PIXEL_DATA_TAG = 0x7FE00008  # Float Pixel Data: read_header stops at the first of the three
 
 
 class Header(NamedTuple):
@@ -115,12 +121,14 @@ def read_tail(path: str, offset: int, header: Dataset) -> Dataset:
 
 class TailElement(NamedTuple):
     """An element `read_header` left in the file: its VR, its value's length in bytes (as a
-    whole read would hold it: an encapsulated value's items, delimiters excepted), and where
-    it starts (None: where its value ends cannot be known without reading it)."""
+    whole read would hold it: an encapsulated value's items, delimiters excepted), where it
+    starts and where its value starts (None: where its value ends cannot be known without
+    reading it)."""
 
     vr: str
     length: int
     offset: int | None
+    value_at: int | None = None
 
 
 _UNDEFINED = 0xFFFFFFFF
@@ -152,14 +160,14 @@ def tail_elements(path: str, offset: int, header: Dataset) -> dict[int, TailElem
             else:
                 break  # not an element header: the well-formedness check tells what is wrong
             if length != _UNDEFINED:
-                found[tag] = TailElement(vr, length, at)
+                found[tag] = TailElement(vr, length, at, start)
                 at = start + length
                 continue
             items = _encapsulated_items(fp, start, size, order) if vr != "SQ" else None
             if items is None:
                 found[tag] = TailElement(vr, 1, None)
                 break
-            found[tag] = TailElement(vr, items[0], at)
+            found[tag] = TailElement(vr, items[0], at, start)
             at = items[1]
     return found
 
@@ -189,6 +197,67 @@ def _dictionary_vr(tag: int) -> str:
     return "OW" if vr == "OB or OW" else vr.split(" or ")[0]
 
 
+class TailPiece(NamedTuple):
+    """An element `read_header` left in the file, as `open_tail` found it: the element (a
+    RawDataElement, or a sequence of undefined length read whole); for a binary value left
+    in the file, its VR, its length as a whole read holds it and where it starts (None: the
+    value was read); and where the element's bytes lie in the file, [start, end)."""
+
+    element: Any
+    vr: str | None
+    length: int
+    value_at: int | None
+    start: int
+    end: int
+
+
+_READ_WITH_THE_TAIL = 1024  # bytes: a longer value is skipped by open_tail, a binary one left in the file
+
+
+def open_tail(path: str, offset: int, header: Dataset) -> list[TailPiece]:
+    """The elements from `offset` on (the pixel data and what follows it), read in the
+    encoding `header` was found in, each with where it lies in the file: other values are
+    read, binary ones longer than a few bytes (the pixel data) are left in the file. Raises
+    DocumentReadError."""
+    implicit, little = bool(header.original_encoding[0]), header.original_encoding[1] is not False
+    try:
+        with open(path, "rb") as fp:
+            size = os.fstat(fp.fileno()).st_size
+            fp.seek(offset)
+            tail = read_dataset(fp, implicit, little, defer_size=_READ_WITH_THE_TAIL)
+            starts = []
+            for tag, elem in tail._dict.items():
+                value_at = elem.value_tell if isinstance(elem, RawDataElement) else elem.file_tell
+                vr = _dictionary_vr(tag) if implicit else elem.VR
+                starts.append((int(tag), elem, vr, value_at, value_at - (8 if implicit or vr not in _LONG_VRS else 12)))
+            pieces = []
+            for position, (tag, elem, vr, value_at, start) in enumerate(starts):
+                end = starts[position + 1][4] if position + 1 < len(starts) else size
+                if isinstance(elem, RawDataElement) and elem.length != _UNDEFINED and value_at + elem.length > end:
+                    raise DocumentReadError(f"{path}: the file is truncated: {tag_text(tag)} declares "
+                                            f"{elem.length} bytes, {end - value_at} remain")
+                if not isinstance(elem, RawDataElement) or elem.value is not None or not elem.length:
+                    pieces.append(TailPiece(elem, None, 0, None, start, end))
+                    continue
+                undefined = elem.length == _UNDEFINED
+                length = end - value_at - 8 if undefined else elem.length  # items, without the delimiter
+                if vr in BINARY_VRS:
+                    pieces.append(TailPiece(elem, vr, length, value_at, start, end))
+                    continue
+                # A long value that is not binary (text after the pixel data): read it alone.
+                if undefined or length > values.MAX_UNREAD_VALUE_BYTES:
+                    raise DocumentReadError(f"{path}: {tag_text(tag)} after the pixel data holds {length} bytes of "
+                                            f"{vr}: more than the {values.unread_bound()} read into memory")
+                fp.seek(start)
+                alone = read_dataset(fp, implicit, little, bytelength=end - start)
+                pieces.append(TailPiece(alone._dict[tag], None, 0, None, start, end))
+    except RecursionError:
+        raise DocumentReadError(f"{path}: what follows the header cannot be read: {TOO_DEEP}") from None
+    except _MALFORMED as exc:
+        raise DocumentReadError(f"{path}: what follows the header cannot be read: {exc}") from None
+    return pieces
+
+
 def write_file(target, dataset: Dataset, file_meta: FileMetaDataset, source: str | None = None,
                pixel_data_at: int | None = None, element_ranges: dict[int, tuple[int, int]] | None = None,
                touched: set[int] | None = None) -> None:
@@ -206,45 +275,79 @@ def write_file(target, dataset: Dataset, file_meta: FileMetaDataset, source: str
         meta.MediaStorageSOPClassUID = ds.SOPClassUID
     if "TransferSyntaxUID" not in meta:
         meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    if pixel_data_at is None:
+    unread = {tag: elem.value for tag, elem in ds._dict.items()
+               if tag >= _FIRST_PIXEL_DATA_TAG and isinstance(getattr(elem, "_value", None), UnreadBytes)}
+    if pixel_data_at is None and not unread:
         ds.save_as(target, enforce_file_format=True)
         return
     # The header as edited, then the pixel data (and what follows it) as received.
     with open(target, "wb") if isinstance(target, (str, os.PathLike)) else contextlib.nullcontext(target) as out:
-        if not _write_spliced(out, ds, meta, source, pixel_data_at, element_ranges, touched):
+        if not _write_elements(out, ds, meta, source, element_ranges, touched, unread):
             ds.save_as(out, enforce_file_format=True)
-        with open(source, "rb") as original:
-            original.seek(pixel_data_at)
-            shutil.copyfileobj(original, out, 1 << 20)
+        if pixel_data_at is not None:
+            with open(source, "rb") as original:
+                original.seek(pixel_data_at)
+                shutil.copyfileobj(original, out, 1 << 20)
 
 
-def _write_spliced(out, ds: Dataset, meta: FileMetaDataset, source: str, tail: int,
-                   ranges: dict[int, tuple[int, int]] | None, touched: set[int] | None) -> bool:
-    """The header with the bytes of every element no edit touched copied from the file it
-    was read from, and only the touched ones encoded: encoding 300 elements again costs
-    milliseconds per instance. False when that cannot be done (then pydicom writes it all)."""
+def _write_elements(out, ds: Dataset, meta: FileMetaDataset, source: str, ranges: dict[int, tuple[int, int]] | None,
+                    touched: set[int] | None, unread: dict[int, UnreadBytes]) -> bool:
+    """The data set element by element: the bytes of every element no edit touched copied
+    from the file it was read from, when `ranges` says where they lie (encoding 300 elements
+    again costs milliseconds per instance), those of the values left there (`unread`: the
+    pixel data, what follows it) too, and only the others encoded. False when that cannot be
+    done (then pydicom writes it all)."""
     syntax = meta.get("TransferSyntaxUID")
-    if ranges is None or touched is None or syntax not in (
-            pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian):
+    splice = ranges is not None and touched is not None and bool(ranges) and syntax in (
+        pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian)
+    if not splice and not unread:
         return False
-    start = min(begin for begin, _ in ranges.values()) if ranges else tail
-    with open(source, "rb") as original:
-        original.seek(start)
-        header = original.read(tail - start)
-    out.write(b"\0" * 128 + b"DICM")
+    try:
+        implicit, little = pydicom.uid.UID(syntax).is_implicit_VR, pydicom.uid.UID(syntax).is_little_endian
+    except (ValueError, TypeError):  # no transfer syntax pydicom knows: the encoding the data set was found in
+        implicit, little = bool(ds.original_encoding[0]), ds.original_encoding[1] is not False
+    header, start = b"", 0
+    if splice:
+        start = min(begin for begin, _ in ranges.values())
+        with open(source, "rb") as original:
+            original.seek(start)
+            header = original.read(max(end for _, end in ranges.values()) - start)
+    else:
+        ranges, touched = {}, set()
+    preamble = getattr(ds, "preamble", None) if not splice else None  # as save_as writes it
+    out.write(preamble or b"\0" * 128)
+    out.write(b"DICM")
     write_file_meta_info(out, meta, enforce_standard=True)
     fp = DicomFileLike(out)
-    fp.is_little_endian = True
-    fp.is_implicit_VR = syntax == pydicom.uid.ImplicitVRLittleEndian
+    fp.is_little_endian = little
+    fp.is_implicit_VR = implicit
     encodings = dicom_charset.convert_encodings(ds.get("SpecificCharacterSet") or "ISO_IR 6")
     for tag in sorted(set(ranges) | set(ds._dict)):
-        if tag in ranges and tag not in touched:
-            if tag in ds._dict:
-                begin, end = ranges[tag]
-                out.write(header[begin - start:end - start])
-        elif tag in ds._dict:
+        if tag not in ds._dict:
+            continue
+        if tag in unread and unread[tag].element is not None:
+            _copy_bytes(source, *unread[tag].element, out)
+        elif tag in ranges and tag not in touched:
+            begin, end = ranges[tag]
+            out.write(header[begin - start:end - start])
+        elif not splice and tag & 0xFFFF == 0 and tag >> 16 > 6:
+            continue  # a retired group length, which pydicom does not write either
+        else:
             write_data_element(fp, ds._dict[tag], encodings)
     return True
+
+
+def _copy_bytes(source: str, begin: int, end: int, out) -> None:
+    """Bytes [begin, end) of `source` written to `out` a piece at a time."""
+    with open(source, "rb") as original:
+        original.seek(begin)
+        left = end - begin
+        while left > 0:
+            piece = original.read(min(left, 1 << 20))
+            if not piece:
+                raise OSError(f"{source}: the file ends {left} bytes early")
+            out.write(piece)
+            left -= len(piece)
 
 
 def encode_file_meta(file_meta: FileMetaDataset) -> bytes:

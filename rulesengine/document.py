@@ -16,7 +16,9 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, Iterator, NamedTuple
 
-from pydicom.dataelem import RawDataElement
+from pydicom.datadict import dictionary_has_tag, dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.filewriter import correct_ambiguous_vr_element
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 
@@ -76,6 +78,20 @@ def _as_path(path: str | ResolvedPath) -> ResolvedPath:
 
 _MISS = object()
 _FIRST_PIXEL_DATA_TAG = 0x7FE00008  # Float Pixel Data: read_header stops at the first of the three
+
+
+def _reaches_tail(path: ResolvedPath) -> bool:
+    """Whether a path may reach an element `read_header` left in the file: its first step
+    walks or filters the data set, or names an element after the header."""
+    first = path.steps[0]
+    if first.any_depth or first.select is not None:
+        return True
+    if first.private is not None:  # a block of a group before the pixel data is in the header
+        return first.private[0] << 16 | 0xFFFF >= _FIRST_PIXEL_DATA_TAG
+    if first.mask is not None:  # (60xx,3000): the highest tag it matches
+        value, care = first.mask
+        return value | (~care & 0xFFFFFFFF) >= _FIRST_PIXEL_DATA_TAG
+    return first.tag is None or first.tag >= _FIRST_PIXEL_DATA_TAG
 
 
 def _private_tag(ds: Dataset, step: Step, create: bool) -> int | None:
@@ -232,7 +248,7 @@ class Document:
     """One DICOM instance and the facts of its arrival."""
 
     __slots__ = ("dataset", "file_meta", "command_set", "arrival", "filename", "tail", "cache", "_index",
-                 "_ranges", "_dirty", "_tail_elements")
+                 "_ranges", "_dirty", "_tail_elements", "_unread")
 
     def __init__(self, dataset: Dataset | None = None, file_meta: Dataset | None = None,
                  command_set: Dataset | None = None, arrival: Arrival | None = None,
@@ -254,6 +270,7 @@ class Document:
         self._ranges: dict[int, tuple[int, int]] | None = None
         self._dirty: set[int] | None = None
         self._tail_elements: dict[int, dicomfile.TailElement] | None = None  # read_header: what `tail` holds
+        self._unread = False  # _open_tail: binary values left in `filename` are in the data set (UnreadBytes)
 
     # ---- construction and output ----
 
@@ -291,6 +308,7 @@ class Document:
         copy._ranges = self._ranges
         copy._dirty = set(self._dirty) if self._dirty is not None else None
         copy._tail_elements = self._tail_elements
+        copy._unread = self._unread
         return copy
 
     def write(self, target) -> None:
@@ -452,7 +470,6 @@ class Document:
             except ValueError as exc:  # a test's arrival time that is no date or time
                 raise PathError(str(exc)) from None
             return [Change(path.text, old, value)]
-        self._load_for_edit(path, base)
         start, prefix = self._start(path, base)
         changes: list[Change] = []
         try:
@@ -564,6 +581,7 @@ class Document:
         found = charsets.declaration_of(self.dataset, container)
         if found is None or charsets.fits(stored, vr, found[1]):
             return
+        self._open_tail()  # text after the pixel data is written in the new character set too
         self._recoded(charsets.switch_to_utf8(self.dataset))
 
     def _redeclare(self, container: Dataset, tag: int, new: Any, text: str) -> None:
@@ -575,6 +593,7 @@ class Document:
             else None
         if found is None:
             return
+        self._open_tail()  # text after the pixel data is written in the new character set too
         declared = new if new not in (None, "", []) else found[0]  # none of its own: it inherits
         changed = charsets.decode(self.dataset)
         unfit = charsets.first_unfit(container, declared)
@@ -590,7 +609,6 @@ class Document:
     def delete_path(self, path: ResolvedPath, base: "ItemRef | None" = None) -> list[Change]:
         if path.is_arrival:
             raise PathError(f"{path.text} cannot be deleted")
-        self._load_for_edit(path, base)
         self.cache.clear()
         start, prefix = self._start(path, base)
         if path.last.select is not None:
@@ -646,7 +664,6 @@ class Document:
     def blank_path(self, path: ResolvedPath, base: "ItemRef | None" = None) -> list[Change]:
         if path.is_arrival:
             raise PathError(f"{path.text} cannot be blanked")
-        self._load_for_edit(path, base)
         changes = []
         for ref in self.element_refs(path, base):
             changes.extend(self.blank_ref(ref))
@@ -671,8 +688,8 @@ class Document:
 
     def _left_in_file(self, path: ResolvedPath) -> Any:
         """A top-level element `read_header` left in the file (the pixel data, what follows it),
-        as a whole read would give it; the pixel data is not read: its value stands for its
-        length (values.UnreadBytes), which is what `exists`, `empty` and `len()` ask."""
+        as a whole read would give it; a binary value is not read: it stands for itself
+        (values.UnreadBytes), its length answering `exists`, `empty` and `len()`."""
         tag = path.direct_tag
         if path.root != DATASET or tag is None or tag < _FIRST_PIXEL_DATA_TAG:
             return None
@@ -685,28 +702,67 @@ class Document:
         if found is None:
             return None
         if found.vr in BINARY_VRS:
-            return UnreadBytes(found.length) if found.length else ""
+            if not found.length:
+                return ""
+            source = (self.filename, found.value_at) if found.value_at is not None else None
+            return UnreadBytes(found.length, source, f"{DATASET}.{_elem_name(tag)}")
         # Anything else after the pixel data (a sequence, text) is rare and small: read it.
-        try:
-            elem = dicomfile.read_tail(self.filename, self.tail, self.dataset)._dict.get(tag)
-        except DocumentReadError:
-            return None
+        self._open_tail()
+        elem = _element(self.dataset, tag)
         return None if elem is None else read_value(elem, multi=path.multi)
 
-    def _load_for_edit(self, path: ResolvedPath, base: "ItemRef | None") -> None:
-        """An edit of an element `read_header` left in the file (`set`, `delete`, `blank` of the
-        pixel data) reads it first: the copy is then written whole, as edited, not spliced."""
-        tag = path.direct_tag
-        if self.tail is None or base is not None or path.root != DATASET or tag is None \
-                or tag < _FIRST_PIXEL_DATA_TAG:
+    def _open_tail(self) -> None:
+        """Put the elements `read_header` left in the file into the data set, for what finds
+        elements by walking the data set (`*[FILTER]`, `**`, private blocks, `keep only`,
+        `delete private`): their values are read, but for binary ones longer than a few
+        bytes (the pixel data), which stay in the file as values.UnreadBytes, and `write`
+        copies them from there."""
+        if self.tail is None:
             return
         try:
-            self._load_pixel_data()
-        except pixels.PixelError as exc:
-            raise PathError(f"{path.text}: {exc}") from None
+            pieces = dicomfile.open_tail(self.filename, self.tail, self.dataset)
+        except DocumentReadError as exc:
+            raise PathError(str(exc)) from None
+        little = self.dataset.original_encoding[1] is not False
+        for piece in pieces:
+            tag = piece.element.tag  # a BaseTag, as pydicom keys its elements
+            if tag in self.dataset._dict:
+                continue
+            if piece.value_at is None:
+                self.dataset._dict[tag] = piece.element
+                try:
+                    self.dataset[tag]  # read now: a value pydicom cannot convert is said here
+                except Exception as exc:  # noqa: BLE001 - pydicom converting a damaged value can raise anything
+                    del self.dataset._dict[tag]
+                    raise PathError(f"{DATASET}.{_elem_name(tag)} cannot be read: {exc}") from None
+                continue
+            elem = DataElement(tag, piece.vr, b"", is_undefined_length=piece.element.length == 0xFFFFFFFF)
+            if piece.element.VR is None:  # implicit VR: OB or OW as a whole read decides
+                elem.VR = dictionary_VR(tag) if dictionary_has_tag(tag) else piece.vr
+                correct_ambiguous_vr_element(elem, self.dataset, little)
+                if " or " in elem.VR:
+                    elem.VR = piece.vr
+            elem._value = UnreadBytes(piece.length, (self.filename, piece.value_at), f"{DATASET}.{_elem_name(tag)}",
+                                      (piece.start, piece.end))
+            self.dataset._dict[tag] = elem
+        self.tail = None
+        self._unread = True
+        self.cache.clear()
+        self._structure_changed()
 
     def _load_pixel_data(self) -> None:
         """Read the pixel data (and what follows it) that `read_header` left in the file."""
+        if self._unread:
+            for elem in self.dataset._dict.values():
+                value = getattr(elem, "_value", None)
+                if isinstance(value, UnreadBytes):
+                    try:
+                        elem._value = value.read(bounded=False)
+                    except OSError as exc:
+                        raise pixels.PixelError(f"{value.name} cannot be read: {exc}") from None
+            self._unread = False
+            self._ranges = None
+            self._structure_changed()
         if self.tail is None:
             return
         try:
@@ -743,6 +799,8 @@ class Document:
     def _start(self, path: ResolvedPath, base: "ItemRef | None") -> tuple[Dataset, str]:
         if base is not None:
             return base.dataset, base.text
+        if self.tail is not None and path.root == DATASET and _reaches_tail(path):
+            self._open_tail()
         return self._root(path.root), path.root
 
     def read_ref(self, ref: "ElementRef") -> Any:
@@ -890,6 +948,8 @@ class Document:
             if existing is not None and existing.VR == "SQ":
                 raise PathError(f"{text} is a sequence; {elem.VR} values cannot be copied to it")
             value = copy.copy(elem.value)
+            if isinstance(value, UnreadBytes):  # copied elsewhere: no longer where the file has it
+                value = value.read()
             if isinstance(value, MultiValue):
                 value = list(value)
             old = read_value(existing, is_multi_vm(step.vm)) if existing is not None else None
@@ -950,6 +1010,7 @@ class Document:
 
     def delete_private(self) -> list[Change]:
         """Remove every private element (odd groups), at any depth; reported as one change."""
+        self._open_tail()
         self.cache.clear()
         self._structure_changed()
         self._dirty = None
@@ -967,6 +1028,7 @@ class Document:
         included, at any depth; with `keep`, remove every private element but those blocks."""
         names = {str(c).strip() for c in (creators if isinstance(creators, (list, tuple)) else
                                           () if creators in (None, "") else (creators,))}
+        self._open_tail()
         changes: list[Change] = []
         for ds, where in list(_datasets_below(self.dataset, DATASET)):
             blocks: dict[int, str] = {}  # (group << 8 | block number) -> creator, for this data set
@@ -1002,6 +1064,7 @@ class Document:
         """Delete every element of the data set the keep list does not name, at every depth
         (`keep only`); the Image Pixel module stays at the top level. A private creator element
         stays while an element of its block does."""
+        self._open_tail()
         changes: list[Change] = []
         self._keep_in(self.dataset, DATASET, kept.top, kept, True, changes)
         if changes:

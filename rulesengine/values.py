@@ -24,23 +24,81 @@ _TM = re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?")
 _DT = re.compile(r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?")
 
 
+MAX_UNREAD_VALUE_BYTES = 16 << 20  # a value left in its file is read into memory up to this length
+
+
+def unread_bound() -> str:
+    """MAX_UNREAD_VALUE_BYTES as messages say it."""
+    bound = MAX_UNREAD_VALUE_BYTES
+    return f"{bound >> 20} MiB" if bound % (1 << 20) == 0 else f"{bound} bytes"
+
+
+class UnreadValueTooLarge(Exception):
+    """A value left in its file that is longer than what is read into memory for the rules."""
+
+
 class UnreadBytes:
-    """A binary value left in its file (the pixel data of an instance read without it): how
-    long it is, for `exists`, `empty` and `len()`, without reading it. Reports show it as
-    bytes are shown."""
+    """A binary value left in its file (the pixel data of an instance read without it, and
+    what follows it): how long it is, for `exists`, `empty` and `len()`, without reading it.
+    Any other use (as text, compared) reads it from the file (`source`: its path and where
+    the value starts; `name`: the element, for errors) as a whole read of the file holds it;
+    one longer than MAX_UNREAD_VALUE_BYTES is never read into memory: that use raises
+    UnreadValueTooLarge. `element`: where the whole element lies in the file, [start, end),
+    for writing it as received. Reports show it as bytes are shown, without reading it."""
 
-    __slots__ = ("length",)
+    __slots__ = ("length", "source", "name", "element", "_read")
 
-    def __init__(self, length: int):
+    def __init__(self, length: int, source: tuple[str, int] | None = None, name: str = "a binary value",
+                 element: tuple[int, int] | None = None):
         self.length = length
+        self.source = source
+        self.name = name
+        self.element = element
+        self._read: bytes | None = None
 
     def __len__(self) -> int:
         return self.length
 
-    def __str__(self) -> str:
-        return f"<{self.length} bytes>"
+    def read(self, bounded: bool = True) -> bytes:
+        """The value itself (`bounded`: at most MAX_UNREAD_VALUE_BYTES). Raises
+        UnreadValueTooLarge, or OSError when the file cannot be read."""
+        if self._read is None:
+            if self.source is None or bounded and self.length > MAX_UNREAD_VALUE_BYTES:
+                raise UnreadValueTooLarge(
+                    f"{self.name}: a value of {self.length} bytes after the header is not read into memory "
+                    f"(at most {unread_bound()} are); exists, missing, empty and len() "
+                    "answer without reading it")
+            path, offset = self.source
+            with open(path, "rb") as fp:
+                fp.seek(offset)
+                value = fp.read(self.length)
+            if len(value) != self.length:
+                raise OSError(f"{path}: the file ends within a value of {self.length} bytes")
+            if self.length > MAX_UNREAD_VALUE_BYTES:
+                return value  # kept by the caller alone: copies of a document share this object
+            self._read = value
+        return self._read
 
-    __repr__ = __str__
+    def __str__(self) -> str:
+        return str(self.read())  # as the bytes a whole read holds are made text
+
+    def __bytes__(self) -> bytes:
+        return self.read()
+
+    def __eq__(self, other: Any) -> bool:
+        if self is other:
+            return True
+        if isinstance(other, UnreadBytes):
+            return self.length == other.length and (self.source == other.source or self.read() == other.read())
+        if isinstance(other, (bytes, bytearray)):
+            return self.length == len(other) and self.read() == other
+        return False  # text, numbers, items: never equal to binary data, as for bytes
+
+    def __hash__(self) -> int:
+        return hash(self.read())
+
+    def __repr__(self) -> str:
+        return f"<{self.length} bytes>"
 
 
 class ValueError_(ValueError):
@@ -82,6 +140,8 @@ def read_value(elem, multi: bool = False) -> Any:
 
 def value_of(vr: str, value: Any, multi: bool = False) -> Any:
     """read_value for a VR and a pydicom value (or a value about to be stored)."""
+    if value.__class__ is UnreadBytes:  # left in its file: read only if the rules use it
+        return value
     if isinstance(value, str):  # most values: text, including UIDs (a str subclass)
         if not value:
             return ""
@@ -114,6 +174,8 @@ def _check_pattern(vr: str, text: str) -> None:
 def _convert_scalar(vr: str, value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError_(f"a true/false value cannot be stored as {vr}")
+    if isinstance(value, UnreadBytes):
+        value = value.read()
     if vr in BINARY_VRS:
         if isinstance(value, (bytes, bytearray)):
             return bytes(value)
