@@ -297,5 +297,5 @@ def _command_from_text(value: Any) -> tuple[tuple[str, Any], ...] | None:
     return tuple((str(keyword), item) for keyword, item in value.items() if keyword in STORE_COMMAND_KEYWORDS)
 
 
-__all__ = ["Arrival", "HEADER_KEYWORDS", "MAX_FILENAME_FACTS_LENGTH", "MAX_HEADER_FACT_LENGTH", "STORE_COMMAND_KEYWORDS",
-           "header_text"]
+__all__ = ["Arrival", "HEADER_KEYWORDS", "MAX_FILENAME_FACTS_LENGTH", "MAX_HEADER_FACT_LENGTH",
+           "STORE_COMMAND_KEYWORDS", "header_text"]

@@ -27,7 +27,8 @@ rule "everything" {
 def config(port: int, mode: str = "async") -> str:
     return (f"storage: var\nrules: main.rules\nlisteners:\n"
             f"  - {{name: main, ae_title: ROUTER, port: {port}, mode: {mode}}}\n"
-            f"destinations:\n  PACS: {{type: folder, path: out/pacs}}\n  RESEARCH: {{type: folder, path: out/research}}\n")
+            f"destinations:\n  PACS: {{type: folder, path: out/pacs}}\n"
+            f"  RESEARCH: {{type: folder, path: out/research}}\n")
 
 
 def test_an_instance_received_is_found_by_its_accession_number_with_its_trace(router_factory, port):

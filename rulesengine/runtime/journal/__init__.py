@@ -6,8 +6,8 @@ it in a SQLite file of the storage folder; records.py holds what it returns.
 
 from .interface import Journal
 from .records import (MAX_TRACE_BYTES, MAX_TRACE_EDITS, Attempt, Counter, Delivery, DeliveryState, DeliveryTrace,
-                      DestinationAnswer, Instance, InstanceState, InstanceTrace, ListedDelivery, NewDelivery, NewRequest,
-                      Outcome, Request, RequestOutcome, RequestResult, RouterStatus, trace_text)
+                      DestinationAnswer, Instance, InstanceState, InstanceTrace, ListedDelivery, NewDelivery,
+                      NewRequest, Outcome, Request, RequestOutcome, RequestResult, RouterStatus, trace_text)
 from .sqlite import SQLiteJournal
 
 QUEUED, SENDING, DELIVERED, RETRYING, DEAD = DeliveryState
@@ -15,7 +15,7 @@ DELIVERY_STATES = tuple(DeliveryState)
 ACCEPTED, PROCESSED, DONE = InstanceState
 
 __all__ = ["ACCEPTED", "Attempt", "Counter", "DEAD", "DELIVERED", "DELIVERY_STATES", "DONE", "Delivery",
-           "DeliveryState", "DeliveryTrace", "DestinationAnswer", "Instance", "InstanceState", "InstanceTrace", "Journal",
-           "ListedDelivery", "MAX_TRACE_BYTES", "MAX_TRACE_EDITS", "NewDelivery", "NewRequest", "Outcome", "PROCESSED",
-           "QUEUED", "RETRYING", "Request", "RequestOutcome", "RequestResult", "RouterStatus", "SENDING", "SQLiteJournal",
-           "trace_text"]
+           "DeliveryState", "DeliveryTrace", "DestinationAnswer", "Instance", "InstanceState", "InstanceTrace",
+           "Journal", "ListedDelivery", "MAX_TRACE_BYTES", "MAX_TRACE_EDITS", "NewDelivery", "NewRequest", "Outcome",
+           "PROCESSED", "QUEUED", "RETRYING", "Request", "RequestOutcome", "RequestResult", "RouterStatus", "SENDING",
+           "SQLiteJournal", "trace_text"]
