@@ -195,20 +195,21 @@ def search_query(*, received_from: float | None = None, received_to: float | Non
     return query + " ORDER BY id DESC LIMIT ?", args
 
 
-def _count(db: sqlite3.Connection, name: str, label: str, amount: float = 1) -> None:
-    db.execute("INSERT INTO counters (name, label, value) VALUES (?,?,?) ON CONFLICT (name, label) "
-               "DO UPDATE SET value = value + excluded.value", (name, label, amount))
+def _count(db: sqlite3.Connection, *counts: tuple[str, str, float]) -> None:
+    """Add to counters (name, label, amount), in one statement: the transaction of the event
+    they count pays one call into SQLite, whatever their number."""
+    db.execute("INSERT INTO counters (name, label, value) VALUES " + ",".join(["(?,?,?)"] * len(counts)) +
+               " ON CONFLICT (name, label) DO UPDATE SET value = value + excluded.value",
+               [item for count in counts for item in count])
 
 
-def _count_latency(db: sqlite3.Connection, destination: str, seconds: float) -> None:
+def latency_counts(destination: str, seconds: float) -> tuple[tuple[str, str, float], ...]:
     """One delivery in the latency histogram: the count of its bucket (not cumulative: label
     "DESTINATION:BOUND", the smallest bound at least `seconds`, "+Inf" past the last), the sum, the count."""
     bound = next((f"{limit:g}" for limit in LATENCY_BUCKETS if seconds <= limit), "+Inf")
-    db.executemany("INSERT INTO counters (name, label, value) VALUES (?,?,?) ON CONFLICT (name, label) "
-                   "DO UPDATE SET value = value + excluded.value",
-                   (("delivery_latency_seconds_bucket", f"{destination}:{bound}", 1),
-                    ("delivery_latency_seconds_sum", destination, seconds),
-                    ("delivery_latency_seconds_count", destination, 1)))
+    return (("delivery_latency_seconds_bucket", f"{destination}:{bound}", 1),
+            ("delivery_latency_seconds_sum", destination, seconds),
+            ("delivery_latency_seconds_count", destination, 1))
 
 
 class _Lease:
@@ -295,9 +296,10 @@ class SQLiteJournal:
         with self._transaction() as db:
             cursor = db.execute(f"INSERT INTO instances ({', '.join(columns)}) VALUES "
                                 f"({', '.join('?' * len(columns))})", tuple(columns.values()))
-            _count(db, "instances_received", arrival.source_name or arrival.source_kind or "")
+            counts = [("instances_received", arrival.source_name or arrival.source_kind or "", 1)]
             if state != ACCEPTED and outcome.outcome:
-                _count(db, "instances_outcome", outcome.outcome)
+                counts.append(("instances_outcome", outcome.outcome, 1))
+            _count(db, *counts)
             return int(cursor.lastrowid)
 
     def add_deliveries(self, instance_id: int, deliveries: Iterable[NewDelivery], outcome: Outcome | None = None,
@@ -335,7 +337,7 @@ class SQLiteJournal:
             return
         decided = outcome.outcome if outcome is not None else before["outcome"]
         if decided:
-            _count(db, "instances_outcome", decided)
+            _count(db, ("instances_outcome", decided, 1))
 
     @staticmethod
     def _update_instance(db: sqlite3.Connection, instance_id: int, columns: dict) -> None:
@@ -415,9 +417,8 @@ class SQLiteJournal:
             db.execute("INSERT INTO attempts (delivery_id, started_at, finished_at, ok, detail) VALUES (?,?,?,1,?)",
                        (delivery.id, started, now, detail))
             received = db.execute("SELECT received_at FROM instances WHERE id=?", (delivery.instance_id,)).fetchone()
-            _count(db, "deliveries_delivered", delivery.destination)
-            if received is not None:
-                _count_latency(db, delivery.destination, max(0.0, now - received[0]))
+            latency = latency_counts(delivery.destination, max(0.0, now - received[0])) if received else ()
+            _count(db, ("deliveries_delivered", delivery.destination, 1), *latency)
 
     def failed(self, delivery: Delivery, started: float, error: str, retry_at: float | None,
                keep_file: bool = True) -> DeliveryState:
@@ -431,9 +432,8 @@ class SQLiteJournal:
                        (state, retry_at or now, error, now, keep_file, delivery.id))
             db.execute("INSERT INTO attempts (delivery_id, started_at, finished_at, ok, detail) VALUES (?,?,?,0,?)",
                        (delivery.id, started, now, error))
-            _count(db, "delivery_attempts_failed", delivery.destination)
-            if state == DEAD:
-                _count(db, "deliveries_dead", delivery.destination)
+            _count(db, ("delivery_attempts_failed", delivery.destination, 1),
+                   *((("deliveries_dead", delivery.destination, 1),) if state == DEAD else ()))
         return state
 
     def release(self, deliveries: Iterable[Delivery]) -> None:
