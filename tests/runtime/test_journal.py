@@ -1058,3 +1058,11 @@ def test_a_journal_of_the_previous_release_opens_and_gains_what_the_console_read
     finally:
         journal.close()
     SQLiteJournal(str(path)).close()  # opened again: nothing left to add
+
+
+def test_a_search_value_is_a_value_never_sql(journal):
+    instance_id = journal.record(with_facts(1, patient_id="x' OR '1'='1"), None, routed("PACS"), DONE)
+    journal.record(with_facts(2), None, routed("PACS"), DONE)
+    assert [item.id for item in journal.search_instances(patient_id="x' OR '1'='1")] == [instance_id]
+    assert journal.search_instances(patient_id="' OR 1=1 --") == []
+    assert journal.search_instances(calling_aet="%") == [] and journal.search_instances(patient_id="P_") == []
