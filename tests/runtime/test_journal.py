@@ -1066,3 +1066,9 @@ def test_a_search_value_is_a_value_never_sql(journal):
     assert [item.id for item in journal.search_instances(patient_id="x' OR '1'='1")] == [instance_id]
     assert journal.search_instances(patient_id="' OR 1=1 --") == []
     assert journal.search_instances(calling_aet="%") == [] and journal.search_instances(patient_id="P_") == []
+
+
+def test_sqlite_a_search_takes_only_the_filters_it_knows():
+    from rulesengine.runtime.journal import sqlite as journal_sqlite
+    with pytest.raises(TypeError, match="not a filter"):
+        journal_sqlite.search_query(**{"1=1 OR patient_id": "x"})

@@ -173,6 +173,9 @@ def search_query(*, received_from: float | None = None, received_to: float | Non
                  before_id: int | None = None, limit: int = 50, **exact: str | None) -> tuple[str, list]:
     """The statement of SQLiteJournal.search_instances, and its arguments: `exact` names columns
     of instances and the values they must have (None: any)."""
+    unknown = set(exact) - set(INDEXED_FILTERS)
+    if unknown:
+        raise TypeError(f"not a filter of search_instances: {', '.join(sorted(unknown))}")
     where, args = [], []
     # With a value that few instances share (a patient, a UID), its index answers: the broad
     # filters (a source, an outcome, a time range) are written so that SQLite, which keeps no
