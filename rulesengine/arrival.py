@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from typing import Any, ClassVar, Mapping
@@ -24,6 +25,11 @@ _TIME_VRS = {"Date": "DA", "Time": "TM", "DateTime": "DT"}
 # What the router keeps of a C-STORE request's command set, for CommandSet.* in the rules.
 STORE_COMMAND_KEYWORDS = ("CommandField", "MessageID", "Priority", "AffectedSOPClassUID", "AffectedSOPInstanceUID",
                           "MoveOriginatorApplicationEntityTitle", "MoveOriginatorMessageID")
+# The header facts (Arrival.HEADER_COLUMNS) and the data set keyword each is read from.
+HEADER_KEYWORDS = {"patient_id": "PatientID", "patient_name": "PatientName", "accession_number": "AccessionNumber",
+                   "study_instance_uid": "StudyInstanceUID", "series_instance_uid": "SeriesInstanceUID",
+                   "modality": "Modality"}
+MAX_HEADER_FACT_LENGTH = 256  # a malformed value is journaled cut, not whole
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 # The facts a spool file's name carries, in this order (the SOP UIDs are in the file itself).
@@ -63,10 +69,21 @@ class Arrival:
     # The C-STORE request that brought it to a listener: (keyword, value) pairs of its command set
     # (STORE_COMMAND_KEYWORDS), which the rules read as CommandSet.*; None for what came otherwise.
     store_command: tuple[tuple[str, Any], ...] | None = None
+    # What the router read of the instance's header when it took it in, for searching the journal:
+    # text as received (cut at MAX_HEADER_FACT_LENGTH), None when the data set lacks it. A spool
+    # file's name does not carry them: an instance journaled again from its name has none.
+    patient_id: str | None = None
+    patient_name: str | None = None
+    accession_number: str | None = None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    modality: str | None = None
 
-    # The journal's columns (instances table), in its order.
+    # The journal's columns (instances and requests tables), in its order.
     ROW_COLUMNS: ClassVar[tuple[str, ...]] = ("source_kind", "source_name", "calling_aet", "called_aet", "peer",
                                               "sop_class_uid", "sop_instance_uid", "store_command")
+    # The header facts: columns of the instances table (and keys of a quarantined file's .json) only.
+    HEADER_COLUMNS: ClassVar[tuple[str, ...]] = tuple(HEADER_KEYWORDS)
 
     # What the rules read: Association.CallingAET and the like.
     _RULE_FIELDS: ClassVar[dict[tuple[str, str], str]] = {
@@ -149,8 +166,14 @@ class Arrival:
                 command_set.add(DataElement(tag, dictionary_VR(tag), value, validation_mode=config.IGNORE))
         return command_set
 
-    def with_instance(self, sop_class_uid: str | None, sop_instance_uid: str | None) -> "Arrival":
-        return replace(self, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid)
+    def with_instance(self, sop_class_uid: str | None, sop_instance_uid: str | None,
+                      header: Mapping[str, Any] | None = None) -> "Arrival":
+        """With the instance's UIDs, and the header facts read from its data set (`header`:
+        keyword -> value, as HEADER_KEYWORDS names them)."""
+        facts = {}
+        if header is not None:
+            facts = {column: header_text(header.get(keyword)) for column, keyword in HEADER_KEYWORDS.items()}
+        return replace(self, sop_class_uid=sop_class_uid, sop_instance_uid=sop_instance_uid, **facts)
 
     # ---- the peer, as one text ("address:port") ---------------------------------------------------
 
@@ -178,17 +201,22 @@ class Arrival:
 
     # ---- the journal row ----------------------------------------------------------------------
 
-    def to_row(self) -> dict[str, Any]:
-        """The instances table's arrival columns (the C-STORE command as a JSON object)."""
-        row = {column: getattr(self, column) for column in self.ROW_COLUMNS}
+    def to_row(self, header: bool = True) -> dict[str, Any]:
+        """The instances table's arrival columns (the C-STORE command as a JSON object); without
+        the header facts (`header=False`), the requests table's."""
+        columns = self.ROW_COLUMNS + self.HEADER_COLUMNS if header else self.ROW_COLUMNS
+        row = {column: getattr(self, column) for column in columns}
         if self.store_command is not None:
             row["store_command"] = json.dumps(dict(self.store_command), separators=(",", ":"))
         return row
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Arrival":
+        """From a row of the instances table, or of the requests table (without header facts)."""
         facts = {column: row[column] for column in cls.ROW_COLUMNS}
         facts["store_command"] = _command_from_text(facts["store_command"])
+        present = row.keys()
+        facts.update({column: row[column] for column in cls.HEADER_COLUMNS if column in present})
         return cls._from_facts(facts)
 
     # ---- the spool file's name ----------------------------------------------------------------
@@ -310,10 +338,29 @@ class Arrival:
     def from_quarantine(cls, info: Mapping[str, Any]) -> "Arrival":
         """What a quarantined file's .json says of its arrival; files from before the source
         kind was written there came from a listener when they name a calling AE title."""
-        facts = {column: info.get(_QUARANTINE_KEYS.get(column, column)) for column in cls.ROW_COLUMNS}
+        facts = {column: info.get(_QUARANTINE_KEYS.get(column, column))
+                 for column in cls.ROW_COLUMNS + cls.HEADER_COLUMNS}
+        facts.update({column: header_text(facts[column]) for column in cls.HEADER_COLUMNS})  # a hand-edited .json
         facts["store_command"] = _command_from_text(facts["store_command"])
         facts["source_kind"] = facts["source_kind"] or ("listener" if facts["calling_aet"] else "folder")
         return cls._from_facts(facts)
+
+
+def header_text(value: Any) -> str | None:
+    """A header value as the journal keeps it: its text as received (the values of a multi-valued
+    element joined by backslashes), cut at MAX_HEADER_FACT_LENGTH; None when absent or empty."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, (bytes, bytearray)):
+        text = bytes(value).decode("latin-1")
+    elif isinstance(value, Sequence):  # a multi-valued element
+        text = "\\".join("" if item is None else str(item) for item in value)
+    else:
+        text = str(value)
+    text = text.strip("\0 ")
+    return text[:MAX_HEADER_FACT_LENGTH] or None
 
 
 def _command_from_text(value: Any) -> tuple[tuple[str, Any], ...] | None:
@@ -329,4 +376,5 @@ def _command_from_text(value: Any) -> tuple[tuple[str, Any], ...] | None:
     return tuple((str(keyword), item) for keyword, item in value.items() if keyword in STORE_COMMAND_KEYWORDS)
 
 
-__all__ = ["Arrival", "MAX_FILENAME_FACTS_LENGTH", "STORE_COMMAND_KEYWORDS"]
+__all__ = ["Arrival", "HEADER_KEYWORDS", "MAX_FILENAME_FACTS_LENGTH", "MAX_HEADER_FACT_LENGTH",
+           "STORE_COMMAND_KEYWORDS", "header_text"]

@@ -8,21 +8,43 @@ import json
 from dataclasses import replace
 
 import pytest
+from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName
 
 from rulesengine import Arrival
-from rulesengine.arrival import MAX_FILENAME_FACTS_LENGTH
+from rulesengine.arrival import MAX_FILENAME_FACTS_LENGTH, MAX_HEADER_FACT_LENGTH, header_text
 
 LISTENER = Arrival(calling_aet="CT1", called_aet="ROUTER", peer_address="127.0.0.1", peer_port=40123,
                    source_name="main", source_kind="listener", source_path=None,
                    sop_class_uid="1.2.840.10008.5.1.4.1.1.2", sop_instance_uid="1.2.3.4")
 FOLDER = Arrival(source_name="inbox", source_kind="folder")
+WITH_HEADER = replace(LISTENER, patient_id="P1", patient_name="Müller^Jürgen", accession_number="A1",
+                      study_instance_uid="1.2.3", series_instance_uid="1.2.3.1", modality="MR")
 
 
-@pytest.mark.parametrize("arrival", [LISTENER, FOLDER], ids=["listener", "folder"])
+@pytest.mark.parametrize("arrival", [LISTENER, FOLDER, WITH_HEADER], ids=["listener", "folder", "header"])
 def test_the_journal_row_round_trips(arrival):
     row = arrival.to_row()
-    assert list(row) == list(Arrival.ROW_COLUMNS)
+    assert list(row) == list(Arrival.ROW_COLUMNS + Arrival.HEADER_COLUMNS)
     assert Arrival.from_row(row) == arrival
+
+
+def test_a_request_row_has_no_header_facts_and_reads_without_them():
+    row = WITH_HEADER.to_row(header=False)
+    assert list(row) == list(Arrival.ROW_COLUMNS)
+    assert Arrival.from_row(row) == LISTENER
+
+
+def test_the_header_facts_go_through_the_quarantine_but_not_the_spool_file_name():
+    assert Arrival.from_quarantine(WITH_HEADER.to_quarantine()) == WITH_HEADER
+    assert Arrival.from_filename(WITH_HEADER.to_filename("u")) == Arrival.from_filename(LISTENER.to_filename("u"))
+
+
+@pytest.mark.parametrize("value, kept", [
+    (None, None), ("", None), ("  ", None), ("P1 ", "P1"), ("P1\0", "P1"), (MultiValue(str, ["A", "B"]), "A\\B"),
+    (PersonName("Doe^Jane"), "Doe^Jane"), (b"RAW ", "RAW"), ("x" * 1000, "x" * MAX_HEADER_FACT_LENGTH)])
+def test_a_header_value_is_kept_as_text_and_bounded(value, kept):
+    assert header_text(value) == kept
 
 
 def test_the_row_carries_the_peer_as_one_text():
@@ -142,7 +164,9 @@ def test_the_quarantine_json_round_trips_and_older_ones_read():
     info = LISTENER.to_quarantine()
     assert list(info.items()) == list({"sop_instance_uid": "1.2.3.4", "sop_class_uid": "1.2.840.10008.5.1.4.1.1.2", "source": "main",
                     "source_kind": "listener", "calling_aet": "CT1", "called_aet": "ROUTER",
-                    "peer": "127.0.0.1:40123"}.items())  # the order docs/operations.md shows
+                    "peer": "127.0.0.1:40123", "patient_id": None, "patient_name": None,
+                    "accession_number": None, "study_instance_uid": None, "series_instance_uid": None,
+                    "modality": None}.items())  # the order docs/operations.md shows
     assert Arrival.from_quarantine(info) == LISTENER
     # written before the source kind was: a calling AE title means a listener
     assert Arrival.from_quarantine({"calling_aet": "CT1"}).source_kind == "listener"
@@ -164,7 +188,7 @@ STORED = Arrival(calling_aet="CT1", source_name="main", source_kind="listener",
 
 
 def test_the_c_store_command_round_trips_through_the_journal_and_the_quarantine():
-    row = STORED.to_row()
+    row = STORED.to_row(header=False)
     assert list(row) == list(Arrival.ROW_COLUMNS)
     assert isinstance(row["store_command"], str)  # one TEXT column
     assert Arrival.from_row(row) == STORED

@@ -28,6 +28,7 @@ written, a bug) quarantines the instance; it never stays `accepted`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -37,11 +38,11 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from ..copies import CopyError, is_received_file, keep_with_file_meta, write_copy
-from ..arrival import Arrival
+from ..arrival import HEADER_KEYWORDS, Arrival
 from ..document import Document, DocumentReadError
 from ..intake import file_meta_problem, read_instance, short_error
 from ..lang.ruleset import Decision, RuleSet
-from .journal import ACCEPTED, DONE, Instance, Journal, NewDelivery, Outcome
+from .journal import ACCEPTED, DONE, MAX_TRACE_EDITS, Instance, Journal, NewDelivery, Outcome, trace_text
 from .rules import RuleSetVersions, RulesHolder, RulesUnavailable
 from .storage import Storage, fsync_file, move_durably
 
@@ -68,12 +69,43 @@ def received_facts(document: Document) -> Arrival:
         arrival = replace(arrival, source_kind="file")
     return arrival.with_instance(
         document.get("DataSet.SOPClassUID") or document.get("FileMeta.MediaStorageSOPClassUID"),
-        document.get("DataSet.SOPInstanceUID") or document.get("FileMeta.MediaStorageSOPInstanceUID"))
+        document.get("DataSet.SOPInstanceUID") or document.get("FileMeta.MediaStorageSOPInstanceUID"),
+        header_facts(document))
+
+
+def header_facts(document: Document) -> dict[str, object]:
+    """The header facts the journal keeps for searching (Arrival.HEADER_COLUMNS), by keyword,
+    as the data set has them; a value that cannot be read (a damaged element) is left out."""
+    facts = {}
+    for keyword in HEADER_KEYWORDS.values():
+        try:
+            facts[keyword] = document.dataset.get(keyword)
+        except Exception:  # noqa: BLE001 - pydicom converting a damaged value; the rules report it
+            continue
+    return facts
 
 
 def outcome_of(decision: Decision, ruleset: RuleSet) -> Outcome:
+    """The decision as the journal records it, with its trace: the rules fired and the edits."""
+    fired = [{"name": rule.name, "file": rule.file, "line": rule.line} for rule in decision.rules_fired]
+    edits = [edit.to_json() for edit in decision.edits[:MAX_TRACE_EDITS]]
+    trace = trace_text(decision.outcome, decision.reason, ruleset.version, fired, edits,
+                       len(decision.edits) - len(edits))
     return Outcome(ruleset.version, decision.outcome, decision.reason,
-                   tuple(rule.name for rule in decision.rules_fired), tuple(decision.destinations))
+                   tuple(rule.name for rule in decision.rules_fired), tuple(decision.destinations), trace)
+
+
+def failed_outcome(outcome: str, reason: str, version: str | None, decided: Outcome | None = None) -> Outcome:
+    """An instance that could not be handled as decided (or not decided at all): quarantined, or
+    refused, with the reason; its trace keeps what the rules did, when they ran."""
+    trace = None
+    if decided is not None and decided.trace:
+        trace = json.loads(decided.trace)
+    rules_fired = trace["rules_fired"] if trace else []
+    edits = trace["edits"] if trace else []
+    truncated = trace["truncated"] if trace else 0
+    return Outcome(version, outcome, reason, decided.rules_fired if decided is not None else (), (),
+                   trace_text(outcome, reason, version, rules_fired, edits, truncated))
 
 
 def describe(document: Document, decision: Decision, ruleset: RuleSet) -> str:
@@ -261,13 +293,13 @@ class Pipeline:
         except (CopyError, OSError) as exc:
             reason = str(exc) if isinstance(exc, CopyError) else f"its copies cannot be written: {short_error(exc)}"
             self._quarantine_failure(instance_id, path, received_facts(document), outcome.ruleset_version, reason,
-                                     outcome.rules_fired)
+                                     outcome)
             return
         except Exception as exc:  # noqa: BLE001 - a bug; the instance is kept, with the traceback logged once
             log.exception("instance %s: internal error while writing its copies", instance_id)
             self._quarantine_failure(instance_id, path, received_facts(document), outcome.ruleset_version,
                                      f"internal error while writing its copies: {short_error(exc)}",
-                                     outcome.rules_fired, logged=True)
+                                     outcome, logged=True)
             return
         self.journal.add_deliveries(instance_id, deliveries, outcome)
         if all(item.path != path for item in deliveries):
@@ -275,12 +307,12 @@ class Pipeline:
         self.notify({item.destination for item in deliveries})
 
     def _quarantine_failure(self, instance_id: int, path: str, received: Arrival, version: str | None, reason: str,
-                            rules_fired: tuple[str, ...] = (), logged: bool = False) -> None:
+                            decided: Outcome | None = None, logged: bool = False) -> None:
         """A failure after the answer: one WARNING line, and the instance kept aside with the reason."""
         if not logged:
             log.warning("instance %s from %s: %s; quarantined", instance_id,
                         received.calling_aet or received.source_name, reason)
-        self._keep_aside(instance_id, path, received, reason, Outcome(version, "quarantine", reason, rules_fired, ()))
+        self._keep_aside(instance_id, path, received, reason, failed_outcome("quarantine", reason, version, decided))
 
     def _keep_aside(self, instance_id: int, path: str, received: Arrival, reason: str, outcome: Outcome) -> None:
         kept = self.storage.quarantine(path, reason, {**received.to_quarantine(),

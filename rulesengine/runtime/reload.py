@@ -11,6 +11,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from ..config import ConfigError, load_config
+from .rules import reload_finding
 
 log = logging.getLogger("rulesengine.reload")
 
@@ -96,6 +97,7 @@ class Reloader:
                     config = load_config(config_path)
                 except ConfigError as exc:
                     log.error("the changed configuration is not valid; the running one stays in place:\n%s", exc)
+                    self.router.rules.note_reload(False, [reload_finding("config", str(exc))])
                     return
                 self.router.apply_config(config)
             else:
@@ -104,3 +106,7 @@ class Reloader:
             self._watch_folders()  # an import may have added a folder
         except Exception:  # noqa: BLE001 - reloading must never stop the router
             log.exception("reloading failed; the running rules stay in place")
+        finally:
+            status = getattr(self.router, "status", None)
+            if status is not None:
+                status.write()  # the reload's result, for the operations console at once

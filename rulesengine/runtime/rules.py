@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import OrderedDict
 
 from ..config import Config, ConfigError
@@ -72,6 +73,9 @@ class RulesHolder:
         self.journal: Journal | None = None
         self._lock = threading.Lock()
         self.current: RuleSet = compile_rules(config)
+        # The last reload: {"time", "ok", "findings": [{file, line, column, code, message}]};
+        # None before any. The router's status tells it (router_status.py).
+        self.last_reload: dict | None = None
         if journal is not None:
             self.record_in(journal)
 
@@ -93,16 +97,20 @@ class RulesHolder:
             try:
                 ruleset = compile_rules(config)
             except RulesError as exc:
-                findings = render_text([d for d in exc.diagnostics if d.is_error], SourceCache())
+                errors = [d for d in exc.diagnostics if d.is_error]
+                findings = render_text(errors, SourceCache())
                 log.error("the changed rules do not compile; the running rules (version %s) stay in place:\n%s",
                           self.current.version, findings)
+                self.note_reload(False, [reload_finding(d.code, d.message, d.span) for d in errors or exc.diagnostics])
                 return False
             except NoRulesError as exc:
                 log.error("%s; the running rules (version %s) stay in place", exc, self.current.version)
+                self.note_reload(False, [reload_finding("rules", str(exc))])
                 return False
             except OSError as exc:
                 log.error("cannot read the rules: %s; the running rules (version %s) stay in place",
                           exc, self.current.version)
+                self.note_reload(False, [reload_finding("rules", f"cannot read the rules: {exc}")])
                 return False
             self._record(ruleset)  # in the journal before any instance can be answered under it
             self.config = config
@@ -110,7 +118,19 @@ class RulesHolder:
             self.current = ruleset
             if changed:
                 log.info("rules reloaded: version %s", ruleset.version)
+            self.note_reload(True, [])
             return True
+
+    def note_reload(self, ok: bool, findings: list[dict]) -> None:
+        """How the last reload went (also one refused before the rules were compiled: a
+        configuration that is not valid)."""
+        self.last_reload = {"time": time.time(), "ok": ok, "findings": findings}
+
+
+def reload_finding(code: str, message: str, span=None) -> dict:
+    """A finding of a reload as the router's status shows it."""
+    return {"file": span.file if span else None, "line": span.line if span else None,
+            "column": span.column if span else None, "code": code, "message": message}
 
 
 class RulesUnavailable(Exception):

@@ -10,6 +10,7 @@ from .retrieve_service import RetrieveService
 from .listener import DicomListener
 from .pipeline import Pipeline
 from .pynetdicom_setup import configure_pynetdicom
+from .router_status import StatusReporter
 from .rules import RulesHolder
 from .storage import Storage
 from .sync_delivery import SyncDelivery
@@ -42,6 +43,7 @@ class Router:
         self.watchers: list = []
         self.reloader = None
         self._reload_requested = False  # a SIGHUP before the reloader runs
+        self.status = StatusReporter(self)  # the journal's router_status row, for the operations console
 
     # ---- lifecycle ----
 
@@ -75,6 +77,7 @@ class Router:
                               f"{exc.strerror or exc}") from None
             self.listeners.append(listener)
         self._start_watchers()
+        self.status.start()
         self._start_reloader()
 
     def _start_watchers(self) -> None:
@@ -98,6 +101,7 @@ class Router:
         """Stop taking new work, finish what is in flight, then stop delivering."""
         if self.reloader is not None:
             self.reloader.stop()
+        self.status.stop()
         for listener in self.listeners:
             listener.stop()
         for watcher in self.watchers:

@@ -17,8 +17,8 @@ from ..document import Document
 from ..intake import short_error
 from ..lang.ruleset import Decision, RuleSet
 from .destinations import ItemError, LinkError, sender_for
-from .journal import DONE, SENDING, Journal, Outcome
-from .pipeline import Pipeline, describe, outcome_of, received_facts
+from .journal import DONE, SENDING, Journal
+from .pipeline import Pipeline, describe, failed_outcome, outcome_of, received_facts
 from .storage import Storage
 
 log = logging.getLogger("rulesengine.router")
@@ -68,8 +68,8 @@ class SyncDelivery:
         except (CopyError, OSError) as exc:
             # Nothing was sent and the sender is told: the instance is refused, not kept.
             reason = str(exc) if isinstance(exc, CopyError) else f"its copies cannot be written: {short_error(exc)}"
-            self.journal.settle(instance_id, Outcome(ruleset.version, "reject", f"{purpose}: {reason}",
-                                                     outcome.rules_fired, ()), None)
+            refused = failed_outcome("reject", f"{purpose}: {reason}", ruleset.version, outcome)
+            self.journal.settle(instance_id, refused, None)
             self.storage.remove(path)
             log.warning("%s delivery of %s refused: %s", purpose, received.sop_instance_uid, reason)
             return False, reason

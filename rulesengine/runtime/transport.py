@@ -161,6 +161,11 @@ class AssociationSlots:
             self._held.add(assoc)
             return True
 
+    def open_count(self) -> int:
+        """Associations open now (their threads still running)."""
+        with self._lock:
+            return sum(1 for assoc in self._held if assoc.is_alive())
+
 
 @dataclass
 class Connection:

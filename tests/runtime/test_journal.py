@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import os
 import sqlite3
 import subprocess
@@ -28,6 +29,8 @@ from rulesengine.runtime.journal import (
     DEAD,
     DELIVERED,
     DONE,
+    MAX_TRACE_BYTES,
+    MAX_TRACE_EDITS,
     PROCESSED,
     QUEUED,
     RETRYING,
@@ -45,6 +48,7 @@ from rulesengine.runtime.journal import (
     RequestOutcome,
     RequestResult,
     SQLiteJournal,
+    trace_text,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -723,3 +727,348 @@ def test_sqlite_close_closes_the_connections_of_threads_that_ended(tmp_path):
     journal.close()
     with pytest.raises(sqlite3.ProgrammingError):
         connections[0].execute("SELECT 1")
+
+
+# ---- for the operations console: header facts, search, trace, counters, status ----------------------
+
+
+# The schema of the release before header facts, traces, counters and statuses, as it was written.
+PREVIOUS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS instances (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused after a purge: log lines name these numbers
+    received_at REAL NOT NULL,
+    source_kind TEXT, source_name TEXT,
+    calling_aet TEXT, called_aet TEXT, peer TEXT,
+    sop_class_uid TEXT, sop_instance_uid TEXT,
+    store_command TEXT,  -- the C-STORE request's command set (JSON)
+    path TEXT,
+    state TEXT NOT NULL,
+    ruleset_version TEXT,
+    outcome TEXT, reason TEXT,
+    rules_fired TEXT,
+    destinations TEXT,
+    processed_at REAL
+);
+CREATE INDEX IF NOT EXISTS instances_state ON instances(state);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance_id INTEGER NOT NULL REFERENCES instances(id),
+    destination TEXT NOT NULL,
+    path TEXT,
+    sop_class_uid TEXT, sop_instance_uid TEXT, transfer_syntax TEXT,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    delivered_at REAL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(destination, state, next_attempt_at, id);
+CREATE INDEX IF NOT EXISTS deliveries_path ON deliveries(path);
+CREATE TABLE IF NOT EXISTS attempts (
+    id INTEGER PRIMARY KEY,
+    delivery_id INTEGER NOT NULL REFERENCES deliveries(id),
+    started_at REAL NOT NULL,
+    finished_at REAL NOT NULL,
+    ok INTEGER NOT NULL,
+    detail TEXT
+);
+-- A destination found unreachable: nothing of its queue is claimed before `until`, so that
+-- nothing overtakes the delivery that failed, in any worker, also after a restart.
+CREATE TABLE IF NOT EXISTS pauses (
+    destination TEXT PRIMARY KEY,
+    until REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rulesets (
+    version TEXT PRIMARY KEY,
+    loaded_at REAL NOT NULL,
+    files TEXT
+);
+-- What each file of a rule set version held when it was compiled (the main rule file first):
+-- an instance is processed with the version it was answered under, compiled again from here.
+CREATE TABLE IF NOT EXISTS ruleset_files (
+    version TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (version, position)
+);
+-- Requests answered (C-FIND, C-MOVE, C-GET, N-CREATE, N-SET): who asked what, which destinations
+-- answered and how, the counts, how long it took. The outcome columns are empty while it runs.
+CREATE TABLE IF NOT EXISTS requests (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at REAL NOT NULL,
+    finished_at REAL,
+    message TEXT NOT NULL,
+    source_kind TEXT, source_name TEXT,
+    calling_aet TEXT, called_aet TEXT, peer TEXT,
+    sop_class_uid TEXT, sop_instance_uid TEXT,
+    store_command TEXT,  -- empty: a request is not a C-STORE
+    level TEXT,
+    matching_keys TEXT,
+    move_destination TEXT,
+    outcome TEXT, status INTEGER, answers TEXT,
+    matches INTEGER, completed INTEGER, failed INTEGER, warning INTEGER,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS requests_received ON requests(received_at);
+"""
+
+
+def with_facts(number: int, patient_id: str = "P1", accession_number: str | None = "A1", study: str = "1.9.1",
+               series: str = "1.9.1.1", source_name: str = "main", calling_aet: str = "CT1") -> Arrival:
+    return replace(received(number), patient_id=patient_id, patient_name="DOE^JANE", accession_number=accession_number,
+                   study_instance_uid=study, series_instance_uid=series, modality="CT", source_name=source_name,
+                   calling_aet=calling_aet)
+
+
+def test_header_facts_are_kept_with_the_instance_and_not_with_requests(journal, backend):
+    instance_id = journal.record(with_facts(1), "/spool/in/a.dcm", None, ACCEPTED, "v1")
+    again = backend.open()  # the worker process, or the operations console
+    try:
+        kept = again.instance(instance_id)
+        assert kept.arrival == with_facts(1)
+        assert (kept["patient_id"], kept["patient_name"], kept["accession_number"], kept["modality"]) == (
+            "P1", "DOE^JANE", "A1", "CT")
+    finally:
+        again.close()
+    request_id = journal.record_request(NewRequest("C-FIND", with_facts(2), "STUDY", {}, None))
+    assert journal.request(request_id).arrival.patient_id is None  # a request keeps the association's facts only
+
+
+def test_search_filters_by_exact_values_newest_first(journal):
+    first = journal.record(with_facts(1), None, routed("PACS"), DONE)
+    other_patient = journal.record(with_facts(2, patient_id="P2", accession_number=None, study="1.9.2",
+                                              series="1.9.2.1", source_name="inbox", calling_aet="MR1"), None,
+                                   Outcome("v1", "drop", None, (), ()), DONE)
+    second = journal.record(with_facts(3, series="1.9.1.2"), "/spool/in/c.dcm", None, ACCEPTED, "v1")
+
+    def ids(**filters) -> list[int]:
+        return [instance.id for instance in journal.search_instances(**filters)]
+
+    assert ids() == [second, other_patient, first]
+    assert ids(patient_id="P1") == [second, first]
+    assert ids(patient_id="p1") == [] and ids(patient_id="P") == []  # exact, not a pattern
+    assert ids(accession_number="A1") == [second, first]
+    assert ids(study_instance_uid="1.9.2") == [other_patient]
+    assert ids(series_instance_uid="1.9.1.2") == [second]
+    assert ids(sop_instance_uid="1.2.3.1") == [first]
+    assert ids(calling_aet="MR1") == ids(source_name="inbox") == ids(outcome="drop") == [other_patient]
+    assert ids(outcome="route") == [first]
+    assert ids(patient_id="P1", series_instance_uid="1.9.1.1") == [first]  # every filter given
+    listed = journal.search_instances(patient_id="P2")[0]
+    assert listed.arrival.patient_name == "DOE^JANE" and listed.outcome.outcome == "drop"
+
+
+def test_search_pages_by_id_and_by_the_time_received(journal):
+    ids = [journal.record(replace(with_facts(number), received_at=1000.0 + number), None, routed("PACS"), DONE)
+           for number in range(7)]
+    first_page = journal.search_instances(patient_id="P1", limit=3)
+    assert [item.id for item in first_page] == ids[:-4:-1]
+    second_page = journal.search_instances(patient_id="P1", limit=3, before_id=first_page[-1].id)
+    assert [item.id for item in second_page] == ids[3:0:-1]
+    last_page = journal.search_instances(patient_id="P1", limit=3, before_id=second_page[-1].id)
+    assert [item.id for item in last_page] == [ids[0]]
+    assert journal.search_instances(patient_id="P1", before_id=ids[0]) == []
+    # received_from <= received_at < received_to
+    assert [item.id for item in journal.search_instances(received_from=1002.0, received_to=1005.0)] == ids[4:1:-1]
+    assert journal.search_instances(limit=0) == []
+
+
+def test_a_listing_leaves_the_trace_out_and_the_trace_keeps_it_with_the_deliveries(journal):
+    trace = trace_text("route", None, "v1", [{"name": "to the PACS", "file": "main.rules", "line": 3}],
+                       [{"path": "DataSet.PatientID", "old": "P1", "new": "ANON", "rule": "anonymise",
+                         "file": "main.rules", "line": 7, "destination": "RESEARCH"}])
+    instance_id = journal.record(with_facts(1), "/spool/in/a.dcm", None, ACCEPTED, "v1")
+    pacs, research = journal.add_deliveries(instance_id, [new_delivery("PACS", "/spool/in/a.dcm"),
+                                                          new_delivery("RESEARCH", "/spool/out/b.dcm")],
+                                            replace(routed("PACS", "RESEARCH"), trace=trace))
+    for claimed in journal.claim("PACS", 1) + journal.claim("RESEARCH", 1):
+        journal.failed(claimed, 100.0, "refused: 0xA700", time.time() + 60) if claimed.destination == "PACS" \
+            else journal.delivered(claimed, 100.0, "0x0000")
+
+    assert journal.search_instances()[0].outcome.trace is None
+    traced = journal.trace(instance_id)
+    assert traced.instance.id == instance_id and traced.instance.arrival.patient_id == "P1"
+    assert traced.trace["rules_fired"] == [{"name": "to the PACS", "file": "main.rules", "line": 3}]
+    assert traced.trace["edits"][0]["new"] == "ANON" and traced.trace["edits"][0]["destination"] == "RESEARCH"
+    assert (traced.trace["outcome"], traced.trace["ruleset_version"], traced.trace["truncated"]) == ("route", "v1", 0)
+    by_destination = {item.delivery.destination: item for item in traced.deliveries}
+    assert [item.delivery.id for item in traced.deliveries] == [pacs, research]
+    [failed] = by_destination["PACS"].attempts
+    assert (failed.ok, failed.detail, failed.started_at) == (False, "refused: 0xA700", 100.0)
+    assert failed.seconds == failed.finished_at - failed.started_at
+    assert by_destination["PACS"].delivery.state == RETRYING and by_destination["PACS"].delivered_at is None
+    [sent] = by_destination["RESEARCH"].attempts
+    assert sent.ok and by_destination["RESEARCH"].delivered_at is not None
+    assert journal.trace(instance_id + 100) is None
+
+
+def test_an_instance_not_processed_yet_has_no_trace(journal):
+    instance_id = journal.record(with_facts(1), "/spool/in/a.dcm", None, ACCEPTED, "v1")
+    traced = journal.trace(instance_id)
+    assert (traced.trace, traced.deliveries) == (None, ())
+
+
+def test_a_trace_is_bounded_in_edits_and_in_size():
+    edit = {"path": "DataSet.X", "old": "a", "new": "b", "rule": "r", "file": "f.rules", "line": 1,
+            "destination": None}
+    many = json.loads(trace_text("route", None, "v1", [], [edit] * (MAX_TRACE_EDITS + 100)))
+    assert (len(many["edits"]), many["truncated"]) == (MAX_TRACE_EDITS, 100)
+    assert json.loads(trace_text("route", None, "v1", [], [edit] * 10, left_out=7))["truncated"] == 7
+    long_edit = dict(edit, old="x" * 2000, new="y" * 2000)
+    text = trace_text("route", None, "v1", [], [long_edit] * MAX_TRACE_EDITS)
+    bounded = json.loads(text)
+    assert len(text) <= MAX_TRACE_BYTES
+    assert 0 < len(bounded["edits"]) < MAX_TRACE_EDITS
+    assert bounded["truncated"] == MAX_TRACE_EDITS - len(bounded["edits"])
+    huge_reason = trace_text("quarantine", "r" * (MAX_TRACE_BYTES + 10), "v1", [], [])
+    assert len(huge_reason) <= MAX_TRACE_BYTES and json.loads(huge_reason)["outcome"] == "quarantine"
+
+
+def counted(journal) -> dict[tuple[str, str], float]:
+    return {(name, label): value for name, label, value in journal.counters()}
+
+
+def test_counters_count_each_event_once_and_never_go_back_after_a_purge(journal):
+    journal.record(with_facts(1), None, Outcome("v1", "reject", "no", (), ()), DONE)  # rejected at once
+    dropped = journal.record(with_facts(2, source_name="inbox"), "/spool/in/b.dcm", None, ACCEPTED, "v1")
+    journal.settle(dropped, Outcome("v1", "drop", None, (), ()), None)
+    [delivery_id] = queue_instance(journal, ("PACS",), number=3)
+    # a sync delivery: decided at its record, its deliveries added afterwards, then refused
+    sync = journal.record(with_facts(4), "/spool/in/d.dcm", routed("ARCHIVE"), DONE)
+    journal.add_deliveries(sync, [new_delivery("ARCHIVE", "/spool/out/d.dcm", 4)], state=SENDING)
+    journal.settle(sync, Outcome("v1", "reject", "sync: copies cannot be written", (), ()), None)
+
+    [claimed] = journal.claim("PACS", 1)
+    journal.failed(claimed, time.time(), "unreachable", time.time())
+    [claimed] = journal.claim("PACS", 1)
+    journal.delivered(claimed, time.time())
+    journal.add_deliveries(journal.record(with_facts(5), "/p", routed("ARCHIVE"), ACCEPTED),
+                           [new_delivery("ARCHIVE", "/p", 5)])
+    [claimed] = journal.claim("ARCHIVE", 1)
+    journal.failed(claimed, time.time(), "refused", None)
+
+    counts = counted(journal)
+    assert counts[("instances_received", "main")] == 4 and counts[("instances_received", "inbox")] == 1
+    assert {label: value for (name, label), value in counts.items() if name == "instances_outcome"} == {
+        "reject": 1, "drop": 1, "route": 3}  # the sync delivery refused afterwards counts as routed
+    assert counts[("deliveries_delivered", "PACS")] == 1
+    assert counts[("delivery_attempts_failed", "PACS")] == 1 and counts[("delivery_attempts_failed", "ARCHIVE")] == 1
+    assert counts[("deliveries_dead", "ARCHIVE")] == 1 and ("deliveries_dead", "PACS") not in counts
+    buckets = {label: value for (name, label), value in counts.items() if name == "delivery_latency_seconds_bucket"}
+    assert sum(buckets.values()) == counts[("delivery_latency_seconds_count", "PACS")] == 1
+    [(label, _)] = buckets.items()
+    bound = label.split(":")[1]
+    assert label.startswith("PACS:") and counts[("delivery_latency_seconds_sum", "PACS")] <= float(bound)
+
+    journal.purge(DELIVERY_STATES_FINISHED)
+    journal.purge_instances()
+    assert counted(journal) == counts  # metrics only grow
+
+
+DELIVERY_STATES_FINISHED = (DELIVERED, DEAD)
+
+
+def test_the_latency_histogram_puts_each_delivery_in_its_bucket(journal):
+    now = time.time()
+    for number, age in enumerate((0.01, 0.07, 3.0, 45.0, 1000.0)):
+        instance_id = journal.record(replace(with_facts(number), received_at=now - age), "/p", routed("PACS"),
+                                     ACCEPTED)
+        journal.add_deliveries(instance_id, [new_delivery("PACS", f"/p{number}", number)])
+        [claimed] = journal.claim("PACS", 1)
+        journal.delivered(claimed, now)
+    counts = counted(journal)
+    buckets = {label.split(":")[1]: value for (name, label), value in counts.items()
+               if name == "delivery_latency_seconds_bucket"}
+    # each counted once, in the smallest bucket that holds it (a test taking seconds moves none of them)
+    assert sum(buckets.values()) == 5 and buckets["+Inf"] == 1
+    assert counts[("delivery_latency_seconds_count", "PACS")] == 5
+    assert counts[("delivery_latency_seconds_sum", "PACS")] >= 0.01 + 0.07 + 3.0 + 45.0 + 1000.0
+
+
+def test_a_router_status_is_replaced_by_the_next(journal, backend):
+    journal.write_status("node-a", {"pid": 1, "listeners": [{"name": "main", "port": 11112, "associations": 0}]},
+                         now=100.0)
+    journal.write_status("node-b", {"pid": 2}, now=150.0)
+    journal.write_status("node-a", {"pid": 3, "last_reload": {"time": 190.0, "ok": False, "findings": []}},
+                         now=200.0)
+    again = backend.open()  # the console's process
+    try:
+        statuses = again.statuses()
+    finally:
+        again.close()
+    assert [(status.node, status.updated_at) for status in statuses] == [("node-a", 200.0), ("node-b", 150.0)]
+    assert statuses[0].status == {"pid": 3, "last_reload": {"time": 190.0, "ok": False, "findings": []}}
+    node, updated_at, status = statuses[1]
+    assert (node, updated_at, status) == ("node-b", 150.0, {"pid": 2})
+
+
+def test_sqlite_every_search_on_an_indexed_fact_uses_its_index(sqlite_journal):
+    for number in range(20):
+        sqlite_journal.record(with_facts(number, patient_id=f"P{number}"), None, routed("PACS"), DONE)
+    from rulesengine.runtime.journal import sqlite as journal_sqlite
+
+    db = sqlite_journal._connection()
+
+    def searched(**filters) -> str:
+        query, args = journal_sqlite.search_query(**filters)
+        return " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + query, args))
+
+    for column in journal_sqlite.INDEXED_FILTERS:
+        for paging in ({}, {"before_id": 10}):
+            plan = searched(**{column: "x"}, **paging)
+            assert "SCAN" not in plan and f"instances_{column}" in plan, (column, paging, plan)
+    # a patient or a UID narrows a search more than a source, an outcome or a time range
+    for column in ("patient_id", "accession_number", "study_instance_uid", "series_instance_uid", "sop_instance_uid"):
+        for broad in ({"calling_aet": "CT1"}, {"source_name": "main", "outcome": "route"},
+                      {"received_from": 0.0, "received_to": 10.0, "before_id": 10}):
+            plan = searched(**{column: "x"}, **broad)
+            assert "SCAN" not in plan and f"instances_{column}" in plan, (column, broad, plan)
+    plan = searched(received_from=0.0, received_to=10.0)
+    assert "SCAN" not in plan and "instances_received_at" in plan, plan
+
+
+def test_a_journal_of_the_previous_release_opens_and_gains_what_the_console_reads(tmp_path):
+    path = tmp_path / "previous.sqlite"
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(PREVIOUS_SCHEMA)
+        db.execute("INSERT INTO instances (received_at, source_kind, source_name, calling_aet, sop_instance_uid, path, "
+                   "state, ruleset_version, outcome, rules_fired, destinations, processed_at) VALUES "
+                   "(1, 'listener', 'main', 'CT1', '1.2.3.1', NULL, 'done', 'v0', 'drop', '[\"drop\"]', '[]', 2)")
+        db.execute("INSERT INTO requests (received_at, message, calling_aet) VALUES (1, 'C-FIND', 'CT1')")
+        db.commit()
+    journal = SQLiteJournal(str(path))
+    try:
+        old = journal.instance(1)
+        assert old.arrival.patient_id is None and old.outcome.outcome == "drop" and old.outcome.trace is None
+        assert journal.trace(1).trace is None
+        assert [item.id for item in journal.search_instances(sop_instance_uid="1.2.3.1")] == [1]
+        new_id = journal.record(with_facts(2), None, replace(routed("PACS"), trace='{"edits":[]}'), DONE)
+        assert [item.id for item in journal.search_instances(patient_id="P1")] == [new_id]
+        assert journal.trace(new_id).trace == {"edits": []}
+        assert counted(journal)[("instances_received", "main")] == 1  # counted from the update on
+        journal.write_status("node", {"pid": 1})
+        assert journal.request(1).arrival.calling_aet == "CT1"
+        with closing(sqlite3.connect(path)) as db:
+            indexes = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert {"instances_patient_id", "instances_accession_number", "instances_study_instance_uid",
+                "instances_series_instance_uid", "instances_received_at", "instances_sop_instance_uid"} <= indexes
+    finally:
+        journal.close()
+    SQLiteJournal(str(path)).close()  # opened again: nothing left to add
+
+
+def test_a_search_value_is_a_value_never_sql(journal):
+    instance_id = journal.record(with_facts(1, patient_id="x' OR '1'='1"), None, routed("PACS"), DONE)
+    journal.record(with_facts(2), None, routed("PACS"), DONE)
+    assert [item.id for item in journal.search_instances(patient_id="x' OR '1'='1")] == [instance_id]
+    assert journal.search_instances(patient_id="' OR 1=1 --") == []
+    assert journal.search_instances(calling_aet="%") == [] and journal.search_instances(patient_id="P_") == []
+
+
+def test_sqlite_a_search_takes_only_the_filters_it_knows():
+    from rulesengine.runtime.journal import sqlite as journal_sqlite
+    with pytest.raises(TypeError, match="not a filter"):
+        journal_sqlite.search_query(**{"1=1 OR patient_id": "x"})

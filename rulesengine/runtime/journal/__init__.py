@@ -5,15 +5,17 @@ it in a SQLite file of the storage folder; records.py holds what it returns.
 """
 
 from .interface import Journal
-from .records import (Attempt, Delivery, DeliveryState, DestinationAnswer, Instance, InstanceState, ListedDelivery,
-                      NewDelivery, NewRequest, Outcome, Request, RequestOutcome, RequestResult)
+from .records import (MAX_TRACE_BYTES, MAX_TRACE_EDITS, Attempt, Counter, Delivery, DeliveryState, DeliveryTrace,
+                      DestinationAnswer, Instance, InstanceState, InstanceTrace, ListedDelivery, NewDelivery,
+                      NewRequest, Outcome, Request, RequestOutcome, RequestResult, RouterStatus, trace_text)
 from .sqlite import SQLiteJournal
 
 QUEUED, SENDING, DELIVERED, RETRYING, DEAD = DeliveryState
 DELIVERY_STATES = tuple(DeliveryState)
 ACCEPTED, PROCESSED, DONE = InstanceState
 
-__all__ = ["ACCEPTED", "Attempt", "DEAD", "DELIVERED", "DELIVERY_STATES", "DONE", "Delivery", "DeliveryState",
-           "DestinationAnswer", "Instance", "InstanceState", "Journal", "ListedDelivery", "NewDelivery", "NewRequest",
-           "Outcome", "PROCESSED", "QUEUED", "RETRYING", "Request", "RequestOutcome", "RequestResult", "SENDING",
-           "SQLiteJournal"]
+__all__ = ["ACCEPTED", "Attempt", "Counter", "DEAD", "DELIVERED", "DELIVERY_STATES", "DONE", "Delivery",
+           "DeliveryState", "DeliveryTrace", "DestinationAnswer", "Instance", "InstanceState", "InstanceTrace",
+           "Journal", "ListedDelivery", "MAX_TRACE_BYTES", "MAX_TRACE_EDITS", "NewDelivery", "NewRequest", "Outcome",
+           "PROCESSED", "QUEUED", "RETRYING", "Request", "RequestOutcome", "RequestResult", "RouterStatus", "SENDING",
+           "SQLiteJournal", "trace_text"]

@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import Iterable, Protocol
 
 from ...arrival import Arrival
-from .records import (Attempt, Delivery, DeliveryState, Instance, InstanceState, ListedDelivery, NewDelivery,
-                      NewRequest, Outcome, Request, RequestResult)
+from .records import (Attempt, Counter, Delivery, DeliveryState, Instance, InstanceState, InstanceTrace,
+                      ListedDelivery, NewDelivery, NewRequest, Outcome, Request, RequestResult, RouterStatus)
 
 
 class Journal(Protocol):
@@ -144,3 +144,31 @@ class Journal(Protocol):
 
     def purge_requests(self, older_than: float | None = None) -> int:
         """Forget finished requests (received before `older_than`, when given); returns how many."""
+
+    # ---- for the operations console (a process of its own, reading this journal) --------------
+
+    def search_instances(self, *, patient_id: str | None = None, accession_number: str | None = None,
+                         study_instance_uid: str | None = None, series_instance_uid: str | None = None,
+                         sop_instance_uid: str | None = None, calling_aet: str | None = None,
+                         source_name: str | None = None, outcome: str | None = None,
+                         received_from: float | None = None, received_to: float | None = None,
+                         before_id: int | None = None, limit: int = 50) -> list[Instance]:
+        """Instances matching every filter given (exact values; received_from <= received_at <
+        received_to), newest first, at most `limit`, without their trace (`outcome.trace` is
+        None). Paged by id: the next page is `before_id=` the last id of this one. A filter on
+        a header fact or the SOP Instance UID is answered from an index, whatever the journal holds."""
+
+    def trace(self, instance_id: int) -> InstanceTrace | None:
+        """The instance with its trace (the outcome, reason, rule set version, rules fired and
+        edits, as a JSON object), its deliveries and each one's attempts; None if unknown."""
+
+    def counters(self) -> list[Counter]:
+        """Every counter (name, label, value), changed in the transaction of the event it counts;
+        never lowered, also by a purge."""
+
+    def write_status(self, node: str, status: dict, now: float | None = None) -> None:
+        """What the router on `node` says of itself (heartbeat, rules in use, last reload,
+        listeners): replaces what it said before."""
+
+    def statuses(self) -> list[RouterStatus]:
+        """What each router said of itself last (node, updated_at, status), the latest first."""

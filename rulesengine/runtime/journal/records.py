@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, fields
 from dataclasses import field as dataclass_field
 from enum import StrEnum
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 from ...arrival import Arrival
 
@@ -54,23 +54,64 @@ def _by_name(cls, row: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the rules decided, as the journal records it."""
+    """What the rules decided, as the journal records it; `trace` is the decision in detail
+    (`trace_text`), kept with it for the operations console."""
 
     ruleset_version: str | None
     outcome: str | None
     reason: str | None
     rules_fired: tuple[str, ...]
     destinations: tuple[str, ...]
+    trace: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         return {"ruleset_version": self.ruleset_version, "outcome": self.outcome, "reason": self.reason,
                 "rules_fired": json.dumps(list(self.rules_fired)),
-                "destinations": json.dumps(list(self.destinations))}
+                "destinations": json.dumps(list(self.destinations)), "trace": self.trace}
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Outcome":
+        # A listing (search_instances) leaves the trace out: it is read one instance at a time.
         return cls(row["ruleset_version"], row["outcome"], row["reason"], tuple(json.loads(row["rules_fired"] or "[]")),
-                   tuple(json.loads(row["destinations"] or "[]")))
+                   tuple(json.loads(row["destinations"] or "[]")), row["trace"] if "trace" in row.keys() else None)
+
+
+# A trace is bounded: a de-identification profile edits hundreds of elements, and every
+# instance keeps its trace until it is purged.
+MAX_TRACE_EDITS = 500
+MAX_TRACE_BYTES = 256 * 1024
+
+
+def trace_text(outcome: str | None, reason: str | None, ruleset_version: str | None,
+               rules_fired: Iterable[Mapping[str, Any]] = (), edits: Iterable[Mapping[str, Any]] = (),
+               left_out: int = 0) -> str:
+    """The trace column: a JSON object with the outcome, its reason, the rule set version, the
+    rules fired ({name, file, line}) and the edits made ({path, old, new, rule, file, line,
+    destination}), the edits cut at MAX_TRACE_EDITS and the whole at MAX_TRACE_BYTES;
+    `truncated` counts the edits left out (`left_out`: those the caller left out already)."""
+    edits = list(edits)
+    kept = edits[:MAX_TRACE_EDITS]
+    left_out += len(edits) - len(kept)
+    trace = {"outcome": outcome, "reason": reason, "ruleset_version": ruleset_version,
+             "rules_fired": list(rules_fired), "edits": kept, "truncated": left_out}
+    text = json.dumps(trace, separators=(",", ":"), default=str)
+    if len(text) <= MAX_TRACE_BYTES:
+        return text
+    # Rare (long values): keep the edits that fit, one at a time.
+    trace["edits"] = []
+    budget = MAX_TRACE_BYTES - len(json.dumps(trace, separators=(",", ":"), default=str)) - 32
+    for edit in kept:
+        size = len(json.dumps(edit, separators=(",", ":"), default=str)) + 1
+        if size > budget:
+            break
+        budget -= size
+        trace["edits"].append(edit)
+    trace["truncated"] = left_out + len(kept) - len(trace["edits"])
+    text = json.dumps(trace, separators=(",", ":"), default=str)
+    if len(text) > MAX_TRACE_BYTES:  # a long reason or too many rules: what fits is the outcome
+        trace.update(rules_fired=trace["rules_fired"][:MAX_TRACE_EDITS], reason=(reason or "")[:1024])
+        text = json.dumps(trace, separators=(",", ":"), default=str)
+    return text
 
 
 @dataclass(frozen=True)
@@ -150,10 +191,51 @@ class Attempt(_Columns):
     ok: bool
     detail: str | None
 
+    @property
+    def seconds(self) -> float:
+        return self.finished_at - self.started_at
+
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Attempt":
         values = _by_name(cls, row)
         return cls(**{**values, "ok": bool(values["ok"])})
+
+
+@dataclass(frozen=True)
+class DeliveryTrace:
+    """One delivery of an instance, when it was queued, changed and delivered, and every attempt."""
+
+    delivery: Delivery
+    created_at: float
+    updated_at: float
+    delivered_at: float | None
+    attempts: tuple[Attempt, ...]
+
+
+@dataclass(frozen=True)
+class InstanceTrace:
+    """An instance with its trace (the decided outcome in detail, see trace_text; None for one
+    not processed yet, or journaled before traces were kept), its deliveries and their attempts."""
+
+    instance: Instance
+    trace: Mapping[str, Any] | None
+    deliveries: tuple[DeliveryTrace, ...]
+
+
+class Counter(NamedTuple):
+    """One counter of the journal (see Journal.counters): monotonic, also across purges."""
+
+    name: str
+    label: str
+    value: float
+
+
+class RouterStatus(NamedTuple):
+    """What a router last said of itself (Journal.write_status): `status` as it wrote it."""
+
+    node: str
+    updated_at: float
+    status: Mapping[str, Any]
 
 
 # ---- requests: C-FIND, C-MOVE, C-GET, N-CREATE, N-SET ------------------------------------------
@@ -252,7 +334,7 @@ class Request(_Columns):
     def to_row(self) -> dict[str, Any]:
         ended = self.result.to_row() if self.result is not None else dict.fromkeys(_RESULT_COLUMNS)
         return {"id": self.id, "received_at": self.received_at, "finished_at": self.finished_at,
-                "message": self.message, **self.arrival.to_row(), "level": self.level,
+                "message": self.message, **self.arrival.to_row(header=False), "level": self.level,
                 "matching_keys": json.dumps(dict(self.matching_keys)), "move_destination": self.move_destination, **ended}
 
     @classmethod

@@ -19,8 +19,8 @@ from dataclasses import fields, replace
 from typing import Iterable
 
 from ...arrival import Arrival
-from .records import (Attempt, Delivery, DeliveryState, Instance, InstanceState, ListedDelivery, NewDelivery,
-                      NewRequest, Outcome, Request, RequestResult)
+from .records import (Attempt, Counter, Delivery, DeliveryState, DeliveryTrace, Instance, InstanceState, InstanceTrace,
+                      ListedDelivery, NewDelivery, NewRequest, Outcome, Request, RequestResult, RouterStatus)
 
 QUEUED, SENDING, DELIVERED, RETRYING, DEAD = DeliveryState
 ACCEPTED, PROCESSED, DONE = InstanceState
@@ -39,7 +39,11 @@ CREATE TABLE IF NOT EXISTS instances (
     outcome TEXT, reason TEXT,
     rules_fired TEXT,
     destinations TEXT,
-    processed_at REAL
+    processed_at REAL,
+    -- read from the header at intake, for searching (Arrival.HEADER_COLUMNS)
+    patient_id TEXT, patient_name TEXT, accession_number TEXT,
+    study_instance_uid TEXT, series_instance_uid TEXT, modality TEXT,
+    trace TEXT  -- the decision in detail (JSON, records.trace_text)
 );
 CREATE INDEX IF NOT EXISTS instances_state ON instances(state);
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -105,11 +109,48 @@ CREATE TABLE IF NOT EXISTS requests (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_received ON requests(received_at);
+-- Counters for metrics, each changed in the transaction of the event it counts, and never by a
+-- purge: they only grow (see SQLiteJournal.counters for the names and labels).
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT NOT NULL,
+    label TEXT NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (name, label)
+) WITHOUT ROWID;
+-- What each router says of itself (heartbeat, rules in use, last reload, listeners), as JSON.
+CREATE TABLE IF NOT EXISTS router_status (
+    node TEXT PRIMARY KEY,
+    updated_at REAL NOT NULL,
+    status TEXT NOT NULL
+);
 """
+
+# Indexes on columns a journal from before may lack: created once they are added.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS instances_received_at ON instances(received_at);
+CREATE INDEX IF NOT EXISTS instances_patient_id ON instances(patient_id);
+CREATE INDEX IF NOT EXISTS instances_accession_number ON instances(accession_number);
+CREATE INDEX IF NOT EXISTS instances_study_instance_uid ON instances(study_instance_uid);
+CREATE INDEX IF NOT EXISTS instances_series_instance_uid ON instances(series_instance_uid);
+CREATE INDEX IF NOT EXISTS instances_sop_instance_uid ON instances(sop_instance_uid);
+CREATE INDEX IF NOT EXISTS instances_calling_aet ON instances(calling_aet);
+CREATE INDEX IF NOT EXISTS instances_source_name ON instances(source_name);
+CREATE INDEX IF NOT EXISTS instances_outcome ON instances(outcome);
+"""
+
+# The exact filters of search_instances: each column has an index of its own, so that a search
+# never reads the whole table, however rare the value.
+INDEXED_FILTERS = ("patient_id", "accession_number", "study_instance_uid", "series_instance_uid", "sop_instance_uid",
+                   "calling_aet", "source_name", "outcome")
+_NARROW_FILTERS = INDEXED_FILTERS[:5]
+
+# Delivery latency (received to delivered), seconds: the upper bounds of the histogram's buckets.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 # Columns added since the first release: a journal made before gets them (empty) when opened.
-_ADDED_COLUMNS = (("instances", "store_command", "TEXT"), ("requests", "store_command", "TEXT"))
+_ADDED_COLUMNS = (("instances", "store_command", "TEXT"), ("requests", "store_command", "TEXT"),
+                  *(("instances", column, "TEXT") for column in Arrival.HEADER_COLUMNS), ("instances", "trace", "TEXT"))
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
@@ -123,6 +164,55 @@ def _add_missing_columns(db: sqlite3.Connection) -> None:
 
 
 _DELIVERY_COLUMNS = ", ".join(field.name for field in fields(Delivery))
+# What a search lists of an instance: everything but its trace, which is read one at a time.
+_LISTED_INSTANCE_COLUMNS = ("id, received_at, path, state, ruleset_version, outcome, reason, rules_fired, "
+                            "destinations, processed_at, " + ", ".join(Arrival.ROW_COLUMNS + Arrival.HEADER_COLUMNS))
+
+
+def search_query(*, received_from: float | None = None, received_to: float | None = None,
+                 before_id: int | None = None, limit: int = 50, **exact: str | None) -> tuple[str, list]:
+    """The statement of SQLiteJournal.search_instances, and its arguments: `exact` names columns
+    of instances and the values they must have (None: any)."""
+    unknown = set(exact) - set(INDEXED_FILTERS)
+    if unknown:
+        raise TypeError(f"not a filter of search_instances: {', '.join(sorted(unknown))}")
+    where, args = [], []
+    # With a value that few instances share (a patient, a UID), its index answers: the broad
+    # filters (a source, an outcome, a time range) are written so that SQLite, which keeps no
+    # statistics here, never walks their index instead ("+column" uses none).
+    narrow = any(exact.get(column) is not None for column in _NARROW_FILTERS)
+    broad = "+" if narrow else ""
+    for column, value in exact.items():
+        if value is not None:
+            where.append(f"{broad if column not in _NARROW_FILTERS else ''}{column}=?")
+            args.append(value)
+    for condition, value in ((f"{broad}received_at>=?", received_from), (f"{broad}received_at<?", received_to),
+                             ("id<?", before_id)):
+        if value is not None:
+            where.append(condition)
+            args.append(value)
+    query = f"SELECT {_LISTED_INSTANCE_COLUMNS} FROM instances"
+    if where:
+        query += " WHERE " + " AND ".join(where)
+    args.append(max(0, int(limit)))
+    return query + " ORDER BY id DESC LIMIT ?", args
+
+
+def _count(db: sqlite3.Connection, *counts: tuple[str, str, float]) -> None:
+    """Add to counters (name, label, amount), in one statement: the transaction of the event
+    they count pays one call into SQLite, whatever their number."""
+    db.execute("INSERT INTO counters (name, label, value) VALUES " + ",".join(["(?,?,?)"] * len(counts)) +
+               " ON CONFLICT (name, label) DO UPDATE SET value = value + excluded.value",
+               [item for count in counts for item in count])
+
+
+def latency_counts(destination: str, seconds: float) -> tuple[tuple[str, str, float], ...]:
+    """One delivery in the latency histogram: the count of its bucket (not cumulative: label
+    "DESTINATION:BOUND", the smallest bound at least `seconds`, "+Inf" past the last), the sum, the count."""
+    bound = next((f"{limit:g}" for limit in LATENCY_BUCKETS if seconds <= limit), "+Inf")
+    return (("delivery_latency_seconds_bucket", f"{destination}:{bound}", 1),
+            ("delivery_latency_seconds_sum", destination, seconds),
+            ("delivery_latency_seconds_count", destination, 1))
 
 
 class _Lease:
@@ -146,6 +236,7 @@ class SQLiteJournal:
         db.execute("PRAGMA journal_mode=WAL")  # kept in the file: once is enough
         db.executescript(_SCHEMA)
         _add_missing_columns(db)
+        db.executescript(_INDEXES)
 
     def _connection(self) -> sqlite3.Connection:
         lease = getattr(self._local, "lease", None)
@@ -208,6 +299,10 @@ class SQLiteJournal:
         with self._transaction() as db:
             cursor = db.execute(f"INSERT INTO instances ({', '.join(columns)}) VALUES "
                                 f"({', '.join('?' * len(columns))})", tuple(columns.values()))
+            counts = [("instances_received", arrival.source_name or arrival.source_kind or "", 1)]
+            if state != ACCEPTED and outcome.outcome:
+                counts.append(("instances_outcome", outcome.outcome, 1))
+            _count(db, *counts)
             return int(cursor.lastrowid)
 
     def add_deliveries(self, instance_id: int, deliveries: Iterable[NewDelivery], outcome: Outcome | None = None,
@@ -216,6 +311,7 @@ class SQLiteJournal:
         now = time.time()
         ids = []
         with self._transaction() as db:
+            before = db.execute("SELECT state, outcome FROM instances WHERE id=?", (instance_id,)).fetchone()
             for item in deliveries:
                 cursor = db.execute(
                     "INSERT INTO deliveries (instance_id, destination, path, sop_class_uid, sop_instance_uid, "
@@ -225,13 +321,26 @@ class SQLiteJournal:
                 ids.append(int(cursor.lastrowid))
             decided = outcome.to_row() if outcome is not None else {}
             self._update_instance(db, instance_id, {"state": PROCESSED, "processed_at": now, **decided})
+            self._count_outcome(db, before, outcome)
         return ids
 
     def settle(self, instance_id: int, outcome: Outcome, path: str | None) -> None:
         """An accepted instance that needs no delivery: dropped, or kept aside at `path`."""
         with self._transaction() as db:
+            before = db.execute("SELECT state, outcome FROM instances WHERE id=?", (instance_id,)).fetchone()
             self._update_instance(db, instance_id, {"state": DONE, "processed_at": time.time(), "path": path,
                                                     **outcome.to_row()})
+            self._count_outcome(db, before, outcome)
+
+    @staticmethod
+    def _count_outcome(db: sqlite3.Connection, before: sqlite3.Row | None, outcome: Outcome | None) -> None:
+        """An instance decided now (it was accepted): counted once by its outcome, whatever
+        settles it afterwards (a sync delivery whose copies cannot be written)."""
+        if before is None or before["state"] != ACCEPTED:
+            return
+        decided = outcome.outcome if outcome is not None else before["outcome"]
+        if decided:
+            _count(db, ("instances_outcome", decided, 1))
 
     @staticmethod
     def _update_instance(db: sqlite3.Connection, instance_id: int, columns: dict) -> None:
@@ -310,6 +419,9 @@ class SQLiteJournal:
                        "last_error=NULL WHERE id=?", (DELIVERED, now, now, delivery.id))
             db.execute("INSERT INTO attempts (delivery_id, started_at, finished_at, ok, detail) VALUES (?,?,?,1,?)",
                        (delivery.id, started, now, detail))
+            received = db.execute("SELECT received_at FROM instances WHERE id=?", (delivery.instance_id,)).fetchone()
+            latency = latency_counts(delivery.destination, max(0.0, now - received[0])) if received else ()
+            _count(db, ("deliveries_delivered", delivery.destination, 1), *latency)
 
     def failed(self, delivery: Delivery, started: float, error: str, retry_at: float | None,
                keep_file: bool = True) -> DeliveryState:
@@ -323,6 +435,8 @@ class SQLiteJournal:
                        (state, retry_at or now, error, now, keep_file, delivery.id))
             db.execute("INSERT INTO attempts (delivery_id, started_at, finished_at, ok, detail) VALUES (?,?,?,0,?)",
                        (delivery.id, started, now, error))
+            _count(db, ("delivery_attempts_failed", delivery.destination, 1),
+                   *((("deliveries_dead", delivery.destination, 1),) if state == DEAD else ()))
         return state
 
     def release(self, deliveries: Iterable[Delivery]) -> None:
@@ -456,7 +570,7 @@ class SQLiteJournal:
     def record_request(self, request: NewRequest, now: float | None = None) -> int:
         """A request as it arrives; returns its number."""
         columns = {"received_at": time.time() if now is None else now, "message": request.message,
-                   **request.arrival.to_row(), "level": request.level,
+                   **request.arrival.to_row(header=False), "level": request.level,
                    "matching_keys": json.dumps(dict(request.matching_keys)),
                    "move_destination": request.move_destination}
         # One statement, its own transaction: a request waits for one call into SQLite, not three.
@@ -490,3 +604,70 @@ class SQLiteJournal:
             args.append(older_than)
         with self._transaction() as db:
             return db.execute(query, args).rowcount
+
+    # ---- for the operations console -----------------------------------------------------------
+
+    def search_instances(self, *, patient_id: str | None = None, accession_number: str | None = None,
+                         study_instance_uid: str | None = None, series_instance_uid: str | None = None,
+                         sop_instance_uid: str | None = None, calling_aet: str | None = None,
+                         source_name: str | None = None, outcome: str | None = None,
+                         received_from: float | None = None, received_to: float | None = None,
+                         before_id: int | None = None, limit: int = 50) -> list[Instance]:
+        """Instances matching every filter given (exact values; received_from <= received_at <
+        received_to), newest first, at most `limit`, without their trace; the next page starts
+        before the last id of this one (`before_id`)."""
+        query, args = search_query(
+            patient_id=patient_id, accession_number=accession_number, study_instance_uid=study_instance_uid,
+            series_instance_uid=series_instance_uid, sop_instance_uid=sop_instance_uid, calling_aet=calling_aet,
+            source_name=source_name, outcome=outcome, received_from=received_from, received_to=received_to,
+            before_id=before_id, limit=limit)
+        return [Instance.from_row(row) for row in self._connection().execute(query, args)]
+
+    def trace(self, instance_id: int) -> InstanceTrace | None:
+        """An instance with its trace, its deliveries and each one's attempts (read in one
+        transaction: a consistent picture while the router works on)."""
+        db = self._connection()
+        db.execute("BEGIN")
+        try:
+            row = db.execute("SELECT * FROM instances WHERE id=?", (instance_id,)).fetchone()
+            if row is None:
+                return None
+            deliveries = db.execute("SELECT * FROM deliveries WHERE instance_id=? ORDER BY id",
+                                    (instance_id,)).fetchall()
+            attempts: dict[int, list[Attempt]] = {}
+            for attempt in db.execute(
+                    "SELECT a.* FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.instance_id=? "
+                    "ORDER BY a.id", (instance_id,)):
+                attempts.setdefault(attempt["delivery_id"], []).append(Attempt.from_row(attempt))
+        finally:
+            db.execute("COMMIT")
+        try:
+            trace = json.loads(row["trace"]) if row["trace"] else None
+        except ValueError:
+            trace = None
+        return InstanceTrace(Instance.from_row(row), trace, tuple(
+            DeliveryTrace(Delivery.from_row(item), item["created_at"], item["updated_at"], item["delivered_at"],
+                          tuple(attempts.get(item["id"], ()))) for item in deliveries))
+
+    def counters(self) -> list[Counter]:
+        """Every counter, by name and label. They only grow, whatever is purged:
+        instances_received (label: the source's name, else its kind), instances_outcome (route,
+        drop, quarantine, reject: counted once, when decided), deliveries_delivered,
+        delivery_attempts_failed, deliveries_dead (label: the destination), and the delivery
+        latency from received to delivered: delivery_latency_seconds_bucket (label
+        "DESTINATION:BOUND", each bucket counting the deliveries above the bound before it: not
+        cumulative), delivery_latency_seconds_sum and _count (label: the destination)."""
+        return [Counter(*row) for row in self._connection().execute(
+            "SELECT name, label, value FROM counters ORDER BY name, label")]
+
+    def write_status(self, node: str, status: dict, now: float | None = None) -> None:
+        """What the router on `node` says of itself now (replacing what it said before)."""
+        self._connection().execute(
+            "INSERT INTO router_status (node, updated_at, status) VALUES (?,?,?) ON CONFLICT (node) DO UPDATE SET "
+            "updated_at=excluded.updated_at, status=excluded.status",
+            (node, time.time() if now is None else now, json.dumps(status, default=str)))
+
+    def statuses(self) -> list[RouterStatus]:
+        """What each router said of itself last, the latest first."""
+        return [RouterStatus(row[0], row[1], json.loads(row[2])) for row in self._connection().execute(
+            "SELECT node, updated_at, status FROM router_status ORDER BY updated_at DESC")]

@@ -1,0 +1,82 @@
+"""What the router says of itself in the journal, for the operations console (a process of its
+own, which reads the journal and nothing of the router's memory).
+
+One row per node (`Journal.write_status`): the heartbeat time, the process id, the rule set
+version in use, how the last reload went (with its findings), and each listener with the
+associations open on it. Written at start, every INTERVAL_SECONDS, at each reload, and at
+the stop (state "stopped"); a heartbeat older than a few intervals means the router is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sqlite3
+import threading
+import time
+from typing import Callable
+
+log = logging.getLogger("rulesengine.router")
+
+INTERVAL_SECONDS = 5.0
+
+
+class StatusReporter:
+    """Writes the router's status row; `start` refreshes it from a thread of its own.
+    `wait(seconds)` waits between two writes and says whether to stop (by default, until `stop`)."""
+
+    def __init__(self, router, node: str | None = None, clock: Callable[[], float] = time.time,
+                 interval: float = INTERVAL_SECONDS, wait: Callable[[float], bool] | None = None):
+        self.router = router
+        self.node = node or socket.gethostname()
+        self.clock = clock
+        self.interval = interval
+        self._stopped = threading.Event()
+        self._wait = wait or self._stopped.wait
+        self._thread: threading.Thread | None = None
+        self.started_at = clock()
+
+    def snapshot(self, state: str = "running") -> dict:
+        router = self.router
+        now = self.clock()
+        return {
+            "state": state,
+            "heartbeat": now,
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            "ruleset_version": router.rules.current.version,
+            "last_reload": router.rules.last_reload,
+            "listeners": [{"name": listener.config.name, "port": listener.config.port,
+                           "associations": _open_associations(listener)} for listener in router.listeners],
+        }
+
+    def write(self, state: str = "running") -> None:
+        """Write the status now. A journal busy or failing costs a heartbeat, never the router."""
+        status = self.snapshot(state)
+        try:
+            self.router.journal.write_status(self.node, status, now=status["heartbeat"])
+        except sqlite3.Error as exc:
+            log.warning("the router's status could not be written to the journal: %s", exc)
+
+    def start(self) -> None:
+        self.write()
+        self._thread = threading.Thread(target=self._run, name="router-status", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop refreshing, and say so."""
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            self.write("stopped")
+
+    def _run(self) -> None:
+        while not self._wait(self.interval):
+            self.write()
+
+
+def _open_associations(listener) -> int:
+    slots = getattr(listener, "slots", None)  # made when the listener starts
+    return slots.open_count() if slots is not None else 0
