@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import ipaddress
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -39,8 +41,27 @@ def _listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, stopping on SIGINT or SIGTERM with status 0 as the router does (uvicorn
+        itself raises the signal again once stopped, and the process ends killed by it)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            previous = {number: signal.signal(number, self.handle_exit) for number in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for number, handler in previous.items():
+                    signal.signal(number, handler)
+    return Server
+
+
 def cmd_console(args) -> int:
     import uvicorn
+    server_class = _server_class()
 
     from ..console.app import create_app
     from ..console.auth import USERS_FILE, first_run_admin
@@ -78,7 +99,7 @@ def cmd_console(args) -> int:
     host = f"[{console.bind}]" if ":" in console.bind else console.bind
     print(f"console at {scheme}://{host}:{console.port}/ (storage {storage.root}); stop with Ctrl-C or SIGTERM",
           flush=True)
-    server = uvicorn.Server(uvicorn.Config(
+    server = server_class(uvicorn.Config(
         app, log_level="debug" if args.verbose else "warning", access_log=bool(args.verbose),
         ssl_certfile=console.tls.certificate if console.tls else None,
         ssl_keyfile=console.tls.private_key if console.tls else None, server_header=False))

@@ -10,9 +10,7 @@ event loop.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from importlib import resources
