@@ -1,7 +1,7 @@
 """The console's web application: server-rendered pages, each with its JSON twin under /api/,
 and the OpenAPI document of the API, built from the same table as the routes.
 
-Every route but the login page, its POST and the static files asks for a session (pages
+Every route but the login page, its POST, /logout and the static files asks for a session (pages
 answer 303 to /login, the API 401), and a role (403 below it). Every POST carries the
 session's CSRF token, as the form field `csrf_token` or the header X-CSRF-Token (403
 without it). Journal and storage work runs in a thread of starlette's pool, never on the
@@ -40,7 +40,14 @@ SESSION_COOKIE = "rulesengine_console"
 MAX_BODY = 1 << 20  # forms and JSON bodies are small; nothing is uploaded yet
 PAGE_LIMIT = 50
 MAX_LIMIT = 500
-OPEN_PATHS = ("/login", "/static")  # everything else needs a session
+# The pages in the navigation bar, with the least role that sees the link. A new page is a route
+# in _register (with its /api twin, which `both` adds) and a line here.
+NAVIGATION = (
+    ("/queues", "Queues", "viewer"),
+    ("/quarantine", "Quarantine", "viewer"),
+    ("/configuration", "Configuration", "viewer"),
+    ("/audit", "Audit log", "admin"),
+)
 
 
 # ---- parameters ----------------------------------------------------------------------------------
@@ -179,7 +186,7 @@ class Console:
         flash = request.session.pop("flash", None) if user else None
         return self.templates.TemplateResponse(
             request, name, {"user": user, "csrf_token": self.csrf_token(request), "flash": flash,
-                            "version": __version__, "can": (lambda role: user is not None and role_allows(user.role, role)),
+                            "version": __version__, "navigation": NAVIGATION, "can": (lambda role: user is not None and role_allows(user.role, role)),
                             **context}, status_code=status, headers=headers)
 
     def refusal(self, request: Request, user: ConsoleUser | None, api: bool, status: int, message: str,

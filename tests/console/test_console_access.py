@@ -247,3 +247,15 @@ def test_every_page_has_its_api_twin(console):
              if not path.startswith(("/api/", "/static")) and path not in OPEN}
     api = {(path, method) for path, method in routes(console.app) if path.startswith("/api/")}
     assert pages and all(("/api" + path, method) in api for path, method in pages)
+
+
+def test_the_navigation_links_pages_that_exist_each_with_its_api_twin(console):
+    from rulesengine.console.app import NAVIGATION
+    get_routes = {path for path, method in routes(console.app) if method == "GET"}
+    for path, _title, _role in NAVIGATION:
+        assert path in get_routes and "/api" + path in get_routes, path
+    admin = console.client("ada").get("/queues").text
+    viewer = console.client("vera").get("/queues").text
+    for path, _title, role in NAVIGATION:
+        assert f'href="{path}"' in admin
+        assert (f'href="{path}"' in viewer) == (role == "viewer")
