@@ -227,12 +227,23 @@ class Console:
                                     f"{request.url.path} needs the role {endpoint.role}; {user.name} is {user.role}")
             try:
                 params = await _Params.of(request)
+                _check_names(endpoint, params)
                 return await endpoint.handler(request, user, params, endpoint.api)
             except ActionError as exc:
                 return self.refusal(request, user, endpoint.api, exc.status, str(exc))
         run.__name__ = endpoint.handler.__name__
         run.__doc__ = endpoint.handler.__doc__
         return run
+
+
+def _check_names(endpoint: _Endpoint, params: _Params) -> None:
+    """A parameter the route does not take is an error, not silently ignored (a misspelt
+    `destinaton` would otherwise retry every destination)."""
+    takes = [name for name, *_ in PARAMETERS.get((endpoint.path.removeprefix("/api"), endpoint.method), ())]
+    unknown = sorted(set(params.values) - set(takes) - {"csrf_token"})
+    if unknown:
+        raise ActionError(f"unknown parameter {unknown[0][:40]!r}; {endpoint.path} {endpoint.method} takes "
+                          + (", ".join(takes) if takes else "none"))
 
 
 # ---- the handlers ---------------------------------------------------------------------------------
@@ -528,6 +539,53 @@ def _login_routes(console: Console) -> list[Route]:
 # ---- OpenAPI --------------------------------------------------------------------------------------
 
 
+_DESTINATION = ("destination", "string", False, "a destination's name")
+_STATES = "queued, sending, delivered, retrying, dead"
+_ITEM = ("item", "string", True, "a quarantined instance as the list names it (DAY/NAME.dcm)")
+_CONFIRM = ("confirm", "boolean", False, "must be true")
+# The parameters of each API route, by its page's path: (name, type, repeatable, meaning). GET
+# routes take them in the query string, POST routes in a JSON object.
+PARAMETERS = {
+    ("/queues", "GET"): (("destination", "string", False, "only this destination"),
+                         ("state", "string", True, f"only these states ({_STATES}); default all but delivered"),
+                         ("before", "integer", False, "the next page: the next_before of the page before"),
+                         ("limit", "integer", False, f"items per page, 1 to {MAX_LIMIT}; default {PAGE_LIMIT}")),
+    ("/queues/retry", "POST"): (("destination", "string", False, "only this destination"),
+                                ("id", "integer", True, "only these deliveries")),
+    ("/queues/pause", "POST"): (_DESTINATION,),
+    ("/queues/resume", "POST"): (_DESTINATION,),
+    ("/queues/purge", "GET"): (("destination", "string", False, "only this destination"),
+                               ("state", "string", True, "delivered (default), dead; queued and retrying only of a "
+                                                         "destination no longer configured"),
+                               ("older_than", "integer", False, "only deliveries not updated for this many seconds")),
+    ("/queues/purge", "POST"): (("destination", "string", False, "only this destination"),
+                                ("state", "string", True, "as for the GET"),
+                                ("older_than", "integer", False, "as for the GET"), _CONFIRM),
+    ("/quarantine/release", "POST"): (_ITEM,),
+    ("/quarantine/delete", "GET"): (_ITEM,),
+    ("/quarantine/delete", "POST"): (_ITEM, _CONFIRM),
+    ("/audit", "GET"): (("limit", "integer", False, f"entries, 1 to {MAX_LIMIT}; default 100"),),
+}
+
+
+def _schema(kind: str, repeatable: bool) -> dict:
+    return {"type": "array", "items": {"type": kind}} if repeatable else {"type": kind}
+
+
+def _parameters(endpoint: _Endpoint) -> dict:
+    declared = PARAMETERS.get((endpoint.path.removeprefix("/api"), endpoint.method), ())
+    if not declared:
+        return {}
+    if endpoint.method == "GET":
+        return {"parameters": [{"name": name, "in": "query", "description": meaning, "required": False,
+                                "schema": _schema(kind, repeatable), **({"explode": True} if repeatable else {})}
+                               for name, kind, repeatable, meaning in declared]}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "additionalProperties": False,
+        "properties": {name: {**_schema(kind, repeatable), "description": meaning}
+                       for name, kind, repeatable, meaning in declared}}}}}}
+
+
 def openapi_document(console: Console) -> dict:
     paths: dict[str, dict] = {}
     for endpoint in console.endpoints:
@@ -536,6 +594,7 @@ def openapi_document(console: Console) -> dict:
         doc = " ".join((endpoint.handler.__doc__ or "").split())
         summary = doc.split(". ")[0].rstrip(".")
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = {
+            **_parameters(endpoint),
             "summary": summary,
             "description": f"{doc} Role: {endpoint.role} or above.",
             "responses": {

@@ -259,3 +259,16 @@ def test_the_navigation_links_pages_that_exist_each_with_its_api_twin(console):
     for path, _title, role in NAVIGATION:
         assert f'href="{path}"' in admin
         assert (f'href="{path}"' in viewer) == (role == "viewer")
+
+
+def test_the_openapi_document_gives_the_parameters_of_each_route(console):
+    from rulesengine.console.app import PARAMETERS
+    document = console.client("vera").get("/api/openapi.json").json()
+    every = {(path, method) for path, method in routes(console.app)}
+    assert all(("/api" + path, method) in every for path, method in PARAMETERS)  # none for a route that is gone
+    queues = document["paths"]["/api/queues"]["get"]["parameters"]
+    assert [p["name"] for p in queues] == ["destination", "state", "before", "limit"]
+    assert queues[1]["schema"] == {"type": "array", "items": {"type": "string"}}
+    retry = document["paths"]["/api/queues/retry"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(retry["properties"]) == {"destination", "id"}
+    assert document["paths"]["/api/queues/retry"]["post"]["description"].endswith("Role: operator or above.")

@@ -79,6 +79,17 @@ def test_bad_action_parameters_get_400_with_a_clear_message(console, path, body,
     assert answer.status_code == 400 and answer.json() == {"error": message}
 
 
+def test_a_parameter_a_route_does_not_take_gets_400_and_nothing_is_done(console):
+    pacs, archive = console.delivery("PACS", "dead"), console.delivery("ARCHIVE", "dead")
+    client, token = console.api_client("otto")
+    answer = post(client, token, "/api/queues/retry", destinaton="PACS")
+    assert answer.status_code == 400
+    assert answer.json() == {"error": "unknown parameter 'destinaton'; /api/queues/retry POST takes destination, id"}
+    assert [console.journal.delivery(n).state for n in (pacs, archive)] == ["dead", "dead"]
+    answer = client.get("/api/configuration", params={"full": "yes"})
+    assert answer.json() == {"error": "unknown parameter 'full'; /api/configuration GET takes none"}
+
+
 def test_a_body_that_is_not_a_json_object_gets_400(console):
     client, token = console.api_client("ada")
     answer = client.post("/api/queues/retry", content=b"[1, 2", headers={"x-csrf-token": token,
@@ -193,8 +204,8 @@ def test_release_and_delete_name_only_what_the_quarantine_holds(console):
     console.quarantined()
     outside = console.folder / "router.yaml"
     client, token = console.api_client("ada")
-    for path in ("/api/quarantine/release", "/api/quarantine/delete"):
-        answer = post(client, token, path, item=["../../router.yaml"], confirm=True)
+    for path, extra in (("/api/quarantine/release", {}), ("/api/quarantine/delete", {"confirm": True})):
+        answer = post(client, token, path, item=["../../router.yaml"], **extra)
         assert answer.status_code == 404 and answer.json() == {"error": "not in the quarantine: ../../router.yaml"}
     assert outside.exists()
     refused = console.journal.audit_log()[0]
