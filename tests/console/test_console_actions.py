@@ -247,3 +247,9 @@ def test_the_configuration_is_shown_with_its_secrets_masked(tmp_path):
     assert "# the console's test configuration" in shown and "PACS: {type: folder, path: out/pacs}" in shown
     page = client.get("/configuration").text
     assert "argon2id" not in page and "hash_key_file" in page
+
+
+def test_what_the_pages_show_is_escaped(console):
+    console.quarantined(reason='<script>alert("x")</script> & more')
+    page = console.client("vera").get("/quarantine").text
+    assert "<script>" not in page and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; more" in page
