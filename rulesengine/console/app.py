@@ -361,9 +361,10 @@ def _register(console: Console) -> None:
 
     @both("/queues/purge", "GET", "admin")
     async def purge_confirm(request, user, params, api):
-        """What a purge would forget, before it is confirmed. Parameters: destination, state
-        (repeatable: delivered (default), dead; queued and retrying only of a removed destination),
-        older_than (seconds)."""
+        """What a purge would forget, before it is confirmed: how many deliveries are in these states
+        (with older_than, the purge forgets those of them not updated for that long). Parameters:
+        destination, state (repeatable: delivered (default), dead; queued and retrying only of a
+        removed destination), older_than (seconds)."""
         states, destination, older_than = purge_request(params)
         count = await run_in_threadpool(actions.purge_preview, journal, states, destination)
         if api:

@@ -253,3 +253,12 @@ def test_what_the_pages_show_is_escaped(console):
     console.quarantined(reason='<script>alert("x")</script> & more')
     page = console.client("vera").get("/quarantine").text
     assert "<script>" not in page and "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; more" in page
+
+
+def test_the_purge_step_can_choose_what_to_forget(console):
+    console.delivery("PACS", "dead")
+    page = console.client("ada").get("/queues/purge", params={"destination": "PACS", "state": ["dead"],
+                                                              "older_than": "60"})
+    assert page.status_code == 200
+    assert "This forgets of the 1 delivery (dead) of\nPACS those not updated for 60 s" in page.text
+    assert 'value="dead" checked' in page.text and 'name="older_than" value="60"' in page.text
