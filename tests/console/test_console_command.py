@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import stat
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import pytest
 from helpers.cli import dicom_rules
 from helpers.console import PASSWORD, USERS, ConsoleUnderTest, ServerThread, csrf_of, write_config
 from helpers.files import ROOT
-from helpers.peers import free_port, wait_for_port
+from helpers.peers import free_port, require, wait_for_port
 from rulesengine.config import load_config
 from rulesengine.console.auth import password_matches
 
@@ -30,14 +31,19 @@ from rulesengine.console.auth import password_matches
 class Browser:
     """urllib with a cookie jar, not following redirects: a client over a real socket."""
 
-    def __init__(self, port: int):
-        self.base = f"http://127.0.0.1:{port}"
+    def __init__(self, port: int, trusted_certificate: Path | None = None):
+        scheme = "https" if trusted_certificate else "http"
+        self.base = f"{scheme}://127.0.0.1:{port}"
         self.cookies = http.cookiejar.CookieJar()
 
         class NoRedirect(urllib.request.HTTPRedirectHandler):
             def redirect_request(self, *args, **kwargs):
                 return None
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies), NoRedirect)
+        handlers = [urllib.request.HTTPCookieProcessor(self.cookies), NoRedirect]
+        if trusted_certificate:
+            handlers.append(urllib.request.HTTPSHandler(
+                context=ssl.create_default_context(cafile=str(trusted_certificate))))
+        self.opener = urllib.request.build_opener(*handlers)
 
     def request(self, path: str, data: dict | None = None, headers: dict | None = None) -> tuple[int, dict, str]:
         body = json.dumps(data).encode() if data is not None else None
@@ -214,3 +220,32 @@ def test_the_app_over_a_real_socket(tmp_path):
         status, _, page = browser.request("/queues", headers={"accept": "text/html"})
         assert status == 200 and csrf_of(page) == session["csrf_token"]
     assert console.journal.delivery(dead).state == "queued"
+
+
+def test_with_tls_the_console_answers_https_only_and_its_cookie_is_secure(tmp_path, started):
+    result = subprocess.run([require("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                             "console.key", "-out", "console.pem", "-days", "2", "-subj", "/CN=console",
+                             "-addext", "subjectAltName=IP:127.0.0.1"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    port = free_port()
+    config = write_config(tmp_path, port, extra="  tls: {certificate: console.pem, private_key: console.key}\n")
+    console = ConsoleProcess(config, port)
+    started(console)
+    assert console.lines[-1].startswith(f"console at https://127.0.0.1:{port}/")
+    password = re.search(r"with the password (\S+)$", console.lines[0].strip()).group(1)
+    browser = Browser(port, trusted_certificate=tmp_path / "console.pem")
+    status, session = browser.login("admin", password)
+    assert status == 200
+    [cookie] = list(browser.cookies)
+    assert cookie.secure and cookie.name == "rulesengine_console"
+    assert browser.request("/api/queues")[0] == 200
+    with pytest.raises((urllib.error.URLError, ConnectionError)):  # plain HTTP on that port gets no answer
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=10).read()
+    console.stop()
+
+
+def test_an_unreadable_certificate_names_its_key(tmp_path):
+    config = write_config(tmp_path, extra="  tls: {certificate: missing.pem, private_key: missing.key}\n")
+    result = dicom_rules("console", config)
+    assert result.returncode == 2
+    assert result.stderr == f"dicom-rules: {config}:12: console.tls.certificate: cannot read {tmp_path / 'missing.pem'}\n"
