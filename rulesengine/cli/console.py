@@ -167,7 +167,8 @@ def cmd_user_add(args) -> int:
 
 
 def add_console_commands(sub) -> None:
-    console = sub.add_parser("console", help="serve the operations console (web pages and a JSON API) beside the router")
+    console = sub.add_parser("console",
+                             help="serve the operations console (web pages and a JSON API) beside the router")
     console.add_argument("config", help="router configuration (YAML) with a console: section")
     console.add_argument("-v", "--verbose", action="store_true", help="log every request")
     console.set_defaults(func=cmd_console)

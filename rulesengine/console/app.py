@@ -184,10 +184,13 @@ class Console:
     def page(self, request: Request, name: str, user: ConsoleUser | None, status: int = 200,
              headers: dict | None = None, **context) -> Response:
         flash = request.session.pop("flash", None) if user else None
+
+        def can(role: str) -> bool:
+            return user is not None and role_allows(user.role, role)
         return self.templates.TemplateResponse(
             request, name, {"user": user, "csrf_token": self.csrf_token(request), "flash": flash,
-                            "version": __version__, "navigation": NAVIGATION, "can": (lambda role: user is not None and role_allows(user.role, role)),
-                            **context}, status_code=status, headers=headers)
+                            "version": __version__, "navigation": NAVIGATION, "can": can, **context},
+            status_code=status, headers=headers)
 
     def refusal(self, request: Request, user: ConsoleUser | None, api: bool, status: int, message: str,
                 headers: dict | None = None) -> Response:
@@ -216,13 +219,14 @@ class Console:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
             if request.method == "POST" and not await self.csrf_ok(request):
-                self.audit(user.name, f"{request.method} {request.url.path}", None, "refused: no valid CSRF token")
+                await run_in_threadpool(self.audit, user.name, f"{request.method} {request.url.path}", None,
+                                        "refused: no valid CSRF token")
                 return self.refusal(request, user, endpoint.api, 403, "the request lacks this session's CSRF token "
                                     "(form field csrf_token or header X-CSRF-Token)")
             if not role_allows(user.role, endpoint.role):
                 if request.method == "POST":
-                    self.audit(user.name, f"{request.method} {request.url.path}", None,
-                               f"denied: needs the role {endpoint.role}")
+                    await run_in_threadpool(self.audit, user.name, f"{request.method} {request.url.path}", None,
+                                            f"denied: needs the role {endpoint.role}")
                 return self.refusal(request, user, endpoint.api, 403,
                                     f"{request.url.path} needs the role {endpoint.role}; {user.name} is {user.role}")
             try:
@@ -280,7 +284,8 @@ def _register(console: Console) -> None:
     async def home(request, user, params, api):
         """Where the console starts: the queues."""
         if api:
-            return JSONResponse({"pages": sorted({e.path for e in console.endpoints if not e.api and e.method == "GET"})})
+            pages = {e.path for e in console.endpoints if not e.api and e.method == "GET"}
+            return JSONResponse({"pages": sorted(pages)})
         return RedirectResponse("/queues", status_code=303)
 
     @api_only("/api/session", "GET", "viewer")
@@ -525,7 +530,8 @@ def _login_routes(console: Console) -> list[Route]:
     async def logout(request: Request) -> Response:
         user = console.user_of(request)
         if user is not None and not await console.csrf_ok(request):
-            return console.refusal(request, user, wants_json(request), 403, "the request lacks this session's CSRF token")
+            return console.refusal(request, user, wants_json(request), 403,
+                                   "the request lacks this session's CSRF token")
         if user is not None:
             await run_in_threadpool(console.audit, user.name, "logout", None, "ok")
         request.session.clear()
