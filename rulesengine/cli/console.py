@@ -61,10 +61,9 @@ def _server_class():
 
 def cmd_console(args) -> int:
     import uvicorn
-    server_class = _server_class()
 
     from ..console.app import create_app
-    from ..console.auth import USERS_FILE, first_run_admin
+    from ..console.auth import USERS_FILE, StorageFileError, first_run_admin
     from ..runtime.storage import Storage
 
     config = load_config(args.config, secrets=False)  # the console needs no hash key
@@ -80,26 +79,29 @@ def cmd_console(args) -> int:
     if console.metrics_token_file and not os.access(console.metrics_token_file, os.R_OK):
         raise ConfigError(f"{config.at('console', 'metrics_token_file')}: cannot read {console.metrics_token_file}")
     storage = Storage(config.storage)
-    users = console.users
-    if not users:
-        users, password = first_run_admin(storage.root)
-        if password is not None:
-            print(f"console: first start without users: log in as admin with the password {password}\n"
-                  f"console: it is shown this once; only its hash is kept, in "
-                  f"{os.path.join(storage.root, USERS_FILE)}. Add users with `dicom-rules user add {args.config} "
-                  "NAME --role admin`.", flush=True)
+    try:
+        users = console.users
+        if not users:
+            users, password = first_run_admin(storage.root)
+            if password is not None:
+                print(f"console: first start without users: log in as admin with the password {password}\n"
+                      f"console: it is shown this once; only its hash is kept, in "
+                      f"{os.path.join(storage.root, USERS_FILE)}. Add users with `dicom-rules user add "
+                      f"{args.config} NAME --role admin`.", flush=True)
+        app = create_app(config, users=users)
+    except StorageFileError as exc:
+        raise UsageError(f"console: {exc}") from None
     try:
         sock = _listening_socket(console.bind, console.port)
     except OSError as exc:
         print(f"dicom-rules: console: cannot listen on {console.bind}:{console.port}: "
               f"{exc.strerror or exc} ({config.at('console', 'port')})", file=sys.stderr)
         return EXIT_FINDINGS
-    app = create_app(config, users=users)
     scheme = "https" if console.tls else "http"
     host = f"[{console.bind}]" if ":" in console.bind else console.bind
     print(f"console at {scheme}://{host}:{console.port}/ (storage {storage.root}); stop with Ctrl-C or SIGTERM",
           flush=True)
-    server = server_class(uvicorn.Config(
+    server = _server_class()(uvicorn.Config(
         app, log_level="debug" if args.verbose else "warning", access_log=bool(args.verbose),
         ssl_certfile=console.tls.certificate if console.tls else None,
         ssl_keyfile=console.tls.private_key if console.tls else None, server_header=False))

@@ -56,6 +56,10 @@ def _write_private(path: str, text: str) -> None:
         os.fsync(fh.fileno())
 
 
+class StorageFileError(Exception):
+    """A file the console keeps in the storage folder cannot be used; the message says what to do."""
+
+
 def first_run_admin(storage: str) -> tuple[tuple[ConsoleUser, ...], str | None]:
     """The users of STORAGE/console-users.json, made on the first call with one `admin` and a
     random password: (the users, the password when it was made just now, else None)."""
@@ -68,9 +72,16 @@ def first_run_admin(storage: str) -> tuple[tuple[ConsoleUser, ...], str | None]:
             _write_private(path, json.dumps({"users": users}, indent=2) + "\n")
         except FileExistsError:  # another console started at the same moment: its admin counts
             password = None
-    with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
-    return tuple(ConsoleUser(u["name"], u["role"], u["password_hash"]) for u in data["users"]), password
+    try:
+        with open(path, encoding="utf-8") as fh:
+            users = tuple(ConsoleUser(str(u["name"]), str(u["role"]), str(u["password_hash"]))
+                          for u in json.load(fh)["users"])
+    except OSError as exc:
+        raise StorageFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError):
+        raise StorageFileError(f"{path} is not a users file of the console; remove it, and the next start makes "
+                               "a new admin with a new password") from None
+    return users, password
 
 
 def session_secret(storage: str) -> str:
@@ -80,8 +91,15 @@ def session_secret(storage: str) -> str:
         _write_private(path, secrets.token_hex(32) + "\n")
     except FileExistsError:
         pass
-    with open(path, encoding="utf-8") as fh:
-        return fh.read().strip()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            secret = fh.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StorageFileError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(secret) < 32:
+        raise StorageFileError(f"{path} holds no session key; remove it, and the next start makes a new one "
+                               "(everyone logs in again)")
+    return secret
 
 
 def new_csrf_token() -> str:

@@ -249,3 +249,21 @@ def test_an_unreadable_certificate_names_its_key(tmp_path):
     result = dicom_rules("console", config)
     assert result.returncode == 2
     assert result.stderr == f"dicom-rules: {config}:12: console.tls.certificate: cannot read {tmp_path / 'missing.pem'}\n"
+
+
+def test_a_damaged_users_file_or_session_key_is_a_clear_error(tmp_path):
+    config = write_config(tmp_path)
+    (tmp_path / "var").mkdir()
+    users = tmp_path / "var" / "console-users.json"
+    users.write_text("{not json")
+    result = dicom_rules("console", config)
+    assert result.returncode == 2
+    assert result.stderr == (f"dicom-rules: console: {users} is not a users file of the console; remove it, and "
+                             "the next start makes a new admin with a new password\n")
+    users.unlink()
+    key = tmp_path / "var" / "console-session.key"
+    key.write_text("")
+    result = dicom_rules("console", config)
+    assert result.returncode == 2
+    assert result.stderr == (f"dicom-rules: console: {key} holds no session key; remove it, and the next start "
+                             "makes a new one (everyone logs in again)\n")
