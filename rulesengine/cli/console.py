@@ -104,7 +104,9 @@ def cmd_console(args) -> int:
     server = _server_class()(uvicorn.Config(
         app, log_level="debug" if args.verbose else "warning", access_log=bool(args.verbose),
         ssl_certfile=console.tls.certificate if console.tls else None,
-        ssl_keyfile=console.tls.private_key if console.tls else None, server_header=False))
+        ssl_keyfile=console.tls.private_key if console.tls else None, server_header=False,
+        # The client address that login limits count: X-Forwarded-For only from a proxy on this machine.
+        proxy_headers=True, forwarded_allow_ips="127.0.0.1,::1"))
     server.run(sockets=[sock])
     return EXIT_OK
 
