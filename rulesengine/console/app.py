@@ -489,6 +489,8 @@ def _login_routes(console: Console) -> list[Route]:
     async def login_page(request: Request) -> Response:
         if wants_json(request):
             return JSONResponse({"csrf_token": console.csrf_token(request)})
+        if console.user_of(request) is not None:  # logged in already: on to the page asked for
+            return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
         return console.page(request, "login.html", None, next=safe_next(request.query_params.get("next")))
 
     async def login(request: Request) -> Response:

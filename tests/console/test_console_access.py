@@ -272,3 +272,9 @@ def test_the_openapi_document_gives_the_parameters_of_each_route(console):
     retry = document["paths"]["/api/queues/retry"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert set(retry["properties"]) == {"destination", "id"}
     assert document["paths"]["/api/queues/retry"]["post"]["description"].endswith("Role: operator or above.")
+
+
+def test_the_login_page_sends_a_logged_in_user_on(console):
+    client = console.client("vera")
+    assert client.get("/login?next=/quarantine").headers["location"] == "/quarantine"
+    assert client.get("/login?next=//evil.example/").headers["location"] == "/queues"
