@@ -23,7 +23,10 @@ peers:
 	  fi; \
 	fi
 
+# The console runs beside the router, in the background, and is stopped (by its PID) when the router stops.
 run: $(STAMP)
+	@$(BIN)/dicom-rules console examples/router.yaml & console=$$!; \
+	trap 'kill $$console 2>/dev/null; wait $$console' EXIT; trap 'exit 130' INT TERM; \
 	$(BIN)/dicom-rules run examples/router.yaml
 
 # Three processes, on two cores: most tests wait on peers and timeouts, not on the CPU. One test file stays

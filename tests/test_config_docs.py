@@ -25,6 +25,9 @@ from ruamel.yaml import YAML
 from rulesengine.config import (
     TLS,
     Config,
+    Console,
+    ConsoleTLS,
+    ConsoleUser,
     DicomDestination,
     FolderDestination,
     Listener,
@@ -282,6 +285,9 @@ DATACLASSES = {
     "#/$defs/dicom_destination": DicomDestination,
     "#/$defs/folder_destination": FolderDestination,
     "#/$defs/worklist_destination": WorklistDestination,
+    "#/$defs/console": Console,
+    "#/$defs/console_tls": ConsoleTLS,
+    "#/$defs/console_user": ConsoleUser,
 }
 FIELD_OF = {
     ("#/properties/log", "level"): (Config, "log_level"),

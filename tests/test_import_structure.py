@@ -22,6 +22,7 @@ LANGUAGE = "rulesengine.lang"
 LANGUAGE_FOUNDATIONS = {"rulesengine.diagnostics", "rulesengine.values"}
 RUNTIME = "rulesengine.runtime"
 CLI = "rulesengine.cli"
+CONSOLE = "rulesengine.console"
 
 
 def module_files(root: Path, package: str) -> dict[str, Path]:
@@ -138,6 +139,7 @@ def test_the_runtime_never_imports_the_command_line():
 # those below it. The package's face (rulesengine/__init__.py, __main__.py) stands apart.
 LAYERS = (
     ("the command line", lambda m: in_package(m, CLI)),
+    ("the console", lambda m: in_package(m, CONSOLE)),
     ("the runtime", lambda m: in_package(m, RUNTIME)),
     ("the language tools", lambda m: m in {"rulesengine.ruletest", "rulesengine.dryrun", "rulesengine.explain"}),
     ("intake and copies", lambda m: m in {"rulesengine.intake", "rulesengine.copies", "rulesengine.wellformed"}

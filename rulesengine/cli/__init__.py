@@ -13,6 +13,7 @@ from ..config import ConfigError
 from ..diagnostics import RulesError
 from ..lang.nodes import MESSAGES
 from .compile import cmd_compile
+from .console import add_console_commands
 from .common import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, report_rules_error
 from .dictionary import cmd_dict
 from .dry_run import cmd_diff, cmd_dry_run
@@ -173,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     dictionary.add_argument("name", nargs="+", metavar="NAME_OR_TAG")
     _add_format(dictionary, ("text", "json"))
     dictionary.set_defaults(func=cmd_dict)
+
+    add_console_commands(sub)
     return parser
 
 

@@ -147,6 +147,33 @@ class WorklistDestination:
 Destination = DicomDestination | FolderDestination | WorklistDestination
 
 
+CONSOLE_ROLES = ("viewer", "operator", "admin")  # each may do what those before it may
+
+
+@dataclass(frozen=True)
+class ConsoleTLS:
+    certificate: str
+    private_key: str
+
+
+@dataclass(frozen=True)
+class ConsoleUser:
+    name: str
+    role: str
+    password_hash: str
+
+
+@dataclass(frozen=True)
+class Console:
+    """The operations console (`dicom-rules console CONFIG`)."""
+    bind: str = "127.0.0.1"
+    port: int = 8104
+    tls: ConsoleTLS | None = None
+    session_minutes: int = 480
+    metrics_token_file: str | None = None
+    users: tuple[ConsoleUser, ...] = ()
+
+
 @dataclass(frozen=True)
 class Config:
     path: str
@@ -161,6 +188,7 @@ class Config:
     listeners: tuple[Listener, ...] = ()
     watch: tuple[Watch, ...] = ()
     destinations: dict[str, Destination] = field(default_factory=dict)
+    console: Console | None = None  # None: no `console:` key, the console is off
     lines: dict[tuple, int] = field(default_factory=dict, compare=False, repr=False)
 
     def at(self, *location) -> str:
@@ -431,8 +459,21 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
         no_destination=str(data.get("no_destination", "quarantine")),
         secrets=Secrets(key or DEFAULT_HASH_KEY, str(secrets_data.get("uid_root", "2.25"))),
         development_key=key is None, log_level=str(log.get("level", "info")), log_file=_resolve(base, log.get("file")),
-        listeners=tuple(listeners), watch=tuple(watches), destinations=destinations, lines=_lines(data),
+        listeners=tuple(listeners), watch=tuple(watches), destinations=destinations,
+        console=_console(data.get("console"), base), lines=_lines(data),
     )
+
+
+def _console(data, base: str) -> Console | None:
+    if data is None:
+        return None
+    values = _whole(dict(data), "port", "session_minutes")
+    tls = values.get("tls")
+    values["tls"] = ConsoleTLS(_resolve(base, tls["certificate"]), _resolve(base, tls["private_key"])) if tls else None
+    values["metrics_token_file"] = _resolve(base, values.get("metrics_token_file"))
+    values["users"] = tuple(ConsoleUser(str(user["name"]), str(user["role"]), str(user["password_hash"]))
+                            for user in values.get("users") or ())
+    return Console(**values)
 
 
 def _lines(data, location: tuple = ()) -> dict[tuple, int]:
@@ -473,6 +514,7 @@ class _Checks:
         self._worklists()
         self._secrets()
         self._log()
+        self._console()
         return self.found
 
     def _value(self, *location, kind: type | tuple = str):
@@ -563,6 +605,21 @@ class _Checks:
         folder = os.path.dirname(_resolve(self.base, log_file)) if log_file else None
         if folder and not os.path.isdir(folder):
             self._problem(("log", "file"), f"the folder {folder} does not exist")
+
+
+    def _console(self) -> None:
+        """Console users have names of their own."""
+        seen: dict[str, int] = {}
+        users = self._value("console", "users", kind=list) or []
+        for number, _ in enumerate(users):
+            name = self._value("console", "users", number, "name")
+            if name is None:
+                continue
+            if name in seen:
+                self._problem(("console", "users", number, "name"),
+                              f"the user {name!r} is already console.users[{seen[name]}]")
+            else:
+                seen[name] = number
 
 
 def naming_fields(template: str) -> list[str]:

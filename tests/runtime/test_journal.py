@@ -1072,3 +1072,42 @@ def test_sqlite_a_search_takes_only_the_filters_it_knows():
     from rulesengine.runtime.journal import sqlite as journal_sqlite
     with pytest.raises(TypeError, match="not a filter"):
         journal_sqlite.search_query(**{"1=1 OR patient_id": "x"})
+# ---- the console's reads and its audit log --------------------------------------------------------
+
+
+def test_the_audit_log_keeps_who_did_what_when_newest_first(journal):
+    first = journal.record_audit("ada", "login", "127.0.0.1", "ok", now=1000.0)
+    second = journal.record_audit("otto", "queue retry", "PACS", "ok: 2 dead deliveries queued again", now=1001.5)
+    assert second > first
+    assert journal.audit_log() == [
+        {"id": second, "at": 1001.5, "user": "otto", "action": "queue retry", "target": "PACS",
+         "result": "ok: 2 dead deliveries queued again"},
+        {"id": first, "at": 1000.0, "user": "ada", "action": "login", "target": "127.0.0.1", "result": "ok"}]
+    assert [row["id"] for row in journal.audit_log(limit=1)] == [second]
+
+
+def test_the_audit_log_outlives_purges(journal):
+    queue_instance(journal)
+    journal.record_audit("ada", "queue purge", None, "ok")
+    journal.purge(tuple(DeliveryState))
+    journal.purge_instances()
+    assert [row["action"] for row in journal.audit_log()] == ["queue purge"]
+
+
+def test_deliveries_page_by_page_newest_first(journal):
+    ids = [queue_instance(journal, ("PACS",), f"/spool/in/{n}.dcm", n)[0] for n in range(5)]
+    queue_instance(journal, ("ARCHIVE",), "/spool/in/x.dcm", 9)
+    first = journal.deliveries_page((QUEUED,), "PACS", None, 2)
+    assert [d.id for d in first] == [ids[4], ids[3]]
+    assert [d.id for d in journal.deliveries_page((QUEUED,), "PACS", first[-1].id, 2)] == [ids[2], ids[1]]
+    assert [d.id for d in journal.deliveries_page((QUEUED,), "PACS", ids[1], 2)] == [ids[0]]
+    assert journal.deliveries_page((DEAD,), "PACS", None, 2) == []
+    assert first[0]["calling_aet"] == "CT1"
+
+
+def test_pauses_lists_the_destinations_that_wait(journal):
+    journal.postpone("PACS", 2000.0)
+    journal.postpone("ARCHIVE", 500.0)
+    assert journal.pauses(now=1000.0) == {"PACS": 2000.0}
+    journal.resume("PACS", now=1000.0)
+    assert journal.pauses(now=1000.0) == {}

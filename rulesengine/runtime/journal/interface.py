@@ -172,3 +172,18 @@ class Journal(Protocol):
 
     def statuses(self) -> list[RouterStatus]:
         """What each router said of itself last (node, updated_at, status), the latest first."""
+    # ---- the console --------------------------------------------------------------------
+
+    def record_audit(self, user: str, action: str, target: str | None, result: str,
+                     now: float | None = None) -> int:
+        """One action of a console user, a login too; returns its number."""
+
+    def audit_log(self, limit: int = 100) -> list[dict]:
+        """The latest audit rows, newest first."""
+
+    def deliveries_page(self, states: Iterable[DeliveryState], destination: str | None = None,
+                        before_id: int | None = None, limit: int = 50) -> list[ListedDelivery]:
+        """Deliveries in these states, newest first, numbered below `before_id` when given."""
+
+    def pauses(self, now: float | None = None) -> dict[str, float]:
+        """Destinations whose queue waits, with until when."""

@@ -122,6 +122,14 @@ CREATE TABLE IF NOT EXISTS router_status (
     node TEXT PRIMARY KEY,
     updated_at REAL NOT NULL,
     status TEXT NOT NULL
+-- What users of the console did (and every login, failed or not): who, when, what, on what, how it ended.
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    user TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    result TEXT NOT NULL
 );
 """
 
@@ -671,3 +679,41 @@ class SQLiteJournal:
         """What each router said of itself last, the latest first."""
         return [RouterStatus(row[0], row[1], json.loads(row[2])) for row in self._connection().execute(
             "SELECT node, updated_at, status FROM router_status ORDER BY updated_at DESC")]
+    # ---- the console's audit log ----------------------------------------------------------
+
+    def record_audit(self, user: str, action: str, target: str | None, result: str,
+                     now: float | None = None) -> int:
+        """One action of a console user (a login too, failed or not); returns its number."""
+        cursor = self._connection().execute(
+            "INSERT INTO audit (at, user, action, target, result) VALUES (?,?,?,?,?)",
+            (time.time() if now is None else now, user, action, target, result))
+        return int(cursor.lastrowid)
+
+    def audit_log(self, limit: int = 100) -> list[dict]:
+        """The latest audit rows, newest first: id, at, user, action, target, result."""
+        return [dict(row) for row in self._connection().execute(
+            "SELECT id, at, user, action, target, result FROM audit ORDER BY id DESC LIMIT ?", (limit,))]
+
+    def deliveries_page(self, states: Iterable[DeliveryState], destination: str | None = None,
+                        before_id: int | None = None, limit: int = 50) -> list[ListedDelivery]:
+        """Deliveries in these states, newest first, those numbered below `before_id` (the
+        next page after a page whose last row had that number)."""
+        states = tuple(states)
+        query = (f"SELECT d.*, i.source_name, i.calling_aet FROM deliveries d JOIN instances i ON i.id = "
+                 f"d.instance_id WHERE d.state IN ({','.join('?' * len(states))})")
+        args: list = list(states)
+        if destination:
+            query += " AND d.destination=?"
+            args.append(destination)
+        if before_id is not None:
+            query += " AND d.id < ?"
+            args.append(before_id)
+        query += " ORDER BY d.id DESC LIMIT ?"
+        args.append(limit)
+        return [ListedDelivery.from_row(row) for row in self._connection().execute(query, args)]
+
+    def pauses(self, now: float | None = None) -> dict[str, float]:
+        """Destinations whose queue waits, with until when."""
+        now = time.time() if now is None else now
+        return {row[0]: row[1] for row in self._connection().execute(
+            "SELECT destination, until FROM pauses WHERE until > ?", (now,))}

@@ -1,0 +1,189 @@
+"""The console's commands: `console` serves the operations console beside the router, and
+`user add` writes a console user's password hash into the configuration file."""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import ipaddress
+import os
+import signal
+import socket
+import sys
+import tempfile
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+from ..config import CONSOLE_ROLES, ConfigError, load_config
+from .common import EXIT_FINDINGS, EXIT_OK, UsageError
+
+MIN_PASSWORD = 10
+
+
+# ---- console ------------------------------------------------------------------------------------
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The console's socket, bound here so that a port in use is a clear error, not uvicorn's traceback."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:  # a host name
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, stopping on SIGINT or SIGTERM with status 0 as the router does (uvicorn
+        itself raises the signal again once stopped, and the process ends killed by it)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            previous = {number: signal.signal(number, self.handle_exit) for number in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for number, handler in previous.items():
+                    signal.signal(number, handler)
+    return Server
+
+
+def cmd_console(args) -> int:
+    import uvicorn
+
+    from ..console.app import create_app
+    from ..console.auth import USERS_FILE, StorageFileError, first_run_admin
+    from ..runtime.storage import Storage
+
+    config = load_config(args.config, secrets=False)  # the console needs no hash key
+    console = config.console
+    if console is None:
+        raise UsageError(f"{config.path} has no console: section; add one (`console: {{}}` for the defaults, "
+                         "see docs/configuration.md)")
+    if console.tls:
+        for key in ("certificate", "private_key"):
+            path = getattr(console.tls, key)
+            if not os.access(path, os.R_OK):
+                raise ConfigError(f"{config.at('console', 'tls', key)}: cannot read {path}")
+    if console.metrics_token_file and not os.access(console.metrics_token_file, os.R_OK):
+        raise ConfigError(f"{config.at('console', 'metrics_token_file')}: cannot read {console.metrics_token_file}")
+    storage = Storage(config.storage)
+    try:
+        users = console.users
+        if not users:
+            users, password = first_run_admin(storage.root)
+            if password is not None:
+                print(f"console: first start without users: log in as admin with the password {password}\n"
+                      f"console: it is shown this once; only its hash is kept, in "
+                      f"{os.path.join(storage.root, USERS_FILE)}. Add users with `dicom-rules user add "
+                      f"{args.config} NAME --role admin`.", flush=True)
+        app = create_app(config, users=users)
+    except StorageFileError as exc:
+        raise UsageError(f"console: {exc}") from None
+    try:
+        sock = _listening_socket(console.bind, console.port)
+    except OSError as exc:
+        print(f"dicom-rules: console: cannot listen on {console.bind}:{console.port}: "
+              f"{exc.strerror or exc} ({config.at('console', 'port')})", file=sys.stderr)
+        return EXIT_FINDINGS
+    scheme = "https" if console.tls else "http"
+    host = f"[{console.bind}]" if ":" in console.bind else console.bind
+    print(f"console at {scheme}://{host}:{console.port}/ (storage {storage.root}); stop with Ctrl-C or SIGTERM",
+          flush=True)
+    server = _server_class()(uvicorn.Config(
+        app, log_level="debug" if args.verbose else "warning", access_log=bool(args.verbose),
+        ssl_certfile=console.tls.certificate if console.tls else None,
+        ssl_keyfile=console.tls.private_key if console.tls else None, server_header=False,
+        # The client address that login limits count: X-Forwarded-For only from a proxy on this machine.
+        proxy_headers=True, forwarded_allow_ips="127.0.0.1,::1"))
+    server.run(sockets=[sock])
+    return EXIT_OK
+
+
+# ---- user add -----------------------------------------------------------------------------------
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise UsageError("the two passwords differ; nothing written")
+    if len(password) < MIN_PASSWORD:
+        raise UsageError(f"the password needs at least {MIN_PASSWORD} characters; nothing written")
+    return password
+
+
+def cmd_user_add(args) -> int:
+    from ..console.auth import hash_password
+
+    load_config(args.config, secrets=False)  # the file must be valid before it is changed
+    password = _password(args.password_stdin)
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # a hash on one line
+    with open(args.config, encoding="utf-8") as fh:
+        data = yaml.load(fh)
+    if data.get("console") is None:
+        data["console"] = CommentedMap()
+    console = data["console"]
+    if console.get("users") is None:
+        console["users"] = CommentedSeq()
+    users = console["users"]
+    entry = next((user for user in users if user.get("name") == args.name), None)
+    changed = entry is not None
+    if entry is None:
+        entry = CommentedMap()
+        users.append(entry)
+    entry["name"] = args.name
+    entry["role"] = args.role
+    entry["password_hash"] = hash_password(password)
+    # Written beside the file, checked, then put in its place: a failure leaves the file as it was.
+    folder = os.path.dirname(os.path.abspath(args.config))
+    fd, temp = tempfile.mkstemp(prefix=".user-add-", suffix=".yaml", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yaml.dump(data, fh)
+        os.chmod(temp, os.stat(args.config).st_mode & 0o777)
+        try:
+            load_config(temp, secrets=False)
+        except ConfigError as exc:
+            raise UsageError(f"the user cannot be added: {str(exc).replace(temp, args.config)}") from None
+        os.replace(temp, args.config)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+    print(f"{'changed' if changed else 'added'} console user {args.name} ({args.role}) in {args.config}; "
+          "a running console reads it at its next start")
+    return EXIT_OK
+
+
+def add_console_commands(sub) -> None:
+    console = sub.add_parser("console",
+                             help="serve the operations console (web pages and a JSON API) beside the router")
+    console.add_argument("config", help="router configuration (YAML) with a console: section")
+    console.add_argument("-v", "--verbose", action="store_true", help="log every request")
+    console.set_defaults(func=cmd_console)
+
+    user = sub.add_parser("user", help="console users: add one (or change a password) in the configuration")
+    user_sub = user.add_subparsers(dest="user_command", metavar="ACTION")
+    user_sub.required = True
+    add = user_sub.add_parser("add", help="add a user, or change one's role and password")
+    add.add_argument("config", help="router configuration (YAML); the user is written into it, comments kept")
+    add.add_argument("name", help="login name")
+    add.add_argument("--role", required=True, choices=CONSOLE_ROLES, help="viewer, operator or admin")
+    add.add_argument("--password-stdin", action="store_true",
+                     help="read the password from the first line of standard input (else asked twice)")
+    add.set_defaults(func=cmd_user_add)

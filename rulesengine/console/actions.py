@@ -1,0 +1,199 @@
+"""What the console's pages show and do, on the journal and the storage folder: the same
+operations as `dicom-rules queue` and `dicom-rules quarantine`, which a running router picks
+up as it does theirs (its workers read the queue every second; a released instance is
+journaled as accepted and spooled, and taken within seconds).
+
+Every function takes checked values and returns plain data (what the JSON API answers and
+the templates show); a request that cannot be carried out raises ActionError in plain words.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+from ruamel.yaml import YAML
+
+from ..config import Config
+from ..runtime.journal import DEAD, DELIVERED, DELIVERY_STATES, QUEUED, RETRYING, SENDING, Journal
+from ..runtime.storage import Storage
+
+# A pause the console sets: the queue waits until a person resumes it. Far enough away to be
+# told apart from a backoff (which waits minutes), and still a valid time.
+PAUSED_BY_OPERATOR = 32503680000.0  # 3000-01-01
+PAUSE_SHOWN_AS_OPERATOR = PAUSED_BY_OPERATOR / 2
+
+
+class ActionError(ValueError):
+    """A request that cannot be carried out: bad parameters, or an item that is not there."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+# ---- queues --------------------------------------------------------------------------------------
+
+
+def queues(config: Config, journal: Journal, now: float) -> list[dict]:
+    """Per destination (those configured and those the journal still holds): counts by state,
+    and whether its queue waits (paused by a person, or a backoff after a failure)."""
+    counts = journal.counts()
+    pauses = journal.pauses(now)
+    names = sorted(set(counts) | {n for n, d in config.destinations.items() if d.type != "worklist"} | set(pauses))
+    out = []
+    for name in names:
+        until = pauses.get(name)
+        out.append({
+            "name": name,
+            "configured": name in config.destinations,
+            "counts": {str(state): counts.get(name, {}).get(state, 0) for state in DELIVERY_STATES},
+            "paused": until is not None and until >= PAUSE_SHOWN_AS_OPERATOR,
+            "waiting_until": until if until is not None and until < PAUSE_SHOWN_AS_OPERATOR else None,
+        })
+    return out
+
+
+def queue_items(journal: Journal, states: tuple[str, ...], destination: str | None, before_id: int | None,
+                limit: int) -> tuple[list[dict], int | None]:
+    """One page of deliveries, newest first, and the `before` of the next page (None: the last)."""
+    rows = journal.deliveries_page(states, destination, before_id, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [{key: row[key] for key in ("id", "instance_id", "destination", "state", "attempts", "updated_at",
+                                        "sop_instance_uid", "last_error", "source_name", "calling_aet")}
+             for row in rows]
+    return items, (rows[-1]["id"] if more and rows else None)
+
+
+def known_destination(config: Config, journal: Journal, name: str) -> str:
+    if name in config.destinations or name in journal.counts():
+        return name
+    known = ", ".join(sorted(config.destinations)) or "none"
+    raise ActionError(f"no destination {name!r} (destinations: {known})")
+
+
+def retry(config: Config, journal: Journal, destination: str | None, ids: tuple[int, ...]) -> int:
+    if destination:
+        known_destination(config, journal, destination)
+    return journal.retry_dead(destination, ids)
+
+
+def pause(config: Config, journal: Journal, destination: str) -> None:
+    journal.postpone(known_destination(config, journal, destination), PAUSED_BY_OPERATOR)
+
+
+def resume(config: Config, journal: Journal, destination: str, now: float) -> int:
+    return journal.resume(known_destination(config, journal, destination), now)
+
+
+def check_purge(config: Config, states: tuple[str, ...], destination: str | None) -> None:
+    """As `dicom-rules queue purge`: finished deliveries (delivered, dead) of any destination;
+    queued or retrying ones only of a destination no longer configured, named on purpose;
+    never what is being sent."""
+    unfinished = sorted(set(states) - {DELIVERED, DEAD})
+    if not unfinished:
+        return
+    if SENDING in unfinished:
+        raise ActionError("deliveries being sent cannot be purged")
+    if destination is None or destination in config.destinations:
+        raise ActionError(f"{' and '.join(unfinished)} deliveries are purged only for a destination no longer "
+                          "in the configuration, named as destination")
+
+
+def purge_preview(journal: Journal, states: tuple[str, ...], destination: str | None) -> int:
+    """How many deliveries a purge would forget (shown on the confirmation step)."""
+    counts = journal.counts()
+    return sum(by_state.get(state, 0) for name, by_state in counts.items()
+               if destination in (None, name) for state in states)
+
+
+def purge(config: Config, storage: Storage, journal: Journal, states: tuple[str, ...], destination: str | None,
+          older_than: float | None) -> dict:
+    check_purge(config, states, destination)
+    paths = journal.purge(states, older_than, destination)
+    removed = 0
+    for path in paths:
+        if not journal.path_in_use(path) and os.path.exists(path):
+            storage.remove(path)
+            removed += 1
+    instances = journal.purge_instances(older_than)
+    return {"states": list(states), "destination": destination, "instances_forgotten": instances,
+            "spool_files_removed": removed}
+
+
+PURGE_STATES = (DELIVERED, DEAD, QUEUED, RETRYING)
+
+
+# ---- quarantine ----------------------------------------------------------------------------------
+
+
+def quarantined(storage: Storage) -> list[dict]:
+    """What the quarantine holds, oldest first; `item` names each as `quarantine list` does (DAY/NAME.dcm)."""
+    out = []
+    for path, info in storage.quarantined():
+        out.append({"item": os.path.relpath(path, storage.quarantine_dir), "reason": info.get("reason", ""),
+                    "quarantined_at": info.get("quarantined_at"), "source": info.get("source"),
+                    "calling_aet": info.get("calling_aet"), "sop_instance_uid": info.get("sop_instance_uid")})
+    return out
+
+
+def _held(storage: Storage, items: tuple[str, ...]) -> list[tuple[str, dict]]:
+    """The quarantined files named (only names the quarantine lists: nothing else of the disk)."""
+    if not items:
+        raise ActionError("name at least one quarantined item (DAY/NAME.dcm, as the list shows it)")
+    held = {os.path.relpath(path, storage.quarantine_dir): (path, info) for path, info in storage.quarantined()}
+    missing = [item for item in items if item not in held]
+    if missing:
+        raise ActionError(f"not in the quarantine: {', '.join(missing)}", status=404)
+    return [held[item] for item in dict.fromkeys(items)]
+
+
+def release(storage: Storage, journal: Journal, items: tuple[str, ...]) -> list[dict]:
+    """As `dicom-rules quarantine release`: back to the spool and journaled; the rules run again."""
+    return [{"item": os.path.relpath(path, storage.quarantine_dir), "instance_id": storage.release(path, info, journal)}
+            for path, info in _held(storage, items)]
+
+
+def delete(storage: Storage, items: tuple[str, ...]) -> list[str]:
+    """Quarantined instances deleted for good, with their .json."""
+    done = []
+    for path, _info in _held(storage, items):
+        storage.remove(path)
+        storage.remove(path + ".json")
+        done.append(os.path.relpath(path, storage.quarantine_dir))
+    return done
+
+
+# ---- configuration -------------------------------------------------------------------------------
+
+MASK = "********"
+# A key naming one of these holds (or names where to find) a secret: its value is not shown.
+SECRET_WORDS = ("password", "hash", "key", "token", "secret")
+
+
+def _mask(node) -> None:
+    if isinstance(node, dict):
+        for key in list(node):
+            if any(word in str(key).lower() for word in SECRET_WORDS) and not isinstance(node[key], (dict, list)):
+                node[key] = MASK
+            else:
+                _mask(node[key])
+    elif isinstance(node, list):
+        for item in node:
+            _mask(item)
+
+
+def masked_configuration(text: str) -> str:
+    """The configuration file as YAML, comments kept, with every secret's value masked."""
+    yaml = YAML(typ="rt")
+    data = yaml.load(text)
+    _mask(data)
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
+def when(seconds: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds)) if seconds else ""

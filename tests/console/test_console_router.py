@@ -1,0 +1,99 @@
+"""The console beside a running router (`dicom-rules run` as a process, DCMTK's storescu and
+storescp as the peers): a delivery dead while its destination was down is retried from the
+console and arrives; a quarantined instance released from the console is routed again by
+the router."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from helpers.console import PASSWORD, USERS
+from helpers.files import SAMPLES
+from helpers.peers import RouterProcess, StoreSCP, free_port, storescu, wait_until
+from rulesengine.config import load_config
+from rulesengine.console.app import create_app
+
+RULES = """\
+rule "CT to the store" {
+  when DataSet.Modality == "CT"
+  then route to STORE
+}
+"""
+
+
+def config_text(listener_port: int, store_port: int) -> str:
+    return f"""\
+storage: var
+rules: main.rules
+no_destination: quarantine
+listeners:
+  - {{name: main, ae_title: ROUTER, port: {listener_port}, require_called_aet: false}}
+destinations:
+  STORE:
+    type: dicom
+    ae_title: STORESCP
+    host: 127.0.0.1
+    port: {store_port}
+    retry: {{delay: 0.2, max_attempts: 1}}
+    timeouts: {{connect: 2}}
+console: {{}}
+"""
+
+
+@pytest.fixture
+def setup(tmp_path):
+    listener_port, store_port = free_port(), free_port()
+    (tmp_path / "main.rules").write_text(RULES, encoding="utf-8")
+    config_path = tmp_path / "router.yaml"
+    config_path.write_text(config_text(listener_port, store_port), encoding="utf-8")
+    router = RouterProcess(config_path, listener_port).start()
+    peer = StoreSCP(tmp_path / "received", port=store_port)
+    yield config_path, router, peer, listener_port
+    peer.stop()
+    router.stop()
+
+
+def operator(config_path: Path) -> tuple[TestClient, dict]:
+    client = TestClient(create_app(load_config(config_path, secrets=False), users=USERS),
+                        base_url="http://127.0.0.1", follow_redirects=False)
+    token = client.get("/login", headers={"accept": "application/json"}).json()["csrf_token"]
+    session = client.post("/login", json={"name": "otto", "password": PASSWORD}, headers={"x-csrf-token": token})
+    assert session.status_code == 200
+    return client, {"x-csrf-token": session.json()["csrf_token"]}
+
+
+def store_counts(client: TestClient) -> dict:
+    return {d["name"]: d for d in client.get("/api/queues").json()["destinations"]}["STORE"]["counts"]
+
+
+def test_a_dead_delivery_retried_from_the_console_arrives(setup):
+    config_path, router, peer, listener_port = setup
+    assert storescu(listener_port, [SAMPLES / "ct_head.dcm"]).returncode == 0
+    client, headers = operator(config_path)
+    wait_until(lambda: store_counts(client)["dead"] == 1, timeout=30, what="the delivery to the stopped peer died")
+    [dead] = client.get("/api/queues", params={"state": "dead"}).json()["items"]
+    assert "STORESCP@127.0.0.1" in dead["last_error"]
+    peer.start()
+    answer = client.post("/api/queues/retry", json={"id": [dead["id"]]}, headers=headers)
+    assert answer.json()["queued"] == 1
+    wait_until(lambda: store_counts(client)["delivered"] == 1, timeout=30, what="the retried delivery arrived")
+    assert len(peer.files()) == 1
+
+
+def test_a_quarantined_instance_released_from_the_console_is_routed_again(setup):
+    config_path, router, peer, listener_port = setup
+    assert storescu(listener_port, [SAMPLES / "mr_knee.dcm"]).returncode == 0
+    client, headers = operator(config_path)
+    [held] = wait_until(lambda: client.get("/api/quarantine").json()["items"], timeout=30,
+                        what="the MR was quarantined")
+    answer = client.post("/api/quarantine/release", json={"item": [held["item"]]}, headers=headers)
+    assert answer.status_code == 200 and len(answer.json()["released"]) == 1
+    # No rule routes an MR: the router runs the rules on it again, and quarantines it again.
+    wait_until(lambda: router.output().count("quarantine: no rule routed this document") == 2, timeout=30,
+               what="the router ran the rules on the released MR")
+    again = wait_until(lambda: client.get("/api/quarantine").json()["items"], timeout=30,
+                       what="the released MR was routed again")
+    assert [entry["sop_instance_uid"] for entry in again] == [held["sop_instance_uid"]]

@@ -1,0 +1,134 @@
+"""The operations console under test: a configuration with its storage, users of each role,
+a journal with deliveries in every state and a quarantine, and clients logged in as each user."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from starlette.testclient import TestClient
+
+from helpers.clock import StoppedClock
+from helpers.files import SAMPLES
+from rulesengine.arrival import Arrival
+from rulesengine.config import ConsoleUser, load_config
+from rulesengine.console.app import create_app
+from rulesengine.console.auth import hash_password
+from rulesengine.runtime.journal import ACCEPTED, NewDelivery
+from rulesengine.runtime.storage import Storage
+
+PASSWORD = "a long enough password"
+# Hashing with argon2's default parameters costs ~50 ms each: made once for every test.
+PASSWORD_HASH = hash_password(PASSWORD)
+USERS = tuple(ConsoleUser(name, role, PASSWORD_HASH)
+              for name, role in (("vera", "viewer"), ("otto", "operator"), ("ada", "admin")))
+
+CONFIG = """\
+# the console's test configuration
+storage: var  # spool, journal, quarantine
+rules: main.rules
+secrets:
+  hash_key_file: hash.key
+destinations:
+  PACS: {type: folder, path: out/pacs}
+  ARCHIVE: {type: folder, path: out/archive}
+console:
+  bind: 127.0.0.1
+  port: PORT
+"""
+
+
+def write_config(folder: Path, port: int = 8104, extra: str = "") -> Path:
+    (folder / "main.rules").write_text('rule "all"\n  route to PACS\n', encoding="utf-8")
+    (folder / "hash.key").write_text("a key that is secret\n", encoding="utf-8")
+    path = folder / "router.yaml"
+    path.write_text(CONFIG.replace("PORT", str(port)) + extra, encoding="utf-8")
+    return path
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+class ConsoleUnderTest:
+    """A console app on a folder of its own, with a stopped clock."""
+
+    def __init__(self, folder: Path, users=USERS):
+        self.folder = folder
+        self.config_path = write_config(folder)
+        self.config = load_config(self.config_path, secrets=False)
+        self.clock = StoppedClock()
+        self.app = create_app(self.config, clock=self.clock, users=users)
+        self.storage = Storage(self.config.storage)
+        self.journal = self.storage.journal()
+
+    def client(self, user: str | None = None) -> TestClient:
+        """A client (a browser of its own), logged in as `user` when given."""
+        client = TestClient(self.app, base_url="http://127.0.0.1", follow_redirects=False)
+        if user is not None:
+            token = csrf_of(client.get("/login").text)
+            answer = client.post("/login", data={"name": user, "password": PASSWORD, "csrf_token": token})
+            assert answer.status_code == 303, answer.text
+        return client
+
+    def api_client(self, user: str) -> tuple[TestClient, str]:
+        """A client logged in through the JSON API, with the session's CSRF token."""
+        client = TestClient(self.app, base_url="http://127.0.0.1", follow_redirects=False)
+        token = client.get("/login", headers={"accept": "application/json"}).json()["csrf_token"]
+        answer = client.post("/login", json={"name": user, "password": PASSWORD}, headers={"x-csrf-token": token})
+        assert answer.status_code == 200, answer.text
+        return client, answer.json()["csrf_token"]
+
+    # ---- the journal's content -------------------------------------------------------------------
+
+    def delivery(self, destination: str, state: str = "dead", sample: str = "ct_head.dcm") -> int:
+        """A delivery in `state` (queued, dead, delivered), with its spool file; returns its number."""
+        source = self.storage.temp_path()
+        shutil.copyfile(SAMPLES / sample, source)
+        arrival = Arrival(calling_aet="CT1", called_aet="ROUTER", source_name="main", source_kind="listener")
+        spooled = self.storage.accept(source, arrival)
+        instance = self.journal.record(arrival, spooled, None, ACCEPTED)
+        out = self.storage.output_path(instance, destination)
+        shutil.copyfile(spooled, out)
+        [number] = self.journal.add_deliveries(instance, [NewDelivery(destination, out, "1.2", f"1.2.3.{instance}",
+                                                                      "1.2.840.10008.1.2.1")])
+        if state != "queued":
+            [claimed] = [d for d in self.journal.claim(destination, 100) if d.id == number]
+            if state == "dead":
+                self.journal.failed(claimed, time.time(), "destination unreachable: connection refused", None)
+            elif state == "delivered":
+                self.journal.delivered(claimed, time.time())
+        return number
+
+    def quarantined(self, sample: str = "ct_head.dcm", reason: str = "no rule routes it") -> str:
+        """An instance kept aside as the router keeps one; returns its item name (DAY/NAME.dcm)."""
+        source = self.storage.temp_path()
+        shutil.copyfile(SAMPLES / sample, source)
+        arrival = Arrival(calling_aet="CT1", called_aet="ROUTER", source_name="main", source_kind="listener",
+                          sop_instance_uid=f"1.2.3.{time.monotonic_ns()}")
+        path = self.storage.quarantine(source, reason, arrival.to_quarantine())
+        return str(Path(path).relative_to(self.storage.quarantine_dir))
+
+
+class ServerThread:
+    """uvicorn serving an app on 127.0.0.1:port in a thread of this process, stopped at exit."""
+
+    def __init__(self, app, port: int):
+        import uvicorn
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> "ServerThread":
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "the console did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
