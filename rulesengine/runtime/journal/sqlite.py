@@ -122,6 +122,7 @@ CREATE TABLE IF NOT EXISTS router_status (
     node TEXT PRIMARY KEY,
     updated_at REAL NOT NULL,
     status TEXT NOT NULL
+);
 -- What users of the console did (and every login, failed or not): who, when, what, on what, how it ended.
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
