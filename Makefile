@@ -12,14 +12,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# The real DICOM peers the integration tests run against: DCMTK and Orthanc, from Debian.
+# The real peers the integration tests run against, from Debian: DCMTK and Orthanc, and chromium with
+# its chromedriver for the console's browser tests.
 peers:
 	@# dcmdump: DCMTK's alone (pynetdicom installs a storescu of its own into the virtual environment)
-	@if ! command -v dcmdump >/dev/null || ! command -v Orthanc >/dev/null; then \
+	@if ! command -v dcmdump >/dev/null || ! command -v Orthanc >/dev/null || ! [ -x /usr/bin/chromedriver ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk orthanc openssl >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk orthanc openssl \
+	      chromium chromium-driver >/dev/null; \
 	  else \
-	    echo "DCMTK and Orthanc are needed: sudo apt-get install dcmtk orthanc openssl" >&2; exit 1; \
+	    echo "The test peers are needed: sudo apt-get install dcmtk orthanc openssl chromium chromium-driver" >&2; \
+	    exit 1; \
 	  fi; \
 	fi
 

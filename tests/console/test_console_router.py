@@ -10,38 +10,11 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from helpers.console import PASSWORD, USERS
+from helpers.console import PASSWORD, ROUTER_RULES as RULES, USERS, router_config_text as config_text
 from helpers.files import SAMPLES
 from helpers.peers import RouterProcess, StoreSCP, free_port, storescu, wait_until
 from rulesengine.config import load_config
 from rulesengine.console.app import create_app
-
-RULES = """\
-rule "CT to the store" {
-  when DataSet.Modality == "CT"
-  then route to STORE
-}
-"""
-
-
-def config_text(listener_port: int, store_port: int) -> str:
-    return f"""\
-storage: var
-rules: main.rules
-no_destination: quarantine
-listeners:
-  - {{name: main, ae_title: ROUTER, port: {listener_port}, require_called_aet: false}}
-destinations:
-  STORE:
-    type: dicom
-    ae_title: STORESCP
-    host: 127.0.0.1
-    port: {store_port}
-    retry: {{delay: 0.2, max_attempts: 1}}
-    timeouts: {{connect: 2}}
-console: {{}}
-"""
-
 
 @pytest.fixture
 def setup(tmp_path):

@@ -132,3 +132,33 @@ class ServerThread:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+# A router for the console to watch (tests/console/test_console_router.py and _browser.py):
+# CT goes to STORE, anything else is quarantined.
+ROUTER_RULES = """\
+rule "CT to the store" {
+  when DataSet.Modality == "CT"
+  then route to STORE
+}
+"""
+
+
+def router_config_text(listener_port: int, store_port: int) -> str:
+    """A router beside the console: its listener, and storescp as STORE, tried once."""
+    return f"""\
+storage: var
+rules: main.rules
+no_destination: quarantine
+listeners:
+  - {{name: main, ae_title: ROUTER, port: {listener_port}, require_called_aet: false}}
+destinations:
+  STORE:
+    type: dicom
+    ae_title: STORESCP
+    host: 127.0.0.1
+    port: {store_port}
+    retry: {{delay: 0.2, max_attempts: 1}}
+    timeouts: {{connect: 2}}
+console: {{}}
+"""
