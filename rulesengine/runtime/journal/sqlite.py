@@ -506,16 +506,7 @@ class SQLiteJournal:
 
     def deliveries(self, states: Iterable[DeliveryState] = tuple(DeliveryState), destination: str | None = None,
                    limit: int = 100) -> list[ListedDelivery]:
-        states = tuple(states)
-        query = (f"SELECT d.*, i.source_name, i.calling_aet FROM deliveries d JOIN instances i ON i.id = "
-                 f"d.instance_id WHERE d.state IN ({','.join('?' * len(states))})")
-        args: list = list(states)
-        if destination:
-            query += " AND d.destination=?"
-            args.append(destination)
-        query += " ORDER BY d.id DESC LIMIT ?"
-        args.append(limit)
-        return [ListedDelivery.from_row(row) for row in self._connection().execute(query, args)]
+        return self.deliveries_page(states, destination, None, limit)
 
     def retry_dead(self, destination: str | None = None, ids: Iterable[int] = ()) -> int:
         """Dead deliveries back in the queue, with their attempts counted from zero."""
