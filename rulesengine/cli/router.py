@@ -19,7 +19,9 @@ import time
 from ..config import ConfigError, load_config, schema_text
 from ..document import Document, DocumentReadError
 from ..runtime.journal import DEAD, DELIVERED, DELIVERY_STATES, QUEUED, RETRYING, SENDING, Delivery
+from ..runtime import queue_operations
 from ..runtime.logs import setup_logging
+from ..runtime.queue_operations import PurgeRefused
 from ..runtime.storage import Storage
 from .common import EXIT_FINDINGS, EXIT_OK, UsageError, input_files, print_diagnostics
 
@@ -231,17 +233,16 @@ def cmd_queue(args) -> int:
         return EXIT_OK
     if args.action == "purge":
         states = tuple(args.state or (DELIVERED,))
-        _check_purge(states, args, config)
+        if args.id:
+            raise UsageError("--id chooses deliveries to retry; purge chooses by --state, --destination, --older-than")
+        try:
+            queue_operations.check_purge(states, args.destination, config.destinations, "with --destination")
+        except PurgeRefused as exc:
+            raise UsageError(f"{exc} ({config.path})") from None
         older = time.time() - args.older_than if args.older_than is not None else None
-        paths = journal.purge(states, older, args.destination)
-        released = 0
-        for path in paths:
-            if not journal.path_in_use(path) and os.path.exists(path):
-                storage.remove(path)
-                released += 1
-        instances = journal.purge_instances(older)
-        print(f"purged {', '.join(states)} deliveries and {instances} finished instance(s) "
-              f"({released} spool file(s) removed)")
+        result = queue_operations.purge(storage, journal, states, args.destination, older)
+        print(f"purged {', '.join(states)} deliveries and {result['instances_forgotten']} finished instance(s) "
+              f"({result['spool_files_removed']} spool file(s) removed)")
         return EXIT_OK
     counts = journal.counts()
     if args.destination:
@@ -299,22 +300,6 @@ def cmd_quarantine(args) -> int:
     print(f"{len(chosen)} instance(s) released; the rules run on them again "
           "(a running router takes them within seconds, a stopped one at its next start)")
     return EXIT_OK
-
-
-def _check_purge(states: tuple[str, ...], args, config) -> None:
-    """Purge forgets finished deliveries. Unfinished ones (queued, retrying) only of a destination
-    that is no longer configured, named on purpose: those would otherwise wait for ever. Never
-    what is being sent."""
-    if args.id:
-        raise UsageError("--id chooses deliveries to retry; purge chooses by --state, --destination, --older-than")
-    unfinished = sorted(set(states) - {DELIVERED, DEAD})
-    if not unfinished:
-        return
-    if SENDING in unfinished:
-        raise UsageError("deliveries being sent cannot be purged")
-    if args.destination is None or args.destination in config.destinations:
-        raise UsageError(f"{' and '.join(unfinished)} deliveries are purged only for a destination no longer in "
-                         f"{config.path}, named with --destination")
 
 
 def _chosen(held: list[tuple[str, dict]], wanted: list[str], root: str) -> list[tuple[str, dict]]:

@@ -4,11 +4,14 @@ It reads and acts on the journal and the storage folder the router uses, as the 
 `quarantine` commands do, so it keeps working while the router restarts. It never imports
 pynetdicom: it is not a DICOM peer.
 
-    app.py       create_app(config): the pages, their JSON twins under /api/, the OpenAPI document
+    app.py       create_app(config): sessions, roles and CSRF on every route, login, the OpenAPI document
+    pages/       a module a page: its routes, each with a JSON twin under /api/
+    params.py    the parameters of a request, checked
     auth.py      users and their argon2id hashes, the first-run admin, sessions, CSRF, login limits, roles
-    actions.py   what the pages show and do: queues, quarantine, configuration (secrets masked), audit
+    actions.py   what the pages show and do: queues, quarantine, configuration (secrets masked)
 
-A page is a handler registered in app._register (`both` adds its /api twin, with the role it
-needs) and a line of app.NAVIGATION; a route open without a session goes beside /login in
-app._login_routes, and tests/console/test_console_access.py lists it among the open ones.
+A page is a module of pages/ (`console.both` adds a route and its /api twin, with the least
+role and the parameters it takes) and a line of app.NAVIGATION; a route open without a session
+goes beside /login in app._login_routes, and tests/console/test_console_access.py lists it
+among the open ones.
 """

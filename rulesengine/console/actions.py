@@ -16,7 +16,9 @@ import time
 from ruamel.yaml import YAML
 
 from ..config import Config
-from ..runtime.journal import DEAD, DELIVERED, DELIVERY_STATES, QUEUED, RETRYING, SENDING, Journal
+from ..runtime import queue_operations
+from ..runtime.journal import DELIVERY_STATES, Journal
+from ..runtime.queue_operations import PURGE_STATES, PurgeRefused  # noqa: F401 (the console's parameters)
 from ..runtime.storage import Storage
 
 # A pause the console sets: the queue waits until a person resumes it. Far enough away to be
@@ -89,17 +91,10 @@ def resume(config: Config, journal: Journal, destination: str, now: float) -> in
 
 
 def check_purge(config: Config, states: tuple[str, ...], destination: str | None) -> None:
-    """As `dicom-rules queue purge`: finished deliveries (delivered, dead) of any destination;
-    queued or retrying ones only of a destination no longer configured, named on purpose;
-    never what is being sent."""
-    unfinished = sorted(set(states) - {DELIVERED, DEAD})
-    if not unfinished:
-        return
-    if SENDING in unfinished:
-        raise ActionError("deliveries being sent cannot be purged")
-    if destination is None or destination in config.destinations:
-        raise ActionError(f"{' and '.join(unfinished)} deliveries are purged only for a destination no longer "
-                          "in the configuration, named as destination")
+    try:
+        queue_operations.check_purge(states, destination, config.destinations, "as destination")
+    except PurgeRefused as exc:
+        raise ActionError(str(exc)) from None
 
 
 def purge_preview(journal: Journal, states: tuple[str, ...], destination: str | None) -> int:
@@ -112,18 +107,7 @@ def purge_preview(journal: Journal, states: tuple[str, ...], destination: str | 
 def purge(config: Config, storage: Storage, journal: Journal, states: tuple[str, ...], destination: str | None,
           older_than: float | None) -> dict:
     check_purge(config, states, destination)
-    paths = journal.purge(states, older_than, destination)
-    removed = 0
-    for path in paths:
-        if not journal.path_in_use(path) and os.path.exists(path):
-            storage.remove(path)
-            removed += 1
-    instances = journal.purge_instances(older_than)
-    return {"states": list(states), "destination": destination, "instances_forgotten": instances,
-            "spool_files_removed": removed}
-
-
-PURGE_STATES = (DELIVERED, DEAD, QUEUED, RETRYING)
+    return queue_operations.purge(storage, journal, states, destination, older_than)
 
 
 # ---- quarantine ----------------------------------------------------------------------------------

@@ -30,96 +30,23 @@ from starlette.templating import Jinja2Templates
 
 from .. import __version__
 from ..config import Config, ConsoleUser
-from ..runtime.journal import DEAD, DELIVERY_STATES, QUEUED, RETRYING, SENDING
 from ..runtime.storage import Storage
 from . import actions
 from .actions import ActionError
 from .auth import LoginLimiter, Users, csrf_matches, first_run_admin, new_csrf_token, role_allows, session_secret
+from .pages import register_all
+from .params import Params, text
 
 SESSION_COOKIE = "rulesengine_console"
 MAX_BODY = 1 << 20  # forms and JSON bodies are small; nothing is uploaded yet
-PAGE_LIMIT = 50
-MAX_LIMIT = 500
-# The pages in the navigation bar, with the least role that sees the link. A new page is a route
-# in _register (with its /api twin, which `both` adds) and a line here.
+# The pages in the navigation bar, with the least role that sees the link. A new page is a module
+# of pages/ (its routes, each with its /api twin) and a line here.
 NAVIGATION = (
     ("/queues", "Queues", "viewer"),
     ("/quarantine", "Quarantine", "viewer"),
     ("/configuration", "Configuration", "viewer"),
     ("/audit", "Audit log", "admin"),
 )
-
-
-# ---- parameters ----------------------------------------------------------------------------------
-
-
-def _whole(value, name: str, low: int, high: int | None = None) -> int:
-    """A whole-number parameter in [low, high], or ActionError naming it."""
-    text = str(value).strip()
-    bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
-    try:
-        number = int(text)
-    except ValueError:
-        raise ActionError(f"{name} must be a whole number {bounds}, not {str(value)[:40]!r}") from None
-    if number < low or (high is not None and number > high):
-        raise ActionError(f"{name} must be a whole number {bounds}, not {number}")
-    return number
-
-
-def _states(values: list[str], allowed: tuple[str, ...], name: str = "state") -> tuple[str, ...]:
-    wrong = [v for v in values if v not in allowed]
-    if wrong:
-        raise ActionError(f"{name} must be one of {', '.join(allowed)}, not {wrong[0][:40]!r}")
-    return tuple(dict.fromkeys(values))
-
-
-def _text(value, name: str) -> str | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or len(value) > 200:
-        raise ActionError(f"{name} must be text of at most 200 characters")
-    return value
-
-
-class _Params:
-    """Parameters of a request: the query string (GET), the form (page POST) or a JSON object
-    (API POST), read alike."""
-
-    def __init__(self, values: dict[str, list]):
-        self.values = values
-
-    @classmethod
-    async def of(cls, request: Request) -> "_Params":
-        values: dict[str, list] = {}
-        for key, value in request.query_params.multi_items():
-            values.setdefault(key, []).append(value)
-        if request.method == "POST":
-            if request.headers.get("content-type", "").startswith("application/json"):
-                try:
-                    body = await request.json()
-                except ValueError:
-                    raise ActionError("the body is not valid JSON") from None
-                if not isinstance(body, dict):
-                    raise ActionError("the body must be a JSON object")
-                for key, value in body.items():
-                    values[key] = value if isinstance(value, list) else [value]
-            else:
-                for key, value in (await request.form()).multi_items():
-                    values.setdefault(key, []).append(value)
-        return cls(values)
-
-    def one(self, name: str):
-        found = self.values.get(name) or [None]
-        if len(found) > 1:
-            raise ActionError(f"{name} is given {len(found)} times; give it once")
-        return found[0]
-
-    def all(self, name: str) -> list:
-        return [v for v in self.values.get(name, []) if v not in (None, "")]
-
-    def flag(self, name: str) -> bool:
-        value = self.one(name)
-        return value is True or (isinstance(value, str) and value.lower() in ("yes", "true", "1"))
 
 
 # ---- the application's state ----------------------------------------------------------------------
@@ -153,6 +80,9 @@ class Console:
         self.templates = Jinja2Templates(directory=str(resources.files(__package__).joinpath("templates")))
         self.templates.env.filters["when"] = actions.when
         self.endpoints: list[_Endpoint] = []
+        # The parameters each route takes, by its page's path and method: (name, type,
+        # repeatable, meaning). They make the OpenAPI document, and any other is refused.
+        self.parameters: dict[tuple[str, str], tuple[tuple[str, str, bool, str], ...]] = {}
 
     def audit(self, user: str, action: str, target: str | None, result: str) -> None:
         self.journal.record_audit(user, action, target, result, self.clock())
@@ -207,8 +137,36 @@ class Console:
 
     # ---- routes ----------------------------------------------------------------------------------
 
+    CONFIRM = ("confirm", "boolean", False, "must be true")
+
     def route(self, path: str, method: str, role: str, handler, api: bool) -> None:
         self.endpoints.append(_Endpoint(path, method, role, handler, api))
+
+    def both(self, path: str, method: str, role: str, parameters: tuple = ()):
+        """Decorates the handler of a page and of its API twin under /api."""
+        def add(handler):
+            self.parameters[(path, method)] = parameters
+            self.route(path, method, role, handler, api=False)
+            self.route("/api" + path, method, role, handler, api=True)
+            return handler
+        return add
+
+    def api_only(self, path: str, method: str, role: str, parameters: tuple = ()):
+        def add(handler):
+            self.parameters[(path.removeprefix("/api"), method)] = parameters
+            self.route(path, method, role, handler, api=True)
+            return handler
+        return add
+
+    async def acted(self, request, user, api, action: str, target: str | None, page: str, work) -> Response:
+        """Run an action (`work` answers its message and data) in a thread; audit it, whatever its end."""
+        try:
+            message, data = await run_in_threadpool(work)
+        except ActionError as exc:
+            await run_in_threadpool(self.audit, user.name, action, target, f"refused: {exc}")
+            raise
+        await run_in_threadpool(self.audit, user.name, action, target, f"ok: {message}")
+        return self.done(request, api, page, message, data)
 
     def guarded(self, endpoint: _Endpoint):
         async def run(request: Request) -> Response:
@@ -230,8 +188,8 @@ class Console:
                 return self.refusal(request, user, endpoint.api, 403,
                                     f"{request.url.path} needs the role {endpoint.role}; {user.name} is {user.role}")
             try:
-                params = await _Params.of(request)
-                _check_names(endpoint, params)
+                params = await Params.of(request)
+                self.check_names(endpoint, params)
                 return await endpoint.handler(request, user, params, endpoint.api)
             except ActionError as exc:
                 return self.refusal(request, user, endpoint.api, exc.status, str(exc))
@@ -239,48 +197,23 @@ class Console:
         run.__doc__ = endpoint.handler.__doc__
         return run
 
-
-def _check_names(endpoint: _Endpoint, params: _Params) -> None:
-    """A parameter the route does not take is an error, not silently ignored (a misspelt
-    `destinaton` would otherwise retry every destination)."""
-    takes = [name for name, *_ in PARAMETERS.get((endpoint.path.removeprefix("/api"), endpoint.method), ())]
-    unknown = sorted(set(params.values) - set(takes) - {"csrf_token"})
-    if unknown:
-        raise ActionError(f"unknown parameter {unknown[0][:40]!r}; {endpoint.path} {endpoint.method} takes "
-                          + (", ".join(takes) if takes else "none"))
+    def check_names(self, endpoint: _Endpoint, params: Params) -> None:
+        """A parameter the route does not take is an error, not silently ignored (a misspelt
+        `destinaton` would otherwise retry every destination)."""
+        takes = [name for name, *_ in self.parameters.get((endpoint.path.removeprefix("/api"), endpoint.method), ())]
+        unknown = sorted(set(params.values) - set(takes) - {"csrf_token"})
+        if unknown:
+            raise ActionError(f"unknown parameter {unknown[0][:40]!r}; {endpoint.path} {endpoint.method} takes "
+                              + (", ".join(takes) if takes else "none"))
 
 
 # ---- the handlers ---------------------------------------------------------------------------------
 
 
 def _register(console: Console) -> None:
-    config, storage, journal = console.config, console.storage, console.journal
+    """The routes of every page, and those of the API alone."""
 
-    def both(path: str, method: str, role: str):
-        """The handler of a page and of its API twin under /api."""
-        def add(handler):
-            console.route(path, method, role, handler, api=False)
-            console.route("/api" + path, method, role, handler, api=True)
-            return handler
-        return add
-
-    def api_only(path: str, method: str, role: str):
-        def add(handler):
-            console.route(path, method, role, handler, api=True)
-            return handler
-        return add
-
-    async def acted(request, user, api, action: str, target: str | None, page: str, work) -> Response:
-        """Run an action in a thread; audit it, whatever its end."""
-        try:
-            message, data = await run_in_threadpool(work)
-        except ActionError as exc:
-            await run_in_threadpool(console.audit, user.name, action, target, f"refused: {exc}")
-            raise
-        await run_in_threadpool(console.audit, user.name, action, target, f"ok: {message}")
-        return console.done(request, api, page, message, data)
-
-    @both("/", "GET", "viewer")
+    @console.both("/", "GET", "viewer")
     async def home(request, user, params, api):
         """Where the console starts: the queues."""
         if api:
@@ -288,186 +221,15 @@ def _register(console: Console) -> None:
             return JSONResponse({"pages": sorted(pages)})
         return RedirectResponse("/queues", status_code=303)
 
-    @api_only("/api/session", "GET", "viewer")
+    @console.api_only("/api/session", "GET", "viewer")
     async def session(request, user, params, api):
         """The session's user, role, expiry and CSRF token (send it as X-CSRF-Token with each POST)."""
         return JSONResponse({"user": user.name, "role": user.role, "expires": request.session["expires"],
                              "csrf_token": console.csrf_token(request)})
 
-    # -- queues --
+    register_all(console)
 
-    @both("/queues", "GET", "viewer")
-    async def show_queues(request, user, params, api):
-        """Per destination: counts by state and whether it is paused; then one page of items, newest
-        first. Parameters: destination, state (repeatable; default queued, sending, retrying, dead),
-        before (the next page: the `next_before` of the page before), limit (1 to 500)."""
-        destination = _text(params.one("destination"), "destination")
-        states = _states(params.all("state"), DELIVERY_STATES) or (QUEUED, SENDING, RETRYING, DEAD)
-        before = params.one("before")
-        before_id = _whole(before, "before", 1) if before not in (None, "") else None
-        limit_value = params.one("limit")
-        limit = _whole(limit_value, "limit", 1, MAX_LIMIT) if limit_value not in (None, "") else PAGE_LIMIT
-
-        def read():
-            now = console.clock()
-            return actions.queues(config, journal, now), actions.queue_items(journal, states, destination,
-                                                                               before_id, limit)
-        destinations, (items, next_before) = await run_in_threadpool(read)
-        if api:
-            return JSONResponse({"destinations": destinations, "items": items, "next_before": next_before})
-        return console.page(request, "queues.html", user, destinations=destinations, items=items,
-                            next_before=next_before, states=states, all_states=DELIVERY_STATES,
-                            destination=destination or "", limit=limit)
-
-    @both("/queues/retry", "POST", "operator")
-    async def retry(request, user, params, api):
-        """Dead deliveries queued again. Parameters: destination (else every destination), id
-        (repeatable: only these deliveries)."""
-        destination = _text(params.one("destination"), "destination")
-        ids = tuple(_whole(value, "id", 1) for value in params.all("id"))
-        target = destination or (f"deliveries {', '.join(map(str, ids))}" if ids else "every destination")
-
-        def work():
-            count = actions.retry(config, journal, destination, ids)
-            return f"{count} dead deliver{'y' if count == 1 else 'ies'} queued again", {"queued": count}
-        return await acted(request, user, api, "queue retry", target, "/queues", work)
-
-    @both("/queues/pause", "POST", "operator")
-    async def pause(request, user, params, api):
-        """A destination's queue waits until resumed (what is being sent finishes). Parameter: destination."""
-        destination = _text(params.one("destination"), "destination")
-        if not destination:
-            raise ActionError("destination is needed")
-
-        def work():
-            actions.pause(config, journal, destination)
-            return f"{destination} paused", {"destination": destination}
-        return await acted(request, user, api, "queue pause", destination, "/queues", work)
-
-    @both("/queues/resume", "POST", "operator")
-    async def resume(request, user, params, api):
-        """A destination's queue goes on now: its pause (or backoff) ends. Parameter: destination."""
-        destination = _text(params.one("destination"), "destination")
-        if not destination:
-            raise ActionError("destination is needed")
-
-        def work():
-            count = actions.resume(config, journal, destination, console.clock())
-            return f"{destination} resumed ({count} waiting now due)", {"destination": destination, "due": count}
-        return await acted(request, user, api, "queue resume", destination, "/queues", work)
-
-    def purge_request(params) -> tuple[tuple[str, ...], str | None, float | None]:
-        destination = _text(params.one("destination"), "destination")
-        states = _states(params.all("state"), actions.PURGE_STATES) or ("delivered",)
-        older = params.one("older_than")
-        older_than = _whole(older, "older_than", 0) if older not in (None, "") else None
-        actions.check_purge(config, states, destination)
-        return states, destination, older_than
-
-    @both("/queues/purge", "GET", "admin")
-    async def purge_confirm(request, user, params, api):
-        """What a purge would forget, before it is confirmed: how many deliveries are in these states
-        (with older_than, the purge forgets those of them not updated for that long). Parameters:
-        destination, state (repeatable: delivered (default), dead; queued and retrying only of a
-        removed destination), older_than (seconds)."""
-        states, destination, older_than = purge_request(params)
-        count = await run_in_threadpool(actions.purge_preview, journal, states, destination)
-        if api:
-            return JSONResponse({"states": list(states), "destination": destination, "older_than": older_than,
-                                 "deliveries": count})
-        return console.page(request, "purge.html", user, states=states, destination=destination or "",
-                            older_than=older_than, count=count)
-
-    @both("/queues/purge", "POST", "admin")
-    async def purge(request, user, params, api):
-        """Forget finished deliveries (and their spool files) and finished instances. Parameters as
-        the GET; confirm must be true."""
-        states, destination, older_than = purge_request(params)
-        if not params.flag("confirm"):
-            raise ActionError("purge needs confirm=true (the GET of /queues/purge shows what it forgets)")
-        target = f"{destination or 'every destination'}: {', '.join(states)}"
-
-        def work():
-            cutoff = console.clock() - older_than if older_than is not None else None
-            result = actions.purge(config, storage, journal, states, destination, cutoff)
-            return (f"purged {', '.join(states)} deliveries of {destination or 'every destination'} and "
-                    f"{result['instances_forgotten']} finished instance(s)"), result
-        return await acted(request, user, api, "queue purge", target, "/queues", work)
-
-    # -- quarantine --
-
-    @both("/quarantine", "GET", "viewer")
-    async def show_quarantine(request, user, params, api):
-        """What the quarantine holds, oldest first: item (DAY/NAME.dcm), reason, time, source."""
-        items = await run_in_threadpool(actions.quarantined, storage)
-        if api:
-            return JSONResponse({"items": items})
-        return console.page(request, "quarantine.html", user, items=items)
-
-    def chosen(params) -> tuple[str, ...]:
-        return tuple(_text(item, "item") for item in params.all("item"))
-
-    @both("/quarantine/release", "POST", "operator")
-    async def release(request, user, params, api):
-        """Quarantined instances back to the rules, as received (`dicom-rules quarantine release`).
-        Parameter: item (repeatable)."""
-        items = chosen(params)
-
-        def work():
-            released = actions.release(storage, journal, items)
-            return (f"{len(released)} instance(s) released; the rules run on them again",
-                    {"released": released})
-        return await acted(request, user, api, "quarantine release", ", ".join(items), "/quarantine", work)
-
-    @both("/quarantine/delete", "GET", "admin")
-    async def delete_confirm(request, user, params, api):
-        """The quarantined instances a delete would remove, before it is confirmed. Parameter: item (repeatable)."""
-        items = chosen(params)
-        held = {entry["item"]: entry for entry in await run_in_threadpool(actions.quarantined, storage)}
-        missing = [item for item in items if item not in held]
-        if not items or missing:
-            raise ActionError(f"not in the quarantine: {', '.join(missing)}" if missing else
-                              "name at least one quarantined item", status=404 if missing else 400)
-        if api:
-            return JSONResponse({"items": [held[item] for item in items]})
-        return console.page(request, "delete.html", user, items=[held[item] for item in items])
-
-    @both("/quarantine/delete", "POST", "admin")
-    async def delete(request, user, params, api):
-        """Quarantined instances deleted for good. Parameters: item (repeatable); confirm must be true."""
-        items = chosen(params)
-        if not params.flag("confirm"):
-            raise ActionError("delete needs confirm=true (the GET of /quarantine/delete shows what it removes)")
-
-        def work():
-            deleted = actions.delete(storage, items)
-            return f"{len(deleted)} quarantined instance(s) deleted", {"deleted": deleted}
-        return await acted(request, user, api, "quarantine delete", ", ".join(items), "/quarantine", work)
-
-    # -- configuration and audit --
-
-    @both("/configuration", "GET", "viewer")
-    async def configuration(request, user, params, api):
-        """The configuration file the console read at its start, secrets masked (passwords, hashes,
-        keys, tokens)."""
-        text = actions.masked_configuration(console.configuration_text)
-        if api:
-            return JSONResponse({"path": config.path, "read_at": console.configuration_read_at, "yaml": text})
-        return console.page(request, "configuration.html", user, path=config.path,
-                            read_at=console.configuration_read_at, text=text)
-
-    @both("/audit", "GET", "admin")
-    async def audit(request, user, params, api):
-        """The audit log, newest first: logins and every action, with user, time, target and result.
-        Parameter: limit (1 to 500)."""
-        value = params.one("limit")
-        limit = _whole(value, "limit", 1, MAX_LIMIT) if value not in (None, "") else 100
-        rows = await run_in_threadpool(journal.audit_log, limit)
-        if api:
-            return JSONResponse({"entries": rows})
-        return console.page(request, "audit.html", user, rows=rows)
-
-    @api_only("/api/openapi.json", "GET", "viewer")
+    @console.api_only("/api/openapi.json", "GET", "viewer")
     async def openapi(request, user, params, api):
         """This document."""
         return JSONResponse(openapi_document(console))
@@ -496,8 +258,8 @@ def _login_routes(console: Console) -> list[Route]:
     async def login(request: Request) -> Response:
         api = wants_json(request)
         try:
-            params = await _Params.of(request)
-            name = _text(params.one("name"), "name") or ""
+            params = await Params.of(request)
+            name = text(params.one("name"), "name") or ""
             password = params.one("password")
             if not isinstance(password, str):
                 password = ""
@@ -548,41 +310,12 @@ def _login_routes(console: Console) -> list[Route]:
 # ---- OpenAPI --------------------------------------------------------------------------------------
 
 
-_DESTINATION = ("destination", "string", False, "a destination's name")
-_STATES = "queued, sending, delivered, retrying, dead"
-_ITEM = ("item", "string", True, "a quarantined instance as the list names it (DAY/NAME.dcm)")
-_CONFIRM = ("confirm", "boolean", False, "must be true")
-# The parameters of each API route, by its page's path: (name, type, repeatable, meaning). GET
-# routes take them in the query string, POST routes in a JSON object.
-PARAMETERS = {
-    ("/queues", "GET"): (("destination", "string", False, "only this destination"),
-                         ("state", "string", True, f"only these states ({_STATES}); default all but delivered"),
-                         ("before", "integer", False, "the next page: the next_before of the page before"),
-                         ("limit", "integer", False, f"items per page, 1 to {MAX_LIMIT}; default {PAGE_LIMIT}")),
-    ("/queues/retry", "POST"): (("destination", "string", False, "only this destination"),
-                                ("id", "integer", True, "only these deliveries")),
-    ("/queues/pause", "POST"): (_DESTINATION,),
-    ("/queues/resume", "POST"): (_DESTINATION,),
-    ("/queues/purge", "GET"): (("destination", "string", False, "only this destination"),
-                               ("state", "string", True, "delivered (default), dead; queued and retrying only of a "
-                                                         "destination no longer configured"),
-                               ("older_than", "integer", False, "only deliveries not updated for this many seconds")),
-    ("/queues/purge", "POST"): (("destination", "string", False, "only this destination"),
-                                ("state", "string", True, "as for the GET"),
-                                ("older_than", "integer", False, "as for the GET"), _CONFIRM),
-    ("/quarantine/release", "POST"): (_ITEM,),
-    ("/quarantine/delete", "GET"): (_ITEM,),
-    ("/quarantine/delete", "POST"): (_ITEM, _CONFIRM),
-    ("/audit", "GET"): (("limit", "integer", False, f"entries, 1 to {MAX_LIMIT}; default 100"),),
-}
-
-
 def _schema(kind: str, repeatable: bool) -> dict:
     return {"type": "array", "items": {"type": kind}} if repeatable else {"type": kind}
 
 
-def _parameters(endpoint: _Endpoint) -> dict:
-    declared = PARAMETERS.get((endpoint.path.removeprefix("/api"), endpoint.method), ())
+def _parameters(console: Console, endpoint: _Endpoint) -> dict:
+    declared = console.parameters.get((endpoint.path.removeprefix("/api"), endpoint.method), ())
     if not declared:
         return {}
     if endpoint.method == "GET":
@@ -603,7 +336,7 @@ def openapi_document(console: Console) -> dict:
         doc = " ".join((endpoint.handler.__doc__ or "").split())
         summary = doc.split(". ")[0].rstrip(".")
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = {
-            **_parameters(endpoint),
+            **_parameters(console, endpoint),
             "summary": summary,
             "description": f"{doc} Role: {endpoint.role} or above.",
             "responses": {

@@ -1,0 +1,86 @@
+"""The parameters of a console request, read alike from the query string (GET), a form (page
+POST) or a JSON object (API POST), and checked: a wrong value is an ActionError naming it."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from .actions import ActionError
+
+PAGE_LIMIT = 50
+MAX_LIMIT = 500
+
+
+def whole(value, name: str, low: int, high: int | None = None) -> int:
+    """A whole-number parameter in [low, high], or ActionError naming it."""
+    text = str(value).strip()
+    bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+    try:
+        number = int(text)
+    except ValueError:
+        raise ActionError(f"{name} must be a whole number {bounds}, not {str(value)[:40]!r}") from None
+    if number < low or (high is not None and number > high):
+        raise ActionError(f"{name} must be a whole number {bounds}, not {number}")
+    return number
+
+
+def states(values: list[str], allowed: tuple[str, ...], name: str = "state") -> tuple[str, ...]:
+    wrong = [v for v in values if v not in allowed]
+    if wrong:
+        raise ActionError(f"{name} must be one of {', '.join(allowed)}, not {wrong[0][:40]!r}")
+    return tuple(dict.fromkeys(values))
+
+
+def text(value, name: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > 200:
+        raise ActionError(f"{name} must be text of at most 200 characters")
+    return value
+
+
+class Params:
+    """Parameters of a request: the query string (GET), the form (page POST) or a JSON object
+    (API POST), read alike."""
+
+    def __init__(self, values: dict[str, list]):
+        self.values = values
+
+    @classmethod
+    async def of(cls, request: Request) -> "Params":
+        values: dict[str, list] = {}
+        for key, value in request.query_params.multi_items():
+            values.setdefault(key, []).append(value)
+        if request.method == "POST":
+            if request.headers.get("content-type", "").startswith("application/json"):
+                try:
+                    body = await request.json()
+                except ValueError:
+                    raise ActionError("the body is not valid JSON") from None
+                if not isinstance(body, dict):
+                    raise ActionError("the body must be a JSON object")
+                for key, value in body.items():
+                    values[key] = value if isinstance(value, list) else [value]
+            else:
+                for key, value in (await request.form()).multi_items():
+                    values.setdefault(key, []).append(value)
+        return cls(values)
+
+    def one(self, name: str):
+        found = self.values.get(name) or [None]
+        if len(found) > 1:
+            raise ActionError(f"{name} is given {len(found)} times; give it once")
+        return found[0]
+
+    def all(self, name: str) -> list:
+        return [v for v in self.values.get(name, []) if v not in (None, "")]
+
+    def flag(self, name: str) -> bool:
+        value = self.one(name)
+        return value is True or (isinstance(value, str) and value.lower() in ("yes", "true", "1"))
+
+
+def optional_whole(params: Params, name: str, low: int, high: int | None = None, default: int | None = None):
+    """A whole-number parameter that may be left out (then `default`)."""
+    value = params.one(name)
+    return whole(value, name, low, high) if value not in (None, "") else default
