@@ -1,5 +1,5 @@
 """The console's commands: `console` serves the operations console beside the router, and
-`user add` writes a console user's password hash into the configuration file."""
+`user add` and `user remove` write console users (password hashes) into the configuration file."""
 
 from __future__ import annotations
 
@@ -10,15 +10,10 @@ import os
 import signal
 import socket
 import sys
-import tempfile
-
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from ..config import CONSOLE_ROLES, ConfigError, load_config
+from ..config.console_users import remove_user, write_user
 from .common import EXIT_FINDINGS, EXIT_OK, UsageError
-
-MIN_PASSWORD = 10
 
 
 # ---- console ------------------------------------------------------------------------------------
@@ -115,6 +110,8 @@ def cmd_console(args) -> int:
 
 
 def _password(from_stdin: bool) -> str:
+    from ..console.auth import MIN_PASSWORD
+
     if from_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -129,44 +126,23 @@ def _password(from_stdin: bool) -> str:
 def cmd_user_add(args) -> int:
     from ..console.auth import hash_password
 
-    load_config(args.config, secrets=False)  # the file must be valid before it is changed
+    load_config(args.config, secrets=False)  # a broken file is reported before a password is asked
     password = _password(args.password_stdin)
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
-    yaml.width = 4096  # a hash on one line
-    with open(args.config, encoding="utf-8") as fh:
-        data = yaml.load(fh)
-    if data.get("console") is None:
-        data["console"] = CommentedMap()
-    console = data["console"]
-    if console.get("users") is None:
-        console["users"] = CommentedSeq()
-    users = console["users"]
-    entry = next((user for user in users if user.get("name") == args.name), None)
-    changed = entry is not None
-    if entry is None:
-        entry = CommentedMap()
-        users.append(entry)
-    entry["name"] = args.name
-    entry["role"] = args.role
-    entry["password_hash"] = hash_password(password)
-    # Written beside the file, checked, then put in its place: a failure leaves the file as it was.
-    folder = os.path.dirname(os.path.abspath(args.config))
-    fd, temp = tempfile.mkstemp(prefix=".user-add-", suffix=".yaml", dir=folder)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yaml.dump(data, fh)
-        os.chmod(temp, os.stat(args.config).st_mode & 0o777)
-        try:
-            load_config(temp, secrets=False)
-        except ConfigError as exc:
-            raise UsageError(f"the user cannot be added: {str(exc).replace(temp, args.config)}") from None
-        os.replace(temp, args.config)
-    finally:
-        if os.path.exists(temp):
-            os.unlink(temp)
+        changed, _users = write_user(args.config, args.name, args.role, hash_password(password))
+    except ConfigError as exc:
+        raise UsageError(f"the user cannot be added: {exc}") from None
     print(f"{'changed' if changed else 'added'} console user {args.name} ({args.role}) in {args.config}; "
           "a running console reads it at its next start")
+    return EXIT_OK
+
+
+def cmd_user_remove(args) -> int:
+    try:
+        remove_user(args.config, args.name)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"removed console user {args.name} from {args.config}; a running console forgets it at its next start")
     return EXIT_OK
 
 
@@ -187,3 +163,7 @@ def add_console_commands(sub) -> None:
     add.add_argument("--password-stdin", action="store_true",
                      help="read the password from the first line of standard input (else asked twice)")
     add.set_defaults(func=cmd_user_add)
+    remove = user_sub.add_parser("remove", help="remove a user from the configuration")
+    remove.add_argument("config", help="router configuration (YAML)")
+    remove.add_argument("name", help="login name")
+    remove.set_defaults(func=cmd_user_remove)

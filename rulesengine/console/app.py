@@ -46,6 +46,7 @@ NAVIGATION = (
     ("/quarantine", "Quarantine", "viewer"),
     ("/configuration", "Configuration", "viewer"),
     ("/audit", "Audit log", "admin"),
+    ("/users", "Users", "admin"),
 )
 
 
@@ -67,9 +68,13 @@ class Console:
         self.clock = clock
         self.storage = Storage(config.storage)
         self.journal = self.storage.journal()
-        if users is None:
-            users = config.console.users if config.console and config.console.users else \
-                first_run_admin(self.storage.root)[0]
+        # The users of the configuration (the Users page writes them); without any, the first-run admin.
+        self.configured_users = tuple(users if users is not None else
+                                      config.console.users if config.console else ())
+        if not self.configured_users:
+            users = first_run_admin(self.storage.root)[0]
+        else:
+            users = self.configured_users
         self.users = Users({user.name: user for user in users})
         self.limiter = LoginLimiter(clock)
         console = config.console

@@ -24,6 +24,7 @@ from ..config import CONSOLE_ROLES, ConsoleUser
 USERS_FILE = "console-users.json"
 SECRET_FILE = "console-session.key"
 FIRST_ADMIN = "admin"
+MIN_PASSWORD = 10  # characters, for `dicom-rules user add` and the Users page alike
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 # Verified against when the user is unknown, so that an unknown name takes as long as a wrong password.

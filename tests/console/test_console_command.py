@@ -193,7 +193,21 @@ def test_user_add_refuses_a_short_password_and_a_bad_role_and_leaves_the_file(tm
                          input_text="long enough password\n")
     assert result.returncode == 2 and "console.users[0].name: 'a/b' is not valid" in result.stderr
     assert config.read_text() == before
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".user-add-")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".console-users-")] == []
+
+
+def test_user_remove_takes_one_user_out_and_names_one_that_is_not_there(tmp_path):
+    config = write_config(tmp_path)
+    for name in ("ada", "otto"):
+        dicom_rules("user", "add", config, name, "--role", "admin", "--password-stdin",
+                    input_text="long enough password\n")
+    result = dicom_rules("user", "remove", config, "ada")
+    assert result.returncode == 0, result.stderr
+    assert [u.name for u in load_config(config, secrets=False).console.users] == ["otto"]
+    before = config.read_text()
+    result = dicom_rules("user", "remove", config, "ada")
+    assert result.returncode == 2 and result.stderr == f"dicom-rules: {config}: no console user 'ada'\n"
+    assert config.read_text() == before
 
 
 def test_user_add_to_a_configuration_without_a_console_turns_it_on(tmp_path):

@@ -49,6 +49,12 @@ def write_config(folder: Path, port: int = 8104, extra: str = "") -> Path:
     return path
 
 
+def users_yaml(users=USERS) -> str:
+    """The `users:` of the console section, for a console whose users come from its file."""
+    return "  users:\n" + "".join(f"    - {{name: {u.name}, role: {u.role}, password_hash: '{u.password_hash}'}}\n"
+                                  for u in users)
+
+
 def csrf_of(html: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
@@ -56,9 +62,9 @@ def csrf_of(html: str) -> str:
 class ConsoleUnderTest:
     """A console app on a folder of its own, with a stopped clock."""
 
-    def __init__(self, folder: Path, users=USERS):
+    def __init__(self, folder: Path, users=USERS, config_extra: str = ""):
         self.folder = folder
-        self.config_path = write_config(folder)
+        self.config_path = write_config(folder, extra=config_extra)
         self.config = load_config(self.config_path, secrets=False)
         self.clock = StoppedClock()
         self.app = create_app(self.config, clock=self.clock, users=users)
