@@ -20,7 +20,8 @@ def whole(value, name: str, low: int, high: int | None = None) -> int:
     except ValueError:
         raise ActionError(f"{name} must be a whole number {bounds}, not {str(value)[:40]!r}") from None
     if number < low or (high is not None and number > high):
-        raise ActionError(f"{name} must be a whole number {bounds}, not {number}")
+        shown = str(number) if len(str(number)) <= 40 else str(number)[:40] + "..."
+        raise ActionError(f"{name} must be a whole number {bounds}, not {shown}")
     return number
 
 
