@@ -75,15 +75,14 @@ def cmd_console(args) -> int:
         raise ConfigError(f"{config.at('console', 'metrics_token_file')}: cannot read {console.metrics_token_file}")
     storage = Storage(config.storage)
     try:
-        users = console.users
-        if not users:
-            users, password = first_run_admin(storage.root)
+        if not console.users:
+            _users, password = first_run_admin(storage.root)
             if password is not None:
                 print(f"console: first start without users: log in as admin with the password {password}\n"
                       f"console: it is shown this once; only its hash is kept, in "
                       f"{os.path.join(storage.root, USERS_FILE)}. Add users with `dicom-rules user add "
                       f"{args.config} NAME --role admin`.", flush=True)
-        app = create_app(config, users=users)
+        app = create_app(config)  # the configured users, else the first-run admin just made
     except StorageFileError as exc:
         raise UsageError(f"console: {exc}") from None
     try:

@@ -14,7 +14,7 @@ from helpers.console import PASSWORD, ROUTER_RULES, USERS, ServerThread, router_
 from helpers.files import SAMPLES
 from helpers.peers import RouterProcess, StoreSCP, free_port, storescu, wait_until
 from rulesengine.config import load_config
-from rulesengine.console.app import create_app
+from rulesengine.console.app import NAVIGATION, create_app
 
 
 @pytest.fixture
@@ -101,3 +101,20 @@ def test_a_viewer_sees_no_action_and_a_form_without_its_csrf_token_is_refused(si
     operator.screenshot("csrf-refused")
     operator.open("/queues?state=dead")
     assert operator.buttons("Retry")  # still dead: nothing was retried
+
+
+def test_an_admin_sees_every_page_of_the_navigation_without_an_error(site):
+    """Every page the navigation links, as an admin sees it (a screenshot each), with nothing
+    the browser refused (a style or script against the CSP) or failed to run."""
+    router, peer, listener_port, new_browser = site
+    peer.start()
+    assert storescu(listener_port, [SAMPLES / "ct_head.dcm", SAMPLES / "mr_knee.dcm"]).returncode == 0
+    admin = new_browser()
+    admin.login("ada", PASSWORD)
+    for path, title, _role in NAVIGATION:
+        admin.open(path)
+        assert admin.path.startswith(path), f"{path} went to {admin.path}"
+        assert not admin.driver.title.startswith(("Refused", "Error")), (path, admin.text[:300])
+        assert admin.driver.find_elements(By.CSS_SELECTOR, "nav a"), path
+        admin.screenshot("page-" + path.strip("/").replace("/", "-"))
+        assert admin.problems() == [], path

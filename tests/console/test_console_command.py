@@ -116,6 +116,8 @@ def test_the_first_start_prints_an_admin_password_once_and_it_works(tmp_path, st
     assert status == 200 and session["role"] == "admin"
     status, _, text = browser.request("/api/queues")
     assert status == 200 and {d["name"] for d in json.loads(text)["destinations"]} == {"PACS", "ARCHIVE"}
+    status, _, text = browser.request("/api/users")
+    assert json.loads(text)["users"] == [{"name": "admin", "role": "admin", "from": "first run"}]
     output = console.stop()
     # A second start: the same admin, no password printed again; the session survives the restart.
     console = ConsoleProcess(config, port)

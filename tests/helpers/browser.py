@@ -30,6 +30,8 @@ class Browser:
         for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                          "--window-size=1280,900", f"--user-data-dir={self._profile.name}"):
             options.add_argument(argument)
+        # The page's console messages (a script error, a style or script the CSP refused) for `problems`.
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         self.driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
     def open(self, path: str) -> None:
@@ -65,6 +67,10 @@ class Browser:
         self.fill("password", password)
         self.click("//button[@type='submit']")
         self.wait_for(lambda: not self.path.startswith("/login"))
+
+    def problems(self) -> list[str]:
+        """What the pages logged as errors since the last call: script errors, refused resources."""
+        return [entry["message"] for entry in self.driver.get_log("browser") if entry["level"] == "SEVERE"]
 
     def screenshot(self, name: str) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
