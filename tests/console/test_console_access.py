@@ -52,6 +52,9 @@ def test_every_route_but_the_login_needs_a_session(console):
 def test_static_files_and_the_login_page_are_open(console):
     client = console.client()
     assert client.get("/static/console.css").status_code == 200
+    assert client.get("/static/live.js").status_code == 200
+    # without a metrics_token_file, Prometheus scrapes without a session or a token
+    assert client.get("/metrics").status_code == 200
     page = client.get("/login")
     assert page.status_code == 200 and 'name="csrf_token"' in page.text
 
