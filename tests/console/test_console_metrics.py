@@ -193,3 +193,16 @@ def test_the_documentation_lists_what_metrics_exposes(tmp_path):
         assert family.samples, name  # each one has a sample here, so that its labels are compared
         exposed[name] = (family.type, labels)
     assert documented_metrics() == exposed
+
+
+def test_the_latency_buckets_become_cumulative_whatever_the_destination_is_named():
+    from rulesengine.console.metrics import latency_histograms
+    counters = {("delivery_latency_seconds_bucket", "DICOM:PACS:0.1"): 2.0,
+                ("delivery_latency_seconds_bucket", "DICOM:PACS:5"): 1.0,
+                ("delivery_latency_seconds_bucket", "DICOM:PACS:+Inf"): 1.0,
+                ("delivery_latency_seconds_sum", "DICOM:PACS"): 400.2,
+                ("delivery_latency_seconds_count", "DICOM:PACS"): 4.0}
+    [(destination, (buckets, total))] = latency_histograms(counters).items()
+    assert destination == "DICOM:PACS" and total == 400.2
+    assert dict(buckets) == {"0.05": 0, "0.1": 2, "0.25": 2, "0.5": 2, "1": 2, "2.5": 2, "5": 3, "10": 3, "30": 3,
+                             "60": 3, "300": 3, "+Inf": 4}
