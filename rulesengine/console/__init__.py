@@ -9,6 +9,8 @@ pynetdicom: it is not a DICOM peer.
     params.py    the parameters of a request, checked
     auth.py      users and their argon2id hashes, the first-run admin, sessions, CSRF, login limits, roles
     actions.py   what the pages show and do: queues, quarantine, configuration (secrets masked)
+    metrics.py   /metrics for Prometheus, read from the journal at each scrape (open, or a bearer token)
+    static/      the style sheet, and live.js: a page's numbers refreshed from its /api twin
 
 A page is a module of pages/ (`console.both` adds a route and its /api twin, with the least
 role and the parameters it takes) and a line of app.NAVIGATION; a route open without a session

@@ -34,6 +34,7 @@ from ..runtime.storage import Storage
 from . import actions
 from .actions import ActionError
 from .auth import LoginLimiter, Users, csrf_matches, first_run_admin, new_csrf_token, role_allows, session_secret
+from .metrics import metrics_routes
 from .pages import register_all
 from .params import Params, text
 
@@ -42,6 +43,7 @@ MAX_BODY = 1 << 20  # forms and JSON bodies are small; nothing is uploaded yet
 # The pages in the navigation bar, with the least role that sees the link. A new page is a module
 # of pages/ (its routes, each with its /api twin) and a line here.
 NAVIGATION = (
+    ("/overview", "Overview", "viewer"),
     ("/queues", "Queues", "viewer"),
     ("/quarantine", "Quarantine", "viewer"),
     ("/configuration", "Configuration", "viewer"),
@@ -220,11 +222,11 @@ def _register(console: Console) -> None:
 
     @console.both("/", "GET", "viewer")
     async def home(request, user, params, api):
-        """Where the console starts: the queues."""
+        """Where the console starts: the overview."""
         if api:
             pages = {e.path for e in console.endpoints if not e.api and e.method == "GET"}
             return JSONResponse({"pages": sorted(pages)})
-        return RedirectResponse("/queues", status_code=303)
+        return RedirectResponse("/overview", status_code=303)
 
     @console.api_only("/api/session", "GET", "viewer")
     async def session(request, user, params, api):
@@ -251,7 +253,7 @@ def _login_routes(console: Console) -> list[Route]:
     def safe_next(value) -> str:
         # Only a path of this console: never another site (//host or a scheme).
         return value if isinstance(value, str) and value.startswith("/") and not value.startswith("//") \
-            and "\\" not in value else "/queues"
+            and "\\" not in value else "/overview"
 
     async def login_page(request: Request) -> Response:
         if wants_json(request):
@@ -400,7 +402,7 @@ def create_app(config: Config, *, clock=time.time, users: tuple[ConsoleUser, ...
     audit log (tests move it); `users` replaces those of the configuration and the first-run admin."""
     console = Console(config, clock, users)
     _register(console)
-    routes = _login_routes(console)
+    routes = _login_routes(console) + metrics_routes(console)  # open: outside the session's guard
     routes += [Route(e.path, console.guarded(e), methods=[e.method]) for e in console.endpoints]
     routes.append(Mount("/static", StaticFiles(directory=str(resources.files(__package__).joinpath("static"))),
                         name="static"))

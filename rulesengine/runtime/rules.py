@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -125,6 +126,11 @@ class RulesHolder:
         """How the last reload went (also one refused before the rules were compiled: a
         configuration that is not valid)."""
         self.last_reload = {"time": time.time(), "ok": ok, "findings": findings}
+        if self.journal is not None:  # counted for metrics; a journal failing costs the count only
+            try:
+                self.journal.count_reload(ok)
+            except sqlite3.Error as exc:
+                log.warning("the reload could not be counted in the journal: %s", exc)
 
 
 def reload_finding(code: str, message: str, span=None) -> dict:

@@ -173,6 +173,16 @@ class Storage:
         fsync_dir(folder)
         return target
 
+    def quarantined_count(self) -> int:
+        """How many instances the quarantine holds: names counted, no .json read."""
+        count = 0
+        with os.scandir(self.quarantine_dir) as days:
+            for day in days:
+                if day.is_dir():
+                    with os.scandir(day.path) as names:
+                        count += sum(1 for entry in names if entry.name.endswith(".dcm"))
+        return count
+
     def quarantined(self) -> list[tuple[str, dict]]:
         """What the quarantine holds, oldest first: (path of the instance, what its .json says)."""
         found = []

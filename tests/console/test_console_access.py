@@ -9,7 +9,9 @@ from starlette.routing import Mount, Route
 
 from helpers.console import PASSWORD, ConsoleUnderTest, csrf_of
 
-OPEN = {"/login", "/logout"}  # /logout without a session does nothing but send to /login
+# /logout without a session does nothing but send to /login; /metrics is for Prometheus, which has
+# no session (a bearer token guards it when `console: metrics_token_file` is set).
+OPEN = {"/login", "/logout", "/metrics"}
 
 
 @pytest.fixture
@@ -50,6 +52,9 @@ def test_every_route_but_the_login_needs_a_session(console):
 def test_static_files_and_the_login_page_are_open(console):
     client = console.client()
     assert client.get("/static/console.css").status_code == 200
+    assert client.get("/static/live.js").status_code == 200
+    # without a metrics_token_file, Prometheus scrapes without a session or a token
+    assert client.get("/metrics").status_code == 200
     page = client.get("/login")
     assert page.status_code == 200 and 'name="csrf_token"' in page.text
 
@@ -152,7 +157,7 @@ def test_a_brute_force_on_the_login_gets_429_until_the_window_has_passed(console
     assert answer.status_code == 429 and answer.headers["retry-after"] == "100"
     console.clock.advance(101)
     answer = client.post("/login", data={"name": "ada", "password": PASSWORD, "csrf_token": token})
-    assert answer.status_code == 303 and answer.headers["location"] == "/queues"
+    assert answer.status_code == 303 and answer.headers["location"] == "/overview"
     logins = [row for row in reversed(console.journal.audit_log()) if row["action"] == "login"]
     assert [row["result"].split(":")[0] for row in logins] == ["failed"] * 5 + ["refused"] * 3 + ["ok"]
     assert all(row["user"] == "ada" and row["target"] == "testclient" for row in logins)
@@ -187,7 +192,7 @@ def test_login_goes_back_to_the_page_asked_for_but_never_to_another_site(console
         token = csrf_of(client.get("/login").text)
         answer = client.post("/login", data={"name": "ada", "password": PASSWORD, "csrf_token": token,
                                              "next": target})
-        assert answer.headers["location"] == "/queues", target
+        assert answer.headers["location"] == "/overview", target
 
 
 def test_logout_ends_the_session(console):
@@ -281,4 +286,4 @@ def test_the_openapi_document_gives_the_parameters_of_each_route(console):
 def test_the_login_page_sends_a_logged_in_user_on(console):
     client = console.client("vera")
     assert client.get("/login?next=/quarantine").headers["location"] == "/quarantine"
-    assert client.get("/login?next=//evil.example/").headers["location"] == "/queues"
+    assert client.get("/login?next=//evil.example/").headers["location"] == "/overview"

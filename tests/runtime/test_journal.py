@@ -1111,3 +1111,89 @@ def test_pauses_lists_the_destinations_that_wait(journal):
     assert journal.pauses(now=1000.0) == {"PACS": 2000.0}
     journal.resume("PACS", now=1000.0)
     assert journal.pauses(now=1000.0) == {}
+
+
+# ---- for the console's overview and metrics: activity, unfinished deliveries, reloads ----------------
+
+
+def test_activity_counts_received_and_delivered_by_span(journal):
+    now = time.time()
+    for number, age in enumerate((5.0, 30.0, 700.0, 1300.0, 5000.0)):  # the last is before the spans asked
+        journal.record(replace(with_facts(number), received_at=now - age), None, routed("PACS"), DONE)
+    [first, second] = queue_instance(journal, ("PACS", "ARCHIVE"), number=9)
+    [claimed] = journal.claim("PACS", 1)
+    journal.delivered(claimed, now)
+    [claimed] = journal.claim("ARCHIVE", 1)
+    journal.failed(claimed, now, "refused", None)  # dead: never delivered
+    start = now - 1700  # the last span ends 100 s after now: the instances recorded since are in it
+    spans = journal.activity(start, 600, 3)
+    assert [span[0] for span in spans] == [start, start + 600, start + 1200]
+    # the instance queued at `now` (number 9) is received in the last span, like the ones 5 and 30 s old
+    assert [span[1] for span in spans] == [1, 1, 3]
+    assert [span[2] for span in spans] == [0, 0, 1]
+    assert journal.activity(now + 10, 60, 1) == [(now + 10, 0, 0)]
+
+
+def test_unfinished_counts_are_the_counts_without_the_delivered(journal):
+    for number in range(4):
+        queue_instance(journal, ("PACS", "ARCHIVE", "AI"), number=number)
+    [claimed] = journal.claim("PACS", 1)
+    journal.delivered(claimed, time.time())
+    [claimed] = journal.claim("ARCHIVE", 1)
+    journal.failed(claimed, time.time(), "refused", None)
+    [claimed] = journal.claim("ARCHIVE", 1)
+    journal.failed(claimed, time.time(), "refused", time.time() + 60)
+    journal.claim("AI", 2)
+    expected = {destination: {state: count for state, count in states.items() if state != DELIVERED}
+                for destination, states in journal.counts().items()}
+    assert journal.unfinished_counts() == expected == {
+        "PACS": {QUEUED: 3}, "ARCHIVE": {DEAD: 1, RETRYING: 1, QUEUED: 2}, "AI": {SENDING: 2, QUEUED: 2}}
+    journal.purge([DEAD])
+    assert journal.unfinished_counts()["ARCHIVE"] == {RETRYING: 1, QUEUED: 2}
+
+
+def test_reloads_are_counted_by_result(journal):
+    journal.count_reload(True)
+    journal.count_reload(False)
+    journal.count_reload(True)
+    assert {label: value for (name, label), value in counted(journal).items() if name == "reloads"} == {
+        "ok": 2, "failed": 1}
+
+
+def test_sqlite_the_overview_reads_never_walk_the_delivered_or_the_old(sqlite_journal):
+    """A journal of many delivered deliveries and old instances: what the overview and /metrics
+    read stays as cheap as in a small one (SQLite's virtual machine steps, counted), while
+    `counts` walks them all."""
+    db = sqlite_journal._connection()
+    now = time.time()
+
+    def steps(read) -> int:
+        taken = [0]
+
+        def step() -> int:
+            taken[0] += 1
+            return 0
+        db.set_progress_handler(step, 100)
+        try:
+            read()
+        finally:
+            db.set_progress_handler(None, 100)
+        return taken[0]
+
+    def reads() -> dict[str, int]:
+        return {"activity": steps(lambda: sqlite_journal.activity(now - 600, 60, 10)),
+                "unfinished": steps(sqlite_journal.unfinished_counts), "counts": steps(sqlite_journal.counts)}
+
+    queue_instance(sqlite_journal, ("PACS", "ARCHIVE"), number=1)
+    small = reads()
+    old = now - 86400
+    db.execute("BEGIN")
+    db.executemany("INSERT INTO instances (received_at, state) VALUES (?, 'processed')",
+                   [(old + number,) for number in range(20000)])
+    db.executemany("INSERT INTO deliveries (instance_id, destination, state, created_at, updated_at, delivered_at) "
+                   "VALUES (1, ?, 'delivered', 0, 0, ?)", [(("PACS", "ARCHIVE")[number % 2], old + number)
+                                                           for number in range(20000)])
+    db.execute("COMMIT")
+    large = reads()
+    assert large["counts"] > 50 * max(1, small["counts"])  # the walk the others avoid
+    assert large["activity"] <= small["activity"] + 2 and large["unfinished"] <= small["unfinished"] + 2, (small, large)

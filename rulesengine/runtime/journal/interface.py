@@ -166,6 +166,19 @@ class Journal(Protocol):
         """Every counter (name, label, value), changed in the transaction of the event it counts;
         never lowered, also by a purge."""
 
+    def count_reload(self, ok: bool) -> None:
+        """A reload of the rules or the configuration: put in place (ok) or refused (failed)."""
+
+    def activity(self, start: float, bucket_seconds: float, buckets: int) -> list[tuple[float, int, int]]:
+        """Instances received and deliveries delivered in each of `buckets` spans of
+        `bucket_seconds` from `start`, oldest first: (span start, received, delivered). Read
+        from indexes on the times: what it costs grows with the spans' traffic, never with
+        the journal."""
+
+    def unfinished_counts(self) -> dict[str, dict[DeliveryState, int]]:
+        """Deliveries queued, sending, retrying or dead, by destination and state; as `counts`
+        without the delivered ones, and without reading them."""
+
     def write_status(self, node: str, status: dict, now: float | None = None) -> None:
         """What the router on `node` says of itself (heartbeat, rules in use, last reload,
         listeners): replaces what it said before."""

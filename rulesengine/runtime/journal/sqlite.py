@@ -145,6 +145,9 @@ CREATE INDEX IF NOT EXISTS instances_sop_instance_uid ON instances(sop_instance_
 CREATE INDEX IF NOT EXISTS instances_calling_aet ON instances(calling_aet);
 CREATE INDEX IF NOT EXISTS instances_source_name ON instances(source_name);
 CREATE INDEX IF NOT EXISTS instances_outcome ON instances(outcome);
+-- Deliveries by when they were delivered, for the console's activity (Journal.activity): only
+-- those delivered, so a queued delivery costs no entry, and a delivery one entry, at its end.
+CREATE INDEX IF NOT EXISTS deliveries_delivered_at ON deliveries(delivered_at) WHERE delivered_at IS NOT NULL;
 """
 
 # The exact filters of search_instances: each column has an index of its own, so that a search
@@ -656,9 +659,52 @@ class SQLiteJournal:
         delivery_attempts_failed, deliveries_dead (label: the destination), and the delivery
         latency from received to delivered: delivery_latency_seconds_bucket (label
         "DESTINATION:BOUND", each bucket counting the deliveries above the bound before it: not
-        cumulative), delivery_latency_seconds_sum and _count (label: the destination)."""
+        cumulative), delivery_latency_seconds_sum and _count (label: the destination), and reloads (label: ok,
+        failed)."""
         return [Counter(*row) for row in self._connection().execute(
             "SELECT name, label, value FROM counters ORDER BY name, label")]
+
+    def count_reload(self, ok: bool) -> None:
+        """A reload of the rules or the configuration, in place (ok) or refused (failed)."""
+        with self._transaction() as db:
+            _count(db, ("reloads", "ok" if ok else "failed", 1))
+
+    def activity(self, start: float, bucket_seconds: float, buckets: int) -> list[tuple[float, int, int]]:
+        """Instances received and deliveries delivered in each of `buckets` spans of
+        `bucket_seconds` from `start`: (span start, received, delivered). Two index ranges (on
+        received_at, and on delivered_at of the deliveries delivered), however large the journal."""
+        end = start + bucket_seconds * buckets
+        counts = {slot: [0, 0] for slot in range(buckets)}
+        db = self._connection()
+        db.execute("BEGIN")
+        try:
+            for column, query in ((0, "SELECT CAST((received_at - ?) / ? AS INTEGER) AS slot, COUNT(*) FROM "
+                                      "instances WHERE received_at >= ? AND received_at < ? GROUP BY slot"),
+                                  (1, "SELECT CAST((delivered_at - ?) / ? AS INTEGER) AS slot, COUNT(*) FROM "
+                                      "deliveries WHERE delivered_at >= ? AND delivered_at < ? GROUP BY slot")):
+                for slot, count in db.execute(query, (start, bucket_seconds, start, end)):
+                    if slot in counts:
+                        counts[slot][column] = count
+        finally:
+            db.execute("COMMIT")
+        return [(start + slot * bucket_seconds, received, delivered)
+                for slot, (received, delivered) in sorted(counts.items())]
+
+    def unfinished_counts(self) -> dict[str, dict[DeliveryState, int]]:
+        """Deliveries not delivered (queued, sending, retrying, dead) by destination and state.
+        Unlike `counts`, it never walks the delivered ones, which a journal may hold by the
+        million: the destinations are found by skipping along the index (one seek each),
+        then each state of each is counted from its range of the index."""
+        out: dict[str, dict[DeliveryState, int]] = {}
+        for name, state, count in self._connection().execute(
+                "WITH RECURSIVE names(name) AS (SELECT MIN(destination) FROM deliveries UNION ALL "
+                "SELECT (SELECT MIN(destination) FROM deliveries WHERE destination > names.name) FROM names "
+                "WHERE names.name IS NOT NULL) "
+                "SELECT names.name, d.state, COUNT(*) FROM names JOIN deliveries d ON d.destination = names.name "
+                "AND d.state IN (?, ?, ?, ?) WHERE names.name IS NOT NULL GROUP BY names.name, d.state",
+                (QUEUED, SENDING, RETRYING, DEAD)):
+            out.setdefault(name, {})[DeliveryState(state)] = count
+        return out
 
     def write_status(self, node: str, status: dict, now: float | None = None) -> None:
         """What the router on `node` says of itself now (replacing what it said before)."""

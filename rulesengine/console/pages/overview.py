@@ -1,0 +1,106 @@
+"""The Overview page: traffic in and out, the queues, the quarantine, the rules in use and the
+last reload, the listeners, whether the router runs, and a chart of the last hours. Its numbers
+are read from the journal in short indexed reads (never the whole journal) and refreshed in the
+browser from the /api twin by static/live.js."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+
+from ...runtime.journal import DEAD, QUEUED, RETRYING, SENDING
+from ...runtime.router_status import INTERVAL_SECONDS
+
+# A heartbeat older than this (a few of the router's intervals) means no router writes it.
+STALE_SECONDS = 3 * INTERVAL_SECONDS
+CHART_BUCKET_SECONDS = 600  # 10 minutes a bar
+CHART_BUCKETS = 18  # 3 hours
+# The chart's drawing box (SVG user units) and the height of the tallest bar.
+CHART_WIDTH, CHART_HEIGHT, CHART_TOP = 720, 160, 20
+
+
+def router_view(statuses, now: float) -> dict:
+    """The router as its latest status row tells it: running, or "not running" when it said it
+    stopped or its heartbeat is older than STALE_SECONDS (killed, crashed, restarting)."""
+    if not statuses:
+        return {"running": False, "state": "not running", "node": None, "heartbeat": None, "heartbeat_age": None,
+                "pid": None, "started_at": None, "ruleset_version": None, "last_reload": None, "listeners": []}
+    node, updated_at, status = statuses[0]
+    heartbeat = status.get("heartbeat") or updated_at
+    age = max(0.0, now - heartbeat)
+    running = status.get("state") == "running" and age <= STALE_SECONDS
+    return {"running": running, "state": "running" if running else "not running", "node": node,
+            "heartbeat": heartbeat, "heartbeat_age": round(age, 1), "pid": status.get("pid"),
+            "started_at": status.get("started_at"), "ruleset_version": status.get("ruleset_version"),
+            "last_reload": status.get("last_reload"),
+            "listeners": [{"name": str(listener.get("name")), "port": listener.get("port"),
+                           "associations": listener.get("associations", 0)}
+                          for listener in status.get("listeners") or ()]}
+
+
+def destinations_view(config, unfinished: dict) -> list[dict]:
+    """Per destination (configured, or still in the journal): its queue depth (queued, sending,
+    retrying) and its dead deliveries."""
+    names = sorted(set(unfinished) | {n for n, d in config.destinations.items() if d.type != "worklist"})
+    out = []
+    for name in names:
+        counts = unfinished.get(name, {})
+        out.append({"name": name, "configured": name in config.destinations,
+                    "queued": counts.get(QUEUED, 0), "sending": counts.get(SENDING, 0),
+                    "retrying": counts.get(RETRYING, 0), "dead": counts.get(DEAD, 0),
+                    "depth": counts.get(QUEUED, 0) + counts.get(SENDING, 0) + counts.get(RETRYING, 0)})
+    return out
+
+
+def chart_view(buckets: list[tuple[float, int, int]]) -> dict:
+    """The bars of the chart, placed in SVG user units: per bucket, in (received) and out
+    (delivered) side by side, scaled to the tallest."""
+    tallest = max([1] + [max(received, delivered) for _start, received, delivered in buckets])
+    slot = CHART_WIDTH / max(1, len(buckets))
+    bar = slot * 0.4
+    bars = []
+    for index, (start, received, delivered) in enumerate(buckets):
+        x = index * slot + slot * 0.1
+        for kind, count, offset in (("in", received, 0.0), ("out", delivered, bar)):
+            height = CHART_HEIGHT * count / tallest
+            bars.append({"kind": kind, "count": count, "start": start, "x": round(x + offset, 1),
+                         "y": round(CHART_TOP + CHART_HEIGHT - height, 1), "width": round(bar, 1),
+                         "height": round(height, 1)})
+    return {"bucket_seconds": CHART_BUCKET_SECONDS, "tallest": tallest, "bars": bars,
+            "width": CHART_WIDTH, "height": CHART_TOP + CHART_HEIGHT + 20, "baseline": CHART_TOP + CHART_HEIGHT,
+            "buckets": [{"start": start, "received": received, "delivered": delivered}
+                        for start, received, delivered in buckets]}
+
+
+def overview(config, journal, storage, now: float) -> dict:
+    """What the page shows, as its API answers it."""
+    [(_start, received, delivered)] = journal.activity(now - 60, 60, 1)
+    # Bars aligned on whole spans, so that they stay put from one refresh to the next; the last
+    # is the span under way.
+    first = (now // CHART_BUCKET_SECONDS - (CHART_BUCKETS - 1)) * CHART_BUCKET_SECONDS
+    buckets = journal.activity(first, CHART_BUCKET_SECONDS, CHART_BUCKETS)
+    router = router_view(journal.statuses(), now)
+    return {
+        "now": now,
+        "received_per_minute": received,
+        "delivered_per_minute": delivered,
+        "destinations": destinations_view(config, journal.unfinished_counts()),
+        "quarantined": storage.quarantined_count(),
+        "router": router,
+        "chart": chart_view(buckets),
+    }
+
+
+def register(console) -> None:
+    config, storage, journal = console.config, console.storage, console.journal
+
+    @console.both("/overview", "GET", "viewer")
+    async def show_overview(request, user, params, api):
+        """Instances received and delivered in the last minute; per destination, the queue depth
+        and the dead deliveries; the quarantine's count; the router (running or not, its
+        heartbeat, the rule set version in use, the last reload and its findings, the listeners
+        and their open associations); received and delivered per 10 minutes over the last 3 hours."""
+        data = await run_in_threadpool(overview, config, journal, storage, console.clock())
+        if api:
+            return JSONResponse(data)
+        return console.page(request, "overview.html", user, **data)
