@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 
 from .auth import role_allows
 
@@ -76,6 +76,12 @@ def _components(path: str) -> list[str]:
     return [_INDEX.sub("", part).strip() for part in parts]
 
 
+def _keyword(part: str) -> str:
+    """A part named by its tag, (0010,0020), as its keyword, PatientID; any other part as it is."""
+    match = _TAG.match(part)
+    return keyword_for_tag(int(match.group(1) + match.group(2), 16)) or part if match else part
+
+
 def _vr(part: str) -> str | None:
     """The dictionary's VR of an element named by keyword or tag; None when it does not know it."""
     match = _TAG.match(part)
@@ -99,7 +105,7 @@ def identifying(path: str) -> bool:
         parts = parts[1:]
     if not parts:
         return True
-    if any(part in IDENTIFYING for part in parts):
+    if any(_keyword(part) in IDENTIFYING for part in parts):
         return True
     vr = _vr(parts[-1])
     return vr is None or any(kind in PERSON_VRS for kind in vr.split(" or "))
