@@ -13,15 +13,17 @@ import pydicom
 import pytest
 from starlette.testclient import TestClient
 
-from helpers.console import PASSWORD, USERS
+from helpers.console import PASSWORD, USERS, ConsoleUnderTest
 from helpers.files import SAMPLES
 from helpers.peers import free_port
 from helpers.traffic import RECEIVED, RULES, fill, local
+from rulesengine.arrival import Arrival
 from rulesengine.config import load_config
 from rulesengine.console import masking
 from rulesengine.console.actions import ActionError
 from rulesengine.console.app import create_app
 from rulesengine.console.params import moment
+from rulesengine.runtime.journal import DONE, Outcome, trace_text
 
 
 @pytest.fixture(scope="module")
@@ -393,3 +395,23 @@ def test_the_api_answers_are_json_the_page_renders(site):
     answer = operator.get(f"/api/messages/{traffic.ids['sr_report.dcm']}")
     assert answer.headers["content-type"] == "application/json"
     assert json.loads(answer.text)["trace"]["outcome"] == "drop"
+
+
+def test_an_instance_not_processed_yet_has_no_trace_and_a_cut_trace_says_so(tmp_path):
+    console = ConsoleUnderTest(tmp_path)
+    instance_id = console.journal.delivery(console.delivery("PACS", "queued")).instance_id  # journaled, accepted
+    operator = console.client("otto")
+    view = operator.get(f"/api/messages/{instance_id}").json()
+    assert view["trace"] is None and view["deliveries"][0]["tries"] == []
+    page = operator.get(f"/messages/{instance_id}").text
+    assert "No trace: the rules have not run on this instance yet" in page and "Not tried yet." in page
+
+    edits = [{"path": "DataSet.InstitutionName", "old": "A", "new": "B", "rule": "r", "file": "main.rules",
+              "line": 3, "destination": None}]
+    cut = console.journal.record(
+        Arrival(source_kind="folder", source_name="inbox"), None,
+        Outcome("v1", "drop", None, ("r",), (), trace_text("drop", None, "v1", [{"name": "r", "file": "main.rules",
+                                                                                 "line": 2}], edits, left_out=7)),
+        DONE)
+    page = operator.get(f"/messages/{cut}").text
+    assert "7 more edit(s) were made and not kept" in page and 'href="/rules#main.rules:3"' in page
