@@ -11,6 +11,7 @@ event loop.
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -44,6 +45,7 @@ MAX_BODY = 1 << 20  # forms and JSON bodies are small; nothing is uploaded yet
 # of pages/ (its routes, each with its /api twin) and a line here.
 NAVIGATION = (
     ("/overview", "Overview", "viewer"),
+    ("/messages", "Messages", "viewer"),
     ("/queues", "Queues", "viewer"),
     ("/quarantine", "Quarantine", "viewer"),
     ("/configuration", "Configuration", "viewer"),
@@ -323,12 +325,16 @@ def _schema(kind: str, repeatable: bool) -> dict:
 
 def _parameters(console: Console, endpoint: _Endpoint) -> dict:
     declared = console.parameters.get((endpoint.path.removeprefix("/api"), endpoint.method), ())
+    # A part of the path in braces (/messages/{instance_id}) is a parameter of the path.
+    in_path = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+               for name in re.findall(r"{(\w+)", endpoint.path)]
     if not declared:
-        return {}
+        return {"parameters": in_path} if in_path else {}
     if endpoint.method == "GET":
-        return {"parameters": [{"name": name, "in": "query", "description": meaning, "required": False,
-                                "schema": _schema(kind, repeatable), **({"explode": True} if repeatable else {})}
-                               for name, kind, repeatable, meaning in declared]}
+        return {"parameters": in_path + [
+            {"name": name, "in": "query", "description": meaning, "required": False,
+             "schema": _schema(kind, repeatable), **({"explode": True} if repeatable else {})}
+            for name, kind, repeatable, meaning in declared]}
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": {
         "type": "object", "additionalProperties": False,
         "properties": {name: {**_schema(kind, repeatable), "description": meaning}

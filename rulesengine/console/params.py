@@ -3,6 +3,9 @@ POST) or a JSON object (API POST), and checked: a wrong value is an ActionError 
 
 from __future__ import annotations
 
+import re
+from datetime import datetime, timedelta
+
 from starlette.requests import Request
 
 from .actions import ActionError
@@ -85,3 +88,29 @@ def optional_whole(params: Params, name: str, low: int, high: int | None = None,
     """A whole-number parameter that may be left out (then `default`)."""
     value = params.one(name)
     return whole(value, name, low, high) if value not in (None, "") else default
+
+
+_SECONDS = re.compile(r"^\d{1,12}(\.\d+)?$")
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def moment(value, name: str, whole_day: bool = False) -> float | None:
+    """A time parameter as seconds since the epoch: an ISO 8601 local date or date-time
+    (2026-12-03, 2026-12-03T10:15; with an offset, in that offset), or seconds since the epoch.
+    With `whole_day`, a date alone means the end of that day (the next midnight): an upper
+    bound that takes in the whole day."""
+    if value is None or value == "":
+        return None
+    given = str(value).strip()
+    if _SECONDS.match(given):
+        return float(given)
+    try:
+        if not re.match(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$", given):
+            raise ValueError
+        parsed = datetime.fromisoformat(given.replace("Z", "+00:00"))
+        if whole_day and _DAY.match(given):
+            parsed += timedelta(days=1)
+        return parsed.timestamp()  # a naive date-time is local time
+    except (ValueError, OverflowError, OSError):
+        raise ActionError(f"{name} must be an ISO 8601 date or date-time (2026-12-03, 2026-12-03T10:15) or seconds "
+                          f"since the epoch, not {given[:40]!r}") from None

@@ -45,7 +45,9 @@ def test_every_route_but_the_login_needs_a_session(console):
         checked.append((method, path))
     # The enumeration saw the pages, their API twins and the actions.
     assert {("GET", "/queues"), ("GET", "/api/queues"), ("POST", "/api/queues/purge"), ("POST", "/quarantine/release"),
-            ("GET", "/api/openapi.json"), ("GET", "/configuration"), ("GET", "/audit")} <= set(checked)
+            ("GET", "/api/openapi.json"), ("GET", "/configuration"), ("GET", "/audit"), ("GET", "/messages"),
+            ("GET", "/api/messages"), ("GET", "/messages/{instance_id}"), ("GET", "/api/messages/{instance_id}")
+            } <= set(checked)
     assert console.journal.counts() == {}  # and nothing was done
 
 
@@ -271,7 +273,7 @@ def test_the_openapi_document_gives_the_parameters_of_each_route(console):
     document = console.client("vera").get("/api/openapi.json").json()
     for (path, method), parameters in declared.items():
         entry = document["paths"]["/api" + path if path != "/" else "/api/"][method.lower()]
-        names = [p["name"] for p in entry.get("parameters", ())] or \
+        names = [p["name"] for p in entry.get("parameters", ()) if p["in"] == "query"] or \
             list(entry.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
                  .get("properties", ()))
         assert names == [name for name, *_ in parameters], (path, method)

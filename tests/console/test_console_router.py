@@ -1,7 +1,7 @@
 """The console beside a running router (`dicom-rules run` as a process, DCMTK's storescu and
 storescp as the peers): a delivery dead while its destination was down is retried from the
 console and arrives; a quarantined instance released from the console is routed again by
-the router."""
+the router; an instance the router received is found on the Messages page and traced."""
 
 from __future__ import annotations
 
@@ -70,3 +70,22 @@ def test_a_quarantined_instance_released_from_the_console_is_routed_again(setup)
     again = wait_until(lambda: client.get("/api/quarantine").json()["items"], timeout=30,
                        what="the released MR was routed again")
     assert [entry["sop_instance_uid"] for entry in again] == [held["sop_instance_uid"]]
+
+
+def test_an_instance_the_router_received_is_found_and_traced_from_the_console(setup):
+    config_path, router, peer, listener_port = setup
+    peer.start()
+    assert storescu(listener_port, [SAMPLES / "ct_head.dcm"]).returncode == 0
+    client, _headers = operator(config_path)
+    [row] = wait_until(lambda: client.get("/api/messages", params={"patient_id": "654321", "outcome": "route"})
+                       .json()["instances"], timeout=30, what="the CT was journaled and routed")
+    assert (row["outcome"], row["destinations"], row["source_name"], row["modality"]) == (
+        "route", ["STORE"], "main", "CT")
+    trace = wait_until(lambda: (view := client.get(f"/api/messages/{row['id']}").json())["deliveries"][0]["tries"]
+                       and view, timeout=30, what="the delivery to storescp was tried")
+    # the router runs in the configuration's folder: rule files are named relative to it
+    assert trace["trace"]["rules_fired"] == [{"name": "CT to the store", "file": "main.rules", "line": 1}]
+    assert 'href="/rules#main.rules:1"' in client.get(f"/messages/{row['id']}").text
+    [delivery] = trace["deliveries"]
+    assert (delivery["destination"], delivery["state"], delivery["tries"][0]["ok"]) == ("STORE", "delivered", True)
+    assert trace["instance"]["called_aet"] == "ROUTER" and trace["instance"]["peer"].startswith("127.0.0.1:")
