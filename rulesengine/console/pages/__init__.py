@@ -4,9 +4,9 @@ here, a line in PAGES and a line of app.NAVIGATION."""
 
 from __future__ import annotations
 
-from . import configuration, quarantine, queues
+from . import configuration, quarantine, queues, rules
 
-PAGES = (queues, quarantine, configuration)
+PAGES = (queues, quarantine, rules, configuration)
 
 
 def register_all(console) -> None:
