@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ..config import Config
 from ..diagnostics import RulesError
 from ..lang.highlight import lexemes
-from ..lang.loader import display_path, load_program
+from ..lang.loader import load_program
 from ..lang.ruleset import RuleSet
 from ..runtime.journal import Journal
 from ..runtime.router_status import INTERVAL_SECONDS
@@ -26,7 +26,7 @@ SILENT_INTERVALS = 3
 
 @dataclass
 class SourceFile:
-    name: str  # as findings and traces name it: relative to the working directory when inside it
+    name: str  # relative to the configuration's folder when inside it (file_name), else absolute
     lines: list[dict]  # {"number", "anchor", "segments": [(kind or None, text)]}
     highlighted: bool
     prefix: str = ""  # of its anchors: DISK for a file on disk that differs from the version in use
@@ -54,6 +54,15 @@ def _file_json(file: SourceFile) -> dict:
 
 
 DISK = "disk:"  # the anchors of the files on disk that differ from the version in use
+
+
+def file_name(path: str, config: Config) -> str:
+    """A rule file as the page names it, whatever the working directory: relative to the
+    configuration file's folder when inside it (as the router names it when it runs there),
+    else its absolute path."""
+    path = os.path.abspath(path)
+    base = os.path.dirname(os.path.abspath(config.path))
+    return os.path.relpath(path, base) if path.startswith(base + os.sep) else path
 
 
 def anchor(name: str, line: int, prefix: str = "") -> str:
@@ -94,10 +103,10 @@ def highlighted_lines(name: str, text: str, prefix: str = "") -> list[dict]:
     return lines
 
 
-def source_files(sources: dict[str, bytes], prefix: str = "") -> list[SourceFile]:
+def source_files(sources: dict[str, bytes], config: Config, prefix: str = "") -> list[SourceFile]:
     files = []
     for path, data in sources.items():
-        name = display_path(path)
+        name = file_name(path, config)
         text = data.decode("utf-8-sig", errors="replace")
         rules = path.endswith(".rules")  # a table is shown as it is
         lines = highlighted_lines(name, text, prefix) if rules else _lines(name, text, prefix)
@@ -105,17 +114,16 @@ def source_files(sources: dict[str, bytes], prefix: str = "") -> list[SourceFile
     return files
 
 
-def _finding_anchor(finding: dict, files: list[SourceFile]) -> str | None:
-    """The line a finding of the router's names, on this page: the router names files relative to
-    its own working directory, which may not be the console's."""
+def _linked(finding: dict, files: list[SourceFile], base: str) -> dict:
+    """A finding of the router's with the page's name of its file and the anchor of its line: the
+    router names files from its own working directory, which may not be the console's."""
     file, line = finding.get("file"), finding.get("line")
-    if not file or not isinstance(line, int):
-        return None
-    for source in files:
-        if source.name == file or os.path.abspath(source.name).endswith(os.sep + file.lstrip(os.sep)) \
-                or file.endswith(os.sep + source.name):
-            return anchor(source.name, line, source.prefix)
-    return None
+    if file and isinstance(line, int):
+        for source in files:
+            if source.name == file or os.path.join(base, source.name).endswith(os.sep + file.lstrip(os.sep)) \
+                    or file.endswith(os.sep + source.name):
+                return {**finding, "name": source.name, "anchor": anchor(source.name, line, source.prefix)}
+    return {**finding, "name": file, "anchor": None}
 
 
 def _compare(in_use: dict[str, bytes], config: Config) -> tuple[dict, dict[str, bytes]]:
@@ -126,9 +134,9 @@ def _compare(in_use: dict[str, bytes], config: Config) -> tuple[dict, dict[str, 
     except OSError as exc:
         return {"same": False, "changed": [], "added": [], "missing": [], "error": f"cannot read the rules: {exc}"}, {}
     differ = {path: data for path, data in on_disk.items() if in_use.get(path) != data}
-    changed = [display_path(p) for p in differ if p in in_use]
-    added = [display_path(p) for p in differ if p not in in_use]
-    missing = [display_path(p) for p in in_use if p not in on_disk]
+    changed = [file_name(p, config) for p in differ if p in in_use]
+    added = [file_name(p, config) for p in differ if p not in in_use]
+    missing = [file_name(p, config) for p in in_use if p not in on_disk]
     return {"same": not (differ or missing), "changed": changed, "added": added, "missing": missing}, differ
 
 
@@ -171,16 +179,16 @@ class RulesOfTheRouter:
                 sources = load_program(os.fspath(self.config.rules), folders=self.config.rules_folders).sources
             except OSError:
                 sources = {}
-        files = source_files(sources)
+        files = source_files(sources, self.config)
         disk, differ = _compare(self.journal.ruleset_sources(version), self.config) \
             if version and sources else (None, {})
-        disk_files = source_files(differ, DISK)
+        disk_files = source_files(differ, self.config, DISK)
         reload = dict(status["last_reload"]) if status and status.get("last_reload") else None
         if reload is not None:
             # A refused reload's findings are of the files as they were on disk then: those that
             # still differ are shown as they are now, else the line of the version in use.
-            reload["findings"] = [{**finding, "anchor": _finding_anchor(finding, disk_files + files)}
-                                  for finding in reload.get("findings") or ()]
+            base = os.path.dirname(os.path.abspath(self.config.path))
+            reload["findings"] = [_linked(finding, disk_files + files, base) for finding in reload.get("findings") or ()]
         return RulesInUse(version, origin, router, reload, files, disk, disk_files)
 
     def ruleset(self) -> tuple[RuleSet, str]:

@@ -21,7 +21,6 @@ from helpers.console import USERS, ConsoleUnderTest, ServerThread, csrf_of
 from helpers.files import bundled
 from helpers.peers import free_port
 from rulesengine.console.app import create_app
-from rulesengine.lang.loader import display_path
 from rulesengine.runtime.router_status import StatusReporter
 from rulesengine.runtime.rules import RulesHolder
 
@@ -59,8 +58,7 @@ class RouterRules:
         self.console = ConsoleUnderTest(folder)
         (folder / "main.rules").write_text(MAIN_RULES, encoding="utf-8")
         (folder / "lib.rules").write_text(LIB_RULES, encoding="utf-8")
-        self.main = display_path(str(folder / "main.rules"))
-        self.lib = display_path(str(folder / "lib.rules"))
+        self.main, self.lib = "main.rules", "lib.rules"  # named from the configuration's folder
         self.holder = RulesHolder(self.console.config, self.console.journal)
         self.reporter = StatusReporter(SimpleNamespace(rules=self.holder, listeners=[], journal=self.console.journal),
                                        node="router-1", clock=self.console.clock)

@@ -17,17 +17,17 @@ from ...explain import explain_lines
 from ...intake import reason_of, short_error
 from ...lang.ruleset import STORE
 from ..actions import ActionError
-from ..rules_in_use import RulesOfTheRouter, anchor
+from ..rules_in_use import RulesOfTheRouter, anchor, file_name
 from ..uploads import saved, shown_name
 
 _FILE = ("file", "file", False, "the DICOM file, as a multipart/form-data upload")
 # The console reads its configuration without the hash key (it needs none): what the rules hash
 # with it differs from what the router makes.
-HASH_NOTE = ("values made with the configuration's hash key (hash(), new UIDs) are made here with another "
-             "key: the router's differ")
+HASH_NOTE = ("values made with the hash key (hash(), new UIDs) are made here with the development key, "
+             "not the router's: the router's may differ")
 
 
-def dry_run_report(ruleset, path: str, name: str, arrival: float) -> dict:
+def dry_run_report(ruleset, path: str, name: str, arrival: float, config) -> dict:
     """What the router would do with the file at `path` (shown as `name`): the dry-run's JSON
     report with its explain, the text `dicom-rules dry-run --explain` prints, and each rule
     fired and edit with the anchor of its line. Raises ActionError for a file the router refuses."""
@@ -44,10 +44,12 @@ def dry_run_report(ruleset, path: str, name: str, arrival: float) -> dict:
     finally:
         scratch.close()
     report = json_report(name, decision, ruleset, explain=True)
+    # Compiled here, the rules name their files from this process's working directory.
     for fired in report["rules_fired"]:
-        fired["anchor"] = anchor(fired["file"], fired["line"]) if fired.get("file") else None
+        fired["anchor"] = anchor(file_name(fired["file"], config), fired["line"]) if fired.get("file") else None
     for edit in report["edits"]:
-        edit["anchor"] = anchor(edit["file"], edit["line"]) if edit.get("file") and edit.get("line") else None
+        edit["anchor"] = anchor(file_name(edit["file"], config), edit["line"]) \
+            if edit.get("file") and edit.get("line") else None
     report["explain_lines"] = explain_lines(ruleset, decision)
     report["text"] = text_report(name, decision, ruleset, explain=True)
     return report
@@ -81,7 +83,7 @@ def register(console) -> None:
         def work():
             ruleset, origin = router_rules.ruleset()
             with saved(upload) as path:
-                return dry_run_report(ruleset, path, name, console.clock()), origin
+                return dry_run_report(ruleset, path, name, console.clock(), console.config), origin
         try:
             report, origin = await run_in_threadpool(work)
         except ActionError as exc:
