@@ -323,3 +323,23 @@ def test_the_openapi_document_describes_the_upload(router):
     body = document["paths"]["/api/rules/dry-run"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert body["properties"]["file"]["format"] == "binary" and body["required"] == ["file"]
     assert "get" in document["paths"]["/api/rules"]
+
+
+def test_without_rules_in_the_journal_the_dry_run_compiles_the_configured_files_and_says_so(tmp_path):
+    console = ConsoleUnderTest(tmp_path)
+    (tmp_path / "main.rules").write_text(MAIN_RULES, encoding="utf-8")
+    (tmp_path / "lib.rules").write_text(LIB_RULES, encoding="utf-8")
+    client, token = console.api_client("otto")
+    answer = client.post("/api/rules/dry-run", headers={"x-csrf-token": token},
+                         files={"file": ("CT_small.dcm", Path(CT).read_bytes())}).json()
+    assert answer["rules"].endswith("compiled from the configured rule files (no rules are recorded in the journal)")
+    assert answer["report"]["destinations"] == ["PACS"]
+    assert console.journal.latest_ruleset() is None  # the console records no rules
+    page = console.client("vera").get("/rules").text
+    assert "No router has recorded rules in the journal yet: the configured rule files." in page
+    assert 'id="main.rules:4"' in page
+    # Rules that do not compile: a clear refusal, the upload not evaluated.
+    (tmp_path / "main.rules").write_text('rule "x" { then route to NOWHERE }\n', encoding="utf-8")
+    refused = client.post("/api/rules/dry-run", headers={"x-csrf-token": token},
+                          files={"file": ("CT_small.dcm", Path(CT).read_bytes())})
+    assert refused.status_code == 409 and "unknown destination 'NOWHERE'" in refused.json()["error"]
