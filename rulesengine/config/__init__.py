@@ -172,6 +172,7 @@ class Console:
     session_minutes: int = 480
     metrics_token_file: str | None = None
     users: tuple[ConsoleUser, ...] = ()
+    upload_max_mb: int = 64  # the bound of a file uploaded to the console (a dry-run of the rules)
 
 
 @dataclass(frozen=True)
@@ -467,7 +468,7 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
 def _console(data, base: str) -> Console | None:
     if data is None:
         return None
-    values = _whole(dict(data), "port", "session_minutes")
+    values = _whole(dict(data), "port", "session_minutes", "upload_max_mb")
     tls = values.get("tls")
     values["tls"] = ConsoleTLS(_resolve(base, tls["certificate"]), _resolve(base, tls["private_key"])) if tls else None
     values["metrics_token_file"] = _resolve(base, values.get("metrics_token_file"))

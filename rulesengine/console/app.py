@@ -21,6 +21,7 @@ from urllib.parse import quote
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
@@ -38,9 +39,11 @@ from .auth import LoginLimiter, Users, csrf_matches, first_run_admin, new_csrf_t
 from .metrics import metrics_routes
 from .pages import register_all
 from .params import Params, text
+from .uploads import UploadLimit
 
 SESSION_COOKIE = "rulesengine_console"
-MAX_BODY = 1 << 20  # forms and JSON bodies are small; nothing is uploaded yet
+MAX_BODY = 1 << 20  # forms and JSON bodies are small; an upload route has a bound of its own (uploads.py)
+UPLOAD_MAX_MB = 64  # the default of `console: upload_max_mb`
 # The pages in the navigation bar, with the least role that sees the link. A new page is a module
 # of pages/ (its routes, each with its /api twin) and a line here.
 NAVIGATION = (
@@ -48,6 +51,7 @@ NAVIGATION = (
     ("/messages", "Messages", "viewer"),
     ("/queues", "Queues", "viewer"),
     ("/quarantine", "Quarantine", "viewer"),
+    ("/rules", "Rules", "viewer"),
     ("/configuration", "Configuration", "viewer"),
     ("/audit", "Audit log", "admin"),
     ("/users", "Users", "admin"),
@@ -64,6 +68,7 @@ class _Endpoint:
     role: str  # the least role that may call it
     handler: Callable[..., Awaitable[Response]]
     api: bool
+    upload: bool = False  # takes a file: the upload bound instead of MAX_BODY
 
 
 class Console:
@@ -83,6 +88,7 @@ class Console:
         self.limiter = LoginLimiter(clock)
         console = config.console
         self.session_seconds = 60 * (console.session_minutes if console else 480)
+        self.upload_bytes = (console.upload_max_mb if console else UPLOAD_MAX_MB) * (1 << 20)
         with open(config.path, encoding="utf-8") as fh:
             self.configuration_text = fh.read()
         self.configuration_read_at = clock()
@@ -115,8 +121,9 @@ class Console:
     async def csrf_ok(self, request: Request) -> bool:
         given = request.headers.get("x-csrf-token")
         if given is None and not request.headers.get("content-type", "").startswith("application/json"):
+            # A urlencoded or a multipart form; a part sent as a file is no token.
             given = (await request.form()).get("csrf_token")
-        return csrf_matches(request.session.get("csrf"), given)
+        return csrf_matches(request.session.get("csrf"), given if isinstance(given, str) else None)
 
     # ---- responses -------------------------------------------------------------------------------
 
@@ -148,15 +155,16 @@ class Console:
 
     CONFIRM = ("confirm", "boolean", False, "must be true")
 
-    def route(self, path: str, method: str, role: str, handler, api: bool) -> None:
-        self.endpoints.append(_Endpoint(path, method, role, handler, api))
+    def route(self, path: str, method: str, role: str, handler, api: bool, upload: bool = False) -> None:
+        self.endpoints.append(_Endpoint(path, method, role, handler, api, upload))
 
-    def both(self, path: str, method: str, role: str, parameters: tuple = ()):
-        """Decorates the handler of a page and of its API twin under /api."""
+    def both(self, path: str, method: str, role: str, parameters: tuple = (), upload: bool = False):
+        """Decorates the handler of a page and of its API twin under /api. `upload`: the route
+        takes a file (multipart/form-data), up to `console: upload_max_mb`."""
         def add(handler):
             self.parameters[(path, method)] = parameters
-            self.route(path, method, role, handler, api=False)
-            self.route("/api" + path, method, role, handler, api=True)
+            self.route(path, method, role, handler, api=False, upload=upload)
+            self.route("/api" + path, method, role, handler, api=True, upload=upload)
             return handler
         return add
 
@@ -185,11 +193,7 @@ class Console:
                     return JSONResponse({"error": "not logged in: POST /login first"}, status_code=401)
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
-            if request.method == "POST" and not await self.csrf_ok(request):
-                await run_in_threadpool(self.audit, user.name, f"{request.method} {request.url.path}", None,
-                                        "refused: no valid CSRF token")
-                return self.refusal(request, user, endpoint.api, 403, "the request lacks this session's CSRF token "
-                                    "(form field csrf_token or header X-CSRF-Token)")
+            # The role first: it needs no body, and a body (an upload) of whoever may not post it is not read.
             if not role_allows(user.role, endpoint.role):
                 if request.method == "POST":
                     await run_in_threadpool(self.audit, user.name, f"{request.method} {request.url.path}", None,
@@ -197,11 +201,20 @@ class Console:
                 return self.refusal(request, user, endpoint.api, 403,
                                     f"{request.url.path} needs the role {endpoint.role}; {user.name} is {user.role}")
             try:
+                if request.method == "POST" and not await self.csrf_ok(request):
+                    await run_in_threadpool(self.audit, user.name, f"{request.method} {request.url.path}", None,
+                                            "refused: no valid CSRF token")
+                    return self.refusal(request, user, endpoint.api, 403, "the request lacks this session's CSRF "
+                                        "token (form field csrf_token or header X-CSRF-Token)")
                 params = await Params.of(request)
                 self.check_names(endpoint, params)
                 return await endpoint.handler(request, user, params, endpoint.api)
             except ActionError as exc:
                 return self.refusal(request, user, endpoint.api, exc.status, str(exc))
+            except HTTPException as exc:  # a form that cannot be parsed (starlette says why)
+                if exc.status_code != 400:
+                    raise
+                return self.refusal(request, user, endpoint.api, 400, f"the form cannot be read: {exc.detail}")
         run.__name__ = endpoint.handler.__name__
         run.__doc__ = endpoint.handler.__doc__
         return run
@@ -312,8 +325,9 @@ def _login_routes(console: Console) -> list[Route]:
             return JSONResponse({"message": "logged out"})
         return RedirectResponse("/login", status_code=303)
 
-    return [Route("/login", login_page, methods=["GET"]), Route("/login", login, methods=["POST"]),
-            Route("/logout", logout, methods=["POST"])]
+    return [Route("/login", login_page, methods=["GET"]),
+            Route("/login", login, methods=["POST"], max_body_size=MAX_BODY),
+            Route("/logout", logout, methods=["POST"], max_body_size=MAX_BODY)]
 
 
 # ---- OpenAPI --------------------------------------------------------------------------------------
@@ -330,6 +344,12 @@ def _parameters(console: Console, endpoint: _Endpoint) -> dict:
                for name in re.findall(r"{(\w+)", endpoint.path)]
     if not declared:
         return {"parameters": in_path} if in_path else {}
+    if endpoint.upload:
+        return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": [name for name, kind, *_ in declared if kind == "file"],
+            "properties": {name: {**({"type": "string", "format": "binary"} if kind == "file"
+                                     else _schema(kind, repeatable)), "description": meaning}
+                           for name, kind, repeatable, meaning in declared}}}}}}
     if endpoint.method == "GET":
         return {"parameters": in_path + [
             {"name": name, "in": "query", "description": meaning, "required": False,
@@ -409,11 +429,14 @@ def create_app(config: Config, *, clock=time.time, users: tuple[ConsoleUser, ...
     console = Console(config, clock, users)
     _register(console)
     routes = _login_routes(console) + metrics_routes(console)  # open: outside the session's guard
-    routes += [Route(e.path, console.guarded(e), methods=[e.method]) for e in console.endpoints]
+    # Each route bounds its body: MAX_BODY, or the upload bound while an upload is read.
+    routes += [Route(e.path, console.guarded(e), methods=[e.method],
+                     middleware=[Middleware(UploadLimit, limit=console.upload_bytes)] if e.upload else None,
+                     max_body_size=None if e.upload else MAX_BODY) for e in console.endpoints]
     routes.append(Mount("/static", StaticFiles(directory=str(resources.files(__package__).joinpath("static"))),
                         name="static"))
     https = bool(config.console and config.console.tls)
-    app = Starlette(routes=routes, max_body_size=MAX_BODY, middleware=[
+    app = Starlette(routes=routes, middleware=[
         Middleware(_SecurityHeaders),
         Middleware(SessionMiddleware, secret_key=session_secret(console.storage.root), session_cookie=SESSION_COOKIE,
                    max_age=console.session_seconds, same_site="strict", https_only=https),

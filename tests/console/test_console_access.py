@@ -46,7 +46,8 @@ def test_every_route_but_the_login_needs_a_session(console):
     # The enumeration saw the pages, their API twins and the actions.
     assert {("GET", "/queues"), ("GET", "/api/queues"), ("POST", "/api/queues/purge"), ("POST", "/quarantine/release"),
             ("GET", "/api/openapi.json"), ("GET", "/configuration"), ("GET", "/audit"), ("GET", "/messages"),
-            ("GET", "/api/messages"), ("GET", "/messages/{instance_id}"), ("GET", "/api/messages/{instance_id}")
+            ("GET", "/api/messages"), ("GET", "/messages/{instance_id}"), ("GET", "/api/messages/{instance_id}"),
+            ("GET", "/rules"), ("GET", "/api/rules"), ("POST", "/rules/dry-run"), ("POST", "/api/rules/dry-run")
             } <= set(checked)
     assert console.journal.counts() == {}  # and nothing was done
 
@@ -111,7 +112,7 @@ def test_roles_viewer_below_operator_below_admin(console):
         assert client.get("/api/audit").status_code == 403
     viewer, token = console.api_client("vera")
     for path, body in (("/api/queues/retry", {"destination": "PACS"}), ("/api/queues/pause", {"destination": "PACS"}),
-                       ("/api/quarantine/release", {"item": [item]})):
+                       ("/api/quarantine/release", {"item": [item]}), ("/api/rules/dry-run", {})):
         answer = viewer.post(path, json=body, headers={"x-csrf-token": token})
         assert answer.status_code == 403, path
         assert answer.json()["error"] == f"{path} needs the role operator; vera is viewer"
@@ -122,7 +123,8 @@ def test_roles_viewer_below_operator_below_admin(console):
     assert [entry["item"] for entry in console.client("ada").get("/api/quarantine").json()["items"]] == [item]
     denied = [row for row in console.journal.audit_log() if row["result"].startswith("denied")]
     assert {(row["user"], row["action"]) for row in denied} >= {
-        ("vera", "POST /api/queues/retry"), ("vera", "POST /api/quarantine/release"), ("otto", "POST /api/queues/purge")}
+        ("vera", "POST /api/queues/retry"), ("vera", "POST /api/quarantine/release"), ("vera", "POST /api/rules/dry-run"),
+        ("otto", "POST /api/queues/purge")}
 
 
 def test_the_pages_show_only_the_actions_the_role_allows(console):
@@ -273,9 +275,9 @@ def test_the_openapi_document_gives_the_parameters_of_each_route(console):
     document = console.client("vera").get("/api/openapi.json").json()
     for (path, method), parameters in declared.items():
         entry = document["paths"]["/api" + path if path != "/" else "/api/"][method.lower()]
+        bodies = list(entry.get("requestBody", {}).get("content", {}).values())  # JSON, or a multipart upload
         names = [p["name"] for p in entry.get("parameters", ()) if p["in"] == "query"] or \
-            list(entry.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
-                 .get("properties", ()))
+            list(bodies[0]["schema"]["properties"] if bodies else ())
         assert names == [name for name, *_ in parameters], (path, method)
     queues = document["paths"]["/api/queues"]["get"]["parameters"]
     assert [p["name"] for p in queues] == ["destination", "state", "before", "limit"]

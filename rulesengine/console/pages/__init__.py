@@ -4,9 +4,9 @@ here, a line in PAGES and a line of app.NAVIGATION."""
 
 from __future__ import annotations
 
-from . import configuration, messages, overview, quarantine, queues, users
+from . import configuration, messages, overview, quarantine, queues, rules, users
 
-PAGES = (overview, messages, queues, quarantine, configuration, users)
+PAGES = (overview, messages, queues, quarantine, rules, configuration, users)
 
 
 def register_all(console) -> None:
