@@ -1026,8 +1026,52 @@ def test_sqlite_every_search_on_an_indexed_fact_uses_its_index(sqlite_journal):
                       {"received_from": 0.0, "received_to": 10.0, "before_id": 10}):
             plan = searched(**{column: "x"}, **broad)
             assert "SCAN" not in plan and f"instances_{column}" in plan, (column, broad, plan)
-    plan = searched(received_from=0.0, received_to=10.0)
-    assert "SCAN" not in plan and "instances_received_at" in plan, plan
+    # A time range alone: its ids bounded from the received_at index alone, then the table walked
+    # newest first by id, a page's worth: never every instance of the range sorted.
+    for window in ({"received_from": 0.0, "received_to": 10.0}, {"received_from": 0.0}, {"received_to": 10.0}):
+        for paging in ({}, {"before_id": 10}):
+            plan = searched(**window, **paging)
+            assert "SEARCH instances USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)" in plan, (window, paging, plan)
+            assert "COVERING INDEX instances_received_at" in plan, (window, paging, plan)
+            assert "SCAN instances" not in plan and "TEMP B-TREE" not in plan, (window, paging, plan)
+        # with a broad filter, its index and the ids' bounds
+        plan = searched(**window, outcome="route", before_id=10)
+        assert "USING INDEX instances_outcome (outcome=? AND rowid>? AND rowid<?)" in plan, (window, plan)
+        assert "SCAN instances" not in plan and "TEMP B-TREE" not in plan, (window, plan)
+
+
+def test_sqlite_a_trace_reads_deliveries_and_attempts_by_their_index(sqlite_journal):
+    from rulesengine.runtime.journal import sqlite as journal_sqlite
+    db = sqlite_journal._connection()
+    deliveries = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + journal_sqlite.TRACE_DELIVERIES, (1,)))
+    assert deliveries.startswith("SEARCH deliveries USING INDEX deliveries_instance (instance_id=?)"), deliveries
+    attempts = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + journal_sqlite.TRACE_ATTEMPTS, (1,)))
+    assert "SCAN" not in attempts and "deliveries_instance" in attempts and "attempts_delivery" in attempts, attempts
+
+
+@pytest.mark.parametrize("paging", [1, 3, 50])
+def test_a_time_range_finds_every_instance_in_it_newest_first_whatever_the_order_of_times(journal, paging):
+    """Ids follow arrival, mostly: an instance journaled again after a restart keeps its older
+    time. Paged through, a range gives exactly the instances received in it, by id, newest first."""
+    times = [100.0, 101.0, 102.0, 50.0, 103.0, 104.0, 10.0, 105.0, 200.0, 101.5, 106.0, 300.0]
+    ids = [journal.record(replace(with_facts(number), received_at=at), None, routed("PACS"), DONE)
+           for number, at in enumerate(times)]
+    for received_from, received_to in ((100.0, 106.0), (None, 102.0), (101.0, None), (0.0, 1000.0), (400.0, 500.0),
+                                       (60.0, 100.0)):
+        expected = [number for number, at in sorted(zip(ids, times), reverse=True)
+                    if (received_from is None or at >= received_from) and (received_to is None or at < received_to)]
+        found, before = [], None
+        while True:
+            page = journal.search_instances(received_from=received_from, received_to=received_to, before_id=before,
+                                            limit=paging)
+            found += [item.id for item in page]
+            if len(page) < paging:
+                break
+            before = page[-1].id
+        assert found == expected, (received_from, received_to)
+        with_outcome = journal.search_instances(received_from=received_from, received_to=received_to,
+                                               outcome="route", limit=100)
+        assert [item.id for item in with_outcome] == expected
 
 
 def test_a_journal_of_the_previous_release_opens_and_gains_what_the_console_reads(tmp_path):
