@@ -1155,3 +1155,69 @@ def test_pauses_lists_the_destinations_that_wait(journal):
     assert journal.pauses(now=1000.0) == {"PACS": 2000.0}
     journal.resume("PACS", now=1000.0)
     assert journal.pauses(now=1000.0) == {}
+
+
+# ---- the queue counts, kept as deliveries change ---------------------------------------------------
+
+
+def counted_by_scan(journal) -> dict:
+    out: dict = {}
+    for destination, state, count in journal._connection().execute(
+            "SELECT destination, state, COUNT(*) FROM deliveries GROUP BY destination, state"):
+        out.setdefault(destination, {})[DeliveryState(state)] = count
+    return out
+
+
+def test_sqlite_queue_counts_follow_every_change_of_a_delivery(sqlite_journal):
+    journal = sqlite_journal
+    for number in range(6):
+        queue_instance(journal, ("PACS", "ARCHIVE"), path=f"/spool/in/{number}.dcm", number=number)
+    assert journal.counts() == counted_by_scan(journal) == {"PACS": {QUEUED: 6}, "ARCHIVE": {QUEUED: 6}}
+    claimed = journal.claim("PACS", 5)
+    journal.delivered(claimed[0], time.time())
+    journal.failed(claimed[1], time.time(), "refused", time.time() + 60)
+    journal.failed(claimed[2], time.time(), "refused", None)
+    journal.release(claimed[3:4])
+    assert journal.counts() == counted_by_scan(journal)
+    assert journal.counts()["PACS"] == {QUEUED: 2, SENDING: 1, DELIVERED: 1, RETRYING: 1, DEAD: 1}
+    assert journal.retry_dead("PACS") == 1
+    assert journal.requeue_interrupted() == 1
+    journal.add_deliveries(journal.record(received(9), "/spool/in/9.dcm", None, ACCEPTED),
+                           [new_delivery("TELERAD", "/spool/in/9.dcm", 9)], state=SENDING)
+    assert journal.counts() == counted_by_scan(journal)
+    journal.purge([DELIVERED, QUEUED], destination="ARCHIVE")
+    journal.purge([DELIVERED])
+    assert journal.counts() == counted_by_scan(journal) == {"PACS": {QUEUED: 4, RETRYING: 1},
+                                                              "TELERAD": {SENDING: 1}}
+    journal._connection().execute("UPDATE deliveries SET destination='VNA' WHERE destination='TELERAD'")
+    assert journal.counts() == counted_by_scan(journal)
+    plan = " | ".join(row[3] for row in journal._connection().execute(
+        "EXPLAIN QUERY PLAN SELECT destination, state, count FROM delivery_counts WHERE count > 0"))
+    assert "deliveries" not in plan.replace("delivery_counts", ""), plan
+
+
+def test_sqlite_a_journal_without_kept_counts_counts_once_when_opened(tmp_path):
+    path = str(tmp_path / "journal.sqlite")
+    journal = SQLiteJournal(path)
+    queue_instance(journal, ("PACS", "ARCHIVE"))
+    journal.delivered(journal.claim("PACS", 1)[0], time.time())
+    journal.close()
+    with closing(sqlite3.connect(path)) as db:  # as a journal of the release before kept none
+        for name in ("deliveries_counted_insert", "deliveries_counted_delete", "deliveries_counted_update"):
+            db.execute(f"DROP TRIGGER {name}")
+        db.execute("DROP TABLE delivery_counts")
+        db.commit()
+    journal = SQLiteJournal(path)
+    try:
+        assert journal.counts() == {"PACS": {DELIVERED: 1}, "ARCHIVE": {QUEUED: 1}}
+        queue_instance(journal, ("PACS",), number=2)
+        assert journal.counts() == counted_by_scan(journal) == {"PACS": {DELIVERED: 1, QUEUED: 1},
+                                                                  "ARCHIVE": {QUEUED: 1}}
+    finally:
+        journal.close()
+    SQLiteJournal(path).close()  # opened again: counted once only
+    journal = SQLiteJournal(path)
+    try:
+        assert journal.counts() == counted_by_scan(journal)
+    finally:
+        journal.close()
