@@ -249,7 +249,7 @@ def generate_journal(path: Path, count: int, seed: int = SEED, end: float | None
 class Timing:
     name: str
     milliseconds: list[float]
-    rows: int = 0  # rows answered, all queries together
+    rows: int | None = None  # rows answered, all queries together (None: not counted)
     note: str = ""
 
     def quantile(self, share: float) -> float:
@@ -294,7 +294,7 @@ def measure_searches(journal, generated: GeneratedJournal, queries: int, seed: i
     rng = random.Random(seed)
     timings = []
     for name, filters_of in search_kinds(generated, rng):
-        first, paged = Timing(f"search by {name}", []), Timing(f"search by {name}, next page", [])
+        first, paged = Timing(f"search by {name}", [], 0), Timing(f"search by {name}, next page", [], 0)
         for _ in range(queries):
             filters = filters_of()
             milliseconds, page = _timed(lambda: journal.search_instances(limit=PAGE, **filters))
@@ -313,7 +313,7 @@ def measure_searches(journal, generated: GeneratedJournal, queries: int, seed: i
 
 def measure_traces(journal, generated: GeneratedJournal, queries: int, seed: int = SEED) -> Timing:
     rng = random.Random(seed)
-    timing = Timing("trace(id)", [])
+    timing = Timing("trace(id)", [], 0)
     for _ in range(queries):
         milliseconds, trace = _timed(lambda: journal.trace(rng.randint(1, generated.instances)))
         timing.milliseconds.append(milliseconds)
@@ -509,7 +509,8 @@ def _print_timings(title: str, timings: list[Timing], target: float | None) -> l
         if not timing.milliseconds:
             print(f"  {timing.name:<44} {timing.note}")
             continue
-        print(f"  {timing.name:<44} {len(timing.milliseconds):>4} {timing.rows:>7} {timing.p50:>8.1f} "
+        rows = "-" if timing.rows is None else timing.rows
+        print(f"  {timing.name:<44} {len(timing.milliseconds):>4} {rows:>7} {timing.p50:>8.1f} "
               f"{timing.p95:>8.1f} {timing.worst:>8.1f}")
         if target is not None:
             verdicts.append(timing.p95 < target)
