@@ -14,6 +14,7 @@ import datetime
 import json
 import os
 import random
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -544,7 +545,6 @@ def run(count: int | None = None, queries: int = QUERIES, runs: int = 3, tabs: i
             http = measure_http(port, generated, queries)
         _print_timings("  the console over HTTP (dicom-rules console, one logged-in client):", http, None)
         result = None
-        import shutil
         if throughput and all(shutil.which(p, path=DCMTK_PATH) for p in ("storescu", "storescp")):
             result = measure_throughput(work, storage, runs, tabs)
             print(f"  router async, 200 instances by storescu, on this journal (median of {runs}, alternating): "
@@ -564,7 +564,6 @@ def run(count: int | None = None, queries: int = QUERIES, runs: int = 3, tabs: i
             print(f"  {'PASS' if result.ratio >= TARGET_THROUGHPUT_SHARE else 'MISS'}  router throughput with the "
                   f"console open >= {TARGET_THROUGHPUT_SHARE:.0%} of without: {result.ratio:.0%}")
     finally:
-        import shutil
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
