@@ -158,9 +158,10 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Compile and evaluation times of generated rule files.")
     parser.add_argument("--profile", type=int, metavar="RULES",
                         help="instead of the table, profile the compiled path with this many rules")
-    parser.add_argument("--only", choices=("rules", "router", "queries", "retrieve"),
+    parser.add_argument("--only", choices=("rules", "router", "queries", "retrieve", "console"),
                         help="only the rules table, only the routing table (DCMTK needed), "
-                             "only the query round trip or only the C-MOVE of a study (Orthanc needed)")
+                             "only the query round trip or only the C-MOVE of a study (Orthanc needed), "
+                             "only the console on a generated journal (CONSOLE_BENCH_INSTANCES: its size)")
     parser.add_argument("--runs", type=int, default=3, help="routing: runs of the small set (median)")
     parser.add_argument("--quick", action="store_true", help="routing: one large instance instead of three")
     options = parser.parse_args(argv)
@@ -186,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.only in (None, "retrieve"):
         from . import retrieve
         status = retrieve.run() or status
+    if options.only in (None, "console"):
+        from . import console
+        status = console.run(runs=options.runs) or status
     return status
 
 

@@ -241,7 +241,9 @@ def measure_naive(bench: Bench, inputs: Path, count: int, size: int) -> Measurem
     return Measurement(finished - started, count, size, peak)
 
 
-def measure_router(bench: Bench, inputs: Path, count: int, size: int, mode: str) -> Measurement:
+def measure_router(bench: Bench, inputs: Path, count: int, size: int, mode: str,
+                   storage: Path | None = None) -> Measurement:
+    """`storage`: the router's storage folder (its journal), else a new one."""
     out = bench.work / f"router-{mode}-{time.time_ns()}"
     _, scp_port = bench.storescp(out)
     port = free_port()
@@ -249,7 +251,7 @@ def measure_router(bench: Bench, inputs: Path, count: int, size: int, mode: str)
     folder.mkdir()
     (folder / "bench.rules").write_text(RULES)
     (folder / "router.yaml").write_text(
-        f"storage: storage\nrules: bench.rules\nlog: {{level: warning}}\n"
+        f"storage: {storage or 'storage'}\nrules: bench.rules\nlog: {{level: warning}}\n"
         f"listeners:\n  - {{name: main, ae_title: ROUTER, port: {port}, mode: {mode}}}\n"
         f"destinations:\n  SCP: {{type: dicom, ae_title: STORESCP, host: 127.0.0.1, port: {scp_port}}}\n")
     process = bench.spawn([sys.executable, "-m", "rulesengine", "run", str(folder / "router.yaml")],

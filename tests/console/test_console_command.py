@@ -283,3 +283,35 @@ def test_a_damaged_users_file_or_session_key_is_a_clear_error(tmp_path):
     assert result.returncode == 2
     assert result.stderr == (f"dicom-rules: console: {key} holds no session key; remove it, and the next start "
                              "makes a new one (everyone logs in again)\n")
+
+
+def test_the_console_socket_sends_without_waiting_for_acks():
+    """Connections accepted on the console's socket have Nagle's algorithm off, as asyncio sets it
+    for a TCP socket: else each keep-alive answer's body waits for the client's delayed ACK."""
+    import asyncio
+    import socket
+
+    from rulesengine.cli.console import _listening_socket
+
+    async def accepted_nodelay() -> int:
+        loop = asyncio.get_running_loop()
+        seen = loop.create_future()
+
+        class Probe(asyncio.Protocol):
+            def connection_made(self, transport):
+                sock = transport.get_extra_info("socket")
+                seen.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                transport.close()
+
+        listening = _listening_socket("127.0.0.1", 0)
+        server = await loop.create_server(Probe, sock=listening)
+        try:
+            _, writer = await asyncio.open_connection(*listening.getsockname()[:2])
+            value = await asyncio.wait_for(seen, 10)
+            writer.close()
+            return value
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(accepted_nodelay()) != 0

@@ -1026,8 +1026,52 @@ def test_sqlite_every_search_on_an_indexed_fact_uses_its_index(sqlite_journal):
                       {"received_from": 0.0, "received_to": 10.0, "before_id": 10}):
             plan = searched(**{column: "x"}, **broad)
             assert "SCAN" not in plan and f"instances_{column}" in plan, (column, broad, plan)
-    plan = searched(received_from=0.0, received_to=10.0)
-    assert "SCAN" not in plan and "instances_received_at" in plan, plan
+    # A time range alone: its ids bounded from the received_at index alone, then the table walked
+    # newest first by id, a page's worth: never every instance of the range sorted.
+    for window in ({"received_from": 0.0, "received_to": 10.0}, {"received_from": 0.0}, {"received_to": 10.0}):
+        for paging in ({}, {"before_id": 10}):
+            plan = searched(**window, **paging)
+            assert "SEARCH instances USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)" in plan, (window, paging, plan)
+            assert "COVERING INDEX instances_received_at" in plan, (window, paging, plan)
+            assert "SCAN instances" not in plan and "TEMP B-TREE" not in plan, (window, paging, plan)
+        # with a broad filter, its index and the ids' bounds
+        plan = searched(**window, outcome="route", before_id=10)
+        assert "USING INDEX instances_outcome (outcome=? AND rowid>? AND rowid<?)" in plan, (window, plan)
+        assert "SCAN instances" not in plan and "TEMP B-TREE" not in plan, (window, plan)
+
+
+def test_sqlite_a_trace_reads_deliveries_and_attempts_by_their_index(sqlite_journal):
+    from rulesengine.runtime.journal import sqlite as journal_sqlite
+    db = sqlite_journal._connection()
+    deliveries = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + journal_sqlite.TRACE_DELIVERIES, (1,)))
+    assert deliveries.startswith("SEARCH deliveries USING INDEX deliveries_instance (instance_id=?)"), deliveries
+    attempts = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + journal_sqlite.TRACE_ATTEMPTS, (1,)))
+    assert "SCAN" not in attempts and "deliveries_instance" in attempts and "attempts_delivery" in attempts, attempts
+
+
+@pytest.mark.parametrize("paging", [1, 3, 50])
+def test_a_time_range_finds_every_instance_in_it_newest_first_whatever_the_order_of_times(journal, paging):
+    """Ids follow arrival, mostly: an instance journaled again after a restart keeps its older
+    time. Paged through, a range gives exactly the instances received in it, by id, newest first."""
+    times = [100.0, 101.0, 102.0, 50.0, 103.0, 104.0, 10.0, 105.0, 200.0, 101.5, 106.0, 300.0]
+    ids = [journal.record(replace(with_facts(number), received_at=at), None, routed("PACS"), DONE)
+           for number, at in enumerate(times)]
+    for received_from, received_to in ((100.0, 106.0), (None, 102.0), (101.0, None), (0.0, 1000.0), (400.0, 500.0),
+                                       (60.0, 100.0)):
+        expected = [number for number, at in sorted(zip(ids, times), reverse=True)
+                    if (received_from is None or at >= received_from) and (received_to is None or at < received_to)]
+        found, before = [], None
+        while True:
+            page = journal.search_instances(received_from=received_from, received_to=received_to, before_id=before,
+                                            limit=paging)
+            found += [item.id for item in page]
+            if len(page) < paging:
+                break
+            before = page[-1].id
+        assert found == expected, (received_from, received_to)
+        with_outcome = journal.search_instances(received_from=received_from, received_to=received_to,
+                                               outcome="route", limit=100)
+        assert [item.id for item in with_outcome] == expected
 
 
 def test_a_journal_of_the_previous_release_opens_and_gains_what_the_console_reads(tmp_path):
@@ -1113,7 +1157,7 @@ def test_pauses_lists_the_destinations_that_wait(journal):
     assert journal.pauses(now=1000.0) == {}
 
 
-# ---- for the console's overview and metrics: activity, unfinished deliveries, reloads ----------------
+# ---- for the console's overview and metrics: activity, reloads ----------------
 
 
 def test_activity_counts_received_and_delivered_by_span(journal):
@@ -1134,24 +1178,6 @@ def test_activity_counts_received_and_delivered_by_span(journal):
     assert journal.activity(now + 10, 60, 1) == [(now + 10, 0, 0)]
 
 
-def test_unfinished_counts_are_the_counts_without_the_delivered(journal):
-    for number in range(4):
-        queue_instance(journal, ("PACS", "ARCHIVE", "AI"), number=number)
-    [claimed] = journal.claim("PACS", 1)
-    journal.delivered(claimed, time.time())
-    [claimed] = journal.claim("ARCHIVE", 1)
-    journal.failed(claimed, time.time(), "refused", None)
-    [claimed] = journal.claim("ARCHIVE", 1)
-    journal.failed(claimed, time.time(), "refused", time.time() + 60)
-    journal.claim("AI", 2)
-    expected = {destination: {state: count for state, count in states.items() if state != DELIVERED}
-                for destination, states in journal.counts().items()}
-    assert journal.unfinished_counts() == expected == {
-        "PACS": {QUEUED: 3}, "ARCHIVE": {DEAD: 1, RETRYING: 1, QUEUED: 2}, "AI": {SENDING: 2, QUEUED: 2}}
-    journal.purge([DEAD])
-    assert journal.unfinished_counts()["ARCHIVE"] == {RETRYING: 1, QUEUED: 2}
-
-
 def test_reloads_are_counted_by_result(journal):
     journal.count_reload(True)
     journal.count_reload(False)
@@ -1162,8 +1188,8 @@ def test_reloads_are_counted_by_result(journal):
 
 def test_sqlite_the_overview_reads_never_walk_the_delivered_or_the_old(sqlite_journal):
     """A journal of many delivered deliveries and old instances: what the overview and /metrics
-    read stays as cheap as in a small one (SQLite's virtual machine steps, counted), while
-    `counts` walks them all."""
+    read stays as cheap as in a small one (SQLite's virtual machine steps, counted), while a
+    count of the deliveries themselves walks them all."""
     db = sqlite_journal._connection()
     now = time.time()
 
@@ -1182,7 +1208,9 @@ def test_sqlite_the_overview_reads_never_walk_the_delivered_or_the_old(sqlite_jo
 
     def reads() -> dict[str, int]:
         return {"activity": steps(lambda: sqlite_journal.activity(now - 600, 60, 10)),
-                "unfinished": steps(sqlite_journal.unfinished_counts), "counts": steps(sqlite_journal.counts)}
+                "counts": steps(sqlite_journal.counts),
+                "scan": steps(lambda: db.execute("SELECT destination, state, COUNT(*) FROM deliveries "
+                                                 "GROUP BY destination, state").fetchall())}
 
     queue_instance(sqlite_journal, ("PACS", "ARCHIVE"), number=1)
     small = reads()
@@ -1195,5 +1223,69 @@ def test_sqlite_the_overview_reads_never_walk_the_delivered_or_the_old(sqlite_jo
                                                            for number in range(20000)])
     db.execute("COMMIT")
     large = reads()
-    assert large["counts"] > 50 * max(1, small["counts"])  # the walk the others avoid
-    assert large["activity"] <= small["activity"] + 2 and large["unfinished"] <= small["unfinished"] + 2, (small, large)
+    assert large["scan"] > 50 * max(1, small["scan"])  # the walk the others avoid
+    assert large["activity"] <= small["activity"] + 2 and large["counts"] <= small["counts"] + 2, (small, large)
+# ---- the queue counts, kept as deliveries change ---------------------------------------------------
+
+
+def counted_by_scan(journal) -> dict:
+    out: dict = {}
+    for destination, state, count in journal._connection().execute(
+            "SELECT destination, state, COUNT(*) FROM deliveries GROUP BY destination, state"):
+        out.setdefault(destination, {})[DeliveryState(state)] = count
+    return out
+
+
+def test_sqlite_queue_counts_follow_every_change_of_a_delivery(sqlite_journal):
+    journal = sqlite_journal
+    for number in range(6):
+        queue_instance(journal, ("PACS", "ARCHIVE"), path=f"/spool/in/{number}.dcm", number=number)
+    assert journal.counts() == counted_by_scan(journal) == {"PACS": {QUEUED: 6}, "ARCHIVE": {QUEUED: 6}}
+    claimed = journal.claim("PACS", 5)
+    journal.delivered(claimed[0], time.time())
+    journal.failed(claimed[1], time.time(), "refused", time.time() + 60)
+    journal.failed(claimed[2], time.time(), "refused", None)
+    journal.release(claimed[3:4])
+    assert journal.counts() == counted_by_scan(journal)
+    assert journal.counts()["PACS"] == {QUEUED: 2, SENDING: 1, DELIVERED: 1, RETRYING: 1, DEAD: 1}
+    assert journal.retry_dead("PACS") == 1
+    assert journal.requeue_interrupted() == 1
+    journal.add_deliveries(journal.record(received(9), "/spool/in/9.dcm", None, ACCEPTED),
+                           [new_delivery("TELERAD", "/spool/in/9.dcm", 9)], state=SENDING)
+    assert journal.counts() == counted_by_scan(journal)
+    journal.purge([DELIVERED, QUEUED], destination="ARCHIVE")
+    journal.purge([DELIVERED])
+    assert journal.counts() == counted_by_scan(journal) == {"PACS": {QUEUED: 4, RETRYING: 1},
+                                                              "TELERAD": {SENDING: 1}}
+    journal._connection().execute("UPDATE deliveries SET destination='VNA' WHERE destination='TELERAD'")
+    assert journal.counts() == counted_by_scan(journal)
+    plan = " | ".join(row[3] for row in journal._connection().execute(
+        "EXPLAIN QUERY PLAN SELECT destination, state, count FROM delivery_counts WHERE count > 0"))
+    assert "deliveries" not in plan.replace("delivery_counts", ""), plan
+
+
+def test_sqlite_a_journal_without_kept_counts_counts_once_when_opened(tmp_path):
+    path = str(tmp_path / "journal.sqlite")
+    journal = SQLiteJournal(path)
+    queue_instance(journal, ("PACS", "ARCHIVE"))
+    journal.delivered(journal.claim("PACS", 1)[0], time.time())
+    journal.close()
+    with closing(sqlite3.connect(path)) as db:  # as a journal of the release before kept none
+        for name in ("deliveries_counted_insert", "deliveries_counted_delete", "deliveries_counted_update"):
+            db.execute(f"DROP TRIGGER {name}")
+        db.execute("DROP TABLE delivery_counts")
+        db.commit()
+    journal = SQLiteJournal(path)
+    try:
+        assert journal.counts() == {"PACS": {DELIVERED: 1}, "ARCHIVE": {QUEUED: 1}}
+        queue_instance(journal, ("PACS",), number=2)
+        assert journal.counts() == counted_by_scan(journal) == {"PACS": {DELIVERED: 1, QUEUED: 1},
+                                                                  "ARCHIVE": {QUEUED: 1}}
+    finally:
+        journal.close()
+    SQLiteJournal(path).close()  # opened again: counted once only
+    journal = SQLiteJournal(path)
+    try:
+        assert journal.counts() == counted_by_scan(journal)
+    finally:
+        journal.close()

@@ -38,17 +38,17 @@ def router_view(statuses, now: float) -> dict:
                           for listener in status.get("listeners") or ()]}
 
 
-def destinations_view(config, unfinished: dict) -> list[dict]:
+def destinations_view(config, counts: dict) -> list[dict]:
     """Per destination (configured, or still in the journal): its queue depth (queued, sending,
     retrying) and its dead deliveries."""
-    names = sorted(set(unfinished) | {n for n, d in config.destinations.items() if d.type != "worklist"})
+    names = sorted(set(counts) | {n for n, d in config.destinations.items() if d.type != "worklist"})
     out = []
     for name in names:
-        counts = unfinished.get(name, {})
+        by_state = counts.get(name, {})
         out.append({"name": name, "configured": name in config.destinations,
-                    "queued": counts.get(QUEUED, 0), "sending": counts.get(SENDING, 0),
-                    "retrying": counts.get(RETRYING, 0), "dead": counts.get(DEAD, 0),
-                    "depth": counts.get(QUEUED, 0) + counts.get(SENDING, 0) + counts.get(RETRYING, 0)})
+                    "queued": by_state.get(QUEUED, 0), "sending": by_state.get(SENDING, 0),
+                    "retrying": by_state.get(RETRYING, 0), "dead": by_state.get(DEAD, 0),
+                    "depth": by_state.get(QUEUED, 0) + by_state.get(SENDING, 0) + by_state.get(RETRYING, 0)})
     return out
 
 
@@ -84,7 +84,7 @@ def overview(config, journal, storage, now: float) -> dict:
         "now": now,
         "received_per_minute": received,
         "delivered_per_minute": delivered,
-        "destinations": destinations_view(config, journal.unfinished_counts()),
+        "destinations": destinations_view(config, journal.counts()),
         "quarantined": storage.quarantined_count(),
         "router": router,
         "chart": chart_view(buckets),

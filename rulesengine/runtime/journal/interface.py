@@ -175,10 +175,6 @@ class Journal(Protocol):
         from indexes on the times: what it costs grows with the spans' traffic, never with
         the journal."""
 
-    def unfinished_counts(self) -> dict[str, dict[DeliveryState, int]]:
-        """Deliveries queued, sending, retrying or dead, by destination and state; as `counts`
-        without the delivered ones, and without reading them."""
-
     def write_status(self, node: str, status: dict, now: float | None = None) -> None:
         """What the router on `node` says of itself (heartbeat, rules in use, last reload,
         listeners): replaces what it said before."""

@@ -62,6 +62,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(destination, state, next_attempt_at, id);
 CREATE INDEX IF NOT EXISTS deliveries_path ON deliveries(path);
+CREATE INDEX IF NOT EXISTS deliveries_instance ON deliveries(instance_id);  -- an instance's trace
 CREATE TABLE IF NOT EXISTS attempts (
     id INTEGER PRIMARY KEY,
     delivery_id INTEGER NOT NULL REFERENCES deliveries(id),
@@ -70,6 +71,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     ok INTEGER NOT NULL,
     detail TEXT
 );
+CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts(delivery_id);
 -- A destination found unreachable: nothing of its queue is claimed before `until`, so that
 -- nothing overtakes the delivery that failed, in any worker, also after a restart.
 CREATE TABLE IF NOT EXISTS pauses (
@@ -150,6 +152,50 @@ CREATE INDEX IF NOT EXISTS instances_outcome ON instances(outcome);
 CREATE INDEX IF NOT EXISTS deliveries_delivered_at ON deliveries(delivered_at) WHERE delivered_at IS NOT NULL;
 """
 
+# Deliveries by destination and state, kept by triggers in the transaction of every change: the
+# queue counts (counts(), which the console reads every few seconds) read a few rows, never every
+# delivery the journal holds (two million take a core a fifth of a second to count). A journal
+# from before gets them, counted once, when it is opened (_add_delivery_counts).
+_DELIVERY_COUNTS = (
+    """CREATE TABLE delivery_counts (
+        destination TEXT NOT NULL,
+        state TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY (destination, state)
+    ) WITHOUT ROWID""",
+    "INSERT INTO delivery_counts SELECT destination, state, COUNT(*) FROM deliveries GROUP BY destination, state",
+    """CREATE TRIGGER deliveries_counted_insert AFTER INSERT ON deliveries BEGIN
+        INSERT INTO delivery_counts VALUES (NEW.destination, NEW.state, 1)
+            ON CONFLICT (destination, state) DO UPDATE SET count = count + 1;
+    END""",
+    """CREATE TRIGGER deliveries_counted_delete AFTER DELETE ON deliveries BEGIN
+        UPDATE delivery_counts SET count = count - 1 WHERE destination = OLD.destination AND state = OLD.state;
+    END""",
+    """CREATE TRIGGER deliveries_counted_update AFTER UPDATE OF destination, state ON deliveries
+    WHEN OLD.destination IS NOT NEW.destination OR OLD.state IS NOT NEW.state BEGIN
+        UPDATE delivery_counts SET count = count - 1 WHERE destination = OLD.destination AND state = OLD.state;
+        INSERT INTO delivery_counts VALUES (NEW.destination, NEW.state, 1)
+            ON CONFLICT (destination, state) DO UPDATE SET count = count + 1;
+    END""",
+)
+
+
+def _add_delivery_counts(db: sqlite3.Connection) -> None:
+    """The counts and their triggers, made in one write transaction: the other process, or a
+    delivery changed meanwhile, waits for them, so they start exact."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name='delivery_counts'").fetchone():
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if not db.execute("SELECT 1 FROM sqlite_master WHERE name='delivery_counts'").fetchone():
+            for statement in _DELIVERY_COUNTS:
+                db.execute(statement)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 # The exact filters of search_instances: each column has an index of its own, so that a search
 # never reads the whole table, however rare the value.
 INDEXED_FILTERS = ("patient_id", "accession_number", "study_instance_uid", "series_instance_uid", "sop_instance_uid",
@@ -198,16 +244,41 @@ def search_query(*, received_from: float | None = None, received_to: float | Non
         if value is not None:
             where.append(f"{broad if column not in _NARROW_FILTERS else ''}{column}=?")
             args.append(value)
-    for condition, value in ((f"{broad}received_at>=?", received_from), (f"{broad}received_at<?", received_to),
-                             ("id<?", before_id)):
-        if value is not None:
-            where.append(condition)
-            args.append(value)
-    query = f"SELECT {_LISTED_INSTANCE_COLUMNS} FROM instances"
+    window = [(condition, value) for condition, value in (("received_at>=?", received_from),
+                                                          ("received_at<?", received_to)) if value is not None]
+    prefix, high = "", None
+    if window and not narrow:
+        # A time range alone: sorting all its instances by id for each page (a day holds tens of
+        # thousands) is what would cost. Ids follow arrival, so the range's instances lie between
+        # the least and the greatest id it holds, read once from the received_at index alone; the
+        # page is then walked newest first by id, its rows tested on received_at. Exact whatever
+        # the order (an instance journaled again after a restart keeps its older time), and fast
+        # while ids and times agree.
+        prefix = (f"WITH span(low, high) AS (SELECT min(id), max(id) FROM instances WHERE "
+                  f"{' AND '.join(condition for condition, _ in window)}) ")
+        args[:0] = [value for _, value in window]
+        where.append("id>=(SELECT low FROM span)")
+        high = "(SELECT high FROM span)"
+    for condition, value in window:
+        where.append("+" + condition)  # never by its index, which cannot give the order by id
+        args.append(value)
+    if before_id is not None:
+        # one upper bound on id: SQLite walks the table's key from one bound only (NULL: an empty range)
+        where.append(f"id<min({high} + 1, ?)" if high else "id<?")
+        args.append(before_id)
+    elif high:
+        where.append(f"id<={high}")
+    query = f"{prefix}SELECT {_LISTED_INSTANCE_COLUMNS} FROM instances"
     if where:
         query += " WHERE " + " AND ".join(where)
     args.append(max(0, int(limit)))
     return query + " ORDER BY id DESC LIMIT ?", args
+
+
+# What trace() reads besides the instance: each by its index (deliveries_instance, attempts_delivery).
+TRACE_DELIVERIES = "SELECT * FROM deliveries WHERE instance_id=? ORDER BY id"
+TRACE_ATTEMPTS = ("SELECT a.* FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.instance_id=? "
+                  "ORDER BY a.id")
 
 
 def _count(db: sqlite3.Connection, *counts: tuple[str, str, float]) -> None:
@@ -249,6 +320,7 @@ class SQLiteJournal:
         db.executescript(_SCHEMA)
         _add_missing_columns(db)
         db.executescript(_INDEXES)
+        _add_delivery_counts(db)
 
     def _connection(self) -> sqlite3.Connection:
         lease = getattr(self._local, "lease", None)
@@ -502,8 +574,7 @@ class SQLiteJournal:
 
     def counts(self) -> dict[str, dict[DeliveryState, int]]:
         out: dict[str, dict[DeliveryState, int]] = {}
-        for row in self._connection().execute(
-                "SELECT destination, state, COUNT(*) FROM deliveries GROUP BY destination, state"):
+        for row in self._connection().execute("SELECT destination, state, count FROM delivery_counts WHERE count > 0"):
             out.setdefault(row[0], {})[DeliveryState(row[1])] = row[2]
         return out
 
@@ -635,12 +706,9 @@ class SQLiteJournal:
             row = db.execute("SELECT * FROM instances WHERE id=?", (instance_id,)).fetchone()
             if row is None:
                 return None
-            deliveries = db.execute("SELECT * FROM deliveries WHERE instance_id=? ORDER BY id",
-                                    (instance_id,)).fetchall()
+            deliveries = db.execute(TRACE_DELIVERIES, (instance_id,)).fetchall()
             attempts: dict[int, list[Attempt]] = {}
-            for attempt in db.execute(
-                    "SELECT a.* FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.instance_id=? "
-                    "ORDER BY a.id", (instance_id,)):
+            for attempt in db.execute(TRACE_ATTEMPTS, (instance_id,)):
                 attempts.setdefault(attempt["delivery_id"], []).append(Attempt.from_row(attempt))
         finally:
             db.execute("COMMIT")
@@ -689,22 +757,6 @@ class SQLiteJournal:
             db.execute("COMMIT")
         return [(start + slot * bucket_seconds, received, delivered)
                 for slot, (received, delivered) in sorted(counts.items())]
-
-    def unfinished_counts(self) -> dict[str, dict[DeliveryState, int]]:
-        """Deliveries not delivered (queued, sending, retrying, dead) by destination and state.
-        Unlike `counts`, it never walks the delivered ones, which a journal may hold by the
-        million: the destinations are found by skipping along the index (one seek each),
-        then each state of each is counted from its range of the index."""
-        out: dict[str, dict[DeliveryState, int]] = {}
-        for name, state, count in self._connection().execute(
-                "WITH RECURSIVE names(name) AS (SELECT MIN(destination) FROM deliveries UNION ALL "
-                "SELECT (SELECT MIN(destination) FROM deliveries WHERE destination > names.name) FROM names "
-                "WHERE names.name IS NOT NULL) "
-                "SELECT names.name, d.state, COUNT(*) FROM names JOIN deliveries d ON d.destination = names.name "
-                "AND d.state IN (?, ?, ?, ?) WHERE names.name IS NOT NULL GROUP BY names.name, d.state",
-                (QUEUED, SENDING, RETRYING, DEAD)):
-            out.setdefault(name, {})[DeliveryState(state)] = count
-        return out
 
     def write_status(self, node: str, status: dict, now: float | None = None) -> None:
         """What the router on `node` says of itself now (replacing what it said before)."""
