@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from ..config import Config
 from ..diagnostics import RulesError
@@ -57,10 +58,11 @@ DISK = "disk:"  # the anchors of the files on disk that differ from the version 
 
 
 def file_name(path: str, config: Config) -> str:
-    """A rule file as the page names it, whatever the working directory: relative to the
-    configuration file's folder when inside it (as the router names it when it runs there),
-    else its absolute path."""
-    path = os.path.abspath(path)
+    """A rule file as the page names it: relative to the configuration file's folder when
+    inside it (as the router names it when it runs there), else its absolute path; a relative
+    path is taken as it is."""
+    if not os.path.isabs(path):  # as the router named it, from the folder it runs in
+        return os.path.normpath(path)
     base = os.path.dirname(os.path.abspath(config.path))
     return os.path.relpath(path, base) if path.startswith(base + os.sep) else path
 
@@ -69,6 +71,14 @@ def anchor(name: str, line: int, prefix: str = "") -> str:
     """The id of a line of the Rules page: `/rules#FILE:LINE` shows it (`disk:FILE:LINE` that
     line of a file on disk that differs from the version in use)."""
     return f"{prefix}{name}:{line}"
+
+
+def rule_link(path: str | None, line: int | None, config: Config, prefix: str = "") -> str | None:
+    """The address of a rule-file line on the Rules page (the trace's rules and edits, the
+    Overview's findings): the file named as the page names it."""
+    if not path or not isinstance(line, int):
+        return None
+    return "/rules#" + quote(anchor(file_name(path, config), line, prefix), safe="/:._-")
 
 
 def _lines(name: str, text: str, prefix: str = "") -> list[dict]:

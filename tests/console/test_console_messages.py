@@ -229,12 +229,23 @@ def test_the_trace_shows_the_arrival_the_rules_the_edits_and_the_deliveries(site
 
     page = operator.get(f"/messages/{number}").text
     line = line_of('    set DataSet.PatientName = "ANON^ANON"')
-    assert f'href="/rules#{rules_file}:{line}"' in page
+    assert f'href="/rules#main.rules:{line}"' in page  # named as the Rules page names it
     rule_line = line_of('rule "CT to the PACS" {')
-    assert f'href="/rules#{rules_file}:{rule_line}"' in page
+    assert f'href="/rules#main.rules:{rule_line}"' in page
     assert "The copy for RESEARCH" in page and "The document every destination starts from" in page
     assert "DOE^JOHN" in page and "ANON^ANON" in page and "19700101" in page
     assert "ROUTED &lt;b&gt;here&lt;/b&gt;" in page and "<b>here</b>" not in page  # an edit's value is text
+
+
+def test_every_rule_link_of_a_trace_lands_on_a_line_of_the_rules_page(site):
+    traffic, app = site
+    operator = client(app, "otto")
+    rules_page = operator.get("/rules").text
+    page = operator.get(f"/messages/{traffic.ids['ct_chest.dcm']}").text
+    links = set(re.findall(r'href="/rules#([^"]+)"', page))
+    assert len(links) >= 3
+    for anchor in links:
+        assert f'id="{anchor}"' in rules_page, anchor
 
 
 def test_the_trace_of_a_failed_delivery_shows_each_attempt_and_its_error(site):

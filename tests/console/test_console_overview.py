@@ -82,10 +82,12 @@ def test_a_refused_reload_lists_its_findings_with_file_and_line(console):
                 {"file": None, "line": None, "column": None, "code": "config", "message": "port: must be a number"}]
     running_status(console, last_reload={"time": console.clock.now - 5, "ok": False, "findings": findings})
     page = console.client("vera").get("/overview").text
-    assert '<a href="/rules#rules/main.rules:7">rules/main.rules:7</a>' in page
+    # linked to the line of the file on disk, which the Rules page shows beside the version in use
+    assert '<a href="/rules#disk:rules/main.rules:7">rules/main.rules:7</a>' in page
     assert "E_UNKNOWN_DESTINATION" in page and "route to NOWHERE: no such destination" in page
     assert "port: must be a number" in page and "refused" in page
-    assert console.client("vera").get("/api/overview").json()["router"]["last_reload"]["findings"] == findings
+    assert console.client("vera").get("/api/overview").json()["router"]["last_reload"]["findings"] == [
+        {**findings[0], "link": "/rules#disk:rules/main.rules:7"}, {**findings[1], "link": None}]
     running_status(console, last_reload={"time": console.clock.now, "ok": True, "findings": []})
     assert "in place" in console.client("vera").get("/overview").text
 

@@ -8,7 +8,7 @@ Patient data is masked for a viewer (masking.py); a viewer may still search by i
 from __future__ import annotations
 
 import json
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
@@ -17,6 +17,7 @@ from ...runtime.journal import Instance, InstanceTrace, Request
 from .. import masking
 from ..actions import ActionError
 from ..params import MAX_LIMIT, PAGE_LIMIT, moment, optional_whole, states, text, whole
+from ..rules_in_use import rule_link
 
 OUTCOMES = ("route", "drop", "quarantine", "reject")
 REQUEST_MESSAGES = ("C-FIND", "C-MOVE", "C-GET", "N-CREATE", "N-SET")
@@ -95,13 +96,6 @@ def trace_view(found: InstanceTrace, role: str) -> dict:
     return {"instance": facts, "trace": masking.trace(found.trace, role), "deliveries": deliveries}
 
 
-def rule_link(file: str | None, line: int | None) -> str | None:
-    """Where the Rules page shows a rule-file line: /rules#FILE:LINE."""
-    if not file or line is None:
-        return None
-    return "/rules#" + quote(f"{file}:{line}", safe="/:._-")
-
-
 def shown(value) -> str | None:
     """An edit's value as the page shows it: text as it is, anything else (a number, a list of
     values, a sequence's items) as JSON."""
@@ -109,7 +103,7 @@ def shown(value) -> str | None:
 
 
 def register(console) -> None:
-    journal = console.journal
+    config, journal = console.config, console.journal
 
     @console.both("/messages", "GET", "viewer", parameters=(
             *((name, "string", False, meaning) for name, _column, meaning in EXACT_FILTERS),
@@ -180,8 +174,8 @@ def register(console) -> None:
             for change in decided["edits"]:
                 edits.setdefault(change.get("destination") or "", []).append(
                     {**change, "old": shown(change.get("old")), "new": shown(change.get("new")),
-                     "link": rule_link(change.get("file"), change.get("line"))})
-            fired = [{**rule, "link": rule_link(rule.get("file"), rule.get("line"))}
+                     "link": rule_link(change.get("file"), change.get("line"), config)})
+            fired = [{**rule, "link": rule_link(rule.get("file"), rule.get("line"), config)}
                      for rule in decided.get("rules_fired") or ()]
         else:
             fired = []

@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse
 
 from ...runtime.journal import DEAD, QUEUED, RETRYING, SENDING
 from ...runtime.router_status import INTERVAL_SECONDS
+from ..rules_in_use import DISK, rule_link
 
 # A heartbeat older than this (a few of the router's intervals) means no router writes it.
 STALE_SECONDS = 3 * INTERVAL_SECONDS
@@ -80,6 +81,13 @@ def overview(config, journal, storage, now: float) -> dict:
     first = (now // CHART_BUCKET_SECONDS - (CHART_BUCKETS - 1)) * CHART_BUCKET_SECONDS
     buckets = journal.activity(first, CHART_BUCKET_SECONDS, CHART_BUCKETS)
     router = router_view(journal.statuses(), now)
+    reload = router["last_reload"]
+    if isinstance(reload, dict) and not reload.get("ok") and reload.get("findings"):
+        # A refused reload's findings are in the files on disk, which the Rules page shows apart
+        # from the version in use.
+        router["last_reload"] = {**reload, "findings": [
+            {**finding, "link": rule_link(finding.get("file"), finding.get("line"), config, DISK)}
+            for finding in reload["findings"] if isinstance(finding, dict)]}
     return {
         "now": now,
         "received_per_minute": received,
