@@ -23,7 +23,7 @@ from rulesengine.console import masking
 from rulesengine.console.actions import ActionError
 from rulesengine.console.app import create_app
 from rulesengine.console.params import moment
-from rulesengine.runtime.journal import DONE, Outcome, trace_text
+from rulesengine.runtime.journal import DONE, NewRequest, Outcome, trace_text
 
 
 @pytest.fixture(scope="module")
@@ -426,3 +426,28 @@ def test_an_instance_not_processed_yet_has_no_trace_and_a_cut_trace_says_so(tmp_
         DONE)
     page = operator.get(f"/messages/{cut}").text
     assert "7 more edit(s) were made and not kept" in page and 'href="/rules#main.rules:3"' in page
+
+
+def test_requests_are_chosen_by_calling_ae_and_time_and_paged(tmp_path):
+    console = ConsoleUnderTest(tmp_path)
+    ids = {}
+    for number in range(1, 26):
+        asked = Arrival(calling_aet="WS2" if number % 5 == 0 else "WS1", called_aet="ROUTER", source_name="main",
+                        source_kind="listener")
+        ids[number] = console.journal.record_request(NewRequest("C-FIND", asked, "STUDY", {"PatientID": "P"}),
+                                                     now=1_000_000.0 + number)
+    operator = console.client("otto")
+    first = operator.get("/api/messages").json()
+    assert [r["id"] for r in first["requests"]] == [ids[n] for n in range(25, 5, -1)]
+    assert first["requests_next_before"] == ids[6]
+    second = operator.get("/api/messages", params={"requests_before": ids[6]}).json()
+    assert [r["id"] for r in second["requests"]] == [ids[n] for n in range(5, 0, -1)]
+    assert second["requests_next_before"] is None
+    page = operator.get("/messages").text
+    assert f'href="/messages?limit=50&amp;requests_before={ids[6]}">Older requests' in page
+    by_ae = operator.get("/api/messages", params={"calling_aet": "WS2"}).json()["requests"]
+    assert [r["id"] for r in by_ae] == [ids[n] for n in (25, 20, 15, 10, 5)]
+    in_time = operator.get("/api/messages", params={"received_from": "1000003", "received_to": "1000005"}).json()
+    assert [r["id"] for r in in_time["requests"]] == [ids[4], ids[3]]
+    assert operator.get("/api/messages", params={"requests_before": "x"}).json()["error"].startswith(
+        "requests_before must be a whole number")

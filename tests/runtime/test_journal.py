@@ -689,6 +689,21 @@ def test_requests_are_listed_newest_first_by_message_and_limited(journal):
     assert [r.id for r in journal.requests(["C-MOVE", "N-CREATE"], limit=1)] == [ids[3]]
 
 
+def test_requests_are_found_by_calling_ae_and_time_and_paged(journal):
+    ids = []
+    for number in range(1, 6):
+        asked = a_query(number)
+        if number % 2 == 0:
+            asked = replace(asked, arrival=replace(asked.arrival, calling_aet="WS2"))
+        ids.append(journal.record_request(asked, now=1000.0 + number))
+    assert [r.id for r in journal.requests(calling_aet="WS2")] == [ids[3], ids[1]]
+    assert [r.id for r in journal.requests(received_from=1002.0, received_to=1004.0)] == [ids[2], ids[1]]
+    first = journal.requests(limit=2)
+    assert [r.id for r in first] == [ids[4], ids[3]]
+    assert [r.id for r in journal.requests(limit=2, before_id=first[-1].id)] == [ids[2], ids[1]]
+    assert [r.id for r in journal.requests(["C-FIND"], calling_aet="WS1", before_id=ids[4])] == [ids[2], ids[0]]
+
+
 def test_purge_requests_forgets_finished_ones_only_and_never_reuses_numbers(journal):
     finished = journal.record_request(a_query(1), now=100.0)
     journal.finish_request(finished, RequestResult(RequestOutcome.ANSWERED, 0), now=101.0)

@@ -112,7 +112,9 @@ def register(console) -> None:
             ("received_to", "string", False, f"received before: {TIME_HELP}; a date alone takes in that whole day"),
             ("message", "string", True, f"only these requests: {', '.join(REQUEST_MESSAGES)}"),
             ("before", "integer", False, "the next page: the next_before of the page before"),
-            ("limit", "integer", False, f"instances per page, 1 to {MAX_LIMIT}; default {PAGE_LIMIT}")))
+            ("limit", "integer", False, f"instances per page, 1 to {MAX_LIMIT}; default {PAGE_LIMIT}"),
+            ("requests_before", "integer", False, "the next page of requests: the requests_next_before of the "
+                                                  "page before")))
     async def search(request, user, params, api):
         """The instances received, newest first, matching every filter given (exact values, as the
         journal keeps them), a page at a time; and the latest requests (C-FIND, C-MOVE, C-GET,
@@ -121,7 +123,8 @@ def register(console) -> None:
         sop_instance_uid, calling_aet, source, outcome (route, drop, quarantine, reject),
         received_from, received_to (ISO 8601 local date or date-time, or seconds since the
         epoch), message (repeatable: which requests), before (the next page: the `next_before`
-        of the page before), limit (1 to 500)."""
+        of the page before), limit (1 to 500), requests_before (the next page of requests).
+        calling_aet and the time range choose the requests too."""
         exact = {column: text(params.one(name), name) for name, column, _meaning in EXACT_FILTERS}
         outcome = params.one("outcome") or None
         if outcome is not None:
@@ -131,26 +134,36 @@ def register(console) -> None:
         messages = states(params.all("message"), REQUEST_MESSAGES, "message")
         before_id = optional_whole(params, "before", 1, LARGEST_ID)
         limit = optional_whole(params, "limit", 1, MAX_LIMIT, default=PAGE_LIMIT)
+        requests_before = optional_whole(params, "requests_before", 1, LARGEST_ID)
 
         def read():
             found = journal.search_instances(**exact, outcome=outcome, received_from=received_from,
                                              received_to=received_to, before_id=before_id, limit=limit + 1)
-            return found, journal.requests(messages, REQUESTS_SHOWN)
+            return found, journal.requests(messages, REQUESTS_SHOWN + 1, calling_aet=exact.get("calling_aet"),
+                                           received_from=received_from, received_to=received_to,
+                                           before_id=requests_before)
         found, asked = await run_in_threadpool(read)
         more = len(found) > limit
         found = found[:limit]
         next_before = found[-1].id if more and found else None
+        more_requests = len(asked) > REQUESTS_SHOWN
+        asked = asked[:REQUESTS_SHOWN]
+        requests_next_before = asked[-1].id if more_requests and asked else None
         instances = [instance_row(instance, user.role) for instance in found]
         requests = [request_row(each, user.role) for each in asked]
         if api:
-            return JSONResponse({"instances": instances, "next_before": next_before, "requests": requests})
+            return JSONResponse({"instances": instances, "next_before": next_before, "requests": requests,
+                                 "requests_next_before": requests_next_before})
         given = {name: params.one(name) for name in
                  [name for name, *_ in EXACT_FILTERS] + ["outcome", "received_from", "received_to"]}
         given = {name: str(value) for name, value in given.items() if value not in (None, "")}
-        next_query = urlencode({**given, **({"message": list(messages)} if messages else {}), "limit": limit,
-                                "before": next_before}, doseq=True) if next_before else None
+        kept = {**given, **({"message": list(messages)} if messages else {}), "limit": limit}
+        next_query = urlencode({**kept, "before": next_before}, doseq=True) if next_before else None
+        requests_next_query = urlencode({**kept, **({"before": before_id} if before_id else {}),
+                                         "requests_before": requests_next_before}, doseq=True) \
+            if requests_next_before else None
         return console.page(request, "messages.html", user, instances=instances, requests=requests,
-                            next_query=next_query, given=given, filters=EXACT_FILTERS, outcomes=OUTCOMES,
+                            next_query=next_query, requests_next_query=requests_next_query, given=given, filters=EXACT_FILTERS, outcomes=OUTCOMES,
                             messages=messages, request_messages=REQUEST_MESSAGES, limit=limit,
                             masked=not masking.sees_patient_data(user.role), requests_shown=REQUESTS_SHOWN)
 

@@ -139,8 +139,12 @@ class Journal(Protocol):
 
     def request(self, request_id: int) -> Request | None: ...
 
-    def requests(self, messages: Iterable[str] = (), limit: int = 100) -> list[Request]:
-        """The latest requests (only these messages, when given), newest first."""
+    def requests(self, messages: Iterable[str] = (), limit: int = 100, *, calling_aet: str | None = None,
+                 received_from: float | None = None, received_to: float | None = None,
+                 before_id: int | None = None) -> list[Request]:
+        """The latest requests, newest first, matching every filter given: these messages, this
+        calling AE, received_from <= received_at < received_to; the next page starts before the
+        last id of this one (`before_id`)."""
 
     def purge_requests(self, older_than: float | None = None) -> int:
         """Forget finished requests (received before `older_than`, when given); returns how many."""

@@ -111,6 +111,7 @@ CREATE TABLE IF NOT EXISTS requests (
     error TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_received ON requests(received_at);
+CREATE INDEX IF NOT EXISTS requests_calling_aet ON requests(calling_aet);
 -- Counters for metrics, each changed in the transaction of the event it counts, and never by a
 -- purge: they only grow (see SQLiteJournal.counters for the names and labels).
 CREATE TABLE IF NOT EXISTS counters (
@@ -662,12 +663,25 @@ class SQLiteJournal:
         row = self._connection().execute("SELECT * FROM requests WHERE id=?", (request_id,)).fetchone()
         return Request.from_row(row) if row else None
 
-    def requests(self, messages: Iterable[str] = (), limit: int = 100) -> list[Request]:
-        """The latest requests (only these messages, when given), newest first."""
+    def requests(self, messages: Iterable[str] = (), limit: int = 100, *, calling_aet: str | None = None,
+                 received_from: float | None = None, received_to: float | None = None,
+                 before_id: int | None = None) -> list[Request]:
+        """The latest requests, newest first, matching every filter given: these messages, this
+        calling AE, received_from <= received_at < received_to; the next page starts before the
+        last id of this one (`before_id`)."""
         messages = tuple(messages)
-        where = f"WHERE message IN ({','.join('?' * len(messages))}) " if messages else ""
+        where, args = [], []
+        if messages:
+            where.append(f"message IN ({','.join('?' * len(messages))})")
+            args += messages
+        for condition, value in (("calling_aet=?", calling_aet), ("received_at>=?", received_from),
+                                 ("received_at<?", received_to), ("id<?", before_id)):
+            if value is not None:
+                where.append(condition)
+                args.append(value)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
         return [Request.from_row(row) for row in self._connection().execute(
-            f"SELECT * FROM requests {where}ORDER BY id DESC LIMIT ?", (*messages, limit))]
+            f"SELECT * FROM requests {clause}ORDER BY id DESC LIMIT ?", (*args, limit))]
 
     def purge_requests(self, older_than: float | None = None) -> int:
         """Forget finished requests (received before `older_than`, when given); returns how many."""
