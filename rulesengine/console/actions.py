@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 from ..config import Config
 from ..runtime import queue_operations
 from ..runtime.journal import DELIVERY_STATES, Journal
-from ..runtime.queue_operations import PURGE_STATES, PurgeRefused  # noqa: F401 (the console's parameters)
+from ..runtime.queue_operations import PurgeRefused
 from ..runtime.storage import Storage
 
 # A pause the console sets: the queue waits until a person resumes it. Far enough away to be

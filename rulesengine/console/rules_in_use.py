@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-from ..config import Config
+from ..config import Config, ConfigError, load_config
 from ..diagnostics import RulesError
 from ..lang.highlight import lexemes
 from ..lang.loader import load_program
@@ -157,7 +157,16 @@ class RulesOfTheRouter:
         self.config = config
         self.journal = journal
         self.clock = clock
-        self.versions = RuleSetVersions(journal, config)  # compiles (and keeps) a version from the journal
+        # A dry-run hashes with the router's key when the console can read it (it runs as the
+        # router's user), so that its values are the router's; else with the development key.
+        try:
+            keyed = load_config(config.path, secrets=True)
+            self.hash_key_missing = None
+        except ConfigError as exc:
+            keyed = config
+            self.hash_key_missing = str(exc)
+        self.keyed_config = keyed
+        self.versions = RuleSetVersions(journal, keyed)  # compiles (and keeps) a version from the journal
         self._lock = threading.Lock()
 
     def _router(self) -> tuple[dict | None, dict | None]:
@@ -215,7 +224,7 @@ class RulesOfTheRouter:
             except RulesUnavailable as exc:
                 why = str(exc)
         try:
-            ruleset = compile_rules(self.config)
+            ruleset = compile_rules(self.keyed_config)
         except RulesError as exc:
             first = next((d for d in exc.diagnostics if d.is_error), None)
             raise ActionError(f"the configured rules do not compile ({why}): "

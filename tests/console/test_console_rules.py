@@ -20,9 +20,11 @@ from starlette.testclient import TestClient
 from helpers.console import USERS, ConsoleUnderTest, ServerThread, csrf_of
 from helpers.files import bundled
 from helpers.peers import free_port
+from rulesengine.config import load_config
 from rulesengine.console.app import create_app
+from rulesengine.console.pages.rules import dry_run_report
 from rulesengine.runtime.router_status import StatusReporter
-from rulesengine.runtime.rules import RulesHolder
+from rulesengine.runtime.rules import RulesHolder, compile_rules
 
 MAIN_RULES = """\
 # What the router does with CT and MR.
@@ -54,9 +56,9 @@ class RouterRules:
     """The console beside a router whose rules are recorded in the journal as the router records
     them (RulesHolder), with the router's status row (StatusReporter)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, main_rules: str = MAIN_RULES):
         self.console = ConsoleUnderTest(folder)
-        (folder / "main.rules").write_text(MAIN_RULES, encoding="utf-8")
+        (folder / "main.rules").write_text(main_rules, encoding="utf-8")
         (folder / "lib.rules").write_text(LIB_RULES, encoding="utf-8")
         self.main, self.lib = "main.rules", "lib.rules"  # named from the configuration's folder
         self.holder = RulesHolder(self.console.config, self.console.journal)
@@ -343,3 +345,38 @@ def test_without_rules_in_the_journal_the_dry_run_compiles_the_configured_files_
     refused = client.post("/api/rules/dry-run", headers={"x-csrf-token": token},
                           files={"file": ("CT_small.dcm", Path(CT).read_bytes())})
     assert refused.status_code == 409 and "unknown destination 'NOWHERE'" in refused.json()["error"]
+
+
+HASHING_RULES = """\
+rule "pseudonymise" {
+  when DataSet.Modality == "CT"
+  then
+    set DataSet.PatientID = hash(DataSet.PatientID, 16)
+    route to PACS
+}
+"""
+
+
+def _hashed_patient_id(console) -> tuple[str, str | None]:
+    answer = api_upload(console, Path(CT).read_bytes())
+    assert answer.status_code == 200, answer.text
+    [edit] = [e for e in answer.json()["report"]["edits"] if e["path"] == "DataSet.PatientID"]
+    return edit["new"], answer.json()["note"]
+
+
+def test_a_dry_run_hashes_with_the_router_s_key_when_the_console_can_read_it(tmp_path):
+    (tmp_path / "keyed").mkdir()
+    (tmp_path / "unkeyed").mkdir()
+    keyed = RouterRules(tmp_path / "keyed", HASHING_RULES)
+    value, note = _hashed_patient_id(keyed)
+    assert note is None
+    # What the router makes: the rules compiled with the configuration and its key.
+    expected = dry_run_report(compile_rules(load_config(keyed.console.config_path)), CT, "CT", 0.0,
+                              keyed.console.config)
+    assert value == next(e["new"] for e in expected["edits"] if e["path"] == "DataSet.PatientID")
+
+    unkeyed = RouterRules(tmp_path / "unkeyed", HASHING_RULES)
+    (tmp_path / "unkeyed" / "hash.key").unlink()  # the console, started after, cannot read it
+    unkeyed.console.app = create_app(unkeyed.console.config, clock=unkeyed.console.clock, users=USERS)
+    other, note = _hashed_patient_id(unkeyed)
+    assert other != value and "development key" in note and "hash.key" in note

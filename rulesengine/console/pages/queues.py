@@ -7,6 +7,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from ...runtime.journal import DEAD, DELIVERY_STATES, QUEUED, RETRYING, SENDING
+from ...runtime.queue_operations import PURGE_STATES
 from .. import actions
 from ..actions import ActionError
 from ..params import MAX_LIMIT, PAGE_LIMIT, optional_whole, states, text, whole
@@ -86,7 +87,7 @@ def register(console) -> None:
 
     def purge_request(params) -> tuple[tuple[str, ...], str | None, float | None]:
         destination = text(params.one("destination"), "destination")
-        chosen = states(params.all("state"), actions.PURGE_STATES) or ("delivered",)
+        chosen = states(params.all("state"), PURGE_STATES) or ("delivered",)
         older_than = optional_whole(params, "older_than", 0)
         actions.check_purge(config, chosen, destination)
         return chosen, destination, older_than

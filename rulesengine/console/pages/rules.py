@@ -21,10 +21,9 @@ from ..rules_in_use import RulesOfTheRouter, anchor, file_name
 from ..uploads import saved, shown_name
 
 _FILE = ("file", "file", False, "the DICOM file, as a multipart/form-data upload")
-# The console reads its configuration without the hash key (it needs none): what the rules hash
-# with it differs from what the router makes.
+# When the console cannot read the router's hash key, what the rules hash differs from the router's.
 HASH_NOTE = ("values made with the hash key (hash(), new UIDs) are made here with the development key, "
-             "not the router's: the router's may differ")
+             "not the router's (the console cannot read it: {why}): the router's differ")
 
 
 def dry_run_report(ruleset, path: str, name: str, arrival: float, config) -> dict:
@@ -93,8 +92,10 @@ def register(console) -> None:
             await upload.close()
         # The report shows the file's patient data: who looked is kept in the audit log.
         await run_in_threadpool(console.audit, user.name, "rules dry-run", name, f"ok: {report['outcome']}")
+        missing = router_rules.hash_key_missing
+        note = HASH_NOTE.format(why=missing) if missing else None
         if api:
-            return JSONResponse({"rules": origin, "note": HASH_NOTE, "report": report})
+            return JSONResponse({"rules": origin, "note": note, "report": report})
         rules = await run_in_threadpool(router_rules.in_use)
         return console.page(request, "rules.html", user, rules=rules, report=report, report_rules=origin,
-                            note=HASH_NOTE)
+                            note=note)
