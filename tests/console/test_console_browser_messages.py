@@ -54,7 +54,7 @@ def test_an_operator_finds_an_instance_by_patient_id_and_reads_its_trace(site):
     place = f"{traffic.folder / 'main.rules'}:{line}"
     links = [a.get_attribute("href") for a in browser.driver.find_elements(By.CSS_SELECTOR, "a.rule-line")
              if a.text == place]
-    assert links and links[0].endswith(f"/rules#{place}")
+    assert links and links[0].endswith(f"/rules#main.rules:{line}")  # named as the Rules page names it
     edit = browser.driver.find_element(By.XPATH, "//table[@class='edits']//tr[td[normalize-space()='DataSet.PatientName']]")
     assert [cell.text for cell in edit.find_elements(By.TAG_NAME, "td")][:3] == [
         "DataSet.PatientName", "DOE^JOHN", "ANON^ANON"]
