@@ -22,6 +22,7 @@ from ..runtime.journal import DEAD, DELIVERED, DELIVERY_STATES, QUEUED, RETRYING
 from ..runtime import queue_operations
 from ..runtime.logs import setup_logging
 from ..runtime.queue_operations import PurgeRefused
+from ..runtime.router_status import heartbeat_of, is_running
 from ..runtime.storage import Storage
 from .common import EXIT_FINDINGS, EXIT_OK, UsageError, input_files, print_diagnostics
 
@@ -249,6 +250,7 @@ def cmd_queue(args) -> int:
         counts = {name: value for name, value in counts.items() if name == args.destination}
     if not counts:
         print("no deliveries")
+        _print_routers(journal.statuses(), time.time())
         return EXIT_OK
     print(f"{'destination':<20}" + "".join(f"{state:>11}" for state in DELIVERY_STATES))
     for name in sorted(counts):
@@ -262,7 +264,25 @@ def cmd_queue(args) -> int:
             error_text = f"  {row['last_error']}" if row["last_error"] else ""
             print(f"#{row['id']:<6} {row['destination']:<14} {row['state']:<9} attempts {row['attempts']:<3} "
                   f"{when}  {row['sop_instance_uid'] or '?'}{error_text}")
+    _print_routers(journal.statuses(), time.time())
     return EXIT_OK
+
+
+def _print_routers(statuses, now: float) -> None:
+    """The routers (nodes) that wrote their status to this journal: running or not, the rule set
+    version each runs, the age of its heartbeat; and a warning when running nodes differ in version."""
+    if not statuses:
+        return
+    print()
+    print(f"{'router':<20}{'state':<13}{'rules':<14}heartbeat")
+    for row in statuses:
+        state = "running" if is_running(row, now) else "not running"
+        age = max(0.0, now - heartbeat_of(row))
+        print(f"{row.node:<20}{state:<13}{str(row.status.get('ruleset_version') or '-'):<14}{age:.0f} s ago")
+    versions = {row.node: row.status.get("ruleset_version") for row in statuses if is_running(row, now)}
+    if len(set(versions.values())) > 1:
+        print("warning: the running routers use different rule set versions: "
+              + ", ".join(f"{node} {version}" for node, version in sorted(versions.items())))
 
 
 # ---- quarantine ----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from ..runtime.journal import DEAD, QUEUED, RETRYING, SENDING
 from ..runtime.journal.sqlite import LATENCY_BUCKETS
-from .pages.overview import STALE_SECONDS
+from ..runtime.router_status import heartbeat_of, is_running
 
 PREFIX = "rulesengine_"
 QUEUE_STATES = (QUEUED, SENDING, RETRYING, DEAD)
@@ -108,9 +108,10 @@ class JournalCollector:
                                         "its changes in place, 0 if it was refused.", labels=["node"])
         ruleset = GaugeMetricFamily(PREFIX + "ruleset_info", "The rule set version the router uses (always 1).",
                                     labels=["node", "version"])
-        for node, updated_at, status in statuses:
-            heartbeat = status.get("heartbeat") or updated_at
-            fresh = status.get("state") == "running" and now - heartbeat <= STALE_SECONDS
+        for row in statuses:
+            node, status = row.node, row.status
+            heartbeat = heartbeat_of(row)
+            fresh = is_running(row, now)
             up.add_metric([node], 1 if fresh else 0)
             age.add_metric([node], max(0.0, now - heartbeat))
             if fresh:  # a router gone has no associations open, whatever it said last

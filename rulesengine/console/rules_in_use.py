@@ -17,12 +17,9 @@ from ..lang.highlight import lexemes
 from ..lang.loader import load_program
 from ..lang.ruleset import RuleSet
 from ..runtime.journal import Journal
-from ..runtime.router_status import INTERVAL_SECONDS
+from ..runtime.router_status import is_running
 from ..runtime.rules import NoRulesError, RuleSetVersions, RulesUnavailable, compile_rules
 from .actions import ActionError
-
-# A heartbeat older than this many intervals: the router is gone (or stopped without saying so).
-SILENT_INTERVALS = 3
 
 
 @dataclass
@@ -175,8 +172,7 @@ class RulesOfTheRouter:
             return None, None
         latest = statuses[0]
         status = latest.status
-        running = status.get("state") == "running" and \
-            self.clock() - latest.updated_at <= SILENT_INTERVALS * INTERVAL_SECONDS
+        running = is_running(latest, self.clock())
         return ({"node": latest.node, "state": status.get("state"), "heartbeat": latest.updated_at,
                  "running": running, "ruleset_version": status.get("ruleset_version")}, status)
 

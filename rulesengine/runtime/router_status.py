@@ -20,6 +20,18 @@ from typing import Callable
 log = logging.getLogger("rulesengine.router")
 
 INTERVAL_SECONDS = 5.0
+# A heartbeat older than this many intervals: the router is gone (killed, crashed, restarting).
+STALE_SECONDS = 3 * INTERVAL_SECONDS
+
+
+def heartbeat_of(row) -> float:
+    """When a router last said it was alive (a journal's RouterStatus row)."""
+    return row.status.get("heartbeat") or row.updated_at
+
+
+def is_running(row, now: float) -> bool:
+    """Whether the router of a status row runs: it said so, and not longer ago than STALE_SECONDS."""
+    return row.status.get("state") == "running" and now - heartbeat_of(row) <= STALE_SECONDS
 
 
 class StatusReporter:

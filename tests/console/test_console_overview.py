@@ -12,7 +12,8 @@ import time
 import pytest
 
 from helpers.console import ConsoleUnderTest
-from rulesengine.console.pages.overview import CHART_BUCKETS, STALE_SECONDS
+from rulesengine.console.pages.overview import CHART_BUCKETS
+from rulesengine.runtime.router_status import STALE_SECONDS
 
 HOSTILE = "<script>alert(1)</script>"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pydicom
@@ -184,3 +185,29 @@ def test_requests_lists_what_was_asked_and_how_it_ended_and_purges_finished_ones
 def test_requests_without_a_journal_is_a_usage_error(tmp_path):
     result = dicom_rules("requests", make_config(tmp_path), cwd=tmp_path)
     assert result.returncode == 2 and "no journal in" in result.stderr
+
+
+def test_queue_lists_the_routers_and_warns_when_running_ones_differ_in_rules(tmp_path):
+    config = make_config(tmp_path)
+    storage = Storage(str(tmp_path / "var" / "storage"))
+    journal = storage.journal()
+    now = time.time()
+    try:
+        for node, version, heartbeat, state in (("node-a", "aaaa11112222", now, "running"),
+                                                ("node-b", "bbbb33334444", now, "running"),
+                                                ("node-c", "cccc55556666", now - 3600, "running"),
+                                                ("node-d", "aaaa11112222", now, "stopped")):
+            journal.write_status(node, {"state": state, "heartbeat": heartbeat, "ruleset_version": version},
+                                 now=heartbeat)
+    finally:
+        journal.close()
+    result = dicom_rules("queue", config, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "no deliveries"
+    rows = {line.split()[0]: line.split()[1:] for line in lines[2:] if line.startswith("node-")}
+    assert rows["node-a"][:2] == ["running", "aaaa11112222"] and rows["node-b"][0] == "running"
+    assert rows["node-c"][:3] == ["not", "running", "cccc55556666"]  # its heartbeat is an hour old
+    assert rows["node-d"][:2] == ["not", "running"]  # it said it stopped
+    assert lines[-1] == ("warning: the running routers use different rule set versions: "
+                         "node-a aaaa11112222, node-b bbbb33334444")

@@ -9,11 +9,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from ...runtime.journal import DEAD, QUEUED, RETRYING, SENDING
-from ...runtime.router_status import INTERVAL_SECONDS
+from ...runtime.router_status import heartbeat_of, is_running
 from ..rules_in_use import DISK, rule_link
 
 # A heartbeat older than this (a few of the router's intervals) means no router writes it.
-STALE_SECONDS = 3 * INTERVAL_SECONDS
 CHART_BUCKET_SECONDS = 600  # 10 minutes a bar
 CHART_BUCKETS = 18  # 3 hours
 # The chart's drawing box (SVG user units) and the height of the tallest bar.
@@ -26,10 +25,10 @@ def router_view(statuses, now: float) -> dict:
     if not statuses:
         return {"running": False, "state": "not running", "node": None, "heartbeat": None, "heartbeat_age": None,
                 "pid": None, "started_at": None, "ruleset_version": None, "last_reload": None, "listeners": []}
-    node, updated_at, status = statuses[0]
-    heartbeat = status.get("heartbeat") or updated_at
+    node, _updated_at, status = statuses[0]
+    heartbeat = heartbeat_of(statuses[0])
     age = max(0.0, now - heartbeat)
-    running = status.get("state") == "running" and age <= STALE_SECONDS
+    running = is_running(statuses[0], now)
     return {"running": running, "state": "running" if running else "not running", "node": node,
             "heartbeat": heartbeat, "heartbeat_age": round(age, 1), "pid": status.get("pid"),
             "started_at": status.get("started_at"), "ruleset_version": status.get("ruleset_version"),
