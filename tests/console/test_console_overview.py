@@ -168,3 +168,20 @@ def test_in_a_browser_the_overview_refreshes_its_numbers_as_instances_arrive(tmp
         if browser is not None:
             browser.close()
         router.stop()
+
+
+def test_several_routers_are_listed_and_a_difference_of_rules_is_shown(console):
+    running_status(console)  # node-a, v-abc123
+    now = console.clock.now
+    for node, version, age in (("node-b", "v-def456", 1.0), ("node-c", "v-old", 3600.0)):
+        console.journal.write_status(node, {"state": "running", "heartbeat": now - age, "ruleset_version": version},
+                                     now=now - age)
+    routers = console.client("vera").get("/api/overview").json()["routers"]
+    assert {(n["node"], n["running"], n["ruleset_version"]) for n in routers["nodes"]} == {
+        ("node-a", True, "v-abc123"), ("node-b", True, "v-def456"), ("node-c", False, "v-old")}
+    assert routers["versions_differ"] is True
+    page = console.client("vera").get("/overview").text
+    assert "The running routers use different rule set versions." in page and "node-c" in page
+    console.journal.write_status("node-b", {"state": "running", "heartbeat": now, "ruleset_version": "v-abc123"},
+                                 now=now)
+    assert console.client("vera").get("/api/overview").json()["routers"]["versions_differ"] is False

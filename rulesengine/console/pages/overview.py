@@ -38,6 +38,15 @@ def router_view(statuses, now: float) -> dict:
                           for listener in status.get("listeners") or ()]}
 
 
+def routers_view(statuses, now: float) -> dict:
+    """Every router (node) that wrote its status to this journal, and whether the running ones
+    use different rule set versions (a node whose reload was refused, or not yet made)."""
+    nodes = [{"node": row.node, "running": is_running(row, now), "ruleset_version": row.status.get("ruleset_version"),
+              "heartbeat_age": round(max(0.0, now - heartbeat_of(row)), 1)} for row in statuses]
+    versions = {node["ruleset_version"] for node in nodes if node["running"]}
+    return {"nodes": nodes, "versions_differ": len(versions) > 1}
+
+
 def destinations_view(config, counts: dict) -> list[dict]:
     """Per destination (configured, or still in the journal): its queue depth (queued, sending,
     retrying) and its dead deliveries."""
@@ -79,7 +88,8 @@ def overview(config, journal, storage, now: float) -> dict:
     # is the span under way.
     first = (now // CHART_BUCKET_SECONDS - (CHART_BUCKETS - 1)) * CHART_BUCKET_SECONDS
     buckets = journal.activity(first, CHART_BUCKET_SECONDS, CHART_BUCKETS)
-    router = router_view(journal.statuses(), now)
+    statuses = journal.statuses()
+    router = router_view(statuses, now)
     reload = router["last_reload"]
     if isinstance(reload, dict) and not reload.get("ok") and reload.get("findings"):
         # A refused reload's findings are in the files on disk, which the Rules page shows apart
@@ -94,6 +104,7 @@ def overview(config, journal, storage, now: float) -> dict:
         "destinations": destinations_view(config, journal.counts()),
         "quarantined": storage.quarantined_count(),
         "router": router,
+        "routers": routers_view(statuses, now),
         "chart": chart_view(buckets),
     }
 
