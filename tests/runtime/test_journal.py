@@ -1023,15 +1023,15 @@ def test_a_router_status_is_replaced_by_the_next(journal, backend):
 def test_sqlite_every_search_on_an_indexed_fact_uses_its_index(sqlite_journal):
     for number in range(20):
         sqlite_journal.record(with_facts(number, patient_id=f"P{number}"), None, routed("PACS"), DONE)
-    from rulesengine.runtime.journal import sqlite as journal_sqlite
+    from rulesengine.runtime.journal import sql as journal_sql
 
     db = sqlite_journal._connection()
 
     def searched(**filters) -> str:
-        query, args = journal_sqlite.search_query(**filters)
+        query, args = journal_sql.search_query(**filters)
         return " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + query, args))
 
-    for column in journal_sqlite.INDEXED_FILTERS:
+    for column in journal_sql.INDEXED_FILTERS:
         for paging in ({}, {"before_id": 10}):
             plan = searched(**{column: "x"}, **paging)
             assert "SCAN" not in plan and f"instances_{column}" in plan, (column, paging, plan)
@@ -1056,11 +1056,11 @@ def test_sqlite_every_search_on_an_indexed_fact_uses_its_index(sqlite_journal):
 
 
 def test_sqlite_a_trace_reads_deliveries_and_attempts_by_their_index(sqlite_journal):
-    from rulesengine.runtime.journal import sqlite as journal_sqlite
+    from rulesengine.runtime.journal import sql as journal_sql
     db = sqlite_journal._connection()
-    deliveries = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + journal_sqlite.TRACE_DELIVERIES, (1,)))
+    deliveries = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + journal_sql.TRACE_DELIVERIES, (1,)))
     assert deliveries.startswith("SEARCH deliveries USING INDEX deliveries_instance (instance_id=?)"), deliveries
-    attempts = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + journal_sqlite.TRACE_ATTEMPTS, (1,)))
+    attempts = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + journal_sql.TRACE_ATTEMPTS, (1,)))
     assert "SCAN" not in attempts and "deliveries_instance" in attempts and "attempts_delivery" in attempts, attempts
 
 
@@ -1128,9 +1128,9 @@ def test_a_search_value_is_a_value_never_sql(journal):
 
 
 def test_sqlite_a_search_takes_only_the_filters_it_knows():
-    from rulesengine.runtime.journal import sqlite as journal_sqlite
+    from rulesengine.runtime.journal import sql as journal_sql
     with pytest.raises(TypeError, match="not a filter"):
-        journal_sqlite.search_query(**{"1=1 OR patient_id": "x"})
+        journal_sql.search_query(**{"1=1 OR patient_id": "x"})
 # ---- the console's reads and its audit log --------------------------------------------------------
 
 
