@@ -69,10 +69,13 @@ class Backend:
         return getattr(importlib.import_module(self.module), self.name)(self.address)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def backend(request, tmp_path) -> Backend:
     if request.param == "sqlite":
         return Backend("rulesengine.runtime.journal.sqlite", "SQLiteJournal", str(tmp_path / "journal.sqlite"))
+    if request.param == "postgres":  # a schema of its own, on the tests' server
+        return Backend("rulesengine.runtime.journal.postgres", "PostgresJournal",
+                       request.getfixturevalue("postgres").new_schema())
     raise AssertionError(request.param)
 
 

@@ -103,7 +103,7 @@ def _count(db: Any, *counts: tuple[str, str, float]) -> None:
     """Add to counters (name, label, amount), in one statement: the transaction of the event
     they count pays one call into the database, whatever their number."""
     db.execute("INSERT INTO counters (name, label, value) VALUES " + ",".join(["(?,?,?)"] * len(counts)) +
-               " ON CONFLICT (name, label) DO UPDATE SET value = value + excluded.value",
+               " ON CONFLICT (name, label) DO UPDATE SET value = counters.value + excluded.value",
                [item for count in counts for item in count])
 
 
