@@ -246,7 +246,12 @@ class PostgresJournal(SQLJournal):
         self.url = url
         self._password = password
         self._connect_timeout = connect_timeout
-        migrate(self._connection().db)
+        try:
+            migrate(self._connection().db)
+        except psycopg.Error as exc:
+            self.close()
+            raise JournalUnavailable(f"cannot prepare the journal's tables in {redacted(self.url)}: "
+                                     f"{str(exc).strip()}") from None
 
     def _connect(self) -> _Connection:
         try:
