@@ -217,7 +217,7 @@ def journal_url_problem(url: str) -> str | None:
         port = parts.port
     except ValueError as exc:
         return f"not a postgresql:// address: {exc}"
-    if parts.scheme != "postgresql":
+    if parts.scheme not in ("postgresql", "postgres"):
         return "not a postgresql:// address (postgresql://USER@HOST:PORT/DATABASE)"
     if parts.password is not None:
         return "the address holds a password: give it with journal_password_file or journal_password_env"

@@ -105,6 +105,12 @@ def start_postgres() -> PostgresServer:
     subprocess.run([os.path.join(binaries, "initdb"), "-D", data, "-U", SUPERUSER, "-A", "trust", "--no-sync",
                     "-E", "UTF8", "--locale", "C"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                    cwd=folder, **_as_server_user())
+    # The superuser needs no password (the tests' own server, on 127.0.0.1); every other role
+    # gives its password, as a router's would.
+    with open(os.path.join(data, "pg_hba.conf"), "w") as hba:
+        hba.write("local all all trust\n"
+                  f"host all {SUPERUSER} 127.0.0.1/32 trust\n"
+                  "host all all 127.0.0.1/32 scram-sha-256\n")
     port = free_port()
     log = open(os.path.join(folder, "server.log"), "wb")
     process = subprocess.Popen([
