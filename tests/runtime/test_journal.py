@@ -1,8 +1,10 @@
 """The journal, through its interface (rulesengine.runtime.journal.Journal): instances,
 deliveries and attempts.
 
-Every test runs on each backend (the `backend` fixture): a new backend adds itself there.
-What only SQLite does (WAL, a file on disk) is tested at the end, apart.
+Every test runs on each backend (the `backend` fixture: SQLite, and PostgreSQL on a server the
+tests start, a schema per test): a new backend adds itself there. What only SQLite does (WAL, a
+file on disk, its query plans) is tested apart (`sqlite_journal`); what only PostgreSQL does, in
+test_journal_postgres.py.
 """
 
 from __future__ import annotations
@@ -1254,8 +1256,7 @@ def counted_by_scan(journal) -> dict:
     return out
 
 
-def test_sqlite_queue_counts_follow_every_change_of_a_delivery(sqlite_journal):
-    journal = sqlite_journal
+def test_queue_counts_follow_every_change_of_a_delivery(journal):
     for number in range(6):
         queue_instance(journal, ("PACS", "ARCHIVE"), path=f"/spool/in/{number}.dcm", number=number)
     assert journal.counts() == counted_by_scan(journal) == {"PACS": {QUEUED: 6}, "ARCHIVE": {QUEUED: 6}}
@@ -1277,7 +1278,11 @@ def test_sqlite_queue_counts_follow_every_change_of_a_delivery(sqlite_journal):
                                                               "TELERAD": {SENDING: 1}}
     journal._connection().execute("UPDATE deliveries SET destination='VNA' WHERE destination='TELERAD'")
     assert journal.counts() == counted_by_scan(journal)
-    plan = " | ".join(row[3] for row in journal._connection().execute(
+
+
+def test_sqlite_queue_counts_are_read_without_the_deliveries(sqlite_journal):
+    queue_instance(sqlite_journal, ("PACS", "ARCHIVE"))
+    plan = " | ".join(row[3] for row in sqlite_journal._connection().execute(
         "EXPLAIN QUERY PLAN SELECT destination, state, count FROM delivery_counts WHERE count > 0"))
     assert "deliveries" not in plan.replace("delivery_counts", ""), plan
 
