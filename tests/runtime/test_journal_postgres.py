@@ -49,7 +49,7 @@ def router_database(postgres):
 
 def config_file(folder: Path, body: str) -> Path:
     path = folder / "router.yaml"
-    (folder / "main.rules").write_text("rule everything:\n    route to PACS\n", encoding="utf-8")
+    (folder / "main.rules").write_text('rule "all" {\n  then route to PACS\n}\n', encoding="utf-8")
     path.write_text("storage: var\nrules: main.rules\n" + textwrap.dedent(body), encoding="utf-8")
     return path
 
@@ -224,4 +224,17 @@ def test_without_journal_key_the_journal_is_sqlite_in_the_storage_folder(tmp_pat
     assert config.journal is None
     journal = Storage.of(config).journal()
     assert journal.path == str(tmp_path / "var" / "journal.sqlite")
+    journal.close()
+
+
+def test_a_connection_the_server_ended_is_replaced_at_the_next_call(postgres):
+    url = postgres.new_schema()
+    journal = PostgresJournal(url)
+    queue(journal, 1)
+    pid = journal._connection().db.info.backend_pid
+    postgres.admin(f"SELECT pg_terminate_backend({pid})")  # as a restarted server or a cut would
+    with pytest.raises(psycopg.OperationalError):
+        journal.counts()  # the call that finds it lost fails...
+    assert journal.counts() == {"PACS": {"queued": 1}}  # ...and the next one has a new connection
+    assert journal._connection().db.info.backend_pid != pid
     journal.close()

@@ -253,6 +253,16 @@ class PostgresJournal(SQLJournal):
             raise JournalUnavailable(f"cannot prepare the journal's tables in {redacted(self.url)}: "
                                      f"{str(exc).strip()}") from None
 
+    def _connection(self) -> _Connection:
+        """The thread's connection; a new one when it was lost (the server restarted, a network
+        cut): the call that found it lost failed, the next one works again."""
+        lease = getattr(self._local, "lease", None)
+        if lease is not None and lease.db.db.broken:
+            lease.returned.detach()
+            lease.db.close()
+            self._local.lease = None
+        return super()._connection()
+
     def _connect(self) -> _Connection:
         try:
             db = psycopg.connect(self.url, password=self._password, autocommit=True, row_factory=_rows,

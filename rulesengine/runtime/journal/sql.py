@@ -163,7 +163,10 @@ class SQLJournal:
         try:
             yield db
         except BaseException:
-            db.execute("ROLLBACK")
+            try:
+                db.execute("ROLLBACK")
+            except Exception:  # the connection itself failed: what went wrong first is the error
+                pass
             raise
         db.execute("COMMIT")
 
