@@ -210,6 +210,8 @@ class SQLiteJournal(SQLJournal):
     _BEGIN_WRITE = "BEGIN IMMEDIATE"  # one writer at a time, decided at BEGIN: never a deadlock
 
     def __init__(self, path: str):
+        if sqlite3.sqlite_version_info < (3, 35):  # INSERT ... RETURNING (sql.py)
+            raise RuntimeError(f"the journal needs SQLite 3.35 or later; this Python has {sqlite3.sqlite_version}")
         super().__init__()
         self.path = path
         db = self._connection()
