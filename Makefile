@@ -12,16 +12,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# The real peers the integration tests run against, from Debian: DCMTK and Orthanc, and chromium with
-# its chromedriver for the console's browser tests.
+# The real peers the integration tests run against, from Debian: DCMTK and Orthanc, chromium with
+# its chromedriver for the console's browser tests, and PostgreSQL's server (the tests start their own).
 peers:
 	@# dcmdump: DCMTK's alone (pynetdicom installs a storescu of its own into the virtual environment)
-	@if ! command -v dcmdump >/dev/null || ! command -v Orthanc >/dev/null || ! [ -x /usr/bin/chromedriver ]; then \
+	@if ! command -v dcmdump >/dev/null || ! command -v Orthanc >/dev/null || ! [ -x /usr/bin/chromedriver ] \
+	    || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dcmtk orthanc openssl \
-	      chromium chromium-driver >/dev/null; \
+	      chromium chromium-driver postgresql >/dev/null; \
 	  else \
-	    echo "The test peers are needed: sudo apt-get install dcmtk orthanc openssl chromium chromium-driver" >&2; \
+	    echo "The test peers are needed: sudo apt-get install dcmtk orthanc openssl chromium chromium-driver postgresql" >&2; \
 	    exit 1; \
 	  fi; \
 	fi

@@ -37,3 +37,13 @@ def pytest_configure(config) -> None:
 
 def pytest_terminal_summary(terminalreporter) -> None:
     summaries.print_all(terminalreporter)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server of the tests' own (helpers/postgres.py), started at the first test
+    that needs it and stopped after the last."""
+    from helpers.postgres import start_postgres
+    server = start_postgres()
+    yield server
+    server.stop()

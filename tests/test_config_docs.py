@@ -298,6 +298,7 @@ FIELD_OF = {
 NOT_FIELDS = {
     ("#", "log"), ("#", "secrets"),
     ("#/properties/secrets", "hash_key_env"), ("#/properties/secrets", "hash_key_file"),
+    ("#", "journal_password_file"), ("#", "journal_password_env"),  # in Config.journal, with its address
 }
 # Fields that are not keys: what load_config adds.
 NOT_KEYS = {

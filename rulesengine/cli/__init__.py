@@ -12,6 +12,7 @@ from .. import __version__
 from ..config import ConfigError
 from ..diagnostics import RulesError
 from ..lang.nodes import MESSAGES
+from ..runtime.storage import JournalUnavailable
 from .compile import cmd_compile
 from .console import add_console_commands
 from .common import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, report_rules_error
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except RulesError as exc:
         return report_rules_error(exc)
-    except ConfigError as exc:
+    except (ConfigError, JournalUnavailable) as exc:
         print(f"dicom-rules: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -76,7 +76,7 @@ def cmd_console(args) -> int:
                 raise ConfigError(f"{config.at('console', 'tls', key)}: cannot read {path}")
     if console.metrics_token_file and not os.access(console.metrics_token_file, os.R_OK):
         raise ConfigError(f"{config.at('console', 'metrics_token_file')}: cannot read {console.metrics_token_file}")
-    storage = Storage(config.storage)
+    storage = Storage.of(config)
     try:
         if not console.users:
             _users, password = first_run_admin(storage.root)

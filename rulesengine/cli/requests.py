@@ -37,10 +37,10 @@ def cmd_requests(args) -> int:
 def _journal(config_path: str) -> Journal:
     config = load_config(config_path, secrets=False)
     # Storage() creates what is missing: a wrong storage path would read as "no requests".
-    if not os.path.isfile(os.path.join(config.storage, "journal.sqlite")):
+    if config.journal is None and not os.path.isfile(os.path.join(config.storage, "journal.sqlite")):
         raise UsageError(f"no journal in {config.storage} (storage of {config.path}): has the router run "
                          "with this configuration?")
-    return Storage(config.storage).journal()
+    return Storage.of(config).journal()
 
 
 def describe(request: Request) -> str:

@@ -23,7 +23,7 @@ from ..runtime import queue_operations
 from ..runtime.logs import setup_logging
 from ..runtime.queue_operations import PurgeRefused
 from ..runtime.router_status import heartbeat_of, is_running
-from ..runtime.storage import Storage
+from ..runtime.storage import JournalUnavailable, Storage
 from .common import EXIT_FINDINGS, EXIT_OK, UsageError, input_files, print_diagnostics
 
 
@@ -38,6 +38,9 @@ def cmd_run(args) -> int:
     log = logging.getLogger("rulesengine.router")
     try:
         router = Router(config, verbose=args.verbose)
+    except JournalUnavailable as exc:  # the journal's database (its message names the key)
+        log.error("cannot start: %s", exc)
+        return EXIT_FINDINGS
     except (OSError, sqlite3.Error) as exc:  # the storage folder or its journal
         log.error("cannot start: storage %s: %s", config.storage, getattr(exc, "strerror", None) or exc)
         return EXIT_FINDINGS
@@ -223,10 +226,10 @@ def cmd_queue(args) -> int:
     config = load_config(args.config, secrets=False)
     # Storage() creates what is missing: a wrong storage path would get an empty journal
     # and read as "no deliveries".
-    if not os.path.isfile(os.path.join(config.storage, "journal.sqlite")):
+    if config.journal is None and not os.path.isfile(os.path.join(config.storage, "journal.sqlite")):
         raise UsageError(f"no journal in {config.storage} (storage of {config.path}): has the router run "
                          "with this configuration?")
-    storage = Storage(config.storage)
+    storage = Storage.of(config)
     journal = storage.journal()
     if args.action == "retry":
         count = journal.retry_dead(args.destination, args.id or ())
@@ -291,10 +294,10 @@ def _print_routers(statuses, now: float) -> None:
 def cmd_quarantine(args) -> int:
     config = load_config(args.config, secrets=False)
     storage_journal = os.path.join(config.storage, "journal.sqlite")
-    if not os.path.isfile(storage_journal):
+    if config.journal is None and not os.path.isfile(storage_journal):
         raise UsageError(f"no journal in {config.storage} (storage of {config.path}): has the router run "
                          "with this configuration?")
-    storage = Storage(config.storage)
+    storage = Storage.of(config)
     held = storage.quarantined()
     if args.action == "list":
         if args.instances or args.all:

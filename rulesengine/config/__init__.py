@@ -176,6 +176,63 @@ class Console:
 
 
 @dataclass(frozen=True)
+class JournalDatabase:
+    """`journal: postgresql://USER@HOST:PORT/DATABASE`, and where its password is read
+    (when the journal is opened, never kept in the configuration)."""
+
+    url: str
+    password_file: str | None = None
+    password_env: str | None = None
+    where: str = "journal"  # FILE:LINE: journal, for the errors of opening it
+
+    def password(self) -> str | None:
+        """The password from its file (the first line) or its environment variable; ValueError
+        saying what is wrong (naming the key) when it cannot be read."""
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ValueError(f"journal_password_env: the environment variable {self.password_env} is not set")
+            if not value:
+                raise ValueError(f"journal_password_env: the environment variable {self.password_env} is empty")
+            return value
+        if self.password_file is not None:
+            try:
+                with open(self.password_file, encoding="utf-8") as fh:
+                    value = fh.readline().rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"journal_password_file: cannot read {self.password_file}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise ValueError(f"journal_password_file: {self.password_file} is not UTF-8 text") from None
+            if not value:
+                raise ValueError(f"journal_password_file: the first line of {self.password_file} is empty")
+            return value
+        return None
+
+
+def journal_url_problem(url: str) -> str | None:
+    """What is wrong with a `journal:` address, or None."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        return f"not a postgresql:// address: {exc}"
+    if parts.scheme not in ("postgresql", "postgres"):
+        return "not a postgresql:// address (postgresql://USER@HOST:PORT/DATABASE)"
+    if parts.password is not None:
+        return "the address holds a password: give it with journal_password_file or journal_password_env"
+    if not parts.username:
+        return "the address names no user (postgresql://USER@HOST:PORT/DATABASE)"
+    if not parts.hostname:
+        return "the address names no host (postgresql://USER@HOST:PORT/DATABASE)"
+    if not parts.path.strip("/") or "/" in parts.path.strip("/"):
+        return "the address names no database (postgresql://USER@HOST:PORT/DATABASE)"
+    if port == 0:
+        return "the port must be 1 to 65535"
+    return None
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     storage: str
@@ -190,6 +247,7 @@ class Config:
     watch: tuple[Watch, ...] = ()
     destinations: dict[str, Destination] = field(default_factory=dict)
     console: Console | None = None  # None: no `console:` key, the console is off
+    journal: JournalDatabase | None = None  # None: SQLite, in the storage folder
     lines: dict[tuple, int] = field(default_factory=dict, compare=False, repr=False)
 
     def at(self, *location) -> str:
@@ -461,8 +519,16 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
         secrets=Secrets(key or DEFAULT_HASH_KEY, str(secrets_data.get("uid_root", "2.25"))),
         development_key=key is None, log_level=str(log.get("level", "info")), log_file=_resolve(base, log.get("file")),
         listeners=tuple(listeners), watch=tuple(watches), destinations=destinations,
-        console=_console(data.get("console"), base), lines=_lines(data),
+        console=_console(data.get("console"), base), journal=_journal(data, base, path), lines=_lines(data),
     )
+
+
+def _journal(data: dict, base: str, path: str) -> JournalDatabase | None:
+    if "journal" not in data:
+        return None
+    line = _line_of(data, ["journal"])
+    return JournalDatabase(str(data["journal"]), _resolve(base, data.get("journal_password_file")),
+                           data.get("journal_password_env"), f"{path}:{line}: journal" if line else f"{path}: journal")
 
 
 def _console(data, base: str) -> Console | None:
@@ -514,6 +580,7 @@ class _Checks:
         self._naming()
         self._worklists()
         self._secrets()
+        self._journal()
         self._log()
         self._console()
         return self.found
@@ -600,6 +667,31 @@ class _Checks:
         _key, key, problem = _hash_key(data, self.base)
         if problem is not None:
             self._problem(("secrets", key), problem)
+
+    def _journal(self) -> None:
+        """The database's address; its password from one place, read now (unless secrets are not
+        looked up), so that a start fails here, naming the key, rather than later."""
+        url = self._value("journal")
+        if url is not None:
+            problem = journal_url_problem(url)
+            if problem:
+                self._problem(("journal",), problem)
+        sources = [key for key in ("journal_password_file", "journal_password_env") if key in self.data]
+        if len(sources) == 2:
+            self._problem(("journal_password_env",), "journal_password_file and journal_password_env both name the "
+                                                     "password; keep one")
+            return
+        if sources and "journal" not in self.data:
+            self._problem((sources[0],), "a password without a journal: set journal: postgresql://... too")
+            return
+        if not self.secrets or not sources or self._value(sources[0]) is None:
+            return
+        settings = JournalDatabase(url or "", _resolve(self.base, self._value("journal_password_file")),
+                                   self._value("journal_password_env"))
+        try:
+            settings.password()
+        except ValueError as exc:
+            self._problem((sources[0],), str(exc).split(": ", 1)[1])
 
     def _log(self) -> None:
         log_file = self._value("log", "file")

@@ -75,7 +75,7 @@ class Console:
     def __init__(self, config: Config, clock, users: tuple[ConsoleUser, ...] | None = None):
         self.config = config
         self.clock = clock
-        self.storage = Storage(config.storage)
+        self.storage = Storage.of(config)
         self.journal = self.storage.journal()
         # The users of the configuration (the Users page writes them); without any, the first-run admin.
         self.configured_users = tuple(users if users is not None else

@@ -20,7 +20,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from ..runtime.journal import DEAD, QUEUED, RETRYING, SENDING
-from ..runtime.journal.sqlite import LATENCY_BUCKETS
+from ..runtime.journal.sql import LATENCY_BUCKETS
 from ..runtime.router_status import heartbeat_of, is_running
 
 PREFIX = "rulesengine_"

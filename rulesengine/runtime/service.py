@@ -30,7 +30,7 @@ class Router:
 
     def __init__(self, config: Config, verbose: int = 0):
         self.config = config
-        self.storage = Storage(config.storage)
+        self.storage = Storage.of(config)
         self.journal = self.storage.journal()
         self.rules = RulesHolder(config)
         self.worker = WorkerProcess(config.path, verbose)

@@ -23,9 +23,13 @@ import shutil
 import tempfile
 import time
 import uuid
+from typing import TYPE_CHECKING
 
 from ..arrival import Arrival
 from .journal import ACCEPTED, Journal, SQLiteJournal
+
+if TYPE_CHECKING:
+    from ..config import Config, JournalDatabase
 
 
 def fsync_file(path: str) -> None:
@@ -63,9 +67,16 @@ class StorageInUse(OSError):
     """Another router runs on this storage folder."""
 
 
+class JournalUnavailable(RuntimeError):
+    """The configured journal cannot be opened: the message names the key and the address
+    (never a password)."""
+
+
 class Storage:
-    def __init__(self, root: str):
+    def __init__(self, root: str, database: JournalDatabase | None = None):
+        """`database`: the configuration's `journal:` (PostgreSQL); None: SQLite, in this folder."""
         self.root = os.path.abspath(root)
+        self.database = database
         self.tmp = os.path.join(self.root, "spool", "tmp")
         self.incoming = os.path.join(self.root, "spool", "in")
         self.outgoing = os.path.join(self.root, "spool", "out")
@@ -100,8 +111,27 @@ class Storage:
             self._lock_file.close()  # closing releases the lock; the file stays, harmless
             self._lock_file = None
 
+    @classmethod
+    def of(cls, config: Config) -> Storage:
+        """The storage folder of a configuration, with its journal."""
+        return cls(config.storage, config.journal)
+
+    def has_journal(self) -> bool:
+        """Is there a journal to read (a database always; SQLite once the router made its file)?"""
+        return self.database is not None or os.path.isfile(self.journal_path)
+
     def journal(self) -> Journal:
-        return SQLiteJournal(self.journal_path)
+        if self.database is None:
+            return SQLiteJournal(self.journal_path)
+        from .journal import postgres  # psycopg is loaded only by a router that uses it
+        try:
+            password = self.database.password()
+        except ValueError as exc:
+            raise JournalUnavailable(f"{self.database.where}: {exc}") from None
+        try:
+            return postgres.PostgresJournal(self.database.url, password)
+        except postgres.JournalUnavailable as exc:
+            raise JournalUnavailable(f"{self.database.where}: {exc}") from None
 
     def temp_path(self, suffix: str = ".dcm") -> str:
         """A new file name in the spool's temporary folder (same file system as the spool)."""

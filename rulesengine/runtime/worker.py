@@ -73,7 +73,7 @@ def run_worker(config: Config | str, wake, verbose: int, program=None, parent: i
             return  # asked to stop before a configuration could be read
     setup_logging(config.log_level, verbose, config.log_file)
     configure_pynetdicom()
-    storage = Storage(config.storage)
+    storage = Storage.of(config)
     storage.use_for_temporary_files()  # converted copies go to the spool, which a restart empties
     journal = storage.journal()
     # What a worker before this one had claimed and not finished (it crashed, or was killed)

@@ -1,8 +1,10 @@
 """The journal, through its interface (rulesengine.runtime.journal.Journal): instances,
 deliveries and attempts.
 
-Every test runs on each backend (the `backend` fixture): a new backend adds itself there.
-What only SQLite does (WAL, a file on disk) is tested at the end, apart.
+Every test runs on each backend (the `backend` fixture: SQLite, and PostgreSQL on a server the
+tests start, a schema per test): a new backend adds itself there. What only SQLite does (WAL, a
+file on disk, its query plans) is tested apart (`sqlite_journal`); what only PostgreSQL does, in
+test_journal_postgres.py.
 """
 
 from __future__ import annotations
@@ -69,10 +71,13 @@ class Backend:
         return getattr(importlib.import_module(self.module), self.name)(self.address)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def backend(request, tmp_path) -> Backend:
     if request.param == "sqlite":
         return Backend("rulesengine.runtime.journal.sqlite", "SQLiteJournal", str(tmp_path / "journal.sqlite"))
+    if request.param == "postgres":  # a schema of its own, on the tests' server
+        return Backend("rulesengine.runtime.journal.postgres", "PostgresJournal",
+                       request.getfixturevalue("postgres").new_schema())
     raise AssertionError(request.param)
 
 
@@ -1023,15 +1028,15 @@ def test_a_router_status_is_replaced_by_the_next(journal, backend):
 def test_sqlite_every_search_on_an_indexed_fact_uses_its_index(sqlite_journal):
     for number in range(20):
         sqlite_journal.record(with_facts(number, patient_id=f"P{number}"), None, routed("PACS"), DONE)
-    from rulesengine.runtime.journal import sqlite as journal_sqlite
+    from rulesengine.runtime.journal import sql as journal_sql
 
     db = sqlite_journal._connection()
 
     def searched(**filters) -> str:
-        query, args = journal_sqlite.search_query(**filters)
+        query, args = journal_sql.search_query(**filters)
         return " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + query, args))
 
-    for column in journal_sqlite.INDEXED_FILTERS:
+    for column in journal_sql.INDEXED_FILTERS:
         for paging in ({}, {"before_id": 10}):
             plan = searched(**{column: "x"}, **paging)
             assert "SCAN" not in plan and f"instances_{column}" in plan, (column, paging, plan)
@@ -1056,11 +1061,11 @@ def test_sqlite_every_search_on_an_indexed_fact_uses_its_index(sqlite_journal):
 
 
 def test_sqlite_a_trace_reads_deliveries_and_attempts_by_their_index(sqlite_journal):
-    from rulesengine.runtime.journal import sqlite as journal_sqlite
+    from rulesengine.runtime.journal import sql as journal_sql
     db = sqlite_journal._connection()
-    deliveries = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + journal_sqlite.TRACE_DELIVERIES, (1,)))
+    deliveries = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + journal_sql.TRACE_DELIVERIES, (1,)))
     assert deliveries.startswith("SEARCH deliveries USING INDEX deliveries_instance (instance_id=?)"), deliveries
-    attempts = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + journal_sqlite.TRACE_ATTEMPTS, (1,)))
+    attempts = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + journal_sql.TRACE_ATTEMPTS, (1,)))
     assert "SCAN" not in attempts and "deliveries_instance" in attempts and "attempts_delivery" in attempts, attempts
 
 
@@ -1128,9 +1133,9 @@ def test_a_search_value_is_a_value_never_sql(journal):
 
 
 def test_sqlite_a_search_takes_only_the_filters_it_knows():
-    from rulesengine.runtime.journal import sqlite as journal_sqlite
+    from rulesengine.runtime.journal import sql as journal_sql
     with pytest.raises(TypeError, match="not a filter"):
-        journal_sqlite.search_query(**{"1=1 OR patient_id": "x"})
+        journal_sql.search_query(**{"1=1 OR patient_id": "x"})
 # ---- the console's reads and its audit log --------------------------------------------------------
 
 
@@ -1251,8 +1256,7 @@ def counted_by_scan(journal) -> dict:
     return out
 
 
-def test_sqlite_queue_counts_follow_every_change_of_a_delivery(sqlite_journal):
-    journal = sqlite_journal
+def test_queue_counts_follow_every_change_of_a_delivery(journal):
     for number in range(6):
         queue_instance(journal, ("PACS", "ARCHIVE"), path=f"/spool/in/{number}.dcm", number=number)
     assert journal.counts() == counted_by_scan(journal) == {"PACS": {QUEUED: 6}, "ARCHIVE": {QUEUED: 6}}
@@ -1274,7 +1278,11 @@ def test_sqlite_queue_counts_follow_every_change_of_a_delivery(sqlite_journal):
                                                               "TELERAD": {SENDING: 1}}
     journal._connection().execute("UPDATE deliveries SET destination='VNA' WHERE destination='TELERAD'")
     assert journal.counts() == counted_by_scan(journal)
-    plan = " | ".join(row[3] for row in journal._connection().execute(
+
+
+def test_sqlite_queue_counts_are_read_without_the_deliveries(sqlite_journal):
+    queue_instance(sqlite_journal, ("PACS", "ARCHIVE"))
+    plan = " | ".join(row[3] for row in sqlite_journal._connection().execute(
         "EXPLAIN QUERY PLAN SELECT destination, state, count FROM delivery_counts WHERE count > 0"))
     assert "deliveries" not in plan.replace("delivery_counts", ""), plan
 

@@ -1,7 +1,9 @@
 """The journal: every instance received, every decision, every delivery attempt.
 
 `Journal` (interface.py) is what the router asks of it; `SQLiteJournal` (sqlite.py) keeps
-it in a SQLite file of the storage folder; records.py holds what it returns.
+it in a SQLite file of the storage folder, `PostgresJournal` (postgres.py, imported only where
+the configuration names a PostgreSQL journal) in a PostgreSQL database; both are sql.py's
+`SQLJournal`, which holds the statements they share. records.py holds what it returns.
 """
 
 from .interface import Journal

@@ -9,7 +9,7 @@ guarantees rest on these promises, which every backend keeps:
 - numbers (instance and delivery ids) are never reused, also after a purge: log lines
   name them.
 
-A backend is one module that implements this class (see sqlite.py); tests/runtime/test_journal.py
+A backend is one module that implements this class (sqlite.py, postgres.py; both build on sql.py); tests/runtime/test_journal.py
 runs the same tests on each.
 """
 

@@ -1,0 +1,635 @@
+"""What the journal's SQL backends share: the statements and the methods, written once.
+
+`SQLJournal` implements the whole Journal interface over a DB-API connection per thread; a
+backend (sqlite.py, postgres.py) gives it its connections, its schema and the few phrases its
+dialect spells otherwise (see the class attributes). Statements are written with `?`
+placeholders; a backend whose driver takes another style translates them.
+
+Every transaction changes deliveries in at most one statement: PostgreSQL keeps the queue
+counts with a trigger per statement that locks its rows in one order, so two transactions never
+wait for each other's counts in a cycle.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import weakref
+from contextlib import contextmanager
+from dataclasses import fields, replace
+from typing import Any, Iterable, Iterator
+
+from ...arrival import Arrival
+from .records import (Attempt, Counter, Delivery, DeliveryState, DeliveryTrace, Instance, InstanceState, InstanceTrace,
+                      ListedDelivery, NewDelivery, NewRequest, Outcome, Request, RequestResult, RouterStatus)
+
+QUEUED, SENDING, DELIVERED, RETRYING, DEAD = DeliveryState
+ACCEPTED, PROCESSED, DONE = InstanceState
+
+# The exact filters of search_instances: each column has an index of its own, so that a search
+# never reads the whole table, however rare the value.
+INDEXED_FILTERS = ("patient_id", "accession_number", "study_instance_uid", "series_instance_uid", "sop_instance_uid",
+                   "calling_aet", "source_name", "outcome")
+_NARROW_FILTERS = INDEXED_FILTERS[:5]
+
+# Delivery latency (received to delivered), seconds: the upper bounds of the histogram's buckets.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+_DELIVERY_COLUMNS = ", ".join(field.name for field in fields(Delivery))
+# What a search lists of an instance: everything but its trace, which is read one at a time.
+_LISTED_INSTANCE_COLUMNS = ("id, received_at, path, state, ruleset_version, outcome, reason, rules_fired, "
+                            "destinations, processed_at, " + ", ".join(Arrival.ROW_COLUMNS + Arrival.HEADER_COLUMNS))
+
+
+def search_query(*, received_from: float | None = None, received_to: float | None = None,
+                 before_id: int | None = None, limit: int = 50, unindexed: str = "+", least: str = "min",
+                 **exact: str | None) -> tuple[str, list]:
+    """The statement of search_instances, and its arguments: `exact` names columns of instances
+    and the values they must have (None: any). `unindexed` and `least` are the dialect's (see
+    SQLJournal._UNINDEXED and _LEAST)."""
+    unknown = set(exact) - set(INDEXED_FILTERS)
+    if unknown:
+        raise TypeError(f"not a filter of search_instances: {', '.join(sorted(unknown))}")
+    where, args = [], []
+    # With a value that few instances share (a patient, a UID), its index answers: the broad
+    # filters (a source, an outcome, a time range) are written so that SQLite, which keeps no
+    # statistics here, never walks their index instead ("+column" uses none).
+    narrow = any(exact.get(column) is not None for column in _NARROW_FILTERS)
+    broad = unindexed if narrow else ""
+    for column, value in exact.items():
+        if value is not None:
+            where.append(f"{broad if column not in _NARROW_FILTERS else ''}{column}=?")
+            args.append(value)
+    window = [(condition, value) for condition, value in (("received_at>=?", received_from),
+                                                          ("received_at<?", received_to)) if value is not None]
+    prefix, high = "", None
+    if window and not narrow:
+        # A time range alone: sorting all its instances by id for each page (a day holds tens of
+        # thousands) is what would cost. Ids follow arrival, so the range's instances lie between
+        # the least and the greatest id it holds, read once from the received_at index alone; the
+        # page is then walked newest first by id, its rows tested on received_at. Exact whatever
+        # the order (an instance journaled again after a restart keeps its older time), and fast
+        # while ids and times agree.
+        prefix = (f"WITH span(low, high) AS (SELECT min(id), max(id) FROM instances WHERE "
+                  f"{' AND '.join(condition for condition, _ in window)}) ")
+        args[:0] = [value for _, value in window]
+        where.append("id>=(SELECT low FROM span)")
+        high = "(SELECT high FROM span)"
+    for condition, value in window:
+        where.append(unindexed + condition)  # never by its index, which cannot give the order by id
+        args.append(value)
+    if before_id is not None:
+        # one upper bound on id: SQLite walks the table's key from one bound only (NULL: an empty range)
+        where.append(f"id<{least}({high} + 1, ?)" if high else "id<?")
+        args.append(before_id)
+    elif high:
+        where.append(f"id<={high}")
+    query = f"{prefix}SELECT {_LISTED_INSTANCE_COLUMNS} FROM instances"
+    if where:
+        query += " WHERE " + " AND ".join(where)
+    args.append(max(0, int(limit)))
+    return query + " ORDER BY id DESC LIMIT ?", args
+
+
+# What trace() reads besides the instance: each by its index (deliveries_instance, attempts_delivery).
+TRACE_DELIVERIES = "SELECT * FROM deliveries WHERE instance_id=? ORDER BY id"
+TRACE_ATTEMPTS = ("SELECT a.* FROM attempts a JOIN deliveries d ON d.id = a.delivery_id WHERE d.instance_id=? "
+                  "ORDER BY a.id")
+
+
+def _count(db: Any, *counts: tuple[str, str, float]) -> None:
+    """Add to counters (name, label, amount), in one statement: the transaction of the event
+    they count pays one call into the database, whatever their number."""
+    db.execute("INSERT INTO counters (name, label, value) VALUES " + ",".join(["(?,?,?)"] * len(counts)) +
+               " ON CONFLICT (name, label) DO UPDATE SET value = counters.value + excluded.value",
+               [item for count in counts for item in count])
+
+
+def latency_counts(destination: str, seconds: float) -> tuple[tuple[str, str, float], ...]:
+    """One delivery in the latency histogram: the count of its bucket (not cumulative: label
+    "DESTINATION:BOUND", the smallest bound at least `seconds`, "+Inf" past the last), the sum, the count."""
+    bound = next((f"{limit:g}" for limit in LATENCY_BUCKETS if seconds <= limit), "+Inf")
+    return (("delivery_latency_seconds_bucket", f"{destination}:{bound}", 1),
+            ("delivery_latency_seconds_sum", destination, seconds),
+            ("delivery_latency_seconds_count", destination, 1))
+
+
+class _Lease:
+    """A thread's connection. When the thread ends (and its local data with it), the connection
+    goes to the next thread that needs one: each association has a thread of its own, and
+    opening a connection costs several times a C-FIND's two commits."""
+
+    def __init__(self, db: Any, idle: list):
+        self.db = db
+        self.returned = weakref.finalize(self, idle.append, db)
+
+
+class SQLJournal:
+    """One per process; each thread gets its own connection. A backend subclasses it with
+    `_connect` and these phrases of its dialect."""
+
+    _BEGIN_WRITE = "BEGIN"  # a transaction that writes
+    _BEGIN_READ = "BEGIN"  # a consistent read of several statements
+    _GREATEST = "MAX"  # the larger of two values
+    _SLOT = "CAST(({column} - ?) / ? AS INTEGER)"  # which span of activity() a time falls in
+    _CLAIM_LOCK = ""  # what claim's SELECT adds to keep two claimers apart
+    _UNINDEXED = "+"  # before a column: a filter never answered by its index (search_query)
+    _LEAST = "min"  # the smaller of two values
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._idle: list = []  # the connections of threads that ended
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _connection(self) -> Any:
+        lease = getattr(self._local, "lease", None)
+        if lease is None:
+            try:
+                db = self._idle.pop()
+            except IndexError:
+                db = self._connect()
+            lease = self._local.lease = _Lease(db, self._idle)
+        return lease.db
+
+    @contextmanager
+    def _transaction(self, begin: str | None = None) -> Iterator[Any]:
+        """BEGIN ... COMMIT (ROLLBACK on an exception)."""
+        db = self._connection()
+        db.execute(begin or self._BEGIN_WRITE)
+        try:
+            yield db
+        except BaseException:
+            try:
+                db.execute("ROLLBACK")
+            except Exception:  # the connection itself failed: what went wrong first is the error
+                pass
+            raise
+        db.execute("COMMIT")
+
+    def _reading(self) -> Any:
+        """Several reads that see one state of the journal."""
+        return self._transaction(self._BEGIN_READ)
+
+    def _insert(self, db: Any, table: str, columns: dict) -> int:
+        """One row; returns its id."""
+        return int(db.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+                              "RETURNING id", tuple(columns.values())).fetchone()[0])
+
+    def close(self) -> None:
+        """This thread's connection, and those of the threads that ended."""
+        lease = getattr(self._local, "lease", None)
+        if lease is not None:
+            lease.returned.detach()
+            lease.db.close()
+            self._local.lease = None
+        while self._idle:
+            self._idle.pop().close()
+
+    # ---- instances -------------------------------------------------------------------
+
+    def record(self, arrival: Arrival, path: str | None, outcome: Outcome | None, state: InstanceState,
+               ruleset_version: str | None = None) -> int:
+        """An instance (and its decision, when the rules ran already; else the rule set version
+        it will be processed with). After this commit the sender may be answered: the file it
+        names was fsynced before, and carries the arrival facts in its name, so even a journal
+        entry lost with a power cut is found again."""
+        now = time.time()
+        outcome = outcome or Outcome(ruleset_version, None, None, (), ())
+        received_at = arrival.received_at if arrival.received_at is not None else now  # what the rules saw
+        columns = {"received_at": received_at, **arrival.to_row(), "path": path, "state": state, **outcome.to_row(),
+                   "processed_at": now if state != ACCEPTED else None}
+        with self._transaction() as db:
+            instance_id = self._insert(db, "instances", columns)
+            counts = [("instances_received", arrival.source_name or arrival.source_kind or "", 1)]
+            if state != ACCEPTED and outcome.outcome:
+                counts.append(("instances_outcome", outcome.outcome, 1))
+            _count(db, *counts)
+            return instance_id
+
+    def add_deliveries(self, instance_id: int, deliveries: Iterable[NewDelivery], outcome: Outcome | None = None,
+                       state: DeliveryState = QUEUED) -> list[int]:
+        """Queue an accepted instance's deliveries and mark it processed, in one transaction."""
+        now = time.time()
+        rows = [(instance_id, item.destination, item.path, item.sop_class_uid, item.sop_instance_uid,
+                 item.transfer_syntax, state, now, now) for item in deliveries]
+        ids: list[int] = []
+        with self._transaction() as db:
+            before = db.execute("SELECT state, outcome FROM instances WHERE id=?", (instance_id,)).fetchone()
+            if rows:  # one statement (see the module's docstring); ids are given in the rows' order
+                ids = sorted(int(row[0]) for row in db.execute(
+                    "INSERT INTO deliveries (instance_id, destination, path, sop_class_uid, sop_instance_uid, "
+                    "transfer_syntax, state, created_at, updated_at) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(rows)) +
+                    " RETURNING id", [value for row in rows for value in row]).fetchall())
+            decided = outcome.to_row() if outcome is not None else {}
+            self._update_instance(db, instance_id, {"state": PROCESSED, "processed_at": now, **decided})
+            self._count_outcome(db, before, outcome)
+        return ids
+
+    def settle(self, instance_id: int, outcome: Outcome, path: str | None) -> None:
+        """An accepted instance that needs no delivery: dropped, or kept aside at `path`."""
+        with self._transaction() as db:
+            before = db.execute("SELECT state, outcome FROM instances WHERE id=?", (instance_id,)).fetchone()
+            self._update_instance(db, instance_id, {"state": DONE, "processed_at": time.time(), "path": path,
+                                                    **outcome.to_row()})
+            self._count_outcome(db, before, outcome)
+
+    @staticmethod
+    def _count_outcome(db: Any, before: Any, outcome: Outcome | None) -> None:
+        """An instance decided now (it was accepted): counted once by its outcome, whatever
+        settles it afterwards (a sync delivery whose copies cannot be written)."""
+        if before is None or before["state"] != ACCEPTED:
+            return
+        decided = outcome.outcome if outcome is not None else before["outcome"]
+        if decided:
+            _count(db, ("instances_outcome", decided, 1))
+
+    @staticmethod
+    def _update_instance(db: Any, instance_id: int, columns: dict) -> None:
+        db.execute(f"UPDATE instances SET {', '.join(f'{name}=?' for name in columns)} WHERE id=?",
+                   (*columns.values(), instance_id))
+
+    def accepted_instances(self) -> list[Instance]:
+        """Instances answered but not yet processed: what a restart must finish."""
+        return [Instance.from_row(row) for row in self._connection().execute(
+            "SELECT * FROM instances WHERE state=? ORDER BY id", (ACCEPTED,))]
+
+    def instance(self, instance_id: int) -> Instance | None:
+        row = self._connection().execute("SELECT * FROM instances WHERE id=?", (instance_id,)).fetchone()
+        return Instance.from_row(row) if row else None
+
+    def record_ruleset(self, version: str, sources: dict[str, bytes]) -> None:
+        """A rule set version about to be put in place, with what each of its files held
+        (`sources`, in the order they were read: the main rule file first)."""
+        with self._transaction() as db:
+            db.execute("INSERT INTO rulesets (version, loaded_at, files) VALUES (?,?,?) ON CONFLICT (version) "
+                       "DO UPDATE SET loaded_at=excluded.loaded_at", (version, time.time(), json.dumps(list(sources))))
+            db.executemany("INSERT INTO ruleset_files (version, position, path, data) VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                           [(version, position, path, data) for position, (path, data) in enumerate(sources.items())])
+
+    def ruleset_sources(self, version: str) -> dict[str, bytes]:
+        """The files of a recorded rule set version, the main rule file first; empty if unknown."""
+        rows = self._connection().execute("SELECT path, data FROM ruleset_files WHERE version=? ORDER BY position",
+                                          (version,)).fetchall()
+        return {row[0]: bytes(row[1]) for row in rows}
+
+    def latest_ruleset(self) -> str | None:
+        """The rule set version put in place last."""
+        row = self._connection().execute("SELECT version FROM rulesets ORDER BY loaded_at DESC LIMIT 1").fetchone()
+        return row[0] if row else None
+
+    # ---- deliveries ------------------------------------------------------------------
+
+    def requeue_interrupted(self) -> int:
+        """On start: what was being sent when the router stopped is sent again."""
+        with self._transaction() as db:
+            return db.execute("UPDATE deliveries SET state=?, updated_at=? WHERE state=?",
+                              (QUEUED, time.time(), SENDING)).rowcount
+
+    def claim(self, destination: str, limit: int, now: float | None = None) -> list[Delivery]:
+        """The next due deliveries of a destination, in order, marked sending; none while
+        the destination is paused."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM pauses WHERE destination=? AND until > ?", (destination, now)).fetchone():
+                return []
+            rows = db.execute(
+                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE destination=? AND state IN (?, ?) "
+                f"AND next_attempt_at <= ? ORDER BY id LIMIT ?{self._CLAIM_LOCK}",
+                (destination, QUEUED, RETRYING, now, limit)).fetchall()
+            if rows:  # one statement (see the module's docstring)
+                db.execute(f"UPDATE deliveries SET state=?, updated_at=? WHERE id IN ({','.join('?' * len(rows))})",
+                           (SENDING, now, *(row["id"] for row in rows)))
+        return [replace(Delivery.from_row(row), state=SENDING) for row in rows]
+
+    def delivery(self, delivery_id: int) -> Delivery | None:
+        row = self._connection().execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id=?",
+                                         (delivery_id,)).fetchone()
+        return Delivery.from_row(row) if row else None
+
+    def next_due(self, destination: str) -> float | None:
+        """When something of the destination's queue is due next; None when nothing waits."""
+        row = self._connection().execute(
+            "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination=? AND state IN (?, ?)",
+            (destination, QUEUED, RETRYING)).fetchone()
+        return None if row[0] is None else max(row[0], self.postponed_until(destination, now=0.0))
+
+    def delivered(self, delivery: Delivery, started: float, detail: str | None = None) -> None:
+        now = time.time()
+        with self._transaction() as db:
+            db.execute("UPDATE deliveries SET state=?, attempts=attempts+1, updated_at=?, delivered_at=?, "
+                       "last_error=NULL WHERE id=?", (DELIVERED, now, now, delivery.id))
+            db.execute("INSERT INTO attempts (delivery_id, started_at, finished_at, ok, detail) VALUES (?,?,?,1,?)",
+                       (delivery.id, started, now, detail))
+            received = db.execute("SELECT received_at FROM instances WHERE id=?", (delivery.instance_id,)).fetchone()
+            latency = latency_counts(delivery.destination, max(0.0, now - received[0])) if received else ()
+            _count(db, ("deliveries_delivered", delivery.destination, 1), *latency)
+
+    def failed(self, delivery: Delivery, started: float, error: str, retry_at: float | None,
+               keep_file: bool = True) -> DeliveryState:
+        """Record a failed attempt: retrying until `retry_at`, or dead when it is None (with
+        `keep_file=False`, dead for good: the file is gone and `retry` leaves it alone)."""
+        now = time.time()
+        state = DEAD if retry_at is None else RETRYING
+        with self._transaction() as db:
+            db.execute("UPDATE deliveries SET state=?, attempts=attempts+1, next_attempt_at=?, last_error=?, "
+                       "updated_at=?, path=CASE WHEN ? THEN path ELSE NULL END WHERE id=?",
+                       (state, retry_at or now, error, now, keep_file, delivery.id))
+            db.execute("INSERT INTO attempts (delivery_id, started_at, finished_at, ok, detail) VALUES (?,?,?,0,?)",
+                       (delivery.id, started, now, error))
+            _count(db, ("delivery_attempts_failed", delivery.destination, 1),
+                   *((("deliveries_dead", delivery.destination, 1),) if state == DEAD else ()))
+        return state
+
+    def release(self, deliveries: Iterable[Delivery]) -> None:
+        """Claimed but not attempted (a connection failed first): back in the queue, untouched."""
+        ids = [delivery.id for delivery in deliveries]
+        if not ids:
+            return
+        with self._transaction() as db:  # one statement (see the module's docstring)
+            db.execute("UPDATE deliveries SET state=CASE WHEN attempts > 0 THEN ? ELSE ? END, updated_at=? "
+                       f"WHERE id IN ({','.join('?' * len(ids))}) AND state=?",
+                       (RETRYING, QUEUED, time.time(), *ids, SENDING))
+
+    def postpone(self, destination: str, until: float) -> None:
+        """A destination is unreachable: nothing of it is claimed before `until`."""
+        with self._transaction() as db:
+            db.execute("INSERT INTO pauses (destination, until) VALUES (?, ?) ON CONFLICT (destination) "
+                       f"DO UPDATE SET until={self._GREATEST}(pauses.until, excluded.until)", (destination, until))
+
+    def postponed_until(self, destination: str, now: float | None = None) -> float:
+        """When the destination's pause ends; 0 if it is not paused."""
+        now = time.time() if now is None else now
+        row = self._connection().execute("SELECT until FROM pauses WHERE destination=? AND until > ?",
+                                         (destination, now)).fetchone()
+        return row[0] if row else 0.0
+
+    def resume(self, destination: str, now: float | None = None) -> int:
+        """A changed destination starts afresh: its pause ends, and what waits for a retry is
+        due now. Returns how many deliveries were waiting."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            db.execute("DELETE FROM pauses WHERE destination=?", (destination,))
+            return db.execute("UPDATE deliveries SET next_attempt_at=? WHERE destination=? AND state IN (?, ?) "
+                              "AND next_attempt_at > ?", (now, destination, QUEUED, RETRYING, now)).rowcount
+
+    def path_in_use(self, path: str) -> bool:
+        """Does a delivery that is not finished, or an unprocessed instance, still need this file?"""
+        db = self._connection()
+        row = db.execute("SELECT 1 FROM deliveries WHERE path=? AND state NOT IN (?) LIMIT 1",
+                         (path, DELIVERED)).fetchone()
+        if row:
+            return True
+        return db.execute("SELECT 1 FROM instances WHERE path=? AND state=? LIMIT 1",
+                          (path, ACCEPTED)).fetchone() is not None
+
+    def paths_in_use(self) -> set[str]:
+        db = self._connection()
+        paths = {r[0] for r in db.execute("SELECT DISTINCT path FROM deliveries WHERE state != ? AND path IS NOT "
+                                          "NULL", (DELIVERED,))}
+        paths |= {r[0] for r in db.execute("SELECT path FROM instances WHERE state=? AND path IS NOT NULL",
+                                           (ACCEPTED,))}
+        return paths
+
+    # ---- for `dicom-rules queue` ---------------------------------------------------------
+
+    def counts(self) -> dict[str, dict[DeliveryState, int]]:
+        out: dict[str, dict[DeliveryState, int]] = {}
+        for row in self._connection().execute("SELECT destination, state, count FROM delivery_counts WHERE count > 0"):
+            out.setdefault(row[0], {})[DeliveryState(row[1])] = row[2]
+        return out
+
+    def deliveries(self, states: Iterable[DeliveryState] = tuple(DeliveryState), destination: str | None = None,
+                   limit: int = 100) -> list[ListedDelivery]:
+        return self.deliveries_page(states, destination, None, limit)
+
+    def retry_dead(self, destination: str | None = None, ids: Iterable[int] = ()) -> int:
+        """Dead deliveries back in the queue, with their attempts counted from zero."""
+        query = ("UPDATE deliveries SET state=?, attempts=0, next_attempt_at=0, updated_at=? WHERE state=? "
+                 "AND path IS NOT NULL")
+        args: list = [QUEUED, time.time(), DEAD]
+        if destination:
+            query += " AND destination=?"
+            args.append(destination)
+        ids = tuple(ids)
+        if ids:
+            query += f" AND id IN ({','.join('?' * len(ids))})"
+            args.extend(ids)
+        with self._transaction() as db:
+            return db.execute(query, args).rowcount
+
+    def purge_instances(self, older_than: float | None = None) -> int:
+        """Forget instances that are finished and have no delivery left in the journal."""
+        query = ("DELETE FROM instances WHERE state IN (?, ?) AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE "
+                 "d.instance_id = instances.id)")
+        args: list = [DONE, PROCESSED]
+        if older_than is not None:
+            query += " AND COALESCE(processed_at, received_at) < ?"
+            args.append(older_than)
+        with self._transaction() as db:
+            return db.execute(query, args).rowcount
+
+    def purge(self, states: Iterable[DeliveryState], older_than: float | None = None,
+              destination: str | None = None) -> list[str]:
+        """Forget deliveries in these states (the caller decides which may go); returns the files
+        they named, which may no longer be needed."""
+        states = tuple(states)
+        query = f"FROM deliveries WHERE state IN ({','.join('?' * len(states))})"
+        args: list = list(states)
+        if destination is not None:
+            query += " AND destination = ?"
+            args.append(destination)
+        if older_than is not None:
+            query += " AND updated_at < ?"
+            args.append(older_than)
+        with self._transaction() as db:
+            paths = [r[0] for r in db.execute(f"SELECT DISTINCT path {query}", args) if r[0]]
+            db.execute(f"DELETE FROM attempts WHERE delivery_id IN (SELECT id {query})", args)
+            db.execute(f"DELETE {query}", args)
+        return paths
+
+    def attempts(self, delivery_id: int) -> list[Attempt]:
+        return [Attempt.from_row(row) for row in self._connection().execute(
+            "SELECT * FROM attempts WHERE delivery_id=? ORDER BY id", (delivery_id,))]
+
+    def requeue_claimed(self) -> int:
+        """For a worker process starting while the router runs: what a worker before it claimed
+        and was sending when it died is sent again. The main process's sync deliveries, added
+        as sending and never claimed (no attempt, never updated since), are left to it."""
+        with self._transaction() as db:
+            return db.execute("UPDATE deliveries SET state=?, updated_at=? WHERE state=? AND "
+                              "(attempts > 0 OR updated_at != created_at)", (QUEUED, time.time(), SENDING)).rowcount
+
+    # ---- requests -----------------------------------------------------------------------
+
+    def record_request(self, request: NewRequest, now: float | None = None) -> int:
+        """A request as it arrives; returns its number."""
+        columns = {"received_at": time.time() if now is None else now, "message": request.message,
+                   **request.arrival.to_row(header=False), "level": request.level,
+                   "matching_keys": json.dumps(dict(request.matching_keys)),
+                   "move_destination": request.move_destination}
+        # One statement, its own transaction: a request waits for one call into the database, not three.
+        return self._insert(self._connection(), "requests", columns)
+
+    def finish_request(self, request_id: int, result: RequestResult, now: float | None = None) -> None:
+        """How the request ended: the final status answered, the destinations' answers, the counts."""
+        columns = {"finished_at": time.time() if now is None else now, **result.to_row()}
+        self._connection().execute(f"UPDATE requests SET {', '.join(f'{name}=?' for name in columns)} WHERE id=?",
+                                   (*columns.values(), request_id))
+
+    def request(self, request_id: int) -> Request | None:
+        row = self._connection().execute("SELECT * FROM requests WHERE id=?", (request_id,)).fetchone()
+        return Request.from_row(row) if row else None
+
+    def requests(self, messages: Iterable[str] = (), limit: int = 100, *, calling_aet: str | None = None,
+                 received_from: float | None = None, received_to: float | None = None,
+                 before_id: int | None = None) -> list[Request]:
+        """The latest requests, newest first, matching every filter given: these messages, this
+        calling AE, received_from <= received_at < received_to; the next page starts before the
+        last id of this one (`before_id`)."""
+        messages = tuple(messages)
+        where, args = [], []
+        if messages:
+            where.append(f"message IN ({','.join('?' * len(messages))})")
+            args += messages
+        for condition, value in (("calling_aet=?", calling_aet), ("received_at>=?", received_from),
+                                 ("received_at<?", received_to), ("id<?", before_id)):
+            if value is not None:
+                where.append(condition)
+                args.append(value)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        return [Request.from_row(row) for row in self._connection().execute(
+            f"SELECT * FROM requests {clause}ORDER BY id DESC LIMIT ?", (*args, limit))]
+
+    def purge_requests(self, older_than: float | None = None) -> int:
+        """Forget finished requests (received before `older_than`, when given); returns how many."""
+        query = "DELETE FROM requests WHERE finished_at IS NOT NULL"
+        args: list = []
+        if older_than is not None:
+            query += " AND received_at < ?"
+            args.append(older_than)
+        with self._transaction() as db:
+            return db.execute(query, args).rowcount
+
+    # ---- for the operations console -----------------------------------------------------------
+
+    def search_instances(self, *, patient_id: str | None = None, accession_number: str | None = None,
+                         study_instance_uid: str | None = None, series_instance_uid: str | None = None,
+                         sop_instance_uid: str | None = None, calling_aet: str | None = None,
+                         source_name: str | None = None, outcome: str | None = None,
+                         received_from: float | None = None, received_to: float | None = None,
+                         before_id: int | None = None, limit: int = 50) -> list[Instance]:
+        """Instances matching every filter given (exact values; received_from <= received_at <
+        received_to), newest first, at most `limit`, without their trace; the next page starts
+        before the last id of this one (`before_id`)."""
+        query, args = search_query(
+            unindexed=self._UNINDEXED, least=self._LEAST, patient_id=patient_id, accession_number=accession_number, study_instance_uid=study_instance_uid,
+            series_instance_uid=series_instance_uid, sop_instance_uid=sop_instance_uid, calling_aet=calling_aet,
+            source_name=source_name, outcome=outcome, received_from=received_from, received_to=received_to,
+            before_id=before_id, limit=limit)
+        return [Instance.from_row(row) for row in self._connection().execute(query, args)]
+
+    def trace(self, instance_id: int) -> InstanceTrace | None:
+        """An instance with its trace, its deliveries and each one's attempts (read in one
+        transaction: a consistent picture while the router works on)."""
+        with self._reading() as db:
+            row = db.execute("SELECT * FROM instances WHERE id=?", (instance_id,)).fetchone()
+            if row is None:
+                return None
+            deliveries = db.execute(TRACE_DELIVERIES, (instance_id,)).fetchall()
+            attempts: dict[int, list[Attempt]] = {}
+            for attempt in db.execute(TRACE_ATTEMPTS, (instance_id,)).fetchall():
+                attempts.setdefault(attempt["delivery_id"], []).append(Attempt.from_row(attempt))
+        try:
+            trace = json.loads(row["trace"]) if row["trace"] else None
+        except ValueError:
+            trace = None
+        return InstanceTrace(Instance.from_row(row), trace, tuple(
+            DeliveryTrace(Delivery.from_row(item), item["created_at"], item["updated_at"], item["delivered_at"],
+                          tuple(attempts.get(item["id"], ()))) for item in deliveries))
+
+    def counters(self) -> list[Counter]:
+        """Every counter, by name and label. They only grow, whatever is purged:
+        instances_received (label: the source's name, else its kind), instances_outcome (route,
+        drop, quarantine, reject: counted once, when decided), deliveries_delivered,
+        delivery_attempts_failed, deliveries_dead (label: the destination), and the delivery
+        latency from received to delivered: delivery_latency_seconds_bucket (label
+        "DESTINATION:BOUND", each bucket counting the deliveries above the bound before it: not
+        cumulative), delivery_latency_seconds_sum and _count (label: the destination), and reloads (label: ok,
+        failed)."""
+        return [Counter(*row) for row in self._connection().execute(
+            "SELECT name, label, value FROM counters ORDER BY name, label")]
+
+    def count_reload(self, ok: bool) -> None:
+        """A reload of the rules or the configuration, in place (ok) or refused (failed)."""
+        with self._transaction() as db:
+            _count(db, ("reloads", "ok" if ok else "failed", 1))
+
+    def activity(self, start: float, bucket_seconds: float, buckets: int) -> list[tuple[float, int, int]]:
+        """Instances received and deliveries delivered in each of `buckets` spans of
+        `bucket_seconds` from `start`: (span start, received, delivered). Two index ranges (on
+        received_at, and on delivered_at of the deliveries delivered), however large the journal."""
+        end = start + bucket_seconds * buckets
+        counts = {slot: [0, 0] for slot in range(buckets)}
+        with self._reading() as db:
+            for column, (table, time_column) in enumerate((("instances", "received_at"),
+                                                           ("deliveries", "delivered_at"))):
+                query = (f"SELECT {self._SLOT.format(column=time_column)} AS slot, COUNT(*) FROM {table} "
+                         f"WHERE {time_column} >= ? AND {time_column} < ? GROUP BY slot")
+                for slot, count in db.execute(query, (start, bucket_seconds, start, end)).fetchall():
+                    if slot in counts:
+                        counts[slot][column] = count
+        return [(start + slot * bucket_seconds, received, delivered)
+                for slot, (received, delivered) in sorted(counts.items())]
+
+    def write_status(self, node: str, status: dict, now: float | None = None) -> None:
+        """What the router on `node` says of itself now (replacing what it said before)."""
+        self._connection().execute(
+            "INSERT INTO router_status (node, updated_at, status) VALUES (?,?,?) ON CONFLICT (node) DO UPDATE SET "
+            "updated_at=excluded.updated_at, status=excluded.status",
+            (node, time.time() if now is None else now, json.dumps(status, default=str)))
+
+    def statuses(self) -> list[RouterStatus]:
+        """What each router said of itself last, the latest first."""
+        return [RouterStatus(row[0], row[1], json.loads(row[2])) for row in self._connection().execute(
+            "SELECT node, updated_at, status FROM router_status ORDER BY updated_at DESC")]
+    # ---- the console's audit log ----------------------------------------------------------
+
+    def record_audit(self, user: str, action: str, target: str | None, result: str,
+                     now: float | None = None) -> int:
+        """One action of a console user (a login too, failed or not); returns its number."""
+        return self._insert(self._connection(), "audit", {"at": time.time() if now is None else now,
+                                                          '"user"': user, "action": action, "target": target,
+                                                          "result": result})
+
+    def audit_log(self, limit: int = 100) -> list[dict]:
+        """The latest audit rows, newest first: id, at, user, action, target, result."""
+        return [dict(row) for row in self._connection().execute(
+            "SELECT id, at, \"user\", action, target, result FROM audit ORDER BY id DESC LIMIT ?", (limit,))]
+
+    def deliveries_page(self, states: Iterable[DeliveryState], destination: str | None = None,
+                        before_id: int | None = None, limit: int = 50) -> list[ListedDelivery]:
+        """Deliveries in these states, newest first, those numbered below `before_id` (the
+        next page after a page whose last row had that number)."""
+        states = tuple(states)
+        query = (f"SELECT d.*, i.source_name, i.calling_aet FROM deliveries d JOIN instances i ON i.id = "
+                 f"d.instance_id WHERE d.state IN ({','.join('?' * len(states))})")
+        args: list = list(states)
+        if destination:
+            query += " AND d.destination=?"
+            args.append(destination)
+        if before_id is not None:
+            query += " AND d.id < ?"
+            args.append(before_id)
+        query += " ORDER BY d.id DESC LIMIT ?"
+        args.append(limit)
+        return [ListedDelivery.from_row(row) for row in self._connection().execute(query, args)]
+
+    def pauses(self, now: float | None = None) -> dict[str, float]:
+        """Destinations whose queue waits, with until when."""
+        now = time.time() if now is None else now
+        return {row[0]: row[1] for row in self._connection().execute(
+            "SELECT destination, until FROM pauses WHERE until > ?", (now,))}
