@@ -185,21 +185,29 @@ class Storage:
         os.makedirs(folder, exist_ok=True)
         name = safe_name(facts.get("sop_instance_uid") or uuid.uuid4().hex)
         fsync_file(source)
-        # A hard link fails if the name exists: two copies of one instance never overwrite each other.
+        info = {"reason": reason, "quarantined_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **facts}
+        text = json.dumps(info, indent=2, ensure_ascii=False)
+        # The .json is written (under a name no other instance holds) before the instance is
+        # linked beside it: whoever lists the quarantine never finds an instance without its
+        # reason, even between the two steps or after a crash there. A hard link fails if the
+        # name exists: two copies of one instance never overwrite each other.
         target = os.path.join(folder, f"{name}.dcm")
         while True:
             try:
-                os.link(source, target)
-                break
+                with open(target + ".json", "x", encoding="utf-8") as fh:
+                    fh.write(text)
+                    fh.flush()
+                    os.fsync(fh.fileno())
             except FileExistsError:
                 target = os.path.join(folder, f"{name}-{uuid.uuid4().hex[:8]}.dcm")
+                continue
+            try:
+                os.link(source, target)
+                break
+            except FileExistsError:  # an instance without its .json (kept from before): leave both
+                os.unlink(target + ".json")
+                target = os.path.join(folder, f"{name}-{uuid.uuid4().hex[:8]}.dcm")
         os.unlink(source)
-        fsync_dir(folder)
-        info = {"reason": reason, "quarantined_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **facts}
-        with open(target + ".json", "w", encoding="utf-8") as fh:
-            json.dump(info, fh, indent=2, ensure_ascii=False)
-            fh.flush()
-            os.fsync(fh.fileno())
         fsync_dir(folder)
         return target
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import shutil
 import tempfile
 import threading
@@ -175,6 +176,22 @@ def test_quarantine_never_overwrites_an_earlier_instance_with_the_same_uid(stora
     assert Path(second).read_bytes() == (SAMPLES / "mr_knee.dcm").read_bytes()
     assert json.loads(Path(first + ".json").read_text())["reason"] == "first"
     assert json.loads(Path(second + ".json").read_text())["reason"] == "second"
+
+
+def test_quarantine_leftovers_of_a_crash_never_take_the_reason_of_a_new_instance(storage):
+    """A crash can leave a .json without its instance (it is written first), or an instance of
+    an older release without its .json: a new quarantine of the same UID takes another name, and
+    the listing gives it its own reason."""
+    day = Path(storage.quarantine_dir) / time.strftime("%Y%m%d")
+    day.mkdir(parents=True, exist_ok=True)
+    (day / "1.2.9.dcm.json").write_text('{"reason": "a crash left this"}')
+    (day / "1.2.8.dcm").write_bytes(b"an instance without its .json")
+    first = storage.quarantine(received_file(storage), "new one", {"sop_instance_uid": "1.2.9"})
+    second = storage.quarantine(received_file(storage), "another", {"sop_instance_uid": "1.2.8"})
+    assert os.path.basename(first) != "1.2.9.dcm" and os.path.basename(second) != "1.2.8.dcm"
+    reasons = {os.path.basename(path): info.get("reason") for path, info in storage.quarantined()}
+    assert reasons[os.path.basename(first)] == "new one" and reasons[os.path.basename(second)] == "another"
+    assert (day / "1.2.9.dcm.json").read_text() == '{"reason": "a crash left this"}'  # left as found
 
 
 def test_quarantine_names_are_safe_and_uids_are_optional(storage):
