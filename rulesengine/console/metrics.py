@@ -10,7 +10,6 @@ each metric; tests/console/test_console_metrics.py checks that the list and this
 from __future__ import annotations
 
 import hmac
-import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -125,14 +124,9 @@ class JournalCollector:
 
         yield GaugeMetricFamily(PREFIX + "quarantined_instances", "Instances the quarantine holds.",
                                 value=self.storage.quarantined_count())
-        size = 0
-        for path in (self.storage.journal_path, self.storage.journal_path + "-wal"):
-            try:
-                size += os.path.getsize(path)
-            except OSError:  # no WAL file between two checkpoints
-                pass
-        yield GaugeMetricFamily(PREFIX + "journal_size_bytes", "Bytes of the journal's files (database and "
-                                "write-ahead log).", value=size)
+        yield GaugeMetricFamily(PREFIX + "journal_size_bytes", "Bytes the journal takes: its files (SQLite's "
+                                "database and write-ahead log), or its PostgreSQL database.",
+                                value=self.journal.size_bytes())
 
 
 def _token(path: str) -> str:

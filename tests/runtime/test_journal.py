@@ -1312,3 +1312,11 @@ def test_sqlite_a_journal_without_kept_counts_counts_once_when_opened(tmp_path):
         assert journal.counts() == counted_by_scan(journal)
     finally:
         journal.close()
+
+
+def test_the_journal_says_how_much_it_takes(journal):
+    before = journal.size_bytes()
+    assert before > 0
+    for number in range(1000):
+        journal.record(replace(with_facts(number), received_at=1000.0 + number), None, routed("PACS"), DONE)
+    assert journal.size_bytes() > before

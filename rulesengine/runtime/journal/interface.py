@@ -28,6 +28,9 @@ class Journal(Protocol):
     def close(self) -> None:
         """Close the calling thread's connection (the next call opens another)."""
 
+    def size_bytes(self) -> int:
+        """What the journal takes where it is kept: its files, or its database on the server."""
+
     # ---- instances ------------------------------------------------------------------------------
 
     def record(self, arrival: Arrival, path: str | None, outcome: Outcome | None, state: InstanceState,

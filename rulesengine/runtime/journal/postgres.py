@@ -253,6 +253,10 @@ class PostgresJournal(SQLJournal):
             raise JournalUnavailable(f"cannot prepare the journal's tables in {redacted(self.url)}: "
                                      f"{str(exc).strip()}") from None
 
+
+    def size_bytes(self) -> int:
+        return self._connection().execute("SELECT pg_database_size(current_database())").fetchone()[0]
+
     def _connection(self) -> _Connection:
         """The thread's connection; a new one when it was lost (the server restarted, a network
         cut): the call that found it lost failed, the next one works again."""

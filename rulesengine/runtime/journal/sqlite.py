@@ -10,6 +10,7 @@ without an entry again; a lost "delivered" means a duplicate delivery, never a l
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
 from ...arrival import Arrival
@@ -221,6 +222,15 @@ class SQLiteJournal(SQLJournal):
         db.executescript(_INDEXES)
         _add_delivery_counts(db)
 
+
+    def size_bytes(self) -> int:
+        size = 0
+        for path in (self.path, self.path + "-wal"):
+            try:
+                size += os.path.getsize(path)
+            except OSError:  # no WAL file between two checkpoints
+                pass
+        return size
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         # No fsync per commit: the spool file is fsynced before, and carries what a lost
