@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 from selenium.webdriver.common.by import By
 
-from helpers.browser import Browser
-from helpers.console import PASSWORD, ROUTER_RULES, USERS, ServerThread, router_config_text
+from helpers.console import PASSWORD, ROUTER_RULES, USERS, router_config_text, served_to_browsers
 from helpers.files import SAMPLES
 from helpers.peers import RouterProcess, StoreSCP, free_port, storescu, wait_until
 from rulesengine.config import load_config
@@ -19,25 +18,19 @@ from rulesengine.console.app import NAVIGATION, create_app
 
 @pytest.fixture
 def site(tmp_path):
-    listener_port, store_port, console_port = free_port(), free_port(), free_port()
+    listener_port, store_port = free_port(), free_port()
     (tmp_path / "main.rules").write_text(ROUTER_RULES, encoding="utf-8")
     config_path = tmp_path / "router.yaml"
     config_path.write_text(router_config_text(listener_port, store_port), encoding="utf-8")
     router = RouterProcess(config_path, listener_port).start()
     peer = StoreSCP(tmp_path / "received", port=store_port)
     app = create_app(load_config(config_path, secrets=False), users=USERS)
-    browsers: list[Browser] = []
-
-    def browser() -> Browser:
-        browsers.append(Browser(f"http://127.0.0.1:{console_port}"))
-        return browsers[-1]
-
-    with ServerThread(app, console_port):
-        yield router, peer, listener_port, browser
-        for each in browsers:
-            each.close()
-    peer.stop()
-    router.stop()
+    try:
+        with served_to_browsers(app) as new_browser:
+            yield router, peer, listener_port, new_browser
+    finally:
+        peer.stop()
+        router.stop()
 
 
 def test_an_operator_retries_a_dead_delivery_and_releases_a_quarantined_instance(site):

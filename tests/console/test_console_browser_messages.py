@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 from selenium.webdriver.common.by import By
 
-from helpers.browser import Browser
-from helpers.console import PASSWORD, USERS, ServerThread
+from helpers.console import PASSWORD, USERS, served_to_browsers
 from helpers.peers import free_port
 from helpers.traffic import RULES, fill
 from rulesengine.config import load_config
@@ -20,18 +19,9 @@ from rulesengine.console.app import create_app
 @pytest.fixture
 def site(tmp_path):
     traffic = fill(tmp_path, free_port())
-    console_port = free_port()
     app = create_app(load_config(traffic.config_path, secrets=False), users=USERS)
-    browsers: list[Browser] = []
-
-    def browser() -> Browser:
-        browsers.append(Browser(f"http://127.0.0.1:{console_port}"))
-        return browsers[-1]
-
-    with ServerThread(app, console_port):
-        yield traffic, browser
-        for each in browsers:
-            each.close()
+    with served_to_browsers(app) as new_browser:
+        yield traffic, new_browser
 
 
 def test_an_operator_finds_an_instance_by_patient_id_and_reads_its_trace(site):

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from helpers.console import USERS, ConsoleUnderTest, ServerThread, write_config
+from helpers.console import USERS, ConsoleUnderTest, ServerThread, router_config_text, write_config
 from helpers.files import ROOT, SAMPLES
 from helpers.peers import RouterProcess, StoreSCP, free_port, storescu, wait_until
 from rulesengine.arrival import Arrival
@@ -27,30 +27,6 @@ rule "CT to the store and the archive" {
   when DataSet.Modality == "CT"
   then route to STORE, DOWN
 }
-"""
-
-
-def config_text(listener_port: int, store_port: int, down_port: int) -> str:
-    return f"""\
-storage: var
-rules: main.rules
-no_destination: quarantine
-listeners:
-  - {{name: main, ae_title: ROUTER, port: {listener_port}, require_called_aet: false}}
-destinations:
-  STORE:
-    type: dicom
-    ae_title: STORESCP
-    host: 127.0.0.1
-    port: {store_port}
-  DOWN:
-    type: dicom
-    ae_title: NOBODY
-    host: 127.0.0.1
-    port: {down_port}
-    retry: {{delay: 0.2, max_attempts: 1}}
-    timeouts: {{connect: 2}}
-console: {{}}
 """
 
 
@@ -76,7 +52,7 @@ def site(tmp_path):
     listener_port, store_port, console_port = free_port(), free_port(), free_port()
     (tmp_path / "main.rules").write_text(RULES, encoding="utf-8")
     config_path = tmp_path / "router.yaml"
-    config_path.write_text(config_text(listener_port, store_port, free_port()), encoding="utf-8")
+    config_path.write_text(router_config_text(listener_port, store_port, free_port()), encoding="utf-8")
     peer = StoreSCP(tmp_path / "received", port=store_port).start()
     router = RouterProcess(config_path, listener_port).start()
     app = create_app(load_config(config_path, secrets=False), users=USERS)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 from selenium.webdriver.common.by import By
 
-from helpers.browser import Browser
-from helpers.console import PASSWORD, ROUTER_RULES, USERS, ServerThread, router_config_text
+from helpers.console import PASSWORD, ROUTER_RULES, USERS, router_config_text, served_to_browsers
 from helpers.files import bundled
 from helpers.peers import RouterProcess, free_port
 from rulesengine.config import load_config
@@ -18,24 +17,18 @@ from rulesengine.console.app import create_app
 
 @pytest.fixture
 def site(tmp_path):
-    listener_port, store_port, console_port = free_port(), free_port(), free_port()
+    listener_port, store_port = free_port(), free_port()
     (tmp_path / "main.rules").write_text(ROUTER_RULES, encoding="utf-8")
     config_path = tmp_path / "router.yaml"
     config_path.write_text(router_config_text(listener_port, store_port), encoding="utf-8")
     router = RouterProcess(config_path, listener_port).start()
     config = load_config(config_path, secrets=False)
     app = create_app(config, users=USERS)
-    browsers: list[Browser] = []
-
-    def browser() -> Browser:
-        browsers.append(Browser(f"http://127.0.0.1:{console_port}"))
-        return browsers[-1]
-
-    with ServerThread(app, console_port):
-        yield app, browser
-        for each in browsers:
-            each.close()
-    router.stop()
+    try:
+        with served_to_browsers(app) as new_browser:
+            yield app, new_browser
+    finally:
+        router.stop()
 
 
 def test_an_operator_dry_runs_an_uploaded_file_against_the_rules_the_router_runs(site):

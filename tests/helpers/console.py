@@ -3,6 +3,7 @@ a journal with deliveries in every state and a quarantine, and clients logged in
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import threading
@@ -150,8 +151,18 @@ rule "CT to the store" {
 """
 
 
-def router_config_text(listener_port: int, store_port: int) -> str:
-    """A router beside the console: its listener, and storescp as STORE, tried once."""
+def router_config_text(listener_port: int, store_port: int, down_port: int | None = None) -> str:
+    """A router beside the console: its listener, and storescp as STORE, tried once; with
+    `down_port`, also DOWN there (nothing listens: its deliveries fail and die)."""
+    down = f"""\
+  DOWN:
+    type: dicom
+    ae_title: NOBODY
+    host: 127.0.0.1
+    port: {down_port}
+    retry: {{delay: 0.2, max_attempts: 1}}
+    timeouts: {{connect: 2}}
+""" if down_port is not None else ""
     return f"""\
 storage: var
 rules: main.rules
@@ -166,5 +177,27 @@ destinations:
     port: {store_port}
     retry: {{delay: 0.2, max_attempts: 1}}
     timeouts: {{connect: 2}}
-console: {{}}
+{down}console: {{}}
 """
+
+
+@contextlib.contextmanager
+def served_to_browsers(app):
+    """The app served on a free port of 127.0.0.1; yields a function that opens a new browser on
+    it (each with a profile of its own); every browser is closed and the server stopped at the end."""
+    from helpers.browser import Browser
+    from helpers.peers import free_port
+
+    port = free_port()
+    browsers: list[Browser] = []
+
+    def new_browser() -> Browser:
+        browsers.append(Browser(f"http://127.0.0.1:{port}"))
+        return browsers[-1]
+
+    with ServerThread(app, port):
+        try:
+            yield new_browser
+        finally:
+            for each in browsers:
+                each.close()
