@@ -292,16 +292,33 @@ def measure_minimal(bench: Bench, inputs: Path, count: int, size: int, senders: 
     process = bench.spawn([sys.executable, str(HERE / "peers" / "minimal_scp.py"), str(port), str(out)],
                           name="minimal")
     wait_for_port(port, process)
-    time.sleep(0.3)  # let it settle after its start, as the router's worker is let start
+    warm_up(bench, port, "MINIMAL", out)
     before = cpu_seconds(process)
     started = bench.send(port, "MINIMAL", inputs, senders)
-    finished = _wait_count(out, count)
+    finished = _wait_count(out, count + 1)
     time.sleep(SETTLE_SECONDS)  # the same idle time as the router's, counted alike
     used = cpu_used(before, cpu_seconds(process))
     peak = _peak_rss_mb(process)
     bench.stop_all()
     shutil.rmtree(out)
     return Measurement(finished - started, count, size, peak, used)
+
+
+def measure_minimal_scu(bench: Bench, inputs: Path, count: int, size: int, senders: int = 1) -> Measurement:
+    """The minimal pynetdicom SCU (sends only) to storescp: its own CPU, from its association's
+    request to its release (its start-up left out)."""
+    out = bench.work / f"minimal-scu-{time.time_ns()}"
+    _, port = bench.storescp(out)
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, str(HERE / "peers" / "minimal_scu.py"), "127.0.0.1", str(port),
+                             "STORESCP", str(inputs)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"minimal SCU failed: {result.stderr[-2000:]}")
+    finished = _wait_count(out, count)
+    cpu = float(result.stdout.split("cpu ")[-1])
+    bench.stop_all()
+    shutil.rmtree(out)
+    return Measurement(finished - started, count, size, None, {"sending": cpu})
 
 
 def measure_naive(bench: Bench, inputs: Path, count: int, size: int) -> Measurement:
@@ -336,9 +353,10 @@ def measure_router(bench: Bench, inputs: Path, count: int, size: int, mode: str,
                           {**os.environ, "PYTHONPATH": str(ROOT)}, name="router")
     wait_for_port(port, process)
     _wait_for_worker(process)
+    warm_up(bench, port, "ROUTER", out)
     before = cpu_seconds(process)
     started = bench.send(port, "ROUTER", inputs, senders)
-    finished = _wait_count(out, count)
+    finished = _wait_count(out, count + 1)
     time.sleep(SETTLE_SECONDS)
     used = cpu_used(before, cpu_seconds(process))
     peak = _peak_rss_mb(process)
@@ -346,6 +364,17 @@ def measure_router(bench: Bench, inputs: Path, count: int, size: int, mode: str,
     shutil.rmtree(out)
     shutil.rmtree(folder)
     return Measurement(finished - started, count, size, peak, used)
+
+
+def warm_up(bench: Bench, port: int, called: str, out: Path) -> None:
+    """One instance through the path before it is measured: what a process does once (imports,
+    the path parser built on first use) is not counted per instance."""
+    warm = bench.work / "warm-up"
+    if not warm.exists():
+        write_instance(warm / "w.dcm" if warm.mkdir() is None else warm, 10 ** 6, SMALL_SIDE * SMALL_SIDE * 2)
+    bench.send(port, called, warm)
+    _wait_count(out, 1)
+    time.sleep(SETTLE_SECONDS)
 
 
 def _wait_for_worker(process: subprocess.Popen, timeout: float = 30) -> None:
@@ -373,6 +402,7 @@ def median_of(runs: int, measure, *args, **options) -> Measurement:
 SENDERS = (1, 4, 8)
 COST_PATHS = {
     "minimal pynetdicom SCP (receives only)": (measure_minimal, ()),
+    "minimal pynetdicom SCU (sends only)": (measure_minimal_scu, ()),
     "router async": (measure_router, ("async",)),
     "router sync": (measure_router, ("sync",)),
 }
@@ -401,7 +431,7 @@ def run(runs: int = 3, quick: bool = False, cost_only: bool = False, count: int 
             throughput_table(bench, work, small, runs, quick)
         cost = {}
         for name, (measure, extra) in COST_PATHS.items():
-            for senders in SENDERS:
+            for senders in SENDERS if measure is not measure_minimal_scu else (1,):
                 cost[name, senders] = median_of(runs, measure, bench, work / "small", len(small), small_bytes,
                                                 *extra, senders=senders)
             print(f"  measured: {name}, {', '.join(map(str, SENDERS))} senders", file=sys.stderr)
@@ -448,11 +478,14 @@ def report_cost(cost: dict, size: float, runs: int) -> None:
     print(f"  {'path':<40} {'senders':>7} {'inst/s':>8} {'receiving':>10} {'worker':>8} {'total CPU':>10}")
     for (name, senders), m in cost.items():
         per = m.cpu_ms_per_instance
-        receiving = per.get("receiving", 0.0)
+        receiving = f"{per['receiving']:>10.2f}" if "receiving" in per else f"{'-':>10}"
         worker = f"{per['worker']:>8.2f}" if "worker" in per else f"{'-':>8}"
-        print(f"  {name:<40} {senders:>7} {m.per_second:>8.1f} {receiving:>10.2f} {worker} "
+        print(f"  {name:<40} {senders:>7} {m.per_second:>8.1f} {receiving} {worker} "
               f"{m.total_cpu_ms_per_instance:>10.2f}")
     minimal = cost["minimal pynetdicom SCP (receives only)", 1]
+    floor = minimal.total_cpu_ms_per_instance + cost["minimal pynetdicom SCU (sends only)", 1].total_cpu_ms_per_instance
+    print(f"  pynetdicom's floor for relaying (minimal SCP's receiving + minimal SCU's sending): {floor:.2f} ms "
+          f"per instance")
     relay = cost["router async", 1]
     sync = cost["router sync", 1]
     checks = [
