@@ -431,10 +431,11 @@ def run(runs: int = 3, quick: bool = False, cost_only: bool = False, count: int 
             throughput_table(bench, work, small, runs, quick)
         cost = {}
         for name, (measure, extra) in COST_PATHS.items():
-            for senders in SENDERS if measure is not measure_minimal_scu else (1,):
+            counts = SENDERS if measure is not measure_minimal_scu else (1,)  # it sends on one association
+            for senders in counts:
                 cost[name, senders] = median_of(runs, measure, bench, work / "small", len(small), small_bytes,
                                                 *extra, senders=senders)
-            print(f"  measured: {name}, {', '.join(map(str, SENDERS))} senders", file=sys.stderr)
+            print(f"  measured: {name}, {', '.join(map(str, counts))} sender(s)", file=sys.stderr)
         report_cost(cost, small_bytes / len(small), runs)
     finally:
         bench.stop_all()
