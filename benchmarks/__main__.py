@@ -158,12 +158,14 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Compile and evaluation times of generated rule files.")
     parser.add_argument("--profile", type=int, metavar="RULES",
                         help="instead of the table, profile the compiled path with this many rules")
-    parser.add_argument("--only", choices=("rules", "router", "queries", "retrieve", "console"),
-                        help="only the rules table, only the routing table (DCMTK needed), "
+    parser.add_argument("--only", choices=("rules", "router", "cost", "queries", "retrieve", "console"),
+                        help="only the rules table, only the routing tables (DCMTK needed), only the "
+                             "table of CPU per instance and concurrent senders (cost), "
                              "only the query round trip or only the C-MOVE of a study (Orthanc needed), "
                              "only the console on a generated journal (CONSOLE_BENCH_INSTANCES: its size)")
     parser.add_argument("--runs", type=int, default=3, help="routing: runs of the small set (median)")
     parser.add_argument("--quick", action="store_true", help="routing: one large instance instead of three")
+    parser.add_argument("--instances", type=int, default=200, help="routing: instances of 0.5 MB in the small set")
     options = parser.parse_args(argv)
     compile_source('rule "warm-up" { then route to PACS_MAIN }', DESTINATIONS)  # loads the grammar once
     if options.profile:
@@ -178,9 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         from . import pixels
         print()
         pixels.table()
-    if options.only in (None, "router"):
+    if options.only in (None, "router", "cost"):
         from . import router
-        status = router.run(options.runs, options.quick) or status
+        status = router.run(options.runs, options.quick, options.only == "cost", options.instances) or status
     if options.only in (None, "queries"):
         from . import queries
         status = queries.run() or status

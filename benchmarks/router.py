@@ -1,9 +1,12 @@
 """Routing throughput and memory, against DCMTK directly and against pynetdicom baselines.
 
 Every path ends at DCMTK's storescp (or, for the baseline that only receives, at
-the minimal SCP itself), is fed by DCMTK's storescu on one association, and is
-timed from the start of storescu until the last instance is on the receiving side.
-All processes run on 127.0.0.1 and are stopped by their PID.
+the minimal SCP itself), is fed by DCMTK's storescu on one association (or by
+several storescu processes at once, each on its own), and is timed from the start
+of storescu until the last instance is on the receiving side. The CPU time of each
+process measured (user and system, from /proc) is read before the first instance
+is sent and once the last has arrived. All processes run on 127.0.0.1 and are
+stopped by their PID.
 """
 
 from __future__ import annotations
@@ -110,6 +113,15 @@ def write_instance(path: Path, index: int, pixel_bytes: int) -> None:
             left -= len(piece)
 
 
+def split_set(folder: Path, senders: int) -> None:
+    """folder/by-N/K: the folder's instances dealt to N senders (hard links, no copies)."""
+    paths = sorted(p for p in folder.iterdir() if p.is_file())
+    for index, path in enumerate(paths):
+        part = folder / f"by-{senders}" / f"{index % senders}"
+        part.mkdir(parents=True, exist_ok=True)
+        os.link(path, part / path.name)
+
+
 def make_set(folder: Path, count: int, pixel_bytes: int) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -129,6 +141,15 @@ class Measurement:
     count: int
     total_bytes: int
     peak_rss_mb: float | None = None
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # by process: "receiving", "worker", ...
+
+    @property
+    def cpu_ms_per_instance(self) -> dict[str, float]:
+        return {name: seconds * 1000 / self.count for name, seconds in self.cpu_seconds.items()}
+
+    @property
+    def total_cpu_ms_per_instance(self) -> float:
+        return sum(self.cpu_ms_per_instance.values())
 
     @property
     def per_second(self) -> float:
@@ -159,12 +180,19 @@ class Bench:
         wait_for_port(port, process)
         return process, port
 
-    def send(self, port: int, called: str, folder: Path) -> float:
+    def send(self, port: int, called: str, folder: Path, senders: int = 1) -> float:
+        """`senders` storescu processes at once, each on its own association with its share of
+        the folder's instances (the subfolders made by split_set)."""
+        folders = [folder] if senders == 1 else sorted(p for p in (folder / f"by-{senders}").iterdir())
         started = time.perf_counter()
-        result = subprocess.run(["storescu", "-aet", "CT1", "-aec", called, "+sd", "127.0.0.1", str(port),
-                                 str(folder)], env=DCMTK_ENV, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"storescu failed: {result.stderr[-2000:]}")
+        running = [subprocess.Popen(["storescu", "-aet", f"CT{index + 1}", "-aec", called, "+sd", "127.0.0.1",
+                                     str(port), str(part)], env=DCMTK_ENV, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)
+                   for index, part in enumerate(folders)]
+        for process in running:
+            _, errors = process.communicate()
+            if process.returncode != 0:
+                raise RuntimeError(f"storescu failed: {errors[-2000:]}")
         return started
 
     def stop_all(self) -> None:
@@ -182,15 +210,58 @@ def _wait_count(folder: Path, count: int, timeout: float = 900) -> float:
     raise TimeoutError(f"{folder}: fewer than {count} files after {timeout} s")
 
 
+def _children(pid: int) -> list[int]:
+    """A process's children, started by any of its threads (the router's worker is started by
+    a thread of its own: /proc/PID/task/PID/children alone would miss it)."""
+    found = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _role(pid: int, main: int) -> str:
+    if pid == main:
+        return "receiving"
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return str(pid)
+    if "resource_tracker" in command:
+        return "resource tracker"
+    return "worker" if "multiprocessing" in command else Path(f"/proc/{pid}/comm").read_text().strip()
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(process: subprocess.Popen) -> dict[str, float]:
+    """User + system CPU seconds of a process and of each of its children, by role."""
+    found: dict[str, float] = {}
+    for pid in [process.pid, *_children(process.pid)]:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        role = _role(pid, process.pid)
+        found[role] = found.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+    return found
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {role: after[role] - before.get(role, 0.0) for role in after}
+
+
 def _peak_rss_mb(process: subprocess.Popen) -> float | None:
     """VmHWM of a process and of its children (the router's worker), in MB."""
     total = 0
-    pids = [process.pid]
-    try:
-        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-        pids += [int(pid) for pid in children]
-    except OSError:
-        pass
+    pids = [process.pid, *_children(process.pid)]
     for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -211,19 +282,43 @@ def measure_direct(bench: Bench, inputs: Path, count: int, size: int) -> Measure
     return Measurement(finished - started, count, size)
 
 
-def measure_minimal(bench: Bench, inputs: Path, count: int, size: int) -> Measurement:
+SETTLE_SECONDS = 0.3  # after the last instance arrived: its last journal updates are made
+
+
+def measure_minimal(bench: Bench, inputs: Path, count: int, size: int, senders: int = 1) -> Measurement:
     out = bench.work / f"minimal-{time.time_ns()}"
     out.mkdir()
     port = free_port()
     process = bench.spawn([sys.executable, str(HERE / "peers" / "minimal_scp.py"), str(port), str(out)],
                           name="minimal")
     wait_for_port(port, process)
-    started = bench.send(port, "MINIMAL", inputs)
-    finished = _wait_count(out, count)
+    warm_up(bench, port, "MINIMAL", out)
+    before = cpu_seconds(process)
+    started = bench.send(port, "MINIMAL", inputs, senders)
+    finished = _wait_count(out, count + 1)
+    time.sleep(SETTLE_SECONDS)  # the same idle time as the router's, counted alike
+    used = cpu_used(before, cpu_seconds(process))
     peak = _peak_rss_mb(process)
     bench.stop_all()
     shutil.rmtree(out)
-    return Measurement(finished - started, count, size, peak)
+    return Measurement(finished - started, count, size, peak, used)
+
+
+def measure_minimal_scu(bench: Bench, inputs: Path, count: int, size: int, senders: int = 1) -> Measurement:
+    """The minimal pynetdicom SCU (sends only) to storescp: its own CPU, from its association's
+    request to its release (its start-up left out)."""
+    out = bench.work / f"minimal-scu-{time.time_ns()}"
+    _, port = bench.storescp(out)
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, str(HERE / "peers" / "minimal_scu.py"), "127.0.0.1", str(port),
+                             "STORESCP", str(inputs)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"minimal SCU failed: {result.stderr[-2000:]}")
+    finished = _wait_count(out, count)
+    cpu = float(result.stdout.split("cpu ")[-1])
+    bench.stop_all()
+    shutil.rmtree(out)
+    return Measurement(finished - started, count, size, None, {"sending": cpu})
 
 
 def measure_naive(bench: Bench, inputs: Path, count: int, size: int) -> Measurement:
@@ -242,7 +337,7 @@ def measure_naive(bench: Bench, inputs: Path, count: int, size: int) -> Measurem
 
 
 def measure_router(bench: Bench, inputs: Path, count: int, size: int, mode: str,
-                   storage: Path | None = None) -> Measurement:
+                   storage: Path | None = None, senders: int = 1) -> Measurement:
     """`storage`: the router's storage folder (its journal), else a new one."""
     out = bench.work / f"router-{mode}-{time.time_ns()}"
     _, scp_port = bench.storescp(out)
@@ -257,69 +352,164 @@ def measure_router(bench: Bench, inputs: Path, count: int, size: int, mode: str,
     process = bench.spawn([sys.executable, "-m", "rulesengine", "run", str(folder / "router.yaml")],
                           {**os.environ, "PYTHONPATH": str(ROOT)}, name="router")
     wait_for_port(port, process)
-    time.sleep(0.5)  # let the router's worker start too
-    started = bench.send(port, "ROUTER", inputs)
-    finished = _wait_count(out, count)
+    _wait_for_worker(process)
+    warm_up(bench, port, "ROUTER", out)
+    before = cpu_seconds(process)
+    started = bench.send(port, "ROUTER", inputs, senders)
+    finished = _wait_count(out, count + 1)
+    time.sleep(SETTLE_SECONDS)
+    used = cpu_used(before, cpu_seconds(process))
     peak = _peak_rss_mb(process)
     bench.stop_all()
     shutil.rmtree(out)
     shutil.rmtree(folder)
-    return Measurement(finished - started, count, size, peak)
+    return Measurement(finished - started, count, size, peak, used)
 
 
-def median_of(runs: int, measure, *args) -> Measurement:
-    results = [measure(*args) for _ in range(runs)]
+def warm_up(bench: Bench, port: int, called: str, out: Path) -> None:
+    """One instance through the path before it is measured: what a process does once (imports,
+    the path parser built on first use) is not counted per instance."""
+    warm = bench.work / "warm-up"
+    if not warm.exists():
+        write_instance(warm / "w.dcm" if warm.mkdir() is None else warm, 10 ** 6, SMALL_SIDE * SMALL_SIDE * 2)
+    bench.send(port, called, warm)
+    _wait_count(out, 1)
+    time.sleep(SETTLE_SECONDS)
+
+
+def _wait_for_worker(process: subprocess.Popen, timeout: float = 30) -> None:
+    """Until the router's worker process has started and imported what it runs."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and "worker" not in cpu_seconds(process):
+        time.sleep(0.05)
+    time.sleep(0.5)
+
+
+def median_of(runs: int, measure, *args, **options) -> Measurement:
+    """The median run's time; the median CPU of each process; the highest peak."""
+    results = [measure(*args, **options) for _ in range(runs)]
     results.sort(key=lambda m: m.seconds)
     middle = results[len(results) // 2]
     peaks = [m.peak_rss_mb for m in results if m.peak_rss_mb]
-    return Measurement(middle.seconds, middle.count, middle.total_bytes, max(peaks) if peaks else None)
+    cpu = {role: sorted(m.cpu_seconds.get(role, 0.0) for m in results)[len(results) // 2]
+           for role in middle.cpu_seconds}
+    return Measurement(middle.seconds, middle.count, middle.total_bytes, max(peaks) if peaks else None, cpu)
 
 
 # ---- the report ------------------------------------------------------------------------------------
 
 
-def run(runs: int = 3, quick: bool = False) -> int:
+SENDERS = (1, 4, 8)
+COST_PATHS = {
+    "minimal pynetdicom SCP (receives only)": (measure_minimal, ()),
+    "minimal pynetdicom SCU (sends only)": (measure_minimal_scu, ()),
+    "router async": (measure_router, ("async",)),
+    "router sync": (measure_router, ("sync",)),
+}
+
+
+def _dcmtk_missing() -> bool:
     for program in ("storescu", "storescp"):
         if shutil.which(program, path=DCMTK_PATH) is None:
             print(f"{program} is missing: `make bench` installs DCMTK (apt-get install dcmtk)", file=sys.stderr)
-            return 1
+            return True
+    return False
+
+
+def run(runs: int = 3, quick: bool = False, cost_only: bool = False, count: int = SMALL_COUNT) -> int:
+    """`cost_only`: only the table of CPU per instance and concurrent senders."""
+    if _dcmtk_missing():
+        return 1
     work = Path(tempfile.mkdtemp(prefix="router-bench-"))
     bench = Bench(work)
     try:
-        small = make_set(work / "small", SMALL_COUNT, SMALL_SIDE * SMALL_SIDE * 2)
-        large = make_set(work / "large", 1 if quick else LARGE_COUNT, LARGE_BYTES)
+        small = make_set(work / "small", count, SMALL_SIDE * SMALL_SIDE * 2)
         small_bytes = sum(p.stat().st_size for p in small)
-        large_bytes = sum(p.stat().st_size for p in large)
-        rows = {}
-        paths = [
-            ("storescu -> storescp (direct)", measure_direct, ()),
-            ("storescu -> minimal pynetdicom SCP", measure_minimal, ()),
-            ("storescu -> naive forwarder -> storescp", measure_naive, ()),
-            ("storescu -> router async -> storescp", measure_router, ("async",)),
-            ("storescu -> router sync -> storescp", measure_router, ("sync",)),
-        ]
-        for name, measure, extra in paths:
-            small_m = median_of(runs, measure, bench, work / "small", len(small), small_bytes, *extra)
-            large_m = None
-            if measure is not measure_naive:  # the naive forwarder holds each instance in memory
-                large_m = median_of(1, measure, bench, work / "large", len(large), large_bytes, *extra)
-            rows[name] = (small_m, large_m)
-            print(f"  measured: {name}", file=sys.stderr)
-        shutil.rmtree(work / "large")
-        huge = make_set(work / "huge", 1, HUGE_BYTES)
-        huge_m = measure_router(bench, work / "huge", 1, huge[0].stat().st_size, "async")
-        shutil.rmtree(work / "huge")
-        report(rows, small_bytes / len(small), large_bytes / len(large), huge_m, runs)
+        for senders in SENDERS[1:]:
+            split_set(work / "small", senders)
+        if not cost_only:
+            throughput_table(bench, work, small, runs, quick)
+        cost = {}
+        for name, (measure, extra) in COST_PATHS.items():
+            counts = SENDERS if measure is not measure_minimal_scu else (1,)  # it sends on one association
+            for senders in counts:
+                cost[name, senders] = median_of(runs, measure, bench, work / "small", len(small), small_bytes,
+                                                *extra, senders=senders)
+            print(f"  measured: {name}, {', '.join(map(str, counts))} sender(s)", file=sys.stderr)
+        report_cost(cost, small_bytes / len(small), runs)
     finally:
         bench.stop_all()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
-def report(rows, small_size: float, large_size: float, huge: Measurement, runs: int) -> None:
+def throughput_table(bench: Bench, work: Path, small: list[Path], runs: int, quick: bool) -> None:
+    large = make_set(work / "large", 1 if quick else LARGE_COUNT, LARGE_BYTES)
+    small_bytes = sum(p.stat().st_size for p in small)
+    large_bytes = sum(p.stat().st_size for p in large)
+    rows = {}
+    paths = [
+        ("storescu -> storescp (direct)", measure_direct, ()),
+        ("storescu -> minimal pynetdicom SCP", measure_minimal, ()),
+        ("storescu -> naive forwarder -> storescp", measure_naive, ()),
+        ("storescu -> router async -> storescp", measure_router, ("async",)),
+        ("storescu -> router sync -> storescp", measure_router, ("sync",)),
+    ]
+    for name, measure, extra in paths:
+        small_m = median_of(runs, measure, bench, work / "small", len(small), small_bytes, *extra)
+        large_m = None
+        if measure is not measure_naive:  # the naive forwarder holds each instance in memory
+            large_m = median_of(1, measure, bench, work / "large", len(large), large_bytes, *extra)
+        rows[name] = (small_m, large_m)
+        print(f"  measured: {name}", file=sys.stderr)
+    shutil.rmtree(work / "large")
+    huge = make_set(work / "huge", 1, HUGE_BYTES)
+    huge_m = measure_router(bench, work / "huge", 1, huge[0].stat().st_size, "async")
+    shutil.rmtree(work / "huge")
+    report(rows, small_bytes / len(small), large_bytes / len(large), huge_m, runs, len(small))
+
+
+def report_cost(cost: dict, size: float, runs: int) -> None:
+    """CPU per instance of each process, and the rate, by number of concurrent senders."""
+    count = next(iter(cost.values())).count
+    print()
+    print(f"CPU per instance and concurrent senders: {count} instances of {size / 1e6:.2f} MB, dealt to 1, 4 "
+          f"or 8 storescu processes (each on its own association); median of {runs}; CPU time of each process "
+          f"(user + system, /proc) in ms per instance")
+    print(f"  {'path':<40} {'senders':>7} {'inst/s':>8} {'receiving':>10} {'worker':>8} {'total CPU':>10}")
+    for (name, senders), m in cost.items():
+        per = m.cpu_ms_per_instance
+        receiving = f"{per['receiving']:>10.2f}" if "receiving" in per else f"{'-':>10}"
+        worker = f"{per['worker']:>8.2f}" if "worker" in per else f"{'-':>8}"
+        print(f"  {name:<40} {senders:>7} {m.per_second:>8.1f} {receiving} {worker} "
+              f"{m.total_cpu_ms_per_instance:>10.2f}")
+    minimal = cost["minimal pynetdicom SCP (receives only)", 1]
+    floor = minimal.total_cpu_ms_per_instance + cost["minimal pynetdicom SCU (sends only)", 1].total_cpu_ms_per_instance
+    print(f"  pynetdicom's floor for relaying (minimal SCP's receiving + minimal SCU's sending): {floor:.2f} ms "
+          f"per instance")
+    relay = cost["router async", 1]
+    sync = cost["router sync", 1]
+    checks = [
+        (f"router async CPU per instance <= 2x the minimal SCP's: {relay.total_cpu_ms_per_instance:.2f} ms = "
+         f"{relay.total_cpu_ms_per_instance / minimal.total_cpu_ms_per_instance:.1f}x "
+         f"{minimal.total_cpu_ms_per_instance:.2f} ms",
+         relay.total_cpu_ms_per_instance <= 2 * minimal.total_cpu_ms_per_instance),
+        (f"router sync CPU per instance <= 2x the minimal SCP's: {sync.total_cpu_ms_per_instance:.2f} ms = "
+         f"{sync.total_cpu_ms_per_instance / minimal.total_cpu_ms_per_instance:.1f}x",
+         sync.total_cpu_ms_per_instance <= 2 * minimal.total_cpu_ms_per_instance),
+        (f"async on one association >= 80% of the minimal SCP's rate: {relay.per_second / minimal.per_second:.0%}",
+         relay.per_second >= 0.8 * minimal.per_second),
+        (f"sync >= 70% of async: {sync.per_second / relay.per_second:.0%}", sync.per_second >= 0.7 * relay.per_second),
+    ]
+    print("Targets:")
+    for text, passed in checks:
+        print(f"  {'PASS' if passed else 'MISS'}  {text}")
+
+
+def report(rows, small_size: float, large_size: float, huge: Measurement, runs: int, count: int) -> None:
     print()
     large_count = next((large.count for _, large in rows.values() if large), 0)
-    print(f"Routing throughput: storescu on one association; {SMALL_COUNT} instances of "
+    print(f"Routing throughput: storescu on one association; {count} instances of "
           f"{small_size / 1e6:.2f} MB (median of {runs}), {large_count} of {large_size / 1e6:.0f} MB")
     print(f"  {'path':<42} {'small inst/s':>12} {'small MB/s':>11} {'large MB/s':>11} {'peak RSS MB':>12}")
     for name, (small, large) in rows.items():

@@ -275,8 +275,9 @@ def write_file(target, dataset: Dataset, file_meta: FileMetaDataset, source: str
         meta.MediaStorageSOPClassUID = ds.SOPClassUID
     if "TransferSyntaxUID" not in meta:
         meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    unread = {tag: elem.value for tag, elem in ds._dict.items()
-               if tag >= _FIRST_PIXEL_DATA_TAG and isinstance(getattr(elem, "_value", None), UnreadBytes)}
+    # Plain int keys: pydicom's tags compare in Python, hundreds of times per instance here.
+    unread = {int(tag): elem.value for tag, elem in ds._dict.items()
+              if isinstance(getattr(elem, "_value", None), UnreadBytes) and int(tag) >= _FIRST_PIXEL_DATA_TAG}
     if pixel_data_at is None and not unread:
         ds.save_as(target, enforce_file_format=True)
         return
@@ -322,18 +323,33 @@ def _write_elements(out, ds: Dataset, meta: FileMetaDataset, source: str, ranges
     fp.is_little_endian = little
     fp.is_implicit_VR = implicit
     encodings = dicom_charset.convert_encodings(ds.get("SpecificCharacterSet") or "ISO_IR 6")
-    for tag in sorted(set(ranges) | set(ds._dict)):
-        if tag not in ds._dict:
-            continue
+    # Plain int keys (ranges and touched have them too): pydicom's tags compare in Python, and
+    # every look-up below would call them for each element.
+    elements = {int(tag): elem for tag, elem in ds._dict.items()}
+    run = None  # (begin, end): untouched elements lying one after the other, copied in one write
+    for tag in sorted(elements):
         if tag in unread and unread[tag].element is not None:
-            _copy_bytes(source, *unread[tag].element, out)
+            pass
         elif tag in ranges and tag not in touched:
             begin, end = ranges[tag]
-            out.write(header[begin - start:end - start])
+            if run is not None and run[1] == begin:
+                run = (run[0], end)
+            else:
+                if run is not None:
+                    out.write(header[run[0] - start:run[1] - start])
+                run = (begin, end)
+            continue
+        if run is not None:
+            out.write(header[run[0] - start:run[1] - start])
+            run = None
+        if tag in unread and unread[tag].element is not None:
+            _copy_bytes(source, *unread[tag].element, out)
         elif not splice and tag & 0xFFFF == 0 and tag >> 16 > 6:
             continue  # a retired group length, which pydicom does not write either
         else:
-            write_data_element(fp, ds._dict[tag], encodings)
+            write_data_element(fp, elements[tag], encodings)
+    if run is not None:
+        out.write(header[run[0] - start:run[1] - start])
     return True
 
 

@@ -67,10 +67,13 @@ def received_facts(document: Document) -> Arrival:
     arrival = document.arrival
     if not arrival.source_kind:
         arrival = replace(arrival, source_kind="file")
-    return arrival.with_instance(
-        document.get("DataSet.SOPClassUID") or document.get("FileMeta.MediaStorageSOPClassUID"),
-        document.get("DataSet.SOPInstanceUID") or document.get("FileMeta.MediaStorageSOPInstanceUID"),
-        header_facts(document))
+    return arrival.with_instance(*instance_uids(document), header_facts(document))
+
+
+def instance_uids(document: Document) -> tuple[str | None, str | None]:
+    """The SOP class and instance UIDs of the data set, else of the file meta."""
+    return (document.get("DataSet.SOPClassUID") or document.get("FileMeta.MediaStorageSOPClassUID"),
+            document.get("DataSet.SOPInstanceUID") or document.get("FileMeta.MediaStorageSOPInstanceUID"))
 
 
 def header_facts(document: Document) -> dict[str, object]:
@@ -345,8 +348,8 @@ class Pipeline:
                     else:
                         os.makedirs(os.path.dirname(target), exist_ok=True)
                         os.replace(temp, target)
-                facts = received_facts(copy)  # the data set's UIDs, else the file meta's
-                deliveries.append(NewDelivery(name, target, facts.sop_class_uid, facts.sop_instance_uid,
+                sop_class_uid, sop_instance_uid = instance_uids(copy)  # only these: not every header fact
+                deliveries.append(NewDelivery(name, target, sop_class_uid, sop_instance_uid,
                                               copy.get("FileMeta.TransferSyntaxUID")))
         except BaseException:
             for written_path in written:
