@@ -62,9 +62,30 @@ def one_problem(folder: Path, text: str) -> str:
 def test_an_unknown_key_names_its_line_and_suggests_the_known_one(tmp_path):
     problem = one_problem(tmp_path, HEAD + "no_destinaton: quarantine\n")
     assert problem == ("router.yaml:3: top level: unknown key 'no_destinaton' (did you mean no_destination?); "
-                       "known keys: storage, rules, rules_folders, no_destination, journal, journal_password_file, "
+                       "known keys: storage, rules, rules_folders, no_destination, journal, node, journal_password_file, "
                        "journal_password_env, secrets, log, listeners, watch, destinations, "
                        "console")
+
+
+def test_node_names_this_router_among_the_nodes_of_one_journal(tmp_path):
+    import socket
+    from rulesengine.runtime.storage import Storage
+    config = load_config(write(tmp_path, HEAD + "node: router-2.site_a\n"))
+    assert config.node == "router-2.site_a"
+    journal = Storage.of(config).journal()
+    try:
+        assert journal.node == "router-2.site_a"
+    finally:
+        journal.close()
+    assert load_config(write(tmp_path, HEAD)).node is None
+    default = Storage.of(load_config(write(tmp_path, HEAD))).journal()
+    try:
+        assert default.node == socket.gethostname()
+    finally:
+        default.close()
+    for bad in ("'-a'", "'a b'", "\"a'; DROP TABLE deliveries; --\"", "'" + "n" * 201 + "'", "3", "''"):
+        problem = one_problem(tmp_path, HEAD + f"node: {bad}\n")
+        assert problem.startswith("router.yaml:3: node: "), problem
 
 
 def test_an_unknown_key_deep_inside_names_the_line_of_that_key(tmp_path):

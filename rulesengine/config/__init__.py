@@ -248,6 +248,7 @@ class Config:
     destinations: dict[str, Destination] = field(default_factory=dict)
     console: Console | None = None  # None: no `console:` key, the console is off
     journal: JournalDatabase | None = None  # None: SQLite, in the storage folder
+    node: str | None = None  # this router's name among the nodes on one journal; None: the host name
     lines: dict[tuple, int] = field(default_factory=dict, compare=False, repr=False)
 
     def at(self, *location) -> str:
@@ -519,7 +520,8 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
         secrets=Secrets(key or DEFAULT_HASH_KEY, str(secrets_data.get("uid_root", "2.25"))),
         development_key=key is None, log_level=str(log.get("level", "info")), log_file=_resolve(base, log.get("file")),
         listeners=tuple(listeners), watch=tuple(watches), destinations=destinations,
-        console=_console(data.get("console"), base), journal=_journal(data, base, path), lines=_lines(data),
+        console=_console(data.get("console"), base), journal=_journal(data, base, path),
+        node=str(data["node"]) if data.get("node") else None, lines=_lines(data),
     )
 
 

@@ -9,6 +9,10 @@ fails while the destination works (a failure status, no transfer syntax for it,
 an association or a C-STORE the peer refused or aborted for it), that instance
 alone is retried later and the queue goes on. After max_attempts an item is
 dead: kept, with its last error, until `dicom-rules queue retry`.
+
+What a worker claims is leased to its node (journal.claim). The manager's LeaseKeeper renews
+the leases of the batches its workers hold, however long a send takes (a large instance), and
+puts back in the queue what any node's expired lease held (a node that died).
 """
 
 from __future__ import annotations
@@ -34,15 +38,60 @@ IDLE_WAIT = 1.0  # seconds a worker sleeps when nothing is due (a notification w
 ERROR_WAIT = 5.0  # seconds a worker waits after an unexpected error before it tries again
 
 
+class LeaseKeeper(threading.Thread):
+    """Renews the leases of the deliveries this node's workers hold, and puts back in the queue
+    those whose lease expired, whichever node held them; every third of a lease."""
+
+    def __init__(self, journal: Journal, clock=time.time):
+        super().__init__(name="delivery-leases", daemon=True)
+        self.journal = journal
+        self.clock = clock
+        self.stopping = threading.Event()
+        self._held: dict[int, object] = {}  # id(batch) -> the batch a worker is sending
+        self._lock = threading.Lock()
+
+    def hold(self, batch) -> None:
+        with self._lock:
+            self._held[id(batch)] = batch
+
+    def drop(self, batch) -> None:
+        with self._lock:
+            self._held.pop(id(batch), None)
+
+    def tick(self, now: float | None = None) -> tuple[int, int]:
+        """One round: (leases renewed, expired deliveries queued again)."""
+        now = self.clock() if now is None else now
+        with self._lock:
+            held = [item for batch in self._held.values() for item in batch]
+        renewed = self.journal.renew_leases(held, now) if held else 0
+        requeued = self.journal.requeue_expired(now)
+        if requeued:
+            log.warning("%d deliver%s whose lease expired (a node stopped sending them) queued again", requeued,
+                        "y" if requeued == 1 else "ies")
+        return renewed, requeued
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.journal.lease_seconds / 3):
+            try:
+                self.tick()
+            except Exception as exc:  # noqa: BLE001 - the database may be away a while: try again next round
+                _errors.log(log, logging.ERROR, origin(exc), "delivery leases: cannot renew or requeue: %s", exc,
+                            exc_info=exc)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
 class DestinationWorker(threading.Thread):
     def __init__(self, destination, journal: Journal, storage: Storage, wake: threading.Event, index: int = 0,
-                 clock=time.time):
+                 clock=time.time, leases: LeaseKeeper | None = None):
         super().__init__(name=f"deliver-{destination.name}-{index}", daemon=True)
         self.destination = destination
         self.journal = journal
         self.storage = storage
         self.wake = wake
         self.clock = clock  # what is due and when to retry (tests move it instead of waiting)
+        self.leases = leases  # renews the leases of the batch being sent (None: no renewal)
         self.stopping = threading.Event()
         self.sender = sender_for(destination)
 
@@ -69,9 +118,13 @@ class DestinationWorker(threading.Thread):
             self.sender.close()  # nothing to send: do not keep the association idle
             self._sleep()
             return
+        if self.leases is not None:
+            self.leases.hold(batch)
         try:
             self._send(batch)
         finally:
+            if self.leases is not None:
+                self.leases.drop(batch)
             self.journal.release(batch)  # whatever an error left claimed goes back; the rest is untouched
 
     def _batch_size(self) -> int:
@@ -151,6 +204,8 @@ class DeliveryManager:
         self._wakes: dict[str, threading.Event] = {}
         self._destinations: dict = {}
         self._lock = threading.Lock()
+        self.leases = LeaseKeeper(journal, clock)
+        self.leases.start()
 
     def apply(self, destinations: dict) -> None:
         """Start workers for new or changed destinations; stop those of removed or changed ones.
@@ -171,7 +226,7 @@ class DeliveryManager:
                     continue
                 wake = self._wakes.setdefault(name, threading.Event())
                 count = getattr(destination, "max_associations", 1)
-                workers = [DestinationWorker(destination, self.journal, self.storage, wake, i, self.clock)
+                workers = [DestinationWorker(destination, self.journal, self.storage, wake, i, self.clock, self.leases)
                            for i in range(count)]
                 for worker in workers:
                     worker.start()
@@ -188,6 +243,7 @@ class DeliveryManager:
         with self._lock:
             workers = [w for group in self._workers.values() for w in group]
             self._workers.clear()
+        self.leases.stop()
         for worker in workers:
             worker.stop()
         deadline = time.time() + timeout

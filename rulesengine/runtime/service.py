@@ -43,7 +43,7 @@ class Router:
         self.watchers: list = []
         self.reloader = None
         self._reload_requested = False  # a SIGHUP before the reloader runs
-        self.status = StatusReporter(self)  # the journal's router_status row, for the operations console
+        self.status = StatusReporter(self, config.node)  # the journal's router_status row, for the operations console
 
     # ---- lifecycle ----
 

@@ -73,10 +73,12 @@ class JournalUnavailable(RuntimeError):
 
 
 class Storage:
-    def __init__(self, root: str, database: JournalDatabase | None = None):
-        """`database`: the configuration's `journal:` (PostgreSQL); None: SQLite, in this folder."""
+    def __init__(self, root: str, database: JournalDatabase | None = None, node: str | None = None):
+        """`database`: the configuration's `journal:` (PostgreSQL); None: SQLite, in this folder.
+        `node`: the configuration's `node:`, whose leases the journal's claims take (None: the host name)."""
         self.root = os.path.abspath(root)
         self.database = database
+        self.node = node
         self.tmp = os.path.join(self.root, "spool", "tmp")
         self.incoming = os.path.join(self.root, "spool", "in")
         self.outgoing = os.path.join(self.root, "spool", "out")
@@ -114,7 +116,7 @@ class Storage:
     @classmethod
     def of(cls, config: Config) -> Storage:
         """The storage folder of a configuration, with its journal."""
-        return cls(config.storage, config.journal)
+        return cls(config.storage, config.journal, config.node)
 
     def has_journal(self) -> bool:
         """Is there a journal to read (a database always; SQLite once the router made its file)?"""
@@ -122,14 +124,14 @@ class Storage:
 
     def journal(self) -> Journal:
         if self.database is None:
-            return SQLiteJournal(self.journal_path)
+            return SQLiteJournal(self.journal_path, self.node)
         from .journal import postgres  # psycopg is loaded only by a router that uses it
         try:
             password = self.database.password()
         except ValueError as exc:
             raise JournalUnavailable(f"{self.database.where}: {exc}") from None
         try:
-            return postgres.PostgresJournal(self.database.url, password)
+            return postgres.PostgresJournal(self.database.url, password, node=self.node)
         except postgres.JournalUnavailable as exc:
             raise JournalUnavailable(f"{self.database.where}: {exc}") from None
 

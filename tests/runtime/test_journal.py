@@ -44,6 +44,7 @@ from rulesengine.runtime.journal import (
     Instance,
     InstanceState,
     Journal,
+    Lease,
     NewDelivery,
     NewRequest,
     Outcome,
@@ -67,8 +68,8 @@ class Backend:
     name: str
     address: str
 
-    def open(self) -> Journal:
-        return getattr(importlib.import_module(self.module), self.name)(self.address)
+    def open(self, **options) -> Journal:
+        return getattr(importlib.import_module(self.module), self.name)(self.address, **options)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -237,6 +238,32 @@ def test_a_journal_from_before_the_c_store_command_is_migrated(tmp_path):
     finally:
         journal.close()
     SQLiteJournal(str(path)).close()  # opened again: nothing left to add
+
+
+def test_a_journal_from_before_leases_gets_them_and_scans_expiries_by_index(tmp_path):
+    from rulesengine.runtime.journal import sqlite as journal_sqlite
+    path = tmp_path / "old.sqlite"
+    old_schema = "\n".join(line for line in journal_sqlite._SCHEMA.splitlines() if "lease_" not in line)
+    old_schema = old_schema.replace("delivered_at REAL,\n", "delivered_at REAL\n")
+    with closing(sqlite3.connect(path)) as db:
+        db.executescript(old_schema)
+        db.execute("INSERT INTO instances (received_at, state) VALUES (1, 'processed')")
+        db.execute("INSERT INTO deliveries (instance_id, destination, path, state, created_at, updated_at) "
+                   "VALUES (1, 'PACS', '/spool/in/old.dcm', 'sending', 1, 1)")
+        db.commit()
+        assert "lease_owner" not in {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}
+    journal = SQLiteJournal(str(path), node="a")
+    try:
+        assert journal.lease(1) is None  # sent before leases: held by no node
+        assert journal.requeue_claimed(now=time.time()) == 0  # not a worker's claim of this node
+        assert journal.requeue_interrupted() == 1  # a start sends it again
+        [claimed] = journal.claim("PACS", 1, now=100.0)
+        assert journal.lease(claimed.id) == Lease("a", 100.0 + journal.lease_seconds)
+        plan = " ".join(str(row[-1]) for row in journal._connection().execute(
+            "EXPLAIN QUERY PLAN UPDATE deliveries SET state='queued' WHERE lease_expires < 1 AND state='sending'"))
+        assert "deliveries_lease" in plan, plan
+    finally:
+        journal.close()
 
 
 # ---- the life of a delivery -----------------------------------------------------------------------
@@ -448,6 +475,119 @@ def test_requeue_interrupted_after_a_restart(journal, backend):
         assert restarted.requeue_interrupted() == 2
     finally:
         restarted.close()
+
+
+# ---- leases: several nodes on one journal ---------------------------------------------------------
+
+
+@pytest.fixture
+def nodes(backend):
+    """Two router nodes, "a" and "b", on one journal."""
+    opened = [backend.open(node="a"), backend.open(node="b")]
+    yield opened
+    for journal in opened:
+        journal.close()
+
+
+def test_a_claim_leases_its_deliveries_to_its_node_until_they_finish(nodes):
+    a, _b = nodes
+    ids = [queue_instance(a, number=number)[0] for number in range(4)]
+    assert a.lease(ids[0]) is None  # queued: no node holds it
+    claimed = a.claim("PACS", 4, now=1000.0)
+    assert [a.lease(i) for i in ids] == [Lease("a", 1000.0 + a.lease_seconds)] * 4
+    a.delivered(claimed[0], 1000.0)
+    a.failed(claimed[1], 1000.0, "refused", 1060.0)
+    a.failed(claimed[2], 1000.0, "refused", None)
+    a.release(claimed[3:])
+    assert [a.lease(i) for i in ids] == [None] * 4
+    assert [a.delivery(i).state for i in ids] == [DELIVERED, RETRYING, DEAD, QUEUED]
+
+
+def test_a_node_renews_only_its_own_leases(nodes):
+    a, b = nodes
+    [first] = queue_instance(a, number=1)
+    [second] = queue_instance(a, ("ARCHIVE",), number=2)
+    mine = a.claim("PACS", 1, now=1000.0)
+    theirs = b.claim("ARCHIVE", 1, now=1010.0)
+    assert a.renew_leases(mine + theirs, now=1030.0) == 1
+    assert a.lease(first) == Lease("a", 1030.0 + a.lease_seconds)
+    assert a.lease(second) == Lease("b", 1010.0 + b.lease_seconds)  # untouched
+    assert a.renew_leases([], now=1030.0) == 0
+    a.delivered(mine[0], 1030.0)
+    assert a.renew_leases(mine, now=1040.0) == 0  # finished: nothing to renew, no lease comes back
+    assert a.lease(first) is None
+
+
+def test_an_expired_lease_goes_back_to_the_queue_an_unexpired_one_never(nodes):
+    a, b = nodes
+    [delivery_id] = queue_instance(a)
+    [claimed] = a.claim("PACS", 1, now=1000.0)
+    expires = 1000.0 + a.lease_seconds
+    for now in (1000.0, 1030.0, expires - 0.001, expires):
+        assert b.requeue_expired(now=now) == 0, now
+        assert a.delivery(delivery_id).state == SENDING
+    a.renew_leases([claimed], now=expires - 1)  # still sending: its lease runs on
+    assert b.requeue_expired(now=expires + 1) == 0
+    assert b.requeue_expired(now=expires - 1 + a.lease_seconds + 0.001) == 1
+    assert (a.delivery(delivery_id).state, a.lease(delivery_id)) == (QUEUED, None)
+    assert a.counts() == {"PACS": {QUEUED: 1}}
+
+
+def test_sync_deliveries_are_held_by_their_node_and_never_expire(nodes):
+    a, b = nodes
+    [delivery_id] = a.add_deliveries(a.record(received(), "/spool/in/a.dcm", None, ACCEPTED),
+                                     [new_delivery("PACS", "/spool/in/a.dcm")], state=SENDING)
+    assert a.lease(delivery_id) == Lease("a", None)
+    far = time.time() + 10 * a.lease_seconds
+    assert b.requeue_expired(now=far) == a.requeue_claimed(now=far) == b.requeue_claimed(now=far) == 0
+    assert b.requeue_interrupted() == 0  # another node's start leaves it
+    assert a.requeue_interrupted() == 1  # its own node's start sends it again
+    assert a.delivery(delivery_id).state == QUEUED
+
+
+def test_requeue_claimed_at_a_start_takes_the_nodes_own_claims_and_expired_ones(nodes):
+    a, b = nodes
+    ids = [queue_instance(a, number=number)[0] for number in range(3)]
+    now = time.time()
+    [of_a] = a.claim("PACS", 1, now=now)
+    [of_b] = b.claim("PACS", 1, now=now)
+    assert b.requeue_claimed(now=now + 1) == 1  # b's worker restarted: only what b was sending
+    assert [a.delivery(i).state for i in ids] == [SENDING, QUEUED, QUEUED]
+    assert a.lease(of_a.id).owner == "a" and a.lease(of_b.id) is None
+    assert b.requeue_claimed(now=now + a.lease_seconds + 1) == 1  # a's lease expired meanwhile
+    assert [a.delivery(i).state for i in ids] == [QUEUED] * 3
+
+
+def test_requeue_interrupted_leaves_another_nodes_sends_in_flight(nodes):
+    a, b = nodes
+    ids = [queue_instance(a, number=number)[0] for number in range(2)]
+    a.claim("PACS", 1)
+    b.claim("PACS", 1)
+    assert b.requeue_interrupted() == 1
+    assert [a.delivery(i).state for i in ids] == [SENDING, QUEUED]
+
+
+def test_a_node_that_dies_has_its_deliveries_taken_over_and_delivered_once(nodes):
+    a, b = nodes
+    ids = [queue_instance(a, number=number)[0] for number in range(3)]
+    now = 1000.0
+    taken = a.claim("PACS", 2, now=now)  # then node a dies: it never renews, delivers nor releases
+    assert [d.id for d in b.claim("PACS", 10, now=now)] == [ids[2]]  # b never takes a's claims
+    b.delivered(b.delivery(ids[2]), now)
+    assert b.requeue_expired(now=now + a.lease_seconds / 2) == 0
+    assert b.claim("PACS", 10, now=now + a.lease_seconds / 2) == []
+    later = now + a.lease_seconds + 1
+    assert b.requeue_expired(now=later) == 2
+    again = b.claim("PACS", 10, now=later)
+    assert [d.id for d in again] == [d.id for d in taken]  # in their order
+    assert [b.lease(d.id) for d in again] == [Lease("b", later + b.lease_seconds)] * 2
+    assert a.renew_leases(taken, now=later) == 0  # a, back too late, holds nothing
+    for item in again:
+        b.delivered(item, later)
+    assert [b.delivery(i).state for i in ids] == [DELIVERED] * 3
+    assert [len(b.attempts(i)) for i in ids] == [1, 1, 1]  # each sent once
+    assert b.requeue_expired(now=later + 10 * b.lease_seconds) == 0
+    assert a.claim("PACS", 10, now=later) == b.claim("PACS", 10, now=later) == []
 
 
 # ---- files ----------------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ the configuration names a PostgreSQL journal) in a PostgreSQL database; both are
 
 from .interface import Journal
 from .records import (MAX_TRACE_BYTES, MAX_TRACE_EDITS, Attempt, Counter, Delivery, DeliveryState, DeliveryTrace,
-                      DestinationAnswer, Instance, InstanceState, InstanceTrace, ListedDelivery, NewDelivery,
+                      DestinationAnswer, Instance, InstanceState, InstanceTrace, Lease, ListedDelivery, NewDelivery,
                       NewRequest, Outcome, Request, RequestOutcome, RequestResult, RouterStatus, trace_text)
+from .sql import LEASE_SECONDS
 from .sqlite import SQLiteJournal
 
 QUEUED, SENDING, DELIVERED, RETRYING, DEAD = DeliveryState
@@ -18,6 +19,6 @@ ACCEPTED, PROCESSED, DONE = InstanceState
 
 __all__ = ["ACCEPTED", "Attempt", "Counter", "DEAD", "DELIVERED", "DELIVERY_STATES", "DONE", "Delivery",
            "DeliveryState", "DeliveryTrace", "DestinationAnswer", "Instance", "InstanceState", "InstanceTrace",
-           "Journal", "ListedDelivery", "MAX_TRACE_BYTES", "MAX_TRACE_EDITS", "NewDelivery", "NewRequest", "Outcome",
+           "Journal", "LEASE_SECONDS", "Lease", "ListedDelivery", "MAX_TRACE_BYTES", "MAX_TRACE_EDITS", "NewDelivery", "NewRequest", "Outcome",
            "PROCESSED", "QUEUED", "RETRYING", "Request", "RequestOutcome", "RequestResult", "RouterStatus", "SENDING",
            "SQLiteJournal", "trace_text"]

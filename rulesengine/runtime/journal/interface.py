@@ -19,11 +19,14 @@ from typing import Iterable, Protocol
 
 from ...arrival import Arrival
 from .records import (Attempt, Counter, Delivery, DeliveryState, Instance, InstanceState, InstanceTrace,
-                      ListedDelivery, NewDelivery, NewRequest, Outcome, Request, RequestResult, RouterStatus)
+                      Lease, ListedDelivery, NewDelivery, NewRequest, Outcome, Request, RequestResult, RouterStatus)
 
 
 class Journal(Protocol):
     """One per process; safe to use from several threads at once."""
+
+    node: str  # the router node whose leases this journal's claims take
+    lease_seconds: float  # how long a claim's lease runs before it must be renewed
 
     def close(self) -> None:
         """Close the calling thread's connection (the next call opens another)."""
@@ -69,8 +72,18 @@ class Journal(Protocol):
     # ---- deliveries -----------------------------------------------------------------------------
 
     def claim(self, destination: str, limit: int, now: float | None = None) -> list[Delivery]:
-        """The next due deliveries of a destination, in order, marked sending; none while the
-        destination is paused."""
+        """The next due deliveries of a destination, in order, marked sending and leased to this
+        journal's node for `lease_seconds`; none while the destination is paused."""
+
+    def renew_leases(self, deliveries: Iterable[Delivery], now: float | None = None) -> int:
+        """This node still sends these: their leases run `lease_seconds` from `now` again. Returns
+        how many it still held."""
+
+    def requeue_expired(self, now: float | None = None) -> int:
+        """Deliveries whose lease expired, whichever node held them: back in the queue."""
+
+    def lease(self, delivery_id: int) -> Lease | None:
+        """Who holds a delivery and until when; None when no node holds it."""
 
     def delivery(self, delivery_id: int) -> Delivery | None: ...
 
@@ -89,11 +102,13 @@ class Journal(Protocol):
         """Claimed but not attempted: back in the queue, untouched."""
 
     def requeue_interrupted(self) -> int:
-        """On start: what was being sent when the router stopped is sent again."""
+        """On start: what this node was sending when it stopped is sent again, with what no node
+        holds and what expired leases held; another node's sends in flight are left to it."""
 
-    def requeue_claimed(self) -> int:
-        """A worker process starting while the router runs: what a worker before it was sending
-        is sent again; the main process's sync deliveries (never claimed) are left to it."""
+    def requeue_claimed(self, now: float | None = None) -> int:
+        """A worker process starting while the router runs: what this node's claims held is sent
+        again, with what expired leases held; another node's claims in flight, and the main
+        process's sync deliveries (never claimed), are left to them."""
 
     def postpone(self, destination: str, until: float) -> None:
         """A destination is unreachable: nothing of it is claimed before `until` (a later pause

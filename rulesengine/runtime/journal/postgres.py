@@ -169,9 +169,16 @@ CREATE TRIGGER deliveries_counted_update AFTER UPDATE ON deliveries
     FOR EACH STATEMENT EXECUTE FUNCTION delivery_counts_follow();
 """
 
+# Leases: the node sending a delivery and until when (sql.py: claim, renew_leases,
+# requeue_expired), with an index of the deliveries being sent only, by expiry.
+_SCHEMA_2 = """
+ALTER TABLE deliveries ADD COLUMN lease_owner TEXT, ADD COLUMN lease_expires DOUBLE PRECISION;
+CREATE INDEX deliveries_lease ON deliveries(lease_expires) WHERE lease_expires IS NOT NULL;
+"""
+
 # The schema's versions: (number, statements), in order. A change of schema is a new entry
 # at the end; an entry, once released, never changes.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_1),)
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_1), (2, _SCHEMA_2))
 
 
 class JournalUnavailable(RuntimeError):
@@ -241,8 +248,9 @@ class PostgresJournal(SQLJournal):
     _UNINDEXED = ""  # PostgreSQL's planner keeps statistics: it needs no hint
     _LEAST = "LEAST"
 
-    def __init__(self, url: str, password: str | None = None, connect_timeout: float = 10):
-        super().__init__()
+    def __init__(self, url: str, password: str | None = None, connect_timeout: float = 10,
+                 node: str | None = None):
+        super().__init__(node)
         self.url = url
         self._password = password
         self._connect_timeout = connect_timeout

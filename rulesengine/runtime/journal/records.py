@@ -170,6 +170,15 @@ class Delivery(_Columns):
 
 
 @dataclass(frozen=True)
+class Lease:
+    """The node sending a delivery, and until when it holds it (None: a sync delivery, held by
+    its node until it finishes it or restarts)."""
+
+    owner: str
+    expires_at: float | None
+
+
+@dataclass(frozen=True)
 class ListedDelivery(Delivery):
     """A delivery as `dicom-rules queue` lists it: when it changed, and where its instance came from."""
 

@@ -13,6 +13,7 @@ wait for each other's counts in a cycle.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import weakref
@@ -22,7 +23,7 @@ from typing import Any, Iterable, Iterator
 
 from ...arrival import Arrival
 from .records import (Attempt, Counter, Delivery, DeliveryState, DeliveryTrace, Instance, InstanceState, InstanceTrace,
-                      ListedDelivery, NewDelivery, NewRequest, Outcome, Request, RequestResult, RouterStatus)
+                      Lease, ListedDelivery, NewDelivery, NewRequest, Outcome, Request, RequestResult, RouterStatus)
 
 QUEUED, SENDING, DELIVERED, RETRYING, DEAD = DeliveryState
 ACCEPTED, PROCESSED, DONE = InstanceState
@@ -33,10 +34,15 @@ INDEXED_FILTERS = ("patient_id", "accession_number", "study_instance_uid", "seri
                    "calling_aet", "source_name", "outcome")
 _NARROW_FILTERS = INDEXED_FILTERS[:5]
 
+# How long a claim holds its deliveries: the node sending them renews the lease while it sends
+# (renew_leases); once it has expired, any node puts them back in the queue (requeue_expired).
+LEASE_SECONDS = 60.0
+
 # Delivery latency (received to delivered), seconds: the upper bounds of the histogram's buckets.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
+_NO_LEASE = "lease_owner=NULL, lease_expires=NULL"  # a delivery no node is sending
 _DELIVERY_COLUMNS = ", ".join(field.name for field in fields(Delivery))
 # What a search lists of an instance: everything but its trace, which is read one at a time.
 _LISTED_INSTANCE_COLUMNS = ("id, received_at, path, state, ruleset_version, outcome, reason, rules_fired, "
@@ -138,7 +144,9 @@ class SQLJournal:
     _UNINDEXED = "+"  # before a column: a filter never answered by its index (search_query)
     _LEAST = "min"  # the smaller of two values
 
-    def __init__(self) -> None:
+    def __init__(self, node: str | None = None) -> None:
+        self.node = node or socket.gethostname()  # who holds the leases this journal's claims take
+        self.lease_seconds = LEASE_SECONDS
         self._local = threading.local()
         self._idle: list = []  # the connections of threads that ended
 
@@ -214,15 +222,19 @@ class SQLJournal:
                        state: DeliveryState = QUEUED) -> list[int]:
         """Queue an accepted instance's deliveries and mark it processed, in one transaction."""
         now = time.time()
+        # Sent at once by this node (sync mode): its own, without an expiry, until it finishes them
+        # or restarts (requeue_interrupted); no other node takes them.
+        owner = self.node if state == SENDING else None
         rows = [(instance_id, item.destination, item.path, item.sop_class_uid, item.sop_instance_uid,
-                 item.transfer_syntax, state, now, now) for item in deliveries]
+                 item.transfer_syntax, state, now, now, owner) for item in deliveries]
         ids: list[int] = []
         with self._transaction() as db:
             before = db.execute("SELECT state, outcome FROM instances WHERE id=?", (instance_id,)).fetchone()
             if rows:  # one statement (see the module's docstring); ids are given in the rows' order
                 ids = sorted(int(row[0]) for row in db.execute(
                     "INSERT INTO deliveries (instance_id, destination, path, sop_class_uid, sop_instance_uid, "
-                    "transfer_syntax, state, created_at, updated_at) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?)"] * len(rows)) +
+                    "transfer_syntax, state, created_at, updated_at, lease_owner) VALUES " +
+                    ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * len(rows)) +
                     " RETURNING id", [value for row in rows for value in row]).fetchall())
             decided = outcome.to_row() if outcome is not None else {}
             self._update_instance(db, instance_id, {"state": PROCESSED, "processed_at": now, **decided})
@@ -284,14 +296,18 @@ class SQLJournal:
     # ---- deliveries ------------------------------------------------------------------
 
     def requeue_interrupted(self) -> int:
-        """On start: what was being sent when the router stopped is sent again."""
+        """On start: what this node was sending when it stopped is sent again, with what no
+        node holds and what another node's expired lease held; another node's sends in flight
+        are left to it."""
+        now = time.time()
         with self._transaction() as db:
-            return db.execute("UPDATE deliveries SET state=?, updated_at=? WHERE state=?",
-                              (QUEUED, time.time(), SENDING)).rowcount
+            return db.execute(f"UPDATE deliveries SET state=?, updated_at=?, {_NO_LEASE} WHERE state=? AND "
+                              "(lease_owner IS NULL OR lease_owner=? OR lease_expires < ?)",
+                              (QUEUED, now, SENDING, self.node, now)).rowcount
 
     def claim(self, destination: str, limit: int, now: float | None = None) -> list[Delivery]:
-        """The next due deliveries of a destination, in order, marked sending; none while
-        the destination is paused."""
+        """The next due deliveries of a destination, in order, marked sending and leased to
+        this node until `now + lease_seconds`; none while the destination is paused."""
         now = time.time() if now is None else now
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM pauses WHERE destination=? AND until > ?", (destination, now)).fetchone():
@@ -301,9 +317,36 @@ class SQLJournal:
                 f"AND next_attempt_at <= ? ORDER BY id LIMIT ?{self._CLAIM_LOCK}",
                 (destination, QUEUED, RETRYING, now, limit)).fetchall()
             if rows:  # one statement (see the module's docstring)
-                db.execute(f"UPDATE deliveries SET state=?, updated_at=? WHERE id IN ({','.join('?' * len(rows))})",
-                           (SENDING, now, *(row["id"] for row in rows)))
+                db.execute("UPDATE deliveries SET state=?, updated_at=?, lease_owner=?, lease_expires=? "
+                           f"WHERE id IN ({','.join('?' * len(rows))})",
+                           (SENDING, now, self.node, now + self.lease_seconds, *(row["id"] for row in rows)))
         return [replace(Delivery.from_row(row), state=SENDING) for row in rows]
+
+    def renew_leases(self, deliveries: Iterable[Delivery], now: float | None = None) -> int:
+        """This node still sends these: their leases run `lease_seconds` from now again. Returns
+        how many it still held (one that expired and went back to the queue is not taken back)."""
+        ids = [delivery.id for delivery in deliveries]
+        if not ids:
+            return 0
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            return db.execute(f"UPDATE deliveries SET lease_expires=? WHERE id IN ({','.join('?' * len(ids))}) "
+                              "AND state=? AND lease_owner=? AND lease_expires IS NOT NULL",
+                              (now + self.lease_seconds, *ids, SENDING, self.node)).rowcount
+
+    def requeue_expired(self, now: float | None = None) -> int:
+        """Deliveries whose lease expired, whichever node held them (it died, or lost the
+        database): back in the queue, for any node to send. Read from the lease index alone."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            return db.execute(f"UPDATE deliveries SET state=?, updated_at=?, {_NO_LEASE} WHERE lease_expires < ? "
+                              "AND state=?", (QUEUED, now, now, SENDING)).rowcount
+
+    def lease(self, delivery_id: int) -> Lease | None:
+        """Who holds a delivery and until when; None when no node holds it."""
+        row = self._connection().execute("SELECT lease_owner, lease_expires FROM deliveries WHERE id=?",
+                                         (delivery_id,)).fetchone()
+        return Lease(row[0], row[1]) if row and row[0] is not None else None
 
     def delivery(self, delivery_id: int) -> Delivery | None:
         row = self._connection().execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id=?",
@@ -321,7 +364,7 @@ class SQLJournal:
         now = time.time()
         with self._transaction() as db:
             db.execute("UPDATE deliveries SET state=?, attempts=attempts+1, updated_at=?, delivered_at=?, "
-                       "last_error=NULL WHERE id=?", (DELIVERED, now, now, delivery.id))
+                       f"last_error=NULL, {_NO_LEASE} WHERE id=?", (DELIVERED, now, now, delivery.id))
             db.execute("INSERT INTO attempts (delivery_id, started_at, finished_at, ok, detail) VALUES (?,?,?,1,?)",
                        (delivery.id, started, now, detail))
             received = db.execute("SELECT received_at FROM instances WHERE id=?", (delivery.instance_id,)).fetchone()
@@ -336,7 +379,7 @@ class SQLJournal:
         state = DEAD if retry_at is None else RETRYING
         with self._transaction() as db:
             db.execute("UPDATE deliveries SET state=?, attempts=attempts+1, next_attempt_at=?, last_error=?, "
-                       "updated_at=?, path=CASE WHEN ? THEN path ELSE NULL END WHERE id=?",
+                       f"updated_at=?, path=CASE WHEN ? THEN path ELSE NULL END, {_NO_LEASE} WHERE id=?",
                        (state, retry_at or now, error, now, keep_file, delivery.id))
             db.execute("INSERT INTO attempts (delivery_id, started_at, finished_at, ok, detail) VALUES (?,?,?,0,?)",
                        (delivery.id, started, now, error))
@@ -350,7 +393,7 @@ class SQLJournal:
         if not ids:
             return
         with self._transaction() as db:  # one statement (see the module's docstring)
-            db.execute("UPDATE deliveries SET state=CASE WHEN attempts > 0 THEN ? ELSE ? END, updated_at=? "
+            db.execute(f"UPDATE deliveries SET state=CASE WHEN attempts > 0 THEN ? ELSE ? END, updated_at=?, {_NO_LEASE} "
                        f"WHERE id IN ({','.join('?' * len(ids))}) AND state=?",
                        (RETRYING, QUEUED, time.time(), *ids, SENDING))
 
@@ -455,13 +498,16 @@ class SQLJournal:
         return [Attempt.from_row(row) for row in self._connection().execute(
             "SELECT * FROM attempts WHERE delivery_id=? ORDER BY id", (delivery_id,))]
 
-    def requeue_claimed(self) -> int:
-        """For a worker process starting while the router runs: what a worker before it claimed
-        and was sending when it died is sent again. The main process's sync deliveries, added
-        as sending and never claimed (no attempt, never updated since), are left to it."""
+    def requeue_claimed(self, now: float | None = None) -> int:
+        """For a worker process starting while the router runs: what this node's claims held
+        (a worker before it was sending them when it died) is sent again, with what any node's
+        expired lease held. Another node's claims in flight are left to it, and the main
+        process's sync deliveries (this node's, never claimed: no expiry) to the main process."""
+        now = time.time() if now is None else now
         with self._transaction() as db:
-            return db.execute("UPDATE deliveries SET state=?, updated_at=? WHERE state=? AND "
-                              "(attempts > 0 OR updated_at != created_at)", (QUEUED, time.time(), SENDING)).rowcount
+            return db.execute(f"UPDATE deliveries SET state=?, updated_at=?, {_NO_LEASE} WHERE state=? AND "
+                              "lease_expires IS NOT NULL AND (lease_owner=? OR lease_expires < ?)",
+                              (QUEUED, now, SENDING, self.node, now)).rowcount
 
     # ---- requests -----------------------------------------------------------------------
 

@@ -49,7 +49,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     last_error TEXT,
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    delivered_at REAL
+    delivered_at REAL,
+    lease_owner TEXT,  -- the node sending it (sql.py: claim, renew_leases, requeue_expired)
+    lease_expires REAL
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(destination, state, next_attempt_at, id);
 CREATE INDEX IF NOT EXISTS deliveries_path ON deliveries(path);
@@ -142,6 +144,8 @@ CREATE INDEX IF NOT EXISTS instances_outcome ON instances(outcome);
 -- Deliveries by when they were delivered, for the console's activity (Journal.activity): only
 -- those delivered, so a queued delivery costs no entry, and a delivery one entry, at its end.
 CREATE INDEX IF NOT EXISTS deliveries_delivered_at ON deliveries(delivered_at) WHERE delivered_at IS NOT NULL;
+-- Leases by expiry, for requeue_expired: only the deliveries being sent have an entry.
+CREATE INDEX IF NOT EXISTS deliveries_lease ON deliveries(lease_expires) WHERE lease_expires IS NOT NULL;
 """
 
 # Deliveries by destination and state, kept by triggers in the transaction of every change: the
@@ -190,7 +194,8 @@ def _add_delivery_counts(db: sqlite3.Connection) -> None:
 
 # Columns added since the first release: a journal made before gets them (empty) when opened.
 _ADDED_COLUMNS = (("instances", "store_command", "TEXT"), ("requests", "store_command", "TEXT"),
-                  *(("instances", column, "TEXT") for column in Arrival.HEADER_COLUMNS), ("instances", "trace", "TEXT"))
+                  *(("instances", column, "TEXT") for column in Arrival.HEADER_COLUMNS), ("instances", "trace", "TEXT"),
+                  ("deliveries", "lease_owner", "TEXT"), ("deliveries", "lease_expires", "REAL"))
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
@@ -210,10 +215,10 @@ class SQLiteJournal(SQLJournal):
 
     _BEGIN_WRITE = "BEGIN IMMEDIATE"  # one writer at a time, decided at BEGIN: never a deadlock
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, node: str | None = None):
         if sqlite3.sqlite_version_info < (3, 35):  # INSERT ... RETURNING (sql.py)
             raise RuntimeError(f"the journal needs SQLite 3.35 or later; this Python has {sqlite3.sqlite_version}")
-        super().__init__()
+        super().__init__(node)
         self.path = path
         db = self._connection()
         db.execute("PRAGMA journal_mode=WAL")  # kept in the file: once is enough

@@ -1,0 +1,73 @@
+"""The delivery loop's leases (delivery.LeaseKeeper): the batches its workers send are renewed,
+however long a send takes, and what any node's expired lease held goes back to the queue. The
+journal's side (claim, renew_leases, requeue_expired) is tested on both backends by
+test_journal.py; the clock is given, never waited for."""
+
+from __future__ import annotations
+
+import pytest
+
+from rulesengine.arrival import Arrival
+from rulesengine.runtime.delivery import DeliveryManager, LeaseKeeper
+from rulesengine.runtime.journal import ACCEPTED, QUEUED, SENDING, Lease, NewDelivery, Outcome, SQLiteJournal
+from rulesengine.runtime.storage import Storage
+
+CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def queue(journal, count: int) -> list[int]:
+    ids = []
+    for number in range(count):
+        instance_id = journal.record(Arrival(source_kind="listener", sop_instance_uid=f"1.2.3.{number}"),
+                                     f"/spool/in/{number}.dcm", Outcome("v1", "route", None, (), ("PACS",)), ACCEPTED)
+        ids += journal.add_deliveries(instance_id, [NewDelivery("PACS", f"/spool/in/{number}.dcm", CT_IMAGE,
+                                                                f"1.2.3.{number}", "1.2.840.10008.1.2.1")])
+    return ids
+
+
+@pytest.fixture
+def nodes(tmp_path):
+    path = str(tmp_path / "journal.sqlite")
+    opened = [SQLiteJournal(path, node="a"), SQLiteJournal(path, node="b")]
+    yield opened
+    for journal in opened:
+        journal.close()
+
+
+def test_the_keeper_renews_the_batches_held_and_lets_go_of_those_dropped(nodes):
+    a, _b = nodes
+    queue(a, 3)
+    keeper = LeaseKeeper(a, clock=lambda: 0.0)
+    sending = a.claim("PACS", 2, now=1000.0)
+    keeper.hold(sending)
+    for now in (1020.0, 1040.0, 1060.0, 1080.0):  # a send far longer than one lease
+        assert keeper.tick(now) == (2, 0)
+    assert [a.lease(d.id) for d in sending] == [Lease("a", 1080.0 + a.lease_seconds)] * 2
+    keeper.drop(sending)
+    assert keeper.tick(1100.0) == (0, 0)
+    assert keeper.tick(1080.0 + a.lease_seconds + 1) == (0, 2)  # no longer renewed: expired, queued again
+    assert [a.delivery(d.id).state for d in sending] == [QUEUED, QUEUED]
+
+
+def test_the_keeper_takes_over_what_a_dead_node_held(nodes):
+    a, b = nodes
+    ids = queue(a, 2)
+    a.claim("PACS", 2, now=1000.0)  # node a dies with them
+    keeper = LeaseKeeper(b)
+    assert keeper.tick(1000.0 + a.lease_seconds / 2) == (0, 0)
+    assert [b.delivery(i).state for i in ids] == [SENDING, SENDING]
+    assert keeper.tick(1000.0 + a.lease_seconds + 1) == (0, 2)
+    assert [b.delivery(i).state for i in ids] == [QUEUED, QUEUED]
+
+
+def test_the_manager_runs_a_keeper_and_stops_it(tmp_path):
+    storage = Storage(str(tmp_path / "storage"))
+    journal = storage.journal()
+    try:
+        manager = DeliveryManager(journal, storage)
+        assert manager.leases.is_alive()
+        manager.stop(timeout=5)
+        manager.leases.join(5)
+        assert not manager.leases.is_alive()
+    finally:
+        journal.close()
