@@ -58,11 +58,15 @@ class LeaseKeeper(threading.Thread):
         with self._lock:
             self._held.pop(id(batch), None)
 
+    def held(self) -> list:
+        """The deliveries this node's workers are sending now."""
+        with self._lock:
+            return [item for batch in self._held.values() for item in batch]
+
     def tick(self, now: float | None = None) -> tuple[int, int]:
         """One round: (leases renewed, expired deliveries queued again)."""
         now = self.clock() if now is None else now
-        with self._lock:
-            held = [item for batch in self._held.values() for item in batch]
+        held = self.held()
         renewed = self.journal.renew_leases(held, now) if held else 0
         requeued = self.journal.requeue_expired(now)
         if requeued:

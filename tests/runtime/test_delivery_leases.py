@@ -5,11 +5,20 @@ test_journal.py; the clock is given, never waited for."""
 
 from __future__ import annotations
 
+import socket
+
+import pydicom
 import pytest
+from helpers.deliveries import spool_copy
+from helpers.files import SAMPLES
+from helpers.peers import wait_until
 
 from rulesengine.arrival import Arrival
+from rulesengine.config import DicomDestination, Timeouts
 from rulesengine.runtime.delivery import DeliveryManager, LeaseKeeper
-from rulesengine.runtime.journal import ACCEPTED, QUEUED, SENDING, Lease, NewDelivery, Outcome, SQLiteJournal
+from rulesengine.runtime.journal import (ACCEPTED, QUEUED, RETRYING, SENDING, Lease, NewDelivery, Outcome,
+                                         SQLiteJournal)
+from rulesengine.runtime.pynetdicom_setup import configure_pynetdicom
 from rulesengine.runtime.storage import Storage
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -70,4 +79,41 @@ def test_the_manager_runs_a_keeper_and_stops_it(tmp_path):
         manager.leases.join(5)
         assert not manager.leases.is_alive()
     finally:
+        journal.close()
+
+
+def test_a_send_that_lasts_longer_than_a_lease_keeps_it_and_gives_it_up_when_it_ends(tmp_path):
+    """A destination that takes the connection and never answers: the send lasts until its
+    timeout. Meanwhile the keeper's rounds renew the lease, so no round takes the delivery back."""
+    configure_pynetdicom()
+    storage = Storage(str(tmp_path / "storage"))
+    journal = storage.journal()
+    path = spool_copy(tmp_path, SAMPLES / "ct_head.dcm")
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    instance = journal.record(Arrival(source_kind="listener"), str(path),
+                              Outcome("v1", "route", None, (), ("SILENT",)), ACCEPTED)
+    [delivery_id] = journal.add_deliveries(instance, [NewDelivery("SILENT", str(path), str(header.SOPClassUID),
+                                                                  str(header.SOPInstanceUID),
+                                                                  str(header.file_meta.TransferSyntaxUID))])
+    manager = None
+    try:
+        with socket.create_server(("127.0.0.1", 0)) as silent:  # the kernel completes connections; nobody reads
+            destination = DicomDestination("SILENT", "SILENT", "127.0.0.1", silent.getsockname()[1],
+                                           timeouts=Timeouts(connect=5, acse=30, dimse=5, network=5))
+            manager = DeliveryManager(journal, storage)
+            manager.apply({"SILENT": destination})
+            wait_until(manager.leases.held, timeout=10, what="the send to start")
+            claimed_until = journal.lease(delivery_id).expires_at
+            for rounds in range(1, 6):  # five rounds, a hundred seconds later each: the send goes on
+                now = claimed_until + 100 * rounds
+                assert manager.leases.tick(now) == (1, 0)
+                assert journal.lease(delivery_id) == Lease(journal.node, now + journal.lease_seconds)
+                assert journal.delivery(delivery_id).state == SENDING
+        # the peer went away: the attempt fails, and the delivery holds no lease any more
+        wait_until(lambda: journal.delivery(delivery_id).state == RETRYING, timeout=20, what="the attempt to fail")
+        assert journal.lease(delivery_id) is None
+        assert manager.leases.held() == []
+    finally:
+        if manager is not None:
+            manager.stop(timeout=5)
         journal.close()
