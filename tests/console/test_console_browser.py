@@ -9,19 +9,16 @@ from __future__ import annotations
 import pytest
 from selenium.webdriver.common.by import By
 
-from helpers.console import PASSWORD, ROUTER_RULES, USERS, router_config_text, served_to_browsers
+from helpers.console import PASSWORD, USERS, router_folder, served_to_browsers
 from helpers.files import SAMPLES
-from helpers.peers import RouterProcess, StoreSCP, free_port, storescu, wait_until
+from helpers.peers import RouterProcess, StoreSCP, storescu, wait_until
 from rulesengine.config import load_config
 from rulesengine.console.app import NAVIGATION, create_app
 
 
 @pytest.fixture
 def site(tmp_path):
-    listener_port, store_port = free_port(), free_port()
-    (tmp_path / "main.rules").write_text(ROUTER_RULES, encoding="utf-8")
-    config_path = tmp_path / "router.yaml"
-    config_path.write_text(router_config_text(listener_port, store_port), encoding="utf-8")
+    config_path, listener_port, store_port = router_folder(tmp_path)
     router = RouterProcess(config_path, listener_port).start()
     peer = StoreSCP(tmp_path / "received", port=store_port)
     app = create_app(load_config(config_path, secrets=False), users=USERS)

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
-from helpers.console import USERS, ConsoleUnderTest, ServerThread, router_config_text, write_config
+from helpers.console import USERS, ConsoleUnderTest, ServerThread, router_folder, write_config
 from helpers.files import ROOT, SAMPLES
 from helpers.peers import RouterProcess, StoreSCP, free_port, storescu, wait_until
 from rulesengine.arrival import Arrival
@@ -49,10 +49,8 @@ def value(samples: dict, name: str, **labels) -> float | None:
 
 @pytest.fixture
 def site(tmp_path):
-    listener_port, store_port, console_port = free_port(), free_port(), free_port()
-    (tmp_path / "main.rules").write_text(RULES, encoding="utf-8")
-    config_path = tmp_path / "router.yaml"
-    config_path.write_text(router_config_text(listener_port, store_port, free_port()), encoding="utf-8")
+    config_path, listener_port, store_port = router_folder(tmp_path, RULES, down=True)
+    console_port = free_port()
     peer = StoreSCP(tmp_path / "received", port=store_port).start()
     router = RouterProcess(config_path, listener_port).start()
     app = create_app(load_config(config_path, secrets=False), users=USERS)

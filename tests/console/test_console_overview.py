@@ -131,16 +131,14 @@ def test_in_a_browser_the_overview_refreshes_its_numbers_as_instances_arrive(tmp
     from selenium.webdriver.common.by import By
 
     from helpers.browser import Browser
-    from helpers.console import PASSWORD, ROUTER_RULES, USERS, ServerThread, router_config_text
+    from helpers.console import PASSWORD, USERS, ServerThread, router_folder
     from helpers.files import SAMPLES
     from helpers.peers import RouterProcess, free_port, storescu
     from rulesengine.config import load_config
     from rulesengine.console.app import create_app
 
-    listener_port, store_port, console_port = free_port(), free_port(), free_port()
-    (tmp_path / "main.rules").write_text(ROUTER_RULES, encoding="utf-8")
-    config_path = tmp_path / "router.yaml"
-    config_path.write_text(router_config_text(listener_port, store_port), encoding="utf-8")
+    config_path, listener_port, store_port = router_folder(tmp_path)
+    console_port = free_port()
     router = RouterProcess(config_path, listener_port).start()
     browser = None
     try:

@@ -10,18 +10,15 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from helpers.console import PASSWORD, ROUTER_RULES as RULES, USERS, router_config_text as config_text
+from helpers.console import PASSWORD, USERS, router_folder
 from helpers.files import SAMPLES
-from helpers.peers import RouterProcess, StoreSCP, free_port, storescu, wait_until
+from helpers.peers import RouterProcess, StoreSCP, storescu, wait_until
 from rulesengine.config import load_config
 from rulesengine.console.app import create_app
 
 @pytest.fixture
 def setup(tmp_path):
-    listener_port, store_port = free_port(), free_port()
-    (tmp_path / "main.rules").write_text(RULES, encoding="utf-8")
-    config_path = tmp_path / "router.yaml"
-    config_path.write_text(config_text(listener_port, store_port), encoding="utf-8")
+    config_path, listener_port, store_port = router_folder(tmp_path)
     router = RouterProcess(config_path, listener_port).start()
     peer = StoreSCP(tmp_path / "received", port=store_port)
     yield config_path, router, peer, listener_port

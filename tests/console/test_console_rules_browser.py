@@ -8,19 +8,16 @@ from __future__ import annotations
 import pytest
 from selenium.webdriver.common.by import By
 
-from helpers.console import PASSWORD, ROUTER_RULES, USERS, router_config_text, served_to_browsers
+from helpers.console import PASSWORD, USERS, router_folder, served_to_browsers
 from helpers.files import bundled
-from helpers.peers import RouterProcess, free_port
+from helpers.peers import RouterProcess
 from rulesengine.config import load_config
 from rulesengine.console.app import create_app
 
 
 @pytest.fixture
 def site(tmp_path):
-    listener_port, store_port = free_port(), free_port()
-    (tmp_path / "main.rules").write_text(ROUTER_RULES, encoding="utf-8")
-    config_path = tmp_path / "router.yaml"
-    config_path.write_text(router_config_text(listener_port, store_port), encoding="utf-8")
+    config_path, listener_port, store_port = router_folder(tmp_path)
     router = RouterProcess(config_path, listener_port).start()
     config = load_config(config_path, secrets=False)
     app = create_app(config, users=USERS)

@@ -9,6 +9,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from starlette.testclient import TestClient
 
@@ -179,6 +180,25 @@ destinations:
     timeouts: {{connect: 2}}
 {down}console: {{}}
 """
+
+
+class RouterFolder(NamedTuple):
+    config_path: Path
+    listener_port: int
+    store_port: int
+
+
+def router_folder(folder: Path, rules: str = ROUTER_RULES, down: bool = False) -> RouterFolder:
+    """main.rules and router.yaml of a router beside the console, on free ports (with `down`,
+    also a destination DOWN that nothing answers)."""
+    from helpers.peers import free_port
+
+    listener_port, store_port = free_port(), free_port()
+    (folder / "main.rules").write_text(rules, encoding="utf-8")
+    config_path = folder / "router.yaml"
+    config_path.write_text(router_config_text(listener_port, store_port, free_port() if down else None),
+                           encoding="utf-8")
+    return RouterFolder(config_path, listener_port, store_port)
 
 
 @contextlib.contextmanager
