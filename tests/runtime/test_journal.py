@@ -590,6 +590,29 @@ def test_a_node_that_dies_has_its_deliveries_taken_over_and_delivered_once(nodes
     assert a.claim("PACS", 10, now=later) == b.claim("PACS", 10, now=later) == []
 
 
+def test_a_node_back_too_late_never_undoes_what_another_node_did(nodes):
+    a, b = nodes
+    ids = [queue_instance(a, number=number)[0] for number in range(2)]
+    now = 1000.0
+    late = a.claim("PACS", 2, now=now)  # then node a is cut off from the journal past its lease
+    later = now + a.lease_seconds + 1
+    assert b.requeue_expired(now=later) == 2
+    first, second = b.claim("PACS", 2, now=later)
+    b.delivered(first, later)
+    # a comes back: its failure leaves b's delivery delivered, and b's send in flight sending
+    assert a.failed(late[0], now, "destination unreachable: refused", None) == DELIVERED
+    assert a.failed(late[1], now, "destination unreachable: refused", None) == SENDING
+    assert [a.delivery(i).state for i in ids] == [DELIVERED, SENDING]
+    assert b.lease(ids[1]) == Lease("b", later + b.lease_seconds)
+    # a late success counts: the instance arrived; b's own outcome then changes nothing more
+    a.delivered(late[1], now)
+    b.failed(second, later, "destination unreachable: refused", None)
+    assert a.delivery(ids[1]).state == DELIVERED
+    assert [len(a.attempts(i)) for i in ids] == [2, 3]  # every attempt is kept
+    totals = {name: value for (name, _label), value in counted(a).items()}
+    assert totals["deliveries_delivered"] == 2 and "deliveries_dead" not in totals
+
+
 # ---- files ----------------------------------------------------------------------------------------
 
 

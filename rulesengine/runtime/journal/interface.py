@@ -96,7 +96,9 @@ class Journal(Protocol):
     def failed(self, delivery: Delivery, started: float, error: str, retry_at: float | None,
                keep_file: bool = True) -> DeliveryState:
         """A failed attempt: retrying at `retry_at`, or dead when it is None (with `keep_file=False`,
-        dead for good: the file is gone and `retry_dead` leaves it alone). Returns the new state."""
+        dead for good: the file is gone and `retry_dead` leaves it alone). Returns the new state;
+        for a delivery this node no longer holds (its lease expired and another node took it
+        over), the attempt is recorded and the state is left as it is, and returned."""
 
     def release(self, deliveries: Iterable[Delivery]) -> None:
         """Claimed but not attempted: back in the queue, untouched."""

@@ -361,15 +361,20 @@ class SQLJournal:
         return None if row[0] is None else max(row[0], self.postponed_until(destination, now=0.0))
 
     def delivered(self, delivery: Delivery, started: float, detail: str | None = None) -> None:
+        """Record a delivery made. One another node had taken over meanwhile (this node's lease
+        expired) is delivered all the same: the instance arrived; it is counted once."""
         now = time.time()
         with self._transaction() as db:
-            db.execute("UPDATE deliveries SET state=?, attempts=attempts+1, updated_at=?, delivered_at=?, "
-                       f"last_error=NULL, {_NO_LEASE} WHERE id=?", (DELIVERED, now, now, delivery.id))
+            changed = db.execute("UPDATE deliveries SET state=?, attempts=attempts+1, updated_at=?, delivered_at=?, "
+                                 f"last_error=NULL, {_NO_LEASE} WHERE id=? AND state<>?",
+                                 (DELIVERED, now, now, delivery.id, DELIVERED)).rowcount
             db.execute("INSERT INTO attempts (delivery_id, started_at, finished_at, ok, detail) VALUES (?,?,?,1,?)",
                        (delivery.id, started, now, detail))
-            received = db.execute("SELECT received_at FROM instances WHERE id=?", (delivery.instance_id,)).fetchone()
-            latency = latency_counts(delivery.destination, max(0.0, now - received[0])) if received else ()
-            _count(db, ("deliveries_delivered", delivery.destination, 1), *latency)
+            if changed:
+                received = db.execute("SELECT received_at FROM instances WHERE id=?",
+                                      (delivery.instance_id,)).fetchone()
+                latency = latency_counts(delivery.destination, max(0.0, now - received[0])) if received else ()
+                _count(db, ("deliveries_delivered", delivery.destination, 1), *latency)
 
     def failed(self, delivery: Delivery, started: float, error: str, retry_at: float | None,
                keep_file: bool = True) -> DeliveryState:
@@ -378,13 +383,20 @@ class SQLJournal:
         now = time.time()
         state = DEAD if retry_at is None else RETRYING
         with self._transaction() as db:
-            db.execute("UPDATE deliveries SET state=?, attempts=attempts+1, next_attempt_at=?, last_error=?, "
-                       f"updated_at=?, path=CASE WHEN ? THEN path ELSE NULL END, {_NO_LEASE} WHERE id=?",
-                       (state, retry_at or now, error, now, keep_file, delivery.id))
+            # Only while this node still sends it: once its lease expired, another node may have
+            # taken it over (and delivered it), and a late failure here must not undo that.
+            changed = db.execute(
+                "UPDATE deliveries SET state=?, attempts=attempts+1, next_attempt_at=?, last_error=?, "
+                f"updated_at=?, path=CASE WHEN ? THEN path ELSE NULL END, {_NO_LEASE} WHERE id=? AND state=? "
+                "AND (lease_owner=? OR lease_owner IS NULL)",
+                (state, retry_at or now, error, now, keep_file, delivery.id, SENDING, self.node)).rowcount
             db.execute("INSERT INTO attempts (delivery_id, started_at, finished_at, ok, detail) VALUES (?,?,?,0,?)",
                        (delivery.id, started, now, error))
             _count(db, ("delivery_attempts_failed", delivery.destination, 1),
-                   *((("deliveries_dead", delivery.destination, 1),) if state == DEAD else ()))
+                   *((("deliveries_dead", delivery.destination, 1),) if changed and state == DEAD else ()))
+            if not changed:
+                row = db.execute("SELECT state FROM deliveries WHERE id=?", (delivery.id,)).fetchone()
+                return DeliveryState(row[0]) if row else state
         return state
 
     def release(self, deliveries: Iterable[Delivery]) -> None:
