@@ -1,10 +1,11 @@
-"""The router's worker process: processing and delivery, on a core of their own.
+"""A worker process: processing and delivery, on a core of their own.
 
 Receiving (pynetdicom decoding PDUs) and delivering (encoding them) are both
-Python-heavy; in one interpreter they would take turns on one core. The main
-process receives; this process, started and supervised by it, processes what
-the journal says was received and delivers it. They share only the journal
-and the spool, so either can stop at any moment without losing anything.
+Python-heavy; in one interpreter they would take turns on one core. Each
+receiving process (the main one, and the others of `processes:`) receives; its
+worker process, started and supervised by it (supervisor.py), processes what the
+journal says was received and delivers it. They share only the journal and the
+spool, so either can stop at any moment without losing anything.
 """
 
 from __future__ import annotations
