@@ -108,7 +108,11 @@ def run_receiver(config: Config, program, channel, verbose: int, parent: int, nu
     stopped = threading.Event()
     try:
         reception.start_worker()
-        reception.start_listeners(ports, shared=True)
+        try:
+            reception.start_listeners(ports, shared=True)
+        except OSError as exc:  # the main process bound these ports: something took one since
+            log.error("receiving process %d (%d) cannot start: %s", number, os.getpid(), exc)
+            raise SystemExit(1) from None
         threading.Thread(target=_publish_counts, args=(reception, counts, stopped), name="association-counts",
                          daemon=True).start()
         log.info("receiving process %d (%d) runs rules %s", number, os.getpid(), rules.current.version)

@@ -318,3 +318,18 @@ def _listening_pids(port: int) -> set[int]:
         if any(f"socket:[{inode}]" in links for inode in inodes):
             pids.add(int(pid))
     return pids
+
+
+def test_a_changed_configuration_reaches_every_receiving_process_and_its_worker(router_factory, tmp_path, port):
+    router = start_router(router_factory, port, "V1")
+    [extra] = receiving_pids(router)
+    (tmp_path / "router.yaml").write_text(config(port).replace("path: received", "path: moved"), encoding="utf-8")
+    router.wait_for_log("configuration applied")
+    router.wait_for_log(f"receiving process 1 ({extra}) follows rules")
+    sent = send_concurrently(port, tmp_path / "sent")
+    wait_until(lambda: set(sent) <= set(labels(tmp_path / "moved")), timeout=120,
+               what="every instance in the destination's new folder")
+    assert not set(sent) & set(labels(tmp_path / "received"))  # none went to the old folder
+    assert router.stop() == 0
+    accepted = accepted_by_process(router.log_path.read_text())
+    assert len([pid for pid, count in accepted.items() if count]) == 2, accepted
