@@ -33,7 +33,7 @@ class Router:
         self.storage = Storage.of(config)
         self.journal = self.storage.journal()
         self.rules = RulesHolder(config)
-        self.worker = WorkerProcess(config.path, verbose)
+        self.worker = WorkerProcess(config.path, verbose, self.journal)
         self.pipeline = Pipeline(self.storage, self.journal, self.rules, _delivered_by_the_worker,
                                  on_accepted=self.worker.wake)
         self.find_service = FindService(self.journal, self.rules)

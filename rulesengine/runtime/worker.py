@@ -22,6 +22,7 @@ from ..config import Config, ConfigError, load_config
 from ..diagnostics import RulesError
 from ..lang.loader import load_program
 from .delivery import DeliveryManager
+from .journal import Journal
 from .logs import Repeats, origin, setup_logging
 from .pipeline import Pipeline
 from .pynetdicom_setup import configure_pynetdicom
@@ -76,11 +77,8 @@ def run_worker(config: Config | str, wake, verbose: int, program=None, parent: i
     storage = Storage.of(config)
     storage.use_for_temporary_files()  # converted copies go to the spool, which a restart empties
     journal = storage.journal()
-    # What a worker before this one had claimed and not finished (it crashed, or was killed)
-    # is sent again; the main process's sync deliveries are not touched.
-    requeued = journal.requeue_claimed()
-    if requeued:
-        log.info("%d delivery(ies) the previous worker process was sending are queued again", requeued)
+    # What a worker before this one held when it died was given back by its supervisor
+    # (WorkerProcess._watch); other processes' claims are theirs, and expire if they die.
     delivery = DeliveryManager(journal, storage)
     delivery.apply(config.destinations)
     versions = RuleSetVersions(journal, config)
@@ -162,9 +160,11 @@ class WorkerProcess:
     once stop() was called, for the last one to finish its work: the kernel ends a worker
     when the thread that started it ends (_die_with_parent), so that thread must outlive it."""
 
-    def __init__(self, config_path: str, verbose: int = 0):
+    def __init__(self, config_path: str, verbose: int = 0, journal: Journal | None = None):
+        """`journal`: where a worker that died gives back, at once, what it held (its claims)."""
         self.config_path = os.path.abspath(config_path)
         self.verbose = verbose
+        self.journal = journal
         self._context = multiprocessing.get_context("spawn")
         self._process = None
         self._write_fd: int | None = None
@@ -271,6 +271,7 @@ class WorkerProcess:
             if process.exitcode is None:
                 continue
             log.error("worker process %d ended with %s; starting another", process.pid, process.exitcode)
+            self._give_back(process.pid)
             if self._stopping.wait(RESTART_DELAY):
                 break
             try:
@@ -292,6 +293,23 @@ class WorkerProcess:
             process.kill()
             process.join(10)
         log.info("worker process %d stopped (exit code %s)", process.pid, process.exitcode)
+        if process.exitcode is not None:
+            self._give_back(process.pid)
+
+    def _give_back(self, pid: int) -> None:
+        """A worker that ended (died, or was killed) cannot finish what it claimed: its
+        deliveries go back to the queue and its instances are free, at once, rather than when
+        their leases expire. Only that process's claims: its node's other processes keep theirs."""
+        if self.journal is None:
+            return
+        try:
+            deliveries, instances = self.journal.requeue_process(pid)
+        except Exception as exc:  # noqa: BLE001 - the leases expire anyway
+            log.warning("cannot give back what worker process %d held (its leases expire instead): %s", pid, exc)
+            return
+        if deliveries or instances:
+            log.info("worker process %d held %d delivery(ies) and %d instance(s): queued again", pid, deliveries,
+                     instances)
 
     def stop(self, timeout: float = 120) -> None:
         self._stop_timeout = timeout
