@@ -760,6 +760,34 @@ def test_a_released_instance_claim_is_free_for_any_process(nodes):
     assert b.claim_instance(instance_id, now=1000.0).id == instance_id
 
 
+def test_an_ordered_claim_follows_the_instances_and_never_passes_one_still_to_be_processed(journal):
+    """Two processes processing: instance 2's delivery is queued before instance 1's. A
+    destination that promises order waits for instance 1, then sends 1 before 2."""
+    first = journal.record(received(1), "/spool/in/1.dcm", None, ACCEPTED)
+    second = journal.record(received(2), "/spool/in/2.dcm", None, ACCEPTED)
+    third = journal.record(received(3), "/spool/in/3.dcm", None, ACCEPTED)
+    [of_second] = journal.add_deliveries(second, [new_delivery("PACS", "/spool/in/2.dcm", 2)])
+    assert journal.claim("PACS", 10, ordered=True) == []  # instance 1 may still route to PACS
+    journal.settle(third, Outcome("v1", "drop", None, (), ()), None)
+    [of_first] = journal.add_deliveries(first, [new_delivery("PACS", "/spool/in/1.dcm", 1)])
+    assert of_first > of_second
+    assert [d.id for d in journal.claim("PACS", 10, ordered=True)] == [of_first, of_second]
+
+
+def test_an_ordered_claim_stops_at_the_first_instance_still_accepted_and_unordered_ones_do_not(journal):
+    ids = [journal.record(received(n), f"/spool/in/{n}.dcm", None, ACCEPTED) for n in range(4)]
+    deliveries = {n: journal.add_deliveries(ids[n], [new_delivery("PACS", f"/spool/in/{n}.dcm", n)])[0]
+                  for n in (0, 1, 3)}  # instance 2 not processed yet
+    assert [d.id for d in journal.claim("PACS", 10, ordered=True)] == [deliveries[0], deliveries[1]]
+    journal.add_deliveries(ids[2], [new_delivery("ARCHIVE", "/spool/in/2.dcm", 2)])  # not for PACS
+    assert [d.id for d in journal.claim("PACS", 10, ordered=True)] == [deliveries[3]]
+    journal.record(received(9), "/spool/in/9.dcm", None, ACCEPTED)  # still to be processed
+    later = journal.add_deliveries(journal.record(received(10), "/spool/in/10.dcm", None, ACCEPTED),
+                                   [new_delivery("ARCHIVE", "/spool/in/10.dcm", 10)])
+    assert journal.claim("ARCHIVE", 10, ordered=True)[1:] == []  # instance 2's only: 9 is before 10
+    assert [d.id for d in journal.claim("ARCHIVE", 10)] == later  # unordered: does not wait for it
+
+
 # ---- files ----------------------------------------------------------------------------------------
 
 
