@@ -148,7 +148,9 @@ class ClaimKeeper:
         with self._lock:
             self._ids.update(instance_ids)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="instance-claims", daemon=True)
+                self._stopping = threading.Event()
+                self._thread = threading.Thread(target=self._run, args=(self._stopping,), name="instance-claims",
+                                                daemon=True)
                 self._thread.start()
 
     def drop(self, instance_ids) -> None:
@@ -165,15 +167,18 @@ class ClaimKeeper:
         held = self.held()
         return self.journal.renew_instance_leases(held, self.clock() if now is None else now) if held else 0
 
-    def _run(self) -> None:
-        while not self._stopping.wait(self.journal.lease_seconds / 3):
+    def _run(self, stopping: threading.Event) -> None:
+        while not stopping.wait(self.journal.lease_seconds / 3):
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - the database may be away a while: try again next round
                 log.debug("instance claims: cannot renew them", exc_info=True)
 
     def stop(self) -> None:
-        self._stopping.set()
+        """The renewing thread ends (a later claim starts another)."""
+        with self._lock:
+            self._stopping.set()
+            self._thread = None
 
 
 class Pipeline:
@@ -518,6 +523,7 @@ class Pipeline:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+        self.claims.stop()
 
     def _run(self) -> None:
         while True:

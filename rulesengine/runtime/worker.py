@@ -98,6 +98,7 @@ def run_worker(config: Config | str, wake, verbose: int, program=None, parent: i
             pipeline.process_pending()
     finally:
         pipeline.process_pending()
+        pipeline.claims.stop()
         delivery.stop()
         journal.close()
 
