@@ -939,6 +939,26 @@ def sqlite_journal(tmp_path):
     opened.close()
 
 
+def test_claims_read_the_due_deliveries_and_the_free_instances_alone_by_index(sqlite_journal):
+    """However long a destination's history: an ordered claim sorts its due deliveries
+    (deliveries_due), never walks the delivered ones; an instance claim reads instances_state."""
+    db = sqlite_journal._connection()
+    statements: list[str] = []
+    db.set_trace_callback(statements.append)
+    sqlite_journal.claim("PACS", 10, ordered=True)
+    sqlite_journal.record(received(), "/spool/in/a.dcm", None, ACCEPTED)
+    sqlite_journal.claim_instances(4)
+    db.set_trace_callback(None)
+    [ordered] = [text for text in statements if "ORDER BY instance_id" in text]
+    plan = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + ordered))
+    assert "deliveries_due" in plan and "SCAN" not in plan, plan
+    claims = [text for text in statements if text.startswith("SELECT") and "lease_expires IS NULL" in text]
+    assert len(claims) == 2  # the read that finds one free, then the claim
+    for text in claims:
+        plan = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + text))
+        assert "instances_state" in plan and "SCAN" not in plan, plan
+
+
 def test_sqlite_keeps_one_file_in_wal_mode(sqlite_journal):
     queue_instance(sqlite_journal)
     assert os.path.isfile(sqlite_journal.path)

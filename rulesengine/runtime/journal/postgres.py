@@ -178,13 +178,11 @@ CREATE INDEX deliveries_lease ON deliveries(lease_expires) WHERE lease_expires I
 """
 
 # Leases per process (the node's process holding a claim: lease_process), and instance claims:
-# the process processing an accepted instance, until when (sql.py: claim_instances); an index
-# for the destinations claimed in the order of their instances (claim, ordered).
+# the process processing an accepted instance, until when (sql.py: claim_instances).
 _SCHEMA_3 = """
 ALTER TABLE deliveries ADD COLUMN lease_process BIGINT;
 ALTER TABLE instances ADD COLUMN lease_owner TEXT, ADD COLUMN lease_process BIGINT,
     ADD COLUMN lease_expires DOUBLE PRECISION;
-CREATE INDEX deliveries_ordered ON deliveries(destination, instance_id, id);
 """
 
 # The schema's versions: (number, statements), in order. A change of schema is a new entry

@@ -47,6 +47,7 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 _NO_LEASE = "lease_owner=NULL, lease_process=NULL, lease_expires=NULL"  # a delivery no process is sending
 # A lease is held by one process of one node: lease_owner (the node) and lease_process (its id there).
 _MINE = "lease_owner=? AND lease_process=?"
+_NO_INSTANCE = 2 ** 63 - 1  # above every instance number
 _DELIVERY_COLUMNS = ", ".join(field.name for field in fields(Delivery))
 # What a search lists of an instance: everything but its trace, which is read one at a time.
 _LISTED_INSTANCE_COLUMNS = ("id, received_at, path, state, ruleset_version, outcome, reason, rules_fired, "
@@ -302,9 +303,13 @@ class SQLJournal:
         holds (or whose claim expired): leased to this process until `now + lease_seconds`, for
         it alone to process."""
         now = time.time() if now is None else now
+        free = "state=? AND id>? AND (lease_expires IS NULL OR lease_expires < ?)"
+        # Asked at every wake-up: when nothing is free, a read answers, without a write transaction.
+        if self._connection().execute(f"SELECT 1 FROM instances WHERE {free} LIMIT 1",
+                                      (ACCEPTED, after, now)).fetchone() is None:
+            return []
         with self._transaction() as db:
-            rows = db.execute(f"SELECT * FROM instances WHERE state=? AND id>? AND (lease_expires IS NULL OR "
-                              f"lease_expires < ?) ORDER BY id LIMIT ?{self._CLAIM_LOCK}",
+            rows = db.execute(f"SELECT * FROM instances WHERE {free} ORDER BY id LIMIT ?{self._CLAIM_LOCK}",
                               (ACCEPTED, after, now, max(0, int(limit)))).fetchall()
             self._lease_instances(db, [row["id"] for row in rows], now)
         return [Instance.from_row(row) for row in rows]
@@ -416,9 +421,11 @@ class SQLJournal:
             if db.execute("SELECT 1 FROM pauses WHERE destination=? AND until > ?", (destination, now)).fetchone():
                 return []
             if ordered:
+                # The due rows (deliveries_due), sorted: never a walk of the destination's history.
                 query = (f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE destination=? AND state IN (?, ?) "
-                         "AND next_attempt_at <= ? AND NOT EXISTS (SELECT 1 FROM instances WHERE state=? AND "
-                         f"id < deliveries.instance_id) ORDER BY instance_id, id LIMIT ?{self._CLAIM_LOCK}")
+                         "AND next_attempt_at <= ? AND instance_id < (SELECT COALESCE(MIN(id), "
+                         f"{_NO_INSTANCE}) FROM instances WHERE state=?) ORDER BY instance_id, id LIMIT ?"
+                         f"{self._CLAIM_LOCK}")
                 args: tuple = (destination, QUEUED, RETRYING, now, ACCEPTED, limit)
             else:
                 query = (f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE destination=? AND state IN (?, ?) "

@@ -150,8 +150,6 @@ CREATE INDEX IF NOT EXISTS instances_outcome ON instances(outcome);
 CREATE INDEX IF NOT EXISTS deliveries_delivered_at ON deliveries(delivered_at) WHERE delivered_at IS NOT NULL;
 -- Leases by expiry, for requeue_expired: only the deliveries being sent have an entry.
 CREATE INDEX IF NOT EXISTS deliveries_lease ON deliveries(lease_expires) WHERE lease_expires IS NOT NULL;
--- A destination that promises order is claimed in the order of its instances (claim, ordered).
-CREATE INDEX IF NOT EXISTS deliveries_ordered ON deliveries(destination, instance_id, id);
 """
 
 # Deliveries by destination and state, kept by triggers in the transaction of every change: the
