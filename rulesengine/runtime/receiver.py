@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import replace
 
 from ..config import Config, ConfigError
@@ -34,6 +35,7 @@ from .worker import WorkerProcess
 
 log = logging.getLogger("rulesengine.router")
 
+WORKER_GONE_SECONDS = 10.0  # how long a dead receiving process's worker may take to end
 RELOAD_TIMEOUT = 60.0  # seconds the main process waits for a receiving process to follow a reload
 COUNTS_SECONDS = 1.0  # how often a receiving process tells the main one its associations
 
@@ -48,7 +50,7 @@ class Reception:
     def __init__(self, config: Config, storage: Storage, journal, rules: RulesHolder, verbose: int = 0):
         self.config = config
         self.rules = rules
-        self.worker = WorkerProcess(config.path, verbose)
+        self.worker = WorkerProcess(config.path, verbose, journal)
         self.pipeline = Pipeline(storage, journal, rules, _delivered_by_the_worker, on_accepted=self.worker.wake)
         self.find_service = FindService(journal, rules)
         self.sync_delivery = SyncDelivery(journal, storage, self.pipeline, config.destinations)
@@ -108,6 +110,7 @@ def run_receiver(config: Config, program, channel, verbose: int, parent: int, nu
     stopped = threading.Event()
     try:
         reception.start_worker()
+        counts[len(counts) - 1] = reception.worker.pid or 0
         try:
             reception.start_listeners(ports, shared=True)
         except OSError as exc:  # the main process bound these ports: something took one since
@@ -153,6 +156,7 @@ def _write_counts(reception: Reception, counts) -> None:
     for index, listener in enumerate(reception.listeners):
         counts[2 * index] = listener.open_associations()
         counts[2 * index + 1] = listener.accepted_associations()
+    counts[len(counts) - 1] = reception.worker.pid or 0  # the main process gives back its claims if we die
 
 
 def _publish_counts(reception: Reception, counts, stopped: threading.Event) -> None:
@@ -167,12 +171,15 @@ class ReceivingProcess(SupervisedProcess):
     kind = "receiving"
     log = log
 
-    def __init__(self, config_path: str, verbose: int, number: int, ports: list[int]):
+    def __init__(self, config_path: str, verbose: int, number: int, ports: list[int], journal=None):
+        """`journal`: where what it and its worker held (their claims) is given back if it dies."""
         super().__init__(config_path, verbose)
         self.number = number
         self.ports = list(ports)
-        # per listener: associations open now, associations accepted since this process started
-        self.counts = self._context.Array("l", 2 * len(self.ports), lock=False)
+        self.journal = journal
+        # per listener: associations open now, associations accepted since this process started;
+        # then its worker process's id
+        self.counts = self._context.Array("l", 2 * len(self.ports) + 1, lock=False)
         self._reload_lock = threading.Lock()
         self._seq = 0
 
@@ -195,6 +202,28 @@ class ReceivingProcess(SupervisedProcess):
 
     def _detach(self, channel) -> None:
         channel.close()
+
+    def _ended(self, pid: int) -> None:
+        """It ended (its worker with it: the kernel ends a worker whose parent died): what both
+        held is queued again at once, rather than when their leases expire."""
+        worker = self.counts[len(self.counts) - 1]
+        if self.journal is None:
+            return
+        deadline = time.monotonic() + WORKER_GONE_SECONDS
+        while worker and _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)  # it is being ended: what it still sends must not be sent twice
+        for process, what in ((pid, "receiving"), (worker, "worker")):
+            if not process or (what == "worker" and _alive(process)):
+                continue  # a worker still alive keeps its claims; their leases expire if it is stuck
+            try:
+                deliveries, instances = self.journal.requeue_process(process)
+            except Exception as exc:  # noqa: BLE001 - the leases expire anyway
+                log.warning("cannot give back what %s process %d held (its leases expire instead): %s", what,
+                            process, exc)
+                continue
+            if deliveries or instances:
+                log.info("%s process %d held %d delivery(ies) and %d instance(s): queued again", what, process,
+                         deliveries, instances)
 
     def _started_with(self, config, program) -> None:
         holder = self._rules
@@ -225,3 +254,19 @@ class ReceivingProcess(SupervisedProcess):
         """Per listener: (open now, accepted since this process started)."""
         values = list(self.counts)
         return [(values[2 * index], values[2 * index + 1]) for index in range(len(self.ports))]
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not os.path.isdir("/proc")  # no /proc: the signal is all there is to go by

@@ -76,7 +76,7 @@ class Router:
         if shared:
             self._warn_of_retrievals(processes)
             for number in range(1, processes):
-                receiver = ReceivingProcess(self.config.path, self.verbose, number, ports)
+                receiver = ReceivingProcess(self.config.path, self.verbose, number, ports, self.journal)
                 receiver.start(self.rules)
                 self.receivers.append(receiver)
             log.info("%d receiving processes, each with its worker process", processes)

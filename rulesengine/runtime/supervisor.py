@@ -87,6 +87,9 @@ class SupervisedProcess:
         """Close this side of a channel no longer used."""
         raise NotImplementedError
 
+    def _ended(self, pid: int) -> None:
+        """After a process ended (died, or stopped): what the owner does for it (see WorkerProcess)."""
+
     def _started_with(self, config, program) -> None:
         """After a start: `config` and `program` are what it was given; the owner may have
         swapped others in meanwhile (see WorkerProcess)."""
@@ -157,6 +160,7 @@ class SupervisedProcess:
             if process.exitcode is None:
                 continue
             self.log.error("%s process %d ended with %s; starting another", self.kind, process.pid, process.exitcode)
+            self._ended(process.pid)
             if self._stopping.wait(RESTART_DELAY):
                 break
             try:
@@ -179,6 +183,8 @@ class SupervisedProcess:
             process.kill()
             process.join(10)
         self.log.info("%s process %d stopped (exit code %s)", self.kind, process.pid, process.exitcode)
+        if process.exitcode is not None:
+            self._ended(process.pid)
 
     def ask_to_stop(self, timeout: float = 120) -> None:
         """Tell the process to finish and end, without waiting (wait_stopped waits)."""

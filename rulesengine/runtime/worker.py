@@ -19,6 +19,7 @@ from ..config import Config, ConfigError, load_config
 from ..diagnostics import RulesError
 from ..lang.loader import load_program
 from .delivery import DeliveryManager
+from .journal import Journal
 from .logs import setup_logging
 from .pipeline import Pipeline
 from .pynetdicom_setup import configure_pynetdicom
@@ -53,11 +54,8 @@ def run_worker(config: Config | str, wake, verbose: int, program=None, parent: i
     storage = Storage.of(config)
     storage.use_for_temporary_files()  # converted copies go to the spool, which a restart empties
     journal = storage.journal()
-    # What a worker before this one had claimed and not finished (it crashed, or was killed)
-    # is sent again; the main process's sync deliveries are not touched.
-    requeued = journal.requeue_claimed()
-    if requeued:
-        log.info("%d delivery(ies) the previous worker process was sending are queued again", requeued)
+    # What a worker before this one held when it died was given back by its supervisor
+    # (WorkerProcess._watch); other processes' claims are theirs, and expire if they die.
     delivery = DeliveryManager(journal, storage)
     delivery.apply(config.destinations)
     versions = RuleSetVersions(journal, config)
@@ -77,6 +75,7 @@ def run_worker(config: Config | str, wake, verbose: int, program=None, parent: i
             pipeline.process_pending()
     finally:
         pipeline.process_pending()
+        pipeline.claims.stop()
         delivery.stop()
         journal.close()
 
@@ -140,6 +139,11 @@ class WorkerProcess(SupervisedProcess):
     kind = "worker"
     log = log
 
+    def __init__(self, config_path: str, verbose: int = 0, journal: Journal | None = None):
+        """`journal`: where a worker that died gives back, at once, what it held (its claims)."""
+        super().__init__(config_path, verbose)
+        self.journal = journal
+
     def _launch(self, config, program):
         # A multiprocessing pipe only to hand the reading end to the spawned process; both ends
         # are then used as plain file descriptors, the writing one never blocking.
@@ -190,3 +194,21 @@ class WorkerProcess(SupervisedProcess):
                 time.sleep(0.01)
             except OSError:
                 return  # a dead worker is restarted, and a new one starts with what runs here
+
+    def _ended(self, pid: int) -> None:
+        self._give_back(pid)
+
+    def _give_back(self, pid: int) -> None:
+        """A worker that ended (died, or was killed) cannot finish what it claimed: its
+        deliveries go back to the queue and its instances are free, at once, rather than when
+        their leases expire. Only that process's claims: its node's other processes keep theirs."""
+        if self.journal is None:
+            return
+        try:
+            deliveries, instances = self.journal.requeue_process(pid)
+        except Exception as exc:  # noqa: BLE001 - the leases expire anyway
+            log.warning("cannot give back what worker process %d held (its leases expire instead): %s", pid, exc)
+            return
+        if deliveries or instances:
+            log.info("worker process %d held %d delivery(ies) and %d instance(s): queued again", pid, deliveries,
+                     instances)

@@ -51,7 +51,7 @@ def test_the_keeper_renews_the_batches_held_and_lets_go_of_those_dropped(nodes):
     keeper.hold(sending)
     for now in (1020.0, 1040.0, 1060.0, 1080.0):  # a send far longer than one lease
         assert keeper.tick(now) == (2, 0)
-    assert [a.lease(d.id) for d in sending] == [Lease("a", 1080.0 + a.lease_seconds)] * 2
+    assert [a.lease(d.id) for d in sending] == [Lease("a", 1080.0 + a.lease_seconds, a.process)] * 2
     keeper.drop(sending)
     assert keeper.tick(1100.0) == (0, 0)
     assert keeper.tick(1080.0 + a.lease_seconds + 1) == (0, 2)  # no longer renewed: expired, queued again
@@ -107,7 +107,7 @@ def test_a_send_that_lasts_longer_than_a_lease_keeps_it_and_gives_it_up_when_it_
             for rounds in range(1, 6):  # five rounds, a hundred seconds later each: the send goes on
                 now = claimed_until + 100 * rounds
                 assert manager.leases.tick(now) == (1, 0)
-                assert journal.lease(delivery_id) == Lease(journal.node, now + journal.lease_seconds)
+                assert journal.lease(delivery_id) == Lease(journal.node, now + journal.lease_seconds, journal.process)
                 assert journal.delivery(delivery_id).state == SENDING
         # the peer went away: the attempt fails, and the delivery holds no lease any more
         wait_until(lambda: journal.delivery(delivery_id).state == RETRYING, timeout=20, what="the attempt to fail")

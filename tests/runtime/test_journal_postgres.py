@@ -60,12 +60,12 @@ def config_file(folder: Path, body: str) -> Path:
 def test_migrations_are_applied_once_in_order_and_opening_again_applies_none(postgres):
     url = postgres.new_database()
     journal = PostgresJournal(url)
-    assert journal.schema_version() == MIGRATIONS[-1][0] == 2
+    assert journal.schema_version() == MIGRATIONS[-1][0] == 3
     queue(journal, 1)
     journal.close()
     with psycopg.connect(url) as db:
         assert migrate(db) == []  # nothing left to do
-        assert db.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(1,), (2,)]
+        assert db.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(1,), (2,), (3,)]
     reopened = PostgresJournal(url)
     assert [row["destination"] for row in reopened.deliveries()] == ["PACS"]  # nothing made again, nothing lost
     reopened.close()
@@ -78,11 +78,14 @@ def test_a_database_of_version_1_gets_leases_and_keeps_its_deliveries(postgres):
         db.execute(MIGRATIONS[0][1])
         db.execute("INSERT INTO schema_version VALUES (1, 0)")
         db.execute("INSERT INTO instances (received_at, state) VALUES (1, 'processed')")
+        db.execute("INSERT INTO instances (received_at, state) VALUES (2, 'accepted')")
         db.execute("INSERT INTO deliveries (instance_id, destination, path, state, created_at, updated_at) "
                    "VALUES (1, 'PACS', '/spool/in/old.dcm', 'sending', 1, 1)")
     journal = PostgresJournal(url, node="a")
     try:
-        assert journal.schema_version() == 2
+        assert journal.schema_version() == 3
+        assert journal.instance_lease(2) is None  # answered before claims: free, and claimed once
+        assert [i.id for i in journal.claim_instances(5, now=100.0)] == [2] and journal.claim_instances(5, now=100.0) == []
         assert journal.lease(1) is None  # sent before leases: held by no node
         assert journal.requeue_interrupted() == 1  # so any node's start queues it again
         [claimed] = journal.claim("PACS", 1, now=100.0)
@@ -116,7 +119,7 @@ def test_processes_starting_at_once_migrate_once(postgres):
         thread.join()
     assert failed == [] and len(opened) == 4
     with psycopg.connect(url) as db:
-        assert db.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(1,), (2,)]
+        assert db.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(1,), (2,), (3,)]
     for journal in opened:
         journal.close()
 
@@ -264,3 +267,24 @@ def test_a_connection_the_server_ended_is_replaced_at_the_next_call(postgres):
     assert journal.counts() == {"PACS": {"queued": 1}}  # ...and the next one has a new connection
     assert journal._connection().db.info.backend_pid != pid
     journal.close()
+
+
+def test_an_exclusive_lock_whose_session_ended_is_no_longer_held_and_goes_to_another(postgres):
+    url = postgres.new_schema()
+    first, second = PostgresJournal(url, node="a"), PostgresJournal(url, node="b")
+    lock = first.try_exclusive("destination:PACS")
+    assert lock is not None and second.try_exclusive("destination:PACS") is None
+    pid = lock._db.info.backend_pid
+    postgres.admin(f"SELECT pg_terminate_backend({pid})")  # the database restarted, or the network cut
+    assert not lock.held()  # its holder stops what the lock protected...
+    taken = None
+    deadline = time.monotonic() + 30
+    while taken is None and time.monotonic() < deadline:  # ...and the server hands it on
+        taken = second.try_exclusive("destination:PACS")
+    assert taken is not None and taken.held()
+    assert first.try_exclusive("destination:PACS") is None
+    lock.release()  # after the loss: harmless, and it does not free the new holder's lock
+    assert taken.held() and first.try_exclusive("destination:PACS") is None
+    taken.release()
+    first.close()
+    second.close()

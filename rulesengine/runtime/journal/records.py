@@ -171,11 +171,18 @@ class Delivery(_Columns):
 
 @dataclass(frozen=True)
 class Lease:
-    """The node sending a delivery, and until when it holds it (None: a sync delivery, held by
-    its node until it finishes it or restarts)."""
+    """The process sending a delivery (or processing an instance): its node (`owner`) and its
+    id there (`process`), and until when it holds it (None: a sync delivery, held by its
+    process until it finishes it, or its node restarts, or its supervisor gives it back)."""
 
     owner: str
     expires_at: float | None
+    process: int | None = None
+
+
+class ClaimLost(RuntimeError):
+    """What this process claimed was taken over by another (its lease expired meanwhile), or
+    finished by it: what the other did stands, and this process lets it go."""
 
 
 @dataclass(frozen=True)
