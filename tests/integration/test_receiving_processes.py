@@ -13,9 +13,12 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import threading
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -124,7 +127,14 @@ def test_associations_from_eight_senders_land_in_more_than_one_process_and_every
     assert router.process.pid in accepted and extra in accepted
     assert set(labels(tmp_path / "received").values()) == {"V1"}
     # each receiving process ran a worker of its own, and stopped it after its listener
-    assert len(re.findall(r"worker process (\d+) started", output)) == 2, output
+    workers = {int(pid) for pid in re.findall(r"worker process (\d+) started", output)}
+    assert len(workers) == 2, output
+    # each instance processed once, by one of the workers, and delivered once
+    with closing(sqlite3.connect(tmp_path / "var" / "journal.sqlite")) as db:
+        assert db.execute("SELECT COUNT(*), COUNT(DISTINCT instance_id) FROM deliveries "
+                          "WHERE state = 'delivered'").fetchone() == (len(sent), len(sent))
+        assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == len(sent)
+        assert {row[0] for row in db.execute("SELECT DISTINCT lease_process FROM instances")} <= workers
     assert f"receiving process {extra} stopped (exit code 0)" in output, output
 
 
@@ -273,7 +283,8 @@ def test_a_listener_of_port_0_is_given_one_port_that_every_process_shares(tmp_pa
     (tmp_path / "router.yaml").write_text(config(11112, 2), encoding="utf-8")
     loaded = load_config(tmp_path / "router.yaml")
     router = Router(replace(loaded, listeners=(replace(loaded.listeners[0], port=0),)))
-    router.start()
+    temporary = tempfile.tempdir
+    router.start()  # it puts this process's temporary files in its spool: given back below
     try:
         [main_listener] = router.listeners
         chosen = main_listener.server.socket.getsockname()[1]
@@ -293,6 +304,7 @@ def test_a_listener_of_port_0_is_given_one_port_that_every_process_shares(tmp_pa
         assert status["listeners"][0]["port"] == chosen
     finally:
         router.stop()
+        tempfile.tempdir = temporary
 
 
 def _listening_pids(port: int) -> set[int]:
