@@ -95,12 +95,13 @@ class Router:
     def _warn_of_retrievals(self, processes: int) -> None:
         """The instances a source sends back for a C-MOVE the router made come on associations of
         their own, which the kernel may give to another receiving process than the one waiting."""
-        moving = [name for name, d in self.config.destinations.items() if getattr(d, "retrieve", None) == "c-move"]
+        moving = sorted(name for name, d in self.config.destinations.items() if getattr(d, "retrieve", None) == "c-move")
         retrieving = any({"move", "get"} & set(listener.offered_services) for listener in self.config.listeners)
-        if moving and retrieving:
+        if moving and retrieving and {"C-MOVE", "C-GET"} & self.rules.current.messages:
             log.warning("%d receiving processes: a C-MOVE or C-GET the rules route to %s (retrieve: c-move) may "
-                        "see its instances come back to another receiving process, and fail; use retrieve: c-get "
-                        "for them, or processes: 1", processes, ", ".join(sorted(moving)))
+                        "see its instances come back to another receiving process than the one waiting for them, "
+                        "and fail; use retrieve: c-get for such sources, or processes: 1", processes,
+                        ", ".join(moving))
 
     def _start_watchers(self) -> None:
         if not self.config.watch:

@@ -136,6 +136,7 @@ def test_associations_from_eight_senders_land_in_more_than_one_process_and_every
         assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == len(sent)
         assert {row[0] for row in db.execute("SELECT DISTINCT lease_process FROM instances")} <= workers
     assert f"receiving process {extra} stopped (exit code 0)" in output, output
+    assert "retrieve: c-get" not in output  # no rule retrieves: no warning of retrievals
 
 
 # ---- 2. an extra receiving process killed mid-stream ---------------------------------------------
@@ -345,3 +346,16 @@ def test_a_changed_configuration_reaches_every_receiving_process_and_its_worker(
     assert router.stop() == 0
     accepted = accepted_by_process(router.log_path.read_text())
     assert len([pid for pid, count in accepted.items() if count]) == 2, accepted
+
+
+# ---- 6. what does not work across processes is said -------------------------------------------------
+
+
+def test_c_move_retrievals_by_c_move_with_several_processes_are_warned_of(router_factory, tmp_path, port):
+    retrieving = rules("V1") + '\nrule "retrievals" on C-MOVE {\n  then route to PACS\n}\n'
+    text = config(port) + "  PACS: {type: dicom, ae_title: PACS, host: 127.0.0.1, port: 11112}\n"
+    router = router_factory(text, retrieving, port)
+    router.wait_for_log("receiving process 1 (")
+    assert ("2 receiving processes: a C-MOVE or C-GET the rules route to PACS (retrieve: c-move) may see its "
+            "instances come back to another receiving process") in router.output()
+    assert router.stop() == 0
