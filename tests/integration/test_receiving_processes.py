@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pydicom
 from helpers.instances import make_instances
-from helpers.peers import ROOT, storescu, wait_until
+from helpers.peers import ROOT, StoreSCP, storescu, wait_until
 from helpers.senders import Sender, received_uids
 
 from rulesengine.config import load_config
@@ -50,8 +50,8 @@ def config(port: int, processes: int | str = 2) -> str:
             "destinations:\n  STORE: {type: folder, path: received}\n")
 
 
-def start_router(router_factory, port: int, label: str = "V1", processes: int = 2):
-    router = router_factory(config(port, processes), rules(label), port)
+def start_router(router_factory, port: int, label: str = "V1", processes: int = 2, text: str | None = None):
+    router = router_factory(text or config(port, processes), rules(label), port)
     for number in range(1, processes):
         router.wait_for_log(f"receiving process {number} (")  # its listener is bound: the port is shared
     return router
@@ -359,3 +359,29 @@ def test_c_move_retrievals_by_c_move_with_several_processes_are_warned_of(router
     assert ("2 receiving processes: a C-MOVE or C-GET the rules route to PACS (retrieve: c-move) may see its "
             "instances come back to another receiving process") in router.output()
     assert router.stop() == 0
+
+
+# ---- 7. with the journal's claims: once each, in order ---------------------------------------------
+
+
+def test_with_two_processes_a_destination_of_one_association_gets_every_instance_once_in_reception_order(
+        router_factory, tmp_path, port):
+    peer = StoreSCP(tmp_path / "ordered", extra=("-v",)).start()
+    try:
+        text = config(port).replace("STORE: {type: folder, path: received}",
+                                    f"STORE: {{type: dicom, ae_title: STORESCP, host: 127.0.0.1, port: {peer.port}}}")
+        router = start_router(router_factory, port, text=text)
+        sent = send_concurrently(port, tmp_path / "sent")
+        wait_until(lambda: len(peer.files()) >= len(sent), timeout=180, what="every instance at the peer")
+        assert router.stop() == 0
+        accepted = accepted_by_process(router.log_path.read_text())
+        assert len([pid for pid, count in accepted.items() if count]) == 2, accepted
+        with closing(sqlite3.connect(tmp_path / "var" / "journal.sqlite")) as db:
+            received = [row[0] for row in db.execute("SELECT sop_instance_uid FROM instances ORDER BY id")]
+            assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == len(sent)  # sent once each
+        log = (peer.folder.parent / f"storescp-{peer.port}.log").read_text(errors="replace")
+        stored = re.findall(r"storing DICOM file: .*/[A-Z]{2}\.([0-9.]+)$", log, flags=re.M)
+        assert sorted(received) == sorted(sent)
+        assert stored == received  # in the order the router answered them, whichever process did
+    finally:
+        peer.stop()
