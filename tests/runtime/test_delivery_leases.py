@@ -16,7 +16,7 @@ from helpers.peers import wait_until
 from rulesengine.arrival import Arrival
 from rulesengine.config import DicomDestination, Timeouts
 from rulesengine.runtime.delivery import DeliveryManager, LeaseKeeper
-from rulesengine.runtime.journal import (ACCEPTED, QUEUED, RETRYING, SENDING, Lease, NewDelivery, Outcome,
+from rulesengine.runtime.journal import (ACCEPTED, DELIVERED, QUEUED, RETRYING, SENDING, Lease, NewDelivery, Outcome,
                                          SQLiteJournal)
 from rulesengine.runtime.pynetdicom_setup import configure_pynetdicom
 from rulesengine.runtime.storage import Storage
@@ -117,3 +117,23 @@ def test_a_send_that_lasts_longer_than_a_lease_keeps_it_and_gives_it_up_when_it_
         if manager is not None:
             manager.stop(timeout=5)
         journal.close()
+
+
+def test_a_batch_partly_sent_is_renewed_for_the_rest_and_not_taken_for_lost(nodes):
+    a, b = nodes
+    queue(a, 3)
+    keeper = LeaseKeeper(a)
+    batch = a.claim("PACS", 3, now=1000.0)
+    held = keeper.hold(batch)
+    held.finishing(batch[0])  # as the worker does before it journals an outcome
+    a.delivered(batch[0], 1000.0)
+    assert keeper.tick(1020.0) == (2, 0) and not held.lost.is_set()
+    assert keeper.held() == batch[1:]
+    # the rest's leases expire (this process stalled) and node b takes one over: lost, said once
+    later = 1020.0 + a.lease_seconds + 1
+    assert b.requeue_expired(now=later) == 2
+    b.claim("PACS", 1, now=later)
+    assert keeper.tick(later) == (0, 0) and held.lost.is_set()
+    a.release(batch[1:])  # the worker's last step: b's claim stands, the other is queued
+    assert [a.delivery(d.id).state for d in batch] == [DELIVERED, SENDING, QUEUED]
+    assert a.lease(batch[1].id).owner == "b"
