@@ -102,11 +102,12 @@ def labels(folder: Path) -> dict[str, str]:
 
 
 def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, ended but not reaped yet, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except FileNotFoundError:
         return False
-    return True
 
 
 # ---- 1. associations spread over the processes ----------------------------------------------------
@@ -385,3 +386,21 @@ def test_with_two_processes_a_destination_of_one_association_gets_every_instance
         assert stored == received  # in the order the router answered them, whichever process did
     finally:
         peer.stop()
+
+
+# ---- 8. the main process killed ---------------------------------------------------------------------
+
+
+def test_the_main_process_killed_takes_every_other_process_with_it_and_frees_the_port(
+        router_factory, tmp_path, port):
+    router = start_router(router_factory, port)
+    output = router.output()
+    others = receiving_pids(router) + [int(pid) for pid in re.findall(r"worker process (\d+) started", output)]
+    assert len(others) == 3, output  # receiving process 1, and a worker for each receiving process
+    router.kill()
+    # the kernel ends them (no process of the last router may keep accepting on the shared port)
+    wait_until(lambda: not any(alive(pid) for pid in others), timeout=30, what="the other processes gone")
+    again = start_router(router_factory, port)
+    sent = send_concurrently(port, tmp_path / "sent", senders=4)
+    wait_until(lambda: set(sent) <= set(labels(tmp_path / "received")), timeout=120, what="every instance")
+    assert again.stop() == 0
