@@ -40,7 +40,7 @@ from typing import Callable
 from ..copies import CopyError, is_received_file, keep_with_file_meta, write_copy
 from ..arrival import HEADER_KEYWORDS, Arrival
 from ..document import Document, DocumentReadError
-from ..intake import file_meta_problem, read_instance, short_error
+from ..intake import file_meta_problem, fingerprint, read_instance, short_error
 from ..lang.ruleset import Decision, RuleSet
 from .journal import ACCEPTED, DONE, MAX_TRACE_EDITS, Instance, Journal, NewDelivery, Outcome, trace_text
 from .rules import RuleSetVersions, RulesHolder, RulesUnavailable
@@ -203,7 +203,11 @@ class Pipeline:
     def _accept(self, path: str, document: Document, ruleset: RuleSet) -> Result:
         received = received_facts(document)
         spooled = self.storage.accept(path, received)
-        instance_id = self.journal.record(received, spooled, None, ACCEPTED, ruleset.version)
+        try:  # processing reads the file without checking it again while it matches (see intake)
+            checked = fingerprint(spooled, document)
+        except OSError:
+            checked = None
+        instance_id = self.journal.record(received, spooled, None, ACCEPTED, ruleset.version, checked)
         self.on_accepted(instance_id)
         return Result("accepted", None, instance_id, None, spooled)
 
@@ -265,7 +269,7 @@ class Pipeline:
             self._quarantine_failure(instance_id, path, received, version, str(exc))
             return
         try:
-            document = read_instance(path, received)
+            document = read_instance(path, received, instance.checked)
         except DocumentReadError as exc:
             self._quarantine_failure(instance_id, path, received, ruleset.version,
                                      str(exc).replace(path, "the received file"))

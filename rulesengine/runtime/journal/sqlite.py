@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS instances (
     -- read from the header at intake, for searching (Arrival.HEADER_COLUMNS)
     patient_id TEXT, patient_name TEXT, accession_number TEXT,
     study_instance_uid TEXT, series_instance_uid TEXT, modality TEXT,
-    trace TEXT  -- the decision in detail (JSON, records.trace_text)
+    trace TEXT,  -- the decision in detail (JSON, records.trace_text)
+    checked TEXT  -- the spool file's fingerprint as the intake checked it (intake.fingerprint)
 );
 CREATE INDEX IF NOT EXISTS instances_state ON instances(state);
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -196,7 +197,8 @@ def _add_delivery_counts(db: sqlite3.Connection) -> None:
 # Columns added since the first release: a journal made before gets them (empty) when opened.
 _ADDED_COLUMNS = (("instances", "store_command", "TEXT"), ("requests", "store_command", "TEXT"),
                   *(("instances", column, "TEXT") for column in Arrival.HEADER_COLUMNS), ("instances", "trace", "TEXT"),
-                  ("deliveries", "lease_owner", "TEXT"), ("deliveries", "lease_expires", "REAL"))
+                  ("deliveries", "lease_owner", "TEXT"), ("deliveries", "lease_expires", "REAL"),
+                  ("instances", "checked", "TEXT"))
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
