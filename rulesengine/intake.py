@@ -19,12 +19,13 @@ the journal records those.
 
 Checked once. The router reads a received file twice: at its answer, and when it
 is processed (perhaps by another process, after a restart, or by another node).
-The first read checks it whole; the journal keeps the file's `fingerprint` then
-(its size, modification time and inode, and a CRC-32 of its header: the bytes
-before the pixel data); the second read skips the checks (the refusal and the
-walk of `rulesengine.wellformed`) while the file still matches that fingerprint,
-which costs a stat and one read of the header bytes against the walk's hundreds of
-element headers. A file changed after its check, written to or replaced (even with
+The first read checks it whole; the journal keeps the file's fingerprint then
+(`Document.fingerprint`: its size, modification time and inode, and a CRC-32 of
+its header, the bytes before the pixel data, taken from the bytes the read
+parsed); the second read skips the checks (the refusal and the walk of
+`rulesengine.wellformed`) while the file it reads still matches that fingerprint,
+which costs a CRC of a few kilobytes against the walk's hundreds of element
+headers and the refusal's conversions. A file changed after its check, written to or replaced (even with
 its modification time put back), or whose header was damaged, no longer matches,
 and is checked again in full before the rules see it. What the fingerprint does
 not cover, damage below the file system inside the pixel data with neither size
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import os
 import re
-import zlib
 
 import pydicom
 from pydicom import config as pydicom_config
@@ -68,13 +68,14 @@ class RefusedAtIntake(DocumentReadError):
 def read_instance(path: str | os.PathLike, arrival: Arrival | None = None, checked: str | None = None) -> Document:
     """The header of an instance the router takes. Raises DocumentReadError with the reason
     when the file cannot be read, RefusedAtIntake (a DocumentReadError) when it is refused.
-    `checked`: the file's `fingerprint` when it was taken; while the file still matches it,
-    what was checked then is not checked again (see the module's docstring)."""
+    `checked`: the file's fingerprint when it was taken (`Document.fingerprint`); while the
+    file still matches it, what was checked then is not checked again (see the module's
+    docstring)."""
     path = os.fspath(path)
     try:
         document = Document.read_header(path, arrival)
-        if checked is not None and _still_matches(path, document, checked):
-            return document
+        if checked is not None and document.fingerprint == checked:
+            return document  # as it was when it was checked
         reason = refusal(document)
     except DocumentReadError:
         raise
@@ -86,24 +87,6 @@ def read_instance(path: str | os.PathLike, arrival: Arrival | None = None, check
         raise RefusedAtIntake(path, reason)
     check_well_formed(path, document)
     return document
-
-
-def fingerprint(path: str | os.PathLike, document: Document) -> str:
-    """The file at `path` as `document` was read from it: its size, modification time (ns),
-    inode, and the length and CRC-32 of its header (the bytes before the pixel data, all of
-    them when there is none). Raises OSError."""
-    with open(path, "rb", buffering=0) as fp:
-        stat = os.fstat(fp.fileno())
-        end = document.header_length if document.header_length is not None else stat.st_size
-        crc = zlib.crc32(fp.read(end))
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ino}:{end}:{crc:08x}"
-
-
-def _still_matches(path: str, document: Document, checked: str) -> bool:
-    try:
-        return fingerprint(path, document) == checked
-    except OSError:
-        return False  # the full read that follows says what is wrong
 
 
 def check_well_formed(path: str, document: Document) -> None:

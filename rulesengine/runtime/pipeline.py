@@ -40,7 +40,7 @@ from typing import Callable
 from ..copies import CopyError, is_received_file, keep_with_file_meta, write_copy
 from ..arrival import HEADER_KEYWORDS, Arrival
 from ..document import Document, DocumentReadError
-from ..intake import file_meta_problem, fingerprint, read_instance, short_error
+from ..intake import file_meta_problem, read_instance, short_error
 from ..lang.ruleset import Decision, RuleSet
 from .journal import ACCEPTED, DONE, MAX_TRACE_EDITS, Instance, Journal, NewDelivery, Outcome, trace_text
 from .rules import RuleSetVersions, RulesHolder, RulesUnavailable
@@ -203,11 +203,9 @@ class Pipeline:
     def _accept(self, path: str, document: Document, ruleset: RuleSet) -> Result:
         received = received_facts(document)
         spooled = self.storage.accept(path, received)
-        try:  # processing reads the file without checking it again while it matches (see intake)
-            checked = fingerprint(spooled, document)
-        except OSError:
-            checked = None
-        instance_id = self.journal.record(received, spooled, None, ACCEPTED, ruleset.version, checked)
+        # processing reads the file without checking it again while it still matches (see intake);
+        # the rename into the spool keeps what the fingerprint holds
+        instance_id = self.journal.record(received, spooled, None, ACCEPTED, ruleset.version, document.fingerprint)
         self.on_accepted(instance_id)
         return Result("accepted", None, instance_id, None, spooled)
 

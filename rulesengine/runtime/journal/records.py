@@ -125,7 +125,7 @@ class Instance(_Columns):
     state: InstanceState
     outcome: Outcome
     processed_at: float | None
-    # The spool file as the intake checked it (`rulesengine.intake.fingerprint`): processing
+    # The spool file as the intake checked it (`Document.fingerprint`): processing
     # reads it without checking it again while it still matches. None: check it again.
     checked: str | None = None
 

@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS instances (
     patient_id TEXT, patient_name TEXT, accession_number TEXT,
     study_instance_uid TEXT, series_instance_uid TEXT, modality TEXT,
     trace TEXT,  -- the decision in detail (JSON, records.trace_text)
-    checked TEXT  -- the spool file's fingerprint as the intake checked it (intake.fingerprint)
+    checked TEXT  -- the spool file's fingerprint as the intake checked it (Document.fingerprint)
 );
 CREATE INDEX IF NOT EXISTS instances_state ON instances(state);
 CREATE TABLE IF NOT EXISTS deliveries (
