@@ -109,20 +109,21 @@ def test_a_file_cut_at_every_point_of_its_header_reads_as_from_the_file(tmp_path
         assert_same_header(str(path))
 
 
-def test_the_fingerprint_follows_the_header_and_the_file(tmp_path):
-    path = with_padding(tmp_path, 100)
+@pytest.mark.parametrize("length", [100, 200_000], ids=["header-read-at-once", "header-longer-than-read-at-once"])
+def test_the_fingerprint_follows_the_header_and_the_file(tmp_path, length):
+    path = with_padding(tmp_path, length)
     first = dicomfile.read_header(path).fingerprint
     assert dicomfile.read_header(path).fingerprint == first  # read again, unchanged
     stat = os.stat(path)
     with open(path, "r+b") as fh:  # a byte of the header changed, size and times put back
-        fh.seek(200)
+        fh.seek(at := 200 if length < 1000 else 190_000)  # past the bytes read at once, for a long header
         byte = fh.read(1)
-        fh.seek(200)
+        fh.seek(at)
         fh.write(bytes([byte[0] ^ 1]))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert dicomfile.read_header(path).fingerprint != first
     with open(path, "r+b") as fh:  # as it was, but written again: a later modification time
-        fh.seek(200)
+        fh.seek(at)
         fh.write(byte)
     assert dicomfile.read_header(path).fingerprint != first
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
