@@ -254,7 +254,9 @@ class Pipeline:
     def _accept(self, path: str, document: Document, ruleset: RuleSet) -> Result:
         received = received_facts(document)
         spooled = self.storage.accept(path, received)
-        instance_id = self.journal.record(received, spooled, None, ACCEPTED, ruleset.version)
+        # processing reads the file without checking it again while it still matches (see intake);
+        # the rename into the spool keeps what the fingerprint holds
+        instance_id = self.journal.record(received, spooled, None, ACCEPTED, ruleset.version, document.fingerprint)
         self.on_accepted(instance_id)
         return Result("accepted", None, instance_id, None, spooled)
 
@@ -331,7 +333,7 @@ class Pipeline:
             self._quarantine_failure(instance_id, path, received, version, str(exc))
             return
         try:
-            document = read_instance(path, received)
+            document = read_instance(path, received, instance.checked)
         except DocumentReadError as exc:
             self._quarantine_failure(instance_id, path, received, ruleset.version,
                                      str(exc).replace(path, "the received file"))

@@ -46,10 +46,10 @@ class Journal(Protocol):
     # ---- instances ------------------------------------------------------------------------------
 
     def record(self, arrival: Arrival, path: str | None, outcome: Outcome | None, state: InstanceState,
-               ruleset_version: str | None = None) -> int:
+               ruleset_version: str | None = None, checked: str | None = None) -> int:
         """An instance, how it arrived, and its decision when the rules ran already (else the rule
         set version it will be processed with); returns its number. After this the sender may
-        be answered."""
+        be answered. `checked`: its file's fingerprint as the intake checked it (Instance.checked)."""
 
     def add_deliveries(self, instance_id: int, deliveries: Iterable[NewDelivery], outcome: Outcome | None = None,
                        state: DeliveryState = DeliveryState.QUEUED) -> list[int]:

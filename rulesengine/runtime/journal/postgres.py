@@ -185,9 +185,14 @@ ALTER TABLE instances ADD COLUMN lease_owner TEXT, ADD COLUMN lease_process BIGI
     ADD COLUMN lease_expires DOUBLE PRECISION;
 """
 
+# The fingerprint of an instance's spool file as the intake checked it (records.Instance.checked).
+_SCHEMA_4 = """
+ALTER TABLE instances ADD COLUMN checked TEXT;
+"""
+
 # The schema's versions: (number, statements), in order. A change of schema is a new entry
 # at the end; an entry, once released, never changes.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_1), (2, _SCHEMA_2), (3, _SCHEMA_3))
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_1), (2, _SCHEMA_2), (3, _SCHEMA_3), (4, _SCHEMA_4))
 
 
 class JournalUnavailable(RuntimeError):

@@ -125,15 +125,19 @@ class Instance(_Columns):
     state: InstanceState
     outcome: Outcome
     processed_at: float | None
+    # The spool file as the intake checked it (`Document.fingerprint`): processing
+    # reads it without checking it again while it still matches. None: check it again.
+    checked: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         return {"id": self.id, "received_at": self.received_at, **self.arrival.to_row(), "path": self.path,
-                "state": self.state, **self.outcome.to_row(), "processed_at": self.processed_at}
+                "state": self.state, **self.outcome.to_row(), "processed_at": self.processed_at,
+                "checked": self.checked}
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Instance":
         return cls(row["id"], row["received_at"], Arrival.from_row(row), row["path"], InstanceState(row["state"]),
-                   Outcome.from_row(row), row["processed_at"])
+                   Outcome.from_row(row), row["processed_at"], row["checked"] if "checked" in row.keys() else None)
 
 
 @dataclass(frozen=True)

@@ -213,16 +213,17 @@ class SQLJournal:
     # ---- instances -------------------------------------------------------------------
 
     def record(self, arrival: Arrival, path: str | None, outcome: Outcome | None, state: InstanceState,
-               ruleset_version: str | None = None) -> int:
+               ruleset_version: str | None = None, checked: str | None = None) -> int:
         """An instance (and its decision, when the rules ran already; else the rule set version
         it will be processed with). After this commit the sender may be answered: the file it
         names was fsynced before, and carries the arrival facts in its name, so even a journal
-        entry lost with a power cut is found again."""
+        entry lost with a power cut is found again. `checked`: the file's fingerprint as the
+        intake checked it (Instance.checked)."""
         now = time.time()
         outcome = outcome or Outcome(ruleset_version, None, None, (), ())
         received_at = arrival.received_at if arrival.received_at is not None else now  # what the rules saw
         columns = {"received_at": received_at, **arrival.to_row(), "path": path, "state": state, **outcome.to_row(),
-                   "processed_at": now if state != ACCEPTED else None}
+                   "processed_at": now if state != ACCEPTED else None, "checked": checked}
         with self._transaction() as db:
             instance_id = self._insert(db, "instances", columns)
             counts = [("instances_received", arrival.source_name or arrival.source_kind or "", 1)]

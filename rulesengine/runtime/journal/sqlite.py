@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS instances (
     study_instance_uid TEXT, series_instance_uid TEXT, modality TEXT,
     -- the process claiming it to process it (sql.py: claim_instances); once settled, who processed it
     lease_owner TEXT, lease_process INTEGER, lease_expires REAL,
-    trace TEXT  -- the decision in detail (JSON, records.trace_text)
+    trace TEXT,  -- the decision in detail (JSON, records.trace_text)
+    checked TEXT  -- the spool file's fingerprint as the intake checked it (Document.fingerprint)
 );
 CREATE INDEX IF NOT EXISTS instances_state ON instances(state);
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -201,7 +202,8 @@ _ADDED_COLUMNS = (("instances", "store_command", "TEXT"), ("requests", "store_co
                   *(("instances", column, "TEXT") for column in Arrival.HEADER_COLUMNS), ("instances", "trace", "TEXT"),
                   ("deliveries", "lease_owner", "TEXT"), ("deliveries", "lease_expires", "REAL"),
                   ("deliveries", "lease_process", "INTEGER"), ("instances", "lease_owner", "TEXT"),
-                  ("instances", "lease_process", "INTEGER"), ("instances", "lease_expires", "REAL"))
+                  ("instances", "lease_process", "INTEGER"), ("instances", "lease_expires", "REAL"),
+                  ("instances", "checked", "TEXT"))
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
