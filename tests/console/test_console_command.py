@@ -145,8 +145,10 @@ def test_without_a_console_section_or_with_its_port_taken_it_says_so(tmp_path):
         write_config(tmp_path, port)
         result = dicom_rules("console", config)
     assert result.returncode == 1
+    port_line = next(number for number, line in enumerate(config.read_text().splitlines(), 1)
+                     if line.strip().startswith("port:") and str(port) in line)
     assert f"dicom-rules: console: cannot listen on 127.0.0.1:{port}: Address already in use " \
-           f"({config}:11: console.port)" in result.stderr
+           f"({config}:{port_line}: console.port)" in result.stderr
 
 
 def test_a_bad_console_section_names_file_line_and_key(tmp_path):
@@ -155,10 +157,10 @@ def test_a_bad_console_section_names_file_line_and_key(tmp_path):
     result = dicom_rules("console", config)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"dicom-rules: {config}:13: console.users[0].role: must be one of viewer, operator, admin, not 'root'",
-        f"{config}:13: console.users[0].password_hash: 'secret' is not valid: An argon2id hash, as "
+        f"dicom-rules: {config}:14: console.users[0].role: must be one of viewer, operator, admin, not 'root'",
+        f"{config}:14: console.users[0].password_hash: 'secret' is not valid: An argon2id hash, as "
         "`dicom-rules user add` writes it.",
-        f"{config}:14: console.users[1].name: the user 'ada' is already console.users[0]"]
+        f"{config}:15: console.users[1].name: the user 'ada' is already console.users[0]"]
 
 
 def test_user_add_writes_the_hash_and_keeps_the_comments(tmp_path):
@@ -264,7 +266,7 @@ def test_an_unreadable_certificate_names_its_key(tmp_path):
     config = write_config(tmp_path, extra="  tls: {certificate: missing.pem, private_key: missing.key}\n")
     result = dicom_rules("console", config)
     assert result.returncode == 2
-    assert result.stderr == f"dicom-rules: {config}:12: console.tls.certificate: cannot read {tmp_path / 'missing.pem'}\n"
+    assert result.stderr == f"dicom-rules: {config}:13: console.tls.certificate: cannot read {tmp_path / 'missing.pem'}\n"
 
 
 def test_a_damaged_users_file_or_session_key_is_a_clear_error(tmp_path):
