@@ -66,6 +66,7 @@ class Router:
         if removed:
             log.info("removed %d spool file(s) no journal entry needs (never answered, or finished)", removed)
         self.pipeline.reingest(unknown)
+        self.storage.shared()  # swept: other nodes may start on the folder now
         self.worker.start(self.rules)  # it processes what was received before the stop, then what comes
         for listener_config in self.config.listeners:
             listener = DicomListener(listener_config, self.pipeline, self.sync_delivery.deliver, self.find_service,
