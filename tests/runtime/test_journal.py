@@ -1483,3 +1483,68 @@ def test_the_journal_says_how_much_it_takes(journal):
     for number in range(1000):
         journal.record(replace(with_facts(number), received_at=1000.0 + number), None, routed("PACS"), DONE)
     assert journal.size_bytes() > before
+
+
+# ---- exclusive locks ------------------------------------------------------------------------------
+
+_HOLD_A_LOCK = """
+import importlib, sys
+journal = getattr(importlib.import_module(sys.argv[1]), sys.argv[2])(sys.argv[3])
+lock = journal.try_exclusive(sys.argv[4])
+print("held" if lock is not None else "refused", flush=True)
+sys.stdin.read()  # until the test closes stdin, or kills this process
+"""
+
+
+def _holder(backend: Backend, name: str) -> subprocess.Popen:
+    """Another process holding (or asking for) the lock `name`; its first line says which."""
+    return subprocess.Popen([sys.executable, "-c", _HOLD_A_LOCK, backend.module, backend.name, backend.address, name],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT.parent)
+
+
+def test_an_exclusive_lock_has_one_holder_until_released(journal):
+    first = journal.try_exclusive("destination:PACS")
+    assert first is not None and first.held()
+    assert journal.try_exclusive("destination:PACS") is None  # another thread of this process, too
+    other = journal.try_exclusive("destination:ARCHIVE")  # names are independent
+    assert other is not None
+    first.release()
+    first.release()  # twice is harmless
+    assert not first.held()
+    again = journal.try_exclusive("destination:PACS")
+    assert again is not None and again.held()
+    again.release()
+    other.release()
+
+
+def test_an_exclusive_lock_held_by_another_process_is_refused_until_it_dies(backend, journal):
+    holder = _holder(backend, "watch:/data/incoming")
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert journal.try_exclusive("watch:/data/incoming") is None
+        holder.kill()  # SIGKILL: no chance to release it
+        holder.wait(30)
+        deadline = time.monotonic() + 30  # the server notices the closed session soon after
+        lock = journal.try_exclusive("watch:/data/incoming")
+        while lock is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+            lock = journal.try_exclusive("watch:/data/incoming")
+        assert lock is not None and lock.held()
+    finally:
+        holder.kill()
+        holder.wait(30)
+    second = _holder(backend, "watch:/data/incoming")
+    try:
+        assert second.stdout.readline().strip() == "refused"  # now this process holds it
+    finally:
+        second.kill()
+        second.wait(30)
+    lock.release()
+
+
+def test_lock_names_of_any_text_are_safe_and_distinct(journal):
+    names = ["watch:/data/in", "watch:/data_in", "watch:../../etc/passwd", "destination:" + "x" * 500, "ä ö/\x00?"]
+    locks = [journal.try_exclusive(name) for name in names]
+    assert all(lock is not None for lock in locks)
+    for lock in locks:
+        lock.release()

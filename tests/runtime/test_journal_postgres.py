@@ -264,3 +264,24 @@ def test_a_connection_the_server_ended_is_replaced_at_the_next_call(postgres):
     assert journal.counts() == {"PACS": {"queued": 1}}  # ...and the next one has a new connection
     assert journal._connection().db.info.backend_pid != pid
     journal.close()
+
+
+def test_an_exclusive_lock_whose_session_ended_is_no_longer_held_and_goes_to_another(postgres):
+    url = postgres.new_schema()
+    first, second = PostgresJournal(url, node="a"), PostgresJournal(url, node="b")
+    lock = first.try_exclusive("destination:PACS")
+    assert lock is not None and second.try_exclusive("destination:PACS") is None
+    pid = lock._db.info.backend_pid
+    postgres.admin(f"SELECT pg_terminate_backend({pid})")  # the database restarted, or the network cut
+    assert not lock.held()  # its holder stops what the lock protected...
+    taken = None
+    deadline = time.monotonic() + 30
+    while taken is None and time.monotonic() < deadline:  # ...and the server hands it on
+        taken = second.try_exclusive("destination:PACS")
+    assert taken is not None and taken.held()
+    assert first.try_exclusive("destination:PACS") is None
+    lock.release()  # after the loss: harmless, and it does not free the new holder's lock
+    assert taken.held() and first.try_exclusive("destination:PACS") is None
+    taken.release()
+    first.close()
+    second.close()

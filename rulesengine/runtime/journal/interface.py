@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Iterable, Protocol
 
 from ...arrival import Arrival
+from .exclusive import ExclusiveLock
 from .records import (Attempt, Counter, Delivery, DeliveryState, Instance, InstanceState, InstanceTrace,
                       Lease, ListedDelivery, NewDelivery, NewRequest, Outcome, Request, RequestResult, RouterStatus)
 
@@ -33,6 +34,10 @@ class Journal(Protocol):
 
     def size_bytes(self) -> int:
         """What the journal takes where it is kept: its files, or its database on the server."""
+
+    def try_exclusive(self, name: str) -> ExclusiveLock | None:
+        """The lock called `name`, if no other process of any node (nor another thread of this
+        one) holds it; None otherwise. Released when the holder dies (exclusive.py)."""
 
     # ---- instances ------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import psycopg
 
+from .exclusive import AdvisoryLock
 from .sql import SQLJournal
 
 # Taken by a process while it migrates the schema: the others wait, then find it done.
@@ -284,6 +285,9 @@ class PostgresJournal(SQLJournal):
             raise JournalUnavailable(f"cannot connect to the journal's database {redacted(self.url)}: "
                                      f"{str(exc).strip()}") from None
         return _Connection(db)
+
+    def try_exclusive(self, name: str) -> AdvisoryLock | None:
+        return AdvisoryLock.take(lambda: self._connect().db, self.url, name)
 
     def schema_version(self) -> int:
         row = self._connection().execute("SELECT MAX(version) FROM schema_version").fetchone()

@@ -14,6 +14,7 @@ import os
 import sqlite3
 
 from ...arrival import Arrival
+from .exclusive import FileLock
 from .sql import SQLJournal
 
 _SCHEMA = """
@@ -236,6 +237,11 @@ class SQLiteJournal(SQLJournal):
             except OSError:  # no WAL file between two checkpoints
                 pass
         return size
+
+    def try_exclusive(self, name: str) -> FileLock | None:
+        # SQLite serves one node (the storage folder's lock): a file lock reaches all its processes.
+        return FileLock.take(os.path.join(os.path.dirname(os.path.abspath(self.path)), "locks"), name)
+
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         # No fsync per commit: the spool file is fsynced before, and carries what a lost
