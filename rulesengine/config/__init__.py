@@ -249,6 +249,7 @@ class Config:
     console: Console | None = None  # None: no `console:` key, the console is off
     journal: JournalDatabase | None = None  # None: SQLite, in the storage folder
     node: str | None = None  # this router's name among the nodes on one journal; None: the host name
+    journal_lease_seconds: float = 60.0  # how long a node's claim on a delivery lasts unless renewed
     lines: dict[tuple, int] = field(default_factory=dict, compare=False, repr=False)
 
     def at(self, *location) -> str:
@@ -521,7 +522,8 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
         development_key=key is None, log_level=str(log.get("level", "info")), log_file=_resolve(base, log.get("file")),
         listeners=tuple(listeners), watch=tuple(watches), destinations=destinations,
         console=_console(data.get("console"), base), journal=_journal(data, base, path),
-        node=str(data["node"]) if data.get("node") else None, lines=_lines(data),
+        node=str(data["node"]) if data.get("node") else None,
+        journal_lease_seconds=float(data.get("journal_lease_seconds", 60.0)), lines=_lines(data),
     )
 
 

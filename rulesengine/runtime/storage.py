@@ -90,12 +90,15 @@ class JournalUnavailable(RuntimeError):
 
 
 class Storage:
-    def __init__(self, root: str, database: JournalDatabase | None = None, node: str | None = None):
+    def __init__(self, root: str, database: JournalDatabase | None = None, node: str | None = None,
+                 lease_seconds: float | None = None):
         """`database`: the configuration's `journal:` (PostgreSQL); None: SQLite, in this folder.
-        `node`: the configuration's `node:`, whose leases the journal's claims take (None: the host name)."""
+        `node`: the configuration's `node:`, whose leases the journal's claims take (None: the host name).
+        `lease_seconds`: the configuration's `journal_lease_seconds` (None: the journal's default)."""
         self.root = os.path.abspath(root)
         self.database = database
         self.node = node
+        self.lease_seconds = lease_seconds
         self.node_name = node or socket.gethostname()  # as the journal names this node
         self.nodes_dir = os.path.join(self.root, "nodes")
         self.single_spool = os.path.join(self.root, "spool")  # the one router's (SQLite); older nodes' too
@@ -199,13 +202,19 @@ class Storage:
     @classmethod
     def of(cls, config: Config) -> Storage:
         """The storage folder of a configuration, with its journal."""
-        return cls(config.storage, config.journal, config.node)
+        return cls(config.storage, config.journal, config.node, config.journal_lease_seconds)
 
     def has_journal(self) -> bool:
         """Is there a journal to read (a database always; SQLite once the router made its file)?"""
         return self.database is not None or os.path.isfile(self.journal_path)
 
     def journal(self) -> Journal:
+        journal = self._open_journal()
+        if self.lease_seconds is not None:
+            journal.lease_seconds = self.lease_seconds
+        return journal
+
+    def _open_journal(self) -> Journal:
         if self.database is None:
             return SQLiteJournal(self.journal_path, self.node)
         from .journal import postgres  # psycopg is loaded only by a router that uses it

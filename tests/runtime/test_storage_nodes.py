@@ -13,7 +13,7 @@ import pytest
 from helpers.arrivals import Received
 from helpers.files import SAMPLES
 
-from rulesengine.config import JournalDatabase
+from rulesengine.config import ConfigError, JournalDatabase, load_config
 from rulesengine.runtime.journal import ACCEPTED
 from rulesengine.runtime.storage import Storage, StorageInUse
 
@@ -216,3 +216,30 @@ def test_a_node_upgraded_in_place_journals_its_single_spool_files_again(tmp_path
     finally:
         journal.close()
         node.unlock()
+
+
+# ---- the lease length ------------------------------------------------------------------------------
+
+
+def test_the_lease_length_comes_from_the_configuration(tmp_path):
+    (tmp_path / "router.yaml").write_text("storage: var\nrules: main.rules\njournal_lease_seconds: 7.5\n",
+                                          encoding="utf-8")
+    config = load_config(tmp_path / "router.yaml")
+    assert config.journal_lease_seconds == 7.5
+    journal = Storage.of(config).journal()
+    try:
+        assert journal.lease_seconds == 7.5
+    finally:
+        journal.close()
+    (tmp_path / "router.yaml").write_text("storage: var\nrules: main.rules\n", encoding="utf-8")
+    assert load_config(tmp_path / "router.yaml").journal_lease_seconds == 60.0
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "0.5", "100000", "soon", "true", "[1]", "'10'"])
+def test_a_bad_lease_length_is_refused_naming_the_key_and_its_line(tmp_path, value):
+    (tmp_path / "router.yaml").write_text(f"storage: var\nrules: main.rules\njournal_lease_seconds: {value}\n",
+                                          encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        load_config(tmp_path / "router.yaml")
+    [problem] = refused.value.problems
+    assert "router.yaml:3: journal_lease_seconds" in problem, problem
