@@ -1,0 +1,73 @@
+"""Three router nodes on one machine sharing a PostgreSQL journal (a real server) and one
+storage folder, each with its own listener, storescu processes sending to all three, one
+storescp receiving; one node killed (SIGKILL) mid-stream.
+
+What is promised: every instance a node acknowledged reaches the destination (a duplicate is
+possible, a loss is not), the survivors deliver what the dead node held once its leases expire
+(3 s here: `journal_lease_seconds`), and nothing stays leased afterwards.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from helpers.nodes import journal_rows, start_nodes
+from helpers.peers import StoreSCP, wait_until
+from helpers.senders import Sender, received_uids
+
+LEASE_SECONDS = 3
+
+
+def test_a_node_killed_mid_stream_loses_nothing_acknowledged_and_the_others_deliver_its_work(tmp_path, postgres):
+    url = postgres.new_database()
+    # Each C-STORE answered a little later (a real archive takes its time): the node sends long enough
+    # to be caught holding leases; --fork: the nodes' associations are served side by side.
+    archive = StoreSCP(tmp_path / "archive", extra=("--fork", "-xcr", "sleep 0.05", "-xs")).start()
+    nodes = start_nodes(tmp_path, ["a", "b", "c"], url, archive.port, LEASE_SECONDS)
+    stop = {name: threading.Event() for name in nodes}
+    senders = {name: Sender(node.port, tmp_path / f"sent-{name}", f"MOD{name.upper()}", stop[name])
+               for name, node in nodes.items()}
+    try:
+        for sender in senders.values():
+            sender.start()
+        wait_until(lambda: all(len(s.acknowledged) >= 10 for s in senders.values()), timeout=180,
+                   what="ten instances acknowledged by each node")
+
+        # b dies while it holds leases on deliveries it is sending
+        wait_until(lambda: journal_rows(url, "SELECT 1 FROM deliveries WHERE lease_owner = 'b' AND state = 'sending'"),
+                   timeout=60, interval=0.01, what="node b sending")
+        nodes["b"].kill()
+        stop["b"].set()
+        held_by_b = {row[0] for row in journal_rows(
+            url, "SELECT id FROM deliveries WHERE lease_owner = 'b' AND state = 'sending'")}
+        after_kill = {name: len(senders[name].acknowledged) for name in ("a", "c")}
+        wait_until(lambda: all(len(senders[name].acknowledged) >= after_kill[name] + 10 for name in after_kill),
+                   timeout=180, what="the survivors receiving on")
+    finally:
+        for event in stop.values():
+            event.set()
+        for sender in senders.values():
+            sender.join(timeout=150)
+
+    try:
+        acknowledged = set().union(*(s.acknowledged for s in senders.values()))
+        assert len(senders["b"].acknowledged) >= 10
+        wait_until(lambda: acknowledged <= received_uids(archive.folder), timeout=180,
+                   what="every acknowledged instance at the archive")
+
+        # The deliveries b held were sent again by another node once its leases expired.
+        assert held_by_b, "b was killed holding leases"
+        wait_until(lambda: journal_rows(url, "SELECT count(*) FROM deliveries WHERE state <> 'delivered'")[0][0] == 0,
+                   timeout=120, what="every delivery journaled as delivered")
+        assert journal_rows(url, "SELECT count(*) FROM deliveries WHERE lease_owner IS NOT NULL "
+                                 "OR lease_expires IS NOT NULL") == [(0,)]
+        assert journal_rows(url, "SELECT count(*) FROM instances WHERE state = 'accepted'") == [(0,)]
+        survivors_log = nodes["a"].output() + nodes["c"].output()
+        assert "whose lease expired (a node stopped sending them) queued again" in survivors_log
+        # the instances b acknowledged and had not delivered were delivered by a or c
+        from_b = {row[0] for row in journal_rows(url, "SELECT sop_instance_uid FROM instances WHERE calling_aet = 'MODB'")}
+        assert senders["b"].acknowledged <= from_b
+    finally:
+        for name in ("a", "c"):
+            assert nodes[name].stop() == 0, nodes[name].output()
+        archive.stop()
