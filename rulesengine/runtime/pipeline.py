@@ -42,7 +42,7 @@ from ..arrival import HEADER_KEYWORDS, Arrival
 from ..document import Document, DocumentReadError
 from ..intake import file_meta_problem, read_instance, short_error
 from ..lang.ruleset import Decision, RuleSet
-from .journal import ACCEPTED, DONE, MAX_TRACE_EDITS, Instance, Journal, NewDelivery, Outcome, trace_text
+from .journal import ACCEPTED, DONE, MAX_TRACE_EDITS, Instance, Journal, NewDelivery, Outcome, trace_text, unreachable
 from .rules import RuleSetVersions, RulesHolder, RulesUnavailable
 from .storage import Storage, fsync_file, move_durably
 
@@ -240,7 +240,9 @@ class Pipeline:
                 return
             try:
                 self._process(instance)
-            except Exception:  # noqa: BLE001 - could not be settled, not even quarantined: try later
+            except Exception as exc:  # noqa: BLE001 - could not be settled, not even quarantined: try later
+                if unreachable(exc):
+                    raise  # the journal's database is away: the caller waits for it, this instance is fine
                 self._hold(instance_id, first=held is None)
             else:
                 self._held.pop(instance_id, None)
@@ -363,7 +365,9 @@ class Pipeline:
         for instance in self.journal.accepted_instances():
             try:
                 self.process(instance.id)
-            except Exception:  # noqa: BLE001 - left accepted: tried again at the next wake-up or start
+            except Exception as exc:  # noqa: BLE001 - left accepted: tried again at the next wake-up or start
+                if unreachable(exc):
+                    raise  # the journal's database is away: no use trying the others now
                 log.exception("instance %s could not be processed; it stays in the spool", instance.id)
             count += 1
         return count

@@ -166,8 +166,7 @@ class SQLJournal:
     @contextmanager
     def _transaction(self, begin: str | None = None) -> Iterator[Any]:
         """BEGIN ... COMMIT (ROLLBACK on an exception)."""
-        db = self._connection()
-        db.execute(begin or self._BEGIN_WRITE)
+        db = self._begin(begin or self._BEGIN_WRITE)
         try:
             yield db
         except BaseException:
@@ -177,6 +176,12 @@ class SQLJournal:
                 pass
             raise
         db.execute("COMMIT")
+
+    def _begin(self, statement: str) -> Any:
+        """The thread's connection, a transaction begun on it."""
+        db = self._connection()
+        db.execute(statement)
+        return db
 
     def _reading(self) -> Any:
         """Several reads that see one state of the journal."""
