@@ -43,6 +43,7 @@ from ..document import Document, DocumentReadError
 from ..intake import file_meta_problem, read_instance, short_error
 from ..lang.ruleset import Decision, RuleSet
 from .journal import ACCEPTED, DONE, MAX_TRACE_EDITS, Instance, Journal, NewDelivery, Outcome, trace_text, unreachable
+from .journal.errors import never_connected
 from .rules import RuleSetVersions, RulesHolder, RulesUnavailable
 from .storage import Storage, fsync_file, move_durably
 
@@ -203,7 +204,12 @@ class Pipeline:
     def _accept(self, path: str, document: Document, ruleset: RuleSet) -> Result:
         received = received_facts(document)
         spooled = self.storage.accept(path, received)
-        instance_id = self.journal.record(received, spooled, None, ACCEPTED, ruleset.version)
+        try:
+            instance_id = self.journal.record(received, spooled, None, ACCEPTED, ruleset.version)
+        except Exception as exc:
+            if never_connected(exc):  # surely not journaled: the file goes back to the caller, who refuses it
+                os.replace(spooled, path)
+            raise  # otherwise it may have been: the file stays, and a start journals it again if not
         self.on_accepted(instance_id)
         return Result("accepted", None, instance_id, None, spooled)
 

@@ -51,6 +51,7 @@ from ..config import Watch
 from ..arrival import Arrival
 from ..document import DocumentReadError
 from ..intake import reason_of
+from .journal import unreachable
 from .logs import Repeats
 from .pipeline import Pipeline
 
@@ -323,13 +324,18 @@ class FolderWatcher:
         try:
             reason = self._intake(path, relative)
         except _SpoolFull as exc:
-            with self._lock:  # the file is fine: it waits, and is tried again later
-                self._candidates[path] = (-1, -1, self.clock() + FULL_WAIT_SECONDS)
+            self._wait(path)  # the file is fine: it waits, and is tried again later
             self._repeats.log(log, logging.WARNING, ("full", self.config.name),
                               "watched folder %s: the spool has no room (%s); files wait in the folder",
                               self.config.name, exc)
             return
         except Exception as exc:  # noqa: BLE001 - a true internal error: the file is failed with it, once
+            if unreachable(exc):  # nor is it the file's fault: nothing was journaled, it waits in the folder
+                self._wait(path)
+                self._repeats.log(log, logging.WARNING, ("journal", self.config.name), "watched folder %s: the "
+                                  "journal's database cannot be reached (%s); files wait in the folder",
+                                  self.config.name, _short(exc))
+                return
             internal = exc
             reason = f"internal error: {type(exc).__name__}: {exc}"
         folder = self.config.done if reason is None else self.config.failed
@@ -348,6 +354,11 @@ class FolderWatcher:
             log.warning("watched folder %s: %s -> %s: %s", self.config.name, relative, folder, reason)
         else:
             log.debug("watched folder %s: %s -> %s", self.config.name, relative, folder)
+
+    def _wait(self, path: str) -> None:
+        """Take the file again in FULL_WAIT_SECONDS, whatever happens to it meanwhile."""
+        with self._lock:
+            self._candidates[path] = (-1, -1, self.clock() + FULL_WAIT_SECONDS)
 
     def _intake(self, path: str, relative: str) -> str | None:
         """Copy the file into the spool and hand it to the pipeline: None when it was

@@ -237,3 +237,48 @@ def test_with_sqlite_a_second_watcher_of_the_folder_waits_too(tmp_path):
     finally:
         second.stop()
         journal.close()
+
+
+def test_files_wait_in_the_folder_while_the_journals_database_is_away(tmp_path, caplog):
+    """Neither the file's fault nor a bug: nothing journaled, nothing failed; taken once the
+    database is back (and the watcher holds the folder again)."""
+    from helpers.postgres import start_postgres
+    from rulesengine.runtime.watcher import FULL_WAIT_SECONDS
+    caplog.set_level(logging.INFO, logger="rulesengine.watch")
+    server = start_postgres()
+    write(tmp_path / "router.yaml", CONFIG)
+    write(tmp_path / "main.rules", RULES)
+    config = load_config(tmp_path / "router.yaml")
+    storage = Storage(config.storage, JournalDatabase(server.new_database()), "a")
+    journal = storage.journal()
+    clock = Clock()
+    watcher = FolderWatcher(config.watch[0], Pipeline(storage, journal, RulesHolder(config), lambda names: None,
+                                                      on_accepted=lambda _id: None), clock=clock)
+    inbox = Path(config.watch[0].path)
+    try:
+        watcher.observe()
+        assert watcher.poll() == 0 and watcher.reading()
+        drop(inbox, "during.dcm")
+        wait_until(lambda: "during.dcm" in watcher.waiting(), timeout=20, what="the file noticed")
+        watcher.poll()
+        server.stop_server()
+        clock.now += SETTLE + 0.1  # settled, before the next check of the folder's lock
+        assert watcher.poll() == 1
+
+        assert (inbox / "during.dcm").exists() and not (inbox / "failed").joinpath("during.dcm").exists()
+        assert os.listdir(storage.tmp) == [] and os.listdir(storage.incoming) == []
+        [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        assert "inbox: the journal's database cannot be reached" in warning.getMessage()
+        assert warning.exc_info is None
+
+        server.start_server()
+        clock.now += FULL_WAIT_SECONDS + HOLD_CHECK_SECONDS
+        watcher.poll()  # the lock went with the server: asked for again, held again
+        clock.now += SETTLE + 0.1
+        assert watcher.poll() == 1
+        assert (inbox / "done" / "during.dcm").exists()
+        assert len(journal.accepted_instances()) == 1
+    finally:
+        watcher.stop()
+        journal.close()
+        server.stop()

@@ -29,6 +29,13 @@ def unreachable(exc: BaseException) -> bool:
     return state.startswith(_UNREACHABLE_STATES)
 
 
+def never_connected(exc: BaseException) -> bool:
+    """Did the call fail before anything reached the database (no connection could be made)?
+    Then nothing of it was journaled; after any other failure a commit may have been made."""
+    postgres = sys.modules.get(f"{__package__}.postgres")
+    return postgres is not None and isinstance(exc, postgres.JournalUnavailable)
+
+
 def in_words(exc: BaseException) -> str:
     """The error's first line (psycopg's messages run over several)."""
     text = str(exc).strip()
