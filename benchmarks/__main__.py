@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Compile and evaluation times of generated rule files.")
     parser.add_argument("--profile", type=int, metavar="RULES",
                         help="instead of the table, profile the compiled path with this many rules")
-    parser.add_argument("--only", choices=("rules", "router", "cost", "queries", "retrieve", "console"),
+    parser.add_argument("--only", choices=("rules", "router", "cost", "nodes", "queries", "retrieve", "console"),
                         help="only the rules table, only the routing tables (DCMTK needed), only the "
                              "table of CPU per instance and concurrent senders (cost), "
                              "only the query round trip or only the C-MOVE of a study (Orthanc needed), "
@@ -183,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.only in (None, "router", "cost"):
         from . import router
         status = router.run(options.runs, options.quick, options.only == "cost", options.instances) or status
+    if options.only in (None, "nodes"):
+        from . import nodes
+        status = nodes.run(options.runs if options.only == "nodes" else 1, options.instances) or status
     if options.only in (None, "queries"):
         from . import queries
         status = queries.run() or status
