@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import psycopg
+import pydicom
+import pydicom.errors
 
 from helpers.peers import RouterProcess, free_port
 
@@ -52,3 +54,17 @@ def start_nodes(folder: Path, names: list[str], journal_url: str, peer_port: int
 def journal_rows(journal_url: str, query: str, *args) -> list[tuple]:
     with psycopg.connect(journal_url, autocommit=True) as db:
         return db.execute(query, args).fetchall()
+
+
+def arrived_uids(folder: Path) -> set[str]:
+    """The SOP Instance UIDs of the files a storescp wrote to `folder`; a file it is still
+    writing (it serves several associations at once) is left for the next look."""
+    found = set()
+    for path in folder.rglob("*"):
+        if path.is_file():
+            try:
+                found.add(str(pydicom.dcmread(path, stop_before_pixels=True,
+                                              specific_tags=["SOPInstanceUID"]).SOPInstanceUID))
+            except (pydicom.errors.InvalidDicomError, EOFError, AttributeError, OSError):
+                continue
+    return found

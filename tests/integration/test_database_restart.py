@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
-from helpers.nodes import journal_rows, start_nodes
+from helpers.nodes import arrived_uids, journal_rows, start_nodes
 from helpers.peers import StoreSCP, wait_until
 from helpers.postgres import start_postgres
-from helpers.senders import Sender, received_uids
+from helpers.senders import Sender
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_the_database_restarted_under_load_loses_nothing_and_the_node_recovers_b
         # every acknowledged instance is in the journal and at the archive
         journaled = {row[0] for row in journal_rows(url, "SELECT sop_instance_uid FROM instances")}
         assert sender.acknowledged <= journaled
-        wait_until(lambda: sender.acknowledged <= received_uids(archive.folder), timeout=120,
+        wait_until(lambda: sender.acknowledged <= arrived_uids(archive.folder), timeout=120,
                    what="every acknowledged instance at the archive")
         wait_until(lambda: journal_rows(url, "SELECT count(*) FROM deliveries WHERE state <> 'delivered'")[0][0] == 0,
                    timeout=60, what="every delivery journaled as delivered")

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import threading
 
-from helpers.nodes import journal_rows, start_nodes
+from helpers.nodes import arrived_uids, journal_rows, start_nodes
 from helpers.peers import StoreSCP, wait_until
-from helpers.senders import Sender, received_uids
+from helpers.senders import Sender
 
 LEASE_SECONDS = 3
 
@@ -52,7 +52,7 @@ def test_a_node_killed_mid_stream_loses_nothing_acknowledged_and_the_others_deli
     try:
         acknowledged = set().union(*(s.acknowledged for s in senders.values()))
         assert len(senders["b"].acknowledged) >= 10
-        wait_until(lambda: acknowledged <= received_uids(archive.folder), timeout=180,
+        wait_until(lambda: acknowledged <= arrived_uids(archive.folder), timeout=180,
                    what="every acknowledged instance at the archive")
 
         # The deliveries b held were sent again by another node once its leases expired.
