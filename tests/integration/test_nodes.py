@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 
+from helpers.cli import dicom_rules
 from helpers.nodes import arrived_uids, journal_rows, start_nodes
 from helpers.peers import StoreSCP, wait_until
 from helpers.senders import Sender
@@ -67,6 +68,13 @@ def test_a_node_killed_mid_stream_loses_nothing_acknowledged_and_the_others_deli
         # the instances b acknowledged and had not delivered were delivered by a or c
         from_b = {row[0] for row in journal_rows(url, "SELECT sop_instance_uid FROM instances WHERE calling_aet = 'MODB'")}
         assert senders["b"].acknowledged <= from_b
+        # `dicom-rules queue` lists the three nodes, with the rule set version each runs
+        queue = dicom_rules("queue", tmp_path / "a.yaml", cwd=tmp_path)
+        assert queue.returncode == 0, queue.stdout + queue.stderr
+        lines = queue.stdout.splitlines()
+        header = next(index for index, line in enumerate(lines) if line.startswith("router "))
+        assert sorted(line.split()[0] for line in lines[header + 1:] if line.strip()) == ["a", "b", "c"], queue.stdout
+        assert "different rule set versions" not in queue.stdout
     finally:
         for name in ("a", "c"):
             assert nodes[name].stop() == 0, nodes[name].output()
