@@ -5,6 +5,8 @@ no restart, once the database is back: it receives and delivers again."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 
 import pytest
@@ -40,10 +42,17 @@ def test_the_database_restarted_under_load_loses_nothing_and_the_node_recovers_b
         wait_until(lambda: len(sender.refusals) >= refused_before + 5, timeout=120,
                    what="the sender refused while the database is down")
         acknowledged_while_down = set(sender.acknowledged)
+        # a rule change meanwhile is not put in place: its version cannot be recorded
+        rules = tmp_path / "main.rules"
+        rules.write_text(rules.read_text(encoding="utf-8") + "# changed while the database is away\n",
+                         encoding="utf-8")
+        node.wait_for_log("reloading failed: the journal's database cannot be reached", timeout=60)
 
         own_postgres.start_server()
         wait_until(lambda: len(sender.acknowledged) >= len(acknowledged_while_down) + 10, timeout=120,
                    what="instances acknowledged again once the database is back")
+        os.kill(node.process.pid, signal.SIGHUP)  # the change, again
+        node.wait_for_log("rules reloaded", timeout=60)
     finally:
         stop.set()
         sender.join(timeout=150)
