@@ -156,15 +156,18 @@ class Storage:
                 self._lock_file, self.alone = handle, False
                 return
             holder = _read_holder(handle)
-            if not holder.endswith(_STARTING) or clock() >= deadline:
+            # A router that needs the folder alone wrote its process id alone; anything else is a
+            # node that started alone and sweeps (or one about to write so): it shares the folder soon.
+            if holder.isdigit():
                 handle.close()
-                if holder.endswith(_STARTING):
-                    raise StorageInUse(f"storage {self.root}: another node ({_holder(holder)}) has been sweeping "
-                                       f"the spool for over {wait_seconds:.0f} s; try again once it has started")
                 raise StorageInUse(
                     f"storage {self.root} is in use by a router that needs it alone ({_holder(holder)}): one with a "
                     "SQLite journal, or of an earlier version; nodes share a storage folder only with a PostgreSQL "
                     "journal, all of them")
+            if clock() >= deadline:
+                handle.close()
+                raise StorageInUse(f"storage {self.root}: another node ({_holder(holder)}) has been sweeping the "
+                                   f"spool for over {wait_seconds:.0f} s; try again once it has started")
             sleep(0.2)  # a node started alone and sweeps every spool: it shares the folder once done
 
     def shared(self) -> None:

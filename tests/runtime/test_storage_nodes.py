@@ -243,3 +243,16 @@ def test_a_bad_lease_length_is_refused_naming_the_key_and_its_line(tmp_path, val
         load_config(tmp_path / "router.yaml")
     [problem] = refused.value.problems
     assert "router.yaml:3: journal_lease_seconds" in problem, problem
+
+
+def test_a_lock_file_not_yet_rewritten_by_a_starting_node_is_never_taken_for_a_router_that_needs_it_alone(nodes):
+    """What the last nodes wrote stays in router.lock after they stopped; a node that just took
+    it alone rewrites it a moment later: meanwhile another node waits, it is not refused."""
+    a, b = nodes("a"), nodes("b")
+    a.lock()
+    with open(a.lock_path, "w") as stale:
+        stale.write("nodes\n")
+    with pytest.raises(StorageInUse, match="another node .* has been sweeping the spool"):
+        b.lock(wait_seconds=0)
+    a.shared()
+    b.lock(wait_seconds=0)
