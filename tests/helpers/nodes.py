@@ -23,14 +23,16 @@ rule "everything" {
 """
 
 
-def node_config(name: str, port: int, journal_url: str, peer_port: int, lease_seconds: float) -> str:
+def node_config(name: str, port: int, journal_url: str, peer_port: int, lease_seconds: float,
+                watch: Path | None = None) -> str:
+    watched = f"watch:\n  - {{name: inbox, path: {watch}, settle_seconds: 0.5}}\n" if watch else ""
     return f"""
 storage: var
 rules: main.rules
 node: {name}
 journal: {journal_url}
 journal_lease_seconds: {lease_seconds}
-listeners:
+{watched}listeners:
   - {{name: main, ae_title: ROUTER, port: {port}}}
 destinations:
   STORE: {{type: dicom, ae_title: STORESCP, host: 127.0.0.1, port: {peer_port},
@@ -39,14 +41,15 @@ destinations:
 
 
 def start_nodes(folder: Path, names: list[str], journal_url: str, peer_port: int,
-                lease_seconds: float = 3) -> dict[str, RouterProcess]:
-    """One router process per name, all in `folder` (one storage folder `var`, one rule file)."""
+                lease_seconds: float = 3, watch: Path | None = None) -> dict[str, RouterProcess]:
+    """One router process per name, in that order, all in `folder` (one storage folder `var`,
+    one rule file), each watching `watch` when given."""
     (folder / "main.rules").write_text(ROUTE_EDITED, encoding="utf-8")
     nodes = {}
     for name in names:
         config = folder / f"{name}.yaml"
         port = free_port()
-        config.write_text(node_config(name, port, journal_url, peer_port, lease_seconds), encoding="utf-8")
+        config.write_text(node_config(name, port, journal_url, peer_port, lease_seconds, watch), encoding="utf-8")
         nodes[name] = RouterProcess(config, port).start()
     return nodes
 

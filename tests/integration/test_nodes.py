@@ -1,18 +1,23 @@
 """Three router nodes on one machine sharing a PostgreSQL journal (a real server) and one
 storage folder, each with its own listener, storescu processes sending to all three, one
-storescp receiving; one node killed (SIGKILL) mid-stream.
+storescp receiving, and one watched folder all three watch; one node killed (SIGKILL)
+mid-stream, the one that reads the watched folder.
 
-What is promised: every instance a node acknowledged reaches the destination (a duplicate is
-possible, a loss is not), the survivors deliver what the dead node held once its leases expire
-(3 s here: `journal_lease_seconds`), and nothing stays leased afterwards.
+What is promised: every instance a node acknowledged, and every file dropped in the watched
+folder, reaches the destination (a duplicate is possible, a loss is not), the survivors deliver
+what the dead node held once its leases expire (3 s here: `journal_lease_seconds`), another node
+reads the watched folder, and nothing stays leased afterwards.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 
 from helpers.cli import dicom_rules
 from helpers.nodes import arrived_uids, journal_rows, start_nodes
+from helpers.instances import make_instances
 from helpers.peers import StoreSCP, wait_until
 from helpers.senders import Sender
 
@@ -24,7 +29,13 @@ def test_a_node_killed_mid_stream_loses_nothing_acknowledged_and_the_others_deli
     # Each C-STORE answered a little later (a real archive takes its time): the node sends long enough
     # to be caught holding leases; --fork: the nodes' associations are served side by side.
     archive = StoreSCP(tmp_path / "archive", extra=("--fork", "-xcr", "sleep 0.05", "-xs")).start()
-    nodes = start_nodes(tmp_path, ["a", "b", "c"], url, archive.port, LEASE_SECONDS)
+    inbox = tmp_path / "inbox"
+    # b first: it reads the watched folder, which the others watch too and take over when it dies
+    nodes = start_nodes(tmp_path, ["b", "a", "c"], url, archive.port, LEASE_SECONDS, watch=inbox)
+    dropped = make_instances(tmp_path / "to-drop", 10)
+    for instance in dropped[:5]:
+        shutil.copyfile(instance.path, inbox / f".{instance.path.name}")
+        os.rename(inbox / f".{instance.path.name}", inbox / instance.path.name)
     stop = {name: threading.Event() for name in nodes}
     senders = {name: Sender(node.port, tmp_path / f"sent-{name}", f"MOD{name.upper()}", stop[name])
                for name, node in nodes.items()}
@@ -37,8 +48,12 @@ def test_a_node_killed_mid_stream_loses_nothing_acknowledged_and_the_others_deli
         # b dies while it holds leases on deliveries it is sending
         wait_until(lambda: journal_rows(url, "SELECT 1 FROM deliveries WHERE lease_owner = 'b' AND state = 'sending'"),
                    timeout=60, interval=0.01, what="node b sending")
+        wait_until(lambda: len(list((inbox / "done").glob("*.dcm"))) >= 5, timeout=60, what="b taking the inbox")
         nodes["b"].kill()
         stop["b"].set()
+        for instance in dropped[5:]:
+            shutil.copyfile(instance.path, inbox / f".{instance.path.name}")
+            os.rename(inbox / f".{instance.path.name}", inbox / instance.path.name)
         held_by_b = {row[0] for row in journal_rows(
             url, "SELECT id FROM deliveries WHERE lease_owner = 'b' AND state = 'sending'")}
         after_kill = {name: len(senders[name].acknowledged) for name in ("a", "c")}
@@ -52,6 +67,7 @@ def test_a_node_killed_mid_stream_loses_nothing_acknowledged_and_the_others_deli
 
     try:
         acknowledged = set().union(*(s.acknowledged for s in senders.values()))
+        acknowledged |= {instance.sop_instance_uid for instance in dropped}  # taken from the inbox: all of them
         assert len(senders["b"].acknowledged) >= 10
         wait_until(lambda: acknowledged <= arrived_uids(archive.folder), timeout=180,
                    what="every acknowledged instance at the archive")
@@ -65,6 +81,10 @@ def test_a_node_killed_mid_stream_loses_nothing_acknowledged_and_the_others_deli
         assert journal_rows(url, "SELECT count(*) FROM instances WHERE state = 'accepted'") == [(0,)]
         survivors_log = nodes["a"].output() + nodes["c"].output()
         assert "whose lease expired (a node stopped sending them) queued again" in survivors_log
+        # the inbox was read by b alone, then by one of the others
+        assert "watched folder inbox: this node reads" in survivors_log
+        assert "another node reads" not in nodes["b"].log_path.read_text()
+        assert not list(inbox.glob("*.dcm"))
         # the instances b acknowledged and had not delivered were delivered by a or c
         from_b = {row[0] for row in journal_rows(url, "SELECT sop_instance_uid FROM instances WHERE calling_aet = 'MODB'")}
         assert senders["b"].acknowledged <= from_b
