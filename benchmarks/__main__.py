@@ -153,6 +153,16 @@ def profile_compiled(count: int, evaluations: int = 5000, lines: int = 20) -> No
         stats.sort_stats(order).print_stats(lines)
 
 
+def _process_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of whole numbers: {text!r}") from None
+    if not counts or any(not 1 <= count <= 64 for count in counts):
+        raise argparse.ArgumentTypeError(f"each count of processes must be 1 to 64: {text!r}")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks",
                                      description="Compile and evaluation times of generated rule files.")
@@ -166,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="routing: runs of the small set (median)")
     parser.add_argument("--quick", action="store_true", help="routing: one large instance instead of three")
     parser.add_argument("--instances", type=int, default=200, help="routing: instances of 0.5 MB in the small set")
+    parser.add_argument("--processes", type=_process_counts, default=(),
+                        help="cost: the router's receiving processes to measure with 8 senders, a comma-separated "
+                             "list (default: 1 and the cores of this machine)")
     options = parser.parse_args(argv)
     compile_source('rule "warm-up" { then route to PACS_MAIN }', DESTINATIONS)  # loads the grammar once
     if options.profile:
@@ -182,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         pixels.table()
     if options.only in (None, "router", "cost"):
         from . import router
-        status = router.run(options.runs, options.quick, options.only == "cost", options.instances) or status
+        status = router.run(options.runs, options.quick, options.only == "cost", options.instances,
+                            options.processes) or status
     if options.only in (None, "nodes"):
         from . import nodes
         status = nodes.run(options.runs if options.only == "nodes" else 1, options.instances) or status

@@ -359,7 +359,7 @@ def console_config(folder: Path, port: int, extra: str = "") -> Path:
     (folder / "bench.rules").write_text('rule "all" {\n  then route to PACS\n}\n', encoding="utf-8")
     path = folder / "console.yaml"
     path.write_text(
-        "storage: storage\nrules: bench.rules\nlog: {level: warning}\n"
+        "storage: storage\nrules: bench.rules\nlog: {level: warning}\nprocesses: 1\n"
         "destinations:\n  PACS: {type: folder, path: out/pacs}\n  ARCHIVE: {type: folder, path: out/archive}\n"
         f"console:\n  bind: 127.0.0.1\n  port: {port}\n"
         f"  users:\n    - {{name: {USER}, role: viewer, password_hash: '{hash_password(PASSWORD)}'}}\n" + extra,

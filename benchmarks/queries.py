@@ -126,7 +126,7 @@ def start_router(folder: Path, orthanc_port: int, log) -> tuple[subprocess.Popen
     port = free_port()
     (folder / "bench.rules").write_text(RULES)
     (folder / "router.yaml").write_text(
-        f"storage: storage\nrules: bench.rules\nlog: {{level: warning}}\n"
+        f"storage: storage\nrules: bench.rules\nlog: {{level: warning}}\nprocesses: 1\n"
         f"listeners:\n  - {{name: main, ae_title: ROUTER, port: {port}}}\n"
         f"destinations:\n  PACS: {{type: dicom, ae_title: ORTHANC, host: 127.0.0.1, port: {orthanc_port}}}\n")
     process = subprocess.Popen([sys.executable, "-m", "rulesengine", "run", str(folder / "router.yaml")],

@@ -156,7 +156,7 @@ def fill_orthanc(http_port: int) -> None:
 def start_router(folder: Path, port: int, orthanc_port: int, storescp_port: int, log) -> subprocess.Popen:
     (folder / "bench.rules").write_text(RULES)
     (folder / "router.yaml").write_text(
-        f"storage: storage\nrules: bench.rules\nlog: {{level: warning}}\n"
+        f"storage: storage\nrules: bench.rules\nlog: {{level: warning}}\nprocesses: 1\n"
         f"listeners:\n  - {{name: main, ae_title: ROUTER, port: {port}}}\n"
         f"destinations:\n"
         f"  PACS: {{type: dicom, ae_title: ORTHANC, host: 127.0.0.1, port: {orthanc_port}, calling_ae_title: ROUTER}}\n"

@@ -235,7 +235,18 @@ def _role(pid: int, main: int) -> str:
         return str(pid)
     if "resource_tracker" in command:
         return "resource tracker"
-    return "worker" if "multiprocessing" in command else Path(f"/proc/{pid}/comm").read_text().strip()
+    if "multiprocessing" not in command:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    # an extra receiving process (processes: N) has a worker process of its own; a worker has none
+    return "receiving" if _children(pid) else "worker"
+
+
+def _descendants(pid: int) -> list[int]:
+    """The router's processes below the main one: its worker and extra receiving processes, and theirs."""
+    found = []
+    for child in _children(pid):
+        found += [child, *_descendants(child)]
+    return found
 
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -244,7 +255,7 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 def cpu_seconds(process: subprocess.Popen) -> dict[str, float]:
     """User + system CPU seconds of a process and of each of its children, by role."""
     found: dict[str, float] = {}
-    for pid in [process.pid, *_children(process.pid)]:
+    for pid in [process.pid, *_descendants(process.pid)]:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -261,7 +272,7 @@ def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, flo
 def _peak_rss_mb(process: subprocess.Popen) -> float | None:
     """VmHWM of a process and of its children (the router's worker), in MB."""
     total = 0
-    pids = [process.pid, *_children(process.pid)]
+    pids = [process.pid, *_descendants(process.pid)]
     for pid in pids:
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -337,8 +348,9 @@ def measure_naive(bench: Bench, inputs: Path, count: int, size: int) -> Measurem
 
 
 def measure_router(bench: Bench, inputs: Path, count: int, size: int, mode: str,
-                   storage: Path | None = None, senders: int = 1) -> Measurement:
-    """`storage`: the router's storage folder (its journal), else a new one."""
+                   storage: Path | None = None, senders: int = 1, processes: int = 1) -> Measurement:
+    """`storage`: the router's storage folder (its journal), else a new one; `processes`: its
+    receiving processes (each with its worker process)."""
     out = bench.work / f"router-{mode}-{time.time_ns()}"
     _, scp_port = bench.storescp(out)
     port = free_port()
@@ -346,13 +358,13 @@ def measure_router(bench: Bench, inputs: Path, count: int, size: int, mode: str,
     folder.mkdir()
     (folder / "bench.rules").write_text(RULES)
     (folder / "router.yaml").write_text(
-        f"storage: {storage or 'storage'}\nrules: bench.rules\nlog: {{level: warning}}\n"
+        f"storage: {storage or 'storage'}\nrules: bench.rules\nlog: {{level: warning}}\nprocesses: {processes}\n"
         f"listeners:\n  - {{name: main, ae_title: ROUTER, port: {port}, mode: {mode}}}\n"
         f"destinations:\n  SCP: {{type: dicom, ae_title: STORESCP, host: 127.0.0.1, port: {scp_port}}}\n")
     process = bench.spawn([sys.executable, "-m", "rulesengine", "run", str(folder / "router.yaml")],
                           {**os.environ, "PYTHONPATH": str(ROOT)}, name="router")
     wait_for_port(port, process)
-    _wait_for_worker(process)
+    _wait_for_worker(process, processes)
     warm_up(bench, port, "ROUTER", out)
     before = cpu_seconds(process)
     started = bench.send(port, "ROUTER", inputs, senders)
@@ -377,12 +389,14 @@ def warm_up(bench: Bench, port: int, called: str, out: Path) -> None:
     time.sleep(SETTLE_SECONDS)
 
 
-def _wait_for_worker(process: subprocess.Popen, timeout: float = 30) -> None:
-    """Until the router's worker process has started and imported what it runs."""
+def _wait_for_worker(process: subprocess.Popen, processes: int = 1, timeout: float = 30) -> None:
+    """Until the router's worker processes (one per receiving process) have started and imported
+    what they run."""
     deadline = time.time() + timeout
-    while time.time() < deadline and "worker" not in cpu_seconds(process):
+    while time.time() < deadline and sum(_role(pid, process.pid) == "worker"
+                                         for pid in _descendants(process.pid)) < processes:
         time.sleep(0.05)
-    time.sleep(0.5)
+    time.sleep(0.5 + processes * 0.5)
 
 
 def median_of(runs: int, measure, *args, **options) -> Measurement:
@@ -416,8 +430,19 @@ def _dcmtk_missing() -> bool:
     return False
 
 
-def run(runs: int = 3, quick: bool = False, cost_only: bool = False, count: int = SMALL_COUNT) -> int:
-    """`cost_only`: only the table of CPU per instance and concurrent senders."""
+def default_processes() -> tuple[int, ...]:
+    """1, and the cores this machine gives the router (what processes: auto runs)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return tuple(sorted({1, cores}))
+
+
+def run(runs: int = 3, quick: bool = False, cost_only: bool = False, count: int = SMALL_COUNT,
+        processes: tuple[int, ...] = ()) -> int:
+    """`cost_only`: only the table of CPU per instance and concurrent senders, and the table of
+    the router's receiving processes (`processes`: how many, each a row) with 8 senders."""
     if _dcmtk_missing():
         return 1
     work = Path(tempfile.mkdtemp(prefix="router-bench-"))
@@ -437,6 +462,13 @@ def run(runs: int = 3, quick: bool = False, cost_only: bool = False, count: int 
                                                 *extra, senders=senders)
             print(f"  measured: {name}, {', '.join(map(str, counts))} sender(s)", file=sys.stderr)
         report_cost(cost, small_bytes / len(small), runs)
+        scaling = {}
+        for number in processes or default_processes():
+            scaling[number] = median_of(runs, measure_router, bench, work / "small", len(small), small_bytes,
+                                        "async", senders=SENDERS[-1], processes=number)
+            print(f"  measured: router async, {SENDERS[-1]} senders, {number} receiving process(es)",
+                  file=sys.stderr)
+        report_processes(scaling, runs)
     finally:
         bench.stop_all()
         shutil.rmtree(work, ignore_errors=True)
@@ -504,6 +536,21 @@ def report_cost(cost: dict, size: float, runs: int) -> None:
     print("Targets:")
     for text, passed in checks:
         print(f"  {'PASS' if passed else 'MISS'}  {text}")
+
+
+def report_processes(scaling: dict[int, Measurement], runs: int) -> None:
+    """Throughput and CPU per instance by the router's receiving processes, with 8 senders."""
+    count = next(iter(scaling.values())).count
+    print()
+    print(f"Receiving processes (processes:): router async, {count} instances dealt to {SENDERS[-1]} storescu "
+          f"processes; median of {runs}; CPU of all the router's receiving and worker processes together, in ms "
+          f"per instance; {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} "
+          f"cores here")
+    print(f"  {'processes':>9} {'inst/s':>8} {'receiving':>10} {'worker':>8} {'total CPU':>10}")
+    for number, m in scaling.items():
+        per = m.cpu_ms_per_instance
+        print(f"  {number:>9} {m.per_second:>8.1f} {per.get('receiving', 0.0):>10.2f} {per.get('worker', 0.0):>8.2f} "
+              f"{m.total_cpu_ms_per_instance:>10.2f}")
 
 
 def report(rows, small_size: float, large_size: float, huge: Measurement, runs: int, count: int) -> None:

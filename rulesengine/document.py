@@ -247,8 +247,8 @@ def _items(elem, step: Step, where: str) -> Iterator[tuple[Dataset, str]]:
 class Document:
     """One DICOM instance and the facts of its arrival."""
 
-    __slots__ = ("dataset", "file_meta", "command_set", "arrival", "filename", "tail", "cache", "_index",
-                 "_ranges", "_dirty", "_tail_elements", "_unread")
+    __slots__ = ("dataset", "file_meta", "command_set", "arrival", "filename", "tail", "fingerprint", "cache",
+                 "_index", "_ranges", "_dirty", "_tail_elements", "_unread")
 
     def __init__(self, dataset: Dataset | None = None, file_meta: Dataset | None = None,
                  command_set: Dataset | None = None, arrival: Arrival | None = None,
@@ -263,6 +263,9 @@ class Document:
         self.command_set = command_set if command_set is not None else Dataset()
         self.filename = filename
         self.tail: int | None = None  # read_header: where the pixel data starts in `filename`
+        # read_header: the file as it was read (dicomfile.fingerprint_of), which the journal
+        # keeps when the intake checked it (see rulesengine.intake)
+        self.fingerprint: str | None = None
         self.cache: dict = {}  # values read by path, for the rules (lang.document_api); emptied on every edit
         self._index: _DepthIndex | None = None
         # read_header: where each top-level element lies in `filename`, and which ones edits
@@ -293,6 +296,7 @@ class Document:
         document = cls(ds, getattr(ds, "file_meta", None), None, arrival or Arrival(source_kind="file",
                                                                                      source_path=path), path)
         document.tail = header.pixel_data_at
+        document.fingerprint = header.fingerprint
         document._ranges = header.element_ranges
         document._dirty = set() if document._ranges is not None else None
         return document
@@ -304,7 +308,7 @@ class Document:
         dataset = _copy_dataset(self.dataset)
         dataset.file_meta = file_meta
         copy = Document(dataset, file_meta, _copy_dataset(self.command_set), self.arrival, self.filename)
-        copy.tail = self.tail
+        copy.tail, copy.fingerprint = self.tail, self.fingerprint
         copy._ranges = self._ranges
         copy._dirty = set(self._dirty) if self._dirty is not None else None
         copy._tail_elements = self._tail_elements

@@ -16,6 +16,21 @@ disagreed with what it sent). Either way the router keeps it with file meta
 information made from the data set (`needs_file_meta`, `kept_file_meta`), its data
 set as received: a destination is sent the instance under the data set's UIDs, and
 the journal records those.
+
+Checked once. The router reads a received file twice: at its answer, and when it
+is processed (perhaps by another process, after a restart, or by another node).
+The first read checks it whole; the journal keeps the file's fingerprint then
+(`Document.fingerprint`: its size, modification time and inode, and a CRC-32 of
+its header, the bytes before the pixel data, taken from the bytes the read
+parsed); the second read skips the checks (the refusal and the walk of
+`rulesengine.wellformed`) while the file it reads still matches that fingerprint,
+which costs a CRC of a few kilobytes against the walk's hundreds of element
+headers and the refusal's conversions. A file changed after its check, written to or replaced (even with
+its modification time put back), or whose header was damaged, no longer matches,
+and is checked again in full before the rules see it. What the fingerprint does
+not cover, damage below the file system inside the pixel data with neither size
+nor time changed, no check covers either: the walk reads element headers, never
+pixel values.
 """
 
 from __future__ import annotations
@@ -50,12 +65,17 @@ class RefusedAtIntake(DocumentReadError):
         self.reason = reason
 
 
-def read_instance(path: str | os.PathLike, arrival: Arrival | None = None) -> Document:
+def read_instance(path: str | os.PathLike, arrival: Arrival | None = None, checked: str | None = None) -> Document:
     """The header of an instance the router takes. Raises DocumentReadError with the reason
-    when the file cannot be read, RefusedAtIntake (a DocumentReadError) when it is refused."""
+    when the file cannot be read, RefusedAtIntake (a DocumentReadError) when it is refused.
+    `checked`: the file's fingerprint when it was taken (`Document.fingerprint`); while the
+    file still matches it, what was checked then is not checked again (see the module's
+    docstring)."""
     path = os.fspath(path)
     try:
         document = Document.read_header(path, arrival)
+        if checked is not None and document.fingerprint == checked:
+            return document  # as it was when it was checked
         reason = refusal(document)
     except DocumentReadError:
         raise

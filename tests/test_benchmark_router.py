@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.router import _children, cpu_seconds, cpu_used, split_set
+from benchmarks.router import _children, _descendants, _role, cpu_seconds, cpu_used, split_set
 
 # A parent that starts, from a thread of its own, a child that burns CPU until it is stopped
 # (as the router's worker is started from its "worker-monitor" thread); the child's name on
@@ -74,3 +74,42 @@ def test_instances_are_dealt_to_senders_without_copies(tmp_path):
     assert dealt == sorted(f"i{index:04d}.dcm" for index in range(10))
     first = tmp_path / "by-4" / "0" / "i0000.dcm"
     assert first.stat().st_ino == (tmp_path / "i0000.dcm").stat().st_ino  # a hard link
+
+
+# A router of two receiving processes: the main one starts, from a thread, an extra receiving
+# process that starts a worker of its own (a grandchild), and a worker of its own.
+GRANDPARENT = textwrap.dedent("""
+    import subprocess, sys, threading, time
+    BURN = "import time\\nwhile True: sum(range(10000))"
+    RECEIVER = ("import subprocess, sys, time\\n"
+                f"subprocess.Popen([sys.executable, '-c', {BURN!r}, 'multiprocessing-fork'])\\n"
+                "time.sleep(60)")
+    def start(code):
+        subprocess.Popen([sys.executable, "-c", code, "multiprocessing-fork"]).wait()
+    threading.Thread(target=start, args=(BURN,), daemon=True).start()
+    threading.Thread(target=start, args=(RECEIVER,), daemon=True).start()
+    time.sleep(60)
+""")
+
+
+def test_an_extra_receiving_process_and_its_worker_are_counted_with_their_kinds():
+    process = subprocess.Popen([sys.executable, "-c", GRANDPARENT])
+    try:
+        deadline = time.monotonic() + 20
+        while len(_descendants(process.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        descendants = _descendants(process.pid)
+        assert len(descendants) == 3
+        roles = sorted(_role(pid, process.pid) for pid in descendants)
+        assert roles == ["receiving", "worker", "worker"]
+        before = cpu_seconds(process)
+        time.sleep(0.5)
+        used = cpu_used(before, cpu_seconds(process))
+        assert set(used) == {"receiving", "worker"}
+        assert used["worker"] >= 0.2  # both workers burn; the receiving processes sleep
+        assert used["receiving"] < used["worker"]
+    finally:
+        for pid in reversed(_descendants(process.pid)):
+            subprocess.run(["kill", str(pid)], check=False)
+        process.kill()
+        process.wait()

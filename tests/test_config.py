@@ -62,8 +62,8 @@ def one_problem(folder: Path, text: str) -> str:
 def test_an_unknown_key_names_its_line_and_suggests_the_known_one(tmp_path):
     problem = one_problem(tmp_path, HEAD + "no_destinaton: quarantine\n")
     assert problem == ("router.yaml:3: top level: unknown key 'no_destinaton' (did you mean no_destination?); "
-                       "known keys: storage, rules, rules_folders, no_destination, journal, node, journal_lease_seconds, "
-                       "journal_password_file, "
+                       "known keys: storage, rules, rules_folders, no_destination, journal, node, processes, "
+                       "journal_lease_seconds, journal_password_file, "
                        "journal_password_env, secrets, log, listeners, watch, destinations, "
                        "console")
 
@@ -87,6 +87,51 @@ def test_node_names_this_router_among_the_nodes_of_one_journal(tmp_path):
     for bad in ("'-a'", "'a b'", "\"a'; DROP TABLE deliveries; --\"", "'" + "n" * 201 + "'", "3", "''"):
         problem = one_problem(tmp_path, HEAD + f"node: {bad}\n")
         assert problem.startswith("router.yaml:3: node: "), problem
+
+
+# ---- processes ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["2", "64", "2.0"])
+def test_processes_is_a_whole_number_of_receiving_processes(tmp_path, value):
+    config = load_config(write(tmp_path, HEAD + f"processes: {value}\n"))
+    assert config.processes == int(float(value)) and config.process_count() == int(float(value))
+
+
+def test_processes_auto_is_the_default_and_means_the_cores_this_router_may_run_on(tmp_path):
+    import os
+    cores = len(os.sched_getaffinity(0))
+    assert load_config(write(tmp_path, HEAD)).processes == "auto"
+    config = load_config(write(tmp_path, HEAD + "processes: auto\n"))
+    assert config.processes == "auto" and config.process_count() == cores
+    # the affinity, not the machine's count: a router pinned to one core runs one process
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        assert config.process_count() == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+@pytest.mark.parametrize("value, shown", [
+    ("0", "0"), ("-2", "-2"), ("65", "65"), ("1000000", "1000000"), ("2.5", "2.5"), ('"4"', "'4'"),
+    ("Auto", "'Auto'"), ("all", "'all'"), ("true", "True"), ("[2]", "[2]"), ("null", "None"), ("{n: 2}", "{'n': 2}"),
+])
+def test_a_silly_number_of_processes_is_refused_with_line_and_key(tmp_path, value, shown):
+    problem = one_problem(tmp_path, HEAD + "node: a\n" + f"processes: {value}\n")
+    assert problem == f"router.yaml:4: processes: must be a whole number from 1 to 64, or auto, not {shown}"
+
+
+def test_check_config_names_the_line_and_column_of_a_bad_number_of_processes(tmp_path):
+    (tmp_path / "main.rules").write_text('rule "all" { then drop }\n', encoding="utf-8")
+    write(tmp_path, HEAD + "processes: 0\n")
+    result = run_dicom_rules("check-config", "router.yaml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert ("router.yaml:3:1: error config processes: must be a whole number from 1 to 64, or auto, not 0"
+            in result.stdout), result.stdout
+    run = run_dicom_rules("run", "router.yaml", cwd=tmp_path)
+    assert run.returncode == 2 and "router.yaml:3: processes: must be a whole number from 1 to 64" in run.stderr
+    assert not (tmp_path / "var").exists()  # refused before the storage folder is touched
 
 
 def test_an_unknown_key_deep_inside_names_the_line_of_that_key(tmp_path):

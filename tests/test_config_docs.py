@@ -120,6 +120,8 @@ def type_words(prop: dict) -> str:
         return "one of " + ", ".join(f"`{value}`" for value in prop["enum"])
     if "const" in prop:
         return f"`{prop['const']}`"
+    if "anyOf" in prop:
+        return " or ".join(type_words(option) for option in prop["anyOf"])
     kind = prop.get("type")
     words = {"string": "text", "integer": "whole number", "number": "number", "boolean": "true or false",
              "object": "mapping"}

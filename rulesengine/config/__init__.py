@@ -249,6 +249,7 @@ class Config:
     console: Console | None = None  # None: no `console:` key, the console is off
     journal: JournalDatabase | None = None  # None: SQLite, in the storage folder
     node: str | None = None  # this router's name among the nodes on one journal; None: the host name
+    processes: int | str = "auto"  # receiving processes (each with its worker process); auto: the cores
     journal_lease_seconds: float = 60.0  # how long a node's claim on a delivery lasts unless renewed
     lines: dict[tuple, int] = field(default_factory=dict, compare=False, repr=False)
 
@@ -257,12 +258,26 @@ class Config:
         line = self.lines.get(location)
         return f"{self.path}:{line}: {_where(location)}" if line else f"{self.path}: {_where(location)}"
 
+    def process_count(self) -> int:
+        """The receiving processes to run: `processes`, or for auto the cores this process may
+        run on (its CPU affinity, where the system says), at most MAX_PROCESSES."""
+        if self.processes != "auto":
+            return int(self.processes)
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cores = os.cpu_count() or 1
+        return max(1, min(cores, MAX_PROCESSES))
+
     def destination_infos(self) -> dict[str, dict]:
         """What the rules compiler needs to know of each destination, and which messages it answers
         (None: not known, so the checks assume it answers them)."""
         return {name: {"ae_title": getattr(d, "ae_title", None), "host": getattr(d, "host", None),
                        "port": getattr(d, "port", None), "type": d.type,
                        "answers": DESTINATION_ANSWERS.get(d.type)} for name, d in self.destinations.items()}
+
+
+MAX_PROCESSES = 64  # as the schema's processes maximum
 
 
 # The messages each type of destination answers: a DICOM peer all of them, a folder only stores,
@@ -344,12 +359,23 @@ def _plain(error) -> str:
         return f"{where}: must be {word} {expected}, not {value!r}"
     if validator == "maximum":
         return f"{where}: must be at most {expected}, not {value!r}"
+    if validator == "anyOf" and all(_alternative(option) for option in expected):
+        return f"{where}: must be {', or '.join(map(_alternative, expected))}, not {value!r}"
     if validator in ("minLength", "maxLength"):
         return f"{where}: {value!r} is too {'short' if validator == 'minLength' else 'long'}"
     if validator in ("pattern", "propertyNames"):
         description = error.schema.get("description")
         return f"{where}: {value!r} is not valid" + (f": {description}" if description else "")
     return f"{where}: {error.message}"
+
+
+def _alternative(option: dict) -> str | None:
+    """One of the values an anyOf admits, in plain words (None: no words for it here)."""
+    if "const" in option:
+        return str(option["const"])
+    if option.get("type") == "integer" and "minimum" in option and "maximum" in option:
+        return f"a whole number from {option['minimum']} to {option['maximum']}"
+    return None
 
 
 def _is_key_of(data, location, name) -> bool:
@@ -523,6 +549,7 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
         listeners=tuple(listeners), watch=tuple(watches), destinations=destinations,
         console=_console(data.get("console"), base), journal=_journal(data, base, path),
         node=str(data["node"]) if data.get("node") else None,
+        processes=int(data["processes"]) if data.get("processes", "auto") != "auto" else "auto",
         journal_lease_seconds=float(data.get("journal_lease_seconds", 60.0)), lines=_lines(data),
     )
 

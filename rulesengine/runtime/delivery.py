@@ -10,9 +10,17 @@ an association or a C-STORE the peer refused or aborted for it), that instance
 alone is retried later and the queue goes on. After max_attempts an item is
 dead: kept, with its last error, until `dicom-rules queue retry`.
 
-What a worker claims is leased to its node (journal.claim). The manager's LeaseKeeper renews
+What a worker claims is leased to its process (journal.claim). The manager's LeaseKeeper renews
 the leases of the batches its workers hold, however long a send takes (a large instance), and
-puts back in the queue what any node's expired lease held (a node that died).
+puts back in the queue what any node's expired lease held (a node that died). A batch whose
+renewal finds some of its leases gone (they expired, and another process took them) is not
+sent further: the rest belongs to that process now.
+
+A destination with one association (`max_associations: 1`) promises order: one process of
+the whole cluster sends to it at a time, the holder of the journal's exclusive lock
+"destination:NAME"; the others wait and try again. Its holder claims in the order the
+instances were received, never past one still to be processed (journal.claim, ordered), so
+that several processing processes cannot reorder it.
 """
 
 from __future__ import annotations
@@ -39,41 +47,74 @@ IDLE_WAIT = 1.0  # seconds a worker sleeps when nothing is due (a notification w
 ERROR_WAIT = 5.0  # seconds a worker waits after an unexpected error before it tries again
 
 
+class HeldBatch:
+    """A batch a worker is sending: what of it is not finished yet (the leases to renew), and
+    whether some of them were lost to another process (then the worker stops sending it)."""
+
+    def __init__(self, batch) -> None:
+        self.pending = list(batch)
+        self.lost = threading.Event()
+        self.lock = threading.Lock()  # a renewal and the end of an item never cross
+
+    def finishing(self, item) -> None:
+        """The item's send ended: its outcome goes to the journal next, its lease with it."""
+        with self.lock:
+            if item in self.pending:
+                self.pending.remove(item)
+
+
 class LeaseKeeper(threading.Thread):
-    """Renews the leases of the deliveries this node's workers hold, and puts back in the queue
-    those whose lease expired, whichever node held them; every third of a lease."""
+    """Renews the leases of the deliveries this process's workers hold, and puts back in the
+    queue those whose lease expired, whichever process held them; every third of a lease."""
 
     def __init__(self, journal: Journal, clock=time.time):
         super().__init__(name="delivery-leases", daemon=True)
         self.journal = journal
         self.clock = clock
         self.stopping = threading.Event()
-        self._held: dict[int, object] = {}  # id(batch) -> the batch a worker is sending
+        self._held: dict[int, HeldBatch] = {}  # id(batch) -> the batch a worker is sending
         self._lock = threading.Lock()
 
-    def hold(self, batch) -> None:
+    def hold(self, batch) -> HeldBatch:
+        held = HeldBatch(batch)
         with self._lock:
-            self._held[id(batch)] = batch
+            self._held[id(batch)] = held
+        return held
 
     def drop(self, batch) -> None:
         with self._lock:
             self._held.pop(id(batch), None)
 
     def held(self) -> list:
-        """The deliveries this node's workers are sending now."""
+        """The deliveries this process's workers are sending now (not finished yet)."""
         with self._lock:
-            return [item for batch in self._held.values() for item in batch]
+            batches = list(self._held.values())
+        return [item for held in batches for item in held.pending]
 
     def tick(self, now: float | None = None) -> tuple[int, int]:
         """One round: (leases renewed, expired deliveries queued again)."""
         now = self.clock() if now is None else now
-        held = self.held()
-        renewed = self.journal.renew_leases(held, now) if held else 0
+        with self._lock:
+            batches = list(self._held.values())
+        renewed = sum(self._renew(held, now) for held in batches)
         requeued = self.journal.requeue_expired(now)
         if requeued:
             log.warning("%d deliver%s whose lease expired (a node stopped sending them) queued again", requeued,
                         "y" if requeued == 1 else "ies")
         return renewed, requeued
+
+    def _renew(self, held: HeldBatch, now: float) -> int:
+        with held.lock:
+            pending = list(held.pending)
+            if not pending or held.lost.is_set():
+                return 0
+            renewed = self.journal.renew_leases(pending, now)
+            if renewed < len(pending):
+                held.lost.set()
+                log.warning("%d of %d deliveries being sent to %s lost their lease (this process was too slow to "
+                            "renew it, and another took them over): the rest of the batch is left to it",
+                            len(pending) - renewed, len(pending), pending[0].destination)
+        return renewed
 
     def run(self) -> None:
         while not self.stopping.wait(self.journal.lease_seconds / 3):
@@ -103,6 +144,9 @@ class DestinationWorker(threading.Thread):
         self.leases = leases  # renews the leases of the batch being sent (None: no renewal)
         self.stopping = threading.Event()
         self.sender = sender_for(destination)
+        # One association promises order: one sender in the whole cluster, in reception order.
+        self.ordered = getattr(destination, "max_associations", 1) == 1
+        self.exclusive = None  # the lock "destination:NAME", while this worker holds it
 
     def stop(self) -> None:
         self.stopping.set()
@@ -125,17 +169,43 @@ class DestinationWorker(threading.Thread):
                     self.stopping.wait(ERROR_WAIT)
         finally:
             self.sender.close()
+            self._let_go()
+
+    def _holds_order(self) -> bool:
+        """For an ordered destination: is this the one process that sends to it? Asked before
+        each claim: a lock lost (its database connection ended) is asked for again."""
+        if self.exclusive is not None:
+            if self.exclusive.held():
+                return True
+            log.warning("%s: this process lost the right to send to it (the journal's connection ended); "
+                        "asking again", self.destination.name)
+            self._let_go()
+        self.exclusive = self.journal.try_exclusive(f"destination:{self.destination.name}")
+        if self.exclusive is not None:
+            log.info("%s: this process sends to it (one at a time in the whole cluster, in order)",
+                     self.destination.name)
+        return self.exclusive is not None
+
+    def _let_go(self) -> None:
+        lock, self.exclusive = self.exclusive, None
+        if lock is not None:
+            lock.release()
 
     def _claim_and_send(self) -> None:
-        batch = self.journal.claim(self.destination.name, self._batch_size(), self.clock())  # none while paused
+        if self.ordered and not self._holds_order():
+            self.sender.close()
+            self.wake.wait(IDLE_WAIT)  # another process sends to it: ask again later
+            self.wake.clear()
+            return
+        batch = self.journal.claim(self.destination.name, self._batch_size(), self.clock(),  # none while paused
+                                   ordered=self.ordered)
         if not batch:
             self.sender.close()  # nothing to send: do not keep the association idle
             self._sleep()
             return
-        if self.leases is not None:
-            self.leases.hold(batch)
+        held = self.leases.hold(batch) if self.leases is not None else HeldBatch(batch)
         try:
-            self._send(batch)
+            self._send(batch, held)
         finally:
             if self.leases is not None:
                 self.leases.drop(batch)
@@ -151,27 +221,34 @@ class DestinationWorker(threading.Thread):
             self.wake.wait(wait)
             self.wake.clear()
 
-    def _send(self, batch) -> None:
+    def _send(self, batch, held: HeldBatch | None = None) -> None:
+        held = held or HeldBatch(batch)
         for index, item in enumerate(batch):
             if self.stopping.is_set():
                 return  # the rest goes back to the queue
+            if held.lost.is_set():
+                return  # another process took the rest over (LeaseKeeper logged it)
             started = time.time()
             try:
                 self.sender.open(batch[index:])  # the open association if it carries this item
                 detail = self.sender.send(item)
             except LinkError as exc:
+                held.finishing(item)
                 self.sender.close()
                 self._unreachable(item, started, str(exc))
                 return  # the rest goes back to the queue, which waits
             except ItemError as exc:
+                held.finishing(item)
                 self._refused(item, started, INSTANCE_FAILED, str(exc))
                 continue
             except Exception as exc:  # noqa: BLE001 - a fault with one instance must not stop its destination
+                held.finishing(item)
                 _errors.internal_error(log, "delivery %s of %s to %s: unexpected error: %s", item.id,
                                        item.sop_instance_uid, self.destination.name, exc, exc=exc)
                 self.sender.close()  # the association's state is unknown: the next claim opens a new one
                 self._refused(item, started, UNEXPECTED, str(exc))
                 return  # the rest goes back to the queue
+            held.finishing(item)
             self.journal.delivered(item, started, detail)
             log.debug("delivered %s to %s (%s)", item.sop_instance_uid, self.destination.name, detail)
             self._release_file(item.path)

@@ -92,7 +92,9 @@ class DicomListener:
         ae.add_supported_context(Verification)
         return ae
 
-    def start(self) -> None:
+    def start(self, reuse_port: bool = False) -> None:
+        """Bind and listen; `reuse_port`: the port is shared with the router's other receiving
+        processes (SO_REUSEPORT), each with its own max_associations."""
         config = self.config
         self.refusals = RefusalLog(config.name)
         self.slots = AssociationSlots(config.max_associations)
@@ -118,14 +120,14 @@ class DicomListener:
             handlers += [(evt.EVT_N_CREATE, partial(self.mpps_service.handle, config, N_CREATE)),
                          (evt.EVT_N_SET, partial(self.mpps_service.handle, config, N_SET))]
         context = server_tls_context(config.tls) if config.tls else None
-        self.server = start_server(self.ae, (config.bind, config.port), handlers, context, guard)
+        self.server = start_server(self.ae, (config.bind, config.port), handlers, context, guard, reuse_port)
         # Accepted sockets inherit TCP_NODELAY from the listening socket on Linux.
         try:
             self.server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, AttributeError):
             pass
-        log.info("listener %s: %s on %s:%d (%s%s)", config.name, config.ae_title, config.bind, config.port,
-                 config.mode, ", TLS" if context else "")
+        log.info("listener %s: %s on %s:%d (%s%s) in process %d", config.name, config.ae_title, config.bind,
+                 config.port, config.mode, ", TLS" if context else "", os.getpid())
 
     def stop(self) -> None:
         """Stop accepting; associations in progress finish their current message."""
@@ -133,6 +135,16 @@ class DicomListener:
             self.server.shutdown()
             self.server = None
             self.refusals.flush()
+            log.info("listener %s stopped in process %d: %d association(s) accepted", self.config.name,
+                     os.getpid(), self.accepted_associations())
+
+    def open_associations(self) -> int:
+        slots = getattr(self, "slots", None)  # made when the listener starts
+        return slots.open_count() if slots is not None else 0
+
+    def accepted_associations(self) -> int:
+        slots = getattr(self, "slots", None)
+        return slots.taken if slots is not None else 0
 
     # ---- handlers ----
 

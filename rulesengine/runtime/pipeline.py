@@ -28,6 +28,7 @@ written, a bug) quarantines the instance; it never stays `accepted`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,7 +43,8 @@ from ..arrival import HEADER_KEYWORDS, Arrival
 from ..document import Document, DocumentReadError
 from ..intake import file_meta_problem, read_instance, short_error
 from ..lang.ruleset import Decision, RuleSet
-from .journal import ACCEPTED, DONE, MAX_TRACE_EDITS, Instance, Journal, NewDelivery, Outcome, trace_text, unreachable
+from .journal import (ACCEPTED, DONE, MAX_TRACE_EDITS, ClaimLost, Instance, Journal, NewDelivery, Outcome,
+                      trace_text, unreachable)
 from .journal.errors import never_connected
 from .rules import RuleSetVersions, RulesHolder, RulesUnavailable
 from .storage import Storage, fsync_file, move_durably
@@ -130,6 +132,56 @@ def describe(document: Document, decision: Decision, ruleset: RuleSet) -> str:
 
 
 HOLD_SECONDS = (1.0, 300.0)  # an instance that could not even be quarantined is tried again after 1 s, doubling
+CLAIM_BATCH = 4  # instances claimed at once by process_pending: few, so that other processes share the work
+
+
+class ClaimKeeper:
+    """The instances this process is processing: their claims are renewed every third of a
+    lease (a thread started with the first claim), however long one takes (a 1 GB copy)."""
+
+    def __init__(self, journal: Journal, clock: Callable[[], float] = time.time):
+        self.journal = journal
+        self.clock = clock
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+
+    def hold(self, instance_ids) -> None:
+        with self._lock:
+            self._ids.update(instance_ids)
+            if self._thread is None:
+                self._stopping = threading.Event()
+                self._thread = threading.Thread(target=self._run, args=(self._stopping,), name="instance-claims",
+                                                daemon=True)
+                self._thread.start()
+
+    def drop(self, instance_ids) -> None:
+        with self._lock:
+            self._ids.difference_update(instance_ids)
+
+    def held(self) -> list[int]:
+        with self._lock:
+            return sorted(self._ids)
+
+    def tick(self, now: float | None = None) -> int:
+        """One round: how many claims were renewed (fewer than held: lost to another process,
+        which settling finds out)."""
+        held = self.held()
+        return self.journal.renew_instance_leases(held, self.clock() if now is None else now) if held else 0
+
+    def _run(self, stopping: threading.Event) -> None:
+        while not stopping.wait(self.journal.lease_seconds / 3):
+            try:
+                self.tick()
+            except Exception:  # noqa: BLE001 - the database may be away a while: try again next round
+                log.debug("instance claims: cannot renew them", exc_info=True)
+
+    def stop(self) -> None:
+        """The renewing thread ends (a later claim starts another)."""
+        with self._lock:
+            self._stopping.set()
+            self._thread = None
 
 
 class Pipeline:
@@ -152,6 +204,7 @@ class Pipeline:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # processing one instance at a time, whoever asks
         self._held: dict[int, tuple[float, float]] = {}  # instance -> (next try, wait after it)
+        self.claims = ClaimKeeper(journal)  # what this process is processing, claimed in the journal
 
     # ---- receiving ----------------------------------------------------------------------------
 
@@ -204,8 +257,10 @@ class Pipeline:
     def _accept(self, path: str, document: Document, ruleset: RuleSet) -> Result:
         received = received_facts(document)
         spooled = self.storage.accept(path, received)
+        # processing reads the file without checking it again while it still matches (see intake);
+        # the rename into the spool keeps what the fingerprint holds
         try:
-            instance_id = self.journal.record(received, spooled, None, ACCEPTED, ruleset.version)
+            instance_id = self.journal.record(received, spooled, None, ACCEPTED, ruleset.version, document.fingerprint)
         except Exception as exc:
             if never_connected(exc):  # surely not journaled: the file goes back to the caller, who refuses it
                 os.replace(spooled, path)
@@ -236,22 +291,39 @@ class Pipeline:
     def process(self, instance_id: int) -> None:
         """Run the rules the instance was answered under and settle it: quarantine, drop, or
         route (copies written, deliveries queued). Whatever fails, it ends quarantined with the
-        reason; only when even that fails (the storage folder) is it tried again, later."""
+        reason; only when even that fails (the storage folder) is it tried again, later. The
+        instance is claimed in the journal first: one process, of any node, processes it."""
         with self._lock:
-            instance = self.journal.instance(instance_id)
-            if instance is None or instance.state != ACCEPTED:
-                return  # processed already (a wake-up can come twice)
-            held = self._held.get(instance_id)
-            if held is not None and held[0] > time.monotonic():
+            if not self._due(instance_id):
                 return
-            try:
-                self._process(instance)
-            except Exception as exc:  # noqa: BLE001 - could not be settled, not even quarantined: try later
-                if unreachable(exc):
-                    raise  # the journal's database is away: the caller waits for it, this instance is fine
-                self._hold(instance_id, first=held is None)
-            else:
-                self._held.pop(instance_id, None)
+            instance = self.journal.claim_instance(instance_id)
+            if instance is None:
+                return  # processed already (a wake-up can come twice), or another process has it
+            self._process_claimed(instance)
+
+    def _due(self, instance_id: int) -> bool:
+        held = self._held.get(instance_id)
+        return held is None or held[0] <= time.monotonic()
+
+    def _process_claimed(self, instance: Instance) -> None:
+        """With the lock held, an instance this process claimed: processed, and its claim let go."""
+        instance_id = instance.id
+        self.claims.hold([instance_id])
+        try:
+            self._process(instance)
+        except ClaimLost as exc:  # this process stalled past its lease: the other one's work stands
+            log.warning("instance %s: processing it again elsewhere; this process leaves it (%s)", instance_id, exc)
+        except Exception as exc:  # noqa: BLE001 - could not be settled, not even quarantined: try later
+            if unreachable(exc):  # the journal's database is away: the caller waits for it, this instance is fine
+                with contextlib.suppress(Exception):
+                    self.journal.release_instances([instance_id])  # else its claim expires
+                raise
+            self._hold(instance_id, first=instance_id not in self._held)
+            self.journal.release_instances([instance_id])
+        else:
+            self._held.pop(instance_id, None)
+        finally:
+            self.claims.drop([instance_id])
 
     def _hold(self, instance_id: int, first: bool) -> None:
         wait = self._held.get(instance_id, (0.0, HOLD_SECONDS[0]))[1]
@@ -273,7 +345,7 @@ class Pipeline:
             self._quarantine_failure(instance_id, path, received, version, str(exc))
             return
         try:
-            document = read_instance(path, received)
+            document = read_instance(path, received, instance.checked)
         except DocumentReadError as exc:
             self._quarantine_failure(instance_id, path, received, ruleset.version,
                                      str(exc).replace(path, "the received file"))
@@ -326,6 +398,10 @@ class Pipeline:
         self._keep_aside(instance_id, path, received, reason, failed_outcome("quarantine", reason, version, decided))
 
     def _keep_aside(self, instance_id: int, path: str, received: Arrival, reason: str, outcome: Outcome) -> None:
+        # The file moves before the journal says so: only while this process's claim holds
+        # (renewed, it holds for a lease more), never from under another process that took it.
+        if self.journal.renew_instance_leases([instance_id]) == 0:
+            raise ClaimLost(f"instance {instance_id} is no longer claimed by this process")
         kept = self.storage.quarantine(path, reason, {**received.to_quarantine(),
                                                       "rules_version": outcome.ruleset_version})
         self.journal.settle(instance_id, outcome, kept)
@@ -366,17 +442,36 @@ class Pipeline:
         return deliveries
 
     def process_pending(self) -> int:
-        """Process every instance received and not yet processed, oldest first."""
+        """Process every instance received and not yet processed, oldest first, that no other
+        process holds: a few claimed at a time (claim_instances), each processed by this
+        process alone. Returns how many this process claimed."""
         count = 0
-        for instance in self.journal.accepted_instances():
+        after = 0
+        while True:
+            batch = self.journal.claim_instances(CLAIM_BATCH, after=after)
+            if not batch:
+                return count
+            after = batch[-1].id
+            count += len(batch)
+            self.claims.hold([instance.id for instance in batch])
+            left = [instance.id for instance in batch]
             try:
-                self.process(instance.id)
-            except Exception as exc:  # noqa: BLE001 - left accepted: tried again at the next wake-up or start
-                if unreachable(exc):
-                    raise  # the journal's database is away: no use trying the others now
-                log.exception("instance %s could not be processed; it stays in the spool", instance.id)
-            count += 1
-        return count
+                for instance in batch:
+                    left.remove(instance.id)
+                    with self._lock:
+                        if not self._due(instance.id):
+                            self.journal.release_instances([instance.id])  # waits its turn (see _hold)
+                            continue
+                        try:
+                            self._process_claimed(instance)
+                        except Exception as exc:  # noqa: BLE001 - left accepted: tried again at the next wake-up or start
+                            if unreachable(exc):
+                                raise  # the journal's database is away: no use trying the others now
+                            log.exception("instance %s could not be processed; it stays in the spool", instance.id)
+            finally:
+                self.claims.drop([instance.id for instance in batch])
+                if left:  # an error (the database away) before these: free for any process
+                    self.journal.release_instances(left)
 
     def recover(self) -> int:
         """After a restart: files in the spool the journal does not know (their entry was
@@ -444,6 +539,7 @@ class Pipeline:
             self._queue.put(None)
             self._thread.join()
             self._thread = None
+        self.claims.stop()
 
     def _run(self) -> None:
         while True:

@@ -2,8 +2,9 @@
 own, which reads the journal and nothing of the router's memory).
 
 One row per node (`Journal.write_status`): the heartbeat time, the process id, the rule set
-version in use, how the last reload went (with its findings), and each listener with the
-associations open on it. Written at start, every INTERVAL_SECONDS, at each reload, and at
+version in use, how the last reload went (with its findings), each listener with the
+associations open on it in all the receiving processes together, and each receiving process
+with its own (open now, accepted since it started). Written at start, every INTERVAL_SECONDS, at each reload, and at
 the stop (state "stopped"); a heartbeat older than a few intervals means the router is gone.
 """
 
@@ -56,6 +57,8 @@ class StatusReporter:
     def snapshot(self, state: str = "running") -> dict:
         router = self.router
         now = self.clock()
+        receivers = getattr(router, "receivers", [])  # receiving processes 1, 2, ...: their own counts
+        receiving = [receiver.associations() for receiver in receivers]
         return {
             "state": state,
             "heartbeat": now,
@@ -64,7 +67,14 @@ class StatusReporter:
             "ruleset_version": router.rules.current.version,
             "last_reload": router.rules.last_reload,
             "listeners": [{"name": listener.config.name, "port": listener.config.port,
-                           "associations": _open_associations(listener)} for listener in router.listeners],
+                           "associations": _open_associations(listener)
+                           + sum(counts[index][0] for counts in receiving)}
+                          for index, listener in enumerate(router.listeners)],
+            "processes": [{"pid": os.getpid(), "associations": [_open_associations(l) for l in router.listeners],
+                           "accepted": [_accepted_associations(l) for l in router.listeners]}]
+            + [{"pid": receiver.pid, "associations": [open_ for open_, _ in counts],
+                "accepted": [accepted for _, accepted in counts]}
+               for receiver, counts in zip(receivers, receiving)],
         }
 
     def write(self, state: str = "running") -> None:
@@ -99,3 +109,8 @@ class StatusReporter:
 def _open_associations(listener) -> int:
     slots = getattr(listener, "slots", None)  # made when the listener starts
     return slots.open_count() if slots is not None else 0
+
+
+def _accepted_associations(listener) -> int:
+    slots = getattr(listener, "slots", None)
+    return slots.taken if slots is not None else 0

@@ -68,13 +68,14 @@ class RulesHolder:
     """`current` is always a complete, compiled rule set: a new one is compiled aside and
     replaces the old in one assignment, between documents; one that fails to compile, or
     has no rules, never replaces a good one. With a `journal`, each rule set is recorded
-    there, with its files, before it is put in place."""
+    there, with its files, before it is put in place. `program`: the rules parsed already
+    (a receiving process starts with the main process's, not with the files on disk)."""
 
-    def __init__(self, config: Config, journal: Journal | None = None):
+    def __init__(self, config: Config, journal: Journal | None = None, program: Program | None = None):
         self.config = config
         self.journal: Journal | None = None
         self._lock = threading.Lock()
-        self.current: RuleSet = compile_rules(config)
+        self.current: RuleSet = compile_rules(config, program)
         # The last reload: {"time", "ok", "findings": [{file, line, column, code, message}]};
         # None before any. The router's status tells it (router_status.py).
         self.last_reload: dict | None = None
@@ -122,6 +123,15 @@ class RulesHolder:
                 log.info("rules reloaded: version %s", ruleset.version)
             self.note_reload(True, [])
             return True
+
+    def follow(self, config: Config, program: Program) -> RuleSet:
+        """Put in place the rules another process put in place (it compiled and recorded them):
+        compiled here from its parsed `program`, with its `config`. Raises as compile_rules."""
+        ruleset = compile_rules(config, program)
+        with self._lock:
+            self.config = config
+            self.current = ruleset
+        return ruleset
 
     def note_reload(self, ok: bool, findings: list[dict]) -> None:
         """How the last reload went (also one refused before the rules were compiled: a

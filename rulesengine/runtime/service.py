@@ -5,50 +5,53 @@ from __future__ import annotations
 import logging
 
 from ..config import Config
-from .find_service import FindService
-from .retrieve_service import RetrieveService
-from .listener import DicomListener
-from .pipeline import Pipeline
 from .pynetdicom_setup import configure_pynetdicom
+from .receiver import Reception, ReceivingProcess
 from .router_status import StatusReporter
 from .rules import RulesHolder
 from .storage import Storage
-from .sync_delivery import SyncDelivery
-from .worker import WorkerProcess
+from .transport import port_is_free
 
 log = logging.getLogger("rulesengine.router")
 
 
-def _delivered_by_the_worker(_destinations) -> None:
-    """This process queues no delivery: the worker process has the destinations' queues."""
-
-
 class Router:
-    """The main process receives (listeners, watched folders) and answers; processing and
-    delivery run in a worker process of its own (worker.py), except a sync-mode listener's
-    deliveries, made here before the answer (sync_delivery.py)."""
+    """The main process is receiving process 0: listeners and, in sync mode, their deliveries
+    (sync_delivery.py), with processing and delivery in a worker process of its own (worker.py),
+    as every receiving process (receiver.py); it alone has the watched folders, the reloader,
+    the status row and the recovery at start, and it starts the other receiving processes
+    (`processes`) and follows them."""
 
     def __init__(self, config: Config, verbose: int = 0):
         self.config = config
+        self.verbose = verbose
         self.storage = Storage.of(config)
         self.journal = self.storage.journal()
         self.rules = RulesHolder(config)
-        self.worker = WorkerProcess(config.path, verbose)
-        self.pipeline = Pipeline(self.storage, self.journal, self.rules, _delivered_by_the_worker,
-                                 on_accepted=self.worker.wake)
-        self.find_service = FindService(self.journal, self.rules)
-        self.sync_delivery = SyncDelivery(self.journal, self.storage, self.pipeline, config.destinations)
-        self.retrieve_service = RetrieveService(self.journal, self.rules, self.pipeline, self.sync_delivery)
-        self.listeners: list[DicomListener] = []
+        self.reception = Reception(config, self.storage, self.journal, self.rules, verbose)
+        self.worker = self.reception.worker
+        self.pipeline = self.reception.pipeline
+        self.find_service = self.reception.find_service
+        self.sync_delivery = self.reception.sync_delivery
+        self.retrieve_service = self.reception.retrieve_service
+        self.receivers: list[ReceivingProcess] = []  # receiving processes 1, 2, ...
         self.watchers: list = []
         self.reloader = None
         self._reload_requested = False  # a SIGHUP before the reloader runs
         self.status = StatusReporter(self, config.node)  # the journal's router_status row, for the operations console
 
+    @property
+    def listeners(self):
+        return self.reception.listeners
+
     # ---- lifecycle ----
 
     def start(self) -> None:
         self.storage.lock()
+        processes = self.config.process_count()
+        # Every port is tried before anything else starts: a port taken (by another router too,
+        # whose processes share theirs) is said at once, naming the listener.
+        ports = [self._free_port(listener) for listener in self.config.listeners]
         configure_pynetdicom()
         self.storage.use_for_temporary_files()
         if self.config.development_key:
@@ -67,19 +70,39 @@ class Router:
             log.info("removed %d spool file(s) no journal entry needs (never answered, or finished)", removed)
         self.pipeline.reingest(unknown)
         self.storage.shared()  # swept: other nodes may start on the folder now
-        self.worker.start(self.rules)  # it processes what was received before the stop, then what comes
-        for listener_config in self.config.listeners:
-            listener = DicomListener(listener_config, self.pipeline, self.sync_delivery.deliver, self.find_service,
-                                     self.retrieve_service)
-            try:
-                listener.start()
-            except OSError as exc:
-                raise OSError(f"listener {listener_config.name} on {listener_config.bind}:{listener_config.port}: "
-                              f"{exc.strerror or exc}") from None
-            self.listeners.append(listener)
+        self.reception.start_worker()  # it processes what was received before the stop, then what comes
+        shared = processes > 1
+        self.reception.start_listeners(ports if shared else [listener.port for listener in self.config.listeners],
+                                       shared)
+        if shared:
+            self._warn_of_retrievals(processes)
+            for number in range(1, processes):
+                receiver = ReceivingProcess(self.config.path, self.verbose, number, ports, self.journal)
+                receiver.start(self.rules)
+                self.receivers.append(receiver)
+            log.info("%d receiving processes, each with its worker process", processes)
         self._start_watchers()
         self.status.start()
         self._start_reloader()
+
+    @staticmethod
+    def _free_port(listener) -> int:
+        try:
+            return port_is_free((listener.bind, listener.port))
+        except OSError as exc:
+            raise OSError(f"listener {listener.name} on {listener.bind}:{listener.port}: {exc.strerror or exc}") \
+                from None
+
+    def _warn_of_retrievals(self, processes: int) -> None:
+        """The instances a source sends back for a C-MOVE the router made come on associations of
+        their own, which the kernel may give to another receiving process than the one waiting."""
+        moving = sorted(name for name, d in self.config.destinations.items() if getattr(d, "retrieve", None) == "c-move")
+        retrieving = any({"move", "get"} & set(listener.offered_services) for listener in self.config.listeners)
+        if moving and retrieving and {"C-MOVE", "C-GET"} & self.rules.current.messages:
+            log.warning("%d receiving processes: a C-MOVE or C-GET the rules route to %s (retrieve: c-move) may "
+                        "see its instances come back to another receiving process than the one waiting for them, "
+                        "and fail; use retrieve: c-get for such sources, or processes: 1", processes,
+                        ", ".join(moving))
 
     def _start_watchers(self) -> None:
         if not self.config.watch:
@@ -99,16 +122,19 @@ class Router:
             reloader.reload_everything()
 
     def stop(self) -> None:
-        """Stop taking new work, finish what is in flight, then stop delivering."""
+        """Stop taking new work, finish what is in flight, then stop delivering: in every
+        receiving process at once (each stops its listeners, then its worker process)."""
         if self.reloader is not None:
             self.reloader.stop()
         self.status.stop()
-        for listener in self.listeners:
-            listener.stop()
+        for receiver in self.receivers:
+            receiver.ask_to_stop()
+        self.reception.stop_listeners()
         for watcher in self.watchers:
             watcher.stop()
-        self.worker.stop()
-        self.sync_delivery.close()
+        self.reception.stop()
+        for receiver in self.receivers:
+            receiver.wait_stopped()
         self.journal.close()
         self.storage.unlock()
         log.info("router stopped")
@@ -118,14 +144,17 @@ class Router:
     def swap_rules(self, config: Config | None = None) -> bool:
         """Compile the rules (with a changed configuration, when given) and put them, and the
         configuration, in place; the worker process follows before it processes anything
-        received from now on. False, with the reason logged, when the rules do not compile:
-        then nothing changes."""
+        received from now on, and every other receiving process (with its worker) before this
+        returns. False, with the reason logged, when the rules do not compile: then nothing
+        changes, here or in any other process."""
         if not self.rules.reload(config):
             return False
         if config is not None:
             self.config = config
-            self.sync_delivery.use_destinations(config.destinations)
+            self.reception.follow(config)
         self.worker.reload()
+        for receiver in self.receivers:
+            receiver.reload(self.rules.config, self.rules.current.program)
         return True
 
     def apply_config(self, config: Config) -> None:
@@ -136,6 +165,8 @@ class Router:
                         config.path)
         if config.storage != self.config.storage:
             log.warning("storage changed in %s: restart the router to apply it", config.path)
+        if config.processes != self.config.processes:
+            log.warning("processes changed in %s: restart the router to apply it", config.path)
         if not self.swap_rules(config):
             log.error("the new configuration is not applied: the rules do not compile with it")
             return

@@ -151,6 +151,7 @@ class AssociationSlots:
         self.limit = limit
         self._lock = threading.Lock()
         self._held: weakref.WeakSet[Association] = weakref.WeakSet()
+        self.taken = 0  # associations accepted since the listener started
 
     def take(self, assoc: Association) -> bool:
         with self._lock:
@@ -159,6 +160,7 @@ class AssociationSlots:
             if len(self._held) >= self.limit:
                 return False
             self._held.add(assoc)
+            self.taken += 1
             return True
 
     def open_count(self) -> int:
@@ -394,9 +396,17 @@ class ListenerServer(ThreadedAssociationServer):
     request_queue_size = LISTEN_BACKLOG
     daemon_threads = True  # a stop does not wait for connections that have not associated
 
-    def __init__(self, *args, guard: ConnectionGuard, **kwargs):
+    def __init__(self, *args, guard: ConnectionGuard, reuse_port: bool = False, **kwargs):
         self.guard = guard
+        self.reuse_port = reuse_port
         super().__init__(*args, **kwargs)
+
+    def server_bind(self) -> None:
+        # SO_REUSEPORT: the receiving processes of one router each bind the port, and the kernel
+        # spreads the connections over them (every socket on the port must set it).
+        if self.reuse_port:
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
 
     def get_request(self):
         return self.socket.accept()  # no handshake here: it would stop every other client
@@ -413,15 +423,27 @@ class ListenerServer(ThreadedAssociationServer):
 
 
 def start_server(ae, address: tuple[str, int], evt_handlers: list, ssl_context: ssl.SSLContext | None,
-                 guard: ConnectionGuard) -> ListenerServer:
+                 guard: ConnectionGuard, reuse_port: bool = False) -> ListenerServer:
     """ae.start_server(address, block=False, ...) with ListenerServer (start_server takes no
-    server class; make_server does)."""
+    server class; make_server does). `reuse_port`: the port is shared with the router's other
+    receiving processes (SO_REUSEPORT)."""
     server = ae.make_server(address, ssl_context=ssl_context, evt_handlers=evt_handlers,
-                            server_class=ListenerServer, guard=guard)
+                            server_class=ListenerServer, guard=guard, reuse_port=reuse_port)
     thread = threading.Thread(target=server.serve_forever, name=f"AcceptorServer@{address[1]}", daemon=True)
     thread.start()
     ae._servers.append(server)  # as start_server does: server.shutdown() removes it from there
     return server
+
+
+def port_is_free(address: tuple[str, int]) -> int:
+    """Bind `address` alone (SO_REUSEADDR, not SO_REUSEPORT) and let it go: raises OSError when
+    anything listens there, another router's receiving processes included (SO_REUSEPORT would
+    have shared the port with them). Returns the port bound (the one chosen for port 0)."""
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+        return probe.getsockname()[1]
 
 
 # ---- helpers --------------------------------------------------------------------------------------

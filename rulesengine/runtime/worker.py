@@ -1,58 +1,40 @@
-"""The router's worker process: processing and delivery, on a core of their own.
+"""A worker process: processing and delivery, on a core of their own.
 
 Receiving (pynetdicom decoding PDUs) and delivering (encoding them) are both
-Python-heavy; in one interpreter they would take turns on one core. The main
-process receives; this process, started and supervised by it, processes what
-the journal says was received and delivers it. They share only the journal
-and the spool, so either can stop at any moment without losing anything.
+Python-heavy; in one interpreter they would take turns on one core. Each
+receiving process (the main one, and the others of `processes:`) receives; its
+worker process, started and supervised by it (supervisor.py), processes what the
+journal says was received and delivers it. They share only the journal and the
+spool, so either can stop at any moment without losing anything.
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import multiprocessing
 import os
 import select
-import signal
-import threading
 import time
 
 from ..config import Config, ConfigError, load_config
 from ..diagnostics import RulesError
 from ..lang.loader import load_program
 from .delivery import DeliveryManager
+from .journal import Journal
 from .journal.errors import in_words, unreachable
-from .logs import Repeats, origin, setup_logging
+from .logs import Repeats, setup_logging
 from .pipeline import Pipeline
 from .pynetdicom_setup import configure_pynetdicom
-from .rules import RuleSetVersions, RulesHolder, compile_rules
+from .rules import RuleSetVersions, compile_rules
 from .storage import Storage
+from .supervisor import SupervisedProcess, die_with_parent, leave_signals_to_the_owner
 
 log = logging.getLogger("rulesengine.worker")
 
 POLL_SECONDS = 0.5  # the journal is looked at this often even without a wake-up
 JOURNAL_WAIT = 2.0  # seconds between two tries to open the journal while its database is away
-RESTART_DELAY = 1.0  # seconds between a worker's unexpected end and the start of the next
 _STOP = b"s"
 _WAKE = b"w"
 _RELOAD = b"r"
-
-
-def _die_with_parent(parent: int | None) -> None:
-    """Linux: the kernel ends this process when the main one dies (even by SIGKILL),
-    so a restarted router never finds a second worker still sending. The kernel's
-    "parent" is the *thread* that started this process: WorkerProcess starts it from
-    a thread that lives until this process has ended (see WorkerProcess._watch).
-    A main process that died before this ran (the interpreter takes a second to start)
-    sent nothing: then its process id is no longer this one's parent, and this ends here."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-    if parent is not None and os.getppid() != parent:
-        os._exit(0)  # orphaned while starting: the next router runs its own worker
 
 
 def run_worker(config: Config | str, wake, verbose: int, program=None, parent: int | None = None) -> None:
@@ -62,13 +44,9 @@ def run_worker(config: Config | str, wake, verbose: int, program=None, parent: i
     Each instance is processed with the rule set version recorded at its answer, compiled
     from the files the journal kept of it: never from the files on disk, which may have been
     edited since into something the main process refused. `parent`: the main process's id."""
-    _die_with_parent(parent)
+    die_with_parent(parent)
     wake_fd = wake.fileno()
-    # The main process decides when to stop: a signal to the whole process group (Ctrl-C, a
-    # service manager's SIGTERM) reaches it, which finishes the work in flight and stops this one.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload reaches it through the main process
+    leave_signals_to_the_owner()
     if isinstance(config, str):
         config = _load_or_wait(config, wake_fd, verbose)
         if config is None:
@@ -80,11 +58,8 @@ def run_worker(config: Config | str, wake, verbose: int, program=None, parent: i
     journal = _open_journal(storage, wake_fd)
     if journal is None:
         return  # asked to stop while the journal's database could not be reached
-    # What a worker before this one had claimed and not finished (it crashed, or was killed)
-    # is sent again; the main process's sync deliveries are not touched.
-    requeued = journal.requeue_claimed()
-    if requeued:
-        log.info("%d delivery(ies) the previous worker process was sending are queued again", requeued)
+    # What a worker before this one held when it died was given back by its supervisor
+    # (WorkerProcess._watch); other processes' claims are theirs, and expire if they die.
     delivery = DeliveryManager(journal, storage)
     delivery.apply(config.destinations)
     versions = RuleSetVersions(journal, config)
@@ -104,6 +79,7 @@ def run_worker(config: Config | str, wake, verbose: int, program=None, parent: i
             _process_pending(pipeline)
     finally:
         _process_pending(pipeline)
+        pipeline.claims.stop()
         delivery.stop()
         journal.close()
 
@@ -198,53 +174,20 @@ def _reload(config_path: str, versions: RuleSetVersions, delivery: DeliveryManag
     delivery.apply(config.destinations)
 
 
-class WorkerProcess:
-    """Started and watched by the main process: restarted if it dies unexpectedly.
+class WorkerProcess(SupervisedProcess):
+    """Started and watched by a receiving process (supervisor.py): restarted if it dies
+    unexpectedly. Its channel is the writing end of a pipe, never blocking: wake-ups, reloads
+    and the stop are single bytes."""
 
-    One thread, "worker-monitor", starts every worker process, waits for each to end and,
-    once stop() was called, for the last one to finish its work: the kernel ends a worker
-    when the thread that started it ends (_die_with_parent), so that thread must outlive it."""
+    kind = "worker"
+    log = log
 
-    def __init__(self, config_path: str, verbose: int = 0):
-        self.config_path = os.path.abspath(config_path)
-        self.verbose = verbose
-        self._context = multiprocessing.get_context("spawn")
-        self._process = None
-        self._write_fd: int | None = None
-        self._stopping = threading.Event()
-        self._monitor: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._rules: RulesHolder | None = None
-        self._started = threading.Event()
-        self._start_error: BaseException | None = None
-        self._stop_timeout = 120.0
-        self._spawn_errors = Repeats()
+    def __init__(self, config_path: str, verbose: int = 0, journal: Journal | None = None):
+        """`journal`: where a worker that died gives back, at once, what it held (its claims)."""
+        super().__init__(config_path, verbose)
+        self.journal = journal
 
-    def start(self, rules: RulesHolder | None = None) -> None:
-        """`rules`: the main process's rules; each worker starts with its configuration and
-        rules as they run there (without it, a worker reads the configuration file)."""
-        self._rules = rules
-        self._monitor = threading.Thread(target=self._watch, name="worker-monitor", daemon=True)
-        self._monitor.start()
-        self._started.wait()
-        if self._start_error is not None:
-            raise self._start_error
-
-    def _handover(self) -> tuple:
-        """What a new worker starts with: the configuration and the parsed rules running here."""
-        holder = self._rules
-        if holder is None:
-            return self.config_path, None
-        with holder._lock:  # a consistent pair, not one half of a reload
-            config, ruleset = holder.config, holder.current
-        return config, ruleset.program
-
-    def _spawn(self) -> None:
-        """Only from the monitor thread (see the class)."""
-        with self._lock:
-            if self._stopping.is_set():
-                return
-        config, program = self._handover()
+    def _launch(self, config, program):
         # A multiprocessing pipe only to hand the reading end to the spawned process; both ends
         # are then used as plain file descriptors, the writing one never blocking.
         reader, writer = self._context.Pipe(duplex=False)
@@ -255,19 +198,19 @@ class WorkerProcess:
         write_fd = os.dup(writer.fileno())
         writer.close()
         os.set_blocking(write_fd, False)
-        with self._lock:
-            old = self._write_fd
-            self._process = process
-            if self._stopping.is_set():
-                # stop() came in meanwhile and did not see this process: closing its pipe
-                # stops it as _STOP would (it finishes its work first); _watch waits for it.
-                self._write_fd = None
-                os.close(write_fd)
-            else:
-                self._write_fd = write_fd
-        if old is not None:
-            os.close(old)
-        log.info("worker process %d started", process.pid)
+        return process, write_fd
+
+    def _ask_to_stop(self, write_fd: int) -> None:
+        try:
+            os.set_blocking(write_fd, True)
+            os.write(write_fd, _STOP)
+        except OSError:
+            pass
+
+    def _detach(self, write_fd: int) -> None:
+        os.close(write_fd)  # a worker whose pipe is closed stops as _STOP would (it finishes its work first)
+
+    def _started_with(self, config, program) -> None:
         holder = self._rules
         if holder is not None and (holder.config is not config or holder.current.program is not program):
             self.reload()  # swapped in here while it started: the reload message may have missed it
@@ -279,8 +222,7 @@ class WorkerProcess:
         self._send(_RELOAD, wait=True)
 
     def _send(self, message: bytes, wait: bool = False) -> None:
-        with self._lock:
-            fd = self._write_fd
+        fd = self.channel()
         if fd is None:
             return
         deadline = time.monotonic() + 5
@@ -296,63 +238,20 @@ class WorkerProcess:
             except OSError:
                 return  # a dead worker is restarted, and a new one starts with what runs here
 
-    def _watch(self) -> None:
+    def _ended(self, pid: int) -> None:
+        self._give_back(pid)
+
+    def _give_back(self, pid: int) -> None:
+        """A worker that ended (died, or was killed) cannot finish what it claimed: its
+        deliveries go back to the queue and its instances are free, at once, rather than when
+        their leases expire. Only that process's claims: its node's other processes keep theirs."""
+        if self.journal is None:
+            return
         try:
-            self._spawn()
-        except BaseException as exc:  # noqa: BLE001 - start() raises it
-            self._start_error = exc
+            deliveries, instances = self.journal.requeue_process(pid)
+        except Exception as exc:  # noqa: BLE001 - the leases expire anyway
+            log.warning("cannot give back what worker process %d held (its leases expire instead): %s", pid, exc)
             return
-        finally:
-            self._started.set()
-        while not self._stopping.is_set():
-            process = self._process
-            if process is None:
-                break
-            process.join(0.5)
-            if self._stopping.is_set():
-                break
-            if process.exitcode is None:
-                continue
-            log.error("worker process %d ended with %s; starting another", process.pid, process.exitcode)
-            if self._stopping.wait(RESTART_DELAY):
-                break
-            try:
-                self._spawn()
-            except Exception as exc:  # the monitor must go on
-                self._spawn_errors.log(log, logging.ERROR, origin(exc), "cannot start a worker process; trying again",
-                                       exc_info=exc)
-        self._finish()
-
-    def _finish(self) -> None:
-        """After stop(): wait here, in the thread that started it, for the worker to end."""
-        process = self._process
-        if process is None:
-            return
-        process.join(self._stop_timeout)
-        if process.exitcode is None:
-            # It ignores SIGTERM (see run_worker): only SIGKILL ends it now.
-            log.warning("worker process %d did not stop in %d s; killing it", process.pid, self._stop_timeout)
-            process.kill()
-            process.join(10)
-        log.info("worker process %d stopped (exit code %s)", process.pid, process.exitcode)
-
-    def stop(self, timeout: float = 120) -> None:
-        self._stop_timeout = timeout
-        with self._lock:
-            self._stopping.set()
-            fd = self._write_fd
-            self._write_fd = None
-        if fd is not None:
-            try:
-                os.set_blocking(fd, True)
-                os.write(fd, _STOP)
-            except OSError:
-                pass
-            os.close(fd)
-        if self._monitor is not None:
-            self._monitor.join(timeout + 30)
-
-    @property
-    def pid(self) -> int | None:
-        process = self._process
-        return process.pid if process is not None else None
+        if deliveries or instances:
+            log.info("worker process %d held %d delivery(ies) and %d instance(s): queued again", pid, deliveries,
+                     instances)

@@ -268,7 +268,7 @@ class RouterUnderTest:
         root.mkdir(parents=True, exist_ok=True)
         (root / "main.rules").write_text(rules, encoding="utf-8")
         (root / "router.yaml").write_text(
-            f"storage: var\nrules: main.rules\n{intake_config}destinations:\n{destinations.config()}",
+            f"storage: var\nprocesses: 1\nrules: main.rules\n{intake_config}destinations:\n{destinations.config()}",
             encoding="utf-8")
         self.storage = root / "var"
         self.process = RouterProcess(root / "router.yaml")
@@ -566,7 +566,7 @@ def run_dry_run(sources: list[Source], root: Path, rules: str = ROUTE_ALL) -> In
     root.mkdir(parents=True, exist_ok=True)
     (root / "main.rules").write_text(rules, encoding="utf-8")
     (root / "router.yaml").write_text(
-        "storage: var\nrules: main.rules\ndestinations:\n"
+        "storage: var\nprocesses: 1\nrules: main.rules\ndestinations:\n"
         "  STORESCP: {type: dicom, ae_title: STORESCP, host: 127.0.0.1, port: 104}\n"
         "  ORTHANC: {type: dicom, ae_title: ORTHANC, host: 127.0.0.1, port: 104}\n"
         "  FOLDER: {type: folder, path: folder}\n", encoding="utf-8")

@@ -114,7 +114,7 @@ def run_dry_run(corpus: Path, root: Path, count: int) -> Tally:
     tally = Tally("dry-run", files=count)
     (root / "main.rules").write_text(ROUTE_ALL, encoding="utf-8")
     (root / "router.yaml").write_text(
-        "storage: var\nrules: main.rules\ndestinations:\n"
+        "storage: var\nprocesses: 1\nrules: main.rules\ndestinations:\n"
         "  STORESCP: {type: dicom, ae_title: STORESCP, host: 127.0.0.1, port: 104}\n"
         "  ORTHANC: {type: dicom, ae_title: ORTHANC, host: 127.0.0.1, port: 104}\n"
         "  FOLDER: {type: folder, path: folder}\n", encoding="utf-8")

@@ -31,6 +31,7 @@ USERS = tuple(ConsoleUser(name, role, PASSWORD_HASH)
 CONFIG = """\
 # the console's test configuration
 storage: var  # spool, journal, quarantine
+processes: 1
 rules: main.rules
 secrets:
   hash_key_file: hash.key
@@ -166,6 +167,7 @@ def router_config_text(listener_port: int, store_port: int, down_port: int | Non
 """ if down_port is not None else ""
     return f"""\
 storage: var
+processes: 1
 rules: main.rules
 no_destination: quarantine
 listeners:

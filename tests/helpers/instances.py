@@ -51,6 +51,7 @@ def store_router_config(port: int, peer_port: int) -> str:
     """A listener ROUTER on `port` and one DICOM destination STORE that is retried quickly."""
     return f"""
 storage: var
+processes: 1
 rules: main.rules
 listeners:
   - {{name: main, ae_title: ROUTER, port: {port}}}

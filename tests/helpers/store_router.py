@@ -17,6 +17,7 @@ rule "everything" {
 def router_config(port: int, destination: str, listener_extra: str = "") -> str:
     return f"""
 storage: var
+processes: 1
 rules: main.rules
 listeners:
   - {{name: main, ae_title: ROUTER, port: {port}{listener_extra}}}

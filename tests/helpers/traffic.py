@@ -56,6 +56,7 @@ rule "MR to the down peer" {
 
 CONFIG = """\
 storage: var
+processes: 1
 rules: main.rules
 destinations:
   PACS: {type: folder, path: out/pacs}

@@ -30,6 +30,7 @@ def test_echo_gives_the_peers_reason_for_rejecting_the_association(tmp_path, str
     (tmp_path / "main.rules").write_text('rule "all" {\n  then route to PACS\n}\n', encoding="utf-8")
     (tmp_path / "router.yaml").write_text(f"""
 storage: var
+processes: 1
 rules: main.rules
 destinations:
   PACS: {{type: dicom, ae_title: ORTHANC, host: 127.0.0.1, port: {orthanc.dicom_port}}}

@@ -109,6 +109,7 @@ def site(tmp_path_factory):
     (root / "main.rules").write_text(RULES)
     (root / "router.yaml").write_text(f"""
 storage: var
+processes: 1
 rules: main.rules
 listeners:
   - {{name: main, ae_title: ROUTER, port: {port}, timeouts: {{dimse: {LISTENER_TIMEOUT}}}}}

@@ -41,7 +41,7 @@ rule "everything" {
 
 
 def config(port: int) -> str:
-    return (f"storage: var\nrules: main.rules\nlisteners:\n  - {{name: main, ae_title: ROUTER, port: {port}}}\n"
+    return (f"storage: var\nprocesses: 1\nrules: main.rules\nlisteners:\n  - {{name: main, ae_title: ROUTER, port: {port}}}\n"
             f"destinations:\n  ARCHIVE: {{type: folder, path: received}}\n")
 
 

@@ -30,7 +30,7 @@ rule "label" {{
 
 
 def config(port: int) -> str:
-    return (f"storage: var\nrules: main.rules\nlisteners:\n  - {{name: main, ae_title: ROUTER, port: {port}}}\n"
+    return (f"storage: var\nprocesses: 1\nrules: main.rules\nlisteners:\n  - {{name: main, ae_title: ROUTER, port: {port}}}\n"
             "destinations:\n  PACS: {type: folder, path: pacs}\n")
 
 

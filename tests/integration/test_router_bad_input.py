@@ -65,6 +65,7 @@ def test_bad_files_in_a_watched_folder_fail_once_each_with_a_line_and_no_traceba
     down = free_port()  # a DICOM destination nobody listens on
     config = f"""
 storage: var
+processes: 1
 rules: main.rules
 watch:
   - {{name: inbox, path: inbox, settle_seconds: 0.3}}
@@ -125,6 +126,7 @@ destinations:
 def test_a_cd_copied_into_a_watched_folder_is_routed_and_its_dicomdir_is_not(router_factory, tmp_path):
     config = """
 storage: var
+processes: 1
 rules: main.rules
 watch:
   - {name: inbox, path: inbox, settle_seconds: 0.3}
@@ -164,6 +166,7 @@ def test_a_folder_destination_never_writes_two_instances_to_one_file(router_fact
     patient one file; a name cut at 200 bytes lost its .dcm."""
     config = f"""
 storage: var
+processes: 1
 rules: main.rules
 listeners:
   - {{name: main, ae_title: ROUTER, port: {port}}}

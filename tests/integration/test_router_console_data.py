@@ -25,7 +25,7 @@ rule "everything" {
 
 
 def config(port: int, mode: str = "async") -> str:
-    return (f"storage: var\nrules: main.rules\nlisteners:\n"
+    return (f"storage: var\nprocesses: 1\nrules: main.rules\nlisteners:\n"
             f"  - {{name: main, ae_title: ROUTER, port: {port}, mode: {mode}}}\n"
             f"destinations:\n  PACS: {{type: folder, path: out/pacs}}\n"
             f"  RESEARCH: {{type: folder, path: out/research}}\n")

@@ -32,7 +32,7 @@ ROUTE_ALL = 'rule "all" {\n  then route to PACS\n}\n'
 
 def config(port: int | None = None) -> str:
     listener = f"listeners:\n  - {{name: main, ae_title: ROUTER, port: {port}}}\n" if port else ""
-    return (f"storage: var\nrules: main.rules\n{listener}"
+    return (f"storage: var\nprocesses: 1\nrules: main.rules\n{listener}"
             "watch:\n  - {name: inbox, path: inbox, pattern: '*', settle_seconds: 0.2}\n"
             "destinations:\n  PACS: {type: folder, path: pacs}\n")
 
@@ -170,7 +170,7 @@ def test_a_copy_that_cannot_be_written_fails_a_sync_store_and_is_not_kept(router
 
 def to_peers(storescp, orthanc) -> str:
     retry = "retry: {delay: 0.2, max_attempts: 2}, timeouts: {acse: 3, dimse: 3, network: 3}"  # a failure ends soon
-    return ("storage: var\nrules: main.rules\n"
+    return ("storage: var\nprocesses: 1\nrules: main.rules\n"
             "watch:\n  - {name: inbox, path: inbox, pattern: '*', settle_seconds: 0.2}\n"
             "destinations:\n"
             f"  STORESCP: {{type: dicom, ae_title: STORESCP, host: 127.0.0.1, port: {storescp.port}, {retry}}}\n"

@@ -15,6 +15,7 @@ SAMPLES = ROOT / "examples" / "samples"
 def config(port: int, orthanc) -> str:
     return f"""
 storage: var
+processes: 1
 rules: main.rules
 listeners:
   - {{name: main, ae_title: ROUTER, port: {port}, allowed_calling_aets: ["CT*", "MR1"]}}

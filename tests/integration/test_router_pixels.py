@@ -27,7 +27,7 @@ rule "screen" {
 def test_watched_folder_to_folder_destination_blanks_pixels(router_factory, tmp_path):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    router = router_factory("storage: var\nrules: main.rules\nwatch:\n  - {name: inbox, path: inbox, settle_seconds: 0.2}\n"
+    router = router_factory("storage: var\nprocesses: 1\nrules: main.rules\nwatch:\n  - {name: inbox, path: inbox, settle_seconds: 0.2}\n"
                             "destinations:\n  OUT: {type: folder, path: out}\n", RULES)
     sources = {name: pydicom.dcmread(bundled(name)) for name in ("CT_small.dcm", "SC_rgb_jpeg_dcmtk.dcm")}
     for name in sources:

@@ -23,7 +23,7 @@ def test_the_router_journals_in_postgresql_and_delivers(tmp_path, postgres, monk
     (tmp_path / "main.rules").write_text('rule "all" {\n  then route to ARCHIVE\n}\n', encoding="utf-8")
     config = tmp_path / "router.yaml"
     config.write_text(
-        f"storage: var\nrules: main.rules\n"
+        f"storage: var\nprocesses: 1\nrules: main.rules\n"
         f"journal: postgresql://router_e2e@127.0.0.1:{postgres.port}/{database}\n"
         f"journal_password_env: ROUTER_JOURNAL_PASSWORD\n"
         f"listeners:\n  - {{name: main, ae_title: ROUTER, port: {port}}}\n"

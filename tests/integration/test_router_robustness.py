@@ -379,6 +379,7 @@ def test_a_tls_destination_checks_the_host_name_in_the_certificate_unless_told_n
 
     (tmp_path / "client.yaml").write_text(f"""
 storage: client-var
+processes: 1
 rules: main.rules
 destinations:
   BY_ADDRESS: {destination("127.0.0.1")}

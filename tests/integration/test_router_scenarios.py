@@ -40,7 +40,7 @@ def dicom_destination(ae_title: str, port: int, retry: str = "{delay: 0.2, max_a
 def router_config(port: int, listener_extra: str = "", **destinations: str) -> str:
     """A configuration with one listener `main` (ROUTER on `port`) and these destinations."""
     lines = "".join(f"  {name}: {text}\n" for name, text in destinations.items())
-    return (f"storage: var\nrules: main.rules\nlisteners:\n"
+    return (f"storage: var\nprocesses: 1\nrules: main.rules\nlisteners:\n"
             f"  - {{name: main, ae_title: ROUTER, port: {port}{listener_extra}}}\n"
             f"destinations:\n{lines}")
 
@@ -163,6 +163,7 @@ rule "copies are made when evaluation ends, so this edit reaches them too" {
 def test_calling_and_called_ae_titles_are_checked(router_factory, port):
     config = f"""
 storage: var
+processes: 1
 rules: main.rules
 listeners:
   - {{name: main, ae_title: ROUTER, port: {port}, require_called_aet: true,
@@ -322,6 +323,7 @@ def test_watched_folder_takes_only_complete_files_and_sorts_the_originals(router
     assert POLL_SECONDS < pause < settle_seconds  # the slow writer pauses across several polls
     config = f"""
 storage: var
+processes: 1
 rules: main.rules
 watch:
   - {{name: inbox, path: inbox, settle_seconds: {settle_seconds}}}
@@ -465,6 +467,7 @@ def test_sync_mode_answers_after_the_destination(router_factory, storescp, port)
 def test_sync_mode_does_not_hold_the_destination_after_answering(router_factory, storescp, tmp_path, port):
     config = f"""
 storage: var
+processes: 1
 rules: main.rules
 listeners:
   - {{name: main, ae_title: ROUTER, port: {port}, mode: sync}}
@@ -485,6 +488,7 @@ def test_retrying_a_failed_sync_delivery_does_not_hold_back_the_destination(rout
     queued_port = free_port()
     config = f"""
 storage: var
+processes: 1
 rules: main.rules
 listeners:
   - {{name: sync, ae_title: ROUTER, port: {port}, mode: sync}}
@@ -638,6 +642,7 @@ def test_cli_schema_is_a_draft_2020_12_schema_of_the_configuration(tmp_path):
     # The schema describes what the router reads: a configuration it runs validates, a bad one does not.
     good = YAML(typ="safe").load("""
 storage: var
+processes: 1
 rules: main.rules
 listeners:
   - {name: main, ae_title: ROUTER, port: 11112, mode: sync, allowed_calling_aets: ["CT*"]}

@@ -33,7 +33,7 @@ COPY_CHANGES = {"(0008,0018)", "(FFFC,FFFC)"}
 
 def router_config(port: int, destinations: dict[str, str], listener: str = "", watch: bool = False) -> str:
     lines = "".join(f"  {name}: {text}\n" for name, text in destinations.items())
-    return (f"storage: var\nrules: main.rules\nlisteners:\n"
+    return (f"storage: var\nprocesses: 1\nrules: main.rules\nlisteners:\n"
             f"  - {{name: main, ae_title: ROUTER, port: {port}{listener}}}\n"
             + ("watch:\n  - {name: drop, path: drop, settle_seconds: 0.2}\n" if watch else "")
             + f"destinations:\n{lines}")

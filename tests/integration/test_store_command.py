@@ -50,7 +50,7 @@ rule "the rest" {
 
 
 def config(port: int, mode: str = "async") -> str:
-    return (f"storage: var\nrules: main.rules\n"
+    return (f"storage: var\nprocesses: 1\nrules: main.rules\n"
             f"listeners:\n  - {{name: main, ae_title: ROUTER, port: {port}, mode: {mode}}}\n"
             "destinations:\n"
             "  MOVED: {type: folder, path: out/moved}\n"
@@ -142,7 +142,7 @@ def down_config(port: int, down: int) -> str:
     """Every destination a DICOM peer that does not answer: the received files stay in the spool,
     and NOTED's copies (edited, with the arrival time as the rules read it) in spool/out."""
     peer = f"{{type: dicom, ae_title: DOWN, host: 127.0.0.1, port: {down}, retry: {{delay: 600, max_attempts: 10}}}}"
-    return (f"storage: var\nrules: main.rules\n"
+    return (f"storage: var\nprocesses: 1\nrules: main.rules\n"
             f"listeners:\n  - {{name: main, ae_title: ROUTER, port: {port}}}\n"
             f"destinations:\n  MOVED: {peer}\n  URGENT: {peer}\n  ROUTINE: {peer}\n  NOTED: {peer}\n")
 

@@ -83,13 +83,16 @@ def test_a_delivery_the_killed_worker_was_sending_is_delivered_by_the_next(route
     assert storescu(port, [path]).returncode == 0
 
     sending = wait_for_sending(tmp_path)  # storescp sleeps in the middle of the C-STORE
+    killed = worker_pids(router)[-1]
+    assert sending["lease_process"] == killed  # the lease is that process's
     kill_worker(router)
-    # Without a router restart, the new worker sends it again and it ends delivered.
-    wait_until(lambda: [row["state"] for row in deliveries(tmp_path)] == ["delivered"], timeout=60,
+    # Without a router restart, the new worker sends it again and it ends delivered: given back
+    # by the router at once, well before its lease (60 s) would have expired.
+    wait_until(lambda: [row["state"] for row in deliveries(tmp_path)] == ["delivered"], timeout=40,
                what="the interrupted delivery delivered")
     assert deliveries(tmp_path)[0]["id"] == sending["id"]
     assert uid in received_by_uid(slow_storescp.folder)
-    assert "1 delivery(ies) the previous worker process was sending are queued again" in router.output()
+    assert f"worker process {killed} held 1 delivery(ies) and 0 instance(s): queued again" in router.output()
     assert router.process.poll() is None and router.output().count("router running") == 1
 
     # Sent after the restart: it arrives too.

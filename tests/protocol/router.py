@@ -72,6 +72,7 @@ def make_pki(folder: Path) -> Path:
 
 CONFIG = """
 storage: var
+processes: 1
 rules: main.rules
 listeners:
   - {{name: main, ae_title: ROUTER, port: {main}, max_associations: 4, max_pdu: 16384,

@@ -22,6 +22,7 @@ CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 CONFIG = """
 storage: var/storage
+processes: 1
 rules: main.rules
 destinations:
   MISSING: {type: folder, path: out/missing}

@@ -16,7 +16,7 @@ from helpers.peers import wait_until
 from rulesengine.arrival import Arrival
 from rulesengine.config import DicomDestination, Timeouts
 from rulesengine.runtime.delivery import DeliveryManager, LeaseKeeper
-from rulesengine.runtime.journal import (ACCEPTED, QUEUED, RETRYING, SENDING, Lease, NewDelivery, Outcome,
+from rulesengine.runtime.journal import (ACCEPTED, DELIVERED, QUEUED, RETRYING, SENDING, Lease, NewDelivery, Outcome,
                                          SQLiteJournal)
 from rulesengine.runtime.pynetdicom_setup import configure_pynetdicom
 from rulesengine.runtime.storage import Storage
@@ -51,7 +51,7 @@ def test_the_keeper_renews_the_batches_held_and_lets_go_of_those_dropped(nodes):
     keeper.hold(sending)
     for now in (1020.0, 1040.0, 1060.0, 1080.0):  # a send far longer than one lease
         assert keeper.tick(now) == (2, 0)
-    assert [a.lease(d.id) for d in sending] == [Lease("a", 1080.0 + a.lease_seconds)] * 2
+    assert [a.lease(d.id) for d in sending] == [Lease("a", 1080.0 + a.lease_seconds, a.process)] * 2
     keeper.drop(sending)
     assert keeper.tick(1100.0) == (0, 0)
     assert keeper.tick(1080.0 + a.lease_seconds + 1) == (0, 2)  # no longer renewed: expired, queued again
@@ -107,7 +107,7 @@ def test_a_send_that_lasts_longer_than_a_lease_keeps_it_and_gives_it_up_when_it_
             for rounds in range(1, 6):  # five rounds, a hundred seconds later each: the send goes on
                 now = claimed_until + 100 * rounds
                 assert manager.leases.tick(now) == (1, 0)
-                assert journal.lease(delivery_id) == Lease(journal.node, now + journal.lease_seconds)
+                assert journal.lease(delivery_id) == Lease(journal.node, now + journal.lease_seconds, journal.process)
                 assert journal.delivery(delivery_id).state == SENDING
         # the peer went away: the attempt fails, and the delivery holds no lease any more
         wait_until(lambda: journal.delivery(delivery_id).state == RETRYING, timeout=20, what="the attempt to fail")
@@ -117,3 +117,23 @@ def test_a_send_that_lasts_longer_than_a_lease_keeps_it_and_gives_it_up_when_it_
         if manager is not None:
             manager.stop(timeout=5)
         journal.close()
+
+
+def test_a_batch_partly_sent_is_renewed_for_the_rest_and_not_taken_for_lost(nodes):
+    a, b = nodes
+    queue(a, 3)
+    keeper = LeaseKeeper(a)
+    batch = a.claim("PACS", 3, now=1000.0)
+    held = keeper.hold(batch)
+    held.finishing(batch[0])  # as the worker does before it journals an outcome
+    a.delivered(batch[0], 1000.0)
+    assert keeper.tick(1020.0) == (2, 0) and not held.lost.is_set()
+    assert keeper.held() == batch[1:]
+    # the rest's leases expire (this process stalled) and node b takes one over: lost, said once
+    later = 1020.0 + a.lease_seconds + 1
+    assert b.requeue_expired(now=later) == 2
+    b.claim("PACS", 1, now=later)
+    assert keeper.tick(later) == (0, 0) and held.lost.is_set()
+    a.release(batch[1:])  # the worker's last step: b's claim stands, the other is queued
+    assert [a.delivery(d.id).state for d in batch] == [DELIVERED, SENDING, QUEUED]
+    assert a.lease(batch[1].id).owner == "b"

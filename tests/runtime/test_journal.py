@@ -38,6 +38,7 @@ from rulesengine.runtime.journal import (
     RETRYING,
     SENDING,
     Attempt,
+    ClaimLost,
     Delivery,
     DeliveryState,
     DestinationAnswer,
@@ -255,10 +256,10 @@ def test_a_journal_from_before_leases_gets_them_and_scans_expiries_by_index(tmp_
     journal = SQLiteJournal(str(path), node="a")
     try:
         assert journal.lease(1) is None  # sent before leases: held by no node
-        assert journal.requeue_claimed(now=time.time()) == 0  # not a worker's claim of this node
+        assert journal.requeue_process(journal.process) == (0, 0)  # not a claim of any process
         assert journal.requeue_interrupted() == 1  # a start sends it again
         [claimed] = journal.claim("PACS", 1, now=100.0)
-        assert journal.lease(claimed.id) == Lease("a", 100.0 + journal.lease_seconds)
+        assert journal.lease(claimed.id) == Lease("a", 100.0 + journal.lease_seconds, journal.process)
         plan = " ".join(str(row[-1]) for row in journal._connection().execute(
             "EXPLAIN QUERY PLAN UPDATE deliveries SET state='queued' WHERE lease_expires < 1 AND state='sending'"))
         assert "deliveries_lease" in plan, plan
@@ -482,8 +483,8 @@ def test_requeue_interrupted_after_a_restart(journal, backend):
 
 @pytest.fixture
 def nodes(backend):
-    """Two router nodes, "a" and "b", on one journal."""
-    opened = [backend.open(node="a"), backend.open(node="b")]
+    """Two router nodes, "a" and "b", on one journal (a process of each: 1 and 2)."""
+    opened = [backend.open(node="a", process=1), backend.open(node="b", process=2)]
     yield opened
     for journal in opened:
         journal.close()
@@ -494,7 +495,7 @@ def test_a_claim_leases_its_deliveries_to_its_node_until_they_finish(nodes):
     ids = [queue_instance(a, number=number)[0] for number in range(4)]
     assert a.lease(ids[0]) is None  # queued: no node holds it
     claimed = a.claim("PACS", 4, now=1000.0)
-    assert [a.lease(i) for i in ids] == [Lease("a", 1000.0 + a.lease_seconds)] * 4
+    assert [a.lease(i) for i in ids] == [Lease("a", 1000.0 + a.lease_seconds, 1)] * 4
     a.delivered(claimed[0], 1000.0)
     a.failed(claimed[1], 1000.0, "refused", 1060.0)
     a.failed(claimed[2], 1000.0, "refused", None)
@@ -510,8 +511,8 @@ def test_a_node_renews_only_its_own_leases(nodes):
     mine = a.claim("PACS", 1, now=1000.0)
     theirs = b.claim("ARCHIVE", 1, now=1010.0)
     assert a.renew_leases(mine + theirs, now=1030.0) == 1
-    assert a.lease(first) == Lease("a", 1030.0 + a.lease_seconds)
-    assert a.lease(second) == Lease("b", 1010.0 + b.lease_seconds)  # untouched
+    assert a.lease(first) == Lease("a", 1030.0 + a.lease_seconds, 1)
+    assert a.lease(second) == Lease("b", 1010.0 + b.lease_seconds, 2)  # untouched
     assert a.renew_leases([], now=1030.0) == 0
     a.delivered(mine[0], 1030.0)
     assert a.renew_leases(mine, now=1040.0) == 0  # finished: nothing to renew, no lease comes back
@@ -537,25 +538,66 @@ def test_sync_deliveries_are_held_by_their_node_and_never_expire(nodes):
     a, b = nodes
     [delivery_id] = a.add_deliveries(a.record(received(), "/spool/in/a.dcm", None, ACCEPTED),
                                      [new_delivery("PACS", "/spool/in/a.dcm")], state=SENDING)
-    assert a.lease(delivery_id) == Lease("a", None)
+    assert a.lease(delivery_id) == Lease("a", None, 1)
     far = time.time() + 10 * a.lease_seconds
-    assert b.requeue_expired(now=far) == a.requeue_claimed(now=far) == b.requeue_claimed(now=far) == 0
+    assert b.requeue_expired(now=far) == 0
+    assert a.requeue_process(2, now=far) == b.requeue_process(1, now=far) == (0, 0)  # another process's
     assert b.requeue_interrupted() == 0  # another node's start leaves it
     assert a.requeue_interrupted() == 1  # its own node's start sends it again
     assert a.delivery(delivery_id).state == QUEUED
 
 
-def test_requeue_claimed_at_a_start_takes_the_nodes_own_claims_and_expired_ones(nodes):
+def test_a_dead_processs_claims_are_given_back_at_once_and_nobody_elses(backend):
+    """Two worker processes of node "a" (1 and 2), one of node "b" with the same process id as
+    one of a's: process 2 of "a" dies; its supervisor gives back what it held, only that."""
+    first, second, other = (backend.open(node="a", process=1), backend.open(node="a", process=2),
+                            backend.open(node="b", process=2))
+    try:
+        deliveries = [queue_instance(first, number=number)[0] for number in range(3)]
+        instances = [first.record(received(10 + number), f"/spool/in/{number}.dcm", None, ACCEPTED)
+                     for number in range(3)]
+        now = time.time()
+        [of_first], [of_second], [of_other] = (journal.claim("PACS", 1, now=now) for journal in (first, second, other))
+        [sync] = second.add_deliveries(second.record(received(20), "/spool/in/s.dcm", None, ACCEPTED),
+                                       [new_delivery("ARCHIVE", "/spool/in/s.dcm")], state=SENDING)
+        claimed = [journal.claim_instances(1, now=now)[0].id for journal in (first, second, other)]
+        assert claimed == instances
+        assert second.requeue_process(2, now=now + 1) == (2, 1)  # its claim and its sync delivery; its instance
+        assert [first.delivery(i).state for i in deliveries] == [SENDING, QUEUED, SENDING]
+        assert first.delivery(sync).state == QUEUED
+        assert first.lease(of_first.id) == Lease("a", now + first.lease_seconds, 1)
+        assert first.lease(of_other.id) == Lease("b", now + first.lease_seconds, 2)
+        assert [first.instance_lease(i) for i in instances] == [
+            Lease("a", now + first.lease_seconds, 1), None, Lease("b", now + first.lease_seconds, 2)]
+        assert second.requeue_process(2, now=now + 2) == (0, 0)  # given back once
+        # the others still renew theirs: nothing of theirs was touched
+        assert first.renew_leases([of_first], now=now + 3) == other.renew_leases([of_other], now=now + 3) == 1
+        assert second.renew_leases([of_second], now=now + 3) == 0
+        assert first.renew_instance_leases([instances[0]], now=now + 3) == 1
+        assert second.renew_instance_leases([instances[1]], now=now + 3) == 0
+        # a process of the same node neither renews nor releases another's claims
+        assert second.renew_leases([of_first], now=now + 4) == 0
+        second.release([of_first])
+        assert second.release_instances([instances[0]]) == 0
+        assert first.delivery(of_first.id).state == SENDING and first.instance_lease(instances[0]).process == 1
+        assert other.failed(of_first, now, "refused", None) == SENDING  # not b's: left to a
+        assert first.failed(of_first, now, "refused", None) == DEAD  # its own: its outcome stands
+    finally:
+        for journal in (first, second, other):
+            journal.close()
+
+
+def test_a_router_start_takes_back_everything_its_node_held_and_leaves_other_nodes_alone(nodes):
     a, b = nodes
-    ids = [queue_instance(a, number=number)[0] for number in range(3)]
-    now = time.time()
-    [of_a] = a.claim("PACS", 1, now=now)
-    [of_b] = b.claim("PACS", 1, now=now)
-    assert b.requeue_claimed(now=now + 1) == 1  # b's worker restarted: only what b was sending
-    assert [a.delivery(i).state for i in ids] == [SENDING, QUEUED, QUEUED]
-    assert a.lease(of_a.id).owner == "a" and a.lease(of_b.id) is None
-    assert b.requeue_claimed(now=now + a.lease_seconds + 1) == 1  # a's lease expired meanwhile
-    assert [a.delivery(i).state for i in ids] == [QUEUED] * 3
+    ids = [queue_instance(a, number=number)[0] for number in range(2)]
+    instances = [a.record(received(10 + number), f"/spool/in/{number}.dcm", None, ACCEPTED) for number in range(2)]
+    a.claim("PACS", 1)
+    b.claim("PACS", 1)
+    a.claim_instances(1)
+    b.claim_instances(1)
+    assert a.requeue_interrupted() == 1
+    assert [a.delivery(i).state for i in ids] == [QUEUED, SENDING]
+    assert a.instance_lease(instances[0]) is None and a.instance_lease(instances[1]).owner == "b"
 
 
 def test_requeue_interrupted_leaves_another_nodes_sends_in_flight(nodes):
@@ -580,7 +622,7 @@ def test_a_node_that_dies_has_its_deliveries_taken_over_and_delivered_once(nodes
     assert b.requeue_expired(now=later) == 2
     again = b.claim("PACS", 10, now=later)
     assert [d.id for d in again] == [d.id for d in taken]  # in their order
-    assert [b.lease(d.id) for d in again] == [Lease("b", later + b.lease_seconds)] * 2
+    assert [b.lease(d.id) for d in again] == [Lease("b", later + b.lease_seconds, 2)] * 2
     assert a.renew_leases(taken, now=later) == 0  # a, back too late, holds nothing
     for item in again:
         b.delivered(item, later)
@@ -603,7 +645,7 @@ def test_a_node_back_too_late_never_undoes_what_another_node_did(nodes):
     assert a.failed(late[0], now, "destination unreachable: refused", None) == DELIVERED
     assert a.failed(late[1], now, "destination unreachable: refused", None) == SENDING
     assert [a.delivery(i).state for i in ids] == [DELIVERED, SENDING]
-    assert b.lease(ids[1]) == Lease("b", later + b.lease_seconds)
+    assert b.lease(ids[1]) == Lease("b", later + b.lease_seconds, 2)
     # a late success counts: the instance arrived; b's own outcome then changes nothing more
     a.delivered(late[1], now)
     b.failed(second, later, "destination unreachable: refused", None)
@@ -611,6 +653,139 @@ def test_a_node_back_too_late_never_undoes_what_another_node_did(nodes):
     assert [len(a.attempts(i)) for i in ids] == [2, 3]  # every attempt is kept
     totals = {name: value for (name, _label), value in counted(a).items()}
     assert totals["deliveries_delivered"] == 2 and "deliveries_dead" not in totals
+
+
+# ---- instance claims: one process processes each accepted instance ------------------------------
+
+
+def test_two_claimers_get_disjoint_instances_oldest_first(nodes):
+    a, b = nodes
+    ids = [a.record(received(number), f"/spool/in/{number}.dcm", None, ACCEPTED) for number in range(7)]
+    queue_instance(a, number=99)  # processed: never claimed
+    first = a.claim_instances(3, now=1000.0)
+    second = b.claim_instances(3, now=1000.0)
+    third = a.claim_instances(3, now=1000.0)
+    assert [i.id for i in first] == ids[:3] and [i.id for i in second] == ids[3:6] and [i.id for i in third] == ids[6:]
+    assert a.claim_instances(3, now=1000.0) == b.claim_instances(3, now=1000.0) == []
+    assert a.claim_instance(ids[3], now=1000.0) is None  # b's, not expired
+    assert a.instance_lease(ids[0]) == Lease("a", 1000.0 + a.lease_seconds, 1)
+    assert a.instance_lease(ids[3]) == Lease("b", 1000.0 + b.lease_seconds, 2)
+    assert [i.id for i in b.claim_instances(10, now=1000.0 + b.lease_seconds + 1, after=ids[1])] == ids[2:]
+    assert [i.id for i in a.claim_instances(10, now=1000.0 + b.lease_seconds + 1)] == ids[:2]
+
+
+def test_claims_from_concurrent_processes_never_overlap(backend):
+    """Four processes, each with its own connection, claim two at a time until nothing is left."""
+    journal = backend.open()
+    try:
+        ids = [journal.record(received(number), f"/spool/in/{number}.dcm", None, ACCEPTED) for number in range(60)]
+    finally:
+        journal.close()
+    script = ("import importlib, sys, json\n"
+              "journal = getattr(importlib.import_module(sys.argv[1]), sys.argv[2])(sys.argv[3], node='n')\n"
+              "got = []\n"
+              "while True:\n"
+              "    batch = journal.claim_instances(2)\n"
+              "    if not batch: break\n"
+              "    got += [i.id for i in batch]\n"
+              "print(json.dumps(got))\n")
+    runs = [subprocess.Popen([sys.executable, "-c", script, backend.module, backend.name, backend.address],
+                             stdout=subprocess.PIPE, text=True, cwd=ROOT.parent) for _ in range(4)]
+    claimed = [json.loads(run.communicate(timeout=120)[0]) for run in runs]
+    assert all(run.returncode == 0 for run in runs)
+    assert sorted(i for got in claimed for i in got) == ids  # each once
+
+
+def test_an_expired_instance_claim_is_taken_by_another_process_and_renewal_keeps_it(nodes):
+    a, b = nodes
+    [instance_id] = [a.record(received(), "/spool/in/a.dcm", None, ACCEPTED)]
+    [claimed] = a.claim_instances(1, now=1000.0)
+    expires = 1000.0 + a.lease_seconds
+    assert b.claim_instances(1, now=expires) == []  # not before it expires
+    assert a.renew_instance_leases([instance_id], now=expires - 1) == 1  # a 1 GB copy: still working
+    assert b.claim_instances(1, now=expires + 1) == []
+    later = expires - 1 + a.lease_seconds + 1
+    assert [i.id for i in b.claim_instances(1, now=later)] == [instance_id]
+    assert b.instance_lease(instance_id) == Lease("b", later + b.lease_seconds, 2)
+    assert a.renew_instance_leases([instance_id], now=later) == 0  # a, back too late, holds nothing
+    assert a.release_instances([instance_id]) == 0
+    assert b.instance_lease(instance_id).owner == "b"
+
+
+def test_a_late_settle_from_a_process_that_lost_its_claim_undoes_nothing(nodes):
+    a, b = nodes
+    routed_id, dropped_id = (a.record(received(number), f"/spool/in/{number}.dcm", None, ACCEPTED)
+                             for number in range(2))
+    a.claim_instances(2, now=1000.0)  # then a stalls past its lease
+    later = 1000.0 + a.lease_seconds + 1
+    assert [i.id for i in b.claim_instances(2, now=later)] == [routed_id, dropped_id]
+    # while b works on them, a's late settles change nothing
+    with pytest.raises(ClaimLost):
+        a.add_deliveries(routed_id, [new_delivery("PACS", "/spool/out/a.dcm")], routed("PACS"))
+    with pytest.raises(ClaimLost):
+        a.settle(dropped_id, Outcome("v1", "drop", None, (), ()), None)
+    assert [a.instance(i).state for i in (routed_id, dropped_id)] == [ACCEPTED, ACCEPTED]
+    assert a.counts() == {}
+    b.add_deliveries(routed_id, [new_delivery("PACS", "/spool/out/b.dcm")], routed("PACS"))
+    b.settle(dropped_id, Outcome("v1", "quarantine", "kept", (), ()), "/quarantine/b.dcm")
+    # and after b settled them, a's still change nothing: b's work stands, counted once
+    with pytest.raises(ClaimLost):
+        a.add_deliveries(routed_id, [new_delivery("PACS", "/spool/out/a.dcm")], routed("PACS"))
+    with pytest.raises(ClaimLost):
+        a.settle(dropped_id, Outcome("v1", "drop", None, (), ()), None)
+    with pytest.raises(ClaimLost):
+        b.settle(routed_id, Outcome("v1", "drop", None, (), ()), None)  # nor twice by its own owner
+    assert a.counts() == {"PACS": {QUEUED: 1}}
+    assert [d.path for d in a.claim("PACS", 10)] == ["/spool/out/b.dcm"]
+    assert (a.instance(dropped_id).outcome.outcome, a.instance(dropped_id).path) == ("quarantine", "/quarantine/b.dcm")
+    assert counted(a)[("instances_outcome", "route")] == 1 and ("instances_outcome", "drop") not in counted(a)
+    assert a.instance_lease(routed_id) is None and a.claim_instances(5, now=later) == []
+
+
+def test_an_instance_nobody_claimed_is_settled_by_whoever_asks(nodes):
+    a, b = nodes
+    instance_id = a.record(received(), "/spool/in/a.dcm", None, ACCEPTED)
+    b.settle(instance_id, Outcome("v1", "drop", None, (), ()), None)  # as sync mode settles what it sent
+    assert a.instance(instance_id).state == DONE
+
+
+def test_a_released_instance_claim_is_free_for_any_process(nodes):
+    a, b = nodes
+    instance_id = a.record(received(), "/spool/in/a.dcm", None, ACCEPTED)
+    assert a.claim_instance(instance_id, now=1000.0).id == instance_id
+    assert a.claim_instance(instance_id, now=1000.0) is None  # held: not claimed twice, even by its owner
+    assert b.release_instances([instance_id]) == 0  # not b's to release
+    assert a.release_instances([instance_id]) == 1
+    assert a.instance_lease(instance_id) is None
+    assert b.claim_instance(instance_id, now=1000.0).id == instance_id
+
+
+def test_an_ordered_claim_follows_the_instances_and_never_passes_one_still_to_be_processed(journal):
+    """Two processes processing: instance 2's delivery is queued before instance 1's. A
+    destination that promises order waits for instance 1, then sends 1 before 2."""
+    first = journal.record(received(1), "/spool/in/1.dcm", None, ACCEPTED)
+    second = journal.record(received(2), "/spool/in/2.dcm", None, ACCEPTED)
+    third = journal.record(received(3), "/spool/in/3.dcm", None, ACCEPTED)
+    [of_second] = journal.add_deliveries(second, [new_delivery("PACS", "/spool/in/2.dcm", 2)])
+    assert journal.claim("PACS", 10, ordered=True) == []  # instance 1 may still route to PACS
+    journal.settle(third, Outcome("v1", "drop", None, (), ()), None)
+    [of_first] = journal.add_deliveries(first, [new_delivery("PACS", "/spool/in/1.dcm", 1)])
+    assert of_first > of_second
+    assert [d.id for d in journal.claim("PACS", 10, ordered=True)] == [of_first, of_second]
+
+
+def test_an_ordered_claim_stops_at_the_first_instance_still_accepted_and_unordered_ones_do_not(journal):
+    ids = [journal.record(received(n), f"/spool/in/{n}.dcm", None, ACCEPTED) for n in range(4)]
+    deliveries = {n: journal.add_deliveries(ids[n], [new_delivery("PACS", f"/spool/in/{n}.dcm", n)])[0]
+                  for n in (0, 1, 3)}  # instance 2 not processed yet
+    assert [d.id for d in journal.claim("PACS", 10, ordered=True)] == [deliveries[0], deliveries[1]]
+    journal.add_deliveries(ids[2], [new_delivery("ARCHIVE", "/spool/in/2.dcm", 2)])  # not for PACS
+    assert [d.id for d in journal.claim("PACS", 10, ordered=True)] == [deliveries[3]]
+    journal.record(received(9), "/spool/in/9.dcm", None, ACCEPTED)  # still to be processed
+    later = journal.add_deliveries(journal.record(received(10), "/spool/in/10.dcm", None, ACCEPTED),
+                                   [new_delivery("ARCHIVE", "/spool/in/10.dcm", 10)])
+    assert journal.claim("ARCHIVE", 10, ordered=True)[1:] == []  # instance 2's only: 9 is before 10
+    assert [d.id for d in journal.claim("ARCHIVE", 10)] == later  # unordered: does not wait for it
 
 
 # ---- files ----------------------------------------------------------------------------------------
@@ -762,6 +937,26 @@ def sqlite_journal(tmp_path):
     opened = SQLiteJournal(str(tmp_path / "journal.sqlite"))
     yield opened
     opened.close()
+
+
+def test_claims_read_the_due_deliveries_and_the_free_instances_alone_by_index(sqlite_journal):
+    """However long a destination's history: an ordered claim sorts its due deliveries
+    (deliveries_due), never walks the delivered ones; an instance claim reads instances_state."""
+    db = sqlite_journal._connection()
+    statements: list[str] = []
+    db.set_trace_callback(statements.append)
+    sqlite_journal.claim("PACS", 10, ordered=True)
+    sqlite_journal.record(received(), "/spool/in/a.dcm", None, ACCEPTED)
+    sqlite_journal.claim_instances(4)
+    db.set_trace_callback(None)
+    [ordered] = [text for text in statements if "ORDER BY instance_id" in text]
+    plan = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + ordered))
+    assert "deliveries_due" in plan and "SCAN" not in plan, plan
+    claims = [text for text in statements if text.startswith("SELECT") and "lease_expires IS NULL" in text]
+    assert len(claims) == 2  # the read that finds one free, then the claim
+    for text in claims:
+        plan = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + text))
+        assert "instances_state" in plan and "SCAN" not in plan, plan
 
 
 def test_sqlite_keeps_one_file_in_wal_mode(sqlite_journal):

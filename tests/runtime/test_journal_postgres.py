@@ -54,18 +54,21 @@ def config_file(folder: Path, body: str) -> Path:
     return path
 
 
+ALL_VERSIONS = [(number,) for number, _ in sorted(MIGRATIONS)]  # schema_version's rows once all are applied
+
+
 # ---- migrations -----------------------------------------------------------------------------------
 
 
 def test_migrations_are_applied_once_in_order_and_opening_again_applies_none(postgres):
     url = postgres.new_database()
     journal = PostgresJournal(url)
-    assert journal.schema_version() == MIGRATIONS[-1][0] == 2
+    assert journal.schema_version() == MIGRATIONS[-1][0] == max(number for number, _ in MIGRATIONS)
     queue(journal, 1)
     journal.close()
     with psycopg.connect(url) as db:
         assert migrate(db) == []  # nothing left to do
-        assert db.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(1,), (2,)]
+        assert db.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == ALL_VERSIONS
     reopened = PostgresJournal(url)
     assert [row["destination"] for row in reopened.deliveries()] == ["PACS"]  # nothing made again, nothing lost
     reopened.close()
@@ -78,11 +81,14 @@ def test_a_database_of_version_1_gets_leases_and_keeps_its_deliveries(postgres):
         db.execute(MIGRATIONS[0][1])
         db.execute("INSERT INTO schema_version VALUES (1, 0)")
         db.execute("INSERT INTO instances (received_at, state) VALUES (1, 'processed')")
+        db.execute("INSERT INTO instances (received_at, state) VALUES (2, 'accepted')")
         db.execute("INSERT INTO deliveries (instance_id, destination, path, state, created_at, updated_at) "
                    "VALUES (1, 'PACS', '/spool/in/old.dcm', 'sending', 1, 1)")
     journal = PostgresJournal(url, node="a")
     try:
-        assert journal.schema_version() == 2
+        assert journal.schema_version() == MIGRATIONS[-1][0]
+        assert journal.instance_lease(2) is None  # answered before claims: free, and claimed once
+        assert [i.id for i in journal.claim_instances(5, now=100.0)] == [2] and journal.claim_instances(5, now=100.0) == []
         assert journal.lease(1) is None  # sent before leases: held by no node
         assert journal.requeue_interrupted() == 1  # so any node's start queues it again
         [claimed] = journal.claim("PACS", 1, now=100.0)
@@ -116,7 +122,7 @@ def test_processes_starting_at_once_migrate_once(postgres):
         thread.join()
     assert failed == [] and len(opened) == 4
     with psycopg.connect(url) as db:
-        assert db.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == [(1,), (2,)]
+        assert db.execute("SELECT version FROM schema_version ORDER BY version").fetchall() == ALL_VERSIONS
     for journal in opened:
         journal.close()
 

@@ -11,6 +11,7 @@ from rulesengine.runtime.service import Router
 
 CONFIG = """
 storage: var
+processes: 1
 rules: main.rules
 destinations:
   PACS: {type: folder, path: out}

@@ -23,6 +23,7 @@ from rulesengine.runtime.service import Router
 
 CONFIG = """
 storage: var
+processes: 1
 rules: main.rules
 listeners:
   - {{name: main, ae_title: ROUTER, port: {port}}}
@@ -59,7 +60,8 @@ def test_the_status_says_who_runs_which_rules(router):
     [(node, updated_at, status)] = router.journal.statuses()
     assert (node, updated_at) == ("node-a", 1000.0)
     assert status == {"state": "running", "heartbeat": 1000.0, "pid": os.getpid(), "started_at": 1000.0,
-                      "ruleset_version": router.rules.current.version, "last_reload": None, "listeners": []}
+                      "ruleset_version": router.rules.current.version, "last_reload": None, "listeners": [],
+                      "processes": [{"pid": os.getpid(), "associations": [], "accepted": []}]}
 
 
 def test_it_is_written_again_every_interval_and_at_the_stop(router):
@@ -98,6 +100,7 @@ def test_a_listener_shows_the_associations_open_on_it(router):
         assert assoc.is_established
         reporter.write()
         assert written(router)["listeners"][0]["associations"] == 1
+        assert written(router)["processes"] == [{"pid": os.getpid(), "associations": [1], "accepted": [1]}]
     finally:
         assoc.release()
     deadline = time.monotonic() + 10
@@ -105,6 +108,7 @@ def test_a_listener_shows_the_associations_open_on_it(router):
         time.sleep(0.05)  # the association's thread ends after the release
     reporter.write()
     assert written(router)["listeners"][0]["associations"] == 0
+    assert written(router)["processes"] == [{"pid": os.getpid(), "associations": [0], "accepted": [1]}]
 
 
 def test_a_reload_that_fails_is_written_with_its_findings_and_one_that_succeeds_clears_them(router, run_in):
@@ -129,7 +133,7 @@ def test_a_reload_that_fails_is_written_with_its_findings_and_one_that_succeeds_
 
 def test_a_configuration_that_is_not_valid_is_a_failed_reload(router, run_in):
     router.status = StatusReporter(router, node="node-a")
-    write(run_in / "router.yaml", "storage: var\nrules: main.rules\ndestinations: []\n")
+    write(run_in / "router.yaml", "storage: var\nprocesses: 1\nrules: main.rules\ndestinations: []\n")
     Reloader(router).reload_everything()
     status = wait_for(router, lambda status: status.get("last_reload") is not None)
     [finding] = status["last_reload"]["findings"]

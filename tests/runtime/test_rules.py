@@ -19,6 +19,7 @@ RULELESS = {"empty": "", "comments only": "# nothing yet\n", "a library of block
 
 CONFIG = """
 storage: var
+processes: 1
 rules: main.rules
 destinations:
   PACS: {type: folder, path: out}

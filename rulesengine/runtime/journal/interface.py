@@ -5,7 +5,10 @@ guarantees rest on these promises, which every backend keeps:
 
 - what a method changes is committed when it returns, and visible at once to every
   other connection (other threads, the worker process, `dicom-rules queue`);
-- `claim` never hands one delivery to two callers, whichever process they run in;
+- `claim` never hands one delivery, nor `claim_instances` one instance, to two callers,
+  whichever process they run in, until the claim's lease expires; a claim is held by one
+  process of one node (`node`, `process`), and only that process renews, releases or
+  settles it;
 - numbers (instance and delivery ids) are never reused, also after a purge: log lines
   name them.
 
@@ -27,6 +30,7 @@ class Journal(Protocol):
     """One per process; safe to use from several threads at once."""
 
     node: str  # the router node whose leases this journal's claims take
+    process: int  # which process of the node holds them (this process's id, unless given when opened)
     lease_seconds: float  # how long a claim's lease runs before it must be renewed
 
     def close(self) -> None:
@@ -42,20 +46,40 @@ class Journal(Protocol):
     # ---- instances ------------------------------------------------------------------------------
 
     def record(self, arrival: Arrival, path: str | None, outcome: Outcome | None, state: InstanceState,
-               ruleset_version: str | None = None) -> int:
+               ruleset_version: str | None = None, checked: str | None = None) -> int:
         """An instance, how it arrived, and its decision when the rules ran already (else the rule
         set version it will be processed with); returns its number. After this the sender may
-        be answered."""
+        be answered. `checked`: its file's fingerprint as the intake checked it (Instance.checked)."""
 
     def add_deliveries(self, instance_id: int, deliveries: Iterable[NewDelivery], outcome: Outcome | None = None,
                        state: DeliveryState = DeliveryState.QUEUED) -> list[int]:
-        """Queue an accepted instance's deliveries and mark it processed, at once."""
+        """Queue an accepted instance's deliveries and mark it processed, at once. Raises
+        ClaimLost, changing nothing, when another process claimed it since this one did."""
 
     def settle(self, instance_id: int, outcome: Outcome, path: str | None) -> None:
-        """An accepted instance that needs no delivery: dropped, or kept aside at `path`."""
+        """An accepted instance that needs no delivery: dropped, or kept aside at `path`. Raises
+        ClaimLost, changing nothing, when another process claimed it since this one did."""
 
     def accepted_instances(self) -> list[Instance]:
         """Instances answered but not yet processed, oldest first: what a restart must finish."""
+
+    def claim_instances(self, limit: int, now: float | None = None, after: int = 0) -> list[Instance]:
+        """The next accepted instances numbered above `after`, oldest first, that no process
+        holds or whose claim expired: leased to this process for `lease_seconds`."""
+
+    def claim_instance(self, instance_id: int, now: float | None = None) -> Instance | None:
+        """This accepted instance, claimed as claim_instances does; None when it is processed
+        already or another process holds it."""
+
+    def renew_instance_leases(self, instance_ids: Iterable[int], now: float | None = None) -> int:
+        """This process still processes these: their claims run `lease_seconds` from `now`
+        again. Returns how many it still held."""
+
+    def release_instances(self, instance_ids: Iterable[int]) -> int:
+        """Claimed and not processed: free for any process again (only this process's claims)."""
+
+    def instance_lease(self, instance_id: int) -> Lease | None:
+        """Who holds an accepted instance's claim and until when; None when no process does."""
 
     def instance(self, instance_id: int) -> Instance | None: ...
 
@@ -76,19 +100,20 @@ class Journal(Protocol):
 
     # ---- deliveries -----------------------------------------------------------------------------
 
-    def claim(self, destination: str, limit: int, now: float | None = None) -> list[Delivery]:
+    def claim(self, destination: str, limit: int, now: float | None = None, ordered: bool = False) -> list[Delivery]:
         """The next due deliveries of a destination, in order, marked sending and leased to this
-        journal's node for `lease_seconds`; none while the destination is paused."""
+        process for `lease_seconds`; none while the destination is paused. `ordered`: in the
+        order of their instances, never past an instance not yet processed."""
 
     def renew_leases(self, deliveries: Iterable[Delivery], now: float | None = None) -> int:
-        """This node still sends these: their leases run `lease_seconds` from `now` again. Returns
-        how many it still held."""
+        """This process still sends these: their leases run `lease_seconds` from `now` again.
+        Returns how many it still held."""
 
     def requeue_expired(self, now: float | None = None) -> int:
         """Deliveries whose lease expired, whichever node held them: back in the queue."""
 
     def lease(self, delivery_id: int) -> Lease | None:
-        """Who holds a delivery and until when; None when no node holds it."""
+        """Who holds a delivery (node and process) and until when; None when no process holds it."""
 
     def delivery(self, delivery_id: int) -> Delivery | None: ...
 
@@ -106,16 +131,18 @@ class Journal(Protocol):
         over), the attempt is recorded and the state is left as it is, and returned."""
 
     def release(self, deliveries: Iterable[Delivery]) -> None:
-        """Claimed but not attempted: back in the queue, untouched."""
+        """Claimed but not attempted: back in the queue, untouched (only what this process holds)."""
 
     def requeue_interrupted(self) -> int:
-        """On start: what this node was sending when it stopped is sent again, with what no node
-        holds and what expired leases held; another node's sends in flight are left to it."""
+        """On start: what any process of this node was sending when it stopped is sent again,
+        with what no node holds and what expired leases held; another node's sends in flight
+        are left to it; the instances this node had claimed are free again. Returns how many
+        deliveries were queued again."""
 
-    def requeue_claimed(self, now: float | None = None) -> int:
-        """A worker process starting while the router runs: what this node's claims held is sent
-        again, with what expired leases held; another node's claims in flight, and the main
-        process's sync deliveries (never claimed), are left to them."""
+    def requeue_process(self, process: int, now: float | None = None) -> tuple[int, int]:
+        """A process of this node ended unexpectedly: what it held (deliveries being sent,
+        its sync deliveries, instances claimed) is given back at once; nobody else's claims
+        are touched. Returns (deliveries queued again, instances freed)."""
 
     def postpone(self, destination: str, until: float) -> None:
         """A destination is unreachable: nothing of it is claimed before `until` (a later pause

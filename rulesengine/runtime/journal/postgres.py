@@ -177,9 +177,22 @@ ALTER TABLE deliveries ADD COLUMN lease_owner TEXT, ADD COLUMN lease_expires DOU
 CREATE INDEX deliveries_lease ON deliveries(lease_expires) WHERE lease_expires IS NOT NULL;
 """
 
+# Leases per process (the node's process holding a claim: lease_process), and instance claims:
+# the process processing an accepted instance, until when (sql.py: claim_instances).
+_SCHEMA_3 = """
+ALTER TABLE deliveries ADD COLUMN lease_process BIGINT;
+ALTER TABLE instances ADD COLUMN lease_owner TEXT, ADD COLUMN lease_process BIGINT,
+    ADD COLUMN lease_expires DOUBLE PRECISION;
+"""
+
+# The fingerprint of an instance's spool file as the intake checked it (records.Instance.checked).
+_SCHEMA_4 = """
+ALTER TABLE instances ADD COLUMN checked TEXT;
+"""
+
 # The schema's versions: (number, statements), in order. A change of schema is a new entry
 # at the end; an entry, once released, never changes.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_1), (2, _SCHEMA_2))
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_1), (2, _SCHEMA_2), (3, _SCHEMA_3), (4, _SCHEMA_4))
 
 
 class JournalUnavailable(RuntimeError):
@@ -246,12 +259,13 @@ class PostgresJournal(SQLJournal):
     _GREATEST = "GREATEST"
     _SLOT = "FLOOR(({column} - ?) / ?)::BIGINT"
     _CLAIM_LOCK = " FOR UPDATE SKIP LOCKED"
+    _ROW_LOCK = " FOR UPDATE"
     _UNINDEXED = ""  # PostgreSQL's planner keeps statistics: it needs no hint
     _LEAST = "LEAST"
 
     def __init__(self, url: str, password: str | None = None, connect_timeout: float = 10,
-                 node: str | None = None):
-        super().__init__(node)
+                 node: str | None = None, process: int | None = None):
+        super().__init__(node, process)
         self.url = url
         self._password = password
         self._connect_timeout = connect_timeout

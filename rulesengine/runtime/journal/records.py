@@ -125,15 +125,19 @@ class Instance(_Columns):
     state: InstanceState
     outcome: Outcome
     processed_at: float | None
+    # The spool file as the intake checked it (`Document.fingerprint`): processing
+    # reads it without checking it again while it still matches. None: check it again.
+    checked: str | None = None
 
     def to_row(self) -> dict[str, Any]:
         return {"id": self.id, "received_at": self.received_at, **self.arrival.to_row(), "path": self.path,
-                "state": self.state, **self.outcome.to_row(), "processed_at": self.processed_at}
+                "state": self.state, **self.outcome.to_row(), "processed_at": self.processed_at,
+                "checked": self.checked}
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Instance":
         return cls(row["id"], row["received_at"], Arrival.from_row(row), row["path"], InstanceState(row["state"]),
-                   Outcome.from_row(row), row["processed_at"])
+                   Outcome.from_row(row), row["processed_at"], row["checked"] if "checked" in row.keys() else None)
 
 
 @dataclass(frozen=True)
@@ -171,11 +175,18 @@ class Delivery(_Columns):
 
 @dataclass(frozen=True)
 class Lease:
-    """The node sending a delivery, and until when it holds it (None: a sync delivery, held by
-    its node until it finishes it or restarts)."""
+    """The process sending a delivery (or processing an instance): its node (`owner`) and its
+    id there (`process`), and until when it holds it (None: a sync delivery, held by its
+    process until it finishes it, or its node restarts, or its supervisor gives it back)."""
 
     owner: str
     expires_at: float | None
+    process: int | None = None
+
+
+class ClaimLost(RuntimeError):
+    """What this process claimed was taken over by another (its lease expired meanwhile), or
+    finished by it: what the other did stands, and this process lets it go."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ wait for each other's counts in a cycle.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -22,7 +23,7 @@ from dataclasses import fields, replace
 from typing import Any, Iterable, Iterator
 
 from ...arrival import Arrival
-from .records import (Attempt, Counter, Delivery, DeliveryState, DeliveryTrace, Instance, InstanceState, InstanceTrace,
+from .records import (Attempt, ClaimLost, Counter, Delivery, DeliveryState, DeliveryTrace, Instance, InstanceState, InstanceTrace,
                       Lease, ListedDelivery, NewDelivery, NewRequest, Outcome, Request, RequestResult, RouterStatus)
 
 QUEUED, SENDING, DELIVERED, RETRYING, DEAD = DeliveryState
@@ -34,15 +35,19 @@ INDEXED_FILTERS = ("patient_id", "accession_number", "study_instance_uid", "seri
                    "calling_aet", "source_name", "outcome")
 _NARROW_FILTERS = INDEXED_FILTERS[:5]
 
-# How long a claim holds its deliveries: the node sending them renews the lease while it sends
-# (renew_leases); once it has expired, any node puts them back in the queue (requeue_expired).
+# How long a claim holds its deliveries (or its instances): the process sending them renews the
+# lease while it sends (renew_leases); once it has expired, any node puts them back in the queue
+# (requeue_expired), and an instance claim is taken by the next claimer (claim_instances).
 LEASE_SECONDS = 60.0
 
 # Delivery latency (received to delivered), seconds: the upper bounds of the histogram's buckets.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
-_NO_LEASE = "lease_owner=NULL, lease_expires=NULL"  # a delivery no node is sending
+_NO_LEASE = "lease_owner=NULL, lease_process=NULL, lease_expires=NULL"  # a delivery no process is sending
+# A lease is held by one process of one node: lease_owner (the node) and lease_process (its id there).
+_MINE = "lease_owner=? AND lease_process=?"
+_NO_INSTANCE = 2 ** 63 - 1  # above every instance number
 _DELIVERY_COLUMNS = ", ".join(field.name for field in fields(Delivery))
 # What a search lists of an instance: everything but its trace, which is read one at a time.
 _LISTED_INSTANCE_COLUMNS = ("id, received_at, path, state, ruleset_version, outcome, reason, rules_fired, "
@@ -141,14 +146,22 @@ class SQLJournal:
     _GREATEST = "MAX"  # the larger of two values
     _SLOT = "CAST(({column} - ?) / ? AS INTEGER)"  # which span of activity() a time falls in
     _CLAIM_LOCK = ""  # what claim's SELECT adds to keep two claimers apart
+    _ROW_LOCK = ""  # what a SELECT adds to lock the rows it reads until the transaction ends
     _UNINDEXED = "+"  # before a column: a filter never answered by its index (search_query)
     _LEAST = "min"  # the smaller of two values
 
-    def __init__(self, node: str | None = None) -> None:
-        self.node = node or socket.gethostname()  # who holds the leases this journal's claims take
+    def __init__(self, node: str | None = None, process: int | None = None) -> None:
+        self.node = node or socket.gethostname()  # the node whose process holds the leases this journal's claims take
+        self._process = process
         self.lease_seconds = LEASE_SECONDS
         self._local = threading.local()
         self._idle: list = []  # the connections of threads that ended
+
+    @property
+    def process(self) -> int:
+        """The process of `node` that holds this journal's leases: this process's id, unless
+        given when opened (several owners in one process, for tests)."""
+        return os.getpid() if self._process is None else self._process
 
     def _connect(self) -> Any:
         raise NotImplementedError
@@ -205,16 +218,17 @@ class SQLJournal:
     # ---- instances -------------------------------------------------------------------
 
     def record(self, arrival: Arrival, path: str | None, outcome: Outcome | None, state: InstanceState,
-               ruleset_version: str | None = None) -> int:
+               ruleset_version: str | None = None, checked: str | None = None) -> int:
         """An instance (and its decision, when the rules ran already; else the rule set version
         it will be processed with). After this commit the sender may be answered: the file it
         names was fsynced before, and carries the arrival facts in its name, so even a journal
-        entry lost with a power cut is found again."""
+        entry lost with a power cut is found again. `checked`: the file's fingerprint as the
+        intake checked it (Instance.checked)."""
         now = time.time()
         outcome = outcome or Outcome(ruleset_version, None, None, (), ())
         received_at = arrival.received_at if arrival.received_at is not None else now  # what the rules saw
         columns = {"received_at": received_at, **arrival.to_row(), "path": path, "state": state, **outcome.to_row(),
-                   "processed_at": now if state != ACCEPTED else None}
+                   "processed_at": now if state != ACCEPTED else None, "checked": checked}
         with self._transaction() as db:
             instance_id = self._insert(db, "instances", columns)
             counts = [("instances_received", arrival.source_name or arrival.source_kind or "", 1)]
@@ -227,32 +241,48 @@ class SQLJournal:
                        state: DeliveryState = QUEUED) -> list[int]:
         """Queue an accepted instance's deliveries and mark it processed, in one transaction."""
         now = time.time()
-        # Sent at once by this node (sync mode): its own, without an expiry, until it finishes them
-        # or restarts (requeue_interrupted); no other node takes them.
-        owner = self.node if state == SENDING else None
+        # Sent at once by this process (sync mode): its own, without an expiry, until it finishes
+        # them or its node restarts (requeue_interrupted) or its supervisor gives them back
+        # (requeue_process); no other process takes them.
+        owner, process = (self.node, self.process) if state == SENDING else (None, None)
         rows = [(instance_id, item.destination, item.path, item.sop_class_uid, item.sop_instance_uid,
-                 item.transfer_syntax, state, now, now, owner) for item in deliveries]
+                 item.transfer_syntax, state, now, now, owner, process) for item in deliveries]
         ids: list[int] = []
         with self._transaction() as db:
-            before = db.execute("SELECT state, outcome FROM instances WHERE id=?", (instance_id,)).fetchone()
+            before = self._settling(db, instance_id)
             if rows:  # one statement (see the module's docstring); ids are given in the rows' order
                 ids = sorted(int(row[0]) for row in db.execute(
                     "INSERT INTO deliveries (instance_id, destination, path, sop_class_uid, sop_instance_uid, "
-                    "transfer_syntax, state, created_at, updated_at, lease_owner) VALUES " +
-                    ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * len(rows)) +
+                    "transfer_syntax, state, created_at, updated_at, lease_owner, lease_process) VALUES " +
+                    ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * len(rows)) +
                     " RETURNING id", [value for row in rows for value in row]).fetchall())
             decided = outcome.to_row() if outcome is not None else {}
-            self._update_instance(db, instance_id, {"state": PROCESSED, "processed_at": now, **decided})
+            self._update_instance(db, instance_id, {"state": PROCESSED, "processed_at": now, "lease_expires": None,
+                                                    **decided})
             self._count_outcome(db, before, outcome)
         return ids
 
     def settle(self, instance_id: int, outcome: Outcome, path: str | None) -> None:
         """An accepted instance that needs no delivery: dropped, or kept aside at `path`."""
         with self._transaction() as db:
-            before = db.execute("SELECT state, outcome FROM instances WHERE id=?", (instance_id,)).fetchone()
+            before = self._settling(db, instance_id)
             self._update_instance(db, instance_id, {"state": DONE, "processed_at": time.time(), "path": path,
-                                                    **outcome.to_row()})
+                                                    "lease_expires": None, **outcome.to_row()})
             self._count_outcome(db, before, outcome)
+
+    def _settling(self, db: Any, instance_id: int) -> Any:
+        """The instance about to be settled (its row locked until the transaction ends). Raises
+        ClaimLost when another process claimed it since this one did (this one's claim expired),
+        or processed it: what it did stands. An instance nobody claimed (one handled at once, as
+        sync mode does) is settled by whoever asks. A settled instance keeps, without expiry,
+        the owner of the claim that processed it."""
+        row = db.execute(f"SELECT state, outcome, lease_owner, lease_process FROM instances WHERE id=?{self._ROW_LOCK}",
+                         (instance_id,)).fetchone()
+        if row is not None and row["lease_owner"] is not None and (
+                row["state"] != ACCEPTED or (row["lease_owner"], row["lease_process"]) != (self.node, self.process)):
+            raise ClaimLost(f"instance {instance_id} is no longer claimed by this process: "
+                            f"{row['lease_owner']} process {row['lease_process']} claimed it ({row['state']})")
+        return row
 
     @staticmethod
     def _count_outcome(db: Any, before: Any, outcome: Outcome | None) -> None:
@@ -273,6 +303,67 @@ class SQLJournal:
         """Instances answered but not yet processed: what a restart must finish."""
         return [Instance.from_row(row) for row in self._connection().execute(
             "SELECT * FROM instances WHERE state=? ORDER BY id", (ACCEPTED,))]
+
+    def claim_instances(self, limit: int, now: float | None = None, after: int = 0) -> list[Instance]:
+        """The next accepted instances (numbered above `after`), oldest first, that no process
+        holds (or whose claim expired): leased to this process until `now + lease_seconds`, for
+        it alone to process."""
+        now = time.time() if now is None else now
+        free = "state=? AND id>? AND (lease_expires IS NULL OR lease_expires < ?)"
+        # Asked at every wake-up: when nothing is free, a read answers, without a write transaction.
+        if self._connection().execute(f"SELECT 1 FROM instances WHERE {free} LIMIT 1",
+                                      (ACCEPTED, after, now)).fetchone() is None:
+            return []
+        with self._transaction() as db:
+            rows = db.execute(f"SELECT * FROM instances WHERE {free} ORDER BY id LIMIT ?{self._CLAIM_LOCK}",
+                              (ACCEPTED, after, now, max(0, int(limit)))).fetchall()
+            self._lease_instances(db, [row["id"] for row in rows], now)
+        return [Instance.from_row(row) for row in rows]
+
+    def claim_instance(self, instance_id: int, now: float | None = None) -> Instance | None:
+        """This accepted instance, leased to this process as claim_instances does; None when it
+        is processed already or another process holds it."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            row = db.execute(f"SELECT * FROM instances WHERE id=? AND state=? AND (lease_expires IS NULL OR "
+                             f"lease_expires < ?){self._CLAIM_LOCK}", (instance_id, ACCEPTED, now)).fetchone()
+            if row is not None:
+                self._lease_instances(db, [instance_id], now)
+        return Instance.from_row(row) if row is not None else None
+
+    def _lease_instances(self, db: Any, ids: list[int], now: float) -> None:
+        if ids:
+            db.execute(f"UPDATE instances SET lease_owner=?, lease_process=?, lease_expires=? "
+                       f"WHERE id IN ({','.join('?' * len(ids))})",
+                       (self.node, self.process, now + self.lease_seconds, *ids))
+
+    def renew_instance_leases(self, instance_ids: Iterable[int], now: float | None = None) -> int:
+        """This process still processes these: their claims run `lease_seconds` from `now` again.
+        Returns how many it still held."""
+        ids = list(instance_ids)
+        if not ids:
+            return 0
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            return db.execute(f"UPDATE instances SET lease_expires=? WHERE id IN ({','.join('?' * len(ids))}) "
+                              f"AND state=? AND {_MINE}",
+                              (now + self.lease_seconds, *ids, ACCEPTED, self.node, self.process)).rowcount
+
+    def release_instances(self, instance_ids: Iterable[int]) -> int:
+        """Claimed and not processed (stopping, or to be tried again later): free for any process
+        again. Only this process's claims; returns how many."""
+        ids = list(instance_ids)
+        if not ids:
+            return 0
+        with self._transaction() as db:
+            return db.execute(f"UPDATE instances SET {_NO_LEASE} WHERE id IN ({','.join('?' * len(ids))}) "
+                              f"AND state=? AND {_MINE}", (*ids, ACCEPTED, self.node, self.process)).rowcount
+
+    def instance_lease(self, instance_id: int) -> Lease | None:
+        """Who holds an accepted instance's claim and until when; None when no process does."""
+        row = self._connection().execute("SELECT lease_owner, lease_expires, lease_process FROM instances "
+                                         "WHERE id=? AND state=?", (instance_id, ACCEPTED)).fetchone()
+        return Lease(row[0], row[1], row[2]) if row and row[0] is not None else None
 
     def instance(self, instance_id: int) -> Instance | None:
         row = self._connection().execute("SELECT * FROM instances WHERE id=?", (instance_id,)).fetchone()
@@ -301,43 +392,71 @@ class SQLJournal:
     # ---- deliveries ------------------------------------------------------------------
 
     def requeue_interrupted(self) -> int:
-        """On start: what this node was sending when it stopped is sent again, with what no
-        node holds and what another node's expired lease held; another node's sends in flight
-        are left to it."""
+        """On start: what any process of this node was sending when it stopped is sent again,
+        with what no node holds and what another node's expired lease held; another node's
+        sends in flight are left to it. The instances this node's processes had claimed are
+        free again. Returns how many deliveries were queued again."""
         now = time.time()
         with self._transaction() as db:
+            db.execute(f"UPDATE instances SET {_NO_LEASE} WHERE state=? AND lease_owner=?", (ACCEPTED, self.node))
             return db.execute(f"UPDATE deliveries SET state=?, updated_at=?, {_NO_LEASE} WHERE state=? AND "
                               "(lease_owner IS NULL OR lease_owner=? OR lease_expires < ?)",
                               (QUEUED, now, SENDING, self.node, now)).rowcount
 
-    def claim(self, destination: str, limit: int, now: float | None = None) -> list[Delivery]:
+    def requeue_process(self, process: int, now: float | None = None) -> tuple[int, int]:
+        """A process of this node ended unexpectedly (its supervisor knows it is gone): what it
+        was sending is sent again, its sync deliveries too, and the instances it had claimed are
+        free, at once, without waiting for their leases to expire. Nobody else's claims are
+        touched. Returns (deliveries queued again, instances freed)."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            instances = db.execute(f"UPDATE instances SET {_NO_LEASE} WHERE state=? AND {_MINE}",
+                                   (ACCEPTED, self.node, process)).rowcount
+            deliveries = db.execute(f"UPDATE deliveries SET state=?, updated_at=?, {_NO_LEASE} WHERE state=? AND "
+                                    f"{_MINE}", (QUEUED, now, SENDING, self.node, process)).rowcount
+        return deliveries, instances
+
+    def claim(self, destination: str, limit: int, now: float | None = None, ordered: bool = False) -> list[Delivery]:
         """The next due deliveries of a destination, in order, marked sending and leased to
-        this node until `now + lease_seconds`; none while the destination is paused."""
+        this process until `now + lease_seconds`; none while the destination is paused.
+        `ordered` (a destination that promises order, sent by one process at a time): in the
+        order the instances were received, never past an instance still to be processed,
+        whose deliveries may come before those already queued."""
         now = time.time() if now is None else now
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM pauses WHERE destination=? AND until > ?", (destination, now)).fetchone():
                 return []
-            rows = db.execute(
-                f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE destination=? AND state IN (?, ?) "
-                f"AND next_attempt_at <= ? ORDER BY id LIMIT ?{self._CLAIM_LOCK}",
-                (destination, QUEUED, RETRYING, now, limit)).fetchall()
+            if ordered:
+                # The due rows (deliveries_due), sorted: never a walk of the destination's history.
+                query = (f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE destination=? AND state IN (?, ?) "
+                         "AND next_attempt_at <= ? AND instance_id < (SELECT COALESCE(MIN(id), "
+                         f"{_NO_INSTANCE}) FROM instances WHERE state=?) ORDER BY instance_id, id LIMIT ?"
+                         f"{self._CLAIM_LOCK}")
+                args: tuple = (destination, QUEUED, RETRYING, now, ACCEPTED, limit)
+            else:
+                query = (f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE destination=? AND state IN (?, ?) "
+                         f"AND next_attempt_at <= ? ORDER BY id LIMIT ?{self._CLAIM_LOCK}")
+                args = (destination, QUEUED, RETRYING, now, limit)
+            rows = db.execute(query, args).fetchall()
             if rows:  # one statement (see the module's docstring)
-                db.execute("UPDATE deliveries SET state=?, updated_at=?, lease_owner=?, lease_expires=? "
-                           f"WHERE id IN ({','.join('?' * len(rows))})",
-                           (SENDING, now, self.node, now + self.lease_seconds, *(row["id"] for row in rows)))
+                db.execute("UPDATE deliveries SET state=?, updated_at=?, lease_owner=?, lease_process=?, "
+                           f"lease_expires=? WHERE id IN ({','.join('?' * len(rows))})",
+                           (SENDING, now, self.node, self.process, now + self.lease_seconds,
+                            *(row["id"] for row in rows)))
         return [replace(Delivery.from_row(row), state=SENDING) for row in rows]
 
     def renew_leases(self, deliveries: Iterable[Delivery], now: float | None = None) -> int:
-        """This node still sends these: their leases run `lease_seconds` from now again. Returns
-        how many it still held (one that expired and went back to the queue is not taken back)."""
+        """This process still sends these: their leases run `lease_seconds` from now again.
+        Returns how many it still held (one that expired and went back to the queue is not
+        taken back)."""
         ids = [delivery.id for delivery in deliveries]
         if not ids:
             return 0
         now = time.time() if now is None else now
         with self._transaction() as db:
             return db.execute(f"UPDATE deliveries SET lease_expires=? WHERE id IN ({','.join('?' * len(ids))}) "
-                              "AND state=? AND lease_owner=? AND lease_expires IS NOT NULL",
-                              (now + self.lease_seconds, *ids, SENDING, self.node)).rowcount
+                              f"AND state=? AND {_MINE} AND lease_expires IS NOT NULL",
+                              (now + self.lease_seconds, *ids, SENDING, self.node, self.process)).rowcount
 
     def requeue_expired(self, now: float | None = None) -> int:
         """Deliveries whose lease expired, whichever node held them (it died, or lost the
@@ -348,10 +467,10 @@ class SQLJournal:
                               "AND state=?", (QUEUED, now, now, SENDING)).rowcount
 
     def lease(self, delivery_id: int) -> Lease | None:
-        """Who holds a delivery and until when; None when no node holds it."""
-        row = self._connection().execute("SELECT lease_owner, lease_expires FROM deliveries WHERE id=?",
-                                         (delivery_id,)).fetchone()
-        return Lease(row[0], row[1]) if row and row[0] is not None else None
+        """Who holds a delivery and until when; None when no process holds it."""
+        row = self._connection().execute("SELECT lease_owner, lease_expires, lease_process FROM deliveries "
+                                         "WHERE id=?", (delivery_id,)).fetchone()
+        return Lease(row[0], row[1], row[2]) if row and row[0] is not None else None
 
     def delivery(self, delivery_id: int) -> Delivery | None:
         row = self._connection().execute(f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE id=?",
@@ -388,13 +507,14 @@ class SQLJournal:
         now = time.time()
         state = DEAD if retry_at is None else RETRYING
         with self._transaction() as db:
-            # Only while this node still sends it: once its lease expired, another node may have
-            # taken it over (and delivered it), and a late failure here must not undo that.
+            # Only while this process still sends it: once its lease expired, another process may
+            # have taken it over (and delivered it), and a late failure here must not undo that.
             changed = db.execute(
                 "UPDATE deliveries SET state=?, attempts=attempts+1, next_attempt_at=?, last_error=?, "
                 f"updated_at=?, path=CASE WHEN ? THEN path ELSE NULL END, {_NO_LEASE} WHERE id=? AND state=? "
-                "AND (lease_owner=? OR lease_owner IS NULL)",
-                (state, retry_at or now, error, now, keep_file, delivery.id, SENDING, self.node)).rowcount
+                f"AND ({_MINE} OR lease_owner IS NULL)",
+                (state, retry_at or now, error, now, keep_file, delivery.id, SENDING, self.node,
+                 self.process)).rowcount
             db.execute("INSERT INTO attempts (delivery_id, started_at, finished_at, ok, detail) VALUES (?,?,?,0,?)",
                        (delivery.id, started, now, error))
             _count(db, ("delivery_attempts_failed", delivery.destination, 1),
@@ -405,14 +525,15 @@ class SQLJournal:
         return state
 
     def release(self, deliveries: Iterable[Delivery]) -> None:
-        """Claimed but not attempted (a connection failed first): back in the queue, untouched."""
+        """Claimed but not attempted (a connection failed first): back in the queue, untouched.
+        Only what this process still holds: another's claim of them (this one's lease expired) stands."""
         ids = [delivery.id for delivery in deliveries]
         if not ids:
             return
         with self._transaction() as db:  # one statement (see the module's docstring)
             db.execute(f"UPDATE deliveries SET state=CASE WHEN attempts > 0 THEN ? ELSE ? END, updated_at=?, {_NO_LEASE} "
-                       f"WHERE id IN ({','.join('?' * len(ids))}) AND state=?",
-                       (RETRYING, QUEUED, time.time(), *ids, SENDING))
+                       f"WHERE id IN ({','.join('?' * len(ids))}) AND state=? AND {_MINE}",
+                       (RETRYING, QUEUED, time.time(), *ids, SENDING, self.node, self.process))
 
     def postpone(self, destination: str, until: float) -> None:
         """A destination is unreachable: nothing of it is claimed before `until`."""
@@ -514,17 +635,6 @@ class SQLJournal:
     def attempts(self, delivery_id: int) -> list[Attempt]:
         return [Attempt.from_row(row) for row in self._connection().execute(
             "SELECT * FROM attempts WHERE delivery_id=? ORDER BY id", (delivery_id,))]
-
-    def requeue_claimed(self, now: float | None = None) -> int:
-        """For a worker process starting while the router runs: what this node's claims held
-        (a worker before it was sending them when it died) is sent again, with what any node's
-        expired lease held. Another node's claims in flight are left to it, and the main
-        process's sync deliveries (this node's, never claimed: no expiry) to the main process."""
-        now = time.time() if now is None else now
-        with self._transaction() as db:
-            return db.execute(f"UPDATE deliveries SET state=?, updated_at=?, {_NO_LEASE} WHERE state=? AND "
-                              "lease_expires IS NOT NULL AND (lease_owner=? OR lease_expires < ?)",
-                              (QUEUED, now, SENDING, self.node, now)).rowcount
 
     # ---- requests -----------------------------------------------------------------------
 

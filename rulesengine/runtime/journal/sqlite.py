@@ -35,7 +35,10 @@ CREATE TABLE IF NOT EXISTS instances (
     -- read from the header at intake, for searching (Arrival.HEADER_COLUMNS)
     patient_id TEXT, patient_name TEXT, accession_number TEXT,
     study_instance_uid TEXT, series_instance_uid TEXT, modality TEXT,
-    trace TEXT  -- the decision in detail (JSON, records.trace_text)
+    -- the process claiming it to process it (sql.py: claim_instances); once settled, who processed it
+    lease_owner TEXT, lease_process INTEGER, lease_expires REAL,
+    trace TEXT,  -- the decision in detail (JSON, records.trace_text)
+    checked TEXT  -- the spool file's fingerprint as the intake checked it (Document.fingerprint)
 );
 CREATE INDEX IF NOT EXISTS instances_state ON instances(state);
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -52,6 +55,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     updated_at REAL NOT NULL,
     delivered_at REAL,
     lease_owner TEXT,  -- the node sending it (sql.py: claim, renew_leases, requeue_expired)
+    lease_process INTEGER,  -- which process of that node
     lease_expires REAL
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(destination, state, next_attempt_at, id);
@@ -196,7 +200,10 @@ def _add_delivery_counts(db: sqlite3.Connection) -> None:
 # Columns added since the first release: a journal made before gets them (empty) when opened.
 _ADDED_COLUMNS = (("instances", "store_command", "TEXT"), ("requests", "store_command", "TEXT"),
                   *(("instances", column, "TEXT") for column in Arrival.HEADER_COLUMNS), ("instances", "trace", "TEXT"),
-                  ("deliveries", "lease_owner", "TEXT"), ("deliveries", "lease_expires", "REAL"))
+                  ("deliveries", "lease_owner", "TEXT"), ("deliveries", "lease_expires", "REAL"),
+                  ("deliveries", "lease_process", "INTEGER"), ("instances", "lease_owner", "TEXT"),
+                  ("instances", "lease_process", "INTEGER"), ("instances", "lease_expires", "REAL"),
+                  ("instances", "checked", "TEXT"))
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
@@ -216,10 +223,10 @@ class SQLiteJournal(SQLJournal):
 
     _BEGIN_WRITE = "BEGIN IMMEDIATE"  # one writer at a time, decided at BEGIN: never a deadlock
 
-    def __init__(self, path: str, node: str | None = None):
+    def __init__(self, path: str, node: str | None = None, process: int | None = None):
         if sqlite3.sqlite_version_info < (3, 35):  # INSERT ... RETURNING (sql.py)
             raise RuntimeError(f"the journal needs SQLite 3.35 or later; this Python has {sqlite3.sqlite_version}")
-        super().__init__(node)
+        super().__init__(node, process)
         self.path = path
         db = self._connection()
         db.execute("PRAGMA journal_mode=WAL")  # kept in the file: once is enough
