@@ -12,6 +12,7 @@ reads the watched folder, and nothing stays leased afterwards.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 
@@ -24,11 +25,17 @@ from helpers.senders import Sender
 LEASE_SECONDS = 3
 
 
+def stored_uids(peer: StoreSCP) -> list[str]:
+    """The SOP Instance UIDs storescp stored, in the order it stored them (its log, -v)."""
+    log = (peer.folder.parent / f"storescp-{peer.port}.log").read_text(errors="replace")
+    return re.findall(r"storing DICOM file: .*/[A-Z]{2}\.([0-9.]+)$", log, flags=re.M)
+
+
 def test_a_node_killed_mid_stream_loses_nothing_acknowledged_and_the_others_deliver_its_work(tmp_path, postgres):
     url = postgres.new_database()
     # Each C-STORE answered a little later (a real archive takes its time): the node sends long enough
     # to be caught holding leases; --fork: the nodes' associations are served side by side.
-    archive = StoreSCP(tmp_path / "archive", extra=("--fork", "-xcr", "sleep 0.05", "-xs")).start()
+    archive = StoreSCP(tmp_path / "archive", extra=("-v", "--fork", "-xcr", "sleep 0.05", "-xs")).start()
     inbox = tmp_path / "inbox"
     # b first: it reads the watched folder, which the others watch too and take over when it dies
     nodes = start_nodes(tmp_path, ["b", "a", "c"], url, archive.port, LEASE_SECONDS, watch=inbox)
@@ -85,6 +92,17 @@ def test_a_node_killed_mid_stream_loses_nothing_acknowledged_and_the_others_deli
         assert "watched folder inbox: this node reads" in survivors_log
         assert "another node reads" not in nodes["b"].log_path.read_text()
         assert not list(inbox.glob("*.dcm"))
+        # STORE has one association (max_associations: 1): one process of the three nodes sends
+        # to it at a time, in the order the instances were received: what each modality sent
+        # arrives in the order it sent it (a duplicate comes later)
+        first = {uid: (number, source) for number, uid, source in reversed(journal_rows(
+            url, "SELECT id, sop_instance_uid, COALESCE(calling_aet, source_name) FROM instances ORDER BY id"))}
+        stored = [first[uid] for uid in dict.fromkeys(stored_uids(archive))]
+        for source in {source for _, source in first.values()}:
+            numbers = [number for number, of in stored if of == source]
+            assert numbers == sorted(numbers), (source, numbers)
+        for name in ("a", "c"):
+            assert "Traceback" not in nodes[name].output(), nodes[name].output()
         # the instances b acknowledged and had not delivered were delivered by a or c
         from_b = {row[0] for row in journal_rows(url, "SELECT sop_instance_uid FROM instances WHERE calling_aet = 'MODB'")}
         assert senders["b"].acknowledged <= from_b
