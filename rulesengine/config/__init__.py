@@ -250,6 +250,7 @@ class Config:
     journal: JournalDatabase | None = None  # None: SQLite, in the storage folder
     node: str | None = None  # this router's name among the nodes on one journal; None: the host name
     processes: int | str = "auto"  # receiving processes (each with its worker process); auto: the cores
+    journal_lease_seconds: float = 60.0  # how long a node's claim on a delivery lasts unless renewed
     lines: dict[tuple, int] = field(default_factory=dict, compare=False, repr=False)
 
     def at(self, *location) -> str:
@@ -548,7 +549,8 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
         listeners=tuple(listeners), watch=tuple(watches), destinations=destinations,
         console=_console(data.get("console"), base), journal=_journal(data, base, path),
         node=str(data["node"]) if data.get("node") else None,
-        processes=int(data["processes"]) if data.get("processes", "auto") != "auto" else "auto", lines=_lines(data),
+        processes=int(data["processes"]) if data.get("processes", "auto") != "auto" else "auto",
+        journal_lease_seconds=float(data.get("journal_lease_seconds", 60.0)), lines=_lines(data),
     )
 
 

@@ -30,7 +30,8 @@ import threading
 import time
 
 from .destinations import ItemError, LinkError, sender_for
-from .journal import DEAD, Journal
+from .journal import DEAD, Journal, unreachable
+from .journal.errors import in_words
 from .logs import Repeats, origin
 from .storage import Storage
 
@@ -120,8 +121,12 @@ class LeaseKeeper(threading.Thread):
             try:
                 self.tick()
             except Exception as exc:  # noqa: BLE001 - the database may be away a while: try again next round
-                _errors.log(log, logging.ERROR, origin(exc), "delivery leases: cannot renew or requeue: %s", exc,
-                            exc_info=exc)
+                if unreachable(exc):
+                    _errors.log(log, logging.WARNING, "leases unreachable", "delivery leases: cannot renew or requeue: "
+                                "the journal's database cannot be reached (%s)", in_words(exc))
+                else:
+                    _errors.log(log, logging.ERROR, origin(exc), "delivery leases: cannot renew or requeue: %s", exc,
+                                exc_info=exc)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -153,8 +158,13 @@ class DestinationWorker(threading.Thread):
                 try:
                     self._claim_and_send()
                 except Exception as exc:  # noqa: BLE001 - a destination must not stop delivering for good
-                    _errors.log(log, logging.ERROR, origin(exc), "delivery worker for %s: unexpected error; "
-                                "trying again every %.0f s", self.destination.name, ERROR_WAIT, exc_info=exc)
+                    if unreachable(exc):
+                        _errors.log(log, logging.WARNING, ("unreachable", self.destination.name), "delivery worker "
+                                    "for %s: the journal's database cannot be reached (%s); trying again every %.0f s",
+                                    self.destination.name, in_words(exc), ERROR_WAIT)
+                    else:
+                        _errors.log(log, logging.ERROR, origin(exc), "delivery worker for %s: unexpected error; "
+                                    "trying again every %.0f s", self.destination.name, ERROR_WAIT, exc_info=exc)
                     self.sender.close()
                     self.stopping.wait(ERROR_WAIT)
         finally:

@@ -39,6 +39,7 @@ from ..document import DocumentReadError
 from ..intake import RefusedAtIntake
 from . import received as received_files
 from .find_service import FindService
+from .journal.errors import in_words, unreachable
 from .retrieve_service import RetrieveService
 from .logs import Repeats
 from .mpps_service import N_CREATE, N_SET, MppsService
@@ -51,6 +52,7 @@ from .transport import AssociationSlots, ConnectionGuard, RefusalLog, start_serv
 C_STORE_RQ = 0x0001  # the Command Field of a C-STORE request (PS3.7 E.1-1)
 
 log = logging.getLogger("rulesengine.listener")
+_unreachable = Repeats()  # the journal's database away: one line a minute, however many instances come
 _refusals = Repeats()  # a sender that sends such C-STOREs in a loop is told of once a minute
 
 UNLIMITED = 1 << 30  # pynetdicom's own count of associations (connections included), left unused
@@ -243,7 +245,12 @@ class DicomListener:
             reason = getattr(exc, "strerror", None) or str(exc)
             log.warning("listener %s: instance from %s not stored: %s", self.config.name, arrival.calling_aet, reason)
             return with_comment(StoreStatus.OUT_OF_RESOURCES, f"not stored: {reason}")
-        except Exception:
+        except Exception as exc:
+            if unreachable(exc):  # nothing journaled: the sender is refused, and sends it again later
+                _unreachable.log(log, logging.WARNING, self.config.name, "listener %s: instance from %s not stored: "
+                                 "the journal's database cannot be reached (%s)", self.config.name,
+                                 arrival.calling_aet, in_words(exc))
+                return with_comment(StoreStatus.OUT_OF_RESOURCES, "not stored: the router's journal cannot be reached")
             log.exception("listener %s: internal error on an instance from %s", self.config.name, arrival.calling_aet)
             return with_comment(StoreStatus.OUT_OF_RESOURCES, "not stored: internal error of the router, see its log")
         finally:

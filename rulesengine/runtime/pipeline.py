@@ -28,6 +28,7 @@ written, a bug) quarantines the instance; it never stays `accepted`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -42,7 +43,9 @@ from ..arrival import HEADER_KEYWORDS, Arrival
 from ..document import Document, DocumentReadError
 from ..intake import file_meta_problem, read_instance, short_error
 from ..lang.ruleset import Decision, RuleSet
-from .journal import ACCEPTED, DONE, MAX_TRACE_EDITS, ClaimLost, Instance, Journal, NewDelivery, Outcome, trace_text
+from .journal import (ACCEPTED, DONE, MAX_TRACE_EDITS, ClaimLost, Instance, Journal, NewDelivery, Outcome,
+                      trace_text, unreachable)
+from .journal.errors import never_connected
 from .rules import RuleSetVersions, RulesHolder, RulesUnavailable
 from .storage import Storage, fsync_file, move_durably
 
@@ -256,7 +259,12 @@ class Pipeline:
         spooled = self.storage.accept(path, received)
         # processing reads the file without checking it again while it still matches (see intake);
         # the rename into the spool keeps what the fingerprint holds
-        instance_id = self.journal.record(received, spooled, None, ACCEPTED, ruleset.version, document.fingerprint)
+        try:
+            instance_id = self.journal.record(received, spooled, None, ACCEPTED, ruleset.version, document.fingerprint)
+        except Exception as exc:
+            if never_connected(exc):  # surely not journaled: the file goes back to the caller, who refuses it
+                os.replace(spooled, path)
+            raise  # otherwise it may have been: the file stays, and a start journals it again if not
         self.on_accepted(instance_id)
         return Result("accepted", None, instance_id, None, spooled)
 
@@ -305,7 +313,11 @@ class Pipeline:
             self._process(instance)
         except ClaimLost as exc:  # this process stalled past its lease: the other one's work stands
             log.warning("instance %s: processing it again elsewhere; this process leaves it (%s)", instance_id, exc)
-        except Exception:  # noqa: BLE001 - could not be settled, not even quarantined: try later
+        except Exception as exc:  # noqa: BLE001 - could not be settled, not even quarantined: try later
+            if unreachable(exc):  # the journal's database is away: the caller waits for it, this instance is fine
+                with contextlib.suppress(Exception):
+                    self.journal.release_instances([instance_id])  # else its claim expires
+                raise
             self._hold(instance_id, first=instance_id not in self._held)
             self.journal.release_instances([instance_id])
         else:
@@ -452,7 +464,9 @@ class Pipeline:
                             continue
                         try:
                             self._process_claimed(instance)
-                        except Exception:  # noqa: BLE001 - left accepted: tried again at the next wake-up or start
+                        except Exception as exc:  # noqa: BLE001 - left accepted: tried again at the next wake-up or start
+                            if unreachable(exc):
+                                raise  # the journal's database is away: no use trying the others now
                             log.exception("instance %s could not be processed; it stays in the spool", instance.id)
             finally:
                 self.claims.drop([instance.id for instance in batch])

@@ -11,6 +11,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from ..config import ConfigError, load_config
+from .journal.errors import in_words, unreachable
 from .rules import reload_finding
 
 log = logging.getLogger("rulesengine.reload")
@@ -104,8 +105,12 @@ class Reloader:
                 log.info("rule files changed: %s", ", ".join(sorted(os.path.relpath(p) for p in pending)))
                 self.router.swap_rules()
             self._watch_folders()  # an import may have added a folder
-        except Exception:  # noqa: BLE001 - reloading must never stop the router
-            log.exception("reloading failed; the running rules stay in place")
+        except Exception as exc:  # noqa: BLE001 - reloading must never stop the router
+            if unreachable(exc):  # the new rules go into the journal before they are put in place
+                log.error("reloading failed: the journal's database cannot be reached (%s); the running rules stay "
+                          "in place until the next change or SIGHUP", in_words(exc))
+            else:
+                log.exception("reloading failed; the running rules stay in place")
         finally:
             status = getattr(self.router, "status", None)
             if status is not None:

@@ -18,7 +18,11 @@ import threading
 import time
 from typing import Callable
 
+from .journal.errors import in_words, unreachable
+from .logs import Repeats
+
 log = logging.getLogger("rulesengine.router")
+_failures = Repeats()  # the journal's database away: said once a minute, not at every heartbeat
 
 INTERVAL_SECONDS = 5.0
 # A heartbeat older than this many intervals: the router is gone (killed, crashed, restarting).
@@ -78,8 +82,11 @@ class StatusReporter:
         status = self.snapshot(state)
         try:
             self.router.journal.write_status(self.node, status, now=status["heartbeat"])
-        except sqlite3.Error as exc:
-            log.warning("the router's status could not be written to the journal: %s", exc)
+        except Exception as exc:
+            if not (isinstance(exc, sqlite3.Error) or unreachable(exc)):
+                raise
+            _failures.log(log, logging.WARNING, "status", "the router's status could not be written to the journal: "
+                          "%s", in_words(exc))
 
     def start(self) -> None:
         self.write()

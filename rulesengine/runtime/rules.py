@@ -24,7 +24,8 @@ from ..lang.api import analyse
 from ..lang.compiler import compile_program
 from ..lang.loader import Program, display_path, load_program
 from ..lang.ruleset import RuleSet
-from .journal import Journal
+from .journal import Journal, unreachable
+from .journal.errors import in_words
 
 log = logging.getLogger("rulesengine.rules")
 
@@ -139,8 +140,10 @@ class RulesHolder:
         if self.journal is not None:  # counted for metrics; a journal failing costs the count only
             try:
                 self.journal.count_reload(ok)
-            except sqlite3.Error as exc:
-                log.warning("the reload could not be counted in the journal: %s", exc)
+            except Exception as exc:
+                if not (isinstance(exc, sqlite3.Error) or unreachable(exc)):
+                    raise
+                log.warning("the reload could not be counted in the journal: %s", in_words(exc))
 
 
 def reload_finding(code: str, message: str, span=None) -> dict:

@@ -69,6 +69,7 @@ class Router:
         if removed:
             log.info("removed %d spool file(s) no journal entry needs (never answered, or finished)", removed)
         self.pipeline.reingest(unknown)
+        self.storage.shared()  # swept: other nodes may start on the folder now
         self.reception.start_worker()  # it processes what was received before the stop, then what comes
         shared = processes > 1
         self.reception.start_listeners(ports if shared else [listener.port for listener in self.config.listeners],

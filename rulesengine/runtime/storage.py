@@ -5,11 +5,22 @@
       spool/tmp/            files being received or copied in (never read by the router)
       spool/in/             accepted instances, as received
       spool/out/            edited copies waiting for their destination
-      quarantine/DATE/      instances kept aside, each with a .json of why
-      router.lock           held by the running router (its process id inside)
+      nodes/NODE/{tmp,in,out}/  the same, of node NODE, with a PostgreSQL journal
+      nodes/NODE.lock       held by node NODE while it runs
+      quarantine/DATE/      instances kept aside, each with a .json of why (shared by the nodes)
+      router.lock           SQLite: held by the one router (its process id inside);
+                            PostgreSQL: shared by the nodes
 
 A file is fsynced, renamed into place, and its folder fsynced before the
 journal records it, so nothing the journal names can be half-written.
+
+Several nodes share one folder only with a PostgreSQL journal (SQLite cannot be
+shared). Each node writes into a spool of its own, so that the start-up sweep of
+one never touches a file another node just wrote and has not journaled yet. A
+node that starts alone (no other node holds router.lock) sweeps every spool:
+the other nodes' (stopped nodes' leftovers) and `spool/`, where a router of a
+single-node layout left its files (the journal names them by absolute path, so
+they are read where they are).
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -64,7 +76,12 @@ def safe_name(text: str) -> str:
 
 
 class StorageInUse(OSError):
-    """Another router runs on this storage folder."""
+    """Another router runs on this storage folder (with this node's name, or alone)."""
+
+
+START_WAIT_SECONDS = 120.0  # how long a node waits for another node's start-up sweep to end
+_STARTING = "starting"  # router.lock's text while a node that started alone sweeps every spool
+_NODES = "nodes"  # router.lock's text while nodes share the folder
 
 
 class JournalUnavailable(RuntimeError):
@@ -73,56 +90,134 @@ class JournalUnavailable(RuntimeError):
 
 
 class Storage:
-    def __init__(self, root: str, database: JournalDatabase | None = None, node: str | None = None):
+    def __init__(self, root: str, database: JournalDatabase | None = None, node: str | None = None,
+                 lease_seconds: float | None = None):
         """`database`: the configuration's `journal:` (PostgreSQL); None: SQLite, in this folder.
-        `node`: the configuration's `node:`, whose leases the journal's claims take (None: the host name)."""
+        `node`: the configuration's `node:`, whose leases the journal's claims take (None: the host name).
+        `lease_seconds`: the configuration's `journal_lease_seconds` (None: the journal's default)."""
         self.root = os.path.abspath(root)
         self.database = database
         self.node = node
-        self.tmp = os.path.join(self.root, "spool", "tmp")
-        self.incoming = os.path.join(self.root, "spool", "in")
-        self.outgoing = os.path.join(self.root, "spool", "out")
+        self.lease_seconds = lease_seconds
+        self.node_name = node or socket.gethostname()  # as the journal names this node
+        self.nodes_dir = os.path.join(self.root, "nodes")
+        self.single_spool = os.path.join(self.root, "spool")  # the one router's (SQLite); older nodes' too
+        # Each node its own spool with PostgreSQL: a node's sweep must never take another node's
+        # files for leftovers. SQLite has one router, which keeps the single spool.
+        spool = self.single_spool if database is None else os.path.join(self.nodes_dir, safe_name(self.node_name))
+        self.tmp = os.path.join(spool, "tmp")
+        self.incoming = os.path.join(spool, "in")
+        self.outgoing = os.path.join(spool, "out")
         self.quarantine_dir = os.path.join(self.root, "quarantine")
         for folder in (self.tmp, self.incoming, self.outgoing, self.quarantine_dir):
             os.makedirs(folder, exist_ok=True)
         self.journal_path = os.path.join(self.root, "journal.sqlite")
         self.lock_path = os.path.join(self.root, "router.lock")
+        self.node_lock_path = os.path.join(self.nodes_dir, f"{safe_name(self.node_name)}.lock")
         self._lock_file = None
+        self._node_lock_file = None
+        self.alone = False  # locked with no other node on the folder: the start-up sweep takes every spool
 
-    def lock(self) -> None:
-        """Claim the folder for this router: two on one spool would sweep each other's files.
-        The kernel drops the lock when the process ends, also after SIGKILL."""
-        handle = open(self.lock_path, "a+")
+    # ---- who uses the folder ----------------------------------------------------------------
+
+    def lock(self, wait_seconds: float = START_WAIT_SECONDS, clock=time.monotonic, sleep=time.sleep) -> None:
+        """Claim the folder for this router (SQLite) or this node (PostgreSQL): two routers on
+        one spool would sweep each other's files. The kernel drops the locks when the process
+        ends, also after SIGKILL. With PostgreSQL, a node that finds no other one keeps the
+        folder to itself (`alone`) until `shared()`, after its start-up sweep; a node starting
+        meanwhile waits up to `wait_seconds` for that. Raises StorageInUse."""
+        if self.database is None:
+            self._lock_file = self._exclusive(self.lock_path, lambda holder: (
+                f"storage {self.root} is in use by another router ({_holder(holder)}); several routers on one "
+                "storage folder need a PostgreSQL journal (`journal: postgresql://...`), each with its own "
+                "`node:` name"))
+            self.alone = True
+            return
+        os.makedirs(self.nodes_dir, exist_ok=True)
+        self._node_lock_file = self._exclusive(self.node_lock_path, lambda holder: (
+            f"storage {self.root} is in use by another router with the node name {self.node_name!r} "
+            f"({_holder(holder)}); give each node its own `node:` name"))
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                raise StorageInUse(f"storage {self.root} is in use by another router (process {holder})") from None
+            self._lock_nodes(wait_seconds, clock, sleep)
+        except BaseException:
+            self.unlock()
             raise
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._lock_file = handle
+
+    def _lock_nodes(self, wait_seconds: float, clock, sleep) -> None:
+        handle = open(self.lock_path, "a+")
+        deadline = clock() + wait_seconds
+        while True:
+            if _try_flock(handle, fcntl.LOCK_EX):
+                _write_holder(handle, f"{os.getpid()} {_STARTING}")
+                self._lock_file, self.alone = handle, True
+                return
+            if _try_flock(handle, fcntl.LOCK_SH):
+                _write_holder(handle, _NODES)  # no router that needs the folder alone holds it now
+                self._lock_file, self.alone = handle, False
+                return
+            holder = _read_holder(handle)
+            # A router that needs the folder alone wrote its process id alone; anything else is a
+            # node that started alone and sweeps (or one about to write so): it shares the folder soon.
+            if holder.isdigit():
+                handle.close()
+                raise StorageInUse(
+                    f"storage {self.root} is in use by a router that needs it alone ({_holder(holder)}): one with a "
+                    "SQLite journal, or of an earlier version; nodes share a storage folder only with a PostgreSQL "
+                    "journal, all of them")
+            if clock() >= deadline:
+                handle.close()
+                raise StorageInUse(f"storage {self.root}: another node ({_holder(holder)}) has been sweeping the "
+                                   f"spool for over {wait_seconds:.0f} s; try again once it has started")
+            sleep(0.2)  # a node started alone and sweeps every spool: it shares the folder once done
+
+    def shared(self) -> None:
+        """The start-up sweep is over: other nodes may start on the folder (PostgreSQL).
+        Raises StorageInUse when a router that needs the folder alone took it meanwhile."""
+        if self.database is None or not self.alone or self._lock_file is None:
+            return
+        handle = self._lock_file
+        fcntl.flock(handle, fcntl.LOCK_UN)  # flock cannot turn a lock shared without letting it go
+        self.alone = False
+        if not _try_flock(handle, fcntl.LOCK_SH):
+            holder = _read_holder(handle)
+            self.unlock()
+            raise StorageInUse(f"storage {self.root} was taken by a router that needs it alone "
+                               f"({_holder(holder)}) while this node started")
+        _write_holder(handle, _NODES)
+
+    def _exclusive(self, path: str, refusal) -> object:
+        handle = open(path, "a+")
+        if not _try_flock(handle, fcntl.LOCK_EX):
+            holder = _read_holder(handle)
+            handle.close()
+            raise StorageInUse(refusal(holder))
+        _write_holder(handle, str(os.getpid()))
+        return handle
 
     def unlock(self) -> None:
-        if self._lock_file is not None:
-            self._lock_file.close()  # closing releases the lock; the file stays, harmless
-            self._lock_file = None
+        for name in ("_lock_file", "_node_lock_file"):
+            handle = getattr(self, name)
+            if handle is not None:
+                handle.close()  # closing releases the lock; the file stays, harmless
+                setattr(self, name, None)
+        self.alone = False
 
     @classmethod
     def of(cls, config: Config) -> Storage:
         """The storage folder of a configuration, with its journal."""
-        return cls(config.storage, config.journal, config.node)
+        return cls(config.storage, config.journal, config.node, config.journal_lease_seconds)
 
     def has_journal(self) -> bool:
         """Is there a journal to read (a database always; SQLite once the router made its file)?"""
         return self.database is not None or os.path.isfile(self.journal_path)
 
     def journal(self) -> Journal:
+        journal = self._open_journal()
+        if self.lease_seconds is not None:
+            journal.lease_seconds = self.lease_seconds
+        return journal
+
+    def _open_journal(self) -> Journal:
         if self.database is None:
             return SQLiteJournal(self.journal_path, self.node)
         from .journal import postgres  # psycopg is loaded only by a router that uses it
@@ -263,17 +358,70 @@ class Storage:
         except FileNotFoundError:
             pass
 
+    def spools(self) -> list[str]:
+        """The spool folders the start-up sweep takes: this router's own; every node's and the
+        single spool when this node started alone (PostgreSQL)."""
+        own = os.path.dirname(self.tmp)
+        if self.database is None or not self.alone:
+            return [own]
+        others = []
+        if os.path.isdir(self.nodes_dir):
+            others = sorted(entry.path for entry in os.scandir(self.nodes_dir)
+                            if entry.is_dir(follow_symlinks=False) and entry.path != own)
+        return [own, *others, self.single_spool]
+
     def sweep(self, in_use: set[str]) -> tuple[int, list[str]]:
         """On start, what no journal entry names: files being received (never answered) and
         copies of finished deliveries are removed; received files are returned, to be
-        journaled again (their entry may have been lost with a power cut after the answer)."""
+        journaled again (their entry may have been lost with a power cut after the answer).
+        Only the spools no other running node writes into (see spools)."""
         removed = 0
-        for folder in (self.tmp, self.outgoing):
-            for name in os.listdir(folder):
-                path = os.path.join(folder, name)
-                if path not in in_use and os.path.isfile(path):
-                    self.remove(path)
-                    removed += 1
-        unknown = sorted(os.path.join(self.incoming, name) for name in os.listdir(self.incoming)
-                         if os.path.join(self.incoming, name) not in in_use)
+        unknown: list[str] = []
+        for spool in self.spools():
+            for folder in (os.path.join(spool, "tmp"), os.path.join(spool, "out")):
+                for name in _names(folder):
+                    path = os.path.join(folder, name)
+                    if path not in in_use and os.path.isfile(path):
+                        self.remove(path)
+                        removed += 1
+            incoming = os.path.join(spool, "in")
+            unknown.extend(sorted(os.path.join(incoming, name) for name in _names(incoming)
+                                  if os.path.join(incoming, name) not in in_use))
         return removed, unknown
+
+
+def _names(folder: str) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except FileNotFoundError:  # a spool never made (a node's, or the single one)
+        return []
+
+
+def _try_flock(handle, kind: int) -> bool:
+    try:
+        fcntl.flock(handle, kind | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+            return False
+        raise
+    return True
+
+
+def _read_holder(handle) -> str:
+    handle.seek(0)
+    return handle.read().strip()
+
+
+def _write_holder(handle, text: str) -> None:
+    handle.seek(0)
+    handle.truncate()
+    handle.write(text + "\n")
+    handle.flush()
+
+
+def _holder(text: str) -> str:
+    """A lock file's text, in words: `process 4242`, `nodes on a PostgreSQL journal`."""
+    if text == _NODES:
+        return "nodes on a PostgreSQL journal"
+    pid = text.split()[0] if text else ""
+    return f"process {pid}" if pid.isdigit() else "process unknown"

@@ -12,6 +12,14 @@ Subfolders are watched too (a CD copied in, with its DICOMDIR and its folders):
 their files keep their relative path in done/ and failed/, and a subfolder a taken
 file leaves empty is removed. done/ and failed/ themselves, and names starting
 with `.`, are never taken. Files already there when the router starts are taken too.
+
+A folder is read by one node at a time (nodes sharing a PostgreSQL journal may all
+watch it): the watcher holds the journal's exclusive lock `watch:FOLDER` while it
+takes files. The others wait, asking again every HOLD_CHECK_SECONDS, and one of
+them takes over when the holder stops, dies, or loses its database connection
+(then the holder stops taking files until it holds the lock again). A file the
+holder copied in and had not moved out when it died is taken again by the next:
+a duplicate is possible, a loss is not.
 """
 
 from __future__ import annotations
@@ -43,6 +51,7 @@ from ..config import Watch
 from ..arrival import Arrival
 from ..document import DocumentReadError
 from ..intake import reason_of
+from .journal import unreachable
 from .logs import Repeats
 from .pipeline import Pipeline
 
@@ -53,6 +62,8 @@ FULL_WAIT_SECONDS = 10.0  # a file the spool has no room for is tried again afte
 # The folder is listed again this often: file notifications can be lost (the kernel's queue
 # overflows) or never come (a network file system written by other machines).
 RESCAN_SECONDS = 60.0
+# How often a watcher waiting for the folder asks for it, and the holder makes sure it still holds it.
+HOLD_CHECK_SECONDS = 5.0
 
 # The events that say a file's content may have changed. Opening a file and closing it
 # without writing (every read, the router's own among them) and changes of attributes
@@ -99,6 +110,10 @@ class FolderWatcher:
         self._thread: threading.Thread | None = None
         self._repeats = Repeats()
         self._next_scan = clock() + RESCAN_SECONDS
+        self.lock_name = f"watch:{self.root}"  # one reader of the folder among all the nodes
+        self._hold = None  # the journal's exclusive lock, while this watcher reads the folder
+        self._next_hold_check = clock()
+        self._waited = False  # another node read the folder when this one last asked
 
     # ---- noticing files ----
 
@@ -130,6 +145,9 @@ class FolderWatcher:
             self._observer.join()
         if self._thread is not None:
             self._thread.join()
+        if self._hold is not None:
+            self._hold.release()
+            self._hold = None
 
     def scan(self, folder: str) -> None:
         """Every file under `folder`: a folder moved in, the watched folder at start and
@@ -216,8 +234,52 @@ class FolderWatcher:
         while not self._stopping.wait(POLL_SECONDS):
             self.poll()
 
+    def reading(self) -> bool:
+        """Does this watcher read the folder (hold its lock)? Asked at most every
+        HOLD_CHECK_SECONDS, of the journal: whether the lock is still held, or free."""
+        now = self.clock()
+        if now < self._next_hold_check:
+            return self._hold is not None
+        self._next_hold_check = now + HOLD_CHECK_SECONDS
+        if self._hold is not None:
+            if self._hold.held():
+                return True
+            self._hold.release()
+            self._hold = None
+            log.warning("watched folder %s: no longer holds %s (the journal's connection ended); it stops taking "
+                        "files and asks again every %.0f s", self.config.name, self.config.path, HOLD_CHECK_SECONDS)
+        try:
+            self._hold = self.pipeline.journal.try_exclusive(self.lock_name)
+        except Exception as exc:  # noqa: BLE001 - the database is away: the files wait in the folder
+            self._repeats.log(log, logging.WARNING, ("hold", self.config.name), "watched folder %s: cannot ask the "
+                              "journal whether another node reads %s (%s); files wait, asked again every %.0f s",
+                              self.config.name, self.config.path, _short(exc), HOLD_CHECK_SECONDS)
+            return False
+        if self._hold is None:
+            if not self._waited:
+                log.info("watched folder %s: another node reads %s; this one takes over if that one stops",
+                         self.config.name, self.config.path)
+            self._waited = True
+            self._forget_gone()
+            return False
+        if self._waited:
+            self._waited = False
+            log.info("watched folder %s: this node reads %s now", self.config.name, self.config.path)
+            self.scan(self.root)  # what the other node left there
+        return True
+
+    def _forget_gone(self) -> None:
+        """While another node reads the folder: the files it took are no longer waited for."""
+        with self._lock:
+            for path in list(self._candidates):
+                if not os.path.lexists(path):
+                    del self._candidates[path]
+
     def poll(self) -> int:
-        """One look at the waiting files: each that has settled is taken. Returns how many were."""
+        """One look at the waiting files: each that has settled is taken (only while this
+        watcher reads the folder). Returns how many were."""
+        if not self.reading():
+            return 0
         if self.clock() >= self._next_scan:
             self._next_scan = self.clock() + RESCAN_SECONDS
             self.scan(self.root)
@@ -262,13 +324,18 @@ class FolderWatcher:
         try:
             reason = self._intake(path, relative)
         except _SpoolFull as exc:
-            with self._lock:  # the file is fine: it waits, and is tried again later
-                self._candidates[path] = (-1, -1, self.clock() + FULL_WAIT_SECONDS)
+            self._wait(path)  # the file is fine: it waits, and is tried again later
             self._repeats.log(log, logging.WARNING, ("full", self.config.name),
                               "watched folder %s: the spool has no room (%s); files wait in the folder",
                               self.config.name, exc)
             return
         except Exception as exc:  # noqa: BLE001 - a true internal error: the file is failed with it, once
+            if unreachable(exc):  # nor is it the file's fault: nothing was journaled, it waits in the folder
+                self._wait(path)
+                self._repeats.log(log, logging.WARNING, ("journal", self.config.name), "watched folder %s: the "
+                                  "journal's database cannot be reached (%s); files wait in the folder",
+                                  self.config.name, _short(exc))
+                return
             internal = exc
             reason = f"internal error: {type(exc).__name__}: {exc}"
         folder = self.config.done if reason is None else self.config.failed
@@ -287,6 +354,11 @@ class FolderWatcher:
             log.warning("watched folder %s: %s -> %s: %s", self.config.name, relative, folder, reason)
         else:
             log.debug("watched folder %s: %s -> %s", self.config.name, relative, folder)
+
+    def _wait(self, path: str) -> None:
+        """Take the file again in FULL_WAIT_SECONDS, whatever happens to it meanwhile."""
+        with self._lock:
+            self._candidates[path] = (-1, -1, self.clock() + FULL_WAIT_SECONDS)
 
     def _intake(self, path: str, relative: str) -> str | None:
         """Copy the file into the spool and hand it to the pipeline: None when it was
@@ -350,6 +422,10 @@ class FolderWatcher:
         with self._lock:
             self._left[path] = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
             self._candidates.pop(path, None)
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _within(folder: str, path: str) -> bool:

@@ -20,7 +20,8 @@ from ..diagnostics import RulesError
 from ..lang.loader import load_program
 from .delivery import DeliveryManager
 from .journal import Journal
-from .logs import setup_logging
+from .journal.errors import in_words, unreachable
+from .logs import Repeats, setup_logging
 from .pipeline import Pipeline
 from .pynetdicom_setup import configure_pynetdicom
 from .rules import RuleSetVersions, compile_rules
@@ -30,6 +31,7 @@ from .supervisor import SupervisedProcess, die_with_parent, leave_signals_to_the
 log = logging.getLogger("rulesengine.worker")
 
 POLL_SECONDS = 0.5  # the journal is looked at this often even without a wake-up
+JOURNAL_WAIT = 2.0  # seconds between two tries to open the journal while its database is away
 _STOP = b"s"
 _WAKE = b"w"
 _RELOAD = b"r"
@@ -53,7 +55,9 @@ def run_worker(config: Config | str, wake, verbose: int, program=None, parent: i
     configure_pynetdicom()
     storage = Storage.of(config)
     storage.use_for_temporary_files()  # converted copies go to the spool, which a restart empties
-    journal = storage.journal()
+    journal = _open_journal(storage, wake_fd)
+    if journal is None:
+        return  # asked to stop while the journal's database could not be reached
     # What a worker before this one held when it died was given back by its supervisor
     # (WorkerProcess._watch); other processes' claims are theirs, and expire if they die.
     delivery = DeliveryManager(journal, storage)
@@ -63,7 +67,7 @@ def run_worker(config: Config | str, wake, verbose: int, program=None, parent: i
         _seed(versions, config, program)
     pipeline = Pipeline(storage, journal, None, delivery.notify, on_accepted=lambda _id: None, versions=versions)
     try:
-        pipeline.process_pending()
+        _process_pending(pipeline)
         while True:
             ready, _, _ = select.select([wake_fd], [], [], POLL_SECONDS)
             if ready:
@@ -72,12 +76,51 @@ def run_worker(config: Config | str, wake, verbose: int, program=None, parent: i
                     break
                 if _RELOAD in data:
                     _reload(config.path, versions, delivery)
-            pipeline.process_pending()
+            _process_pending(pipeline)
     finally:
-        pipeline.process_pending()
+        _process_pending(pipeline)
         pipeline.claims.stop()
         delivery.stop()
         journal.close()
+
+
+_unreachable = Repeats()  # the journal's database away: said once a minute
+_journal_away = False  # the last round found the journal's database out of reach
+
+
+def _open_journal(storage: Storage, wake_fd: int):
+    """The journal; while its database cannot be reached, say so and try again every few
+    seconds (None: asked to stop meanwhile)."""
+    while True:
+        try:
+            return storage.journal()
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            _unreachable.log(log, logging.WARNING, "open", "worker process %d: the journal's database cannot be "
+                             "reached (%s); trying again every %.0f s", os.getpid(), in_words(exc), JOURNAL_WAIT)
+        ready, _, _ = select.select([wake_fd], [], [], JOURNAL_WAIT)
+        if ready:
+            data = os.read(wake_fd, 4096)
+            if not data or _STOP in data:
+                return None
+
+
+def _process_pending(pipeline: Pipeline) -> None:
+    """Process what was received; the journal's database away, the next round tries again."""
+    global _journal_away
+    try:
+        pipeline.process_pending()
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
+        _journal_away = True
+        _unreachable.log(log, logging.WARNING, "process", "worker process %d: the journal's database cannot be "
+                         "reached (%s); what was received is processed once it answers", os.getpid(), in_words(exc))
+        return
+    if _journal_away:
+        _journal_away = False
+        log.info("worker process %d: the journal's database answers again", os.getpid())
 
 
 def _seed(versions: RuleSetVersions, config: Config, program) -> None:

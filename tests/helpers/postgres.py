@@ -75,7 +75,8 @@ class PostgresServer:
         self.admin(f"CREATE SCHEMA {name}", database=SHARED_DATABASE)
         return f"{self.url(SHARED_DATABASE)}?options=-csearch_path%3D{name}"
 
-    def stop(self) -> None:
+    def stop_server(self) -> None:
+        """Stop the server (by its PID), keeping its data: `start_server` starts it again."""
         if self.process.poll() is None:
             os.kill(self.process.pid, signal.SIGINT)  # fast shutdown: clients are disconnected
             try:
@@ -83,6 +84,15 @@ class PostgresServer:
             except subprocess.TimeoutExpired:
                 os.kill(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+
+    def start_server(self) -> None:
+        """Start the stopped server again, on the same port with the same data; returns once it answers."""
+        assert self.process.poll() is not None, "the server runs already"
+        self.process = _launch(self.folder, self.port)
+        _wait_until_up(self)
+
+    def stop(self) -> None:
+        self.stop_server()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -112,24 +122,37 @@ def start_postgres() -> PostgresServer:
                   f"host all {SUPERUSER} 127.0.0.1/32 trust\n"
                   "host all all 127.0.0.1/32 scram-sha-256\n")
     port = free_port()
-    log = open(os.path.join(folder, "server.log"), "wb")
+    server = PostgresServer(folder, port, _launch(folder, port), itertools.count(1))
+    try:
+        _wait_until_up(server)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _launch(folder: str, port: int) -> subprocess.Popen:
+    data = os.path.join(folder, "data")
+    log = open(os.path.join(folder, "server.log"), "ab")
     process = subprocess.Popen([
-        os.path.join(binaries, "postgres"), "-D", data, "-p", str(port), "-c", "listen_addresses=127.0.0.1",
+        os.path.join(server_folder(), "postgres"), "-D", data, "-p", str(port), "-c", "listen_addresses=127.0.0.1",
         "-c", f"unix_socket_directories={folder}", "-c", "fsync=off", "-c", "synchronous_commit=off",
         "-c", "full_page_writes=off", "-c", "max_connections=200"], stdout=log, stderr=subprocess.STDOUT,
         cwd=folder, **_as_server_user())
     log.close()
-    server = PostgresServer(folder, port, process, itertools.count(1))
+    return process
+
+
+def _wait_until_up(server: PostgresServer) -> None:
     deadline = time.monotonic() + 30
     while True:
-        if process.poll() is not None:
-            with open(os.path.join(folder, "server.log"), errors="replace") as text:
-                raise RuntimeError(f"PostgreSQL exited with {process.returncode}: {text.read()[-2000:]}")
+        if server.process.poll() is not None:
+            with open(os.path.join(server.folder, "server.log"), errors="replace") as text:
+                raise RuntimeError(f"PostgreSQL exited with {server.process.returncode}: {text.read()[-2000:]}")
         try:
             server.admin("SELECT 1")
-            return server
+            return
         except Exception:
             if time.monotonic() > deadline:
-                server.stop()
                 raise
             time.sleep(0.05)

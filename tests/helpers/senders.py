@@ -27,6 +27,7 @@ class Sender(threading.Thread):
         self.port, self.folder, self.calling, self.stop = port, folder, calling, stop
         self.acknowledged: set[str] = set()
         self.sent = 0  # C-STOREs tried, resent ones included
+        self.refusals: list[str] = []  # the statuses of the C-STORE responses other than Success
         folder.mkdir(parents=True)
 
     def run(self) -> None:
@@ -44,6 +45,7 @@ class Sender(threading.Thread):
             result = storescu(self.port, list(pending), self.calling, "ROUTER", "-v", timeout=120)
             self.sent += len(pending)
             acknowledged = acknowledged_files(result.stdout + result.stderr)
+            self.refusals.extend(refused_statuses(result.stdout + result.stderr))
             self.acknowledged.update(pending.pop(path) for path in acknowledged)
             if not acknowledged:
                 time.sleep(0.25)  # the router is down or starting: leave it the processor
@@ -60,6 +62,12 @@ def acknowledged_files(output: str) -> list[str]:
             done.append(current)
             current = None
     return done
+
+
+def refused_statuses(output: str) -> list[str]:
+    """The statuses of the C-STORE responses storescu -v reports other than Success."""
+    return [match.group(1) for match in re.finditer(r"^I: Received Store Response \((.*)\)$", output, re.M)
+            if match.group(1) != "Success"]
 
 
 def received_uids(folder: Path) -> set[str]:

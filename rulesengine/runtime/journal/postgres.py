@@ -282,13 +282,32 @@ class PostgresJournal(SQLJournal):
 
     def _connection(self) -> _Connection:
         """The thread's connection; a new one when it was lost (the server restarted, a network
-        cut): the call that found it lost failed, the next one works again."""
-        lease = getattr(self._local, "lease", None)
-        if lease is not None and lease.db.db.broken:
-            lease.returned.detach()
-            lease.db.close()
-            self._local.lease = None
-        return super()._connection()
+        cut): the call that found it lost failed, the next one works again. A lost connection
+        left by a thread that ended is dropped, not handed on."""
+        while True:
+            lease = getattr(self._local, "lease", None)
+            if lease is not None and lease.db.db.closed:  # closed by the server, or found broken
+                lease.returned.detach()
+                lease.db.close()
+                self._local.lease = None
+            db = super()._connection()
+            if not db.db.closed:
+                return db
+
+    def _begin(self, statement: str) -> _Connection:
+        """As SQLJournal's, but a connection found lost by its BEGIN (the server restarted since
+        it was last used) is replaced: nothing of the transaction ran on it yet. Those that
+        ended threads left are tried in turn, then a new one."""
+        tries = len(self._idle) + 1
+        while True:
+            db = self._connection()
+            try:
+                db.execute(statement)
+                return db
+            except psycopg.OperationalError:
+                tries -= 1
+                if not db.db.closed or tries < 0:
+                    raise
 
     def _connect(self) -> _Connection:
         try:

@@ -179,8 +179,7 @@ class SQLJournal:
     @contextmanager
     def _transaction(self, begin: str | None = None) -> Iterator[Any]:
         """BEGIN ... COMMIT (ROLLBACK on an exception)."""
-        db = self._connection()
-        db.execute(begin or self._BEGIN_WRITE)
+        db = self._begin(begin or self._BEGIN_WRITE)
         try:
             yield db
         except BaseException:
@@ -190,6 +189,12 @@ class SQLJournal:
                 pass
             raise
         db.execute("COMMIT")
+
+    def _begin(self, statement: str) -> Any:
+        """The thread's connection, a transaction begun on it."""
+        db = self._connection()
+        db.execute(statement)
+        return db
 
     def _reading(self) -> Any:
         """Several reads that see one state of the journal."""
@@ -416,7 +421,9 @@ class SQLJournal:
         this process until `now + lease_seconds`; none while the destination is paused.
         `ordered` (a destination that promises order, sent by one process at a time): in the
         order the instances were received, never past an instance still to be processed,
-        whose deliveries may come before those already queued."""
+        whose deliveries may come before those already queued, nor past a delivery another
+        process was sending when it lost the destination (it died: its lease expires, and the
+        delivery comes back to the queue, still first)."""
         now = time.time() if now is None else now
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM pauses WHERE destination=? AND until > ?", (destination, now)).fetchone():
@@ -425,9 +432,12 @@ class SQLJournal:
                 # The due rows (deliveries_due), sorted: never a walk of the destination's history.
                 query = (f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE destination=? AND state IN (?, ?) "
                          "AND next_attempt_at <= ? AND instance_id < (SELECT COALESCE(MIN(id), "
-                         f"{_NO_INSTANCE}) FROM instances WHERE state=?) ORDER BY instance_id, id LIMIT ?"
+                         f"{_NO_INSTANCE}) FROM instances WHERE state=?) AND instance_id < (SELECT "
+                         f"COALESCE(MIN(instance_id), {_NO_INSTANCE}) FROM deliveries WHERE destination=? AND "
+                         f"state=? AND lease_expires IS NOT NULL AND NOT ({_MINE})) ORDER BY instance_id, id LIMIT ?"
                          f"{self._CLAIM_LOCK}")
-                args: tuple = (destination, QUEUED, RETRYING, now, ACCEPTED, limit)
+                args: tuple = (destination, QUEUED, RETRYING, now, ACCEPTED, destination, SENDING, self.node,
+                               self.process, limit)
             else:
                 query = (f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE destination=? AND state IN (?, ?) "
                          f"AND next_attempt_at <= ? ORDER BY id LIMIT ?{self._CLAIM_LOCK}")
