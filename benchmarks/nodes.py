@@ -1,8 +1,9 @@
 """One node against three, on one PostgreSQL journal and one storage folder.
 
 Eight storescu processes send the small set (split_set's by-8), dealt round-robin over the nodes'
-listeners; every node delivers to the same storescp. For each layout: the rate from the first
-association to the last instance at storescp, the CPU per instance of every router process
+listeners; every node (one receiving process and its worker: `processes: 1`) delivers to the
+same storescp. For each layout: the rate from the first association to the last instance at
+storescp, the CPU per instance of every router process
 together (all nodes, receiving and worker), and of PostgreSQL's server processes. One node on
 SQLite is the reference. On a machine with few cores, three nodes share them: the figure that
 matters there is the CPU per instance (what a node costs), not the rate.
@@ -53,7 +54,7 @@ def _node_config(folder: Path, name: str, port: int, scp_port: int, journal: str
     path = folder / f"{name}.yaml"
     journal_line = f"journal: {journal}\nnode: {name}\n" if journal else ""
     path.write_text(
-        f"storage: storage-{name}\nrules: bench.rules\nlog: {{level: warning}}\n{journal_line}"
+        f"storage: storage\nprocesses: 1\nrules: bench.rules\nlog: {{level: warning}}\n{journal_line}"
         f"listeners:\n  - {{name: main, ae_title: ROUTER, port: {port}, mode: async}}\n"
         f"destinations:\n  SCP: {{type: dicom, ae_title: STORESCP, host: 127.0.0.1, port: {scp_port}}}\n")
     return path
