@@ -113,6 +113,29 @@ def test_processes_auto_is_the_default_and_means_the_cores_this_router_may_run_o
         os.sched_setaffinity(0, allowed)
 
 
+RETRIEVING = """\
+listeners:
+  - {name: main, ae_title: ROUTER, port: 11112, services: [echo, store, move]}
+destinations:
+  PACS: {type: dicom, ae_title: PACS, host: 127.0.0.1, port: 11113, retrieve: %s}
+"""
+
+
+def test_auto_is_one_process_where_rules_retrieve_by_c_move_since_the_instances_come_back_anywhere(tmp_path):
+    import os
+    cores = len(os.sched_getaffinity(0))
+    moving = load_config(write(tmp_path, HEAD + RETRIEVING % "c-move"))
+    assert moving.moving_sources() == ["PACS"]
+    assert moving.process_count(rules_retrieve=True) == 1
+    assert moving.process_count(rules_retrieve=False) == cores  # rules that never retrieve: every core
+    getting = load_config(write(tmp_path, HEAD + RETRIEVING % "c-get"))  # instances back on its own association
+    assert getting.moving_sources() == [] and getting.process_count(rules_retrieve=True) == cores
+    no_move = load_config(write(tmp_path, HEAD + (RETRIEVING % "c-move").replace(", move]", "]")))
+    assert no_move.moving_sources() == [] and no_move.process_count(rules_retrieve=True) == cores
+    chosen = load_config(write(tmp_path, HEAD + "processes: 4\n" + RETRIEVING % "c-move"))
+    assert chosen.process_count(rules_retrieve=True) == 4  # the operator's number stands (the router warns)
+
+
 @pytest.mark.parametrize("value, shown", [
     ("0", "0"), ("-2", "-2"), ("65", "65"), ("1000000", "1000000"), ("2.5", "2.5"), ('"4"', "'4'"),
     ("Auto", "'Auto'"), ("all", "'all'"), ("true", "True"), ("[2]", "[2]"), ("null", "None"), ("{n: 2}", "{'n': 2}"),

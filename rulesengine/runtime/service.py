@@ -48,7 +48,7 @@ class Router:
 
     def start(self) -> None:
         self.storage.lock()
-        processes = self.config.process_count()
+        processes = self.config.process_count(self._rules_retrieve())
         # Every port is tried before anything else starts: a port taken (by another router too,
         # whose processes share theirs) is said at once, naming the listener.
         ports = [self._free_port(listener) for listener in self.config.listeners]
@@ -81,6 +81,10 @@ class Router:
                 receiver.start(self.rules)
                 self.receivers.append(receiver)
             log.info("%d receiving processes, each with its worker process", processes)
+        elif self.config.processes == "auto" and self._rules_retrieve() and self.config.moving_sources():
+            log.info("one receiving process (processes: auto): a C-MOVE or C-GET answered from %s (retrieve: c-move) "
+                     "needs its instances back in the process that asked; retrieve: c-get lets auto use every core",
+                     ", ".join(self.config.moving_sources()))
         self._start_watchers()
         self.status.start()
         self._start_reloader()
@@ -93,12 +97,14 @@ class Router:
             raise OSError(f"listener {listener.name} on {listener.bind}:{listener.port}: {exc.strerror or exc}") \
                 from None
 
+    def _rules_retrieve(self) -> bool:
+        return bool({"C-MOVE", "C-GET"} & self.rules.current.messages)
+
     def _warn_of_retrievals(self, processes: int) -> None:
         """The instances a source sends back for a C-MOVE the router made come on associations of
         their own, which the kernel may give to another receiving process than the one waiting."""
-        moving = sorted(name for name, d in self.config.destinations.items() if getattr(d, "retrieve", None) == "c-move")
-        retrieving = any({"move", "get"} & set(listener.offered_services) for listener in self.config.listeners)
-        if moving and retrieving and {"C-MOVE", "C-GET"} & self.rules.current.messages:
+        moving = self.config.moving_sources()
+        if moving and self._rules_retrieve():
             log.warning("%d receiving processes: a C-MOVE or C-GET the rules route to %s (retrieve: c-move) may "
                         "see its instances come back to another receiving process than the one waiting for them, "
                         "and fail; use retrieve: c-get for such sources, or processes: 1", processes,
@@ -155,6 +161,8 @@ class Router:
         self.worker.reload()
         for receiver in self.receivers:
             receiver.reload(self.rules.config, self.rules.current.program)
+        if self.receivers:  # rules that retrieve now, with the processes started for rules that did not
+            self._warn_of_retrievals(len(self.receivers) + 1)
         return True
 
     def apply_config(self, config: Config) -> None:
