@@ -9,7 +9,6 @@ import logging
 import threading
 
 import pydicom
-import pytest
 from helpers.deliveries import FAST, another_ct
 from helpers.peers import StoreSCP, wait_until
 
@@ -21,28 +20,6 @@ from rulesengine.runtime.pynetdicom_setup import configure_pynetdicom
 from rulesengine.runtime.storage import Storage
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def open_journal(request, tmp_path):
-    """Opens journals on one database: (node, process) -> a journal of its own connections."""
-    opened = []
-    if request.param == "sqlite":
-        path = str(tmp_path / "journal.sqlite")
-
-        def open_one(node: str, process: int):
-            opened.append(SQLiteJournal(path, node=node, process=process))
-            return opened[-1]
-    else:
-        from rulesengine.runtime.journal.postgres import PostgresJournal
-        url = request.getfixturevalue("postgres").new_schema()
-
-        def open_one(node: str, process: int):
-            opened.append(PostgresJournal(url, node=node, process=process))
-            return opened[-1]
-    yield open_one
-    for journal in opened:
-        journal.close()
 
 
 def queue(journal, tmp_path, numbers, destination: str = "PEER") -> list[int]:

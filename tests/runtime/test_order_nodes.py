@@ -5,35 +5,12 @@ the clock is given."""
 
 from __future__ import annotations
 
-import pytest
 
 from rulesengine.arrival import Arrival
-from rulesengine.runtime.journal import ACCEPTED, NewDelivery, Outcome, SQLiteJournal
+from rulesengine.runtime.journal import ACCEPTED, NewDelivery, Outcome
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 NOW = 1_000_000.0
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def open_journal(request, tmp_path):
-    """(node, process) -> a journal of its own connections, all on one database."""
-    opened = []
-    if request.param == "sqlite":
-        path = str(tmp_path / "journal.sqlite")
-
-        def open_one(node: str, process: int):
-            opened.append(SQLiteJournal(path, node=node, process=process))
-            return opened[-1]
-    else:
-        from rulesengine.runtime.journal.postgres import PostgresJournal
-        url = request.getfixturevalue("postgres").new_schema()
-
-        def open_one(node: str, process: int):
-            opened.append(PostgresJournal(url, node=node, process=process))
-            return opened[-1]
-    yield open_one
-    for journal in opened:
-        journal.close()
 
 
 def queue(journal, count: int, destination: str = "PEER") -> list[int]:
