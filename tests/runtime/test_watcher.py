@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from helpers.bad_instances import bad_meta_group_length, bundled, cd_tree, deeply_nested, garbage, truncated
+from helpers.clock import StoppedClock
 from helpers.files import ROOT, SAMPLES, write
 from helpers.peers import wait_until
 
@@ -52,21 +53,13 @@ rule "all" {
 """
 
 
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Watched:
     folder: Path
     inbox: Path
     storage: Storage
     watcher: FolderWatcher
-    clock: Clock
+    clock: StoppedClock
     attempts: Counter  # relative path -> how many times the watcher began to take it
     markers: int = 0
 
@@ -124,7 +117,7 @@ def watched(tmp_path):
         return copy_in(source)
 
     storage.copy_in = counted_copy_in
-    clock = Clock()
+    clock = StoppedClock(1000.0)
     watcher = FolderWatcher(config.watch[0], pipeline, clock=clock)
     watcher.observe()
     yield Watched(tmp_path, inbox, storage, watcher, clock, attempts)

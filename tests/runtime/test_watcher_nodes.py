@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers.clock import StoppedClock
 from helpers.files import ROOT, SAMPLES, write
 from helpers.peers import wait_until
 
@@ -39,14 +40,6 @@ destinations:
 RULES = 'rule "all" {\n  then route to OUT\n}\n'
 
 
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @dataclass
 class Node:
     name: str
@@ -65,7 +58,7 @@ def cluster(tmp_path, postgres):
     write(tmp_path / "main.rules", RULES)
     config = load_config(tmp_path / "router.yaml")
     url = postgres.new_schema()
-    clock = Clock()
+    clock = StoppedClock(1000.0)
     made: list[Node] = []
 
     def make(name: str) -> Node:
@@ -103,7 +96,7 @@ def instances_by_node(journal) -> dict[str, int]:
     return counts
 
 
-def settle_and_poll(clock: Clock, *watchers: FolderWatcher) -> list[int]:
+def settle_and_poll(clock: StoppedClock, *watchers: FolderWatcher) -> list[int]:
     """Every watcher looks, the clock moves past the settle time and a hold check, they look again."""
     for watcher in watchers:
         watcher.poll()
@@ -226,7 +219,7 @@ def test_with_sqlite_a_second_watcher_of_the_folder_waits_too(tmp_path):
     storage = Storage(config.storage)
     journal = storage.journal()
     pipeline = Pipeline(storage, journal, RulesHolder(config), lambda names: None, on_accepted=lambda _id: None)
-    clock = Clock()
+    clock = StoppedClock(1000.0)
     first = FolderWatcher(config.watch[0], pipeline, clock=clock)
     second = FolderWatcher(config.watch[0], pipeline, clock=clock)
     try:
@@ -251,7 +244,7 @@ def test_files_wait_in_the_folder_while_the_journals_database_is_away(tmp_path, 
     config = load_config(tmp_path / "router.yaml")
     storage = Storage(config.storage, JournalDatabase(server.new_database()), "a")
     journal = storage.journal()
-    clock = Clock()
+    clock = StoppedClock(1000.0)
     watcher = FolderWatcher(config.watch[0], Pipeline(storage, journal, RulesHolder(config), lambda names: None,
                                                       on_accepted=lambda _id: None), clock=clock)
     inbox = Path(config.watch[0].path)
