@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .router import (DCMTK_ENV, RULES, SETTLE_SECONDS, SMALL_SIDE, Bench, _dcmtk_missing, _wait_count,
+from .router import (RULES, SETTLE_SECONDS, SMALL_SIDE, Bench, _dcmtk_missing, _wait_count,
                      cpu_seconds, cpu_used, free_port, make_set, split_set, wait_for_port, warm_up)
 
 HERE = Path(__file__).resolve().parent
@@ -60,21 +59,6 @@ def _node_config(folder: Path, name: str, port: int, scp_port: int, journal: str
     return path
 
 
-def _send(ports: list[int], folder: Path) -> float:
-    """The by-8 parts, each by its own storescu, dealt round-robin over `ports`."""
-    parts = sorted(p for p in (folder / f"by-{SENDERS}").iterdir())
-    started = time.perf_counter()
-    running = [subprocess.Popen(["storescu", "-aet", f"CT{index + 1}", "-aec", "ROUTER", "+sd", "127.0.0.1",
-                                 str(ports[index % len(ports)]), str(part)], env=DCMTK_ENV,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-               for index, part in enumerate(parts)]
-    for process in running:
-        _, errors = process.communicate()
-        if process.returncode != 0:
-            raise RuntimeError(f"storescu failed: {errors[-2000:]}")
-    return started
-
-
 def _server_cpu(server) -> float:
     class _Pid:  # cpu_seconds reads a process and its children by pid
         pid = server.process.pid
@@ -101,7 +85,7 @@ def measure(bench: Bench, inputs: Path, count: int, nodes: int, database) -> Nod
     time.sleep(SETTLE_SECONDS * 3)
     before = [cpu_seconds(process) for process in routers]
     database_before = _server_cpu(database) if database is not None else 0.0
-    started = _send(ports, inputs)
+    started = bench.send(ports, "ROUTER", inputs, SENDERS)
     finished = _wait_count(out, count + 1)
     time.sleep(SETTLE_SECONDS)
     router_cpu = sum(sum(cpu_used(b, cpu_seconds(process)).values()) for b, process in zip(before, routers))

@@ -180,13 +180,16 @@ class Bench:
         wait_for_port(port, process)
         return process, port
 
-    def send(self, port: int, called: str, folder: Path, senders: int = 1) -> float:
+    def send(self, port: int | list[int], called: str, folder: Path, senders: int = 1) -> float:
         """`senders` storescu processes at once, each on its own association with its share of
-        the folder's instances (the subfolders made by split_set)."""
+        the folder's instances (the subfolders made by split_set); several ports: the senders
+        are dealt over them, round-robin."""
+        ports = port if isinstance(port, list) else [port]
         folders = [folder] if senders == 1 else sorted(p for p in (folder / f"by-{senders}").iterdir())
         started = time.perf_counter()
         running = [subprocess.Popen(["storescu", "-aet", f"CT{index + 1}", "-aec", called, "+sd", "127.0.0.1",
-                                     str(port), str(part)], env=DCMTK_ENV, stdout=subprocess.DEVNULL,
+                                     str(ports[index % len(ports)]), str(part)], env=DCMTK_ENV,
+                                    stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, text=True)
                    for index, part in enumerate(folders)]
         for process in running:
