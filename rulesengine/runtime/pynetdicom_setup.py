@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 
 from pynetdicom import _config as pynetdicom_config
@@ -51,7 +52,8 @@ def tune_connection(event) -> None:
     - Nagle's algorithm is turned off: pynetdicom leaves it on, and each small PDU would
       then wait for the peer's delayed ACK (tens of milliseconds per instance);
     - the queue of PDUs to send is bounded: sending a data set from a file, pynetdicom
-      queues PDUs faster than the socket takes them, so a 1 GB instance would pile up in memory.
+      queues PDUs faster than the socket takes them, so a 1 GB instance would pile up in memory;
+    - the association's reactor pauses for each request of ours without a race (ReactorCheckpoint).
     """
     dul = event.assoc.dul
     sock = getattr(getattr(dul, "socket", None), "socket", None)
@@ -61,6 +63,41 @@ def tune_connection(event) -> None:
         except OSError:
             pass
     _bound_send_queue(dul)
+    ReactorCheckpoint.install(event.assoc)
+
+
+class ReactorCheckpoint(threading.Event):
+    """pynetdicom's `Association._reactor_checkpoint`, without its race.
+
+    The association's thread (its reactor) serves what the peer sends, between waits on this
+    event. A request of ours (send_c_store, send_c_echo...) clears it, waits until the reactor
+    says `_is_paused`, sends, reads its answer, and sets it again. Two requests in a row: the
+    first one's set() wakes the reactor, but until that thread runs, `_is_paused` still says
+    True; the second request, cleared and sent meanwhile, then has its answer taken by the
+    reactor, which drops it as unexpected ("Received unexpected ... service message"), and waits
+    out its whole DIMSE timeout. Seen under load, on one association carrying a batch. Here the
+    reactor leaves its wait only while the event is still set, and says it is no longer paused
+    before it lets go of the event's lock: a request that clears the event after that waits
+    until the reactor pauses again."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        assoc = getattr(self, "_assoc", None)
+        if timeout is not None or assoc is None or threading.current_thread() is not assoc:
+            return super().wait(timeout)  # only the reactor's own wait changes
+        with self._cond:
+            while not self._flag:
+                self._cond.wait()
+            assoc._is_paused = False
+            return True
+
+    @classmethod
+    def install(cls, assoc) -> None:
+        """Make the association's checkpoint this class, in place: a thread already waiting on
+        it keeps its condition."""
+        checkpoint = getattr(assoc, "_reactor_checkpoint", None)
+        if isinstance(checkpoint, threading.Event) and not isinstance(checkpoint, cls):
+            checkpoint.__class__ = cls
+            checkpoint._assoc = assoc
 
 
 def _bound_send_queue(dul) -> None:

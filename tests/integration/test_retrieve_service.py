@@ -22,7 +22,6 @@ import json
 import re
 import socket
 import subprocess
-import threading
 import time
 import urllib.request
 from io import BytesIO
@@ -33,7 +32,7 @@ import pytest
 from pydicom import Dataset
 from pydicom.uid import generate_uid
 from pydicom.uid import ImplicitVRLittleEndian
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.dimse_primitives import C_MOVE
 from pynetdicom.dsutils import decode
 from pynetdicom.sop_class import (PatientRootQueryRetrieveInformationModelMove,
@@ -44,6 +43,7 @@ from helpers.cli import dicom_rules
 from helpers.instances import CT_SMALL, received_by_uid
 from helpers.peers import Orthanc, RouterProcess, StoreSCP, free_port, require
 from helpers.retrieve_source import RetrieveSource
+from rulesengine.runtime.pynetdicom_setup import tune_connection
 
 STUDY_SIZE = 5
 LONG_STUDY_SIZE = 40
@@ -453,7 +453,9 @@ def pynetdicom_move(port: int, calling: str, identifier: Dataset | bytes, destin
     ae.add_requested_context(model, ImplicitVRLittleEndian)
     ae.add_requested_context(Verification)
     ae.dimse_timeout = 20
-    assoc = ae.associate("127.0.0.1", port, ae_title="ROUTER")
+    # the router's own fix of pynetdicom's reactor race: the C-ECHO right after the C-MOVE would
+    # otherwise now and then lose its answer to the association's reactor
+    assoc = ae.associate("127.0.0.1", port, ae_title="ROUTER", evt_handlers=[(evt.EVT_CONN_OPEN, tune_connection)])
     assert assoc.is_established
     try:
         if isinstance(identifier, Dataset):

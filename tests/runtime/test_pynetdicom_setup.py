@@ -7,11 +7,13 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import threading
 
 import pytest
 from pynetdicom import _config as pynetdicom_config
 
-from rulesengine.runtime.pynetdicom_setup import configure_pynetdicom
+from helpers.peers import wait_until
+from rulesengine.runtime.pynetdicom_setup import ReactorCheckpoint, configure_pynetdicom, tune_connection
 
 
 @pytest.fixture
@@ -69,3 +71,65 @@ def test_the_level_the_command_line_chose_stays(verbose, level):
     result = subprocess.run([sys.executable, "-c", LEVEL_AFTER_SET_UP, str(verbose)], capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == level
+
+
+# ---- the reactor's checkpoint ---------------------------------------------------------------------
+
+
+class Reactor(threading.Thread):
+    """An association's thread as pynetdicom runs it: says it is paused, waits on the checkpoint,
+    says it is not, then serves what came (here: records what it found)."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self._is_paused = False
+        self._reactor_checkpoint = threading.Event()
+        self.found: list[int] = []
+        self.generation = 0
+
+    def run(self):
+        self._is_paused = True
+        self._reactor_checkpoint.wait()
+        self._is_paused = False
+        self.found.append(self.generation)
+
+
+def test_a_reactor_woken_by_one_request_never_runs_into_the_next_one_sent_meanwhile():
+    reactor = Reactor()
+    ReactorCheckpoint.install(reactor)
+    checkpoint = reactor._reactor_checkpoint
+    reactor.start()
+    wait_until(lambda: len(checkpoint._cond._waiters) == 1, timeout=10, what="the reactor waiting")
+    # One request ends (set) and the next begins (clear) before the reactor's thread runs:
+    # pynetdicom's own Event would let it go, and it would take the next request's answer.
+    with checkpoint._cond:
+        checkpoint._flag = True
+        checkpoint._cond.notify_all()
+        checkpoint._flag = False
+    wait_until(lambda: reactor.found or len(checkpoint._cond._waiters) == 1, timeout=10,
+               what="the reactor back in its wait, or gone")
+    assert reactor.found == [] and reactor._is_paused  # still paused: the request may send
+    reactor.generation = 1  # the request is answered, then sets the checkpoint
+    checkpoint.set()
+    reactor.join(10)
+    assert reactor.found == [1]
+
+
+def test_every_association_of_the_router_gets_the_checkpoint_and_requests_in_a_row_are_answered(tmp_path):
+    from helpers.peers import StoreSCP
+    from pynetdicom import AE, evt
+    from pynetdicom.sop_class import Verification
+    peer = StoreSCP(tmp_path / "received").start()
+    try:
+        ae = AE(ae_title="ROUTER")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", peer.port, ae_title=peer.ae_title,
+                             evt_handlers=[(evt.EVT_CONN_OPEN, tune_connection)])
+        assert assoc.is_established
+        try:
+            assert isinstance(assoc._reactor_checkpoint, ReactorCheckpoint)
+            assert [assoc.send_c_echo().Status for _ in range(50)] == [0x0000] * 50
+        finally:
+            assoc.release()
+    finally:
+        peer.stop()
