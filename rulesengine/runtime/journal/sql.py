@@ -340,14 +340,7 @@ class SQLJournal:
     def renew_instance_leases(self, instance_ids: Iterable[int], now: float | None = None) -> int:
         """This process still processes these: their claims run `lease_seconds` from `now` again.
         Returns how many it still held."""
-        ids = list(instance_ids)
-        if not ids:
-            return 0
-        now = time.time() if now is None else now
-        with self._transaction() as db:
-            return db.execute(f"UPDATE instances SET lease_expires=? WHERE id IN ({','.join('?' * len(ids))}) "
-                              f"AND state=? AND {_MINE}",
-                              (now + self.lease_seconds, *ids, ACCEPTED, self.node, self.process)).rowcount
+        return self._renew("instances", list(instance_ids), ACCEPTED, now)
 
     def release_instances(self, instance_ids: Iterable[int]) -> int:
         """Claimed and not processed (stopping, or to be tried again later): free for any process
@@ -454,14 +447,19 @@ class SQLJournal:
         """This process still sends these: their leases run `lease_seconds` from now again.
         Returns how many it still held (one that expired and went back to the queue is not
         taken back)."""
-        ids = [delivery.id for delivery in deliveries]
+        return self._renew("deliveries", [delivery.id for delivery in deliveries], SENDING, now,
+                           " AND lease_expires IS NOT NULL")
+
+    def _renew(self, table: str, ids: list[int], state: str, now: float | None, condition: str = "") -> int:
+        """The leases this process holds on these rows of `table` (in `state`) run `lease_seconds`
+        from `now` again; how many it still held."""
         if not ids:
             return 0
         now = time.time() if now is None else now
         with self._transaction() as db:
-            return db.execute(f"UPDATE deliveries SET lease_expires=? WHERE id IN ({','.join('?' * len(ids))}) "
-                              f"AND state=? AND {_MINE} AND lease_expires IS NOT NULL",
-                              (now + self.lease_seconds, *ids, SENDING, self.node, self.process)).rowcount
+            return db.execute(f"UPDATE {table} SET lease_expires=? WHERE id IN ({','.join('?' * len(ids))}) "
+                              f"AND state=? AND {_MINE}{condition}",
+                              (now + self.lease_seconds, *ids, state, self.node, self.process)).rowcount
 
     def requeue_expired(self, now: float | None = None) -> int:
         """Deliveries whose lease expired, whichever node held them (it died, or lost the
