@@ -117,23 +117,16 @@ RETRIEVING = """\
 listeners:
   - {name: main, ae_title: ROUTER, port: 11112, services: [echo, store, move]}
 destinations:
-  PACS: {type: dicom, ae_title: PACS, host: 127.0.0.1, port: 11113, retrieve: %s}
+  PACS: {type: dicom, ae_title: PACS, host: 127.0.0.1, port: 11113, retrieve: c-move}
 """
 
 
-def test_auto_is_one_process_where_rules_retrieve_by_c_move_since_the_instances_come_back_anywhere(tmp_path):
+def test_auto_is_every_core_also_where_the_router_retrieves_by_c_move(tmp_path):
+    """The instances a source moves back reach the process that asked, whichever receives them
+    (retrieval_exchange.py): C-MOVE retrievals cost no cores."""
     import os
-    cores = len(os.sched_getaffinity(0))
-    moving = load_config(write(tmp_path, HEAD + RETRIEVING % "c-move"))
-    assert moving.moving_sources() == ["PACS"]
-    assert moving.process_count(rules_retrieve=True) == 1
-    assert moving.process_count(rules_retrieve=False) == cores  # rules that never retrieve: every core
-    getting = load_config(write(tmp_path, HEAD + RETRIEVING % "c-get"))  # instances back on its own association
-    assert getting.moving_sources() == [] and getting.process_count(rules_retrieve=True) == cores
-    no_move = load_config(write(tmp_path, HEAD + (RETRIEVING % "c-move").replace(", move]", "]")))
-    assert no_move.moving_sources() == [] and no_move.process_count(rules_retrieve=True) == cores
-    chosen = load_config(write(tmp_path, HEAD + "processes: 4\n" + RETRIEVING % "c-move"))
-    assert chosen.process_count(rules_retrieve=True) == 4  # the operator's number stands (the router warns)
+    moving = load_config(write(tmp_path, HEAD + RETRIEVING))
+    assert moving.process_count() == len(os.sched_getaffinity(0))
 
 
 @pytest.mark.parametrize("value, shown", [

@@ -258,23 +258,11 @@ class Config:
         line = self.lines.get(location)
         return f"{self.path}:{line}: {_where(location)}" if line else f"{self.path}: {_where(location)}"
 
-    def moving_sources(self) -> list[str]:
-        """The destinations a C-MOVE or C-GET the router answers may retrieve from with a C-MOVE of
-        its own (`retrieve: c-move`), when a listener offers those services: their instances come
-        back on associations of their own, to whichever receiving process the kernel picks."""
-        if not any({"move", "get"} & set(listener.offered_services) for listener in self.listeners):
-            return []
-        return sorted(name for name, d in self.destinations.items() if getattr(d, "retrieve", None) == "c-move")
-
-    def process_count(self, rules_retrieve: bool = False) -> int:
+    def process_count(self) -> int:
         """The receiving processes to run: `processes`, or for auto the cores this process may
-        run on (its CPU affinity, where the system says), at most MAX_PROCESSES. `rules_retrieve`:
-        the rules answer C-MOVE or C-GET; then auto is one process where a retrieval may need its
-        instances back in the process that asked (moving_sources)."""
+        run on (its CPU affinity, where the system says), at most MAX_PROCESSES."""
         if self.processes != "auto":
             return int(self.processes)
-        if rules_retrieve and self.moving_sources():
-            return 1
         try:
             cores = len(os.sched_getaffinity(0))
         except (AttributeError, OSError):

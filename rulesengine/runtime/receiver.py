@@ -26,6 +26,7 @@ from .listener import DicomListener
 from .logs import setup_logging
 from .pipeline import Pipeline
 from .pynetdicom_setup import configure_pynetdicom
+from .retrieval_exchange import RetrievalExchange
 from .retrieve_service import RetrieveService
 from .rules import RulesHolder
 from .storage import Storage
@@ -60,9 +61,12 @@ class Reception:
     def start_worker(self) -> None:
         self.worker.start(self.rules)  # it processes what was received before, then what comes
 
-    def start_listeners(self, ports: list[int], shared: bool) -> None:
+    def start_listeners(self, ports: list[int], shared: bool, exchange: RetrievalExchange | None = None) -> None:
         """Each listener of the configuration on its port of `ports` (the port a listener of
-        port 0 was given); `shared`: the ports are shared with other receiving processes."""
+        port 0 was given); `shared`: the ports are shared with other receiving processes, and
+        `exchange` hands over what a source stores for another one's C-MOVE."""
+        if exchange is not None:
+            self.retrieve_service.share(exchange)
         for listener_config, port in zip(self.config.listeners, ports):
             listener = DicomListener(replace(listener_config, port=port), self.pipeline, self.sync_delivery.deliver,
                                      self.find_service, self.retrieve_service)
@@ -86,6 +90,7 @@ class Reception:
     def stop(self) -> None:
         """After stop_listeners (and, in the main process, the watched folders): the worker."""
         self.worker.stop()
+        self.retrieve_service.stop_exchange()
         self.sync_delivery.close()
 
 
@@ -93,11 +98,12 @@ class Reception:
 
 
 def run_receiver(config: Config, program, channel, verbose: int, parent: int, number: int, ports: list[int],
-                 counts) -> None:
+                 counts, exchange: tuple[str, int] | None = None) -> None:
     """The main function of receiving process `number` (1, 2, ...): `channel` is its end of a
     duplex pipe with the main process (("reload", seq, config, program) answered ("reloaded",
     seq, version or None); ("stop",)); `counts` a shared array where it writes, per listener,
-    its open and its accepted associations."""
+    its open and its accepted associations; `exchange` the folder of the receiving processes'
+    sockets and their number (retrieval_exchange.py)."""
     die_with_parent(parent)
     leave_signals_to_the_owner()
     setup_logging(config.log_level, verbose, config.log_file)
@@ -112,7 +118,8 @@ def run_receiver(config: Config, program, channel, verbose: int, parent: int, nu
         reception.start_worker()
         counts[len(counts) - 1] = reception.worker.pid or 0
         try:
-            reception.start_listeners(ports, shared=True)
+            reception.start_listeners(ports, shared=True, exchange=RetrievalExchange(
+                exchange[0], number, exchange[1], storage.tmp) if exchange else None)
         except OSError as exc:  # the main process bound these ports: something took one since
             log.error("receiving process %d (%d) cannot start: %s", number, os.getpid(), exc)
             raise SystemExit(1) from None
@@ -171,12 +178,15 @@ class ReceivingProcess(SupervisedProcess):
     kind = "receiving"
     log = log
 
-    def __init__(self, config_path: str, verbose: int, number: int, ports: list[int], journal=None):
-        """`journal`: where what it and its worker held (their claims) is given back if it dies."""
+    def __init__(self, config_path: str, verbose: int, number: int, ports: list[int], journal=None,
+                 exchange: tuple[str, int] | None = None):
+        """`journal`: where what it and its worker held (their claims) is given back if it dies;
+        `exchange`: the folder of the receiving processes' sockets, and their number."""
         super().__init__(config_path, verbose)
         self.number = number
         self.ports = list(ports)
         self.journal = journal
+        self.exchange = exchange
         # per listener: associations open now, associations accepted since this process started;
         # then its worker process's id
         self.counts = self._context.Array("l", 2 * len(self.ports) + 1, lock=False)
@@ -189,7 +199,7 @@ class ReceivingProcess(SupervisedProcess):
         here, there = self._context.Pipe(duplex=True)
         process = self._context.Process(target=run_receiver, name=f"rulesengine-receiver-{self.number}",
                                         args=(config, program, there, self.verbose, os.getpid(), self.number,
-                                              self.ports, self.counts))
+                                              self.ports, self.counts, self.exchange))
         process.start()
         there.close()
         return process, here

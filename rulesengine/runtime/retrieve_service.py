@@ -32,7 +32,6 @@ as pynetdicom's service would send them.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import queue
@@ -55,6 +54,7 @@ from .find_service import IdentifierError, error_status, matching_keys, query_le
 from .journal import DestinationAnswer, Journal, NewRequest, RequestOutcome, RequestResult
 from .pipeline import Pipeline
 from .retrieval import (GET_MODELS, MOVE_MODELS, Progress, Retrieved, SourceFailed, SourceFinal, SourceRetrieval)
+from .retrieval_exchange import RetrievalExchange, message_ids, process_of
 from .rules import RulesHolder
 from .statuses import RetrieveStatus, StoreStatus
 from .sync_delivery import SyncDelivery
@@ -78,8 +78,10 @@ class RetrieveService:
         self.pipeline = pipeline
         self.delivery = delivery
         self.clock = clock
+        self.number = 0  # this receiving process's (0: the main one; see share)
+        self.exchange: RetrievalExchange | None = None  # how it reaches the others (None: it is alone)
         self._lock = threading.Lock()
-        self._message_ids = itertools.count(1)
+        self._message_ids = message_ids(0)
         self._moves: dict[tuple[str, int], SourceRetrieval] = {}  # C-MOVEs waiting for their instances
 
     def serve(self, listener: Listener, assoc, request, context_id: int) -> None:
@@ -94,8 +96,22 @@ class RetrieveService:
                           "internal error of the router, see its log")
 
     def next_message_id(self) -> int:
+        """This process's next one: which process made a C-MOVE is in its Message ID."""
         with self._lock:
-            return (next(self._message_ids) - 1) % 65535 + 1
+            return next(self._message_ids)
+
+    def share(self, exchange: RetrievalExchange) -> None:
+        """Before the listeners start: this is receiving process `exchange.number` of several; it
+        answers the others about instances for its C-MOVEs, and asks them about theirs."""
+        with self._lock:
+            self.number = exchange.number
+            self.exchange = exchange
+            self._message_ids = message_ids(exchange.number)
+        exchange.start(self.claim_here, self.waiting_on)
+
+    def stop_exchange(self) -> None:
+        if self.exchange is not None:
+            self.exchange.stop()
 
     # ---- instances a source stores to a listener for one of our C-MOVEs ----
 
@@ -112,23 +128,66 @@ class RetrieveService:
         Move Originator AE title and Message ID; else, from that source's AE title, by the
         Message ID alone, as some sources name themselves the originator; for a source that
         names no originator, when one C-MOVE alone waits on that source), it is handed to that
-        retrieval and its status returned. None: it is an ordinary instance."""
-        originator = (str(getattr(request, "MoveOriginatorApplicationEntityTitle", None) or "").strip(),
-                      getattr(request, "MoveOriginatorMessageID", None))
+        retrieval and its status returned. None: it is an ordinary instance. The C-MOVE may be
+        another receiving process's (retrieval_exchange.py): its Message ID says whose."""
+        calling = arrival.calling_aet
+        originator = str(getattr(request, "MoveOriginatorApplicationEntityTitle", None) or "").strip()
+        message_id = getattr(request, "MoveOriginatorMessageID", None)
+        message_id = int(message_id) if message_id not in (None, "") else None
+        if self.exchange is None:
+            answer = self.claim_here(calling, originator, message_id, path)
+        elif originator:
+            answer = self.claim_here(calling, originator, message_id, path)
+            owner = process_of(message_id)
+            if answer is None and owner is not None and owner != self.number:
+                answer = self.exchange.claim(owner, calling, originator, message_id, path)
+        else:
+            answer = self._claim_unnamed(calling, path)
+        if answer is None:
+            return None
+        status, comment = answer
+        return error_status(status, comment) if comment else status
+
+    def _claim_unnamed(self, calling: str, path: str) -> tuple[int, str | None] | None:
+        """A C-STORE that names no Move Originator: for the one C-MOVE waiting on a source of
+        its AE title in the whole node, if there is one. The other processes are asked only
+        for a source's AE title: a modality's instances cost nothing more."""
+        sources = {getattr(d, "ae_title", None) for d in self.rules.config.destinations.values()
+                   if getattr(d, "retrieve", None) == "c-move"}
+        if calling not in sources:
+            return self.claim_here(calling, "", None, path)
+        here = self.waiting_on(calling)
+        elsewhere = self.exchange.count(calling)
+        if here + sum(elsewhere.values()) != 1:
+            return None
+        if here:
+            return self.claim_here(calling, "", None, path)
+        [owner] = elsewhere
+        return self.exchange.claim(owner, calling, "", None, path)
+
+    def waiting_on(self, calling: str) -> int:
+        """How many of this process's C-MOVEs wait on a source of AE title `calling`."""
         with self._lock:
-            retrieval = self._moves.get(originator)
+            return sum(1 for r in self._moves.values() if r.destination.ae_title == calling)
+
+    def claim_here(self, calling: str, originator: str, message_id: int | None,
+                   path: str) -> tuple[int, str | None] | None:
+        """claim() among this process's own C-MOVEs: (status, comment) when the instance is for
+        one of them (it has a link of its own to the file then), None when it is not."""
+        with self._lock:
+            retrieval = self._moves.get((originator, message_id))
             if retrieval is None:
-                waiting = [r for r in self._moves.values() if r.destination.ae_title == arrival.calling_aet]
-                if originator[0]:
-                    waiting = [r for r in waiting if r.message_id == originator[1]]
+                waiting = [r for r in self._moves.values() if r.destination.ae_title == calling]
+                if originator:
+                    waiting = [r for r in waiting if r.message_id == message_id]
                 retrieval = waiting[0] if len(waiting) == 1 else None
         if retrieval is None:
             return None
         target = self.pipeline.storage.temp_path()
         os.link(path, target)
         if not retrieval.hand_over(target):
-            return error_status(StoreStatus.OUT_OF_RESOURCES, "the retrieval this instance is for has ended")
-        return StoreStatus.SUCCESS
+            return StoreStatus.OUT_OF_RESOURCES, "the retrieval this instance is for has ended"
+        return StoreStatus.SUCCESS, None
 
 
 class _Retrieve:

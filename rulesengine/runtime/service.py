@@ -7,6 +7,7 @@ import logging
 from ..config import Config
 from .pynetdicom_setup import configure_pynetdicom
 from .receiver import Reception, ReceivingProcess
+from .retrieval_exchange import RetrievalExchange, exchange_folder, remove_exchange_folder
 from .router_status import StatusReporter
 from .rules import RulesHolder
 from .storage import Storage
@@ -35,6 +36,7 @@ class Router:
         self.sync_delivery = self.reception.sync_delivery
         self.retrieve_service = self.reception.retrieve_service
         self.receivers: list[ReceivingProcess] = []  # receiving processes 1, 2, ...
+        self.exchange_folder: str | None = None  # their sockets, for retrieved instances (retrieval_exchange.py)
         self.watchers: list = []
         self.reloader = None
         self._reload_requested = False  # a SIGHUP before the reloader runs
@@ -48,7 +50,7 @@ class Router:
 
     def start(self) -> None:
         self.storage.lock()
-        processes = self.config.process_count(self._rules_retrieve())
+        processes = self.config.process_count()
         # Every port is tried before anything else starts: a port taken (by another router too,
         # whose processes share theirs) is said at once, naming the listener.
         ports = [self._free_port(listener) for listener in self.config.listeners]
@@ -72,19 +74,18 @@ class Router:
         self.storage.shared()  # swept: other nodes may start on the folder now
         self.reception.start_worker()  # it processes what was received before the stop, then what comes
         shared = processes > 1
-        self.reception.start_listeners(ports if shared else [listener.port for listener in self.config.listeners],
-                                       shared)
         if shared:
-            self._warn_of_retrievals(processes)
+            self.exchange_folder = exchange_folder()
+        self.reception.start_listeners(
+            ports if shared else [listener.port for listener in self.config.listeners], shared,
+            RetrievalExchange(self.exchange_folder, 0, processes, self.storage.tmp) if shared else None)
+        if shared:
             for number in range(1, processes):
-                receiver = ReceivingProcess(self.config.path, self.verbose, number, ports, self.journal)
+                receiver = ReceivingProcess(self.config.path, self.verbose, number, ports, self.journal,
+                                            (self.exchange_folder, processes))
                 receiver.start(self.rules)
                 self.receivers.append(receiver)
             log.info("%d receiving processes, each with its worker process", processes)
-        elif self.config.processes == "auto" and self._rules_retrieve() and self.config.moving_sources():
-            log.info("one receiving process (processes: auto): a C-MOVE or C-GET answered from %s (retrieve: c-move) "
-                     "needs its instances back in the process that asked; retrieve: c-get lets auto use every core",
-                     ", ".join(self.config.moving_sources()))
         self._start_watchers()
         self.status.start()
         self._start_reloader()
@@ -96,19 +97,6 @@ class Router:
         except OSError as exc:
             raise OSError(f"listener {listener.name} on {listener.bind}:{listener.port}: {exc.strerror or exc}") \
                 from None
-
-    def _rules_retrieve(self) -> bool:
-        return bool({"C-MOVE", "C-GET"} & self.rules.current.messages)
-
-    def _warn_of_retrievals(self, processes: int) -> None:
-        """The instances a source sends back for a C-MOVE the router made come on associations of
-        their own, which the kernel may give to another receiving process than the one waiting."""
-        moving = self.config.moving_sources()
-        if moving and self._rules_retrieve():
-            log.warning("%d receiving processes: a C-MOVE or C-GET the rules route to %s (retrieve: c-move) may "
-                        "see its instances come back to another receiving process than the one waiting for them, "
-                        "and fail; use retrieve: c-get for such sources, or processes: 1", processes,
-                        ", ".join(moving))
 
     def _start_watchers(self) -> None:
         if not self.config.watch:
@@ -141,6 +129,7 @@ class Router:
         self.reception.stop()
         for receiver in self.receivers:
             receiver.wait_stopped()
+        remove_exchange_folder(self.exchange_folder)
         self.journal.close()
         self.storage.unlock()
         log.info("router stopped")
@@ -161,8 +150,6 @@ class Router:
         self.worker.reload()
         for receiver in self.receivers:
             receiver.reload(self.rules.config, self.rules.current.program)
-        if self.receivers:  # rules that retrieve now, with the processes started for rules that did not
-            self._warn_of_retrievals(len(self.receivers) + 1)
         return True
 
     def apply_config(self, config: Config) -> None:

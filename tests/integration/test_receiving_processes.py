@@ -3,7 +3,8 @@ every process share the port (SO_REUSEPORT), so associations from concurrent sto
 land in more than one process, and every instance is delivered; an extra receiving process
 SIGKILLed mid-stream is restarted, the senders to the others go on, and nothing acknowledged is
 lost; a reload reaches every process (and a refused one none); a port already taken stops the
-router before anything runs. Each process says in the log, as its listener stops, how many
+router before anything runs; a C-MOVE the router makes gets its instances back whichever
+process the source's association lands in. Each process says in the log, as its listener stops, how many
 associations it accepted: that is how the tests see where associations landed.
 """
 
@@ -23,8 +24,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pydicom
-from helpers.instances import make_instances
-from helpers.peers import ROOT, StoreSCP, storescu, wait_until
+from helpers.instances import make_instances, received_by_uid
+from helpers.peers import ROOT, StoreSCP, require, storescu, wait_until
+from helpers.retrieve_source import RetrieveSource
 from helpers.senders import Sender, received_uids
 
 from rulesengine.config import load_config
@@ -349,17 +351,43 @@ def test_a_changed_configuration_reaches_every_receiving_process_and_its_worker(
     assert len([pid for pid, count in accepted.items() if count]) == 2, accepted
 
 
-# ---- 6. what does not work across processes is said -------------------------------------------------
+# ---- 6. C-MOVE retrievals: the instances reach the process that asked ---------------------------------
+
+MOVES = 8  # each C-MOVE and each of its source's associations lands in one of 3 processes: all 8 in
+# the process that asked, which one process alone would need, happens once in 3^8
 
 
-def test_c_move_retrievals_by_c_move_with_several_processes_are_warned_of(router_factory, tmp_path, port):
-    retrieving = rules("V1") + '\nrule "retrievals" on C-MOVE {\n  then route to PACS\n}\n'
-    text = config(port) + "  PACS: {type: dicom, ae_title: PACS, host: 127.0.0.1, port: 11112}\n"
-    router = router_factory(text, retrieving, port)
-    router.wait_for_log("receiving process 1 (")
-    assert ("2 receiving processes: a C-MOVE or C-GET the rules route to PACS (retrieve: c-move) may see its "
-            "instances come back to another receiving process") in router.output()
-    assert router.stop() == 0
+def test_c_move_retrievals_get_their_instances_back_whichever_process_receives_them(router_factory, tmp_path, port):
+    workstation = StoreSCP(tmp_path / "ws1", ae_title="WS1").start()
+    source = RetrieveSource(port, count=3, ae_title="SOURCE")
+    try:
+        retrieving = rules("V1") + '\nrule "retrievals" on C-MOVE {\n  then route to PACS\n}\n'
+        text = (config(port, processes=3)
+                + f"  PACS: {{type: dicom, ae_title: SOURCE, host: 127.0.0.1, port: {source.port}, "
+                  "calling_ae_title: ROUTER}\n"
+                + f"  WS1_STATION: {{type: dicom, ae_title: WS1, host: 127.0.0.1, port: {workstation.port}}}\n")
+        text = text.replace("ae_title: ROUTER, port", "ae_title: ROUTER, services: [echo, store, move], port")
+        router = router_factory(text, retrieving, port)
+        for number in (1, 2):
+            router.wait_for_log(f"receiving process {number} (")
+        movescu = require("movescu")
+        for _ in range(MOVES):
+            result = subprocess.run([movescu, "-v", "-S", "-aet", "VIEWER", "-aec", "ROUTER", "-aem", "WS1",
+                                     "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=1.2.3",
+                                     "127.0.0.1", str(port)], capture_output=True, text=True, timeout=120)
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert "Received Final Move Response (Success)" in result.stdout + result.stderr, \
+                result.stdout + result.stderr
+        delivered = received_by_uid(workstation.folder)
+        assert sorted(delivered) == sorted(str(i.SOPInstanceUID) for i in source.instances)  # each moved 8 times
+        assert router.stop() == 0
+        output = router.log_path.read_text()
+        assert output.count("C-MOVE from VIEWER to WS1: answered, status 0x0000, 3 completed, 0 failed") == MOVES
+        accepted = accepted_by_process(output)
+        assert len([pid for pid, count in accepted.items() if count]) >= 2, accepted
+    finally:
+        source.stop()
+        workstation.stop()
 
 
 # ---- 7. with the journal's claims: once each, in order ---------------------------------------------
