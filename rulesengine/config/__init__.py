@@ -20,6 +20,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from ..lang.functions import DEFAULT_HASH_KEY, Secrets
+from ..windows import DeliveryWindow, WindowError
 
 
 class ConfigError(Exception):
@@ -124,6 +125,7 @@ class DicomDestination:
     retry: Retry = Retry()
     tls: TLS | None = None
     retrieve: str = "c-move"  # how the router retrieves from it for a C-MOVE or C-GET: c-move | c-get
+    window: str | None = None  # a window of Config.windows: deliveries wait outside it
     type: str = "dicom"
 
 
@@ -133,6 +135,7 @@ class FolderDestination:
     path: str
     naming: str = "{SOPInstanceUID}.dcm"
     retry: Retry = Retry()
+    window: str | None = None  # a window of Config.windows: deliveries wait outside it
     type: str = "folder"
 
 
@@ -251,6 +254,9 @@ class Config:
     node: str | None = None  # this router's name among the nodes on one journal; None: the host name
     processes: int | str = "auto"  # receiving processes (each with its worker process); auto: the cores
     journal_lease_seconds: float = 60.0  # how long a node's claim on a delivery lasts unless renewed
+    # ---- delivery windows ----
+    windows: dict[str, DeliveryWindow] = field(default_factory=dict)  # by name (rulesengine/windows.py)
+    # ----
     lines: dict[tuple, int] = field(default_factory=dict, compare=False, repr=False)
 
     def at(self, *location) -> str:
@@ -551,7 +557,14 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
         node=str(data["node"]) if data.get("node") else None,
         processes=int(data["processes"]) if data.get("processes", "auto") != "auto" else "auto",
         journal_lease_seconds=float(data.get("journal_lease_seconds", 60.0)), lines=_lines(data),
+        windows=_windows(data),
     )
+
+
+def _windows(data: dict) -> dict[str, DeliveryWindow]:
+    """The delivery windows, by name (checked already: _Checks._windows)."""
+    return {str(name): DeliveryWindow.parse(str(name), item["hours"], item.get("days"), item.get("timezone"))
+            for name, item in (data.get("windows") or {}).items()}
 
 
 def _journal(data: dict, base: str, path: str) -> JournalDatabase | None:
@@ -614,6 +627,7 @@ class _Checks:
         self._journal()
         self._log()
         self._console()
+        self._windows()
         return self.found
 
     def _value(self, *location, kind: type | tuple = str):
@@ -746,6 +760,33 @@ class _Checks:
                 seen[name] = number
 
 
+    # ---- delivery windows ----
+    def _windows(self) -> None:
+        """Each window's hours, days and time zone can be used; a destination's window is one
+        of them."""
+        windows = self._value("windows", kind=dict) or {}
+        for name, item in windows.items():
+            if not isinstance(item, dict):
+                continue
+            for key, check in (("hours", lambda v: DeliveryWindow.parse(str(name), v)),
+                               ("days", lambda v: DeliveryWindow.parse(str(name), "00:00-01:00", v)),
+                               ("timezone", lambda v: DeliveryWindow.parse(str(name), "00:00-01:00", None, v))):
+                value = self._value("windows", name, key, kind=(str, list))
+                if value is None or (key == "days" and value):  # a day misspelt: the schema said so
+                    continue
+                try:
+                    check(value)
+                except WindowError as exc:
+                    self._problem(("windows", name, key), str(exc))
+        for name, item in (self._value("destinations", kind=dict) or {}).items():
+            window = self._value("destinations", name, "window") if isinstance(item, dict) else None
+            if window is not None and window not in windows:
+                known = ", ".join(sorted(map(str, windows))) or "none are configured"
+                close = difflib.get_close_matches(window, [str(w) for w in windows], n=1)
+                hint = f"did you mean {close[0]}?" if close else f"windows: {known}"
+                self._problem(("destinations", name, "window"), f"unknown window {window!r} ({hint})")
+
+
 def naming_fields(template: str) -> list[str]:
     return [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
 
@@ -771,3 +812,9 @@ def destinations_from_config(path: str | os.PathLike) -> dict[str, dict]:
     """name -> {ae_title, host, port}: what `lint --config` and `dry-run --config` need."""
     return load_config(path, secrets=False).destination_infos()
 
+
+
+def windows_from_config(path: str | os.PathLike) -> frozenset[str]:
+    """The names of the configuration's delivery windows: what `lint --config` checks
+    `route to NAME during WINDOW` against."""
+    return frozenset(load_config(path, secrets=False).windows)

@@ -14,31 +14,33 @@ from .loader import Program, load_program
 from .ruleset import NO_DESTINATION_POLICIES, RuleSet
 
 
-def analyse(program: Program, destinations=None) -> Analysis:
-    """Every check and lint pass over a loaded program."""
-    analysis = Analysis(program, destinations).run()
+def analyse(program: Program, destinations=None, windows=None) -> Analysis:
+    """Every check and lint pass over a loaded program. `windows`: the names of the
+    configuration's delivery windows (None: not known, `during` names are not checked)."""
+    analysis = Analysis(program, destinations, windows).run()
     lint_program(analysis)
     return analysis
 
 
-def check_file(path: str | os.PathLike, destinations=None, folders: Sequence[str] = ()) -> list[Diagnostic]:
+def check_file(path: str | os.PathLike, destinations=None, folders: Sequence[str] = (),
+               windows=None) -> list[Diagnostic]:
     """Findings for one rule file and what it imports (what `dicom-rules lint` reports).
     Imports and tables are read inside its folder and `folders` only."""
     program = load_program(os.fspath(path), folders=folders)
-    return sorted(analyse(program, destinations).diagnostics, key=Diagnostic.sort_key)
+    return sorted(analyse(program, destinations, windows).diagnostics, key=Diagnostic.sort_key)
 
 
-def _build(program: Program, destinations, secrets, no_destination) -> RuleSet:
+def _build(program: Program, destinations, secrets, no_destination, windows=None) -> RuleSet:
     if no_destination not in NO_DESTINATION_POLICIES:
         raise ValueError(f"no_destination must be one of {', '.join(NO_DESTINATION_POLICIES)}")
-    analysis = analyse(program, destinations)
+    analysis = analyse(program, destinations, windows)
     if analysis.errors:
         raise RulesError(analysis.diagnostics)
     return compile_program(program, analysis, secrets, no_destination)
 
 
 def compile_file(path: str | os.PathLike, destinations=None, *, secrets: Secrets | None = None,
-                 no_destination: str = "quarantine", folders: Sequence[str] = ()) -> RuleSet:
+                 no_destination: str = "quarantine", folders: Sequence[str] = (), windows=None) -> RuleSet:
     """Compile a rule file. Raises RulesError (with every finding) when it has errors.
 
     `destinations`: None (not checked), destination names, or a mapping of name to
@@ -46,12 +48,12 @@ def compile_file(path: str | os.PathLike, destinations=None, *, secrets: Secrets
     sender can be recognised. Imports and tables are read inside the rule file's
     folder and `folders` (the configuration's rules_folders) only.
     """
-    return _build(load_program(os.fspath(path), folders=folders), destinations, secrets, no_destination)
+    return _build(load_program(os.fspath(path), folders=folders), destinations, secrets, no_destination, windows)
 
 
 def compile_source(text: str, destinations=None, *, filename: str = "<rules>", secrets: Secrets | None = None,
-                   no_destination: str = "quarantine", folders: Sequence[str] = ()) -> RuleSet:
+                   no_destination: str = "quarantine", folders: Sequence[str] = (), windows=None) -> RuleSet:
     """Compile rules given as text; imports and tables resolve against `filename`'s folder,
     and are read inside it and `folders` only."""
     return _build(load_program(text=text, filename=filename, folders=folders), destinations, secrets,
-                  no_destination)
+                  no_destination, windows)

@@ -90,9 +90,11 @@ class TableRef:
 class Analysis(NodeVisitor):
     """Findings, plus what was resolved, keyed by id() of the nodes."""
 
-    def __init__(self, program: Program, destinations=None):
+    def __init__(self, program: Program, destinations=None, windows=None):
         self.program = program
         self.destinations = destination_infos(destinations)
+        # The configuration's delivery windows by name (`during WINDOW`); None: not known, not checked.
+        self.windows = frozenset(windows) if windows is not None else None
         self.diagnostics: list[Diagnostic] = list(program.diagnostics)
         self.paths: dict[int, ResolvedPath] = {}
         self.types: dict[int, Type] = {}
@@ -413,6 +415,27 @@ class Analysis(NodeVisitor):
                                                     "a request is answered, never sent back to its sender"):
             return
         self._check_destinations(action.destinations, scope.messages if scope.context == "rule" else ())
+        self._check_window(action, scope)
+
+    # ---- delivery windows and urgency ----
+    def _check_window(self, action, scope: Scope) -> None:
+        window = action.window
+        if window is None:
+            return
+        if self._wrong_for_messages(action, scope, "during", n.REQUESTS,
+                                    "a request is answered now; only instances can wait for a window"):
+            return
+        if self.windows is not None and window.value not in self.windows:
+            close = difflib.get_close_matches(window.value, list(self.windows), n=1, cutoff=0.6)
+            known = ", ".join(sorted(self.windows)) or "none are configured"
+            hint = f"did you mean {close[0]}?" if close else f"known windows: {known}"
+            self._error("unknown-window", f"unknown window {window.value!r}", window.span, hint)
+
+    def visit_UrgentAction(self, action: n.UrgentAction, scope: Scope) -> None:
+        if self._routing_allowed(action, scope, "urgent"):
+            self._wrong_for_messages(action, scope, "urgent", n.REQUESTS,
+                                     "a request is answered now; only instances wait in a queue")
+    # ----
 
     def visit_CopyAction(self, action: n.CopyAction, scope: Scope) -> None:
         if not self._routing_allowed(action, scope, "copy"):
@@ -421,6 +444,7 @@ class Analysis(NodeVisitor):
                                     "a request is answered by the destinations it is routed to, not copied"):
             return
         self._check_destinations(action.destinations, scope.messages if scope.context == "rule" else ())
+        self._check_window(action, scope)
         # A copy is edited after the rules ran: it sees values kept with let, not items of the document.
         values_only = {k: v for k, v in scope.variables.items() if v[0].kind == "value"}
         copy_scope = Scope(scope.module, values_only, "copy", scope.writable_arrival, scope.messages)

@@ -336,7 +336,13 @@ class CodeGenerator(NodeVisitor):
 
     def visit_RouteAction(self, action: n.RouteAction, scope) -> None:
         names = self._destinations(action.destinations)
+        if action.window is not None:
+            self.emit(f"ev.route_during({names}, {action.back}, {action.window.value!r})", action.span)
+            return
         self.emit(f"ev.route({names}, {action.back})", action.span)
+
+    def visit_UrgentAction(self, action: n.UrgentAction, scope) -> None:
+        self.emit("ev.urgent = True", action.span)
 
     def _destinations(self, names: tuple[n.Name, ...]) -> str:
         values = tuple(name.value for name in names)
@@ -345,7 +351,7 @@ class CodeGenerator(NodeVisitor):
     def visit_CopyAction(self, action: n.CopyAction, scope) -> None:
         names = self._destinations(action.destinations)
         if not action.body:
-            self.emit(f"ev.route({names}, {action.back})", action.span)
+            self.visit_RouteAction(n.RouteAction(action.span, action.destinations, action.back, action.window), scope)
             return
         # The copy's edits run when evaluation ends: a nested function that keeps, as default
         # arguments, the values of let and of loop values as they are now.
@@ -360,6 +366,9 @@ class CodeGenerator(NodeVisitor):
         self.reader, self.cache = saved
         self.emit("return False")
         self.indent -= 1
+        if action.window is not None:
+            self.emit(f"ev.copy({names}, {body}, {action.back}, {action.window.value!r})", action.span)
+            return
         self.emit(f"ev.copy({names}, {body}, {action.back})", action.span)
 
     def visit_OnResponseAction(self, action: n.OnResponseAction, scope) -> None:

@@ -219,8 +219,12 @@ def _to(back: bool, names: tuple[n.Name, ...]) -> str:
     return ("back to " if back else "to ") + _names(names)
 
 
+def _during(window: n.Name | None) -> str:
+    return f" during {window.value}" if window is not None else ""
+
+
 def _copy_head(a: n.CopyAction) -> str:
-    return "copy " + _to(a.back, a.destinations)
+    return "copy " + _to(a.back, a.destinations) + _during(a.window)
 
 
 def _with_reason(keyword: str, reason: n.Expr | None) -> str:
@@ -267,7 +271,10 @@ class _StatementLine(NodeVisitor):
         return "delete private"
 
     def visit_RouteAction(self, a: n.RouteAction) -> str:
-        return "route " + _to(a.back, a.destinations)
+        return "route " + _to(a.back, a.destinations) + _during(a.window)
+
+    def visit_UrgentAction(self, a: n.UrgentAction) -> str:
+        return "urgent"
 
     def visit_ApplyAction(self, a: n.ApplyAction) -> str:
         return f"apply {a.namespace}.{a.block}" if a.namespace else f"apply {a.block}"
@@ -657,7 +664,7 @@ class _Printer(NodeVisitor):
         if not copy.braced:
             self._code(depth, [prefix + _copy_head(copy)], start, end, blank_ok=blank_ok)
             return
-        open_ = self.src.next("{", self.src.end(copy.destinations[-1].span))
+        open_ = self.src.next("{", self.src.end((copy.window or copy.destinations[-1]).span))
         self._braced(depth, prefix + _copy_head(copy), start, open_, end - 1, copy.body, blank_ok)
 
     def visit_OnResponseAction(self, action: n.OnResponseAction, depth: int, prefix: str, blank_ok: bool) -> None:

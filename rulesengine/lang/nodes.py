@@ -310,6 +310,7 @@ class RouteAction(Node):
     span: Span
     destinations: tuple[Name, ...]
     back: bool = False
+    window: Name | None = None  # `during WINDOW`: a window of the configuration's `windows`
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +320,14 @@ class CopyAction(Node):
     body: tuple["Action", ...] = ()
     back: bool = False
     braced: bool = False
+    window: Name | None = None  # `during WINDOW`
+
+
+@dataclass(frozen=True, slots=True)
+class UrgentAction(Node):
+    """`urgent`: every delivery of the document goes first in its destination's queue."""
+
+    span: Span
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,7 +475,7 @@ class BlankPixelsAction(Node):
     fill: "Expr | None" = None
 
 
-Action = Union[SetAction, BlankAction, DeleteAction, DeletePrivateAction, RouteAction, CopyAction,
+Action = Union[SetAction, BlankAction, DeleteAction, DeletePrivateAction, RouteAction, CopyAction, UrgentAction,
                ApplyAction, DropAction, RejectAction, QuarantineAction, LogAction, LetAction, StopAction,
                IfAction, ForEachAction, OnResponseAction, AppendAction, DeleteItemsAction, CopyPathAction,
                BlankPixelsAction, KeepOnlyAction]

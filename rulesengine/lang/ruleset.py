@@ -100,6 +100,9 @@ class Decision:
     # An instance no rule routed: its outcome is the no_destination policy's, not a rule's (an
     # instance retrieved for a C-MOVE goes to the move destination all the same).
     unrouted: bool = False
+    # ---- delivery windows and urgency ----
+    urgent: bool = False  # `urgent`: every delivery goes first in its destination's queue
+    windows: dict[str, str] | None = None  # destination -> the window its route waits for (`during`)
 
     def to_json(self) -> dict:
         return {
@@ -112,6 +115,8 @@ class Decision:
             "skipped_destinations": dict(self.skipped),
             "log": [line.message for line in self.log],
             **({"message": self.message} if self.message != STORE else {}),
+            **({"urgent": True} if self.urgent else {}),
+            **({"windows": dict(self.windows)} if self.windows else {}),
         }
 
 
@@ -119,7 +124,8 @@ class Evaluation:
     """The state of one evaluation; compiled rules call its methods."""
 
     __slots__ = ("ruleset", "document", "routes", "copies", "fired", "edits", "logs", "outcome", "reason",
-                 "rule", "destination", "trace", "branches", "ended_by", "current", "message", "responses")
+                 "rule", "destination", "trace", "branches", "ended_by", "current", "message", "responses",
+                 "urgent", "windows")
 
     def __init__(self, ruleset, document: RuleDocument, tracing: bool = False, message: str = STORE):
         self.ruleset = ruleset
@@ -139,6 +145,8 @@ class Evaluation:
         self.current = -1  # the rule being evaluated, kept when tracing
         self.message = message
         self.responses: list[tuple[Callable, int]] | None = None  # `on response` actions, with their rule
+        self.urgent = False  # set by `urgent`
+        self.windows: dict[str, str] | None = None  # destination -> window of its `during` routes
 
     # -- called by compiled rules --
 
@@ -149,9 +157,25 @@ class Evaluation:
     def route(self, names: tuple[str, ...], back: bool) -> None:
         for name in names:
             self.routes[name] = self.routes.get(name, False) or back
+        if self.windows:  # a route without a window sends at once, whatever `during` said before
+            for name in names:
+                self.windows.pop(name, None)
 
-    def copy(self, names: tuple[str, ...], body: Callable, back: bool) -> None:
-        self.route(names, back)
+    def route_during(self, names: tuple[str, ...], back: bool, window: str) -> None:
+        """`route to NAMES during WINDOW`: the first route to a destination decides its window
+        (a route without one, before or after, sends at once)."""
+        if self.windows is None:
+            self.windows = {}
+        for name in names:
+            if name not in self.routes:
+                self.windows[name] = window
+            self.routes[name] = self.routes.get(name, False) or back
+
+    def copy(self, names: tuple[str, ...], body: Callable, back: bool, window: str | None = None) -> None:
+        if window is None:
+            self.route(names, back)
+        else:
+            self.route_during(names, back, window)
         for name in names:
             self.copies.setdefault(name, []).append((body, self.rule))
 
@@ -223,8 +247,13 @@ class Evaluation:
                 else:  # a request that goes nowhere is answered with a failure
                     outcome, reason = "reject", f"no rule routed this {self.message}" + stopped
         if self.message == STORE:
-            return Decision(outcome, reason, destinations, [rules[i] for i in self.fired], self.edits, self.logs,
-                            None, ended_by, skipped, self.trace, self.branches, unrouted=unrouted)
+            decision = Decision(outcome, reason, destinations, [rules[i] for i in self.fired], self.edits, self.logs,
+                                None, ended_by, skipped, self.trace, self.branches, unrouted=unrouted)
+            if destinations and (self.urgent or self.windows):
+                decision.urgent = self.urgent
+                decision.windows = {name: window for name, window in (self.windows or {}).items()
+                                    if name in destinations}
+            return decision
         return Decision(outcome, reason, destinations, [rules[i] for i in self.fired], self.edits, self.logs,
                         None, ended_by, skipped, self.trace, self.branches, message=self.message,
                         response_edits=self.responses if outcome == "route" and self.responses else ())

@@ -164,7 +164,7 @@ class ToNodes(Transformer):
 
     @v_args(meta=True)
     def route_action(self, meta, children):
-        return n.RouteAction(self._span(meta), self._names(children), _has_back(children))
+        return n.RouteAction(self._span(meta), self._names(children), _has_back(children), _window(children))
 
     @v_args(meta=True)
     def copy_action(self, meta, children):
@@ -173,7 +173,14 @@ class ToNodes(Transformer):
         braced = False
         if children and isinstance(children[-1], tuple) and children[-1][:1] == ("braced",):
             body, braced = children[-1][1], True
-        return n.CopyAction(self._span(meta), self._names(children), body, back, braced)
+        return n.CopyAction(self._span(meta), self._names(children), body, back, braced, _window(children))
+
+    def during(self, children):
+        return ("during", self._name(children[0]))
+
+    @v_args(meta=True)
+    def urgent_action(self, meta, children):
+        return n.UrgentAction(self._span(meta))
 
     @v_args(meta=True)
     def apply_action(self, meta, children):
@@ -525,6 +532,10 @@ class ToNodes(Transformer):
     @v_args(meta=True)
     def condition_expectation(self, meta, children):
         return n.ExpectCondition(self._span(meta), children[0])
+
+
+def _window(children) -> n.Name | None:
+    return next((c[1] for c in children if isinstance(c, tuple) and c[:1] == ("during",)), None)
 
 
 def _has_back(children) -> bool:
