@@ -21,6 +21,11 @@ the whole cluster sends to it at a time, the holder of the journal's exclusive l
 "destination:NAME"; the others wait and try again. Its holder claims in the order the
 instances were received, never past one still to be processed (journal.claim, ordered), so
 that several processing processes cannot reorder it.
+
+Delivery windows and urgency (windows.py): a destination with a `window` is claimed from only
+while its window is open; a delivery whose route named a window (`during`) is left in the queue
+while that window is closed, and the others go on past it. Urgent deliveries are claimed before
+the others (journal.claim). Windows are asked with the manager's clock.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import logging
 import threading
 import time
 
+from ..windows import DeliveryWindow, closed_windows
 from .destinations import ItemError, LinkError, sender_for
 from .journal import DEAD, Journal, unreachable
 from .journal.errors import in_words
@@ -134,7 +140,7 @@ class LeaseKeeper(threading.Thread):
 
 class DestinationWorker(threading.Thread):
     def __init__(self, destination, journal: Journal, storage: Storage, wake: threading.Event, index: int = 0,
-                 clock=time.time, leases: LeaseKeeper | None = None):
+                 clock=time.time, leases: LeaseKeeper | None = None, windows=dict):
         super().__init__(name=f"deliver-{destination.name}-{index}", daemon=True)
         self.destination = destination
         self.journal = journal
@@ -147,6 +153,7 @@ class DestinationWorker(threading.Thread):
         # One association promises order: one sender in the whole cluster, in reception order.
         self.ordered = getattr(destination, "max_associations", 1) == 1
         self.exclusive = None  # the lock "destination:NAME", while this worker holds it
+        self.windows = windows  # () -> the configuration's delivery windows by name, as they are now
 
     def stop(self) -> None:
         self.stopping.set()
@@ -197,11 +204,20 @@ class DestinationWorker(threading.Thread):
             self.wake.wait(IDLE_WAIT)  # another process sends to it: ask again later
             self.wake.clear()
             return
-        batch = self.journal.claim(self.destination.name, self._batch_size(), self.clock(),  # none while paused
-                                   ordered=self.ordered)
+        now = self.clock()
+        windows: dict[str, DeliveryWindow] = self.windows()
+        own = windows.get(getattr(self.destination, "window", None) or "")
+        if own is not None and not own.is_open(now):  # the whole queue waits for the destination's window
+            self.sender.close()
+            self.wake.wait(IDLE_WAIT)
+            self.wake.clear()
+            return
+        closed = closed_windows(windows, now)
+        batch = self.journal.claim(self.destination.name, self._batch_size(), now,  # none while paused
+                                   ordered=self.ordered, closed_windows=closed)
         if not batch:
             self.sender.close()  # nothing to send: do not keep the association idle
-            self._sleep()
+            self._sleep(closed)
             return
         held = self.leases.hold(batch) if self.leases is not None else HeldBatch(batch)
         try:
@@ -214,8 +230,8 @@ class DestinationWorker(threading.Thread):
     def _batch_size(self) -> int:
         return max(1, min(getattr(self.destination, "batch", 16), 64))
 
-    def _sleep(self) -> None:
-        due = self.journal.next_due(self.destination.name)
+    def _sleep(self, closed_windows=()) -> None:
+        due = self.journal.next_due(self.destination.name, closed_windows)
         wait = IDLE_WAIT if due is None else max(0.0, min(IDLE_WAIT, due - self.clock()))
         if wait > 0:
             self.wake.wait(wait)
@@ -294,14 +310,18 @@ class DeliveryManager:
         self._workers: dict[str, list[DestinationWorker]] = {}
         self._wakes: dict[str, threading.Event] = {}
         self._destinations: dict = {}
+        self._windows: dict[str, DeliveryWindow] = {}  # the configuration's delivery windows
         self._lock = threading.Lock()
         self.leases = LeaseKeeper(journal, clock)
         self.leases.start()
 
-    def apply(self, destinations: dict) -> None:
+    def apply(self, destinations: dict, windows: dict[str, DeliveryWindow] | None = None) -> None:
         """Start workers for new or changed destinations; stop those of removed or changed ones.
-        A worklist destination takes no instances: it gets no queue."""
+        A worklist destination takes no instances: it gets no queue. `windows`: the delivery
+        windows by name, which every worker asks from its next claim on (None: unchanged)."""
         destinations = {name: d for name, d in destinations.items() if d.type != "worklist"}
+        if windows is not None:
+            self._windows = dict(windows)
         with self._lock:
             for name in list(self._workers):
                 if name not in destinations or destinations[name] != self._destinations.get(name):
@@ -317,12 +337,16 @@ class DeliveryManager:
                     continue
                 wake = self._wakes.setdefault(name, threading.Event())
                 count = getattr(destination, "max_associations", 1)
-                workers = [DestinationWorker(destination, self.journal, self.storage, wake, i, self.clock, self.leases)
-                           for i in range(count)]
+                workers = [DestinationWorker(destination, self.journal, self.storage, wake, i, self.clock, self.leases,
+                                             self.windows) for i in range(count)]
                 for worker in workers:
                     worker.start()
                 self._workers[name] = workers
             self._destinations = dict(destinations)
+
+    def windows(self) -> dict[str, DeliveryWindow]:
+        """The delivery windows by name, as the configuration gives them now."""
+        return self._windows
 
     def notify(self, names) -> None:
         for name in names:

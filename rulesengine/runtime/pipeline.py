@@ -43,7 +43,7 @@ from ..arrival import HEADER_KEYWORDS, Arrival
 from ..document import Document, DocumentReadError
 from ..intake import file_meta_problem, read_instance, short_error
 from ..lang.ruleset import Decision, RuleSet
-from .journal import (ACCEPTED, DONE, MAX_TRACE_EDITS, ClaimLost, Instance, Journal, NewDelivery, Outcome,
+from .journal import (ACCEPTED, DONE, MAX_TRACE_EDITS, ClaimLost, Instance, Journal, NewDelivery, Outcome, URGENT,
                       trace_text, unreachable)
 from .journal.errors import never_connected
 from .rules import RuleSetVersions, RulesHolder, RulesUnavailable
@@ -434,7 +434,9 @@ class Pipeline:
                         os.replace(temp, target)
                 sop_class_uid, sop_instance_uid = instance_uids(copy)  # only these: not every header fact
                 deliveries.append(NewDelivery(name, target, sop_class_uid, sop_instance_uid,
-                                              copy.get("FileMeta.TransferSyntaxUID")))
+                                              copy.get("FileMeta.TransferSyntaxUID"),
+                                              URGENT if decision.urgent else 0,
+                                              decision.windows.get(name) if decision.windows else None))
         except BaseException:
             for written_path in written:
                 self.storage.remove(written_path)

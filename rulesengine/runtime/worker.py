@@ -61,7 +61,7 @@ def run_worker(config: Config | str, wake, verbose: int, program=None, parent: i
     # What a worker before this one held when it died was given back by its supervisor
     # (WorkerProcess._watch); other processes' claims are theirs, and expire if they die.
     delivery = DeliveryManager(journal, storage)
-    delivery.apply(config.destinations)
+    delivery.apply(config.destinations, config.windows)
     versions = RuleSetVersions(journal, config)
     if program is not None:
         _seed(versions, config, program)
@@ -171,7 +171,7 @@ def _reload(config_path: str, versions: RuleSetVersions, delivery: DeliveryManag
     versions.configure(config)
     if ruleset is not None:
         versions.add(ruleset)
-    delivery.apply(config.destinations)
+    delivery.apply(config.destinations, config.windows)
 
 
 class WorkerProcess(SupervisedProcess):

@@ -949,7 +949,7 @@ def test_claims_read_the_due_deliveries_and_the_free_instances_alone_by_index(sq
     sqlite_journal.record(received(), "/spool/in/a.dcm", None, ACCEPTED)
     sqlite_journal.claim_instances(4)
     db.set_trace_callback(None)
-    [ordered] = [text for text in statements if "ORDER BY instance_id" in text]
+    [ordered] = [text for text in statements if "ORDER BY priority DESC, instance_id" in text]
     plan = " | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + ordered))
     assert "deliveries_due" in plan and "SCAN" not in plan, plan
     claims = [text for text in statements if text.startswith("SELECT") and "lease_expires IS NULL" in text]

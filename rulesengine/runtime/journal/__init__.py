@@ -11,6 +11,7 @@ from .interface import Journal
 from .records import (MAX_TRACE_BYTES, MAX_TRACE_EDITS, Attempt, ClaimLost, Counter, Delivery, DeliveryState, DeliveryTrace,
                       DestinationAnswer, Instance, InstanceState, InstanceTrace, Lease, ListedDelivery, NewDelivery,
                       NewRequest, Outcome, Request, RequestOutcome, RequestResult, RouterStatus, trace_text)
+from .records import URGENT
 from .sql import LEASE_SECONDS
 from .sqlite import SQLiteJournal
 
@@ -22,4 +23,4 @@ __all__ = ["ACCEPTED", "Attempt", "ClaimLost", "Counter", "DEAD", "DELIVERED", "
            "DeliveryState", "DeliveryTrace", "DestinationAnswer", "Instance", "InstanceState", "InstanceTrace",
            "Journal", "LEASE_SECONDS", "Lease", "ListedDelivery", "MAX_TRACE_BYTES", "MAX_TRACE_EDITS", "NewDelivery", "NewRequest", "Outcome",
            "PROCESSED", "QUEUED", "RETRYING", "Request", "RequestOutcome", "RequestResult", "RouterStatus", "SENDING",
-           "SQLiteJournal", "trace_text", "unreachable"]
+           "SQLiteJournal", "trace_text", "unreachable", "URGENT"]

@@ -100,10 +100,13 @@ class Journal(Protocol):
 
     # ---- deliveries -----------------------------------------------------------------------------
 
-    def claim(self, destination: str, limit: int, now: float | None = None, ordered: bool = False) -> list[Delivery]:
+    def claim(self, destination: str, limit: int, now: float | None = None, ordered: bool = False,
+              closed_windows: Iterable[str] = ()) -> list[Delivery]:
         """The next due deliveries of a destination, in order, marked sending and leased to this
         process for `lease_seconds`; none while the destination is paused. `ordered`: in the
-        order of their instances, never past an instance not yet processed."""
+        order of their instances, never past an instance not yet processed. Urgent ones
+        (priority URGENT) first, in that order among themselves; none that waits for one of
+        `closed_windows`."""
 
     def renew_leases(self, deliveries: Iterable[Delivery], now: float | None = None) -> int:
         """This process still sends these: their leases run `lease_seconds` from `now` again.
@@ -117,8 +120,9 @@ class Journal(Protocol):
 
     def delivery(self, delivery_id: int) -> Delivery | None: ...
 
-    def next_due(self, destination: str) -> float | None:
-        """When something of the destination's queue is due next; None when nothing waits."""
+    def next_due(self, destination: str, closed_windows: Iterable[str] = ()) -> float | None:
+        """When something of the destination's queue is due next; None when nothing waits
+        (or only what waits for one of `closed_windows`)."""
 
     def delivered(self, delivery: Delivery, started: float, detail: str | None = None) -> None:
         """A successful attempt (`detail`: the status the destination answered)."""

@@ -190,9 +190,16 @@ _SCHEMA_4 = """
 ALTER TABLE instances ADD COLUMN checked TEXT;
 """
 
+# Delivery windows and urgency: a delivery's priority (1: urgent, claimed first) and the window
+# of the configuration it waits for (sql.py: claim).
+_SCHEMA_5 = """
+ALTER TABLE deliveries ADD COLUMN priority INTEGER NOT NULL DEFAULT 0, ADD COLUMN delivery_window TEXT;
+"""
+
 # The schema's versions: (number, statements), in order. A change of schema is a new entry
 # at the end; an entry, once released, never changes.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_1), (2, _SCHEMA_2), (3, _SCHEMA_3), (4, _SCHEMA_4))
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_1), (2, _SCHEMA_2), (3, _SCHEMA_3), (4, _SCHEMA_4),
+                                           (5, _SCHEMA_5))
 
 
 class JournalUnavailable(RuntimeError):

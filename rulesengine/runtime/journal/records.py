@@ -149,6 +149,11 @@ class NewDelivery:
     sop_class_uid: str | None
     sop_instance_uid: str | None
     transfer_syntax: str | None
+    priority: int = 0  # URGENT: claimed before the others of its destination's queue
+    delivery_window: str | None = None  # a window of the configuration: claimed only while it is open
+
+
+URGENT = 1  # the priority of a delivery of an `urgent` document (0: any other)
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,8 @@ class Delivery(_Columns):
     attempts: int
     next_attempt_at: float
     last_error: str | None
+    priority: int = 0  # NewDelivery.priority
+    delivery_window: str | None = None  # NewDelivery.delivery_window
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Delivery":
@@ -189,7 +196,7 @@ class ClaimLost(RuntimeError):
     finished by it: what the other did stands, and this process lets it go."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ListedDelivery(Delivery):
     """A delivery as `dicom-rules queue` lists it: when it changed, and where its instance came from."""
 

@@ -127,6 +127,15 @@ def latency_counts(destination: str, seconds: float) -> tuple[tuple[str, str, fl
             ("delivery_latency_seconds_count", destination, 1))
 
 
+def _window_filter(closed_windows: Iterable[str]) -> tuple[str, tuple[str, ...]]:
+    """What a query of the queue adds to leave out the deliveries waiting for a closed window,
+    and its arguments (nothing when every window is open)."""
+    closed = tuple(sorted(set(closed_windows)))
+    if not closed:
+        return "", ()
+    return f" AND (delivery_window IS NULL OR delivery_window NOT IN ({','.join('?' * len(closed))}))", closed
+
+
 class _Lease:
     """A thread's connection. When the thread ends (and its local data with it), the connection
     goes to the next thread that needs one: each association has a thread of its own, and
@@ -246,15 +255,17 @@ class SQLJournal:
         # (requeue_process); no other process takes them.
         owner, process = (self.node, self.process) if state == SENDING else (None, None)
         rows = [(instance_id, item.destination, item.path, item.sop_class_uid, item.sop_instance_uid,
-                 item.transfer_syntax, state, now, now, owner, process) for item in deliveries]
+                 item.transfer_syntax, state, now, now, owner, process, item.priority, item.delivery_window)
+                for item in deliveries]
         ids: list[int] = []
         with self._transaction() as db:
             before = self._settling(db, instance_id)
             if rows:  # one statement (see the module's docstring); ids are given in the rows' order
                 ids = sorted(int(row[0]) for row in db.execute(
                     "INSERT INTO deliveries (instance_id, destination, path, sop_class_uid, sop_instance_uid, "
-                    "transfer_syntax, state, created_at, updated_at, lease_owner, lease_process) VALUES " +
-                    ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * len(rows)) +
+                    "transfer_syntax, state, created_at, updated_at, lease_owner, lease_process, priority, "
+                    "delivery_window) VALUES " +
+                    ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?,?)"] * len(rows)) +
                     " RETURNING id", [value for row in rows for value in row]).fetchall())
             decided = outcome.to_row() if outcome is not None else {}
             self._update_instance(db, instance_id, {"state": PROCESSED, "processed_at": now, "lease_expires": None,
@@ -409,32 +420,37 @@ class SQLJournal:
                                     f"{_MINE}", (QUEUED, now, SENDING, self.node, process)).rowcount
         return deliveries, instances
 
-    def claim(self, destination: str, limit: int, now: float | None = None, ordered: bool = False) -> list[Delivery]:
+    def claim(self, destination: str, limit: int, now: float | None = None, ordered: bool = False,
+              closed_windows: Iterable[str] = ()) -> list[Delivery]:
         """The next due deliveries of a destination, in order, marked sending and leased to
         this process until `now + lease_seconds`; none while the destination is paused.
         `ordered` (a destination that promises order, sent by one process at a time): in the
         order the instances were received, never past an instance still to be processed,
         whose deliveries may come before those already queued, nor past a delivery another
         process was sending when it lost the destination (it died: its lease expires, and the
-        delivery comes back to the queue, still first)."""
+        delivery comes back to the queue, still first).
+
+        Urgent deliveries (priority 1) come first, in that same order among themselves; those
+        waiting for a window of `closed_windows` stay where they are, untouched."""
         now = time.time() if now is None else now
+        waiting, closed = _window_filter(closed_windows)
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM pauses WHERE destination=? AND until > ?", (destination, now)).fetchone():
                 return []
             if ordered:
                 # The due rows (deliveries_due), sorted: never a walk of the destination's history.
                 query = (f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE destination=? AND state IN (?, ?) "
-                         "AND next_attempt_at <= ? AND instance_id < (SELECT COALESCE(MIN(id), "
+                         f"AND next_attempt_at <= ?{waiting} AND instance_id < (SELECT COALESCE(MIN(id), "
                          f"{_NO_INSTANCE}) FROM instances WHERE state=?) AND instance_id < (SELECT "
                          f"COALESCE(MIN(instance_id), {_NO_INSTANCE}) FROM deliveries WHERE destination=? AND "
-                         f"state=? AND lease_expires IS NOT NULL AND NOT ({_MINE})) ORDER BY instance_id, id LIMIT ?"
-                         f"{self._CLAIM_LOCK}")
-                args: tuple = (destination, QUEUED, RETRYING, now, ACCEPTED, destination, SENDING, self.node,
-                               self.process, limit)
+                         f"state=? AND lease_expires IS NOT NULL AND NOT ({_MINE})) "
+                         f"ORDER BY priority DESC, instance_id, id LIMIT ?{self._CLAIM_LOCK}")
+                args: tuple = (destination, QUEUED, RETRYING, now, *closed, ACCEPTED, destination, SENDING,
+                               self.node, self.process, limit)
             else:
                 query = (f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE destination=? AND state IN (?, ?) "
-                         f"AND next_attempt_at <= ? ORDER BY id LIMIT ?{self._CLAIM_LOCK}")
-                args = (destination, QUEUED, RETRYING, now, limit)
+                         f"AND next_attempt_at <= ?{waiting} ORDER BY priority DESC, id LIMIT ?{self._CLAIM_LOCK}")
+                args = (destination, QUEUED, RETRYING, now, *closed, limit)
             rows = db.execute(query, args).fetchall()
             if rows:  # one statement (see the module's docstring)
                 db.execute("UPDATE deliveries SET state=?, updated_at=?, lease_owner=?, lease_process=?, "
@@ -480,11 +496,13 @@ class SQLJournal:
                                          (delivery_id,)).fetchone()
         return Delivery.from_row(row) if row else None
 
-    def next_due(self, destination: str) -> float | None:
-        """When something of the destination's queue is due next; None when nothing waits."""
+    def next_due(self, destination: str, closed_windows: Iterable[str] = ()) -> float | None:
+        """When something of the destination's queue is due next; None when nothing waits
+        (what waits for a window of `closed_windows` is not counted: see claim)."""
+        waiting, closed = _window_filter(closed_windows)
         row = self._connection().execute(
-            "SELECT MIN(next_attempt_at) FROM deliveries WHERE destination=? AND state IN (?, ?)",
-            (destination, QUEUED, RETRYING)).fetchone()
+            f"SELECT MIN(next_attempt_at) FROM deliveries WHERE destination=? AND state IN (?, ?){waiting}",
+            (destination, QUEUED, RETRYING, *closed)).fetchone()
         return None if row[0] is None else max(row[0], self.postponed_until(destination, now=0.0))
 
     def delivered(self, delivery: Delivery, started: float, detail: str | None = None) -> None:

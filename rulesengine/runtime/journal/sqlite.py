@@ -56,7 +56,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     delivered_at REAL,
     lease_owner TEXT,  -- the node sending it (sql.py: claim, renew_leases, requeue_expired)
     lease_process INTEGER,  -- which process of that node
-    lease_expires REAL
+    lease_expires REAL,
+    priority INTEGER NOT NULL DEFAULT 0,  -- 1: urgent, claimed first (sql.py: claim)
+    delivery_window TEXT  -- claimed only while this window of the configuration is open
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(destination, state, next_attempt_at, id);
 CREATE INDEX IF NOT EXISTS deliveries_path ON deliveries(path);
@@ -203,7 +205,9 @@ _ADDED_COLUMNS = (("instances", "store_command", "TEXT"), ("requests", "store_co
                   ("deliveries", "lease_owner", "TEXT"), ("deliveries", "lease_expires", "REAL"),
                   ("deliveries", "lease_process", "INTEGER"), ("instances", "lease_owner", "TEXT"),
                   ("instances", "lease_process", "INTEGER"), ("instances", "lease_expires", "REAL"),
-                  ("instances", "checked", "TEXT"))
+                  ("instances", "checked", "TEXT"),
+                  # delivery windows and urgency
+                  ("deliveries", "priority", "INTEGER NOT NULL DEFAULT 0"), ("deliveries", "delivery_window", "TEXT"))
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
