@@ -52,7 +52,12 @@ def text_report(path: str, decision: Decision, ruleset: RuleSet, explain: bool) 
     if decision.message != STORE:
         lines.append(f"  message: {decision.message}")
     if decision.outcome == "route":
-        lines.append(f"  outcome: route to {', '.join(decision.destinations)}")
+        windows = decision.windows or {}
+        routes = ", ".join(f"{name} (during {windows[name]})" if name in windows else name
+                           for name in decision.destinations)
+        lines.append(f"  outcome: route to {routes}")
+        if decision.urgent:
+            lines.append("  urgent: its deliveries go before the others in each queue")
     else:
         lines.append(f"  outcome: {decision.outcome}" + (f": {decision.reason}" if decision.reason else ""))
     fired = ", ".join(f"{r.name!r} (line {r.line})" for r in decision.rules_fired) or "none"
@@ -172,6 +177,8 @@ def fingerprint(decision: Decision) -> dict:
         "reason": decision.reason,
         "destinations": sorted(decision.destinations),
         "edits": sorted({(e.destination or "", e.path, display(e.new)) for e in decision.edits}),
+        "urgent": decision.urgent,
+        "windows": sorted((decision.windows or {}).items()),
     }
 
 
@@ -183,6 +190,12 @@ def diff_lines(old: dict, new: dict) -> list[str]:
     added = [d for d in new["destinations"] if d not in old["destinations"]]
     if removed or added:
         lines.append("  destinations: " + " ".join([f"-{d}" for d in removed] + [f"+{d}" for d in added]))
+    if old.get("urgent") != new.get("urgent"):
+        lines.append(f"  urgent: {'yes' if old.get('urgent') else 'no'} -> {'yes' if new.get('urgent') else 'no'}")
+    old_windows, new_windows = dict(old.get("windows", ())), dict(new.get("windows", ()))
+    for name in sorted(set(old_windows) | set(new_windows)):
+        if old_windows.get(name) != new_windows.get(name) and name in new["destinations"]:
+            lines.append(f"  window of {name}: {old_windows.get(name) or 'none'} -> {new_windows.get(name) or 'none'}")
     old_edits, new_edits = set(old["edits"]), set(new["edits"])
     for destination, path, value in sorted(old_edits - new_edits):
         lines.append(f"  - {_where(destination)}{path} = {value}")

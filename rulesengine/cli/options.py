@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
-from ..config import destinations_from_config, load_config
+from ..config import destinations_from_config, load_config, windows_from_config
 
 
 def load_destinations(args):
@@ -17,6 +17,13 @@ def load_destinations(args):
     if getattr(args, "config", None):
         names = {**(names or {}), **destinations_from_config(args.config)}
     return names
+
+
+def load_windows(args) -> frozenset[str] | None:
+    """The delivery windows `during` may name: the config file's; None (not checked) without --config."""
+    if getattr(args, "config", None):
+        return windows_from_config(args.config)
+    return None
 
 
 def load_rules_folders(args) -> tuple[str, ...]:

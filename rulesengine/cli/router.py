@@ -262,13 +262,30 @@ def cmd_queue(args) -> int:
     rows = journal.deliveries(states, args.destination, args.limit)
     if rows:
         print()
+        now = time.time()
         for row in rows:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["updated_at"]))
             error_text = f"  {row['last_error']}" if row["last_error"] else ""
             print(f"#{row['id']:<6} {row['destination']:<14} {row['state']:<9} attempts {row['attempts']:<3} "
-                  f"{when}  {row['sop_instance_uid'] or '?'}{error_text}")
+                  f"{when}  {row['sop_instance_uid'] or '?'}{_waiting(row, config, now)}{error_text}")
     _print_routers(journal.statuses(), time.time())
     return EXIT_OK
+
+
+def _waiting(row, config, now: float) -> str:
+    """What a listed delivery waits for besides its turn: `  urgent`, and the window (its route's, or
+    its destination's) that is closed now, with when it opens."""
+    words = "  urgent" if row["priority"] else ""
+    if row["state"] not in (QUEUED, RETRYING):
+        return words
+    destination = config.destinations.get(row["destination"])
+    for name in (row["delivery_window"], getattr(destination, "window", None)):
+        window = config.windows.get(name) if name else None
+        if window is not None and not window.is_open(now):
+            opens = window.opens_after(now)
+            then = time.strftime(" until %Y-%m-%d %H:%M", time.localtime(opens)) if opens is not None else ""
+            return f"{words}  waiting for window {name}{then}"
+    return words
 
 
 def _print_routers(statuses, now: float) -> None:
