@@ -177,8 +177,9 @@ def fingerprint(decision: Decision) -> dict:
         "reason": decision.reason,
         "destinations": sorted(decision.destinations),
         "edits": sorted({(e.destination or "", e.path, display(e.new)) for e in decision.edits}),
-        "urgent": decision.urgent,
-        "windows": sorted((decision.windows or {}).items()),
+        # only when there is something to say: the JSON of `diff` stays as it was for the rest
+        **({"urgent": True} if decision.urgent else {}),
+        **({"windows": sorted(decision.windows.items())} if decision.windows else {}),
     }
 
 

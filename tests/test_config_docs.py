@@ -39,6 +39,7 @@ from rulesengine.config import (
     schema,
 )
 from rulesengine.lang.functions import Secrets
+from rulesengine.windows import DeliveryWindow
 
 from helpers.files import ROOT
 
@@ -291,6 +292,7 @@ DATACLASSES = {
     "#/$defs/console_tls": ConsoleTLS,
     "#/$defs/console_user": ConsoleUser,
 }
+DATACLASSES["#/$defs/window"] = DeliveryWindow  # delivery windows
 FIELD_OF = {
     ("#/properties/log", "level"): (Config, "log_level"),
     ("#/properties/log", "file"): (Config, "log_file"),
@@ -310,6 +312,7 @@ NOT_KEYS = {
     FolderDestination: {"name"},
     WorklistDestination: {"name"},
 }
+NOT_KEYS[DeliveryWindow] = {"name"}  # the key of `windows` that names it
 
 
 def _field(pointer: str, key: str):
