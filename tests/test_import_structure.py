@@ -142,8 +142,8 @@ LAYERS = (
     ("the console", lambda m: in_package(m, CONSOLE)),
     ("the runtime", lambda m: in_package(m, RUNTIME)),
     ("the language tools", lambda m: m in {"rulesengine.ruletest", "rulesengine.dryrun", "rulesengine.explain"}),
-    ("intake and copies", lambda m: m in {"rulesengine.intake", "rulesengine.copies", "rulesengine.wellformed"}
-     or in_package(m, "rulesengine.config")),
+    ("intake and copies", lambda m: m in {"rulesengine.intake", "rulesengine.copies", "rulesengine.wellformed",
+                                          "rulesengine.windows"} or in_package(m, "rulesengine.config")),
     ("the document model", lambda m: m in {"rulesengine.document", "rulesengine.dicomfile", "rulesengine.arrival",
                                            "rulesengine.charsets", "rulesengine.matching", "rulesengine.pixels"}),
     ("the language", lambda m: in_package(m, LANGUAGE)),
