@@ -2,7 +2,7 @@
 own, which reads the journal and nothing of the router's memory).
 
 One row per node (`Journal.write_status`): the heartbeat time, the process id, the rule set
-version in use, how the last reload went (with its findings), each listener with the
+version in use, how the last reload went (with its findings), the delivery windows open or closed, each listener with the
 associations open on it in all the receiving processes together, and each receiving process
 with its own (open now, accepted since it started). Written at start, every INTERVAL_SECONDS, at each reload, and at
 the stop (state "stopped"); a heartbeat older than a few intervals means the router is gone.
@@ -75,6 +75,7 @@ class StatusReporter:
             + [{"pid": receiver.pid, "associations": [open_ for open_, _ in counts],
                 "accepted": [accepted for _, accepted in counts]}
                for receiver, counts in zip(receivers, receiving)],
+            **_windows(router, now),
         }
 
     def write(self, state: str = "running") -> None:
@@ -104,6 +105,15 @@ class StatusReporter:
     def _run(self) -> None:
         while not self._wait(self.interval):
             self.write()
+
+
+def _windows(router, now: float) -> dict:
+    """The delivery windows, each open or closed now (none when none is configured)."""
+    windows = getattr(getattr(router, "config", None), "windows", None) or {}
+    if not windows:
+        return {}
+    return {"windows": {name: {"open": window.is_open(now), "hours": window.describe()}
+                        for name, window in windows.items()}}
 
 
 def _open_associations(listener) -> int:

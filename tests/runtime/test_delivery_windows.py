@@ -11,14 +11,17 @@ from zoneinfo import ZoneInfo
 
 import pydicom
 import pytest
+from helpers.clock import StoppedClock
 from helpers.deliveries import FAST, another_ct
 from helpers.peers import StoreSCP
 
 from rulesengine.arrival import Arrival
-from rulesengine.config import DicomDestination
+from rulesengine.config import DicomDestination, load_config
 from rulesengine.runtime.delivery import DeliveryManager, DestinationWorker
 from rulesengine.runtime.journal import ACCEPTED, DELIVERED, QUEUED, URGENT, NewDelivery, Outcome, SQLiteJournal
 from rulesengine.runtime.pynetdicom_setup import configure_pynetdicom
+from rulesengine.runtime.router_status import StatusReporter
+from rulesengine.runtime.service import Router
 from rulesengine.runtime.storage import Storage
 from rulesengine.windows import DeliveryWindow, WindowError, closed_windows, parse_days, parse_hours
 
@@ -204,3 +207,21 @@ def test_the_manager_gives_its_workers_the_windows_of_the_last_configuration(tmp
     finally:
         manager.stop(timeout=5)
         journal.close()
+
+
+def test_the_status_row_says_which_windows_are_open(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "main.rules").write_text('rule "all" {\n  then route to PACS during night\n}\n', encoding="utf-8")
+    (tmp_path / "router.yaml").write_text(
+        "storage: var\nprocesses: 1\nrules: main.rules\n"
+        "windows:\n  night: {hours: \"22:00-06:00\", days: [mon, tue, wed, thu, fri], timezone: UTC}\n"
+        "  office: {hours: \"08:00-17:00\", timezone: UTC}\n"
+        "destinations:\n  PACS: {type: folder, path: out, window: office}\n", encoding="utf-8")
+    router = Router(load_config(tmp_path / "router.yaml"))
+    try:
+        StatusReporter(router, node="a", clock=StoppedClock(at("2026-12-04 23:00"))).write()
+        [(_, _, status)] = router.journal.statuses()
+        assert status["windows"] == {"night": {"open": True, "hours": "22:00-06:00 mon, tue, wed, thu, fri (UTC)"},
+                                     "office": {"open": False, "hours": "08:00-17:00 every day (UTC)"}}
+    finally:
+        router.journal.close()
