@@ -169,7 +169,7 @@ def _pieces(tests: list[n.Test]) -> dict[str, tuple[str, object]]:
 
 
 def load_suite(test_path: str, destinations=None, no_destination: str = "quarantine",
-               folders: tuple[str, ...] = ()) -> Suite:
+               folders: tuple[str, ...] = (), windows=None) -> Suite:
     rules_path = rules_file_for(test_path)
     diagnostics: list[Diagnostic] = []
     tests, text = _read_test_file(test_path, diagnostics)
@@ -179,7 +179,7 @@ def load_suite(test_path: str, destinations=None, no_destination: str = "quarant
                                  "which does not exist", Span.point(display_path(test_path), 1, 1)))
         return suite
     suite.program = load_program(rules_path, folders=folders)
-    suite.analysis = analyse(suite.program, destinations)
+    suite.analysis = analyse(suite.program, destinations, windows)
     test_dir = os.path.dirname(test_path)
     for test in tests:
         suite.analysis.check_test(test, suite.program.main)
@@ -192,9 +192,10 @@ def load_suite(test_path: str, destinations=None, no_destination: str = "quarant
     return suite
 
 
-def check_test_file(path: str, destinations=None, folders: tuple[str, ...] = ()) -> list[Diagnostic]:
+def check_test_file(path: str, destinations=None, folders: tuple[str, ...] = (), windows=None) -> list[Diagnostic]:
     """Findings for a test file (and the rules it tests), for `lint`."""
-    return sorted(load_suite(path, destinations, folders=folders).diagnostics, key=Diagnostic.sort_key)
+    return sorted(load_suite(path, destinations, folders=folders, windows=windows).diagnostics,
+                  key=Diagnostic.sort_key)
 
 
 # ---- running ------------------------------------------------------------------------

@@ -130,3 +130,9 @@ def test_lint_and_check_config_check_the_windows_of_the_rules(tmp_path):
     # Without a configuration the windows are not known: lint checks the rest.
     alone = dicom_rules("lint", tmp_path / "main.rules", cwd=tmp_path)
     assert alone.returncode == 0, alone.stdout
+    # The tests of the rule file: run without the configuration, refused with it.
+    (tmp_path / "main_test.rules").write_text('test "routed" {\n  given DataSet.Modality = "CT"\n'
+                                              '  expect route to PACS\n}\n', encoding="utf-8")
+    assert dicom_rules("test", tmp_path / "main_test.rules", cwd=tmp_path).returncode == 0
+    tested = dicom_rules("test", "--config", config, tmp_path / "main_test.rules", cwd=tmp_path)
+    assert tested.returncode != 0 and "unknown window 'nigth'" in tested.stdout + tested.stderr

@@ -19,7 +19,7 @@ def cmd_lint(args) -> int:
     seen: set[tuple] = set()
     for path in rule_files(args.paths, include_tests=True):
         if path.endswith("_test.rules"):
-            diagnostics = check_test_file(path, destinations, folders + searched_folders(path, args.paths))
+            diagnostics = check_test_file(path, destinations, folders + searched_folders(path, args.paths), windows)
         else:
             diagnostics = check_file(path, destinations, folders + searched_folders(path, args.paths), windows)
         for d in diagnostics:  # an imported file's findings show once
