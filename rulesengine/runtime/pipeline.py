@@ -441,13 +441,16 @@ class Pipeline:
             raise
         return deliveries
 
-    def process_pending(self) -> int:
+    def process_pending(self, interrupted: Callable[[], bool] | None = None) -> int:
         """Process every instance received and not yet processed, oldest first, that no other
         process holds: a few claimed at a time (claim_instances), each processed by this
-        process alone. Returns how many this process claimed."""
+        process alone. Returns how many this process claimed. `interrupted`: asked before each
+        batch; True ends the pass there (a worker process's reload comes first)."""
         count = 0
         after = 0
         while True:
+            if interrupted is not None and interrupted():
+                return count
             batch = self.journal.claim_instances(CLAIM_BATCH, after=after)
             if not batch:
                 return count

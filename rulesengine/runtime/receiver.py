@@ -37,7 +37,7 @@ from .worker import WorkerProcess
 log = logging.getLogger("rulesengine.router")
 
 WORKER_GONE_SECONDS = 10.0  # how long a dead receiving process's worker may take to end
-RELOAD_TIMEOUT = 60.0  # seconds the main process waits for a receiving process to follow a reload
+RELOAD_TIMEOUT = 90.0  # seconds the main process waits for a receiving process (and its worker) to follow a reload
 COUNTS_SECONDS = 1.0  # how often a receiving process tells the main one its associations
 
 
