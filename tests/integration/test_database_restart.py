@@ -146,7 +146,10 @@ def test_a_receiving_process_started_while_the_database_is_down_waits_for_it_wit
         f"listeners:\n  - {{name: main, ae_title: ROUTER, port: {port}}}\n"
         "destinations:\n  STORE: {type: folder, path: received}\n", encoding="utf-8")
     router = RouterProcess(tmp_path / "router.yaml", port).start()
-    started = lambda: [int(pid) for pid in re.findall(r"receiving process (\d+) started", router.output())]  # noqa: E731
+
+    def started() -> list[int]:
+        return [int(pid) for pid in re.findall(r"receiving process (\d+) started", router.output())]
+
     try:
         router.wait_for_log("receiving process 1 (")
         [first] = started()
