@@ -190,3 +190,27 @@ def test_a_receiving_process_started_while_the_database_is_down_waits_for_it_wit
     assert f"receiving process {restarted} stopped (exit code 0)" in output, output
     assert re.findall(r"receiving process (\d+) started", output) == [str(first), str(restarted)], output
     assert "Traceback" not in output, output
+
+
+def test_a_receiving_process_waiting_for_the_database_stops_with_the_router(tmp_path, own_postgres):
+    port = free_port()
+    (tmp_path / "main.rules").write_text('rule "all" {\n  then route to STORE\n}\n', encoding="utf-8")
+    (tmp_path / "router.yaml").write_text(
+        f"storage: var\nrules: main.rules\nprocesses: 2\njournal: {own_postgres.new_database()}\n"
+        f"listeners:\n  - {{name: main, ae_title: ROUTER, port: {port}}}\n"
+        "destinations:\n  STORE: {type: folder, path: received}\n", encoding="utf-8")
+    router = RouterProcess(tmp_path / "router.yaml", port).start()
+    router.wait_for_log("receiving process 1 (")
+    [first] = [int(pid) for pid in re.findall(r"receiving process (\d+) started", router.output())]
+    own_postgres.stop_server()
+    os.kill(first, signal.SIGKILL)
+    wait_until(lambda: re.search(r"receiving process 1 \((\d+)\): the journal's database cannot be reached",
+                                 router.output()), timeout=30, what="the new receiving process waiting")
+    restarted = int(re.search(r"receiving process 1 \((\d+)\): the journal's database cannot be reached",
+                              router.output()).group(1))
+    code = router.stop()
+    output = router.log_path.read_text()
+    assert code == 0, output
+    # it answered the stop while waiting (one that did not would be killed, after 120 s)
+    assert f"receiving process {restarted} stopped (exit code 0)" in output, output
+    assert "Traceback" not in output, output
