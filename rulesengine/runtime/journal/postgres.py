@@ -191,7 +191,8 @@ ALTER TABLE instances ADD COLUMN checked TEXT;
 """
 
 # Retention (retention.delivered): until when an instance's spool file is kept once the router is
-# done with it, with an index of the retained instances only, by that time (sql.py: expired_retentions).
+# done with it, with indexes of the retained instances only, by that time (sql.py: expired_retentions)
+# and by path (path_in_use).
 _SCHEMA_6 = """
 ALTER TABLE instances ADD COLUMN retained_until DOUBLE PRECISION;
 CREATE INDEX instances_retained ON instances(retained_until) WHERE retained_until IS NOT NULL;

@@ -151,7 +151,8 @@ CREATE INDEX IF NOT EXISTS instances_outcome ON instances(outcome);
 CREATE INDEX IF NOT EXISTS deliveries_delivered_at ON deliveries(delivered_at) WHERE delivered_at IS NOT NULL;
 -- Leases by expiry, for requeue_expired: only the deliveries being sent have an entry.
 CREATE INDEX IF NOT EXISTS deliveries_lease ON deliveries(lease_expires) WHERE lease_expires IS NOT NULL;
--- Retained instances by the end of their retention, for the cleanup: only those retained have an entry.
+-- Retained instances by the end of their retention (the cleanup) and by path (path_in_use): only those
+-- retained have an entry.
 CREATE INDEX IF NOT EXISTS instances_retained ON instances(retained_until) WHERE retained_until IS NOT NULL;
 CREATE INDEX IF NOT EXISTS instances_retained_path ON instances(path) WHERE retained_until IS NOT NULL;
 """
