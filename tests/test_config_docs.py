@@ -31,6 +31,7 @@ from rulesengine.config import (
     DicomDestination,
     FolderDestination,
     Listener,
+    Retention,
     Retry,
     Timeouts,
     Watch,
@@ -290,6 +291,7 @@ DATACLASSES = {
     "#/$defs/console": Console,
     "#/$defs/console_tls": ConsoleTLS,
     "#/$defs/console_user": ConsoleUser,
+    "#/properties/retention": Retention,
 }
 FIELD_OF = {
     ("#/properties/log", "level"): (Config, "log_level"),
