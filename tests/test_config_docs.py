@@ -31,6 +31,7 @@ from rulesengine.config import (
     DicomDestination,
     FolderDestination,
     Listener,
+    Retention,
     Retry,
     Timeouts,
     Watch,
@@ -291,6 +292,7 @@ DATACLASSES = {
     "#/$defs/console": Console,
     "#/$defs/console_tls": ConsoleTLS,
     "#/$defs/console_user": ConsoleUser,
+    "#/properties/retention": Retention,
 }
 DATACLASSES["#/$defs/window"] = DeliveryWindow  # delivery windows
 FIELD_OF = {

@@ -10,7 +10,7 @@ from .errors import unreachable
 from .interface import Journal
 from .records import (MAX_TRACE_BYTES, MAX_TRACE_EDITS, Attempt, ClaimLost, Counter, Delivery, DeliveryState, DeliveryTrace,
                       DestinationAnswer, Instance, InstanceState, InstanceTrace, Lease, ListedDelivery, NewDelivery,
-                      NewRequest, Outcome, Request, RequestOutcome, RequestResult, RouterStatus, trace_text)
+                      NewRequest, Outcome, Request, RequestOutcome, RequestResult, RetainedFile, RouterStatus, trace_text)
 from .records import URGENT
 from .sql import LEASE_SECONDS
 from .sqlite import SQLiteJournal
@@ -22,5 +22,5 @@ ACCEPTED, PROCESSED, DONE = InstanceState
 __all__ = ["ACCEPTED", "Attempt", "ClaimLost", "Counter", "DEAD", "DELIVERED", "DELIVERY_STATES", "DONE", "Delivery",
            "DeliveryState", "DeliveryTrace", "DestinationAnswer", "Instance", "InstanceState", "InstanceTrace",
            "Journal", "LEASE_SECONDS", "Lease", "ListedDelivery", "MAX_TRACE_BYTES", "MAX_TRACE_EDITS", "NewDelivery", "NewRequest", "Outcome",
-           "PROCESSED", "QUEUED", "RETRYING", "Request", "RequestOutcome", "RequestResult", "RouterStatus", "SENDING",
+           "PROCESSED", "QUEUED", "RETRYING", "Request", "RequestOutcome", "RequestResult", "RetainedFile", "RouterStatus", "SENDING",
            "SQLiteJournal", "trace_text", "unreachable", "URGENT"]

@@ -196,10 +196,19 @@ _SCHEMA_5 = """
 ALTER TABLE deliveries ADD COLUMN priority INTEGER NOT NULL DEFAULT 0, ADD COLUMN delivery_window TEXT;
 """
 
+# Retention (retention.delivered): until when an instance's spool file is kept once the router is
+# done with it, with indexes of the retained instances only, by that time (sql.py: expired_retentions)
+# and by path (path_in_use).
+_SCHEMA_6 = """
+ALTER TABLE instances ADD COLUMN retained_until DOUBLE PRECISION;
+CREATE INDEX instances_retained ON instances(retained_until) WHERE retained_until IS NOT NULL;
+CREATE INDEX instances_retained_path ON instances(path) WHERE retained_until IS NOT NULL;
+"""
+
 # The schema's versions: (number, statements), in order. A change of schema is a new entry
 # at the end; an entry, once released, never changes.
 MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_1), (2, _SCHEMA_2), (3, _SCHEMA_3), (4, _SCHEMA_4),
-                                           (5, _SCHEMA_5))
+                                           (5, _SCHEMA_5), (6, _SCHEMA_6))
 
 
 class JournalUnavailable(RuntimeError):
