@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 
 from ..config import Config
+from .events import Events
+from .notifications import NotificationSender, Notifications
 from .pynetdicom_setup import configure_pynetdicom
 from .receiver import Reception, ReceivingProcess
 from .retrieval_exchange import RetrievalExchange, exchange_folder, remove_exchange_folder
@@ -41,6 +43,10 @@ class Router:
         self.reloader = None
         self._reload_requested = False  # a SIGHUP before the reloader runs
         self.status = StatusReporter(self, config.node)  # the journal's router_status row, for the operations console
+        # Notifications: queued by any process, sent from here (one process of the cluster at a time).
+        self.notification_sender = NotificationSender(self.journal, config)
+        self.events = Events(Notifications(self.journal, config, wake=self.notification_sender.wake))
+        self.rules.events = self.events  # a reload refused
 
     @property
     def listeners(self):
@@ -87,6 +93,7 @@ class Router:
                 self.receivers.append(receiver)
             log.info("%d receiving processes, each with its worker process", processes)
         self._start_watchers()
+        self.notification_sender.start()
         self.status.start()
         self._start_reloader()
 
@@ -129,6 +136,7 @@ class Router:
         self.reception.stop()
         for receiver in self.receivers:
             receiver.wait_stopped()
+        self.notification_sender.stop()
         remove_exchange_folder(self.exchange_folder)
         self.journal.close()
         self.storage.unlock()
@@ -147,6 +155,8 @@ class Router:
         if config is not None:
             self.config = config
             self.reception.follow(config)
+            self.events.configure(config)
+            self.notification_sender.configure(config)
         self.worker.reload()
         for receiver in self.receivers:
             receiver.reload(self.rules.config, self.rules.current.program)
