@@ -20,7 +20,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from ..lang.functions import DEFAULT_HASH_KEY, Secrets
-from ..notification_context import EVENTS_WITH_AFTER
+from .notification_context import EVENTS_WITH_AFTER
 
 
 class ConfigError(Exception):
@@ -981,8 +981,8 @@ class _Checks:
     def _template(self, name, key: str, kind: str) -> None:
         from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 
-        from ..notification_context import PATIENT_FIELDS, known_fields, sample
-        from ..notification_templates import TemplateProblem, check_template
+        from .notification_context import PATIENT_FIELDS, known_fields, sample
+        from .notification_templates import TemplateProblem, check_template
         source = self._value("notifiers", name, key)
         if source is None:
             return

@@ -9,7 +9,7 @@ happen and queued as notifications (notifications.py) for the notifiers subscrib
   backoff's cap later), raised once per subscription and outage; a delivered instance ends
   the outage. Each worker process watches the attempts it makes.
 
-What an event gives is in notification_context.EVENTS; patient data goes apart (`patient`),
+What an event gives is in config/notification_context.py; patient data goes apart (`patient`),
 for the notifiers that opted in. Raising an event costs nothing where nobody subscribed to it.
 """
 
@@ -21,7 +21,7 @@ import time
 from typing import Any, Callable, Mapping
 
 from ..arrival import HEADER_KEYWORDS, Arrival
-from ..notification_context import PATIENT_FIELDS
+from ..config.notification_context import PATIENT_FIELDS
 from .notifications import Notifications, iso_time
 
 log = logging.getLogger("rulesengine.events")

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from ..config import Config
-from ..notification_context import PATIENT_FIELDS, WHOLE
+from ..config.notification_context import PATIENT_FIELDS, WHOLE
 from .journal import Journal, NotificationState, unreachable
 from .journal.errors import in_words
 from .logs import Repeats, origin

@@ -1,5 +1,5 @@
 """Sending one notification through its notifier: a webhook's HTTP POST (httpx) or a mail
-through SMTP (smtplib), its templates rendered in the sandbox (notification_templates.py).
+through SMTP (smtplib), its templates rendered in the sandbox (config/notification_templates.py).
 
 `deliver` returns what the other side answered, or raises NotifyFailed: `permanent` when
 trying again cannot help (a template that does not render, a request the server refuses as
@@ -17,8 +17,8 @@ from typing import Any, Mapping
 import httpx
 
 from ..config import EmailNotifier, Notifier, SecretHeader, WebhookNotifier
-from ..notification_context import WHOLE
-from ..notification_templates import TemplateProblem, render
+from ..config.notification_context import WHOLE
+from ..config.notification_templates import TemplateProblem, render
 
 # Answers that say the request itself is wrong: sending it again gets the same answer.
 # 408 (timeout), 425 (too early) and 429 (too many requests) are worth another try.

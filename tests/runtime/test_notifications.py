@@ -17,7 +17,7 @@ from helpers.notify_peers import SMTPServer, WebhookServer, make_pki
 
 from rulesengine.arrival import Arrival
 from rulesengine.config import ConfigError, load_config
-from rulesengine.notification_templates import TemplateProblem, render
+from rulesengine.config.notification_templates import TemplateProblem, render
 from rulesengine.runtime.events import Events
 from rulesengine.runtime.journal import NotificationState, SQLiteJournal
 from rulesengine.runtime.notifications import NotificationSender, Notifications
