@@ -41,5 +41,7 @@ notify:
         assert listing.returncode == 0, listing.stderr
         assert "sent 2" in listing.stdout and "delivery-dead" in listing.stdout, listing.stdout
         assert router.stop() == 0
+        purged = dicom_rules("notifications", tmp_path / "router.yaml", "purge", cwd=tmp_path)
+        assert purged.returncode == 0 and "purged 2 sent or dead notification(s)" in purged.stdout, purged.stderr
     finally:
         server.close()
