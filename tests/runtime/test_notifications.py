@@ -526,3 +526,18 @@ def test_a_valid_configuration_loads_its_notifiers_and_subscriptions(tmp_path):
     assert [(s.event, s.to, s.after) for s in config.notify] == [
         ("delivery-dead", ("ops-mail", "ops-hook"), 0.0), ("destination-unreachable", ("ops-hook",), 600.0),
         ("destination-unreachable", ("ops-hook",), 90.0)]
+
+
+def test_the_console_shows_a_webhook_without_its_headers_nor_the_path_of_its_address():
+    from rulesengine.console.actions import MASK, masked_configuration
+    shown = masked_configuration(textwrap.dedent("""
+        notifiers:
+          chat:
+            type: webhook
+            url: https://hooks.example.org:8443/services/T000/B000/SECRETPATH?token=SECRETQUERY
+            headers: {Authorization: Bearer SECRETHEADER, X-Key: {value_env: HOOK_KEY}}
+          mail: {type: email, host: smtp.example.org, password_file: /etc/smtp-password, from: a@b.c, to: [d@e.f]}
+        """))
+    assert "SECRET" not in shown and "HOOK_KEY" not in shown and "/etc/smtp-password" not in shown
+    assert f"https://hooks.example.org:8443/{MASK}" in shown and "smtp.example.org" in shown
+
