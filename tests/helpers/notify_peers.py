@@ -32,7 +32,7 @@ class WebhookServer:
     """Answers each POST with the next status of `answers` (the last one again once they run
     out); with `hang=True` it never answers (until closed). Records every request."""
 
-    def __init__(self, answers: tuple[int, ...] = (200,), hang: bool = False):
+    def __init__(self, answers: tuple[int, ...] = (200,), hang: bool = False, tls_context: ssl.SSLContext | None = None):
         self.answers = list(answers)
         self.hang = hang
         self.posted: list[Posted] = []
@@ -60,12 +60,17 @@ class WebhookServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        self.scheme = "http"
+        if tls_context is not None:  # https: each connection's handshake in its own thread
+            self.server.socket = tls_context.wrap_socket(self.server.socket, server_side=True,
+                                                         do_handshake_on_connect=False)
+            self.scheme = "https"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        return f"{self.scheme}://127.0.0.1:{self.server.server_address[1]}/hook"
 
     def wait_for(self, count: int, timeout: float = 30) -> list[Posted]:
         with self.received:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import ssl
 import textwrap
 from email import message_from_bytes
 from pathlib import Path
@@ -45,12 +46,21 @@ def problems(folder: Path, body: str) -> str:
     return str(caught.value)
 
 
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """(ca.crt, a server context for 127.0.0.1 signed by that CA)."""
+    ca, certificate, key = make_pki(tmp_path_factory.mktemp("pki"))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certificate, key)
+    return ca, context
+
+
 @pytest.fixture
 def webhook():
     servers: list[WebhookServer] = []
 
-    def start(*answers: int, hang: bool = False) -> WebhookServer:
-        servers.append(WebhookServer(answers or (200,), hang=hang))
+    def start(*answers: int, hang: bool = False, tls_context=None) -> WebhookServer:
+        servers.append(WebhookServer(answers or (200,), hang=hang, tls_context=tls_context))
         return servers[-1]
 
     yield start
@@ -160,6 +170,25 @@ def test_a_server_that_never_answers_times_out_and_is_tried_again(tmp_path, webh
     waiting = journal.notification(number)
     assert waiting.state == RETRYING and "no answer within 0.5 s" in waiting.last_error
     sender.stop()
+
+
+def test_an_https_webhook_is_posted_to_a_server_whose_certificate_chains_to_its_ca_certificates(tmp_path, webhook,
+                                                                                                journal, pki):
+    ca, context = pki
+    server = webhook(200, tls_context=context)
+    trusting = hook_config(tmp_path, server.url, extra=f"""
+        checked:
+          type: webhook
+          url: {server.url}
+          ca_certificates: {ca}
+        """)
+    refused = Notifications(journal, trusting).send("ops-hook", "delivery-dead", {"reason": "x"})  # system CAs
+    sent = Notifications(journal, trusting).send("checked", "delivery-dead", {"reason": "y"})
+    NotificationSender(journal, trusting).tick()
+    assert [posted.json()["reason"] for posted in server.wait_for(1)] == ["y"]
+    assert journal.notification(sent).state == SENT
+    failed = journal.notification(refused)
+    assert failed.state == RETRYING and "CERTIFICATE_VERIFY_FAILED" in failed.last_error
 
 
 def test_a_request_the_server_refuses_as_bad_is_dead_at_once(tmp_path, webhook, journal):
@@ -309,11 +338,9 @@ def mail_config(tmp_path, port: int, tls: str, extra: str = ""):
                                     "notify:\n  - {event: delivery-dead, to: [ops-mail]}\n"))
 
 
-def test_mail_is_sent_over_starttls_with_a_login_checked_against_the_test_ca(tmp_path, smtp, journal, monkeypatch):
-    import ssl
-    ca, certificate, key = make_pki(tmp_path / "pki")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(certificate, key)
+def test_mail_is_sent_over_starttls_with_a_login_checked_against_the_test_ca(tmp_path, smtp, journal, monkeypatch,
+                                                                            pki):
+    ca, context = pki
     server = smtp(tls_context=context, user="router", password="pw-1")
     monkeypatch.setenv("SMTP_PASSWORD", "pw-1")
     config = mail_config(tmp_path, server.port, "starttls", extra=f"""
