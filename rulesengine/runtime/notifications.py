@@ -1,9 +1,9 @@
 """Notifications: queued in the journal's outbox by any process, sent by one.
 
 `Notifications.send(notifier, event, context, patient)` queues one (the router's events
-through events.py, or any caller with the values it has, a document's among them): the values its templates read are stored
-with it, the patient data only for a notifier with `patient_data: true`. Queuing is one
-journal insert; nothing waits for a server.
+through events.py, or any caller with the values it has, a document's among them): the
+values its templates read are stored with it, the patient data only for a notifier with
+`patient_data: true`. Queuing is one journal insert; nothing waits for a server.
 
 `NotificationSender` (a thread of the main process) sends what is due: one process of the
 whole cluster at a time, the holder of the journal's exclusive lock "notifications" (with
