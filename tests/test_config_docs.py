@@ -32,6 +32,7 @@ from rulesengine.config import (
     EmailNotifier,
     FolderDestination,
     Listener,
+    Retention,
     Retry,
     Subscription,
     Timeouts,
@@ -294,6 +295,7 @@ DATACLASSES = {
     "#/$defs/console": Console,
     "#/$defs/console_tls": ConsoleTLS,
     "#/$defs/console_user": ConsoleUser,
+    "#/properties/retention": Retention,
     # notifications
     "#/$defs/webhook_notifier": WebhookNotifier,
     "#/$defs/email_notifier": EmailNotifier,

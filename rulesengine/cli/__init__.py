@@ -13,6 +13,7 @@ from ..config import ConfigError
 from ..diagnostics import RulesError
 from ..lang.nodes import MESSAGES
 from ..runtime.storage import JournalUnavailable
+from .cleanup import add_cleanup_command
 from .compile import cmd_compile
 from .console import add_console_commands
 from .common import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, report_rules_error
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(dictionary, ("text", "json"))
     dictionary.set_defaults(func=cmd_dict)
 
+    add_cleanup_command(sub)
     add_console_commands(sub)
     return parser
 

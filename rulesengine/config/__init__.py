@@ -340,6 +340,100 @@ def journal_url_problem(url: str) -> str | None:
     return None
 
 
+# ---- retention and disk space (docs/operations.md, "Retention and cleanup") --------------
+
+# Durations: a whole number and its unit (30m, 12h, 7d); 0 alone means none.
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_RETENTION_SECONDS = 36500 * 86400  # 100 years: anything longer is a slip of the keyboard
+# Sizes: a number and its unit, decimal (KB, MB, GB, TB) or binary (KiB, MiB, GiB, TiB), or a
+# percentage of the storage folder's file system.
+_SIZE_UNITS = {"B": 1, "KB": 10 ** 3, "MB": 10 ** 6, "GB": 10 ** 9, "TB": 10 ** 12,
+               "KiB": 2 ** 10, "MiB": 2 ** 20, "GiB": 2 ** 30, "TiB": 2 ** 40}
+
+
+def parse_duration(value) -> float:
+    """Seconds of a duration as the configuration writes it (`30m`, `12h`, `7d`, or 0).
+    Raises ValueError saying what is wrong."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{value!r} is not a duration such as 30m, 12h or 7d")
+    if isinstance(value, int):
+        if value != 0:
+            raise ValueError(f"{value!r} has no unit: write it as 30m, 12h or 7d (0 alone means none)")
+        return 0.0
+    text = value.strip()
+    number, unit = text[:-1], text[-1:]
+    if unit not in _DURATION_UNITS or not number.isdigit() or not number.isascii():
+        raise ValueError(f"{value!r} is not a duration such as 30m, 12h or 7d")
+    seconds = float(int(number) * _DURATION_UNITS[unit])
+    if seconds > MAX_RETENTION_SECONDS:
+        raise ValueError(f"{value!r} is more than 100 years (36500d); leave the key out to keep them for ever")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """A number of seconds as the configuration would write it, in its largest whole unit."""
+    for unit in ("d", "h", "m"):
+        if seconds and seconds % _DURATION_UNITS[unit] == 0:
+            return f"{int(seconds // _DURATION_UNITS[unit])}{unit}"
+    return f"{seconds:g}s"
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long the router keeps what it is done with, in seconds: received instances once
+    delivered (0: removed at once), and files in the quarantine and the watched folders'
+    done/ and failed/ folders (None: kept for ever)."""
+
+    delivered: float = 0
+    quarantine: float | None = None
+    done: float | None = None
+    failed: float | None = None
+
+
+@dataclass(frozen=True)
+class FreeSpaceFloor:
+    """`storage_min_free`: below this much free space on the storage folder's file system,
+    new instances are refused. Either a number of bytes or a percentage of the file system."""
+
+    text: str  # as the configuration says it, for messages
+    bytes: int | None = None
+    percent: float | None = None
+
+    def required(self, total_bytes: int) -> int:
+        """The free bytes needed on a file system of `total_bytes`."""
+        if self.percent is not None:
+            return int(total_bytes * self.percent / 100)
+        return int(self.bytes or 0)
+
+
+def parse_free_space(value) -> FreeSpaceFloor | None:
+    """`storage_min_free` (`2GB`, `500MiB`, `5%`; 0: no floor). Raises ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"{value!r} is not a size such as 2GB, 500MB or 5%")
+    if isinstance(value, int):
+        if value != 0:
+            raise ValueError(f"{value!r} has no unit: write it as 2GB, 500MB or 5% (0 alone means no floor)")
+        return None
+    text = value.strip()
+    if text.endswith("%"):
+        number = text[:-1].strip()
+        try:
+            percent = float(number)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a percentage such as 5%") from None
+        if not 0 <= percent <= 100 or number.lower() in ("nan", "inf", "+inf", "infinity"):
+            raise ValueError(f"{value!r}: a percentage is 0% to 100%")
+        return FreeSpaceFloor(text, percent=percent) if percent else None
+    unit = next((unit for unit in sorted(_SIZE_UNITS, key=len, reverse=True) if text.endswith(unit)), None)
+    number = text[:-len(unit)].strip() if unit else ""
+    if unit is None or not number.replace(".", "", 1).isdigit() or not number.isascii():
+        raise ValueError(f"{value!r} is not a size such as 2GB, 500MB or 5%")
+    size = int(float(number) * _SIZE_UNITS[unit])
+    if size > 2 ** 60:
+        raise ValueError(f"{value!r} is larger than any disk")
+    return FreeSpaceFloor(text, bytes=size) if size else None
+
+
 @dataclass(frozen=True)
 class Config:
     path: str
@@ -359,6 +453,8 @@ class Config:
     node: str | None = None  # this router's name among the nodes on one journal; None: the host name
     processes: int | str = "auto"  # receiving processes (each with its worker process); auto: the cores
     journal_lease_seconds: float = 60.0  # how long a node's claim on a delivery lasts unless renewed
+    retention: Retention = Retention()  # how long what the router is done with is kept
+    storage_min_free: FreeSpaceFloor | None = None  # None: instances are taken until the disk is full
     notifiers: dict[str, Notifier] = field(default_factory=dict)  # notifications: by name
     notify: tuple[Subscription, ...] = ()  # which events go to which notifiers
     lines: dict[tuple, int] = field(default_factory=dict, compare=False, repr=False)
@@ -471,6 +567,8 @@ def _plain(error) -> str:
         return f"{where}: must be at most {expected}, not {value!r}"
     if validator == "anyOf" and all(_alternative(option) for option in expected):
         return f"{where}: must be {', or '.join(map(_alternative, expected))}, not {value!r}"
+    if validator == "anyOf" and error.schema.get("description"):  # a duration, a size: its description says how
+        return f"{where}: {value!r} is not valid: {error.schema['description']}"
     if validator in ("minLength", "maxLength"):
         return f"{where}: {value!r} is too {'short' if validator == 'minLength' else 'long'}"
     if validator in ("pattern", "propertyNames"):
@@ -661,8 +759,17 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
         node=str(data["node"]) if data.get("node") else None,
         processes=int(data["processes"]) if data.get("processes", "auto") != "auto" else "auto",
         journal_lease_seconds=float(data.get("journal_lease_seconds", 60.0)), lines=_lines(data),
+        retention=_retention(data.get("retention")), storage_min_free=parse_free_space(data.get("storage_min_free", 0)),
         notifiers=_notifiers(data.get("notifiers"), base), notify=_subscriptions(data.get("notify")),
     )
+
+
+def _retention(data) -> Retention:
+    """The `retention` mapping (checked by _Checks._retention), in seconds."""
+    data = data or {}
+    return Retention(delivered=parse_duration(data.get("delivered", 0)),
+                     **{kind: parse_duration(data[kind]) if kind in data else None
+                        for kind in ("quarantine", "done", "failed")})
 
 
 def _notifiers(data, base: str) -> dict[str, Notifier]:
@@ -756,6 +863,7 @@ class _Checks:
         self._journal()
         self._log()
         self._console()
+        self._retention()
         self._notifications()
         return self.found
 
@@ -873,6 +981,28 @@ class _Checks:
         if folder and not os.path.isdir(folder):
             self._problem(("log", "file"), f"the folder {folder} does not exist")
 
+
+    def _retention(self) -> None:
+        """Durations and the free-space floor: what the schema's patterns cannot say (too long,
+        a percentage past 100%, a cleanup that would empty a folder at every round)."""
+        for kind in ("delivered", "quarantine", "done", "failed"):
+            value = self._value("retention", kind, kind=(int, str))
+            if value is None:
+                continue
+            try:
+                seconds = parse_duration(value)
+            except ValueError as exc:
+                self._problem(("retention", kind), str(exc))
+                continue
+            if seconds == 0 and kind != "delivered":
+                self._problem(("retention", kind), f"0 would remove every file of {kind} at each cleanup; leave "
+                                                   "the key out to keep them for ever, or give a duration (7d)")
+        floor = self._value("storage_min_free", kind=(int, str))
+        if floor is not None:
+            try:
+                parse_free_space(floor)
+            except ValueError as exc:
+                self._problem(("storage_min_free",), str(exc))
 
     def _console(self) -> None:
         """Console users have names of their own."""

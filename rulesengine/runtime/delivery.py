@@ -254,6 +254,8 @@ class DestinationWorker(threading.Thread):
             self.journal.delivered(item, started, detail)
             self.events.destination_reached(self.destination.name)
             log.debug("delivered %s to %s (%s)", item.sop_instance_uid, self.destination.name, detail)
+            if self.storage.retain_seconds > 0:  # retention.delivered counts from the last delivery
+                self.journal.extend_retention(item.instance_id, self.clock() + self.storage.retain_seconds)
             self._release_file(item.path)
 
     def _refused(self, item, started: float, kind: str, error: str) -> None:

@@ -38,6 +38,7 @@ from ..config import Listener, TLS
 from ..document import DocumentReadError
 from ..intake import RefusedAtIntake
 from . import received as received_files
+from .disk_space import DISK_LOW_COMMENT
 from .find_service import FindService
 from .journal.errors import in_words, unreachable
 from .retrieve_service import RetrieveService
@@ -229,6 +230,8 @@ class DicomListener:
                 log.log(logging.DEBUG if exc.connection_closed else logging.WARNING,
                         "listener %s: instance from %s %s", self.config.name, arrival.calling_aet, exc)
                 return with_comment(StoreStatus.OUT_OF_RESOURCES, str(exc))
+            if self.pipeline.storage.disk.low() is not None:  # logged once a minute by the watermark itself
+                return with_comment(StoreStatus.OUT_OF_RESOURCES, DISK_LOW_COMMENT)
             if self.retrieve_service is not None:  # a source storing what the router asked it to move
                 claimed = self.retrieve_service.claim(event.request, arrival, path)
                 if claimed is not None:

@@ -363,8 +363,10 @@ class Pipeline:
         if decision.outcome == "route":
             self._route(instance_id, path, document, decision, outcome)
         elif decision.outcome == "drop":
-            self.journal.settle(instance_id, outcome, None)
-            self.storage.remove(path)
+            retained = self.storage.keep(self.journal, instance_id)  # for replay (retention.delivered)
+            self.journal.settle(instance_id, outcome, path if retained else None)
+            if not retained:
+                self.storage.remove(path)
         else:
             # quarantine; or a reject the sender can no longer be told of (an instance released
             # from the quarantine follows the rules in place now): kept aside either way
@@ -387,8 +389,9 @@ class Pipeline:
                                      f"internal error while writing its copies: {short_error(exc)}",
                                      outcome, logged=True)
             return
+        retained = self.storage.keep(self.journal, instance_id)  # before a delivery can end and remove it
         self.journal.add_deliveries(instance_id, deliveries, outcome)
-        if all(item.path != path for item in deliveries):
+        if not retained and all(item.path != path for item in deliveries):
             self.storage.remove(path)  # every destination has its own copy
         self.notify({item.destination for item in deliveries})
 
@@ -445,13 +448,16 @@ class Pipeline:
             raise
         return deliveries
 
-    def process_pending(self) -> int:
+    def process_pending(self, interrupted: Callable[[], bool] | None = None) -> int:
         """Process every instance received and not yet processed, oldest first, that no other
         process holds: a few claimed at a time (claim_instances), each processed by this
-        process alone. Returns how many this process claimed."""
+        process alone. Returns how many this process claimed. `interrupted`: asked before each
+        batch; True ends the pass there (a worker process's reload comes first)."""
         count = 0
         after = 0
         while True:
+            if interrupted is not None and interrupted():
+                return count
             batch = self.journal.claim_instances(CLAIM_BATCH, after=after)
             if not batch:
                 return count

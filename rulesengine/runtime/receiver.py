@@ -23,7 +23,8 @@ from ..config import Config, ConfigError
 from ..diagnostics import RulesError
 from .find_service import FindService
 from .listener import DicomListener
-from .logs import setup_logging
+from .journal.errors import in_words, unreachable
+from .logs import Repeats, setup_logging
 from .pipeline import Pipeline
 from .pynetdicom_setup import configure_pynetdicom
 from .retrieval_exchange import RetrievalExchange
@@ -37,8 +38,9 @@ from .worker import WorkerProcess
 log = logging.getLogger("rulesengine.router")
 
 WORKER_GONE_SECONDS = 10.0  # how long a dead receiving process's worker may take to end
-RELOAD_TIMEOUT = 60.0  # seconds the main process waits for a receiving process to follow a reload
+RELOAD_TIMEOUT = 90.0  # seconds the main process waits for a receiving process (and its worker) to follow a reload
 COUNTS_SECONDS = 1.0  # how often a receiving process tells the main one its associations
+JOURNAL_WAIT = 2.0  # seconds between two tries to open the journal while its database is away
 
 
 def _delivered_by_the_worker(_destinations) -> None:
@@ -110,7 +112,9 @@ def run_receiver(config: Config, program, channel, verbose: int, parent: int, nu
     configure_pynetdicom()
     storage = Storage.of(config)  # never locked here: the main process holds the storage's lock
     storage.use_for_temporary_files()
-    journal = storage.journal()
+    journal, early = _open_journal(storage, channel, number)
+    if journal is None:
+        return  # asked to stop while the journal's database could not be reached
     rules = RulesHolder(config, program=program)  # recorded in the journal by the main process already
     reception = Reception(config, storage, journal, rules, verbose)
     stopped = threading.Event()
@@ -128,7 +132,7 @@ def run_receiver(config: Config, program, channel, verbose: int, parent: int, nu
         log.info("receiving process %d (%d) runs rules %s", number, os.getpid(), rules.current.version)
         while True:
             try:
-                message = channel.recv()
+                message = early.pop(0) if early else channel.recv()
             except (EOFError, OSError):
                 break  # the main process closed the pipe: it is stopping
             if message[0] == "stop":
@@ -142,6 +146,36 @@ def run_receiver(config: Config, program, channel, verbose: int, parent: int, nu
         reception.stop()
         _write_counts(reception, counts)
         journal.close()
+
+
+_unreachable = Repeats()  # the journal's database away at start: said once a minute
+
+
+def _open_journal(storage: Storage, channel, number: int) -> tuple:
+    """The journal, and the messages of the main process that came while it was opened (its
+    reloads, answered once this process runs). While its database cannot be reached, say so
+    and try again every few seconds, answering the stop meanwhile ((None, []): asked to stop)."""
+    early: list = []
+    while True:
+        try:
+            return storage.journal(), early
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            _unreachable.log(log, logging.WARNING, "open", "receiving process %d (%d): the journal's database cannot "
+                             "be reached (%s); trying again every %.0f s", number, os.getpid(), in_words(exc),
+                             JOURNAL_WAIT)
+        deadline = time.monotonic() + JOURNAL_WAIT
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                if not channel.poll(left):
+                    break
+                message = channel.recv()
+            except (EOFError, OSError):
+                return None, []  # the main process closed the pipe: it is stopping
+            if message[0] == "stop":
+                return None, []
+            early.append(message)
 
 
 def _follow(reception: Reception, number: int, config: Config, program) -> str | None:

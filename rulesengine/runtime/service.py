@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from ..config import Config
+from .cleanup import Cleanup, Housekeeper
 from .events import Events
 from .notifications import NotificationSender, Notifications
 from .pynetdicom_setup import configure_pynetdicom
@@ -43,6 +44,8 @@ class Router:
         self.reloader = None
         self._reload_requested = False  # a SIGHUP before the reloader runs
         self.status = StatusReporter(self, config.node)  # the journal's router_status row, for the operations console
+        # retention and cleanup, and the disk watermark asked while nothing arrives (cleanup.py)
+        self.housekeeper = Housekeeper(Cleanup(self.storage, self.journal, config.retention, config.watch))
         # Notifications: queued by any process, sent from here (one process of the cluster at a time).
         self.notification_sender = NotificationSender(self.journal, config)
         self.events = Events(Notifications(self.journal, config, wake=self.notification_sender.wake))
@@ -93,6 +96,7 @@ class Router:
                 self.receivers.append(receiver)
             log.info("%d receiving processes, each with its worker process", processes)
         self._start_watchers()
+        self.housekeeper.start()
         self.notification_sender.start()
         self.status.start()
         self._start_reloader()
@@ -127,6 +131,7 @@ class Router:
         receiving process at once (each stops its listeners, then its worker process)."""
         if self.reloader is not None:
             self.reloader.stop()
+        self.housekeeper.stop()
         self.status.stop()
         for receiver in self.receivers:
             receiver.ask_to_stop()
@@ -170,6 +175,8 @@ class Router:
                         config.path)
         if config.storage != self.config.storage:
             log.warning("storage changed in %s: restart the router to apply it", config.path)
+        if (config.retention, config.storage_min_free) != (self.config.retention, self.config.storage_min_free):
+            log.warning("retention or storage_min_free changed in %s: restart the router to apply it", config.path)
         if config.processes != self.config.processes:
             log.warning("processes changed in %s: restart the router to apply it", config.path)
         if not self.swap_rules(config):

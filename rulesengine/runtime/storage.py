@@ -38,10 +38,11 @@ import uuid
 from typing import TYPE_CHECKING
 
 from ..arrival import Arrival
+from .disk_space import DiskSpace
 from .journal import ACCEPTED, Journal, SQLiteJournal
 
 if TYPE_CHECKING:
-    from ..config import Config, JournalDatabase
+    from ..config import Config, FreeSpaceFloor, JournalDatabase
 
 
 def fsync_file(path: str) -> None:
@@ -91,11 +92,15 @@ class JournalUnavailable(RuntimeError):
 
 class Storage:
     def __init__(self, root: str, database: JournalDatabase | None = None, node: str | None = None,
-                 lease_seconds: float | None = None):
+                 lease_seconds: float | None = None, retain_seconds: float = 0.0,
+                 min_free: FreeSpaceFloor | None = None):
         """`database`: the configuration's `journal:` (PostgreSQL); None: SQLite, in this folder.
         `node`: the configuration's `node:`, whose leases the journal's claims take (None: the host name).
-        `lease_seconds`: the configuration's `journal_lease_seconds` (None: the journal's default)."""
+        `lease_seconds`: the configuration's `journal_lease_seconds` (None: the journal's default).
+        `retain_seconds`: `retention.delivered` (0: a received file goes once the router is done with it).
+        `min_free`: `storage_min_free` (None: no floor)."""
         self.root = os.path.abspath(root)
+        self.retain_seconds = retain_seconds
         self.database = database
         self.node = node
         self.lease_seconds = lease_seconds
@@ -114,6 +119,7 @@ class Storage:
         self.journal_path = os.path.join(self.root, "journal.sqlite")
         self.lock_path = os.path.join(self.root, "router.lock")
         self.node_lock_path = os.path.join(self.nodes_dir, f"{safe_name(self.node_name)}.lock")
+        self.disk = DiskSpace(self.root, min_free)  # the watermark every intake asks (disk_space.py)
         self._lock_file = None
         self._node_lock_file = None
         self.alone = False  # locked with no other node on the folder: the start-up sweep takes every spool
@@ -205,7 +211,8 @@ class Storage:
     @classmethod
     def of(cls, config: Config) -> Storage:
         """The storage folder of a configuration, with its journal."""
-        return cls(config.storage, config.journal, config.node, config.journal_lease_seconds)
+        return cls(config.storage, config.journal, config.node, config.journal_lease_seconds,
+                   config.retention.delivered, config.storage_min_free)
 
     def has_journal(self) -> bool:
         """Is there a journal to read (a database always; SQLite once the router made its file)?"""
@@ -351,6 +358,17 @@ class Storage:
             self.remove(name)
         fsync_dir(os.path.dirname(path))
         return instance_id
+
+    def keep(self, journal: Journal, instance_id: int, now: float | None = None) -> bool:
+        """retention.delivered: keep an instance's received file for `retain_seconds` once the
+        router is done with it. Recorded before the instance is routed or dropped, so that no
+        delivery ending meanwhile removes the file: path_in_use names it until the cleanup
+        removes it (DestinationWorker extends the time when its deliveries end). False when
+        nothing is retained: the caller removes the file once done."""
+        if self.retain_seconds <= 0:
+            return False
+        journal.retain(instance_id, (time.time() if now is None else now) + self.retain_seconds)
+        return True
 
     def remove(self, path: str) -> None:
         try:

@@ -364,6 +364,9 @@ class FolderWatcher:
         """Copy the file into the spool and hand it to the pipeline: None when it was
         received, otherwise why it failed. Raises _SpoolFull."""
         storage = self.pipeline.storage
+        low = storage.disk.low()
+        if low is not None:  # storage_min_free: the file waits, as for a full disk
+            raise _SpoolFull(low)
         try:
             copy = storage.copy_in(path)
         except OSError as exc:

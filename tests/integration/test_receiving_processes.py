@@ -351,6 +351,38 @@ def test_a_changed_configuration_reaches_every_receiving_process_and_its_worker(
     assert len([pid for pid, count in accepted.items() if count]) == 2, accepted
 
 
+def test_under_load_what_is_sent_once_a_configuration_change_is_logged_goes_to_the_new_destination(
+        router_factory, tmp_path, port):
+    # Senders keep both workers in long passes while the configuration changes: the change is
+    # logged as applied only once every worker follows it, not when it was merely told.
+    router = start_router(router_factory, port, "V1")
+    [extra] = receiving_pids(router)
+    stop = threading.Event()
+    background = [Sender(port, tmp_path / f"background{n}", f"BG{n}", stop) for n in range(8)]
+    for sender in background:
+        sender.start()
+    folders = ["received", "moved1", "moved2"]
+    try:
+        wait_until(lambda: sum(len(sender.acknowledged) for sender in background) >= 20, timeout=60,
+                   what="the background senders under way")
+        for round_, folder in enumerate(folders[1:], start=1):
+            (tmp_path / "router.yaml").write_text(config(port).replace("path: received", f"path: {folder}"),
+                                                  encoding="utf-8")
+            wait_until(lambda: router.output().count("configuration applied") == round_, timeout=120,
+                       what=f"change {round_} applied")
+            wait_until(lambda: router.output().count(f"receiving process 1 ({extra}) follows rules") == round_,
+                       timeout=120, what=f"change {round_} followed by receiving process 1")
+            sent = send_concurrently(port, tmp_path / f"sent{round_}", senders=4)
+            everywhere = lambda: set().union(*(labels(tmp_path / name) for name in folders))  # noqa: E731
+            wait_until(lambda: set(sent) <= everywhere(), timeout=120, what=f"round {round_} delivered")
+            assert set(sent) <= set(labels(tmp_path / folder)), f"round {round_}: some went to an old folder"
+    finally:
+        stop.set()
+        for sender in background:
+            sender.join(180)
+    assert router.stop() == 0
+
+
 # ---- 6. C-MOVE retrievals: the instances reach the process that asked ---------------------------------
 
 MOVES = 8  # each C-MOVE and each of its source's associations lands in one of 3 processes: all 8 in

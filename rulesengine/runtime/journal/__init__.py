@@ -11,7 +11,7 @@ from .interface import Journal
 from .outbox import Notification, NotificationState
 from .records import (MAX_TRACE_BYTES, MAX_TRACE_EDITS, Attempt, ClaimLost, Counter, Delivery, DeliveryState, DeliveryTrace,
                       DestinationAnswer, Instance, InstanceState, InstanceTrace, Lease, ListedDelivery, NewDelivery,
-                      NewRequest, Outcome, Request, RequestOutcome, RequestResult, RouterStatus, trace_text)
+                      NewRequest, Outcome, Request, RequestOutcome, RequestResult, RetainedFile, RouterStatus, trace_text)
 from .sql import LEASE_SECONDS
 from .sqlite import SQLiteJournal
 
@@ -23,5 +23,5 @@ __all__ = ["ACCEPTED", "Attempt", "ClaimLost", "Counter", "DEAD", "DELIVERED", "
            "DeliveryState", "DeliveryTrace", "DestinationAnswer", "Instance", "InstanceState", "InstanceTrace",
            "Journal", "LEASE_SECONDS", "Lease", "ListedDelivery", "MAX_TRACE_BYTES", "MAX_TRACE_EDITS", "NewDelivery", "NewRequest", "Notification",
            "NotificationState", "Outcome",
-           "PROCESSED", "QUEUED", "RETRYING", "Request", "RequestOutcome", "RequestResult", "RouterStatus", "SENDING",
+           "PROCESSED", "QUEUED", "RETRYING", "Request", "RequestOutcome", "RequestResult", "RetainedFile", "RouterStatus", "SENDING",
            "SQLiteJournal", "trace_text", "unreachable"]

@@ -24,7 +24,8 @@ from ...arrival import Arrival
 from .exclusive import ExclusiveLock
 from .outbox import Notification, NotificationState
 from .records import (Attempt, Counter, Delivery, DeliveryState, Instance, InstanceState, InstanceTrace,
-                      Lease, ListedDelivery, NewDelivery, NewRequest, Outcome, Request, RequestResult, RouterStatus)
+                      Lease, ListedDelivery, NewDelivery, NewRequest, Outcome, Request, RequestResult, RetainedFile,
+                      RouterStatus)
 
 
 class Journal(Protocol):
@@ -161,9 +162,34 @@ class Journal(Protocol):
     # ---- files ----------------------------------------------------------------------------------
 
     def path_in_use(self, path: str) -> bool:
-        """Does an unfinished delivery, or an unprocessed instance, still need this file?"""
+        """Does an unfinished delivery, an unprocessed instance, or a retained one still need this file?"""
 
-    def paths_in_use(self) -> set[str]: ...
+    def paths_in_use(self) -> set[str]:
+        """Every file path_in_use names: what the start-up sweep keeps."""
+
+    # ---- retention (retention.delivered; the cleanup, and replay, read it) -----------------------
+
+    def retain(self, instance_id: int, until: float) -> None:
+        """Keep the instance's spool file, as received, until `until` (a later time recorded
+        stands); path_in_use names it meanwhile."""
+
+    def extend_retention(self, instance_id: int, until: float) -> bool:
+        """A delivery of a retained instance ended: once none is left to send, its retention runs
+        until `until` (never shortened). True when extended."""
+
+    def retained_instances(self, received_from: float | None = None, received_to: float | None = None,
+                           after: int = 0, limit: int = 1000) -> list[Instance]:
+        """Retained instances numbered above `after`, oldest first, received in
+        [received_from, received_to) when given."""
+
+    def expired_retentions(self, now: float, limit: int = 1000) -> list[RetainedFile]:
+        """Retained instances whose retention ended before `now`, the longest ended first."""
+
+    def retained_count(self) -> int:
+        """How many instances are retained now."""
+
+    def end_retention(self, instance_ids: Iterable[int]) -> int:
+        """Their retention is over (the caller removed their files first); returns how many were retained."""
 
     # ---- for `dicom-rules queue` ------------------------------------------------------------------
 

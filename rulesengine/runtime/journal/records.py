@@ -128,16 +128,33 @@ class Instance(_Columns):
     # The spool file as the intake checked it (`Document.fingerprint`): processing
     # reads it without checking it again while it still matches. None: check it again.
     checked: str | None = None
+    # Until when its spool file is kept, as received, after the router is done with it
+    # (retention.delivered); None: not retained.
+    retained_until: float | None = None
 
     def to_row(self) -> dict[str, Any]:
         return {"id": self.id, "received_at": self.received_at, **self.arrival.to_row(), "path": self.path,
                 "state": self.state, **self.outcome.to_row(), "processed_at": self.processed_at,
-                "checked": self.checked}
+                "checked": self.checked, "retained_until": self.retained_until}
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "Instance":
+        keys = row.keys()
         return cls(row["id"], row["received_at"], Arrival.from_row(row), row["path"], InstanceState(row["state"]),
-                   Outcome.from_row(row), row["processed_at"], row["checked"] if "checked" in row.keys() else None)
+                   Outcome.from_row(row), row["processed_at"], row["checked"] if "checked" in keys else None,
+                   row["retained_until"] if "retained_until" in keys else None)
+
+
+@dataclass(frozen=True)
+class RetainedFile:
+    """A retained instance whose time is up (Journal.expired_retentions): its spool file goes,
+    unless a delivery still names it (`needed`: a dead one, kept for `queue retry`)."""
+
+    instance_id: int
+    path: str | None
+    received_at: float
+    retained_until: float
+    needed: bool
 
 
 @dataclass(frozen=True)

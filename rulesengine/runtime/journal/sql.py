@@ -25,7 +25,8 @@ from typing import Any, Iterable, Iterator
 from ...arrival import Arrival
 from .outbox import NotificationOutbox
 from .records import (Attempt, ClaimLost, Counter, Delivery, DeliveryState, DeliveryTrace, Instance, InstanceState, InstanceTrace,
-                      Lease, ListedDelivery, NewDelivery, NewRequest, Outcome, Request, RequestResult, RouterStatus)
+                      Lease, ListedDelivery, NewDelivery, NewRequest, Outcome, Request, RequestResult, RetainedFile,
+                      RouterStatus)
 
 QUEUED, SENDING, DELIVERED, RETRYING, DEAD = DeliveryState
 ACCEPTED, PROCESSED, DONE = InstanceState
@@ -562,14 +563,17 @@ class SQLJournal(NotificationOutbox):
                               "AND next_attempt_at > ?", (now, destination, QUEUED, RETRYING, now)).rowcount
 
     def path_in_use(self, path: str) -> bool:
-        """Does a delivery that is not finished, or an unprocessed instance, still need this file?"""
+        """Does a delivery that is not finished, an unprocessed instance, or a retained one, still need this file?"""
         db = self._connection()
         row = db.execute("SELECT 1 FROM deliveries WHERE path=? AND state NOT IN (?) LIMIT 1",
                          (path, DELIVERED)).fetchone()
         if row:
             return True
-        return db.execute("SELECT 1 FROM instances WHERE path=? AND state=? LIMIT 1",
-                          (path, ACCEPTED)).fetchone() is not None
+        if db.execute("SELECT 1 FROM instances WHERE path=? AND state=? LIMIT 1", (path, ACCEPTED)).fetchone():
+            return True
+        # a retained instance's file (read from the index of retained paths alone)
+        return db.execute("SELECT 1 FROM instances WHERE path=? AND retained_until IS NOT NULL LIMIT 1",
+                          (path,)).fetchone() is not None
 
     def paths_in_use(self) -> set[str]:
         db = self._connection()
@@ -577,7 +581,62 @@ class SQLJournal(NotificationOutbox):
                                           "NULL", (DELIVERED,))}
         paths |= {r[0] for r in db.execute("SELECT path FROM instances WHERE state=? AND path IS NOT NULL",
                                            (ACCEPTED,))}
+        paths |= {r[0] for r in db.execute("SELECT path FROM instances WHERE retained_until IS NOT NULL AND path "
+                                           "IS NOT NULL")}
         return paths
+
+    # ---- retention (retention.delivered) ----------------------------------------------------
+
+    def retain(self, instance_id: int, until: float) -> None:
+        """Keep the instance's spool file, as received, until `until` (a later time already
+        recorded stands): path_in_use names it meanwhile, so nothing removes it but the cleanup."""
+        self._connection().execute(
+            f"UPDATE instances SET retained_until={self._GREATEST}(COALESCE(retained_until, ?), ?) WHERE id=?",
+            (until, until, instance_id))
+
+    def extend_retention(self, instance_id: int, until: float) -> bool:
+        """A delivery of a retained instance ended: its retention runs until `until` once none
+        of its deliveries is left to send (queued, sending, retrying). True when extended."""
+        return self._connection().execute(
+            f"UPDATE instances SET retained_until={self._GREATEST}(retained_until, ?) WHERE id=? AND "
+            "retained_until IS NOT NULL AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.instance_id=? AND "
+            "d.state IN (?, ?, ?))", (until, instance_id, instance_id, QUEUED, SENDING, RETRYING)).rowcount > 0
+
+    def retained_instances(self, received_from: float | None = None, received_to: float | None = None,
+                           after: int = 0, limit: int = 1000) -> list[Instance]:
+        """Retained instances numbered above `after`, oldest first, received_from <= received_at
+        < received_to when given: what a replay finds."""
+        query = "SELECT * FROM instances WHERE retained_until IS NOT NULL AND id > ?"
+        args: list = [after]
+        for condition, value in (("received_at >= ?", received_from), ("received_at < ?", received_to)):
+            if value is not None:
+                query += f" AND {condition}"
+                args.append(value)
+        args.append(max(0, int(limit)))
+        return [Instance.from_row(row) for row in self._connection().execute(query + " ORDER BY id LIMIT ?", args)]
+
+    def expired_retentions(self, now: float, limit: int = 1000) -> list[RetainedFile]:
+        """Retained instances whose retention ended before `now`, the longest ended first (read
+        from the retention index alone), each with whether a delivery still names its file."""
+        return [RetainedFile(row[0], row[1], row[2], row[3], bool(row[4])) for row in self._connection().execute(
+            "SELECT id, path, received_at, retained_until, EXISTS (SELECT 1 FROM deliveries d WHERE "
+            "d.path = instances.path AND d.state <> ?) FROM instances WHERE retained_until IS NOT NULL AND "
+            "retained_until < ? ORDER BY retained_until LIMIT ?", (DELIVERED, now, max(0, int(limit))))]
+
+    def retained_count(self) -> int:
+        """How many instances are retained now."""
+        return int(self._connection().execute(
+            "SELECT COUNT(*) FROM instances WHERE retained_until IS NOT NULL").fetchone()[0])
+
+    def end_retention(self, instance_ids: Iterable[int]) -> int:
+        """The retention of these instances is over (their file removed, or left to the delivery
+        that still names it); returns how many were retained."""
+        ids = list(instance_ids)
+        if not ids:
+            return 0
+        with self._transaction() as db:
+            return db.execute(f"UPDATE instances SET retained_until=NULL WHERE id IN ({','.join('?' * len(ids))}) "
+                              "AND retained_until IS NOT NULL", ids).rowcount
 
     # ---- for `dicom-rules queue` ---------------------------------------------------------
 
@@ -607,9 +666,10 @@ class SQLJournal(NotificationOutbox):
             return db.execute(query, args).rowcount
 
     def purge_instances(self, older_than: float | None = None) -> int:
-        """Forget instances that are finished and have no delivery left in the journal."""
-        query = ("DELETE FROM instances WHERE state IN (?, ?) AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE "
-                 "d.instance_id = instances.id)")
+        """Forget instances that are finished and have no delivery left in the journal (a retained
+        one stays until its retention ends: the cleanup needs its entry to remove its file)."""
+        query = ("DELETE FROM instances WHERE state IN (?, ?) AND retained_until IS NULL AND NOT EXISTS (SELECT 1 "
+                 "FROM deliveries d WHERE d.instance_id = instances.id)")
         args: list = [DONE, PROCESSED]
         if older_than is not None:
             query += " AND COALESCE(processed_at, received_at) < ?"

@@ -166,6 +166,10 @@ CREATE INDEX IF NOT EXISTS instances_outcome ON instances(outcome);
 CREATE INDEX IF NOT EXISTS deliveries_delivered_at ON deliveries(delivered_at) WHERE delivered_at IS NOT NULL;
 -- Leases by expiry, for requeue_expired: only the deliveries being sent have an entry.
 CREATE INDEX IF NOT EXISTS deliveries_lease ON deliveries(lease_expires) WHERE lease_expires IS NOT NULL;
+-- Retained instances by the end of their retention (the cleanup) and by path (path_in_use): only those
+-- retained have an entry.
+CREATE INDEX IF NOT EXISTS instances_retained ON instances(retained_until) WHERE retained_until IS NOT NULL;
+CREATE INDEX IF NOT EXISTS instances_retained_path ON instances(path) WHERE retained_until IS NOT NULL;
 """
 
 # Deliveries by destination and state, kept by triggers in the transaction of every change: the
@@ -218,7 +222,7 @@ _ADDED_COLUMNS = (("instances", "store_command", "TEXT"), ("requests", "store_co
                   ("deliveries", "lease_owner", "TEXT"), ("deliveries", "lease_expires", "REAL"),
                   ("deliveries", "lease_process", "INTEGER"), ("instances", "lease_owner", "TEXT"),
                   ("instances", "lease_process", "INTEGER"), ("instances", "lease_expires", "REAL"),
-                  ("instances", "checked", "TEXT"))
+                  ("instances", "checked", "TEXT"), ("instances", "retained_until", "REAL"))
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
