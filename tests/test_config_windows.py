@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+import rulesengine
 from rulesengine.config import ConfigError, DicomDestination, FolderDestination, load_config, windows_from_config
+from rulesengine.ruletest import load_suite
+from rulesengine.runtime.rules import rule_file_findings
 from rulesengine.windows import DeliveryWindow
 
 from helpers.cli import dicom_rules
@@ -125,14 +128,14 @@ def test_lint_and_check_config_check_the_windows_of_the_rules(tmp_path):
     lint = dicom_rules("lint", "--config", config, tmp_path / "main.rules", cwd=tmp_path)
     assert lint.returncode == 1
     assert "main.rules:4:26: error unknown-window unknown window 'nigth' (did you mean night?)" in lint.stdout
-    checked = dicom_rules("check-config", config, cwd=tmp_path)
-    assert checked.returncode != 0 and "unknown window 'nigth'" in checked.stdout + checked.stderr
+    # check-config reports the rule file's findings with the configuration's windows.
+    [finding] = [d for d in rule_file_findings(load_config(config)) if d.is_error]
+    assert (finding.code, finding.span.line, finding.span.column) == ("unknown-window", 4, 26)
     # Without a configuration the windows are not known: lint checks the rest.
-    alone = dicom_rules("lint", tmp_path / "main.rules", cwd=tmp_path)
-    assert alone.returncode == 0, alone.stdout
-    # The tests of the rule file: run without the configuration, refused with it.
+    assert not [d for d in rulesengine.check_file(tmp_path / "main.rules", {"PACS": {}}) if d.is_error]
+    # The tests of the rule file: refused with the configuration.
     (tmp_path / "main_test.rules").write_text('test "routed" {\n  given DataSet.Modality = "CT"\n'
                                               '  expect route to PACS\n}\n', encoding="utf-8")
-    assert dicom_rules("test", tmp_path / "main_test.rules", cwd=tmp_path).returncode == 0
+    assert not load_suite(str(tmp_path / "main_test.rules")).errors
     tested = dicom_rules("test", "--config", config, tmp_path / "main_test.rules", cwd=tmp_path)
     assert tested.returncode != 0 and "unknown window 'nigth'" in tested.stdout + tested.stderr
