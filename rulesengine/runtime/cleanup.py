@@ -347,7 +347,11 @@ class Housekeeper:
             self._thread = None
 
     def _run(self) -> None:
-        while not self._stopping.wait(TICK_SECONDS):
+        # The first round at once: what the rounds hold for the router's life (this thread's
+        # journal connection) is taken at its start, not a minute into its work.
+        delay = 0.0
+        while not self._stopping.wait(delay):
+            delay = TICK_SECONDS
             try:
                 self.tick()
             except Exception as exc:  # noqa: BLE001 - the database may be away: try again at the next round
