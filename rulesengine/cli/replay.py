@@ -113,10 +113,10 @@ def _requested_by() -> str:
 def cmd_replay(args) -> int:
     now = clock()
     since = args.since.resolve(now)
-    until = args.until.resolve(now) if args.until is not None else None
+    until = args.until.resolve(now) if args.until is not None else now
     if since > now:
         raise UsageError(f"--since {args.since.text}: {_when(since)} is in the future; nothing was received then yet")
-    if until is not None and until <= since:
+    if until <= since:
         raise UsageError(f"--until {args.until.text} ({_when(until)}) is not after --since {args.since.text} "
                          f"({_when(since)})")
     if args.rules is not None and not os.path.isfile(args.rules):
