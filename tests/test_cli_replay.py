@@ -101,6 +101,7 @@ def test_times_are_read_as_iso_8601_or_before_now():
     assert parse_when("2026-12-01 08:30").resolve(0) == datetime(2026, 12, 1, 8, 30).timestamp()
     assert [parse_when(text).resolve(100000.0) for text in ("90s", "30m", "12h", "1d")] == [
         99910.0, 98200.0, 100000.0 - 43200, 100000.0 - 86400]
+    assert parse_when("999999999d").resolve(100000.0) == 0.0  # not before 1970
 
 
 def test_a_period_in_the_future_or_upside_down_is_refused(retained, capsys):

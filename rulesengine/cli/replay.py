@@ -46,7 +46,8 @@ class When:
     ago: float | None = None
 
     def resolve(self, now: float) -> float:
-        return self.at if self.at is not None else now - self.ago
+        # never before 1970: the journal has nothing older, and times before it cannot be shown
+        return max(0.0, self.at if self.at is not None else now - self.ago)
 
 
 def parse_when(text: str) -> When:
