@@ -35,9 +35,19 @@ def config_text(journal: str = "", retention: str = "retention: {delivered: 1d}\
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def retained(request, tmp_path):
-    """A configuration whose journal retains a CT and an MR (dropped) received an hour ago."""
+def retained_on_each(request, tmp_path):
+    """`retained`, on each journal backend."""
     journal = f"journal: {request.getfixturevalue('postgres').new_database()}\n" if request.param == "postgres" else ""
+    return retain(tmp_path, journal)
+
+
+@pytest.fixture
+def retained(tmp_path):
+    return retain(tmp_path)
+
+
+def retain(tmp_path, journal: str = ""):
+    """A configuration whose journal retains a CT and an MR (dropped) received an hour ago."""
     write(tmp_path / "router.yaml", config_text(journal))
     write(tmp_path / "main.rules", RULES)
     config = load_config(tmp_path / "router.yaml")
@@ -62,8 +72,8 @@ def run(capsys, *args) -> tuple[int, str, str]:
     return status, captured.out, captured.err
 
 
-def test_a_dry_run_through_a_changed_file_and_the_replay_it_records(retained, capsys):
-    folder, _ = retained
+def test_a_dry_run_through_a_changed_file_and_the_replay_it_records(retained_on_each, capsys):
+    folder, _ = retained_on_each
     write(folder / "changed.rules", CHANGED)
     status, out, _ = run(capsys, folder / "router.yaml", "--since", "2h", "--rules", folder / "changed.rules",
                          "--dry-run")
@@ -134,8 +144,8 @@ def test_without_retention_the_message_says_so(tmp_path, capsys):
     assert status == 1 and "retention.delivered is not set in" in err
 
 
-def test_a_retained_file_gone_or_damaged_is_reported_not_a_traceback(retained, capsys):
-    folder, (ct, mr) = retained
+def test_a_retained_file_gone_or_damaged_is_reported_not_a_traceback(retained_on_each, capsys):
+    folder, (ct, mr) = retained_on_each
     (folder / "gone").mkdir()
     shutil.move(ct, folder / "gone" / "ct.dcm")
     write(folder / "damaged.txt", "not DICOM")
