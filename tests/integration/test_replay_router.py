@@ -3,7 +3,7 @@
 spreads over the last day in the journal; stopped, `replay --dry-run` through a changed rule
 file reports exactly what changes (the MR series now goes to RESEARCH, the CT's tag edit
 changed), and `replay` queues them again, recorded as a replay, which the router delivers
-once started again."""
+once started again; a second replay, asked while it runs, is delivered at once."""
 
 from __future__ import annotations
 
@@ -139,15 +139,22 @@ def test_a_day_of_retained_traffic_replayed_through_a_changed_rule_file(router_f
     assert "replay 1 " in listed and "21 instance(s)" in listed and "1 missing" in listed
     assert "21 waiting; processed: none yet; deliveries: none" in listed
 
+    def replay_done(number: int, deliveries: int):
+        assert cli_main(["replays", router_yaml, "--format", "json"]) == 0
+        replay = {item["id"]: item for item in json.loads(capsys.readouterr().out)}[number]
+        return replay if replay["deliveries"].get("delivered") == deliveries else None
+
     restarted = RouterProcess(tmp_path / "router.yaml", port).start()
     try:
-        def replay_done():
-            assert cli_main(["replays", router_yaml, "--format", "json"]) == 0
-            [replay] = json.loads(capsys.readouterr().out)
-            return replay if replay["deliveries"].get("delivered") == 21 else None
-        replay = wait_until(replay_done, timeout=60, interval=0.2, what="the replay's 21 deliveries")
+        replay = wait_until(lambda: replay_done(1, 21), timeout=60, interval=0.2, what="the replay's 21 deliveries")
+        # and one asked while the router runs: the two older instances, through the rules in place
+        assert cli_main(["replay", router_yaml, "--since", "4d", "--until", "2d"]) == 0
+        assert re.search(r"^replay 2: 2 instance\(s\) received .* queued again with rules \w+ \(in place\)$",
+                         capsys.readouterr().out, re.M)
+        second = wait_until(lambda: replay_done(2, 2), timeout=60, interval=0.2, what="the second replay")
     finally:
         restarted.stop()
+    assert (second["outcomes"], second["rules_file"]) == ({"route": 2}, None)
     assert (replay["waiting"], replay["outcomes"], replay["instances"], replay["missing"]) == (0, {"route": 21}, 21, 1)
     assert replay["rules_file"] == str(tmp_path / "changed.rules") and "@" in replay["requested_by"]
     research = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
@@ -161,7 +168,8 @@ def test_a_day_of_retained_traffic_replayed_through_a_changed_rule_file(router_f
             assert dataset.InstitutionName == "FIRST"  # not replayed: as the first time
     replayed = journal(storage, "SELECT sop_instance_uid, replay_id, replay_of, ruleset_version FROM instances "
                                 "WHERE replay_id IS NOT NULL")
-    assert {row["sop_instance_uid"] for row in replayed} == in_period and {row["replay_id"] for row in replayed} == {1}
+    assert {row["sop_instance_uid"] for row in replayed if row["replay_id"] == 1} == in_period
+    assert {row["sop_instance_uid"] for row in replayed if row["replay_id"] == 2} == older
     # a later replay of the same day finds the instances as received, never the replayed copies
     assert cli_main(["replay", router_yaml, "--since", "1d", "--dry-run"]) == 1
     assert "22 retained instance(s) received" in capsys.readouterr().out
