@@ -6,6 +6,7 @@ retained file gone or damaged, a rule file with errors, a journal whose database
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from dataclasses import replace
@@ -91,6 +92,14 @@ def test_a_dry_run_through_a_changed_file_and_the_replay_it_records(retained_on_
     listed = capsys.readouterr().out
     assert "replay 1 " in listed and "2 instance(s)" in listed and "(in place)" in listed
     assert "2 waiting; processed: none yet" in listed
+    assert main(["replays", str(folder / "router.yaml"), "-v"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [re.sub(r"\(.*\)", "(UID)", line) for line in lines[2:]] == [
+        "    instance 3 replays 1 (UID): waiting", "    instance 4 replays 2 (UID): waiting"]
+    assert main(["replays", str(folder / "router.yaml"), "-v", "--format", "json"]) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert [(item["instance"], item["replays"], item["outcome"]) for item in listed["replayed"]] == [
+        (3, 1, None), (4, 2, None)]
 
 
 @pytest.mark.parametrize("option, value", [("--since", "yesterday"), ("--since", "2026-13-45"), ("--since", "12x"),

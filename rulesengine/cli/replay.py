@@ -83,6 +83,8 @@ def add_replay_commands(sub) -> None:
     replays.add_argument("config", help="router configuration (YAML); its storage holds the journal")
     replays.add_argument("--limit", type=int, default=20, help="at most this many, newest first")
     replays.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    replays.add_argument("-v", "--verbose", action="store_true",
+                         help="list each replay's instances: which instance each replays, and how it ended")
     replays.set_defaults(func=cmd_replays)
 
 
@@ -298,16 +300,47 @@ def cmd_replays(args) -> int:
     _, journal = _journal(config)
     try:
         replays = journal.replays(args.limit)
+        instances = {replay.id: _replayed(journal, replay.id) for replay in replays} if args.verbose else {}
     finally:
         journal.close()
     if args.format == "json":
-        print(json.dumps([_replay_json(replay) for replay in replays], indent=2, ensure_ascii=False))
+        print(json.dumps([{**_replay_json(replay), **({"replayed": [_replayed_json(original, instance) for
+                                                                     original, instance in instances[replay.id]]}
+                                                        if args.verbose else {})} for replay in replays],
+                         indent=2, ensure_ascii=False))
     elif not replays:
         print("no replays")
     else:
         for replay in replays:
             print(describe_replay(replay))
+            for original, instance in instances.get(replay.id, ()):
+                print(f"    instance {instance.id} replays {original} ({instance.arrival.sop_instance_uid or '?'}): "
+                      f"{_ended(instance)}")
     return EXIT_OK
+
+
+def _replayed(journal: Journal, replay_id: int) -> list[tuple[int, Instance]]:
+    found: list[tuple[int, Instance]] = []
+    while True:
+        batch = journal.replayed_instances(replay_id, after=found[-1][1].id if found else 0)
+        found += batch
+        if len(batch) < 1000:
+            return found
+
+
+def _ended(instance: Instance) -> str:
+    outcome = instance.outcome
+    if outcome.outcome is None:
+        return "waiting"
+    if outcome.outcome == "route":
+        return "route to " + ", ".join(outcome.destinations)
+    return outcome.outcome + (f": {outcome.reason}" if outcome.reason else "")
+
+
+def _replayed_json(original: int, instance: Instance) -> dict:
+    return {"instance": instance.id, "replays": original, "sop_instance_uid": instance.arrival.sop_instance_uid,
+            "outcome": instance.outcome.outcome, "reason": instance.outcome.reason,
+            "destinations": list(instance.outcome.destinations)}
 
 
 def describe_replay(replay: Replay) -> str:

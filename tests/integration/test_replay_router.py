@@ -155,6 +155,10 @@ def test_a_day_of_retained_traffic_replayed_through_a_changed_rule_file(router_f
     finally:
         restarted.stop()
     assert (second["outcomes"], second["rules_file"]) == ({"route": 2}, None)
+    assert cli_main(["replays", router_yaml, "-v"]) == 0
+    ended = re.findall(r"^    instance \d+ replays \d+ \((\S+)\): (.*)$", capsys.readouterr().out, re.M)
+    assert sorted(ended) == sorted([(uid, "route to RESEARCH") for uid in mr_uids & in_period] +
+                                   [(uid, "route to PACS") for uid in (ct_uids & in_period) | older])
     assert (replay["waiting"], replay["outcomes"], replay["instances"], replay["missing"]) == (0, {"route": 21}, 21, 1)
     assert replay["rules_file"] == str(tmp_path / "changed.rules") and "@" in replay["requested_by"]
     research = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)

@@ -68,6 +68,10 @@ def test_a_replay_queues_new_accepted_instances_with_their_originals_arrival(ope
     counters = {(c.name, c.label): c.value for c in journal.counters()}
     assert counters[("instances_received", "main")] == received_before  # replays are not received again
 
+    assert [(original, instance.id) for original, instance in journal.replayed_instances(replay_id)] == [
+        (first, claimed[0].id), (second, claimed[1].id)]
+    assert [original for original, _ in journal.replayed_instances(replay_id, after=claimed[0].id, limit=5)] == [second]
+    assert journal.replayed_instances(replay_id + 1) == []
     [listed] = journal.replays()
     assert (listed.id, listed.requested_by, listed.rules_version, listed.rules_file, listed.received_from,
             listed.received_to, listed.instances, listed.missing, listed.waiting, dict(listed.outcomes)) == (

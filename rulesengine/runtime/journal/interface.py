@@ -206,6 +206,10 @@ class Journal(Protocol):
         """The latest replays, newest first, each with its instances waiting, those processed by
         outcome, and their deliveries by state."""
 
+    def replayed_instances(self, replay_id: int, after: int = 0, limit: int = 1000) -> list[tuple[int, Instance]]:
+        """A replay's instances numbered above `after`, oldest first, each with the number of the
+        instance it replays."""
+
     # ---- for `dicom-rules queue` ------------------------------------------------------------------
 
     def counts(self) -> dict[str, dict[DeliveryState, int]]:

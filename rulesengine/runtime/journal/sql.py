@@ -702,6 +702,14 @@ class SQLJournal:
         return [replace(replay, waiting=waiting.get(replay.id, 0), outcomes=outcomes.get(replay.id, {}),
                         deliveries=deliveries.get(replay.id, {})) for replay in replays.values()]
 
+    def replayed_instances(self, replay_id: int, after: int = 0, limit: int = 1000) -> list[tuple[int, Instance]]:
+        """A replay's instances numbered above `after`, oldest first, each with the number of the
+        instance it replays (read from the index of replayed instances alone)."""
+        rows = self._connection().execute(
+            "SELECT * FROM instances WHERE replay_id=? AND id > ? ORDER BY id LIMIT ?",
+            (replay_id, after, max(0, int(limit)))).fetchall()
+        return [(row["replay_of"], Instance.from_row(row)) for row in rows]
+
     # ---- for `dicom-rules queue` ---------------------------------------------------------
 
     def counts(self) -> dict[str, dict[DeliveryState, int]]:
