@@ -65,7 +65,7 @@ def test_an_unknown_key_names_its_line_and_suggests_the_known_one(tmp_path):
                        "known keys: storage, rules, rules_folders, no_destination, journal, node, processes, "
                        "journal_lease_seconds, journal_password_file, "
                        "journal_password_env, secrets, log, listeners, watch, destinations, "
-                       "console, retention, storage_min_free")
+                       "console, retention, storage_min_free, notifiers, notify")
 
 
 def test_node_names_this_router_among_the_nodes_of_one_journal(tmp_path):

@@ -24,6 +24,7 @@ from .lint import cmd_lint
 from .query import add_query_arguments, cmd_query
 from .replay import add_replay_commands
 from .requests import MESSAGES, cmd_requests
+from .notifications import STATES, cmd_notifications
 from .router import cmd_check_config, cmd_echo, cmd_quarantine, cmd_queue, cmd_run, cmd_schema, cmd_send
 from .rule_tests import cmd_test
 
@@ -153,6 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
     queue.add_argument("--older-than", type=float, metavar="SECONDS", help="purge: only entries older than this")
     queue.add_argument("--limit", type=int, default=50, help="list: at most this many items")
     queue.set_defaults(func=cmd_queue)
+
+    notifications = sub.add_parser("notifications", help="notifications waiting, sent or dead; purge finished ones")
+    notifications.add_argument("config", help="router configuration (YAML); its storage holds the journal")
+    notifications.add_argument("action", nargs="?", choices=("list", "purge"), default="list",
+                               help="list (the default): counts, then those waiting and dead with their last error; "
+                                    "purge: forget those sent or dead")
+    notifications.add_argument("--state", action="append", choices=STATES,
+                               help="list: only this state (repeatable; by default queued, retrying and dead)")
+    notifications.add_argument("--older-than", type=float, metavar="SECONDS", help="purge: only those older than this")
+    notifications.add_argument("--limit", type=int, default=50, help="list: at most this many")
+    notifications.set_defaults(func=cmd_notifications)
 
     quarantine = sub.add_parser("quarantine", help="list quarantined instances; release them to the rules again")
     quarantine.add_argument("config", help="router configuration (YAML); its storage holds the quarantine")

@@ -20,6 +20,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from ..lang.functions import DEFAULT_HASH_KEY, Secrets
+from .notification_context import EVENTS_WITH_AFTER
 
 
 class ConfigError(Exception):
@@ -173,6 +174,113 @@ class Console:
     metrics_token_file: str | None = None
     users: tuple[ConsoleUser, ...] = ()
     upload_max_mb: int = 64  # the bound of a file uploaded to the console (a dry-run of the rules)
+
+
+# ---- notifications: notifiers and what they are told (notifiers:, notify:) ----------------
+
+
+def read_secret(env: str | None, file: str | None, env_key: str, file_key: str) -> str | None:
+    """A secret from its environment variable, or the first line of its file, read when it is
+    used (never kept in the configuration); ValueError naming the key when it cannot be."""
+    if env is not None:
+        value = os.environ.get(env)
+        if value is None:
+            raise ValueError(f"{env_key}: the environment variable {env} is not set")
+        if not value:
+            raise ValueError(f"{env_key}: the environment variable {env} is empty")
+        return value
+    if file is not None:
+        try:
+            with open(file, encoding="utf-8") as fh:
+                value = fh.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(f"{file_key}: cannot read {file}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{file_key}: {file} is not UTF-8 text") from None
+        if not value:
+            raise ValueError(f"{file_key}: the first line of {file} is empty")
+        return value
+    return None
+
+
+@dataclass(frozen=True)
+class SecretHeader:
+    """A webhook header whose value is a secret: `{value_env: NAME}` or `{value_file: PATH}`."""
+    value_env: str | None = None
+    value_file: str | None = None
+
+    def read(self) -> str:
+        return read_secret(self.value_env, self.value_file, "value_env", "value_file") or ""
+
+
+DEFAULT_WEBHOOK_BODY = "{{ notification | tojson }}"  # every value the event gives, as one JSON object
+DEFAULT_EMAIL_SUBJECT = "[{{ node }}] {{ event }}{% if destination %}: {{ destination }}{% endif %}"
+DEFAULT_EMAIL_BODY = ("{{ event }} on {{ node }} at {{ time }}\n"
+                      "{% for name, value in notification | dictsort %}{{ name }}: {{ value }}\n{% endfor %}")
+
+
+@dataclass(frozen=True)
+class WebhookNotifier:
+    """An HTTP POST of a JSON body, made from a template."""
+    name: str
+    url: str
+    headers: dict[str, "str | SecretHeader"] = field(default_factory=dict)
+    body: str = DEFAULT_WEBHOOK_BODY
+    timeout: float = 10
+    retry: Retry = Retry()
+    patient_data: bool = False
+    ca_certificates: str | None = None
+    type: str = "webhook"
+
+
+@dataclass(frozen=True)
+class EmailNotifier:
+    """A mail through an SMTP server."""
+    name: str
+    host: str
+    sender: str
+    to: tuple[str, ...]
+    port: int | None = None  # None: 25, or 465 with tls: implicit
+    tls: str = "starttls"  # starttls | implicit | none
+    username: str | None = None
+    password_file: str | None = None
+    password_env: str | None = None
+    subject: str = DEFAULT_EMAIL_SUBJECT
+    body: str = DEFAULT_EMAIL_BODY
+    timeout: float = 30
+    retry: Retry = Retry()
+    patient_data: bool = False
+    ca_certificates: str | None = None
+    type: str = "email"
+
+    def smtp_port(self) -> int:
+        return self.port if self.port is not None else (465 if self.tls == "implicit" else 25)
+
+    def password(self) -> str | None:
+        return read_secret(self.password_env, self.password_file, "password_env", "password_file")
+
+
+Notifier = WebhookNotifier | EmailNotifier
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """`notify:` an event goes to these notifiers (for destination-unreachable: once it has
+    lasted `after` seconds)."""
+    event: str
+    to: tuple[str, ...]
+    after: float = 0.0
+
+
+_DURATION = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(value) -> float:
+    """`after:` in seconds: a number, or text such as 90s, 10m, 2h, 1d."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    text = str(value).strip()
+    return float(text[:-1]) * _DURATION[text[-1]]
 
 
 @dataclass(frozen=True)
@@ -347,6 +455,8 @@ class Config:
     journal_lease_seconds: float = 60.0  # how long a node's claim on a delivery lasts unless renewed
     retention: Retention = Retention()  # how long what the router is done with is kept
     storage_min_free: FreeSpaceFloor | None = None  # None: instances are taken until the disk is full
+    notifiers: dict[str, Notifier] = field(default_factory=dict)  # notifications: by name
+    notify: tuple[Subscription, ...] = ()  # which events go to which notifiers
     lines: dict[tuple, int] = field(default_factory=dict, compare=False, repr=False)
 
     def at(self, *location) -> str:
@@ -650,6 +760,7 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
         processes=int(data["processes"]) if data.get("processes", "auto") != "auto" else "auto",
         journal_lease_seconds=float(data.get("journal_lease_seconds", 60.0)), lines=_lines(data),
         retention=_retention(data.get("retention")), storage_min_free=parse_free_space(data.get("storage_min_free", 0)),
+        notifiers=_notifiers(data.get("notifiers"), base), notify=_subscriptions(data.get("notify")),
     )
 
 
@@ -659,6 +770,37 @@ def _retention(data) -> Retention:
     return Retention(delivered=parse_duration(data.get("delivered", 0)),
                      **{kind: parse_duration(data[kind]) if kind in data else None
                         for kind in ("quarantine", "done", "failed")})
+
+
+def _notifiers(data, base: str) -> dict[str, Notifier]:
+    notifiers: dict[str, Notifier] = {}
+    for name, item in (data or {}).items():
+        values = {str(k): v for k, v in dict(item).items() if k != "type"}
+        for key in ("body", "subject"):
+            if key in values:
+                values[key] = str(values[key])
+        values["retry"] = _retry(values.get("retry"))
+        values["ca_certificates"] = _resolve(base, values.get("ca_certificates"))
+        if "timeout" in values:
+            values["timeout"] = float(values["timeout"])
+        if item["type"] == "webhook":
+            values["url"] = str(values["url"])
+            values["headers"] = {str(header): SecretHeader(value.get("value_env"), _resolve(base, value.get("value_file")))
+                                 if isinstance(value, dict) else str(value)
+                                 for header, value in (values.get("headers") or {}).items()}
+            notifiers[str(name)] = WebhookNotifier(name=str(name), **values)
+        else:
+            values = _whole(values, "port")
+            values["sender"] = str(values.pop("from"))
+            values["to"] = tuple(str(address) for address in values["to"])
+            values["password_file"] = _resolve(base, values.get("password_file"))
+            notifiers[str(name)] = EmailNotifier(name=str(name), **values)
+    return notifiers
+
+
+def _subscriptions(data) -> tuple[Subscription, ...]:
+    return tuple(Subscription(str(item["event"]), tuple(str(name) for name in item["to"]),
+                              duration_seconds(item.get("after", 0))) for item in data or ())
 
 
 def _journal(data: dict, base: str, path: str) -> JournalDatabase | None:
@@ -722,6 +864,7 @@ class _Checks:
         self._log()
         self._console()
         self._retention()
+        self._notifications()
         return self.found
 
     def _value(self, *location, kind: type | tuple = str):
@@ -874,6 +1017,118 @@ class _Checks:
                               f"the user {name!r} is already console.users[{seen[name]}]")
             else:
                 seen[name] = number
+
+
+    # ---- notifications ------------------------------------------------------------------
+
+    def _notifications(self) -> None:
+        """Notifiers: http(s) addresses without credentials, secrets that can be read, templates
+        that compile in the sandbox, name only what events give and render (a JSON body to
+        JSON); subscriptions: notifiers that exist, `after` where it means something."""
+        notifiers = self._value("notifiers", kind=dict) or {}
+        for name, item in notifiers.items():
+            kind = self._value("notifiers", name, "type") if isinstance(item, dict) else None
+            if kind == "webhook":
+                self._webhook(name, item)
+            elif kind == "email":
+                self._email(name, item)
+        for number, item in self._items("notify"):
+            event = self._value("notify", number, "event")
+            for index, target in enumerate(self._value("notify", number, "to", kind=list) or []):
+                if isinstance(target, str) and target not in notifiers:
+                    close = difflib.get_close_matches(target, [str(n) for n in notifiers], n=1)
+                    hint = f" (did you mean {close[0]}?)" if close else ""
+                    known = f"notifiers: {', '.join(map(str, notifiers))}" if notifiers else "no notifiers are configured"
+                    self._problem(("notify", number, "to", index), f"unknown notifier {target!r}{hint}; {known}")
+            if "after" in item and event is not None and event not in EVENTS_WITH_AFTER:
+                self._problem(("notify", number, "after"), f"after applies to {', '.join(EVENTS_WITH_AFTER)} only, "
+                                                           f"not to {event}")
+
+    def _webhook(self, name, item: dict) -> None:
+        from urllib.parse import urlsplit
+        url = self._value("notifiers", name, "url")
+        if url is not None:
+            try:
+                parts = urlsplit(url)
+                parts.port
+            except ValueError as exc:
+                self._problem(("notifiers", name, "url"), f"not a valid address: {exc}")
+            else:
+                if parts.scheme not in ("http", "https"):
+                    self._problem(("notifiers", name, "url"), f"{url!r}: only http:// and https:// addresses are "
+                                                              "posted to")
+                elif not parts.hostname:
+                    self._problem(("notifiers", name, "url"), f"{url!r} names no host")
+                elif parts.username is not None or parts.password is not None:
+                    self._problem(("notifiers", name, "url"), "the address holds credentials: give them in a header "
+                                                              "read from value_env or value_file")
+        headers = self._value("notifiers", name, "headers", kind=dict) or {}
+        for header, value in headers.items():
+            if isinstance(value, dict) and self.secrets:
+                secret = SecretHeader(value.get("value_env"), _resolve(self.base, value.get("value_file")))
+                if secret.value_env is None and secret.value_file is None:
+                    continue
+                try:
+                    text = secret.read()
+                except ValueError as exc:
+                    key, problem = str(exc).split(": ", 1)
+                    self._problem(("notifiers", name, "headers", header, key), problem)
+                    continue
+                if "\r" in text or "\n" in text:
+                    self._problem(("notifiers", name, "headers", header), "the secret value holds a line break")
+        self._ca_certificates(name)
+        self._template(name, "body", "json")
+
+    def _email(self, name, item: dict) -> None:
+        sources = [key for key in ("password_file", "password_env") if key in item]
+        if len(sources) == 2:
+            self._problem(("notifiers", name, "password_env"), "password_file and password_env both name the "
+                                                               "password; keep one")
+        elif sources and "username" not in item:
+            self._problem(("notifiers", name, sources[0]), "a password without a username: set username too")
+        elif "username" in item and not sources:
+            self._problem(("notifiers", name, "username"), "a username without a password: set password_file or "
+                                                           "password_env")
+        elif sources and self._value("notifiers", name, "tls") == "none":
+            self._problem(("notifiers", name, "tls"), "a password is never sent without TLS: set tls: starttls or "
+                                                      "implicit")
+        elif sources and self.secrets:
+            env = self._value("notifiers", name, "password_env")
+            file = _resolve(self.base, self._value("notifiers", name, "password_file"))
+            try:
+                read_secret(env, file, "password_env", "password_file")
+            except ValueError as exc:
+                self._problem(("notifiers", name, sources[0]), str(exc).split(": ", 1)[1])
+        self._ca_certificates(name)
+        self._template(name, "subject", "text")
+        self._template(name, "body", "text")
+
+    def _ca_certificates(self, name) -> None:
+        path = self._value("notifiers", name, "ca_certificates")
+        if path is not None and not os.path.isfile(_resolve(self.base, path)):
+            self._problem(("notifiers", name, "ca_certificates"), f"{_resolve(self.base, path)} is not a file")
+
+    def _template(self, name, key: str, kind: str) -> None:
+        from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
+
+        from .notification_context import PATIENT_FIELDS, known_fields, sample
+        from .notification_templates import TemplateProblem, check_template
+        source = self._value("notifiers", name, key)
+        if source is None:
+            return
+        patient = self.data["notifiers"][name].get("patient_data") is True
+        refused = {} if patient else {field: "patient data: set patient_data: true on the notifier to give it"
+                                      for field in PATIENT_FIELDS}
+        try:
+            check_template(str(source), kind, known_fields(patient), sample(patient), refused)
+        except TemplateProblem as exc:
+            line = _line_of(self.data, ["notifiers", name, key])
+            if line and exc.line:  # the template's own line, in the file: a block scalar starts below its key
+                block = isinstance(source, (LiteralScalarString, FoldedScalarString))
+                line += exc.line if block else exc.line - 1
+            location = ("notifiers", name, key)
+            where = f"{self.path}:{line}: {_where(location)}" if line else f"{self.path}: {_where(location)}"
+            self.found.append(_Problem(line or 0, f"{where}: {exc}"))
 
 
 def naming_fields(template: str) -> list[str]:

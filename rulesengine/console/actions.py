@@ -162,11 +162,28 @@ def _mask(node) -> None:
         for key in list(node):
             if any(word in str(key).lower() for word in SECRET_WORDS) and not isinstance(node[key], (dict, list)):
                 node[key] = MASK
+            elif key == "headers" and isinstance(node[key], dict):  # a webhook's: tokens, signatures
+                for header in list(node[key]):
+                    node[key][header] = MASK
+            elif key == "url" and isinstance(node[key], str):  # a webhook's: its path often is the token
+                node[key] = _masked_url(node[key])
             else:
                 _mask(node[key])
     elif isinstance(node, list):
         for item in node:
             _mask(item)
+
+
+def _masked_url(url: str) -> str:
+    """A webhook's address with its host only: what follows may be its secret."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return MASK
+    return f"{parts.scheme}://{host}{port}/{MASK}" if parts.scheme and host else MASK
 
 
 def masked_configuration(text: str) -> str:

@@ -30,7 +30,8 @@ import threading
 import time
 
 from .destinations import ItemError, LinkError, sender_for
-from .journal import DEAD, Journal, unreachable
+from .events import NO_EVENTS, Events
+from .journal import DEAD, QUEUED, RETRYING, SENDING, Journal, unreachable
 from .journal.errors import in_words
 from .logs import Repeats, origin
 from .storage import Storage
@@ -134,8 +135,9 @@ class LeaseKeeper(threading.Thread):
 
 class DestinationWorker(threading.Thread):
     def __init__(self, destination, journal: Journal, storage: Storage, wake: threading.Event, index: int = 0,
-                 clock=time.time, leases: LeaseKeeper | None = None):
+                 clock=time.time, leases: LeaseKeeper | None = None, events: Events = NO_EVENTS):
         super().__init__(name=f"deliver-{destination.name}-{index}", daemon=True)
+        self.events = events  # a delivery dead, the destination unreachable (events.py)
         self.destination = destination
         self.journal = journal
         self.storage = storage
@@ -250,6 +252,7 @@ class DestinationWorker(threading.Thread):
                 return  # the rest goes back to the queue
             held.finishing(item)
             self.journal.delivered(item, started, detail)
+            self.events.destination_reached(self.destination.name)
             log.debug("delivered %s to %s (%s)", item.sop_instance_uid, self.destination.name, detail)
             if self.storage.retain_seconds > 0:  # retention.delivered counts from the last delivery
                 self.journal.extend_retention(item.instance_id, self.clock() + self.storage.retain_seconds)
@@ -262,6 +265,8 @@ class DestinationWorker(threading.Thread):
         wait = retry.wait(attempts)
         retry_at = None if attempts >= retry.max_attempts else self.clock() + wait
         state = self.journal.failed(item, started, f"{kind}: {error}", retry_at)
+        if state == DEAD:
+            self.events.delivery_dead(item, f"{kind}: {error}", self.journal)
         then = f"dead after {attempts} attempts (dicom-rules queue retry sends it again)" if state == DEAD else \
             f"this instance is tried again in {wait:.0f} s, the queue goes on"
         log.warning("delivery %s of %s to %s: %s (attempt %d): %s; %s", item.id, item.sop_instance_uid,
@@ -275,11 +280,19 @@ class DestinationWorker(threading.Thread):
         retry_at = None if attempts >= retry.max_attempts else self.clock() + wait
         if retry_at is not None:  # first: no other worker of this destination may claim in between
             self.journal.postpone(self.destination.name, retry_at)
-        self.journal.failed(item, started, f"{UNREACHABLE}: {error}", retry_at)
+        state = self.journal.failed(item, started, f"{UNREACHABLE}: {error}", retry_at)
+        self.events.destination_failed(self.destination.name, error, self._waiting)
+        if state == DEAD:
+            self.events.delivery_dead(item, f"{UNREACHABLE}: {error}", self.journal)
         then = f"the queue waits: next try in {wait:.0f} s" if retry_at is not None else \
             f"delivery dead after {attempts} attempts (dicom-rules queue retry sends it again)"
         log.warning("%s unreachable (attempt %d of delivery %s): %s; %s", self.destination.name, attempts, item.id,
                     error, then)
+
+    def _waiting(self) -> int:
+        """The destination's deliveries not yet delivered nor dead (for destination-unreachable)."""
+        counts = self.journal.counts().get(self.destination.name, {})
+        return sum(counts.get(state, 0) for state in (QUEUED, RETRYING, SENDING))
 
     def _release_file(self, path: str | None) -> None:
         if path and not self.journal.path_in_use(path):
@@ -289,10 +302,11 @@ class DestinationWorker(threading.Thread):
 class DeliveryManager:
     """The workers of every destination; destinations can change while running."""
 
-    def __init__(self, journal: Journal, storage: Storage, clock=time.time):
+    def __init__(self, journal: Journal, storage: Storage, clock=time.time, events: Events = NO_EVENTS):
         self.journal = journal
         self.storage = storage
         self.clock = clock
+        self.events = events
         self._workers: dict[str, list[DestinationWorker]] = {}
         self._wakes: dict[str, threading.Event] = {}
         self._destinations: dict = {}
@@ -319,8 +333,8 @@ class DeliveryManager:
                     continue
                 wake = self._wakes.setdefault(name, threading.Event())
                 count = getattr(destination, "max_associations", 1)
-                workers = [DestinationWorker(destination, self.journal, self.storage, wake, i, self.clock, self.leases)
-                           for i in range(count)]
+                workers = [DestinationWorker(destination, self.journal, self.storage, wake, i, self.clock, self.leases,
+                                             self.events) for i in range(count)]
                 for worker in workers:
                     worker.start()
                 self._workers[name] = workers

@@ -45,6 +45,7 @@ from ..intake import file_meta_problem, read_instance, short_error
 from ..lang.ruleset import Decision, RuleSet
 from .journal import (ACCEPTED, DONE, MAX_TRACE_EDITS, ClaimLost, Instance, Journal, NewDelivery, Outcome,
                       trace_text, unreachable)
+from .events import NO_EVENTS, Events
 from .journal.errors import never_connected
 from .rules import RuleSetVersions, RulesHolder, RulesUnavailable
 from .storage import Storage, fsync_file, move_durably
@@ -187,7 +188,8 @@ class ClaimKeeper:
 class Pipeline:
     def __init__(self, storage: Storage, journal: Journal, rules: RulesHolder | None,
                  notify: Callable[[set[str]], None], on_accepted: Callable[[int], None] | None = None,
-                 versions: RuleSetVersions | None = None, clock: Callable[[], float] = time.time):
+                 versions: RuleSetVersions | None = None, clock: Callable[[], float] = time.time,
+                 events: Events = NO_EVENTS):
         """`rules`: the rules running here, for receiving (None in the worker process, which
         only processes). `versions`: the rule sets instances are processed with, by the version
         recorded at their answer (by default, `rules` and what the journal kept of others).
@@ -196,6 +198,7 @@ class Pipeline:
         self.storage = storage
         self.journal = journal
         self.clock = clock  # the arrival time of what is received (Arrival.* in the rules), in seconds
+        self.events = events  # an instance quarantined (events.py)
         self.rules = rules
         self.versions = versions or RuleSetVersions(journal, rules.config, rules)
         self.notify = notify
@@ -408,6 +411,7 @@ class Pipeline:
         kept = self.storage.quarantine(path, reason, {**received.to_quarantine(),
                                                       "rules_version": outcome.ruleset_version})
         self.journal.settle(instance_id, outcome, kept)
+        self.events.instance_quarantined(instance_id, received, reason)
 
     def write_copies(self, instance_id: int, path: str, document: Document, decision: Decision,
                      prefix: str = "", durable: bool = True) -> list[NewDelivery]:

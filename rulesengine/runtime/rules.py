@@ -24,6 +24,7 @@ from ..lang.api import analyse
 from ..lang.compiler import compile_program
 from ..lang.loader import Program, display_path, load_program
 from ..lang.ruleset import RuleSet
+from .events import NO_EVENTS, Events
 from .journal import Journal, unreachable
 from .journal.errors import in_words
 
@@ -79,6 +80,7 @@ class RulesHolder:
         # The last reload: {"time", "ok", "findings": [{file, line, column, code, message}]};
         # None before any. The router's status tells it (router_status.py).
         self.last_reload: dict | None = None
+        self.events: Events = NO_EVENTS  # a reload refused (events.py): the router's, in the main process
         if journal is not None:
             self.record_in(journal)
 
@@ -137,6 +139,8 @@ class RulesHolder:
         """How the last reload went (also one refused before the rules were compiled: a
         configuration that is not valid)."""
         self.last_reload = {"time": time.time(), "ok": ok, "findings": findings}
+        if not ok:
+            self.events.reload_refused(findings)
         if self.journal is not None:  # counted for metrics; a journal failing costs the count only
             try:
                 self.journal.count_reload(ok)

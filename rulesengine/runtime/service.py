@@ -6,6 +6,8 @@ import logging
 
 from ..config import Config
 from .cleanup import Cleanup, Housekeeper
+from .events import Events
+from .notifications import NotificationSender, Notifications
 from .pynetdicom_setup import configure_pynetdicom
 from .receiver import Reception, ReceivingProcess
 from .retrieval_exchange import RetrievalExchange, exchange_folder, remove_exchange_folder
@@ -44,6 +46,10 @@ class Router:
         self.status = StatusReporter(self, config.node)  # the journal's router_status row, for the operations console
         # retention and cleanup, and the disk watermark asked while nothing arrives (cleanup.py)
         self.housekeeper = Housekeeper(Cleanup(self.storage, self.journal, config.retention, config.watch))
+        # Notifications: queued by any process, sent from here (one process of the cluster at a time).
+        self.notification_sender = NotificationSender(self.journal, config)
+        self.events = Events(Notifications(self.journal, config, wake=self.notification_sender.wake))
+        self.rules.events = self.events  # a reload refused
 
     @property
     def listeners(self):
@@ -91,6 +97,7 @@ class Router:
             log.info("%d receiving processes, each with its worker process", processes)
         self._start_watchers()
         self.housekeeper.start()
+        self.notification_sender.start()
         self.status.start()
         self._start_reloader()
 
@@ -134,6 +141,7 @@ class Router:
         self.reception.stop()
         for receiver in self.receivers:
             receiver.wait_stopped()
+        self.notification_sender.stop()
         remove_exchange_folder(self.exchange_folder)
         self.journal.close()
         self.storage.unlock()
@@ -152,6 +160,8 @@ class Router:
         if config is not None:
             self.config = config
             self.reception.follow(config)
+            self.events.configure(config)
+            self.notification_sender.configure(config)
         self.worker.reload()
         for receiver in self.receivers:
             receiver.reload(self.rules.config, self.rules.current.program)

@@ -26,10 +26,12 @@ from ..config import Config, ConfigError, load_config
 from ..diagnostics import RulesError
 from ..lang.loader import load_program
 from .delivery import DeliveryManager
+from .events import Events
 from .journal import Journal
 from .journal.errors import in_words, unreachable
 from .logs import Repeats, setup_logging
 from .pipeline import Pipeline
+from .notifications import Notifications
 from .pynetdicom_setup import configure_pynetdicom
 from .rules import RuleSetVersions, compile_rules
 from .storage import Storage
@@ -71,12 +73,14 @@ def run_worker(config: Config | str, wake, verbose: int, program=None, parent: i
         return  # asked to stop while the journal's database could not be reached
     # What a worker before this one held when it died was given back by its supervisor
     # (WorkerProcess._watch); other processes' claims are theirs, and expire if they die.
-    delivery = DeliveryManager(journal, storage)
+    events = Events(Notifications(journal, config))  # queued here, sent by the main process
+    delivery = DeliveryManager(journal, storage, events=events)
     delivery.apply(config.destinations)
     versions = RuleSetVersions(journal, config)
     if program is not None:
         _seed(versions, config, program)
-    pipeline = Pipeline(storage, journal, None, delivery.notify, on_accepted=lambda _id: None, versions=versions)
+    pipeline = Pipeline(storage, journal, None, delivery.notify, on_accepted=lambda _id: None, versions=versions,
+                        events=events)
     try:
         if messages.reload_due:  # acknowledged while the journal could not be opened: followed before anything
             _reload(config.path, versions, delivery)
@@ -244,6 +248,7 @@ def _reload(config_path: str, versions: RuleSetVersions, delivery: DeliveryManag
     if ruleset is not None:
         versions.add(ruleset)
     delivery.apply(config.destinations)
+    delivery.events.configure(config)
 
 
 class _Pipes:

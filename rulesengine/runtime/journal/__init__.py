@@ -8,6 +8,7 @@ the configuration names a PostgreSQL journal) in a PostgreSQL database; both are
 
 from .errors import unreachable
 from .interface import Journal
+from .outbox import Notification, NotificationState
 from .records import (MAX_TRACE_BYTES, MAX_TRACE_EDITS, Attempt, ClaimLost, Counter, Delivery, DeliveryState, DeliveryTrace,
                       DestinationAnswer, Instance, InstanceState, InstanceTrace, Lease, ListedDelivery, NewDelivery,
                       NewRequest, Outcome, Request, RequestOutcome, RequestResult, RetainedFile, RouterStatus, trace_text)
@@ -20,6 +21,7 @@ ACCEPTED, PROCESSED, DONE = InstanceState
 
 __all__ = ["ACCEPTED", "Attempt", "ClaimLost", "Counter", "DEAD", "DELIVERED", "DELIVERY_STATES", "DONE", "Delivery",
            "DeliveryState", "DeliveryTrace", "DestinationAnswer", "Instance", "InstanceState", "InstanceTrace",
-           "Journal", "LEASE_SECONDS", "Lease", "ListedDelivery", "MAX_TRACE_BYTES", "MAX_TRACE_EDITS", "NewDelivery", "NewRequest", "Outcome",
+           "Journal", "LEASE_SECONDS", "Lease", "ListedDelivery", "MAX_TRACE_BYTES", "MAX_TRACE_EDITS", "NewDelivery", "NewRequest", "Notification",
+           "NotificationState", "Outcome",
            "PROCESSED", "QUEUED", "RETRYING", "Request", "RequestOutcome", "RequestResult", "RetainedFile", "RouterStatus", "SENDING",
            "SQLiteJournal", "trace_text", "unreachable"]

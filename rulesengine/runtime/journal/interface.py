@@ -22,6 +22,7 @@ from typing import Iterable, Protocol
 
 from ...arrival import Arrival
 from .exclusive import ExclusiveLock
+from .outbox import Notification, NotificationState
 from .records import (Attempt, Counter, Delivery, DeliveryState, Instance, InstanceState, InstanceTrace,
                       Lease, ListedDelivery, NewDelivery, NewReplay, NewRequest, Outcome, Replay, ReplayedInstance,
                       Request, RequestResult, RetainedFile, RouterStatus)
@@ -298,3 +299,31 @@ class Journal(Protocol):
 
     def pauses(self, now: float | None = None) -> dict[str, float]:
         """Destinations whose queue waits, with until when."""
+
+    # ---- notifications (outbox.py) --------------------------------------------------------------
+
+    def add_notification(self, notifier: str, event: str, context: dict, now: float | None = None) -> int:
+        """A notification to send, with the values its templates read; returns its number."""
+
+    def due_notifications(self, limit: int, now: float | None = None) -> list[Notification]:
+        """What is due to be sent, oldest first (for the holder of the lock "notifications")."""
+
+    def next_notification_due(self) -> float | None:
+        """When the next waiting notification is due; None when none waits."""
+
+    def notification_sent(self, notification_id: int, now: float | None = None) -> None: ...
+
+    def notification_failed(self, notification_id: int, error: str, retry_at: float | None,
+                            now: float | None = None) -> NotificationState:
+        """A failed attempt: retried at `retry_at`, or dead (with `error`) when it is None."""
+
+    def notification(self, notification_id: int) -> Notification | None: ...
+
+    def notifications(self, states: Iterable[NotificationState] = tuple(NotificationState),
+                      limit: int = 100) -> list[Notification]:
+        """Notifications in these states, newest first."""
+
+    def notification_counts(self) -> dict[NotificationState, int]: ...
+
+    def purge_notifications(self, older_than: float | None = None) -> int:
+        """Forget sent and dead notifications (last changed before `older_than`); returns how many."""

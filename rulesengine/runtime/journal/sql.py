@@ -23,6 +23,7 @@ from dataclasses import fields, replace
 from typing import Any, Iterable, Iterator
 
 from ...arrival import Arrival
+from .outbox import NotificationOutbox
 from .records import (Attempt, ClaimLost, Counter, Delivery, DeliveryState, DeliveryTrace, Instance, InstanceState, InstanceTrace,
                       Lease, ListedDelivery, NewDelivery, NewReplay, NewRequest, Outcome, Replay, ReplayedInstance,
                       Request, RequestResult, RetainedFile, RouterStatus)
@@ -138,7 +139,7 @@ class _Lease:
         self.returned = weakref.finalize(self, idle.append, db)
 
 
-class SQLJournal:
+class SQLJournal(NotificationOutbox):
     """One per process; each thread gets its own connection. A backend subclasses it with
     `_connect` and these phrases of its dialect."""
 

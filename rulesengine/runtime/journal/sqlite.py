@@ -124,6 +124,21 @@ CREATE TABLE IF NOT EXISTS router_status (
     updated_at REAL NOT NULL,
     status TEXT NOT NULL
 );
+-- Notifications waiting to be sent, sent, or dead after their retries (outbox.py).
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    notifier TEXT NOT NULL,
+    event TEXT NOT NULL,
+    context TEXT NOT NULL,  -- the values its templates read (JSON)
+    state TEXT NOT NULL,  -- queued, retrying, sent, dead
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    sent_at REAL
+);
+CREATE INDEX IF NOT EXISTS notifications_due ON notifications(state, next_attempt_at);
 -- What users of the console did (and every login, failed or not): who, when, what, on what, how it ended.
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -1,0 +1,141 @@
+"""The router's events that the configuration can subscribe to (`notify:`), raised where they
+happen and queued as notifications (notifications.py) for the notifiers subscribed:
+
+- delivery-dead: a delivery dead after its retries (delivery.py);
+- instance-quarantined: an instance kept aside in the quarantine (pipeline.py);
+- reload-refused: a changed rule file or configuration refused (rules.py, reload.py);
+- destination-unreachable: a destination that has not been reached for `after` (delivery.py):
+  from its first failed attempt of an outage, measured at each attempt (so up to the retry
+  backoff's cap later), raised once per subscription and outage; a delivered instance ends
+  the outage. Each worker process watches the attempts it makes.
+
+What an event gives is in config/notification_context.py; patient data goes apart (`patient`),
+for the notifiers that opted in. Raising an event costs nothing where nobody subscribed to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Mapping
+
+from ..arrival import HEADER_KEYWORDS, Arrival
+from ..config.notification_context import PATIENT_FIELDS
+from .notifications import Notifications, iso_time
+
+log = logging.getLogger("rulesengine.events")
+
+DELIVERY_DEAD = "delivery-dead"
+INSTANCE_QUARANTINED = "instance-quarantined"
+RELOAD_REFUSED = "reload-refused"
+DESTINATION_UNREACHABLE = "destination-unreachable"
+
+
+def instance_values(arrival: Arrival | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the instance's values, its patient data) as an arrival record knows them."""
+    if arrival is None:
+        return {}, {}
+    values: dict[str, Any] = {"SOPInstanceUID": arrival.sop_instance_uid, "SOPClassUID": arrival.sop_class_uid,
+                              "source": arrival.calling_aet or arrival.source_name}
+    patient: dict[str, Any] = {}
+    for column, keyword in HEADER_KEYWORDS.items():
+        value = getattr(arrival, column, None)
+        (patient if keyword in PATIENT_FIELDS else values)[keyword] = value
+    return values, patient
+
+
+class Events:
+    """Raises the router's events for the subscriptions of the configuration `notifications`
+    holds (None: nothing is subscribed, every event costs nothing)."""
+
+    def __init__(self, notifications: Notifications | None, clock: Callable[[], float] = time.time):
+        self.notifications = notifications
+        self.clock = clock  # when an outage began, and how long it has lasted
+        self._outages: dict[str, tuple[float, set[int]]] = {}  # destination -> (since, subscriptions told)
+        self._lock = threading.Lock()
+
+    def configure(self, config) -> None:
+        """A changed configuration: its notifiers and subscriptions from now on."""
+        if self.notifications is not None:
+            self.notifications.configure(config)
+
+    def _subscriptions(self, event: str):
+        if self.notifications is None:
+            return []
+        return [(number, sub) for number, sub in enumerate(self.notifications.config.notify) if sub.event == event]
+
+    def raise_event(self, event: str, context: Mapping[str, Any], patient: Mapping[str, Any] | None = None,
+                    subscriptions=None) -> list[int]:
+        """Queue the event for every notifier subscribed to it; returns the notifications' numbers."""
+        queued = []
+        for _number, subscription in subscriptions if subscriptions is not None else self._subscriptions(event):
+            for notifier in subscription.to:
+                number = self.notifications.send(notifier, event, context, patient)
+                if number is not None:
+                    queued.append(number)
+        return queued
+
+    # ---- the events -----------------------------------------------------------------------------
+
+    def delivery_dead(self, delivery, error: str, journal=None) -> list[int]:
+        if not self._subscriptions(DELIVERY_DEAD):
+            return []
+        instance = None
+        if journal is not None:
+            try:
+                instance = journal.instance(delivery.instance_id)
+            except Exception:  # noqa: BLE001 - the notification goes without the header facts
+                log.debug("instance %s of a dead delivery could not be read", delivery.instance_id, exc_info=True)
+        values, patient = instance_values(instance.arrival if instance is not None else None)
+        values.update({"destination": delivery.destination, "reason": error, "attempts": delivery.attempts + 1,
+                       "delivery_id": delivery.id, "instance_id": delivery.instance_id,
+                       "SOPInstanceUID": delivery.sop_instance_uid, "SOPClassUID": delivery.sop_class_uid})
+        return self.raise_event(DELIVERY_DEAD, values, patient)
+
+    def instance_quarantined(self, instance_id: int, arrival: Arrival | None, reason: str) -> list[int]:
+        if not self._subscriptions(INSTANCE_QUARANTINED):
+            return []
+        values, patient = instance_values(arrival)
+        values.update({"reason": reason, "instance_id": instance_id})
+        return self.raise_event(INSTANCE_QUARANTINED, values, patient)
+
+    def reload_refused(self, findings: list[dict]) -> list[int]:
+        if not self._subscriptions(RELOAD_REFUSED):
+            return []
+        lines = []
+        for finding in findings:
+            where = ":".join(str(part) for part in (finding.get("file"), finding.get("line"), finding.get("column"))
+                             if part is not None)
+            lines.append(f"{where}: {finding.get('message')}" if where else str(finding.get("message")))
+        return self.raise_event(RELOAD_REFUSED, {"reason": "\n".join(lines), "findings": len(findings)})
+
+    def destination_failed(self, destination: str, error: str, waiting: Callable[[], int] | None = None) -> list[int]:
+        """An attempt found the destination unreachable: the subscriptions whose `after` this
+        outage has now lasted are told (each once per outage)."""
+        subscriptions = self._subscriptions(DESTINATION_UNREACHABLE)
+        if not subscriptions:
+            return []
+        now = self.clock()
+        with self._lock:
+            since, told = self._outages.setdefault(destination, (now, set()))
+            due = [(number, sub) for number, sub in subscriptions if number not in told and now - since >= sub.after]
+            told.update(number for number, _ in due)
+        if not due:
+            return []
+        try:
+            count = waiting() if waiting is not None else None
+        except Exception:  # noqa: BLE001 - the count is a detail: the notification goes without it
+            count = None
+        values = {"destination": destination, "reason": error, "since": iso_time(since), "seconds": round(now - since),
+                  "waiting": count}
+        return self.raise_event(DESTINATION_UNREACHABLE, values, subscriptions=due)
+
+    def destination_reached(self, destination: str) -> None:
+        """A delivery went through: the destination's outage, if any, is over."""
+        if self._outages:
+            with self._lock:
+                self._outages.pop(destination, None)
+
+
+NO_EVENTS = Events(None)
