@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import time
+from typing import Any, Iterable, Mapping
 
 from .copies import CopyError, is_received_file, keep_with_file_meta, write_copy
 from .document import Arrival, DocumentReadError
@@ -181,6 +182,30 @@ def fingerprint(decision: Decision) -> dict:
         **({"urgent": True} if decision.urgent else {}),
         **({"windows": sorted(decision.windows.items())} if decision.windows else {}),
     }
+
+
+def recorded_fingerprint(outcome: str | None, reason: str | None, destinations: Iterable[str],
+                         edits: Iterable[Mapping[str, Any]]) -> dict:
+    """fingerprint() of a decision as a journal's trace keeps it, its edits as JSON objects
+    (Edit.to_json): what `replay --dry-run` compares, for the first processing and the new one alike."""
+    return {
+        "outcome": outcome,
+        "reason": reason,
+        "destinations": sorted(destinations),
+        "edits": sorted({(e.get("destination") or "", e["path"], display(e.get("new"))) for e in edits}),
+    }
+
+
+def changed_parts(old: dict, new: dict) -> list[str]:
+    """Which parts of two fingerprints differ: outcome, destinations, edits."""
+    parts = []
+    if (old["outcome"], old["reason"]) != (new["outcome"], new["reason"]):
+        parts.append("outcome")
+    if old["destinations"] != new["destinations"]:
+        parts.append("destinations")
+    if set(old["edits"]) != set(new["edits"]):
+        parts.append("edits")
+    return parts
 
 
 def diff_lines(old: dict, new: dict) -> list[str]:

@@ -22,6 +22,7 @@ from .dry_run import cmd_diff, cmd_dry_run
 from .fmt import cmd_fmt
 from .lint import cmd_lint
 from .query import add_query_arguments, cmd_query
+from .replay import add_replay_commands
 from .requests import MESSAGES, cmd_requests
 from .notifications import STATES, cmd_notifications
 from .router import cmd_check_config, cmd_echo, cmd_quarantine, cmd_queue, cmd_run, cmd_schema, cmd_send
@@ -190,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     dictionary.set_defaults(func=cmd_dict)
 
     add_cleanup_command(sub)
+    add_replay_commands(sub)
     add_console_commands(sub)
     return parser
 

@@ -24,8 +24,8 @@ from ...arrival import Arrival
 from .exclusive import ExclusiveLock
 from .outbox import Notification, NotificationState
 from .records import (Attempt, Counter, Delivery, DeliveryState, Instance, InstanceState, InstanceTrace,
-                      Lease, ListedDelivery, NewDelivery, NewRequest, Outcome, Request, RequestResult, RetainedFile,
-                      RouterStatus)
+                      Lease, ListedDelivery, NewDelivery, NewReplay, NewRequest, Outcome, Replay, ReplayedInstance,
+                      Request, RequestResult, RetainedFile, RouterStatus)
 
 
 class Journal(Protocol):
@@ -184,7 +184,7 @@ class Journal(Protocol):
     def retained_instances(self, received_from: float | None = None, received_to: float | None = None,
                            after: int = 0, limit: int = 1000) -> list[Instance]:
         """Retained instances numbered above `after`, oldest first, received in
-        [received_from, received_to) when given."""
+        [received_from, received_to) when given; as received only (never one a replay queued)."""
 
     def expired_retentions(self, now: float, limit: int = 1000) -> list[RetainedFile]:
         """Retained instances whose retention ended before `now`, the longest ended first."""
@@ -194,6 +194,26 @@ class Journal(Protocol):
 
     def end_retention(self, instance_ids: Iterable[int]) -> int:
         """Their retention is over (the caller removed their files first); returns how many were retained."""
+
+    # ---- replays (`dicom-rules replay`) -----------------------------------------------------------
+
+    def keep_ruleset(self, version: str, sources: dict[str, bytes]) -> None:
+        """The files of a rule set version instances are to be processed with (a replay's rule
+        file), kept as record_ruleset keeps them, but not put in place: latest_ruleset never names it."""
+
+    def record_replay(self, replay: NewReplay, instances: Iterable[ReplayedInstance], now: float | None = None) -> int:
+        """A replay and its instances, in one transaction: each a new accepted instance with its
+        original's arrival (its time too), its file's name for the replay, the replay's rule set
+        version and the replay's number (instances.replay_id, replay_of); not counted as received.
+        Returns the replay's number."""
+
+    def replays(self, limit: int = 50, before_id: int | None = None) -> list[Replay]:
+        """The latest replays, newest first, each with its instances waiting, those processed by
+        outcome, and their deliveries by state."""
+
+    def replayed_instances(self, replay_id: int, after: int = 0, limit: int = 1000) -> list[tuple[int, Instance]]:
+        """A replay's instances numbered above `after`, oldest first, each with the number of the
+        instance it replays."""
 
     # ---- for `dicom-rules queue` ------------------------------------------------------------------
 

@@ -388,3 +388,53 @@ class Request(_Columns):
 
 
 _RESULT_COLUMNS = ("outcome", "status", "answers", "matches", "completed", "failed", "warning", "error")
+
+
+# ---- replays: retained instances queued for processing again (`dicom-rules replay`) ----------------
+
+
+@dataclass(frozen=True)
+class NewReplay:
+    """A replay about to be queued: who asks, the rule set version its instances are processed
+    with (recorded with each of them), the rule file named (None: the rules in place), the
+    period of arrival it selected (None: open), and how many selected instances had lost their file."""
+
+    requested_by: str
+    rules_version: str
+    rules_file: str | None
+    received_from: float | None
+    received_to: float | None
+    missing: int = 0
+
+
+@dataclass(frozen=True)
+class ReplayedInstance:
+    """A retained instance queued again: the instance as first received, and the name its
+    file has in the spool for the replay (a link of its own, which processing may move or remove)."""
+
+    original: Instance
+    path: str
+
+
+@dataclass(frozen=True)
+class Replay(_Columns):
+    """A replay and how far the router got with it: its instances not yet processed
+    (`waiting`), the others by outcome (route, drop, quarantine), their deliveries by state."""
+
+    id: int
+    created_at: float
+    requested_by: str
+    rules_version: str
+    rules_file: str | None
+    received_from: float | None
+    received_to: float | None
+    instances: int
+    missing: int
+    waiting: int = 0
+    outcomes: Mapping[str, int] = dataclass_field(default_factory=dict)
+    deliveries: Mapping[str, int] = dataclass_field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "Replay":
+        return cls(row["id"], row["created_at"], row["requested_by"], row["rules_version"], row["rules_file"],
+                   row["received_from"], row["received_to"], row["instances"], row["missing"])

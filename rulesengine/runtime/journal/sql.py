@@ -25,8 +25,8 @@ from typing import Any, Iterable, Iterator
 from ...arrival import Arrival
 from .outbox import NotificationOutbox
 from .records import (Attempt, ClaimLost, Counter, Delivery, DeliveryState, DeliveryTrace, Instance, InstanceState, InstanceTrace,
-                      Lease, ListedDelivery, NewDelivery, NewRequest, Outcome, Request, RequestResult, RetainedFile,
-                      RouterStatus)
+                      Lease, ListedDelivery, NewDelivery, NewReplay, NewRequest, Outcome, Replay, ReplayedInstance,
+                      Request, RequestResult, RetainedFile, RouterStatus)
 
 QUEUED, SENDING, DELIVERED, RETRYING, DEAD = DeliveryState
 ACCEPTED, PROCESSED, DONE = InstanceState
@@ -518,8 +518,9 @@ class SQLJournal(NotificationOutbox):
             db.execute("INSERT INTO attempts (delivery_id, started_at, finished_at, ok, detail) VALUES (?,?,?,1,?)",
                        (delivery.id, started, now, detail))
             if changed:
-                received = db.execute("SELECT received_at FROM instances WHERE id=?",
-                                      (delivery.instance_id,)).fetchone()
+                # from its arrival; a replayed instance's from its replay (it keeps its original's arrival time)
+                received = db.execute("SELECT COALESCE(r.created_at, i.received_at) FROM instances i LEFT JOIN "
+                                      "replays r ON r.id = i.replay_id WHERE i.id=?", (delivery.instance_id,)).fetchone()
                 latency = latency_counts(delivery.destination, max(0.0, now - received[0])) if received else ()
                 _count(db, ("deliveries_delivered", delivery.destination, 1), *latency)
 
@@ -623,8 +624,9 @@ class SQLJournal(NotificationOutbox):
     def retained_instances(self, received_from: float | None = None, received_to: float | None = None,
                            after: int = 0, limit: int = 1000) -> list[Instance]:
         """Retained instances numbered above `after`, oldest first, received_from <= received_at
-        < received_to when given: what a replay finds."""
-        query = "SELECT * FROM instances WHERE retained_until IS NOT NULL AND id > ?"
+        < received_to when given: what a replay finds. Instances as received only: one queued
+        by a replay (replay_of) keeps its original's arrival time, and would be replayed twice."""
+        query = "SELECT * FROM instances WHERE retained_until IS NOT NULL AND replay_of IS NULL AND id > ?"
         args: list = [after]
         for condition, value in (("received_at >= ?", received_from), ("received_at < ?", received_to)):
             if value is not None:
@@ -655,6 +657,77 @@ class SQLJournal(NotificationOutbox):
         with self._transaction() as db:
             return db.execute(f"UPDATE instances SET retained_until=NULL WHERE id IN ({','.join('?' * len(ids))}) "
                               "AND retained_until IS NOT NULL", ids).rowcount
+
+    # ---- replays (`dicom-rules replay`) ------------------------------------------------------
+
+    def keep_ruleset(self, version: str, sources: dict[str, bytes]) -> None:
+        """The files of a rule set version that instances are to be processed with (a replay's
+        rule file), without putting it in place: latest_ruleset never names it for this."""
+        with self._transaction() as db:
+            db.executemany("INSERT INTO ruleset_files (version, position, path, data) VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                           [(version, position, path, data) for position, (path, data) in enumerate(sources.items())])
+
+    def record_replay(self, replay: NewReplay, instances: Iterable[ReplayedInstance], now: float | None = None) -> int:
+        """A replay and its instances, at once: each a new accepted instance with its original's
+        arrival (time included: the rules see what they saw), its file's new name, the replay's
+        rule set version, and whose replay it is; any process claims them as it claims what
+        arrives. Counted as no instance received. Returns the replay's number (never reused)."""
+        items = list(instances)
+        undecided = Outcome(replay.rules_version, None, None, (), ()).to_row()
+        with self._transaction() as db:
+            replay_id = self._insert(db, "replays", {
+                "created_at": time.time() if now is None else now, "requested_by": replay.requested_by,
+                "rules_version": replay.rules_version, "rules_file": replay.rules_file,
+                "received_from": replay.received_from, "received_to": replay.received_to,
+                "instances": len(items), "missing": replay.missing})
+            rows = [{"received_at": item.original.received_at, **item.original.arrival.to_row(), "path": item.path,
+                     "state": ACCEPTED, **undecided, "checked": item.original.checked, "replay_id": replay_id,
+                     "replay_of": item.original.id} for item in items]
+            if rows:
+                columns = list(rows[0])
+                db.executemany(f"INSERT INTO instances ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                               [tuple(row[column] for column in columns) for row in rows])
+        return replay_id
+
+    def replays(self, limit: int = 50, before_id: int | None = None) -> list[Replay]:
+        """The latest replays, newest first (numbered below `before_id` when given), each with
+        how far the router got: its instances waiting, processed by outcome, their deliveries by state."""
+        with self._reading() as db:
+            query, args = "SELECT * FROM replays", []
+            if before_id is not None:
+                query += " WHERE id < ?"
+                args.append(before_id)
+            rows = db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, max(0, int(limit)))).fetchall()
+            replays = {row["id"]: Replay.from_row(row) for row in rows}
+            if not replays:
+                return []
+            ids = list(replays)
+            marks = ",".join("?" * len(ids))
+            waiting: dict[int, int] = {}
+            outcomes: dict[int, dict[str, int]] = {}
+            for replay_id, state, outcome, count in db.execute(
+                    f"SELECT replay_id, state, outcome, COUNT(*) FROM instances WHERE replay_id IN ({marks}) "
+                    "GROUP BY replay_id, state, outcome", ids).fetchall():
+                if state == ACCEPTED:
+                    waiting[replay_id] = waiting.get(replay_id, 0) + count
+                else:
+                    kept = outcomes.setdefault(replay_id, {})
+                    kept[outcome or "?"] = kept.get(outcome or "?", 0) + count
+            deliveries: dict[int, dict[str, int]] = {}
+            for replay_id, state, count in db.execute(
+                    f"SELECT i.replay_id, d.state, COUNT(*) FROM deliveries d JOIN instances i ON i.id = d.instance_id "
+                    f"WHERE i.replay_id IN ({marks}) GROUP BY i.replay_id, d.state", ids).fetchall():
+                deliveries.setdefault(replay_id, {})[str(state)] = count
+        return [replace(replay, waiting=waiting.get(replay.id, 0), outcomes=outcomes.get(replay.id, {}),
+                        deliveries=deliveries.get(replay.id, {})) for replay in replays.values()]
+
+    def replayed_instances(self, replay_id: int, after: int = 0, limit: int = 1000) -> list[tuple[int, Instance]]:
+        """A replay's instances numbered above `after`, oldest first, each with the number of the
+        instance it replays (read from the index of replayed instances alone)."""
+        rows = self._connection().execute(
+            "SELECT * FROM instances WHERE replay_id=? AND id > ? ORDER BY id LIMIT ?",
+            (replay_id, after, max(0, int(limit)))).fetchall()
+        return [(row["replay_of"], Instance.from_row(row)) for row in rows]
 
     # ---- for `dicom-rules queue` ---------------------------------------------------------
 

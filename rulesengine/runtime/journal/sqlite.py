@@ -150,6 +150,19 @@ CREATE TABLE IF NOT EXISTS audit (
     target TEXT,
     result TEXT NOT NULL
 );
+-- Replays (`dicom-rules replay`): retained instances queued for processing again, each as a new
+-- instance (instances.replay_id, replay_of), processed with rules_version; who asked, when, for
+-- which period of arrival.
+CREATE TABLE IF NOT EXISTS replays (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at REAL NOT NULL,
+    requested_by TEXT NOT NULL,
+    rules_version TEXT NOT NULL,
+    rules_file TEXT,  -- the rule file named (--rules); NULL: the rules in place
+    received_from REAL, received_to REAL,
+    instances INTEGER NOT NULL,
+    missing INTEGER NOT NULL  -- retained instances whose file was gone
+);
 """
 
 # Indexes on columns a journal from before may lack: created once they are added.
@@ -172,6 +185,8 @@ CREATE INDEX IF NOT EXISTS deliveries_lease ON deliveries(lease_expires) WHERE l
 -- retained have an entry.
 CREATE INDEX IF NOT EXISTS instances_retained ON instances(retained_until) WHERE retained_until IS NOT NULL;
 CREATE INDEX IF NOT EXISTS instances_retained_path ON instances(path) WHERE retained_until IS NOT NULL;
+-- A replay's instances (Journal.replays): only replayed instances have an entry.
+CREATE INDEX IF NOT EXISTS instances_replay ON instances(replay_id) WHERE replay_id IS NOT NULL;
 """
 
 # Deliveries by destination and state, kept by triggers in the transaction of every change: the
@@ -226,7 +241,9 @@ _ADDED_COLUMNS = (("instances", "store_command", "TEXT"), ("requests", "store_co
                   ("instances", "lease_process", "INTEGER"), ("instances", "lease_expires", "REAL"),
                   ("instances", "checked", "TEXT"), ("instances", "retained_until", "REAL"),
                   # delivery windows and urgency
-                  ("deliveries", "priority", "INTEGER NOT NULL DEFAULT 0"), ("deliveries", "delivery_window", "TEXT"))
+                  ("deliveries", "priority", "INTEGER NOT NULL DEFAULT 0"), ("deliveries", "delivery_window", "TEXT"),
+                  # replays: the replay that queued an instance again, and the instance it replays
+                  ("instances", "replay_id", "INTEGER"), ("instances", "replay_of", "INTEGER"))
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
