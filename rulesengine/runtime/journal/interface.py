@@ -22,8 +22,9 @@ from typing import Iterable, Protocol
 
 from ...arrival import Arrival
 from .exclusive import ExclusiveLock
-from .records import (Attempt, Counter, Delivery, DeliveryState, Instance, InstanceState, InstanceTrace,
-                      Lease, ListedDelivery, NewDelivery, NewRequest, Outcome, Request, RequestResult, RouterStatus)
+from .records import (Attempt, Counter, Delivery, DeliveryState, Group, GroupJoin, Instance, InstanceState,
+                      InstanceTrace, Lease, ListedDelivery, NewDelivery, NewRequest, Outcome, Request, RequestResult,
+                      RouterStatus)
 
 
 class Journal(Protocol):
@@ -162,7 +163,47 @@ class Journal(Protocol):
     def path_in_use(self, path: str) -> bool:
         """Does an unfinished delivery, or an unprocessed instance, still need this file?"""
 
-    def paths_in_use(self) -> set[str]: ...
+    def paths_in_use(self) -> set[str]:
+        """Every file path_in_use names (the start-up sweep keeps them)."""
+
+    # ---- groups (group rules: per series, per study) ----------------------------------------
+
+    def join_group(self, rule: str, ruleset_version: str | None, level: str, study_uid: str, series_uid: str | None,
+                   instance_id: int, quiet_seconds: float, now: float | None = None) -> GroupJoin:
+        """The instance joins its group of `rule` (one per study, or series): opened by its first
+        instance (whose rule set version it keeps); an open group is due `quiet_seconds` after
+        its last arrival; a fired one is left as it is and the instance is late (unless it was
+        a member before). Its file is in use while the group is open."""
+
+    def group(self, group_id: int) -> Group | None: ...
+
+    def group_members(self, group_id: int) -> list[Instance]:
+        """A group's instances, in the order they joined it."""
+
+    def due_groups(self, now: float | None = None, limit: int = 100) -> list[Group]:
+        """Open groups due by `now` that no process is firing, the oldest due first."""
+
+    def claim_due_groups(self, limit: int, now: float | None = None) -> list[Group]:
+        """Due groups, leased to this process for `lease_seconds`: no other process, of any
+        node, fires them until the lease expires."""
+
+    def claim_group(self, group_id: int, now: float | None = None) -> Group | None:
+        """This open group, leased to this process, due or not; None when it fired already or
+        another process is firing it."""
+
+    def renew_group_leases(self, group_ids: Iterable[int], now: float | None = None) -> int:
+        """This process is still firing these: their leases run `lease_seconds` again."""
+
+    def release_groups(self, group_ids: Iterable[int]) -> int:
+        """Claimed and not fired: free for any process again (only this process's claims)."""
+
+    def fire_group(self, group_id: int, deliveries: Iterable[tuple[int, NewDelivery]],
+                   now: float | None = None) -> list[int]:
+        """Queue a claimed group's deliveries ((instance, delivery), group order) and mark it
+        fired, at once; raises ClaimLost, changing nothing, when this process no longer holds it."""
+
+    def pending_groups(self, limit: int = 100) -> list[Group]:
+        """Open groups, the next due first, with how many instances each holds."""
 
     # ---- for `dicom-rules queue` ------------------------------------------------------------------
 
