@@ -50,9 +50,6 @@ def compile_rules(config: Config, program: Program | None = None) -> RuleSet:
         raise RulesError(analysis.diagnostics)
     if not program.main.file.rules:
         raise NoRulesError(config)
-    refused = group_rules_refused(program)
-    if refused is not None:
-        raise RulesError([refused])
     return compile_program(program, analysis, config.secrets, config.no_destination)
 
 
@@ -64,20 +61,7 @@ def rule_file_findings(config: Config) -> list[Diagnostic]:
     findings = sorted(analysis.diagnostics, key=Diagnostic.sort_key)
     if not analysis.errors and not program.main.file.rules:
         findings.append(error("config", str(NoRulesError(config))))
-    refused = group_rules_refused(program)
-    if refused is not None:
-        findings.append(refused)
     return findings
-
-
-def group_rules_refused(program: Program) -> Diagnostic | None:
-    """The router does not run group rules (`per series`, `per study`) yet: a rule file with one
-    is refused, at start and at reload, at its first group rule."""
-    rule = next((rule for rule in program.main.file.rules if rule.is_group), None)
-    if rule is None:
-        return None
-    return error("group-rules-not-run", "group rules are checked, dry-run and tested but this router does not "
-                 "run them yet", rule.name_span)
 
 
 class RulesHolder:

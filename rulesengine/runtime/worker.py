@@ -107,10 +107,13 @@ def _open_journal(storage: Storage, wake_fd: int):
 
 
 def _process_pending(pipeline: Pipeline) -> None:
-    """Process what was received; the journal's database away, the next round tries again."""
+    """Process what was received, then fire the groups whose timer ran out (the group rules'
+    timer: a round every POLL_SECONDS at most); the journal's database away, the next round
+    tries again."""
     global _journal_away
     try:
         pipeline.process_pending()
+        pipeline.groups.fire_due()
     except Exception as exc:
         if not unreachable(exc):
             raise

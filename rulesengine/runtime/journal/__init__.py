@@ -9,7 +9,7 @@ the configuration names a PostgreSQL journal) in a PostgreSQL database; both are
 from .errors import unreachable
 from .interface import Journal
 from .records import (MAX_TRACE_BYTES, MAX_TRACE_EDITS, Attempt, ClaimLost, Counter, Delivery, DeliveryState, DeliveryTrace,
-                      DestinationAnswer, Group, GroupJoin, GroupState, Instance, InstanceState, InstanceTrace, Lease, ListedDelivery, NewDelivery,
+                      DestinationAnswer, Group, GroupChanged, GroupJoin, GroupState, Instance, InstanceState, InstanceTrace, Lease, ListedDelivery, NewDelivery,
                       NewRequest, Outcome, Request, RequestOutcome, RequestResult, RouterStatus, trace_text)
 from .sql import LEASE_SECONDS
 from .sqlite import SQLiteJournal
@@ -19,7 +19,7 @@ DELIVERY_STATES = tuple(DeliveryState)
 ACCEPTED, PROCESSED, DONE = InstanceState
 
 __all__ = ["ACCEPTED", "Attempt", "ClaimLost", "Counter", "DEAD", "DELIVERED", "DELIVERY_STATES", "DONE", "Delivery",
-           "DeliveryState", "DeliveryTrace", "DestinationAnswer", "Group", "GroupJoin", "GroupState", "Instance", "InstanceState", "InstanceTrace",
+           "DeliveryState", "DeliveryTrace", "DestinationAnswer", "Group", "GroupChanged", "GroupJoin", "GroupState", "Instance", "InstanceState", "InstanceTrace",
            "Journal", "LEASE_SECONDS", "Lease", "ListedDelivery", "MAX_TRACE_BYTES", "MAX_TRACE_EDITS", "NewDelivery", "NewRequest", "Outcome",
            "PROCESSED", "QUEUED", "RETRYING", "Request", "RequestOutcome", "RequestResult", "RouterStatus", "SENDING",
            "SQLiteJournal", "trace_text", "unreachable"]

@@ -198,9 +198,10 @@ class Journal(Protocol):
         """Claimed and not fired: free for any process again (only this process's claims)."""
 
     def fire_group(self, group_id: int, deliveries: Iterable[tuple[int, NewDelivery]],
-                   now: float | None = None) -> list[int]:
+                   members: Iterable[int] | None = None, now: float | None = None) -> list[int]:
         """Queue a claimed group's deliveries ((instance, delivery), group order) and mark it
-        fired, at once; raises ClaimLost, changing nothing, when this process no longer holds it."""
+        fired, at once; raises ClaimLost, changing nothing, when this process no longer holds it,
+        and GroupChanged when it holds instances besides `members` (those it was evaluated over)."""
 
     def pending_groups(self, limit: int = 100) -> list[Group]:
         """Open groups, the next due first, with how many instances each holds."""

@@ -228,6 +228,10 @@ class GroupJoin(NamedTuple):
     late: bool
 
 
+class GroupChanged(RuntimeError):
+    """An instance joined a group while it was being fired: it is evaluated again, with it."""
+
+
 class ClaimLost(RuntimeError):
     """What this process claimed was taken over by another (its lease expired meanwhile), or
     finished by it: what the other did stands, and this process lets it go."""

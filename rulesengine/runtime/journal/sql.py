@@ -23,7 +23,7 @@ from dataclasses import fields, replace
 from typing import Any, Iterable, Iterator
 
 from ...arrival import Arrival
-from .records import (Attempt, ClaimLost, Counter, Delivery, DeliveryState, DeliveryTrace, Group, GroupJoin, GroupState,
+from .records import (Attempt, ClaimLost, Counter, Delivery, DeliveryState, DeliveryTrace, Group, GroupChanged, GroupJoin, GroupState,
                       Instance, InstanceState, InstanceTrace, Lease, ListedDelivery, NewDelivery, NewRequest, Outcome,
                       Request, RequestResult, RouterStatus)
 
@@ -680,12 +680,14 @@ class SQLJournal:
                               f"AND {_MINE}", (*ids, OPEN, self.node, self.process)).rowcount
 
     def fire_group(self, group_id: int, deliveries: Iterable[tuple[int, NewDelivery]],
-                   now: float | None = None) -> list[int]:
+                   members: Iterable[int] | None = None, now: float | None = None) -> list[int]:
         """A group this process claimed fires: its deliveries ((instance, delivery), in group
         order) are queued together and the group is marked fired, in one transaction. Raises
         ClaimLost, changing nothing, when this process no longer holds it (its lease expired and
-        another process took it, or fired it)."""
+        another process took it, or fired it), and GroupChanged when an instance besides `members`
+        (those the caller evaluated) joined it meanwhile: the caller evaluates it again."""
         now = time.time() if now is None else now
+        evaluated = None if members is None else set(members)
         rows = [(instance_id, item.destination, item.path, item.sop_class_uid, item.sop_instance_uid,
                  item.transfer_syntax, QUEUED, now, now) for instance_id, item in deliveries]
         with self._transaction() as db:
@@ -697,6 +699,12 @@ class SQLJournal:
                 raise ClaimLost(f"group {group_id} is no longer claimed by this process" +
                                 (f": {row['lease_owner']} process {row['lease_process']} has it ({row['state']})"
                                  if row else ""))
+            if evaluated is not None:
+                # The group's row is locked by the update: a join waits for this commit, then finds it fired.
+                joined = {int(row[0]) for row in db.execute("SELECT instance_id FROM group_members WHERE group_id=?",
+                                                            (group_id,))}
+                if joined - evaluated:
+                    raise GroupChanged(f"group {group_id}: {len(joined - evaluated)} instance(s) joined while it fired")
             if not rows:
                 return []
             # one statement (see the module's docstring); ids are given in the rows' order
