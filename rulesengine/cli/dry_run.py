@@ -8,7 +8,8 @@ import os
 import sys
 
 from ..document import DocumentReadError
-from ..dryrun import Scratch, diff_lines, dry_run_file, evaluate_file, fingerprint, json_report, text_report
+from ..dryrun import (Scratch, diff_lines, dry_run_file, dry_run_groups, evaluate_file, fingerprint,
+                      group_json_report, group_text_report, json_report, text_report)
 from ..intake import reason_of, short_error
 from ..lang.api import compile_file
 from ..lang.ruleset import RuleSet
@@ -29,6 +30,7 @@ def cmd_dry_run(args) -> int:
     ruleset = _compile(args.rules, args)
     failures = internal = 0
     scratch = Scratch()
+    grouped: list[tuple[str, str]] = []  # the inputs that join the group rules' groups
     try:
         for item in input_files(args.inputs):
             # Written out before the report: a reader that stops early must not lose files.
@@ -50,10 +52,14 @@ def cmd_dry_run(args) -> int:
                 continue
             if decision.error:
                 failures += 1
+            if decision.unrouted or decision.outcome not in ("drop", "reject", "quarantine"):
+                grouped.append((item.path, item.relative))
             if args.format == "json":
                 print(json.dumps(json_report(item.path, decision, ruleset, args.explain), ensure_ascii=False))
             else:
                 print(text_report(item.path, decision, ruleset, args.explain))
+        if ruleset.group_rules and args.message == "C-STORE":
+            failures += _report_groups(ruleset, grouped, args)
     finally:
         scratch.close()
     if internal:
@@ -61,6 +67,18 @@ def cmd_dry_run(args) -> int:
               file=sys.stderr)
         return EXIT_INTERNAL
     return EXIT_FINDINGS if failures else EXIT_OK
+
+
+def _report_groups(ruleset: RuleSet, inputs: list[tuple[str, str]], args) -> int:
+    """The group rules over the inputs that joined groups; returns how many decisions failed."""
+    failures = 0
+    for run in dry_run_groups(ruleset, inputs, args):
+        failures += sum(1 for decision in run.decisions if decision.error)
+        if args.format == "json":
+            print(json.dumps(group_json_report(run, ruleset, args.explain), ensure_ascii=False))
+        else:
+            print(group_text_report(run, ruleset, args.explain))
+    return failures
 
 
 def _report_unreadable(path: str, reason: str, fmt: str) -> None:

@@ -1541,6 +1541,9 @@ class Analysis(NodeVisitor):
     def visit_ExpectCondition(self, statement: n.ExpectCondition, scope: Scope) -> None:
         self.check_condition(statement.condition, scope)
 
+    def visit_ExpectFor(self, statement: n.ExpectFor, scope: Scope) -> None:
+        self.visit(statement.expectation, scope)  # the file is checked with the test's files (ruletest)
+
     def visit_ExpectOutcome(self, statement: n.ExpectOutcome, scope: Scope) -> None:
         pass  # nothing to resolve before the test runs
 

@@ -342,6 +342,13 @@ class _StatementLine(NodeVisitor):
     def visit_ExpectCondition(self, s: n.ExpectCondition) -> _Breakable:
         return _Breakable("expect ", s.condition)
 
+    def visit_ExpectFor(self, s: n.ExpectFor) -> str | _Breakable:
+        head = f"expect for {quote_string(s.file)} "
+        layout = self.visit(s.expectation)
+        if isinstance(layout, _Breakable):
+            return _Breakable(head + layout.head[len("expect "):], layout.condition)
+        return head + layout[len("expect "):]
+
 
 _STATEMENT_LINE = _StatementLine()
 

@@ -682,8 +682,17 @@ class ExpectResponse(Node):
     condition: Expr | None  # None: `dropped`
 
 
+@dataclass(frozen=True, slots=True)
+class ExpectFor(Node):
+    """`expect for "FILE" ...`: an expectation of the one instance of a test built from that file."""
+
+    span: Span
+    file: str
+    expectation: "ExpectRoute | ExpectCopy | ExpectOutcome | ExpectFired | ExpectCondition | ExpectResponse"
+
+
 TestStatement = Union[GivenFile, GivenValues, GivenMessage, GivenResponse, ApplyAction, ExpectRoute, ExpectCopy,
-                      ExpectOutcome, ExpectFired, ExpectCondition, ExpectResponse]
+                      ExpectOutcome, ExpectFired, ExpectCondition, ExpectResponse, ExpectFor]
 
 
 @dataclass(frozen=True, slots=True)

@@ -526,6 +526,12 @@ class ToNodes(Transformer):
         return dataclasses.replace(children[0], span=self._span(meta))
 
     @v_args(meta=True)
+    def expect_for(self, meta, children):
+        tok, expectation = children
+        span = self._span(meta)
+        return n.ExpectFor(span, unquote(tok, self._tspan(tok)), dataclasses.replace(expectation, span=span))
+
+    @v_args(meta=True)
     def route_expectation(self, meta, children):
         return n.ExpectRoute(self._span(meta), self._names(children))
 
