@@ -57,6 +57,17 @@ def group_name(group: Group) -> str:
     return f"group {group.id} of rule {group.rule!r} ({where})"
 
 
+def _as_received(decision: Decision, document: Document) -> Decision:
+    """A group rule's actions run on a copy of each instance (its aggregates read the instances
+    as received): a destination whose copy nothing edited receives the received file itself,
+    as it would from an instance rule."""
+    edited = {edit.destination for edit in decision.edits}
+    if None in edited:
+        return decision
+    return replace(decision, destinations={name: copy if name in edited else document
+                                           for name, copy in decision.destinations.items()})
+
+
 class GroupRunner:
     """The group rules of one process's pipeline: joining, firing, late instances."""
 
@@ -225,6 +236,7 @@ class GroupRunner:
         if decision.error:
             log.warning("%s, instance %s: %s", group_name(group), instance.id, decision.error)
         if decision.outcome == "route":
+            decision = _as_received(decision, document)
             try:
                 return self.pipeline.write_copies(instance.id, instance.path, document, decision,
                                                   prefix=f"g{group.id}-")
