@@ -115,8 +115,9 @@ def failed_outcome(outcome: str, reason: str, version: str | None, decided: Outc
                    trace_text(outcome, reason, version, rules_fired, edits, truncated))
 
 
-def describe(document: Document, decision: Decision, ruleset: RuleSet) -> str:
-    """The one log line per instance: source, rule set version, rules fired, destinations."""
+def describe(document: Document, decision: Decision, ruleset: RuleSet, held: tuple[str, ...] = ()) -> str:
+    """The one log line per instance: source, rule set version, rules fired, destinations (and
+    the open groups that hold it, `held`)."""
     arrival = document.arrival
     source = arrival.source_name or arrival.source_kind or "?"
     if arrival.calling_aet:
@@ -127,8 +128,12 @@ def describe(document: Document, decision: Decision, ruleset: RuleSet) -> str:
     fired = ", ".join(repr(rule.name) for rule in decision.rules_fired) or "none"
     if decision.outcome == "route":
         result = "-> " + ", ".join(decision.destinations)
+    elif held and decision.unrouted:
+        result = ""
     else:
         result = f"{decision.outcome}" + (f": {decision.reason}" if decision.reason else "")
+    if held:
+        result = "; ".join(part for part in (result, f"held for {', '.join(held)}") if part)
     return f"{sop} via {source}: rules {ruleset.version} fired {fired} {result}"
 
 
@@ -361,17 +366,16 @@ class Pipeline:
                                      str(exc).replace(path, "the received file"))
             return
         decision = ruleset.evaluate(document)
-        log.info(describe(document, decision, ruleset))
+        joined = self.groups.join(instance, document, ruleset) if GroupRunner.joins(ruleset, decision) else None
+        log.info(describe(document, decision, ruleset, joined.held if joined is not None else ()))
         if decision.error:
             log.warning("instance %s: %s", instance_id, decision.error)
             if decision.exception is not None:  # its traceback names the rule-file lines (run -v)
                 log.debug("instance %s: where the rules failed", instance_id, exc_info=decision.exception)
         outcome = outcome_of(decision, ruleset)
-        if GroupRunner.joins(ruleset, decision):
-            joined = self.groups.join(instance, document, ruleset)
-            if joined is not None:
-                self._settle_grouped(instance, path, document, decision, outcome, joined)
-                return
+        if joined is not None:
+            self._settle_grouped(instance, path, document, decision, outcome, joined)
+            return
         if decision.outcome == "route":
             self._route(instance_id, path, document, decision, outcome)
         elif decision.outcome == "drop":

@@ -38,6 +38,29 @@ def make_instances(folder: Path, count: int, first_number: int = 1, source: str 
     return made
 
 
+def make_study(folder: Path, series: list[tuple[int, str, int]], study: str | None = None,
+               patient: str = "P1") -> list[Path]:
+    """Instances of one new study (or of `study`): for each (series number, description,
+    instances) a new series, its instances numbered from 1; files named in that order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dataset = pydicom.dcmread(CT_SMALL)
+    dataset.StudyInstanceUID = study or generate_uid()
+    dataset.PatientID = patient
+    made = []
+    for series_number, description, count in series:
+        dataset.SeriesInstanceUID = generate_uid()
+        dataset.SeriesNumber = series_number
+        dataset.SeriesDescription = description
+        for number in range(1, count + 1):
+            uid = generate_uid()
+            dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = uid
+            dataset.InstanceNumber = number
+            path = folder / f"{len(made):03d}-{uid}.dcm"
+            dataset.save_as(path, enforce_file_format=True)
+            made.append(path)
+    return made
+
+
 def received_by_uid(folder: Path) -> dict[str, pydicom.Dataset]:
     """What a peer wrote to its folder, read back: SOPInstanceUID -> data set (header only)."""
     found = {}

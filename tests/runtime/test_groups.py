@@ -15,7 +15,7 @@ import pydicom
 import pytest
 from helpers.clock import StoppedClock
 from helpers.files import write
-from helpers.instances import CT_SMALL
+from helpers.instances import make_study
 from pydicom.uid import generate_uid
 
 from rulesengine.arrival import Arrival
@@ -110,28 +110,6 @@ def router(tmp_path):
         one.journal.close()
 
 
-def make_study(folder: Path, series: list[tuple[int, str, int]], study: str | None = None,
-               patient: str = "P1") -> list[Path]:
-    """Instances of one study: for each (series number, description, instances) a series."""
-    folder.mkdir(parents=True, exist_ok=True)
-    dataset = pydicom.dcmread(CT_SMALL)
-    dataset.StudyInstanceUID = study or generate_uid()
-    dataset.PatientID = patient
-    made = []
-    for series_number, description, count in series:
-        dataset.SeriesInstanceUID = generate_uid()
-        dataset.SeriesNumber = series_number
-        dataset.SeriesDescription = description
-        for number in range(1, count + 1):
-            uid = generate_uid()
-            dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = uid
-            dataset.InstanceNumber = number
-            path = folder / f"{len(made):03d}-{uid}.dcm"
-            dataset.save_as(path, enforce_file_format=True)
-            made.append(path)
-    return made
-
-
 def uid_of(path) -> str:
     return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
 
@@ -180,7 +158,7 @@ def test_each_arrival_restarts_the_timer(router, tmp_path):
     assert one.pipeline.groups.fire_due() == 1
 
 
-def test_an_instance_routed_nowhere_by_the_instance_rules_is_held_then_routed_by_the_group(router, tmp_path):
+def test_an_instance_routed_nowhere_by_the_instance_rules_is_held_then_routed_by_the_group(router, tmp_path, caplog):
     rules = """
 rule "AI series" per series {
   complete after 30s
@@ -190,7 +168,9 @@ rule "AI series" per series {
     one = router(rules)
     [path] = make_study(tmp_path / "study", [(1, "Axial", 1)])
     instance_id = one.send(path)
+    caplog.set_level(logging.INFO, logger="rulesengine.router")
     one.process()
+    assert f"fired none held for group 1 of rule 'AI series' (series " in caplog.text  # not "quarantine"
     held = one.journal.instance(instance_id)
     assert (held.state, held.outcome.outcome) == (DONE, "held")
     assert "group" in held.outcome.reason and "AI series" in held.outcome.reason
