@@ -197,10 +197,10 @@ def test_dry_run_on_a_folder_takes_it_as_a_study(run_in, study):
                                                      "01_002.dcm", "03_001.dcm"]
     assert group.count("    outcome: route to AI") == 6
     assert 'DataSet.InstitutionName: "' in group and '-> "n=6 t2=3"' in group
-    # The localizer went nowhere by the instance rules (quarantine, the no_destination policy)...
+    # No instance rule routed the localizer (the no_destination policy's quarantine): not a rule's
+    # decision, so it joins the group all the same.
     localizer = text[text.index("03_001.dcm"):].splitlines()[1]
     assert localizer.startswith("  outcome: quarantine")
-    # ...so it does not join the group? It does: no rule routed it, which is not a rule's decision.
     written = sorted(p.name for p in (run_in / "out" / "AI").rglob("*.dcm"))
     assert len(written) == 6
     assert {str(pydicom.dcmread(p).InstitutionName) for p in (run_in / "out" / "AI").rglob("*.dcm")} == {"n=6 t2=3"}
@@ -273,3 +273,16 @@ def test_expect_for_must_name_a_given_file(run_in):
     assert "ai_test.rules:4:3: error test-file no `given file \"other.dcm\"` in this test" in result.stdout
     assert "ai_test.rules:5:3: error test-file 'mr.dcm' is given twice: expect for cannot tell which instance" \
         in result.stdout
+
+
+def test_diff_compares_what_the_group_rules_decide_for_each_input(run_in, study):
+    write(run_in / "old.rules", DRY_RULES.replace('  when count() >= 3\n', '  when count() >= 30\n'))
+    write(run_in / "new.rules", DRY_RULES)
+    result = dicom_rules("diff", "old.rules", "new.rules", study[0].path.parent)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == "6 of 6 documents change"
+    changes = result.stdout.splitlines()
+    assert changes[0].endswith("01_001.dcm")
+    assert changes[1] == "  group rules: none -> route to AI, 1 edit(s) (rule 'AI')"
+    same = dicom_rules("diff", "new.rules", "new.rules", study[0].path.parent)
+    assert (same.returncode, same.stdout, same.stderr.strip()) == (0, "", "0 of 6 documents change")
