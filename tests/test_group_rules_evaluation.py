@@ -286,3 +286,13 @@ def test_diff_compares_what_the_group_rules_decide_for_each_input(run_in, study)
     assert changes[1] == "  group rules: none -> route to AI, 1 edit(s) (rule 'AI')"
     same = dicom_rules("diff", "new.rules", "new.rules", study[0].path.parent)
     assert (same.returncode, same.stdout, same.stderr.strip()) == (0, "", "0 of 6 documents change")
+
+
+def test_a_late_instance_refired_alone_with_the_whole_group_counted(study):
+    docs = documents(study)
+    rule = compile_source(STUDY_RULE).group_rules[0]
+    late = docs[3]  # an Axial T2 instance that came after the group fired
+    decision = rule.evaluate_late(docs, late)
+    assert list(decision.destinations) == ["AI"]
+    assert decision.destinations["AI"].dataset.SOPInstanceUID == late.dataset.SOPInstanceUID
+    assert str(decision.destinations["AI"].dataset.InstitutionName) == "n=6 t2=3"
