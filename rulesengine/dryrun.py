@@ -15,7 +15,7 @@ from .explain import explain_lines
 from .intake import needs_file_meta, read_instance, reason_of
 from .document import Document
 from .lang.ruleset import STORE, Decision, RuleSet
-from .ruletest import fill_command_set
+from .ruletest import fill_command_set, group_decisions
 from .values import display, to_json
 
 QUARANTINE_FOLDER = "_quarantine"
@@ -175,8 +175,22 @@ def fingerprint(decision: Decision) -> dict:
     }
 
 
+def group_fingerprints(ruleset: RuleSet, decided: list[tuple[str, Decision]], args) -> dict[str, list[dict]]:
+    """For `diff`: the group rules over the inputs that join groups (read again as received), as
+    each input's list of fingerprints, one per group rule that has it, named by the rule."""
+    joined = [path for path, decision in decided
+              if decision.unrouted or decision.outcome not in ("drop", "reject", "quarantine")]
+    documents = {path: read_instance(path, arrival_for(args, path)) for path in joined}
+    found = group_decisions(ruleset, list(documents.values()))
+    return {path: [{"rule": decision.rules_fired[0].name if decision.rules_fired else None, **fingerprint(decision)}
+                   for decision in found.get(id(document), [])]
+            for path, document in documents.items()}
+
+
 def diff_lines(old: dict, new: dict) -> list[str]:
     lines = []
+    if old.get("groups") != new.get("groups"):
+        lines.append(f"  group rules: {_groups_text(old.get('groups'))} -> {_groups_text(new.get('groups'))}")
     if (old["outcome"], old["reason"]) != (new["outcome"], new["reason"]):
         lines.append(f"  outcome: {old['outcome']}{_reason(old)} -> {new['outcome']}{_reason(new)}")
     removed = [d for d in old["destinations"] if d not in new["destinations"]]
@@ -189,6 +203,16 @@ def diff_lines(old: dict, new: dict) -> list[str]:
     for destination, path, value in sorted(new_edits - old_edits):
         lines.append(f"  + {_where(destination)}{path} = {value}")
     return lines
+
+
+def _groups_text(groups: list[dict] | None) -> str:
+    """What the group rules decided for one input, in a line: `route to AI (rule 'X')`, ..."""
+    shown = []
+    for entry in groups or ():
+        what = f"route to {', '.join(entry['destinations'])}" if entry["outcome"] == "route" else entry["outcome"]
+        edits = f", {len(entry['edits'])} edit(s)" if entry["edits"] else ""
+        shown.append(what + edits + (f" (rule {entry['rule']!r})" if entry["rule"] else ""))
+    return "; ".join(shown) or "none"
 
 
 def _reason(fingerprint: dict) -> str:

@@ -11,8 +11,9 @@ from rulesengine.console.rules_in_use import highlighted_lines
 from rulesengine.lang.grammar import grammar_path
 from rulesengine.lang.highlight import KINDS, _lexing_parser, lexemes
 
-# Keywords only where they can appear (the grammar says so beside MESSAGE and keep_only_action).
-CONTEXT_KEYWORDS = {"on", "message", "response", "dropped", "keep", "only"}
+# Keywords only where they can appear (the grammar says so beside MESSAGE, keep_only_action and
+# the group rules' header and clauses).
+CONTEXT_KEYWORDS = {"on", "message", "response", "dropped", "keep", "only", "per", "complete", "after", "late"}
 
 
 def test_the_keywords_are_the_words_the_grammar_reserves_and_those_of_a_context():

@@ -9,7 +9,7 @@ import sys
 
 from ..document import DocumentReadError
 from ..dryrun import (Scratch, diff_lines, dry_run_file, dry_run_groups, evaluate_file, fingerprint,
-                      group_json_report, group_text_report, json_report, text_report)
+                      group_fingerprints, group_json_report, group_text_report, json_report, text_report)
 from ..intake import reason_of, short_error
 from ..lang.api import compile_file
 from ..lang.ruleset import RuleSet
@@ -96,22 +96,30 @@ def cmd_diff(args) -> int:
     old_rules = _compile(args.old_rules, args)
     new_rules = _compile(args.new_rules, args)
     changed = total = unreadable = 0
+    compared = []  # (path, old decision, new decision)
     for item in input_files(args.inputs):
         try:
-            old = fingerprint(evaluate_file(old_rules, item.path, args))
-            new = fingerprint(evaluate_file(new_rules, item.path, args))
+            compared.append((item.path, evaluate_file(old_rules, item.path, args),
+                             evaluate_file(new_rules, item.path, args)))
         except DocumentReadError as exc:
             unreadable += 1
             _report_unreadable(item.path, reason_of(exc, item.path), args.format)
-            continue
+    # Group rules decide over the inputs together: each input's part of its groups' decisions.
+    groups = bool(old_rules.group_rules or new_rules.group_rules)
+    old_groups = group_fingerprints(old_rules, [(p, o) for p, o, _ in compared], args) if groups else {}
+    new_groups = group_fingerprints(new_rules, [(p, n) for p, _, n in compared], args) if groups else {}
+    for path, old_decision, new_decision in compared:
         total += 1
+        old, new = fingerprint(old_decision), fingerprint(new_decision)
+        if groups:
+            old["groups"], new["groups"] = old_groups.get(path, []), new_groups.get(path, [])
         if old == new:
             continue
         changed += 1
         if args.format == "json":
-            print(json.dumps({"file": item.path, "old": old, "new": new}, ensure_ascii=False))
+            print(json.dumps({"file": path, "old": old, "new": new}, ensure_ascii=False))
         else:
-            print(item.path)
+            print(path)
             print("\n".join(diff_lines(old, new)))
     if args.format == "text":
         unread = f" ({unreadable} could not be read)" if unreadable else ""

@@ -167,10 +167,15 @@ class GroupRule:
         except Exception:  # noqa: BLE001 - a failing condition leaves completion to the quiet time
             return False
 
-    def evaluate(self, documents: Sequence, trace: bool = False) -> list[Decision]:
+    def evaluate_late(self, documents: Sequence, late, trace: bool = False) -> Decision:
+        """`late refire`: the decision for `late` alone (one of `documents`, which hold the whole
+        group, it included), `when` and the aggregates evaluated over the whole group."""
+        return self.evaluate(documents, trace, only=late)[0]
+
+    def evaluate(self, documents: Sequence, trace: bool = False, only=None) -> list[Decision]:
         """One Decision per instance, in group order. The actions run on a copy of each instance,
         so that every aggregate reads the instances as received. `when` false: every decision has
-        outcome "none" (no destination, nothing decided)."""
+        outcome "none" (no destination, nothing decided). `only`: that document's decision alone."""
         if not documents:
             return []
         when, _, actions = self._functions[trace]
@@ -182,9 +187,11 @@ class GroupRule:
             fires = bool(when(first, probe, ordered))
         except Exception as exc:  # noqa: BLE001 - every instance of the group is quarantined, said why
             description = self.ruleset.describe_failure(exc, probe)
-            return [self._failed(doc, description, exc, trace) for doc in ordered]
+            return [self._failed(doc, description, exc, trace) for doc in ordered if only is None or doc is only]
         decisions = []
         for doc in ordered:
+            if only is not None and doc is not only:
+                continue
             evaluation = Evaluation(self.ruleset, doc.copy() if fires else doc, trace)
             evaluation.current = self.info.index
             if trace:

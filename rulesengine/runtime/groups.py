@@ -133,8 +133,7 @@ class GroupRunner:
         members = [member for member in self.journal.group_members(group.id) if member.id != instance.id]
         documents = self._read(members)
         everyone = [document for _, document in documents] + [document]
-        decisions = rule.evaluate(everyone)
-        decision = next(decision for decision, one in zip(decisions, rule.order(everyone)) if one is document)
+        decision = rule.evaluate_late(everyone, document)
         log.info("late for %s, refired: %s", group_name(group), self.pipeline.describe(document, decision, ruleset))
         items = self._turn(instance, document, decision, group)
         return items

@@ -38,26 +38,31 @@ def make_instances(folder: Path, count: int, first_number: int = 1, source: str 
     return made
 
 
-def make_study(folder: Path, series: list[tuple[int, str, int]], study: str | None = None,
-               patient: str = "P1") -> list[Path]:
-    """Instances of one new study (or of `study`): for each (series number, description,
-    instances) a new series, its instances numbered from 1; files named in that order."""
+def make_study(folder: Path, series: list[tuple[str, int, int | None]], source: str = CT_SMALL,
+               study_uid: str | None = None) -> list[Instance]:
+    """One new study of several series, one file each instance: `series` lists (SeriesDescription,
+    instance count, SeriesNumber or None to leave it out). Files are named SERIES_INSTANCE.dcm, in
+    the order given; the instances of a series are numbered from 1."""
     folder.mkdir(parents=True, exist_ok=True)
-    dataset = pydicom.dcmread(CT_SMALL)
-    dataset.StudyInstanceUID = study or generate_uid()
-    dataset.PatientID = patient
+    dataset = pydicom.dcmread(source)
+    dataset.StudyInstanceUID = study_uid or generate_uid()
     made = []
-    for series_number, description, count in series:
+    for position, (description, count, series_number) in enumerate(series, start=1):
         dataset.SeriesInstanceUID = generate_uid()
-        dataset.SeriesNumber = series_number
         dataset.SeriesDescription = description
+        if series_number is None:
+            if "SeriesNumber" in dataset:
+                del dataset.SeriesNumber
+        else:
+            dataset.SeriesNumber = series_number
         for number in range(1, count + 1):
             uid = generate_uid()
-            dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = uid
+            dataset.SOPInstanceUID = uid
+            dataset.file_meta.MediaStorageSOPInstanceUID = uid
             dataset.InstanceNumber = number
-            path = folder / f"{len(made):03d}-{uid}.dcm"
+            path = folder / f"{position:02d}_{number:03d}.dcm"
             dataset.save_as(path, enforce_file_format=True)
-            made.append(path)
+            made.append(Instance(path, uid, number))
     return made
 
 

@@ -45,7 +45,7 @@ def test_a_group_pending_at_a_restart_fires_after_it_and_a_store_down_then_gets_
                                                                                               tmp_path, port):
     peer_port = free_port()  # the store listens only at the end
     router = router_factory(store_router_config(port, peer_port), study_rule("3s"), port)
-    files = make_study(tmp_path / "study", [(1, "Axial T2", 2), (2, "Sag T1", 2)])
+    files = [instance.path for instance in make_study(tmp_path / "study", [("Axial T2", 2, 1), ("Sag T1", 2, 2)])]
     assert storescu(port, files[:2]).returncode == 0  # one association per series
     assert storescu(port, files[2:]).returncode == 0
     wait_until(lambda: group_members(tmp_path) == 4, timeout=20, what="the four instances in their group")

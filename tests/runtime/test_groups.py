@@ -110,6 +110,21 @@ def router(tmp_path):
         one.journal.close()
 
 
+def study_files(folder: Path, series: list[tuple[int, str, int]], study: str | None = None,
+                patient: str | None = None) -> list[Path]:
+    """The files of a new study (or more of `study`): for each (series number, description,
+    instances) a series; `patient`: its PatientID."""
+    made = [instance.path for instance in make_study(folder, [(description, count, number)
+                                                             for number, description, count in series],
+                                                     study_uid=study)]
+    if patient is not None:
+        for path in made:
+            dataset = pydicom.dcmread(path)
+            dataset.PatientID = patient
+            dataset.save_as(path, enforce_file_format=True)
+    return made
+
+
 def uid_of(path) -> str:
     return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
 
@@ -117,7 +132,7 @@ def uid_of(path) -> str:
 def test_a_group_is_held_until_its_quiet_time_then_its_deliveries_are_queued_together_in_group_order(router, tmp_path):
     one = router()
     # series 2 arrives first: group order puts series 1 first all the same
-    files = make_study(tmp_path / "study", [(2, "Sag T1", 2), (1, "Axial T2", 1)])
+    files = study_files(tmp_path / "study", [(2, "Sag T1", 2), (1, "Axial T2", 1)])
     ids = [one.send(path) for path in files]
     one.process()
     assert {row.instance_id for row in one.deliveries("PACS")} == set(ids)  # instance rules ran first
@@ -146,7 +161,7 @@ def test_a_group_is_held_until_its_quiet_time_then_its_deliveries_are_queued_tog
 
 def test_each_arrival_restarts_the_timer(router, tmp_path):
     one = router()
-    first, second = make_study(tmp_path / "study", [(1, "Axial", 2)])
+    first, second = study_files(tmp_path / "study", [(1, "Axial", 2)])
     one.send(first)
     one.process()
     one.clock.advance(50)
@@ -166,11 +181,11 @@ rule "AI series" per series {
 }
 """
     one = router(rules)
-    [path] = make_study(tmp_path / "study", [(1, "Axial", 1)])
+    [path] = study_files(tmp_path / "study", [(1, "Axial", 1)])
     instance_id = one.send(path)
     caplog.set_level(logging.INFO, logger="rulesengine.router")
     one.process()
-    assert f"fired none held for group 1 of rule 'AI series' (series " in caplog.text  # not "quarantine"
+    assert "fired none held for group 1 of rule 'AI series' (series " in caplog.text  # not "quarantine"
     held = one.journal.instance(instance_id)
     assert (held.state, held.outcome.outcome) == (DONE, "held")
     assert "group" in held.outcome.reason and "AI series" in held.outcome.reason
@@ -188,7 +203,7 @@ rule "AI series" per series {
 }
 """
     one = router(rules, config=CONFIG + "no_destination: reject\n")
-    [path] = make_study(tmp_path / "study", [(1, "Axial", 1)])
+    [path] = study_files(tmp_path / "study", [(1, "Axial", 1)])
     instance_id = one.send(path)
     assert one.journal.instance(instance_id).state.value == "accepted"
     one.process()
@@ -197,7 +212,7 @@ rule "AI series" per series {
 
 def test_instances_the_instance_rules_quarantine_join_no_group(router, tmp_path):
     one = router()
-    [kept] = make_study(tmp_path / "kept", [(1, "Axial", 1)], patient="HOLD")
+    [kept] = study_files(tmp_path / "kept", [(1, "Axial", 1)], patient="HOLD")
     one.send(kept)
     one.process()
     assert one.journal.pending_groups() == []
@@ -212,7 +227,7 @@ rule "two series" per study {
 }
 """
     one = router(rules)
-    files = make_study(tmp_path / "study", [(1, "Axial T2", 2), (2, "Sag T1", 1)])
+    files = study_files(tmp_path / "study", [(1, "Axial T2", 2), (2, "Sag T1", 1)])
     for path in files[:2]:
         one.send(path)
     one.process()
@@ -235,7 +250,7 @@ rule "only big series" per series {
 }
 """
     one = router(rules)
-    files = make_study(tmp_path / "study", [(1, "Axial", 2)])
+    files = study_files(tmp_path / "study", [(1, "Axial", 2)])
     ids = [one.send(path) for path in files]
     one.process()
     paths = [one.journal.instance(instance_id).path for instance_id in ids]
@@ -250,8 +265,8 @@ rule "only big series" per series {
 def test_a_late_instance_is_handled_by_the_rules_late_policy(router, tmp_path, late, caplog):
     one = router(late=late)
     study = generate_uid()
-    first = make_study(tmp_path / "first", [(1, "Axial", 2)], study=study)
-    [late_file] = make_study(tmp_path / "late", [(1, "Axial", 1)], study=study)
+    first = study_files(tmp_path / "first", [(1, "Axial", 2)], study=study)
+    [late_file] = study_files(tmp_path / "late", [(1, "Axial", 1)], study=study)
     for path in first:
         one.send(path)
     one.process()
@@ -292,7 +307,7 @@ rule "AI series" per series {
 """
     one = router(rules)
     study = generate_uid()
-    [first] = make_study(tmp_path / "first", [(1, "Axial", 1)], study=study)
+    [first] = study_files(tmp_path / "first", [(1, "Axial", 1)], study=study)
     one.send(first)
     one.process()
     one.clock.advance(10)
@@ -315,7 +330,7 @@ def test_two_processes_never_fire_one_group_twice(router, tmp_path, open_journal
     clock = StoppedClock()
     first = router(journal=open_journal("node-a", 1), clock=clock)
     second = router(journal=open_journal("node-b", 2), clock=clock)
-    studies = [make_study(tmp_path / f"study{number}", [(1, "Axial", 2)]) for number in range(6)]
+    studies = [study_files(tmp_path / f"study{number}", [(1, "Axial", 2)]) for number in range(6)]
     ids = [first.send(path) for files in studies for path in files]
     first.process()
     assert len(first.journal.pending_groups()) == 6
@@ -339,7 +354,7 @@ def test_two_processes_never_fire_one_group_twice(router, tmp_path, open_journal
 def test_a_member_joining_while_its_group_fires_is_evaluated_with_it(router, tmp_path):
     one = router()
     study = generate_uid()
-    files = make_study(tmp_path / "study", [(1, "Axial", 3)], study=study)
+    files = study_files(tmp_path / "study", [(1, "Axial", 3)], study=study)
     for path in files[:2]:
         one.send(path)
     one.process()
@@ -358,7 +373,7 @@ def test_a_member_joining_while_its_group_fires_is_evaluated_with_it(router, tmp
 def test_a_restarted_process_fires_the_group_its_predecessor_held(router, tmp_path):
     clock = StoppedClock()
     before = router(clock=clock)
-    for path in make_study(tmp_path / "study", [(1, "Axial", 2)]):
+    for path in study_files(tmp_path / "study", [(1, "Axial", 2)]):
         before.send(path)
     before.process()
     before.pipeline.claims.stop()
