@@ -4,7 +4,6 @@ checks (with file:line:col), the formatter and the router's refusal until it run
 from __future__ import annotations
 
 import pytest
-from helpers.cli import dicom_rules
 from helpers.files import write
 
 from rulesengine.diagnostics import RulesError
@@ -216,34 +215,21 @@ def test_fmt_round_trips_aggregates_inside_other_expressions():
     assert parse(format_source(text)).rules[0].when.operands[0].operand.kind == "any"
 
 
-# ---- the router refuses them until it runs them ------------------------------------------------
+# ---- the router runs them (runtime/groups.py; tests/runtime/test_groups.py) ------------------------
 
 
-def test_the_router_refuses_group_rules_at_start_with_one_line_naming_the_rule(run_in):
-    write(run_in / "router.yaml", "storage: var\nprocesses: 1\nrules: main.rules\n"
-                                  "destinations:\n  AI: {type: folder, path: out}\n")
-    write(run_in / "main.rules", 'rule "all" {\n  then route to AI\n}\n\n' + PLAN_EXAMPLE)
-    result = dicom_rules("run", "router.yaml", timeout=60)
-    assert result.returncode != 0
-    assert ("main.rules:5:6: error group-rules-not-run group rules are checked, dry-run and tested but this router "
-            "does not run them yet") in result.stdout + result.stderr
-    assert "router running" not in result.stderr
-
-
-def test_a_reload_to_group_rules_keeps_the_running_rules(run_in):
+def test_a_reload_to_group_rules_puts_them_in_place(run_in):
     from rulesengine.config import load_config
     from rulesengine.runtime.rules import RulesHolder
     write(run_in / "router.yaml", "storage: var\nprocesses: 1\nrules: main.rules\n"
                                   "destinations:\n  AI: {type: folder, path: out}\n")
     write(run_in / "main.rules", 'rule "all" {\n  then route to AI\n}\n')
     holder = RulesHolder(load_config(run_in / "router.yaml"))
-    running = holder.current
+    assert holder.current.group_rules == ()
     write(run_in / "main.rules", PLAN_EXAMPLE)
-    assert not holder.reload()
-    assert holder.current is running
-    assert [(f["code"], f["line"], f["message"]) for f in holder.last_reload["findings"]] == [
-        ("group-rules-not-run", 1, "group rules are checked, dry-run and tested but this router does not run "
-                                   "them yet")]
+    assert holder.reload()
+    assert [(rule.name, rule.level) for rule in holder.current.group_rules] == [
+        (rule.name, rule.level) for rule in compile_source(PLAN_EXAMPLE).group_rules]
 
 
 def test_compiling_a_group_rule_with_errors_raises_with_every_finding():
