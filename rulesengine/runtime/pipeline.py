@@ -417,6 +417,10 @@ class Pipeline:
             self.journal.settle(instance_id, failed_outcome("drop", reason, version, outcome), None)
             self.storage.remove(path)
         self.groups.complete(joined.completing)
+        if joined.held and not self.journal.path_in_use(path):
+            # its groups fired meanwhile (another process, or `complete when` just now), and
+            # nothing else needs the file: it leaves the spool, as a routed instance's does
+            self.storage.remove(path)
 
     def _route(self, instance_id: int, path: str, document: Document, decision: Decision, outcome: Outcome,
                extra: tuple[NewDelivery, ...] = (), keep: bool = False) -> None:

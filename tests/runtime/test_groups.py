@@ -383,3 +383,19 @@ def test_a_restarted_process_fires_the_group_its_predecessor_held(router, tmp_pa
     clock.advance(61)
     assert after.pipeline.groups.fire_due() == 1
     assert len(after.deliveries("AI")) == 2
+
+
+def test_a_group_completed_by_its_last_instance_and_routing_nothing_leaves_the_spool_empty(router, tmp_path):
+    rules = """
+rule "pairs" per series {
+  complete when count() >= 2
+  when count() > 2
+  then route to AI
+}
+"""
+    one = router(rules)
+    for path in study_files(tmp_path / "study", [(1, "Axial", 2)]):
+        one.send(path)
+    one.process()  # the second instance completes the group, which routes nothing
+    assert one.journal.pending_groups() == [] and one.deliveries() == []
+    assert os.listdir(one.storage.incoming) == []  # neither member's file
