@@ -192,3 +192,16 @@ def test_an_accepted_instance_joins_before_it_is_settled(journal):
     instance_id = journal.record(received(1), "/spool/in/1.dcm", None, ACCEPTED, "v1")
     group = join(journal, instance_id, T0).group
     assert [member.id for member in journal.group_members(group.id)] == [instance_id]
+
+
+def test_a_restart_or_a_dead_process_frees_the_groups_it_was_firing_at_once(open_journal):
+    a1, a2, b = open_journal("node-a", 1), open_journal("node-a", 2), open_journal("node-b", 1)
+    first = join(a1, held_instance(a1, 1), T0, series="1").group
+    second = join(a1, held_instance(a1, 2), T0, series="2").group
+    third = join(a1, held_instance(a1, 3), T0, series="3").group
+    assert a1.claim_group(first.id, now=T0 + 61) and a2.claim_group(second.id, now=T0 + 61)
+    assert b.claim_group(third.id, now=T0 + 61)
+    a2.requeue_process(1, now=T0 + 62)  # process 1 of node a died: its supervisor gives back what it held
+    assert [g.id for g in a2.claim_due_groups(10, now=T0 + 62)] == [first.id]
+    a1.requeue_interrupted()  # node a starts again: its processes' claims are free, node b's stay
+    assert {g.id for g in a1.claim_due_groups(10, now=T0 + 63)} == {first.id, second.id}

@@ -137,12 +137,12 @@ class Journal(Protocol):
     def requeue_interrupted(self) -> int:
         """On start: what any process of this node was sending when it stopped is sent again,
         with what no node holds and what expired leases held; another node's sends in flight
-        are left to it; the instances this node had claimed are free again. Returns how many
+        are left to it; the instances (and groups) this node had claimed are free again. Returns how many
         deliveries were queued again."""
 
     def requeue_process(self, process: int, now: float | None = None) -> tuple[int, int]:
         """A process of this node ended unexpectedly: what it held (deliveries being sent,
-        its sync deliveries, instances claimed) is given back at once; nobody else's claims
+        its sync deliveries, instances and groups claimed) is given back at once; nobody else's claims
         are touched. Returns (deliveries queued again, instances freed)."""
 
     def postpone(self, destination: str, until: float) -> None:

@@ -393,24 +393,26 @@ class SQLJournal:
     def requeue_interrupted(self) -> int:
         """On start: what any process of this node was sending when it stopped is sent again,
         with what no node holds and what another node's expired lease held; another node's
-        sends in flight are left to it. The instances this node's processes had claimed are
-        free again. Returns how many deliveries were queued again."""
+        sends in flight are left to it. The instances (and groups) this node's processes had
+        claimed are free again. Returns how many deliveries were queued again."""
         now = time.time()
         with self._transaction() as db:
             db.execute(f"UPDATE instances SET {_NO_LEASE} WHERE state=? AND lease_owner=?", (ACCEPTED, self.node))
+            db.execute(f"UPDATE groups SET {_NO_LEASE} WHERE state=? AND lease_owner=?", (OPEN, self.node))
             return db.execute(f"UPDATE deliveries SET state=?, updated_at=?, {_NO_LEASE} WHERE state=? AND "
                               "(lease_owner IS NULL OR lease_owner=? OR lease_expires < ?)",
                               (QUEUED, now, SENDING, self.node, now)).rowcount
 
     def requeue_process(self, process: int, now: float | None = None) -> tuple[int, int]:
         """A process of this node ended unexpectedly (its supervisor knows it is gone): what it
-        was sending is sent again, its sync deliveries too, and the instances it had claimed are
-        free, at once, without waiting for their leases to expire. Nobody else's claims are
+        was sending is sent again, its sync deliveries too, and the instances (and groups) it had
+        claimed are free, at once, without waiting for their leases to expire. Nobody else's claims are
         touched. Returns (deliveries queued again, instances freed)."""
         now = time.time() if now is None else now
         with self._transaction() as db:
             instances = db.execute(f"UPDATE instances SET {_NO_LEASE} WHERE state=? AND {_MINE}",
                                    (ACCEPTED, self.node, process)).rowcount
+            db.execute(f"UPDATE groups SET {_NO_LEASE} WHERE state=? AND {_MINE}", (OPEN, self.node, process))
             deliveries = db.execute(f"UPDATE deliveries SET state=?, updated_at=?, {_NO_LEASE} WHERE state=? AND "
                                     f"{_MINE}", (QUEUED, now, SENDING, self.node, process)).rowcount
         return deliveries, instances
