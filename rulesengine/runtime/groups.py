@@ -36,6 +36,7 @@ from .journal.errors import unreachable
 
 log = logging.getLogger("rulesengine.router")
 
+HELD = "held"  # the outcome of an instance no instance rule routed, kept for its groups (Pipeline._settle_grouped)
 FIRE_BATCH = 4  # due groups claimed at once: few, so that other processes share the work
 FIRE_TRIES = 3  # a group that gained a member while it fired is evaluated again, at most this often
 
@@ -214,12 +215,19 @@ class GroupRunner:
             decisions = rule.evaluate([document for _, document in documents])
             log.info("%s fired (%s): %d instance(s)", group_name(group), how, len(documents))
             try:
+                outcomes = {}
                 for document, decision in zip(ordered, decisions):
                     instance = by_document[id(document)]
+                    if instance.outcome.outcome == HELD and decision.unrouted and not self._held_elsewhere(
+                            instance, group):
+                        decision = self._no_destination(decision, group)
                     log.info("%s: %s", group_name(group), self.pipeline.describe(document, decision, ruleset))
-                    deliveries.extend((instance.id, item) for item in self._turn(instance, document, decision, group))
+                    items = self._turn(instance, document, decision, group)
+                    deliveries.extend((instance.id, item) for item in items)
+                    if instance.outcome.outcome == HELD and not decision.unrouted:
+                        outcomes[instance.id] = self.pipeline.outcome_of(decision, ruleset)
                 self.journal.fire_group(group.id, deliveries, members=[member.id for member in members],
-                                        now=self.clock())
+                                        outcomes=outcomes, now=self.clock())
             except BaseException:
                 self._remove_copies(deliveries, members)
                 raise
@@ -227,6 +235,18 @@ class GroupRunner:
             self.journal.fire_group(group.id, [], members=[member.id for member in members], now=self.clock())
         self._release_files(members)
         return {item.destination for _, item in deliveries}
+
+    def _held_elsewhere(self, instance: Instance, group: Group) -> bool:
+        """Is the instance in another open group, which may still route it?"""
+        return any(other.id != group.id and other.state == "open" for other in self.journal.groups_of(instance.id))
+
+    def _no_destination(self, decision: Decision, group: Group) -> Decision:
+        """An instance held for its groups that no rule routed, its last group fired: the
+        configuration's no_destination policy, as for an instance no instance rule routes (a
+        reject, which the sender can no longer be told of, keeps it aside)."""
+        policy = getattr(self.pipeline.versions.config, "no_destination", "quarantine")
+        reason = f"no rule routed this document (nor {group_name(group)})"
+        return replace(decision, outcome="drop" if policy == "drop" else "quarantine", reason=reason, unrouted=False)
 
     def _turn(self, instance: Instance, document: Document, decision: Decision, group: Group) -> list[NewDelivery]:
         """A group rule's decision for one instance, as an instance's decision is turned: its

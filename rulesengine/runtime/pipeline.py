@@ -220,6 +220,7 @@ class Pipeline:
         self.groups = GroupRunner(self)  # group rules: joining, firing (fire_due, the timer), late instances
 
     describe = staticmethod(describe)  # the log line of a decision, for the group rules' too
+    outcome_of = staticmethod(outcome_of)  # a decision as the journal records it, the group rules' too
 
     # ---- receiving ----------------------------------------------------------------------------
 

@@ -194,6 +194,8 @@ rule "AI series" per series {
     assert one.pipeline.groups.fire_due() == 1
     [delivery] = one.deliveries()
     assert (delivery.destination, delivery.path, delivery.instance_id) == ("AI", held.path, instance_id)
+    routed = one.journal.instance(instance_id).outcome  # its final decision, the group rule's
+    assert (routed.outcome, routed.destinations, routed.rules_fired) == ("route", ("AI",), ("AI series",))
 
 
 def test_a_no_destination_policy_of_reject_lets_an_instance_held_for_its_groups_in(router, tmp_path):
@@ -259,6 +261,41 @@ rule "only big series" per series {
     assert one.deliveries() == []
     assert not any(os.path.exists(path) for path in paths)
     assert not set(paths) & one.journal.paths_in_use()
+    # routed by no rule, instance or group: the no_destination policy (quarantine) applies, once
+    assert sorted(uid_of(kept) for kept, _ in one.storage.quarantined()) == sorted(uid_of(path) for path in files)
+    for instance_id in ids:
+        outcome = one.journal.instance(instance_id).outcome
+        assert outcome.outcome == "quarantine"
+        assert outcome.reason == "no rule routed this document (nor group 1 of rule 'only big series' (series " + \
+            one.journal.group(1).series_uid + "))"
+
+
+def test_an_instance_held_in_two_groups_meets_the_no_destination_policy_only_when_both_fired(router, tmp_path):
+    rules = """
+rule "series" per series {
+  complete after 10s
+  when count() > 99
+  then route to AI
+}
+
+rule "study" per study {
+  complete after 20s
+  when count() > 99
+  then route to AI
+}
+"""
+    one = router(rules, config=CONFIG + "no_destination: drop\n")
+    [path] = study_files(tmp_path / "study", [(1, "Axial", 1)])
+    instance_id = one.send(path)
+    one.process()
+    one.clock.advance(10)
+    assert one.pipeline.groups.fire_due() == 1
+    assert one.journal.instance(instance_id).outcome.outcome == "held"  # the study group may still route it
+    assert os.listdir(one.storage.incoming) != []
+    one.clock.advance(10)
+    assert one.pipeline.groups.fire_due() == 1
+    assert one.journal.instance(instance_id).outcome.outcome == "drop"
+    assert os.listdir(one.storage.incoming) == [] and one.storage.quarantined() == []
 
 
 @pytest.mark.parametrize("late", ["refire", "quarantine", "drop"])

@@ -18,7 +18,7 @@ runs the same tests on each.
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from typing import Iterable, Mapping, Protocol
 
 from ...arrival import Arrival
 from .exclusive import ExclusiveLock
@@ -177,6 +177,9 @@ class Journal(Protocol):
 
     def group(self, group_id: int) -> Group | None: ...
 
+    def groups_of(self, instance_id: int) -> list[Group]:
+        """The groups an instance joined, oldest first."""
+
     def group_members(self, group_id: int) -> list[Instance]:
         """A group's instances, in the order they joined it."""
 
@@ -198,10 +201,12 @@ class Journal(Protocol):
         """Claimed and not fired: free for any process again (only this process's claims)."""
 
     def fire_group(self, group_id: int, deliveries: Iterable[tuple[int, NewDelivery]],
-                   members: Iterable[int] | None = None, now: float | None = None) -> list[int]:
+                   members: Iterable[int] | None = None, outcomes: Mapping[int, Outcome] | None = None,
+                   now: float | None = None) -> list[int]:
         """Queue a claimed group's deliveries ((instance, delivery), group order) and mark it
         fired, at once; raises ClaimLost, changing nothing, when this process no longer holds it,
-        and GroupChanged when it holds instances besides `members` (those it was evaluated over)."""
+        and GroupChanged when it holds instances besides `members` (those it was evaluated over).
+        `outcomes`: the final decisions of instances held for their groups (outcome `held`)."""
 
     def pending_groups(self, limit: int = 100) -> list[Group]:
         """Open groups, the next due first, with how many instances each holds."""

@@ -20,7 +20,7 @@ import time
 import weakref
 from contextlib import contextmanager
 from dataclasses import fields, replace
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from ...arrival import Arrival
 from .records import (Attempt, ClaimLost, Counter, Delivery, DeliveryState, DeliveryTrace, Group, GroupChanged, GroupJoin, GroupState,
@@ -612,6 +612,12 @@ class SQLJournal:
                                 "ON CONFLICT (group_id, instance_id) DO NOTHING", (group.id, instance_id, now)).rowcount
         return GroupJoin(group, group.state == FIRED and joined > 0)
 
+    def groups_of(self, instance_id: int) -> list[Group]:
+        """The groups an instance joined, oldest first."""
+        return [Group.from_row(row) for row in self._connection().execute(
+            f"SELECT {', '.join('g.' + name for name in _GROUP_COLUMNS.split(', '))} FROM groups g JOIN group_members m "
+            "ON m.group_id = g.id WHERE m.instance_id=? ORDER BY g.id", (instance_id,))]
+
     def group(self, group_id: int) -> Group | None:
         row = self._connection().execute(f"SELECT {_GROUP_COLUMNS}, (SELECT COUNT(*) FROM group_members m WHERE "
                                          "m.group_id = groups.id) AS members FROM groups WHERE id=?",
@@ -682,7 +688,8 @@ class SQLJournal:
                               f"AND {_MINE}", (*ids, OPEN, self.node, self.process)).rowcount
 
     def fire_group(self, group_id: int, deliveries: Iterable[tuple[int, NewDelivery]],
-                   members: Iterable[int] | None = None, now: float | None = None) -> list[int]:
+                   members: Iterable[int] | None = None, outcomes: Mapping[int, Outcome] | None = None,
+                   now: float | None = None) -> list[int]:
         """A group this process claimed fires: its deliveries ((instance, delivery), in group
         order) are queued together and the group is marked fired, in one transaction. Raises
         ClaimLost, changing nothing, when this process no longer holds it (its lease expired and
@@ -701,6 +708,9 @@ class SQLJournal:
                 raise ClaimLost(f"group {group_id} is no longer claimed by this process" +
                                 (f": {row['lease_owner']} process {row['lease_process']} has it ({row['state']})"
                                  if row else ""))
+            for instance_id, outcome in (outcomes or {}).items():
+                db.execute(f"UPDATE instances SET {', '.join(f'{name}=?' for name in outcome.to_row())} "
+                           "WHERE id=? AND outcome=?", (*outcome.to_row().values(), instance_id, "held"))
             if evaluated is not None:
                 # The group's row is locked by the update: a join waits for this commit, then finds it fired.
                 joined = {int(row[0]) for row in db.execute("SELECT instance_id FROM group_members WHERE group_id=?",
