@@ -403,8 +403,7 @@ class Pipeline:
             if decision.outcome != "route":
                 outcome = replace(outcome, outcome="route", reason=None,
                                   destinations=tuple(dict.fromkeys(item.destination for item in joined.deliveries)))
-            self._route(instance_id, path, document, decision, outcome, extra=joined.deliveries,
-                        keep=bool(joined.held))
+            self._route(instance_id, path, document, decision, outcome, extra=joined.deliveries, keep=True)
         elif joined.held:
             for reason in joined.quarantine:
                 self.groups.quarantine_copy(instance, reason)
@@ -416,18 +415,17 @@ class Pipeline:
         else:  # late and dropped, or its groups fired with no place for it
             reason = "; ".join(joined.dropped) or decision.reason or "no rule routed it"
             self.journal.settle(instance_id, failed_outcome("drop", reason, version, outcome), None)
-            self.storage.remove(path)
         self.groups.complete(joined.completing)
-        if joined.held and not self.journal.path_in_use(path):
-            # its groups fired meanwhile (another process, or `complete when` just now), and
-            # nothing else needs the file: it leaves the spool, as a routed instance's does
+        if not self.journal.path_in_use(path):
+            # no open group holds it and no delivery needs it (also when its groups fired meanwhile,
+            # or fired with it before a crash made it processed again): it leaves the spool
             self.storage.remove(path)
 
     def _route(self, instance_id: int, path: str, document: Document, decision: Decision, outcome: Outcome,
                extra: tuple[NewDelivery, ...] = (), keep: bool = False) -> None:
         """Write the copies the decision's destinations receive and queue them (with `extra`,
-        written already); the received file leaves the spool when none needs it (`keep`: its
-        open groups do)."""
+        written already); the received file leaves the spool when none of them needs it
+        (`keep`: the caller decides, for its groups)."""
         try:
             deliveries = self.write_copies(instance_id, path, document, decision) + list(extra)
         except (CopyError, OSError) as exc:

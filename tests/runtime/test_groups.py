@@ -436,3 +436,27 @@ rule "pairs" per series {
     one.process()  # the second instance completes the group, which routes nothing
     assert one.journal.pending_groups() == [] and one.deliveries() == []
     assert os.listdir(one.storage.incoming) == []  # neither member's file
+
+
+def test_an_instance_processed_again_after_its_group_fired_with_it_keeps_the_file_its_delivery_needs(router, tmp_path):
+    rules = """
+rule "AI series" per series {
+  complete after 30s
+  then route to AI
+}
+"""
+    one = router(rules)
+    [path] = study_files(tmp_path / "study", [(1, "Axial", 1)])
+    instance_id = one.send(path)
+    accepted = one.journal.instance(instance_id)
+    series = pydicom.dcmread(accepted.path, stop_before_pixels=True)
+    # joined, then the process crashed before settling it; another process fired the group meanwhile
+    one.journal.join_group("AI series", accepted.outcome.ruleset_version, "series", series.StudyInstanceUID,
+                           series.SeriesInstanceUID, instance_id, 30, now=one.clock())
+    one.clock.advance(30)
+    assert one.pipeline.groups.fire_due() == 1
+    [delivery] = one.deliveries("AI")
+    assert delivery.path == accepted.path
+    one.process()  # processed again: not late (it was fired with its group), nothing more queued
+    assert len(one.deliveries()) == 1
+    assert os.path.exists(accepted.path)  # its delivery still needs it
