@@ -16,7 +16,7 @@ from .explain import explain_lines
 from .intake import needs_file_meta, read_instance, reason_of
 from .document import Document
 from .lang.ruleset import STORE, Decision, RuleSet
-from .ruletest import fill_command_set
+from .ruletest import fill_command_set, group_decisions
 from .values import display, to_json
 
 QUARANTINE_FOLDER = "_quarantine"
@@ -208,8 +208,22 @@ def changed_parts(old: dict, new: dict) -> list[str]:
     return parts
 
 
+def group_fingerprints(ruleset: RuleSet, decided: list[tuple[str, Decision]], args) -> dict[str, list[dict]]:
+    """For `diff`: the group rules over the inputs that join groups (read again as received), as
+    each input's list of fingerprints, one per group rule that has it, named by the rule."""
+    joined = [path for path, decision in decided
+              if decision.unrouted or decision.outcome not in ("drop", "reject", "quarantine")]
+    documents = {path: read_instance(path, arrival_for(args, path)) for path in joined}
+    found = group_decisions(ruleset, list(documents.values()))
+    return {path: [{"rule": decision.rules_fired[0].name if decision.rules_fired else None, **fingerprint(decision)}
+                   for decision in found.get(id(document), [])]
+            for path, document in documents.items()}
+
+
 def diff_lines(old: dict, new: dict) -> list[str]:
     lines = []
+    if old.get("groups") != new.get("groups"):
+        lines.append(f"  group rules: {_groups_text(old.get('groups'))} -> {_groups_text(new.get('groups'))}")
     if (old["outcome"], old["reason"]) != (new["outcome"], new["reason"]):
         lines.append(f"  outcome: {old['outcome']}{_reason(old)} -> {new['outcome']}{_reason(new)}")
     removed = [d for d in old["destinations"] if d not in new["destinations"]]
@@ -230,9 +244,110 @@ def diff_lines(old: dict, new: dict) -> list[str]:
     return lines
 
 
+def _groups_text(groups: list[dict] | None) -> str:
+    """What the group rules decided for one input, in a line: `route to AI (rule 'X')`, ..."""
+    shown = []
+    for entry in groups or ():
+        what = f"route to {', '.join(entry['destinations'])}" if entry["outcome"] == "route" else entry["outcome"]
+        edits = f", {len(entry['edits'])} edit(s)" if entry["edits"] else ""
+        shown.append(what + edits + (f" (rule {entry['rule']!r})" if entry["rule"] else ""))
+    return "; ".join(shown) or "none"
+
+
 def _reason(fingerprint: dict) -> str:
     return f" ({fingerprint['reason']})" if fingerprint["reason"] else ""
 
 
 def _where(destination: str) -> str:
     return f"[{destination}] " if destination else ""
+
+
+# ---- group rules ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class GroupRun:
+    """One group of a group rule, as dry-run sees it: the inputs are the whole series or study."""
+
+    rule: object  # lang.groups.GroupRule
+    key: tuple[str, str | None]
+    paths: list[str]  # in group order, as the decisions
+    relatives: list[str]
+    decisions: list[Decision]
+    completed_by: int | None  # how many instances (in input order) made `complete when` hold; None: never
+
+    def completion(self) -> str:
+        if self.completed_by is not None:
+            return f"complete when holds after instance {self.completed_by} of {len(self.paths)}"
+        rule = self.rule
+        quiet = f"{_seconds_text(rule.quiet_seconds)}" if rule.quiet_seconds is not None else "the configured"
+        held = "complete when never holds; " if rule.has_completion else ""
+        return f"{held}complete after {quiet} quiet time (the inputs are the whole group)"
+
+
+def _seconds_text(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def dry_run_groups(ruleset: RuleSet, inputs: list[tuple[str, str]], args) -> list[GroupRun]:
+    """The group rules over the inputs (path, relative name) that joined groups, in input order:
+    each read again as received (instance rules' edits are theirs), grouped per series or study.
+    Copies are written as for instances (--out: OUT/DESTINATION/<relative>)."""
+    runs: list[GroupRun] = []
+    documents = []
+    for path, relative in inputs:
+        documents.append((path, relative, read_instance(path, arrival_for(args, path))))
+    for rule in ruleset.group_rules:
+        groups: dict = {}
+        for entry in documents:
+            key = rule.key(entry[2])
+            if key is not None:
+                groups.setdefault(key, []).append(entry)
+        for key, members in groups.items():
+            docs = [entry[2] for entry in members]
+            completed_by = next((count for count in range(1, len(docs) + 1) if rule.is_complete(docs[:count])),
+                                None) if rule.has_completion else None
+            ordered = rule.order(docs)
+            by_doc = {id(entry[2]): entry for entry in members}
+            decisions = rule.evaluate(docs, trace=args.explain)
+            run = GroupRun(rule, key, [by_doc[id(d)][0] for d in ordered], [by_doc[id(d)][1] for d in ordered],
+                           decisions, completed_by)
+            _write_group_copies(run, args)
+            runs.append(run)
+    return runs
+
+
+def _write_group_copies(run: GroupRun, args) -> None:
+    if not args.out:
+        return
+    for relative, decision in zip(run.relatives, run.decisions):
+        for name, copy in decision.destinations.items():
+            target = os.path.join(args.out, name, relative)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            write_copy(copy, name, target)
+
+
+def group_text_report(run: GroupRun, ruleset: RuleSet, explain: bool) -> str:
+    study, series = run.key
+    where = f"study {study}" + (f", series {series}" if series else "")
+    fired = any(decision.rules_fired for decision in run.decisions)
+    lines = [f"group rule {run.rule.name!r} (line {run.rule.span.line}) per {run.rule.level}: {where}",
+             f"  instances: {len(run.paths)}",
+             f"  completion: {run.completion()}",
+             f"  when: {'true' if fired else 'false'}; late instances: {run.rule.late}"]
+    for path, decision in zip(run.paths, run.decisions):
+        lines.extend("  " + line for line in text_report(path, decision, ruleset, explain).split("\n"))
+    return "\n".join(lines)
+
+
+def group_json_report(run: GroupRun, ruleset: RuleSet, explain: bool) -> dict:
+    study, series = run.key
+    return {"group": {"rule": run.rule.name, "line": run.rule.span.line, "level": run.rule.level,
+                      "study": study, "series": series, "instances": len(run.paths),
+                      "completed_by": run.completed_by, "quiet_seconds": run.rule.quiet_seconds,
+                      "late": run.rule.late},
+            "decisions": [json_report(path, decision, ruleset, explain)
+                          for path, decision in zip(run.paths, run.decisions)]}

@@ -10,6 +10,12 @@ message on the identifier it gives; each `given response` then builds one
 response, which the rules' `on response` actions edit, and the `expect
 response` statements after it check that response (its values, or that it
 was dropped).
+A test of several instances (several `given file`, each followed by its own
+`given`/`with` values) evaluates the rules on each instance, then the group
+rules over them, grouped per series or study as the router groups them. A
+plain `expect` must hold for every instance; `expect for "FILE" ...` for the
+instance built from that file only. A test of one instance runs the group
+rules too, over a group of one.
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ from .lang.syntax import parse
 from .lang.visitor import NodeVisitor
 
 TEST_SUFFIX = "_test.rules"
-_ROUTING_EXPECTATIONS = (n.ExpectRoute, n.ExpectCopy, n.ExpectOutcome, n.ExpectFired)
+_ROUTING_EXPECTATIONS = (n.ExpectRoute, n.ExpectCopy, n.ExpectOutcome, n.ExpectFired, n.ExpectFor)
 _RESPONSE_STATEMENTS = (n.GivenResponse, n.ExpectResponse)
-_EXPECTATIONS = (n.ExpectRoute, n.ExpectCopy, n.ExpectOutcome, n.ExpectFired, n.ExpectCondition, n.ExpectResponse)
+_EXPECTATIONS = (n.ExpectRoute, n.ExpectCopy, n.ExpectOutcome, n.ExpectFired, n.ExpectCondition, n.ExpectResponse,
+                 n.ExpectFor)
 # The DIMSE command fields (PS3.7 E.1) a test's request and responses carry in their command sets.
 COMMAND_FIELDS = {"C-STORE": 0x0001, "C-FIND": 0x0020, "C-GET": 0x0010, "C-MOVE": 0x0021,
                   "N-CREATE": 0x0140, "N-SET": 0x0120}
@@ -108,8 +115,17 @@ def _read_test_file(test_path: str, diagnostics: list[Diagnostic]) -> tuple[list
 
 def _check_statements(test: n.Test, test_dir: str, diagnostics: list[Diagnostic]) -> None:
     files = [s for s in test.statements if isinstance(s, n.GivenFile)]
-    if len(files) > 1:
-        diagnostics.append(error("test-file", "one `given file` per test", files[1].span))
+    names = [given.file for given in files]
+    for statement in test.statements:
+        if isinstance(statement, n.ExpectFor) and statement.file not in names:
+            diagnostics.append(error("test-file", f"no `given file {n.quote_string(statement.file)}` in this test",
+                                     statement.span, "expect for names one of the test's given files"))
+        if isinstance(statement, n.ExpectFor) and names.count(statement.file) > 1:
+            diagnostics.append(error("test-file", f"{statement.file!r} is given twice: expect for cannot tell "
+                                     "which instance", statement.span))
+    if len(files) > 1 and any(isinstance(s, (n.GivenMessage, n.ApplyAction)) for s in test.statements):
+        diagnostics.append(error("test-file", "a test of several instances evaluates stored instances: "
+                                 "no `given message` nor `apply`", files[1].span))
     if files and test.statements[0] is not files[0]:
         diagnostics.append(error("test-file", "`given file` comes first: values given before it would be lost",
                                  files[0].span))
@@ -156,6 +172,8 @@ def _pieces(tests: list[n.Test]) -> dict[str, tuple[str, object]]:
     for t_index, test in enumerate(tests):
         for s_index, statement in enumerate(test.statements):
             key = f"_t{t_index}_{s_index}"
+            if isinstance(statement, n.ExpectFor):
+                statement = statement.expectation
             if isinstance(statement, (n.GivenValues, n.GivenResponse)):
                 for a_index, assignment in enumerate(statement.assignments):
                     pieces[f"{key}_{a_index}"] = ("value", assignment.value)
@@ -210,6 +228,8 @@ class _TestRun(NodeVisitor):
         self.message = STORE
         self.response: Document | None = None  # the last response given, as the rules left it
         self.response_kept = True  # False: a rule dropped it
+        self.instances: list[tuple[str | None, Document]] = []  # (given file, document) of each instance
+        self.decisions: list[Decision] = []  # each instance's, in a test of several instances or group rules
 
     def fail(self, span: Span, message: str) -> None:
         self.failures.append(Failure(span, message))
@@ -240,6 +260,10 @@ class _TestRun(NodeVisitor):
             given.visit(statement, f"_t{self.t_index}_{s_index}")
         if self.message != STORE:
             fill_command_set(self.document, self.message, response=False)
+        ruleset = self.suite.ruleset
+        if not applies and self.message == STORE and (len(self.instances) > 1 or ruleset.group_rules):
+            self._run_instances(ruleset)
+            return
         if not applies:
             self.decision = self.suite.ruleset.evaluate(self.document, trace=True, message=self.message)
             expects_quarantine = any(isinstance(s, n.ExpectOutcome) and s.outcome == "quarantine"
@@ -248,6 +272,39 @@ class _TestRun(NodeVisitor):
                 self.fail(self.test.span, f"evaluation failed: {self.decision.error}")
         for s_index, statement in enumerate(self.test.statements):
             self.visit(statement, f"_t{self.t_index}_{s_index}")
+
+    def _run_instances(self, ruleset: RuleSet) -> None:
+        """Several instances (or group rules): the rules on each, the group rules over the groups
+        they make; every expectation checked against each instance it names."""
+        if not self.instances:
+            self.instances = [(None, self.document)]
+        received = [document.copy() for _, document in self.instances]  # as received: what groups get
+        decisions = [ruleset.evaluate(document, trace=True) for _, document in self.instances]
+        joined = [i for i, d in enumerate(decisions) if d.unrouted or d.outcome not in ("drop", "reject", "quarantine")]
+        by_group = group_decisions(ruleset, [received[i] for i in joined])
+        merged = [merge_decisions(decision, by_group.get(id(received[i]), [])) for i, decision in enumerate(decisions)]
+        self.decisions = merged
+        expects_quarantine = any(isinstance(getattr(s, "expectation", s), n.ExpectOutcome)
+                                 and getattr(s, "expectation", s).outcome == "quarantine" for s in self.test.statements)
+        several = len(self.instances) > 1
+        for (name, _), decision in zip(self.instances, merged):
+            if decision.error and not expects_quarantine:
+                self.fail(self.test.span, f"evaluation failed{f' for {name}' if several else ''}: {decision.error}")
+        for s_index, statement in enumerate(self.test.statements):
+            if not isinstance(statement, _EXPECTATIONS):
+                continue
+            wanted = statement.file if isinstance(statement, n.ExpectFor) else None
+            expectation = statement.expectation if isinstance(statement, n.ExpectFor) else statement
+            for (name, document), decision in zip(self.instances, merged):
+                if wanted is not None and name != wanted:
+                    continue
+                self.document, self.decision = document, decision
+                before = len(self.failures)
+                self.visit(expectation, f"_t{self.t_index}_{s_index}")
+                if several:
+                    for i in range(before, len(self.failures)):
+                        failure = self.failures[i]
+                        self.failures[i] = Failure(statement.span, f"{name}: {failure.message}")
 
     def generic_visit(self, statement, key: str) -> None:
         """A statement that expects nothing (given, apply) checks nothing."""
@@ -339,6 +396,7 @@ class _Given(NodeVisitor):
     def visit_GivenFile(self, statement: n.GivenFile, key: str) -> None:
         path = os.path.join(self.test_dir, statement.file)
         self.run.document = Document.read(path, Arrival(source_kind="file", source_path=path))
+        self.run.instances.append((statement.file, self.run.document))  # `with` values after it are its own
 
     def visit_GivenValues(self, statement: n.GivenValues, key: str) -> None:
         self.run.assign(statement, key)
@@ -351,6 +409,53 @@ class _Given(NodeVisitor):
 
     def generic_visit(self, statement, key: str) -> None:
         """An `expect` statement builds nothing."""
+
+
+def group_decisions(ruleset: RuleSet, documents: list) -> dict[int, list[Decision]]:
+    """The group rules over `documents` (as received), grouped per series or study: for each
+    document (by id), the decisions of the group rules, in file order."""
+    found: dict[int, list[Decision]] = {}
+    for rule in ruleset.group_rules:
+        groups: dict = {}
+        for document in documents:
+            key = rule.key(document)
+            if key is not None:
+                groups.setdefault(key, []).append(document)
+        for members in groups.values():
+            for document, decision in zip(rule.order(members), rule.evaluate(members, trace=True)):
+                found.setdefault(id(document), []).append(decision)
+    return found
+
+
+def merge_decisions(instance: Decision, groups: list[Decision]) -> Decision:
+    """What becomes of one instance: its instance rules' decision, then its group rules'. A group
+    rule's drop or quarantine ends it; its routes add to the instance's; an instance no rule of
+    either kind routed keeps the no_destination policy's outcome."""
+    if not groups:
+        return instance
+    destinations = dict(instance.destinations) if instance.outcome == "route" else {}
+    outcome, reason, error = instance.outcome, instance.reason, instance.error
+    for decision in groups:
+        if decision.outcome in ("drop", "quarantine"):
+            outcome, reason, error = decision.outcome, decision.reason, decision.error or error
+            destinations = {}
+            break
+        destinations.update(decision.destinations)
+    else:
+        if destinations:
+            outcome, reason = "route", None
+    merged = Decision(outcome, reason, destinations, list(instance.rules_fired), list(instance.edits),
+                      list(instance.log), error, instance.ended_by, dict(instance.skipped),
+                      list(instance.trace or ()), set(instance.branches or ()), unrouted=not destinations and
+                      instance.unrouted)
+    for decision in groups:
+        merged.rules_fired.extend(decision.rules_fired)
+        merged.edits.extend(decision.edits)
+        merged.log.extend(decision.log)
+        merged.skipped.update(decision.skipped)
+        merged.trace.extend(decision.trace or ())
+        merged.branches.update(decision.branches or ())
+    return merged
 
 
 def fill_command_set(document: Document, message: str, response: bool) -> None:
@@ -379,6 +484,7 @@ def run_suite(suite: Suite, pattern: re.Pattern | None) -> list[TestResult]:
         run = _TestRun(suite, t_index, test)
         result = run.run()
         result.decision = run.decision  # kept for coverage
+        result.decisions = run.decisions or ([run.decision] if run.decision is not None else [])
         results.append(result)
     return results
 
@@ -394,8 +500,7 @@ def coverage_lines(suite: Suite, results: list[TestResult]) -> list[str]:
     fired: set[int] = set()
     branches: set[int] = set()
     for result in results:
-        decision = getattr(result, "decision", None)
-        if decision is not None:
+        for decision in getattr(result, "decisions", ()):
             fired.update(rule.index for rule in decision.rules_fired)
             branches.update(decision.branches or ())
     shown = suite.program.main.path

@@ -62,7 +62,7 @@ def one_problem(folder: Path, text: str) -> str:
 def test_an_unknown_key_names_its_line_and_suggests_the_known_one(tmp_path):
     problem = one_problem(tmp_path, HEAD + "no_destinaton: quarantine\n")
     assert problem == ("router.yaml:3: top level: unknown key 'no_destinaton' (did you mean no_destination?); "
-                       "known keys: storage, rules, rules_folders, no_destination, journal, node, processes, "
+                       "known keys: storage, rules, rules_folders, no_destination, group_quiet_time, journal, node, processes, "
                        "journal_lease_seconds, journal_password_file, "
                        "journal_password_env, secrets, log, listeners, watch, destinations, "
                        "windows, console, retention, storage_min_free, notifiers, notify")

@@ -11,8 +11,9 @@ from rulesengine.console.rules_in_use import highlighted_lines
 from rulesengine.lang.grammar import grammar_path
 from rulesengine.lang.highlight import KINDS, _lexing_parser, lexemes
 
-# Keywords only where they can appear (the grammar says so beside MESSAGE, keep_only_action and during).
-CONTEXT_KEYWORDS = {"on", "message", "response", "dropped", "keep", "only"}
+# Keywords only where they can appear (the grammar says so beside MESSAGE, keep_only_action, during and
+# the group rules' header and clauses).
+CONTEXT_KEYWORDS = {"on", "message", "response", "dropped", "keep", "only", "per", "complete", "after", "late"}
 CONTEXT_KEYWORDS |= {"during", "urgent"}  # delivery windows and urgency
 
 

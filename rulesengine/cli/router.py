@@ -253,6 +253,7 @@ def cmd_queue(args) -> int:
         counts = {name: value for name, value in counts.items() if name == args.destination}
     if not counts:
         print("no deliveries")
+        _print_groups(journal.pending_groups(args.limit), time.time())
         _print_routers(journal.statuses(), time.time())
         return EXIT_OK
     print(f"{'destination':<20}" + "".join(f"{state:>11}" for state in DELIVERY_STATES))
@@ -268,6 +269,7 @@ def cmd_queue(args) -> int:
             error_text = f"  {row['last_error']}" if row["last_error"] else ""
             print(f"#{row['id']:<6} {row['destination']:<14} {row['state']:<9} attempts {row['attempts']:<3} "
                   f"{when}  {row['sop_instance_uid'] or '?'}{_waiting(row, config, now)}{error_text}")
+    _print_groups(journal.pending_groups(args.limit), time.time())
     _print_routers(journal.statuses(), time.time())
     return EXIT_OK
 
@@ -286,6 +288,20 @@ def _waiting(row, config, now: float) -> str:
             then = time.strftime(" until %Y-%m-%d %H:%M", time.localtime(opens)) if opens is not None else ""
             return f"{words}  waiting for window {name}{then}"
     return words
+
+
+def _print_groups(groups, now: float) -> None:
+    """The groups of group rules still open (holding their instances), the next to fire first:
+    each with its rule, its instances and when its quiet time runs out."""
+    if not groups:
+        return
+    print()
+    print(f"{len(groups)} pending group(s)")
+    for group in groups:
+        due = group.due_at - now
+        when = f"fires in {due:.0f} s" if due > 0 else "due now"
+        where = f"series {group.series_uid}" if group.series_uid else f"study {group.study_uid}"
+        print(f"group #{group.id:<5} {group.rule!r} per {group.level}: {group.members} instance(s), {when}  {where}")
 
 
 def _print_routers(statuses, now: float) -> None:

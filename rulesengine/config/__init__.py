@@ -20,6 +20,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from ..lang.functions import DEFAULT_HASH_KEY, Secrets
+from ..lang.groups import quiet_seconds
 from ..windows import DeliveryWindow, WindowError
 from .notification_context import EVENTS_WITH_AFTER
 
@@ -444,6 +445,7 @@ class Config:
     rules: str
     rules_folders: tuple[str, ...] = ()  # besides the rule file's own: where imports and tables may be read
     no_destination: str = "quarantine"
+    group_quiet_time: float = 300.0  # seconds: a group rule's quiet time unless it says `complete after`
     secrets: Secrets = Secrets()
     development_key: bool = True
     log_level: str = "info"
@@ -685,6 +687,11 @@ def _whole(values: dict, *keys: str) -> dict:
     return values
 
 
+def _duration(value) -> float:
+    """Seconds, from a number of them or a duration as the rules write it (`90s`, `10m`, `1h`)."""
+    return float(value) if isinstance(value, (int, float)) else quiet_seconds(str(value))
+
+
 def _retry(data) -> Retry:
     return Retry(**_whole(dict(data or {}), "max_attempts"))
 
@@ -758,6 +765,7 @@ def _build(data, path: str, resolve_secrets: bool = True) -> Config:
         path=path, storage=_resolve(base, data["storage"]), rules=_resolve(base, data["rules"]),
         rules_folders=tuple(_resolve(base, folder) for folder in data.get("rules_folders") or ()),
         no_destination=str(data.get("no_destination", "quarantine")),
+        group_quiet_time=_duration(data.get("group_quiet_time", 300.0)),
         secrets=Secrets(key or DEFAULT_HASH_KEY, str(secrets_data.get("uid_root", "2.25"))),
         development_key=key is None, log_level=str(log.get("level", "info")), log_file=_resolve(base, log.get("file")),
         listeners=tuple(listeners), watch=tuple(watches), destinations=destinations,
@@ -870,6 +878,7 @@ class _Checks:
         if not isinstance(self.data, dict):
             return []
         self._unique()
+        self._durations()
         self._naming()
         self._worklists()
         self._secrets()
@@ -880,6 +889,14 @@ class _Checks:
         self._retention()
         self._notifications()
         return self.found
+
+    def _durations(self) -> None:
+        text = self._value("group_quiet_time")
+        if text is not None:
+            try:
+                quiet_seconds(text)
+            except ValueError as exc:
+                self._problem(("group_quiet_time",), str(exc).replace("complete after ", ""))
 
     def _value(self, *location, kind: type | tuple = str):
         """The value at `location` if the schema accepted it and it is of `kind`, else None."""

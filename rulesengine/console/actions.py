@@ -69,6 +69,26 @@ def queue_items(journal: Journal, states: tuple[str, ...], destination: str | No
     return items, (rows[-1]["id"] if more and rows else None)
 
 
+GROUP_INSTANCES_SHOWN = 20  # of each pending group, its first instances listed
+
+
+def pending_groups(journal: Journal, now: float, limit: int = 50) -> list[dict]:
+    """The groups of group rules still open, the next to fire first: rule, study (and series),
+    how many instances, the first of them, first and last arrival, and when its timer fires."""
+    out = []
+    for group in journal.pending_groups(limit):
+        members = journal.group_members(group.id)[:GROUP_INSTANCES_SHOWN]
+        out.append({
+            "id": group.id, "rule": group.rule, "level": group.level, "study_uid": group.study_uid,
+            "series_uid": group.series_uid or None, "ruleset_version": group.ruleset_version,
+            "instances": group.members, "first_arrival": group.first_arrival, "last_arrival": group.last_arrival,
+            "due_at": group.due_at, "due_in": max(0.0, group.due_at - now),
+            "members": [{"id": member.id, "sop_instance_uid": member.arrival.sop_instance_uid,
+                         "received_at": member.received_at} for member in members],
+        })
+    return out
+
+
 def known_destination(config: Config, journal: Journal, name: str) -> str:
     if name in config.destinations or name in journal.counts():
         return name

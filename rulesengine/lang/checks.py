@@ -24,6 +24,7 @@ from .loader import Module, Program, TableData
 from .regex import Regex, RegexError, compile_regex, replacement_pieces
 from .paths import (ARRIVAL, ARRIVAL_FIELDS, ARRIVAL_TIME_VRS, COMMAND_SET, READ_ONLY_ROOTS, ROOTS, Binding, ResolvedPath, lookup_tag, resolve,
                     tag_text)
+from .groups import quiet_seconds
 from .types import Type
 from .visitor import NodeVisitor, walk
 
@@ -71,14 +72,16 @@ class Scope:
     context: str = "rule"  # rule | block | copy | response | test
     writable_arrival: bool = False  # tests may set Association.* and Source.* (and CommandSet.*)
     messages: tuple[str, ...] = (n.STORE,)  # what the rule being checked handles
+    level: str | None = None  # series | study in a group rule: aggregates are allowed
+    in_aggregate: bool = False  # inside an aggregate's argument: paths read each instance
 
     def with_variable(self, name: str, binding: Binding, kind: Type) -> "Scope":
         variables = dict(self.variables)
         variables[name] = (binding, kind)
-        return Scope(self.module, variables, self.context, self.writable_arrival, self.messages)
+        return replace(self, variables=variables)
 
     def in_context(self, context: str) -> "Scope":
-        return Scope(self.module, self.variables, context, self.writable_arrival, self.messages)
+        return replace(self, context=context)
 
 
 @dataclass
@@ -111,6 +114,7 @@ class Analysis(NodeVisitor):
         # `can_reject` is for C-STORE; `rejecting` names every message some rule can reject.
         self.can_reject = False
         self.rejecting: set[str] = set()
+        self.levels: dict[int, str] = {}  # id() of each group rule: series | study
         # The `exists/missing/empty PATH` beside the condition being checked, in each and/or around it.
         self._presence_frames: list[set[tuple[str, str]]] = []
 
@@ -141,7 +145,10 @@ class Analysis(NodeVisitor):
                     self._warn("duplicate-rule", f"another rule is named {item.name!r} (line {first.span.line}); "
                                "reports and tests tell rules apart by name", item.name_span)
                 seen.setdefault(item.name, item)
-                scope = Scope(module, messages=self._messages(item))
+                scope = Scope(module, messages=self._messages(item), level=self._group_level(item))
+                if scope.level is not None:
+                    self.levels[id(item)] = scope.level
+                self._check_group_clauses(item, scope)
                 if item.when is not None:
                     self.check_condition(item.when, scope)
                 self.check_actions(item.actions, scope)
@@ -176,6 +183,89 @@ class Analysis(NodeVisitor):
             self._error("unknown-message", f"unknown message {name.value!r}: a rule handles "
                         + ", ".join(n.MESSAGES), name.span, hint)
         return tuple(known) if rule.messages else (n.STORE,)
+
+    # ---- group rules ----
+
+    def _group_level(self, rule: n.Rule) -> str | None:
+        """`series` or `study` for a group rule; None for an instance rule (or a wrong level, reported)."""
+        if rule.level is None:
+            return None
+        level = rule.level.value
+        if level not in n.GROUP_LEVELS:
+            close = difflib.get_close_matches(level, n.GROUP_LEVELS, n=1, cutoff=0.6)
+            self._error("unknown-group-level", f"unknown group level {level!r}: a group rule is per series or "
+                        "per study", rule.level.span, f"did you mean per {close[0]}?" if close else None)
+            return None
+        if rule.messages:
+            self._error("group-rule-message", "a group rule handles stored instances only: it cannot be on "
+                        + ", ".join(m.value for m in rule.messages), rule.messages[0].span,
+                        "remove `on ...`, or write an instance rule for the requests")
+        if rule.fallback:
+            self._error("group-rule-fallback", "a group rule cannot be a fallback rule", rule.name_span,
+                        "a fallback rule decides for one instance that no rule routed")
+        return level
+
+    def _check_group_clauses(self, rule: n.Rule, scope: Scope) -> None:
+        seen: dict[type, n.Node] = {}
+        for clause in rule.clauses:
+            word = {n.CompleteAfter: "complete after", n.CompleteWhen: "complete when",
+                    n.LatePolicy: "late"}[type(clause)]
+            if rule.level is None:
+                self._error("group-clause", f"{word} is for group rules only", clause.span,
+                            f'write rule "{rule.name}" per series {{ ... }} or per study')
+                continue
+            first = seen.setdefault(type(clause), clause)
+            if first is not clause:
+                self._error("duplicate-clause", f"{word} is written twice (line {first.span.line})", clause.span)
+                continue
+            if isinstance(clause, n.CompleteAfter):
+                try:
+                    quiet_seconds(clause.text)
+                except ValueError as exc:
+                    self._error("bad-duration", str(exc), clause.duration_span,
+                                "for example complete after 90s, 10m, 2h or 1d")
+            elif isinstance(clause, n.CompleteWhen):
+                if scope.level is not None:
+                    self.check_condition(clause.condition, scope)
+            elif clause.policy.value not in n.LATE_POLICIES:
+                close = difflib.get_close_matches(clause.policy.value, n.LATE_POLICIES, n=1, cutoff=0.6)
+                self._error("unknown-late-policy", f"unknown late policy {clause.policy.value!r}: late "
+                            + ", ".join(n.LATE_POLICIES), clause.policy.span,
+                            f"did you mean late {close[0]}?" if close else None)
+
+    def visit_Aggregate(self, expr: n.Aggregate, scope: Scope):
+        if scope.level is None:
+            where = "a test" if scope.context == "test" else "an instance rule" if scope.context == "rule" \
+                else f"a {scope.context}"
+            self._error("aggregate-outside-group", f"{expr.kind}() reads the instances of a group: it is for group "
+                        f"rules only, not {where}", expr.name_span,
+                        'write rule "..." per series { ... } or per study for a rule over several instances')
+            return None
+        if scope.in_aggregate:
+            self._error("nested-aggregate", f"{expr.kind}() inside another aggregate: an aggregate's argument "
+                        "reads one instance at a time", expr.name_span)
+            return None
+        # Inside, paths read each instance in turn: loop variables (items of another instance) stay out.
+        values_only = {k: v for k, v in scope.variables.items() if v[0].kind == "value"}
+        inner = replace(scope, variables=values_only, in_aggregate=True)
+        if expr.kind == "count":
+            if expr.argument is not None:
+                self.check_condition(expr.argument, inner)
+            return t.T_NUMBER
+        if expr.kind in ("any", "all"):
+            self.check_condition(expr.argument, inner)
+            return t.T_BOOL
+        if not isinstance(expr.argument, n.PathRef):  # distinct
+            self._error("type-mismatch", "distinct() takes a path, e.g. distinct(DataSet.SeriesDescription)",
+                        expr.argument.span if expr.argument is not None else expr.span)
+            return None
+        kind = self.check_value(expr.argument, inner, allow_many=True)
+        if kind is None:
+            return None
+        if kind.kind in (t.ITEMS, t.ITEM, t.BYTES):
+            self._error("type-mismatch", f"distinct() gives values, not {kind.describe()}", expr.argument.span)
+            return None
+        return Type(kind.kind, multi=True, vr=kind.vr)
 
     @property
     def messages(self) -> frozenset[str]:
@@ -447,7 +537,7 @@ class Analysis(NodeVisitor):
         self._check_window(action, scope)
         # A copy is edited after the rules ran: it sees values kept with let, not items of the document.
         values_only = {k: v for k, v in scope.variables.items() if v[0].kind == "value"}
-        copy_scope = Scope(scope.module, values_only, "copy", scope.writable_arrival, scope.messages)
+        copy_scope = replace(scope, variables=values_only, context="copy")
         self.check_actions(action.body, copy_scope)
 
     def visit_ApplyAction(self, action: n.ApplyAction, scope: Scope) -> None:
@@ -482,6 +572,10 @@ class Analysis(NodeVisitor):
                                      "write reject \"reason\" to refuse the request")
 
     def visit_RejectAction(self, action: n.RejectAction, scope: Scope) -> None:
+        if scope.level is not None:
+            self._error("group-reject", "reject cannot be used in a group rule: its instances were answered when "
+                        "they arrived", action.span, "write quarantine \"reason\" or drop")
+            return
         if scope.context == "rule" and scope.module is self.program.main:
             self.can_reject = self.can_reject or n.STORE in scope.messages
             self.rejecting.update(scope.messages)
@@ -511,8 +605,7 @@ class Analysis(NodeVisitor):
                         f"name the requests the rule handles: rule \"...\" on {', '.join(n.REQUESTS[:2])} {{ ... }}")
         # The request's loop variables name its items, which responses lack: let values stay.
         values_only = {k: v for k, v in scope.variables.items() if v[0].kind == "value"}
-        self.check_actions(action.body, Scope(scope.module, values_only, "response", scope.writable_arrival,
-                                              scope.messages))
+        self.check_actions(action.body, replace(scope, variables=values_only, context="response"))
 
     def visit_StopAction(self, action, scope: Scope) -> None:
         self._routing_allowed(action, scope, "stop")
@@ -1471,6 +1564,9 @@ class Analysis(NodeVisitor):
 
     def visit_ExpectCondition(self, statement: n.ExpectCondition, scope: Scope) -> None:
         self.check_condition(statement.condition, scope)
+
+    def visit_ExpectFor(self, statement: n.ExpectFor, scope: Scope) -> None:
+        self.visit(statement.expectation, scope)  # the file is checked with the test's files (ruletest)
 
     def visit_ExpectOutcome(self, statement: n.ExpectOutcome, scope: Scope) -> None:
         pass  # nothing to resolve before the test runs

@@ -38,6 +38,7 @@ from . import operators as ops
 from . import types as t
 from .checks import Analysis, literal_value
 from .generated import GeneratedModule, position_comment
+from .groups import AGGREGATE_RUNTIME, GroupRule, quiet_seconds
 from .lint import structural_key
 from .functions import Secrets, fn_subscript, implementations
 from .paths import DOCUMENT_ROOTS, ResolvedPath
@@ -136,6 +137,7 @@ class CodeGenerator(NodeVisitor):
         self.where: Span | None = None  # the node being generated: lines without a span of their own
         self.file: str | None = None  # the rule file, for lines outside any node
         self.in_response = False  # generating `on response` actions: drop drops the response
+        self.in_group = False  # generating a group rule: `group` holds its instances, in group order
 
     # ---- output ----
 
@@ -178,7 +180,7 @@ class CodeGenerator(NodeVisitor):
         self.emit("cache = doc.cache")  # the document's value cache, emptied in place on every edit
         self.reader, self.cache = "read", "cache"
         for index, rule in enumerate(rules):
-            if message not in rule.handles or rule.fallback:
+            if message not in rule.handles or rule.fallback or rule.is_group:
                 continue
             self._rule(index, rule)
         self.where = None
@@ -217,6 +219,61 @@ class CodeGenerator(NodeVisitor):
         self.actions(rule.actions, {})
         if rule.when is not None:
             self.indent -= 1
+
+    def group_rule(self, index: int, rule: n.Rule) -> tuple[str, str | None, str]:
+        """A group rule's three functions (doc, ev, group): its `when` and its `complete when`, run
+        with the group's first instance as `doc`, and its actions, run once per instance."""
+        self.file = rule.span.file
+        self.rule_index, self.in_group = index, True
+        names = (f"group_when_{index}", f"group_complete_{index}" if rule.clause(n.CompleteWhen) else None,
+                 f"group_actions_{index}")
+        conditions = ((names[0], rule.when), (names[1], getattr(rule.clause(n.CompleteWhen), "condition", None)))
+        for name, condition in conditions:
+            if name is None:
+                continue
+            self._group_function(name, rule.span)
+            if self.traced:
+                self.emit(f"ev.current = {index}")
+            code = "True" if condition is None else self.condition(condition, {})
+            self.emit(f"return {code}", condition.span if condition is not None else rule.span)
+            self.indent -= 1
+        self._group_function(names[2], rule.span)
+        self.emit(f"ev.fire({index})", rule.span)
+        if self.traced:
+            self.emit(f"ev.current = {index}")
+            self.emit(f"ev.branch({self.shared.branch(index, rule.span, RULE_FIRED)})")
+        self.actions(rule.actions, {})
+        self.emit("return False")
+        self.indent -= 1
+        self.reader, self.cache = "doc.read_path", None
+        self.flush_pending()
+        self.where, self.rule_index, self.in_group = None, -1, False
+        return names
+
+    def _group_function(self, name: str, span: Span) -> None:
+        if self.out.lines:
+            self.out.lines.append("")
+        self.where = span
+        self.reader, self.cache = "doc.read_path", None
+        self.emit(f"def {name}(doc, ev, group):")
+        self.indent = 1
+        self.emit("read = doc.read_path")
+        self.emit("cache = doc.cache")
+        self.reader, self.cache = "read", "cache"
+
+    def visit_Aggregate(self, expr: n.Aggregate, scope) -> str:
+        """An aggregate over `group`: its argument is a function of one instance (`doc` inside)."""
+        if expr.kind == "count" and expr.argument is None:
+            return "count_all(group)"
+        saved = self.reader, self.cache
+        self.reader, self.cache = "doc.read_path", None
+        inner = {name: var for name, var in scope.items() if var.kind == "value"}
+        try:
+            body = (self.value if expr.kind == "distinct" else self.condition)(expr.argument, inner)
+        finally:
+            self.reader, self.cache = saved
+        function = {"count": "count_where", "any": "any_of", "all": "all_of", "distinct": "distinct_values"}
+        return f"{function[expr.kind]}(group, lambda doc: {body})"
 
     def flush_pending(self) -> None:
         """Generate the pending top-level functions (and those they add), after the current one."""
@@ -257,6 +314,8 @@ class CodeGenerator(NodeVisitor):
         if self.cache:
             names.append(self.cache)
         names += [var.local for var in scope.values()]
+        if self.in_group and self.block_name is None:  # a block's function has no group
+            names.append("group")
         return ", ".join(dict.fromkeys(names))
 
     def _deep_actions(self, body, scope, span: Span | None) -> None:
@@ -834,6 +893,7 @@ def runtime_namespace(secrets: Secrets) -> dict:
     """What generated code may call besides the document and the evaluation: the operators
     and the function library, under the names the generator writes."""
     namespace = dict(RUNTIME)
+    namespace.update(AGGREGATE_RUNTIME)
     namespace.update({FUNCTION_PREFIX + name: fn for name, fn in implementations(secrets).items()})
     return namespace
 
@@ -865,8 +925,14 @@ def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
     messages = [m for m in n.MESSAGES if m == n.STORE or m in analysis.messages]
     outputs = {}
     tags_read = None
+    group_names: dict[int, tuple] = {}
+    if any(rule.is_group for rule in rules):
+        shared.tags.update(GROUP_TAGS)  # which group an instance joins, and its place in the group
     for traced in (False, True):
         generator = CodeGenerator(analysis, secrets, traced, shared)
+        for index, rule in enumerate(rules):
+            if rule.is_group:
+                group_names[index] = generator.group_rule(index, rule)
         for message in messages:
             generator.rules(rules, message)
             if message == n.STORE and tags_read is None:  # header-only parsing is for instances
@@ -874,7 +940,7 @@ def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
         outputs[traced] = generator.out
     number = next(_compile_counter)
     main = os.path.basename(program.main.path) or "rules"
-    modules, functions, fallbacks = {}, {}, {}
+    modules, functions, fallbacks, group_functions = {}, {}, {}, {}
     for traced, out in outputs.items():
         variant = " traced" if traced else ""
         module = out.module(f"<rules {main} #{number}{variant}>")
@@ -882,11 +948,15 @@ def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
         namespace.update(shared.constants)
         defined = module.execute(namespace, shared.source_text)
         functions[traced] = {message: defined[evaluate_function_name(message)] for message in messages}
+        for index, names in group_names.items():
+            group_functions.setdefault(index, {})[traced] = tuple(defined[name] if name else None
+                                                                  for name in names)
         fallbacks[traced] = {message: defined[fallback_function_name(message)] for message in messages
                              if fallback_function_name(message) in defined}
         modules[traced] = module
-    infos = [RuleInfo(i, rule.name, rule.span, rule.handles) for i, rule in enumerate(rules)]
-    return RuleSet(
+    infos = [RuleInfo(i, rule.name, rule.span, rule.handles, analysis.levels.get(id(rule)))
+             for i, rule in enumerate(rules)]
+    ruleset = RuleSet(
         program=program, analysis=analysis, rules=infos, spans=shared.spans,
         fast=functions[False], traced=functions[True], code=modules[False], traced_code=modules[True],
         constants=shared.constants, predicates=shared.predicates, branches=shared.branches,
@@ -894,6 +964,20 @@ def compile_program(program, analysis: Analysis, secrets: Secrets | None = None,
         no_destination=no_destination, destinations=analysis.destinations, can_reject=analysis.can_reject,
         rejecting=frozenset(analysis.rejecting), fallbacks=fallbacks,
     )
+    ruleset.group_rules = tuple(_group_rule(ruleset, infos[index], rules[index], group_functions[index])
+                                for index in group_names)
+    return ruleset
+
+
+# What every group rule reads besides its own paths: the group's key and order.
+GROUP_TAGS = frozenset({0x0020000D, 0x0020000E, 0x00200011, 0x00200013})
+
+
+def _group_rule(ruleset: RuleSet, info: RuleInfo, rule: n.Rule, functions) -> GroupRule:
+    after = rule.clause(n.CompleteAfter)
+    late = rule.clause(n.LatePolicy)
+    return GroupRule(ruleset, info, info.level, quiet_seconds(after.text) if after else None,
+                     late.policy.value if late else "refire", rule.clause(n.CompleteWhen) is not None, functions)
 
 
 

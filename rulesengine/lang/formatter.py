@@ -103,6 +103,9 @@ class _ExpressionText(NodeVisitor):
     def visit_Call(self, e: n.Call) -> str:
         return e.name + "(" + ", ".join(expr_text(arg) for arg in e.args) + ")"
 
+    def visit_Aggregate(self, e: n.Aggregate) -> str:
+        return e.kind + "(" + (expr_text(e.argument) if e.argument is not None else "") + ")"
+
     def visit_Subscript(self, e: n.Subscript) -> str:
         subject = expr_text(e.subject)
         if not isinstance(e.subject, (n.Call, n.Variable)):  # `(PATH)[n]`: a path's own index is literal
@@ -304,6 +307,15 @@ class _StatementLine(NodeVisitor):
         source = a.source.name if isinstance(a.source, n.Variable) else a.source.text()
         return f"copy {source} to {a.target.text()}"
 
+    def visit_CompleteAfter(self, s: n.CompleteAfter) -> str:
+        return f"complete after {s.text}"
+
+    def visit_CompleteWhen(self, s: n.CompleteWhen) -> _Breakable:
+        return _Breakable("complete when ", s.condition)
+
+    def visit_LatePolicy(self, s: n.LatePolicy) -> str:
+        return f"late {s.policy.value}"
+
     def visit_GivenFile(self, s: n.GivenFile) -> str:
         return f"given file {quote_string(s.file)}"
 
@@ -336,6 +348,13 @@ class _StatementLine(NodeVisitor):
 
     def visit_ExpectCondition(self, s: n.ExpectCondition) -> _Breakable:
         return _Breakable("expect ", s.condition)
+
+    def visit_ExpectFor(self, s: n.ExpectFor) -> str | _Breakable:
+        head = f"expect for {quote_string(s.file)} "
+        layout = self.visit(s.expectation)
+        if isinstance(layout, _Breakable):
+            return _Breakable(head + layout.head[len("expect "):], layout.condition)
+        return head + layout[len("expect "):]
 
 
 _STATEMENT_LINE = _StatementLine()
@@ -618,10 +637,14 @@ class _Printer(NodeVisitor):
     def visit_Rule(self, rule: n.Rule, depth: int, prefix: str, blank_ok: bool) -> None:
         open_ = self.src.next("{", self.src.end(rule.name_span))
         on = " on " + _names(rule.messages) if rule.messages else ""
+        per = f" per {rule.level.value}" if rule.level is not None else ""
         fallback = "fallback " if rule.fallback else ""
-        self._code(depth, [f"{prefix}{fallback}rule {quote_string(rule.name)}{on} {{"], self.src.start(rule.span),
-                   open_ + 1, blank_ok=blank_ok, opens=True)
+        self._code(depth, [f"{prefix}{fallback}rule {quote_string(rule.name)}{on}{per} {{"],
+                   self.src.start(rule.span), open_ + 1, blank_ok=blank_ok, opens=True)
         after = open_ + 1
+        for clause in rule.clauses:  # as written: `complete after`, `complete when`, `late`
+            self._statement(clause, depth + 1, blank_ok=clause is not rule.clauses[0])
+            after = self.src.end(clause.span)
         if rule.when is not None:
             when = self.src.next("when", after)
             after = self.src.end(rule.when.span)

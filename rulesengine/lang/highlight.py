@@ -25,7 +25,7 @@ _KINDS = {
     "STRING": "string", "NUMBER": "number", "INT": "number", "REGEX": "regex", "COMMENT": "comment",
     "TAG": "tag", "PRIVATE_TAG": "tag", "MESSAGE": "message", "NAME": "name", "COMPARE": "operator",
     "PLUS": "operator", "MINUS": "operator", "STAR": "operator", "SLASH": "operator", "PERCENT": "operator",
-    "ANY_DEPTH": "operator",
+    "ANY_DEPTH": "operator", "DURATION": "number",
 }
 _WORD = re.compile(r"[A-Za-z_]+")
 KINDS = ("keyword", "punctuation", *sorted(set(_KINDS.values())))

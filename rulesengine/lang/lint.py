@@ -8,6 +8,9 @@
 - loop: routes that could send a document back to the AE title it came from.
 - catch-all: a rule without `when` that drops, rejects or quarantines after a rule
   that routes and goes on, so it ends what was routed too.
+- group rules (`per series`, `per study`) run apart, over a group's instances: left out of
+  the passes above but `loop`; a study rule testing a series or instance attribute outside an
+  aggregate reads the first instance only, which is said.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ def lint_program(analysis: Analysis) -> None:
     rules = analysis.program.main.file.rules
     before = len(analysis.diagnostics)
     for message in n.MESSAGES:
-        handling = [rule for rule in rules if message in rule.handles]
+        handling = [rule for rule in rules if message in rule.handles and not rule.is_group]
         if not handling:
             continue
         # A fallback rule runs after the others whatever their order: it neither ends nor shadows them.
@@ -39,12 +42,49 @@ def lint_program(analysis: Analysis) -> None:
             lint_pass(ordinary, analysis)
         _loops(handling, analysis)
         _fall_through(ordinary + fallbacks, analysis, message, bool(fallbacks))
+    groups = [rule for rule in rules if rule.is_group]
+    if groups:
+        _loops(groups, analysis)
+        _first_instance_reads(groups, analysis)
     found = analysis.diagnostics[before:]
     del analysis.diagnostics[before:]
     analysis.diagnostics.extend(dict.fromkeys(found))
 
 
 # ---- helpers -------------------------------------------------------------------
+
+# Attributes that differ from one series or instance of a study to the next.
+_PER_SERIES_KEYWORDS = frozenset({"SeriesDescription", "SeriesNumber", "SeriesInstanceUID", "InstanceNumber",
+                                  "SOPInstanceUID", "ImageType", "ProtocolName", "SequenceName",
+                                  "BodyPartExamined", "SliceThickness", "ImageOrientationPatient"})
+
+
+def _outside_aggregates(node):
+    """The nodes of an expression that are not inside an aggregate."""
+    stack = [node]
+    while stack:
+        node = stack.pop()
+        yield node
+        if not isinstance(node, n.Aggregate):
+            stack.extend(node.children())
+
+
+def _first_instance_reads(rules: list[n.Rule], analysis: Analysis) -> None:
+    for rule in rules:
+        if rule.level is None or rule.level.value != "study":
+            continue
+        complete = rule.clause(n.CompleteWhen)
+        for condition in (rule.when, complete.condition if complete else None):
+            if condition is None:
+                continue
+            for node in _outside_aggregates(condition):
+                if not (isinstance(node, n.PathRef) and node.path.root == "DataSet" and node.path.elements
+                        and node.path.elements[0].keyword in _PER_SERIES_KEYWORDS):
+                    continue
+                keyword = node.path.elements[0].keyword
+                analysis._warn("first-instance", f"{node.path.text()} outside an aggregate reads the first instance "
+                               f"of the study only; its {keyword} may differ from series to series", node.span,
+                               f"write any({node.path.text()} ...) or all(...) to test every instance")
 
 
 def structural_key(node):

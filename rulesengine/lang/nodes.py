@@ -259,8 +259,23 @@ class ConstRef(Node):
     value: "Expr"  # the constant's literal
 
 
+@dataclass(frozen=True, slots=True)
+class Aggregate(Node):
+    """`count()`, `count(COND)`, `any(COND)`, `all(COND)`, `distinct(PATH)`: a value over the
+    instances of a group rule's group; inside, paths read each instance in turn."""
+
+    span: Span
+    kind: str  # count | any | all | distinct
+    argument: "Expr | None"  # None: count()
+    name_span: Span
+
+
+AGGREGATES = ("count", "any", "all", "distinct")
+
+
 Expr = Union[StringLit, NumberLit, RegexLit, ListLit, PathRef, Variable, Call, Concat,
-             Binary, Matches, Presence, Quantifier, Not, And, Or, ConstRef, Arithmetic, Negate, Subscript]
+             Binary, Matches, Presence, Quantifier, Not, And, Or, ConstRef, Arithmetic, Negate, Subscript,
+             Aggregate]
 
 PREDICATES = (Binary, Matches, Presence, Quantifier)  # the leaves that --explain reports
 
@@ -514,6 +529,41 @@ class Table(Node):
     file_span: Span | None = None  # the quoted file name
 
 
+# ---- group rules ---------------------------------------------------------------
+
+GROUP_LEVELS = ("series", "study")
+LATE_POLICIES = ("refire", "quarantine", "drop")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteAfter(Node):
+    """`complete after 10m`: the group is complete after this quiet time since its last arrival."""
+
+    span: Span
+    text: str  # as written: 10m
+    duration_span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class CompleteWhen(Node):
+    """`complete when CONDITION`: the group is complete as soon as this holds (after an arrival)."""
+
+    span: Span
+    condition: "Expr"
+
+
+@dataclass(frozen=True, slots=True)
+class LatePolicy(Node):
+    """`late refire|quarantine|drop`: what becomes of an instance arriving after its group fired."""
+
+    span: Span
+    policy: Name
+
+
+GroupClause = Union[CompleteAfter, CompleteWhen, LatePolicy]
+
+
 @dataclass(frozen=True, slots=True)
 class Rule(Node):
     span: Span
@@ -526,6 +576,17 @@ class Rule(Node):
     messages: tuple[Name, ...] = ()
     # `fallback rule`: runs after the others, only when none of them routed or decided.
     fallback: bool = False
+    # `per series` / `per study`: a group rule (None: an instance rule), and its clauses as written.
+    level: Name | None = None
+    clauses: tuple[GroupClause, ...] = ()
+
+    @property
+    def is_group(self) -> bool:
+        return self.level is not None
+
+    def clause(self, kind: type):
+        """The first clause of that kind, or None."""
+        return next((c for c in self.clauses if isinstance(c, kind)), None)
 
     @property
     def handles(self) -> tuple[str, ...]:
@@ -630,8 +691,17 @@ class ExpectResponse(Node):
     condition: Expr | None  # None: `dropped`
 
 
+@dataclass(frozen=True, slots=True)
+class ExpectFor(Node):
+    """`expect for "FILE" ...`: an expectation of the one instance of a test built from that file."""
+
+    span: Span
+    file: str
+    expectation: "ExpectRoute | ExpectCopy | ExpectOutcome | ExpectFired | ExpectCondition | ExpectResponse"
+
+
 TestStatement = Union[GivenFile, GivenValues, GivenMessage, GivenResponse, ApplyAction, ExpectRoute, ExpectCopy,
-                      ExpectOutcome, ExpectFired, ExpectCondition, ExpectResponse]
+                      ExpectOutcome, ExpectFired, ExpectCondition, ExpectResponse, ExpectFor]
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ class RuleInfo:
     name: str
     span: Span
     messages: tuple[str, ...] = (STORE,)  # the messages the rule handles
+    level: str | None = None  # series | study for a group rule
 
     @property
     def file(self) -> str:
@@ -318,6 +319,8 @@ class RuleSet:
                  destinations=None, can_reject: bool = False, rejecting: frozenset[str] = frozenset(),
                  fallbacks: dict[bool, dict[str, Callable]] | None = None):
         self.program = program
+        # Rules over the instances of a series or a study (groups.GroupRule); set by the compiler.
+        self.group_rules: tuple = ()
         self.analysis = analysis
         self.rules = rules
         self.spans = spans
@@ -435,6 +438,14 @@ class RuleSet:
                 decision.response_changes.extend(evaluation.edits)
             if decision.branches is not None:
                 decision.branches.update(evaluation.branches)
+
+    def describe_failure(self, exc: Exception, evaluation: Evaluation) -> str:
+        """What a rule failing at run time says: the rule-file line and the rule."""
+        return self._describe_failure(exc, evaluation)
+
+    def rewrite(self, exc: BaseException) -> BaseException:
+        """`exc` with a traceback through the rules' code that names rule-file lines."""
+        return rewrite_traceback(exc, self._modules)
 
     def _describe_failure(self, exc: Exception, evaluation: Evaluation) -> str:
         span = span_of_failure(exc.__traceback__, self._modules)

@@ -111,13 +111,40 @@ class ToNodes(Transformer):
         messages: tuple[n.Name, ...] = ()
         if rest and isinstance(rest[0], tuple) and rest[0][:1] == ("on",):
             messages = rest.pop(0)[1]
+        level = None
+        if rest and isinstance(rest[0], tuple) and rest[0][:1] == ("per",):
+            level = rest.pop(0)[1]
+        clauses = []
+        while rest and isinstance(rest[0], (n.CompleteAfter, n.CompleteWhen, n.LatePolicy)):
+            clauses.append(rest.pop(0))
         when = None
         if rest and isinstance(rest[0], tuple) and rest[0][0] == "when":
             when = rest.pop(0)[1]
         braced = len(rest) == 1 and isinstance(rest[0], tuple) and rest[0][0] == "braced"
         actions = rest[0][1] if braced else tuple(rest)
         return n.Rule(self._span(meta), unquote(name_tok, self._tspan(name_tok)), self._tspan(name_tok),
-                      when, actions, braced, messages, fallback)
+                      when, actions, braced, messages, fallback, level, tuple(clauses))
+
+    def group_level(self, children):
+        return ("per", self._name(children[0]))
+
+    @v_args(meta=True)
+    def complete_after(self, meta, children):
+        tok = children[0]
+        return n.CompleteAfter(self._span(meta), str(tok), self._tspan(tok))
+
+    @v_args(meta=True)
+    def complete_when(self, meta, children):
+        return n.CompleteWhen(self._span(meta), children[0])
+
+    @v_args(meta=True)
+    def late_policy(self, meta, children):
+        return n.LatePolicy(self._span(meta), self._name(children[-1]))
+
+    @v_args(meta=True)
+    def aggregate(self, meta, children):
+        kind, argument = children[0], children[2]
+        return n.Aggregate(self._span(meta), str(kind), argument, self._tspan(kind))
 
     def on_messages(self, children):
         return ("on", tuple(self._name(tok) for tok in children))
@@ -376,6 +403,10 @@ class ToNodes(Transformer):
     @v_args(meta=True)
     def call(self, meta, children):
         name, *args = children
+        if str(name) in ("count", "distinct"):  # aggregates of group rules, written as calls
+            args = [a for a in args if a is not None]
+            return n.Aggregate(self._span(meta), str(name), args[0] if len(args) == 1 else None, self._tspan(name)) \
+                if len(args) <= 1 else n.Call(self._span(meta), str(name), tuple(args), self._tspan(name))
         return n.Call(self._span(meta), str(name), tuple(a for a in args if a is not None), self._tspan(name))
 
     def variable(self, children):
@@ -500,6 +531,12 @@ class ToNodes(Transformer):
     def expect(self, meta, children):
         # The statement's span starts at `expect`, not at what follows it.
         return dataclasses.replace(children[0], span=self._span(meta))
+
+    @v_args(meta=True)
+    def expect_for(self, meta, children):
+        tok, expectation = children
+        span = self._span(meta)
+        return n.ExpectFor(span, unquote(tok, self._tspan(tok)), dataclasses.replace(expectation, span=span))
 
     @v_args(meta=True)
     def route_expectation(self, meta, children):

@@ -47,6 +47,7 @@ from .journal import (ACCEPTED, DONE, MAX_TRACE_EDITS, ClaimLost, Instance, Jour
                       trace_text, unreachable)
 from .events import NO_EVENTS, Events
 from .journal.errors import never_connected
+from .groups import GroupRunner, Joined
 from .rules import RuleSetVersions, RulesHolder, RulesUnavailable
 from .storage import Storage, fsync_file, move_durably
 
@@ -115,8 +116,9 @@ def failed_outcome(outcome: str, reason: str, version: str | None, decided: Outc
                    trace_text(outcome, reason, version, rules_fired, edits, truncated))
 
 
-def describe(document: Document, decision: Decision, ruleset: RuleSet) -> str:
-    """The one log line per instance: source, rule set version, rules fired, destinations."""
+def describe(document: Document, decision: Decision, ruleset: RuleSet, held: tuple[str, ...] = ()) -> str:
+    """The one log line per instance: source, rule set version, rules fired, destinations (and
+    the open groups that hold it, `held`)."""
     arrival = document.arrival
     source = arrival.source_name or arrival.source_kind or "?"
     if arrival.calling_aet:
@@ -127,9 +129,19 @@ def describe(document: Document, decision: Decision, ruleset: RuleSet) -> str:
     fired = ", ".join(repr(rule.name) for rule in decision.rules_fired) or "none"
     if decision.outcome == "route":
         result = "-> " + ", ".join(decision.destinations)
+    elif held and decision.unrouted:
+        result = ""
     else:
         result = f"{decision.outcome}" + (f": {decision.reason}" if decision.reason else "")
+    if held:
+        result = "; ".join(part for part in (result, f"held for {', '.join(held)}") if part)
     return f"{sop} via {source}: rules {ruleset.version} fired {fired} {result}"
+
+
+def _rejected(decision: Decision, ruleset: RuleSet) -> bool:
+    """A decision answered with a rejection at reception: a rule's reject, or the no-destination
+    policy's, unless the instance is held for its group rules, which may route it."""
+    return decision.outcome == "reject" and not GroupRunner.joins(ruleset, decision)
 
 
 HOLD_SECONDS = (1.0, 300.0)  # an instance that could not even be quarantined is tried again after 1 s, doubling
@@ -208,6 +220,10 @@ class Pipeline:
         self._lock = threading.Lock()  # processing one instance at a time, whoever asks
         self._held: dict[int, tuple[float, float]] = {}  # instance -> (next try, wait after it)
         self.claims = ClaimKeeper(journal)  # what this process is processing, claimed in the journal
+        self.groups = GroupRunner(self)  # group rules: joining, firing (fire_due, the timer), late instances
+
+    describe = staticmethod(describe)  # the log line of a decision, for the group rules' too
+    outcome_of = staticmethod(outcome_of)  # a decision as the journal records it, the group rules' too
 
     # ---- receiving ----------------------------------------------------------------------------
 
@@ -243,7 +259,7 @@ class Pipeline:
         ruleset = self.rules.current  # the version this instance follows, whoever processes it
         if decide or (decide is None and ruleset.can_reject):
             decision = ruleset.evaluate(document)
-            if decision.outcome == "reject":
+            if _rejected(decision, ruleset):
                 return self._reject(path, document, decision, ruleset)
         return self._accept(path, document, ruleset)
 
@@ -253,7 +269,7 @@ class Pipeline:
 
     def settle(self, path: str, document: Document, decision: Decision, ruleset: RuleSet) -> Result:
         """The rules ran at reception: a reject is answered; anything else is received."""
-        if decision.outcome == "reject":
+        if _rejected(decision, ruleset):
             return self._reject(path, document, decision, ruleset)
         return self._accept(path, document, ruleset)
 
@@ -354,12 +370,16 @@ class Pipeline:
                                      str(exc).replace(path, "the received file"))
             return
         decision = ruleset.evaluate(document)
-        log.info(describe(document, decision, ruleset))
+        joined = self.groups.join(instance, document, ruleset) if GroupRunner.joins(ruleset, decision) else None
+        log.info(describe(document, decision, ruleset, joined.held if joined is not None else ()))
         if decision.error:
             log.warning("instance %s: %s", instance_id, decision.error)
             if decision.exception is not None:  # its traceback names the rule-file lines (run -v)
                 log.debug("instance %s: where the rules failed", instance_id, exc_info=decision.exception)
         outcome = outcome_of(decision, ruleset)
+        if joined is not None:
+            self._settle_grouped(instance, path, document, decision, outcome, joined)
+            return
         if decision.outcome == "route":
             self._route(instance_id, path, document, decision, outcome)
         elif decision.outcome == "drop":
@@ -375,9 +395,44 @@ class Pipeline:
                 reason = f"rejected after the sender was answered: {reason}"
             self._keep_aside(instance_id, path, received_facts(document), reason, outcome)
 
-    def _route(self, instance_id: int, path: str, document: Document, decision: Decision, outcome: Outcome) -> None:
+    def _settle_grouped(self, instance: Instance, path: str, document: Document, decision: Decision,
+                        outcome: Outcome, joined: Joined) -> None:
+        """An instance that joined its groups (groups.py): routed as its instance rules say, with
+        what late refires add; held (its file kept) while a group it joined is open; else
+        quarantined or dropped as its late groups' policies say. Then the `complete when` of
+        its open groups is checked: one that holds fires at once."""
+        instance_id, version = instance.id, outcome.ruleset_version
+        if decision.outcome == "route" or joined.deliveries:
+            for reason in joined.quarantine:
+                self.groups.quarantine_copy(instance, reason)
+            if decision.outcome != "route":
+                outcome = replace(outcome, outcome="route", reason=None,
+                                  destinations=tuple(dict.fromkeys(item.destination for item in joined.deliveries)))
+            self._route(instance_id, path, document, decision, outcome, extra=joined.deliveries, keep=True)
+        elif joined.held:
+            for reason in joined.quarantine:
+                self.groups.quarantine_copy(instance, reason)
+            self.journal.settle(instance_id, failed_outcome("held", f"held for {', '.join(joined.held)}", version,
+                                                            outcome), path)
+        elif joined.quarantine:
+            self._keep_aside(instance_id, path, received_facts(document), "; ".join(joined.quarantine),
+                             failed_outcome("quarantine", "; ".join(joined.quarantine), version, outcome))
+        else:  # late and dropped, or its groups fired with no place for it
+            reason = "; ".join(joined.dropped) or decision.reason or "no rule routed it"
+            self.journal.settle(instance_id, failed_outcome("drop", reason, version, outcome), None)
+        self.groups.complete(joined.completing)
+        if not self.journal.path_in_use(path):
+            # no open group holds it and no delivery needs it (also when its groups fired meanwhile,
+            # or fired with it before a crash made it processed again): it leaves the spool
+            self.storage.remove(path)
+
+    def _route(self, instance_id: int, path: str, document: Document, decision: Decision, outcome: Outcome,
+               extra: tuple[NewDelivery, ...] = (), keep: bool = False) -> None:
+        """Write the copies the decision's destinations receive and queue them (with `extra`,
+        written already); the received file leaves the spool when none of them needs it
+        (`keep`: the caller decides, for its groups)."""
         try:
-            deliveries = self.write_copies(instance_id, path, document, decision)
+            deliveries = self.write_copies(instance_id, path, document, decision) + list(extra)
         except (CopyError, OSError) as exc:
             reason = str(exc) if isinstance(exc, CopyError) else f"its copies cannot be written: {short_error(exc)}"
             self._quarantine_failure(instance_id, path, received_facts(document), outcome.ruleset_version, reason,
@@ -391,7 +446,7 @@ class Pipeline:
             return
         retained = self.storage.keep(self.journal, instance_id)  # before a delivery can end and remove it
         self.journal.add_deliveries(instance_id, deliveries, outcome)
-        if not retained and all(item.path != path for item in deliveries):
+        if not retained and not keep and all(item.path != path for item in deliveries):
             self.storage.remove(path)  # every destination has its own copy
         self.notify({item.destination for item in deliveries})
 

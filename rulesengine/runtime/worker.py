@@ -179,11 +179,13 @@ def _open_journal(storage: Storage, messages: "_Messages"):
 
 
 def _process_pending(pipeline: Pipeline, interrupted=None) -> None:
-    """Process what was received (until `interrupted()` says a reload or the stop came); the
-    journal's database away, the next round tries again."""
+    """Process what was received (until `interrupted()` says a reload or the stop came), then
+    fire the groups whose timer ran out (the group rules' timer: a round every POLL_SECONDS at
+    most); the journal's database away, the next round tries again."""
     global _journal_away
     try:
         pipeline.process_pending(interrupted)
+        pipeline.groups.fire_due()
     except Exception as exc:
         if not unreachable(exc):
             raise

@@ -38,6 +38,34 @@ def make_instances(folder: Path, count: int, first_number: int = 1, source: str 
     return made
 
 
+def make_study(folder: Path, series: list[tuple[str, int, int | None]], source: str = CT_SMALL,
+               study_uid: str | None = None) -> list[Instance]:
+    """One new study of several series, one file each instance: `series` lists (SeriesDescription,
+    instance count, SeriesNumber or None to leave it out). Files are named SERIES_INSTANCE.dcm, in
+    the order given; the instances of a series are numbered from 1."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dataset = pydicom.dcmread(source)
+    dataset.StudyInstanceUID = study_uid or generate_uid()
+    made = []
+    for position, (description, count, series_number) in enumerate(series, start=1):
+        dataset.SeriesInstanceUID = generate_uid()
+        dataset.SeriesDescription = description
+        if series_number is None:
+            if "SeriesNumber" in dataset:
+                del dataset.SeriesNumber
+        else:
+            dataset.SeriesNumber = series_number
+        for number in range(1, count + 1):
+            uid = generate_uid()
+            dataset.SOPInstanceUID = uid
+            dataset.file_meta.MediaStorageSOPInstanceUID = uid
+            dataset.InstanceNumber = number
+            path = folder / f"{position:02d}_{number:03d}.dcm"
+            dataset.save_as(path, enforce_file_format=True)
+            made.append(Instance(path, uid, number))
+    return made
+
+
 def received_by_uid(folder: Path) -> dict[str, pydicom.Dataset]:
     """What a peer wrote to its folder, read back: SOPInstanceUID -> data set (header only)."""
     found = {}

@@ -212,3 +212,30 @@ def test_queue_lists_the_routers_and_warns_when_running_ones_differ_in_rules(tmp
     assert rows["node-d"][:2] == ["not", "running"]  # it said it stopped
     assert lines[-1] == ("warning: the running routers use different rule set versions: "
                          "node-a aaaa11112222, node-b bbbb33334444")
+
+
+def test_queue_lists_the_pending_groups_with_their_instances_and_timers(tmp_path):
+    config = make_config(tmp_path)
+    storage = Storage(str(tmp_path / "var" / "storage"))
+    journal = storage.journal()
+    now = time.time()
+    try:
+        for number in (1, 2):
+            instance_id = journal.record(Arrival(source_kind="listener", sop_instance_uid=f"1.2.3.{number}"),
+                                         f"/spool/in/{number}.dcm", Outcome("v1", "held", None, (), ()), "done")
+            journal.join_group("AI: brain <MR>", "v1", "study", "1.2.3", None, instance_id, 600, now=now)
+        series = journal.record(Arrival(source_kind="listener", sop_instance_uid="1.2.4.1"), "/spool/in/3.dcm",
+                                Outcome("v1", "held", None, (), ()), "done")
+        fired = journal.join_group("per series", "v1", "series", "1.2.4", "1.2.4.9", series, 60, now=now - 120).group
+        journal.claim_group(fired.id, now=now)
+        journal.fire_group(fired.id, [], now=now)  # fired: no longer pending
+        due = journal.join_group("due", "v1", "series", "1.2.5", "1.2.5.9", series, 60, now=now - 120).group
+    finally:
+        journal.close()
+    result = dicom_rules("queue", config, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["no deliveries", "", "2 pending group(s)"]
+    assert lines[3] == f"group #{due.id:<5} 'due' per series: 1 instance(s), due now  series 1.2.5.9"
+    assert lines[4].startswith("group #1     'AI: brain <MR>' per study: 2 instance(s), fires in 59")
+    assert lines[4].endswith(" s  study 1.2.3") and "per series" not in result.stdout.replace("'due' per series", "")

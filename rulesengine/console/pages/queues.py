@@ -1,5 +1,6 @@
 """The Queues page: per destination, counts by state and the items; retry dead deliveries,
-pause and resume a destination, purge with a confirmation step."""
+pause and resume a destination, purge with a confirmation step; the pending groups of group
+rules, with their instances and timers."""
 
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ def register(console) -> None:
             ("limit", "integer", False, f"items per page, 1 to {MAX_LIMIT}; default {PAGE_LIMIT}")))
     async def show_queues(request, user, params, api):
         """Per destination: counts by state and whether it is paused; then one page of items, newest
-        first. Parameters: destination, state (repeatable; default queued, sending, retrying, dead),
+        first; then the pending groups of group rules (`groups`: each with its first instances and
+        when it fires, `due_at`). Parameters: destination, state (repeatable; default queued, sending, retrying, dead),
         before (the next page: the `next_before` of the page before), limit (1 to 500)."""
         destination = text(params.one("destination"), "destination")
         chosen = states(params.all("state"), DELIVERY_STATES) or (QUEUED, SENDING, RETRYING, DEAD)
@@ -36,14 +38,16 @@ def register(console) -> None:
 
         def read():
             now = console.clock()
-            return actions.queues(config, journal, now), actions.queue_items(journal, chosen, destination,
-                                                                               before_id, limit)
-        destinations, (items, next_before) = await run_in_threadpool(read)
+            return (actions.queues(config, journal, now), actions.queue_items(journal, chosen, destination,
+                                                                                before_id, limit),
+                    actions.pending_groups(journal, now))
+        destinations, (items, next_before), groups = await run_in_threadpool(read)
         if api:
-            return JSONResponse({"destinations": destinations, "items": items, "next_before": next_before})
+            return JSONResponse({"destinations": destinations, "items": items, "next_before": next_before,
+                                 "groups": groups})
         return console.page(request, "queues.html", user, destinations=destinations, items=items,
                             next_before=next_before, states=chosen, all_states=DELIVERY_STATES,
-                            destination=destination or "", limit=limit)
+                            destination=destination or "", limit=limit, groups=groups)
 
     @console.both("/queues/retry", "POST", "operator", parameters=(
             _ONLY_DESTINATION, ("id", "integer", True, "only these deliveries")))

@@ -10,8 +10,9 @@ from .errors import unreachable
 from .interface import Journal
 from .outbox import Notification, NotificationState
 from .records import (MAX_TRACE_BYTES, MAX_TRACE_EDITS, Attempt, ClaimLost, Counter, Delivery, DeliveryState, DeliveryTrace,
-                      DestinationAnswer, Instance, InstanceState, InstanceTrace, Lease, ListedDelivery, NewDelivery,
-                      NewRequest, Outcome, Request, RequestOutcome, RequestResult, RetainedFile, RouterStatus, trace_text)
+                      DestinationAnswer, Group, GroupChanged, GroupJoin, GroupState, Instance, InstanceState,
+                      InstanceTrace, Lease, ListedDelivery, NewDelivery, NewRequest, Outcome, Request, RequestOutcome,
+                      RequestResult, RetainedFile, RouterStatus, trace_text)
 from .records import URGENT
 from .sql import LEASE_SECONDS
 from .sqlite import SQLiteJournal
@@ -21,7 +22,8 @@ DELIVERY_STATES = tuple(DeliveryState)
 ACCEPTED, PROCESSED, DONE = InstanceState
 
 __all__ = ["ACCEPTED", "Attempt", "ClaimLost", "Counter", "DEAD", "DELIVERED", "DELIVERY_STATES", "DONE", "Delivery",
-           "DeliveryState", "DeliveryTrace", "DestinationAnswer", "Instance", "InstanceState", "InstanceTrace",
+           "DeliveryState", "DeliveryTrace", "DestinationAnswer", "Group", "GroupChanged", "GroupJoin", "GroupState",
+           "Instance", "InstanceState", "InstanceTrace",
            "Journal", "LEASE_SECONDS", "Lease", "ListedDelivery", "MAX_TRACE_BYTES", "MAX_TRACE_EDITS", "NewDelivery", "NewRequest", "Notification",
            "NotificationState", "Outcome",
            "PROCESSED", "QUEUED", "RETRYING", "Request", "RequestOutcome", "RequestResult", "RetainedFile", "RouterStatus", "SENDING",

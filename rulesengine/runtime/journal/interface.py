@@ -18,14 +18,14 @@ runs the same tests on each.
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from typing import Iterable, Mapping, Protocol
 
 from ...arrival import Arrival
 from .exclusive import ExclusiveLock
 from .outbox import Notification, NotificationState
-from .records import (Attempt, Counter, Delivery, DeliveryState, Instance, InstanceState, InstanceTrace,
-                      Lease, ListedDelivery, NewDelivery, NewReplay, NewRequest, Outcome, Replay, ReplayedInstance,
-                      Request, RequestResult, RetainedFile, RouterStatus)
+from .records import (Attempt, Counter, Delivery, DeliveryState, Group, GroupJoin, Instance, InstanceState,
+                      InstanceTrace, Lease, ListedDelivery, NewDelivery, NewReplay, NewRequest, Outcome, Replay,
+                      ReplayedInstance, Request, RequestResult, RetainedFile, RouterStatus)
 
 
 class Journal(Protocol):
@@ -142,12 +142,12 @@ class Journal(Protocol):
     def requeue_interrupted(self) -> int:
         """On start: what any process of this node was sending when it stopped is sent again,
         with what no node holds and what expired leases held; another node's sends in flight
-        are left to it; the instances this node had claimed are free again. Returns how many
+        are left to it; the instances (and groups) this node had claimed are free again. Returns how many
         deliveries were queued again."""
 
     def requeue_process(self, process: int, now: float | None = None) -> tuple[int, int]:
         """A process of this node ended unexpectedly: what it held (deliveries being sent,
-        its sync deliveries, instances claimed) is given back at once; nobody else's claims
+        its sync deliveries, instances and groups claimed) is given back at once; nobody else's claims
         are touched. Returns (deliveries queued again, instances freed)."""
 
     def postpone(self, destination: str, until: float) -> None:
@@ -214,6 +214,51 @@ class Journal(Protocol):
     def replayed_instances(self, replay_id: int, after: int = 0, limit: int = 1000) -> list[tuple[int, Instance]]:
         """A replay's instances numbered above `after`, oldest first, each with the number of the
         instance it replays."""
+
+    # ---- groups (group rules: per series, per study) ----------------------------------------
+
+    def join_group(self, rule: str, ruleset_version: str | None, level: str, study_uid: str, series_uid: str | None,
+                   instance_id: int, quiet_seconds: float, now: float | None = None) -> GroupJoin:
+        """The instance joins its group of `rule` (one per study, or series): opened by its first
+        instance (whose rule set version it keeps); an open group is due `quiet_seconds` after
+        its last arrival; a fired one is left as it is and the instance is late (unless it was
+        a member before). Its file is in use while the group is open."""
+
+    def group(self, group_id: int) -> Group | None: ...
+
+    def groups_of(self, instance_id: int) -> list[Group]:
+        """The groups an instance joined, oldest first."""
+
+    def group_members(self, group_id: int) -> list[Instance]:
+        """A group's instances, in the order they joined it."""
+
+    def due_groups(self, now: float | None = None, limit: int = 100) -> list[Group]:
+        """Open groups due by `now` that no process is firing, the oldest due first."""
+
+    def claim_due_groups(self, limit: int, now: float | None = None) -> list[Group]:
+        """Due groups, leased to this process for `lease_seconds`: no other process, of any
+        node, fires them until the lease expires."""
+
+    def claim_group(self, group_id: int, now: float | None = None) -> Group | None:
+        """This open group, leased to this process, due or not; None when it fired already or
+        another process is firing it."""
+
+    def renew_group_leases(self, group_ids: Iterable[int], now: float | None = None) -> int:
+        """This process is still firing these: their leases run `lease_seconds` again."""
+
+    def release_groups(self, group_ids: Iterable[int]) -> int:
+        """Claimed and not fired: free for any process again (only this process's claims)."""
+
+    def fire_group(self, group_id: int, deliveries: Iterable[tuple[int, NewDelivery]],
+                   members: Iterable[int] | None = None, outcomes: Mapping[int, Outcome] | None = None,
+                   now: float | None = None) -> list[int]:
+        """Queue a claimed group's deliveries ((instance, delivery), group order) and mark it
+        fired, at once; raises ClaimLost, changing nothing, when this process no longer holds it,
+        and GroupChanged when it holds instances besides `members` (those it was evaluated over).
+        `outcomes`: the final decisions of instances held for their groups (outcome `held`)."""
+
+    def pending_groups(self, limit: int = 100) -> list[Group]:
+        """Open groups, the next due first, with how many instances each holds."""
 
     # ---- for `dicom-rules queue` ------------------------------------------------------------------
 

@@ -208,6 +208,54 @@ class Lease:
     process: int | None = None
 
 
+class GroupState(StrEnum):
+    """A group of a group rule: open (collecting its instances, its timer running), then fired."""
+
+    OPEN = "open"
+    FIRED = "fired"
+
+
+@dataclass(frozen=True)
+class Group(_Columns):
+    """The instances of one study (or series) for one group rule, and its timer: it fires at
+    `due_at` (quiet time after its last arrival), or sooner when its rule's `complete when` holds.
+    `series_uid` is "" for a study-level group."""
+
+    id: int
+    rule: str
+    ruleset_version: str | None
+    level: str  # series | study
+    study_uid: str
+    series_uid: str
+    state: GroupState
+    first_arrival: float
+    last_arrival: float
+    due_at: float
+    lease_owner: str | None
+    lease_process: int | None
+    lease_expires: float | None
+    fired_at: float | None
+    members: int = 0  # how many instances it holds (as listed by pending_groups)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> "Group":
+        values = {field.name: row[field.name] for field in fields(cls) if field.name != "members"}
+        members = row["members"] if "members" in row.keys() else 0
+        return cls(**{**values, "state": GroupState(values["state"]), "members": members or 0})
+
+
+class GroupJoin(NamedTuple):
+    """An instance joining its group: the group, and whether the instance came after it fired
+    (`late`: a new member of a fired group; one that was a member before it fired is not)."""
+
+    group: Group
+    late: bool
+
+
+class GroupChanged(RuntimeError):
+    """An instance joined a group while it was being fired: it is evaluated again, with it."""
+
+
 class ClaimLost(RuntimeError):
     """What this process claimed was taken over by another (its lease expired meanwhile), or
     finished by it: what the other did stands, and this process lets it go."""

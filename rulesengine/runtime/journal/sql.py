@@ -20,16 +20,18 @@ import time
 import weakref
 from contextlib import contextmanager
 from dataclasses import fields, replace
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from ...arrival import Arrival
 from .outbox import NotificationOutbox
-from .records import (Attempt, ClaimLost, Counter, Delivery, DeliveryState, DeliveryTrace, Instance, InstanceState, InstanceTrace,
-                      Lease, ListedDelivery, NewDelivery, NewReplay, NewRequest, Outcome, Replay, ReplayedInstance,
-                      Request, RequestResult, RetainedFile, RouterStatus)
+from .records import (Attempt, ClaimLost, Counter, Delivery, DeliveryState, DeliveryTrace, Group, GroupChanged,
+                      GroupJoin, GroupState, Instance, InstanceState, InstanceTrace, Lease, ListedDelivery,
+                      NewDelivery, NewReplay, NewRequest, Outcome, Replay, ReplayedInstance, Request,
+                      RequestResult, RetainedFile, RouterStatus)
 
 QUEUED, SENDING, DELIVERED, RETRYING, DEAD = DeliveryState
 ACCEPTED, PROCESSED, DONE = InstanceState
+OPEN, FIRED = GroupState
 
 # The exact filters of search_instances: each column has an index of its own, so that a search
 # never reads the whole table, however rare the value.
@@ -51,6 +53,10 @@ _NO_LEASE = "lease_owner=NULL, lease_process=NULL, lease_expires=NULL"  # a deli
 _MINE = "lease_owner=? AND lease_process=?"
 _NO_INSTANCE = 2 ** 63 - 1  # above every instance number
 _DELIVERY_COLUMNS = ", ".join(field.name for field in fields(Delivery))
+_GROUP_COLUMNS = ", ".join(field.name for field in fields(Group) if field.name != "members")
+# The spool files of the instances of open groups: kept until their group fired.
+_HELD_PATHS = ("SELECT i.path FROM groups g JOIN group_members m ON m.group_id = g.id JOIN instances i ON "
+               "i.id = m.instance_id WHERE g.state=? AND i.path IS NOT NULL")
 # What a search lists of an instance: everything but its trace, which is read one at a time.
 _LISTED_INSTANCE_COLUMNS = ("id, received_at, path, state, ruleset_version, outcome, reason, rules_fired, "
                             "destinations, processed_at, " + ", ".join(Arrival.ROW_COLUMNS + Arrival.HEADER_COLUMNS))
@@ -400,24 +406,26 @@ class SQLJournal(NotificationOutbox):
     def requeue_interrupted(self) -> int:
         """On start: what any process of this node was sending when it stopped is sent again,
         with what no node holds and what another node's expired lease held; another node's
-        sends in flight are left to it. The instances this node's processes had claimed are
-        free again. Returns how many deliveries were queued again."""
+        sends in flight are left to it. The instances (and groups) this node's processes had
+        claimed are free again. Returns how many deliveries were queued again."""
         now = time.time()
         with self._transaction() as db:
             db.execute(f"UPDATE instances SET {_NO_LEASE} WHERE state=? AND lease_owner=?", (ACCEPTED, self.node))
+            db.execute(f"UPDATE groups SET {_NO_LEASE} WHERE state=? AND lease_owner=?", (OPEN, self.node))
             return db.execute(f"UPDATE deliveries SET state=?, updated_at=?, {_NO_LEASE} WHERE state=? AND "
                               "(lease_owner IS NULL OR lease_owner=? OR lease_expires < ?)",
                               (QUEUED, now, SENDING, self.node, now)).rowcount
 
     def requeue_process(self, process: int, now: float | None = None) -> tuple[int, int]:
         """A process of this node ended unexpectedly (its supervisor knows it is gone): what it
-        was sending is sent again, its sync deliveries too, and the instances it had claimed are
-        free, at once, without waiting for their leases to expire. Nobody else's claims are
+        was sending is sent again, its sync deliveries too, and the instances (and groups) it had
+        claimed are free, at once, without waiting for their leases to expire. Nobody else's claims are
         touched. Returns (deliveries queued again, instances freed)."""
         now = time.time() if now is None else now
         with self._transaction() as db:
             instances = db.execute(f"UPDATE instances SET {_NO_LEASE} WHERE state=? AND {_MINE}",
                                    (ACCEPTED, self.node, process)).rowcount
+            db.execute(f"UPDATE groups SET {_NO_LEASE} WHERE state=? AND {_MINE}", (OPEN, self.node, process))
             deliveries = db.execute(f"UPDATE deliveries SET state=?, updated_at=?, {_NO_LEASE} WHERE state=? AND "
                                     f"{_MINE}", (QUEUED, now, SENDING, self.node, process)).rowcount
         return deliveries, instances
@@ -591,8 +599,10 @@ class SQLJournal(NotificationOutbox):
         if db.execute("SELECT 1 FROM instances WHERE path=? AND state=? LIMIT 1", (path, ACCEPTED)).fetchone():
             return True
         # a retained instance's file (read from the index of retained paths alone)
-        return db.execute("SELECT 1 FROM instances WHERE path=? AND retained_until IS NOT NULL LIMIT 1",
-                          (path,)).fetchone() is not None
+        if db.execute("SELECT 1 FROM instances WHERE path=? AND retained_until IS NOT NULL LIMIT 1", (path,)).fetchone():
+            return True
+        # an instance an open group holds
+        return db.execute(f"SELECT 1 FROM ({_HELD_PATHS}) AS held WHERE path=? LIMIT 1", (OPEN, path)).fetchone() is not None
 
     def paths_in_use(self) -> set[str]:
         db = self._connection()
@@ -602,6 +612,7 @@ class SQLJournal(NotificationOutbox):
                                            (ACCEPTED,))}
         paths |= {r[0] for r in db.execute("SELECT path FROM instances WHERE retained_until IS NOT NULL AND path "
                                            "IS NOT NULL")}
+        paths |= {r[0] for r in db.execute(_HELD_PATHS, (OPEN,))}
         return paths
 
     # ---- retention (retention.delivered) ----------------------------------------------------
@@ -729,6 +740,151 @@ class SQLJournal(NotificationOutbox):
             (replay_id, after, max(0, int(limit)))).fetchall()
         return [(row["replay_of"], Instance.from_row(row)) for row in rows]
 
+    # ---- groups (group rules: per series, per study) --------------------------------------------
+
+    def join_group(self, rule: str, ruleset_version: str | None, level: str, study_uid: str, series_uid: str | None,
+                   instance_id: int, quiet_seconds: float, now: float | None = None) -> GroupJoin:
+        """The instance joins its group of `rule` (opened by its first instance, whose rule set
+        version it keeps): an open group's timer starts again, due `quiet_seconds` after this
+        arrival. One statement for the group and one for the member, in one transaction. A
+        fired group is left as it is: the instance is late, unless it was a member before."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            row = db.execute(
+                "INSERT INTO groups (rule, ruleset_version, level, study_uid, series_uid, state, first_arrival, "
+                "last_arrival, due_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (rule, study_uid, series_uid) DO UPDATE SET "
+                f"last_arrival=CASE WHEN groups.state=? THEN {self._GREATEST}(groups.last_arrival, excluded.last_arrival) "
+                "ELSE groups.last_arrival END, "
+                f"due_at=CASE WHEN groups.state=? THEN {self._GREATEST}(groups.due_at, excluded.due_at) "
+                f"ELSE groups.due_at END RETURNING {_GROUP_COLUMNS}",
+                (rule, ruleset_version, level, study_uid, series_uid or "", OPEN, now, now, now + quiet_seconds,
+                 OPEN, OPEN)).fetchone()
+            group = Group.from_row(row)
+            joined = db.execute("INSERT INTO group_members (group_id, instance_id, arrived_at) VALUES (?,?,?) "
+                                "ON CONFLICT (group_id, instance_id) DO NOTHING", (group.id, instance_id, now)).rowcount
+        return GroupJoin(group, group.state == FIRED and joined > 0)
+
+    def groups_of(self, instance_id: int) -> list[Group]:
+        """The groups an instance joined, oldest first."""
+        return [Group.from_row(row) for row in self._connection().execute(
+            f"SELECT {', '.join('g.' + name for name in _GROUP_COLUMNS.split(', '))} FROM groups g JOIN group_members m "
+            "ON m.group_id = g.id WHERE m.instance_id=? ORDER BY g.id", (instance_id,))]
+
+    def group(self, group_id: int) -> Group | None:
+        row = self._connection().execute(f"SELECT {_GROUP_COLUMNS}, (SELECT COUNT(*) FROM group_members m WHERE "
+                                         "m.group_id = groups.id) AS members FROM groups WHERE id=?",
+                                         (group_id,)).fetchone()
+        return Group.from_row(row) if row else None
+
+    def group_members(self, group_id: int) -> list[Instance]:
+        """The instances of a group, in the order they joined it (the rule puts them in group
+        order); those the journal forgot since (purged) are left out."""
+        return [Instance.from_row(row) for row in self._connection().execute(
+            "SELECT i.* FROM group_members m JOIN instances i ON i.id = m.instance_id WHERE m.group_id=? "
+            "ORDER BY m.arrived_at, m.instance_id", (group_id,))]
+
+    def due_groups(self, now: float | None = None, limit: int = 100) -> list[Group]:
+        """Open groups whose timer ran out (`due_at <= now`) and that no process is firing (or
+        whose firing process's lease expired), the oldest due first."""
+        now = time.time() if now is None else now
+        return [Group.from_row(row) for row in self._connection().execute(
+            f"SELECT {_GROUP_COLUMNS} FROM groups WHERE state=? AND due_at<=? AND (lease_expires IS NULL OR "
+            "lease_expires<?) ORDER BY due_at, id LIMIT ?", (OPEN, now, now, max(0, int(limit))))]
+
+    def claim_due_groups(self, limit: int, now: float | None = None) -> list[Group]:
+        """Due groups (as due_groups), leased to this process for `lease_seconds`: it alone fires
+        them; one that dies loses them when the lease expires, and another process fires them."""
+        now = time.time() if now is None else now
+        if not self.due_groups(now, 1):  # asked at every round: a read answers when nothing is due
+            return []
+        with self._transaction() as db:
+            rows = db.execute(f"SELECT {_GROUP_COLUMNS} FROM groups WHERE state=? AND due_at<=? AND (lease_expires "
+                              f"IS NULL OR lease_expires<?) ORDER BY due_at, id LIMIT ?{self._CLAIM_LOCK}",
+                              (OPEN, now, now, max(0, int(limit)))).fetchall()
+            self._lease_groups(db, [row["id"] for row in rows], now)
+        return [self._leased(Group.from_row(row), now) for row in rows]
+
+    def claim_group(self, group_id: int, now: float | None = None) -> Group | None:
+        """This open group, leased to this process whether due or not (its `complete when`
+        holds); None when it fired already or another process is firing it."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            row = db.execute(f"SELECT {_GROUP_COLUMNS} FROM groups WHERE id=? AND state=? AND (lease_expires IS NULL "
+                             f"OR lease_expires<?){self._CLAIM_LOCK}", (group_id, OPEN, now)).fetchone()
+            if row is not None:
+                self._lease_groups(db, [group_id], now)
+        return self._leased(Group.from_row(row), now) if row is not None else None
+
+    def _lease_groups(self, db: Any, ids: list[int], now: float) -> None:
+        if ids:
+            db.execute(f"UPDATE groups SET lease_owner=?, lease_process=?, lease_expires=? "
+                       f"WHERE id IN ({','.join('?' * len(ids))})",
+                       (self.node, self.process, now + self.lease_seconds, *ids))
+
+    def _leased(self, group: Group, now: float) -> Group:
+        return replace(group, lease_owner=self.node, lease_process=self.process,
+                       lease_expires=now + self.lease_seconds)
+
+    def renew_group_leases(self, group_ids: Iterable[int], now: float | None = None) -> int:
+        """This process is still firing these groups: their leases run `lease_seconds` from
+        `now` again. Returns how many it still held."""
+        return self._renew("groups", list(group_ids), OPEN, now)
+
+    def release_groups(self, group_ids: Iterable[int]) -> int:
+        """Claimed and not fired (an error; tried again at a later round): free for any process."""
+        ids = list(group_ids)
+        if not ids:
+            return 0
+        with self._transaction() as db:
+            return db.execute(f"UPDATE groups SET {_NO_LEASE} WHERE id IN ({','.join('?' * len(ids))}) AND state=? "
+                              f"AND {_MINE}", (*ids, OPEN, self.node, self.process)).rowcount
+
+    def fire_group(self, group_id: int, deliveries: Iterable[tuple[int, NewDelivery]],
+                   members: Iterable[int] | None = None, outcomes: Mapping[int, Outcome] | None = None,
+                   now: float | None = None) -> list[int]:
+        """A group this process claimed fires: its deliveries ((instance, delivery), in group
+        order) are queued together and the group is marked fired, in one transaction. Raises
+        ClaimLost, changing nothing, when this process no longer holds it (its lease expired and
+        another process took it, or fired it), and GroupChanged when an instance besides `members`
+        (those the caller evaluated) joined it meanwhile: the caller evaluates it again."""
+        now = time.time() if now is None else now
+        evaluated = None if members is None else set(members)
+        rows = [(instance_id, item.destination, item.path, item.sop_class_uid, item.sop_instance_uid,
+                 item.transfer_syntax, item.priority, item.delivery_window, QUEUED, now, now)
+                for instance_id, item in deliveries]
+        with self._transaction() as db:
+            held = db.execute(f"UPDATE groups SET state=?, fired_at=?, {_NO_LEASE} WHERE id=? AND state=? AND {_MINE}",
+                              (FIRED, now, group_id, OPEN, self.node, self.process)).rowcount
+            if not held:
+                row = db.execute("SELECT state, lease_owner, lease_process FROM groups WHERE id=?",
+                                 (group_id,)).fetchone()
+                raise ClaimLost(f"group {group_id} is no longer claimed by this process" +
+                                (f": {row['lease_owner']} process {row['lease_process']} has it ({row['state']})"
+                                 if row else ""))
+            for instance_id, outcome in (outcomes or {}).items():
+                db.execute(f"UPDATE instances SET {', '.join(f'{name}=?' for name in outcome.to_row())} "
+                           "WHERE id=? AND outcome=?", (*outcome.to_row().values(), instance_id, "held"))
+            if evaluated is not None:
+                # The group's row is locked by the update: a join waits for this commit, then finds it fired.
+                joined = {int(row[0]) for row in db.execute("SELECT instance_id FROM group_members WHERE group_id=?",
+                                                            (group_id,))}
+                if joined - evaluated:
+                    raise GroupChanged(f"group {group_id}: {len(joined - evaluated)} instance(s) joined while it fired")
+            if not rows:
+                return []
+            # one statement (see the module's docstring); ids are given in the rows' order
+            return sorted(int(row[0]) for row in db.execute(
+                "INSERT INTO deliveries (instance_id, destination, path, sop_class_uid, sop_instance_uid, "
+                "transfer_syntax, priority, delivery_window, state, created_at, updated_at) VALUES " +
+                ",".join(["(?,?,?,?,?,?,?,?,?,?,?)"] * len(rows)) +
+                " RETURNING id", [value for row in rows for value in row]).fetchall())
+
+    def pending_groups(self, limit: int = 100) -> list[Group]:
+        """Open groups, the next due first, each with how many instances it holds."""
+        return [Group.from_row(row) for row in self._connection().execute(
+            f"SELECT {_GROUP_COLUMNS}, (SELECT COUNT(*) FROM group_members m WHERE m.group_id = groups.id) AS members "
+            "FROM groups WHERE state=? ORDER BY due_at, id LIMIT ?", (OPEN, max(0, int(limit))))]
+
     # ---- for `dicom-rules queue` ---------------------------------------------------------
 
     def counts(self) -> dict[str, dict[DeliveryState, int]]:
@@ -758,10 +914,12 @@ class SQLJournal(NotificationOutbox):
 
     def purge_instances(self, older_than: float | None = None) -> int:
         """Forget instances that are finished and have no delivery left in the journal (a retained
-        one stays until its retention ends: the cleanup needs its entry to remove its file)."""
+        one stays until its retention ends: the cleanup needs its entry to remove its file; one an
+        open group holds stays until the group fires)."""
         query = ("DELETE FROM instances WHERE state IN (?, ?) AND retained_until IS NULL AND NOT EXISTS (SELECT 1 "
-                 "FROM deliveries d WHERE d.instance_id = instances.id)")
-        args: list = [DONE, PROCESSED]
+                 "FROM deliveries d WHERE d.instance_id = instances.id) AND NOT EXISTS (SELECT 1 FROM group_members m "
+                 "JOIN groups g ON g.id = m.group_id WHERE m.instance_id = instances.id AND g.state=?)")
+        args: list = [DONE, PROCESSED, OPEN]
         if older_than is not None:
             query += " AND COALESCE(processed_at, received_at) < ?"
             args.append(older_than)

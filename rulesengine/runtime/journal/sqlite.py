@@ -163,6 +163,33 @@ CREATE TABLE IF NOT EXISTS replays (
     instances INTEGER NOT NULL,
     missing INTEGER NOT NULL  -- retained instances whose file was gone
 );
+-- Group rules (per series, per study): a group per rule and study (and series), open while it
+-- collects its instances, fired once (sql.py: join_group, claim_due_groups, fire_group).
+-- series_uid is '' for a study-level group. A fired group stays: a late instance finds it.
+CREATE TABLE IF NOT EXISTS groups (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    rule TEXT NOT NULL,
+    ruleset_version TEXT,  -- the version it is evaluated with: its first instance's
+    level TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    series_uid TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL,  -- open | fired
+    first_arrival REAL NOT NULL,
+    last_arrival REAL NOT NULL,
+    due_at REAL NOT NULL,  -- its timer: the quiet time after its last arrival
+    lease_owner TEXT, lease_process INTEGER, lease_expires REAL,  -- the process firing it
+    fired_at REAL,
+    UNIQUE (rule, study_uid, series_uid)
+);
+CREATE INDEX IF NOT EXISTS groups_due ON groups(state, due_at);
+-- A group's instances: their spool files are kept while it is open (paths_in_use).
+CREATE TABLE IF NOT EXISTS group_members (
+    group_id INTEGER NOT NULL REFERENCES groups(id),
+    instance_id INTEGER NOT NULL,
+    arrived_at REAL NOT NULL,
+    PRIMARY KEY (group_id, instance_id)
+);
+CREATE INDEX IF NOT EXISTS group_members_instance ON group_members(instance_id);
 """
 
 # Indexes on columns a journal from before may lack: created once they are added.

@@ -1,0 +1,322 @@
+"""Group rules at run time: instances held in their series' or study's group, then fired together.
+
+After the instance rules (which run first, unchanged), an instance of a rule set version with
+group rules joins one group per group rule (the journal's `groups`, keyed by rule, study and
+series); an instance the instance rules dropped, rejected or quarantined joins none. While its
+group is open, the instance's spool file is kept (the journal counts it in use).
+
+A group fires once: when its rule's `complete when` holds (checked after each arrival, by the
+process that processed it), or when its timer runs out, `complete after` (else the
+configuration's `group_quiet_time`) after its last arrival. The timer lives in the journal
+(`due_at`): every worker process looks for due groups at each round (`fire_due`), claims
+them with a lease (one process of one node fires a group; one that dies loses it when the
+lease expires), evaluates the rule over the members in group order, turns each decision
+into deliveries as an instance's decision is turned (Pipeline.write_copies), and queues them
+together as it marks the group fired. A restart loses nothing: what is open is in the journal.
+
+An instance that arrives after its group fired is late, handled by the rule's `late`
+policy: refire (its actions for that instance alone, the aggregates over the whole group),
+quarantine (the reason names the group), or drop (journaled and logged). Never silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from ..copies import CopyError
+from ..document import Document, DocumentReadError
+from ..intake import read_instance, short_error
+from ..lang.ruleset import Decision, RuleSet
+from .journal import ClaimLost, Group, GroupChanged, Instance, NewDelivery
+from .journal.errors import unreachable
+
+log = logging.getLogger("rulesengine.router")
+
+HELD = "held"  # the outcome of an instance no instance rule routed, kept for its groups (Pipeline._settle_grouped)
+FIRE_BATCH = 4  # due groups claimed at once: few, so that other processes share the work
+FIRE_TRIES = 3  # a group that gained a member while it fired is evaluated again, at most this often
+
+
+@dataclass(frozen=True)
+class Joined:
+    """What joining its groups made of an instance."""
+
+    held: tuple[str, ...]  # the open groups it joined (named): its file is kept until they fired
+    deliveries: tuple[NewDelivery, ...] = ()  # late refires: queued with the instance's own
+    quarantine: tuple[str, ...] = ()  # late quarantines: the reasons
+    dropped: tuple[str, ...] = ()  # late drops: the reasons (logged, journaled as its outcome)
+    completing: tuple[int, ...] = ()  # open groups to check `complete when` on, once it is settled
+
+
+def group_name(group: Group) -> str:
+    """A group as log lines and reasons name it."""
+    where = f"series {group.series_uid}" if group.series_uid else f"study {group.study_uid}"
+    return f"group {group.id} of rule {group.rule!r} ({where})"
+
+
+def _as_received(decision: Decision, document: Document) -> Decision:
+    """A group rule's actions run on a copy of each instance (its aggregates read the instances
+    as received): a destination whose copy nothing edited receives the received file itself,
+    as it would from an instance rule."""
+    edited = {edit.destination for edit in decision.edits}
+    if None in edited:
+        return decision
+    return replace(decision, destinations={name: copy if name in edited else document
+                                           for name, copy in decision.destinations.items()})
+
+
+class GroupRunner:
+    """The group rules of one process's pipeline: joining, firing, late instances."""
+
+    def __init__(self, pipeline: Any, clock: Callable[[], float] | None = None):
+        """`pipeline`: the Pipeline whose instances these are (its journal, storage, rule set
+        versions, write_copies, describe and notify)."""
+        self.pipeline = pipeline
+        self.journal = pipeline.journal
+        self.storage = pipeline.storage
+        self.clock = clock or pipeline.clock
+
+    @property
+    def default_quiet_seconds(self) -> float:
+        return float(getattr(self.pipeline.versions.config, "group_quiet_time", 300.0))
+
+    # ---- joining ------------------------------------------------------------------------------
+
+    @staticmethod
+    def joins(ruleset: RuleSet, decision: Decision) -> bool:
+        """Does an instance so decided join its groups? Only when the rule set has group rules,
+        and no instance rule dropped, rejected or quarantined it (the no-destination policy is
+        not a rule's decision: the group rules may route it)."""
+        if not getattr(ruleset, "group_rules", ()):
+            return False
+        return decision.outcome == "route" or decision.unrouted
+
+    def join(self, instance: Instance, document: Document, ruleset: RuleSet) -> Joined | None:
+        """The instance joins one group per group rule of its rule set version (None: it has none
+        of their UIDs); a late one is handled by the rule's `late` policy."""
+        held, deliveries, quarantine, dropped, completing = [], [], [], [], []
+        joined_any = False
+        for rule in ruleset.group_rules:
+            key = rule.key(document)
+            if key is None:
+                continue
+            joined_any = True
+            quiet = rule.quiet_seconds if rule.quiet_seconds is not None else self.default_quiet_seconds
+            joined = self.journal.join_group(rule.name, ruleset.version, rule.level, key[0], key[1], instance.id,
+                                             quiet, now=self.clock())
+            group = joined.group
+            if not joined.late:
+                if group.state == "open":
+                    held.append(group_name(group))
+                    if rule.has_completion:
+                        completing.append(group.id)
+                continue
+            reason = f"arrived after {group_name(group)} fired"
+            if rule.late == "drop":
+                log.warning("instance %s %s: dropped (late drop)", instance.id, reason)
+                dropped.append(f"{reason} (late drop)")
+            elif rule.late == "quarantine":
+                quarantine.append(f"{reason} (late quarantine)")
+            else:
+                deliveries.extend(self._refire(instance, document, rule, group, ruleset))
+        if not joined_any:
+            return None
+        return Joined(tuple(held), tuple(deliveries), tuple(quarantine), tuple(dropped), tuple(completing))
+
+    def _refire(self, instance: Instance, document: Document, rule, group: Group,
+                ruleset: RuleSet) -> list[NewDelivery]:
+        """A late instance, `late refire`: the rule's actions for it alone, its aggregates over
+        the whole group (the members whose files the spool still holds, and this one)."""
+        members = [member for member in self.journal.group_members(group.id) if member.id != instance.id]
+        documents = self._read(members)
+        everyone = [document for _, document in documents] + [document]
+        decision = rule.evaluate_late(everyone, document)
+        log.info("late for %s, refired: %s", group_name(group), self.pipeline.describe(document, decision, ruleset))
+        items = self._turn(instance, document, decision, group)
+        return items
+
+    # ---- firing -------------------------------------------------------------------------------
+
+    def complete(self, group_ids) -> int:
+        """Open groups whose `complete when` may hold now (an instance joined): fired when it
+        does. Returns how many fired."""
+        fired = 0
+        for group_id in group_ids:
+            group = self.journal.group(group_id)
+            if group is None or group.state != "open":
+                continue
+            rule, ruleset = self._rule_of(group)
+            if rule is None or not rule.has_completion:
+                continue
+            members = self.journal.group_members(group_id)
+            if not rule.is_complete([document for _, document in self._read(members)]):
+                continue
+            claimed = self.journal.claim_group(group_id, now=self.clock())
+            if claimed is not None and self.fire(claimed, complete=True):
+                fired += 1
+        return fired
+
+    def fire_due(self) -> int:
+        """One round of the timer: every due group no other process fires is claimed and fired.
+        Returns how many fired."""
+        fired = 0
+        while True:
+            batch = self.journal.claim_due_groups(FIRE_BATCH, now=self.clock())
+            if not batch:
+                return fired
+            left = [group.id for group in batch]
+            try:
+                for group in batch:
+                    left.remove(group.id)
+                    fired += self.fire(group)
+            finally:
+                if left:  # an error (the database away) before these: free for any process
+                    self.journal.release_groups(left)
+
+    def fire(self, group: Group, complete: bool = False) -> bool:
+        """A group this process claimed: evaluated over its members in group order, its
+        deliveries queued together, marked fired. False when it could not be (tried again at a
+        later round), or another process took it over."""
+        for _ in range(FIRE_TRIES):
+            try:
+                destinations = self._fire_once(group, complete)
+            except GroupChanged:
+                continue  # an instance joined while it was evaluated: evaluated again, with it
+            except ClaimLost as exc:
+                log.warning("%s: fired elsewhere; this process leaves it (%s)", group_name(group), exc)
+                return False
+            except Exception as exc:  # noqa: BLE001 - tried again at a later round, by any process
+                if unreachable(exc):
+                    raise
+                log.exception("%s could not be fired; tried again at the next round", group_name(group))
+                self.journal.release_groups([group.id])
+                return False
+            self.pipeline.notify(destinations)
+            return True
+        self.journal.release_groups([group.id])
+        return False
+
+    def _fire_once(self, group: Group, complete: bool) -> set[str]:
+        rule, ruleset = self._rule_of(group)
+        members = self.journal.group_members(group.id)
+        documents = self._read(members)
+        deliveries: list[tuple[int, NewDelivery]] = []
+        how = "complete" if complete else "quiet"
+        if rule is None:
+            log.error("%s: its rule set version %s has no such group rule now; fired with no delivery",
+                      group_name(group), group.ruleset_version)
+        else:
+            by_document = {id(document): instance for instance, document in documents}
+            ordered = rule.order([document for _, document in documents])
+            decisions = rule.evaluate([document for _, document in documents])
+            log.info("%s fired (%s): %d instance(s)", group_name(group), how, len(documents))
+            try:
+                outcomes = {}
+                for document, decision in zip(ordered, decisions):
+                    instance = by_document[id(document)]
+                    if instance.outcome.outcome == HELD and decision.unrouted and not self._held_elsewhere(
+                            instance, group):
+                        decision = self._no_destination(decision, group)
+                    log.info("%s: %s", group_name(group), self.pipeline.describe(document, decision, ruleset))
+                    items = self._turn(instance, document, decision, group)
+                    deliveries.extend((instance.id, item) for item in items)
+                    if instance.outcome.outcome == HELD and not decision.unrouted:
+                        outcomes[instance.id] = self.pipeline.outcome_of(decision, ruleset)
+                self.journal.fire_group(group.id, deliveries, members=[member.id for member in members],
+                                        outcomes=outcomes, now=self.clock())
+            except BaseException:
+                self._remove_copies(deliveries, members)
+                raise
+        if rule is None:
+            self.journal.fire_group(group.id, [], members=[member.id for member in members], now=self.clock())
+        self._release_files(members)
+        return {item.destination for _, item in deliveries}
+
+    def _held_elsewhere(self, instance: Instance, group: Group) -> bool:
+        """Is the instance in another open group, which may still route it?"""
+        return any(other.id != group.id and other.state == "open" for other in self.journal.groups_of(instance.id))
+
+    def _no_destination(self, decision: Decision, group: Group) -> Decision:
+        """An instance held for its groups that no rule routed, its last group fired: the
+        configuration's no_destination policy, as for an instance no instance rule routes (a
+        reject, which the sender can no longer be told of, keeps it aside)."""
+        policy = getattr(self.pipeline.versions.config, "no_destination", "quarantine")
+        reason = f"no rule routed this document (nor {group_name(group)})"
+        return replace(decision, outcome="drop" if policy == "drop" else "quarantine", reason=reason, unrouted=False)
+
+    def _turn(self, instance: Instance, document: Document, decision: Decision, group: Group) -> list[NewDelivery]:
+        """A group rule's decision for one instance, as an instance's decision is turned: its
+        destinations' copies written (Pipeline.write_copies), a quarantine kept aside (a copy:
+        the received file may serve its other groups and deliveries), a drop logged."""
+        if decision.error:
+            log.warning("%s, instance %s: %s", group_name(group), instance.id, decision.error)
+        if decision.outcome == "route":
+            decision = _as_received(decision, document)
+            try:
+                return self.pipeline.write_copies(instance.id, instance.path, document, decision,
+                                                  prefix=f"g{group.id}-")
+            except (CopyError, OSError) as exc:
+                reason = str(exc) if isinstance(exc, CopyError) else f"its copies cannot be written: {short_error(exc)}"
+                self.quarantine_copy(instance, f"{group_name(group)}: {reason}")
+                return []
+        if decision.outcome in ("quarantine", "reject"):
+            self.quarantine_copy(instance, f"{group_name(group)}: {decision.reason or decision.outcome}")
+        return []
+
+    def quarantine_copy(self, instance: Instance, reason: str) -> None:
+        """A copy of the instance kept aside with `reason` (its received file stays where it serves)."""
+        temp = self.storage.temp_path()
+        try:
+            shutil.copyfile(instance.path, temp)
+            self.storage.quarantine(temp, reason, {**instance.arrival.to_quarantine(),
+                                                   "rules_version": instance.outcome.ruleset_version})
+        except OSError as exc:
+            self.storage.remove(temp)
+            log.error("instance %s: cannot be quarantined (%s): %s", instance.id, reason, short_error(exc))
+            return
+        log.warning("instance %s quarantined: %s", instance.id, reason)
+
+    # ---- helpers ------------------------------------------------------------------------------
+
+    def _rule_of(self, group: Group):
+        """The group's rule, from the rule set version that opened it (None: it has none now)."""
+        ruleset = self.pipeline.versions.get(group.ruleset_version)
+        rule = next((rule for rule in getattr(ruleset, "group_rules", ()) if rule.name == group.rule), None)
+        return rule, ruleset
+
+    def _read(self, members: list[Instance]) -> list[tuple[Instance, Document]]:
+        """The members' headers from their spool files; one that cannot be read is left out (said once)."""
+        documents = []
+        for member in members:
+            if not member.path:
+                continue
+            received = member.arrival
+            if received.received_at is None:
+                received = replace(received, received_at=member.received_at)
+            try:
+                documents.append((member, read_instance(member.path, received, member.checked)))
+            except DocumentReadError as exc:
+                log.warning("instance %s of a group cannot be read (%s); left out of it", member.id,
+                            str(exc).replace(member.path, "its file"))
+        return documents
+
+    def _remove_copies(self, deliveries: list[tuple[int, NewDelivery]], members: list[Instance]) -> None:
+        received = {member.path for member in members}
+        for _, item in deliveries:
+            if item.path not in received:
+                self.storage.remove(item.path)
+
+    def _release_files(self, members: list[Instance]) -> None:
+        """After a group fired: the files of its members nothing needs any more (no delivery,
+        no other open group) leave the spool."""
+        kept_aside = os.path.abspath(self.storage.quarantine_dir)
+        for member in members:
+            path = member.path
+            if not path or os.path.commonpath([kept_aside, os.path.abspath(path)]) == kept_aside:
+                continue  # quarantined since: the quarantine's, not the spool's
+            if os.path.exists(path) and not self.journal.path_in_use(path):
+                self.storage.remove(path)
