@@ -23,7 +23,7 @@ from .fmt import cmd_fmt
 from .lint import cmd_lint
 from .query import add_query_arguments, cmd_query
 from .replay import add_replay_commands
-from .requests import MESSAGES, cmd_requests
+from .requests import MESSAGES as REQUEST_MESSAGES, cmd_requests
 from .notifications import STATES, cmd_notifications
 from .router import cmd_check_config, cmd_echo, cmd_quarantine, cmd_queue, cmd_run, cmd_schema, cmd_send
 from .rule_tests import cmd_test
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     requests.add_argument("config", help="router configuration (YAML); its storage holds the journal")
     requests.add_argument("action", nargs="?", choices=("list", "purge"), default="list",
                           help="list (the default): newest first; purge: forget finished requests")
-    requests.add_argument("--message", action="append", choices=MESSAGES, help="list: only this message (repeatable)")
+    requests.add_argument("--message", action="append", choices=REQUEST_MESSAGES, help="list: only this message (repeatable)")
     requests.add_argument("--limit", type=int, default=50, help="list: at most this many")
     requests.add_argument("--older-than", type=float, metavar="SECONDS", help="purge: only requests older than this")
     _add_format(requests, ("text", "json"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 
@@ -11,7 +10,7 @@ from ..config import format_duration, load_config
 from ..runtime.cleanup import KINDS, LOCK_NAME, Cleanup, CleanupPlan
 from ..runtime.disk_space import in_bytes
 from ..runtime.storage import Storage
-from .common import EXIT_FINDINGS, EXIT_OK, UsageError
+from .common import EXIT_FINDINGS, EXIT_OK, require_journal
 
 clock = time.time  # what "now" is (tests move it instead of waiting for files to age)
 
@@ -31,10 +30,7 @@ def add_cleanup_command(sub) -> None:
 
 def cmd_cleanup(args) -> int:
     config = load_config(args.config, secrets=False)
-    # Storage() creates what is missing: a wrong storage path would read as "nothing to remove".
-    if config.journal is None and not os.path.isfile(os.path.join(config.storage, "journal.sqlite")):
-        raise UsageError(f"no journal in {config.storage} (storage of {config.path}): has the router run "
-                         "with this configuration?")
+    require_journal(config)
     storage = Storage.of(config)
     journal = storage.journal()
     cleanup = Cleanup(storage, journal, config.retention, config.watch, clock=lambda: clock())

@@ -27,6 +27,15 @@ class InputFile:
     relative: str  # a name distinct among the files found: what dry-run --out writes it as
 
 
+def require_journal(config) -> None:
+    """Before a command opens the journal of `config`: a SQLite journal that is not there is a
+    usage error (opening it would create an empty one, and a wrong storage path would read as
+    "nothing there")."""
+    if config.journal is None and not os.path.isfile(os.path.join(config.storage, "journal.sqlite")):
+        raise UsageError(f"no journal in {config.storage} (storage of {config.path}): has the router run "
+                         "with this configuration?")
+
+
 def not_hidden(name: str) -> bool:
     return not name.startswith(".")
 

@@ -5,22 +5,19 @@ a notification carries (they may hold patient data); purges those sent or dead."
 
 from __future__ import annotations
 
-import os
 import time
 
 from ..config import load_config
 from ..runtime.journal import NotificationState
 from ..runtime.storage import Storage
-from .common import EXIT_OK, UsageError
+from .common import EXIT_OK, require_journal
 
 STATES = tuple(state.value for state in NotificationState)
 
 
 def cmd_notifications(args) -> int:
     config = load_config(args.config, secrets=False)
-    if config.journal is None and not os.path.isfile(os.path.join(config.storage, "journal.sqlite")):
-        raise UsageError(f"no journal in {config.storage} (storage of {config.path}): has the router run "
-                         "with this configuration?")
+    require_journal(config)
     journal = Storage.of(config).journal()
     try:
         if args.action == "purge":

@@ -27,7 +27,7 @@ from ..runtime.replay import (NoRulesInPlace, RulesUnavailable, arrival_of, queu
                               rules_from_file, rules_in_place)
 from ..runtime.rules import NoRulesError
 from ..runtime.storage import Storage
-from .common import EXIT_FINDINGS, EXIT_OK, UsageError
+from .common import EXIT_FINDINGS, EXIT_OK, UsageError, require_journal
 
 clock = time.time  # what "now" is (tests move it rather than wait)
 
@@ -97,10 +97,7 @@ def _period(since: float | None, until: float | None) -> str:
 
 
 def _journal(config: Config) -> tuple[Storage, Journal]:
-    # Storage() creates what is missing: a wrong storage path would read as "nothing retained".
-    if config.journal is None and not os.path.isfile(os.path.join(config.storage, "journal.sqlite")):
-        raise UsageError(f"no journal in {config.storage} (storage of {config.path}): has the router run "
-                         "with this configuration?")
+    require_journal(config)
     storage = Storage.of(config)
     return storage, storage.journal()
 

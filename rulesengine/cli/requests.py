@@ -5,13 +5,12 @@ took; `purge` forgets finished ones."""
 from __future__ import annotations
 
 import json
-import os
 import time
 
 from ..config import load_config
 from ..runtime.journal import Journal, Request
 from ..runtime.storage import Storage
-from .common import EXIT_OK, UsageError
+from .common import EXIT_OK, require_journal
 
 MESSAGES = ("C-FIND", "C-MOVE", "C-GET", "N-CREATE", "N-SET")
 
@@ -36,10 +35,7 @@ def cmd_requests(args) -> int:
 
 def _journal(config_path: str) -> Journal:
     config = load_config(config_path, secrets=False)
-    # Storage() creates what is missing: a wrong storage path would read as "no requests".
-    if config.journal is None and not os.path.isfile(os.path.join(config.storage, "journal.sqlite")):
-        raise UsageError(f"no journal in {config.storage} (storage of {config.path}): has the router run "
-                         "with this configuration?")
+    require_journal(config)
     return Storage.of(config).journal()
 
 

@@ -24,7 +24,7 @@ from ..runtime.logs import setup_logging
 from ..runtime.queue_operations import PurgeRefused
 from ..runtime.router_status import heartbeat_of, is_running
 from ..runtime.storage import JournalUnavailable, Storage
-from .common import EXIT_FINDINGS, EXIT_OK, UsageError, input_files, print_diagnostics
+from .common import EXIT_FINDINGS, EXIT_OK, UsageError, require_journal, input_files, print_diagnostics
 
 
 # ---- run ----------------------------------------------------------------------------------
@@ -224,11 +224,7 @@ def cmd_send(args) -> int:
 
 def cmd_queue(args) -> int:
     config = load_config(args.config, secrets=False)
-    # Storage() creates what is missing: a wrong storage path would get an empty journal
-    # and read as "no deliveries".
-    if config.journal is None and not os.path.isfile(os.path.join(config.storage, "journal.sqlite")):
-        raise UsageError(f"no journal in {config.storage} (storage of {config.path}): has the router run "
-                         "with this configuration?")
+    require_journal(config)
     storage = Storage.of(config)
     journal = storage.journal()
     if args.action == "retry":
@@ -326,10 +322,7 @@ def _print_routers(statuses, now: float) -> None:
 
 def cmd_quarantine(args) -> int:
     config = load_config(args.config, secrets=False)
-    storage_journal = os.path.join(config.storage, "journal.sqlite")
-    if config.journal is None and not os.path.isfile(storage_journal):
-        raise UsageError(f"no journal in {config.storage} (storage of {config.path}): has the router run "
-                         "with this configuration?")
+    require_journal(config)
     storage = Storage.of(config)
     held = storage.quarantined()
     if args.action == "list":
