@@ -341,10 +341,14 @@ def test_a_c_get_returns_the_instances_on_the_same_association(site, calling):
 
 
 def test_the_requester_gets_one_pending_response_per_instance(site):
-    """The source's own pending response after each instance tells nothing new: not passed on."""
+    """The source's own pending response after each instance tells nothing new: not passed on.
+    The source's next instance may overtake its pending response for the one before (two
+    associations, two threads): one pending response then counts both, so the counts rise
+    without repeating rather than by exactly one."""
     responses = pynetdicom_move(site.port, "VIEWER", study_identifier(site.study))
-    pending = [status for status, _ in responses if status.Status == 0xFF00]
-    assert [int(status.NumberOfCompletedSuboperations) for status in pending] == list(range(1, STUDY_SIZE + 1))
+    pending = [int(status.NumberOfCompletedSuboperations) for status, _ in responses if status.Status == 0xFF00]
+    assert pending == sorted(set(pending)), pending
+    assert pending and pending[-1] == STUDY_SIZE, pending
     assert responses[-1][0].Status == 0x0000
 
 
