@@ -115,6 +115,18 @@ class DeliveryWindow:
                 return moment
         return None
 
+    def closes_after(self, at: float) -> float | None:
+        """When the window next closes after `at` (at itself if closed); None if it never does
+        (open all week). Minute by minute, like opens_after: for display only."""
+        if not self.is_open(at):
+            return at
+        local = self._local(at).replace(second=0, microsecond=0)
+        for minutes in range(1, 8 * _MINUTES_A_DAY + 1):
+            moment = (local + timedelta(minutes=minutes)).timestamp()
+            if not self.is_open(moment):
+                return moment
+        return None
+
     def describe(self) -> str:
         days = "every day" if len(self.days) == 7 else ", ".join(DAYS[d] for d in sorted(self.days))
         zone = f" ({self.timezone})" if self.timezone else ""

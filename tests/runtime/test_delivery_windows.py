@@ -82,6 +82,13 @@ def test_when_a_window_opens_next_and_which_are_closed():
     assert closed_windows({"night": WEEKNIGHTS, "office": office}, at("2026-12-04 23:00")) == {"office"}
 
 
+def test_when_a_window_closes_next():
+    assert WEEKNIGHTS.closes_after(at("2026-12-04 23:00")) == at("2026-12-05 06:00")  # Friday night into Saturday
+    assert WEEKNIGHTS.closes_after(at("2026-12-05 12:00")) == at("2026-12-05 12:00")  # closed: now
+    office = DeliveryWindow.parse("office", "08:00-17:00", ["mon"], "UTC")
+    assert office.closes_after(at("2026-12-07 16:59:30")) == at("2026-12-07 17:00")
+
+
 @pytest.mark.parametrize("hours, words", [
     ("25:00-06:00", "25:00 is not a time of the day"),
     ("22:00-06:60", "06:60 is not a time of the day"),
