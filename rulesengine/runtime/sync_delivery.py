@@ -3,12 +3,14 @@
 The main process delivers such an instance itself, while the sender waits: its copies are
 written, sent at once over an association borrowed from a small pool, and the journal
 records each attempt. Nothing is queued: a failure is the sender's to retry, so a failed
-delivery is dead at once and keeps no file.
+delivery is dead at once and keeps no file. With `retention.delivered`, an instance delivered
+everywhere is moved into the spool and kept as received, for a replay, as in async mode.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 
@@ -62,6 +64,7 @@ class SyncDelivery:
         received = received_facts(document)
         outcome = outcome_of(decision, ruleset)
         instance_id = self.journal.record(received, path, outcome, DONE)
+        held = self._hold(path) if purpose == "sync" else None  # the copies may take the file itself
         try:
             deliveries = self.pipeline.write_copies(instance_id, path, document, decision, prefix=f"{purpose}-",
                                                     durable=False)
@@ -71,6 +74,8 @@ class SyncDelivery:
             refused = failed_outcome("reject", f"{purpose}: {reason}", ruleset.version, outcome)
             self.journal.settle(instance_id, refused, None)
             self.storage.remove(path)
+            if held is not None:
+                self.storage.remove(held)
             log.warning("%s delivery of %s refused: %s", purpose, received.sop_instance_uid, reason)
             return False, reason
         ids = self.journal.add_deliveries(instance_id, deliveries, state=SENDING)
@@ -98,10 +103,41 @@ class SyncDelivery:
         for item in deliveries:
             self.storage.remove(item.path)
         self.storage.remove(path)
+        if held is not None and (failures or not self._retain(instance_id, held, received)):
+            self.storage.remove(held)
         log.info(describe(document, decision, ruleset) + f" ({purpose}: " + ("failed" if failures else "delivered") + ")")
         if failures:
             log.warning("%s delivery of %s failed: %s", purpose, received.sop_instance_uid, "; ".join(failures))
         return not failures, "; ".join(failures)
+
+    def _hold(self, path: str) -> str | None:
+        """retention.delivered: a second name for the received file, kept should every
+        destination take it (a hard link: nothing is copied)."""
+        if self.storage.retain_seconds <= 0:
+            return None
+        held = self.storage.temp_path()
+        try:
+            os.link(path, held)
+        except OSError as exc:
+            log.warning("sync delivery: the received file cannot be retained: %s", short_error(exc))
+            return None
+        return held
+
+    def _retain(self, instance_id: int, path: str, received) -> bool:
+        """retention.delivered: the received file, delivered everywhere, moved into the spool and
+        kept (for a replay) as an async instance is. Not for a failure: its sender sends it again."""
+        try:
+            kept = self.storage.accept(path, received)
+        except OSError as exc:
+            log.warning("sync delivery of %s: delivered, but not retained: %s", received.sop_instance_uid,
+                        short_error(exc))
+            return False
+        try:
+            self.journal.retain(instance_id, time.time() + self.storage.retain_seconds, kept)
+        except Exception as exc:  # noqa: BLE001 - unrecorded, the kept file would be routed again at a start
+            self.storage.remove(kept)
+            log.warning("sync delivery of %s: delivered, but not retained: %s", received.sop_instance_uid, exc)
+        return True
 
     # ---- the senders kept between instances ----
 

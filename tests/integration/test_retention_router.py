@@ -14,7 +14,7 @@ from pathlib import Path
 import pydicom
 from helpers.cli import dicom_rules
 from helpers.files import SAMPLES
-from helpers.peers import DCMTK_ENV, RouterProcess, require, storescu, wait_until
+from helpers.peers import DCMTK_ENV, RouterProcess, free_port, require, storescu, wait_until
 
 from rulesengine.cli import main as cli_main
 from rulesengine.runtime.disk_space import DISK_LOW_COMMENT
@@ -95,3 +95,26 @@ def test_below_storage_min_free_a_store_is_refused_and_nothing_is_kept(router_fa
     assert spool_files(storage) == []
     assert storescp.files() == []
     assert str(pydicom.dcmread(SAMPLES / "ct_head.dcm").SOPInstanceUID) not in router.output()
+
+
+def test_sync_mode_keeps_what_every_destination_has_and_nothing_its_sender_is_told_failed(
+        router_factory, storescp, tmp_path, port):
+    text = config(port, storescp.port, "retention: {delivered: 7d}").replace(
+        "port: " + str(port) + "}", "port: " + str(port) + ", mode: sync}")
+    text = text.replace("destinations:\n", f"destinations:\n  DOWN: {{type: dicom, ae_title: DOWN, host: 127.0.0.1, "
+                        f"port: {free_port()}, timeouts: {{connect: 2}}}}\n")
+    rules = ('rule "to the archive" {\n  when DataSet.Modality == "CT"\n  then route to ARCHIVE\n}\n'
+             'rule "to nowhere" {\n  when DataSet.Modality == "MR"\n  then route to DOWN\n}\n')
+    router_factory(text, rules, port)
+    storage = tmp_path / "var"
+    delivered = storescu(port, [SAMPLES / "ct_head.dcm"])
+    assert delivered.returncode == 0, delivered.stderr
+    [kept] = journal_rows(storage, "SELECT path, retained_until FROM instances WHERE retained_until IS NOT NULL")
+    assert kept["retained_until"] > time.time() + 6 * 86400
+    assert Path(kept["path"]).parent == storage / "spool" / "in"
+    assert spool_files(storage) == [Path(kept["path"])]
+    assert pydicom.dcmread(kept["path"]).SOPInstanceUID == pydicom.dcmread(SAMPLES / "ct_head.dcm").SOPInstanceUID
+    failed = storescu(port, [SAMPLES / "mr_knee.dcm"])  # to DOWN: the sender is answered with a failure
+    assert failed.returncode != 0 or "0xa700" in (failed.stdout + failed.stderr).lower(), failed.stderr
+    assert len(journal_rows(storage, "SELECT id FROM instances")) == 2
+    assert spool_files(storage) == [Path(kept["path"])]  # the failed one is not kept

@@ -173,9 +173,9 @@ class Journal(Protocol):
 
     # ---- retention (retention.delivered; the cleanup, and replay, read it) -----------------------
 
-    def retain(self, instance_id: int, until: float) -> None:
+    def retain(self, instance_id: int, until: float, path: str | None = None) -> None:
         """Keep the instance's spool file, as received, until `until` (a later time recorded
-        stands); path_in_use names it meanwhile."""
+        stands); path_in_use names it meanwhile. `path`: where the file is now, when it moved."""
 
     def extend_retention(self, instance_id: int, until: float) -> bool:
         """A delivery of a retained instance ended: once none is left to send, its retention runs

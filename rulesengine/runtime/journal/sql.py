@@ -617,12 +617,14 @@ class SQLJournal(NotificationOutbox):
 
     # ---- retention (retention.delivered) ----------------------------------------------------
 
-    def retain(self, instance_id: int, until: float) -> None:
+    def retain(self, instance_id: int, until: float, path: str | None = None) -> None:
         """Keep the instance's spool file, as received, until `until` (a later time already
-        recorded stands): path_in_use names it meanwhile, so nothing removes it but the cleanup."""
+        recorded stands): path_in_use names it meanwhile, so nothing removes it but the cleanup.
+        `path`: where the file is now (sync mode moves it into the spool to keep it)."""
+        moved, args = ("path=?, ", (path,)) if path is not None else ("", ())
         self._connection().execute(
-            f"UPDATE instances SET retained_until={self._GREATEST}(COALESCE(retained_until, ?), ?) WHERE id=?",
-            (until, until, instance_id))
+            f"UPDATE instances SET {moved}retained_until={self._GREATEST}(COALESCE(retained_until, ?), ?) WHERE id=?",
+            (*args, until, until, instance_id))
 
     def extend_retention(self, instance_id: int, until: float) -> bool:
         """A delivery of a retained instance ended: its retention runs until `until` once none
