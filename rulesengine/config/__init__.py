@@ -1215,6 +1215,11 @@ def destinations_from_config(path: str | os.PathLike) -> dict[str, dict]:
 
 
 
+def notifiers_from_config(path: str | os.PathLike) -> frozenset[str]:
+    """The names of the configuration's notifiers: what `lint --config` checks `notify` against."""
+    return frozenset(load_config(path, secrets=False).notifiers)
+
+
 def windows_from_config(path: str | os.PathLike) -> frozenset[str]:
     """The names of the configuration's delivery windows: what `lint --config` checks
     `route to NAME during WINDOW` against."""
