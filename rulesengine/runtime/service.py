@@ -50,6 +50,7 @@ class Router:
         self.notification_sender = NotificationSender(self.journal, config)
         self.events = Events(Notifications(self.journal, config, wake=self.notification_sender.wake))
         self.rules.events = self.events  # a reload refused
+        self.pipeline.events = self.events  # a reject at reception, a sync-mode delivery: told from here
         # disk-low, disk-recovered: this process's watermark, which the housekeeper asks while
         # nothing arrives, tells each change once (the other receiving processes' refuse alike)
         self.storage.disk.on_change.append(self._disk_changed)
