@@ -4,13 +4,13 @@ rule's once per group), shown by dry-run and expected by rule tests; nothing is 
 
 from __future__ import annotations
 
-import os
-
 import pytest
+from helpers.cli import dicom_rules
 from pydicom.data import get_testdata_file
 
 import rulesengine
 from rulesengine import Document
+from rulesengine.config import load_config
 from rulesengine.diagnostics import RulesError
 from rulesengine.dryrun import GroupRun, group_json_report, group_text_report, text_report
 from rulesengine.lang import nodes as n
@@ -18,6 +18,7 @@ from rulesengine.lang.formatter import format_source
 from rulesengine.lang.highlight import lexemes
 from rulesengine.lang.syntax import parse
 from rulesengine.ruletest import load_suite, run_suite
+from rulesengine.runtime.rules import rule_file_findings
 
 DESTINATIONS = {"PACS": {}, "AI": {}}
 NOTIFIERS = {"ops", "pager"}
@@ -225,3 +226,30 @@ def test_notify_is_highlighted_as_a_keyword_only_where_it_is_one():
     assert kinds[("notify", source.rindex("notify") + 1)] == "name"
 
 
+
+
+# ---- the commands, given the configuration ----------------------------------------------------------
+
+
+def test_lint_dry_run_test_and_check_config_know_the_notifiers_of_the_configuration(tmp_path):
+    (tmp_path / "router.yaml").write_text(
+        "storage: var\nrules: main.rules\ndestinations:\n  PACS: {type: folder, path: pacs}\n"
+        'notifiers:\n  ops: {type: webhook, url: "http://127.0.0.1:9/hook"}\n', encoding="utf-8")
+    (tmp_path / "main.rules").write_text('rule "all" {\n  then\n    route to PACS\n    notify opz "x"\n}\n',
+                                         encoding="utf-8")
+    config = tmp_path / "router.yaml"
+    lint = dicom_rules("lint", "--config", config, tmp_path / "main.rules", cwd=tmp_path)
+    assert lint.returncode == 1
+    assert "main.rules:4:12: error unknown-notifier unknown notifier 'opz' (did you mean ops?)" in lint.stdout
+    [finding] = [d for d in rule_file_findings(load_config(config)) if d.is_error]
+    assert (finding.code, finding.span.line, finding.span.column) == ("unknown-notifier", 4, 12)
+    (tmp_path / "main.rules").write_text('rule "all" {\n  then\n    route to PACS\n    notify ops "new " + '
+                                         'DataSet.Modality\n}\n', encoding="utf-8")
+    dry = dicom_rules("dry-run", "--config", config, tmp_path / "main.rules", get_testdata_file("CT_small.dcm"),
+                      cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert "  notify: ops 'new CT'   (rule 'all')" in dry.stdout
+    (tmp_path / "main_test.rules").write_text('test "t" {\n  given DataSet.Modality = "MR"\n'
+                                              '  expect notify ops "new MR"\n}\n', encoding="utf-8")
+    tested = dicom_rules("test", "--config", config, tmp_path / "main_test.rules", cwd=tmp_path)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
