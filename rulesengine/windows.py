@@ -25,8 +25,8 @@ class WindowError(ValueError):
 
 
 def parse_hours(text: str) -> tuple[int, int]:
-    """`HH:MM-HH:MM` as (start, end) minutes of the day. The end may be 24:00; start and end
-    may not be equal (an empty span, or the whole day: leave the window out instead)."""
+    """`HH:MM-HH:MM` as (start, end) minutes of the day. The end may be 24:00, so that
+    `00:00-24:00` is the whole of each of the window's days; start and end may not be equal."""
     match = _HOURS.match(text) if isinstance(text, str) else None
     if match is None:
         raise WindowError(f"{text!r} is not hours of the day: write HH:MM-HH:MM, e.g. 22:00-06:00")
@@ -36,7 +36,7 @@ def parse_hours(text: str) -> tuple[int, int]:
             raise WindowError(f"{text!r}: {hour:02d}:{minute:02d} is not a time of the day (00:00 to 23:59, "
                               "or 24:00 as an end)")
     start, end = start_h * 60 + start_m, end_h * 60 + end_m
-    if start == end % _MINUTES_A_DAY:
+    if start == end:
         raise WindowError(f"{text!r} starts where it ends: a window needs a span of time")
     return start, end
 
@@ -112,6 +112,18 @@ class DeliveryWindow:
         for minutes in range(1, 8 * _MINUTES_A_DAY + 1):
             moment = (local + timedelta(minutes=minutes)).timestamp()
             if self.is_open(moment):
+                return moment
+        return None
+
+    def closes_after(self, at: float) -> float | None:
+        """When the window next closes after `at` (at itself if closed); None if it never does
+        (open all week). Minute by minute, like opens_after: for display only."""
+        if not self.is_open(at):
+            return at
+        local = self._local(at).replace(second=0, microsecond=0)
+        for minutes in range(1, 8 * _MINUTES_A_DAY + 1):
+            moment = (local + timedelta(minutes=minutes)).timestamp()
+            if not self.is_open(moment):
                 return moment
         return None
 

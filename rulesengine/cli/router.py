@@ -274,16 +274,13 @@ def _waiting(row, config, now: float) -> str:
     """What a listed delivery waits for besides its turn: `  urgent`, and the window (its route's, or
     its destination's) that is closed now, with when it opens."""
     words = "  urgent" if row["priority"] else ""
-    if row["state"] not in (QUEUED, RETRYING):
-        return words
     destination = config.destinations.get(row["destination"])
-    for name in (row["delivery_window"], getattr(destination, "window", None)):
-        window = config.windows.get(name) if name else None
-        if window is not None and not window.is_open(now):
-            opens = window.opens_after(now)
-            then = time.strftime(" until %Y-%m-%d %H:%M", time.localtime(opens)) if opens is not None else ""
-            return f"{words}  waiting for window {name}{then}"
-    return words
+    waits = queue_operations.waiting_for_window(config.windows, row["state"], row["delivery_window"],
+                                                getattr(destination, "window", None), now)
+    if waits is None:
+        return words
+    then = time.strftime(" until %Y-%m-%d %H:%M", time.localtime(waits.until)) if waits.until is not None else ""
+    return f"{words}  waiting for window {waits.name}{then}"
 
 
 def _print_groups(groups, now: float) -> None:

@@ -16,8 +16,9 @@ import time
 from ruamel.yaml import YAML
 
 from ..config import Config
+from ..config.notification_context import COMMON_FIELDS, PATIENT_FIELDS, WHOLE
 from ..runtime import queue_operations
-from ..runtime.journal import DELIVERY_STATES, Journal
+from ..runtime.journal import DELIVERY_STATES, Journal, NotificationState
 from ..runtime.queue_operations import PurgeRefused
 from ..runtime.storage import Storage
 
@@ -38,34 +39,50 @@ class ActionError(ValueError):
 # ---- queues --------------------------------------------------------------------------------------
 
 
+def _window(found: queue_operations.WindowNow | None) -> dict | None:
+    return found._asdict() if found is not None else None
+
+
 def queues(config: Config, journal: Journal, now: float) -> list[dict]:
     """Per destination (those configured and those the journal still holds): counts by state,
-    and whether its queue waits (paused by a person, or a backoff after a failure)."""
+    whether its queue waits (paused by a person, or a backoff after a failure), and its
+    delivery window (`window:`), open or closed now and until when."""
     counts = journal.counts()
     pauses = journal.pauses(now)
     names = sorted(set(counts) | {n for n, d in config.destinations.items() if d.type != "worklist"} | set(pauses))
     out = []
     for name in names:
         until = pauses.get(name)
+        window = config.windows.get(getattr(config.destinations.get(name), "window", None) or "")
         out.append({
             "name": name,
             "configured": name in config.destinations,
             "counts": {str(state): counts.get(name, {}).get(state, 0) for state in DELIVERY_STATES},
             "paused": until is not None and until >= PAUSE_SHOWN_AS_OPERATOR,
             "waiting_until": until if until is not None and until < PAUSE_SHOWN_AS_OPERATOR else None,
+            "window": _window(queue_operations.window_now(window, now) if window is not None else None),
         })
     return out
 
 
-def queue_items(journal: Journal, states: tuple[str, ...], destination: str | None, before_id: int | None,
-                limit: int) -> tuple[list[dict], int | None]:
-    """One page of deliveries, newest first, and the `before` of the next page (None: the last)."""
+def queue_items(config: Config, journal: Journal, states: tuple[str, ...], destination: str | None,
+                before_id: int | None, limit: int, now: float) -> tuple[list[dict], int | None]:
+    """One page of deliveries, newest first, and the `before` of the next page (None: the last).
+    Each says whether it is urgent, the window its route named (`during`), and the closed
+    window it waits for now (its route's, else its destination's), as `dicom-rules queue` says."""
     rows = journal.deliveries_page(states, destination, before_id, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [{key: row[key] for key in ("id", "instance_id", "destination", "state", "attempts", "updated_at",
-                                        "sop_instance_uid", "last_error", "source_name", "calling_aet")}
-             for row in rows]
+    items = []
+    for row in rows:
+        item = {key: row[key] for key in ("id", "instance_id", "destination", "state", "attempts", "updated_at",
+                                          "sop_instance_uid", "last_error", "source_name", "calling_aet",
+                                          "delivery_window")}
+        item["urgent"] = bool(row["priority"])
+        configured = config.destinations.get(row["destination"])
+        item["waiting_for_window"] = _window(queue_operations.waiting_for_window(
+            config.windows, row["state"], row["delivery_window"], getattr(configured, "window", None), now))
+        items.append(item)
     return items, (rows[-1]["id"] if more and rows else None)
 
 
@@ -128,6 +145,66 @@ def purge(config: Config, storage: Storage, journal: Journal, states: tuple[str,
           older_than: float | None) -> dict:
     check_purge(config, states, destination)
     return queue_operations.purge(storage, journal, states, destination, older_than)
+
+
+# ---- replays -------------------------------------------------------------------------------------
+
+# A replay's deliveries in these states are still on their way: it has not finished.
+_UNFINISHED_DELIVERIES = ("queued", "sending", "retrying")
+
+
+def replays(journal: Journal, before_id: int | None, limit: int) -> tuple[list[dict], int | None]:
+    """One page of the replays `dicom-rules replays` lists, newest first, each with how far the
+    router got: instances waiting, processed by outcome, their deliveries by state; and the
+    `before` of the next page (None: the last)."""
+    found = journal.replays(limit + 1, before_id)
+    more = len(found) > limit
+    found = found[:limit]
+    out = []
+    for replay in found:
+        processed = sum(replay.outcomes.values())
+        out.append({
+            "id": replay.id, "created_at": replay.created_at, "requested_by": replay.requested_by,
+            "rules_version": replay.rules_version, "rules_file": replay.rules_file,
+            "received_from": replay.received_from, "received_to": replay.received_to,
+            "instances": replay.instances, "missing": replay.missing, "waiting": replay.waiting,
+            "processed": processed, "outcomes": dict(sorted(replay.outcomes.items())),
+            "deliveries": dict(sorted(replay.deliveries.items())),
+            "finished": replay.waiting == 0 and not any(replay.deliveries.get(state)
+                                                        for state in _UNFINISHED_DELIVERIES),
+        })
+    return out, (found[-1].id if more and found else None)
+
+
+# ---- notifications ------------------------------------------------------------------------------
+
+
+def notifications(config: Config, journal: Journal, states: tuple[str, ...], limit: int,
+                  sees_patient_data: bool) -> tuple[dict[str, int], list[dict]]:
+    """The outbox as `dicom-rules notifications` lists it: counts by state, and the latest
+    notifications in `states`, newest first, with why one failed (`last_error`) and the values
+    of its event (`details`: the destination, the event's reason, the UIDs). Patient data
+    (`patient`) only of a notifier configured with `patient_data: true` (the outbox holds it
+    only for those), masked for a viewer; of any other notifier, never, whatever the row holds."""
+    counts = journal.notification_counts()
+    rows = journal.notifications([NotificationState(state) for state in states], limit)
+    out = []
+    for row in rows:
+        notifier = config.notifiers.get(row.notifier)
+        opted_in = bool(notifier is not None and notifier.patient_data)
+        details = {key: value for key, value in row.context.items()
+                   if key not in COMMON_FIELDS and key not in PATIENT_FIELDS and key != WHOLE}
+        patient = {key: (row.context[key] if sees_patient_data else MASK)
+                   for key in PATIENT_FIELDS if opted_in and row.context.get(key) not in (None, "")}
+        waiting = row.state in (NotificationState.QUEUED, NotificationState.RETRYING)
+        out.append({
+            "id": row.id, "notifier": row.notifier, "configured": notifier is not None, "event": row.event,
+            "state": row.state.value, "attempts": row.attempts, "created_at": row.created_at,
+            "updated_at": row.updated_at, "next_attempt_at": row.next_attempt_at if waiting else None,
+            "sent_at": row.sent_at, "last_error": row.last_error,
+            "details": details, "patient": patient if opted_in else None,
+        })
+    return {state.value: counts.get(state, 0) for state in NotificationState}, out
 
 
 # ---- quarantine ----------------------------------------------------------------------------------

@@ -50,6 +50,8 @@ NAVIGATION = (
     ("/overview", "Overview", "viewer"),
     ("/messages", "Messages", "viewer"),
     ("/queues", "Queues", "viewer"),
+    ("/replays", "Replays", "viewer"),
+    ("/notifications", "Notifications", "viewer"),
     ("/quarantine", "Quarantine", "viewer"),
     ("/rules", "Rules", "viewer"),
     ("/configuration", "Configuration", "viewer"),

@@ -12,6 +12,7 @@ from .actions import ActionError
 
 PAGE_LIMIT = 50
 MAX_LIMIT = 500
+LARGEST_ID = 2 ** 63 - 1  # the journal's ids are SQLite integers: a larger number is refused, not a 500
 
 
 def whole(value, name: str, low: int, high: int | None = None) -> int:

@@ -7,7 +7,8 @@ happen and queued as notifications (notifications.py) for the notifiers subscrib
 - destination-unreachable: a destination that has not been reached for `after` (delivery.py):
   from its first failed attempt of an outage, measured at each attempt (so up to the retry
   backoff's cap later), raised once per subscription and outage; a delivered instance ends
-  the outage. Each worker process watches the attempts it makes.
+  the outage. The outage is the journal's (its table `outages`), shared by every process and
+  node: whichever meets the destination down, it is told once.
 - disk-low, disk-recovered: the storage's free space fell below `storage_min_free`, and came
   back (disk_space.py, the main process's watermark, which the housekeeper asks while nothing
   arrives): once per change, whatever the number of instances refused meanwhile.
@@ -28,9 +29,12 @@ from typing import Any, Callable, Mapping
 
 from ..arrival import HEADER_KEYWORDS, Arrival
 from ..config.notification_context import PATIENT_FIELDS, RULE_EVENT
+from .journal.errors import in_words
+from .logs import Repeats
 from .notifications import Notifications, iso_time
 
 log = logging.getLogger("rulesengine.events")
+_errors = Repeats()
 
 DELIVERY_DEAD = "delivery-dead"
 INSTANCE_QUARANTINED = "instance-quarantined"
@@ -40,6 +44,7 @@ DISK_LOW = "disk-low"
 DISK_RECOVERED = "disk-recovered"
 # What a group's notification leaves out of its first instance's values: they are an instance's.
 _INSTANCE_ONLY = ("instance_id", "SOPInstanceUID", "SOPClassUID")
+OUTAGE_CHECK_SECONDS = 10  # how stale this process's view of another's outage may be after a delivery
 
 
 def instance_values(arrival: Arrival | None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -62,7 +67,8 @@ class Events:
     def __init__(self, notifications: Notifications | None, clock: Callable[[], float] = time.time):
         self.notifications = notifications
         self.clock = clock  # when an outage began, and how long it has lasted
-        self._outages: dict[str, tuple[float, set[int]]] = {}  # destination -> (since, subscriptions told)
+        self._failing: set[str] = set()  # destinations whose outage this process met
+        self._outage_checked: dict[str, float] = {}  # destination -> when the journal was last asked
         self._lock = threading.Lock()
 
     def configure(self, config) -> None:
@@ -127,10 +133,17 @@ class Events:
         if not subscriptions:
             return []
         now = self.clock()
+        journal = self.notifications.journal
         with self._lock:
-            since, told = self._outages.setdefault(destination, (now, set()))
-            due = [(number, sub) for number, sub in subscriptions if number not in told and now - since >= sub.after]
-            told.update(number for number, _ in due)
+            self._failing.add(destination)
+        try:
+            since, told = journal.outage(destination, now)
+            due = [(number, sub) for number, sub in subscriptions if number not in told and now - since >= sub.after
+                   and journal.outage_told(destination, since, number)]
+        except Exception as exc:  # noqa: BLE001 - the journal away: the delivery's own handling goes on
+            _errors.log(log, logging.WARNING, "outage", "destination-unreachable for %s not raised: %s", destination,
+                        in_words(exc))
+            return []
         if not due:
             return []
         try:
@@ -175,10 +188,26 @@ class Events:
         return queued
 
     def destination_reached(self, destination: str) -> None:
-        """A delivery went through: the destination's outage, if any, is over."""
-        if self._outages:
-            with self._lock:
-                self._outages.pop(destination, None)
+        """A delivery went through: the destination's outage, if any, is over. The journal is
+        asked at most every OUTAGE_CHECK_SECONDS whether another process met one, so that a
+        delivery costs nothing more in the common case."""
+        if self.notifications is None or not self._subscriptions(DESTINATION_UNREACHABLE):
+            return
+        now = self.clock()
+        with self._lock:
+            failing = destination in self._failing
+            self._failing.discard(destination)
+            if not failing:
+                if now - self._outage_checked.get(destination, float("-inf")) < OUTAGE_CHECK_SECONDS:
+                    return
+                self._outage_checked[destination] = now
+        journal = self.notifications.journal
+        try:
+            if failing or journal.outage_known(destination):
+                journal.outage_over(destination)
+        except Exception as exc:  # noqa: BLE001 - the delivery went through: that is what counts
+            _errors.log(log, logging.WARNING, "outage", "the end of %s's outage not recorded: %s", destination,
+                        in_words(exc))
 
 
 NO_EVENTS = Events(None)

@@ -26,9 +26,15 @@ from ..config.notification_context import PATIENT_FIELDS, WHOLE
 from .journal import Journal, NotificationState, unreachable
 from .journal.errors import in_words
 from .logs import Repeats, origin
-from .notifiers import NotifyFailed, deliver
 
 log = logging.getLogger("rulesengine.notifications")
+
+
+def _deliver(notifier, context: Mapping[str, Any]) -> str:
+    # Imported when the first notification goes out: the HTTP client and the template engine
+    # cost every process of a router that notifies nobody a tenth of a second at its start.
+    from .notifiers import deliver
+    return deliver(notifier, context)
 _errors = Repeats()
 
 IDLE_WAIT = 1.0  # seconds the sender waits when nothing is due (a notification queued here wakes it sooner)
@@ -86,12 +92,12 @@ class NotificationSender(threading.Thread):
     """Sends the outbox's notifications while this process holds the lock "notifications"."""
 
     def __init__(self, journal: Journal, config: Config, clock: Callable[[], float] = time.time,
-                 send: Callable[[Any, Mapping[str, Any]], str] = deliver):
+                 send: Callable[[Any, Mapping[str, Any]], str] | None = None):
         super().__init__(name="notifications", daemon=True)
         self.journal = journal
         self.config = config
         self.clock = clock
-        self.send_one = send
+        self.send_one = send or _deliver
         self.wakeup = threading.Event()
         self.stopping = threading.Event()
         self.exclusive = None
@@ -144,6 +150,7 @@ class NotificationSender(threading.Thread):
         if notifier is None:
             self._dead(notification, what, "no notifier of that name is configured any more")
             return
+        from .notifiers import NotifyFailed
         try:
             detail = self.send_one(notifier, notification.context)
         except NotifyFailed as exc:

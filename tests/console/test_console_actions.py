@@ -45,7 +45,8 @@ def test_queues_show_counts_per_destination_and_the_items_page_by_page(console):
     ({"limit": "ten"}, "limit must be a whole number from 1 to 500, not 'ten'"),
     ({"limit": "0"}, "limit must be a whole number from 1 to 500, not 0"),
     ({"limit": "100000"}, "limit must be a whole number from 1 to 500, not 100000"),
-    ({"before": "-3"}, "before must be a whole number of at least 1, not -3"),
+    ({"before": "-3"}, "before must be a whole number from 1 to 9223372036854775807, not -3"),
+    ({"before": "9" * 30}, "before must be a whole number from 1 to 9223372036854775807, not " + "9" * 30),
     ({"state": "lost"}, "state must be one of queued, sending, delivered, retrying, dead, not 'lost'"),
     ({"limit": ["1", "2"]}, "limit is given 2 times; give it once"),
 ])
@@ -59,7 +60,7 @@ def test_bad_query_parameters_get_400_with_a_clear_message(console, query, messa
 
 @pytest.mark.parametrize("path, body, message", [
     ("/api/queues/retry", {"destination": "NOWHERE"}, "no destination 'NOWHERE' (destinations: ARCHIVE, PACS)"),
-    ("/api/queues/retry", {"id": "x"}, "id must be a whole number of at least 1, not 'x'"),
+    ("/api/queues/retry", {"id": "x"}, "id must be a whole number from 1 to 9223372036854775807, not 'x'"),
     ("/api/queues/pause", {}, "destination is needed"),
     ("/api/queues/resume", {"destination": 7}, "destination must be text of at most 200 characters"),
     ("/api/queues/purge", {"state": ["sending"], "confirm": True}, "state must be one of delivered, dead, queued, "

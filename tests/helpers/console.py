@@ -44,11 +44,18 @@ console:
 """
 
 
-def write_config(folder: Path, port: int = 8104, extra: str = "") -> Path:
+DESTINATIONS = """\
+  PACS: {type: folder, path: out/pacs}
+  ARCHIVE: {type: folder, path: out/archive}
+"""
+
+
+def write_config(folder: Path, port: int = 8104, extra: str = "", destinations: str = DESTINATIONS) -> Path:
+    """The test configuration; `destinations`: the lines of `destinations:` instead of PACS and ARCHIVE."""
     (folder / "main.rules").write_text('rule "all"\n  route to PACS\n', encoding="utf-8")
     (folder / "hash.key").write_text("a key that is secret\n", encoding="utf-8")
     path = folder / "router.yaml"
-    path.write_text(CONFIG.replace("PORT", str(port)) + extra, encoding="utf-8")
+    path.write_text(CONFIG.replace("PORT", str(port)).replace(DESTINATIONS, destinations) + extra, encoding="utf-8")
     return path
 
 
@@ -65,11 +72,12 @@ def csrf_of(html: str) -> str:
 class ConsoleUnderTest:
     """A console app on a folder of its own, with a stopped clock."""
 
-    def __init__(self, folder: Path, users=USERS, config_extra: str = ""):
+    def __init__(self, folder: Path, users=USERS, config_extra: str = "", destinations: str = DESTINATIONS,
+                 now: float | None = None):
         self.folder = folder
-        self.config_path = write_config(folder, extra=config_extra)
+        self.config_path = write_config(folder, extra=config_extra, destinations=destinations)
         self.config = load_config(self.config_path, secrets=False)
-        self.clock = StoppedClock()
+        self.clock = StoppedClock(now)
         self.app = create_app(self.config, clock=self.clock, users=users)
         self.storage = Storage(self.config.storage)
         self.journal = self.storage.journal()

@@ -82,6 +82,22 @@ def test_when_a_window_opens_next_and_which_are_closed():
     assert closed_windows({"night": WEEKNIGHTS, "office": office}, at("2026-12-04 23:00")) == {"office"}
 
 
+def test_when_a_window_closes_next():
+    assert WEEKNIGHTS.closes_after(at("2026-12-04 23:00")) == at("2026-12-05 06:00")  # Friday night into Saturday
+    assert WEEKNIGHTS.closes_after(at("2026-12-05 12:00")) == at("2026-12-05 12:00")  # closed: now
+    office = DeliveryWindow.parse("office", "08:00-17:00", ["mon"], "UTC")
+    assert office.closes_after(at("2026-12-07 16:59:30")) == at("2026-12-07 17:00")
+
+
+def test_a_whole_day_window_holds_every_minute_of_its_days_and_none_of_the_others():
+    weekend = DeliveryWindow.parse("weekend", "00:00-24:00", ["sat", "sun"], "UTC")
+    assert not weekend.is_open(at("2026-12-04 23:59"))  # Friday
+    assert weekend.is_open(at("2026-12-05 00:00")) and weekend.is_open(at("2026-12-06 23:59"))
+    assert not weekend.is_open(at("2026-12-07 00:00"))  # Monday
+    assert weekend.opens_after(at("2026-12-03 12:00")) == at("2026-12-05 00:00")
+    assert weekend.closes_after(at("2026-12-06 12:00")) == at("2026-12-07 00:00")
+
+
 @pytest.mark.parametrize("hours, words", [
     ("25:00-06:00", "25:00 is not a time of the day"),
     ("22:00-06:60", "06:60 is not a time of the day"),
@@ -90,7 +106,7 @@ def test_when_a_window_opens_next_and_which_are_closed():
     ("22-06", "is not hours of the day"),
     ("", "is not hours of the day"),
     ("10:00-10:00", "starts where it ends"),
-    ("00:00-24:00", "starts where it ends"),
+    ("24:00-24:00", "24:00 is not a time of the day"),
     ("'; DROP TABLE deliveries; --", "is not hours of the day"),
 ])
 def test_bad_hours_are_refused_in_words(hours, words):

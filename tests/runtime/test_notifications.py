@@ -21,7 +21,7 @@ from rulesengine.config import ConfigError, load_config
 from rulesengine.config.notification_templates import TemplateProblem, render
 from rulesengine.runtime.events import Events
 from rulesengine.runtime.journal import NotificationState, SQLiteJournal
-from rulesengine.runtime.notifications import NotificationSender, Notifications
+from rulesengine.runtime.notifications import NotificationSender, Notifications, iso_time
 from rulesengine.runtime.rules import RulesHolder
 
 SENT, DEAD, RETRYING, QUEUED = (NotificationState.SENT, NotificationState.DEAD, NotificationState.RETRYING,
@@ -450,6 +450,35 @@ def test_an_unreachable_destination_is_told_once_it_has_been_down_for_after(tmp_
     clock.advance(60)
     assert len(events.destination_failed("PACS", "refused again")) == 1  # a new outage: hook at once, pager later
     assert events.destination_failed("OTHER", "refused") != []  # each destination its own outage
+
+
+def test_an_outage_met_by_several_processes_and_nodes_is_told_once(tmp_path, open_journal):
+    """Each worker process meets the destination down in turn (the journal's pause passes the
+    queue from one to the next): the outage is the cluster's, told once per subscription."""
+    config = load_config(write_config(tmp_path, """
+        notifiers:
+          hook: {type: webhook, url: "https://hooks.example.org/x"}
+          pager: {type: webhook, url: "https://pager.example.org/x"}
+        notify:
+          - {event: destination-unreachable, to: [hook]}
+          - {event: destination-unreachable, after: 10m, to: [pager]}
+        """))
+    clock = StoppedClock(1_000_000.0)
+    journals = [open_journal("node-a", 1), open_journal("node-a", 2), open_journal("node-b", 1)]
+    processes = [Events(Notifications(journal, config, clock), clock) for journal in journals]
+    told = []
+    for minute in range(15):  # a failed attempt a minute, each process in turn
+        told += processes[minute % 3].destination_failed("PACS", "connection refused")
+        clock.advance(60)
+    by_notifier = sorted(journals[0].notification(number).notifier for number in told)
+    assert by_notifier == ["hook", "pager"], by_notifier
+    paged = journals[0].notification(max(told)).context
+    assert paged["seconds"] == 600 and paged["since"] == iso_time(1_000_000.0)
+    # a process that never met the outage delivers: it asks the journal, and the outage is over
+    processes[1]._failing.clear()
+    processes[1].destination_reached("PACS")
+    assert not journals[2].outage_known("PACS")
+    assert len(processes[2].destination_failed("PACS", "refused again")) == 1  # a new outage: the hook again
 
 
 def test_a_refused_reload_raises_reload_refused_with_the_findings(tmp_path, journal):

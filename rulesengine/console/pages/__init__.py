@@ -4,9 +4,9 @@ here, a line in PAGES and a line of app.NAVIGATION."""
 
 from __future__ import annotations
 
-from . import configuration, messages, overview, quarantine, queues, rules, users
+from . import configuration, messages, notifications, overview, quarantine, queues, replays, rules, users
 
-PAGES = (overview, messages, queues, quarantine, rules, configuration, users)
+PAGES = (overview, messages, queues, replays, notifications, quarantine, rules, configuration, users)
 
 
 def register_all(console) -> None:

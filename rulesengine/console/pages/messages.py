@@ -16,13 +16,12 @@ from starlette.responses import JSONResponse
 from ...runtime.journal import Instance, InstanceTrace, Request
 from .. import masking
 from ..actions import ActionError
-from ..params import MAX_LIMIT, PAGE_LIMIT, moment, optional_whole, states, text, whole
+from ..params import LARGEST_ID, MAX_LIMIT, PAGE_LIMIT, moment, optional_whole, states, text, whole
 from ..rules_in_use import rule_link
 
 OUTCOMES = ("route", "drop", "quarantine", "reject")
 REQUEST_MESSAGES = ("C-FIND", "C-MOVE", "C-GET", "N-CREATE", "N-SET")
 REQUESTS_SHOWN = 20  # the requests table shows the latest ones, whatever the instance filters
-LARGEST_ID = 2 ** 63 - 1  # the journal's ids are SQLite integers
 
 # The exact-match filters: the parameter, the search_instances argument, what it means.
 EXACT_FILTERS = (

@@ -1,4 +1,5 @@
-"""The Queues page: per destination, counts by state and the items; retry dead deliveries,
+"""The Queues page: per destination, counts by state, its delivery window and the items (urgent
+ones marked, those waiting for a closed window saying which, until when); retry dead deliveries,
 pause and resume a destination, purge with a confirmation step; the pending groups of group
 rules, with their instances and timers."""
 
@@ -11,7 +12,7 @@ from ...runtime.journal import DEAD, DELIVERY_STATES, QUEUED, RETRYING, SENDING
 from ...runtime.queue_operations import PURGE_STATES
 from .. import actions
 from ..actions import ActionError
-from ..params import MAX_LIMIT, PAGE_LIMIT, optional_whole, states, text, whole
+from ..params import LARGEST_ID, MAX_LIMIT, PAGE_LIMIT, optional_whole, states, text, whole
 
 _STATES = ", ".join(DELIVERY_STATES)
 _DESTINATION = ("destination", "string", False, "a destination's name")
@@ -27,19 +28,20 @@ def register(console) -> None:
             ("before", "integer", False, "the next page: the next_before of the page before"),
             ("limit", "integer", False, f"items per page, 1 to {MAX_LIMIT}; default {PAGE_LIMIT}")))
     async def show_queues(request, user, params, api):
-        """Per destination: counts by state and whether it is paused; then one page of items, newest
-        first; then the pending groups of group rules (`groups`: each with its first instances and
+        """Per destination: counts by state, whether it is paused, and its delivery window (`window`:
+        name, hours, open, until: when it next closes or opens); then one page of items, newest
+        first, each `urgent` or not and the closed window it waits for (`waiting_for_window`); then the pending groups of group rules (`groups`: each with its first instances and
         when it fires, `due_at`). Parameters: destination, state (repeatable; default queued, sending, retrying, dead),
         before (the next page: the `next_before` of the page before), limit (1 to 500)."""
         destination = text(params.one("destination"), "destination")
         chosen = states(params.all("state"), DELIVERY_STATES) or (QUEUED, SENDING, RETRYING, DEAD)
-        before_id = optional_whole(params, "before", 1)
+        before_id = optional_whole(params, "before", 1, LARGEST_ID)
         limit = optional_whole(params, "limit", 1, MAX_LIMIT, default=PAGE_LIMIT)
 
         def read():
             now = console.clock()
-            return (actions.queues(config, journal, now), actions.queue_items(journal, chosen, destination,
-                                                                                before_id, limit),
+            return (actions.queues(config, journal, now), actions.queue_items(config, journal, chosen, destination,
+                                                                                before_id, limit, now),
                     actions.pending_groups(journal, now))
         destinations, (items, next_before), groups = await run_in_threadpool(read)
         if api:
@@ -55,7 +57,7 @@ def register(console) -> None:
         """Dead deliveries queued again. Parameters: destination (else every destination), id
         (repeatable: only these deliveries)."""
         destination = text(params.one("destination"), "destination")
-        ids = tuple(whole(value, "id", 1) for value in params.all("id"))
+        ids = tuple(whole(value, "id", 1, LARGEST_ID) for value in params.all("id"))
         target = destination or (f"deliveries {', '.join(map(str, ids))}" if ids else "every destination")
 
         def work():
@@ -92,7 +94,7 @@ def register(console) -> None:
     def purge_request(params) -> tuple[tuple[str, ...], str | None, float | None]:
         destination = text(params.one("destination"), "destination")
         chosen = states(params.all("state"), PURGE_STATES) or ("delivered",)
-        older_than = optional_whole(params, "older_than", 0)
+        older_than = optional_whole(params, "older_than", 0, LARGEST_ID)
         actions.check_purge(config, chosen, destination)
         return chosen, destination, older_than
 

@@ -354,6 +354,20 @@ class Journal(Protocol):
     def add_notification(self, notifier: str, event: str, context: dict, now: float | None = None) -> int:
         """A notification to send, with the values its templates read; returns its number."""
 
+    def outage(self, destination: str, now: float | None = None) -> tuple[float, frozenset[int]]:
+        """A failed attempt found `destination` unreachable: (since when, for the whole cluster,
+        the subscriptions already told of this outage)."""
+
+    def outage_told(self, destination: str, since: float, subscription: int) -> bool:
+        """Mark the subscription told of the outage that began at `since`; False when another
+        process did first."""
+
+    def outage_known(self, destination: str) -> bool:
+        """Whether the journal holds an outage of `destination`."""
+
+    def outage_over(self, destination: str) -> None:
+        """A delivery reached the destination: its outage, if any, is over."""
+
     def due_notifications(self, limit: int, now: float | None = None) -> list[Notification]:
         """What is due to be sent, oldest first (for the holder of the lock "notifications")."""
 

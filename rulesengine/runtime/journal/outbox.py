@@ -125,3 +125,31 @@ class NotificationOutbox:
             args.append(older_than)
         with self._transaction() as db:
             return db.execute(query, args).rowcount
+
+    # ---- outages (the event destination-unreachable) ---------------------------------------------
+
+    def outage(self, destination: str, now: float | None = None) -> tuple[float, frozenset[int]]:
+        """A failed attempt found `destination` unreachable: (since when, for the whole cluster,
+        the subscriptions already told of this outage)."""
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            db.execute("INSERT INTO outages (destination, since) VALUES (?, ?) ON CONFLICT (destination) DO NOTHING",
+                       (destination, now))
+            since, told = db.execute("SELECT since, told FROM outages WHERE destination=?", (destination,)).fetchone()
+        return float(since), frozenset(int(number) for number in told.split(",") if number)
+
+    def outage_told(self, destination: str, since: float, subscription: int) -> bool:
+        """Mark the subscription told of the outage that began at `since`; False when another
+        process did first (or the outage ended meanwhile): it is not told twice."""
+        with self._transaction() as db:
+            return db.execute("UPDATE outages SET told = told || ? WHERE destination=? AND since=? AND told NOT LIKE ?",
+                              (f"{subscription},", destination, since, f"%,{subscription},%")).rowcount == 1
+
+    def outage_known(self, destination: str) -> bool:
+        return self._connection().execute("SELECT 1 FROM outages WHERE destination=?",
+                                          (destination,)).fetchone() is not None
+
+    def outage_over(self, destination: str) -> None:
+        """A delivery reached the destination: its outage, if any, is over."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM outages WHERE destination=?", (destination,))

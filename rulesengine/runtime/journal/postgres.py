@@ -268,10 +268,21 @@ CREATE TABLE group_members (
 CREATE INDEX group_members_instance ON group_members(instance_id);
 """
 
+# Destinations found unreachable, for the event destination-unreachable (outbox.py: an outage is
+# told once, whichever process or node meets it). Number 12: 10 and 11 are other changes' numbers.
+_SCHEMA_12 = """
+CREATE TABLE outages (
+    destination TEXT PRIMARY KEY,
+    since DOUBLE PRECISION NOT NULL,
+    told TEXT NOT NULL DEFAULT ','
+);
+"""
+
 # The schema's versions: (number, statements), in order. A change of schema is a new entry
 # at the end; an entry, once released, never changes.
 MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_1), (2, _SCHEMA_2), (3, _SCHEMA_3), (4, _SCHEMA_4),
-                                           (5, _SCHEMA_5), (6, _SCHEMA_6), (7, _SCHEMA_7), (8, _SCHEMA_8), (9, _SCHEMA_9))
+                                           (5, _SCHEMA_5), (6, _SCHEMA_6), (7, _SCHEMA_7), (8, _SCHEMA_8), (9, _SCHEMA_9),
+                                           (12, _SCHEMA_12))
 
 
 class JournalUnavailable(RuntimeError):

@@ -141,6 +141,13 @@ CREATE TABLE IF NOT EXISTS notifications (
     sent_at REAL
 );
 CREATE INDEX IF NOT EXISTS notifications_due ON notifications(state, next_attempt_at);
+-- Destinations found unreachable, for the event destination-unreachable: since when, and which
+-- subscriptions were told, shared by every process so that an outage is told once (outbox.py).
+CREATE TABLE IF NOT EXISTS outages (
+    destination TEXT PRIMARY KEY,
+    since REAL NOT NULL,
+    told TEXT NOT NULL DEFAULT ','  -- the subscriptions told, as ',0,2,'
+);
 -- What users of the console did (and every login, failed or not): who, when, what, on what, how it ended.
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
