@@ -15,6 +15,7 @@ from .document import Arrival, DocumentReadError
 from .explain import explain_lines
 from .intake import needs_file_meta, read_instance, reason_of
 from .document import Document
+from .lang.groups import group_notifications
 from .lang.ruleset import STORE, Decision, RuleSet
 from .ruletest import fill_command_set, group_decisions
 from .values import display, to_json
@@ -48,6 +49,12 @@ def _edit_line(edit, main_file: str) -> str:
     return f"{where}{edit.path}: {old} -> {new}   (rule {edit.rule!r}, {at})"
 
 
+def notification_lines(notifications) -> list[str]:
+    """`notify: ops "message" (rule 'r')`: what the router would queue (nothing is sent here)."""
+    return [f"  notify: {note.notifier}" + (f" {note.message!r}" if note.message is not None else "")
+            + (f"   (rule {note.rule!r})" if note.rule else "") for note in notifications]
+
+
 def text_report(path: str, decision: Decision, ruleset: RuleSet, explain: bool) -> str:
     lines = [path]
     if decision.message != STORE:
@@ -61,6 +68,7 @@ def text_report(path: str, decision: Decision, ruleset: RuleSet, explain: bool) 
             lines.append("  urgent: its deliveries go before the others in each queue")
     else:
         lines.append(f"  outcome: {decision.outcome}" + (f": {decision.reason}" if decision.reason else ""))
+    lines.extend(notification_lines(decision.notifications))
     fired = ", ".join(f"{r.name!r} (line {r.line})" for r in decision.rules_fired) or "none"
     lines.append(f"  rules fired: {fired}")
     for name, why in decision.skipped.items():
@@ -338,7 +346,10 @@ def group_text_report(run: GroupRun, ruleset: RuleSet, explain: bool) -> str:
              f"  instances: {len(run.paths)}",
              f"  completion: {run.completion()}",
              f"  when: {'true' if fired else 'false'}; late instances: {run.rule.late}"]
+    # the group is notified once, not each of its instances
+    lines.extend(notification_lines(group_notifications(run.decisions)))
     for path, decision in zip(run.paths, run.decisions):
+        decision = dataclasses.replace(decision, notifications=())
         lines.extend("  " + line for line in text_report(path, decision, ruleset, explain).split("\n"))
     return "\n".join(lines)
 
@@ -348,6 +359,7 @@ def group_json_report(run: GroupRun, ruleset: RuleSet, explain: bool) -> dict:
     return {"group": {"rule": run.rule.name, "line": run.rule.span.line, "level": run.rule.level,
                       "study": study, "series": series, "instances": len(run.paths),
                       "completed_by": run.completed_by, "quiet_seconds": run.rule.quiet_seconds,
-                      "late": run.rule.late},
-            "decisions": [json_report(path, decision, ruleset, explain)
+                      "late": run.rule.late,
+                      "notifications": [note.to_json() for note in group_notifications(run.decisions)]},
+            "decisions": [json_report(path, dataclasses.replace(decision, notifications=()), ruleset, explain)
                           for path, decision in zip(run.paths, run.decisions)]}

@@ -38,9 +38,10 @@ from .lang.syntax import parse
 from .lang.visitor import NodeVisitor
 
 TEST_SUFFIX = "_test.rules"
-_ROUTING_EXPECTATIONS = (n.ExpectRoute, n.ExpectCopy, n.ExpectOutcome, n.ExpectFired, n.ExpectFor)
+_ROUTING_EXPECTATIONS = (n.ExpectRoute, n.ExpectCopy, n.ExpectOutcome, n.ExpectFired, n.ExpectNotify, n.ExpectFor)
 _RESPONSE_STATEMENTS = (n.GivenResponse, n.ExpectResponse)
-_EXPECTATIONS = (n.ExpectRoute, n.ExpectCopy, n.ExpectOutcome, n.ExpectFired, n.ExpectCondition, n.ExpectResponse,
+_EXPECTATIONS = (n.ExpectRoute, n.ExpectCopy, n.ExpectOutcome, n.ExpectFired, n.ExpectNotify, n.ExpectCondition,
+                 n.ExpectResponse,
                  n.ExpectFor)
 # The DIMSE command fields (PS3.7 E.1) a test's request and responses carry in their command sets.
 COMMAND_FIELDS = {"C-STORE": 0x0001, "C-FIND": 0x0020, "C-GET": 0x0010, "C-MOVE": 0x0021,
@@ -187,7 +188,7 @@ def _pieces(tests: list[n.Test]) -> dict[str, tuple[str, object]]:
 
 
 def load_suite(test_path: str, destinations=None, no_destination: str = "quarantine",
-               folders: tuple[str, ...] = (), windows=None) -> Suite:
+               folders: tuple[str, ...] = (), windows=None, notifiers=None) -> Suite:
     rules_path = rules_file_for(test_path)
     diagnostics: list[Diagnostic] = []
     tests, text = _read_test_file(test_path, diagnostics)
@@ -197,7 +198,7 @@ def load_suite(test_path: str, destinations=None, no_destination: str = "quarant
                                  "which does not exist", Span.point(display_path(test_path), 1, 1)))
         return suite
     suite.program = load_program(rules_path, folders=folders)
-    suite.analysis = analyse(suite.program, destinations, windows)
+    suite.analysis = analyse(suite.program, destinations, windows, notifiers)
     test_dir = os.path.dirname(test_path)
     for test in tests:
         suite.analysis.check_test(test, suite.program.main)
@@ -210,9 +211,11 @@ def load_suite(test_path: str, destinations=None, no_destination: str = "quarant
     return suite
 
 
-def check_test_file(path: str, destinations=None, folders: tuple[str, ...] = (), windows=None) -> list[Diagnostic]:
+def check_test_file(path: str, destinations=None, folders: tuple[str, ...] = (), windows=None,
+                    notifiers=None) -> list[Diagnostic]:
     """Findings for a test file (and the rules it tests), for `lint`."""
-    return sorted(load_suite(path, destinations, folders=folders, windows=windows).diagnostics,
+    return sorted(load_suite(path, destinations, folders=folders, windows=windows,
+                             notifiers=notifiers).diagnostics,
                   key=Diagnostic.sort_key)
 
 
@@ -364,6 +367,21 @@ class _TestRun(NodeVisitor):
             listed = ", ".join(repr(name) for name in fired) or "none"
             self.fail(statement.span, f"expected rule {statement.rule!r} {verb}; rules fired: {listed}")
 
+    def visit_ExpectNotify(self, statement: n.ExpectNotify, key: str) -> None:
+        name = statement.notifier.value
+        sent = [note for note in self.decision.notifications if note.notifier == name]
+        asked = ", ".join(note.notifier + (f" {note.message!r}" if note.message is not None else "")
+                          for note in self.decision.notifications) or "none"
+        if statement.negated:
+            if sent:
+                self.fail(statement.span, f"expected no notification to {name}; notifications: {asked}")
+            return
+        if not sent:
+            self.fail(statement.span, f"expected a notification to {name}; notifications: {asked}")
+        elif statement.message is not None and all(note.message != statement.message for note in sent):
+            self.fail(statement.span, f"expected a notification to {name} saying {statement.message!r}; "
+                      f"notifications: {asked}")
+
     def visit_ExpectCondition(self, statement: n.ExpectCondition, key: str) -> None:
         self._condition(statement, key, self.document, "")
 
@@ -455,6 +473,7 @@ def merge_decisions(instance: Decision, groups: list[Decision]) -> Decision:
         merged.skipped.update(decision.skipped)
         merged.trace.extend(decision.trace or ())
         merged.branches.update(decision.branches or ())
+    merged.notifications = [*instance.notifications, *(note for decision in groups for note in decision.notifications)]
     return merged
 
 

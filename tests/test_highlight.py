@@ -15,6 +15,7 @@ from rulesengine.lang.highlight import KINDS, _lexing_parser, lexemes
 # the group rules' header and clauses).
 CONTEXT_KEYWORDS = {"on", "message", "response", "dropped", "keep", "only", "per", "complete", "after", "late"}
 CONTEXT_KEYWORDS |= {"during", "urgent"}  # delivery windows and urgency
+CONTEXT_KEYWORDS |= {"notify"}  # a rule's notification
 
 
 def test_the_keywords_are_the_words_the_grammar_reserves_and_those_of_a_context():

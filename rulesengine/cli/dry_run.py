@@ -14,7 +14,7 @@ from ..intake import reason_of, short_error
 from ..lang.api import compile_file
 from ..lang.ruleset import RuleSet
 from .common import EXIT_FINDINGS, EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, UsageError, input_files
-from .options import load_destinations, load_no_destination, load_rules_folders, load_windows
+from .options import load_destinations, load_no_destination, load_notifiers, load_rules_folders, load_windows
 
 
 def _compile(rules: str, args) -> RuleSet:
@@ -23,7 +23,8 @@ def _compile(rules: str, args) -> RuleSet:
     if not os.path.isfile(rules):
         raise UsageError(f"{rules}: no such rule file")
     return compile_file(rules, load_destinations(args), no_destination=load_no_destination(args),
-                        folders=load_rules_folders(args), windows=load_windows(args))
+                        folders=load_rules_folders(args), windows=load_windows(args),
+                        notifiers=load_notifiers(args))
 
 
 def cmd_dry_run(args) -> int:

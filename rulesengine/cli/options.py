@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Iterable
 
-from ..config import destinations_from_config, load_config, windows_from_config
+from ..config import destinations_from_config, load_config, notifiers_from_config, windows_from_config
 
 
 def load_destinations(args):
@@ -23,6 +23,13 @@ def load_windows(args) -> frozenset[str] | None:
     """The delivery windows `during` may name: the config file's; None (not checked) without --config."""
     if getattr(args, "config", None):
         return windows_from_config(args.config)
+    return None
+
+
+def load_notifiers(args) -> frozenset[str] | None:
+    """The notifiers `notify` may name: the config file's; None (not checked) without --config."""
+    if getattr(args, "config", None):
+        return notifiers_from_config(args.config)
     return None
 
 

@@ -13,7 +13,8 @@ from ..diagnostics import Span
 from ..lang.loader import display_path
 from ..ruletest import TEST_SUFFIX, Failure, TestResult, coverage_lines, load_suite, run_suite, why_not_run
 from .common import EXIT_FINDINGS, EXIT_OK, UsageError, print_diagnostics, rule_files
-from .options import load_destinations, load_no_destination, load_rules_folders, load_windows, searched_folders
+from .options import (load_destinations, load_no_destination, load_notifiers, load_rules_folders, load_windows,
+                      searched_folders)
 
 
 def files_to_test(paths: list[str]) -> list[str]:
@@ -36,6 +37,7 @@ def cmd_test(args) -> int:
     no_destination = load_no_destination(args)
     folders = load_rules_folders(args)
     windows = load_windows(args)
+    notifiers = load_notifiers(args)
     files = files_to_test(args.paths)
     if not files:
         print("no *_test.rules files found", file=sys.stderr)
@@ -44,7 +46,8 @@ def cmd_test(args) -> int:
     broken = 0
     coverage: list[str] = []
     for path in files:
-        suite = load_suite(path, destinations, no_destination, folders + searched_folders(path, args.paths), windows)
+        suite = load_suite(path, destinations, no_destination, folders + searched_folders(path, args.paths), windows,
+                           notifiers)
         if suite.errors:
             print_diagnostics([d for d in suite.diagnostics if d.is_error], "text", sys.stderr)
             print(f"{display_path(path)}: its tests did not run: {why_not_run(suite)}", file=sys.stderr)

@@ -22,7 +22,7 @@ from ruamel.yaml.error import YAMLError
 from ..lang.functions import DEFAULT_HASH_KEY, Secrets
 from ..lang.groups import quiet_seconds
 from ..windows import DeliveryWindow, WindowError
-from .notification_context import EVENTS_WITH_AFTER
+from .notification_context import DISK_EVENTS, EVENTS_WITH_AFTER
 
 
 class ConfigError(Exception):
@@ -218,7 +218,8 @@ class SecretHeader:
 
 
 DEFAULT_WEBHOOK_BODY = "{{ notification | tojson }}"  # every value the event gives, as one JSON object
-DEFAULT_EMAIL_SUBJECT = "[{{ node }}] {{ event }}{% if destination %}: {{ destination }}{% endif %}"
+DEFAULT_EMAIL_SUBJECT = ("[{{ node }}] {{ event }}{% if destination %}: {{ destination }}"
+                         "{% elif message %}: {{ message }}{% elif rule %}: {{ rule }}{% endif %}")
 DEFAULT_EMAIL_BODY = ("{{ event }} on {{ node }} at {{ time }}\n"
                       "{% for name, value in notification | dictsort %}{{ name }}: {{ value }}\n{% endfor %}")
 
@@ -1097,6 +1098,9 @@ class _Checks:
                     hint = f" (did you mean {close[0]}?)" if close else ""
                     known = f"notifiers: {', '.join(map(str, notifiers))}" if notifiers else "no notifiers are configured"
                     self._problem(("notify", number, "to", index), f"unknown notifier {target!r}{hint}; {known}")
+            if event in DISK_EVENTS and not self.data.get("storage_min_free"):
+                self._problem(("notify", number, "event"), f"{event} is raised only with storage_min_free, which "
+                                                           "is not set: set it (e.g. storage_min_free: 5%)")
             if "after" in item and event is not None and event not in EVENTS_WITH_AFTER:
                 self._problem(("notify", number, "after"), f"after applies to {', '.join(EVENTS_WITH_AFTER)} only, "
                                                            f"not to {event}")
@@ -1213,6 +1217,11 @@ def destinations_from_config(path: str | os.PathLike) -> dict[str, dict]:
     """name -> {ae_title, host, port}: what `lint --config` and `dry-run --config` need."""
     return load_config(path, secrets=False).destination_infos()
 
+
+
+def notifiers_from_config(path: str | os.PathLike) -> frozenset[str]:
+    """The names of the configuration's notifiers: what `lint --config` checks `notify` against."""
+    return frozenset(load_config(path, secrets=False).notifiers)
 
 
 def windows_from_config(path: str | os.PathLike) -> frozenset[str]:

@@ -1,6 +1,6 @@
 """What a notification's templates read: the events the configuration can subscribe to
-(`notify:`), the values each gives, and the patient data a notifier receives only when it
-says `patient_data: true`.
+(`notify:`), the event of a rule's `notify` action, the values each gives, and the patient
+data a notifier receives only when it says `patient_data: true`.
 
 The configuration checks templates against these names (and renders them with the sample
 values) when it is read; the router fills them in (runtime/events.py).
@@ -27,7 +27,18 @@ EVENTS: dict[str, dict[str, object]] = {
     # a destination that could not be reached for longer than the subscription's `after`
     "destination-unreachable": {"destination": "PACS", "reason": "connection refused", "since": "2026-01-31T21:55:00Z",
                                 "seconds": 600, "waiting": 42},
+    # the storage's free space fell below storage_min_free: new instances are refused
+    "disk-low": {"reason": "the disk of the router's storage is low: 1.2 GB free, storage_min_free is 5%",
+                 "min_free": "5%"},
+    # the free space is back above storage_min_free: instances are taken again
+    "disk-recovered": {"reason": "the disk of the router's storage has room again", "min_free": "5%"},
 }
+
+# A rule's `notify NOTIFIER "message"` (not subscribed to: the rule names its notifier). An
+# instance rule gives its instance's values; a group rule, once per firing, the group's.
+RULE_EVENT = "rule"
+RULE_FIELDS: dict[str, object] = {"rule": "CT to the AI", "message": "study ready for the AI",
+                                  "level": "instance", "instances": 1, **_INSTANCE}
 
 # Patient data: in a notification only for a notifier with `patient_data: true`.
 PATIENT_FIELDS = {"PatientName": "DOE^JANE", "PatientID": "12345", "AccessionNumber": "A-1"}
@@ -35,13 +46,16 @@ PATIENT_FIELDS = {"PatientName": "DOE^JANE", "PatientID": "12345", "AccessionNum
 # The name of every value at once, as a mapping (`{{ notification | tojson }}`).
 WHOLE = "notification"
 
+# The events of the disk watermark: raised only with `storage_min_free`.
+DISK_EVENTS = ("disk-low", "disk-recovered")
+
 # The events that can wait `after` before they are raised.
 EVENTS_WITH_AFTER = ("destination-unreachable",)
 
 
 def known_fields(patient_data: bool) -> set[str]:
     """Every name a notifier's template may read."""
-    names = set(COMMON_FIELDS) | {WHOLE}
+    names = set(COMMON_FIELDS) | {WHOLE} | set(RULE_FIELDS)
     for fields in EVENTS.values():
         names |= set(fields)
     return names | set(PATIENT_FIELDS) if patient_data else names
@@ -49,7 +63,7 @@ def known_fields(patient_data: bool) -> set[str]:
 
 def sample(patient_data: bool) -> dict[str, object]:
     """Values for every name, to render a template with when the configuration is read."""
-    values: dict[str, object] = dict(COMMON_FIELDS)
+    values: dict[str, object] = {**COMMON_FIELDS, **RULE_FIELDS}
     for fields in EVENTS.values():
         values.update(fields)
     if patient_data:

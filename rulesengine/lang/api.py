@@ -14,33 +14,35 @@ from .loader import Program, load_program
 from .ruleset import NO_DESTINATION_POLICIES, RuleSet
 
 
-def analyse(program: Program, destinations=None, windows=None) -> Analysis:
-    """Every check and lint pass over a loaded program. `windows`: the names of the
-    configuration's delivery windows (None: not known, `during` names are not checked)."""
-    analysis = Analysis(program, destinations, windows).run()
+def analyse(program: Program, destinations=None, windows=None, notifiers=None) -> Analysis:
+    """Every check and lint pass over a loaded program. `windows`, `notifiers`: the names of the
+    configuration's delivery windows and notifiers (None: not known, `during` and `notify`
+    names are not checked)."""
+    analysis = Analysis(program, destinations, windows, notifiers).run()
     lint_program(analysis)
     return analysis
 
 
 def check_file(path: str | os.PathLike, destinations=None, folders: Sequence[str] = (),
-               windows=None) -> list[Diagnostic]:
+               windows=None, notifiers=None) -> list[Diagnostic]:
     """Findings for one rule file and what it imports (what `dicom-rules lint` reports).
     Imports and tables are read inside its folder and `folders` only."""
     program = load_program(os.fspath(path), folders=folders)
-    return sorted(analyse(program, destinations, windows).diagnostics, key=Diagnostic.sort_key)
+    return sorted(analyse(program, destinations, windows, notifiers).diagnostics, key=Diagnostic.sort_key)
 
 
-def _build(program: Program, destinations, secrets, no_destination, windows=None) -> RuleSet:
+def _build(program: Program, destinations, secrets, no_destination, windows=None, notifiers=None) -> RuleSet:
     if no_destination not in NO_DESTINATION_POLICIES:
         raise ValueError(f"no_destination must be one of {', '.join(NO_DESTINATION_POLICIES)}")
-    analysis = analyse(program, destinations, windows)
+    analysis = analyse(program, destinations, windows, notifiers)
     if analysis.errors:
         raise RulesError(analysis.diagnostics)
     return compile_program(program, analysis, secrets, no_destination)
 
 
 def compile_file(path: str | os.PathLike, destinations=None, *, secrets: Secrets | None = None,
-                 no_destination: str = "quarantine", folders: Sequence[str] = (), windows=None) -> RuleSet:
+                 no_destination: str = "quarantine", folders: Sequence[str] = (), windows=None,
+                 notifiers=None) -> RuleSet:
     """Compile a rule file. Raises RulesError (with every finding) when it has errors.
 
     `destinations`: None (not checked), destination names, or a mapping of name to
@@ -48,12 +50,14 @@ def compile_file(path: str | os.PathLike, destinations=None, *, secrets: Secrets
     sender can be recognised. Imports and tables are read inside the rule file's
     folder and `folders` (the configuration's rules_folders) only.
     """
-    return _build(load_program(os.fspath(path), folders=folders), destinations, secrets, no_destination, windows)
+    return _build(load_program(os.fspath(path), folders=folders), destinations, secrets, no_destination, windows,
+                  notifiers)
 
 
 def compile_source(text: str, destinations=None, *, filename: str = "<rules>", secrets: Secrets | None = None,
-                   no_destination: str = "quarantine", folders: Sequence[str] = (), windows=None) -> RuleSet:
+                   no_destination: str = "quarantine", folders: Sequence[str] = (), windows=None,
+                   notifiers=None) -> RuleSet:
     """Compile rules given as text; imports and tables resolve against `filename`'s folder,
     and are read inside it and `folders` only."""
     return _build(load_program(text=text, filename=filename, folders=folders), destinations, secrets,
-                  no_destination, windows)
+                  no_destination, windows, notifiers)

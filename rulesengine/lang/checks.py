@@ -93,11 +93,13 @@ class TableRef:
 class Analysis(NodeVisitor):
     """Findings, plus what was resolved, keyed by id() of the nodes."""
 
-    def __init__(self, program: Program, destinations=None, windows=None):
+    def __init__(self, program: Program, destinations=None, windows=None, notifiers=None):
         self.program = program
         self.destinations = destination_infos(destinations)
         # The configuration's delivery windows by name (`during WINDOW`); None: not known, not checked.
         self.windows = frozenset(windows) if windows is not None else None
+        # The configuration's notifiers by name (`notify NOTIFIER`); None: not known, not checked.
+        self.notifiers = frozenset(notifiers) if notifiers is not None else None
         self.diagnostics: list[Diagnostic] = list(program.diagnostics)
         self.paths: dict[int, ResolvedPath] = {}
         self.types: dict[int, Type] = {}
@@ -525,6 +527,25 @@ class Analysis(NodeVisitor):
         if self._routing_allowed(action, scope, "urgent"):
             self._wrong_for_messages(action, scope, "urgent", n.REQUESTS,
                                      "a request is answered now; only instances wait in a queue")
+    # ----
+
+    # ---- notifications ----
+    def visit_NotifyAction(self, action: n.NotifyAction, scope: Scope) -> None:
+        if not self._routing_allowed(action, scope, "notify"):
+            return
+        if self._wrong_for_messages(action, scope, "notify", n.REQUESTS,
+                                    "a request is answered at once; only instances notify"):
+            return
+        self._check_notifier(action.notifier)
+        if action.message is not None:
+            self.check_value(action.message, scope, allow_many=True)
+
+    def _check_notifier(self, name: n.Name) -> None:
+        if self.notifiers is not None and name.value not in self.notifiers:
+            close = difflib.get_close_matches(name.value, list(self.notifiers), n=1, cutoff=0.6)
+            known = ", ".join(sorted(self.notifiers)) or "none are configured"
+            hint = f"did you mean {close[0]}?" if close else f"known notifiers: {known}"
+            self._error("unknown-notifier", f"unknown notifier {name.value!r}", name.span, hint)
     # ----
 
     def visit_CopyAction(self, action: n.CopyAction, scope: Scope) -> None:
@@ -1557,6 +1578,9 @@ class Analysis(NodeVisitor):
 
     def visit_ExpectRoute(self, statement: n.ExpectRoute, scope: Scope) -> None:
         self._check_destinations(statement.destinations)
+
+    def visit_ExpectNotify(self, statement: n.ExpectNotify, scope: Scope) -> None:
+        self._check_notifier(statement.notifier)
 
     def visit_ExpectCopy(self, statement: n.ExpectCopy, scope: Scope) -> None:
         self._check_destinations((statement.destination,))

@@ -403,6 +403,10 @@ class CodeGenerator(NodeVisitor):
     def visit_UrgentAction(self, action: n.UrgentAction, scope) -> None:
         self.emit("ev.urgent = True", action.span)
 
+    def visit_NotifyAction(self, action: n.NotifyAction, scope) -> None:
+        message = self.value(action.message, scope) if action.message is not None else "None"
+        self.emit(f"ev.notify({action.notifier.value!r}, {message})", action.span)
+
     def _destinations(self, names: tuple[n.Name, ...]) -> str:
         values = tuple(name.value for name in names)
         return self.shared.const(values, "to_" + "_".join(values))

@@ -279,6 +279,9 @@ class _StatementLine(NodeVisitor):
     def visit_UrgentAction(self, a: n.UrgentAction) -> str:
         return "urgent"
 
+    def visit_NotifyAction(self, a: n.NotifyAction) -> str:
+        return _with_reason(f"notify {a.notifier.value}", a.message)
+
     def visit_ApplyAction(self, a: n.ApplyAction) -> str:
         return f"apply {a.namespace}.{a.block}" if a.namespace else f"apply {a.block}"
 
@@ -345,6 +348,12 @@ class _StatementLine(NodeVisitor):
 
     def visit_ExpectFired(self, s: n.ExpectFired) -> str:
         return ("expect not fired " if s.negated else "expect fired ") + quote_string(s.rule)
+
+    def visit_ExpectNotify(self, s: n.ExpectNotify) -> str:
+        if s.negated:
+            return f"expect no notify {s.notifier.value}"
+        message = f" {quote_string(s.message)}" if s.message is not None else ""
+        return f"expect notify {s.notifier.value}{message}"
 
     def visit_ExpectCondition(self, s: n.ExpectCondition) -> _Breakable:
         return _Breakable("expect ", s.condition)

@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 from ..diagnostics import Span
 from .nodes import DURATION_UNITS
 from .paths import resolve
-from .ruleset import Decision, Evaluation, RuleInfo
+from .ruleset import Decision, Evaluation, RuleInfo, RuleNotification
 from .syntax import parse_path
 
 # The longest quiet time: a group's instances stay in the spool until it fires.
@@ -111,6 +111,17 @@ def _number(value) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.inf  # absent (or not a number): last
+
+
+def group_notifications(decisions: Sequence[Decision]) -> list[RuleNotification]:
+    """The notifications of one group firing: a group rule's `notify` runs for each instance,
+    but the group is notified once, per notifier, with the message of the first instance in
+    group order that asked for it."""
+    found: dict[tuple[str, str | None], RuleNotification] = {}
+    for decision in decisions:
+        for note in decision.notifications:
+            found.setdefault((note.notifier, note.rule), note)
+    return list(found.values())
 
 
 class GroupRule:

@@ -346,6 +346,15 @@ class UrgentAction(Node):
 
 
 @dataclass(frozen=True, slots=True)
+class NotifyAction(Node):
+    """`notify NOTIFIER "message"`: a notification through a notifier of the configuration."""
+
+    span: Span
+    notifier: Name
+    message: "Expr | None" = None
+
+
+@dataclass(frozen=True, slots=True)
 class ApplyAction(Node):
     span: Span
     namespace: str | None
@@ -491,6 +500,7 @@ class BlankPixelsAction(Node):
 
 
 Action = Union[SetAction, BlankAction, DeleteAction, DeletePrivateAction, RouteAction, CopyAction, UrgentAction,
+               NotifyAction,
                ApplyAction, DropAction, RejectAction, QuarantineAction, LogAction, LetAction, StopAction,
                IfAction, ForEachAction, OnResponseAction, AppendAction, DeleteItemsAction, CopyPathAction,
                BlankPixelsAction, KeepOnlyAction]
@@ -662,6 +672,16 @@ class ExpectFired(Node):
 
 
 @dataclass(frozen=True, slots=True)
+class ExpectNotify(Node):
+    """`expect notify NOTIFIER "message"` (the message optional), `expect no notify NOTIFIER`."""
+
+    span: Span
+    notifier: Name
+    message: str | None = None
+    negated: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ExpectCondition(Node):
     span: Span
     condition: Expr
@@ -697,11 +717,11 @@ class ExpectFor(Node):
 
     span: Span
     file: str
-    expectation: "ExpectRoute | ExpectCopy | ExpectOutcome | ExpectFired | ExpectCondition | ExpectResponse"
+    expectation: "ExpectRoute | ExpectCopy | ExpectOutcome | ExpectFired | ExpectNotify | ExpectCondition | ExpectResponse"
 
 
 TestStatement = Union[GivenFile, GivenValues, GivenMessage, GivenResponse, ApplyAction, ExpectRoute, ExpectCopy,
-                      ExpectOutcome, ExpectFired, ExpectCondition, ExpectResponse, ExpectFor]
+                      ExpectOutcome, ExpectFired, ExpectNotify, ExpectCondition, ExpectResponse, ExpectFor]
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,6 +104,8 @@ class Decision:
     # ---- delivery windows and urgency ----
     urgent: bool = False  # `urgent`: every delivery goes first in its destination's queue
     windows: dict[str, str] | None = None  # destination -> the window its route waits for (`during`)
+    # `notify NOTIFIER "message"`: the notifications the rules ask for, in order (instances only)
+    notifications: list[RuleNotification] | tuple = ()
 
     def to_json(self) -> dict:
         return {
@@ -118,7 +120,21 @@ class Decision:
             **({"message": self.message} if self.message != STORE else {}),
             **({"urgent": True} if self.urgent else {}),
             **({"windows": dict(self.windows)} if self.windows else {}),
+            **({"notifications": [note.to_json() for note in self.notifications]} if self.notifications else {}),
         }
+
+
+@dataclass(frozen=True)
+class RuleNotification:
+    """A notification a rule asks for (`notify NOTIFIER "message"`): the router queues it once
+    the document is settled (a group rule's: once per group firing); dry-run and tests show it."""
+
+    notifier: str
+    message: str | None
+    rule: str | None
+
+    def to_json(self) -> dict:
+        return {"notifier": self.notifier, "message": self.message, "rule": self.rule}
 
 
 class Evaluation:
@@ -126,7 +142,7 @@ class Evaluation:
 
     __slots__ = ("ruleset", "document", "routes", "copies", "fired", "edits", "logs", "outcome", "reason",
                  "rule", "destination", "trace", "branches", "ended_by", "current", "message", "responses",
-                 "urgent", "windows")
+                 "urgent", "windows", "notifications")
 
     def __init__(self, ruleset, document: RuleDocument, tracing: bool = False, message: str = STORE):
         self.ruleset = ruleset
@@ -148,6 +164,7 @@ class Evaluation:
         self.responses: list[tuple[Callable, int]] | None = None  # `on response` actions, with their rule
         self.urgent = False  # set by `urgent`
         self.windows: dict[str, str] | None = None  # destination -> window of its `during` routes
+        self.notifications: list[RuleNotification] | None = None  # set by `notify`
 
     # -- called by compiled rules --
 
@@ -179,6 +196,13 @@ class Evaluation:
             self.route_during(names, back, window)
         for name in names:
             self.copies.setdefault(name, []).append((body, self.rule))
+
+    def notify(self, notifier: str, message) -> None:
+        if self.notifications is None:
+            self.notifications = []
+        rule = self.ruleset.rules[self.rule].name if self.rule >= 0 else None
+        text = None if message is None else message if isinstance(message, str) else display(message)
+        self.notifications.append(RuleNotification(notifier, text, rule))
 
     def on_response(self, body: Callable) -> None:
         if self.responses is None:
@@ -254,6 +278,8 @@ class Evaluation:
                 decision.urgent = self.urgent
                 decision.windows = {name: window for name, window in (self.windows or {}).items()
                                     if name in destinations}
+            if self.notifications:
+                decision.notifications = self.notifications
             return decision
         return Decision(outcome, reason, destinations, [rules[i] for i in self.fired], self.edits, self.logs,
                         None, ended_by, skipped, self.trace, self.branches, message=self.message,

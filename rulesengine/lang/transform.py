@@ -210,6 +210,10 @@ class ToNodes(Transformer):
         return n.UrgentAction(self._span(meta))
 
     @v_args(meta=True)
+    def notify_action(self, meta, children):
+        return n.NotifyAction(self._span(meta), self._name(children[0]), children[1] if len(children) > 1 else None)
+
+    @v_args(meta=True)
     def apply_action(self, meta, children):
         if len(children) == 1:
             return n.ApplyAction(self._span(meta), None, str(children[0]))
@@ -565,6 +569,15 @@ class ToNodes(Transformer):
     def not_fired_expectation(self, meta, children):
         tok = children[0]
         return n.ExpectFired(self._span(meta), unquote(tok, self._tspan(tok)), negated=True)
+
+    @v_args(meta=True)
+    def notify_expectation(self, meta, children):
+        message = unquote(children[1], self._tspan(children[1])) if len(children) > 1 else None
+        return n.ExpectNotify(self._span(meta), self._name(children[0]), message)
+
+    @v_args(meta=True)
+    def no_notify_expectation(self, meta, children):
+        return n.ExpectNotify(self._span(meta), self._name(children[0]), negated=True)
 
     @v_args(meta=True)
     def condition_expectation(self, meta, children):

@@ -9,6 +9,12 @@ happen and queued as notifications (notifications.py) for the notifiers subscrib
   backoff's cap later), raised once per subscription and outage; a delivered instance ends
   the outage. The outage is the journal's (its table `outages`), shared by every process and
   node: whichever meets the destination down, it is told once.
+- disk-low, disk-recovered: the storage's free space fell below `storage_min_free`, and came
+  back (disk_space.py, the main process's watermark, which the housekeeper asks while nothing
+  arrives): once per change, whatever the number of instances refused meanwhile.
+
+Besides those, a rule's `notify NOTIFIER "message"` queues the event `rule` for the notifier it
+names (pipeline.py once an instance is settled; groups.py once per group firing).
 
 What an event gives is in config/notification_context.py; patient data goes apart (`patient`),
 for the notifiers that opted in. Raising an event costs nothing where nobody subscribed to it.
@@ -22,7 +28,7 @@ import time
 from typing import Any, Callable, Mapping
 
 from ..arrival import HEADER_KEYWORDS, Arrival
-from ..config.notification_context import PATIENT_FIELDS
+from ..config.notification_context import PATIENT_FIELDS, RULE_EVENT
 from .journal.errors import in_words
 from .logs import Repeats
 from .notifications import Notifications, iso_time
@@ -34,6 +40,10 @@ DELIVERY_DEAD = "delivery-dead"
 INSTANCE_QUARANTINED = "instance-quarantined"
 RELOAD_REFUSED = "reload-refused"
 DESTINATION_UNREACHABLE = "destination-unreachable"
+DISK_LOW = "disk-low"
+DISK_RECOVERED = "disk-recovered"
+# What a group's notification leaves out of its first instance's values: they are an instance's.
+_INSTANCE_ONLY = ("instance_id", "SOPInstanceUID", "SOPClassUID")
 OUTAGE_CHECK_SECONDS = 10  # how stale this process's view of another's outage may be after a delivery
 
 
@@ -143,6 +153,39 @@ class Events:
         values = {"destination": destination, "reason": error, "since": iso_time(since), "seconds": round(now - since),
                   "waiting": count}
         return self.raise_event(DESTINATION_UNREACHABLE, values, subscriptions=due)
+
+    def disk_changed(self, low: bool, reason: str | None, min_free: str | None = None) -> list[int]:
+        """The storage's free space crossed `storage_min_free` (DiskSpace.on_change): told once
+        per change, not once per instance refused."""
+        event = DISK_LOW if low else DISK_RECOVERED
+        if not self._subscriptions(event):
+            return []
+        if not low:
+            reason = "the disk of the router's storage has room again: instances are taken again"
+        return self.raise_event(event, {"reason": reason, "min_free": min_free})
+
+    def rule_notifications(self, notifications, arrival: Arrival | None, instance_id: int | None = None,
+                           group=None) -> list[int]:
+        """A rule's `notify` actions (lang.ruleset.RuleNotification), for one instance settled, or
+        (`group`: (level, study UID, series UID or None, instance count)) for one group firing,
+        with the values of its first instance in group order."""
+        if not notifications or self.notifications is None:
+            return []
+        values, patient = instance_values(arrival)
+        if group is None:
+            values.update({"level": "instance", "instances": 1, "instance_id": instance_id})
+        else:
+            level, study, series, count = group
+            for key in _INSTANCE_ONLY:
+                values.pop(key, None)
+            values.update({"level": level, "instances": count, "StudyInstanceUID": study, "SeriesInstanceUID": series})
+        queued = []
+        for note in notifications:
+            number = self.notifications.send(note.notifier, RULE_EVENT,
+                                              {**values, "rule": note.rule, "message": note.message}, patient)
+            if number is not None:
+                queued.append(number)
+        return queued
 
     def destination_reached(self, destination: str) -> None:
         """A delivery went through: the destination's outage, if any, is over. The journal is

@@ -13,9 +13,12 @@ them with a lease (one process of one node fires a group; one that dies loses it
 lease expires), evaluates the rule over the members in group order, turns each decision
 into deliveries as an instance's decision is turned (Pipeline.write_copies), and queues them
 together as it marks the group fired. A restart loses nothing: what is open is in the journal.
+The rule's `notify` actions are queued once per firing (lang.groups.group_notifications), after
+the journal marked it fired, with the group's values (level, UIDs, instance count).
 
 An instance that arrives after its group fired is late, handled by the rule's `late`
-policy: refire (its actions for that instance alone, the aggregates over the whole group),
+policy: refire (its actions for that instance alone, the aggregates over the whole group,
+its `notify` once for it),
 quarantine (the reason names the group), or drop (journaled and logged). Never silent.
 """
 
@@ -30,6 +33,7 @@ from typing import Any, Callable
 from ..copies import CopyError
 from ..document import Document, DocumentReadError
 from ..intake import read_instance, short_error
+from ..lang.groups import group_notifications
 from ..lang.ruleset import Decision, RuleSet
 from .journal import ClaimLost, Group, GroupChanged, Instance, NewDelivery
 from .journal.errors import unreachable
@@ -50,6 +54,8 @@ class Joined:
     quarantine: tuple[str, ...] = ()  # late quarantines: the reasons
     dropped: tuple[str, ...] = ()  # late drops: the reasons (logged, journaled as its outcome)
     completing: tuple[int, ...] = ()  # open groups to check `complete when` on, once it is settled
+    # late refires' `notify`: (notifications, (level, study, series, 1)), queued once it is settled
+    notifications: tuple = ()
 
 
 def group_name(group: Group) -> str:
@@ -98,7 +104,7 @@ class GroupRunner:
     def join(self, instance: Instance, document: Document, ruleset: RuleSet) -> Joined | None:
         """The instance joins one group per group rule of its rule set version (None: it has none
         of their UIDs); a late one is handled by the rule's `late` policy."""
-        held, deliveries, quarantine, dropped, completing = [], [], [], [], []
+        held, deliveries, quarantine, dropped, completing, notifications = [], [], [], [], [], []
         joined_any = False
         for rule in ruleset.group_rules:
             key = rule.key(document)
@@ -122,13 +128,17 @@ class GroupRunner:
             elif rule.late == "quarantine":
                 quarantine.append(f"{reason} (late quarantine)")
             else:
-                deliveries.extend(self._refire(instance, document, rule, group, ruleset))
+                items, notes = self._refire(instance, document, rule, group, ruleset)
+                deliveries.extend(items)
+                if notes:
+                    notifications.append((tuple(notes), (group.level, group.study_uid, group.series_uid or None, 1)))
         if not joined_any:
             return None
-        return Joined(tuple(held), tuple(deliveries), tuple(quarantine), tuple(dropped), tuple(completing))
+        return Joined(tuple(held), tuple(deliveries), tuple(quarantine), tuple(dropped), tuple(completing),
+                      tuple(notifications))
 
     def _refire(self, instance: Instance, document: Document, rule, group: Group,
-                ruleset: RuleSet) -> list[NewDelivery]:
+                ruleset: RuleSet) -> tuple[list[NewDelivery], list]:
         """A late instance, `late refire`: the rule's actions for it alone, its aggregates over
         the whole group (the members whose files the spool still holds, and this one)."""
         members = [member for member in self.journal.group_members(group.id) if member.id != instance.id]
@@ -137,7 +147,7 @@ class GroupRunner:
         decision = rule.evaluate_late(everyone, document)
         log.info("late for %s, refired: %s", group_name(group), self.pipeline.describe(document, decision, ruleset))
         items = self._turn(instance, document, decision, group)
-        return items
+        return items, list(decision.notifications)
 
     # ---- firing -------------------------------------------------------------------------------
 
@@ -231,6 +241,12 @@ class GroupRunner:
             except BaseException:
                 self._remove_copies(deliveries, members)
                 raise
+            notifications = group_notifications(decisions)
+            if notifications and ordered:
+                first = by_document[id(ordered[0])]
+                self.pipeline.events.rule_notifications(
+                    notifications, first.arrival, group=(group.level, group.study_uid, group.series_uid or None,
+                                                         len(documents)))
         if rule is None:
             self.journal.fire_group(group.id, [], members=[member.id for member in members], now=self.clock())
         self._release_files(members)

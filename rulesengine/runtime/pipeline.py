@@ -303,6 +303,7 @@ class Pipeline:
         log.info(describe(document, decision, ruleset))
         instance_id = self.journal.record(received_facts(document), None, outcome_of(decision, ruleset), DONE)
         self.storage.remove(path)
+        self.events.rule_notifications(decision.notifications, received_facts(document), instance_id)
         return Result("reject", decision.reason, instance_id, decision)
 
     # ---- processing -----------------------------------------------------------------------------
@@ -379,8 +380,7 @@ class Pipeline:
         outcome = outcome_of(decision, ruleset)
         if joined is not None:
             self._settle_grouped(instance, path, document, decision, outcome, joined)
-            return
-        if decision.outcome == "route":
+        elif decision.outcome == "route":
             self._route(instance_id, path, document, decision, outcome)
         elif decision.outcome == "drop":
             retained = self.storage.keep(self.journal, instance_id)  # for replay (retention.delivered)
@@ -394,6 +394,8 @@ class Pipeline:
             if decision.outcome == "reject":
                 reason = f"rejected after the sender was answered: {reason}"
             self._keep_aside(instance_id, path, received_facts(document), reason, outcome)
+        # `notify`: queued once the instance is settled (a crash before leaves it to be processed again)
+        self.events.rule_notifications(decision.notifications, received_facts(document), instance_id)
 
     def _settle_grouped(self, instance: Instance, path: str, document: Document, decision: Decision,
                         outcome: Outcome, joined: Joined) -> None:
@@ -420,6 +422,8 @@ class Pipeline:
         else:  # late and dropped, or its groups fired with no place for it
             reason = "; ".join(joined.dropped) or decision.reason or "no rule routed it"
             self.journal.settle(instance_id, failed_outcome("drop", reason, version, outcome), None)
+        for notifications, group in joined.notifications:  # a late refire's `notify`
+            self.events.rule_notifications(notifications, received_facts(document), instance_id, group)
         self.groups.complete(joined.completing)
         if not self.journal.path_in_use(path):
             # no open group holds it and no delivery needs it (also when its groups fired meanwhile,

@@ -21,10 +21,12 @@ from dataclasses import replace
 
 from ..config import Config, ConfigError
 from ..diagnostics import RulesError
+from .events import Events
 from .find_service import FindService
 from .listener import DicomListener
 from .journal.errors import in_words, unreachable
 from .logs import Repeats, setup_logging
+from .notifications import Notifications
 from .pipeline import Pipeline
 from .pynetdicom_setup import configure_pynetdicom
 from .retrieval_exchange import RetrievalExchange
@@ -54,7 +56,10 @@ class Reception:
         self.config = config
         self.rules = rules
         self.worker = WorkerProcess(config.path, verbose, journal)
-        self.pipeline = Pipeline(storage, journal, rules, _delivered_by_the_worker, on_accepted=self.worker.wake)
+        # what is decided here (a reject at reception, a sync-mode delivery) raises its events here:
+        # queued in the outbox, sent by the main process
+        self.pipeline = Pipeline(storage, journal, rules, _delivered_by_the_worker, on_accepted=self.worker.wake,
+                                 events=Events(Notifications(journal, config)))
         self.find_service = FindService(journal, rules)
         self.sync_delivery = SyncDelivery(journal, storage, self.pipeline, config.destinations)
         self.retrieve_service = RetrieveService(journal, rules, self.pipeline, self.sync_delivery)
@@ -83,6 +88,7 @@ class Reception:
         """A changed configuration put in place: sync deliveries use its destinations."""
         self.config = config
         self.sync_delivery.use_destinations(config.destinations)
+        self.pipeline.events.configure(config)
 
     def stop_listeners(self) -> None:
         """Stop taking new work; associations in progress finish their current message."""

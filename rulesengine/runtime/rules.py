@@ -46,7 +46,7 @@ def compile_rules(config: Config, program: Program | None = None) -> RuleSet:
     findings, NoRulesError when the rule file has no rules, OSError when it cannot be read."""
     if program is None:
         program = load_program(os.fspath(config.rules), folders=config.rules_folders)
-    analysis = analyse(program, config.destination_infos(), config.windows)
+    analysis = analyse(program, config.destination_infos(), config.windows, config.notifiers)
     if analysis.errors:
         raise RulesError(analysis.diagnostics)
     if not program.main.file.rules:
@@ -58,7 +58,7 @@ def rule_file_findings(config: Config) -> list[Diagnostic]:
     """What `check-config` reports of the configuration's rule file: every finding of `lint`
     with the configuration's destinations, and an error when it has no rules."""
     program = load_program(os.fspath(config.rules), folders=config.rules_folders)
-    analysis = analyse(program, config.destination_infos(), config.windows)
+    analysis = analyse(program, config.destination_infos(), config.windows, config.notifiers)
     findings = sorted(analysis.diagnostics, key=Diagnostic.sort_key)
     if not analysis.errors and not program.main.file.rules:
         findings.append(error("config", str(NoRulesError(config))))

@@ -50,6 +50,14 @@ class Router:
         self.notification_sender = NotificationSender(self.journal, config)
         self.events = Events(Notifications(self.journal, config, wake=self.notification_sender.wake))
         self.rules.events = self.events  # a reload refused
+        self.pipeline.events = self.events  # a reject at reception, a sync-mode delivery: told from here
+        # disk-low, disk-recovered: this process's watermark, which the housekeeper asks while
+        # nothing arrives, tells each change once (the other receiving processes' refuse alike)
+        self.storage.disk.on_change.append(self._disk_changed)
+
+    def _disk_changed(self, low: bool, reason: str | None) -> None:
+        floor = self.storage.disk.floor
+        self.events.disk_changed(low, reason, floor.text if floor is not None else None)
 
     @property
     def listeners(self):

@@ -106,6 +106,8 @@ class SyncDelivery:
         if held is not None and (failures or not self._retain(instance_id, held, received)):
             self.storage.remove(held)
         log.info(describe(document, decision, ruleset) + f" ({purpose}: " + ("failed" if failures else "delivered") + ")")
+        if purpose == "sync":  # the rules' `notify`, once the instance is settled (a retrieval notifies nothing)
+            self.pipeline.events.rule_notifications(decision.notifications, received, instance_id)
         if failures:
             log.warning("%s delivery of %s failed: %s", purpose, received.sop_instance_uid, "; ".join(failures))
         return not failures, "; ".join(failures)

@@ -560,7 +560,7 @@ def test_every_mistake_of_notifiers_and_subscriptions_is_reported_with_its_line(
         "router.yaml:29: notifiers.mail-no-to.to: [] should be non-empty",
         "router.yaml:31: notify[0].to[0]: unknown notifier 'local-flie' (did you mean local-file?)",
         "router.yaml:32: notify[1].event: must be one of delivery-dead, instance-quarantined, reload-refused, "
-        "destination-unreachable, not 'disk-full'",
+        "destination-unreachable, disk-low, disk-recovered, not 'disk-full'",
         "router.yaml:33: notify[2].after: after applies to destination-unreachable only",
         "router.yaml:34: notify[3].after:",
     ]
