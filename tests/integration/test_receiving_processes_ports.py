@@ -16,6 +16,7 @@ import sys
 import tempfile
 from contextlib import closing
 from dataclasses import replace
+from pathlib import Path
 
 from helpers.instances import received_by_uid
 from helpers.peers import ROOT, StoreSCP, require, wait_until
@@ -27,14 +28,19 @@ from rulesengine.config import load_config
 from rulesengine.runtime.service import Router
 
 
+def run_router(folder: Path, rule_text: str, config_text: str) -> subprocess.CompletedProcess:
+    """`dicom-rules run` in `folder`, expected to stop by itself (refused at its start)."""
+    (folder / "main.rules").write_text(rule_text, encoding="utf-8")
+    (folder / "router.yaml").write_text(config_text, encoding="utf-8")
+    return subprocess.run([sys.executable, "-m", "rulesengine", "run", "router.yaml"], cwd=folder,
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
 def test_a_port_already_taken_is_said_at_once_and_nothing_is_left_running(tmp_path, port):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
         taken.listen()
-        (tmp_path / "main.rules").write_text(rules("V1"), encoding="utf-8")
-        (tmp_path / "router.yaml").write_text(config(port, 3), encoding="utf-8")
-        result = subprocess.run([sys.executable, "-m", "rulesengine", "run", "router.yaml"], cwd=tmp_path,
-                                capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        result = run_router(tmp_path, rules("V1"), config(port, 3))
     assert result.returncode == 1, result.stderr
     assert f"cannot start: listener main on 127.0.0.1:{port}: Address already in use" in result.stderr
     # nothing was started before the port was tried: no worker, no receiving process, no rules recorded
@@ -47,10 +53,7 @@ def test_a_second_router_on_the_ports_of_a_first_one_with_several_processes_is_r
     first = start_router(router_factory, port)
     second = tmp_path / "second"
     second.mkdir()
-    (second / "main.rules").write_text(rules("OTHER"), encoding="utf-8")
-    (second / "router.yaml").write_text(config(port, 2), encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "rulesengine", "run", "router.yaml"], cwd=second,
-                            capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    result = run_router(second, rules("OTHER"), config(port, 2))
     assert result.returncode == 1, result.stderr
     assert f"listener main on 127.0.0.1:{port}: Address already in use" in result.stderr
     sent = send_concurrently(port, tmp_path / "sent", senders=2)

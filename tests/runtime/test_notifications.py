@@ -425,15 +425,18 @@ def test_one_sender_at_a_time_sends_the_outbox(open_journal, tmp_path, webhook):
 # ---- the router's events --------------------------------------------------------------------------
 
 
+HOOK_AT_ONCE_PAGER_AFTER_10M = """
+    notifiers:
+      hook: {type: webhook, url: "https://hooks.example.org/x"}
+      pager: {type: webhook, url: "https://pager.example.org/x"}
+    notify:
+      - {event: destination-unreachable, to: [hook]}
+      - {event: destination-unreachable, after: 10m, to: [pager]}
+    """
+
+
 def test_an_unreachable_destination_is_told_once_it_has_been_down_for_after(tmp_path, journal):
-    config = load_config(write_config(tmp_path, """
-        notifiers:
-          hook: {type: webhook, url: "https://hooks.example.org/x"}
-          pager: {type: webhook, url: "https://pager.example.org/x"}
-        notify:
-          - {event: destination-unreachable, to: [hook]}
-          - {event: destination-unreachable, after: 10m, to: [pager]}
-        """))
+    config = load_config(write_config(tmp_path, HOOK_AT_ONCE_PAGER_AFTER_10M))
     clock = StoppedClock(1_000_000.0)
     events = Events(Notifications(journal, config, clock), clock)
     [first] = events.destination_failed("PACS", "connection refused", lambda: 42)
@@ -455,14 +458,7 @@ def test_an_unreachable_destination_is_told_once_it_has_been_down_for_after(tmp_
 def test_an_outage_met_by_several_processes_and_nodes_is_told_once(tmp_path, open_journal):
     """Each worker process meets the destination down in turn (the journal's pause passes the
     queue from one to the next): the outage is the cluster's, told once per subscription."""
-    config = load_config(write_config(tmp_path, """
-        notifiers:
-          hook: {type: webhook, url: "https://hooks.example.org/x"}
-          pager: {type: webhook, url: "https://pager.example.org/x"}
-        notify:
-          - {event: destination-unreachable, to: [hook]}
-          - {event: destination-unreachable, after: 10m, to: [pager]}
-        """))
+    config = load_config(write_config(tmp_path, HOOK_AT_ONCE_PAGER_AFTER_10M))
     clock = StoppedClock(1_000_000.0)
     journals = [open_journal("node-a", 1), open_journal("node-a", 2), open_journal("node-b", 1)]
     processes = [Events(Notifications(journal, config, clock), clock) for journal in journals]
