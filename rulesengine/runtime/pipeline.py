@@ -135,6 +135,8 @@ def describe(document: Document, decision: Decision, ruleset: RuleSet, held: tup
         result = f"{decision.outcome}" + (f": {decision.reason}" if decision.reason else "")
     if held:
         result = "; ".join(part for part in (result, f"held for {', '.join(held)}") if part)
+    if decision.notifications:
+        result += "; notify " + ", ".join(dict.fromkeys(note.notifier for note in decision.notifications))
     return f"{sop} via {source}: rules {ruleset.version} fired {fired} {result}"
 
 

@@ -5,6 +5,8 @@ instance), and storescp, the destination, gets every instance."""
 
 from __future__ import annotations
 
+import re
+
 from helpers.cli import dicom_rules
 from helpers.instances import make_instances, make_study, received_by_uid
 from helpers.notify_peers import WebhookServer
@@ -66,6 +68,7 @@ notifiers:
         assert listing.returncode == 0, listing.stderr
         assert "sent 4" in listing.stdout, listing.stdout
         assert len(ops.posted) == 4  # one per instance, one for the study: nothing twice
+        assert re.search(rf"{re.escape(alone.sop_instance_uid)} via sync .*-> STORE; notify ops", router.output())
         assert router.stop() == 0
     finally:
         ops.close()
