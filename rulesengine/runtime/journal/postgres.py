@@ -268,10 +268,17 @@ CREATE TABLE group_members (
 CREATE INDEX group_members_instance ON group_members(instance_id);
 """
 
+# Group rules: what they read of each member (JSON), kept when it joined, so that evaluating
+# `complete when` at each arrival reads no member's file (groups.py: member_header).
+_SCHEMA_11 = """
+ALTER TABLE group_members ADD COLUMN member_header TEXT;
+"""
+
 # The schema's versions: (number, statements), in order. A change of schema is a new entry
 # at the end; an entry, once released, never changes.
 MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_1), (2, _SCHEMA_2), (3, _SCHEMA_3), (4, _SCHEMA_4),
-                                           (5, _SCHEMA_5), (6, _SCHEMA_6), (7, _SCHEMA_7), (8, _SCHEMA_8), (9, _SCHEMA_9))
+                                           (5, _SCHEMA_5), (6, _SCHEMA_6), (7, _SCHEMA_7), (8, _SCHEMA_8), (9, _SCHEMA_9),
+                                           (11, _SCHEMA_11))
 
 
 class JournalUnavailable(RuntimeError):
