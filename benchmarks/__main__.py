@@ -168,9 +168,11 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Compile and evaluation times of generated rule files.")
     parser.add_argument("--profile", type=int, metavar="RULES",
                         help="instead of the table, profile the compiled path with this many rules")
-    parser.add_argument("--only", choices=("rules", "router", "cost", "nodes", "queries", "retrieve", "console"),
+    parser.add_argument("--only", choices=("rules", "router", "cost", "groups", "nodes", "queries", "retrieve",
+                                                        "console"),
                         help="only the rules table, only the routing tables (DCMTK needed), only the "
-                             "table of CPU per instance and concurrent senders (cost), "
+                             "table of CPU per instance and concurrent senders (cost), only a study rule against an "
+                             "instance rule (groups), "
                              "only the query round trip or only the C-MOVE of a study (Orthanc needed), "
                              "only the console on a generated journal (CONSOLE_BENCH_INSTANCES: its size)")
     parser.add_argument("--runs", type=int, default=3, help="routing: runs of the small set (median)")
@@ -197,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         from . import router
         status = router.run(options.runs, options.quick, options.only == "cost", options.instances,
                             options.processes) or status
+    if options.only in (None, "groups"):
+        from . import groups
+        status = groups.run(options.runs, options.instances) or status
     if options.only in (None, "nodes"):
         from . import nodes
         status = nodes.run(options.runs if options.only == "nodes" else 1, options.instances) or status

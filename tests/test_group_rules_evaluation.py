@@ -296,3 +296,27 @@ def test_a_late_instance_refired_alone_with_the_whole_group_counted(study):
     assert list(decision.destinations) == ["AI"]
     assert decision.destinations["AI"].dataset.SOPInstanceUID == late.dataset.SOPInstanceUID
     assert str(decision.destinations["AI"].dataset.InstitutionName) == "n=6 t2=3"
+
+
+class CountingDocument(Document):
+    """A document that counts what is read of it by path."""
+
+    __slots__ = ("reads",)
+
+    def read_path(self, path, base=None):
+        self.reads = getattr(self, "reads", 0) + 1
+        return super().read_path(path, base)
+
+
+def test_group_order_reads_each_instance_once_and_an_edit_reorders_it(study):
+    (rule,) = compile_source(STUDY_RULE).group_rules
+    docs = [CountingDocument(pydicom.dcmread(instance.path)) for instance in study]
+    first = rule.order(docs)
+    reads = [doc.reads for doc in docs]
+    for _ in range(3):  # as the runtime orders a group at each arrival
+        assert rule.order(docs) == first
+    assert [doc.reads for doc in docs] == reads  # read once, then kept in each document's cache
+    assert described(first)[:3] == [("Axial T2", 1), ("Axial T2", 2), ("Axial T2", 3)]
+    axial_first = first[0]
+    axial_first.set("DataSet.InstanceNumber", "9")  # an edit empties its cache: ordered by its new number
+    assert described(rule.order(docs))[:3] == [("Axial T2", 2), ("Axial T2", 3), ("Axial T2", 9)]

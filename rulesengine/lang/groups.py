@@ -113,6 +113,22 @@ def _number(value) -> float:
         return math.inf  # absent (or not a number): last
 
 
+_ORDER_KEY = ("group order",)  # where a document's cache keeps what group order reads of it
+
+
+def _order_key(document) -> tuple:
+    """(SeriesInstanceUID, SeriesNumber, InstanceNumber) of an instance, kept in its cache (which
+    an edit empties): the runtime orders a group at each arrival, and reads each instance once."""
+    cache = getattr(document, "cache", None)
+    key = cache.get(_ORDER_KEY) if cache is not None else None
+    if key is None:
+        key = (_read(document, "SeriesInstanceUID"), _number(_read(document, "SeriesNumber")),
+               _number(_read(document, "InstanceNumber")))
+        if cache is not None:
+            cache[_ORDER_KEY] = key
+    return key
+
+
 def group_notifications(decisions: Sequence[Decision]) -> list[RuleNotification]:
     """The notifications of one group firing: a group rule's `notify` runs for each instance,
     but the group is notified once, per notifier, with the message of the first instance in
@@ -155,15 +171,14 @@ class GroupRule:
     def order(self, documents: Sequence) -> list:
         """Group order: series by SeriesNumber (absent last), then first arrival; in a series,
         instances by InstanceNumber (absent last), then arrival. `documents` come in arrival order."""
+        keys = [_order_key(doc) for doc in documents]
         series_rank: dict = {}
-        for position, doc in enumerate(documents):
-            uid = _read(doc, "SeriesInstanceUID")
+        for position, (uid, series_number, _) in enumerate(keys):
             if uid not in series_rank:
-                series_rank[uid] = (_number(_read(doc, "SeriesNumber")), position)
-        ranked = [(series_rank[_read(doc, "SeriesInstanceUID")], _number(_read(doc, "InstanceNumber")), position, doc)
-                  for position, doc in enumerate(documents)]
-        ranked.sort(key=lambda entry: entry[:3])
-        return [entry[3] for entry in ranked]
+                series_rank[uid] = (series_number, position)
+        ranked = sorted(range(len(documents)),
+                        key=lambda position: (series_rank[keys[position][0]], keys[position][2], position))
+        return [documents[position] for position in ranked]
 
     def is_complete(self, documents: Sequence) -> bool:
         """Whether `complete when` holds over these instances; False without one, or when it fails."""

@@ -6,11 +6,13 @@ series); an instance the instance rules dropped, rejected or quarantined joins n
 group is open, the instance's spool file is kept (the journal counts it in use).
 
 A group fires once: when its rule's `complete when` holds (checked after each arrival, by the
-process that processed it), or when its timer runs out, `complete after` (else the
+process that processed it, over the members' headers as the journal kept them when they joined:
+`member_header`, the elements the rule set reads, so that no member's file is read again at
+each arrival, nor by a late refire; a process decodes each member's header once), or when its timer runs out, `complete after` (else the
 configuration's `group_quiet_time`) after its last arrival. The timer lives in the journal
 (`due_at`): every worker process looks for due groups at each round (`fire_due`), claims
 them with a lease (one process of one node fires a group; one that dies loses it when the
-lease expires), evaluates the rule over the members in group order, turns each decision
+lease expires; renewed while it fires, however long that takes), evaluates the rule over the members in group order, turns each decision
 into deliveries as an instance's decision is turned (Pipeline.write_copies), and queues them
 together as it marks the group fired. A restart loses nothing: what is open is in the journal.
 The rule's `notify` actions are queued once per firing (lang.groups.group_notifications), after
@@ -24,11 +26,15 @@ quarantine (the reason names the group), or drop (journaled and logged). Never s
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Callable
+
+from pydicom.dataset import Dataset, FileMetaDataset
 
 from ..copies import CopyError
 from ..document import Document, DocumentReadError
@@ -43,6 +49,10 @@ log = logging.getLogger("rulesengine.router")
 HELD = "held"  # the outcome of an instance no instance rule routed, kept for its groups (Pipeline._settle_grouped)
 FIRE_BATCH = 4  # due groups claimed at once: few, so that other processes share the work
 FIRE_TRIES = 3  # a group that gained a member while it fired is evaluated again, at most this often
+HEADERS_KEPT = 20_000  # members' headers a process keeps decoded (for `complete when`), the least recent dropped
+LARGEST_HEADER = 256 * 1024  # a member header longer than this is not kept: its file is read instead
+RECEIVED_KEPT = 2_000  # members' headers as received a process keeps for their group's firing
+SPECIFIC_CHARACTER_SET = 0x00080005
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,56 @@ def _as_received(decision: Decision, document: Document) -> Decision:
                                            for name, copy in decision.destinations.items()})
 
 
+def kept_header(document: Document, ruleset: RuleSet) -> Document | None:
+    """What the group rules read of an instance, as the journal keeps it with its groups: the
+    top-level elements the rule set reads (`RuleSet.tags_read`, which holds the group's key and
+    order) and the file meta, with its arrival, shared with `document` (a copy as received,
+    which nothing edits). None without group rules, or when the rules read everything: its
+    file is read instead."""
+    tags = getattr(ruleset, "tags_read", None)
+    if tags is None or not getattr(ruleset, "group_rules", ()):
+        return None
+    kept = Dataset()
+    source = document.dataset
+    for tag in sorted({*tags, SPECIFIC_CHARACTER_SET}):
+        if tag in source:
+            kept[tag] = source[tag]
+    return Document(kept, FileMetaDataset(document.file_meta), arrival=document.arrival)
+
+
+def member_header(kept: Document) -> str | None:
+    """A kept header (kept_header) as the journal holds it, JSON; None when it cannot be
+    written so, or would be large: the member's file is read instead."""
+    try:
+        text = json.dumps({"dataset": kept.dataset.to_json_dict(), "file_meta": kept.file_meta.to_json_dict()},
+                          separators=(",", ":"))
+    except Exception:  # noqa: BLE001 - a value JSON cannot hold: the file is read instead
+        log.debug("a member header cannot be kept", exc_info=True)
+        return None
+    return text if len(text) <= LARGEST_HEADER else None
+
+
+def document_of_header(text: str, instance: Instance) -> Document:
+    """A member as its rules read it, from the header the journal kept (member_header)."""
+    data = json.loads(text)
+    dataset = Dataset.from_json(data["dataset"])
+    file_meta = FileMetaDataset(Dataset.from_json(data["file_meta"]))
+    return Document(dataset, file_meta, arrival=_arrival(instance))
+
+
+def replace_arrival(kept: Document, instance: Instance) -> Document:
+    """A kept header with its instance's arrival as the journal holds it (as other processes read it)."""
+    kept.arrival = _arrival(instance)
+    return kept
+
+
+def _arrival(instance: Instance):
+    received = instance.arrival
+    if received.received_at is None:
+        received = replace(received, received_at=instance.received_at)
+    return received
+
+
 class GroupRunner:
     """The group rules of one process's pipeline: joining, firing, late instances."""
 
@@ -85,6 +145,14 @@ class GroupRunner:
         self.journal = pipeline.journal
         self.storage = pipeline.storage
         self.clock = clock or pipeline.clock
+        # The groups this process fires: their leases renewed every third of a lease, however
+        # long a firing takes (another process would take it over, and fire_group refuse it).
+        self.leases = pipeline.group_leases
+        # Members' headers decoded for `complete when` (instance id -> Document), most recent last.
+        self._headers: OrderedDict[int, Document] = OrderedDict()
+        # Members' headers as received, from their processing in this process (instance id ->
+        # Document, most recent last): their group's firing here reads no file for them.
+        self._received: OrderedDict[int, Document] = OrderedDict()
 
     @property
     def default_quiet_seconds(self) -> float:
@@ -101,22 +169,35 @@ class GroupRunner:
             return False
         return decision.outcome == "route" or decision.unrouted
 
-    def join(self, instance: Instance, document: Document, ruleset: RuleSet) -> Joined | None:
+    def join(self, instance: Instance, document: Document, ruleset: RuleSet,
+             received: Document | None = None) -> Joined | None:
         """The instance joins one group per group rule of its rule set version (None: it has none
-        of their UIDs); a late one is handled by the rule's `late` policy."""
+        of their UIDs); a late one is handled by the rule's `late` policy. `received`: a copy
+        of its header as received (the instance rules edit `document`), kept in this process
+        for its group's firing, which then need not read its file again."""
         held, deliveries, quarantine, dropped, completing, notifications = [], [], [], [], [], []
         joined_any = False
+        header: str | None = None
+        kept: Document | None = None
+        document = received if received is not None else document.copy()
         for rule in ruleset.group_rules:
             key = rule.key(document)
             if key is None:
                 continue
+            if not joined_any:
+                kept = kept_header(document, ruleset)
+                header = member_header(kept) if kept is not None else None
             joined_any = True
             quiet = rule.quiet_seconds if rule.quiet_seconds is not None else self.default_quiet_seconds
             joined = self.journal.join_group(rule.name, ruleset.version, rule.level, key[0], key[1], instance.id,
-                                             quiet, now=self.clock())
+                                             quiet, now=self.clock(), header=header)
             group = joined.group
+            if kept is not None and instance.id not in self._headers:
+                self._remember(instance.id, replace_arrival(kept, instance))
             if not joined.late:
                 if group.state == "open":
+                    if received is not None and instance.path:
+                        self._keep_received(instance.id, received)
                     held.append(group_name(group))
                     if rule.has_completion:
                         completing.append(group.id)
@@ -140,10 +221,8 @@ class GroupRunner:
     def _refire(self, instance: Instance, document: Document, rule, group: Group,
                 ruleset: RuleSet) -> tuple[list[NewDelivery], list]:
         """A late instance, `late refire`: the rule's actions for it alone, its aggregates over
-        the whole group (the members whose files the spool still holds, and this one)."""
-        members = [member for member in self.journal.group_members(group.id) if member.id != instance.id]
-        documents = self._read(members)
-        everyone = [document for _, document in documents] + [document]
+        the whole group (its members as the journal kept their headers, and this one)."""
+        everyone = self._member_documents(group.id, leave_out=instance.id) + [document]
         decision = rule.evaluate_late(everyone, document)
         log.info("late for %s, refired: %s", group_name(group), self.pipeline.describe(document, decision, ruleset))
         items = self._turn(instance, document, decision, group)
@@ -162,8 +241,7 @@ class GroupRunner:
             rule, ruleset = self._rule_of(group)
             if rule is None or not rule.has_completion:
                 continue
-            members = self.journal.group_members(group_id)
-            if not rule.is_complete([document for _, document in self._read(members)]):
+            if not rule.is_complete(self._member_documents(group_id)):
                 continue
             claimed = self.journal.claim_group(group_id, now=self.clock())
             if claimed is not None and self.fire(claimed, complete=True):
@@ -179,11 +257,13 @@ class GroupRunner:
             if not batch:
                 return fired
             left = [group.id for group in batch]
+            self.leases.hold(left)  # the last of the batch waits while the first fire
             try:
                 for group in batch:
                     left.remove(group.id)
                     fired += self.fire(group)
             finally:
+                self.leases.drop(left)
                 if left:  # an error (the database away) before these: free for any process
                     self.journal.release_groups(left)
 
@@ -191,6 +271,13 @@ class GroupRunner:
         """A group this process claimed: evaluated over its members in group order, its
         deliveries queued together, marked fired. False when it could not be (tried again at a
         later round), or another process took it over."""
+        self.leases.hold([group.id])
+        try:
+            return self._fire(group, complete)
+        finally:
+            self.leases.drop([group.id])
+
+    def _fire(self, group: Group, complete: bool) -> bool:
         for _ in range(FIRE_TRIES):
             try:
                 destinations = self._fire_once(group, complete)
@@ -231,7 +318,8 @@ class GroupRunner:
                     if instance.outcome.outcome == HELD and decision.unrouted and not self._held_elsewhere(
                             instance, group):
                         decision = self._no_destination(decision, group)
-                    log.info("%s: %s", group_name(group), self.pipeline.describe(document, decision, ruleset))
+                    if log.isEnabledFor(logging.INFO):  # a line per instance: not made when not logged
+                        log.info("%s: %s", group_name(group), self.pipeline.describe(document, decision, ruleset))
                     items = self._turn(instance, document, decision, group)
                     deliveries.extend((instance.id, item) for item in items)
                     if instance.outcome.outcome == HELD and not decision.unrouted:
@@ -250,6 +338,9 @@ class GroupRunner:
         if rule is None:
             self.journal.fire_group(group.id, [], members=[member.id for member in members], now=self.clock())
         self._release_files(members)
+        for member in members:  # kept for `complete when` and the firing: not needed once it fired
+            self._headers.pop(member.id, None)
+            self._received.pop(member.id, None)
         return {item.destination for _, item in deliveries}
 
     def _held_elsewhere(self, instance: Instance, group: Group) -> bool:
@@ -304,17 +395,60 @@ class GroupRunner:
         rule = next((rule for rule in getattr(ruleset, "group_rules", ()) if rule.name == group.rule), None)
         return rule, ruleset
 
+    def _member_documents(self, group_id: int, leave_out: int | None = None) -> list[Document]:
+        """A group's members, in the order they joined, as its rules read them: from the headers
+        the journal kept (decoded once by this process), else (none kept) from their files."""
+        ids = [instance_id for instance_id in self.journal.group_member_ids(group_id) if instance_id != leave_out]
+        missing = [instance_id for instance_id in ids if instance_id not in self._headers]
+        headers = self.journal.group_member_headers(group_id, missing) if missing else {}
+        documents = []
+        for instance_id in ids:
+            document = self._headers.get(instance_id)
+            if document is None:
+                document = self._member_document(instance_id, headers.get(instance_id))
+                if document is None:
+                    continue
+                self._remember(instance_id, document)
+            else:
+                self._headers.move_to_end(instance_id)
+            documents.append(document)
+        return documents
+
+    def _keep_received(self, instance_id: int, document: Document) -> None:
+        self._received[instance_id] = document
+        while len(self._received) > RECEIVED_KEPT:
+            self._received.popitem(last=False)
+
+    def _remember(self, instance_id: int, document: Document) -> None:
+        self._headers[instance_id] = document
+        while len(self._headers) > HEADERS_KEPT:
+            self._headers.popitem(last=False)
+
+    def _member_document(self, instance_id: int, header: str | None) -> Document | None:
+        instance = self.journal.instance(instance_id)
+        if instance is None:  # forgotten by the journal (purged)
+            return None
+        if header is not None:
+            try:
+                return document_of_header(header, instance)
+            except Exception:  # noqa: BLE001 - a header that cannot be read back: its file is read instead
+                log.warning("instance %s: its header kept for its groups cannot be read; its file is read",
+                            instance_id)
+        read = self._read([instance])
+        return read[0][1] if read else None
+
     def _read(self, members: list[Instance]) -> list[tuple[Instance, Document]]:
         """The members' headers from their spool files; one that cannot be read is left out (said once)."""
         documents = []
         for member in members:
             if not member.path:
                 continue
-            received = member.arrival
-            if received.received_at is None:
-                received = replace(received, received_at=member.received_at)
+            kept = self._received.get(member.id)
+            if kept is not None and kept.filename == member.path:
+                documents.append((member, kept))
+                continue
             try:
-                documents.append((member, read_instance(member.path, received, member.checked)))
+                documents.append((member, read_instance(member.path, _arrival(member), member.checked)))
             except DocumentReadError as exc:
                 log.warning("instance %s of a group cannot be read (%s); left out of it", member.id,
                             str(exc).replace(member.path, "its file"))

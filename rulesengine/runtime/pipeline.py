@@ -152,11 +152,15 @@ CLAIM_BATCH = 4  # instances claimed at once by process_pending: few, so that ot
 
 class ClaimKeeper:
     """The instances this process is processing: their claims are renewed every third of a
-    lease (a thread started with the first claim), however long one takes (a 1 GB copy)."""
+    lease (a thread started with the first claim), however long one takes (a 1 GB copy).
+    `renew`: the journal's call that renews them (the groups this process fires have one)."""
 
-    def __init__(self, journal: Journal, clock: Callable[[], float] = time.time):
+    def __init__(self, journal: Journal, clock: Callable[[], float] = time.time,
+                 renew: Callable[..., int] | None = None, name: str = "instance-claims"):
         self.journal = journal
         self.clock = clock
+        self.renew = renew or journal.renew_instance_leases
+        self.name = name
         self._ids: set[int] = set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -167,7 +171,7 @@ class ClaimKeeper:
             self._ids.update(instance_ids)
             if self._thread is None:
                 self._stopping = threading.Event()
-                self._thread = threading.Thread(target=self._run, args=(self._stopping,), name="instance-claims",
+                self._thread = threading.Thread(target=self._run, args=(self._stopping,), name=self.name,
                                                 daemon=True)
                 self._thread.start()
 
@@ -183,14 +187,14 @@ class ClaimKeeper:
         """One round: how many claims were renewed (fewer than held: lost to another process,
         which settling finds out)."""
         held = self.held()
-        return self.journal.renew_instance_leases(held, self.clock() if now is None else now) if held else 0
+        return self.renew(held, self.clock() if now is None else now) if held else 0
 
     def _run(self, stopping: threading.Event) -> None:
         while not stopping.wait(self.journal.lease_seconds / 3):
             try:
                 self.tick()
             except Exception:  # noqa: BLE001 - the database may be away a while: try again next round
-                log.debug("instance claims: cannot renew them", exc_info=True)
+                log.debug("%s: cannot renew them", self.name, exc_info=True)
 
     def stop(self) -> None:
         """The renewing thread ends (a later claim starts another)."""
@@ -222,6 +226,8 @@ class Pipeline:
         self._lock = threading.Lock()  # processing one instance at a time, whoever asks
         self._held: dict[int, tuple[float, float]] = {}  # instance -> (next try, wait after it)
         self.claims = ClaimKeeper(journal)  # what this process is processing, claimed in the journal
+        # the groups this process fires (groups.py): their leases renewed while they fire
+        self.group_leases = ClaimKeeper(journal, self.clock, renew=journal.renew_group_leases, name="group-leases")
         self.groups = GroupRunner(self)  # group rules: joining, firing (fire_due, the timer), late instances
 
     describe = staticmethod(describe)  # the log line of a decision, for the group rules' too
@@ -372,8 +378,11 @@ class Pipeline:
             self._quarantine_failure(instance_id, path, received, ruleset.version,
                                      str(exc).replace(path, "the received file"))
             return
+        # as received, for the group rules: the instance rules edit `document`
+        received_copy = document.copy() if getattr(ruleset, "group_rules", ()) else None
         decision = ruleset.evaluate(document)
-        joined = self.groups.join(instance, document, ruleset) if GroupRunner.joins(ruleset, decision) else None
+        joined = (self.groups.join(instance, document, ruleset, received_copy) if GroupRunner.joins(ruleset, decision)
+                  else None)
         log.info(describe(document, decision, ruleset, joined.held if joined is not None else ()))
         if decision.error:
             log.warning("instance %s: %s", instance_id, decision.error)
@@ -613,6 +622,7 @@ class Pipeline:
             self._thread.join()
             self._thread = None
         self.claims.stop()
+        self.group_leases.stop()
 
     def _run(self) -> None:
         while True:

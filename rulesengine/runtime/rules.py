@@ -19,7 +19,7 @@ import time
 from collections import OrderedDict
 
 from ..config import Config, ConfigError
-from ..diagnostics import Diagnostic, RulesError, SourceCache, error, render_text
+from ..diagnostics import Diagnostic, RulesError, SourceCache, error, render_text, warning
 from ..lang.api import analyse
 from ..lang.compiler import compile_program
 from ..lang.loader import Program, display_path, load_program
@@ -62,7 +62,23 @@ def rule_file_findings(config: Config) -> list[Diagnostic]:
     findings = sorted(analysis.diagnostics, key=Diagnostic.sort_key)
     if not analysis.errors and not program.main.file.rules:
         findings.append(error("config", str(NoRulesError(config))))
+    findings += _sync_listener_findings(config, program)
     return findings
+
+
+def _sync_listener_findings(config: Config, program: Program) -> list[Diagnostic]:
+    """Group rules with a sync-mode listener: what it receives and its instance rules route is
+    sent before its sender is answered, and its file is gone then; it joins no group."""
+    groups = [rule for rule in program.main.file.rules if rule.is_group]
+    sync = [listener.name for listener in config.listeners if listener.mode == "sync"]
+    if not groups or not sync:
+        return []
+    names = ", ".join(repr(name) for name in sync)
+    return [warning("group-sync-listener",
+                    f"group rule {groups[0].name!r}: the sync-mode listener(s) {names} deliver what the instance "
+                    "rules route before answering, and those instances join no group; only those the instance "
+                    "rules route nowhere are held for the group rules", groups[0].span,
+                    "receive in async mode what the group rules must see")]
 
 
 class RulesHolder:

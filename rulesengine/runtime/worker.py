@@ -96,6 +96,7 @@ def run_worker(config: Config | str, wake, verbose: int, program=None, parent: i
     finally:
         _process_pending(pipeline)
         pipeline.claims.stop()
+        pipeline.group_leases.stop()
         delivery.stop()
         journal.close()
         messages.close()

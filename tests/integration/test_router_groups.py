@@ -77,3 +77,34 @@ def test_a_group_pending_at_a_restart_fires_after_it_and_a_store_down_then_gets_
     assert router.stop() == 0
     # the spool keeps nothing of the group once delivered
     assert not any(Path(row["path"]).exists() for row in journal_rows(tmp_path, "SELECT path FROM instances"))
+
+
+def test_a_sync_listener_delivers_what_its_instance_rules_route_and_holds_only_the_rest(router_factory, tmp_path,
+                                                                                      port):
+    peer = StoreSCP(tmp_path / "storescp").start()
+    try:
+        config = store_router_config(port, peer.port).replace(f"port: {port}}}", f"port: {port}, mode: sync}}")
+        assert "mode: sync" in config
+        rules = """
+rule "axial series at once" {
+  when DataSet.SeriesDescription == "Axial T2"
+  then route to STORE
+}
+
+rule "the rest of the study" per study {
+  complete when count() >= 2
+  then route to STORE
+}
+"""
+        router = router_factory(config, rules, port)
+        files = [instance.path for instance in make_study(tmp_path / "study", [("Axial T2", 2, 1), ("Sag T1", 2, 2)])]
+        assert storescu(port, files[:2]).returncode == 0
+        assert len(peer.files()) == 2  # sync: delivered before the answer, and in no group
+        assert group_members(tmp_path) == 0
+        assert storescu(port, files[2:]).returncode == 0  # routed by no instance rule: spooled, held, grouped
+        wait_until(lambda: len(peer.files()) == 4, timeout=20, what="the held series delivered by its group")
+        assert set(received_by_uid(peer.folder)) == uids(files)
+        assert group_members(tmp_path) == 2
+        assert "fired (complete): 2 instance(s)" in router.output()
+    finally:
+        peer.stop()

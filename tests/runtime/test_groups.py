@@ -22,7 +22,7 @@ from rulesengine.arrival import Arrival
 from rulesengine.config import load_config
 from rulesengine.runtime.journal import DONE, PROCESSED, GroupChanged, GroupState
 from rulesengine.runtime.pipeline import Pipeline
-from rulesengine.runtime.rules import RulesHolder
+from rulesengine.runtime.rules import RulesHolder, rule_file_findings
 from rulesengine.runtime.storage import Storage
 
 CONFIG = """
@@ -460,3 +460,127 @@ rule "AI series" per series {
     one.process()  # processed again: not late (it was fired with its group), nothing more queued
     assert len(one.deliveries()) == 1
     assert os.path.exists(accepted.path)  # its delivery still needs it
+
+
+# ---- what evaluating `complete when` reads: the members' headers the journal kept --------------
+
+COUNTING_RULE = """
+rule "mark" {
+  then set DataSet.SeriesDescription = "EDITED BY AN INSTANCE RULE"
+}
+
+rule "AI: a whole study with a sagittal series" per study {
+  complete after 1h
+  complete when count() >= 24 and any(DataSet.SeriesDescription matches /sag/i)
+  then route to AI
+}
+"""
+
+
+def _spy(monkeypatch, name: str) -> list:
+    """Calls of a function of runtime/groups.py, counted, the function itself still doing its work."""
+    import rulesengine.runtime.groups as groups
+    real, calls = getattr(groups, name), []
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(groups, name, counted)
+    return calls
+
+
+def test_complete_when_reads_no_member_file_and_decodes_each_kept_header_once(router, tmp_path, open_journal,
+                                                                             monkeypatch):
+    clock = StoppedClock()
+    first = router(COUNTING_RULE, journal=open_journal("node-a", 1), clock=clock)
+    second = router(COUNTING_RULE, journal=open_journal("node-b", 1), clock=clock)
+    files = study_files(tmp_path / "study", [(1, "Axial T2", 12), (2, "Sag T1", 12)])
+    read = _spy(monkeypatch, "read_instance")
+    decoded = _spy(monkeypatch, "document_of_header")
+    ids = []
+    for path in files[:-1]:
+        ids.append(first.send(path))
+        first.process()  # `complete when` after each arrival: from what this process kept at joining
+    assert read == [] and decoded == []
+    assert first.deliveries("AI") == []
+    second.send(files[-1])
+    second.process()  # another node: the 23 other members' kept headers, each decoded once
+    assert len(decoded) == 23
+    # the firing reads once the file of each member another process processed (its own instance
+    # it kept as received)
+    assert sorted(call[0] for call in read) == sorted(first.journal.instance(i).path for i in ids)
+    assert len(second.deliveries("AI")) == 24
+    assert len(decoded) == 23  # nothing decoded again
+    # the instance rule's edit is the instance's own: the group saw the series as received
+    assert all(pydicom.dcmread(row.path).SeriesDescription != "EDITED BY AN INSTANCE RULE"
+               for row in second.deliveries("AI"))
+
+
+def test_a_late_refire_counts_members_whose_files_left_the_spool(router, tmp_path):
+    one = router(late="refire")
+    study = generate_uid()
+    first = study_files(tmp_path / "first", [(1, "Axial", 2)], study=study)
+    [late_file] = study_files(tmp_path / "late", [(1, "Axial", 1)], study=study)
+    ids = [one.send(path) for path in first]
+    one.process()
+    one.clock.advance(61)
+    assert one.pipeline.groups.fire_due() == 1
+    for row in one.deliveries():  # delivered (and their files gone): the spool keeps no member's file
+        one.journal.delivered(row, one.clock(), "sent")
+        one.storage.remove(row.path)
+    for instance_id in ids:
+        path = one.journal.instance(instance_id).path
+        if path and os.path.exists(path):
+            os.remove(path)
+    late_id = one.send(late_file)
+    one.process()
+    [refired] = [row for row in one.deliveries("AI") if row.instance_id == late_id]
+    assert pydicom.dcmread(refired.path).InstitutionName == "FOR AI 3"  # its 2 members counted, files or not
+
+
+def test_a_group_lease_is_renewed_while_it_fires(router, tmp_path, open_journal, monkeypatch):
+    clock = StoppedClock()
+    one = router(journal=open_journal("node-a", 1), clock=clock)
+    other = router(journal=open_journal("node-b", 1), clock=clock)
+    for path in study_files(tmp_path / "study", [(1, "Axial", 3)]):
+        one.send(path)
+    one.process()
+    clock.advance(61)
+    real, taken = one.pipeline.write_copies, []
+
+    def slow_copies(*args, **kwargs):  # each copy takes 45 s: the firing outlasts its 60 s lease
+        clock.advance(45)
+        assert one.pipeline.group_leases.tick() == 1  # the renewing thread's round, run here
+        taken.extend(other.journal.claim_due_groups(10, now=clock()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(one.pipeline, "write_copies", slow_copies)
+    assert one.pipeline.groups.fire_due() == 1
+    assert taken == []  # never taken over while it fired
+    assert len(one.deliveries("AI")) == 3
+    assert one.pipeline.group_leases.held() == []  # fired: no lease left to renew
+    one.pipeline.group_leases.stop()
+
+
+@pytest.mark.parametrize("mode, warned", [("sync", True), ("async", False)])
+def test_check_config_warns_of_group_rules_with_a_sync_listener(tmp_path, mode, warned):
+    write(tmp_path / "router.yaml", CONFIG + f"listeners:\n  - {{name: scanners, ae_title: ROUTER, port: 11112, "
+                                            f"mode: {mode}}}\n")
+    write(tmp_path / "main.rules", STUDY_RULE.replace("LATE", "refire"))
+    findings = [d for d in rule_file_findings(load_config(tmp_path / "router.yaml")) if d.code == "group-sync-listener"]
+    if not warned:
+        assert findings == []
+        return
+    [finding] = findings
+    assert finding.severity.value == "warning"
+    assert "'AI study'" in finding.message and "'scanners'" in finding.message and "join no group" in finding.message
+    assert finding.span.line == STUDY_RULE.splitlines().index('rule "AI study" per study {') + 1
+
+
+def test_check_config_does_not_warn_of_a_sync_listener_without_group_rules(tmp_path):
+    write(tmp_path / "router.yaml", CONFIG + "listeners:\n  - {name: scanners, ae_title: ROUTER, port: 11112, "
+                                            "mode: sync}\n")
+    write(tmp_path / "main.rules", 'rule "all" {\n  then route to PACS\n}\n')
+    assert [d for d in rule_file_findings(load_config(tmp_path / "router.yaml")) if d.code == "group-sync-listener"] \
+        == []

@@ -7,12 +7,14 @@ processes on one database).
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 
 import pytest
 
 from rulesengine.arrival import Arrival
-from rulesengine.runtime.journal import (ACCEPTED, DONE, QUEUED, ClaimLost, GroupState, NewDelivery, Outcome)
+from rulesengine.runtime.journal import (ACCEPTED, DONE, QUEUED, ClaimLost, GroupState, NewDelivery, Outcome,
+                                         SQLiteJournal)
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -205,3 +207,44 @@ def test_a_restart_or_a_dead_process_frees_the_groups_it_was_firing_at_once(open
     assert [g.id for g in a2.claim_due_groups(10, now=T0 + 62)] == [first.id]
     a1.requeue_interrupted()  # node a starts again: its processes' claims are free, node b's stay
     assert {g.id for g in a1.claim_due_groups(10, now=T0 + 63)} == {first.id, second.id}
+
+
+def test_a_member_keeps_the_header_it_joined_with(open_journal):
+    a, b = open_journal("node-a", 1), open_journal("node-b", 1)
+    first, second, third = (held_instance(a, number) for number in (1, 2, 3))
+    group = a.join_group("AI", "v1", "series", STUDY, "1", first, 60.0, now=T0, header='{"first": 1}').group
+    b.join_group("AI", "v1", "series", STUDY, "1", third, 60.0, now=T0 + 2, header='{"third": "\u00e9"}')
+    a.join_group("AI", "v1", "series", STUDY, "1", second, 60.0, now=T0 + 1)  # none kept: its file is read
+    a.join_group("AI", "v1", "series", STUDY, "1", first, 60.0, now=T0 + 5, header='{"again": 1}')  # processed again
+    assert b.group_member_ids(group.id) == [first, second, third]  # the order they joined in
+    assert b.group_member_headers(group.id, [first, second, third]) == {
+        first: '{"first": 1}', second: None, third: '{"third": "\u00e9"}'}
+    assert a.group_member_headers(group.id, [third]) == {third: '{"third": "\u00e9"}'}
+    assert a.group_member_headers(group.id, []) == {}
+    other = join(a, held_instance(a, 4), T0, series="2").group
+    assert a.group_member_headers(other.id, [first]) == {}  # another group's member: not this one's
+
+
+def test_a_group_lease_is_renewed_only_by_the_process_firing_it(open_journal):
+    a, b = open_journal("node-a", 1), open_journal("node-b", 1)
+    group = join(a, held_instance(a, 1), T0).group
+    assert a.claim_group(group.id, now=T0)
+    assert a.renew_group_leases([group.id], now=T0 + 50) == 1
+    assert b.claim_due_groups(10, now=T0 + 61 + 0.5 * a.lease_seconds) == []  # still a's: renewed at T0 + 50
+    assert b.renew_group_leases([group.id], now=T0 + 51) == 0
+    a.fire_group(group.id, [], now=T0 + 52)
+    assert a.renew_group_leases([group.id], now=T0 + 53) == 0  # fired: nothing to renew
+
+
+def test_a_sqlite_journal_from_before_gets_the_member_header_column(tmp_path):
+    path = str(tmp_path / "journal.sqlite")
+    SQLiteJournal(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("ALTER TABLE group_members DROP COLUMN member_header")
+    journal = SQLiteJournal(path)
+    try:
+        instance_id = held_instance(journal, 1)
+        group = journal.join_group("AI", "v1", "study", STUDY, None, instance_id, 60.0, now=T0, header="{}").group
+        assert journal.group_member_headers(group.id, [instance_id]) == {instance_id: "{}"}
+    finally:
+        journal.close()

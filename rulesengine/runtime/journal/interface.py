@@ -218,11 +218,13 @@ class Journal(Protocol):
     # ---- groups (group rules: per series, per study) ----------------------------------------
 
     def join_group(self, rule: str, ruleset_version: str | None, level: str, study_uid: str, series_uid: str | None,
-                   instance_id: int, quiet_seconds: float, now: float | None = None) -> GroupJoin:
+                   instance_id: int, quiet_seconds: float, now: float | None = None,
+                   header: str | None = None) -> GroupJoin:
         """The instance joins its group of `rule` (one per study, or series): opened by its first
         instance (whose rule set version it keeps); an open group is due `quiet_seconds` after
         its last arrival; a fired one is left as it is and the instance is late (unless it was
-        a member before). Its file is in use while the group is open."""
+        a member before). Its file is in use while the group is open. `header`: what the group's
+        rules read of it (JSON), kept with the member so that they need not read its file again."""
 
     def group(self, group_id: int) -> Group | None: ...
 
@@ -231,6 +233,12 @@ class Journal(Protocol):
 
     def group_members(self, group_id: int) -> list[Instance]:
         """A group's instances, in the order they joined it."""
+
+    def group_member_ids(self, group_id: int) -> list[int]:
+        """The ids of a group's members, in the order they joined it."""
+
+    def group_member_headers(self, group_id: int, instance_ids: Iterable[int]) -> dict[int, str | None]:
+        """Instance id -> the header its group rules read, kept when it joined (None: none was)."""
 
     def due_groups(self, now: float | None = None, limit: int = 100) -> list[Group]:
         """Open groups due by `now` that no process is firing, the oldest due first."""

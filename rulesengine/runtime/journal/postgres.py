@@ -268,8 +268,14 @@ CREATE TABLE group_members (
 CREATE INDEX group_members_instance ON group_members(instance_id);
 """
 
+# Group rules: what they read of each member (JSON), kept when it joined, so that evaluating
+# `complete when` at each arrival reads no member's file (groups.py: member_header).
+_SCHEMA_11 = """
+ALTER TABLE group_members ADD COLUMN member_header TEXT;
+"""
+
 # Destinations found unreachable, for the event destination-unreachable (outbox.py: an outage is
-# told once, whichever process or node meets it). Number 12: 10 and 11 are other changes' numbers.
+# told once, whichever process or node meets it). Number 12 (10 was never used).
 _SCHEMA_12 = """
 CREATE TABLE outages (
     destination TEXT PRIMARY KEY,
@@ -282,7 +288,7 @@ CREATE TABLE outages (
 # at the end; an entry, once released, never changes.
 MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _SCHEMA_1), (2, _SCHEMA_2), (3, _SCHEMA_3), (4, _SCHEMA_4),
                                            (5, _SCHEMA_5), (6, _SCHEMA_6), (7, _SCHEMA_7), (8, _SCHEMA_8), (9, _SCHEMA_9),
-                                           (12, _SCHEMA_12))
+                                           (11, _SCHEMA_11), (12, _SCHEMA_12))
 
 
 class JournalUnavailable(RuntimeError):

@@ -745,11 +745,13 @@ class SQLJournal(NotificationOutbox):
     # ---- groups (group rules: per series, per study) --------------------------------------------
 
     def join_group(self, rule: str, ruleset_version: str | None, level: str, study_uid: str, series_uid: str | None,
-                   instance_id: int, quiet_seconds: float, now: float | None = None) -> GroupJoin:
+                   instance_id: int, quiet_seconds: float, now: float | None = None,
+                   header: str | None = None) -> GroupJoin:
         """The instance joins its group of `rule` (opened by its first instance, whose rule set
         version it keeps): an open group's timer starts again, due `quiet_seconds` after this
         arrival. One statement for the group and one for the member, in one transaction. A
-        fired group is left as it is: the instance is late, unless it was a member before."""
+        fired group is left as it is: the instance is late, unless it was a member before.
+        `header`: what the group's rules read of the instance (groups.py), kept with the member."""
         now = time.time() if now is None else now
         with self._transaction() as db:
             row = db.execute(
@@ -762,8 +764,9 @@ class SQLJournal(NotificationOutbox):
                 (rule, ruleset_version, level, study_uid, series_uid or "", OPEN, now, now, now + quiet_seconds,
                  OPEN, OPEN)).fetchone()
             group = Group.from_row(row)
-            joined = db.execute("INSERT INTO group_members (group_id, instance_id, arrived_at) VALUES (?,?,?) "
-                                "ON CONFLICT (group_id, instance_id) DO NOTHING", (group.id, instance_id, now)).rowcount
+            joined = db.execute("INSERT INTO group_members (group_id, instance_id, arrived_at, member_header) "
+                                "VALUES (?,?,?,?) ON CONFLICT (group_id, instance_id) DO NOTHING",
+                                (group.id, instance_id, now, header)).rowcount
         return GroupJoin(group, group.state == FIRED and joined > 0)
 
     def groups_of(self, instance_id: int) -> list[Group]:
@@ -784,6 +787,23 @@ class SQLJournal(NotificationOutbox):
         return [Instance.from_row(row) for row in self._connection().execute(
             "SELECT i.* FROM group_members m JOIN instances i ON i.id = m.instance_id WHERE m.group_id=? "
             "ORDER BY m.arrived_at, m.instance_id", (group_id,))]
+
+    def group_member_ids(self, group_id: int) -> list[int]:
+        """The ids of a group's members, in the order they joined it (members the journal
+        forgot since included)."""
+        return [int(row[0]) for row in self._connection().execute(
+            "SELECT instance_id FROM group_members WHERE group_id=? ORDER BY arrived_at, instance_id", (group_id,))]
+
+    def group_member_headers(self, group_id: int, instance_ids: Iterable[int]) -> dict[int, str | None]:
+        """The headers these members' rules read, as kept when they joined (None: none was)."""
+        ids = list(instance_ids)
+        found: dict[int, str | None] = {}
+        for start in range(0, len(ids), 500):  # a bounded statement, however large the group
+            part = ids[start:start + 500]
+            found.update((int(row[0]), row[1]) for row in self._connection().execute(
+                f"SELECT instance_id, member_header FROM group_members WHERE group_id=? AND instance_id IN "
+                f"({','.join('?' * len(part))})", (group_id, *part)))
+        return found
 
     def due_groups(self, now: float | None = None, limit: int = 100) -> list[Group]:
         """Open groups whose timer ran out (`due_at <= now`) and that no process is firing (or

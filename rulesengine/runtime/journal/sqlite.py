@@ -194,6 +194,7 @@ CREATE TABLE IF NOT EXISTS group_members (
     group_id INTEGER NOT NULL REFERENCES groups(id),
     instance_id INTEGER NOT NULL,
     arrived_at REAL NOT NULL,
+    member_header TEXT,  -- what the group rules read of it (JSON): `complete when` reads no file
     PRIMARY KEY (group_id, instance_id)
 );
 CREATE INDEX IF NOT EXISTS group_members_instance ON group_members(instance_id);
@@ -277,7 +278,9 @@ _ADDED_COLUMNS = (("instances", "store_command", "TEXT"), ("requests", "store_co
                   # delivery windows and urgency
                   ("deliveries", "priority", "INTEGER NOT NULL DEFAULT 0"), ("deliveries", "delivery_window", "TEXT"),
                   # replays: the replay that queued an instance again, and the instance it replays
-                  ("instances", "replay_id", "INTEGER"), ("instances", "replay_of", "INTEGER"))
+                  ("instances", "replay_id", "INTEGER"), ("instances", "replay_of", "INTEGER"),
+                  # group rules: what they read of a member, kept when it joined
+                  ("group_members", "member_header", "TEXT"))
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:
