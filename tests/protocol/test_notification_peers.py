@@ -161,7 +161,7 @@ def config(folder: Path, notifiers: str):
     return load_config(path)
 
 
-def hook(name: str, port: int, attempts: int = 3) -> str:
+def hook(name: str, port: int, attempts: int = 2) -> str:
     return (f"{name}:\n  type: webhook\n  url: http://127.0.0.1:{port}/hook\n  timeout: {TIMEOUT}\n"
             f"  retry: {{delay: 10, multiplier: 1, cap: 10, max_attempts: {attempts}}}\n")
 
@@ -169,10 +169,10 @@ def hook(name: str, port: int, attempts: int = 3) -> str:
 def mail(name: str, port: int) -> str:
     return (f"{name}:\n  type: email\n  host: 127.0.0.1\n  port: {port}\n  tls: none\n  from: router@example.org\n"
             f"  to: [ops@example.org]\n  timeout: {TIMEOUT}\n"
-            "  retry: {delay: 10, multiplier: 1, cap: 10, max_attempts: 3}\n")
+            "  retry: {delay: 10, multiplier: 1, cap: 10, max_attempts: 2}\n")
 
 
-def until_settled(journal, config, number: int, rounds: int = 4):
+def until_settled(journal, config, number: int, rounds: int = 3):
     """Rounds of the sender 11 s apart on the injected clock (past each retry's delay); the
     notification's states, round by round."""
     clock = StoppedClock()
@@ -201,11 +201,11 @@ def test_a_hostile_webhook_is_retried_then_dead_with_its_reason(tmp_path, peers,
     number = Notifications(journal, loaded, StoppedClock()).send("ops-hook", "delivery-dead", {"reason": "x"})
     started = time.monotonic()
     states, dead = until_settled(journal, loaded, number)
-    assert states == [RETRYING, RETRYING, DEAD, DEAD] and dead.attempts == 3
+    assert states == [RETRYING, DEAD, DEAD] and dead.attempts == 2
     assert reason in dead.last_error and len(dead.last_error) < 400, dead.last_error
-    assert len(peer.connections) == 3
+    assert len(peer.connections) == 2
     # Each attempt costs at most about the timeout, whatever the peer sends or withholds.
-    assert time.monotonic() - started < 3 * (TIMEOUT + 1.5)
+    assert time.monotonic() - started < 2 * (TIMEOUT + 1.5)
 
 
 def test_a_webhook_answering_success_with_an_endless_body_is_sent_without_reading_it(tmp_path, peers, journal):
@@ -240,8 +240,8 @@ def test_a_hostile_smtp_server_is_retried_then_dead_with_its_reason(tmp_path, pe
     loaded = config(tmp_path, mail("ops-mail", peer.port))
     number = Notifications(journal, loaded).send("ops-mail", "delivery-dead", {"reason": "x"})
     states, dead = until_settled(journal, loaded, number)
-    assert states == [RETRYING, RETRYING, DEAD, DEAD] and reason in dead.last_error, dead.last_error
-    assert len(peer.connections) == 3
+    assert states == [RETRYING, DEAD, DEAD] and reason in dead.last_error, dead.last_error
+    assert len(peer.connections) == 2
 
 
 def test_a_peer_that_never_answers_delays_the_others_of_its_round_by_its_timeout_only(tmp_path, peers, journal):
