@@ -1,8 +1,8 @@
 """Fuzzing the rule files of group rules, `urgent` and `during` (rules_mutate.py): every mutated
 file either compiles or is refused with findings that each name file:line:col, never with
 another exception; `lint` says the same; and what parses, `fmt` lays out into a file that
-parses to the same layout again (a round trip) and compiles as the original did.
-`PYTHONPATH=tests python -m fuzz.rules_mutate` is not needed: `make fuzz` raises RULES_COUNT."""
+parses to the same layout again (a round trip) and compiles as the original did. `make fuzz`
+runs many more (RULES_FUZZ_COUNT)."""
 
 from __future__ import annotations
 
