@@ -18,7 +18,7 @@ from rulesengine.lang.formatter import format_source
 from . import rules_mutate
 
 SEED = 12
-COUNT = int(os.environ.get("RULES_FUZZ_COUNT", "500"))  # a few seconds; `make fuzz` runs more
+COUNT = int(os.environ.get("RULES_FUZZ_COUNT", "300"))  # a few seconds; `make fuzz` runs more
 DESTINATIONS = ("AI", "ARCHIVE", "PACS")
 WINDOWS = ("night",)
 LOCATION = re.compile(r"^main\.rules:\d+:\d+: error ")
