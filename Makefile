@@ -41,11 +41,13 @@ test: $(STAMP) peers
 
 # A long fuzzing campaign (tests/fuzz): FUZZ_COUNT mutated files, from seed FUZZ_SEED, through
 # dry-run, a watched folder and the listener; prints the counts, fails on any internal error,
-# anything stuck, lost or misjudged.
+# anything stuck, lost or misjudged; then RULES_FUZZ_COUNT mutated rule files (group rules, urgent, during).
 FUZZ_COUNT ?= 5000
 FUZZ_SEED ?= 6
+RULES_FUZZ_COUNT ?= 20000
 fuzz: $(STAMP) peers
 	PYTHONPATH=tests $(BIN)/python -m fuzz --count $(FUZZ_COUNT) --seed $(FUZZ_SEED)
+	RULES_FUZZ_COUNT=$(RULES_FUZZ_COUNT) $(BIN)/python -m pytest -q tests/fuzz/test_rules_fuzz.py
 
 bench: $(STAMP) peers
 	$(BIN)/python -m benchmarks

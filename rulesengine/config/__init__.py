@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import string
 from dataclasses import dataclass, field
@@ -201,6 +202,8 @@ def read_secret(env: str | None, file: str | None, env_key: str, file_key: str) 
             raise ValueError(f"{file_key}: cannot read {file}: {exc.strerror}") from None
         except UnicodeDecodeError:
             raise ValueError(f"{file_key}: {file} is not UTF-8 text") from None
+        except ValueError:  # open() refuses a name with a NUL character
+            raise ValueError(f"{file_key}: {file!r} is not a file name") from None
         if not value:
             raise ValueError(f"{file_key}: the first line of {file} is empty")
         return value
@@ -316,6 +319,8 @@ class JournalDatabase:
                 raise ValueError(f"journal_password_file: cannot read {self.password_file}: {exc.strerror}") from None
             except UnicodeDecodeError:
                 raise ValueError(f"journal_password_file: {self.password_file} is not UTF-8 text") from None
+            except ValueError:  # open() refuses a name with a NUL character
+                raise ValueError(f"journal_password_file: {self.password_file!r} is not a file name") from None
             if not value:
                 raise ValueError(f"journal_password_file: the first line of {self.password_file} is empty")
             return value
@@ -715,6 +720,8 @@ def _hash_key(data: dict, base: str) -> tuple[bytes | None, str | None, str | No
             return None, "hash_key_file", f"cannot read {key_path}: {exc.strerror}"
         except UnicodeDecodeError:
             return None, "hash_key_file", f"{key_path} is not UTF-8 text"
+        except ValueError:  # open() refuses a name with a NUL character
+            return None, "hash_key_file", f"{key_path!r} is not a file name"
         if not key:
             return None, "hash_key_file", f"the first line of {key_path} is empty"
         return key, None, None
@@ -878,6 +885,7 @@ class _Checks:
     def run(self) -> list[_Problem]:
         if not isinstance(self.data, dict):
             return []
+        self._finite(self.data, ())
         self._unique()
         self._durations()
         self._naming()
@@ -890,6 +898,17 @@ class _Checks:
         self._retention()
         self._notifications()
         return self.found
+
+    def _finite(self, node, location: tuple) -> None:
+        """YAML's .nan and .inf pass every bound of the schema (NaN compares false): refuse them."""
+        if isinstance(node, float) and not math.isfinite(node):
+            self._problem(location, f"must be a finite number, not {node}")
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                self._finite(value, location + (key,))
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                self._finite(value, location + (index,))
 
     def _durations(self) -> None:
         text = self._value("group_quiet_time")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+import time
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any, Mapping
@@ -24,6 +25,7 @@ from ..config.notification_templates import TemplateProblem, render
 # 408 (timeout), 425 (too early) and 429 (too many requests) are worth another try.
 _RETRIED_CLIENT_ERRORS = {408, 425, 429}
 MAX_SUBJECT_CHARS = 250
+MAX_ANSWER_BYTES = 4096  # of a failed answer's body, for its reason
 
 
 class NotifyFailed(Exception):
@@ -66,17 +68,34 @@ def _post(notifier: WebhookNotifier, context: Mapping[str, Any]) -> str:
     verify: Any = _tls_context(notifier.ca_certificates) if notifier.ca_certificates else True
     try:
         with httpx.Client(timeout=notifier.timeout, verify=verify, follow_redirects=False, trust_env=False) as client:
-            answer = client.post(notifier.url, content=body.encode("utf-8"), headers=headers)
+            with client.stream("POST", notifier.url, content=body.encode("utf-8"), headers=headers) as answer:
+                text = _start_of_body(answer, time.monotonic() + notifier.timeout)
     except httpx.TimeoutException as exc:
         raise NotifyFailed(f"no answer within {notifier.timeout:g} s ({type(exc).__name__})") from None
     except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
         raise NotifyFailed(f"cannot post to {notifier.url}: {exc}") from None
     if 200 <= answer.status_code < 300:
         return f"HTTP {answer.status_code}"
-    text = answer.text[:200].strip()
     message = f"HTTP {answer.status_code} {answer.reason_phrase}" + (f": {text}" if text else "")
+    if 300 <= answer.status_code < 400:  # never followed (a notification goes where it is configured to)
+        location = answer.headers.get("location", "")[:200]
+        raise NotifyFailed(f"{message}: redirected to {location or 'nowhere'}, not followed; set the notifier's "
+                           "url to the new address", permanent=True)
     permanent = 400 <= answer.status_code < 500 and answer.status_code not in _RETRIED_CLIENT_ERRORS
     raise NotifyFailed(message, permanent=permanent)
+
+
+def _start_of_body(answer: httpx.Response, deadline: float) -> str:
+    """The first characters of an answer's body, for the reason of a failure: read up to
+    MAX_ANSWER_BYTES and until `deadline`, never the whole of a huge or endless body."""
+    if 200 <= answer.status_code < 300:
+        return ""  # a success is read no further
+    read = b""
+    for chunk in answer.iter_bytes():
+        read += chunk
+        if len(read) >= MAX_ANSWER_BYTES or time.monotonic() > deadline:
+            break
+    return read[:MAX_ANSWER_BYTES].decode("utf-8", "replace")[:200].strip()
 
 
 def _mail(notifier: EmailNotifier, context: Mapping[str, Any]) -> str:

@@ -14,8 +14,10 @@ names received files. Processing moves or removes that name alone; the cleanup, 
 the retained file once its time is up, never touches it, since the journal names it as an
 accepted instance's (path_in_use) until it is processed. The links are made durable before the
 journal records the replay; should the journal fail, they are removed. A crash in between
-leaves spool files no entry names, which the next start journals again (as for a release from
-the quarantine: possibly routed again without being counted as a replay, never lost).
+leaves spool files no entry names: a replay that was never recorded, which did not happen. Their
+names start with REPLAY_PREFIX, and the replay holds Storage.replaying while it links and
+records, so the next start's sweep removes them (the retained originals stay: the replay can be
+asked again), rather than route them again without a record of the replay.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ..lang.ruleset import RuleSet
 from .journal import Instance, Journal
 from .journal.records import NewReplay, ReplayedInstance
 from .rules import RuleSetVersions, RulesUnavailable, compile_rules
-from .storage import Storage, fsync_dir, fsync_file
+from .storage import REPLAY_PREFIX, Storage, fsync_dir, fsync_file
 
 SELECTION_BATCH = 1000  # retained instances read from the journal at a time
 
@@ -92,6 +94,13 @@ def queue_replay(storage: Storage, journal: Journal, instances: Iterable[Instanc
     the journal must hold): each file linked into the spool, then the replay and its instances
     recorded in one transaction. Nothing is recorded when no instance has its file left."""
     result = QueuedReplay(None)
+    with storage.replaying():
+        return _queue(storage, journal, instances, result, NewReplay(requested_by, ruleset_version, rules_file, since,
+                                                                     until, 0))
+
+
+def _queue(storage: Storage, journal: Journal, instances: Iterable[Instance], result: QueuedReplay,
+           replay: NewReplay) -> QueuedReplay:
     try:
         for instance in instances:
             try:
@@ -106,8 +115,7 @@ def queue_replay(storage: Storage, journal: Journal, instances: Iterable[Instanc
         if not result.queued:
             return result
         fsync_dir(storage.incoming)  # the links are durable before the journal names them
-        result.replay_id = journal.record_replay(
-            NewReplay(requested_by, ruleset_version, rules_file, since, until, len(result.missing)), result.queued)
+        result.replay_id = journal.record_replay(replace(replay, missing=len(result.missing)), result.queued)
     except BaseException:
         for item in result.queued:
             storage.remove(item.path)
@@ -120,7 +128,7 @@ def _link_for_replay(storage: Storage, instance: Instance) -> str:
     docstring). Raises FileNotFoundError when the file is gone, OSError when it cannot be read."""
     if not instance.path:
         raise FileNotFoundError(errno.ENOENT, "no file", instance.path)
-    target = os.path.join(storage.incoming, arrival_of(instance).to_filename(uuid.uuid4().hex))
+    target = os.path.join(storage.incoming, arrival_of(instance).to_filename(REPLAY_PREFIX + uuid.uuid4().hex))
     try:
         os.link(instance.path, target)
         return target

@@ -143,10 +143,23 @@ class RetrieveService:
                 answer = self.exchange.claim(owner, calling, originator, message_id, path)
         else:
             answer = self._claim_unnamed(calling, path)
+        if answer is None and message_id is not None and self._for_our_move(calling, originator):
+            # Sent for a C-MOVE of ours that no process waits on any more (cancelled, timed out, or its
+            # receiving process killed): refused, not routed by the C-STORE rules as if a modality sent it.
+            log.warning("C-STORE from %s for the C-MOVE %s %s made, which has ended: refused", calling, message_id,
+                        originator)
+            answer = StoreStatus.OUT_OF_RESOURCES, "the retrieval this instance is for has ended"
         if answer is None:
             return None
         status, comment = answer
         return error_status(status, comment) if comment else status
+
+    def _for_our_move(self, calling: str, originator: str) -> bool:
+        """Does a C-STORE name one of the router's C-MOVEs: from a source it retrieves from by
+        C-MOVE, with the router's AE title for that source as its Move Originator?"""
+        return bool(originator) and any(
+            getattr(d, "retrieve", None) == "c-move" and getattr(d, "ae_title", None) == calling
+            and getattr(d, "calling_ae_title", None) == originator for d in self.rules.config.destinations.values())
 
     def _claim_unnamed(self, calling: str, path: str) -> tuple[int, str | None] | None:
         """A C-STORE that names no Move Originator: for the one C-MOVE waiting on a source of

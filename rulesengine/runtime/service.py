@@ -87,6 +87,9 @@ class Router:
         removed, unknown = self.storage.sweep(self.journal.paths_in_use())
         if removed:
             log.info("removed %d spool file(s) no journal entry needs (never answered, or finished)", removed)
+        if self.storage.interrupted_replay_files:
+            log.warning("removed %d spool file(s) of a replay interrupted before it was recorded: it did not happen "
+                        "(the retained instances are kept; ask for it again)", self.storage.interrupted_replay_files)
         self.pipeline.reingest(unknown)
         self.storage.shared()  # swept: other nodes may start on the folder now
         self.reception.start_worker()  # it processes what was received before the stop, then what comes

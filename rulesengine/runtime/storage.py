@@ -35,7 +35,8 @@ import socket
 import tempfile
 import time
 import uuid
-from typing import TYPE_CHECKING
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
 
 from ..arrival import Arrival
 from .disk_space import DiskSpace
@@ -118,6 +119,8 @@ class Storage:
             os.makedirs(folder, exist_ok=True)
         self.journal_path = os.path.join(self.root, "journal.sqlite")
         self.lock_path = os.path.join(self.root, "router.lock")
+        self.replay_lock_path = os.path.join(self.root, "replay.lock")  # see replaying()
+        self.interrupted_replay_files = 0  # removed by the last sweep (see sweep)
         self.node_lock_path = os.path.join(self.nodes_dir, f"{safe_name(self.node_name)}.lock")
         self.disk = DiskSpace(self.root, min_free)  # the watermark every intake asks (disk_space.py)
         self._lock_file = None
@@ -388,13 +391,30 @@ class Storage:
                             if entry.is_dir(follow_symlinks=False) and entry.path != own)
         return [own, *others, self.single_spool]
 
+    @contextmanager
+    def replaying(self) -> Iterator[None]:
+        """Held (shared: replays may run together) while a replay links its files into the
+        spool and records them: a sweep that finds it free knows that replay files no entry
+        names are left by a replay killed before it was recorded."""
+        with open(self.replay_lock_path, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            yield
+
+    def _replay_running(self) -> bool:
+        with open(self.replay_lock_path, "a+") as handle:
+            return not _try_flock(handle, fcntl.LOCK_EX)
+
     def sweep(self, in_use: set[str]) -> tuple[int, list[str]]:
         """On start, what no journal entry names: files being received (never answered) and
         copies of finished deliveries are removed; received files are returned, to be
         journaled again (their entry may have been lost with a power cut after the answer).
-        Only the spools no other running node writes into (see spools)."""
+        A replay's files (REPLAY_PREFIX) no entry names are of a replay interrupted before it
+        was recorded, which did not happen: removed (their retained originals stay), unless a
+        replay runs now. Only the spools no other running node writes into (see spools)."""
         removed = 0
         unknown: list[str] = []
+        replay_running = self._replay_running()
+        self.interrupted_replay_files = 0
         for spool in self.spools():
             for folder in (os.path.join(spool, "tmp"), os.path.join(spool, "out")):
                 for name in _names(folder):
@@ -403,9 +423,19 @@ class Storage:
                         self.remove(path)
                         removed += 1
             incoming = os.path.join(spool, "in")
-            unknown.extend(sorted(os.path.join(incoming, name) for name in _names(incoming)
-                                  if os.path.join(incoming, name) not in in_use))
+            for name in sorted(_names(incoming)):
+                path = os.path.join(incoming, name)
+                if path in in_use:
+                    continue
+                if not name.startswith(REPLAY_PREFIX):
+                    unknown.append(path)
+                elif not replay_running:
+                    self.remove(path)
+                    self.interrupted_replay_files += 1
         return removed, unknown
+
+
+REPLAY_PREFIX = "replay-"  # how the spool names of a replay's files start (replay.py)
 
 
 def _names(folder: str) -> list[str]:

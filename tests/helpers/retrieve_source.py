@@ -34,6 +34,7 @@ class RetrieveSource:
         self.ae_title = ae_title
         self.port = free_port()
         self.requests: list[Dataset] = []
+        self.message_ids: list[int] = []  # of each C-MOVE and C-GET received, in order
         self.released = threading.Event()  # the test is over: held requests end
         self.instances = []
         study = generate_uid()
@@ -57,6 +58,7 @@ class RetrieveSource:
                                       evt_handlers=[(evt.EVT_C_MOVE, self._move), (evt.EVT_C_GET, self._get)])
 
     def _move(self, event):
+        self.message_ids.append(int(event.request.MessageID))
         self.requests.append(event.identifier)
         if self.hold:
             self.released.wait(60)

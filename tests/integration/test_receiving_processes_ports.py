@@ -1,7 +1,8 @@
 """Several receiving processes on one node (`processes:`), in the real router: a port already
 taken stops the router before anything runs, a second router on the same ports is refused, a
 listener of port 0 gets one port every process shares; a C-MOVE the router makes gets its
-instances back whichever process the source's association lands in; a destination of one
+instances back whichever process the source's association lands in, and a C-STORE for a C-MOVE
+whose process was killed is refused; a destination of one
 association gets every instance once, in order; the main process killed takes the others with it.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -23,8 +25,11 @@ from helpers.peers import ROOT, StoreSCP, require, wait_until
 from helpers.receiving_processes import (ASSOCIATIONS_PER_SENDER, accepted_by_process, alive, config, labels,
                                          receiving_pids, rules, send_concurrently, start_router)
 from helpers.retrieve_source import RetrieveSource
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
 
 from rulesengine.config import load_config
+from rulesengine.runtime.retrieval_exchange import process_of
 from rulesengine.runtime.service import Router
 
 
@@ -156,6 +161,70 @@ def test_c_move_retrievals_get_their_instances_back_whichever_process_receives_t
         accepted = accepted_by_process(output)
         assert len([pid for pid, count in accepted.items() if count]) >= 2, accepted
     finally:
+        source.stop()
+        workstation.stop()
+
+
+def test_a_c_store_for_a_c_move_whose_receiving_process_was_killed_is_refused_and_leaves_nothing(
+        router_factory, tmp_path, port):
+    """The receiving process that made a C-MOVE is SIGKILLed while its source holds the request;
+    the source then stores the moved instances (Move Originator ROUTER, the C-MOVE's Message
+    ID), on several associations, landing in any process, the restarted one included: each is
+    refused with a failure status saying why, none is routed as an ordinary instance, and the
+    spool keeps nothing of them."""
+    source = RetrieveSource(port, count=1, ae_title="SOURCE", hold=True)
+    workstation = StoreSCP(tmp_path / "ws1", ae_title="WS1").start()
+    movescus: list[subprocess.Popen] = []
+    try:
+        text = (config(port, processes=3)
+                + f"  PACS: {{type: dicom, ae_title: SOURCE, host: 127.0.0.1, port: {source.port}, "
+                  "calling_ae_title: ROUTER}\n"
+                + f"  WS1_STATION: {{type: dicom, ae_title: WS1, host: 127.0.0.1, port: {workstation.port}}}\n")
+        text = text.replace("ae_title: ROUTER, port", "ae_title: ROUTER, services: [echo, store, move], port")
+        router = router_factory(text, rules("V1") + '\nrule "retrievals" on C-MOVE {\n  then route to PACS\n}\n', port)
+        for number in (1, 2):
+            router.wait_for_log(f"receiving process {number} (")
+        movescu = require("movescu")
+        owner = 0
+        while owner == 0:  # the main process made it: killing it ends the router; ask again
+            assert len(movescus) < 12, "every C-MOVE landed in the main process"
+            movescus.append(subprocess.Popen(
+                [movescu, "-S", "-aet", "VIEWER", "-aec", "ROUTER", "-aem", "WS1", "-k", "QueryRetrieveLevel=STUDY",
+                 "-k", "StudyInstanceUID=1.2.3", "127.0.0.1", str(port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            wait_until(lambda: len(source.message_ids) == len(movescus), timeout=30, what="the C-MOVE at the source")
+            message_id = source.message_ids[-1]
+            owner = process_of(message_id)
+        killed = receiving_pids(router)[owner - 1]
+        os.kill(killed, signal.SIGKILL)
+        wait_until(lambda: len(receiving_pids(router)) == 3, timeout=30, what="a new receiving process")
+        router.wait_for_log(f"receiving process {owner} ({receiving_pids(router)[-1]}) runs rules")
+
+        moved = source.instances[0]
+        statuses = []
+        for _ in range(6):  # six associations: the kernel spreads them over the three processes
+            ae = AE(ae_title="SOURCE")
+            ae.add_requested_context(moved.SOPClassUID, ExplicitVRLittleEndian)
+            assoc = ae.associate("127.0.0.1", port, ae_title="ROUTER")
+            assert assoc.is_established
+            answer = assoc.send_c_store(moved, originator_aet="ROUTER", originator_id=message_id)
+            statuses.append((int(answer.Status), str(answer.get("ErrorComment", ""))))
+            assoc.release()
+        assert statuses == [(0xA700, "the retrieval this instance is for has ended")] * 6
+        storage = tmp_path / "var"
+        with closing(sqlite3.connect(storage / "journal.sqlite", timeout=30)) as db:
+            assert db.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == 0  # none routed as a modality's
+        assert [path for path in (storage / "spool").rglob("*") if path.is_file()] == []
+        assert workstation.files() == []
+        source.released.set()  # the C-MOVEs left (one made by the main process, asked again) end
+        for process in movescus:
+            process.wait(30)
+        assert router.stop() == 0
+        assert router.log_path.read_text().count(f"for the C-MOVE {message_id} ROUTER made, which has ended") == 6
+    finally:
+        for process in movescus:
+            process.kill()
+            process.wait()
         source.stop()
         workstation.stop()
 

@@ -1,7 +1,8 @@
 """Which C-STOREs a listener hands to a C-MOVE the router is waiting on (RetrieveService.claim),
 without a network: by Move Originator AE title and Message ID; from a source that names
 itself the originator, by Message ID; from one that names none, when one C-MOVE alone waits
-on it; anything else is an ordinary instance. The retrievals are stood in for."""
+on it; one for a C-MOVE of the router's that ended is refused; anything else is an ordinary
+instance. The retrievals are stood in for."""
 
 from __future__ import annotations
 
@@ -37,7 +38,10 @@ class WaitingMove:
 @pytest.fixture
 def service(tmp_path):
     storage = SimpleNamespace(temp_path=lambda: str(tmp_path / f"claimed-{len(os.listdir(tmp_path))}.dcm"))
-    return RetrieveService(journal=None, rules=None, pipeline=SimpleNamespace(storage=storage), delivery=None)
+    # PACS: a source the router retrieves from by C-MOVE, calling it as ROUTER (its Move Originator)
+    pacs = SimpleNamespace(retrieve="c-move", ae_title="PACS", calling_ae_title="ROUTER")
+    rules = SimpleNamespace(config=SimpleNamespace(destinations={"PACS": pacs}))
+    return RetrieveService(journal=None, rules=rules, pipeline=SimpleNamespace(storage=storage), delivery=None)
 
 
 def store(tmp_path, calling: str, originator: str | None, message_id: int | None):
@@ -84,8 +88,12 @@ def test_a_source_that_names_no_originator_is_claimed_only_when_one_move_waits_o
     assert sum(len(move.taken) for move in moves) == int(claimed)
 
 
-def test_a_forgotten_move_claims_nothing(service, tmp_path):
+def test_a_store_for_a_move_of_ours_that_ended_is_refused_not_taken_as_an_ordinary_instance(service, tmp_path):
     waiting = WaitingMove("PACS", 1)
     service.expect(waiting)
     service.forget(waiting)
-    assert service.claim(*store(tmp_path, "PACS", "ROUTER", 1)) is None
+    refused = service.claim(*store(tmp_path, "PACS", "ROUTER", 1))  # the router's C-MOVE 1, ended
+    assert refused.Status == StoreStatus.OUT_OF_RESOURCES and "has ended" in refused.ErrorComment
+    assert waiting.taken == []
+    assert service.claim(*store(tmp_path, "PACS", "VIEWER", 1)) is None  # a viewer's C-MOVE: an ordinary instance
+    assert service.claim(*store(tmp_path, "MODALITY", "ROUTER", 1)) is None  # not a source the router moves from
