@@ -128,9 +128,9 @@ def test_a_method_a_route_does_not_take_is_405(site, method):
 @pytest.mark.parametrize("body, message", [
     ({"destination": {"a": 1}}, "destination must be text of at most 200 characters"),
     ({"destination": ["PACS", "ARCHIVE"]}, "destination is given 2 times; give it once"),
-    ({"id": [True]}, "id must be a whole number of at least 1"),
-    ({"id": ["1e400"]}, "id must be a whole number of at least 1"),
-    ({"id": ["9" * 5000]}, "id must be a whole number of at least 1"),
+    ({"id": [True]}, "id must be a whole number from 1 to 9223372036854775807"),
+    ({"id": ["1e400"]}, "id must be a whole number from 1 to 9223372036854775807"),
+    ({"id": ["9" * 5000]}, "id must be a whole number from 1 to 9223372036854775807"),
     ({"destination": "PACS\x00"}, "no destination 'PACS\\x00'"),
 ])
 def test_json_of_the_wrong_shape_gets_400_naming_the_parameter(site, body, message):
