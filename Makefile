@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test fuzz bench peers lint-rules clean
+.PHONY: run test fuzz crash bench peers lint-rules clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ RULES_FUZZ_COUNT ?= 20000
 fuzz: $(STAMP) peers
 	PYTHONPATH=tests $(BIN)/python -m fuzz --count $(FUZZ_COUNT) --seed $(FUZZ_SEED)
 	RULES_FUZZ_COUNT=$(RULES_FUZZ_COUNT) $(BIN)/python -m pytest -q tests/fuzz/test_rules_fuzz.py
+
+# The router SIGKILLed CRASH_KILLS times at random moments under load (tests/crash; `make test`
+# kills it 10 times), from seed CRASH_SEED; fails on anything acknowledged and lost.
+CRASH_KILLS ?= 100
+crash: $(STAMP) peers
+	CRASH_KILLS=$(CRASH_KILLS) $(BIN)/python -m pytest -q tests/crash/test_crash.py
 
 bench: $(STAMP) peers
 	$(BIN)/python -m benchmarks

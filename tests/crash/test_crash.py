@@ -18,7 +18,7 @@ from helpers.peers import RouterProcess, free_port, storescu, wait_until
 from helpers.senders import ROUTE_ALL, acknowledged_files, received_uids
 
 SEED = int(os.environ.get("CRASH_SEED", "20260611"))
-MAIN_KILLS = 20
+MAIN_KILLS = int(os.environ.get("CRASH_KILLS", "10"))  # `make crash` kills it many more times
 
 
 # A worker process being spawned when the main process is SIGKILLed reads half of what
