@@ -1191,7 +1191,7 @@ class _Checks:
     def _template(self, name, key: str, kind: str) -> None:
         from ruamel.yaml.scalarstring import FoldedScalarString, LiteralScalarString
 
-        from .notification_context import PATIENT_FIELDS, known_fields, sample
+        from .notification_context import PATIENT_FIELDS, known_fields, path_fields, sample, unknown_field
         from .notification_templates import TemplateProblem, check_template
         source = self._value("notifiers", name, key)
         if source is None:
@@ -1200,7 +1200,8 @@ class _Checks:
         refused = {} if patient else {field: "patient data: set patient_data: true on the notifier to give it"
                                       for field in PATIENT_FIELDS}
         try:
-            check_template(str(source), kind, known_fields(patient), sample(patient), refused)
+            check_template(str(source), kind, known_fields(patient), sample(patient), refused, path_fields(patient),
+                           lambda root, field: unknown_field(root, field, patient))
         except TemplateProblem as exc:
             line = _line_of(self.data, ["notifiers", name, key])
             if line and exc.line:  # the template's own line, in the file: a block scalar starts below its key

@@ -2,11 +2,19 @@
 (`notify:`), the event of a rule's `notify` action, the values each gives, and the patient
 data a notifier receives only when it says `patient_data: true`.
 
+A template names a DICOM element as the rules do, by its path: `DataSet.StudyInstanceUID`,
+`DataSet.Modality`, `DataSet.PatientName` (patient data); and how the instance arrived as
+`Association.CallingAET`, `Association.CalledAET`, `Source.Name`. The bare names
+(`{{ StudyInstanceUID }}`) read the same values. An element an event does not give (a
+reload-refused has no instance) is null: empty in a text, `null` in a JSON body.
+
 The configuration checks templates against these names (and renders them with the sample
 values) when it is read; the router fills them in (runtime/events.py).
 """
 
 from __future__ import annotations
+
+import difflib
 
 # Every notification has these.
 COMMON_FIELDS = {"event": "delivery-dead", "node": "router-1", "time": "2026-01-31T22:05:00Z",
@@ -43,6 +51,17 @@ RULE_FIELDS: dict[str, object] = {"rule": "CT to the AI", "message": "study read
 # Patient data: in a notification only for a notifier with `patient_data: true`.
 PATIENT_FIELDS = {"PatientName": "DOE^JANE", "PatientID": "12345", "AccessionNumber": "A-1"}
 
+# The roots of the language's paths a template reads, and the fields each gives (the data set's
+# elements: the instance's values above that are DICOM keywords, with the patient data only
+# for a notifier that opted in; built when a notification is rendered, from its stored values).
+DATASET, ASSOCIATION, SOURCE = "DataSet", "Association", "Source"
+DATASET_KEYWORDS = ("SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality")
+ARRIVAL_PATHS: dict[str, tuple[str, ...]] = {ASSOCIATION: ("CallingAET", "CalledAET", "PeerAddress", "PeerPort"),
+                                             SOURCE: ("Name", "Kind")}
+_ARRIVAL_SAMPLE = {ASSOCIATION: {"CallingAET": "CT_SCANNER", "CalledAET": "ROUTER", "PeerAddress": "10.0.0.7",
+                                 "PeerPort": 40112},
+                   SOURCE: {"Name": "modalities", "Kind": "listener"}}
+
 # The name of every value at once, as a mapping (`{{ notification | tojson }}`).
 WHOLE = "notification"
 
@@ -55,7 +74,7 @@ EVENTS_WITH_AFTER = ("destination-unreachable",)
 
 def known_fields(patient_data: bool) -> set[str]:
     """Every name a notifier's template may read."""
-    names = set(COMMON_FIELDS) | {WHOLE} | set(RULE_FIELDS)
+    names = set(COMMON_FIELDS) | {WHOLE} | set(RULE_FIELDS) | {DATASET} | set(ARRIVAL_PATHS)
     for fields in EVENTS.values():
         names |= set(fields)
     return names | set(PATIENT_FIELDS) if patient_data else names
@@ -68,4 +87,39 @@ def sample(patient_data: bool) -> dict[str, object]:
         values.update(fields)
     if patient_data:
         values.update(PATIENT_FIELDS)
-    return {**values, WHOLE: dict(values)}
+    values.update({root: dict(fields) for root, fields in _ARRIVAL_SAMPLE.items()})
+    return with_paths(values, patient_data)
+
+
+def path_fields(patient_data: bool) -> dict[str, tuple[str, ...]]:
+    """The fields each root of a path gives a notifier's template."""
+    return {DATASET: DATASET_KEYWORDS + (tuple(PATIENT_FIELDS) if patient_data else ()), **ARRIVAL_PATHS}
+
+
+def with_paths(values: dict[str, object], patient_data: bool) -> dict[str, object]:
+    """What a template reads, from a notification's stored values: those values (never patient
+    data where the notifier did not opt in, whatever was stored), `DataSet` made of them, the
+    arrival's mappings (only their fields), and all of them as one mapping (`notification`)."""
+    flat = {key: value for key, value in values.items()
+            if key not in (DATASET, WHOLE) and (patient_data or key not in PATIENT_FIELDS)}
+    for root, fields in ARRIVAL_PATHS.items():
+        given = flat.get(root)
+        flat[root] = {field: given[field] for field in fields if field in given} if isinstance(given, dict) else {}
+    flat[DATASET] = {keyword: flat[keyword] for keyword in path_fields(patient_data)[DATASET] if keyword in flat}
+    return {**flat, WHOLE: dict(flat)}
+
+
+def unknown_field(root: str, name: str, patient_data: bool) -> str:
+    """Why `root.name` is not something a template can read, with what it may have meant."""
+    from ..lang.paths import lookup_keyword, suggest_keywords  # the DICOM dictionary, when a template errs
+    given = path_fields(patient_data).get(root, ())
+    close = difflib.get_close_matches(name, given, n=1, cutoff=0.75)
+    if close:
+        hint = f"did you mean {root}.{close[0]}?"
+    elif root == DATASET and lookup_keyword(name) is None:
+        suggestions = suggest_keywords(name)
+        return (f"{name} is not a DICOM keyword" + (f"; did you mean {' or '.join(suggestions)}?" if suggestions else "")
+                + f" (a notification gives {root}.{', '.join(given)})")
+    else:
+        hint = f"a notification gives {root}.{', '.join(given)}"
+    return f"a notification does not give {name}; {hint}"

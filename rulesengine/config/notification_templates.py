@@ -25,12 +25,14 @@ import json
 import operator
 import re
 from contextvars import ContextVar
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from jinja2 import TemplateError, TemplateSyntaxError, Undefined, meta, nodes
 from jinja2.visitor import NodeTransformer
 from jinja2.filters import FILTERS
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment, SecurityError
+
+from .notification_context import WHOLE
 
 MAX_OUTPUT_CHARS = 1_000_000  # a rendered body or subject, and any string a template builds on the way
 MAX_STEPS = 100_000  # loop iterations and calls in one rendering (a real template makes a few dozen)
@@ -320,19 +322,76 @@ def render(source: str, kind: str, context: Mapping[str, Any]) -> str:
 
 
 def check_template(source: str, kind: str, known: Iterable[str], sample: Mapping[str, Any],
-                   refused: Mapping[str, str] = {}) -> None:
+                   refused: Mapping[str, str] = {}, fields: Mapping[str, Iterable[str]] = {},
+                   unknown_field: Callable[[str, str], str] | None = None) -> None:
     """What reading the configuration checks of a template: its syntax, no internals, only
-    `known` names (`refused` names: why not, e.g. patient data not opted in), and rendered
-    with `sample` values, valid output. Raises TemplateProblem."""
-    used = names_used(source, kind)
-    for name in sorted(used):
+    `known` names, only the `fields` of a path's root (`DataSet.Modality`, also written
+    `DataSet["Modality"]` or `notification.DataSet.Modality`; `unknown_field(root, name)`
+    says why another is not), and rendered with `sample` values, valid output. A `refused`
+    name (why not: e.g. patient data not opted in) is refused wherever the template names it:
+    bare, as a path's field, an attribute, an item, or a text (`attr("PatientName")`).
+    Raises TemplateProblem."""
+    tree = parse(source, kind)
+    # Jinja's compiler folds constants in the tree as it goes: `"Patient" ~ "Name"` is then a name too.
+    used = set(meta.find_undeclared_variables(tree))
+    for name, line, label in _names_anywhere(tree):
         if name in refused:
-            raise TemplateProblem(f"{name}: {refused[name]}", _line_of_name(source, name))
+            raise TemplateProblem(f"{label}: {refused[name]}", line)
     unknown = sorted(used - set(known))
     if unknown:
         raise TemplateProblem(f"unknown name{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}; a template reads "
                               f"{', '.join(sorted(known))}", _line_of_name(source, unknown[0]))
+    for root, name, line in _path_fields(tree, fields):
+        if name not in set(fields[root]):
+            why = unknown_field(root, name) if unknown_field is not None else f"a notification gives {root}." + \
+                ", ".join(fields[root])
+            raise TemplateProblem(f"{root}.{name}: {why}", line)
     render(source, kind, sample)
+
+
+def _names_anywhere(tree: nodes.Template) -> Iterable[tuple[str, int, str]]:
+    """Every name the template could reach a value by: (name, line, how it is written)."""
+    for node in tree.find_all(nodes.Name):
+        yield node.name, node.lineno, node.name
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        name = _field_name(node)
+        if name is not None:
+            yield name, node.lineno, _written_as(node)
+    for node in tree.find_all(nodes.Const):
+        if isinstance(node.value, str):
+            yield node.value, node.lineno, repr(node.value)
+
+
+def _written_as(node: nodes.Node) -> str:
+    """`notification.DataSet.PatientName` for the node of that path (`?` for what is not a name)."""
+    if isinstance(node, nodes.Name):
+        return node.name
+    if isinstance(node, (nodes.Getattr, nodes.Getitem)):
+        return f"{_written_as(node.node)}.{_field_name(node) or '?'}"
+    return "?"
+
+
+def _field_name(node: nodes.Getattr | nodes.Getitem) -> str | None:
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    return node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None
+
+
+_MAPPING_METHODS = frozenset({"get", "items", "keys", "values"})  # DataSet.get("Modality"): a mapping's own
+
+
+def _path_fields(tree: nodes.Template, fields: Mapping[str, Iterable[str]]) -> Iterable[tuple[str, str, int]]:
+    """(root, field, line) of each path the template writes: `Root.Field`, `Root["Field"]`, and
+    through the whole mapping, `notification.Root.Field`."""
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        owner, name = node.node, _field_name(node)
+        if name is None or name in _MAPPING_METHODS:
+            continue
+        if isinstance(owner, nodes.Name) and owner.name in fields:
+            yield owner.name, name, node.lineno
+        elif isinstance(owner, (nodes.Getattr, nodes.Getitem)) and isinstance(owner.node, nodes.Name) \
+                and owner.node.name == WHOLE and _field_name(owner) in fields:
+            yield str(_field_name(owner)), name, node.lineno
 
 
 def _line_of_name(source: str, name: str) -> int | None:

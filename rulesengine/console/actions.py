@@ -192,8 +192,15 @@ def notifications(config: Config, journal: Journal, states: tuple[str, ...], lim
     for row in rows:
         notifier = config.notifiers.get(row.notifier)
         opted_in = bool(notifier is not None and notifier.patient_data)
-        details = {key: value for key, value in row.context.items()
-                   if key not in COMMON_FIELDS and key not in PATIENT_FIELDS and key != WHOLE}
+        details = {}
+        for key, value in row.context.items():
+            if key in COMMON_FIELDS or key in PATIENT_FIELDS or key == WHOLE:
+                continue
+            if isinstance(value, dict):  # Association, Source: by the paths a template names them
+                details.update({f"{key}.{field}": item for field, item in value.items()
+                                if field not in PATIENT_FIELDS and item is not None})
+            else:
+                details[key] = value
         patient = {key: (row.context[key] if sees_patient_data else MASK)
                    for key in PATIENT_FIELDS if opted_in and row.context.get(key) not in (None, "")}
         waiting = row.state in (NotificationState.QUEUED, NotificationState.RETRYING)

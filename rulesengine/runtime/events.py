@@ -28,7 +28,7 @@ import time
 from typing import Any, Callable, Mapping
 
 from ..arrival import HEADER_KEYWORDS, Arrival
-from ..config.notification_context import PATIENT_FIELDS, RULE_EVENT
+from ..config.notification_context import ASSOCIATION, PATIENT_FIELDS, RULE_EVENT, SOURCE
 from .journal.errors import in_words
 from .logs import Repeats
 from .notifications import Notifications, iso_time
@@ -52,7 +52,10 @@ def instance_values(arrival: Arrival | None) -> tuple[dict[str, Any], dict[str, 
     if arrival is None:
         return {}, {}
     values: dict[str, Any] = {"SOPInstanceUID": arrival.sop_instance_uid, "SOPClassUID": arrival.sop_class_uid,
-                              "source": arrival.calling_aet or arrival.source_name}
+                              "source": arrival.calling_aet or arrival.source_name,
+                              ASSOCIATION: {"CallingAET": arrival.calling_aet, "CalledAET": arrival.called_aet,
+                                            "PeerAddress": arrival.peer_address, "PeerPort": arrival.peer_port},
+                              SOURCE: {"Name": arrival.source_name, "Kind": arrival.source_kind}}
     patient: dict[str, Any] = {}
     for column, keyword in HEADER_KEYWORDS.items():
         value = getattr(arrival, column, None)

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from ..config import Config
-from ..config.notification_context import PATIENT_FIELDS, WHOLE
+from ..config.notification_context import ARRIVAL_PATHS, DATASET, PATIENT_FIELDS, WHOLE
 from .journal import Journal, NotificationState, unreachable
 from .journal.errors import in_words
 from .logs import Repeats, origin
@@ -68,10 +68,17 @@ class Notifications:
             log.error("notification %s for %s not sent: no notifier of that name is configured", event, notifier)
             return None
         now = self.clock()
-        values = {key: value for key, value in context.items() if key not in PATIENT_FIELDS and key != WHOLE}
+        # DataSet is made of these values when the notification is rendered: a caller's own is
+        # not kept (it could hold patient data); the arrival's mappings keep only their fields.
+        values = {key: value for key, value in context.items()
+                  if key not in PATIENT_FIELDS and key not in (WHOLE, DATASET, *ARRIVAL_PATHS)}
+        for root, fields in ARRIVAL_PATHS.items():
+            given = context.get(root)
+            if isinstance(given, Mapping):
+                values[root] = {field: given[field] for field in fields if field in given}
         values.update({"event": event, "node": self.journal.node, "time": iso_time(now), "notifier": notifier})
         if settings.patient_data and patient:
-            values.update({key: value for key, value in patient.items() if key != WHOLE})
+            values.update({key: value for key, value in patient.items() if key in PATIENT_FIELDS})
         try:
             number = self.journal.add_notification(notifier, event, values, now)
         except Exception as exc:  # noqa: BLE001 - what raised the event goes on; the loss is said

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import httpx
 
 from ..config import EmailNotifier, Notifier, SecretHeader, WebhookNotifier
-from ..config.notification_context import WHOLE
+from ..config.notification_context import with_paths
 from ..config.notification_templates import TemplateProblem, render
 
 # Answers that say the request itself is wrong: sending it again gets the same answer.
@@ -34,15 +34,16 @@ class NotifyFailed(Exception):
         self.permanent = permanent
 
 
-def template_values(context: Mapping[str, Any]) -> dict[str, Any]:
-    """What a template reads: the notification's values, and all of them as one mapping."""
-    values = dict(context)
-    return {**values, WHOLE: values}
+def template_values(context: Mapping[str, Any], patient_data: bool) -> dict[str, Any]:
+    """What a template reads: the notification's values, by their bare names and by the
+    language's paths (`DataSet.Modality`, `Association.CallingAET`), and all of them as one
+    mapping; patient data only for a notifier that opted in."""
+    return with_paths(dict(context), patient_data)
 
 
-def _rendered(source: str, kind: str, context: Mapping[str, Any], what: str) -> str:
+def _rendered(source: str, kind: str, context: Mapping[str, Any], what: str, patient_data: bool) -> str:
     try:
-        return render(source, kind, template_values(context))
+        return render(source, kind, template_values(context, patient_data))
     except TemplateProblem as exc:
         raise NotifyFailed(f"{what}: {exc}", permanent=True) from None
 
@@ -58,7 +59,7 @@ def _tls_context(ca_certificates: str | None) -> ssl.SSLContext:
 
 
 def _post(notifier: WebhookNotifier, context: Mapping[str, Any]) -> str:
-    body = _rendered(notifier.body, "json", context, "body")
+    body = _rendered(notifier.body, "json", context, "body", notifier.patient_data)
     headers = {"Content-Type": "application/json", "User-Agent": "rulesengine"}
     for name, value in notifier.headers.items():
         try:
@@ -99,8 +100,8 @@ def _start_of_body(answer: httpx.Response, deadline: float) -> str:
 
 
 def _mail(notifier: EmailNotifier, context: Mapping[str, Any]) -> str:
-    subject = " ".join(_rendered(notifier.subject, "text", context, "subject").split())[:MAX_SUBJECT_CHARS]
-    body = _rendered(notifier.body, "text", context, "body")
+    subject = " ".join(_rendered(notifier.subject, "text", context, "subject", notifier.patient_data).split())[:MAX_SUBJECT_CHARS]
+    body = _rendered(notifier.body, "text", context, "body", notifier.patient_data)
     message = EmailMessage()
     message["From"] = notifier.sender
     message["To"] = ", ".join(notifier.to)

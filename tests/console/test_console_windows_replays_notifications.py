@@ -105,8 +105,9 @@ class Scene:
         self.sent = journal.add_notification("ops-hook", "instance-quarantined", {**context, "reason": "no rule"}, NOON)
         journal.notification_sent(self.sent, NOON + 1)
         # a row of ops-hook holding patient data (written while it had patient_data: true): never shown
-        self.dead = journal.add_notification("ops-hook", "delivery-dead", {**context, **patient,
-                                                                            "reason": HOSTILE_REASON}, NOON)
+        self.dead = journal.add_notification("ops-hook", "delivery-dead", {
+            **context, **patient, "reason": HOSTILE_REASON,
+            "Association": {"CallingAET": "CT1", "CalledAET": None, "PatientName": "DOE^JANE"}}, NOON)
         journal.notification_failed(self.dead, HOSTILE_REASON, None, NOON + 2)
         self.with_patient = journal.add_notification("records", "instance-quarantined",
                                                      {**context, **patient, "notifier": "records"}, NOON)
@@ -225,7 +226,8 @@ def test_the_outbox_by_state_with_reasons_and_patient_data_only_where_opted_in(s
     assert list(rows) == [scene.with_patient, scene.dead, scene.sent, scene.waiting]  # newest first
     dead = rows[scene.dead]
     assert (dead["state"], dead["attempts"], dead["last_error"], dead["patient"]) == ("dead", 1, HOSTILE_REASON, None)
-    assert dead["details"] == {"destination": "PACS", "reason": HOSTILE_REASON, "SOPInstanceUID": "1.2.3.4"}
+    assert dead["details"] == {"destination": "PACS", "reason": HOSTILE_REASON, "SOPInstanceUID": "1.2.3.4",
+                               "Association.CallingAET": "CT1"}  # by its path; a null left out
     assert (rows[scene.sent]["state"], rows[scene.sent]["sent_at"]) == ("sent", NOON + 1)
     assert rows[scene.waiting]["next_attempt_at"] is not None and rows[scene.sent]["next_attempt_at"] is None
     retrying = rows[scene.with_patient]
