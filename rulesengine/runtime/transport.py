@@ -422,6 +422,9 @@ class ListenerServer(ThreadedAssociationServer):
             super().process_request_thread(ready, client_address)
 
 
+ACCEPT_POLL_SECONDS = 0.05  # how often an idle listener looks whether it is to stop
+
+
 def start_server(ae, address: tuple[str, int], evt_handlers: list, ssl_context: ssl.SSLContext | None,
                  guard: ConnectionGuard, reuse_port: bool = False) -> ListenerServer:
     """ae.start_server(address, block=False, ...) with ListenerServer (start_server takes no
@@ -429,7 +432,9 @@ def start_server(ae, address: tuple[str, int], evt_handlers: list, ssl_context: 
     receiving processes (SO_REUSEPORT)."""
     server = ae.make_server(address, ssl_context=ssl_context, evt_handlers=evt_handlers,
                             server_class=ListenerServer, guard=guard, reuse_port=reuse_port)
-    thread = threading.Thread(target=server.serve_forever, name=f"AcceptorServer@{address[1]}", daemon=True)
+    # serve_forever's poll interval bounds how long server.shutdown() waits (0.5 s by default).
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": ACCEPT_POLL_SECONDS},
+                              name=f"AcceptorServer@{address[1]}", daemon=True)
     thread.start()
     ae._servers.append(server)  # as start_server does: server.shutdown() removes it from there
     return server

@@ -3,6 +3,7 @@ the router configuration most stress tests share (one listener, one DICOM destin
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,11 +67,28 @@ def make_study(folder: Path, series: list[tuple[str, int, int | None]], source: 
     return made
 
 
+_HEADERS: dict[tuple[str, int, int], pydicom.Dataset] = {}  # (path, size, mtime) -> header read
+
+
+def read_header(path: Path) -> pydicom.Dataset:
+    """A received file's header, read once for each version of the file: tests poll folders
+    with these (wait_until), and reading every file again at each look costs a core."""
+    stat = os.stat(path)
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    header = _HEADERS.get(key)
+    if header is None:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        if len(_HEADERS) > 100_000:
+            _HEADERS.clear()
+        _HEADERS[key] = header
+    return header
+
+
 def received_by_uid(folder: Path) -> dict[str, pydicom.Dataset]:
     """What a peer wrote to its folder, read back: SOPInstanceUID -> data set (header only)."""
     found = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        dataset = read_header(path)
         found[str(dataset.SOPInstanceUID)] = dataset
     return found
 

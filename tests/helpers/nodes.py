@@ -10,6 +10,7 @@ import psycopg
 import pydicom
 import pydicom.errors
 
+from helpers.instances import read_header
 from helpers.peers import RouterProcess, free_port
 
 # Every instance edited (the copy each destination receives is written into the node's spool/out).
@@ -66,8 +67,7 @@ def arrived_uids(folder: Path) -> set[str]:
     for path in folder.rglob("*"):
         if path.is_file():
             try:
-                found.add(str(pydicom.dcmread(path, stop_before_pixels=True,
-                                              specific_tags=["SOPInstanceUID"]).SOPInstanceUID))
+                found.add(str(read_header(path).SOPInstanceUID))
             except (pydicom.errors.InvalidDicomError, EOFError, AttributeError, OSError):
                 continue
     return found

@@ -7,8 +7,7 @@ import re
 import threading
 from pathlib import Path
 
-import pydicom
-from helpers.instances import make_instances
+from helpers.instances import make_instances, read_header
 from helpers.peers import storescu
 
 ASSOCIATIONS_PER_SENDER = 3  # 8 senders x 3: the kernel's spread leaves one process alone once in 2^23
@@ -77,7 +76,7 @@ def labels(folder: Path) -> dict[str, str]:
     """SOP Instance UID -> InstitutionName of what the destination folder holds."""
     found = {}
     for path in folder.rglob("*.dcm"):
-        dataset = pydicom.dcmread(path, stop_before_pixels=True)
+        dataset = read_header(path)
         found[str(dataset.SOPInstanceUID)] = str(dataset.InstitutionName)
     return found
 

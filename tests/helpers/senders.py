@@ -12,6 +12,7 @@ import pydicom
 from pydicom.uid import generate_uid
 
 from helpers.files import bundled
+from helpers.instances import read_header
 from helpers.peers import storescu
 
 BATCH = 5  # instances per association
@@ -71,8 +72,7 @@ def refused_statuses(output: str) -> list[str]:
 
 
 def received_uids(folder: Path) -> set[str]:
-    return {str(pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"]).SOPInstanceUID)
-            for path in folder.rglob("*") if path.is_file()}
+    return {str(read_header(path).SOPInstanceUID) for path in folder.rglob("*") if path.is_file()}
 
 
 ROUTE_ALL = """
