@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import ssl
 import subprocess
+import textwrap
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -153,3 +154,13 @@ def make_pki(folder: Path) -> tuple[Path, Path, Path]:
              "-days", "2", "-out", "server.crt", "-extfile", "server.ext", cwd=folder)
     return folder / "ca.crt", folder / "server.crt", folder / "server.key"
 
+
+def write_config(folder: Path, body: str) -> Path:
+    """A router configuration whose notifiers and subscriptions are `body` (YAML, indented as
+    the test writes it), with a rule file routing to one DICOM destination."""
+    (folder / "main.rules").write_text('rule "all" {\n  then route to PACS\n}\n', encoding="utf-8")
+    path = folder / "router.yaml"
+    path.write_text("storage: var\nrules: main.rules\n"
+                    "destinations:\n  PACS: {type: dicom, ae_title: PACS, host: 127.0.0.1, port: 1}\n"
+                    + textwrap.dedent(body), encoding="utf-8")
+    return path

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import re
-import textwrap
-from pathlib import Path
 
 import pytest
-from helpers.notify_peers import WebhookServer
+from helpers.notify_peers import WebhookServer, write_config
 
 from rulesengine.arrival import Arrival
 from rulesengine.config import ConfigError, load_config
@@ -33,15 +31,6 @@ PATIENT_BODY = '{"who": {{ DataSet.PatientName }}, "id": {{ notification.DataSet
 LEAKS = ('{"a": {{ DataSet|tojson }}, "b": {{ notification|tojson }}, "c": {{ DataSet.get(event[:0] ~ "Patient" ~ "Name") }}, '
          '"d": {{ notification[event[:0] ~ "Data" ~ "Set"][event[:0] ~ "Patient" ~ "ID"] }}, '
          '"e": {{ notification.values()|list|tojson }}}')
-
-
-def write_config(folder: Path, body: str) -> Path:
-    (folder / "main.rules").write_text('rule "all" {\n  then route to PACS\n}\n', encoding="utf-8")
-    path = folder / "router.yaml"
-    path.write_text("storage: var\nrules: main.rules\n"
-                    "destinations:\n  PACS: {type: dicom, ae_title: PACS, host: 127.0.0.1, port: 1}\n"
-                    + textwrap.dedent(body), encoding="utf-8")
-    return path
 
 
 @pytest.fixture

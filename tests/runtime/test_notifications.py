@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from helpers.clock import StoppedClock
-from helpers.notify_peers import SMTPServer, WebhookServer, make_pki
+from helpers.notify_peers import SMTPServer, WebhookServer, make_pki, write_config
 
 from rulesengine.arrival import Arrival
 from rulesengine.config import ConfigError, load_config
@@ -29,15 +29,6 @@ SENT, DEAD, RETRYING, QUEUED = (NotificationState.SENT, NotificationState.DEAD, 
 ARRIVAL = Arrival(calling_aet="CT1", source_name="main", source_kind="listener", sop_class_uid="1.2.840.10008.5.1.4.1.1.2",
                   sop_instance_uid="1.2.3.4", patient_id="PID-77", patient_name="DOE^JANE", accession_number="ACC9",
                   study_instance_uid="1.2.3", series_instance_uid="1.2.3.1", modality="CT")
-
-
-def write_config(folder: Path, body: str) -> Path:
-    (folder / "main.rules").write_text('rule "all" {\n  then route to PACS\n}\n', encoding="utf-8")
-    path = folder / "router.yaml"
-    path.write_text("storage: var\nrules: main.rules\n"
-                    "destinations:\n  PACS: {type: dicom, ae_title: PACS, host: 127.0.0.1, port: 1}\n"
-                    + textwrap.dedent(body), encoding="utf-8")
-    return path
 
 
 def problems(folder: Path, body: str) -> str:
