@@ -304,27 +304,7 @@ class JournalDatabase:
     def password(self) -> str | None:
         """The password from its file (the first line) or its environment variable; ValueError
         saying what is wrong (naming the key) when it cannot be read."""
-        if self.password_env is not None:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ValueError(f"journal_password_env: the environment variable {self.password_env} is not set")
-            if not value:
-                raise ValueError(f"journal_password_env: the environment variable {self.password_env} is empty")
-            return value
-        if self.password_file is not None:
-            try:
-                with open(self.password_file, encoding="utf-8") as fh:
-                    value = fh.readline().rstrip("\r\n")
-            except OSError as exc:
-                raise ValueError(f"journal_password_file: cannot read {self.password_file}: {exc.strerror}") from None
-            except UnicodeDecodeError:
-                raise ValueError(f"journal_password_file: {self.password_file} is not UTF-8 text") from None
-            except ValueError:  # open() refuses a name with a NUL character
-                raise ValueError(f"journal_password_file: {self.password_file!r} is not a file name") from None
-            if not value:
-                raise ValueError(f"journal_password_file: the first line of {self.password_file} is empty")
-            return value
-        return None
+        return read_secret(self.password_env, self.password_file, "journal_password_env", "journal_password_file")
 
 
 def journal_url_problem(url: str) -> str | None:
