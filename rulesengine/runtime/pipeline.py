@@ -116,9 +116,11 @@ def failed_outcome(outcome: str, reason: str, version: str | None, decided: Outc
                    trace_text(outcome, reason, version, rules_fired, edits, truncated))
 
 
-def describe(document: Document, decision: Decision, ruleset: RuleSet, held: tuple[str, ...] = ()) -> str:
+def describe(document: Document, decision: Decision, ruleset: RuleSet, held: tuple[str, ...] = (),
+             late: bool = False) -> str:
     """The one log line per instance: source, rule set version, rules fired, destinations (and
-    the open groups that hold it, `held`)."""
+    the open groups that hold it, `held`; `late`: it came after its group fired, and the group
+    rule's `late` policy, logged before, handled it)."""
     arrival = document.arrival
     source = arrival.source_name or arrival.source_kind or "?"
     if arrival.calling_aet:
@@ -131,6 +133,8 @@ def describe(document: Document, decision: Decision, ruleset: RuleSet, held: tup
         result = "-> " + ", ".join(decision.destinations)
     elif held and decision.unrouted:
         result = ""
+    elif late and decision.unrouted:
+        result = "late for its group: handled by the group rule's late policy"
     else:
         result = f"{decision.outcome}" + (f": {decision.reason}" if decision.reason else "")
     if held:
@@ -383,7 +387,9 @@ class Pipeline:
         decision = ruleset.evaluate(document)
         joined = (self.groups.join(instance, document, ruleset, received_copy) if GroupRunner.joins(ruleset, decision)
                   else None)
-        log.info(describe(document, decision, ruleset, joined.held if joined is not None else ()))
+        log.info(describe(document, decision, ruleset, joined.held if joined is not None else (),
+                          late=joined is not None and not joined.held and bool(
+                              joined.deliveries or joined.quarantine or joined.dropped)))
         if decision.error:
             log.warning("instance %s: %s", instance_id, decision.error)
             if decision.exception is not None:  # its traceback names the rule-file lines (run -v)

@@ -1,7 +1,9 @@
 """Group rules in a real router: storescu sends two series of a study, the router holds them;
 the group, pending when the router stops, fires a short real quiet time after its last arrival
 once the router runs again; its deliveries, queued together, find the store down and retry as
-usual; storescp receives the whole study once it listens.
+usual; storescp receives the whole study once it listens. A study rule for an AI tool fires
+as soon as its two series are in, Orthanc and storescp get the study, and an instance of the
+second series arriving after the firing is refired by the `late` policy.
 """
 
 from __future__ import annotations
@@ -108,3 +110,44 @@ rule "the rest of the study" per study {
         assert "fired (complete): 2 instance(s)" in router.output()
     finally:
         peer.stop()
+
+
+TWO_SERIES_RULE = """
+rule "AI brain: axial T2 and sagittal T1" per study {
+  complete when any(DataSet.SeriesDescription == "Axial T2") and any(DataSet.SeriesDescription == "Sag T1")
+  complete after 10m
+  then {
+    set DataSet.InstitutionName = "AI READY"
+    route to ORTHANC
+    copy to STORE
+  }
+}
+"""
+
+
+def test_a_study_rule_fires_when_its_two_series_are_in_and_orthanc_and_storescp_get_the_study(
+        router_factory, orthanc, storescp, tmp_path, port):
+    config = (f"storage: var\nprocesses: 1\nrules: main.rules\nlisteners:\n"
+              f"  - {{name: main, ae_title: ROUTER, port: {port}}}\ndestinations:\n"
+              f"  ORTHANC: {{type: dicom, ae_title: {orthanc.ae_title}, host: 127.0.0.1, port: {orthanc.dicom_port}}}\n"
+              f"  STORE: {{type: dicom, ae_title: {storescp.ae_title}, host: 127.0.0.1, port: {storescp.port}}}\n")
+    router = router_factory(config, TWO_SERIES_RULE, port)
+    study = make_study(tmp_path / "study", [("Localizer", 1, 1), ("Axial T2", 2, 2), ("Sag T1", 2, 3)])
+    assert storescu(port, [item.path for item in study[:3]]).returncode == 0  # localizer, axial: not yet
+    wait_until(lambda: group_members(tmp_path) == 3, timeout=20, what="three instances held")
+    assert journal_rows(tmp_path, "SELECT * FROM deliveries") == [] and orthanc.count() == 0
+    assert storescu(port, [item.path for item in study[3:]]).returncode == 0  # sagittal: complete
+    wait_until(lambda: orthanc.count() == 5 and len(storescp.files()) == 5, timeout=60,
+               what="the whole study at Orthanc and at storescp")
+    stored = orthanc.instances()
+    assert {row["SOPInstanceUID"] for row in stored} == {item.sop_instance_uid for item in study}
+    assert {row["InstitutionName"] for row in stored} == {"AI READY"}
+    assert {row["SeriesDescription"] for row in stored} == {"Localizer", "Axial T2", "Sag T1"}
+    assert set(received_by_uid(storescp.folder)) == {item.sop_instance_uid for item in study}
+    # it fired as the first sagittal instance came (4 instances); the second came late: refired
+    output = router.output()
+    assert "fired (complete): 4 instance(s)" in output and ", refired: " in output
+    assert "late for its group: handled by the group rule's late policy" in output
+    assert "quarantine" not in output and "Traceback" not in output
+    assert [row["outcome"] for row in journal_rows(tmp_path, "SELECT outcome FROM instances")] == ["route"] * 5
+    assert router.stop() == 0
