@@ -1,7 +1,9 @@
 """The router SIGKILLed while a group fires: after its worker claimed the group (its lease in
 the journal) and before the group's deliveries are queued. The moment is made certain, not
 waited for: one member's spool file is swapped for a named pipe before the group is due, so
-the worker that fires it blocks reading that member, holding its claim; the test kills the
+the worker that fires it blocks reading that member as it writes the member's edited copy (the
+headers the rules read are kept in the journal and in memory: only a copy reads the file),
+holding its claim; the test kills the
 router there, puts the file back, and starts it again. Once the lease expires the group fires
 again, and every acknowledged instance of it is delivered (duplicates would be allowed, losses
 not); nothing stays leased, nothing in the spool is left behind."""
@@ -22,7 +24,10 @@ RULES = """
 rule "whole study to the store" per study {
   complete after 2s
   when count() >= 4
-  then route to STORE
+  then {
+    set DataSet.InstitutionName = "GROUPED"
+    route to STORE
+  }
 }
 """
 
