@@ -137,15 +137,20 @@ def _socket_inodes(pid: int) -> set[str]:
     return found
 
 
-def test_a_receiving_process_started_while_the_database_is_down_waits_for_it_without_a_restart_loop(
-        tmp_path, own_postgres):
+def two_processes_on_postgres(tmp_path, own_postgres) -> RouterProcess:
+    """A router of two receiving processes journaling in a database of its own, started."""
     port = free_port()
     (tmp_path / "main.rules").write_text('rule "all" {\n  then route to STORE\n}\n', encoding="utf-8")
     (tmp_path / "router.yaml").write_text(
         f"storage: var\nrules: main.rules\nprocesses: 2\njournal: {own_postgres.new_database()}\n"
         f"listeners:\n  - {{name: main, ae_title: ROUTER, port: {port}}}\n"
         "destinations:\n  STORE: {type: folder, path: received}\n", encoding="utf-8")
-    router = RouterProcess(tmp_path / "router.yaml", port).start()
+    return RouterProcess(tmp_path / "router.yaml", port).start()
+
+
+def test_a_receiving_process_started_while_the_database_is_down_waits_for_it_without_a_restart_loop(
+        tmp_path, own_postgres):
+    router = two_processes_on_postgres(tmp_path, own_postgres)
 
     def started() -> list[int]:
         return [int(pid) for pid in re.findall(r"receiving process (\d+) started", router.output())]
@@ -176,7 +181,7 @@ def test_a_receiving_process_started_while_the_database_is_down_waits_for_it_wit
         router.wait_for_log(f"receiving process 1 ({restarted}) runs rules", timeout=60)
         instances = make_instances(tmp_path / "sent", 16)
         for instance in instances:  # an association each: the kernel gives some to each process
-            result = storescu(port, [instance.path])
+            result = storescu(router.port, [instance.path])
             assert result.returncode == 0, result.stdout + result.stderr
         wait_until(lambda: {i.sop_instance_uid for i in instances} <= arrived_uids(tmp_path / "received"),
                    timeout=120, what="every instance delivered")
@@ -193,13 +198,7 @@ def test_a_receiving_process_started_while_the_database_is_down_waits_for_it_wit
 
 
 def test_a_receiving_process_waiting_for_the_database_stops_with_the_router(tmp_path, own_postgres):
-    port = free_port()
-    (tmp_path / "main.rules").write_text('rule "all" {\n  then route to STORE\n}\n', encoding="utf-8")
-    (tmp_path / "router.yaml").write_text(
-        f"storage: var\nrules: main.rules\nprocesses: 2\njournal: {own_postgres.new_database()}\n"
-        f"listeners:\n  - {{name: main, ae_title: ROUTER, port: {port}}}\n"
-        "destinations:\n  STORE: {type: folder, path: received}\n", encoding="utf-8")
-    router = RouterProcess(tmp_path / "router.yaml", port).start()
+    router = two_processes_on_postgres(tmp_path, own_postgres)
     router.wait_for_log("receiving process 1 (")
     [first] = [int(pid) for pid in re.findall(r"receiving process (\d+) started", router.output())]
     own_postgres.stop_server()
